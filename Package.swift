@@ -1,0 +1,86 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let strict: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+]
+
+let package = Package(
+    name: "kbuild",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "kbuild", targets: ["kbuild"]),
+        .library(name: "Keg", targets: ["Keg"]),
+        .library(name: "RefStore", targets: ["RefStore"]),
+        .library(name: "KbuildServer", targets: ["KbuildServer"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+    ],
+    targets: [
+        // System libraries through pkg-config (Debian: libzstd-dev, libgit2-dev, libarchive-dev).
+        .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
+        .systemLibrary(name: "CGit2", pkgConfig: "libgit2", providers: [.apt(["libgit2-dev"])]),
+        .systemLibrary(name: "CArchive", pkgConfig: "libarchive", providers: [.apt(["libarchive-dev"])]),
+        // What Swift's Glibc lacks, and the one hot loop (content-defined chunking) that must be fast in debug builds too.
+        .target(name: "CKbuild", cSettings: [.unsafeFlags(["-O2"])]),
+
+        .target(
+            name: "KbuildCore",
+            dependencies: [.product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "Keg",
+            dependencies: ["KbuildCore", "CKbuild", "CZstd", .product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "RefStore",
+            dependencies: ["KbuildCore", .product(name: "GRDB", package: "GRDB.swift")],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "RefStoreConformance",
+            dependencies: ["KbuildCore", "RefStore"],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "KbuildServer",
+            dependencies: [
+                "KbuildCore", "Keg", "RefStore",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "KbuildCLI",
+            dependencies: [
+                "KbuildCore", "Keg", "RefStore", "KbuildServer", "CGit2", "CArchive",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(name: "kbuild", dependencies: ["KbuildCLI"], swiftSettings: strict),
+
+        .testTarget(name: "KegTests", dependencies: ["Keg", "KbuildCore"], swiftSettings: strict),
+        .testTarget(name: "RefStoreTests", dependencies: ["RefStore", "RefStoreConformance", "KbuildCore"], swiftSettings: strict),
+        .testTarget(
+            name: "KbuildCLITests",
+            dependencies: [
+                "KbuildCore", "Keg", "KbuildServer", "RefStore",
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ],
+            swiftSettings: strict
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,43 @@
+public import Foundation
+
+/// Every path kbuild writes, defined in one place. Nothing outside `root` is written.
+///
+///     ~/.kbuild/
+///       admin.token          the first admin token (0600), read by the CLI on this machine
+///       refs.sqlite          the embedded ref store (SQLite, WAL)
+///       keg/objects/ab/…     immutable objects, named by the hex of their KID
+///       keg/tmp/             objects being written; renamed into objects/ once durable
+///       keg/files/ab/…       the shared read-only file cache that checkouts hard-link to
+public struct DataDir: Sendable, Equatable {
+    public let root: URL
+
+    public init(root: URL) {
+        self.root = root.standardizedFileURL
+    }
+
+    /// `--data-dir`, else `$KBUILD_DATA_DIR`, else `~/.kbuild`.
+    public static func resolve(_ explicit: String?, environment: [String: String] = ProcessInfo.processInfo.environment) -> DataDir {
+        if let explicit, !explicit.isEmpty { return DataDir(root: URL(fileURLWithPath: explicit)) }
+        if let env = environment["KBUILD_DATA_DIR"], !env.isEmpty { return DataDir(root: URL(fileURLWithPath: env)) }
+        let home = environment["HOME"].flatMap { $0.isEmpty ? nil : $0 } ?? NSHomeDirectory()
+        return DataDir(root: URL(fileURLWithPath: home).appendingPathComponent(".kbuild"))
+    }
+
+    public var keg: URL { root.appendingPathComponent("keg") }
+    public var kegObjects: URL { keg.appendingPathComponent("objects") }
+    public var kegTmp: URL { keg.appendingPathComponent("tmp") }
+    public var kegFiles: URL { keg.appendingPathComponent("files") }
+    public var refStore: URL { root.appendingPathComponent("refs.sqlite") }
+    public var adminToken: URL { root.appendingPathComponent("admin.token") }
+    /// Where `kbuild up` writes the URL of its HTTP server, so the CLI can find it.
+    public var serverURLFile: URL { root.appendingPathComponent("server.url") }
+
+    /// Creates the directory tree (0700 at the root: it holds tokens).
+    public func create() throws {
+        for dir in [root, keg, kegObjects, kegTmp, kegFiles] {
+            if mkdir(dir.path, 0o700) != 0 && errno != EEXIST {
+                throw KbuildError.syscall("mkdir", dir.path, verb: "create data dir")
+            }
+        }
+    }
+}

@@ -1,0 +1,92 @@
+public import KbuildCore
+import Foundation
+
+/// What `fsck` found.
+public struct FsckReport: Sendable {
+    public struct Problem: Sendable, CustomStringConvertible {
+        public enum Kind: String, Sendable { case corrupt, missing }
+        public var kind: Kind
+        public var kid: KID
+        public var detail: String
+        public var description: String { "\(kind.rawValue) \(kid): \(detail)" }
+    }
+
+    public var objectsChecked = 0
+    public var bytesChecked: UInt64 = 0
+    public var problems: [Problem] = []
+    public var isClean: Bool { problems.isEmpty }
+}
+
+extension Keg {
+    /// Reads every object and checks that it hashes to its name (a chunked file:
+    /// that its chunks reassemble to its KID), and that every object a tree or
+    /// index names is present. Reports each problem with the KID and the path.
+    public func fsck(progress: KegProgress? = nil) throws -> FsckReport {
+        var report = FsckReport()
+        var present = Set<KID>()
+        var wanted: [(KID, KID)] = [] // (child, parent)
+        for kid in try allObjects() {
+            present.insert(kid)
+            do {
+                let (header, payload) = try readStored(kid)
+                report.objectsChecked += 1
+                report.bytesChecked += UInt64(payload.count + ObjectHeader.size)
+                progress?.add(files: 1, bytes: UInt64(payload.count))
+                switch header.kind {
+                case .blob:
+                    _ = try decode(header: header, payload: payload, kid: kid)
+                case .tree:
+                    let tree = try Tree(decoding: try decode(header: header, payload: payload, kid: kid), kid: kid)
+                    for e in tree.entries { if let child = e.kid { wanted.append((child, kid)) } }
+                case .chunkIndex:
+                    let node = try ChunkIndexNode(decoding: try decode(header: header, payload: payload, kid: kid), kid: kid)
+                    for e in node.entries { wanted.append((e.kid, kid)) }
+                case .chunkedFile:
+                    let root = try chunkedFileRoot(kid, payload: payload)
+                    wanted.append((root, kid))
+                    // Missing pieces are reported below; only hash what is whole.
+                    if let chunks = try? chunks(ofChunkedFile: kid) {
+                        var hasher = IncrementalKID()
+                        for chunk in chunks {
+                            guard let bytes = try? readVerified(chunk.kid).1 else { break }
+                            hasher.update(bytes)
+                        }
+                        if hasher.finalize() != kid && chunks.allSatisfy({ contains($0.kid) }) {
+                            report.problems.append(.init(kind: .corrupt, kid: kid, detail: "chunks do not reassemble to the file's KID (\(objectPath(kid)))"))
+                        }
+                    }
+                }
+            } catch {
+                report.problems.append(.init(kind: .corrupt, kid: kid, detail: "\(KbuildError.wrap(error).message) (\(objectPath(kid)))"))
+            }
+        }
+        var reported = Set<KID>()
+        for (child, parent) in wanted where !present.contains(child) && reported.insert(child).inserted {
+            report.problems.append(.init(kind: .missing, kid: child, detail: "named by \(parent) but not in the Keg"))
+        }
+        return report
+    }
+
+    /// Every stored object's KID (by the names of the object files).
+    public func allObjects() throws -> [KID] {
+        var out: [KID] = []
+        for byte in 0..<256 {
+            let fan = Keg.hexByte(byte)
+            for name in try Keg.listDirectory(objectsPath + "/" + fan) {
+                if let kid = try? KID(parsing: fan + name) { out.append(kid) }
+            }
+        }
+        return out
+    }
+
+    /// The KIDs an object names directly (children of a tree, chunks of a file).
+    public func references(of kid: KID) throws -> [KID] {
+        let (header, payload) = try readStored(kid)
+        switch header.kind {
+        case .blob: return []
+        case .tree: return try Tree(decoding: try decode(header: header, payload: payload, kid: kid), kid: kid).entries.compactMap(\.kid)
+        case .chunkIndex: return try ChunkIndexNode(decoding: try decode(header: header, payload: payload, kid: kid), kid: kid).entries.map(\.kid)
+        case .chunkedFile: return [try chunkedFileRoot(kid, payload: payload)]
+        }
+    }
+}

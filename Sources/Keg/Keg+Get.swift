@@ -1,0 +1,173 @@
+public import KbuildCore
+import Foundation
+import Synchronization
+
+extension Keg {
+    /// Restores an object to `destination`, which must not exist: a tree as a
+    /// directory (byte-identical files, modes and symlinks), a file as a file.
+    ///
+    /// Everything is written under a temporary sibling name first and renamed
+    /// into place at the end, so a failure leaves nothing at `destination`.
+    public func get(_ kid: KID, to destination: String, progress: KegProgress? = nil) throws {
+        let kind = try self.kind(of: kid)
+        try materialise(kid, kind: kind, at: destination, verb: "get \(kid) into \(destination)", progress: progress) { (job) in
+            try self.writeFile(job.kid, to: job.path, mode: job.mode)
+        }
+    }
+
+    struct FileJob {
+        var kid: KID
+        var path: BytePath
+        var mode: UInt32
+    }
+
+    /// The shared skeleton of `get` and `checkout`: directories and symlinks are
+    /// made in one pass, files by `place` on every core, directory modes last
+    /// (so a read-only directory can still be filled), then one rename.
+    func materialise(_ kid: KID, kind: ObjectKind, at destination: String, verb: String, progress: KegProgress?,
+                     place: @Sendable (FileJob) throws -> Void) throws {
+        var probe = stat()
+        if lstat(destination, &probe) == 0 {
+            throw KbuildError(.conflict, "failed to \(verb): \(destination) already exists")
+        }
+        let dest = URL(fileURLWithPath: destination)
+        let staging = dest.deletingLastPathComponent().appendingPathComponent(".\(dest.lastPathComponent).kbuild-\(getpid())-\(UInt32.random(in: 0...UInt32.max))").path
+        let root = BytePath(staging)
+        do {
+            switch kind {
+            case .tree:
+                var jobs: [FileJob] = []
+                var dirModes: [(BytePath, UInt32)] = []
+                try layOut(tree: kid, at: root, mode: 0o755, jobs: &jobs, dirModes: &dirModes)
+                try runParallel(jobs, progress: progress, place)
+                for (path, mode) in dirModes.reversed() {
+                    guard path.withCString({ chmod($0, mode_t(mode)) }) == 0 else { throw KbuildError.syscall("chmod", path.description, verb: verb) }
+                }
+            case .blob, .chunkedFile:
+                try place(FileJob(kid: kid, path: root, mode: 0o644))
+            case .chunkIndex:
+                throw KbuildError(.invalidArgument, "failed to \(verb): \(kid) is an internal chunk index, not a file or tree")
+            }
+            guard rename(staging, destination) == 0 else { throw KbuildError.syscall("rename", destination, verb: verb) }
+        } catch {
+            Keg.removeTree(staging)
+            throw error
+        }
+    }
+
+    private func layOut(tree kid: KID, at path: BytePath, mode: UInt32, jobs: inout [FileJob], dirModes: inout [(BytePath, UInt32)]) throws {
+        guard path.withCString({ mkdir($0, 0o700) }) == 0 else { throw KbuildError.syscall("mkdir", path.description, verb: "restore tree \(kid)") }
+        dirModes.append((path, mode))
+        for entry in try tree(kid).entries {
+            let child = path.appending(entry.name)
+            switch entry.type {
+            case .directory:
+                try layOut(tree: entry.kid!, at: child, mode: entry.mode, jobs: &jobs, dirModes: &dirModes)
+            case .symlink:
+                var target = entry.target
+                target.append(0)
+                let ok = child.withCString { c in target.withUnsafeBufferPointer { t in t.withMemoryRebound(to: CChar.self) { symlink($0.baseAddress!, c) } } }
+                guard ok == 0 else { throw KbuildError.syscall("symlink", child.description, verb: "restore tree \(kid)") }
+            case .file:
+                jobs.append(FileJob(kid: entry.kid!, path: child, mode: entry.mode))
+            }
+        }
+    }
+
+    private func runParallel(_ jobs: [FileJob], progress: KegProgress?, _ place: @Sendable (FileJob) throws -> Void) throws {
+        let failure = Mutex<KbuildError?>(nil)
+        let next = Atomic<Int>(0)
+        let work = UnsafeSendable(jobs)
+        let workers = min(ProcessInfo.processInfo.activeProcessorCount, max(jobs.count, 1))
+        DispatchQueue.concurrentPerform(iterations: workers) { _ in
+            while failure.withLock({ $0 == nil }) {
+                let i = next.wrappingAdd(1, ordering: .relaxed).oldValue
+                guard i < work.value.count else { return }
+                do {
+                    try place(work.value[i])
+                    progress?.add(files: 1)
+                } catch {
+                    failure.withLock { if $0 == nil { $0 = KbuildError.wrap(error) } }
+                }
+            }
+        }
+        if let error = failure.withLock({ $0 }) { throw error }
+    }
+
+    /// Writes a file object's bytes to a new file at `path` with `mode`.
+    func writeFile(_ kid: KID, to path: BytePath, mode: UInt32) throws {
+        let fd = path.withCString { open($0, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600) }
+        guard fd >= 0 else { throw KbuildError.syscall("open", path.description, verb: "restore \(kid)") }
+        defer { close(fd) }
+        try writeContent(kid, to: fd, path: path)
+        guard fchmod(fd, mode_t(mode)) == 0 else { throw KbuildError.syscall("fchmod", path.description, verb: "restore \(kid)") }
+    }
+
+    /// Writes the logical bytes of a blob or chunked file to `fd`, verifying each piece.
+    func writeContent(_ kid: KID, to fd: Int32, path: BytePath) throws {
+        let (header, payload) = try readStored(kid)
+        switch header.kind {
+        case .blob:
+            let bytes = try decode(header: header, payload: payload, kid: kid)
+            guard KegWriter.writeAll(fd, bytes) else { throw KbuildError.syscall("write", path.description, verb: "restore \(kid)") }
+        case .chunkedFile:
+            // Chunks are independent: read, decompress and verify them on every core,
+            // each written at its own offset.
+            var offsets: [(ChunkIndexNode.Entry, off_t)] = []
+            var at: off_t = 0
+            for chunk in try chunks(ofChunkedFile: kid) {
+                offsets.append((chunk, at))
+                at += off_t(chunk.size)
+            }
+            let failure = Mutex<KbuildError?>(nil)
+            let work = UnsafeSendable(offsets)
+            let pathText = path.description
+            DispatchQueue.concurrentPerform(iterations: offsets.count) { i in
+                guard failure.withLock({ $0 == nil }) else { return }
+                let (chunk, offset) = work.value[i]
+                do {
+                    let (kind, bytes) = try readVerified(chunk.kid)
+                    guard kind == .blob, UInt64(bytes.count) == chunk.size else {
+                        throw KbuildError(.corrupt, "failed to restore \(kid): chunk \(chunk.kid) is not a \(chunk.size)-byte blob")
+                    }
+                    guard Keg.pwriteAll(fd, bytes, at: offset) else { throw KbuildError.syscall("pwrite", pathText, verb: "restore \(kid)") }
+                } catch {
+                    failure.withLock { if $0 == nil { $0 = KbuildError.wrap(error) } }
+                }
+            }
+            if let error = failure.withLock({ $0 }) { throw error }
+        case .tree, .chunkIndex:
+            throw KbuildError(.invalidArgument, "failed to restore \(kid) as a file: it is a \(header.kind)")
+        }
+    }
+
+    static func pwriteAll(_ fd: Int32, _ bytes: [UInt8], at offset: off_t) -> Bool {
+        bytes.withUnsafeBytes { raw in
+            var done = 0
+            while done < raw.count {
+                let n = pwrite(fd, raw.baseAddress! + done, raw.count - done, offset + off_t(done))
+                if n < 0 && errno == EINTR { continue }
+                if n <= 0 { return false }
+                done += n
+            }
+            return true
+        }
+    }
+
+    /// rm -rf, for cleaning up after a failed restore (makes read-only dirs writable first).
+    static func removeTree(_ path: String) { removeTree(BytePath(path)) }
+
+    static func removeTree(_ path: BytePath) {
+        var st = stat()
+        guard path.withCString({ lstat($0, &st) }) == 0 else { return }
+        if st.st_mode & S_IFMT == S_IFDIR {
+            _ = path.withCString { chmod($0, 0o700) }
+            if let names = try? readDirectoryNames(path) {
+                for name in names { removeTree(path.appending(name)) }
+            }
+            _ = path.withCString { rmdir($0) }
+        } else {
+            _ = path.withCString { unlink($0) }
+        }
+    }
+}

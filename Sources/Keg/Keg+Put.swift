@@ -1,0 +1,304 @@
+public import KbuildCore
+import Foundation
+import Synchronization
+import CKbuild
+
+extension Keg {
+    /// Stores a file or a directory tree and returns its KID.
+    ///
+    /// A directory is walked first (without following symlinks inside it),
+    /// then its files are stored in parallel, then its trees bottom-up, and
+    /// the whole batch is committed at once: a failure or a kill leaves no
+    /// new object visible. Device nodes, fifos and sockets are refused.
+    public func put(path: String, progress: KegProgress? = nil) throws -> KID {
+        let root = BytePath(path)
+        var st = stat()
+        // The path the user names may be a symlink (e.g. /lib); follow it.
+        guard root.withCString({ stat($0, &st) }) == 0 else { throw KbuildError.syscall("stat", path, verb: "put \(path)") }
+        let writer = writer()
+        let ingest = Ingest(keg: self, writer: writer, progress: progress)
+        let kid: KID
+        switch st.st_mode & S_IFMT {
+        case S_IFREG:
+            kid = try ingest.file(root, worker: ingest.pool.take())
+        case S_IFDIR:
+            kid = try ingest.directory(root)
+        default:
+            throw KbuildError(.invalidArgument, "failed to put \(path): it is a \(FileType.name(st.st_mode)), not a regular file, directory or symlink")
+        }
+        try writer.commit()
+        return kid
+    }
+}
+
+/// One `put`: the walk, the parallel file ingest and the tree build.
+final class Ingest: Sendable {
+    let keg: Keg
+    let writer: KegWriter
+    let progress: KegProgress?
+    let pool = WorkerPool()
+
+    init(keg: Keg, writer: KegWriter, progress: KegProgress?) {
+        self.keg = keg
+        self.writer = writer
+        self.progress = progress
+    }
+
+    /// A directory as walked: entries with an index into `files` or `dirs`.
+    struct Dir {
+        var path: BytePath
+        var entries: [(name: [UInt8], type: Tree.EntryType, mode: UInt32, size: UInt64, ref: Int, target: [UInt8])] = []
+    }
+
+    func directory(_ root: BytePath) throws -> KID {
+        var dirs: [Dir] = []
+        var files: [(path: BytePath, size: UInt64)] = []
+        func walk(_ path: BytePath) throws -> Int {
+            let index = dirs.count
+            dirs.append(Dir(path: path))
+            for name in try readDirectoryNames(path) {
+                let child = path.appending(name)
+                var st = stat()
+                guard child.withCString({ lstat($0, &st) }) == 0 else { throw KbuildError.syscall("lstat", child.description, verb: "put \(child)") }
+                let mode = UInt32(st.st_mode) & 0o7777
+                switch st.st_mode & S_IFMT {
+                case S_IFREG:
+                    files.append((child, UInt64(st.st_size)))
+                    dirs[index].entries.append((name, .file, mode, UInt64(st.st_size), files.count - 1, []))
+                case S_IFDIR:
+                    let sub = try walk(child)
+                    dirs[index].entries.append((name, .directory, mode, 0, sub, []))
+                case S_IFLNK:
+                    let target = try readLink(child)
+                    dirs[index].entries.append((name, .symlink, 0o777, UInt64(target.count), -1, target))
+                default:
+                    throw KbuildError(.invalidArgument, "failed to put \(child): it is a \(FileType.name(st.st_mode)); only regular files, directories and symlinks can be stored")
+                }
+            }
+            return index
+        }
+        _ = try walk(root)
+
+        let kids = try ingestAll(files)
+
+        // Trees bottom-up: a directory's subdirectories always have larger indices.
+        var treeKIDs = [KID?](repeating: nil, count: dirs.count)
+        let compressor = pool.take()
+        for i in dirs.indices.reversed() {
+            let entries = dirs[i].entries.map { e in
+                Tree.Entry(name: e.name, type: e.type, mode: e.mode, size: e.size,
+                           kid: e.type == .file ? kids[e.ref] : e.type == .directory ? treeKIDs[e.ref] : nil,
+                           target: e.target)
+            }
+            let tree = try Tree(entries: entries)
+            let bytes = tree.encoded()
+            let kid = KID(hashing: bytes)
+            try writer.add(kid, kind: .tree, bytes: bytes, compressor: compressor.zstd)
+            treeKIDs[i] = kid
+        }
+        pool.give(compressor)
+        return treeKIDs[0]!
+    }
+
+    /// Stores every file, spread over all cores; the first error stops the rest.
+    func ingestAll(_ files: [(path: BytePath, size: UInt64)]) throws -> [KID] {
+        let results = Mutex([KID?](repeating: nil, count: files.count))
+        let failure = Mutex<KbuildError?>(nil)
+        let next = Atomic<Int>(0)
+        let workers = min(ProcessInfo.processInfo.activeProcessorCount, max(files.count, 1))
+        let work = UnsafeSendable(files)
+        DispatchQueue.concurrentPerform(iterations: workers) { _ in
+            let worker = pool.take()
+            defer { pool.give(worker) }
+            while failure.withLock({ $0 == nil }) {
+                let i = next.wrappingAdd(1, ordering: .relaxed).oldValue
+                guard i < work.value.count else { return }
+                do {
+                    let kid = try file(work.value[i].path, worker: worker)
+                    results.withLock { $0[i] = kid }
+                } catch {
+                    failure.withLock { if $0 == nil { $0 = KbuildError.wrap(error) } }
+                }
+            }
+        }
+        if let error = failure.withLock({ $0 }) { throw error }
+        return results.withLock { $0.map { $0! } }
+    }
+
+    func readLink(_ path: BytePath) throws -> [UInt8] {
+        var buf = [UInt8](repeating: 0, count: Int(PATH_MAX) + 1)
+        let n = path.withCString { p in buf.withUnsafeMutableBytes { readlink(p, $0.baseAddress!.assumingMemoryBound(to: CChar.self), $0.count) } }
+        guard n >= 0 else { throw KbuildError.syscall("readlink", path.description, verb: "put \(path)") }
+        guard n < buf.count else { throw KbuildError(.invalidArgument, "failed to put \(path): symlink target too long") }
+        return Array(buf[0..<n])
+    }
+
+    /// Files below this size are read whole; larger ones stream in blocks.
+    static let streamThreshold = 32 << 20
+    static let blockSize = 8 << 20
+
+    /// Stores one regular file: a blob when small, chunks and an index when large.
+    func file(_ path: BytePath, worker: Worker) throws -> KID {
+        let fd = path.withCString { open($0, O_RDONLY | O_NOFOLLOW | O_CLOEXEC) }
+        guard fd >= 0 else { throw KbuildError.syscall("open", path.description, verb: "put \(path)") }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw KbuildError.syscall("fstat", path.description, verb: "put \(path)") }
+        guard st.st_mode & S_IFMT == S_IFREG else {
+            throw KbuildError(.invalidArgument, "failed to put \(path): it is a \(FileType.name(st.st_mode)), not a regular file")
+        }
+        let size = Int(st.st_size)
+        if size >= Ingest.streamThreshold { return try streamLarge(fd, path: path, worker: worker) }
+
+        let bytes = try readExactly(fd, size, path: path, into: &worker.buffer)
+        defer { progress?.add(files: 1, bytes: UInt64(size)) }
+        let kid = KID(hashing: bytes)
+        if size < Keg.chunkingThreshold {
+            try writer.add(kid, kind: .blob, bytes: bytes, compressor: worker.zstd)
+            return kid
+        }
+        if keg.freshen(kid) { return kid }
+        var chunks: [ChunkIndexNode.Entry] = []
+        var at = 0
+        var params = Keg.chunkParams
+        while at < size {
+            let n = kb_cdc_cut(bytes.baseAddress! + at, size - at, &params)
+            let chunk = UnsafeRawBufferPointer(rebasing: bytes[at..<at + n])
+            let ck = KID(hashing: chunk)
+            try writer.add(ck, kind: .blob, bytes: chunk, compressor: worker.zstd)
+            chunks.append(.init(kid: ck, size: UInt64(n)))
+            at += n
+        }
+        try storeIndex(file: kid, size: UInt64(size), chunks: chunks, worker: worker)
+        return kid
+    }
+
+    /// Reads `size` bytes into the worker's buffer and returns a view of them.
+    func readExactly(_ fd: Int32, _ size: Int, path: BytePath, into buffer: inout [UInt8]) throws -> UnsafeRawBufferPointer {
+        if buffer.count < size { buffer = [UInt8](repeating: 0, count: size) }
+        var done = 0
+        while done < size {
+            let n = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + done, size - done, off_t(done)) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else {
+                if n == 0 { throw KbuildError(.conflict, "failed to put \(path): file shrank while it was read") }
+                throw KbuildError.syscall("read", path.description, verb: "put \(path)")
+            }
+            done += n
+        }
+        return buffer.withUnsafeBytes { UnsafeRawBufferPointer(rebasing: $0[0..<size]) }
+    }
+
+    /// A large file in 8 MiB blocks: per block the cut points are found, then the
+    /// whole-file hash and every chunk (hash, compress, write) run as parallel jobs.
+    func streamLarge(_ fd: Int32, path: BytePath, worker: Worker) throws -> KID {
+        let capacity = Ingest.blockSize + Int(Keg.chunkParams.max_size)
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: capacity, alignment: 64)
+        defer { buffer.deallocate() }
+        var whole = IncrementalKID()
+        var chunks: [ChunkIndexNode.Entry] = []
+        var carried = 0
+        var total: UInt64 = 0
+        var eof = false
+        var params = Keg.chunkParams
+        while !eof || carried > 0 {
+            var filled = carried
+            while !eof && filled < capacity {
+                let n = read(fd, buffer.baseAddress! + filled, capacity - filled)
+                if n < 0 && errno == EINTR { continue }
+                guard n >= 0 else { throw KbuildError.syscall("read", path.description, verb: "put \(path)") }
+                if n == 0 { eof = true } else { filled += n }
+            }
+            // Cut points over what is buffered; an unfinished last chunk carries over.
+            var cuts: [(Int, Int)] = []
+            var at = 0
+            while at < filled {
+                let n = kb_cdc_cut(buffer.baseAddress!.assumingMemoryBound(to: UInt8.self) + at, filled - at, &params)
+                if at + n == filled && !eof && n < Int(params.max_size) { break }
+                cuts.append((at, n))
+                at += n
+            }
+            let fresh = UnsafeSendable(UnsafeRawBufferPointer(rebasing: buffer[carried..<filled]))
+            let view = UnsafeSendable(UnsafeRawBufferPointer(buffer))
+            let found = Mutex([KID?](repeating: nil, count: cuts.count))
+            let failure = Mutex<KbuildError?>(nil)
+            let hasher = UnsafeSendable(UnsafeMutablePointer<IncrementalKID>.allocate(capacity: 1))
+            hasher.value.initialize(to: whole)
+            let jobs = UnsafeSendable(cuts)
+            DispatchQueue.concurrentPerform(iterations: cuts.count + 1) { job in
+                if job == 0 { hasher.value.pointee.update(fresh.value); return }
+                let (start, n) = jobs.value[job - 1]
+                let chunk = UnsafeRawBufferPointer(rebasing: view.value[start..<start + n])
+                let kid = KID(hashing: chunk)
+                let w = pool.take()
+                defer { pool.give(w) }
+                do {
+                    try writer.add(kid, kind: .blob, bytes: chunk, compressor: w.zstd)
+                    found.withLock { $0[job - 1] = kid }
+                } catch {
+                    failure.withLock { if $0 == nil { $0 = KbuildError.wrap(error) } }
+                }
+            }
+            whole = hasher.value.move()
+            hasher.value.deallocate()
+            if let error = failure.withLock({ $0 }) { throw error }
+            let kids = found.withLock { $0 }
+            for (i, cut) in cuts.enumerated() { chunks.append(.init(kid: kids[i]!, size: UInt64(cut.1))) }
+            total += UInt64(filled - carried)
+            progress?.add(bytes: UInt64(filled - carried))
+            carried = filled - at
+            if carried > 0 { memmove(buffer.baseAddress!, buffer.baseAddress! + at, carried) }
+        }
+        progress?.add(files: 1)
+        let kid = whole.finalize()
+        if !keg.freshen(kid) {
+            try storeIndex(file: kid, size: total, chunks: chunks, worker: worker)
+        }
+        return kid
+    }
+
+    /// Stores the index tree of a chunked file, then its record.
+    func storeIndex(file kid: KID, size: UInt64, chunks: [ChunkIndexNode.Entry], worker: Worker) throws {
+        var level: UInt8 = 0
+        var entries = chunks
+        while true {
+            let nodes = ChunkIndexNode.group(entries, level: level)
+            var next: [ChunkIndexNode.Entry] = []
+            for node in nodes {
+                let bytes = node.encoded()
+                let nk = KID(hashing: bytes)
+                try writer.add(nk, kind: .chunkIndex, bytes: bytes, compressor: worker.zstd)
+                next.append(.init(kid: nk, size: node.totalSize))
+            }
+            if next.count == 1 {
+                let record = ChunkedFileRecord(root: next[0].kid).encoded(file: kid)
+                try record.withUnsafeBytes { (raw) in
+                    try writer.add(kid, kind: .chunkedFile, bytes: raw, logicalSize: size, compressor: nil)
+                }
+                return
+            }
+            entries = next
+            level += 1
+        }
+    }
+}
+
+/// What one ingest thread owns: a compression context and a read buffer.
+final class Worker: @unchecked Sendable {
+    let zstd = Zstd.Context()
+    var buffer: [UInt8] = []
+}
+
+/// Hands each thread a `Worker` of its own and takes it back after.
+final class WorkerPool: Sendable {
+    private let free = Mutex<[Worker]>([])
+    func take() -> Worker { free.withLock { $0.popLast() } ?? Worker() }
+    func give(_ w: Worker) { free.withLock { $0.append(w) } }
+}
+
+/// A value handed to `concurrentPerform` workers that only read it (or write
+/// disjoint parts of it): Dispatch joins them all before the caller goes on.
+struct UnsafeSendable<T>: @unchecked Sendable {
+    let value: T
+    init(_ value: T) { self.value = value }
+}

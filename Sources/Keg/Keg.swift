@@ -1,0 +1,226 @@
+public import KbuildCore
+public import Foundation
+import CKbuild
+
+/// The Keg: kbuild's one content-addressed store. Every source tree, file,
+/// layer, image, log and record is an immutable object here, named by its KID.
+///
+/// Objects live at `keg/objects/ab/cdef…` (the KID's hex, fanned out by its
+/// first byte). A reader always checks that the bytes hash to the name; a
+/// writer stages objects in `keg/tmp` and renames them in only once they are
+/// durable (`KegWriter`), so no reader ever sees half an object.
+public final class Keg: Sendable {
+    public let dataDir: DataDir
+    let objectsPath: String
+    let tmpPath: String
+    let filesPath: String
+
+    /// Files at or above this size are split into content-defined chunks.
+    public static let chunkingThreshold = 1 << 20
+    static let chunkParams = kb_cdc_params(min_size: 16 << 10, avg_size: 64 << 10, max_size: 256 << 10)
+
+    /// Opens the Keg in `dataDir`, creating its directories on first use.
+    public init(dataDir: DataDir) throws {
+        self.dataDir = dataDir
+        objectsPath = dataDir.kegObjects.path
+        tmpPath = dataDir.kegTmp.path
+        filesPath = dataDir.kegFiles.path
+        try dataDir.create()
+        for base in [objectsPath, filesPath] {
+            var probe = stat()
+            if stat(base + "/ff", &probe) == 0 { continue }
+            for byte in 0..<256 {
+                let dir = base + "/" + Keg.hexByte(byte)
+                if mkdir(dir, 0o755) != 0 && errno != EEXIST { throw KbuildError.syscall("mkdir", dir, verb: "open keg") }
+            }
+        }
+    }
+
+    static func hexByte(_ b: Int) -> String {
+        let digits = Array("0123456789abcdef")
+        return String([digits[b >> 4], digits[b & 15]])
+    }
+
+    func objectPath(_ kid: KID) -> String {
+        let hex = kid.hex
+        return objectsPath + "/" + hex.prefix(2) + "/" + hex.dropFirst(2)
+    }
+
+    /// Whether the object is stored (it may still be corrupt: `fsck` checks).
+    public func contains(_ kid: KID) -> Bool {
+        access(objectPath(kid), F_OK) == 0
+    }
+
+    /// Resolves a full KID or a unique prefix of at least 8 hex digits.
+    public func resolve(_ prefix: KIDPrefix) throws -> KID {
+        if let kid = prefix.complete {
+            guard contains(kid) else { throw KbuildError(.notFound, "failed to find object \(kid): not in the Keg") }
+            return kid
+        }
+        let dir = objectsPath + "/" + prefix.hex.prefix(2)
+        let rest = String(prefix.hex.dropFirst(2))
+        var matches: [KID] = []
+        for name in try Keg.listDirectory(dir) where name.hasPrefix(rest) {
+            if let kid = try? KID(parsing: String(prefix.hex.prefix(2)) + name) { matches.append(kid) }
+        }
+        switch matches.count {
+        case 0: throw KbuildError(.notFound, "failed to find object \(prefix): no object has this prefix")
+        case 1: return matches[0]
+        default:
+            let listed = matches.sorted().prefix(5).map { $0.short + String($0.hex.dropFirst(8).prefix(4)) }.joined(separator: ", ")
+            throw KbuildError(.ambiguous, "failed to find object \(prefix): ambiguous prefix matches \(matches.count) objects (\(listed)); give more digits")
+        }
+    }
+
+    /// The header and the stored payload (still compressed) of an object.
+    func readStored(_ kid: KID) throws -> (ObjectHeader, [UInt8]) {
+        let path = objectPath(kid)
+        let bytes = try Keg.readFile(path, verb: "read object \(kid)", missing: "not in the Keg")
+        let header = try bytes.withUnsafeBytes { (raw) in try ObjectHeader(decoding: raw, kid: kid) }
+        return (header, Array(bytes[ObjectHeader.size...]))
+    }
+
+    /// The kind of a stored object (reads only its header).
+    public func kind(of kid: KID) throws -> ObjectKind {
+        let path = objectPath(kid)
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            if errno == ENOENT { throw KbuildError(.notFound, "failed to read object \(kid): not in the Keg") }
+            throw KbuildError.syscall("open", path, verb: "read object \(kid)")
+        }
+        defer { close(fd) }
+        var head = [UInt8](repeating: 0, count: ObjectHeader.size)
+        let n = head.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, 0) }
+        guard n == ObjectHeader.size else { throw KbuildError(.corrupt, "failed to read object \(kid): truncated header") }
+        return try head.withUnsafeBytes { (raw) in try ObjectHeader(decoding: raw, kid: kid) }.kind
+    }
+
+    /// The size of the bytes the KID names (the whole file for a chunked file).
+    public func logicalSize(of kid: KID) throws -> UInt64 {
+        try readStored(kid).0.logicalSize
+    }
+
+    /// The logical bytes of a blob, tree or index node, verified against the KID.
+    func readVerified(_ kid: KID) throws -> (ObjectKind, [UInt8]) {
+        let (header, payload) = try readStored(kid)
+        guard header.kind != .chunkedFile else {
+            throw KbuildError(.invalidArgument, "failed to read object \(kid): a chunked file is read with a reader, not whole")
+        }
+        let bytes = try decode(header: header, payload: payload, kid: kid)
+        return (header.kind, bytes)
+    }
+
+    func decode(header: ObjectHeader, payload: [UInt8], kid: KID) throws -> [UInt8] {
+        guard header.logicalSize <= UInt64(Int.max / 2) else { throw KbuildError(.corrupt, "failed to read object \(kid): absurd size") }
+        var bytes: [UInt8]
+        switch header.encoding {
+        case .raw:
+            bytes = payload
+        case .zstd:
+            bytes = [UInt8](repeating: 0, count: Int(header.logicalSize))
+            try payload.withUnsafeBytes { (src) in
+                try bytes.withUnsafeMutableBytes { (dst) in try Zstd.decompress(src, into: dst, kid: kid) }
+            }
+        }
+        guard UInt64(bytes.count) == header.logicalSize, KID(hashing: bytes) == kid else {
+            throw KbuildError(.corrupt, "failed to read object \(kid): content does not hash to its KID (\(objectPath(kid)))")
+        }
+        return bytes
+    }
+
+    /// The entries of a tree object.
+    public func tree(_ kid: KID) throws -> Tree {
+        let (kind, bytes) = try readVerified(kid)
+        guard kind == .tree else { throw KbuildError(.invalidArgument, "failed to read tree \(kid): it is a \(kind)") }
+        return try Tree(decoding: bytes, kid: kid)
+    }
+
+    func chunkIndexNode(_ kid: KID) throws -> ChunkIndexNode {
+        let (kind, bytes) = try readVerified(kid)
+        guard kind == .chunkIndex else { throw KbuildError(.corrupt, "failed to read chunk index \(kid): it is a \(kind)") }
+        return try ChunkIndexNode(decoding: bytes, kid: kid)
+    }
+
+    func chunkedFileRoot(_ kid: KID, payload: [UInt8]) throws -> KID {
+        try ChunkedFileRecord(decoding: payload, file: kid).root
+    }
+
+    /// The chunks of a chunked file in order, with their sizes (index nodes verified).
+    func chunks(ofChunkedFile kid: KID) throws -> [ChunkIndexNode.Entry] {
+        let (header, payload) = try readStored(kid)
+        guard header.kind == .chunkedFile else { throw KbuildError(.corrupt, "failed to read file \(kid): it is a \(header.kind)") }
+        let root = try chunkedFileRoot(kid, payload: payload)
+        var out: [ChunkIndexNode.Entry] = []
+        func walk(_ node: KID, level: Int) throws {
+            let n = try chunkIndexNode(node)
+            guard Int(n.level) == level else { throw KbuildError(.corrupt, "failed to read chunk index \(node): level \(n.level), want \(level)") }
+            if n.level == 0 { out.append(contentsOf: n.entries); return }
+            for e in n.entries { try walk(e.kid, level: level - 1) }
+        }
+        let top = try chunkIndexNode(root)
+        try walk(root, level: Int(top.level))
+        let total = out.reduce(0) { $0 + $1.size }
+        guard total == header.logicalSize else {
+            throw KbuildError(.corrupt, "failed to read file \(kid): chunks add up to \(total) bytes, want \(header.logicalSize)")
+        }
+        return out
+    }
+
+    // MARK: file helpers
+
+    static func readFile(_ path: String, verb: String, missing: String = "no such file") throws -> [UInt8] {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            if errno == ENOENT { throw KbuildError(.notFound, "failed to \(verb): \(missing)") }
+            throw KbuildError.syscall("open", path, verb: verb)
+        }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw KbuildError.syscall("fstat", path, verb: verb) }
+        var out = [UInt8](repeating: 0, count: Int(st.st_size))
+        var done = 0
+        while done < out.count {
+            let n = out.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + done, $0.count - done, off_t(done)) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { throw n == 0 ? KbuildError(.corrupt, "failed to \(verb): \(path) shrank while read") : .syscall("pread", path, verb: verb) }
+            done += n
+        }
+        return out
+    }
+
+    static func listDirectory(_ path: String) throws -> [String] {
+        guard let dir = opendir(path) else {
+            if errno == ENOENT { return [] }
+            throw KbuildError.syscall("opendir", path, verb: "list \(path)")
+        }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names
+    }
+}
+
+extension Keg {
+    /// Objects younger than this are never collected; `freshen` keeps a
+    /// deduplicated object young so a concurrent `gc` cannot take it away from
+    /// a `put` that is about to reference it (git's gc.pruneExpire, same idea).
+    public static let freshenAfter: TimeInterval = 600
+
+    /// Whether the object is stored; if it is and was last touched long ago,
+    /// touches it.
+    func freshen(_ kid: KID) -> Bool {
+        let path = objectPath(kid)
+        var st = stat()
+        guard stat(path, &st) == 0 else { return false }
+        let now = time(nil)
+        if now - st.st_mtim.tv_sec > Int(Keg.freshenAfter) {
+            _ = utimensat(AT_FDCWD, path, nil, 0)
+        }
+        return true
+    }
+}

@@ -1,0 +1,158 @@
+public import KbuildCore
+import Foundation
+import CKbuild
+import Synchronization
+
+/// Writes a batch of objects so that none is visible before it is durable.
+///
+/// Each object goes to a fresh file in `keg/tmp`; `commit()` flushes the
+/// filesystem once (syncfs), renames every staged file into `keg/objects` in
+/// the order they were staged (children before the trees that name them), and
+/// flushes again so the renames survive a crash. A writer that is dropped or
+/// aborted unlinks what it staged. A process killed mid-write leaves only
+/// files in `keg/tmp`, which `gc` sweeps.
+///
+/// Safe to use from several threads at once (`put` ingests files in parallel).
+public final class KegWriter: Sendable {
+    let keg: Keg
+    private struct State {
+        var staged: [(tmp: String, final: String)] = []
+        var stagedKIDs: Set<KID> = []
+        var finished = false
+        var bytesWritten: UInt64 = 0
+    }
+    private let state = Mutex(State())
+    private let counter = Atomic<Int>(0)
+
+    init(keg: Keg) { self.keg = keg }
+
+    deinit { abort() }
+
+    /// Bytes written to disk so far (after compression).
+    public var bytesWritten: UInt64 { state.withLock { $0.bytesWritten } }
+
+    /// Whether the object is stored (then freshened, see `Keg.freshen`) or staged in this batch.
+    func has(_ kid: KID) -> Bool {
+        state.withLock { $0.stagedKIDs.contains(kid) } || keg.freshen(kid)
+    }
+
+    /// Stages the object unless it is already stored or staged. `bytes` must
+    /// hash to `kid`; chunked files pass their record payload instead.
+    func add(_ kid: KID, kind: ObjectKind, bytes: UnsafeRawBufferPointer, logicalSize: UInt64? = nil, compressor: Zstd.Context?) throws {
+        if has(kid) { return }
+        var header = ObjectHeader(kind: kind, encoding: .raw, logicalSize: logicalSize ?? UInt64(bytes.count))
+        var compressed: [UInt8]?
+        if let compressor, kind != .chunkedFile {
+            compressed = Zstd.compress(bytes, context: compressor.pointer)
+            if compressed != nil { header.encoding = .zstd }
+        }
+        let tmp = keg.tmpPath + "/\(getpid())-\(counter.wrappingAdd(1, ordering: .relaxed).newValue)-" + kid.hex.prefix(16)
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o444)
+        guard fd >= 0 else { throw KbuildError.syscall("open", tmp, verb: "write object \(kid)") }
+        let head = header.encoded()
+        var ok = KegWriter.writeAll(fd, head)
+        if ok {
+            if let compressed {
+                ok = compressed.withUnsafeBytes { KegWriter.writeAll(fd, $0) }
+            } else {
+                ok = KegWriter.writeAll(fd, bytes)
+            }
+        }
+        let err = errno
+        close(fd)
+        guard ok else {
+            unlink(tmp)
+            throw KbuildError.syscall("write", tmp, errno: err, verb: "write object \(kid)")
+        }
+        let written = UInt64(head.count + (compressed?.count ?? bytes.count))
+        let duplicate = state.withLock { s -> Bool in
+            if s.stagedKIDs.contains(kid) { return true }
+            s.stagedKIDs.insert(kid)
+            s.staged.append((tmp, keg.objectPath(kid)))
+            s.bytesWritten += written
+            return false
+        }
+        if duplicate { unlink(tmp) }
+    }
+
+    func add(_ kid: KID, kind: ObjectKind, bytes: [UInt8], compressor: Zstd.Context?) throws {
+        try bytes.withUnsafeBytes { (raw) in try add(kid, kind: kind, bytes: raw, compressor: compressor) }
+    }
+
+    /// Makes every staged object durable and visible.
+    public func commit() throws {
+        let staged = state.withLock { s -> [(tmp: String, final: String)] in
+            s.finished = true
+            defer { s.staged = [] }
+            return s.staged
+        }
+        guard !staged.isEmpty else { return }
+        try sync(verb: "commit objects")
+        for (i, entry) in staged.enumerated() {
+            if rename(entry.tmp, entry.final) != 0 {
+                let err = errno
+                for rest in staged[i...] { unlink(rest.tmp) }
+                throw KbuildError.syscall("rename", entry.final, errno: err, verb: "commit object")
+            }
+        }
+        try sync(verb: "commit objects")
+    }
+
+    /// Drops everything staged and not yet committed.
+    public func abort() {
+        let staged = state.withLock { s -> [(tmp: String, final: String)] in
+            s.finished = true
+            defer { s.staged = [] }
+            return s.staged
+        }
+        for entry in staged { unlink(entry.tmp) }
+    }
+
+    private func sync(verb: String) throws {
+        let fd = open(keg.tmpPath, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { throw KbuildError.syscall("open", keg.tmpPath, verb: verb) }
+        defer { close(fd) }
+        guard kb_syncfs(fd) == 0 else { throw KbuildError.syscall("syncfs", keg.tmpPath, verb: verb) }
+    }
+
+    static func writeAll(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
+        bytes.withUnsafeBytes { writeAll(fd, $0) }
+    }
+
+    static func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) -> Bool {
+        var done = 0
+        while done < bytes.count {
+            let n = write(fd, bytes.baseAddress! + done, bytes.count - done)
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { return false }
+            done += n
+        }
+        return true
+    }
+}
+
+extension Keg {
+    /// A new batch of writes. Commit it, or drop it to discard what it staged.
+    public func writer() -> KegWriter { KegWriter(keg: self) }
+
+    /// Stores one blob and returns its KID (one durable write).
+    @discardableResult
+    public func putBlob(_ bytes: [UInt8]) throws -> KID {
+        let kid = KID(hashing: bytes)
+        let w = writer()
+        try w.add(kid, kind: .blob, bytes: bytes, compressor: Zstd.Context())
+        try w.commit()
+        return kid
+    }
+
+    /// Stores a tree and returns its KID.
+    @discardableResult
+    public func putTree(_ tree: Tree) throws -> KID {
+        let bytes = tree.encoded()
+        let kid = KID(hashing: bytes)
+        let w = writer()
+        try w.add(kid, kind: .tree, bytes: bytes, compressor: Zstd.Context())
+        try w.commit()
+        return kid
+    }
+}

@@ -1,0 +1,74 @@
+public import KbuildCore
+
+/// Reads the logical bytes of one object at any offset, verifying every object
+/// it touches: the whole object for a blob or tree, each chunk and index node
+/// for a chunked file (whose record binds its index to its KID).
+public final class ObjectReader {
+    public let kid: KID
+    public let kind: ObjectKind
+    public let size: UInt64
+    private let keg: Keg
+    private let whole: [UInt8]
+    /// For a chunked file: chunk KIDs with their start offsets.
+    private let chunks: [(kid: KID, start: UInt64, size: UInt64)]
+    private var cached: (index: Int, bytes: [UInt8])?
+
+    public init(keg: Keg, kid: KID) throws {
+        self.keg = keg
+        self.kid = kid
+        let (header, payload) = try keg.readStored(kid)
+        kind = header.kind
+        size = header.logicalSize
+        if header.kind == .chunkedFile {
+            whole = []
+            var start: UInt64 = 0
+            chunks = try keg.chunks(ofChunkedFile: kid).map { e in
+                defer { start += e.size }
+                return (e.kid, start, e.size)
+            }
+        } else {
+            whole = try keg.decode(header: header, payload: payload, kid: kid)
+            chunks = []
+        }
+    }
+
+    /// Up to `maxLength` bytes from `offset` (fewer at a chunk's end; empty at the end).
+    public func read(at offset: UInt64, maxLength: Int) throws -> ArraySlice<UInt8> {
+        guard offset < size, maxLength > 0 else { return [] }
+        if kind != .chunkedFile {
+            let end = min(size, offset + UInt64(maxLength))
+            return whole[Int(offset)..<Int(end)]
+        }
+        var lo = 0, hi = chunks.count - 1
+        while lo < hi {
+            let mid = (lo + hi + 1) / 2
+            if chunks[mid].start <= offset { lo = mid } else { hi = mid - 1 }
+        }
+        let chunk = chunks[lo]
+        let bytes: [UInt8]
+        if let cached, cached.index == lo {
+            bytes = cached.bytes
+        } else {
+            bytes = try keg.readVerified(chunk.kid).1
+            guard UInt64(bytes.count) == chunk.size else {
+                throw KbuildError(.corrupt, "failed to read file \(kid): chunk \(chunk.kid) is \(bytes.count) bytes, index says \(chunk.size)")
+            }
+            cached = (lo, bytes)
+        }
+        let from = Int(offset - chunk.start)
+        let to = min(bytes.count, from + maxLength)
+        return bytes[from..<to]
+    }
+
+    /// Calls `body` with successive pieces of `range` (the whole object by default).
+    public func forEachPiece(in range: Range<UInt64>? = nil, _ body: (ArraySlice<UInt8>) throws -> Void) throws {
+        let range = range ?? 0..<size
+        var at = range.lowerBound
+        while at < range.upperBound {
+            let piece = try read(at: at, maxLength: Int(min(range.upperBound - at, 1 << 20)))
+            if piece.isEmpty { break }
+            try body(piece)
+            at += UInt64(piece.count)
+        }
+    }
+}
