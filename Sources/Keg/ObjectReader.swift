@@ -1,9 +1,10 @@
 public import KbuildCore
+import Synchronization
 
 /// Reads the logical bytes of one object at any offset, verifying every object
 /// it touches: the whole object for a blob or tree, each chunk and index node
 /// for a chunked file (whose record binds its index to its KID).
-public final class ObjectReader {
+public final class ObjectReader: Sendable {
     public let kid: KID
     public let kind: ObjectKind
     public let size: UInt64
@@ -11,7 +12,7 @@ public final class ObjectReader {
     private let whole: [UInt8]
     /// For a chunked file: chunk KIDs with their start offsets.
     private let chunks: [(kid: KID, start: UInt64, size: UInt64)]
-    private var cached: (index: Int, bytes: [UInt8])?
+    private let cached = Mutex<(index: Int, bytes: [UInt8])?>(nil)
 
     public init(keg: Keg, kid: KID) throws {
         self.keg = keg
@@ -46,14 +47,14 @@ public final class ObjectReader {
         }
         let chunk = chunks[lo]
         let bytes: [UInt8]
-        if let cached, cached.index == lo {
-            bytes = cached.bytes
+        if let hit = cached.withLock({ $0?.index == lo ? $0?.bytes : nil }) {
+            bytes = hit
         } else {
             bytes = try keg.readVerified(chunk.kid).1
             guard UInt64(bytes.count) == chunk.size else {
                 throw KbuildError(.corrupt, "failed to read file \(kid): chunk \(chunk.kid) is \(bytes.count) bytes, index says \(chunk.size)")
             }
-            cached = (lo, bytes)
+            cached.withLock { $0 = (lo, bytes) }
         }
         let from = Int(offset - chunk.start)
         let to = min(bytes.count, from + maxLength)

@@ -66,6 +66,7 @@ public final class SQLiteRefStore: RefStore {
         }
     }
 
+    @discardableResult
     public func compareAndSwap(_ name: RefName, to kid: KID?, expecting: RefExpectation, actor: String) async throws -> RefChange {
         let change: RefChange = try await write { db in
             let current = try Row.fetchOne(db, sql: "SELECT name, kid, revision, version FROM refs WHERE name = ?", arguments: [name.rawValue]).map(SQLiteRefStore.ref)

@@ -1,1 +1,3 @@
-print("hi")
+import KbuildCLI
+
+await KbuildMain.run()

@@ -1,0 +1,30 @@
+public import ArgumentParser
+
+/// `kbuild`: the user's verbs, and the programs that run kbuild itself (`up`).
+public struct KbuildCommand: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "kbuild",
+        abstract: "Build and deploy from git push, content-addressed and traceable.",
+        discussion: """
+            Every command takes --data-dir (default ~/.kbuild, or $KBUILD_DATA_DIR).
+            Start everything on this machine with `kbuild up`.
+            """,
+        version: KbuildVersion.text,
+        subcommands: [UpCommand.self, KegCommand.self, RefCommand.self, VersionCommand.self]
+    )
+
+    public init() {}
+}
+
+/// Options every command takes.
+struct GlobalOptions: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp("The data directory (default ~/.kbuild, or $KBUILD_DATA_DIR).", valueName: "dir"))
+    var dataDir: String?
+}
+
+/// The entry point of the `kbuild` executable.
+public enum KbuildMain {
+    public static func run() async {
+        await KbuildCommand.main(nil)
+    }
+}

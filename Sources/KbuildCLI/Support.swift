@@ -1,0 +1,70 @@
+import Foundation
+import KbuildCore
+import Keg
+import RefStore
+
+extension GlobalOptions {
+    var dir: DataDir { DataDir.resolve(dataDir) }
+
+    func openKeg() throws -> Keg { try Keg(dataDir: dir) }
+
+    func openRefs() throws -> SQLiteRefStore {
+        try dir.create()
+        return try SQLiteRefStore(path: dir.refStore.path)
+    }
+}
+
+/// Who the CLI says made a change: `$KBUILD_ACTOR`, else the login name.
+var currentActor: String {
+    let env = ProcessInfo.processInfo.environment
+    if let actor = env["KBUILD_ACTOR"], !actor.isEmpty { return actor }
+    return env["USER"] ?? env["LOGNAME"] ?? "uid:\(getuid())"
+}
+
+/// Human-readable byte counts (1000-based, as `du -h --si` and `ls` users expect for rates).
+func formatBytes(_ n: UInt64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB"]
+    var v = Double(n)
+    var i = 0
+    while v >= 1000 && i < units.count - 1 { v /= 1000; i += 1 }
+    return i == 0 ? "\(n) B" : String(format: "%.1f %@", v, units[i])
+}
+
+/// Parses durations such as 30s, 10m, 1h, 7d (a bare number is seconds).
+func parseDuration(_ text: String) throws -> TimeInterval {
+    let units: [Character: Double] = ["s": 1, "m": 60, "h": 3600, "d": 86400]
+    var body = Substring(text)
+    var scale = 1.0
+    if let last = body.last, let u = units[last] { scale = u; body = body.dropLast() }
+    guard let n = Double(body), n >= 0, n.isFinite else {
+        throw KbuildError(.invalidArgument, "failed to parse duration \(text.debugQuoted): want a number with s, m, h or d (e.g. 1h)")
+    }
+    return n * scale
+}
+
+/// One progress line on stderr, rewritten in place, only when stderr is a terminal.
+func progressLine(_ verb: String) -> KegProgress? {
+    guard isatty(2) == 1 else { return nil }
+    return KegProgress { s in
+        let rate = s.elapsed > 0 ? UInt64(Double(s.bytes) / s.elapsed) : 0
+        let line = "\r\(verb): \(s.files) files, \(formatBytes(s.bytes)), \(formatBytes(rate))/s   "
+        FileHandle.standardError.write(Data(line.utf8))
+    }
+}
+
+func endProgressLine(_ progress: KegProgress?) {
+    if progress != nil { FileHandle.standardError.write(Data("\r\u{1b}[K".utf8)) }
+}
+
+/// Prints a value as pretty JSON with sorted keys.
+func printJSON(_ value: some Encodable) throws {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+    encoder.dateEncodingStrategy = .iso8601
+    print(String(decoding: try encoder.encode(value), as: UTF8.self))
+}
+
+/// Prints a line to stdout at once (unbuffered), for long-running commands.
+func say(_ line: String) {
+    FileHandle.standardOutput.write(Data((line + "\n").utf8))
+}

@@ -1,0 +1,67 @@
+public import Hummingbird
+public import Keg
+import KbuildCore
+import Foundation
+import HTTPTypes
+
+/// Objects by KID over HTTP, so node agents on other machines can pull what
+/// they lack: `GET` and `HEAD /v1/objects/K-…`, with single byte ranges.
+///
+/// Headers: `Content-Length`, `ETag: "K-…"`, `Accept-Ranges: bytes`,
+/// `Docker-Content-Digest: sha256:…` (the same number), and `Kbuild-Kind`
+/// (blob, tree, file). Every byte sent has been verified against its hash.
+public struct KegRoutes<Context: RequestContext>: Sendable {
+    let keg: Keg
+
+    public init(keg: Keg) { self.keg = keg }
+
+    public func register(on router: Router<Context>) {
+        router.get("/v1/objects/:kid") { request, context in try await self.serve(request, context, head: false) }
+        router.head("/v1/objects/:kid") { request, context in try await self.serve(request, context, head: true) }
+    }
+
+    func serve(_ request: Request, _ context: Context, head: Bool) async throws -> Response {
+        let text = context.parameters.get("kid") ?? ""
+        let reader: ObjectReader
+        do {
+            let kid = try KID(parsing: text)
+            reader = try ObjectReader(keg: keg, kid: kid)
+        } catch {
+            return ErrorBody.response(KbuildError.wrap(error))
+        }
+        var headers = HTTPFields()
+        headers[.contentType] = "application/octet-stream"
+        headers[.eTag] = "\"\(reader.kid)\""
+        headers[.acceptRanges] = "bytes"
+        headers[HTTPField.Name("Docker-Content-Digest")!] = reader.kid.ociDigest
+        headers[HTTPField.Name("Kbuild-Kind")!] = reader.kind.description
+
+        var range = 0..<reader.size
+        var status = HTTPResponse.Status.ok
+        switch ByteRangeRequest.parse(request.headers[.range], size: reader.size) {
+        case .whole: break
+        case .partial(let r):
+            range = r
+            status = .partialContent
+            headers[.contentRange] = "bytes \(r.lowerBound)-\(r.upperBound - 1)/\(reader.size)"
+        case .unsatisfiable:
+            var extra = HTTPFields()
+            extra[.contentRange] = "bytes */\(reader.size)"
+            return ErrorBody.response(KbuildError(.unsatisfiable, "failed to read \(reader.kid): range \(request.headers[.range] ?? "") is beyond the end (\(reader.size) bytes)"), headers: extra)
+        }
+        headers[.contentLength] = String(range.count)
+        if head { return Response(status: status, headers: headers, body: .init()) }
+        let span = range
+        let body = ResponseBody(contentLength: Int(span.count)) { writer in
+            var at = span.lowerBound
+            while at < span.upperBound {
+                let piece = try reader.read(at: at, maxLength: Int(min(span.upperBound - at, 1 << 20)))
+                guard !piece.isEmpty else { break }
+                try await writer.write(ByteBuffer(bytes: piece))
+                at += UInt64(piece.count)
+            }
+            try await writer.finish(nil)
+        }
+        return Response(status: status, headers: headers, body: body)
+    }
+}
