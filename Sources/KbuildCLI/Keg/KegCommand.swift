@@ -12,17 +12,12 @@ struct KegCommand: ParsableCommand {
 }
 
 /// A KID argument as typed: a full KID or a unique prefix of 8+ hex digits.
+/// Parsed when used, so a bad one gets KIDPrefix's precise message.
 struct KIDArgument: ExpressibleByArgument {
-    let prefix: KIDPrefix
-    init?(argument: String) {
-        guard let p = try? KIDPrefix(parsing: argument) else { return nil }
-        prefix = p
-    }
-    static var defaultCompletionKind: CompletionKind { .default }
-}
+    let text: String
+    init?(argument: String) { text = argument }
 
-extension KIDArgument {
-    func resolve(in keg: Keg) throws -> KID { try keg.resolve(prefix) }
+    func resolve(in keg: Keg) throws -> KID { try keg.resolve(KIDPrefix(parsing: text)) }
 }
 
 struct KegPut: ParsableCommand {

@@ -11,14 +11,6 @@ struct RefCommand: ParsableCommand {
     )
 }
 
-struct RefNameArgument: ExpressibleByArgument {
-    let name: RefName
-    init?(argument: String) {
-        guard let n = try? RefName(argument) else { return nil }
-        name = n
-    }
-}
-
 struct RefGet: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "get", abstract: "Print the KID a ref points at.")
     @OptionGroup var global: GlobalOptions
