@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages kbuild builds and runs with (idempotent).
+# Swift itself is not a Debian package: it must already be on PATH.
+set -euo pipefail
+
+packages=(
+  pkg-config libgit2-dev libarchive-dev libzstd-dev libsqlite3-dev  # linked libraries
+  git curl util-linux diffutils findutils tar                        # used by kbuild and its tests
+)
+if [[ "${1:-}" == "--bench" ]]; then
+  packages+=(casync restic python3)                                  # benchmark peers
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "-----> installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v swift >/dev/null; then
+  for d in /opt/swift/usr/bin /usr/share/swift/usr/bin; do
+    [[ -x "$d/swift" ]] && export PATH="$d:$PATH"
+  done
+fi
+command -v swift >/dev/null || {
+  echo "error: swift not found: install a Swift 6 toolchain for Debian 12 (swift.org) and put it on PATH" >&2
+  exit 1
+}

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Quick start, command 2: install what is missing and run the whole test suite
+# (unit tests, the ref-store conformance suite, and end-to-end tests that run
+# the real kbuild binary, curl, setpriv and kill -9 against it).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/install-deps.sh
+swift build --build-tests
+swift test --skip-build --disable-swift-testing
