@@ -43,13 +43,29 @@ size_t kb_cdc_cut(const uint8_t *data, size_t len, const kb_cdc_params *p) {
     uint64_t mask_l = high_mask(bits - 2); // easier after it
     uint64_t h = 0;
     size_t i = p->min_size;
+    // Four bytes a step: h4 = 16h + (8a + 4b + 2c + d) keeps one shift and one
+    // add on the dependency chain per four bytes; the positions in between are
+    // computed and tested off the chain. Same cut points as one byte a step.
+#define STEP4(mask) { \
+        uint64_t a = gear[data[i]], b = gear[data[i + 1]], c = gear[data[i + 2]], d = gear[data[i + 3]]; \
+        uint64_t ab = (a << 1) + b, abc = (ab << 1) + c; \
+        uint64_t h1 = (h << 1) + a, h2 = (h << 2) + ab, h3 = (h << 3) + abc; \
+        h = (h << 4) + ((abc << 1) + d); \
+        if (!(h1 & (mask))) return i + 1; \
+        if (!(h2 & (mask))) return i + 2; \
+        if (!(h3 & (mask))) return i + 3; \
+        if (!(h & (mask))) return i + 4; \
+    }
+    for (; i + 4 <= normal; i += 4) STEP4(mask_s)
     for (; i < normal; i++) {
         h = (h << 1) + gear[data[i]];
         if (!(h & mask_s)) return i + 1;
     }
+    for (; i + 4 <= max; i += 4) STEP4(mask_l)
     for (; i < max; i++) {
         h = (h << 1) + gear[data[i]];
         if (!(h & mask_l)) return i + 1;
     }
+#undef STEP4
     return max;
 }

@@ -189,13 +189,17 @@ final class Ingest: Sendable {
         return buffer.withUnsafeBytes { UnsafeRawBufferPointer(rebasing: $0[0..<size]) }
     }
 
-    /// A large file in 8 MiB blocks: per block the cut points are found, then the
-    /// whole-file hash and every chunk (hash, compress, write) run as parallel jobs.
+    /// A large file in 8 MiB blocks. Per block: find the cut points, hash the
+    /// chunks and the whole file, then compress and write the new chunks on
+    /// every core. With the x86 SHA extensions the whole-file hash and each
+    /// chunk's hash run interleaved on one core (`kb_sha256_update2`), which
+    /// costs little more than one hash; without them the whole-file hash runs
+    /// as a job beside the chunk jobs.
     func streamLarge(_ fd: Int32, path: BytePath, worker: Worker) throws -> KID {
         let capacity = Ingest.blockSize + Int(Keg.chunkParams.max_size)
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: capacity, alignment: 64)
         defer { buffer.deallocate() }
-        var whole = IncrementalKID()
+        var whole = FileHasher()
         var chunks: [ChunkIndexNode.Entry] = []
         var carried = 0
         var total: UInt64 = 0
@@ -210,7 +214,7 @@ final class Ingest: Sendable {
                 if n == 0 { eof = true } else { filled += n }
             }
             // Cut points over what is buffered; an unfinished last chunk carries over.
-            var cuts: [(Int, Int)] = []
+            var cuts: [(start: Int, count: Int)] = []
             var at = 0
             while at < filled {
                 let n = kb_cdc_cut(buffer.baseAddress!.assumingMemoryBound(to: UInt8.self) + at, filled - at, &params)
@@ -218,32 +222,24 @@ final class Ingest: Sendable {
                 cuts.append((at, n))
                 at += n
             }
-            let fresh = UnsafeSendable(UnsafeRawBufferPointer(rebasing: buffer[carried..<filled]))
             let view = UnsafeSendable(UnsafeRawBufferPointer(buffer))
-            let found = Mutex([KID?](repeating: nil, count: cuts.count))
+            let fresh = UnsafeRawBufferPointer(rebasing: buffer[carried..<filled])
+            let kids = whole.hash(cuts, in: view.value, fresh: fresh)
             let failure = Mutex<KbuildError?>(nil)
-            let hasher = UnsafeSendable(UnsafeMutablePointer<IncrementalKID>.allocate(capacity: 1))
-            hasher.value.initialize(to: whole)
             let jobs = UnsafeSendable(cuts)
-            DispatchQueue.concurrentPerform(iterations: cuts.count + 1) { job in
-                if job == 0 { hasher.value.pointee.update(fresh.value); return }
-                let (start, n) = jobs.value[job - 1]
-                let chunk = UnsafeRawBufferPointer(rebasing: view.value[start..<start + n])
-                let kid = KID(hashing: chunk)
+            DispatchQueue.concurrentPerform(iterations: cuts.count) { i in
+                guard failure.withLock({ $0 == nil }) else { return }
+                let (start, n) = jobs.value[i]
                 let w = pool.take()
                 defer { pool.give(w) }
                 do {
-                    try writer.add(kid, kind: .blob, bytes: chunk, compressor: w.zstd)
-                    found.withLock { $0[job - 1] = kid }
+                    try writer.add(kids[i], kind: .blob, bytes: UnsafeRawBufferPointer(rebasing: view.value[start..<start + n]), compressor: w.zstd)
                 } catch {
                     failure.withLock { if $0 == nil { $0 = KbuildError.wrap(error) } }
                 }
             }
-            whole = hasher.value.move()
-            hasher.value.deallocate()
             if let error = failure.withLock({ $0 }) { throw error }
-            let kids = found.withLock { $0 }
-            for (i, cut) in cuts.enumerated() { chunks.append(.init(kid: kids[i]!, size: UInt64(cut.1))) }
+            for (i, cut) in cuts.enumerated() { chunks.append(.init(kid: kids[i], size: UInt64(cut.count))) }
             total += UInt64(filled - carried)
             progress?.add(bytes: UInt64(filled - carried))
             carried = filled - at
@@ -280,6 +276,57 @@ final class Ingest: Sendable {
             entries = next
             level += 1
         }
+    }
+}
+
+/// The whole-file hash of a streamed file, and the KIDs of its chunks.
+struct FileHasher {
+    /// x86 SHA extensions present (and not turned off with KBUILD_NO_SHA_NI=1, for tests).
+    static let interleaved = kb_sha256_hw() == 1 && ProcessInfo.processInfo.environment["KBUILD_NO_SHA_NI"] != "1"
+
+    private var context = kb_sha256()
+    private var portable = IncrementalKID()
+
+    init() { kb_sha256_init(&context) }
+
+    /// The KIDs of the chunks `cuts` of `buffer`, feeding the whole-file hash
+    /// with them; `fresh` is what was read in this block (the portable path
+    /// hashes it, since a carried-over tail is not yet a chunk).
+    mutating func hash(_ cuts: [(start: Int, count: Int)], in buffer: UnsafeRawBufferPointer, fresh: UnsafeRawBufferPointer) -> [KID] {
+        if FileHasher.interleaved {
+            let base = buffer.baseAddress!.assumingMemoryBound(to: UInt8.self)
+            return cuts.map { cut in
+                var chunk = kb_sha256()
+                kb_sha256_init(&chunk)
+                kb_sha256_update2(&context, base + cut.start, cut.count, &chunk, base + cut.start, cut.count)
+                var digest = [UInt8](repeating: 0, count: 32)
+                kb_sha256_final(&chunk, &digest)
+                return KID(rawBytes: digest)!
+            }
+        }
+        // Portable: the whole-file hash as one job beside the chunk jobs.
+        let found = Mutex([KID?](repeating: nil, count: cuts.count))
+        let hasher = UnsafeSendable(UnsafeMutablePointer<IncrementalKID>.allocate(capacity: 1))
+        hasher.value.initialize(to: portable)
+        let work = UnsafeSendable((cuts, buffer, fresh))
+        DispatchQueue.concurrentPerform(iterations: cuts.count + 1) { job in
+            if job == 0 { hasher.value.pointee.update(work.value.2); return }
+            let (start, n) = work.value.0[job - 1]
+            let kid = KID(hashing: UnsafeRawBufferPointer(rebasing: work.value.1[start..<start + n]))
+            found.withLock { $0[job - 1] = kid }
+        }
+        portable = hasher.value.move()
+        hasher.value.deallocate()
+        return found.withLock { $0.map { $0! } }
+    }
+
+    mutating func finalize() -> KID {
+        if FileHasher.interleaved {
+            var digest = [UInt8](repeating: 0, count: 32)
+            kb_sha256_final(&context, &digest)
+            return KID(rawBytes: digest)!
+        }
+        return portable.finalize()
     }
 }
 

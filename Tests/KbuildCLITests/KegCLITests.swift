@@ -109,6 +109,25 @@ final class KegCLITests: XCTestCase {
         XCTAssertTrue(stale.stderr.contains("expected K-2222"), stale.stderr)
     }
 
+    /// A streamed large file gets the same KID (its sha256sum) whether the
+    /// whole-file and chunk hashes run interleaved (SHA-NI) or portably.
+    func testLargeFileKIDIsItsSHA256OnBothHashPaths() throws {
+        let dir = try tempDir(self, "sha")
+        var bytes = [UInt8](repeating: 0, count: 40 << 20)
+        var state: UInt64 = 0x9E3779B97F4A7C15
+        for i in bytes.indices { state = state &* 6364136223846793005 &+ 1442695040888963407; bytes[i] = UInt8(truncatingIfNeeded: state >> 33) }
+        try Data(bytes).write(to: URL(fileURLWithPath: dir + "/big"))
+        let sum = try sh("/usr/bin/sha256sum", [dir + "/big"]).stdout.prefix(64)
+        let fast = try kbuild(["keg", "put", dir + "/big"], dataDir: dir + "/a")
+        let portable = try kbuild(["keg", "put", dir + "/big"], dataDir: dir + "/b", env: ["KBUILD_NO_SHA_NI": "1"])
+        XCTAssertEqual(fast.stdout.trimmingCharacters(in: .whitespacesAndNewlines), "K-" + sum, fast.stderr)
+        XCTAssertEqual(portable.stdout.trimmingCharacters(in: .whitespacesAndNewlines), "K-" + sum, portable.stderr)
+        XCTAssertEqual(try kbuild(["keg", "fsck"], dataDir: dir + "/a").status, 0)
+        let get = try kbuild(["keg", "get", "K-" + sum, dir + "/out"], dataDir: dir + "/b")
+        XCTAssertEqual(get.status, 0, get.stderr)
+        XCTAssertEqual(try sh("/usr/bin/cmp", [dir + "/big", dir + "/out"]).status, 0)
+    }
+
     func testDataDirComesFromTheFlagOrTheEnvironment() throws {
         let dir = try tempDir(self, "datadir")
         try Data("x".utf8).write(to: URL(fileURLWithPath: dir + "/f"))

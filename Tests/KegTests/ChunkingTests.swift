@@ -66,3 +66,38 @@ final class ChunkingTests: XCTestCase {
         XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: out)), Data(data))
     }
 }
+
+final class SHA256x2Tests: XCTestCase {
+    /// The interleaved SHA-NI hash must equal swift-crypto's for every length
+    /// and every way of splitting the input.
+    func testInterleavedHashMatchesSwiftCrypto() throws {
+        try XCTSkipUnless(kb_sha256_hw() == 1, "this CPU has no x86 SHA extensions; ingest uses swift-crypto")
+        let data = randomBytes(300_000, seed: 11)
+        var lengths = Array(0...130) + [255, 256, 257, 4095, 4096, 65_536, 65_537, 299_999]
+        var rng = SystemRandomNumberGenerator()
+        for _ in 0..<50 { lengths.append(Int.random(in: 0..<data.count, using: &rng)) }
+        for length in lengths {
+            let want = KID(hashing: Array(data[0..<length]))
+            let other = KID(hashing: Array(data[7..<7 + min(length, data.count - 7) / 2]))
+            var a = kb_sha256(), b = kb_sha256()
+            kb_sha256_init(&a)
+            kb_sha256_init(&b)
+            var x = 0, y = 0
+            let otherLength = min(length, data.count - 7) / 2
+            data.withUnsafeBufferPointer { p in
+                while x < length || y < otherLength {
+                    let k1 = min(Int.random(in: 0..<9000, using: &rng), length - x)
+                    let k2 = min(Int.random(in: 0..<9000, using: &rng), otherLength - y)
+                    kb_sha256_update2(&a, p.baseAddress! + x, k1, &b, p.baseAddress! + 7 + y, k2)
+                    x += k1
+                    y += k2
+                }
+            }
+            var da = [UInt8](repeating: 0, count: 32), db = da
+            kb_sha256_final(&a, &da)
+            kb_sha256_final(&b, &db)
+            XCTAssertEqual(KID(rawBytes: da), want, "length \(length)")
+            XCTAssertEqual(KID(rawBytes: db), other, "length \(otherLength)")
+        }
+    }
+}

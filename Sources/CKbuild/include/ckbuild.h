@@ -18,4 +18,20 @@ size_t kb_cdc_cut(const uint8_t *data, size_t len, const kb_cdc_params *params);
 /// syncfs(2): flush the filesystem holding `fd`. Swift's Glibc does not import it.
 int kb_syncfs(int fd);
 
+/// SHA-256 with the x86 SHA extensions; two messages interleaved on one core.
+/// Use only when kb_sha256_hw() returns 1.
+typedef struct {
+    uint32_t h[8];
+    uint8_t block[64];
+    size_t buffered;
+    uint64_t total;
+} kb_sha256;
+
+int kb_sha256_hw(void);
+void kb_sha256_init(kb_sha256 *c);
+void kb_sha256_update(kb_sha256 *c, const uint8_t *p, size_t len);
+/// Updates two hashes at once (interleaved), e.g. a file's and its chunk's.
+void kb_sha256_update2(kb_sha256 *a, const uint8_t *pa, size_t la, kb_sha256 *b, const uint8_t *pb, size_t lb);
+void kb_sha256_final(kb_sha256 *c, uint8_t out[32]);
+
 #endif
