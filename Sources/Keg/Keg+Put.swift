@@ -189,23 +189,27 @@ final class Ingest: Sendable {
         return buffer.withUnsafeBytes { UnsafeRawBufferPointer(rebasing: $0[0..<size]) }
     }
 
-    /// A large file in 8 MiB blocks. Per block: find the cut points, hash the
-    /// chunks and the whole file, then compress and write the new chunks on
-    /// every core. With the x86 SHA extensions the whole-file hash and each
-    /// chunk's hash run interleaved on one core (`kb_sha256_update2`), which
-    /// costs little more than one hash; without them the whole-file hash runs
-    /// as a job beside the chunk jobs.
+    /// A large file in 8 MiB blocks, two buffers in flight: while block n+1 is
+    /// hashed (its chunks and the whole file), the new chunks of block n are
+    /// compressed and written on the other cores. With the x86 SHA extensions
+    /// the whole-file hash and each chunk's hash run interleaved on one core
+    /// (`kb_sha256_update2`), which costs little more than one hash.
     func streamLarge(_ fd: Int32, path: BytePath, worker: Worker) throws -> KID {
         let capacity = Ingest.blockSize + Int(Keg.chunkParams.max_size)
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: capacity, alignment: 64)
-        defer { buffer.deallocate() }
-        var whole = FileHasher()
+        let buffers = [UnsafeMutableRawBufferPointer.allocate(byteCount: capacity, alignment: 64),
+                       UnsafeMutableRawBufferPointer.allocate(byteCount: capacity, alignment: 64)]
+        defer { buffers.forEach { $0.deallocate() } }
+        let whole = UnsafeSendable(UnsafeMutablePointer<FileHasher>.allocate(capacity: 1))
+        whole.value.initialize(to: FileHasher())
+        defer { whole.value.deinitialize(count: 1); whole.value.deallocate() }
+        var pending: (buffer: UnsafeRawBufferPointer, cuts: [(start: Int, count: Int)], kids: [KID])?
         var chunks: [ChunkIndexNode.Entry] = []
-        var carried = 0
+        var current = 0, carried = 0
         var total: UInt64 = 0
         var eof = false
         var params = Keg.chunkParams
-        while !eof || carried > 0 {
+        repeat {
+            let buffer = buffers[current]
             var filled = carried
             while !eof && filled < capacity {
                 let n = read(fd, buffer.baseAddress! + filled, capacity - filled)
@@ -222,35 +226,55 @@ final class Ingest: Sendable {
                 cuts.append((at, n))
                 at += n
             }
-            let view = UnsafeSendable(UnsafeRawBufferPointer(buffer))
+            let view = UnsafeRawBufferPointer(buffer)
             let fresh = UnsafeRawBufferPointer(rebasing: buffer[carried..<filled])
-            let kids = whole.hash(cuts, in: view.value, fresh: fresh)
-            let failure = Mutex<KbuildError?>(nil)
-            let jobs = UnsafeSendable(cuts)
-            DispatchQueue.concurrentPerform(iterations: cuts.count) { i in
-                guard failure.withLock({ $0 == nil }) else { return }
-                let (start, n) = jobs.value[i]
-                let w = pool.take()
-                defer { pool.give(w) }
-                do {
-                    try writer.add(kids[i], kind: .blob, bytes: UnsafeRawBufferPointer(rebasing: view.value[start..<start + n]), compressor: w.zstd)
-                } catch {
-                    failure.withLock { if $0 == nil { $0 = KbuildError.wrap(error) } }
-                }
-            }
-            if let error = failure.withLock({ $0 }) { throw error }
+            let kids = try hashAndStore(hashing: (view, cuts, fresh), into: whole, storing: pending)
+            pending = (view, cuts, kids)
             for (i, cut) in cuts.enumerated() { chunks.append(.init(kid: kids[i], size: UInt64(cut.count))) }
             total += UInt64(filled - carried)
             progress?.add(bytes: UInt64(filled - carried))
+            // The unfinished tail starts the other buffer, whose chunks are stored by now.
+            current ^= 1
             carried = filled - at
-            if carried > 0 { memmove(buffer.baseAddress!, buffer.baseAddress! + at, carried) }
-        }
+            if carried > 0 { buffers[current].baseAddress!.copyMemory(from: buffer.baseAddress! + at, byteCount: carried) }
+        } while !eof || carried > 0
+        _ = try hashAndStore(hashing: nil, into: whole, storing: pending)
         progress?.add(files: 1)
-        let kid = whole.finalize()
+        let kid = whole.value.pointee.finalize()
         if !keg.freshen(kid) {
             try storeIndex(file: kid, size: total, chunks: chunks, worker: worker)
         }
         return kid
+    }
+
+    /// One step of the pipeline: hashes the chunks of one block (job 0) while
+    /// the other jobs compress and write the chunks of the block before it.
+    private func hashAndStore(hashing block: (buffer: UnsafeRawBufferPointer, cuts: [(start: Int, count: Int)], fresh: UnsafeRawBufferPointer)?,
+                              into whole: UnsafeSendable<UnsafeMutablePointer<FileHasher>>,
+                              storing previous: (buffer: UnsafeRawBufferPointer, cuts: [(start: Int, count: Int)], kids: [KID])?) throws -> [KID] {
+        let hashed = Mutex<[KID]>([])
+        let failure = Mutex<KbuildError?>(nil)
+        let work = UnsafeSendable((block, previous))
+        let stores = previous?.cuts.count ?? 0
+        DispatchQueue.concurrentPerform(iterations: 1 + stores) { job in
+            if job == 0 {
+                guard let block = work.value.0 else { return }
+                let kids = whole.value.pointee.hash(block.cuts, in: block.buffer, fresh: block.fresh)
+                hashed.withLock { $0 = kids }
+                return
+            }
+            guard failure.withLock({ $0 == nil }), let previous = work.value.1 else { return }
+            let (start, n) = previous.cuts[job - 1]
+            let w = pool.take()
+            defer { pool.give(w) }
+            do {
+                try writer.add(previous.kids[job - 1], kind: .blob, bytes: UnsafeRawBufferPointer(rebasing: previous.buffer[start..<start + n]), compressor: w.zstd)
+            } catch {
+                failure.withLock { if $0 == nil { $0 = KbuildError.wrap(error) } }
+            }
+        }
+        if let error = failure.withLock({ $0 }) { throw error }
+        return hashed.withLock { $0 }
     }
 
     /// Stores the index tree of a chunked file, then its record.

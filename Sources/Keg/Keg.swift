@@ -128,6 +128,24 @@ public final class Keg: Sendable {
         return bytes
     }
 
+    /// Decodes a blob whose size is known into `destination` and verifies it there.
+    func readVerified(_ kid: KID, into destination: UnsafeMutableRawBufferPointer) throws {
+        let (header, payload) = try readStored(kid)
+        guard header.kind == .blob, header.logicalSize == UInt64(destination.count) else {
+            throw KbuildError(.corrupt, "failed to read chunk \(kid): it is a \(header.logicalSize)-byte \(header.kind), want a \(destination.count)-byte blob")
+        }
+        switch header.encoding {
+        case .raw:
+            guard payload.count == destination.count else { throw KbuildError(.corrupt, "failed to read object \(kid): payload is \(payload.count) bytes, header says \(destination.count)") }
+            payload.withUnsafeBytes { destination.copyMemory(from: $0) }
+        case .zstd:
+            try payload.withUnsafeBytes { try Zstd.decompress($0, into: destination, kid: kid) }
+        }
+        guard KID(hashing: UnsafeRawBufferPointer(destination)) == kid else {
+            throw KbuildError(.corrupt, "failed to read object \(kid): content does not hash to its KID (\(objectPath(kid)))")
+        }
+    }
+
     /// The entries of a tree object.
     public func tree(_ kid: KID) throws -> Tree {
         let (kind, bytes) = try readVerified(kid)
