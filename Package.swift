@@ -23,6 +23,7 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
     ],
     targets: [
         // System libraries through pkg-config (Debian: libzstd-dev, libgit2-dev, libarchive-dev).
@@ -64,9 +65,14 @@ let package = Package(
             swiftSettings: strict
         ),
         .target(
+            name: "KegRemote",
+            dependencies: ["KbuildCore", "Keg", .product(name: "AsyncHTTPClient", package: "async-http-client")],
+            swiftSettings: strict
+        ),
+        .target(
             name: "KbuildCLI",
             dependencies: [
-                "KbuildCore", "Keg", "RefStore", "KbuildServer", "CGit2", "CArchive",
+                "KbuildCore", "Keg", "KegRemote", "RefStore", "KbuildServer", "CGit2", "CArchive",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict

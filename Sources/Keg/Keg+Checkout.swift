@@ -16,8 +16,13 @@ extension Keg {
             throw KbuildError(.invalidArgument, "failed to check out \(kid): it is a \(kind), not a tree")
         }
         try materialise(kid, kind: kind, at: destination, verb: "check out \(kid) into \(destination)", progress: progress) { job in
-            let cached = try self.cachedFile(job.kid, mode: job.mode)
-            let linked = cached.withCString { c in job.path.withCString { link(c, $0) } }
+            var cached = try self.cachedFile(job.kid, mode: job.mode)
+            var linked = cached.withCString { c in job.path.withCString { link(c, $0) } }
+            if linked != 0 && errno == ENOENT {
+                // A concurrent gc removed an unused cache file between our check and the link.
+                cached = try self.cachedFile(job.kid, mode: job.mode)
+                linked = cached.withCString { c in job.path.withCString { link(c, $0) } }
+            }
             if linked == 0 { return }
             guard errno == EXDEV || errno == EMLINK else {
                 throw KbuildError.syscall("link", job.path.description, verb: "check out \(kid)")

@@ -3,6 +3,9 @@ import Foundation
 import Synchronization
 
 extension Keg {
+    /// How much of a chunked file is decoded at once while the last batch is written.
+    static let restoreBatch = 8 << 20
+
     /// Restores an object to `destination`, which must not exist: a tree as a
     /// directory (byte-identical files, modes and symlinks), a file as a file.
     ///
@@ -117,37 +120,51 @@ extension Keg {
         }
     }
 
-    /// Restores a chunked file through a shared mapping of the new file: its
-    /// chunks are read, decompressed straight into place and verified on every
-    /// core, with no copy through write(2) and no contention on the inode lock.
-    /// The space is reserved first (fallocate), so a full disk is an error
-    /// here, never a SIGBUS later.
+    /// Restores a chunked file in batches of about 8 MiB: the chunks of batch n
+    /// are read, decompressed and verified on every core into one buffer while
+    /// batch n-1 is written from the other buffer by a single `write(2)`.
+    /// (Parallel `pwrite`s to one file spin on its inode lock; a shared mapping
+    /// makes the kernel zero every page before we fill it.)
     func writeChunked(_ kid: KID, size: UInt64, to fd: Int32, path: BytePath) throws {
-        var offsets: [(ChunkIndexNode.Entry, Int)] = []
-        var at = 0
+        var batches: [[(chunk: ChunkIndexNode.Entry, offset: Int)]] = [[]]
+        var inBatch = 0
         for chunk in try chunks(ofChunkedFile: kid) {
-            offsets.append((chunk, at))
-            at += Int(chunk.size)
-        }
-        let err = posix_fallocate(fd, 0, off_t(size))
-        guard err == 0 else { throw KbuildError.syscall("fallocate", path.description, errno: err, verb: "restore \(kid)") }
-        guard let map = mmap(nil, Int(size), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0), map != MAP_FAILED else {
-            throw KbuildError.syscall("mmap", path.description, verb: "restore \(kid)")
-        }
-        defer { munmap(map, Int(size)) }
-        let failure = Mutex<KbuildError?>(nil)
-        let work = UnsafeSendable((offsets, UnsafeMutableRawBufferPointer(start: map, count: Int(size))))
-        DispatchQueue.concurrentPerform(iterations: offsets.count) { i in
-            guard failure.withLock({ $0 == nil }) else { return }
-            let (chunk, offset) = work.value.0[i]
-            let target = UnsafeMutableRawBufferPointer(rebasing: work.value.1[offset..<offset + Int(chunk.size)])
-            do {
-                try readVerified(chunk.kid, into: target)
-            } catch {
-                failure.withLock { if $0 == nil { $0 = KbuildError.wrap(error) } }
+            if inBatch + Int(chunk.size) > Keg.restoreBatch && !batches[batches.count - 1].isEmpty {
+                batches.append([])
+                inBatch = 0
             }
+            batches[batches.count - 1].append((chunk, inBatch))
+            inBatch += Int(chunk.size)
         }
-        if let error = failure.withLock({ $0 }) { throw error }
+        let capacity = Keg.restoreBatch + Int(Keg.chunkParams.max_size)
+        let buffers = [UnsafeMutableRawBufferPointer.allocate(byteCount: capacity, alignment: 64),
+                       UnsafeMutableRawBufferPointer.allocate(byteCount: capacity, alignment: 64)]
+        defer { buffers.forEach { $0.deallocate() } }
+        let failure = Mutex<KbuildError?>(nil)
+        let pathText = path.description
+        for b in 0...batches.count {
+            let decode = b < batches.count ? batches[b] : []
+            let work = UnsafeSendable((decode, buffers[b % 2], buffers[(b + 1) % 2], b > 0 ? batches[b - 1] : []))
+            DispatchQueue.concurrentPerform(iterations: decode.count + 1) { job in
+                guard failure.withLock({ $0 == nil }) else { return }
+                do {
+                    if job == 0 {
+                        // Write the batch before this one, in order.
+                        guard let last = work.value.3.last else { return }
+                        let length = last.offset + Int(last.chunk.size)
+                        guard KegWriter.writeAll(fd, UnsafeRawBufferPointer(rebasing: work.value.2[0..<length])) else {
+                            throw KbuildError.syscall("write", pathText, verb: "restore \(kid)")
+                        }
+                        return
+                    }
+                    let (chunk, offset) = work.value.0[job - 1]
+                    try readVerified(chunk.kid, into: UnsafeMutableRawBufferPointer(rebasing: work.value.1[offset..<offset + Int(chunk.size)]))
+                } catch {
+                    failure.withLock { if $0 == nil { $0 = KbuildError.wrap(error) } }
+                }
+            }
+            if let error = failure.withLock({ $0 }) { throw error }
+        }
     }
 
     static func pwriteAll(_ fd: Int32, _ bytes: [UInt8], at offset: off_t) -> Bool {

@@ -153,16 +153,24 @@ final class Ingest: Sendable {
         let bytes = try readExactly(fd, size, path: path, into: &worker.buffer)
         defer { progress?.add(files: 1, bytes: UInt64(size)) }
         let kid = KID(hashing: bytes)
+        try store(bytes, kid: kid, worker: worker)
+        return kid
+    }
+
+    /// Stores bytes in memory whose KID is known: a blob when small, else
+    /// (unless the file is already here) chunks and an index.
+    func store(_ bytes: UnsafeRawBufferPointer, kid: KID, worker: Worker) throws {
+        let size = bytes.count
         if size < Keg.chunkingThreshold {
             try writer.add(kid, kind: .blob, bytes: bytes, compressor: worker.zstd)
-            return kid
+            return
         }
-        if keg.freshen(kid) { return kid }
+        if writer.has(kid) { return }
         var chunks: [ChunkIndexNode.Entry] = []
         var at = 0
         var params = Keg.chunkParams
         while at < size {
-            let n = kb_cdc_cut(bytes.baseAddress! + at, size - at, &params)
+            let n = kb_cdc_cut(bytes.baseAddress!.assumingMemoryBound(to: UInt8.self) + at, size - at, &params)
             let chunk = UnsafeRawBufferPointer(rebasing: bytes[at..<at + n])
             let ck = KID(hashing: chunk)
             try writer.add(ck, kind: .blob, bytes: chunk, compressor: worker.zstd)
@@ -170,7 +178,6 @@ final class Ingest: Sendable {
             at += n
         }
         try storeIndex(file: kid, size: UInt64(size), chunks: chunks, worker: worker)
-        return kid
     }
 
     /// Reads `size` bytes into the worker's buffer and returns a view of them.

@@ -32,7 +32,7 @@ public final class KegWriter: Sendable {
     public var bytesWritten: UInt64 { state.withLock { $0.bytesWritten } }
 
     /// Whether the object is stored (then freshened, see `Keg.freshen`) or staged in this batch.
-    func has(_ kid: KID) -> Bool {
+    public func has(_ kid: KID) -> Bool {
         state.withLock { $0.stagedKIDs.contains(kid) } || keg.freshen(kid)
     }
 

@@ -112,6 +112,28 @@ final class UpServerTests: XCTestCase {
         XCTAssertEqual(malformed.code, 400)
         XCTAssertTrue(String(decoding: malformed.body, as: UTF8.self).contains("failed to parse KID"))
 
+        // Another host pulls a whole tree it lacks, verified object by object.
+        let tree = dir + "/tree"
+        try FileManager.default.createDirectory(atPath: tree + "/sub", withIntermediateDirectories: true)
+        try small.write(to: URL(fileURLWithPath: tree + "/small"))
+        try big.write(to: URL(fileURLWithPath: tree + "/sub/big"))
+        try FileManager.default.createSymbolicLink(atPath: tree + "/link", withDestinationPath: "sub/big")
+        let treeKID = try kbuild(["keg", "put", tree], dataDir: data).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let other = dir + "/other-host"
+        let denied = try kbuild(["keg", "pull", treeKID, "--from", server.url, "--token", "kb_wrong"], dataDir: other)
+        XCTAssertNotEqual(denied.status, 0)
+        XCTAssertTrue(denied.stderr.contains("HTTP 401"), denied.stderr)
+        let pull = try kbuild(["keg", "pull", treeKID, "--from", server.url], dataDir: other, env: ["KBUILD_TOKEN": server.token])
+        XCTAssertEqual(pull.status, 0, pull.stderr)
+        XCTAssertTrue(pull.stdout.contains("pulled \(treeKID): 4 objects"), pull.stdout)
+        let restored = try kbuild(["keg", "get", treeKID, dir + "/pulled"], dataDir: other)
+        XCTAssertEqual(restored.status, 0, restored.stderr)
+        XCTAssertEqual(try sh("/usr/bin/diff", ["-r", "--no-dereference", tree, dir + "/pulled"]).status, 0)
+        let again = try kbuild(["keg", "pull", treeKID, "--from", server.url], dataDir: other, env: ["KBUILD_TOKEN": server.token])
+        XCTAssertTrue(again.stdout.contains("0 objects") && again.stdout.contains("1 already here"), again.stdout)
+        let absent = try kbuild(["keg", "pull", "K-" + String(repeating: "0", count: 64), "--from", server.url], dataDir: other, env: ["KBUILD_TOKEN": server.token])
+        XCTAssertTrue(absent.stderr.contains("HTTP 404"), absent.stderr)
+
         // Graceful shutdown on SIGTERM, within a bounded time.
         kill(server.process.processIdentifier, SIGTERM)
         let deadline = Date().addingTimeInterval(20)

@@ -7,7 +7,7 @@ struct KegCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "keg",
         abstract: "The content-addressed store: put, get and inspect objects by KID.",
-        subcommands: [KegPut.self, KegGet.self, KegLs.self, KegCat.self, KegCheckout.self, KegFsck.self, KegGC.self, KegStats.self, KegPin.self, KegUnpin.self]
+        subcommands: [KegPut.self, KegGet.self, KegLs.self, KegCat.self, KegCheckout.self, KegFsck.self, KegGC.self, KegStats.self, KegPin.self, KegUnpin.self, KegPull.self]
     )
 }
 

@@ -1,0 +1,121 @@
+public import Foundation
+public import KbuildCore
+public import Keg
+public import AsyncHTTPClient
+import NIOCore
+
+/// Pulls what a Keg lacks from another host's Keg over HTTP (`GET
+/// /v1/objects/K-…`), the way a node agent fetches an image it is told to
+/// run: a tree and everything under it that is not here yet, each object
+/// verified against its KID before it is stored, all committed at once.
+/// Large files stream to a temporary file and are chunked here, as `put` does.
+public struct KegRemote: Sendable {
+    public let baseURL: URL
+    let token: String
+    let client: HTTPClient
+
+    /// Trees and small blobs are held in memory up to this size; files stream to disk.
+    static let inMemoryLimit = 256 << 20
+
+    public init(baseURL: URL, token: String, client: HTTPClient = .shared) {
+        self.baseURL = baseURL
+        self.token = token
+        self.client = client
+    }
+
+    public struct Report: Sendable {
+        public var fetched = 0
+        public var bytes: UInt64 = 0
+        public var alreadyPresent = 0
+    }
+
+    /// Pulls `kid` and, for a tree, every object under it that `keg` lacks.
+    public func pull(_ kid: KID, into keg: Keg) async throws -> Report {
+        var report = Report()
+        let writer = keg.writer()
+        try await fetch(kid, into: keg, writer: writer, report: &report)
+        try writer.commit()
+        return report
+    }
+
+    private func fetch(_ kid: KID, into keg: Keg, writer: KegWriter, report: inout Report) async throws {
+        if writer.has(kid) {
+            report.alreadyPresent += 1
+            return
+        }
+        var request = HTTPClientRequest(url: baseURL.appendingPathComponent("v1/objects/\(kid)").absoluteString)
+        request.headers.add(name: "Authorization", value: "Bearer \(token)")
+        let response: HTTPClientResponse
+        do {
+            response = try await client.execute(request, timeout: .seconds(300))
+        } catch {
+            throw KbuildError(.io, "failed to pull \(kid) from \(baseURL.absoluteString): \(error)")
+        }
+        let status = Int(response.status.code)
+        guard status == 200 else {
+            let body = (try? await response.body.collect(upTo: 4096)).map { String(buffer: $0) } ?? ""
+            let code: KbuildError.Code = status == 404 ? .notFound : (status == 401 || status == 403) ? .unauthorized : .io
+            throw KbuildError(code, "failed to pull \(kid) from \(baseURL.absoluteString): HTTP \(status) \(body.trimmingCharacters(in: .whitespacesAndNewlines))")
+        }
+        report.fetched += 1
+        switch response.headers.first(name: "Kbuild-Kind") ?? "blob" {
+        case "tree":
+            let body = try await collect(response, kid: kid)
+            report.bytes += UInt64(body.count)
+            let tree = try Tree(decoding: body, kid: kid)
+            for entry in tree.entries {
+                if let child = entry.kid { try await fetch(child, into: keg, writer: writer, report: &report) }
+            }
+            try keg.stage(kid, tree: tree, bytes: body, in: writer)
+        case "blob":
+            let body = try await collect(response, kid: kid)
+            report.bytes += UInt64(body.count)
+            try keg.stage(kid, file: body, in: writer)
+        case "file":
+            report.bytes += try await streamToKeg(response, kid: kid, keg: keg, writer: writer)
+        case let other:
+            throw KbuildError(.corrupt, "failed to pull \(kid) from \(baseURL.absoluteString): unknown kind \(other.debugQuoted)")
+        }
+    }
+
+    private func collect(_ response: HTTPClientResponse, kid: KID) async throws -> [UInt8] {
+        do {
+            let buffer = try await response.body.collect(upTo: KegRemote.inMemoryLimit)
+            return Array(buffer.readableBytesView)
+        } catch {
+            throw KbuildError(.io, "failed to pull \(kid) from \(baseURL.absoluteString): \(error)")
+        }
+    }
+
+    /// Streams a large file into the Keg's tmp dir, then stores it (which checks its KID).
+    private func streamToKeg(_ response: HTTPClientResponse, kid: KID, keg: Keg, writer: KegWriter) async throws -> UInt64 {
+        let path = keg.dataDir.kegTmp.appendingPathComponent("pull-\(getpid())-\(kid.hex.prefix(16))").path
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw KbuildError.syscall("open", path, verb: "pull \(kid)") }
+        defer { unlink(path) }
+        var total: UInt64 = 0
+        do {
+            defer { close(fd) }
+            for try await buffer in response.body {
+                let ok = buffer.withUnsafeReadableBytes { raw in
+                    var done = 0
+                    while done < raw.count {
+                        let n = write(fd, raw.baseAddress! + done, raw.count - done)
+                        if n < 0 && errno == EINTR { continue }
+                        if n <= 0 { return false }
+                        done += n
+                    }
+                    return true
+                }
+                guard ok else { throw KbuildError.syscall("write", path, verb: "pull \(kid)") }
+                total += UInt64(buffer.readableBytes)
+            }
+        } catch let error as KbuildError {
+            throw error
+        } catch {
+            throw KbuildError(.io, "failed to pull \(kid) from \(baseURL.absoluteString): \(error)")
+        }
+        try keg.stage(fileAt: path, expecting: kid, in: writer)
+        return total
+    }
+}
