@@ -78,23 +78,10 @@ extension Keg {
     }
 
     private func runParallel(_ jobs: [FileJob], progress: KegProgress?, _ place: @Sendable (FileJob) throws -> Void) throws {
-        let failure = Mutex<KbuildError?>(nil)
-        let next = Atomic<Int>(0)
-        let work = UnsafeSendable(jobs)
-        let workers = min(ProcessInfo.processInfo.activeProcessorCount, max(jobs.count, 1))
-        DispatchQueue.concurrentPerform(iterations: workers) { _ in
-            while failure.withLock({ $0 == nil }) {
-                let i = next.wrappingAdd(1, ordering: .relaxed).oldValue
-                guard i < work.value.count else { return }
-                do {
-                    try place(work.value[i])
-                    progress?.add(files: 1)
-                } catch {
-                    failure.withLock { if $0 == nil { $0 = KbuildError.wrap(error) } }
-                }
-            }
+        try parallelFor(jobs.count) { i in
+            try place(jobs[i])
+            progress?.add(files: 1)
         }
-        if let error = failure.withLock({ $0 }) { throw error }
     }
 
     /// Writes a file object's bytes to a new file at `path` with `mode`.
@@ -112,7 +99,7 @@ extension Keg {
         switch header.kind {
         case .blob:
             let bytes = try decode(header: header, payload: payload, kid: kid)
-            guard KegWriter.writeAll(fd, bytes) else { throw KbuildError.syscall("write", path.description, verb: "restore \(kid)") }
+            guard bytes.withUnsafeBytes({ Keg.writeAll(fd, $0) }) else { throw KbuildError.syscall("write", path.description, verb: "restore \(kid)") }
         case .chunkedFile:
             try writeChunked(kid, size: header.logicalSize, to: fd, path: path)
         case .tree, .chunkIndex:
@@ -140,43 +127,24 @@ extension Keg {
         let buffers = [UnsafeMutableRawBufferPointer.allocate(byteCount: capacity, alignment: 64),
                        UnsafeMutableRawBufferPointer.allocate(byteCount: capacity, alignment: 64)]
         defer { buffers.forEach { $0.deallocate() } }
-        let failure = Mutex<KbuildError?>(nil)
         let pathText = path.description
         for b in 0...batches.count {
             let decode = b < batches.count ? batches[b] : []
-            let work = UnsafeSendable((decode, buffers[b % 2], buffers[(b + 1) % 2], b > 0 ? batches[b - 1] : []))
-            DispatchQueue.concurrentPerform(iterations: decode.count + 1) { job in
-                guard failure.withLock({ $0 == nil }) else { return }
-                do {
-                    if job == 0 {
-                        // Write the batch before this one, in order.
-                        guard let last = work.value.3.last else { return }
-                        let length = last.offset + Int(last.chunk.size)
-                        guard KegWriter.writeAll(fd, UnsafeRawBufferPointer(rebasing: work.value.2[0..<length])) else {
-                            throw KbuildError.syscall("write", pathText, verb: "restore \(kid)")
-                        }
-                        return
+            let (fill, drain) = (buffers[b % 2], buffers[(b + 1) % 2])
+            let written = b > 0 ? batches[b - 1] : []
+            try parallelFor(decode.count + 1) { job in
+                if job == 0 {
+                    // Write the batch before this one, in order.
+                    guard let last = written.last else { return }
+                    let length = last.offset + Int(last.chunk.size)
+                    guard Keg.writeAll(fd, UnsafeRawBufferPointer(rebasing: drain[0..<length])) else {
+                        throw KbuildError.syscall("write", pathText, verb: "restore \(kid)")
                     }
-                    let (chunk, offset) = work.value.0[job - 1]
-                    try readVerified(chunk.kid, into: UnsafeMutableRawBufferPointer(rebasing: work.value.1[offset..<offset + Int(chunk.size)]))
-                } catch {
-                    failure.withLock { if $0 == nil { $0 = KbuildError.wrap(error) } }
+                    return
                 }
+                let (chunk, offset) = decode[job - 1]
+                try readVerified(chunk.kid, into: UnsafeMutableRawBufferPointer(rebasing: fill[offset..<offset + Int(chunk.size)]))
             }
-            if let error = failure.withLock({ $0 }) { throw error }
-        }
-    }
-
-    static func pwriteAll(_ fd: Int32, _ bytes: [UInt8], at offset: off_t) -> Bool {
-        bytes.withUnsafeBytes { raw in
-            var done = 0
-            while done < raw.count {
-                let n = pwrite(fd, raw.baseAddress! + done, raw.count - done, offset + off_t(done))
-                if n < 0 && errno == EINTR { continue }
-                if n <= 0 { return false }
-                done += n
-            }
-            return true
         }
     }
 

@@ -103,25 +103,12 @@ final class Ingest: Sendable {
     /// Stores every file, spread over all cores; the first error stops the rest.
     func ingestAll(_ files: [(path: BytePath, size: UInt64)]) throws -> [KID] {
         let results = Mutex([KID?](repeating: nil, count: files.count))
-        let failure = Mutex<KbuildError?>(nil)
-        let next = Atomic<Int>(0)
-        let workers = min(ProcessInfo.processInfo.activeProcessorCount, max(files.count, 1))
-        let work = UnsafeSendable(files)
-        DispatchQueue.concurrentPerform(iterations: workers) { _ in
+        try parallelFor(files.count) { i in
             let worker = pool.take()
             defer { pool.give(worker) }
-            while failure.withLock({ $0 == nil }) {
-                let i = next.wrappingAdd(1, ordering: .relaxed).oldValue
-                guard i < work.value.count else { return }
-                do {
-                    let kid = try file(work.value[i].path, worker: worker)
-                    results.withLock { $0[i] = kid }
-                } catch {
-                    failure.withLock { if $0 == nil { $0 = KbuildError.wrap(error) } }
-                }
-            }
+            let kid = try file(files[i].path, worker: worker)
+            results.withLock { $0[i] = kid }
         }
-        if let error = failure.withLock({ $0 }) { throw error }
         return results.withLock { $0.map { $0! } }
     }
 
@@ -260,27 +247,19 @@ final class Ingest: Sendable {
                               into whole: UnsafeSendable<UnsafeMutablePointer<FileHasher>>,
                               storing previous: (buffer: UnsafeRawBufferPointer, cuts: [(start: Int, count: Int)], kids: [KID])?) throws -> [KID] {
         let hashed = Mutex<[KID]>([])
-        let failure = Mutex<KbuildError?>(nil)
-        let work = UnsafeSendable((block, previous))
-        let stores = previous?.cuts.count ?? 0
-        DispatchQueue.concurrentPerform(iterations: 1 + stores) { job in
+        try parallelFor(1 + (previous?.cuts.count ?? 0)) { job in
             if job == 0 {
-                guard let block = work.value.0 else { return }
+                guard let block else { return }
                 let kids = whole.value.pointee.hash(block.cuts, in: block.buffer, fresh: block.fresh)
                 hashed.withLock { $0 = kids }
                 return
             }
-            guard failure.withLock({ $0 == nil }), let previous = work.value.1 else { return }
+            guard let previous else { return }
             let (start, n) = previous.cuts[job - 1]
             let w = pool.take()
             defer { pool.give(w) }
-            do {
-                try writer.add(previous.kids[job - 1], kind: .blob, bytes: UnsafeRawBufferPointer(rebasing: previous.buffer[start..<start + n]), compressor: w.zstd)
-            } catch {
-                failure.withLock { if $0 == nil { $0 = KbuildError.wrap(error) } }
-            }
+            try writer.add(previous.kids[job - 1], kind: .blob, bytes: UnsafeRawBufferPointer(rebasing: previous.buffer[start..<start + n]), compressor: w.zstd)
         }
-        if let error = failure.withLock({ $0 }) { throw error }
         return hashed.withLock { $0 }
     }
 

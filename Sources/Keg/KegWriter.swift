@@ -50,12 +50,12 @@ public final class KegWriter: Sendable {
         let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o444)
         guard fd >= 0 else { throw KbuildError.syscall("open", tmp, verb: "write object \(kid)") }
         let head = header.encoded()
-        var ok = KegWriter.writeAll(fd, head)
+        var ok = head.withUnsafeBytes { Keg.writeAll(fd, $0) }
         if ok {
             if let compressed {
-                ok = compressed.withUnsafeBytes { KegWriter.writeAll(fd, $0) }
+                ok = compressed.withUnsafeBytes { Keg.writeAll(fd, $0) }
             } else {
-                ok = KegWriter.writeAll(fd, bytes)
+                ok = Keg.writeAll(fd, bytes)
             }
         }
         let err = errno
@@ -113,21 +113,6 @@ public final class KegWriter: Sendable {
         guard fd >= 0 else { throw KbuildError.syscall("open", keg.tmpPath, verb: verb) }
         defer { close(fd) }
         guard kb_syncfs(fd) == 0 else { throw KbuildError.syscall("syncfs", keg.tmpPath, verb: verb) }
-    }
-
-    static func writeAll(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
-        bytes.withUnsafeBytes { writeAll(fd, $0) }
-    }
-
-    static func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) -> Bool {
-        var done = 0
-        while done < bytes.count {
-            let n = write(fd, bytes.baseAddress! + done, bytes.count - done)
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 { return false }
-            done += n
-        }
-        return true
     }
 }
 

@@ -97,16 +97,7 @@ public struct KegRemote: Sendable {
         do {
             defer { close(fd) }
             for try await buffer in response.body {
-                let ok = buffer.withUnsafeReadableBytes { raw in
-                    var done = 0
-                    while done < raw.count {
-                        let n = write(fd, raw.baseAddress! + done, raw.count - done)
-                        if n < 0 && errno == EINTR { continue }
-                        if n <= 0 { return false }
-                        done += n
-                    }
-                    return true
-                }
+                let ok = buffer.withUnsafeReadableBytes { Keg.writeAll(fd, $0) }
                 guard ok else { throw KbuildError.syscall("write", path, verb: "pull \(kid)") }
                 total += UInt64(buffer.readableBytes)
             }
