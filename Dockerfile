@@ -1,5 +1,5 @@
 # Multi-stage: build with the Swift toolchain, run on a slim Debian 12.
-FROM swift:6.1-bookworm AS build
+FROM swift:6.3-bookworm AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends pkg-config libgit2-dev libarchive-dev libzstd-dev libsqlite3-dev \
  && rm -rf /var/lib/apt/lists/*

@@ -34,6 +34,10 @@ extension Keg {
             throw KbuildError(.conflict, "failed to \(verb): \(destination) already exists")
         }
         let dest = URL(fileURLWithPath: destination)
+        var parent = stat()
+        guard stat(dest.deletingLastPathComponent().path, &parent) == 0, parent.st_mode & S_IFMT == S_IFDIR else {
+            throw KbuildError(.notFound, "failed to \(verb): the parent directory \(dest.deletingLastPathComponent().path) does not exist")
+        }
         let staging = dest.deletingLastPathComponent().appendingPathComponent(".\(dest.lastPathComponent).kbuild-\(getpid())-\(UInt32.random(in: 0...UInt32.max))").path
         let root = BytePath(staging)
         do {

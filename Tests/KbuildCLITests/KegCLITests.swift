@@ -86,6 +86,7 @@ final class KegCLITests: XCTestCase {
         let data = dir + "/data"
         let cases: [([String], String)] = [
             (["keg", "get", "K-00000000", dir + "/x"], "no object has this prefix"),
+            (["keg", "checkout", "K-" + String(repeating: "0", count: 64), dir + "/x"], "not in the Keg"),
             (["keg", "cat", "K-abc"], "want K- and 8 to 64 lowercase hex digits"),
             (["keg", "ls", "K-" + String(repeating: "0", count: 64)], "not in the Keg"),
             (["keg", "put", "/dev/null"], "character device"),

@@ -79,6 +79,7 @@ final class PutGetTests: XCTestCase {
         let dest = root.appendingPathComponent("exists").path
         try write(Array("keep me".utf8), to: dest)
         assertKbuildError(.conflict, containing: "already exists") { try keg.get(kid, to: dest) }
+        assertKbuildError(.notFound, containing: "parent directory") { try keg.get(kid, to: root.appendingPathComponent("no/such/dir").path) }
         XCTAssertEqual(try String(contentsOfFile: dest, encoding: .utf8), "keep me")
     }
 
