@@ -6,7 +6,8 @@ public import Foundation
 ///       admin.token          the first admin token (0600), read by the CLI on this machine
 ///       refs.sqlite          the embedded ref store (SQLite, WAL)
 ///       keg/objects/ab/…     immutable objects, named by the hex of their KID
-///       keg/tmp/             objects being written; renamed into objects/ once durable
+///                            (and `.tmp-…` files: objects being written, renamed once durable)
+///       keg/tmp/             cache files and pulls being written
 ///       keg/files/ab/…       the shared read-only file cache that checkouts hard-link to
 public struct DataDir: Sendable, Equatable {
     public let root: URL

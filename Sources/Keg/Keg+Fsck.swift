@@ -67,6 +67,16 @@ extension Keg {
         return report
     }
 
+    /// Temporary files of writes in flight or killed: `keg/tmp/*` and `.tmp-*` in the fan-out dirs.
+    func stagingFiles() throws -> [String] {
+        var out = try Keg.listDirectory(tmpPath).map { tmpPath + "/" + $0 }
+        for byte in 0..<256 {
+            let dir = objectsPath + "/" + Keg.hexByte(byte)
+            for name in try Keg.listDirectory(dir) where name.hasPrefix(Keg.stagingPrefix) { out.append(dir + "/" + name) }
+        }
+        return out
+    }
+
     /// Every stored object's KID (by the names of the object files).
     public func allObjects() throws -> [KID] {
         var out: [KID] = []

@@ -69,9 +69,8 @@ extension Keg {
                 report.bytesFreed += file.size
             }
         }
-        for name in try Keg.listDirectory(tmpPath) {
+        for path in try stagingFiles() {
             var st = stat()
-            let path = tmpPath + "/" + name
             guard lstat(path, &st) == 0, now - Double(st.st_mtim.tv_sec) >= grace else { continue }
             if dryRun || unlink(path) == 0 { report.tmpFilesDeleted += 1 }
         }

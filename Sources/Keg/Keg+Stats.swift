@@ -49,7 +49,7 @@ extension Keg {
                 }
             }
         }
-        stats.tmpFiles = try Keg.listDirectory(tmpPath).count
+        stats.tmpFiles = try stagingFiles().count
         return stats
     }
 }

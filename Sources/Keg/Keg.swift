@@ -15,6 +15,9 @@ public final class Keg: Sendable {
     let tmpPath: String
     let filesPath: String
 
+    /// Names of objects being written, in the fan-out directories.
+    static let stagingPrefix = ".tmp-"
+
     /// Files at or above this size are split into content-defined chunks.
     public static let chunkingThreshold = 1 << 20
     static let chunkParams = kb_cdc_params(min_size: 16 << 10, avg_size: 64 << 10, max_size: 256 << 10)

@@ -5,12 +5,12 @@ import Synchronization
 
 /// Writes a batch of objects so that none is visible before it is durable.
 ///
-/// Each object goes to a fresh file in `keg/tmp`; `commit()` flushes the
+/// Each object goes to a fresh `.tmp-…` file in its fan-out directory; `commit()` flushes the
 /// filesystem once (syncfs), renames every staged file into `keg/objects` in
 /// the order they were staged (children before the trees that name them), and
 /// flushes again so the renames survive a crash. A writer that is dropped or
 /// aborted unlinks what it staged. A process killed mid-write leaves only
-/// files in `keg/tmp`, which `gc` sweeps.
+/// `.tmp-…` files, which `gc` sweeps and every reader ignores (not a KID).
 ///
 /// Safe to use from several threads at once (`put` ingests files in parallel).
 public final class KegWriter: Sendable {
@@ -22,7 +22,8 @@ public final class KegWriter: Sendable {
         var bytesWritten: UInt64 = 0
     }
     private let state = Mutex(State())
-    private let counter = Atomic<Int>(0)
+    /// Unique in this process, across writers: with the pid it names a staged file.
+    private static let sequence = Atomic<Int>(0)
 
     init(keg: Keg) { self.keg = keg }
 
@@ -46,7 +47,10 @@ public final class KegWriter: Sendable {
             compressed = Zstd.compress(bytes, context: compressor.pointer)
             if compressed != nil { header.encoding = .zstd }
         }
-        let tmp = keg.tmpPath + "/\(getpid())-\(counter.wrappingAdd(1, ordering: .relaxed).newValue)-" + kid.hex.prefix(16)
+        // Staged beside its final name (as git does): renames stay within one
+        // directory, and parallel writers do not queue on one directory's lock.
+        let final = keg.objectPath(kid)
+        let tmp = String(final.dropLast(62)) + Keg.stagingPrefix + "\(getpid())-\(KegWriter.sequence.wrappingAdd(1, ordering: .relaxed).newValue)"
         let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o444)
         guard fd >= 0 else { throw KbuildError.syscall("open", tmp, verb: "write object \(kid)") }
         let head = header.encoded()
@@ -68,7 +72,7 @@ public final class KegWriter: Sendable {
         let duplicate = state.withLock { s -> Bool in
             if s.stagedKIDs.contains(kid) { return true }
             s.stagedKIDs.insert(kid)
-            s.staged.append((tmp, keg.objectPath(kid)))
+            s.staged.append((tmp, final))
             s.bytesWritten += written
             return false
         }
