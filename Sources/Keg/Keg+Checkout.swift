@@ -35,10 +35,15 @@ extension Keg {
     func cachedFile(_ kid: KID, mode: UInt32) throws -> BytePath {
         let hex = kid.hex
         let path = BytePath(filesPath + "/" + hex.prefix(2) + "/" + hex.dropFirst(2) + "-" + String(mode & ~0o222, radix: 8))
-        if path.withCString({ access($0, F_OK) }) == 0 { return path }
+        var st = stat()
+        if path.withCString({ stat($0, &st) }) == 0 {
+            if UInt64(st.st_size) == (try logicalSize(of: kid)) { return path }
+            // Damaged (e.g. cut short by a crash): replace it.
+            _ = path.withCString { unlink($0) }
+        }
         let tmp = BytePath(tmpPath + "/file-\(getpid())-\(UInt64.random(in: 0...UInt64.max))")
         do {
-            try writeFile(kid, to: tmp, mode: mode & ~0o222)
+            try writeFile(kid, to: tmp, mode: mode & ~0o222, durable: true)
             let renamed = tmp.withCString { t in path.withCString { rename(t, $0) } }
             guard renamed == 0 else { throw KbuildError.syscall("rename", path.description, verb: "cache \(kid)") }
         } catch {

@@ -88,15 +88,4 @@ extension Keg {
         }
         return out
     }
-
-    /// The KIDs an object names directly (children of a tree, chunks of a file).
-    public func references(of kid: KID) throws -> [KID] {
-        let (header, payload) = try readStored(kid)
-        switch header.kind {
-        case .blob: return []
-        case .tree: return try Tree(decoding: try decode(header: header, payload: payload, kid: kid), kid: kid).entries.compactMap(\.kid)
-        case .chunkIndex: return try ChunkIndexNode(decoding: try decode(header: header, payload: payload, kid: kid), kid: kid).entries.map(\.kid)
-        case .chunkedFile: return [try chunkedFileRoot(kid, payload: payload)]
-        }
-    }
 }

@@ -25,8 +25,7 @@ extension Keg {
     public func gc(roots: Set<KID>, grace: TimeInterval = 3600, dryRun: Bool = false) throws -> GCReport {
         var report = GCReport()
         let now = Date().timeIntervalSince1970
-        var marked = Set<KID>()
-        var stack: [KID] = []
+        var stack: [(KID, Role)] = []
 
         // Files in use by a checkout (link count above one) are roots.
         var cacheFiles: [(path: String, kid: KID, links: UInt64, size: UInt64)] = []
@@ -38,29 +37,48 @@ extension Keg {
                 var st = stat()
                 guard stat(dir + "/" + name, &st) == 0 else { continue }
                 cacheFiles.append((dir + "/" + name, kid, UInt64(st.st_nlink), UInt64(st.st_size)))
-                if st.st_nlink > 1 { stack.append(kid) }
+                if st.st_nlink > 1 { stack.append((kid, .file)) }
             }
         }
         for root in roots {
-            if contains(root) { stack.append(root) } else { report.missingRoots.append(root) }
+            if contains(root) { stack.append((root, .unknown)) } else { report.missingRoots.append(root) }
         }
-        while let kid = stack.popLast() {
-            guard marked.insert(kid).inserted, contains(kid) else { continue }
-            stack.append(contentsOf: try references(of: kid))
+        // Young objects are roots too, with everything under them: a put in
+        // flight may be about to name them (it freshened what it reused).
+        var old: [(KID, off_t)] = []
+        for kid in try allObjects() {
+            var st = stat()
+            guard stat(objectPath(kid), &st) == 0 else { continue }
+            if now - Double(st.st_mtim.tv_sec) < grace {
+                stack.append((kid, .unknown))
+                report.keptYoung += 1
+            } else {
+                old.append((kid, st.st_size))
+            }
+        }
+
+        var visited = Set<Visit>()
+        var marked = Set<KID>()
+        while let (kid, role) = stack.popLast() {
+            guard visited.insert(Visit(kid: kid, role: role)).inserted, contains(kid) else { continue }
+            marked.insert(kid)
+            stack.append(contentsOf: try references(of: kid, as: role))
         }
         report.reachable = marked.count
 
-        for kid in try allObjects() where !marked.contains(kid) {
-            let path = objectPath(kid)
-            var st = stat()
-            guard stat(path, &st) == 0 else { continue }
-            if now - Double(st.st_mtim.tv_sec) < grace {
-                report.keptYoung += 1
-                continue
-            }
-            if dryRun || unlink(path) == 0 {
+        // Parents before children: a gc cut short never leaves a tree or a
+        // file record whose parts are gone.
+        var doomed: [(kid: KID, size: off_t, order: Int)] = []
+        for (kid, size) in old where !marked.contains(kid) {
+            let kind = try? self.kind(of: kid)
+            doomed.append((kid, size, kind == .tree || kind == .chunkedFile ? 0 : kind == .chunkIndex ? 1 : 2))
+        }
+        for victim in doomed.sorted(by: { $0.order < $1.order }) {
+            if dryRun || unlink(objectPath(victim.kid)) == 0 {
                 report.deleted += 1
-                report.bytesFreed += UInt64(st.st_size)
+                report.bytesFreed += UInt64(victim.size)
+            } else if errno != ENOENT {
+                throw KbuildError.syscall("unlink", objectPath(victim.kid), verb: "collect \(victim.kid)")
             }
         }
         for file in cacheFiles where file.links == 1 && !marked.contains(file.kid) {
@@ -75,5 +93,48 @@ extension Keg {
             if dryRun || unlink(path) == 0 { report.tmpFilesDeleted += 1 }
         }
         return report
+    }
+
+    /// How an object was named: its bytes are read as what its parent said it is.
+    enum Role: UInt8 {
+        /// A root: read by its stored kind.
+        case unknown
+        case tree
+        case file
+        case index
+        /// A chunk: bytes with no links.
+        case leaf
+    }
+
+    struct Visit: Hashable {
+        var kid: KID
+        var role: Role
+    }
+
+    /// What an object links to, read in the role it was named in.
+    func references(of kid: KID, as role: Role) throws -> [(KID, Role)] {
+        switch role {
+        case .unknown:
+            switch try self.kind(of: kid) {
+            case .tree: return try references(of: kid, as: .tree)
+            case .chunkedFile: return try references(of: kid, as: .file)
+            case .chunkIndex: return try references(of: kid, as: .index)
+            case .blob: return []
+            }
+        case .tree:
+            return try tree(kid).entries.compactMap { e in
+                guard let child = e.kid else { return nil }
+                return (child, e.type == .directory ? .tree : .file)
+            }
+        case .file:
+            let (header, payload) = try readStored(kid)
+            guard header.kind == .chunkedFile else { return [] }
+            return [(try chunkedFileRoot(kid, payload: payload), .index)]
+        case .index:
+            let node = try chunkIndexNode(kid)
+            return node.entries.map { ($0.kid, node.level == 0 ? .leaf : .index) }
+        case .leaf:
+            return []
+        }
     }
 }

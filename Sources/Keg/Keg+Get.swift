@@ -35,8 +35,13 @@ extension Keg {
         }
         let dest = URL(fileURLWithPath: destination)
         var parent = stat()
-        guard stat(dest.deletingLastPathComponent().path, &parent) == 0, parent.st_mode & S_IFMT == S_IFDIR else {
-            throw KbuildError(.notFound, "failed to \(verb): the parent directory \(dest.deletingLastPathComponent().path) does not exist")
+        let parentPath = dest.deletingLastPathComponent().path
+        guard stat(parentPath, &parent) == 0 else {
+            if errno == ENOENT { throw KbuildError(.notFound, "failed to \(verb): the parent directory \(parentPath) does not exist") }
+            throw KbuildError.syscall("stat", parentPath, verb: verb)
+        }
+        guard parent.st_mode & S_IFMT == S_IFDIR else {
+            throw KbuildError(.invalidArgument, "failed to \(verb): \(parentPath) is not a directory")
         }
         let staging = dest.deletingLastPathComponent().appendingPathComponent(".\(dest.lastPathComponent).kbuild-\(getpid())-\(UInt32.random(in: 0...UInt32.max))").path
         let root = BytePath(staging)
@@ -89,25 +94,25 @@ extension Keg {
     }
 
     /// Writes a file object's bytes to a new file at `path` with `mode`.
-    func writeFile(_ kid: KID, to path: BytePath, mode: UInt32) throws {
+    func writeFile(_ kid: KID, to path: BytePath, mode: UInt32, durable: Bool = false) throws {
         let fd = path.withCString { open($0, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600) }
         guard fd >= 0 else { throw KbuildError.syscall("open", path.description, verb: "restore \(kid)") }
         defer { close(fd) }
         try writeContent(kid, to: fd, path: path)
         guard fchmod(fd, mode_t(mode)) == 0 else { throw KbuildError.syscall("fchmod", path.description, verb: "restore \(kid)") }
+        if durable { guard fsync(fd) == 0 else { throw KbuildError.syscall("fsync", path.description, verb: "restore \(kid)") } }
     }
 
     /// Writes the logical bytes of a blob or chunked file to `fd`, verifying each piece.
     func writeContent(_ kid: KID, to fd: Int32, path: BytePath) throws {
         let (header, payload) = try readStored(kid)
         switch header.kind {
-        case .blob:
+        case .blob, .tree, .chunkIndex:
+            // A file whose bytes happen to equal a tree's is that same object.
             let bytes = try decode(header: header, payload: payload, kid: kid)
             guard bytes.withUnsafeBytes({ Keg.writeAll(fd, $0) }) else { throw KbuildError.syscall("write", path.description, verb: "restore \(kid)") }
         case .chunkedFile:
             try writeChunked(kid, size: header.logicalSize, to: fd, path: path)
-        case .tree, .chunkIndex:
-            throw KbuildError(.invalidArgument, "failed to restore \(kid) as a file: it is a \(header.kind)")
         }
     }
 

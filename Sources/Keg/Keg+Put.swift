@@ -20,7 +20,7 @@ extension Keg {
         let kid: KID
         switch st.st_mode & S_IFMT {
         case S_IFREG:
-            kid = try ingest.file(root, worker: ingest.pool.take())
+            kid = try ingest.file(root, worker: ingest.pool.take(), followSymlink: true)
         case S_IFDIR:
             kid = try ingest.directory(root)
         default:
@@ -125,8 +125,8 @@ final class Ingest: Sendable {
     static let blockSize = 8 << 20
 
     /// Stores one regular file: a blob when small, chunks and an index when large.
-    func file(_ path: BytePath, worker: Worker) throws -> KID {
-        let fd = path.withCString { open($0, O_RDONLY | O_NOFOLLOW | O_CLOEXEC) }
+    func file(_ path: BytePath, worker: Worker, followSymlink: Bool = false) throws -> KID {
+        let fd = path.withCString { open($0, O_RDONLY | O_CLOEXEC | (followSymlink ? 0 : O_NOFOLLOW)) }
         guard fd >= 0 else { throw KbuildError.syscall("open", path.description, verb: "put \(path)") }
         defer { close(fd) }
         var st = stat()

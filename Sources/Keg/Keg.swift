@@ -1,6 +1,7 @@
 public import KbuildCore
 public import Foundation
 import CKbuild
+import CZstd
 
 /// The Keg: kbuild's one content-addressed store. Every source tree, file,
 /// layer, image, log and record is an immutable object here, named by its KID.
@@ -120,6 +121,11 @@ public final class Keg: Sendable {
         case .raw:
             bytes = payload
         case .zstd:
+            // A damaged header must not make us allocate what the frame does not hold.
+            let frameSize = payload.withUnsafeBytes { ZSTD_getFrameContentSize($0.baseAddress, $0.count) }
+            guard frameSize == header.logicalSize else {
+                throw KbuildError(.corrupt, "failed to read object \(kid): header says \(header.logicalSize) bytes, compressed frame holds \(Int64(bitPattern: frameSize)) (\(objectPath(kid)))")
+            }
             bytes = [UInt8](repeating: 0, count: Int(header.logicalSize))
             try payload.withUnsafeBytes { (src) in
                 try bytes.withUnsafeMutableBytes { (dst) in try Zstd.decompress(src, into: dst, kid: kid) }
@@ -134,8 +140,8 @@ public final class Keg: Sendable {
     /// Decodes a blob whose size is known into `destination` and verifies it there.
     func readVerified(_ kid: KID, into destination: UnsafeMutableRawBufferPointer) throws {
         let (header, payload) = try readStored(kid)
-        guard header.kind == .blob, header.logicalSize == UInt64(destination.count) else {
-            throw KbuildError(.corrupt, "failed to read chunk \(kid): it is a \(header.logicalSize)-byte \(header.kind), want a \(destination.count)-byte blob")
+        guard header.kind != .chunkedFile, header.logicalSize == UInt64(destination.count) else {
+            throw KbuildError(.corrupt, "failed to read chunk \(kid): it is a \(header.logicalSize)-byte \(header.kind), want \(destination.count) bytes")
         }
         switch header.encoding {
         case .raw:
@@ -149,17 +155,31 @@ public final class Keg: Sendable {
         }
     }
 
-    /// The entries of a tree object.
+    /// The logical bytes of any object, whatever form it is stored in. Two
+    /// objects with the same bytes are one object (the KID is the hash of the
+    /// bytes alone), so a tree's bytes may be stored as a file and the other
+    /// way round: readers interpret bytes by where they were named, not by the
+    /// stored kind. Chunked files are reassembled (at most `maxWhole` bytes).
+    func logicalBytes(_ kid: KID, maxWhole: UInt64 = 256 << 20) throws -> [UInt8] {
+        let (header, payload) = try readStored(kid)
+        guard header.kind == .chunkedFile else { return try decode(header: header, payload: payload, kid: kid) }
+        guard header.logicalSize <= maxWhole else {
+            throw KbuildError(.invalidArgument, "failed to read object \(kid): \(header.logicalSize) bytes is too large to read whole")
+        }
+        var out: [UInt8] = []
+        out.reserveCapacity(Int(header.logicalSize))
+        for chunk in try chunks(ofChunkedFile: kid) { out += try readVerified(chunk.kid).1 }
+        guard KID(hashing: out) == kid else { throw KbuildError(.corrupt, "failed to read file \(kid): chunks do not reassemble to it") }
+        return out
+    }
+
+    /// The entries of the tree named `kid` (its bytes decoded as a tree).
     public func tree(_ kid: KID) throws -> Tree {
-        let (kind, bytes) = try readVerified(kid)
-        guard kind == .tree else { throw KbuildError(.invalidArgument, "failed to read tree \(kid): it is a \(kind)") }
-        return try Tree(decoding: bytes, kid: kid)
+        try Tree(decoding: try logicalBytes(kid), kid: kid)
     }
 
     func chunkIndexNode(_ kid: KID) throws -> ChunkIndexNode {
-        let (kind, bytes) = try readVerified(kid)
-        guard kind == .chunkIndex else { throw KbuildError(.corrupt, "failed to read chunk index \(kid): it is a \(kind)") }
-        return try ChunkIndexNode(decoding: bytes, kid: kid)
+        try ChunkIndexNode(decoding: try logicalBytes(kid), kid: kid)
     }
 
     func chunkedFileRoot(_ kid: KID, payload: [UInt8]) throws -> KID {
@@ -175,7 +195,13 @@ public final class Keg: Sendable {
         func walk(_ node: KID, level: Int) throws {
             let n = try chunkIndexNode(node)
             guard Int(n.level) == level else { throw KbuildError(.corrupt, "failed to read chunk index \(node): level \(n.level), want \(level)") }
-            if n.level == 0 { out.append(contentsOf: n.entries); return }
+            if n.level == 0 {
+                for e in n.entries where e.size == 0 || e.size > UInt64(Keg.chunkParams.max_size) {
+                    throw KbuildError(.corrupt, "failed to read chunk index \(node): chunk \(e.kid) of \(e.size) bytes is outside 1...\(Keg.chunkParams.max_size)")
+                }
+                out.append(contentsOf: n.entries)
+                return
+            }
             for e in n.entries { try walk(e.kid, level: level - 1) }
         }
         let top = try chunkIndexNode(root)

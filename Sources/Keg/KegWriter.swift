@@ -22,8 +22,10 @@ public final class KegWriter: Sendable {
         var bytesWritten: UInt64 = 0
     }
     private let state = Mutex(State())
-    /// Unique in this process, across writers: with the pid it names a staged file.
+    /// Unique in this process, across writers; with the pid and a random
+    /// per-process tag (pids repeat, e.g. pid 1 in every container) it names a staged file.
     private static let sequence = Atomic<Int>(0)
+    private static let processTag = String(UInt64.random(in: 0...UInt64.max), radix: 36)
 
     init(keg: Keg) { self.keg = keg }
 
@@ -50,7 +52,7 @@ public final class KegWriter: Sendable {
         // Staged beside its final name (as git does): renames stay within one
         // directory, and parallel writers do not queue on one directory's lock.
         let final = keg.objectPath(kid)
-        let tmp = String(final.dropLast(62)) + Keg.stagingPrefix + "\(getpid())-\(KegWriter.sequence.wrappingAdd(1, ordering: .relaxed).newValue)"
+        let tmp = String(final.dropLast(62)) + Keg.stagingPrefix + "\(getpid())-\(KegWriter.processTag)-\(KegWriter.sequence.wrappingAdd(1, ordering: .relaxed).newValue)"
         let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o444)
         guard fd >= 0 else { throw KbuildError.syscall("open", tmp, verb: "write object \(kid)") }
         let head = header.encoded()

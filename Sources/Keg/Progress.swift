@@ -31,7 +31,7 @@ public final class KegProgress: Sendable {
         if b != 0 { bytes.wrappingAdd(b, ordering: .relaxed) }
         let now = DispatchTime.now().uptimeNanoseconds
         let last = lastReport.load(ordering: .relaxed)
-        if now - max(last, start) >= 100_000_000,
+        if now > max(last, start) + 100_000_000,
            lastReport.compareExchange(expected: last, desired: now, ordering: .relaxed).exchanged {
             report(snapshot)
         }

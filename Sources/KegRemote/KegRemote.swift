@@ -33,12 +33,15 @@ public struct KegRemote: Sendable {
     public func pull(_ kid: KID, into keg: Keg) async throws -> Report {
         var report = Report()
         let writer = keg.writer()
-        try await fetch(kid, into: keg, writer: writer, report: &report)
+        try await fetch(kid, as: nil, into: keg, writer: writer, report: &report)
         try writer.commit()
         return report
     }
 
-    private func fetch(_ kid: KID, into keg: Keg, writer: KegWriter, report: inout Report) async throws {
+    /// `role` is what the parent named the object as ("tree" or "file"); the
+    /// root is read as the server's `Kbuild-Kind` says. Bytes are interpreted
+    /// by role, since one KID may be both a file's bytes and a tree's.
+    private func fetch(_ kid: KID, as role: String?, into keg: Keg, writer: KegWriter, report: inout Report) async throws {
         if writer.has(kid) {
             report.alreadyPresent += 1
             return
@@ -58,39 +61,47 @@ public struct KegRemote: Sendable {
             throw KbuildError(code, "failed to pull \(kid) from \(baseURL.absoluteString): HTTP \(status) \(body.trimmingCharacters(in: .whitespacesAndNewlines))")
         }
         report.fetched += 1
-        switch response.headers.first(name: "Kbuild-Kind") ?? "blob" {
+        let served = response.headers.first(name: "Kbuild-Kind") ?? "blob"
+        switch role ?? served {
         case "tree":
             let body = try await collect(response, kid: kid)
             report.bytes += UInt64(body.count)
             let tree = try Tree(decoding: body, kid: kid)
             for entry in tree.entries {
-                if let child = entry.kid { try await fetch(child, into: keg, writer: writer, report: &report) }
+                if let child = entry.kid {
+                    try await fetch(child, as: entry.type == .directory ? "tree" : "file", into: keg, writer: writer, report: &report)
+                }
             }
             try keg.stage(kid, tree: tree, bytes: body, in: writer)
-        case "blob":
+        case "file" where served == "file":
+            report.bytes += try await streamToKeg(response, kid: kid, keg: keg, writer: writer)
+        case "blob", "file":
             let body = try await collect(response, kid: kid)
             report.bytes += UInt64(body.count)
             try keg.stage(kid, file: body, in: writer)
-        case "file":
-            report.bytes += try await streamToKeg(response, kid: kid, keg: keg, writer: writer)
         case let other:
             throw KbuildError(.corrupt, "failed to pull \(kid) from \(baseURL.absoluteString): unknown kind \(other.debugQuoted)")
         }
     }
 
+    /// The whole body, checked against the KID before anything in it is trusted.
     private func collect(_ response: HTTPClientResponse, kid: KID) async throws -> [UInt8] {
+        let body: [UInt8]
         do {
-            let buffer = try await response.body.collect(upTo: KegRemote.inMemoryLimit)
-            return Array(buffer.readableBytesView)
+            body = Array(try await response.body.collect(upTo: KegRemote.inMemoryLimit).readableBytesView)
         } catch {
             throw KbuildError(.io, "failed to pull \(kid) from \(baseURL.absoluteString): \(error)")
         }
+        guard KID(hashing: body) == kid else {
+            throw KbuildError(.corrupt, "failed to pull \(kid) from \(baseURL.absoluteString): the bytes received do not hash to it")
+        }
+        return body
     }
 
     /// Streams a large file into the Keg's tmp dir, then stores it (which checks its KID).
     private func streamToKeg(_ response: HTTPClientResponse, kid: KID, keg: Keg, writer: KegWriter) async throws -> UInt64 {
-        let path = keg.dataDir.kegTmp.appendingPathComponent("pull-\(getpid())-\(kid.hex.prefix(16))").path
-        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        let path = keg.dataDir.kegTmp.appendingPathComponent("pull-\(getpid())-\(UInt64.random(in: 0...UInt64.max))-\(kid.hex.prefix(16))").path
+        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw KbuildError.syscall("open", path, verb: "pull \(kid)") }
         defer { unlink(path) }
         var total: UInt64 = 0

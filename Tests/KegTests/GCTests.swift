@@ -52,3 +52,69 @@ final class GCTests: XCTestCase {
         XCTAssertEqual(try keg.stats().tmpFiles, 0)
     }
 }
+
+final class ReviewRegressionTests: XCTestCase {
+    /// One KID can be a file's bytes and a tree's: readers go by where it was named.
+    func testAFileWhoseBytesEqualATreeEncodingRestoresAndSurvivesGC() throws {
+        let (keg, root) = try makeKeg(self)
+        let emptyTree = try Tree(entries: []).encoded()
+        for order in ["dir-first", "file-first"] {
+            let src = root.appendingPathComponent(order).path
+            try FileManager.default.createDirectory(atPath: src + "/empty", withIntermediateDirectories: true)
+            try write(emptyTree, to: src + "/looks-like-a-tree")
+            if order == "file-first" {
+                // Store the bytes as a plain file before any tree with an empty directory exists.
+                let (k2, r2) = try makeKeg(self)
+                XCTAssertEqual(try k2.put(path: src + "/looks-like-a-tree"), KID(hashing: emptyTree))
+                let kid = try k2.put(path: src)
+                try k2.get(kid, to: r2.appendingPathComponent("out").path)
+                XCTAssertEqual(try runTool("/usr/bin/diff", ["-r", src, r2.appendingPathComponent("out").path]).status, 0)
+                XCTAssertEqual(try k2.gc(roots: [kid], grace: 0).deleted, 0)
+                continue
+            }
+            let kid = try keg.put(path: src)
+            let out = root.appendingPathComponent("out-\(order)").path
+            try keg.get(kid, to: out)
+            XCTAssertEqual(try runTool("/usr/bin/diff", ["-r", src, out]).status, 0)
+        }
+    }
+
+    /// A young object keeps what it names: a put that reused an old file
+    /// freshened only the file's record, and gc must not take its chunks.
+    func testGCKeepsTheChunksOfAYoungFileRecord() throws {
+        let (keg, root) = try makeKeg(self)
+        let data = randomBytes(3 << 20, seed: 21)
+        try write(data, to: root.appendingPathComponent("f").path)
+        let kid = try keg.put(path: root.appendingPathComponent("f").path)
+        var past = [timespec(tv_sec: 1_000_000, tv_nsec: 0), timespec(tv_sec: 1_000_000, tv_nsec: 0)]
+        for object in try keg.allObjects() { XCTAssertEqual(utimensat(AT_FDCWD, keg.objectPath(object), &past, 0), 0) }
+        XCTAssertEqual(utimensat(AT_FDCWD, keg.objectPath(kid), nil, 0), 0) // only the record is young
+        let report = try keg.gc(roots: [], grace: 3600)
+        XCTAssertEqual(report.deleted, 0)
+        try keg.get(kid, to: root.appendingPathComponent("out").path)
+        XCTAssertEqual(try Data(contentsOf: root.appendingPathComponent("out")), Data(data))
+    }
+
+    func testADamagedCacheFileIsReplaced() throws {
+        let (keg, root) = try makeKeg(self)
+        let src = root.appendingPathComponent("src").path
+        try FileManager.default.createDirectory(atPath: src, withIntermediateDirectories: true)
+        try write(Array("cached content\n".utf8), to: src + "/a")
+        let kid = try keg.put(path: src)
+        try keg.checkout(kid, to: root.appendingPathComponent("c1").path)
+        let cache = try keg.cachedFile(KID(hashing: Array("cached content\n".utf8)), mode: 0o644)
+        XCTAssertEqual(root.appendingPathComponent("c1").path.isEmpty, false)
+        // Cut the cache file short, as a crash before its data reached disk could.
+        XCTAssertEqual(cache.withCString { unlink($0) }, 0)
+        try write([], to: cache.description, mode: 0o444)
+        try keg.checkout(kid, to: root.appendingPathComponent("c2").path)
+        XCTAssertEqual(try String(contentsOfFile: root.appendingPathComponent("c2/a").path, encoding: .utf8), "cached content\n")
+    }
+
+    func testPutFollowsASymlinkGivenAsThePath() throws {
+        let (keg, root) = try makeKeg(self)
+        try write(Array("target".utf8), to: root.appendingPathComponent("t").path)
+        try FileManager.default.createSymbolicLink(atPath: root.appendingPathComponent("l").path, withDestinationPath: "t")
+        XCTAssertEqual(try keg.put(path: root.appendingPathComponent("l").path), KID(hashing: Array("target".utf8)))
+    }
+}

@@ -33,7 +33,11 @@ struct KegGC: AsyncParsableCommand {
         rule.keepLast = keepLast
         rule.keepFor = try parseDuration(keepFor)
         let roots = try await rule.roots(in: refs)
-        let report = try keg.gc(roots: roots, grace: try parseDuration(grace), dryRun: dryRun)
+        let graceSeconds = try parseDuration(grace)
+        if graceSeconds < 2 * Keg.freshenAfter {
+            FileHandle.standardError.write(Data("warning: --grace \(grace) is shorter than \(Int(2 * Keg.freshenAfter / 60))m: safe only while no put or pull runs\n".utf8))
+        }
+        let report = try keg.gc(roots: roots, grace: graceSeconds, dryRun: dryRun)
         for kid in report.missingRoots { print("warning: a ref names \(kid), which is not in the Keg") }
         let verb = dryRun ? "would delete" : "deleted"
         print("gc: \(report.reachable) reachable; \(verb) \(report.deleted) objects, \(report.cacheFilesDeleted) cache files, \(report.tmpFilesDeleted) temporary files (\(formatBytes(report.bytesFreed))); kept \(report.keptYoung) younger than \(grace)")
