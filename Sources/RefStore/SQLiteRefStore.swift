@@ -10,6 +10,7 @@ import GRDB
 /// its watchers at once.
 public final class SQLiteRefStore: RefStore {
     private let pool: DatabasePool
+    private let path: String
     private let notifier = ChangeNotifier()
     public let pollInterval: Duration
 
@@ -26,6 +27,7 @@ public final class SQLiteRefStore: RefStore {
             throw KbuildError(.io, "failed to open ref store \(path): \(error)")
         }
         self.pollInterval = pollInterval
+        self.path = path
     }
 
     static var migrator: DatabaseMigrator {
@@ -54,13 +56,13 @@ public final class SQLiteRefStore: RefStore {
     }
 
     public func get(_ name: RefName) async throws -> Ref? {
-        try await read { db in
+        try await read("get ref \(name)") { db in
             try Row.fetchOne(db, sql: "SELECT name, kid, revision, version FROM refs WHERE name = ?", arguments: [name.rawValue]).map(SQLiteRefStore.ref)
         }
     }
 
     public func list(prefix: RefName?) async throws -> [Ref] {
-        try await read { db in
+        try await read("list refs under \(prefix?.rawValue ?? "/")") { db in
             let (clause, args) = SQLiteRefStore.prefixClause(prefix)
             return try Row.fetchAll(db, sql: "SELECT name, kid, revision, version FROM refs WHERE \(clause) ORDER BY name", arguments: args).map(SQLiteRefStore.ref)
         }
@@ -68,7 +70,7 @@ public final class SQLiteRefStore: RefStore {
 
     @discardableResult
     public func compareAndSwap(_ name: RefName, to kid: KID?, expecting: RefExpectation, actor: String) async throws -> RefChange {
-        let change: RefChange = try await write { db in
+        let change: RefChange = try await write("update ref \(name)") { db in
             let current = try Row.fetchOne(db, sql: "SELECT name, kid, revision, version FROM refs WHERE name = ?", arguments: [name.rawValue]).map(SQLiteRefStore.ref)
             try SQLiteRefStore.check(expecting, current: current, name: name)
             if current == nil && kid == nil {
@@ -94,14 +96,14 @@ public final class SQLiteRefStore: RefStore {
     }
 
     public func history(_ name: RefName, limit: Int?) async throws -> [RefChange] {
-        try await read { db in
+        try await read("read the history of ref \(name)") { db in
             try Row.fetchAll(db, sql: "SELECT * FROM changes WHERE name = ? ORDER BY revision DESC LIMIT ?",
                              arguments: [name.rawValue, limit ?? -1]).map(SQLiteRefStore.change)
         }
     }
 
     public func changes(prefix: RefName?, after: Revision, limit: Int) async throws -> [RefChange] {
-        try await read { db in
+        try await read("read changes after revision \(after)") { db in
             let (clause, args) = SQLiteRefStore.prefixClause(prefix)
             return try Row.fetchAll(db, sql: "SELECT * FROM changes WHERE revision > ? AND (\(clause)) ORDER BY revision LIMIT ?",
                                     arguments: [after.value] + args + [limit]).map(SQLiteRefStore.change)
@@ -109,7 +111,7 @@ public final class SQLiteRefStore: RefStore {
     }
 
     public func currentRevision() async throws -> Revision {
-        try await read { db in Revision(try Int64.fetchOne(db, sql: "SELECT MAX(revision) FROM changes") ?? 0) }
+        try await read("read the current revision") { db in Revision(try Int64.fetchOne(db, sql: "SELECT MAX(revision) FROM changes") ?? 0) }
     }
 
     public func watch(prefix: RefName?, after: Revision) -> RefWatch {
@@ -122,17 +124,17 @@ public final class SQLiteRefStore: RefStore {
 
     // MARK: helpers
 
-    private func read<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
-        do { return try await pool.read(body) } catch { throw SQLiteRefStore.translate(error) }
+    private func read<T: Sendable>(_ verb: @autoclosure () -> String, _ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+        do { return try await pool.read(body) } catch { throw translate(error, verb()) }
     }
 
-    private func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
-        do { return try await pool.write(body) } catch { throw SQLiteRefStore.translate(error) }
+    private func write<T: Sendable>(_ verb: @autoclosure () -> String, _ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+        do { return try await pool.write(body) } catch { throw translate(error, verb()) }
     }
 
-    static func translate(_ error: any Error) -> KbuildError {
+    private func translate(_ error: any Error, _ verb: String) -> KbuildError {
         if let e = error as? KbuildError { return e }
-        return KbuildError(.io, "failed to access ref store: \(error)")
+        return KbuildError(.io, "failed to \(verb) in ref store \(path): \(error)")
     }
 
     static func check(_ expectation: RefExpectation, current: Ref?, name: RefName) throws {
