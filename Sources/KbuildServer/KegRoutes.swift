@@ -3,6 +3,7 @@ public import Keg
 import KbuildCore
 import Foundation
 import HTTPTypes
+import NIOPosix
 
 /// Objects by KID over HTTP, so node agents on other machines can pull what
 /// they lack: `GET` and `HEAD /v1/objects/K-…`, with single byte ranges.
@@ -25,7 +26,9 @@ public struct KegRoutes<Context: RequestContext>: Sendable {
         let reader: ObjectReader
         do {
             let kid = try KID(parsing: text)
-            reader = try ObjectReader(keg: keg, kid: kid)
+            // Disk reads and decompression run on the blocking-I/O pool, not the
+            // cooperative threads that serve every other request.
+            reader = try await NIOThreadPool.singleton.runIfActive { [keg] in try ObjectReader(keg: keg, kid: kid) }
         } catch {
             return ErrorBody.response(KbuildError.wrap(error))
         }
@@ -55,7 +58,10 @@ public struct KegRoutes<Context: RequestContext>: Sendable {
         let body = ResponseBody(contentLength: Int(span.count)) { writer in
             var at = span.lowerBound
             while at < span.upperBound {
-                let piece = try reader.read(at: at, maxLength: Int(min(span.upperBound - at, 1 << 20)))
+                let offset = at
+                let piece = try await NIOThreadPool.singleton.runIfActive {
+                    try reader.read(at: offset, maxLength: Int(min(span.upperBound - offset, 1 << 20)))
+                }
                 guard !piece.isEmpty else { break }
                 try await writer.write(ByteBuffer(bytes: piece))
                 at += UInt64(piece.count)
