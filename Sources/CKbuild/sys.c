@@ -1,5 +1,19 @@
 #define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 #include "ckbuild.h"
 
 int kb_syncfs(int fd) { return syncfs(fd); }
+
+int kb_open_beneath(int dirfd, const char *path, int flags) {
+    struct open_how how = {
+        .flags = (unsigned long long)(flags | O_CLOEXEC | O_NOFOLLOW),
+        .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
+    };
+    long fd = syscall(SYS_openat2, dirfd, path, &how, sizeof how);
+    if (fd < 0 && errno == ENOSYS) return openat(dirfd, path, flags | O_CLOEXEC | O_NOFOLLOW);
+    return (int)fd;
+}

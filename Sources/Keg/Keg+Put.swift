@@ -52,24 +52,37 @@ final class Ingest: Sendable {
 
     func directory(_ root: BytePath) throws -> KID {
         var dirs: [Dir] = []
-        var files: [(path: BytePath, size: UInt64)] = []
-        func walk(_ path: BytePath) throws -> Int {
+        var files: [(path: BytePath, relative: BytePath)] = []
+        // The walk holds each directory open and names entries relative to it
+        // (fstatat, openat with O_NOFOLLOW), and files are later opened beneath
+        // the root with no symlink in any component: a directory swapped for a
+        // symlink while we read cannot lead the put outside the root.
+        let rootFD = root.withCString { open($0, O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
+        guard rootFD >= 0 else { throw KbuildError.syscall("open", root.description, verb: "put \(root)") }
+        defer { close(rootFD) }
+        func walk(_ fd: Int32, _ path: BytePath, _ relative: BytePath) throws -> Int {
             let index = dirs.count
             dirs.append(Dir(path: path))
-            for name in try readDirectoryNames(path) {
+            for name in try readDirectoryNames(fd: fd, path: path) {
                 let child = path.appending(name)
+                let childRelative = relative.bytes.isEmpty ? BytePath(bytes: name) : relative.appending(name)
                 var st = stat()
-                guard child.withCString({ lstat($0, &st) }) == 0 else { throw KbuildError.syscall("lstat", child.description, verb: "put \(child)") }
+                guard BytePath(bytes: name).withCString({ fstatat(fd, $0, &st, AT_SYMLINK_NOFOLLOW) }) == 0 else {
+                    throw KbuildError.syscall("lstat", child.description, verb: "put \(child)")
+                }
                 let mode = UInt32(st.st_mode) & 0o7777
                 switch st.st_mode & S_IFMT {
                 case S_IFREG:
-                    files.append((child, UInt64(st.st_size)))
+                    files.append((child, childRelative))
                     dirs[index].entries.append((name, .file, mode, UInt64(st.st_size), files.count - 1, []))
                 case S_IFDIR:
-                    let sub = try walk(child)
-                    dirs[index].entries.append((name, .directory, mode, 0, sub, []))
+                    let sub = BytePath(bytes: name).withCString { openat(fd, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
+                    guard sub >= 0 else { throw KbuildError.syscall("open", child.description, verb: "put \(child)") }
+                    defer { close(sub) }
+                    let at = try walk(sub, child, childRelative)
+                    dirs[index].entries.append((name, .directory, mode, 0, at, []))
                 case S_IFLNK:
-                    let target = try readLink(child)
+                    let target = try readLink(fd, name, child)
                     dirs[index].entries.append((name, .symlink, 0o777, UInt64(target.count), -1, target))
                 default:
                     throw KbuildError(.invalidArgument, "failed to put \(child): it is a \(FileType.name(st.st_mode)); only regular files, directories and symlinks can be stored")
@@ -77,9 +90,9 @@ final class Ingest: Sendable {
             }
             return index
         }
-        _ = try walk(root)
+        _ = try walk(rootFD, root, BytePath(bytes: []))
 
-        let kids = try ingestAll(files)
+        let kids = try ingestAll(files, beneath: rootFD)
 
         // Trees bottom-up: a directory's subdirectories always have larger indices.
         var treeKIDs = [KID?](repeating: nil, count: dirs.count)
@@ -101,20 +114,20 @@ final class Ingest: Sendable {
     }
 
     /// Stores every file, spread over all cores; the first error stops the rest.
-    func ingestAll(_ files: [(path: BytePath, size: UInt64)]) throws -> [KID] {
+    func ingestAll(_ files: [(path: BytePath, relative: BytePath)], beneath rootFD: Int32) throws -> [KID] {
         let results = Mutex([KID?](repeating: nil, count: files.count))
         try parallelFor(files.count) { i in
             let worker = pool.take()
             defer { pool.give(worker) }
-            let kid = try file(files[i].path, worker: worker)
+            let kid = try file(files[i].path, worker: worker, beneath: (rootFD, files[i].relative))
             results.withLock { $0[i] = kid }
         }
         return results.withLock { $0.map { $0! } }
     }
 
-    func readLink(_ path: BytePath) throws -> [UInt8] {
+    func readLink(_ dirFD: Int32, _ name: [UInt8], _ path: BytePath) throws -> [UInt8] {
         var buf = [UInt8](repeating: 0, count: Int(PATH_MAX) + 1)
-        let n = path.withCString { p in buf.withUnsafeMutableBytes { readlink(p, $0.baseAddress!.assumingMemoryBound(to: CChar.self), $0.count) } }
+        let n = BytePath(bytes: name).withCString { p in buf.withUnsafeMutableBytes { readlinkat(dirFD, p, $0.baseAddress!.assumingMemoryBound(to: CChar.self), $0.count) } }
         guard n >= 0 else { throw KbuildError.syscall("readlink", path.description, verb: "put \(path)") }
         guard n < buf.count else { throw KbuildError(.invalidArgument, "failed to put \(path): symlink target too long") }
         return Array(buf[0..<n])
@@ -125,8 +138,15 @@ final class Ingest: Sendable {
     static let blockSize = 8 << 20
 
     /// Stores one regular file: a blob when small, chunks and an index when large.
-    func file(_ path: BytePath, worker: Worker, followSymlink: Bool = false) throws -> KID {
-        let fd = path.withCString { open($0, O_RDONLY | O_CLOEXEC | (followSymlink ? 0 : O_NOFOLLOW)) }
+    /// `path` names the file in messages; with `beneath` it is opened as
+    /// `relative` strictly under the directory `fd` (no symlinks, no `..`).
+    func file(_ path: BytePath, worker: Worker, followSymlink: Bool = false, beneath: (fd: Int32, relative: BytePath)? = nil) throws -> KID {
+        let fd: Int32
+        if let beneath {
+            fd = beneath.relative.withCString { kb_open_beneath(beneath.fd, $0, O_RDONLY) }
+        } else {
+            fd = path.withCString { open($0, O_RDONLY | O_CLOEXEC | (followSymlink ? 0 : O_NOFOLLOW)) }
+        }
         guard fd >= 0 else { throw KbuildError.syscall("open", path.description, verb: "put \(path)") }
         defer { close(fd) }
         var st = stat()

@@ -47,6 +47,19 @@ enum FileType {
 func readDirectoryNames(_ path: BytePath) throws -> [[UInt8]] {
     let dir = path.withCString { opendir($0) }
     guard let dir else { throw KbuildError.syscall("opendir", path.description, verb: "put \(path)") }
+    return try readNames(dir, path)
+}
+
+/// Reads the names in the open directory `fd` (which stays open) as raw bytes.
+func readDirectoryNames(fd: Int32, path: BytePath) throws -> [[UInt8]] {
+    let copy = dup(fd)
+    guard copy >= 0, let dir = fdopendir(copy) else {
+        throw KbuildError.syscall("fdopendir", path.description, verb: "put \(path)")
+    }
+    return try readNames(dir, path)
+}
+
+private func readNames(_ dir: OpaquePointer, _ path: BytePath) throws -> [[UInt8]] {
     defer { closedir(dir) }
     var names: [[UInt8]] = []
     while true {

@@ -1,5 +1,6 @@
 import XCTest
 @testable import Keg
+import CKbuild
 import KbuildCore
 
 final class GCTests: XCTestCase {
@@ -116,5 +117,29 @@ final class ReviewRegressionTests: XCTestCase {
         try write(Array("target".utf8), to: root.appendingPathComponent("t").path)
         try FileManager.default.createSymbolicLink(atPath: root.appendingPathComponent("l").path, withDestinationPath: "t")
         XCTAssertEqual(try keg.put(path: root.appendingPathComponent("l").path), KID(hashing: Array("target".utf8)))
+    }
+}
+
+final class OpenBeneathTests: XCTestCase {
+    /// Files of a walked tree are opened beneath its root with no symlink in
+    /// any component, so a directory swapped for a symlink mid-put leads nowhere.
+    func testOpenBeneathRefusesSymlinksAndDotDot() throws {
+        let (_, root) = try makeKeg(self)
+        let dir = root.appendingPathComponent("tree").path
+        try FileManager.default.createDirectory(atPath: dir + "/real", withIntermediateDirectories: true)
+        try write(Array("inside".utf8), to: dir + "/real/file")
+        try FileManager.default.createSymbolicLink(atPath: dir + "/swapped", withDestinationPath: "/etc")
+        try FileManager.default.createSymbolicLink(atPath: dir + "/real/link", withDestinationPath: "file")
+        let fd = open(dir, O_RDONLY | O_DIRECTORY)
+        XCTAssertGreaterThanOrEqual(fd, 0)
+        defer { close(fd) }
+        let ok = kb_open_beneath(fd, "real/file", O_RDONLY)
+        XCTAssertGreaterThanOrEqual(ok, 0)
+        close(ok)
+        for bad in ["swapped/hostname", "real/link", "../tree/real/file", "/etc/hostname"] {
+            let r = kb_open_beneath(fd, bad, O_RDONLY)
+            XCTAssertLessThan(r, 0, "\(bad) must not open")
+            if r >= 0 { close(r) }
+        }
     }
 }

@@ -18,6 +18,10 @@ size_t kb_cdc_cut(const uint8_t *data, size_t len, const kb_cdc_params *params);
 /// syncfs(2): flush the filesystem holding `fd`. Swift's Glibc does not import it.
 int kb_syncfs(int fd);
 
+/// openat2(2) of `path` strictly beneath `dirfd`: no symlink in any component,
+/// no `..` out of it. Falls back to openat(O_NOFOLLOW) on kernels without openat2.
+int kb_open_beneath(int dirfd, const char *path, int flags);
+
 /// SHA-256 with the x86 SHA extensions; two messages interleaved on one core.
 /// Use only when kb_sha256_hw() returns 1.
 typedef struct {
