@@ -1,3 +1,5 @@
+import Foundation
+
 /// What a `Range` request header asks of an object of a known size (RFC 9110 §14).
 public enum ByteRangeRequest: Equatable, Sendable {
     /// No usable range: send everything (also for multiple ranges, which we do not serve).
@@ -26,5 +28,3 @@ public enum ByteRangeRequest: Equatable, Sendable {
         return .partial(start..<min(end, size - 1) + 1)
     }
 }
-
-import Foundation

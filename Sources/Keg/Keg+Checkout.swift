@@ -31,6 +31,22 @@ extension Keg {
         }
     }
 
+    /// Every file in the cache, with the KID in its name, its link count and size.
+    func cacheFiles() throws -> [(path: String, kid: KID, links: UInt64, size: UInt64)] {
+        var out: [(path: String, kid: KID, links: UInt64, size: UInt64)] = []
+        for byte in 0..<256 {
+            let fan = Keg.hexByte(byte)
+            let dir = filesPath + "/" + fan
+            for name in try Keg.listDirectory(dir) {
+                guard let dash = name.firstIndex(of: "-"), let kid = try? KID(parsing: fan + name[..<dash]) else { continue }
+                var st = stat()
+                guard stat(dir + "/" + name, &st) == 0 else { continue }
+                out.append((dir + "/" + name, kid, UInt64(st.st_nlink), UInt64(st.st_size)))
+            }
+        }
+        return out
+    }
+
     /// The cache file holding `kid` with `mode` (write bits removed), made on first use.
     func cachedFile(_ kid: KID, mode: UInt32) throws -> BytePath {
         let hex = kid.hex

@@ -48,7 +48,7 @@ extension Keg {
                     if let chunks = try? chunks(ofChunkedFile: kid) {
                         var hasher = IncrementalKID()
                         for chunk in chunks {
-                            guard let bytes = try? readVerified(chunk.kid).1 else { break }
+                            guard let bytes = try? readVerified(chunk.kid) else { break }
                             hasher.update(bytes)
                         }
                         if hasher.finalize() != kid && chunks.allSatisfy({ contains($0.kid) }) {

@@ -28,18 +28,8 @@ extension Keg {
         var stack: [(KID, Role)] = []
 
         // Files in use by a checkout (link count above one) are roots.
-        var cacheFiles: [(path: String, kid: KID, links: UInt64, size: UInt64)] = []
-        for byte in 0..<256 {
-            let fan = Keg.hexByte(byte)
-            let dir = filesPath + "/" + fan
-            for name in try Keg.listDirectory(dir) {
-                guard let dash = name.firstIndex(of: "-"), let kid = try? KID(parsing: fan + name[..<dash]) else { continue }
-                var st = stat()
-                guard stat(dir + "/" + name, &st) == 0 else { continue }
-                cacheFiles.append((dir + "/" + name, kid, UInt64(st.st_nlink), UInt64(st.st_size)))
-                if st.st_nlink > 1 { stack.append((kid, .file)) }
-            }
-        }
+        let cacheFiles = try self.cacheFiles()
+        for file in cacheFiles where file.links > 1 { stack.append((file.kid, .file)) }
         for root in roots {
             if contains(root) { stack.append((root, .unknown)) } else { report.missingRoots.append(root) }
         }

@@ -336,17 +336,17 @@ struct FileHasher {
         }
         // Portable: the whole-file hash as one job beside the chunk jobs.
         let found = Mutex([KID?](repeating: nil, count: cuts.count))
-        let hasher = UnsafeSendable(UnsafeMutablePointer<IncrementalKID>.allocate(capacity: 1))
-        hasher.value.initialize(to: portable)
-        let work = UnsafeSendable((cuts, buffer, fresh))
-        DispatchQueue.concurrentPerform(iterations: cuts.count + 1) { job in
-            if job == 0 { hasher.value.pointee.update(work.value.2); return }
-            let (start, n) = work.value.0[job - 1]
-            let kid = KID(hashing: UnsafeRawBufferPointer(rebasing: work.value.1[start..<start + n]))
+        // Only job 0 touches the whole-file hasher; parallelFor joins before we read it back.
+        let whole = UnsafeSendable(UnsafeMutablePointer<IncrementalKID>.allocate(capacity: 1))
+        whole.value.initialize(to: portable)
+        defer { whole.value.deallocate() }
+        try? parallelFor(cuts.count + 1) { job in
+            if job == 0 { whole.value.pointee.update(fresh); return }
+            let (start, n) = cuts[job - 1]
+            let kid = KID(hashing: UnsafeRawBufferPointer(rebasing: buffer[start..<start + n]))
             found.withLock { $0[job - 1] = kid }
         }
-        portable = hasher.value.move()
-        hasher.value.deallocate()
+        portable = whole.value.move()
         return found.withLock { $0.map { $0! } }
     }
 

@@ -39,15 +39,9 @@ extension Keg {
             stats.byKind[header.kind, default: .init()].logical += header.logicalSize
             if header.encoding == .zstd { stats.compressed += 1 }
         }
-        for byte in 0..<256 {
-            let dir = filesPath + "/" + Keg.hexByte(byte)
-            for name in try Keg.listDirectory(dir) {
-                var st = stat()
-                if stat(dir + "/" + name, &st) == 0 {
-                    stats.cacheFiles += 1
-                    stats.cacheBytes += UInt64(st.st_size)
-                }
-            }
+        for file in try cacheFiles() {
+            stats.cacheFiles += 1
+            stats.cacheBytes += file.size
         }
         stats.tmpFiles = try stagingFiles().count
         return stats

@@ -105,13 +105,12 @@ public final class Keg: Sendable {
     }
 
     /// The logical bytes of a blob, tree or index node, verified against the KID.
-    func readVerified(_ kid: KID) throws -> (ObjectKind, [UInt8]) {
+    func readVerified(_ kid: KID) throws -> [UInt8] {
         let (header, payload) = try readStored(kid)
         guard header.kind != .chunkedFile else {
             throw KbuildError(.invalidArgument, "failed to read object \(kid): a chunked file is read with a reader, not whole")
         }
-        let bytes = try decode(header: header, payload: payload, kid: kid)
-        return (header.kind, bytes)
+        return try decode(header: header, payload: payload, kid: kid)
     }
 
     func decode(header: ObjectHeader, payload: [UInt8], kid: KID) throws -> [UInt8] {
@@ -168,7 +167,7 @@ public final class Keg: Sendable {
         }
         var out: [UInt8] = []
         out.reserveCapacity(Int(header.logicalSize))
-        for chunk in try chunks(ofChunkedFile: kid) { out += try readVerified(chunk.kid).1 }
+        for chunk in try chunks(ofChunkedFile: kid) { out += try readVerified(chunk.kid) }
         guard KID(hashing: out) == kid else { throw KbuildError(.corrupt, "failed to read file \(kid): chunks do not reassemble to it") }
         return out
     }

@@ -135,15 +135,4 @@ extension Keg {
         try w.commit()
         return kid
     }
-
-    /// Stores a tree and returns its KID.
-    @discardableResult
-    public func putTree(_ tree: Tree) throws -> KID {
-        let bytes = tree.encoded()
-        let kid = KID(hashing: bytes)
-        let w = writer()
-        try w.add(kid, kind: .tree, bytes: bytes, compressor: Zstd.Context())
-        try w.commit()
-        return kid
-    }
 }

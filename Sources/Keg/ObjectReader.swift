@@ -50,7 +50,7 @@ public final class ObjectReader: Sendable {
         if let hit = cached.withLock({ $0?.index == lo ? $0?.bytes : nil }) {
             bytes = hit
         } else {
-            bytes = try keg.readVerified(chunk.kid).1
+            bytes = try keg.readVerified(chunk.kid)
             guard UInt64(bytes.count) == chunk.size else {
                 throw KbuildError(.corrupt, "failed to read file \(kid): chunk \(chunk.kid) is \(bytes.count) bytes, index says \(chunk.size)")
             }

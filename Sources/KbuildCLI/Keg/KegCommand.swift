@@ -82,13 +82,8 @@ struct KegCat: ParsableCommand {
             return
         }
         try reader.forEachPiece { piece in
-            piece.withUnsafeBytes { raw in
-                var done = 0
-                while done < raw.count {
-                    let n = write(1, raw.baseAddress! + done, raw.count - done)
-                    if n <= 0 { if errno == EINTR { continue }; return }
-                    done += n
-                }
+            guard piece.withUnsafeBytes({ Keg.writeAll(1, $0) }) else {
+                throw KbuildError.syscall("write", "stdout", verb: "cat \(resolved)")
             }
         }
     }
