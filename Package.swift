@@ -33,6 +33,8 @@ let package = Package(
         .systemLibrary(name: "CArchive", pkgConfig: "libarchive", providers: [.apt(["libarchive-dev"])]),
         // What Swift's Glibc lacks, and the one hot loop (content-defined chunking) that must be fast in debug builds too.
         .target(name: "CKbuild", cSettings: [.unsafeFlags(["-O2"])]),
+        // Between clone and execve: namespaces, the overlay root, pivot_root, PID 1 (see csandbox.h).
+        .target(name: "CSandbox", cSettings: [.unsafeFlags(["-O2"])]),
 
         .target(
             name: "KbuildCore",
@@ -42,6 +44,21 @@ let package = Package(
         .target(
             name: "Keg",
             dependencies: ["KbuildCore", "CKbuild", "CZstd", .product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "OCI",
+            dependencies: ["KbuildCore", "Keg", "CArchive"],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "Stacks",
+            dependencies: ["KbuildCore", "Keg", "RefStore", "OCI", "Sandbox"],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "Sandbox",
+            dependencies: ["KbuildCore", "CSandbox"],
             swiftSettings: strict
         ),
         .target(
@@ -74,7 +91,7 @@ let package = Package(
         .target(
             name: "KbuildCLI",
             dependencies: [
-                "KbuildCore", "Keg", "KegRemote", "RefStore", "KbuildServer", "CGit2", "CArchive",
+                "KbuildCore", "Keg", "KegRemote", "RefStore", "KbuildServer", "Sandbox", "OCI", "Stacks", "CGit2", "CArchive",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict

@@ -9,6 +9,8 @@ public import Foundation
 ///                            (and `.tmp-…` files: objects being written, renamed once durable)
 ///       keg/tmp/             cache files and pulls being written
 ///       keg/files/ab/…       the shared read-only file cache that checkouts hard-link to
+///       trees/<hex>          checkouts of stack and image layers: the sandboxes' lower dirs
+///       sandboxes/<id>       kept upper dirs of sandboxes (`SandboxSpec.upperDir`)
 public struct DataDir: Sendable, Equatable {
     public let root: URL
 
@@ -28,6 +30,10 @@ public struct DataDir: Sendable, Equatable {
     public var kegObjects: URL { keg.appendingPathComponent("objects") }
     public var kegTmp: URL { keg.appendingPathComponent("tmp") }
     public var kegFiles: URL { keg.appendingPathComponent("files") }
+    /// Checkouts of trees used as sandbox lower dirs, one per tree KID.
+    public var trees: URL { root.appendingPathComponent("trees") }
+    /// Kept upper dirs of sandboxes.
+    public var sandboxes: URL { root.appendingPathComponent("sandboxes") }
     public var refStore: URL { root.appendingPathComponent("refs.sqlite") }
     public var adminToken: URL { root.appendingPathComponent("admin.token") }
     /// Where `kbuild up` writes the URL of its HTTP server, so the CLI can find it.

@@ -101,6 +101,34 @@ extension Keg {
         var role: Role
     }
 
+    /// An OCI image manifest or index names its parts by digest, which is the
+    /// KID of their bytes: a root (a stack or release ref) or a young blob that
+    /// parses as one keeps its config, its layers, the tree kbuild recorded for
+    /// each layer (`dev.kbuild.tree`) and the manifests of an index. Reading
+    /// more than is there only keeps more: gc never loses by it.
+    func ociReferences(of kid: KID) -> [(KID, Role)] {
+        guard let size = try? logicalSize(of: kid), size < 4 << 20,
+              let bytes = try? logicalBytes(kid), bytes.first == UInt8(ascii: "{"),
+              let json = try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any],
+              json["schemaVersion"] as? Int == 2
+        else { return [] }
+        func named(_ digest: Any?) -> KID? {
+            guard let text = digest as? String, text.hasPrefix("sha256:") else { return nil }
+            return try? KID(parsing: "K-" + text.dropFirst(7))
+        }
+        var out: [(KID, Role)] = []
+        if let config = json["config"] as? [String: Any], let k = named(config["digest"]) { out.append((k, .leaf)) }
+        for layer in json["layers"] as? [[String: Any]] ?? [] {
+            if let k = named(layer["digest"]) { out.append((k, .file)) }
+            if let annotations = layer["annotations"] as? [String: Any], let text = annotations["dev.kbuild.tree"] as? String,
+               let tree = try? KID(parsing: text) { out.append((tree, .tree)) }
+        }
+        for manifest in json["manifests"] as? [[String: Any]] ?? [] {
+            if let k = named(manifest["digest"]) { out.append((k, .unknown)) }
+        }
+        return out
+    }
+
     /// What an object links to, read in the role it was named in.
     func references(of kid: KID, as role: Role) throws -> [(KID, Role)] {
         switch role {
@@ -109,7 +137,7 @@ extension Keg {
             case .tree: return try references(of: kid, as: .tree)
             case .chunkedFile: return try references(of: kid, as: .file)
             case .chunkIndex: return try references(of: kid, as: .index)
-            case .blob: return []
+            case .blob: return ociReferences(of: kid)
             }
         case .tree:
             return try tree(kid).entries.compactMap { e in

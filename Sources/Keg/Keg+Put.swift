@@ -9,14 +9,15 @@ extension Keg {
     /// A directory is walked first (without following symlinks inside it),
     /// then its files are stored in parallel, then its trees bottom-up, and
     /// the whole batch is committed at once: a failure or a kill leaves no
-    /// new object visible. Device nodes, fifos and sockets are refused.
-    public func put(path: String, progress: KegProgress? = nil) throws -> KID {
+    /// new object visible. Device nodes, fifos and sockets are refused, or
+    /// left out with `skipSpecialFiles` (a root filesystem's /dev).
+    public func put(path: String, skipSpecialFiles: Bool = false, progress: KegProgress? = nil) throws -> KID {
         let root = BytePath(path)
         var st = stat()
         // The path the user names may be a symlink (e.g. /lib); follow it.
         guard root.withCString({ stat($0, &st) }) == 0 else { throw KbuildError.syscall("stat", path, verb: "put \(path)") }
         let writer = writer()
-        let ingest = Ingest(keg: self, writer: writer, progress: progress)
+        let ingest = Ingest(keg: self, writer: writer, progress: progress, skipSpecialFiles: skipSpecialFiles)
         let kid: KID
         switch st.st_mode & S_IFMT {
         case S_IFREG:
@@ -36,12 +37,14 @@ final class Ingest: Sendable {
     let keg: Keg
     let writer: KegWriter
     let progress: KegProgress?
+    let skipSpecialFiles: Bool
     let pool = WorkerPool()
 
-    init(keg: Keg, writer: KegWriter, progress: KegProgress?) {
+    init(keg: Keg, writer: KegWriter, progress: KegProgress?, skipSpecialFiles: Bool = false) {
         self.keg = keg
         self.writer = writer
         self.progress = progress
+        self.skipSpecialFiles = skipSpecialFiles
     }
 
     /// A directory as walked: entries with an index into `files` or `dirs`.
@@ -85,6 +88,7 @@ final class Ingest: Sendable {
                     let target = try readLink(fd, name, child)
                     dirs[index].entries.append((name, .symlink, 0o777, UInt64(target.count), -1, target))
                 default:
+                    if skipSpecialFiles { continue }
                     throw KbuildError(.invalidArgument, "failed to put \(child): it is a \(FileType.name(st.st_mode)); only regular files, directories and symlinks can be stored")
                 }
             }

@@ -159,7 +159,7 @@ public final class Keg: Sendable {
     /// bytes alone), so a tree's bytes may be stored as a file and the other
     /// way round: readers interpret bytes by where they were named, not by the
     /// stored kind. Chunked files are reassembled (at most `maxWhole` bytes).
-    func logicalBytes(_ kid: KID, maxWhole: UInt64 = 256 << 20) throws -> [UInt8] {
+    public func logicalBytes(_ kid: KID, maxWhole: UInt64 = 256 << 20) throws -> [UInt8] {
         let (header, payload) = try readStored(kid)
         guard header.kind == .chunkedFile else { return try decode(header: header, payload: payload, kid: kid) }
         guard header.logicalSize <= maxWhole else {

@@ -1,0 +1,124 @@
+public import KbuildCore
+public import Keg
+public import OCI
+public import RefStore
+import Foundation
+
+/// A stack: a base root filesystem that builds and apps run on, stored as an
+/// OCI image and named by the ref `stacks/NAME`. Its KID (the image's) is
+/// recorded in everything built on it.
+public struct Stack: Sendable, Equatable {
+    public var name: String
+    public var image: KID
+    public var manifest: Manifest
+    /// The Keg trees of its layers, bottom first.
+    public var layers: [KID]
+    public var size: Int64 { manifest.layers.reduce(0) { $0 + $1.size } }
+}
+
+/// Names stacks, makes them and checks them out as sandbox lower dirs.
+public struct StackStore: Sendable {
+    public let keg: Keg
+    public let refs: any RefStore
+    public let images: ImageStore
+
+    public init(keg: Keg, refs: any RefStore) {
+        self.keg = keg
+        self.refs = refs
+        self.images = ImageStore(keg: keg)
+    }
+
+    /// Stack names: 1 to 64 of a-z 0-9 . _ -, starting with a letter or digit.
+    public static func checkName(_ name: String) throws {
+        let ok = !name.isEmpty && name.utf8.count <= 64 && name.utf8.enumerated().allSatisfy { i, c in
+            (c >= 0x61 && c <= 0x7a) || (c >= 0x30 && c <= 0x39) || (i > 0 && (c == 0x2e || c == 0x5f || c == 0x2d))
+        }
+        guard ok else {
+            throw KbuildError(.invalidArgument, "invalid stack name \(name.debugDescription): use 1 to 64 of a-z, 0-9, '.', '_', '-', starting with a letter or digit")
+        }
+    }
+
+    static func refName(_ name: String) throws -> RefName {
+        try checkName(name)
+        return try RefName("stacks/" + name)
+    }
+
+    public func list() async throws -> [Stack] {
+        var out: [Stack] = []
+        for ref in try await refs.list(prefix: try RefName("stacks")) {
+            let name = String(ref.name.rawValue.dropFirst("stacks/".count))
+            out.append(try stack(name: name, image: ref.kid))
+        }
+        return out
+    }
+
+    public func get(_ name: String) async throws -> Stack {
+        guard let ref = try await refs.get(try StackStore.refName(name)) else {
+            throw KbuildError(.notFound, "no stack named \(name.debugDescription): see `kbuild stack ls`, or make one with `kbuild stack create busybox|debian` or `kbuild stack import DIR \(name)`")
+        }
+        return try stack(name: name, image: ref.kid)
+    }
+
+    private func stack(name: String, image: KID) throws -> Stack {
+        let manifest = try images.manifest(image)
+        return Stack(name: name, image: image, manifest: manifest, layers: try images.layerTrees(manifest))
+    }
+
+    public func remove(_ name: String, actor: String) async throws {
+        let ref = try StackStore.refName(name)
+        guard try await refs.get(ref) != nil else { throw KbuildError(.notFound, "no stack named \(name.debugDescription)") }
+        _ = try await refs.compareAndSwap(ref, to: nil, expecting: .any, actor: actor)
+    }
+
+    /// Stores the root filesystem at `directory` as the one-layer stack `name`.
+    /// Device nodes, fifos and sockets are left out (the sandbox brings its own /dev);
+    /// owners are not kept (everything is root's).
+    public func importDirectory(_ directory: String, name: String, actor: String, createdBy: String? = nil,
+                                environment: [String] = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]) async throws -> Stack {
+        let ref = try StackStore.refName(name)
+        var st = stat()
+        guard stat(directory, &st) == 0 else {
+            throw KbuildError(.notFound, "failed to import stack \(name): \(directory) does not exist")
+        }
+        guard st.st_mode & S_IFMT == S_IFDIR else {
+            throw KbuildError(.invalidArgument, "failed to import stack \(name): \(directory) is not a directory")
+        }
+        let tree = try keg.put(path: directory, skipSpecialFiles: true)
+        let layer = try images.layer(fromTree: tree)
+        let image = try images.putImage(
+            layers: [layer],
+            config: ImageConfig.Config(Env: environment, Cmd: ["/bin/sh"], WorkingDir: "/", Labels: ["dev.kbuild.stack": name]),
+            createdBy: createdBy ?? "kbuild stack import \(name)",
+            annotations: ["org.opencontainers.image.ref.name": name])
+        _ = try await refs.compareAndSwap(ref, to: image, expecting: .any, actor: actor)
+        return try stack(name: name, image: image)
+    }
+
+    /// The stack's layers checked out as read-only lower dirs, topmost first.
+    /// Checkouts are shared by every sandbox on the stack and made once, under
+    /// `<data-dir>/trees/<hex>` (built beside, renamed into place).
+    public func lowerDirs(for stack: Stack) throws -> [String] {
+        try stack.layers.reversed().map { try checkout($0) }
+    }
+
+    public func checkout(_ tree: KID) throws -> String {
+        let dir = keg.dataDir.trees.path
+        if mkdir(dir, 0o700) != 0 && errno != EEXIST { throw KbuildError.syscall("mkdir", dir, verb: "check out \(tree)") }
+        let path = dir + "/" + tree.hex
+        var st = stat()
+        if stat(path, &st) == 0 { return path }
+        let tmp = dir + "/.tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        do {
+            try keg.checkout(tree, to: tmp)
+            if rename(tmp, path) != 0 {
+                let e = errno
+                guard e == EEXIST || e == ENOTEMPTY else { throw KbuildError.syscall("rename", path, errno: e, verb: "check out \(tree)") }
+                try? FileManager.default.removeItem(atPath: tmp)  // another process made it first
+            }
+        } catch {
+            try? FileManager.default.removeItem(atPath: tmp)
+            throw error
+        }
+        return path
+    }
+}
