@@ -11,6 +11,7 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .executable(name: "kbuild", targets: ["kbuild"]),
+        .executable(name: "kbuild-sandbox", targets: ["kbuild-sandbox"]),
         .library(name: "Keg", targets: ["Keg"]),
         .library(name: "RefStore", targets: ["RefStore"]),
         .library(name: "KbuildServer", targets: ["KbuildServer"]),
@@ -35,6 +36,13 @@ let package = Package(
         .target(name: "CKbuild", cSettings: [.unsafeFlags(["-O2"])]),
         // Between clone and execve: namespaces, the overlay root, pivot_root, PID 1 (see csandbox.h).
         .target(name: "CSandbox", cSettings: [.unsafeFlags(["-O2"])]),
+        // The helper kbuild posix_spawns for each sandbox: static, small, single-threaded (see its main.c).
+        .executableTarget(
+            name: "kbuild-sandbox",
+            dependencies: ["CSandbox"],
+            cSettings: [.unsafeFlags(["-O2"])],
+            linkerSettings: [.unsafeFlags(["-static-executable", "-use-ld=lld"])]
+        ),
 
         .target(
             name: "KbuildCore",

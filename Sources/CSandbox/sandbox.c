@@ -21,7 +21,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <dlfcn.h>
 #include <grp.h>
+#include <spawn.h>
 #include <linux/audit.h>
 #include <linux/capability.h>
 #include <linux/filter.h>
@@ -59,11 +61,6 @@ struct kb_clone_args {
     uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls, set_tid, set_tid_size, cgroup;
 };
 
-/// What the child sends when a step fails: the errno and what it was doing.
-typedef struct {
-    int32_t err;
-    char what[480];
-} kb_sb_report;
 
 // ---------------------------------------------------------------------------
 // Allocation-free text, for the child.
@@ -459,23 +456,22 @@ __attribute__((noreturn)) static void command_main(int report, const kb_sb_spec 
 // ---------------------------------------------------------------------------
 // PID 1 of the sandbox.
 
-__attribute__((noreturn)) static void init_loop(pid_t main_pid, int status_fd, int lifeline) {
+/// Blocks every signal and returns a signalfd for them (PID 1 and the helper forward what they get).
+int kb_sb_signals_fd(void) {
     sigset_t all;
     sigfillset(&all);
-    int sfd = signalfd(-1, &all, SFD_CLOEXEC);
-    struct pollfd p[2] = {{.fd = sfd, .events = POLLIN}, {.fd = lifeline, .events = POLLIN}};
+    sigprocmask(SIG_BLOCK, &all, NULL);
+    return signalfd(-1, &all, SFD_CLOEXEC);
+}
+
+__attribute__((noreturn)) static void init_loop(pid_t main_pid, int sfd, int status_fd) {
     for (;;) {
-        if (poll(p, lifeline >= 0 ? 2 : 1, -1) < 0) {
-            if (errno == EINTR) continue;
+        struct signalfd_siginfo si;
+        ssize_t n = read(sfd, &si, sizeof si);
+        if (n != (ssize_t)sizeof si) {
+            if (n < 0 && errno == EINTR) continue;
             _exit(126);
         }
-        if (lifeline >= 0 && p[1].revents) {
-            char c;
-            if (read(lifeline, &c, 1) <= 0) _exit(137);  // the caller is gone: the namespace dies with us
-        }
-        if (!(p[0].revents & POLLIN)) continue;
-        struct signalfd_siginfo si;
-        if (read(sfd, &si, sizeof si) != sizeof si) continue;
         if (si.ssi_signo != SIGCHLD) {
             kill(main_pid, (int)si.ssi_signo);
             continue;
@@ -508,13 +504,15 @@ __attribute__((noreturn)) static void child_main(const kb_sb_spec *s, int sync_r
     int keep[128], nkeep = 0;
     keep[nkeep++] = sync_rd; keep[nkeep++] = report; keep[nkeep++] = status_wr;
     keep[nkeep++] = s->stdin_fd; keep[nkeep++] = s->stdout_fd; keep[nkeep++] = s->stderr_fd;
-    keep[nkeep++] = s->lifeline_fd; keep[nkeep++] = s->upper_fd;
+    keep[nkeep++] = s->upper_fd;
     for (int i = 0; i < s->nlower && nkeep < 120; i++) keep[nkeep++] = s->lower_fds[i];
     for (int i = 0; i < s->nmounts && nkeep < 128; i++) keep[nkeep++] = s->mounts[i].fd;
     close_others(keep, nkeep);
 
+    // The sandbox dies with the process that made it (the helper, which may outlive kbuild).
+    prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
     char go;
-    if (read(sync_rd, &go, 1) != 1) _exit(125);  // the parent gave up
+    if (read(sync_rd, &go, 1) != 1) _exit(125);  // the parent gave up, or died before the maps
     close(sync_rd);
     if (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0) die(report, "become root in", "the user namespace", errno);
     if (unshare(CLONE_NEWCGROUP) < 0) die(report, "unshare", "the cgroup namespace", errno);
@@ -546,9 +544,8 @@ __attribute__((noreturn)) static void child_main(const kb_sb_spec *s, int sync_r
 
     // PID 1: nothing in the sandbox may read this process's memory (a copy of the caller's).
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
-    sigset_t all;
-    sigfillset(&all);
-    sigprocmask(SIG_BLOCK, &all, NULL);
+    int sfd = kb_sb_signals_fd();
+    if (sfd < 0) die(report, "signalfd", NULL, errno);
     pid_t pid = (pid_t)syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
     if (pid < 0) die(report, "fork", "the command", errno);
     if (pid == 0) command_main(report, s);
@@ -556,7 +553,7 @@ __attribute__((noreturn)) static void child_main(const kb_sb_spec *s, int sync_r
     if (s->stdin_fd >= 0) close(s->stdin_fd);
     if (s->stdout_fd >= 0) close(s->stdout_fd);
     if (s->stderr_fd >= 0) close(s->stderr_fd);
-    init_loop(pid, status_wr, s->lifeline_fd);
+    init_loop(pid, sfd, status_wr);
 }
 
 // ---------------------------------------------------------------------------
@@ -722,4 +719,23 @@ int kb_sb_signal(int pidfd, int sig) {
 
 int kb_sb_pipe(int fds[2]) {
     return pipe2(fds, O_CLOEXEC);
+}
+
+int kb_sb_pidfd_open(pid_t pid) {
+    return (int)syscall(SYS_pidfd_open, pid, 0);
+}
+
+int kb_sb_own_dir(char *out, size_t len) {
+    Dl_info info;
+    if (!dladdr((void *)kb_sb_own_dir, &info) || !info.dli_fname) return -1;
+    const char *slash = strrchr(info.dli_fname, '/');
+    size_t n = slash ? (size_t)(slash - info.dli_fname) : 0;
+    if (n + 1 > len) return -1;
+    memcpy(out, info.dli_fname, n);
+    out[n] = 0;
+    return 0;
+}
+
+int kb_sb_spawn_closefrom(posix_spawn_file_actions_t *actions, int from) {
+    return posix_spawn_file_actions_addclosefrom_np(actions, from);
 }

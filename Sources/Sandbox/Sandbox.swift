@@ -27,14 +27,17 @@ public struct IDRange: Sendable, Equatable {
 public final class Sandbox: Sendable {
     public let ids: IDRange
     public let cgroups: CgroupLayout?
+    /// The helper executable that starts and watches each sandbox (`kbuild-sandbox`).
+    public let helper: String
     /// A user namespace with the sandboxes' id map, held open: lower dirs and
     /// bind mounts are idmapped through it, so host root's files are root's inside.
     private let idmapNamespace: Int32
     private let counter = Atomic<UInt64>(0)
 
-    public init(ids: IDRange = .default, cgroups: CgroupLayout? = CgroupLayout.detect()) throws {
+    public init(ids: IDRange = .default, cgroups: CgroupLayout? = CgroupLayout.detect(), helper: String? = nil) throws {
         self.ids = ids
         self.cgroups = cgroups
+        self.helper = try helper ?? Sandbox.findHelper()
         var err = [CChar](repeating: 0, count: 512)
         let map = ids.map
         let fd = kb_sb_userns(map, map, &err, err.count)
@@ -44,6 +47,26 @@ public final class Sandbox: Sendable {
 
     deinit { close(idmapNamespace) }
 
+    /// `$KBUILD_SANDBOX_HELPER`, else `kbuild-sandbox` beside the binary this code is in
+    /// (the kbuild executable, or the test bundle in `.build/debug`).
+    static func findHelper() throws -> String {
+        if let path = ProcessInfo.processInfo.environment["KBUILD_SANDBOX_HELPER"], !path.isEmpty { return path }
+        var candidates: [String] = []
+        var own = [CChar](repeating: 0, count: 4096)
+        if kb_sb_own_dir(&own, own.count) == 0 { candidates.append(cString(own)) }
+        if let exe = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") {
+            candidates.append((exe as NSString).deletingLastPathComponent)
+        }
+        for dir in candidates {
+            let path = dir + "/kbuild-sandbox"
+            if access(path, X_OK) == 0 { return path }
+        }
+        throw KbuildError(.notFound, "failed to find the sandbox helper kbuild-sandbox beside \(candidates.first ?? "kbuild") (set KBUILD_SANDBOX_HELPER)")
+    }
+
+    /// `KBUILD_SANDBOX_TIMING=1`: each run's phases on stderr (for profiling).
+    static let timing = ProcessInfo.processInfo.environment["KBUILD_SANDBOX_TIMING"] == "1"
+
     /// Runs `spec` to the end. Output sent to `.pipe` arrives at `output` as it
     /// is written (on a thread of the sandbox's own). Cancelling the task kills
     /// the sandbox. Throws when the sandbox cannot start (a clear message naming
@@ -51,6 +74,7 @@ public final class Sandbox: Sendable {
     public func run(_ spec: SandboxSpec,
                     output: @escaping @Sendable (SandboxStream, [UInt8]) -> Void = { _, _ in }) async throws -> SandboxResult {
         try spec.validate()
+        let t0 = ContinuousClock.now
         let id = "sb-\(getpid())-\(counter.add(1, ordering: .relaxed).newValue)-\(String(UInt32.random(in: 0...UInt32.max), radix: 16))"
         var cgroup: Cgroup?
         if spec.limits.needsCgroup {
@@ -66,6 +90,7 @@ public final class Sandbox: Sendable {
             try? cgroup?.remove()
             throw error
         }
+        let t1 = ContinuousClock.now
         let control = Control()
         let result: Result<SandboxResult, KbuildError> = await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
@@ -78,9 +103,11 @@ public final class Sandbox: Sendable {
         } onCancel: {
             control.cancel()
         }
+        let t2 = ContinuousClock.now
         launch.closeAll()
         var cleanup: KbuildError?
         do { try cgroup?.remove() } catch { cleanup = KbuildError.wrap(error) }
+        if Sandbox.timing { FileHandle.standardError.write(Data("sandbox timing: prepare \(t1 - t0), run \(t2 - t1), cleanup \(ContinuousClock.now - t2)\n".utf8)) }
         let outcome = try result.get()
         if let cleanup { throw cleanup }
         return outcome
@@ -124,12 +151,13 @@ private final class Control: Sendable {
 }
 
 /// Everything one start needs, prepared in Swift (paths checked, mounts
-/// detached, pipes made), then handed to C.
+/// detached, pipes made), then handed to the helper.
 private final class Launch: @unchecked Sendable {
     // Touched by the calling task before the thread starts and after it ends.
     let spec: SandboxSpec
     let cgroup: Cgroup?
     let idMap: String
+    let helper: String
     var fds: [Int32] = []
     var lowerFDs: [Int32] = []
     var mountFDs: [Int32] = []
@@ -137,12 +165,12 @@ private final class Launch: @unchecked Sendable {
     var netnsFD: Int32 = -1
     var stdoutPipe: (read: Int32, write: Int32)?
     var stderrPipe: (read: Int32, write: Int32)?
-    var lifeline: (read: Int32, write: Int32)?
 
     init(spec: SandboxSpec, cgroup: Cgroup?, sandbox: Sandbox) throws {
         self.spec = spec
         self.cgroup = cgroup
         self.idMap = sandbox.ids.map
+        self.helper = sandbox.helper
         do {
             for dir in spec.lowerDirs {
                 var st = stat()
@@ -173,11 +201,10 @@ private final class Launch: @unchecked Sendable {
                     throw KbuildError(errno == ENOENT ? .notFound : .io,
                                       "failed to start the sandbox: network namespace \(path) cannot be opened: \(String(cString: strerror(errno)))")
                 }
-                _ = keep(netnsFD)
+                keep(netnsFD)
             }
             if spec.stdout == .pipe { stdoutPipe = try makePipe() }
             if spec.stderr == .pipe { stderrPipe = try makePipe() }
-            if spec.dieWithCaller { lifeline = try makePipe() }
         } catch {
             closeAll()
             throw error
@@ -208,26 +235,51 @@ private final class Launch: @unchecked Sendable {
         fds.remove(at: i)
     }
 
-    /// On the sandbox's thread: start, stream, wait, and tell how it ended.
+    /// On the sandbox's thread: start the helper, stream, wait, and tell how it ended.
     func run(control: Control, output: @Sendable (SandboxStream, [UInt8]) -> Void) -> Result<SandboxResult, KbuildError> {
-        var child = kb_sb_child()
-        var err = [CChar](repeating: 0, count: 600)
         let started = ContinuousClock.now
-        let rc = withSpec { spec in kb_sb_spawn(spec, &child, &err, err.count) }
-        let spawnErrno = errno
-        // The child has what it needs; the caller's copies go now, so that EOF means EOF.
-        for fd in lowerFDs + mountFDs + [upperFD] { closeNow(fd) }
+        let specPipe: (read: Int32, write: Int32), report: (read: Int32, write: Int32), status: (read: Int32, write: Int32)
+        do {
+            specPipe = try makePipe()
+            report = try makePipe()
+            status = try makePipe()
+        } catch {
+            return .failure(KbuildError.wrap(error))
+        }
+        let helperPID: pid_t
+        do {
+            helperPID = try spawnHelper(spec: specPipe.read, report: report.write, status: status.write)
+        } catch {
+            return .failure(KbuildError.wrap(error))
+        }
+        // The helper has what it needs; the caller's copies go now, so that EOF means EOF.
+        for fd in lowerFDs + mountFDs + [upperFD, netnsFD, specPipe.read, report.write, status.write] { closeNow(fd) }
         if let p = stdoutPipe { closeNow(p.write) }
         if let p = stderrPipe { closeNow(p.write) }
-        if let l = lifeline { closeNow(l.read) }
-        guard rc == 0 else {
-            let message = cString(err)
-            let code: KbuildError.Code = spawnErrno == ENOENT && message.contains("command not found") ? .notFound : .io
-            return .failure(KbuildError(code, "failed to start the sandbox: \(message)"))
+        let wire = SandboxWire.encode(spec, idMap: idMap, cgroupProcs: cgroup?.procsFiles ?? [], mountIsDir: spec.mounts.map { m in
+            var st = stat()
+            return stat(m.source, &st) == 0 && st.st_mode & S_IFMT == S_IFDIR
+        }, openFiles: Launch.openFilesLimit(spec.limits.openFiles), hasUpper: upperFD >= 0, hasNetns: netnsFD >= 0)
+        let wrote = wire.withUnsafeBytes { writeAll(specPipe.write, $0) }
+        closeNow(specPipe.write)
+
+        var answer = kb_sb_report()
+        let got = wrote ? withUnsafeMutableBytes(of: &answer) { readAll(report.read, $0) } : 0
+        closeNow(report.read)
+        let pidfd = kb_sb_pidfd_open(helperPID)
+        guard got == MemoryLayout<kb_sb_report>.size, answer.err == 0, pidfd >= 0 else {
+            if pidfd >= 0 { kb_sb_signal(pidfd, SIGKILL); close(pidfd) } else { kill(helperPID, SIGKILL) }
+            var st: Int32 = 0
+            while waitpid(helperPID, &st, 0) < 0 && errno == EINTR {}
+            if got == MemoryLayout<kb_sb_report>.size, answer.err != 0 {
+                let message = withUnsafeBytes(of: answer.what) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+                let code: KbuildError.Code = answer.err == ENOENT && message.contains("command not found") ? .notFound : .io
+                return .failure(KbuildError(code, "failed to start the sandbox: \(message): \(String(cString: strerror(answer.err)))"))
+            }
+            return .failure(KbuildError(.io, "failed to start the sandbox: the helper \(helper) exited without a report (status \(st))"))
         }
-        fds.append(child.pidfd)
-        fds.append(child.status_fd)
-        if control.publish(child.pidfd) { kb_sb_signal(child.pidfd, SIGKILL) }
+        fds.append(pidfd)
+        if control.publish(pidfd) { kb_sb_signal(pidfd, SIGKILL) }
 
         let deadline = spec.limits.timeout.map { started + $0 }
         var timedOut = false
@@ -238,23 +290,23 @@ private final class Launch: @unchecked Sendable {
         if let p = stderrPipe { open.append((p.read, .stderr)) }
         var buffer = [UInt8](repeating: 0, count: 65536)
         while !exited || !open.isEmpty {
-            var polls = [pollfd(fd: exited ? -1 : child.pidfd, events: Int16(POLLIN), revents: 0)]
+            var polls = [pollfd(fd: exited ? -1 : pidfd, events: Int16(POLLIN), revents: 0)]
             polls += open.map { pollfd(fd: $0.fd, events: Int16(POLLIN), revents: 0) }
             var wait: Int32 = -1
             if exited {
                 // Everything in the namespace dies with its PID 1; output left in flight gets a bounded wait.
                 let left = exitedAt + .seconds(2) - .now
                 if left <= .zero { break }
-                wait = Int32(left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000) + 1
+                wait = Launch.milliseconds(left)
             } else if let deadline, !timedOut {
                 let left = deadline - .now
-                wait = left <= .zero ? 0 : Int32(min(left.components.seconds, 86_400) * 1000 + left.components.attoseconds / 1_000_000_000_000_000) + 1
+                wait = left <= .zero ? 0 : Launch.milliseconds(left)
             }
             let n = poll(&polls, nfds_t(polls.count), wait)
             if n < 0 && errno != EINTR { break }
             if let deadline, !exited, !timedOut, ContinuousClock.now >= deadline {
                 timedOut = true
-                kb_sb_signal(child.pidfd, SIGKILL)
+                kb_sb_signal(pidfd, SIGKILL)
                 cgroup?.killAll()
             }
             if polls[0].revents != 0 && !exited {
@@ -274,14 +326,19 @@ private final class Launch: @unchecked Sendable {
             }
             open = still
         }
-        kb_sb_reap(child.pidfd)
         _ = control.publish(-1)
-        var status = kb_sb_status()
-        let got = withUnsafeMutableBytes(of: &status) { read(child.status_fd, $0.baseAddress, $0.count) }
+        var st: Int32 = 0
+        while waitpid(helperPID, &st, 0) < 0 && errno == EINTR {}
+        var outcome = kb_sb_status()
+        let statusBytes = withUnsafeMutableBytes(of: &outcome) { readAll(status.read, $0) }
         let oom = (cgroup?.oomKills() ?? 0) > 0
-        let termination = Launch.termination(status: got == MemoryLayout<kb_sb_status>.size ? status : nil,
+        let termination = Launch.termination(status: statusBytes == MemoryLayout<kb_sb_status>.size ? outcome : nil,
                                              timedOut: timedOut, cancelled: control.cancelled, oomKilled: oom)
         return .success(SandboxResult(termination: termination, peakMemory: cgroup?.peakMemory()))
+    }
+
+    private static func milliseconds(_ d: Duration) -> Int32 {
+        Int32(min(d.components.seconds, 86_400) * 1000 + d.components.attoseconds / 1_000_000_000_000_000) + 1
     }
 
     /// How it ended, from what was seen: a pure decision.
@@ -294,85 +351,119 @@ private final class Launch: @unchecked Sendable {
         return status.kind == 2 ? .signaled(status.code) : .exited(status.code)
     }
 
-    /// The C spec, with every string and array alive for the call.
-    private func withSpec<T>(_ body: (UnsafePointer<kb_sb_spec>) -> T) -> T {
-        var strings: [UnsafeMutablePointer<CChar>] = []
-        func c(_ s: String) -> UnsafeMutablePointer<CChar> {
-            let p = strdup(s)!
-            strings.append(p)
-            return p
-        }
-        defer { strings.forEach { free($0) } }
-        var argv: [UnsafePointer<CChar>?] = spec.command.map { UnsafePointer(c($0)) } + [nil]
-        var envp: [UnsafePointer<CChar>?] = spec.environment.sorted { $0.key < $1.key }.map { UnsafePointer(c("\($0.key)=\($0.value)")) } + [nil]
-        var procs: [UnsafePointer<CChar>?] = (cgroup?.procsFiles ?? []).map { UnsafePointer(c($0)) }
-        var mounts = zip(spec.mounts, mountFDs).map { mount, fd in
-            var st = stat()
-            stat(mount.source, &st)
-            return kb_sb_mount(fd: fd, target: UnsafePointer(c(SandboxSpec.canonical(mount.target))), is_dir: st.st_mode & S_IFMT == S_IFDIR ? 1 : 0)
-        }
-        var rlimitResources: [Int32] = [Int32(RLIMIT_NOFILE.rawValue), Int32(RLIMIT_CORE.rawValue)]
-        // Raising a hard limit needs CAP_SYS_RESOURCE in the host's namespace: never above ours.
+    /// Raising a hard limit needs CAP_SYS_RESOURCE in the host's namespace: never above ours.
+    static func openFilesLimit(_ wanted: UInt64) -> UInt64 {
         var own = rlimit()
         getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &own)
-        let files = min(spec.limits.openFiles, UInt64(own.rlim_max))
-        var rlimitValues: [UInt64] = [files, files, 0, 0]
-        var lowers = lowerFDs
-        var s = kb_sb_spec()
-        s.cwd = UnsafePointer(c(SandboxSpec.canonical(spec.workingDirectory)))
-        s.uid = spec.user
-        s.gid = spec.group
-        s.hostname = UnsafePointer(c(spec.hostname))
-        s.upper_fd = upperFD
-        s.upper_name = UnsafePointer(c(spec.upperDir ?? ""))
-        s.upper_tmpfs_bytes = spec.limits.upperSize
-        s.tmp_bytes = spec.limits.tmpSize
-        switch spec.network {
-        case .none: s.net = Int32(KB_SB_NET_NONE)
-        case .host: s.net = Int32(KB_SB_NET_HOST)
-        case .namespace: s.net = Int32(KB_SB_NET_JOIN)
-        }
-        s.netns_fd = netnsFD
-        s.uid_map = UnsafePointer(c(idMap))
-        s.gid_map = UnsafePointer(c(idMap))
-        s.stdin_fd = { if case .fd(let fd) = spec.stdin { return fd } else { return -1 } }()
-        s.stdout_fd = Launch.fd(spec.stdout, pipe: stdoutPipe)
-        s.stderr_fd = Launch.fd(spec.stderr, pipe: stderrPipe)
-        s.lifeline_fd = lifeline?.read ?? -1
-        return argv.withUnsafeMutableBufferPointer { argv in
-            envp.withUnsafeMutableBufferPointer { envp in
-                procs.withUnsafeMutableBufferPointer { procs in
-                    mounts.withUnsafeMutableBufferPointer { mounts in
-                        lowers.withUnsafeMutableBufferPointer { lowers in
-                            rlimitResources.withUnsafeMutableBufferPointer { res in
-                                rlimitValues.withUnsafeMutableBufferPointer { vals in
-                                    s.argv = UnsafePointer(argv.baseAddress)
-                                    s.envp = UnsafePointer(envp.baseAddress)
-                                    s.cgroup_procs = UnsafePointer(procs.baseAddress)
-                                    s.ncgroups = Int32(procs.count)
-                                    s.mounts = UnsafePointer(mounts.baseAddress)
-                                    s.nmounts = Int32(mounts.count)
-                                    s.lower_fds = UnsafePointer(lowers.baseAddress)
-                                    s.nlower = Int32(lowers.count)
-                                    s.rlimit_resources = UnsafePointer(res.baseAddress)
-                                    s.rlimit_values = UnsafePointer(vals.baseAddress)
-                                    s.nrlimits = Int32(res.count)
-                                    return body(&s)
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
+        return min(wanted, UInt64(own.rlim_max))
     }
 
-    private static func fd(_ output: SandboxOutput, pipe: (read: Int32, write: Int32)?) -> Int32 {
-        switch output {
-        case .discard: -1
-        case .fd(let fd): fd
-        case .pipe: pipe?.write ?? -1
+    /// posix_spawn of the helper with the descriptor layout it expects (see kbuild-sandbox/main.c).
+    private func spawnHelper(spec: Int32, report: Int32, status: Int32) throws -> pid_t {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        // Every source up out of the way first (above any target number), then down into place.
+        var sources: [(from: Int32, to: Int32)] = []
+        var nulls: [(to: Int32, flags: Int32)] = []
+        switch self.spec.stdin {
+        case .null: nulls.append((0, O_RDONLY))
+        case .fd(let fd): sources.append((fd, 0))
         }
+        for (output, pipe, to) in [(self.spec.stdout, stdoutPipe, Int32(1)), (self.spec.stderr, stderrPipe, Int32(2))] {
+            switch output {
+            case .discard: nulls.append((to, O_WRONLY))
+            case .fd(let fd): sources.append((fd, to))
+            case .pipe: sources.append((pipe!.write, to))
+            }
+        }
+        sources += [(spec, 3), (report, 4), (status, 5)]
+        if netnsFD >= 0 { sources.append((netnsFD, 6)) }
+        if upperFD >= 0 { sources.append((upperFD, 7)) }
+        for (i, fd) in (lowerFDs + mountFDs).enumerated() { sources.append((fd, 8 + Int32(i))) }
+        let high: Int32 = 1024
+        for (i, s) in sources.enumerated() { posix_spawn_file_actions_adddup2(&actions, s.from, high + Int32(i)) }
+        for (i, s) in sources.enumerated() { posix_spawn_file_actions_adddup2(&actions, high + Int32(i), s.to) }
+        for n in nulls { posix_spawn_file_actions_addopen(&actions, n.to, "/dev/null", n.flags, 0) }
+        kb_sb_spawn_closefrom(&actions, 8 + Int32(lowerFDs.count + mountFDs.count))
+
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var none = sigset_t(), all = sigset_t()
+        sigemptyset(&none)
+        sigfillset(&all)
+        posix_spawnattr_setsigmask(&attributes, &none)
+        posix_spawnattr_setsigdefault(&attributes, &all)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+        let argv: [UnsafeMutablePointer<CChar>?] = [strdup("kbuild-sandbox"), nil]
+        defer { free(argv[0]) }
+        let envp: [UnsafeMutablePointer<CChar>?] = [nil]
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, helper, &actions, &attributes, argv, envp)
+        guard rc == 0 else { throw KbuildError.syscall("posix_spawn", helper, errno: rc, verb: "start the sandbox helper") }
+        return pid
+    }
+}
+
+private func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) -> Bool {
+    var at = 0
+    while at < bytes.count {
+        let n = write(fd, bytes.baseAddress! + at, bytes.count - at)
+        if n < 0 { if errno == EINTR { continue }; return false }
+        at += n
+    }
+    return true
+}
+
+private func readAll(_ fd: Int32, _ buffer: UnsafeMutableRawBufferPointer) -> Int {
+    var at = 0
+    while at < buffer.count {
+        let n = read(fd, buffer.baseAddress! + at, buffer.count - at)
+        if n < 0 { if errno == EINTR { continue }; return at }
+        if n == 0 { return at }
+        at += n
+    }
+    return at
+}
+
+/// The spec as the helper reads it from fd 3 (little-endian; strings are a u32 length and bytes):
+///
+///     "KBS1" uid gid net flags(1: die with caller) upper_tmpfs_bytes:u64 tmp_bytes:u64
+///     nlower has_upper has_netns nmounts ncgroups nrlimits
+///     cwd hostname upper_name uid_map gid_map  argc argv…  envc env…
+///     (target is_dir)×nmounts  cgroup.procs×ncgroups  (resource soft:u64 hard:u64)×nrlimits
+enum SandboxWire {
+    static func encode(_ spec: SandboxSpec, idMap: String, cgroupProcs: [String], mountIsDir: [Bool], openFiles: UInt64,
+                       hasUpper: Bool, hasNetns: Bool) -> [UInt8] {
+        var out = Array("KBS1".utf8)
+        func u32(_ v: UInt32) { out.appendLittleEndian(v) }
+        func u64(_ v: UInt64) { out.appendLittleEndian(v) }
+        func str(_ s: String) { u32(UInt32(s.utf8.count)); out += s.utf8 }
+        let net: UInt32 = switch spec.network {
+        case .none: UInt32(KB_SB_NET_NONE)
+        case .host: UInt32(KB_SB_NET_HOST)
+        case .namespace: UInt32(KB_SB_NET_JOIN)
+        }
+        u32(spec.user); u32(spec.group); u32(net); u32(spec.dieWithCaller ? 1 : 0)
+        u64(spec.limits.upperSize); u64(spec.limits.tmpSize)
+        u32(UInt32(spec.lowerDirs.count)); u32(hasUpper ? 1 : 0); u32(hasNetns ? 1 : 0)
+        u32(UInt32(spec.mounts.count)); u32(UInt32(cgroupProcs.count)); u32(2)
+        str(SandboxSpec.canonical(spec.workingDirectory)); str(spec.hostname); str(spec.upperDir ?? ""); str(idMap); str(idMap)
+        u32(UInt32(spec.command.count)); spec.command.forEach(str)
+        let env = spec.environment.sorted { $0.key < $1.key }
+        u32(UInt32(env.count)); env.forEach { str("\($0.key)=\($0.value)") }
+        for (mount, isDir) in zip(spec.mounts, mountIsDir) { str(SandboxSpec.canonical(mount.target)); u32(isDir ? 1 : 0) }
+        cgroupProcs.forEach(str)
+        u32(UInt32(RLIMIT_NOFILE.rawValue)); u64(openFiles); u64(openFiles)
+        u32(UInt32(RLIMIT_CORE.rawValue)); u64(0); u64(0)
+        return out
+    }
+}
+
+extension Array where Element == UInt8 {
+    fileprivate mutating func appendLittleEndian<T: FixedWidthInteger>(_ value: T) {
+        Swift.withUnsafeBytes(of: value.littleEndian) { append(contentsOf: $0) }
     }
 }
 

@@ -51,7 +51,6 @@ typedef struct {
     int nrlimits;
 
     int stdin_fd, stdout_fd, stderr_fd;
-    int lifeline_fd;               ///< read end of a pipe the caller holds open; EOF kills the sandbox. -1: none
 } kb_sb_spec;
 
 typedef struct {
@@ -65,6 +64,14 @@ typedef struct {
     int32_t code;
 } kb_sb_status;
 
+/// What the helper says once the command runs (err 0, with PID 1's host PID)
+/// or failed to start (err, and what it was doing).
+typedef struct {
+    int32_t err;
+    int32_t pid;
+    char what[480];
+} kb_sb_report;
+
 /// Starts the sandbox. On failure returns -1 and writes a message naming the
 /// step and the object that failed into err; no process, mount or namespace is left.
 int kb_sb_spawn(const kb_sb_spec *spec, kb_sb_child *child, char *err, size_t errlen);
@@ -75,6 +82,20 @@ int kb_sb_detach(const char *path, int userns_fd, int readonly, char *err, size_
 
 /// A user namespace with the given maps, held open by fd (for idmapped mounts).
 int kb_sb_userns(const char *uid_map, const char *gid_map, char *err, size_t errlen);
+
+/// Blocks every signal and returns a signalfd that reads them.
+int kb_sb_signals_fd(void);
+
+/// The directory of the binary this code is linked into (the kbuild executable,
+/// or a test bundle), for finding the helper beside it. 0 on success.
+int kb_sb_own_dir(char *out, size_t len);
+
+#include <spawn.h>
+/// posix_spawn_file_actions_addclosefrom_np, which Swift does not see.
+int kb_sb_spawn_closefrom(posix_spawn_file_actions_t *actions, int from);
+
+/// pidfd_open(2).
+int kb_sb_pidfd_open(pid_t pid);
 
 /// waitid(P_PIDFD): reaps the sandbox's init. Returns 0 once it is gone.
 int kb_sb_reap(int pidfd);

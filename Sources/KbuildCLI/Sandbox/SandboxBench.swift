@@ -52,17 +52,17 @@ struct SandboxBench: AsyncParsableCommand {
 
         let sandbox = try Sandbox()
         let limits = SandboxLimits(memory: 256 << 20, pids: 1024)
-        func spec(_ network: SandboxNetwork) -> SandboxSpec {
+        func spec(_ network: SandboxNetwork, limits: SandboxLimits = limits) -> SandboxSpec {
             SandboxSpec(command: ["/bin/true"], lowerDirs: lower, network: network, limits: limits, stdout: .discard, stderr: .discard)
         }
         var samples: [String: [Double]] = [:]
-        let names = ["kbuild, host network", "runc, host network", "kbuild, new netns", "runc, new netns"]
+        let names = ["kbuild, host network", "runc, host network", "kbuild, new netns", "runc, new netns", "kbuild, no cgroup"]
         for round in 0..<runs {
             for name in names {
                 let start = ContinuousClock.now
                 switch name {
-                case names[0], names[2]:
-                    let result = try await sandbox.run(spec(name == names[0] ? .host : .none))
+                case names[0], names[2], names[4]:
+                    let result = try await sandbox.run(name == names[4] ? spec(.host, limits: SandboxLimits()) : spec(name == names[0] ? .host : .none))
                     guard result.termination == .exited(0) else { throw KbuildError(.io, "bench: /bin/true \(result.summary)") }
                 default:
                     try exec(runc, ["run", "--bundle", name == names[1] ? bundleHost : bundleNet, "kbuild-bench-\(getpid())-\(round)"], quiet: true)
