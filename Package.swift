@@ -107,6 +107,7 @@ let package = Package(
         .executableTarget(name: "kbuild", dependencies: ["KbuildCLI"], swiftSettings: strict),
 
         .testTarget(name: "KegTests", dependencies: ["Keg", "KbuildCore"], swiftSettings: strict),
+        .testTarget(name: "SandboxTests", dependencies: ["Sandbox", "Stacks", "Keg", "RefStore", "KbuildCore"], swiftSettings: strict),
         .testTarget(name: "RefStoreTests", dependencies: ["RefStore", "RefStoreConformance", "KbuildCore"], swiftSettings: strict),
         .testTarget(
             name: "KbuildCLITests",

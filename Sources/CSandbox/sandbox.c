@@ -336,12 +336,17 @@ static const uint64_t kept_caps =
     (1ULL << CAP_NET_BIND_SERVICE) | (1ULL << CAP_NET_RAW) | (1ULL << CAP_SYS_CHROOT) | (1ULL << CAP_MKNOD) |
     (1ULL << CAP_AUDIT_WRITE) | (1ULL << CAP_SETFCAP);
 
-static void drop_caps(int report, uint32_t uid) {
+/// Drops every capability but the kept ones from the bounding set (needs CAP_SETPCAP: before setresuid).
+static void drop_bounding_caps(int report) {
     for (int cap = 0; cap < 64; cap++) {
         if (kept_caps & (1ULL << cap)) continue;
         if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL) die(report, "drop capability", NULL, errno);
     }
-    if (uid != 0) return;  // setresuid to non-root already cleared them
+}
+
+/// Root keeps the kept set; setresuid to any other id has already cleared them all.
+static void set_caps(int report, uint32_t uid) {
+    if (uid != 0) return;
     struct __user_cap_header_struct h = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
     struct __user_cap_data_struct d[2];
     memset(d, 0, sizeof d);
@@ -437,8 +442,9 @@ __attribute__((noreturn)) static void command_main(int report, const kb_sb_spec 
     }
     if (setgroups(0, NULL) < 0) die(report, "setgroups", NULL, errno);
     if (setresgid(s->gid, s->gid, s->gid) < 0) die(report, "setresgid", NULL, errno);
+    drop_bounding_caps(report);
     if (s->uid != 0 && setresuid(s->uid, s->uid, s->uid) < 0) die(report, "setresuid", NULL, errno);
-    drop_caps(report, s->uid);
+    set_caps(report, s->uid);
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) die(report, "set no_new_privs", NULL, errno);
     if (chdir(s->cwd) < 0) die(report, "chdir to", s->cwd, errno);
     struct sigaction dfl;
@@ -464,8 +470,17 @@ int kb_sb_signals_fd(void) {
     return signalfd(-1, &all, SFD_CLOEXEC);
 }
 
-__attribute__((noreturn)) static void init_loop(pid_t main_pid, int sfd, int status_fd) {
+/// PID 1's loop: forwards signals to the command, reaps, reports the command's
+/// end; and ends the sandbox if the process that made it dies (EOF on `lifeline`).
+__attribute__((noreturn)) static void init_loop(pid_t main_pid, int sfd, int status_fd, int lifeline) {
+    struct pollfd p[2] = {{.fd = sfd, .events = POLLIN}, {.fd = lifeline, .events = POLLIN}};
     for (;;) {
+        if (poll(p, 2, -1) < 0) {
+            if (errno == EINTR) continue;
+            _exit(126);
+        }
+        if (p[1].revents) _exit(137);  // our maker is gone: the whole namespace goes with us
+        if (!(p[0].revents & POLLIN)) continue;
         struct signalfd_siginfo si;
         ssize_t n = read(sfd, &si, sizeof si);
         if (n != (ssize_t)sizeof si) {
@@ -500,21 +515,23 @@ static void close_others(int *keep, int n) {
     syscall(SYS_close_range, next, ~0U, 0);
 }
 
-__attribute__((noreturn)) static void child_main(const kb_sb_spec *s, int sync_rd, int report, int status_wr) {
+__attribute__((noreturn)) static void child_main(const kb_sb_spec *s, int sync_rd, int report, int status_wr, int lifeline) {
     int keep[128], nkeep = 0;
-    keep[nkeep++] = sync_rd; keep[nkeep++] = report; keep[nkeep++] = status_wr;
+    keep[nkeep++] = sync_rd; keep[nkeep++] = report; keep[nkeep++] = status_wr; keep[nkeep++] = lifeline;
     keep[nkeep++] = s->stdin_fd; keep[nkeep++] = s->stdout_fd; keep[nkeep++] = s->stderr_fd;
     keep[nkeep++] = s->upper_fd;
     for (int i = 0; i < s->nlower && nkeep < 120; i++) keep[nkeep++] = s->lower_fds[i];
     for (int i = 0; i < s->nmounts && nkeep < 128; i++) keep[nkeep++] = s->mounts[i].fd;
     close_others(keep, nkeep);
 
-    // The sandbox dies with the process that made it (the helper, which may outlive kbuild).
-    prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
     char go;
     if (read(sync_rd, &go, 1) != 1) _exit(125);  // the parent gave up, or died before the maps
     close(sync_rd);
     if (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0) die(report, "become root in", "the user namespace", errno);
+    // The sandbox dies with the process that made it (the helper, which may outlive kbuild).
+    // A change of credentials clears the parent-death signal, so it is set after them;
+    // the lifeline pipe covers a death in between.
+    prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
     if (unshare(CLONE_NEWCGROUP) < 0) die(report, "unshare", "the cgroup namespace", errno);
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) die(report, "make mounts private", NULL, errno);
     if (s->hostname && sethostname(s->hostname, strlen(s->hostname)) < 0) die(report, "sethostname", s->hostname, errno);
@@ -553,7 +570,7 @@ __attribute__((noreturn)) static void child_main(const kb_sb_spec *s, int sync_r
     if (s->stdin_fd >= 0) close(s->stdin_fd);
     if (s->stdout_fd >= 0) close(s->stdout_fd);
     if (s->stderr_fd >= 0) close(s->stderr_fd);
-    init_loop(pid, sfd, status_wr);
+    init_loop(pid, sfd, status_wr, lifeline);
 }
 
 // ---------------------------------------------------------------------------
@@ -577,8 +594,9 @@ static int write_proc(pid_t pid, const char *file, const char *data, char *err, 
 }
 
 int kb_sb_spawn(const kb_sb_spec *s, kb_sb_child *child, char *err, size_t errlen) {
-    int sync_p[2], report_p[2], status_p[2];
-    if (pipe2(sync_p, O_CLOEXEC) < 0) return fail(err, errlen, "pipe", errno);
+    int sync_p[2], report_p[2], status_p[2], life_p[2];
+    if (pipe2(life_p, O_CLOEXEC) < 0) return fail(err, errlen, "pipe", errno);
+    if (pipe2(sync_p, O_CLOEXEC) < 0) { close(life_p[0]); close(life_p[1]); return fail(err, errlen, "pipe", errno); }
     if (pipe2(report_p, O_CLOEXEC) < 0) { close(sync_p[0]); close(sync_p[1]); return fail(err, errlen, "pipe", errno); }
     if (pipe2(status_p, O_CLOEXEC) < 0) {
         close(sync_p[0]); close(sync_p[1]); close(report_p[0]); close(report_p[1]);
@@ -602,15 +620,16 @@ int kb_sb_spawn(const kb_sb_spec *s, kb_sb_child *child, char *err, size_t errle
     if (host_net != -2) {
         struct kb_clone_args args = {.flags = flags, .pidfd = (uint64_t)(uintptr_t)&pidfd, .exit_signal = SIGCHLD};
         pid = (pid_t)syscall(SYS_clone3, &args, sizeof args);
-        if (pid == 0) child_main(s, sync_p[0], report_p[1], status_p[1]);
+        if (pid == 0) child_main(s, sync_p[0], report_p[1], status_p[1], life_p[0]);
         e = errno;
     }
     if (host_net >= 0) {
         if (setns(host_net, CLONE_NEWNET) < 0) abort();  // this thread must not stay in the sandbox's network
         close(host_net);
     }
-    close(sync_p[0]); close(report_p[1]); close(status_p[1]);
+    close(sync_p[0]); close(report_p[1]); close(status_p[1]); close(life_p[0]);
     if (pid < 0) {
+        close(life_p[1]);
         close(sync_p[1]); close(report_p[0]); close(status_p[0]);
         return fail(err, errlen, host_net == -2 ? "join the network namespace" : "clone the sandbox", e);
     }
@@ -647,9 +666,11 @@ int kb_sb_spawn(const kb_sb_spec *s, kb_sb_child *child, char *err, size_t errle
         kb_sb_reap(pidfd);
         close(pidfd);
         close(status_p[0]);
+        close(life_p[1]);
         errno = e;
         return -1;
     }
+    // life_p[1] stays open in this process, never written: when it dies, PID 1 sees EOF.
     child->pid = pid;
     child->pidfd = pidfd;
     child->status_fd = status_p[0];

@@ -117,8 +117,9 @@ public final class Sandbox: Sendable {
         var err = [CChar](repeating: 0, count: 600)
         let fd = kb_sb_detach(path, idmap ? idmapNamespace : -1, readOnly ? 1 : 0, &err, err.count)
         guard fd >= 0 else {
-            let code: KbuildError.Code = errno == ENOENT ? .notFound : .io
-            throw KbuildError(code, "failed to mount \(what) \(path) in the sandbox: \(cString(err))")
+            let code: KbuildError.Code = errno == ENOENT ? .notFound : errno == EINVAL ? .invalidArgument : .io
+            let hint = errno == EINVAL && idmap ? " (its filesystem cannot be idmapped, so the sandbox cannot use it: put it on ext4, xfs, btrfs or tmpfs)" : ""
+            throw KbuildError(code, "failed to mount \(what) \(path) in the sandbox: \(cString(err))\(hint)")
         }
         return fd
     }
@@ -332,23 +333,14 @@ private final class Launch: @unchecked Sendable {
         var outcome = kb_sb_status()
         let statusBytes = withUnsafeMutableBytes(of: &outcome) { readAll(status.read, $0) }
         let oom = (cgroup?.oomKills() ?? 0) > 0
-        let termination = Launch.termination(status: statusBytes == MemoryLayout<kb_sb_status>.size ? outcome : nil,
-                                             timedOut: timedOut, cancelled: control.cancelled, oomKilled: oom)
+        let termination = SandboxResult.Termination.decide(
+            status: statusBytes == MemoryLayout<kb_sb_status>.size ? (outcome.kind, outcome.code) : nil,
+            timedOut: timedOut, cancelled: control.cancelled, oomKilled: oom)
         return .success(SandboxResult(termination: termination, peakMemory: cgroup?.peakMemory()))
     }
 
     private static func milliseconds(_ d: Duration) -> Int32 {
         Int32(min(d.components.seconds, 86_400) * 1000 + d.components.attoseconds / 1_000_000_000_000_000) + 1
-    }
-
-    /// How it ended, from what was seen: a pure decision.
-    static func termination(status: kb_sb_status?, timedOut: Bool, cancelled: Bool, oomKilled: Bool) -> SandboxResult.Termination {
-        if timedOut { return .timedOut }
-        if cancelled { return .cancelled }
-        let killed = status.map { $0.kind == 2 && $0.code == SIGKILL } ?? true
-        if oomKilled && killed { return .outOfMemory }
-        guard let status else { return .signaled(SIGKILL) }  // PID 1 itself was killed
-        return status.kind == 2 ? .signaled(status.code) : .exited(status.code)
     }
 
     /// Raising a hard limit needs CAP_SYS_RESOURCE in the host's namespace: never above ours.
@@ -403,6 +395,19 @@ private final class Launch: @unchecked Sendable {
         let rc = posix_spawn(&pid, helper, &actions, &attributes, argv, envp)
         guard rc == 0 else { throw KbuildError.syscall("posix_spawn", helper, errno: rc, verb: "start the sandbox helper") }
         return pid
+    }
+}
+
+extension SandboxResult.Termination {
+    /// How it ended, from what was seen: PID 1's report of the command
+    /// (kind 1 exited, 2 signaled), or nil when PID 1 itself was killed.
+    static func decide(status: (kind: Int32, code: Int32)?, timedOut: Bool, cancelled: Bool, oomKilled: Bool) -> Self {
+        if timedOut { return .timedOut }
+        if cancelled { return .cancelled }
+        let killed = status.map { $0.kind == 2 && $0.code == SIGKILL } ?? true
+        if oomKilled && killed { return .outOfMemory }
+        guard let status else { return .signaled(SIGKILL) }
+        return status.kind == 2 ? .signaled(status.code) : .exited(status.code)
     }
 }
 
