@@ -6,6 +6,8 @@ set -euo pipefail
 packages=(
   pkg-config libgit2-dev libarchive-dev libzstd-dev libsqlite3-dev  # linked libraries
   git curl util-linux diffutils findutils tar                        # used by kbuild and its tests
+  busybox-static debootstrap iproute2                                # stacks; named network namespaces
+  runc umoci skopeo                                                  # OCI peers: tests and the sandbox benchmark
 )
 if [[ "${1:-}" == "--bench" ]]; then
   packages+=(casync restic python3)                                  # benchmark peers

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Quick start, command 2: install what is missing and run the whole test suite
-# (unit tests, the ref-store conformance suite, and end-to-end tests that run
-# the real kbuild binary, curl, setpriv and kill -9 against it).
+# (unit tests, the ref-store conformance suite, the sandbox's escape suite, and
+# end-to-end tests that run the real kbuild binary, curl, setpriv, kill -9,
+# debootstrap, skopeo, umoci and runc against it). Runs as root: sandboxes need
+# namespaces, overlay mounts and cgroups.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/install-deps.sh

@@ -1,12 +1,22 @@
 #!/usr/bin/env bash
 # Quick start, command 1: install what is missing, build kbuild (release),
-# install it as /usr/local/bin/kbuild, and start `kbuild up` on its embedded
-# defaults (data in ~/.kbuild, HTTP on 127.0.0.1:7070). Stop it with Ctrl-C.
+# install it as /usr/local/bin/kbuild (with its sandbox helper beside it), make
+# the busybox and debian stacks if they are missing, and start `kbuild up` on
+# its embedded defaults (data in ~/.kbuild, HTTP on 127.0.0.1:7070). Stop it
+# with Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/install-deps.sh
 echo "-----> building kbuild (release)"
 swift build -c release --product kbuild
+swift build -c release --product kbuild-sandbox
 install -m 0755 .build/release/kbuild /usr/local/bin/kbuild
+install -m 0755 .build/release/kbuild-sandbox /usr/local/bin/kbuild-sandbox
+for stack in busybox debian; do
+  if ! /usr/local/bin/kbuild stack ls | grep -q "^$stack\b"; then
+    echo "-----> making the $stack stack"
+    /usr/local/bin/kbuild stack create "$stack"
+  fi
+done
 echo "-----> starting kbuild up"
 exec /usr/local/bin/kbuild up "$@"

@@ -22,6 +22,8 @@ public enum LayerTar {
             }
         }
         try check(archive_write_set_format_pax_restricted(archive), "set format")
+        // Names are bytes: no translation through the process's locale (a C locale cannot hold UTF-8).
+        try check(archive_write_set_format_option(archive, "pax", "hdrcharset", "BINARY"), "set header charset")
         try check(archive_write_set_bytes_in_last_block(archive, 1), "set block")
         try check(archive_write_open_filename(archive, path), "open")
         guard let entry = archive_entry_new() else { throw KbuildError(.io, "failed to write layer \(path): out of memory") }

@@ -6,7 +6,7 @@ extension StackStore {
     public enum Builtin: String, CaseIterable, Sendable {
         /// Debian's busybox-static: one 2 MB static binary and its applets, for fast tests.
         case busybox
-        /// `debootstrap --variant=minbase` bookworm with python3 and ca-certificates (~250 MB): the default stack.
+        /// `debootstrap --variant=minbase` bookworm with python3 and ca-certificates (~180 MB): the default stack.
         case debian
     }
 
@@ -63,7 +63,7 @@ extension StackStore {
             throw KbuildError(.notFound, "failed to make the debian stack: debootstrap not found (apt-get install debootstrap)")
         }
         let mirror = debianMirror()
-        log("debootstrap --variant=minbase --include=python3,ca-certificates \(suite) from \(mirror) (a minute or two)")
+        log("debootstrap --variant=minbase --include=python3,ca-certificates \(suite) from \(mirror) (about half a minute)")
         _ = try run(debootstrap, ["--variant=minbase", "--include=python3,ca-certificates", suite, root, mirror], what: "debootstrap")
         let fm = FileManager.default
         for dir in ["var/lib/apt/lists", "var/cache/apt/archives", "var/cache/apt", "var/log"] {

@@ -29,7 +29,13 @@ func sh(_ tool: String, _ args: [String], env: [String: String] = [:], stdin: Da
     let out = Pipe(), err = Pipe()
     p.standardOutput = out
     p.standardError = err
+    let input = Pipe()
+    if stdin != nil { p.standardInput = input }
     try p.run()
+    if let stdin {
+        input.fileHandleForWriting.write(stdin)
+        try input.fileHandleForWriting.close()
+    }
     // Read both pipes concurrently so neither fills up and blocks the child.
     let errData = UnsafeBox<Data>(Data())
     let reader = Thread { errData.value = err.fileHandleForReading.readDataToEndOfFile() }

@@ -85,7 +85,14 @@ struct SandboxRun: AsyncParsableCommand {
                                     tmpSize: try parseBytes(tmpSize, what: "--tmp-size"), upperSize: try parseBytes(disk, what: "--disk"))
         let sandbox = try Sandbox()
         let ready = spec
-        let result = try await untilSignalled { try await sandbox.run(ready) }
+        let result: SandboxResult
+        do {
+            result = try await untilSignalled { try await sandbox.run(ready) }
+        } catch let error as KbuildError where error.code == .notFound && error.message.contains("command not found") {
+            // As a shell says it: 127.
+            FileHandle.standardError.write(Data("kbuild: \(error.message)\n".utf8))
+            throw ExitCode(127)
+        }
         switch result.termination {
         case .outOfMemory: FileHandle.standardError.write(Data("kbuild: sandbox \(result.summary) (--memory \(memory))\n".utf8))
         case .timedOut: FileHandle.standardError.write(Data("kbuild: sandbox \(result.summary) after \(timeout ?? "")\n".utf8))

@@ -26,7 +26,7 @@ struct StackCreate: AsyncParsableCommand {
         discussion: """
             busybox: Debian's busybox-static and its applets (about 2 MB), for fast tests.
             debian:  debootstrap --variant=minbase bookworm with python3 and ca-certificates
-                     (about 250 MB, a minute or two), the default stack.
+                     (about 180 MB, half a minute), the default stack.
             """
     )
     @OptionGroup var global: GlobalOptions
