@@ -8,13 +8,15 @@ COPY Package.swift ./
 COPY Sources ./Sources
 COPY Tests ./Tests
 RUN swift build -c release --product kbuild --static-swift-stdlib \
- && install -D -m 0755 .build/release/kbuild /out/kbuild
+ && swift build -c release --product kbuild-sandbox \
+ && install -D -m 0755 .build/release/kbuild /out/kbuild \
+ && install -D -m 0755 .build/release/kbuild-sandbox /out/kbuild-sandbox
 
 FROM debian:bookworm-slim
 RUN apt-get update \
- && apt-get install -y --no-install-recommends libgit2-1.5 libarchive13 libzstd1 libsqlite3-0 git ca-certificates \
+ && apt-get install -y --no-install-recommends libgit2-1.5 libarchive13 libzstd1 libsqlite3-0 git ca-certificates busybox-static debootstrap \
  && rm -rf /var/lib/apt/lists/*
-COPY --from=build /out/kbuild /usr/local/bin/kbuild
+COPY --from=build /out/kbuild /out/kbuild-sandbox /usr/local/bin/
 ENV KBUILD_DATA_DIR=/data
 VOLUME /data
 EXPOSE 7070
