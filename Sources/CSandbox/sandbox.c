@@ -760,3 +760,56 @@ int kb_sb_own_dir(char *out, size_t len) {
 int kb_sb_spawn_closefrom(posix_spawn_file_actions_t *actions, int from) {
     return posix_spawn_file_actions_addclosefrom_np(actions, from);
 }
+
+int kb_sb_socketpair(int fds[2]) {
+    return socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, fds);
+}
+
+int kb_sb_send(int sock, const void *buf, size_t len, const int *fds, int nfds) {
+    if (nfds < 0 || nfds > 200) { errno = EINVAL; return -1; }
+    union {
+        char space[CMSG_SPACE(sizeof(int) * 200)];
+        struct cmsghdr align;
+    } control;
+    memset(&control, 0, sizeof control);
+    struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+    if (nfds > 0) {
+        msg.msg_control = control.space;
+        msg.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
+        struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+        memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
+    }
+    ssize_t n;
+    do n = sendmsg(sock, &msg, MSG_NOSIGNAL); while (n < 0 && errno == EINTR);
+    if (n < 0) return -1;
+    if ((size_t)n != len) { errno = EMSGSIZE; return -1; }
+    return 0;
+}
+
+int kb_sb_new_netns(char *err, size_t errlen) {
+    if (unshare(CLONE_NEWNET) < 0) return fail(err, errlen, "unshare a network namespace", errno);
+    int sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (sock < 0) return fail(err, errlen, "socket for lo", errno);
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    memcpy(ifr.ifr_name, "lo", 3);
+    int rc = ioctl(sock, SIOCGIFFLAGS, &ifr);
+    if (rc == 0) {
+        ifr.ifr_flags |= IFF_UP;
+        rc = ioctl(sock, SIOCSIFFLAGS, &ifr);
+    }
+    int e = errno;
+    close(sock);
+    if (rc < 0) return fail(err, errlen, "bring up lo", e);
+    // The namespace belongs to the host's user namespace, not the sandbox's: let its
+    // root bind low ports and ping, as it could in a namespace of its own.
+    if (write_file("/proc/sys/net/ipv4/ip_unprivileged_port_start", "0") < 0)
+        return fail(err, errlen, "write net.ipv4.ip_unprivileged_port_start", errno);
+    if (write_file("/proc/sys/net/ipv4/ping_group_range", "0 2147483647") < 0)
+        return fail(err, errlen, "write net.ipv4.ping_group_range", errno);
+    return 0;
+}

@@ -33,16 +33,17 @@ public struct CgroupLayout: Sendable, Equatable {
         return nil
     }
 
-    /// The directories one sandbox's cgroup is made of, for these limits.
-    func directories(for id: String, limits: SandboxLimits) -> [(controller: String?, path: String)] {
+    /// The directories one sandbox's cgroup is made of, for these limits
+    /// (nil: every controller, for a helper made ready before its limits are known).
+    func directories(for id: String, limits: SandboxLimits?) -> [(controller: String?, path: String)] {
         switch version {
         case .v2:
             return [(nil, "\(base)/\(parent)/\(id)")]
         case .v1:
             var out: [(String?, String)] = []
-            if limits.memory != nil { out.append(("memory", "\(base)/memory/\(parent)/\(id)")) }
-            if limits.pids != nil { out.append(("pids", "\(base)/pids/\(parent)/\(id)")) }
-            if limits.cpus != nil { out.append(("cpu", "\(base)/cpu/\(parent)/\(id)")) }
+            if limits == nil || limits?.memory != nil { out.append(("memory", "\(base)/memory/\(parent)/\(id)")) }
+            if limits == nil || limits?.pids != nil { out.append(("pids", "\(base)/pids/\(parent)/\(id)")) }
+            if limits == nil || limits?.cpus != nil { out.append(("cpu", "\(base)/cpu/\(parent)/\(id)")) }
             return out
         }
     }
@@ -83,10 +84,12 @@ final class Cgroup: Sendable {
         self.directories = directories
     }
 
-    /// Makes the cgroup and writes its limits; on any failure removes what it made.
-    static func create(id: String, limits: SandboxLimits, layout: CgroupLayout) throws -> Cgroup {
+    /// Makes the cgroup and writes its limits (none yet when `limits` is nil);
+    /// on any failure removes what it made.
+    static func create(id: String, limits: SandboxLimits?, layout: CgroupLayout) throws -> Cgroup {
         let dirs = layout.directories(for: id, limits: limits)
         var made: [String] = []
+        let cgroup = Cgroup(layout: layout, directories: dirs)
         do {
             if layout.version == .v2 { try prepareV2Parent(layout) }
             for (controller, path) in dirs {
@@ -99,16 +102,26 @@ final class Cgroup: Sendable {
                 }
                 made.append(path)
             }
-            let swap = layout.version == .v1 && FileManager.default.fileExists(atPath: "\(layout.base)/memory/memory.memsw.limit_in_bytes")
-            for (controller, file, value) in CgroupLayout.settings(limits, version: layout.version, hasSwapAccounting: swap) {
-                guard let dir = dirs.first(where: { $0.controller == controller })?.path else { continue }
-                try writeControl(dir + "/" + file, value, verb: "set the sandbox's limit")
-            }
+            if let limits { try cgroup.apply(limits) }
         } catch {
             for path in made.reversed() { rmdir(path) }
             throw error
         }
-        return Cgroup(layout: layout, directories: dirs)
+        return cgroup
+    }
+
+    /// Writes the limits into the cgroup's control files.
+    func apply(_ limits: SandboxLimits) throws {
+        let swap = layout.version == .v1 && FileManager.default.fileExists(atPath: "\(layout.base)/memory/memory.memsw.limit_in_bytes")
+        for (controller, file, value) in CgroupLayout.settings(limits, version: layout.version, hasSwapAccounting: swap) {
+            guard let dir = directories.first(where: { $0.controller == controller })?.path else { continue }
+            try Cgroup.writeControl(dir + "/" + file, value, verb: "set the sandbox's limit")
+        }
+    }
+
+    /// Moves a process in (on v1 this can wait out an RCU grace period: keep it off hot paths).
+    func join(_ pid: pid_t) throws {
+        for file in procsFiles { try Cgroup.writeControl(file, String(pid), verb: "move the sandbox helper into its cgroup") }
     }
 
     private static func prepareV2Parent(_ layout: CgroupLayout) throws {

@@ -33,8 +33,14 @@ public final class Sandbox: Sendable {
     /// bind mounts are idmapped through it, so host root's files are root's inside.
     private let idmapNamespace: Int32
     private let counter = Atomic<UInt64>(0)
+    private let pool: HelperPool?
 
-    public init(ids: IDRange = .default, cgroups: CgroupLayout? = CgroupLayout.detect(), helper: String? = nil) throws {
+    /// `warmHelpers`: how many helpers to keep started and already inside a
+    /// cgroup of their own, so that a start pays neither for the exec nor for
+    /// the cgroup move (long-lived services: build workers, node agents). 0 for
+    /// a one-off run.
+    public init(ids: IDRange = .default, cgroups: CgroupLayout? = CgroupLayout.detect(), helper: String? = nil,
+                warmHelpers: Int = 0) throws {
         self.ids = ids
         self.cgroups = cgroups
         self.helper = try helper ?? Sandbox.findHelper()
@@ -43,9 +49,13 @@ public final class Sandbox: Sendable {
         let fd = kb_sb_userns(map, map, &err, err.count)
         guard fd >= 0 else { throw KbuildError(.io, "failed to create the sandboxes' user namespace: \(cString(err))") }
         idmapNamespace = fd
+        pool = warmHelpers > 0 ? HelperPool(size: warmHelpers, helper: self.helper, layout: cgroups) : nil
     }
 
-    deinit { close(idmapNamespace) }
+    deinit {
+        pool?.stop()
+        close(idmapNamespace)
+    }
 
     /// `$KBUILD_SANDBOX_HELPER`, else `kbuild-sandbox` beside the binary this code is in
     /// (the kbuild executable, or the test bundle in `.build/debug`).
@@ -76,18 +86,24 @@ public final class Sandbox: Sendable {
         try spec.validate()
         let t0 = ContinuousClock.now
         let id = "sb-\(getpid())-\(counter.add(1, ordering: .relaxed).newValue)-\(String(UInt32.random(in: 0...UInt32.max), radix: 16))"
-        var cgroup: Cgroup?
-        if spec.limits.needsCgroup {
-            guard let cgroups else {
-                throw KbuildError(.invalidArgument, "failed to limit the sandbox: no cgroup hierarchy (v1 or v2) under /sys/fs/cgroup")
-            }
-            cgroup = try Cgroup.create(id: id, limits: spec.limits, layout: cgroups)
-        }
+        // A warm helper already sits in a cgroup of its own: only the limits are written now.
+        let warm = pool?.take(for: spec.network)
+        var cgroup = warm?.cgroup
+        var joinInHelper: [String] = []
         let launch: Launch
         do {
-            launch = try Launch(spec: spec, cgroup: cgroup, sandbox: self)
+            if let cgroup {
+                try cgroup.apply(spec.limits)
+            } else if spec.limits.needsCgroup {
+                guard let cgroups else {
+                    throw KbuildError(.invalidArgument, "failed to limit the sandbox: no cgroup hierarchy (v1 or v2) under /sys/fs/cgroup")
+                }
+                cgroup = try Cgroup.create(id: id, limits: spec.limits, layout: cgroups)
+                joinInHelper = cgroup?.procsFiles ?? []
+            }
+            launch = try Launch(spec: spec, cgroup: cgroup, joinInHelper: joinInHelper, helper: warm, sandbox: self)
         } catch {
-            try? cgroup?.remove()
+            if let warm { warm.discard() } else { try? cgroup?.remove() }
             throw error
         }
         let t1 = ContinuousClock.now
@@ -105,9 +121,10 @@ public final class Sandbox: Sendable {
         }
         let t2 = ContinuousClock.now
         launch.closeAll()
+        let t3 = ContinuousClock.now
         var cleanup: KbuildError?
         do { try cgroup?.remove() } catch { cleanup = KbuildError.wrap(error) }
-        if Sandbox.timing { FileHandle.standardError.write(Data("sandbox timing: prepare \(t1 - t0), run \(t2 - t1), cleanup \(ContinuousClock.now - t2)\n".utf8)) }
+        if Sandbox.timing { FileHandle.standardError.write(Data("sandbox timing: prepare \(t1 - t0), run \(t2 - t1), close \(t3 - t2), cgroup \(ContinuousClock.now - t3)\n".utf8)) }
         let outcome = try result.get()
         if let cleanup { throw cleanup }
         return outcome
@@ -152,13 +169,15 @@ private final class Control: Sendable {
 }
 
 /// Everything one start needs, prepared in Swift (paths checked, mounts
-/// detached, pipes made), then handed to the helper.
+/// detached, pipes made), then handed to the helper in one message.
 private final class Launch: @unchecked Sendable {
     // Touched by the calling task before the thread starts and after it ends.
     let spec: SandboxSpec
     let cgroup: Cgroup?
+    let joinInHelper: [String]
     let idMap: String
-    let helper: String
+    let helperPath: String
+    var warm: ReadyHelper?
     var fds: [Int32] = []
     var lowerFDs: [Int32] = []
     var mountFDs: [Int32] = []
@@ -167,11 +186,13 @@ private final class Launch: @unchecked Sendable {
     var stdoutPipe: (read: Int32, write: Int32)?
     var stderrPipe: (read: Int32, write: Int32)?
 
-    init(spec: SandboxSpec, cgroup: Cgroup?, sandbox: Sandbox) throws {
+    init(spec: SandboxSpec, cgroup: Cgroup?, joinInHelper: [String], helper: ReadyHelper?, sandbox: Sandbox) throws {
         self.spec = spec
         self.cgroup = cgroup
+        self.joinInHelper = joinInHelper
         self.idMap = sandbox.ids.map
-        self.helper = sandbox.helper
+        self.helperPath = sandbox.helper
+        self.warm = helper
         do {
             for dir in spec.lowerDirs {
                 var st = stat()
@@ -236,49 +257,68 @@ private final class Launch: @unchecked Sendable {
         fds.remove(at: i)
     }
 
-    /// On the sandbox's thread: start the helper, stream, wait, and tell how it ended.
+    /// On the sandbox's thread: hand the spec to a helper, stream, wait, and tell how it ended.
     func run(control: Control, output: @Sendable (SandboxStream, [UInt8]) -> Void) -> Result<SandboxResult, KbuildError> {
         let started = ContinuousClock.now
-        let specPipe: (read: Int32, write: Int32), report: (read: Int32, write: Int32), status: (read: Int32, write: Int32)
+        let helper: ReadyHelper
+        let report: (read: Int32, write: Int32), status: (read: Int32, write: Int32)
         do {
-            specPipe = try makePipe()
+            helper = try warm ?? ReadyHelper.spawn(helperPath)
+            fds.append(helper.socket)
             report = try makePipe()
             status = try makePipe()
         } catch {
+            warm?.discard()
             return .failure(KbuildError.wrap(error))
         }
-        let helperPID: pid_t
-        do {
-            helperPID = try spawnHelper(spec: specPipe.read, report: report.write, status: status.write)
-        } catch {
-            return .failure(KbuildError.wrap(error))
+        func abandon(_ message: String) -> Result<SandboxResult, KbuildError> {
+            kill(helper.pid, SIGKILL)
+            var st: Int32 = 0
+            while waitpid(helper.pid, &st, 0) < 0 && errno == EINTR {}
+            return .failure(KbuildError(.io, message))
         }
-        // The helper has what it needs; the caller's copies go now, so that EOF means EOF.
-        for fd in lowerFDs + mountFDs + [upperFD, netnsFD, specPipe.read, report.write, status.write] { closeNow(fd) }
-        if let p = stdoutPipe { closeNow(p.write) }
-        if let p = stderrPipe { closeNow(p.write) }
-        let wire = SandboxWire.encode(spec, idMap: idMap, cgroupProcs: cgroup?.procsFiles ?? [], mountIsDir: spec.mounts.map { m in
+
+        // The descriptors travel with the spec, in the order kbuild-sandbox/main.c reads them.
+        var passed = [report.write, status.write]
+        var flags: UInt32 = spec.dieWithCaller ? 1 : 0
+        if case .fd(let fd) = spec.stdin { passed.append(fd); flags |= 2 }
+        for (output, pipe, bit) in [(spec.stdout, stdoutPipe, UInt32(4)), (spec.stderr, stderrPipe, UInt32(8))] {
+            switch output {
+            case .discard: break
+            case .fd(let fd): passed.append(fd); flags |= bit
+            case .pipe: passed.append(pipe!.write); flags |= bit
+            }
+        }
+        if netnsFD >= 0 { passed.append(netnsFD) }
+        if upperFD >= 0 { passed.append(upperFD) }
+        passed += lowerFDs + mountFDs
+        let wire = SandboxWire.encode(spec, flags: flags, idMap: idMap, cgroupProcs: joinInHelper, mountIsDir: spec.mounts.map { m in
             var st = stat()
             return stat(m.source, &st) == 0 && st.st_mode & S_IFMT == S_IFDIR
         }, openFiles: Launch.openFilesLimit(spec.limits.openFiles), hasUpper: upperFD >= 0, hasNetns: netnsFD >= 0)
-        let wrote = wire.withUnsafeBytes { writeAll(specPipe.write, $0) }
-        closeNow(specPipe.write)
+        let sent = wire.withUnsafeBytes { kb_sb_send(helper.socket, $0.baseAddress, $0.count, passed, Int32(passed.count)) }
+        // The helper has its own copies now; ours go, so that EOF means EOF.
+        for fd in lowerFDs + mountFDs + [upperFD, netnsFD, report.write, status.write] { closeNow(fd) }
+        if let p = stdoutPipe { closeNow(p.write) }
+        if let p = stderrPipe { closeNow(p.write) }
+        guard sent == 0 else { return abandon("failed to start the sandbox: send the spec to the helper: \(String(cString: strerror(errno)))") }
 
         var answer = kb_sb_report()
-        let got = wrote ? withUnsafeMutableBytes(of: &answer) { readAll(report.read, $0) } : 0
+        let got = withUnsafeMutableBytes(of: &answer) { readAll(report.read, $0) }
         closeNow(report.read)
-        let pidfd = kb_sb_pidfd_open(helperPID)
-        guard got == MemoryLayout<kb_sb_report>.size, answer.err == 0, pidfd >= 0 else {
-            if pidfd >= 0 { kb_sb_signal(pidfd, SIGKILL); close(pidfd) } else { kill(helperPID, SIGKILL) }
-            var st: Int32 = 0
-            while waitpid(helperPID, &st, 0) < 0 && errno == EINTR {}
-            if got == MemoryLayout<kb_sb_report>.size, answer.err != 0 {
+        guard got == MemoryLayout<kb_sb_report>.size, answer.err == 0 else {
+            if got == MemoryLayout<kb_sb_report>.size {
+                var st: Int32 = 0
+                while waitpid(helper.pid, &st, 0) < 0 && errno == EINTR {}
                 let message = withUnsafeBytes(of: answer.what) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
                 let code: KbuildError.Code = answer.err == ENOENT && message.contains("command not found") ? .notFound : .io
                 return .failure(KbuildError(code, "failed to start the sandbox: \(message): \(String(cString: strerror(answer.err)))"))
             }
-            return .failure(KbuildError(.io, "failed to start the sandbox: the helper \(helper) exited without a report (status \(st))"))
+            return abandon("failed to start the sandbox: the helper \(helperPath) exited without a report")
         }
+        let reported = ContinuousClock.now
+        let pidfd = kb_sb_pidfd_open(helper.pid)
+        guard pidfd >= 0 else { return abandon("failed to watch the sandbox helper: pidfd_open: \(String(cString: strerror(errno)))") }
         fds.append(pidfd)
         if control.publish(pidfd) { kb_sb_signal(pidfd, SIGKILL) }
 
@@ -329,13 +369,16 @@ private final class Launch: @unchecked Sendable {
         }
         _ = control.publish(-1)
         var st: Int32 = 0
-        while waitpid(helperPID, &st, 0) < 0 && errno == EINTR {}
+        while waitpid(helper.pid, &st, 0) < 0 && errno == EINTR {}
         var outcome = kb_sb_status()
         let statusBytes = withUnsafeMutableBytes(of: &outcome) { readAll(status.read, $0) }
         let oom = (cgroup?.oomKills() ?? 0) > 0
         let termination = SandboxResult.Termination.decide(
             status: statusBytes == MemoryLayout<kb_sb_status>.size ? (outcome.kind, outcome.code) : nil,
             timedOut: timedOut, cancelled: control.cancelled, oomKilled: oom)
+        if Sandbox.timing {
+            FileHandle.standardError.write(Data("sandbox timing: \(warm == nil ? "cold" : "warm") start \(reported - started), run \(ContinuousClock.now - reported)\n".utf8))
+        }
         return .success(SandboxResult(termination: termination, peakMemory: cgroup?.peakMemory()))
     }
 
@@ -348,53 +391,6 @@ private final class Launch: @unchecked Sendable {
         var own = rlimit()
         getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &own)
         return min(wanted, UInt64(own.rlim_max))
-    }
-
-    /// posix_spawn of the helper with the descriptor layout it expects (see kbuild-sandbox/main.c).
-    private func spawnHelper(spec: Int32, report: Int32, status: Int32) throws -> pid_t {
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        // Every source up out of the way first (above any target number), then down into place.
-        var sources: [(from: Int32, to: Int32)] = []
-        var nulls: [(to: Int32, flags: Int32)] = []
-        switch self.spec.stdin {
-        case .null: nulls.append((0, O_RDONLY))
-        case .fd(let fd): sources.append((fd, 0))
-        }
-        for (output, pipe, to) in [(self.spec.stdout, stdoutPipe, Int32(1)), (self.spec.stderr, stderrPipe, Int32(2))] {
-            switch output {
-            case .discard: nulls.append((to, O_WRONLY))
-            case .fd(let fd): sources.append((fd, to))
-            case .pipe: sources.append((pipe!.write, to))
-            }
-        }
-        sources += [(spec, 3), (report, 4), (status, 5)]
-        if netnsFD >= 0 { sources.append((netnsFD, 6)) }
-        if upperFD >= 0 { sources.append((upperFD, 7)) }
-        for (i, fd) in (lowerFDs + mountFDs).enumerated() { sources.append((fd, 8 + Int32(i))) }
-        let high: Int32 = 1024
-        for (i, s) in sources.enumerated() { posix_spawn_file_actions_adddup2(&actions, s.from, high + Int32(i)) }
-        for (i, s) in sources.enumerated() { posix_spawn_file_actions_adddup2(&actions, high + Int32(i), s.to) }
-        for n in nulls { posix_spawn_file_actions_addopen(&actions, n.to, "/dev/null", n.flags, 0) }
-        kb_sb_spawn_closefrom(&actions, 8 + Int32(lowerFDs.count + mountFDs.count))
-
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        var none = sigset_t(), all = sigset_t()
-        sigemptyset(&none)
-        sigfillset(&all)
-        posix_spawnattr_setsigmask(&attributes, &none)
-        posix_spawnattr_setsigdefault(&attributes, &all)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-        let argv: [UnsafeMutablePointer<CChar>?] = [strdup("kbuild-sandbox"), nil]
-        defer { free(argv[0]) }
-        let envp: [UnsafeMutablePointer<CChar>?] = [nil]
-        var pid: pid_t = 0
-        let rc = posix_spawn(&pid, helper, &actions, &attributes, argv, envp)
-        guard rc == 0 else { throw KbuildError.syscall("posix_spawn", helper, errno: rc, verb: "start the sandbox helper") }
-        return pid
     }
 }
 
@@ -432,16 +428,18 @@ private func readAll(_ fd: Int32, _ buffer: UnsafeMutableRawBufferPointer) -> In
     return at
 }
 
-/// The spec as the helper reads it from fd 3 (little-endian; strings are a u32 length and bytes):
+/// The spec as the helper reads it from its control socket (little-endian;
+/// strings are a u32 length and bytes), its descriptors attached:
 ///
-///     "KBS1" uid gid net flags(1: die with caller) upper_tmpfs_bytes:u64 tmp_bytes:u64
+///     "KBS2" uid gid net flags(1 die with caller, 2 stdin, 4 stdout, 8 stderr)
+///     upper_tmpfs_bytes:u64 tmp_bytes:u64
 ///     nlower has_upper has_netns nmounts ncgroups nrlimits
 ///     cwd hostname upper_name uid_map gid_map  argc argv…  envc env…
 ///     (target is_dir)×nmounts  cgroup.procs×ncgroups  (resource soft:u64 hard:u64)×nrlimits
 enum SandboxWire {
-    static func encode(_ spec: SandboxSpec, idMap: String, cgroupProcs: [String], mountIsDir: [Bool], openFiles: UInt64,
+    static func encode(_ spec: SandboxSpec, flags: UInt32, idMap: String, cgroupProcs: [String], mountIsDir: [Bool], openFiles: UInt64,
                        hasUpper: Bool, hasNetns: Bool) -> [UInt8] {
-        var out = Array("KBS1".utf8)
+        var out = Array("KBS2".utf8)
         func u32(_ v: UInt32) { out.appendLittleEndian(v) }
         func u64(_ v: UInt64) { out.appendLittleEndian(v) }
         func str(_ s: String) { u32(UInt32(s.utf8.count)); out += s.utf8 }
@@ -450,7 +448,7 @@ enum SandboxWire {
         case .host: UInt32(KB_SB_NET_HOST)
         case .namespace: UInt32(KB_SB_NET_JOIN)
         }
-        u32(spec.user); u32(spec.group); u32(net); u32(spec.dieWithCaller ? 1 : 0)
+        u32(spec.user); u32(spec.group); u32(net); u32(flags)
         u64(spec.limits.upperSize); u64(spec.limits.tmpSize)
         u32(UInt32(spec.lowerDirs.count)); u32(hasUpper ? 1 : 0); u32(hasNetns ? 1 : 0)
         u32(UInt32(spec.mounts.count)); u32(UInt32(cgroupProcs.count)); u32(2)

@@ -2,36 +2,51 @@
 //
 // kbuild posix_spawns this small static program instead of cloning itself:
 // a clone copies the caller's page tables, and a Swift server's are large
-// (40 MB of memory cost ~3 ms per start, 200 MB ~14 ms). The helper is tiny,
-// single-threaded and outlives kbuild when asked to (app processes survive a
-// restart of their node agent; it is the per-process monitor, like
-// containerd's shim).
+// (40 MB of memory cost ~3 ms per start, 200 MB ~14 ms). The helper is tiny
+// and single-threaded. It may be started ahead of time and moved into its
+// cgroup while it waits (a warm helper): on cgroup v1 that move can wait out an
+// RCU grace period, which is then off the path of a start. It outlives kbuild
+// when asked to (app processes survive a restart of their node agent; it is the
+// per-process monitor, like containerd's shim).
 //
-// Descriptors on entry:
-//   0 1 2   the command's stdin, stdout, stderr
-//   3       the spec (read to EOF; the format is SandboxWire in Sandbox.swift)
-//   4       report: one kb_sb_report, err 0 with PID 1's host PID once the command runs
-//   5       status: one kb_sb_status when the command ends (nothing if it was killed)
-//   6       the network namespace to join (if the spec says so)
-//   7       the kept upper dir's detached mount (if any)
-//   8...    detached lower dirs (topmost first), then detached bind mounts
+// fd 3 is a SOCK_SEQPACKET socket to kbuild. The helper waits for one message:
+// the spec (SandboxWire in Sandbox.swift) with descriptors attached
+// (SCM_RIGHTS), in this order:
+//   report   gets one kb_sb_report: err 0 with PID 1's host PID once the command
+//            runs, or the errno and the step that failed
+//   status   gets one kb_sb_status when the command ends (nothing if it was killed)
+//   stdin, stdout, stderr    each if the spec's flags say so (else /dev/null)
+//   netns    the network namespace to join, if the spec has one
+//   upper    the kept upper dir's detached mount, if any
+//   lowers   detached lower dirs, topmost first
+//   mounts   detached bind mounts
+// EOF instead of a message: kbuild no longer needs this helper; it exits.
 // Signals sent to the helper are forwarded to PID 1 and from there to the command.
+// If the spec says the sandbox dies with its caller, EOF on fd 3 kills it.
+//
+// `kbuild-sandbox --ahead` (a warm helper) also makes the network namespace of
+// a loopback-only sandbox before it waits: creating one is serialised in the
+// kernel (a p99 of 13 ms here when done at start). Either way the helper makes
+// that namespace itself and PID 1 is born in it.
 
 #define _GNU_SOURCE
 #include "csandbox.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-enum { FD_SPEC = 3, FD_REPORT = 4, FD_STATUS = 5, FD_NETNS = 6, FD_UPPER = 7, FD_LAYERS = 8 };
+enum { FD_CONTROL = 3, MAX_FDS = 128 };
+enum { DIE_WITH_CALLER = 1, HAS_STDIN = 2, HAS_STDOUT = 4, HAS_STDERR = 8 };
 
 typedef struct {
     const unsigned char *p, *end;
@@ -69,33 +84,53 @@ static const char **strs(reader *r, uint32_t n) {
     return v;
 }
 
+static int report_fd = -1;
+
 __attribute__((noreturn)) static void report_and_exit(int err, const char *what) {
     kb_sb_report r;
     memset(&r, 0, sizeof r);
     r.err = err ? err : EIO;
     snprintf(r.what, sizeof r.what, "%s", what);
-    ssize_t unused = write(FD_REPORT, &r, sizeof r);
-    (void)unused;
+    if (report_fd >= 0) {
+        ssize_t unused = write(report_fd, &r, sizeof r);
+        (void)unused;
+    }
     _exit(125);
 }
 
-int main(void) {
-    // Read the whole spec.
-    size_t cap = 1 << 16, len = 0;
+int main(int argc, char **argv) {
+    // Signals arrive through a signalfd from here on (blocked before PID 1 exists, so none is lost).
+    int sfd = kb_sb_signals_fd();
+    int host_net = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+    int ahead = argc > 1 && strcmp(argv[1], "--ahead") == 0;
+    char netns_err[256] = "";
+    int netns_ready = ahead && kb_sb_new_netns(netns_err, sizeof netns_err) == 0;
+
+    // Wait for the one message: the spec and its descriptors.
+    size_t cap = 1 << 20;
     unsigned char *buf = malloc(cap);
-    for (;;) {
-        if (!buf) report_and_exit(ENOMEM, "read the sandbox spec");
-        ssize_t n = read(FD_SPEC, buf + len, cap - len);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) report_and_exit(errno, "read the sandbox spec");
-        if (n == 0) break;
-        len += (size_t)n;
-        if (len == cap) buf = realloc(buf, cap *= 2);
+    union {
+        char space[CMSG_SPACE(sizeof(int) * MAX_FDS)];
+        struct cmsghdr align;
+    } control;
+    struct iovec iov = {.iov_base = buf, .iov_len = cap};
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.space, .msg_controllen = sizeof control.space};
+    ssize_t len;
+    do len = buf ? recvmsg(FD_CONTROL, &msg, MSG_CMSG_CLOEXEC) : -1; while (len < 0 && errno == EINTR);
+    if (len <= 0) return 0;  // kbuild is done with us (or gone) before we were used
+    int fds[MAX_FDS], nfds = 0;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+        int n = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+        for (int i = 0; i < n && nfds < MAX_FDS; i++) memcpy(&fds[nfds++], CMSG_DATA(c) + i * sizeof(int), sizeof(int));
     }
-    close(FD_SPEC);
+    if (nfds < 2) return 125;
+    report_fd = fds[0];
+    int status_fd = fds[1];
+    if (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) report_and_exit(E2BIG, "read the sandbox spec: too large");
 
     reader r = {buf, buf + len, 0};
-    if (len < 4 || memcmp(buf, "KBS1", 4) != 0) report_and_exit(EINVAL, "read the sandbox spec: not a kbuild sandbox spec");
+    if (len < 4 || memcmp(buf, "KBS2", 4) != 0) report_and_exit(EINVAL, "read the sandbox spec: not a kbuild sandbox spec");
     r.p += 4;
     kb_sb_spec s;
     memset(&s, 0, sizeof s);
@@ -114,11 +149,11 @@ int main(void) {
     s.argv = strs(&r, u32(&r));
     s.envp = strs(&r, u32(&r));
     if (nlower > 64 || nmounts > 32 || ncgroups > 16 || nrlimits > 16) r.bad = 1;
-    kb_sb_mount mounts[32];
+    const char *targets[32];
+    int is_dir[32];
     for (uint32_t i = 0; !r.bad && i < nmounts; i++) {
-        mounts[i].target = str(&r);
-        mounts[i].is_dir = (int)u32(&r);
-        mounts[i].fd = FD_LAYERS + (int)nlower + (int)i;
+        targets[i] = str(&r);
+        is_dir[i] = (int)u32(&r);
     }
     s.cgroup_procs = strs(&r, r.bad ? 0 : ncgroups);
     int resources[16];
@@ -130,54 +165,78 @@ int main(void) {
     }
     if (r.bad || r.p != r.end || !s.argv || !s.argv[0]) report_and_exit(EINVAL, "read the sandbox spec: malformed");
 
-    int lowers[64];
-    for (uint32_t i = 0; i < nlower; i++) lowers[i] = FD_LAYERS + (int)i;
-    s.lower_fds = lowers;
+    // The descriptors, in the order the spec's counts and flags give.
+    int at = 2;
+    int want = at + !!(flags & HAS_STDIN) + !!(flags & HAS_STDOUT) + !!(flags & HAS_STDERR) + !!has_netns + !!has_upper + (int)(nlower + nmounts);
+    if (nfds != want) report_and_exit(EINVAL, "read the sandbox spec: wrong number of descriptors");
+    int stdio[3] = {-1, -1, -1};
+    if (flags & HAS_STDIN) stdio[0] = fds[at++];
+    if (flags & HAS_STDOUT) stdio[1] = fds[at++];
+    if (flags & HAS_STDERR) stdio[2] = fds[at++];
+    s.netns_fd = has_netns ? fds[at++] : -1;
+    s.upper_fd = has_upper ? fds[at++] : -1;
+    s.lower_fds = &fds[at];
     s.nlower = (int)nlower;
-    s.upper_fd = has_upper ? FD_UPPER : -1;
-    s.netns_fd = has_netns ? FD_NETNS : -1;
+    at += (int)nlower;
+    kb_sb_mount mounts[32];
+    for (uint32_t i = 0; i < nmounts; i++) {
+        mounts[i].fd = fds[at++];
+        mounts[i].target = targets[i];
+        mounts[i].is_dir = is_dir[i];
+    }
     s.mounts = mounts;
     s.nmounts = (int)nmounts;
     s.ncgroups = (int)ncgroups;
     s.rlimit_resources = resources;
     s.rlimit_values = values;
     s.nrlimits = (int)nrlimits;
-    s.stdin_fd = 0;
-    s.stdout_fd = 1;
-    s.stderr_fd = 2;
-
-    // Die with the thread that started us, unless the sandbox must outlive kbuild.
-    if (flags & 1) prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
-    // Signals arrive through a signalfd from here on (blocked before PID 1 exists, so none is lost).
-    int sfd = kb_sb_signals_fd();
+    s.stdin_fd = stdio[0];
+    s.stdout_fd = stdio[1];
+    s.stderr_fd = stdio[2];
+    char err_net[256];
     if (sfd < 0) report_and_exit(errno, "signalfd");
+    // Loopback only: PID 1 is born in a namespace this helper made (ahead, or now).
+    if (s.net == KB_SB_NET_NONE) {
+        if (!netns_ready) {
+            if (ahead) report_and_exit(EIO, netns_err);
+            if (kb_sb_new_netns(err_net, sizeof err_net) < 0) report_and_exit(errno, err_net);
+        }
+        s.net = KB_SB_NET_HOST;
+    } else if (netns_ready && (host_net < 0 || setns(host_net, CLONE_NEWNET) < 0)) {
+        report_and_exit(errno, "go back to the host's network namespace");
+    }
 
     kb_sb_child child;
     char err[512];
     if (kb_sb_spawn(&s, &child, err, sizeof err) < 0) report_and_exit(errno, err);
 
-    // Only the command holds its stdio now: EOF on its pipes means it and its children are done.
-    int null = open("/dev/null", O_RDWR | O_CLOEXEC);
-    for (int fd = 0; fd < 3; fd++) dup2(null, fd);
-    for (uint32_t i = 0; i < nlower + nmounts; i++) close(FD_LAYERS + (int)i);
-    if (has_upper) close(FD_UPPER);
-    if (has_netns) close(FD_NETNS);
-
+    // Only the command holds its stdio and mounts now: EOF on its pipes means it and its children are done.
+    for (int i = 2; i < nfds; i++) close(fds[i]);
     kb_sb_report ok;
     memset(&ok, 0, sizeof ok);
     ok.pid = child.pid;
-    ssize_t unused = write(FD_REPORT, &ok, sizeof ok);
+    ssize_t unused = write(report_fd, &ok, sizeof ok);
     (void)unused;
-    close(FD_REPORT);
+    close(report_fd);
 
-    // Watch PID 1: forward signals to it, relay its report of the command's end.
+    // Watch PID 1: forward signals to it, relay its report of the command's end,
+    // and end the sandbox if its caller goes away and asked for that.
+    struct pollfd p[2] = {{.fd = sfd, .events = POLLIN}, {.fd = (flags & DIE_WITH_CALLER) ? FD_CONTROL : -1, .events = POLLIN}};
     for (;;) {
-        struct signalfd_siginfo si;
-        ssize_t n = read(sfd, &si, sizeof si);
-        if (n != (ssize_t)sizeof si) {
-            if (n < 0 && errno == EINTR) continue;
+        if (poll(p, 2, -1) < 0) {
+            if (errno == EINTR) continue;
             break;
         }
+        if (p[1].revents) {
+            char c;
+            if (read(FD_CONTROL, &c, 1) <= 0) {
+                kb_sb_signal(child.pidfd, SIGKILL);
+                p[1].fd = -1;
+            }
+        }
+        if (!(p[0].revents & POLLIN)) continue;
+        struct signalfd_siginfo si;
+        if (read(sfd, &si, sizeof si) != (ssize_t)sizeof si) continue;
         if (si.ssi_signo != SIGCHLD) {
             kb_sb_signal(child.pidfd, (int)si.ssi_signo);
             continue;
@@ -189,7 +248,7 @@ int main(void) {
     kb_sb_status st;
     ssize_t got = read(child.status_fd, &st, sizeof st);
     if (got == (ssize_t)sizeof st) {
-        unused = write(FD_STATUS, &st, sizeof st);
+        unused = write(status_fd, &st, sizeof st);
         (void)unused;
     }
     return 0;

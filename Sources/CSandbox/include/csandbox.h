@@ -103,6 +103,17 @@ int kb_sb_reap(int pidfd);
 /// pipe2(O_CLOEXEC): no other child of this process may inherit either end.
 int kb_sb_pipe(int fds[2]);
 
+/// Moves the calling (single-threaded) process into a new network namespace
+/// with loopback up, made ahead of a sandbox that joins it as KB_SB_NET_HOST:
+/// creating one is serialised in the kernel, so it is kept off the start path.
+int kb_sb_new_netns(char *err, size_t errlen);
+
+/// socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC): the helper's control socket.
+int kb_sb_socketpair(int fds[2]);
+
+/// Sends one message with `nfds` descriptors attached (SCM_RIGHTS). 0 on success.
+int kb_sb_send(int sock, const void *buf, size_t len, const int *fds, int nfds);
+
 /// pidfd_send_signal(2).
 int kb_sb_signal(int pidfd, int sig);
 

@@ -1,0 +1,136 @@
+import KbuildCore
+import CSandbox
+import Foundation
+import Synchronization
+
+/// A helper process started and waiting for its spec on its control socket.
+struct ReadyHelper: Sendable {
+    var pid: pid_t
+    /// kbuild's end of the control socket.
+    var socket: Int32
+    /// The cgroup it already sits in (all controllers, no limits yet), when the host has cgroups.
+    var cgroup: Cgroup?
+
+    /// posix_spawn of the helper: fd 3 is its control socket, 0 to 2 are /dev/null.
+    /// `ahead`: it also makes a loopback-only network namespace before it waits.
+    static func spawn(_ helper: String, ahead: Bool = false) throws -> ReadyHelper {
+        var pair: [Int32] = [-1, -1]
+        guard kb_sb_socketpair(&pair) == 0 else { throw KbuildError.syscall("socketpair", "", verb: "start the sandbox helper") }
+        defer { close(pair[1]) }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_adddup2(&actions, pair[1], 3)
+        for fd: Int32 in 0...2 { posix_spawn_file_actions_addopen(&actions, fd, "/dev/null", fd == 0 ? O_RDONLY : O_WRONLY, 0) }
+        kb_sb_spawn_closefrom(&actions, 4)
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var none = sigset_t(), all = sigset_t()
+        sigemptyset(&none)
+        sigfillset(&all)
+        posix_spawnattr_setsigmask(&attributes, &none)
+        posix_spawnattr_setsigdefault(&attributes, &all)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+        let argv: [UnsafeMutablePointer<CChar>?] = [strdup("kbuild-sandbox"), ahead ? strdup("--ahead") : nil, nil]
+        defer { argv.forEach { free($0) } }
+        let envp: [UnsafeMutablePointer<CChar>?] = [nil]
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, helper, &actions, &attributes, argv, envp)
+        guard rc == 0 else {
+            close(pair[0])
+            throw KbuildError.syscall("posix_spawn", helper, errno: rc, verb: "start the sandbox helper")
+        }
+        return ReadyHelper(pid: pid, socket: pair[0], cgroup: nil)
+    }
+
+    /// Sends it away unused: EOF on its socket makes it exit; then reap it and drop its cgroup.
+    func discard() {
+        close(socket)
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        try? cgroup?.remove()
+    }
+}
+
+/// Helpers made ready ahead of time, each already inside a cgroup of its own,
+/// so that a start pays neither the exec nor the cgroup move; the ones for
+/// loopback-only sandboxes have made their network namespace too. One thread
+/// of the pool's own refills it after each take.
+final class HelperPool: Sendable {
+    private struct State {
+        /// Index 0: for the host's (or a named) network; 1: with a new network namespace made ahead.
+        var ready: [[ReadyHelper]] = [[], []]
+        var stopping = false
+        var counter = 0
+    }
+    private let state = Mutex(State())
+    private let wake = DispatchSemaphore(value: 0)
+    private let stopped = DispatchSemaphore(value: 0)
+    let size: Int
+    let helper: String
+    let layout: CgroupLayout?
+
+    init(size: Int, helper: String, layout: CgroupLayout?) {
+        self.size = size
+        self.helper = helper
+        self.layout = layout
+        let thread = Thread { [self] in refill() }
+        thread.name = "kbuild-sandbox-pool"
+        thread.start()
+    }
+
+    /// A ready helper for this network, if one is waiting (the pool then makes another).
+    func take(for network: SandboxNetwork) -> ReadyHelper? {
+        let kind = network == .none ? 1 : 0
+        let taken = state.withLock { $0.ready[kind].popLast() }
+        wake.signal()
+        return taken
+    }
+
+    /// Stops refilling and sends every waiting helper away.
+    func stop() {
+        let waiting = state.withLock { s -> [ReadyHelper] in
+            s.stopping = true
+            defer { s.ready = [[], []] }
+            return s.ready.flatMap { $0 }
+        }
+        wake.signal()
+        stopped.wait()
+        for h in waiting { h.discard() }
+    }
+
+    private func refill() {
+        while true {
+            let (stop, kind, n) = state.withLock { s -> (Bool, Int?, Int) in
+                (s.stopping, s.ready.indices.min { s.ready[$0].count < s.ready[$1].count }.flatMap { s.ready[$0].count < size ? $0 : nil }, s.counter)
+            }
+            if stop { break }
+            guard let kind else { wake.wait(); continue }
+            state.withLock { $0.counter += 1 }
+            do {
+                var ready = try ReadyHelper.spawn(helper, ahead: kind == 1)
+                if let layout {
+                    do {
+                        let cgroup = try Cgroup.create(id: "sb-\(getpid())-w\(n)-\(String(UInt32.random(in: 0...UInt32.max), radix: 16))", limits: nil, layout: layout)
+                        ready.cgroup = cgroup
+                        try cgroup.join(ready.pid)
+                    } catch {
+                        ready.discard()
+                        throw error
+                    }
+                }
+                let kept = state.withLock { s -> Bool in
+                    guard !s.stopping else { return false }
+                    s.ready[kind].append(ready)
+                    return true
+                }
+                if !kept { ready.discard() }
+            } catch {
+                // A pool that cannot fill leaves starts on the cold path; try again at the next take.
+                wake.wait()
+            }
+        }
+        stopped.signal()
+    }
+}
