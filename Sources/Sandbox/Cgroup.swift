@@ -49,25 +49,38 @@ public struct CgroupLayout: Sendable, Equatable {
     }
 
     /// The files a sandbox's limits are written to, in order: a pure function of the limits.
-    static func settings(_ limits: SandboxLimits, version: Version, hasSwapAccounting: Bool) -> [(controller: String?, file: String, value: String)] {
+    /// `reset`: also put every limit not given back to none (a cgroup used again).
+    static func settings(_ limits: SandboxLimits, version: Version, hasSwapAccounting: Bool,
+                         reset: Bool = false) -> [(controller: String?, file: String, value: String)] {
         var out: [(String?, String, String)] = []
+        let quota = limits.cpus.map { String(max(1000, Int(($0 * 100_000).rounded()))) }
         switch version {
         case .v2:
             if let memory = limits.memory {
                 out.append((nil, "memory.max", String(memory)))
                 out.append((nil, "memory.swap.max", "0"))
+            } else if reset {
+                out.append((nil, "memory.max", "max"))
+                out.append((nil, "memory.swap.max", "max"))
             }
-            if let pids = limits.pids { out.append((nil, "pids.max", String(pids))) }
-            if let cpus = limits.cpus { out.append((nil, "cpu.max", "\(max(1000, Int((cpus * 100_000).rounded()))) 100000")) }
+            if let pids = limits.pids { out.append((nil, "pids.max", String(pids))) } else if reset { out.append((nil, "pids.max", "max")) }
+            if let quota { out.append((nil, "cpu.max", "\(quota) 100000")) } else if reset { out.append((nil, "cpu.max", "max 100000")) }
         case .v1:
+            // memory.limit_in_bytes may never exceed memory.memsw.limit_in_bytes: lift the second first.
             if let memory = limits.memory {
+                if hasSwapAccounting && reset { out.append(("memory", "memory.memsw.limit_in_bytes", "-1")) }
                 out.append(("memory", "memory.limit_in_bytes", String(memory)))
                 if hasSwapAccounting { out.append(("memory", "memory.memsw.limit_in_bytes", String(memory))) }
+            } else if reset {
+                if hasSwapAccounting { out.append(("memory", "memory.memsw.limit_in_bytes", "-1")) }
+                out.append(("memory", "memory.limit_in_bytes", "-1"))
             }
-            if let pids = limits.pids { out.append(("pids", "pids.max", String(pids))) }
-            if let cpus = limits.cpus {
+            if let pids = limits.pids { out.append(("pids", "pids.max", String(pids))) } else if reset { out.append(("pids", "pids.max", "max")) }
+            if let quota {
                 out.append(("cpu", "cpu.cfs_period_us", "100000"))
-                out.append(("cpu", "cpu.cfs_quota_us", String(max(1000, Int((cpus * 100_000).rounded())))))
+                out.append(("cpu", "cpu.cfs_quota_us", quota))
+            } else if reset {
+                out.append(("cpu", "cpu.cfs_quota_us", "-1"))
             }
         }
         return out
@@ -110,10 +123,10 @@ final class Cgroup: Sendable {
         return cgroup
     }
 
-    /// Writes the limits into the cgroup's control files.
-    func apply(_ limits: SandboxLimits) throws {
+    /// Writes the limits into the cgroup's control files (`reset`: also lift the ones not given).
+    func apply(_ limits: SandboxLimits, reset: Bool = false) throws {
         let swap = layout.version == .v1 && FileManager.default.fileExists(atPath: "\(layout.base)/memory/memory.memsw.limit_in_bytes")
-        for (controller, file, value) in CgroupLayout.settings(limits, version: layout.version, hasSwapAccounting: swap) {
+        for (controller, file, value) in CgroupLayout.settings(limits, version: layout.version, hasSwapAccounting: swap, reset: reset) {
             guard let dir = directories.first(where: { $0.controller == controller })?.path else { continue }
             try Cgroup.writeControl(dir + "/" + file, value, verb: "set the sandbox's limit")
         }
@@ -164,6 +177,12 @@ final class Cgroup: Sendable {
             if parts.count == 2, parts[0] == "oom_kill", let n = UInt64(parts[1]) { return n }
         }
         return 0
+    }
+
+    /// Starts the peak-memory count again (v1; a v2 count cannot be reset, so a reused cgroup reports none).
+    func resetPeak() {
+        guard layout.version == .v1, let dir = memoryDir else { return }
+        try? Cgroup.writeControl(dir + "/memory.max_usage_in_bytes", "0", verb: "reset the peak memory")
     }
 
     func peakMemory() -> UInt64? {

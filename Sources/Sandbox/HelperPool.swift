@@ -8,8 +8,20 @@ struct ReadyHelper: Sendable {
     var pid: pid_t
     /// kbuild's end of the control socket.
     var socket: Int32
-    /// The cgroup it already sits in (all controllers, no limits yet), when the host has cgroups.
+    /// The cgroup it sits in (every controller) when it is a warm one: it runs
+    /// sandbox after sandbox there, and the cgroup goes when the helper does.
     var cgroup: Cgroup?
+    /// Which network it is ready for: 0 the host's (or a named one), 1 a new one it made ahead.
+    var kind = 0
+
+    /// Whether the helper said it is ready for another sandbox (non-blocking).
+    /// False if it has not yet, or if it is gone.
+    func isReady() -> Bool {
+        var p = pollfd(fd: socket, events: Int16(POLLIN), revents: 0)
+        guard poll(&p, 1, 0) == 1 else { return false }
+        var byte: UInt8 = 0
+        return recv(socket, &byte, 1, Int32(MSG_DONTWAIT)) == 1 && byte == UInt8(ascii: "r")
+    }
 
     /// posix_spawn of the helper: fd 3 is its control socket, 0 to 2 are /dev/null.
     /// `ahead`: it also makes a loopback-only network namespace before it waits.
@@ -53,14 +65,17 @@ struct ReadyHelper: Sendable {
     }
 }
 
-/// Helpers made ready ahead of time, each already inside a cgroup of its own,
-/// so that a start pays neither the exec nor the cgroup move; the ones for
-/// loopback-only sandboxes have made their network namespace too. One thread
-/// of the pool's own refills it after each take.
+/// Warm helpers: started ahead of time, each inside a cgroup of its own, the
+/// ones for loopback-only sandboxes with their network namespace made. A warm
+/// helper runs one sandbox after another in its cgroup, so a start pays
+/// neither the exec, nor the cgroup move, nor the namespace. One thread of the
+/// pool's own starts new ones when the pool runs low.
 final class HelperPool: Sendable {
     private struct State {
-        /// Index 0: for the host's (or a named) network; 1: with a new network namespace made ahead.
+        /// By kind (0: the host's or a named network, 1: a new one made ahead): waiting for a sandbox.
         var ready: [[ReadyHelper]] = [[], []]
+        /// Given back after a sandbox, until they say they are ready again.
+        var settling: [[ReadyHelper]] = [[], []]
         var stopping = false
         var counter = 0
     }
@@ -80,20 +95,41 @@ final class HelperPool: Sendable {
         thread.start()
     }
 
-    /// A ready helper for this network, if one is waiting (the pool then makes another).
+    /// A warm helper for this network, if one is ready.
     func take(for network: SandboxNetwork) -> ReadyHelper? {
         let kind = network == .none ? 1 : 0
-        let taken = state.withLock { $0.ready[kind].popLast() }
+        var gone: [ReadyHelper] = []
+        let taken = state.withLock { s -> ReadyHelper? in
+            // Those that settled since they were given back are ready now.
+            s.settling[kind].removeAll { h in
+                if h.isReady() { s.ready[kind].append(h); return true }
+                var p = pollfd(fd: h.socket, events: Int16(POLLIN), revents: 0)
+                if poll(&p, 1, 0) == 1 && p.revents & Int16(POLLHUP) != 0 { gone.append(h); return true }
+                return false
+            }
+            return s.ready[kind].popLast()
+        }
+        for h in gone { h.discard() }
         wake.signal()
         return taken
+    }
+
+    /// A helper whose sandbox is over and that may run another: kept if the pool wants it.
+    func giveBack(_ helper: ReadyHelper) {
+        let kept = state.withLock { s -> Bool in
+            guard !s.stopping, s.ready[helper.kind].count + s.settling[helper.kind].count < size else { return false }
+            s.settling[helper.kind].append(helper)
+            return true
+        }
+        if !kept { helper.discard() }
     }
 
     /// Stops refilling and sends every waiting helper away.
     func stop() {
         let waiting = state.withLock { s -> [ReadyHelper] in
             s.stopping = true
-            defer { s.ready = [[], []] }
-            return s.ready.flatMap { $0 }
+            defer { s.ready = [[], []]; s.settling = [[], []] }
+            return (s.ready + s.settling).flatMap { $0 }
         }
         wake.signal()
         stopped.wait()
@@ -103,13 +139,15 @@ final class HelperPool: Sendable {
     private func refill() {
         while true {
             let (stop, kind, n) = state.withLock { s -> (Bool, Int?, Int) in
-                (s.stopping, s.ready.indices.min { s.ready[$0].count < s.ready[$1].count }.flatMap { s.ready[$0].count < size ? $0 : nil }, s.counter)
+                let low = [0, 1].first { s.ready[$0].count + s.settling[$0].count < size }
+                return (s.stopping, low, s.counter)
             }
             if stop { break }
             guard let kind else { wake.wait(); continue }
             state.withLock { $0.counter += 1 }
             do {
                 var ready = try ReadyHelper.spawn(helper, ahead: kind == 1)
+                ready.kind = kind
                 if let layout {
                     do {
                         let cgroup = try Cgroup.create(id: "sb-\(getpid())-w\(n)-\(String(UInt32.random(in: 0...UInt32.max), radix: 16))", limits: nil, layout: layout)

@@ -93,7 +93,9 @@ public final class Sandbox: Sendable {
         let launch: Launch
         do {
             if let cgroup {
-                try cgroup.apply(spec.limits)
+                // The warm helper's own cgroup, used again: every limit is written, given or not.
+                try cgroup.apply(spec.limits, reset: true)
+                cgroup.resetPeak()
             } else if spec.limits.needsCgroup {
                 guard let cgroups else {
                     throw KbuildError(.invalidArgument, "failed to limit the sandbox: no cgroup hierarchy (v1 or v2) under /sys/fs/cgroup")
@@ -101,7 +103,7 @@ public final class Sandbox: Sendable {
                 cgroup = try Cgroup.create(id: id, limits: spec.limits, layout: cgroups)
                 joinInHelper = cgroup?.procsFiles ?? []
             }
-            launch = try Launch(spec: spec, cgroup: cgroup, joinInHelper: joinInHelper, helper: warm, sandbox: self)
+            launch = try Launch(spec: spec, cgroup: cgroup, joinInHelper: joinInHelper, helper: warm, pool: pool, sandbox: self)
         } catch {
             if let warm { warm.discard() } else { try? cgroup?.remove() }
             throw error
@@ -123,7 +125,10 @@ public final class Sandbox: Sendable {
         launch.closeAll()
         let t3 = ContinuousClock.now
         var cleanup: KbuildError?
-        do { try cgroup?.remove() } catch { cleanup = KbuildError.wrap(error) }
+        // A warm helper's cgroup stays with it; one made for this start goes now.
+        if warm == nil {
+            do { try cgroup?.remove() } catch { cleanup = KbuildError.wrap(error) }
+        }
         if Sandbox.timing { FileHandle.standardError.write(Data("sandbox timing: prepare \(t1 - t0), run \(t2 - t1), close \(t3 - t2), cgroup \(ContinuousClock.now - t3)\n".utf8)) }
         let outcome = try result.get()
         if let cleanup { throw cleanup }
@@ -178,6 +183,7 @@ private final class Launch: @unchecked Sendable {
     let idMap: String
     let helperPath: String
     var warm: ReadyHelper?
+    let pool: HelperPool?
     var fds: [Int32] = []
     var lowerFDs: [Int32] = []
     var mountFDs: [Int32] = []
@@ -186,13 +192,14 @@ private final class Launch: @unchecked Sendable {
     var stdoutPipe: (read: Int32, write: Int32)?
     var stderrPipe: (read: Int32, write: Int32)?
 
-    init(spec: SandboxSpec, cgroup: Cgroup?, joinInHelper: [String], helper: ReadyHelper?, sandbox: Sandbox) throws {
+    init(spec: SandboxSpec, cgroup: Cgroup?, joinInHelper: [String], helper: ReadyHelper?, pool: HelperPool?, sandbox: Sandbox) throws {
         self.spec = spec
         self.cgroup = cgroup
         self.joinInHelper = joinInHelper
         self.idMap = sandbox.ids.map
         self.helperPath = sandbox.helper
         self.warm = helper
+        self.pool = pool
         do {
             for dir in spec.lowerDirs {
                 var st = stat()
@@ -264,19 +271,28 @@ private final class Launch: @unchecked Sendable {
         let report: (read: Int32, write: Int32), status: (read: Int32, write: Int32)
         do {
             helper = try warm ?? ReadyHelper.spawn(helperPath)
-            fds.append(helper.socket)
             report = try makePipe()
             status = try makePipe()
         } catch {
             warm?.discard()
             return .failure(KbuildError.wrap(error))
         }
+        /// Ends the helper: a warm one with its cgroup, a one-off by EOF on its socket.
+        func finish(kill: Bool) {
+            if kill { Glibc.kill(helper.pid, SIGKILL) }
+            if warm != nil {
+                helper.discard()
+            } else {
+                close(helper.socket)
+                var st: Int32 = 0
+                while waitpid(helper.pid, &st, 0) < 0 && errno == EINTR {}
+            }
+        }
         func abandon(_ message: String) -> Result<SandboxResult, KbuildError> {
-            kill(helper.pid, SIGKILL)
-            var st: Int32 = 0
-            while waitpid(helper.pid, &st, 0) < 0 && errno == EINTR {}
+            finish(kill: true)
             return .failure(KbuildError(.io, message))
         }
+        let oomBefore = cgroup?.oomKills() ?? 0
 
         // The descriptors travel with the spec, in the order kbuild-sandbox/main.c reads them.
         var passed = [report.write, status.write]
@@ -308,8 +324,7 @@ private final class Launch: @unchecked Sendable {
         closeNow(report.read)
         guard got == MemoryLayout<kb_sb_report>.size, answer.err == 0 else {
             if got == MemoryLayout<kb_sb_report>.size {
-                var st: Int32 = 0
-                while waitpid(helper.pid, &st, 0) < 0 && errno == EINTR {}
+                finish(kill: false)  // it exits after a failed start
                 let message = withUnsafeBytes(of: answer.what) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
                 let code: KbuildError.Code = answer.err == ENOENT && message.contains("command not found") ? .notFound : .io
                 return .failure(KbuildError(code, "failed to start the sandbox: \(message): \(String(cString: strerror(answer.err)))"))
@@ -322,21 +337,26 @@ private final class Launch: @unchecked Sendable {
         fds.append(pidfd)
         if control.publish(pidfd) { kb_sb_signal(pidfd, SIGKILL) }
 
+        // The sandbox is over when the helper closes the status pipe (after the
+        // command's end, if it saw one), or when the helper itself dies.
         let deadline = spec.limits.timeout.map { started + $0 }
         var timedOut = false
-        var exited = false
-        var exitedAt = ContinuousClock.now
+        var ended = false
+        var endedAt = ContinuousClock.now
+        var statusBytes: [UInt8] = []
         var open: [(fd: Int32, stream: SandboxStream)] = []
         if let p = stdoutPipe { open.append((p.read, .stdout)) }
         if let p = stderrPipe { open.append((p.read, .stderr)) }
         var buffer = [UInt8](repeating: 0, count: 65536)
-        while !exited || !open.isEmpty {
-            var polls = [pollfd(fd: exited ? -1 : pidfd, events: Int16(POLLIN), revents: 0)]
+        while !ended || !open.isEmpty {
+            let wasEnded = ended
+            var polls = [pollfd(fd: ended ? -1 : status.read, events: Int16(POLLIN), revents: 0),
+                         pollfd(fd: ended ? -1 : pidfd, events: Int16(POLLIN), revents: 0)]
             polls += open.map { pollfd(fd: $0.fd, events: Int16(POLLIN), revents: 0) }
             var wait: Int32 = -1
-            if exited {
+            if ended {
                 // Everything in the namespace dies with its PID 1; output left in flight gets a bounded wait.
-                let left = exitedAt + .seconds(2) - .now
+                let left = endedAt + .seconds(2) - .now
                 if left <= .zero { break }
                 wait = Launch.milliseconds(left)
             } else if let deadline, !timedOut {
@@ -345,18 +365,25 @@ private final class Launch: @unchecked Sendable {
             }
             let n = poll(&polls, nfds_t(polls.count), wait)
             if n < 0 && errno != EINTR { break }
-            if let deadline, !exited, !timedOut, ContinuousClock.now >= deadline {
+            if let deadline, !ended, !timedOut, ContinuousClock.now >= deadline {
                 timedOut = true
                 kb_sb_signal(pidfd, SIGKILL)
                 cgroup?.killAll()
             }
-            if polls[0].revents != 0 && !exited {
-                exited = true
-                exitedAt = .now
+            if !ended && polls[0].revents != 0 {
+                let got = buffer.withUnsafeMutableBytes { read(status.read, $0.baseAddress, $0.count) }
+                if got > 0 { statusBytes += buffer[0..<got] } else if got == 0 || errno != EINTR { ended = true }
             }
+            if !ended && polls[1].revents != 0 {
+                // The helper died (killed): whatever it wrote is in the pipe.
+                let got = buffer.withUnsafeMutableBytes { read(status.read, $0.baseAddress, $0.count) }
+                if got > 0 { statusBytes += buffer[0..<got] }
+                ended = true
+            }
+            if ended && !wasEnded { endedAt = .now }
             var still: [(fd: Int32, stream: SandboxStream)] = []
             for (i, o) in open.enumerated() {
-                guard polls[i + 1].revents != 0 else { still.append(o); continue }
+                guard polls[i + 2].revents != 0 else { still.append(o); continue }
                 let got = buffer.withUnsafeMutableBytes { read(o.fd, $0.baseAddress, $0.count) }
                 if got > 0 {
                     output(o.stream, Array(buffer[0..<got]))
@@ -368,18 +395,26 @@ private final class Launch: @unchecked Sendable {
             open = still
         }
         _ = control.publish(-1)
-        var st: Int32 = 0
-        while waitpid(helper.pid, &st, 0) < 0 && errno == EINTR {}
-        var outcome = kb_sb_status()
-        let statusBytes = withUnsafeMutableBytes(of: &outcome) { readAll(status.read, $0) }
-        let oom = (cgroup?.oomKills() ?? 0) > 0
-        let termination = SandboxResult.Termination.decide(
-            status: statusBytes == MemoryLayout<kb_sb_status>.size ? (outcome.kind, outcome.code) : nil,
-            timedOut: timedOut, cancelled: control.cancelled, oomKilled: oom)
+        let cancelled = control.cancelled
+        var outcome: (kind: Int32, code: Int32)?
+        if statusBytes.count == MemoryLayout<kb_sb_status>.size {
+            statusBytes.withUnsafeBytes { outcome = ($0.loadUnaligned(fromByteOffset: 0, as: Int32.self), $0.loadUnaligned(fromByteOffset: 4, as: Int32.self)) }
+        }
+        let oom = (cgroup?.oomKills() ?? 0) > oomBefore
+        let peak = cgroup?.peakMemory()
+        // A warm helper that saw its sandbox through runs the next one; any other goes.
+        var watch = pollfd(fd: pidfd, events: Int16(POLLIN), revents: 0)
+        let alive = poll(&watch, 1, 0) == 0
+        if warm != nil, let pool, alive, !timedOut, !cancelled {
+            pool.giveBack(helper)
+        } else {
+            finish(kill: alive)
+        }
+        let termination = SandboxResult.Termination.decide(status: outcome, timedOut: timedOut, cancelled: cancelled, oomKilled: oom)
         if Sandbox.timing {
             FileHandle.standardError.write(Data("sandbox timing: \(warm == nil ? "cold" : "warm") start \(reported - started), run \(ContinuousClock.now - reported)\n".utf8))
         }
-        return .success(SandboxResult(termination: termination, peakMemory: cgroup?.peakMemory()))
+        return .success(SandboxResult(termination: termination, peakMemory: peak))
     }
 
     private static func milliseconds(_ d: Duration) -> Int32 {

@@ -1,33 +1,36 @@
-// kbuild-sandbox: the helper that starts one sandbox and watches it.
+// kbuild-sandbox: the helper that starts sandboxes and watches them.
 //
 // kbuild posix_spawns this small static program instead of cloning itself:
 // a clone copies the caller's page tables, and a Swift server's are large
 // (40 MB of memory cost ~3 ms per start, 200 MB ~14 ms). The helper is tiny
-// and single-threaded. It may be started ahead of time and moved into its
-// cgroup while it waits (a warm helper): on cgroup v1 that move can wait out an
-// RCU grace period, which is then off the path of a start. It outlives kbuild
-// when asked to (app processes survive a restart of their node agent; it is the
-// per-process monitor, like containerd's shim).
+// and single-threaded. It outlives kbuild when asked to (app processes survive
+// a restart of their node agent; it is the per-process monitor, like
+// containerd's shim).
 //
-// fd 3 is a SOCK_SEQPACKET socket to kbuild. The helper waits for one message:
-// the spec (SandboxWire in Sandbox.swift) with descriptors attached
-// (SCM_RIGHTS), in this order:
+// A warm helper (`--ahead`) is started before it is needed, moved into a cgroup
+// of its own while it waits, and runs one sandbox after another in that cgroup:
+// PID 1 is forked inside it, so a start never moves a process between cgroups
+// (on cgroup v1 a move takes a global lock and can wait out an RCU grace
+// period: 10-20 ms here). It also makes the network namespace of a
+// loopback-only sandbox before it waits (creating one is serialised in the
+// kernel), and makes the next one after each sandbox.
+//
+// fd 3 is a SOCK_SEQPACKET socket to kbuild. For each sandbox the helper gets
+// one message: the spec (SandboxWire in Sandbox.swift) with descriptors
+// attached (SCM_RIGHTS), in this order:
 //   report   gets one kb_sb_report: err 0 with PID 1's host PID once the command
-//            runs, or the errno and the step that failed
-//   status   gets one kb_sb_status when the command ends (nothing if it was killed)
+//            runs, or the errno and the step that failed (the helper then exits)
+//   status   gets one kb_sb_status when the command ends (nothing if it was
+//            killed), then EOF: the sandbox is over
 //   stdin, stdout, stderr    each if the spec's flags say so (else /dev/null)
 //   netns    the network namespace to join, if the spec has one
 //   upper    the kept upper dir's detached mount, if any
 //   lowers   detached lower dirs, topmost first
 //   mounts   detached bind mounts
-// EOF instead of a message: kbuild no longer needs this helper; it exits.
+// Once the sandbox is over and the helper is ready for the next one, it sends
+// one byte ("r") back. EOF instead of a message: kbuild is done with it; it exits.
 // Signals sent to the helper are forwarded to PID 1 and from there to the command.
 // If the spec says the sandbox dies with its caller, EOF on fd 3 kills it.
-//
-// `kbuild-sandbox --ahead` (a warm helper) also makes the network namespace of
-// a loopback-only sandbox before it waits: creating one is serialised in the
-// kernel (a p99 of 13 ms here when done at start). Either way the helper makes
-// that namespace itself and PID 1 is born in it.
 
 #define _GNU_SOURCE
 #include "csandbox.h"
@@ -48,10 +51,25 @@
 enum { FD_CONTROL = 3, MAX_FDS = 128 };
 enum { DIE_WITH_CALLER = 1, HAS_STDIN = 2, HAS_STDOUT = 4, HAS_STDERR = 8 };
 
+/// One message's strings live in one arena, freed when its sandbox is over.
+typedef struct {
+    char *base;
+    size_t used, cap;
+} arena;
+
 typedef struct {
     const unsigned char *p, *end;
     int bad;
+    arena *a;
 } reader;
+
+static void *take(arena *a, size_t n) {
+    n = (n + 15) & ~(size_t)15;
+    if (a->cap - a->used < n) return NULL;
+    void *p = a->base + a->used;
+    a->used += n;
+    return p;
+}
 
 static uint32_t u32(reader *r) {
     if (r->end - r->p < 4) { r->bad = 1; return 0; }
@@ -68,7 +86,7 @@ static uint64_t u64(reader *r) {
 static const char *str(reader *r) {
     uint32_t n = u32(r);
     if (r->bad || (uint64_t)(r->end - r->p) < n) { r->bad = 1; return ""; }
-    char *s = malloc(n + 1);
+    char *s = take(r->a, (size_t)n + 1);
     if (!s) { r->bad = 1; return ""; }
     memcpy(s, r->p, n);
     s[n] = 0;
@@ -78,8 +96,9 @@ static const char *str(reader *r) {
 
 static const char **strs(reader *r, uint32_t n) {
     if (n > 1u << 16) { r->bad = 1; n = 0; }
-    const char **v = calloc(n + 1, sizeof *v);
+    const char **v = take(r->a, (n + 1) * sizeof *v);
     if (!v) { r->bad = 1; return NULL; }
+    v[n] = NULL;
     for (uint32_t i = 0; i < n; i++) v[i] = str(r);
     return v;
 }
@@ -98,38 +117,15 @@ __attribute__((noreturn)) static void report_and_exit(int err, const char *what)
     _exit(125);
 }
 
-int main(int argc, char **argv) {
-    // Signals arrive through a signalfd from here on (blocked before PID 1 exists, so none is lost).
-    int sfd = kb_sb_signals_fd();
-    int host_net = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
-    int ahead = argc > 1 && strcmp(argv[1], "--ahead") == 0;
-    char netns_err[256] = "";
-    int netns_ready = ahead && kb_sb_new_netns(netns_err, sizeof netns_err) == 0;
-
-    // Wait for the one message: the spec and its descriptors.
-    size_t cap = 1 << 20;
-    unsigned char *buf = malloc(cap);
-    union {
-        char space[CMSG_SPACE(sizeof(int) * MAX_FDS)];
-        struct cmsghdr align;
-    } control;
-    struct iovec iov = {.iov_base = buf, .iov_len = cap};
-    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.space, .msg_controllen = sizeof control.space};
-    ssize_t len;
-    do len = buf ? recvmsg(FD_CONTROL, &msg, MSG_CMSG_CLOEXEC) : -1; while (len < 0 && errno == EINTR);
-    if (len <= 0) return 0;  // kbuild is done with us (or gone) before we were used
-    int fds[MAX_FDS], nfds = 0;
-    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-        int n = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-        for (int i = 0; i < n && nfds < MAX_FDS; i++) memcpy(&fds[nfds++], CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-    }
-    if (nfds < 2) return 125;
+/// Runs the sandbox one message describes, to its end. Returns 1 if kbuild
+/// went away during it (and the sandbox was to die with it).
+static int run_one(unsigned char *buf, size_t len, int *fds, int nfds, int sfd, int host_net, int *netns_ready,
+                   const char *netns_err, int ahead) {
     report_fd = fds[0];
     int status_fd = fds[1];
-    if (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) report_and_exit(E2BIG, "read the sandbox spec: too large");
-
-    reader r = {buf, buf + len, 0};
+    arena mem = {malloc(len * 2 + 65536), 0, len * 2 + 65536};
+    if (!mem.base) report_and_exit(ENOMEM, "read the sandbox spec");
+    reader r = {buf, buf + len, 0, &mem};
     if (len < 4 || memcmp(buf, "KBS2", 4) != 0) report_and_exit(EINVAL, "read the sandbox spec: not a kbuild sandbox spec");
     r.p += 4;
     kb_sb_spec s;
@@ -193,21 +189,22 @@ int main(int argc, char **argv) {
     s.stdin_fd = stdio[0];
     s.stdout_fd = stdio[1];
     s.stderr_fd = stdio[2];
-    char err_net[256];
     if (sfd < 0) report_and_exit(errno, "signalfd");
+
     // Loopback only: PID 1 is born in a namespace this helper made (ahead, or now).
+    char err[512];
     if (s.net == KB_SB_NET_NONE) {
-        if (!netns_ready) {
+        if (!*netns_ready) {
             if (ahead) report_and_exit(EIO, netns_err);
-            if (kb_sb_new_netns(err_net, sizeof err_net) < 0) report_and_exit(errno, err_net);
+            if (kb_sb_new_netns(err, sizeof err) < 0) report_and_exit(errno, err);
         }
         s.net = KB_SB_NET_HOST;
-    } else if (netns_ready && (host_net < 0 || setns(host_net, CLONE_NEWNET) < 0)) {
+    } else if (*netns_ready && (host_net < 0 || setns(host_net, CLONE_NEWNET) < 0)) {
         report_and_exit(errno, "go back to the host's network namespace");
     }
+    *netns_ready = 0;
 
     kb_sb_child child;
-    char err[512];
     if (kb_sb_spawn(&s, &child, err, sizeof err) < 0) report_and_exit(errno, err);
 
     // Only the command holds its stdio and mounts now: EOF on its pipes means it and its children are done.
@@ -218,9 +215,11 @@ int main(int argc, char **argv) {
     ssize_t unused = write(report_fd, &ok, sizeof ok);
     (void)unused;
     close(report_fd);
+    report_fd = -1;
 
     // Watch PID 1: forward signals to it, relay its report of the command's end,
     // and end the sandbox if its caller goes away and asked for that.
+    int caller_gone = 0;
     struct pollfd p[2] = {{.fd = sfd, .events = POLLIN}, {.fd = (flags & DIE_WITH_CALLER) ? FD_CONTROL : -1, .events = POLLIN}};
     for (;;) {
         if (poll(p, 2, -1) < 0) {
@@ -229,8 +228,9 @@ int main(int argc, char **argv) {
         }
         if (p[1].revents) {
             char c;
-            if (read(FD_CONTROL, &c, 1) <= 0) {
+            if (recv(FD_CONTROL, &c, 1, MSG_DONTWAIT) <= 0) {
                 kb_sb_signal(child.pidfd, SIGKILL);
+                caller_gone = 1;
                 p[1].fd = -1;
             }
         }
@@ -251,5 +251,47 @@ int main(int argc, char **argv) {
         unused = write(status_fd, &st, sizeof st);
         (void)unused;
     }
-    return 0;
+    close(status_fd);
+    close(child.status_fd);
+    close(child.pidfd);
+    free(mem.base);
+    return caller_gone;
+}
+
+int main(int argc, char **argv) {
+    // Signals arrive through a signalfd from here on (blocked before PID 1 exists, so none is lost).
+    int sfd = kb_sb_signals_fd();
+    int host_net = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+    int ahead = argc > 1 && strcmp(argv[1], "--ahead") == 0;
+    char netns_err[256] = "";
+    int netns_ready = ahead && kb_sb_new_netns(netns_err, sizeof netns_err) == 0;
+    size_t cap = 1 << 20;
+    unsigned char *buf = malloc(cap);
+    if (!buf) return 125;
+    for (;;) {
+        union {
+            char space[CMSG_SPACE(sizeof(int) * MAX_FDS)];
+            struct cmsghdr align;
+        } control;
+        struct iovec iov = {.iov_base = buf, .iov_len = cap};
+        struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.space, .msg_controllen = sizeof control.space};
+        ssize_t len;
+        do len = recvmsg(FD_CONTROL, &msg, MSG_CMSG_CLOEXEC); while (len < 0 && errno == EINTR);
+        if (len <= 0) return 0;  // kbuild is done with us (or gone)
+        int fds[MAX_FDS], nfds = 0;
+        for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+            if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+            int n = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+            for (int i = 0; i < n && nfds < MAX_FDS; i++) memcpy(&fds[nfds++], CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+        }
+        if (nfds < 2) return 125;
+        if (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) {
+            report_fd = fds[0];
+            report_and_exit(E2BIG, "read the sandbox spec: too large");
+        }
+        if (run_one(buf, (size_t)len, fds, nfds, sfd, host_net, &netns_ready, netns_err, ahead)) return 0;
+        // Ready for the next one: a fresh network namespace first, if this helper makes them ahead.
+        if (ahead) netns_ready = kb_sb_new_netns(netns_err, sizeof netns_err) == 0;
+        if (send(FD_CONTROL, "r", 1, MSG_NOSIGNAL) < 0) return 0;
+    }
 }

@@ -137,6 +137,49 @@ final class SandboxTests: XCTestCase {
         assertNothingLeft(since: before)
     }
 
+    func testWarmHelpersRunSandboxAfterSandbox() async throws {
+        let before = HostState.now()
+        do {
+            let sandbox = try Sandbox(warmHelpers: 2)
+            try await Task.sleep(for: .milliseconds(300))  // let the pool fill
+            func run(_ script: String, network: SandboxNetwork = .none, limits: SandboxLimits = SandboxLimits()) async throws -> (SandboxResult, String) {
+                let out = Mutex<[UInt8]>([])
+                var spec = SandboxSpec(command: ["/bin/sh", "-c", script], lowerDirs: [Fixture.busybox], network: network, limits: limits)
+                spec.stderr = .discard
+                let result = try await sandbox.run(spec) { _, bytes in out.withLock { $0 += bytes } }
+                return (result, String(decoding: out.withLock { $0 }, as: UTF8.self))
+            }
+            // Limits hold in a reused cgroup, and are lifted for the next sandbox in it.
+            for round in 0..<3 {
+                let (oom, _) = try await run("awk 'BEGIN { s = \"x\"; while (1) s = s s }'", limits: SandboxLimits(memory: 32 << 20))
+                XCTAssertEqual(oom.termination, .outOfMemory, "round \(round)")
+                let (big, text) = try await run("head -c 100000000 /dev/zero | tr '\\0' x | wc -c")
+                XCTAssertEqual(big.termination, .exited(0), "round \(round)")
+                XCTAssertEqual(text.trimmingCharacters(in: .whitespacesAndNewlines), "100000000")
+                let (host, lines) = try await run("cat /proc/net/dev | wc -l", network: .host)
+                XCTAssertEqual(host.termination, .exited(0))
+                XCTAssertGreaterThan(Int(lines.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0, 3, "the host's interfaces")
+                let (none, only) = try await run("cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' '")
+                XCTAssertEqual(none.termination, .exited(0))
+                XCTAssertEqual(only, "lo\n", "a fresh loopback-only namespace each time")
+            }
+            // More at once than the pool holds: the rest start cold.
+            try await withThrowingTaskGroup(of: SandboxResult.Termination.self) { group in
+                for i in 0..<5 { group.addTask { try await run("exit \(i)").0.termination } }
+                var codes: [SandboxResult.Termination] = []
+                for try await t in group { codes.append(t) }
+                XCTAssertEqual(Set(codes.map { "\($0)" }), Set((0..<5).map { "\(SandboxResult.Termination.exited(Int32($0)))" }))
+            }
+            // A timeout kills the warm helper's sandbox; the pool carries on.
+            let (slow, _) = try await run("sleep 30", limits: SandboxLimits(timeout: .milliseconds(300)))
+            XCTAssertEqual(slow.termination, .timedOut)
+            let (after, _) = try await run("true")
+            XCTAssertEqual(after.termination, .exited(0))
+        }
+        // The pool stopped with its Sandbox: helpers and their cgroups are gone.
+        assertNothingLeft(since: before)
+    }
+
     func testTheWholeStackPathFromTheKeg() async throws {
         // Stack → OCI image in the Keg → checkout → lower dir → run; gc keeps it all.
         let data = Fixture.scratch("data")
@@ -176,7 +219,15 @@ final class SandboxTests: XCTestCase {
         let v1 = CgroupLayout.settings(limits, version: .v1, hasSwapAccounting: true).map { "\($0.controller ?? "")/\($0.file)=\($0.value)" }
         XCTAssertEqual(v1, ["memory/memory.limit_in_bytes=67108864", "memory/memory.memsw.limit_in_bytes=67108864",
                             "pids/pids.max=100", "cpu/cpu.cfs_period_us=100000", "cpu/cpu.cfs_quota_us=50000"])
+        // A cgroup used again lifts what this sandbox does not limit.
+        let reused = CgroupLayout.settings(SandboxLimits(pids: 7), version: .v1, hasSwapAccounting: true, reset: true).map { "\($0.file)=\($0.value)" }
+        XCTAssertEqual(reused, ["memory.memsw.limit_in_bytes=-1", "memory.limit_in_bytes=-1", "pids.max=7", "cpu.cfs_quota_us=-1"])
+        let lowered = CgroupLayout.settings(SandboxLimits(memory: 1 << 20), version: .v1, hasSwapAccounting: true, reset: true).map { "\($0.file)=\($0.value)" }
+        XCTAssertEqual(lowered.prefix(3), ["memory.memsw.limit_in_bytes=-1", "memory.limit_in_bytes=1048576", "memory.memsw.limit_in_bytes=1048576"])
+        XCTAssertEqual(CgroupLayout.settings(SandboxLimits(), version: .v2, hasSwapAccounting: false, reset: true).map { "\($0.file)=\($0.value)" },
+                       ["memory.max=max", "memory.swap.max=max", "pids.max=max", "cpu.max=max 100000"])
         XCTAssertEqual(CgroupLayout(version: .v1, base: "/c").directories(for: "x", limits: SandboxLimits(pids: 5)).map(\.path), ["/c/pids/kbuild/x"])
+        XCTAssertEqual(CgroupLayout(version: .v1, base: "/c").directories(for: "x", limits: nil).count, 3)
         XCTAssertEqual(CgroupLayout(version: .v2, base: "/c").directories(for: "x", limits: limits).map(\.path), ["/c/kbuild/x"])
     }
 
