@@ -124,6 +124,16 @@ final class HelperPool: Sendable {
         if !kept { helper.discard() }
     }
 
+    /// A helper taken but never sent a spec: ready as it was.
+    func putBack(_ helper: ReadyHelper) {
+        let kept = state.withLock { s -> Bool in
+            guard !s.stopping else { return false }
+            s.ready[helper.kind].append(helper)
+            return true
+        }
+        if !kept { helper.discard() }
+    }
+
     /// Stops refilling and sends every waiting helper away.
     func stop() {
         let waiting = state.withLock { s -> [ReadyHelper] in

@@ -105,7 +105,8 @@ public final class Sandbox: Sendable {
             }
             launch = try Launch(spec: spec, cgroup: cgroup, joinInHelper: joinInHelper, helper: warm, pool: pool, sandbox: self)
         } catch {
-            if let warm { warm.discard() } else { try? cgroup?.remove() }
+            // Nothing reached the helper: a warm one stays ready for the next start.
+            if let warm { pool?.putBack(warm) } else { try? cgroup?.remove() }
             throw error
         }
         let t1 = ContinuousClock.now
@@ -123,13 +124,12 @@ public final class Sandbox: Sendable {
         }
         let t2 = ContinuousClock.now
         launch.closeAll()
-        let t3 = ContinuousClock.now
         var cleanup: KbuildError?
         // A warm helper's cgroup stays with it; one made for this start goes now.
         if warm == nil {
             do { try cgroup?.remove() } catch { cleanup = KbuildError.wrap(error) }
         }
-        if Sandbox.timing { FileHandle.standardError.write(Data("sandbox timing: prepare \(t1 - t0), run \(t2 - t1), close \(t3 - t2), cgroup \(ContinuousClock.now - t3)\n".utf8)) }
+        if Sandbox.timing { FileHandle.standardError.write(Data("sandbox timing: prepare \(t1 - t0), run \(t2 - t1), cleanup \(ContinuousClock.now - t2)\n".utf8)) }
         let outcome = try result.get()
         if let cleanup { throw cleanup }
         return outcome
