@@ -1,11 +1,13 @@
 // The fork-to-exec half of kbuild's sandbox (see csandbox.h).
 //
-// The parent (a multithreaded Swift process) clones one child into new user,
-// mount, PID, UTS, IPC (and network) namespaces. Between clone and execve the
-// child may only make system calls: another thread may have held a malloc or
-// stdio lock at the moment of the clone. So nothing here allocates, formats
-// with printf or calls strerror on the child's side; errors travel to the
-// parent as an errno and a short text, and the parent formats them.
+// kb_sb_spawn runs in the kbuild-sandbox helper, a single-threaded process; it
+// clones one child into new user, mount, PID, UTS and IPC namespaces. The
+// child still keeps to system calls between clone and execve (no malloc, no
+// stdio, no strerror, ids changed by raw syscalls rather than glibc's
+// all-threads setxid), so that the code stays safe if it is ever called from a
+// threaded process; errors travel to the parent as an errno and a short text,
+// and the parent formats them. The rest of this file (kb_sb_detach and the
+// small wrappers) is called by kbuild itself.
 //
 // Child, step by step:
 //   wait for the parent to write the id maps and join the cgroups
@@ -233,16 +235,22 @@ static void make_dev(int report, int rootfd, const int *nodes, uint64_t shm_byte
     attach(report, fs_new(report, "tmpfs", shmopts, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV), rootfd, "/dev/shm", 1);
 }
 
-static void loopback_up(int report) {
-    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (s < 0) die(report, "socket for", "lo", errno);
-    struct ifreq ifr;
-    memset(&ifr, 0, sizeof ifr);
-    memcpy(ifr.ifr_name, "lo", 3);
-    if (ioctl(s, SIOCGIFFLAGS, &ifr) < 0) die(report, "get flags of", "lo", errno);
-    ifr.ifr_flags |= IFF_UP;
-    if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0) die(report, "bring up", "lo", errno);
-    close(s);
+/// Like die, with the kernel's own words from the fs context's log when it left some.
+__attribute__((noreturn)) static void die_explained(int report, int fs, const char *what, const char *object, int err) {
+    char why[300], msg[440];
+    text w = {msg, sizeof msg, 0};
+    t_add(&w, what);
+    t_add(&w, " ");
+    t_add(&w, object);
+    ssize_t n = read(fs, why, sizeof why - 1);
+    if (n > 0) {
+        why[n] = 0;
+        if (why[n - 1] == '\n') why[n - 1] = 0;
+        t_add(&w, " (kernel: ");
+        t_add(&w, why + (n > 2 && why[1] == ' ' ? 2 : 0));
+        t_add(&w, ")");
+    }
+    die(report, msg, NULL, err);
 }
 
 /// Builds the root. A tmpfs scratch mount, attached over /dev in the child's
@@ -271,6 +279,7 @@ static int make_root(int report, const kb_sb_spec *s) {
         if (mkdirat(scratch, name, 0755) < 0) die(report, "mkdir", "a lower dir's mountpoint", errno);
         if (move_mount(s->lower_fds[i], "", scratch, name, MOVE_MOUNT_F_EMPTY_PATH) < 0)
             die(report, "attach", "a lower dir", errno);
+        close(s->lower_fds[i]);
         int l = openat(scratch, name, O_PATH | O_DIRECTORY | O_CLOEXEC);
         if (l < 0) die(report, "open", "a lower dir", errno);
         if (fsconfig(fs, FSCONFIG_SET_FD, "lowerdir+", NULL, l) < 0) die(report, "overlay refused", "a lower dir", errno);
@@ -280,6 +289,7 @@ static int make_root(int report, const kb_sb_spec *s) {
     if (s->upper_fd >= 0) {
         if (mkdirat(scratch, "u", 0755) < 0) die(report, "mkdir", "the upper dir's mountpoint", errno);
         if (move_mount(s->upper_fd, "", scratch, "u", MOVE_MOUNT_F_EMPTY_PATH) < 0) die(report, "attach the upper dir", s->upper_name, errno);
+        close(s->upper_fd);
         upper = openat(scratch, "u/upper", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (upper < 0) die(report, "open upper/ in", s->upper_name, errno);
         work = openat(scratch, "u/work", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -292,27 +302,12 @@ static int make_root(int report, const kb_sb_spec *s) {
         if (upper < 0 || work < 0) die(report, "open", "the tmpfs upper dir", errno);
     }
     const char *upper_name = s->upper_fd >= 0 ? s->upper_name : "the tmpfs upper dir";
-    if (fsconfig(fs, FSCONFIG_SET_FD, "upperdir", NULL, upper) < 0) die(report, "overlay refused the upper dir", upper_name, errno);
-    if (fsconfig(fs, FSCONFIG_SET_FD, "workdir", NULL, work) < 0) die(report, "overlay refused the work dir", upper_name, errno);
+    if (fsconfig(fs, FSCONFIG_SET_FD, "upperdir", NULL, upper) < 0) die_explained(report, fs, "overlay refused the upper dir", upper_name, errno);
+    if (fsconfig(fs, FSCONFIG_SET_FD, "workdir", NULL, work) < 0) die_explained(report, fs, "overlay refused the work dir", upper_name, errno);
     // In a user namespace overlayfs keeps its metadata in user.* xattrs.
     if (fsconfig(fs, FSCONFIG_SET_FLAG, "userxattr", NULL, 0) < 0) die(report, "overlay", "userxattr", errno);
-    if (fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0) {
-        int e = errno;
-        // The kernel explains itself in the fs context's log: pass its words on.
-        char why[300], msg[440];
-        text w = {msg, sizeof msg, 0};
-        t_add(&w, "overlay mount over upper dir");
-        ssize_t n = read(fs, why, sizeof why - 1);
-        if (n > 0) {
-            why[n] = 0;
-            if (why[n - 1] == '\n') why[n - 1] = 0;
-            t_add(&w, " (kernel: ");
-            t_add(&w, why + (n > 2 && why[1] == ' ' ? 2 : 0));
-            t_add(&w, ")");
-        }
-        die(report, msg, upper_name, e);
-    }
-    int root = fsmount(fs, FSMOUNT_CLOEXEC, MOUNT_ATTR_NODEV);
+    if (fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0) die_explained(report, fs, "overlay mount over upper dir", upper_name, errno);
+    int root = fsmount(fs, FSMOUNT_CLOEXEC, MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID);
     if (root < 0) die(report, "fsmount", "overlay", errno);
     close(fs);
     close(upper);
@@ -360,14 +355,23 @@ static void set_caps(int report, uint32_t uid) {
 /// Refuses the system calls that reach kernel state shared with the host (keyrings,
 /// BPF, perf, io_uring, modules) and new user namespaces; clone3 answers ENOSYS
 /// so that libc falls back to clone, whose flags the filter can read.
-static void install_seccomp(int report) {
 #if defined(__x86_64__)
+#define KB_AUDIT_ARCH AUDIT_ARCH_X86_64
+#define KB_X32_BIT 0x40000000
+#elif defined(__aarch64__)
+#define KB_AUDIT_ARCH AUDIT_ARCH_AARCH64
+#define KB_X32_BIT 0xffffffff  // no second ABI to refuse
+#else
+#error "the sandbox's seccomp filter knows x86_64 and aarch64 only"
+#endif
+
+static void install_seccomp(int report) {
     struct sock_filter prog[] = {
         BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, KB_AUDIT_ARCH, 1, 0),
         BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
         BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-        BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, 0x40000000, 0, 1),  // the x32 ABI
+        BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, KB_X32_BIT, 0, 1),  // x86's x32 ABI
         BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
         DENY(SYS_keyctl), DENY(SYS_add_key), DENY(SYS_request_key), DENY(SYS_bpf), DENY(SYS_perf_event_open),
         DENY(SYS_userfaultfd), DENY(SYS_io_uring_setup), DENY(SYS_io_uring_enter), DENY(SYS_io_uring_register),
@@ -385,9 +389,6 @@ static void install_seccomp(int report) {
     };
     struct sock_fprog fprog = {.len = (unsigned short)(sizeof prog / sizeof prog[0]), .filter = prog};
     if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &fprog) < 0) die(report, "install seccomp filter", NULL, errno);
-#else
-    (void)report;
-#endif
 }
 
 static const char *env_get(const char *const *envp, const char *name) {
@@ -407,8 +408,8 @@ __attribute__((noreturn)) static void exec_command(int report, const kb_sb_spec 
     }
     const char *path = env_get(s->envp, "PATH");
     if (!path) path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-    int seen_eacces = 0;
-    char buf[4096];
+    int seen_eacces = 0, other = 0;
+    char buf[4096], found[4096] = "";
     while (*path) {
         size_t n = 0;
         while (path[n] && path[n] != ':') n++;
@@ -419,9 +420,15 @@ __attribute__((noreturn)) static void exec_command(int report, const kb_sb_spec 
         t_add(&t, file);
         execve(buf, argv, envp);
         if (errno == EACCES) seen_eacces = 1;
+        else if (errno != ENOENT && errno != ENOTDIR && !other) {
+            // Found, but it would not run (ENOEXEC, E2BIG, …): that is the answer, as execvp gives it.
+            other = errno;
+            memcpy(found, buf, sizeof found);
+        }
         path += n;
         if (*path == ':') path++;
     }
+    if (other) die(report, "exec", found, other);
     die(report, seen_eacces ? "exec (permission denied on PATH)" : "command not found in the sandbox's PATH:", file,
         seen_eacces ? EACCES : ENOENT);
 }
@@ -440,10 +447,10 @@ __attribute__((noreturn)) static void command_main(int report, const kb_sb_spec 
         struct rlimit rl = {.rlim_cur = s->rlimit_values[2 * i], .rlim_max = s->rlimit_values[2 * i + 1]};
         if (setrlimit(s->rlimit_resources[i], &rl) < 0) die(report, "setrlimit", NULL, errno);
     }
-    if (setgroups(0, NULL) < 0) die(report, "setgroups", NULL, errno);
-    if (setresgid(s->gid, s->gid, s->gid) < 0) die(report, "setresgid", NULL, errno);
+    if (syscall(SYS_setgroups, 0, NULL) < 0) die(report, "setgroups", NULL, errno);
+    if (syscall(SYS_setresgid, s->gid, s->gid, s->gid) < 0) die(report, "setresgid", NULL, errno);
     drop_bounding_caps(report);
-    if (s->uid != 0 && setresuid(s->uid, s->uid, s->uid) < 0) die(report, "setresuid", NULL, errno);
+    if (s->uid != 0 && syscall(SYS_setresuid, s->uid, s->uid, s->uid) < 0) die(report, "setresuid", NULL, errno);
     set_caps(report, s->uid);
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) die(report, "set no_new_privs", NULL, errno);
     if (chdir(s->cwd) < 0) die(report, "chdir to", s->cwd, errno);
@@ -527,7 +534,8 @@ __attribute__((noreturn)) static void child_main(const kb_sb_spec *s, int sync_r
     char go;
     if (read(sync_rd, &go, 1) != 1) _exit(125);  // the parent gave up, or died before the maps
     close(sync_rd);
-    if (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0) die(report, "become root in", "the user namespace", errno);
+    if (syscall(SYS_setresgid, 0, 0, 0) < 0 || syscall(SYS_setresuid, 0, 0, 0) < 0)
+        die(report, "become root in", "the user namespace", errno);
     // The sandbox dies with the process that made it (the helper, which may outlive kbuild).
     // A change of credentials clears the parent-death signal, so it is set after them;
     // the lifeline pipe covers a death in between.
@@ -535,7 +543,6 @@ __attribute__((noreturn)) static void child_main(const kb_sb_spec *s, int sync_r
     if (unshare(CLONE_NEWCGROUP) < 0) die(report, "unshare", "the cgroup namespace", errno);
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) die(report, "make mounts private", NULL, errno);
     if (s->hostname && sethostname(s->hostname, strlen(s->hostname)) < 0) die(report, "sethostname", s->hostname, errno);
-    if (s->net == KB_SB_NET_NONE) loopback_up(report);
 
     int nodes[N_DEV_NODES];
     clone_dev_nodes(report, nodes);
@@ -594,6 +601,8 @@ static int write_proc(pid_t pid, const char *file, const char *data, char *err, 
 }
 
 int kb_sb_spawn(const kb_sb_spec *s, kb_sb_child *child, char *err, size_t errlen) {
+    if (s->net == KB_SB_NET_NONE)
+        return fail(err, errlen, "start the sandbox: a loopback-only network is made first with kb_sb_new_netns", EINVAL);
     int sync_p[2], report_p[2], status_p[2], life_p[2];
     if (pipe2(life_p, O_CLOEXEC) < 0) return fail(err, errlen, "pipe", errno);
     if (pipe2(sync_p, O_CLOEXEC) < 0) { close(life_p[0]); close(life_p[1]); return fail(err, errlen, "pipe", errno); }
@@ -603,7 +612,6 @@ int kb_sb_spawn(const kb_sb_spec *s, kb_sb_child *child, char *err, size_t errle
         return fail(err, errlen, "pipe", errno);
     }
     uint64_t flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_PIDFD;
-    if (s->net == KB_SB_NET_NONE) flags |= CLONE_NEWNET;
 
     int host_net = -1, e = 0;
     if (s->net == KB_SB_NET_JOIN) {
@@ -670,7 +678,8 @@ int kb_sb_spawn(const kb_sb_spec *s, kb_sb_child *child, char *err, size_t errle
         errno = e;
         return -1;
     }
-    // life_p[1] stays open in this process, never written: when it dies, PID 1 sees EOF.
+    // life_p[1] stays open in the caller, never written: when it dies, PID 1 sees EOF.
+    child->lifeline_fd = life_p[1];
     child->pid = pid;
     child->pidfd = pidfd;
     child->status_fd = status_p[0];
@@ -678,20 +687,36 @@ int kb_sb_spawn(const kb_sb_spec *s, kb_sb_child *child, char *err, size_t errle
 }
 
 int kb_sb_detach(const char *path, int userns_fd, int readonly, char *err, size_t errlen) {
-    int fd = open_tree(AT_FDCWD, path, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+    // The last component must not be a symlink (one planted by an earlier sandbox would redirect the mount).
+    int at = open(path, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    if (at < 0) {
+        char what[512];
+        snprintf(what, sizeof what, "open %s", path);
+        return fail(err, errlen, what, errno);
+    }
+    struct stat st;
+    if (fstat(at, &st) == 0 && S_ISLNK(st.st_mode)) {
+        close(at);
+        char what[512];
+        snprintf(what, sizeof what, "mount %s: it is a symlink", path);
+        return fail(err, errlen, what, ELOOP);
+    }
+    int fd = open_tree(at, "", AT_EMPTY_PATH | OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+    int e = errno;
+    close(at);
     if (fd < 0) {
         char what[512];
         snprintf(what, sizeof what, "open_tree %s", path);
-        return fail(err, errlen, what, errno);
+        return fail(err, errlen, what, e);
     }
-    struct mount_attr a = {0};
-    if (readonly) a.attr_set |= MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV;
+    struct mount_attr a = {.attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV};
+    if (readonly) a.attr_set |= MOUNT_ATTR_RDONLY;
     if (userns_fd >= 0) { a.attr_set |= MOUNT_ATTR_IDMAP; a.userns_fd = (uint64_t)userns_fd; }
-    if (a.attr_set && mount_setattr(fd, "", AT_EMPTY_PATH, &a, sizeof a) < 0) {
-        int e = errno;
+    if (mount_setattr(fd, "", AT_EMPTY_PATH, &a, sizeof a) < 0) {
+        e = errno;
         close(fd);
         char what[512];
-        snprintf(what, sizeof what, "idmap mount of %s", path);
+        snprintf(what, sizeof what, "%s mount of %s", userns_fd >= 0 ? "idmap" : "set up", path);
         return fail(err, errlen, what, e);
     }
     return fd;
@@ -812,4 +837,8 @@ int kb_sb_new_netns(char *err, size_t errlen) {
     if (write_file("/proc/sys/net/ipv4/ping_group_range", "0 2147483647") < 0)
         return fail(err, errlen, "write net.ipv4.ping_group_range", errno);
     return 0;
+}
+
+short kb_sb_spawn_setsid_flag(void) {
+    return POSIX_SPAWN_SETSID;
 }

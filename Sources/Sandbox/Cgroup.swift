@@ -48,6 +48,18 @@ public struct CgroupLayout: Sendable, Equatable {
         }
     }
 
+    /// Removes sandbox cgroups (`sb-<pid>-…`) whose kbuild process is gone (it was
+    /// killed before it could clean up). Only empty ones go: rmdir refuses others.
+    public func sweepOrphans() {
+        let parents = version == .v2 ? ["\(base)/\(parent)"] : ["memory", "pids", "cpu"].map { "\(base)/\($0)/\(parent)" }
+        for dir in parents {
+            for name in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [] where name.hasPrefix("sb-") {
+                guard let owner = name.split(separator: "-").dropFirst().first.flatMap({ pid_t($0) }), kill(owner, 0) != 0, errno == ESRCH else { continue }
+                rmdir(dir + "/" + name)
+            }
+        }
+    }
+
     /// The files a sandbox's limits are written to, in order: a pure function of the limits.
     /// `reset`: also put every limit not given back to none (a cgroup used again).
     static func settings(_ limits: SandboxLimits, version: Version, hasSwapAccounting: Bool,
@@ -179,14 +191,15 @@ final class Cgroup: Sendable {
         return 0
     }
 
-    /// Starts the peak-memory count again (v1; a v2 count cannot be reset, so a reused cgroup reports none).
+    /// Starts the peak-memory count again (v1 only).
     func resetPeak() {
         guard layout.version == .v1, let dir = memoryDir else { return }
         try? Cgroup.writeControl(dir + "/memory.max_usage_in_bytes", "0", verb: "reset the peak memory")
     }
 
-    func peakMemory() -> UInt64? {
-        guard let dir = memoryDir else { return nil }
+    /// Peak memory since the sandbox started (nil when unknown: a reused v2 cgroup keeps its lifetime peak).
+    func peakMemory(reused: Bool = false) -> UInt64? {
+        guard let dir = memoryDir, !(reused && layout.version == .v2) else { return nil }
         let file = layout.version == .v2 ? "memory.peak" : "memory.max_usage_in_bytes"
         return (try? String(contentsOfFile: dir + "/" + file, encoding: .utf8)).flatMap { UInt64($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
     }

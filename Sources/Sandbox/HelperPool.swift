@@ -43,10 +43,14 @@ struct ReadyHelper: Sendable {
         sigfillset(&all)
         posix_spawnattr_setsigmask(&attributes, &none)
         posix_spawnattr_setsigdefault(&attributes, &all)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+        // A session of its own: a terminal's ^C or hangup is kbuild's to handle, not every helper's.
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF) | kb_sb_spawn_setsid_flag())
         let argv: [UnsafeMutablePointer<CChar>?] = [strdup("kbuild-sandbox"), ahead ? strdup("--ahead") : nil, nil]
         defer { argv.forEach { free($0) } }
         let envp: [UnsafeMutablePointer<CChar>?] = [nil]
+        // Room for a large spec in one message (the helper reads up to 1 MiB).
+        var buffer: Int32 = 2 << 20
+        setsockopt(pair[0], SOL_SOCKET, SO_SNDBUFFORCE, &buffer, socklen_t(MemoryLayout<Int32>.size))
         var pid: pid_t = 0
         let rc = posix_spawn(&pid, helper, &actions, &attributes, argv, envp)
         guard rc == 0 else {
@@ -107,17 +111,25 @@ final class HelperPool: Sendable {
                 if poll(&p, 1, 0) == 1 && p.revents & Int16(POLLHUP) != 0 { gone.append(h); return true }
                 return false
             }
-            return s.ready[kind].popLast()
+            // One that exited while it waited (it could not make its namespace) is no use.
+            while let h = s.ready[kind].popLast() {
+                var p = pollfd(fd: h.socket, events: 0, revents: 0)
+                if poll(&p, 1, 0) == 1 && p.revents & Int16(POLLHUP) != 0 { gone.append(h); continue }
+                return h
+            }
+            return nil
         }
         for h in gone { h.discard() }
         wake.signal()
         return taken
     }
 
-    /// A helper whose sandbox is over and that may run another: kept if the pool wants it.
+    /// A helper whose sandbox is over and that may run another: kept unless the
+    /// pool already holds twice its size of that kind (it refilled while this one
+    /// was busy; a busy helper may stay busy for days, an app's).
     func giveBack(_ helper: ReadyHelper) {
         let kept = state.withLock { s -> Bool in
-            guard !s.stopping, s.ready[helper.kind].count + s.settling[helper.kind].count < size else { return false }
+            guard !s.stopping, s.ready[helper.kind].count + s.settling[helper.kind].count < 2 * size else { return false }
             s.settling[helper.kind].append(helper)
             return true
         }

@@ -35,10 +35,12 @@ public final class Sandbox: Sendable {
     private let counter = Atomic<UInt64>(0)
     private let pool: HelperPool?
 
-    /// `warmHelpers`: how many helpers to keep started and already inside a
-    /// cgroup of their own, so that a start pays neither for the exec nor for
-    /// the cgroup move (long-lived services: build workers, node agents). 0 for
-    /// a one-off run.
+    /// `warmHelpers`: how many helpers of each kind (for the host's network,
+    /// and with a loopback-only namespace made ahead) to keep started and
+    /// already inside a cgroup of their own, so that a start pays neither for
+    /// the exec, nor the cgroup move, nor the namespace (long-lived services:
+    /// build workers, node agents). 0 for a one-off run. Cgroups left by
+    /// kbuild processes that died are swept here.
     public init(ids: IDRange = .default, cgroups: CgroupLayout? = CgroupLayout.detect(), helper: String? = nil,
                 warmHelpers: Int = 0) throws {
         self.ids = ids
@@ -49,6 +51,7 @@ public final class Sandbox: Sendable {
         let fd = kb_sb_userns(map, map, &err, err.count)
         guard fd >= 0 else { throw KbuildError(.io, "failed to create the sandboxes' user namespace: \(cString(err))") }
         idmapNamespace = fd
+        cgroups?.sweepOrphans()
         pool = warmHelpers > 0 ? HelperPool(size: warmHelpers, helper: self.helper, layout: cgroups) : nil
     }
 
@@ -93,8 +96,11 @@ public final class Sandbox: Sendable {
         let launch: Launch
         do {
             if let cgroup {
-                // The warm helper's own cgroup, used again: every limit is written, given or not.
-                try cgroup.apply(spec.limits, reset: true)
+                // The warm helper's own cgroup, used again: every limit is written, given or
+                // not; the helper itself counts as one process there.
+                var limits = spec.limits
+                limits.pids = limits.pids.map { $0 + 1 }
+                try cgroup.apply(limits, reset: true)
                 cgroup.resetPeak()
             } else if spec.limits.needsCgroup {
                 guard let cgroups else {
@@ -216,13 +222,23 @@ private final class Launch: @unchecked Sendable {
                 guard stat(mount.source, &st) == 0 else {
                     throw KbuildError(.notFound, "failed to start the sandbox: mount source \(mount.source) does not exist")
                 }
+                if mount.idmap && !mount.readOnly && !SandboxMount.onlyRootCanReach(mount.source) {
+                    throw KbuildError(.invalidArgument, "refusing a read-write idmapped mount of \(mount.source): the sandbox's root would write files owned by host root there (setuid ones too), and other users can reach it; keep it under a directory only root can enter (mode 0700, like the data dir), or mount it without idmap")
+                }
                 mountFDs.append(try keep(sandbox.detach(mount.source, idmap: mount.idmap, readOnly: mount.readOnly, what: "mount source")))
             }
             if let upper = spec.upperDir {
-                for dir in [upper, upper + "/upper", upper + "/work"] where mkdir(dir, 0o700) != 0 && errno != EEXIST {
-                    throw KbuildError.syscall("mkdir", dir, verb: "make the sandbox's upper dir")
+                // Not idmapped: what the sandbox writes there is owned by its unprivileged
+                // host id, so a setuid file it makes is no one's root on the host.
+                for dir in [upper, upper + "/upper", upper + "/work"] {
+                    if mkdir(dir, 0o700) != 0 && errno != EEXIST {
+                        throw KbuildError.syscall("mkdir", dir, verb: "make the sandbox's upper dir")
+                    }
+                    guard chown(dir, sandbox.ids.base, sandbox.ids.base) == 0 else {
+                        throw KbuildError.syscall("chown", dir, verb: "give the sandbox's root its upper dir")
+                    }
                 }
-                upperFD = try keep(sandbox.detach(upper, idmap: true, readOnly: false, what: "upper dir"))
+                upperFD = try keep(sandbox.detach(upper, idmap: false, readOnly: false, what: "upper dir"))
             }
             if let path = spec.network.path {
                 netnsFD = open(path, O_RDONLY | O_CLOEXEC)
@@ -270,11 +286,15 @@ private final class Launch: @unchecked Sendable {
         let helper: ReadyHelper
         let report: (read: Int32, write: Int32), status: (read: Int32, write: Int32)
         do {
-            helper = try warm ?? ReadyHelper.spawn(helperPath)
             report = try makePipe()
             status = try makePipe()
         } catch {
             warm?.discard()
+            return .failure(KbuildError.wrap(error))
+        }
+        do {
+            helper = try warm ?? ReadyHelper.spawn(helperPath)
+        } catch {
             return .failure(KbuildError.wrap(error))
         }
         /// Ends the helper: a warm one with its cgroup, a one-off by EOF on its socket.
@@ -312,35 +332,57 @@ private final class Launch: @unchecked Sendable {
             var st = stat()
             return stat(m.source, &st) == 0 && st.st_mode & S_IFMT == S_IFDIR
         }, openFiles: Launch.openFilesLimit(spec.limits.openFiles), hasUpper: upperFD >= 0, hasNetns: netnsFD >= 0)
+        // From here on, a timeout or a cancel can kill the helper, even while it is still starting the sandbox.
+        let pidfd = kb_sb_pidfd_open(helper.pid)
+        guard pidfd >= 0 else { return abandon("failed to watch the sandbox helper: pidfd_open: \(String(cString: strerror(errno)))") }
+        fds.append(pidfd)
+        if control.publish(pidfd) { kb_sb_signal(pidfd, SIGKILL) }
+        let deadline = spec.limits.timeout.map { started + $0 }
+        var timedOut = false
         let sent = wire.withUnsafeBytes { kb_sb_send(helper.socket, $0.baseAddress, $0.count, passed, Int32(passed.count)) }
         // The helper has its own copies now; ours go, so that EOF means EOF.
         for fd in lowerFDs + mountFDs + [upperFD, netnsFD, report.write, status.write] { closeNow(fd) }
         if let p = stdoutPipe { closeNow(p.write) }
         if let p = stderrPipe { closeNow(p.write) }
-        guard sent == 0 else { return abandon("failed to start the sandbox: send the spec to the helper: \(String(cString: strerror(errno)))") }
+        guard sent == 0 else {
+            let why = errno == EMSGSIZE ? "the spec (\(wire.count) bytes) is too large" : String(cString: strerror(errno))
+            return abandon("failed to start the sandbox: send the spec to the helper: \(why)")
+        }
 
+        // The report, unless the deadline passes or the task is cancelled first.
+        while true {
+            var polls = [pollfd(fd: report.read, events: Int16(POLLIN), revents: 0), pollfd(fd: pidfd, events: Int16(POLLIN), revents: 0)]
+            let left = deadline.map { $0 - .now }
+            if let left, left <= .zero {
+                timedOut = true
+                break
+            }
+            let n = poll(&polls, 2, left.map(Launch.milliseconds) ?? -1)
+            if n < 0 && errno == EINTR { continue }
+            if n != 0 { break }
+        }
+        if timedOut || control.cancelled {
+            finish(kill: true)
+            _ = control.publish(-1)
+            return .success(SandboxResult(termination: timedOut ? .timedOut : .cancelled, peakMemory: nil))
+        }
         var answer = kb_sb_report()
         let got = withUnsafeMutableBytes(of: &answer) { readAll(report.read, $0) }
         closeNow(report.read)
         guard got == MemoryLayout<kb_sb_report>.size, answer.err == 0 else {
             if got == MemoryLayout<kb_sb_report>.size {
                 finish(kill: false)  // it exits after a failed start
+                // The helper's text already ends in the reason (strerror) where there is one.
                 let message = withUnsafeBytes(of: answer.what) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
                 let code: KbuildError.Code = answer.err == ENOENT && message.contains("command not found") ? .notFound : .io
-                return .failure(KbuildError(code, "failed to start the sandbox: \(message): \(String(cString: strerror(answer.err)))"))
+                return .failure(KbuildError(code, "failed to start the sandbox: \(message)"))
             }
             return abandon("failed to start the sandbox: the helper \(helperPath) exited without a report")
         }
         let reported = ContinuousClock.now
-        let pidfd = kb_sb_pidfd_open(helper.pid)
-        guard pidfd >= 0 else { return abandon("failed to watch the sandbox helper: pidfd_open: \(String(cString: strerror(errno)))") }
-        fds.append(pidfd)
-        if control.publish(pidfd) { kb_sb_signal(pidfd, SIGKILL) }
 
         // The sandbox is over when the helper closes the status pipe (after the
         // command's end, if it saw one), or when the helper itself dies.
-        let deadline = spec.limits.timeout.map { started + $0 }
-        var timedOut = false
         var ended = false
         var endedAt = ContinuousClock.now
         var statusBytes: [UInt8] = []
@@ -401,7 +443,7 @@ private final class Launch: @unchecked Sendable {
             statusBytes.withUnsafeBytes { outcome = ($0.loadUnaligned(fromByteOffset: 0, as: Int32.self), $0.loadUnaligned(fromByteOffset: 4, as: Int32.self)) }
         }
         let oom = (cgroup?.oomKills() ?? 0) > oomBefore
-        let peak = cgroup?.peakMemory()
+        let peak = cgroup?.peakMemory(reused: warm != nil)
         // A warm helper that saw its sandbox through runs the next one; any other goes.
         var watch = pollfd(fd: pidfd, events: Int16(POLLIN), revents: 0)
         let alive = poll(&watch, 1, 0) == 0

@@ -1,4 +1,5 @@
 import KbuildCore
+import Foundation
 
 /// What to run in a sandbox, and over which root. A value: `validate()` says
 /// whether it makes sense before anything is created.
@@ -109,16 +110,32 @@ public struct SandboxMount: Sendable, Equatable {
     public var source: String
     public var target: String
     public var readOnly: Bool
-    /// Show host root's files as root's inside (an idmapped mount), so that
-    /// the sandbox's root can change them; what it writes is root's on disk.
-    /// Sources must then live where only kbuild can reach (the data dir).
+    /// Show host root's files as root's inside (an idmapped mount), so that the
+    /// sandbox's root can change them. What it writes is then root's on disk,
+    /// setuid files too, so a read-write idmapped source must be where only root
+    /// can reach (under a 0700 directory, as kbuild's data dir is): `run`
+    /// refuses it elsewhere. Without idmap, host root's files are nobody's
+    /// inside, and what the sandbox writes belongs to its unprivileged host id.
     public var idmap: Bool
 
-    public init(source: String, target: String, readOnly: Bool, idmap: Bool = true) {
+    /// `idmap` nil: read-only mounts and sources only root can reach are idmapped, others not.
+    public init(source: String, target: String, readOnly: Bool, idmap: Bool? = nil) {
         self.source = source
         self.target = target
         self.readOnly = readOnly
-        self.idmap = idmap
+        self.idmap = idmap ?? (readOnly || SandboxMount.onlyRootCanReach(source))
+    }
+
+    /// Whether some directory on the way to `path` (or `path` itself) is root's and
+    /// closed to group and others, so no other host user can reach what is below.
+    public static func onlyRootCanReach(_ path: String) -> Bool {
+        var dir = (path as NSString).resolvingSymlinksInPath
+        while true {
+            var st = stat()
+            if stat(dir, &st) == 0, st.st_mode & S_IFMT == S_IFDIR, st.st_uid == 0, st.st_mode & 0o011 == 0 { return true }
+            if dir == "/" || dir.isEmpty { return false }
+            dir = (dir as NSString).deletingLastPathComponent
+        }
     }
 }
 

@@ -119,11 +119,18 @@ __attribute__((noreturn)) static void report_and_exit(int err, const char *what)
 
 /// Runs the sandbox one message describes, to its end. Returns 1 if kbuild
 /// went away during it (and the sandbox was to die with it).
-static int run_one(unsigned char *buf, size_t len, int *fds, int nfds, int sfd, int host_net, int *netns_ready,
-                   const char *netns_err, int ahead) {
+/// Where the helper's own network namespace stands between sandboxes.
+typedef struct {
+    int host;     ///< the host's namespace, held open
+    int in_host;  ///< 1 while the helper is in it
+    int fresh;    ///< 1 while it is in an unused loopback-only namespace it made
+} netstate;
+
+static int run_one(unsigned char *buf, size_t len, int *fds, int nfds, int sfd, netstate *net) {
     report_fd = fds[0];
     int status_fd = fds[1];
-    arena mem = {malloc(len * 2 + 65536), 0, len * 2 + 65536};
+    // Every string costs its bytes, a NUL, a pointer and alignment: 6x the wire size is enough.
+    arena mem = {malloc(len * 6 + 65536), 0, len * 6 + 65536};
     if (!mem.base) report_and_exit(ENOMEM, "read the sandbox spec");
     reader r = {buf, buf + len, 0, &mem};
     if (len < 4 || memcmp(buf, "KBS2", 4) != 0) report_and_exit(EINVAL, "read the sandbox spec: not a kbuild sandbox spec");
@@ -191,18 +198,24 @@ static int run_one(unsigned char *buf, size_t len, int *fds, int nfds, int sfd, 
     s.stderr_fd = stdio[2];
     if (sfd < 0) report_and_exit(errno, "signalfd");
 
-    // Loopback only: PID 1 is born in a namespace this helper made (ahead, or now).
+    // Loopback only: PID 1 is born in a fresh namespace this helper made (ahead, or now).
+    // Anything else starts from the host's namespace.
     char err[512];
     if (s.net == KB_SB_NET_NONE) {
-        if (!*netns_ready) {
-            if (ahead) report_and_exit(EIO, netns_err);
+        if (!net->fresh) {
             if (kb_sb_new_netns(err, sizeof err) < 0) report_and_exit(errno, err);
+            net->in_host = 0;
         }
         s.net = KB_SB_NET_HOST;
-    } else if (*netns_ready && (host_net < 0 || setns(host_net, CLONE_NEWNET) < 0)) {
-        report_and_exit(errno, "go back to the host's network namespace");
+    } else if (!net->in_host) {
+        if (net->host < 0 || setns(net->host, CLONE_NEWNET) < 0) report_and_exit(errno, "go back to the host's network namespace");
+        net->in_host = 1;
     }
-    *netns_ready = 0;
+    net->fresh = 0;
+
+    // Signals that reached an idle helper (a terminal's ^C before this sandbox existed) are not this sandbox's.
+    struct signalfd_siginfo stale;
+    while (read(sfd, &stale, sizeof stale) == (ssize_t)sizeof stale) {}
 
     kb_sb_child child;
     if (kb_sb_spawn(&s, &child, err, sizeof err) < 0) report_and_exit(errno, err);
@@ -254,6 +267,7 @@ static int run_one(unsigned char *buf, size_t len, int *fds, int nfds, int sfd, 
     close(status_fd);
     close(child.status_fd);
     close(child.pidfd);
+    close(child.lifeline_fd);
     free(mem.base);
     return caller_gone;
 }
@@ -261,10 +275,16 @@ static int run_one(unsigned char *buf, size_t len, int *fds, int nfds, int sfd, 
 int main(int argc, char **argv) {
     // Signals arrive through a signalfd from here on (blocked before PID 1 exists, so none is lost).
     int sfd = kb_sb_signals_fd();
-    int host_net = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+    if (sfd >= 0) fcntl(sfd, F_SETFL, O_NONBLOCK);
+    netstate net = {open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC), 1, 0};
     int ahead = argc > 1 && strcmp(argv[1], "--ahead") == 0;
-    char netns_err[256] = "";
-    int netns_ready = ahead && kb_sb_new_netns(netns_err, sizeof netns_err) == 0;
+    char netns_err[256];
+    if (ahead) {
+        // A warm helper that cannot make what it is for is of no use: kbuild sees it exit.
+        if (kb_sb_new_netns(netns_err, sizeof netns_err) < 0) return 125;
+        net.in_host = 0;
+        net.fresh = 1;
+    }
     size_t cap = 1 << 20;
     unsigned char *buf = malloc(cap);
     if (!buf) return 125;
@@ -289,9 +309,13 @@ int main(int argc, char **argv) {
             report_fd = fds[0];
             report_and_exit(E2BIG, "read the sandbox spec: too large");
         }
-        if (run_one(buf, (size_t)len, fds, nfds, sfd, host_net, &netns_ready, netns_err, ahead)) return 0;
+        if (run_one(buf, (size_t)len, fds, nfds, sfd, &net)) return 0;
         // Ready for the next one: a fresh network namespace first, if this helper makes them ahead.
-        if (ahead) netns_ready = kb_sb_new_netns(netns_err, sizeof netns_err) == 0;
+        if (ahead) {
+            if (kb_sb_new_netns(netns_err, sizeof netns_err) < 0) return 125;
+            net.in_host = 0;
+            net.fresh = 1;
+        }
         if (send(FD_CONTROL, "r", 1, MSG_NOSIGNAL) < 0) return 0;
     }
 }

@@ -219,6 +219,30 @@ final class EscapeTests: XCTestCase {
         XCTAssertNotEqual(codes["mountns"], 0, out.stdout + out.stderr)
     }
 
+    // 15
+    func testASetuidFileWrittenThroughAMountIsNotRootsOnTheHost() async throws {
+        // A directory other users can reach (under /tmp, not the 0700 data dir).
+        let shared = "/tmp/kbuild-escape-shared-\(getpid())"
+        try FileManager.default.createDirectory(atPath: shared, withIntermediateDirectories: true)
+        chmod(shared, 0o755)
+        defer { try? FileManager.default.removeItem(atPath: shared) }
+        // Asked for explicitly, a read-write idmapped mount there is refused.
+        let refused = await expectError {
+            _ = try await sh("true") { $0.mounts = [SandboxMount(source: shared, target: "/app", readOnly: false, idmap: true)] }
+        }
+        XCTAssertTrue(refused?.message.contains("refusing a read-write idmapped mount of \(shared)") ?? false, refused?.message ?? "")
+        // By default it is mounted without idmap: the sandbox's root plants a setuid shell, which on the host is not root's.
+        chown(shared, IDRange.default.base, IDRange.default.base)
+        let out = try await sh("cp /bin/busybox /app/sh && chmod 4755 /app/sh && ls -ln /app/sh | awk '{print $1, $3}'") {
+            $0.mounts = [SandboxMount(source: shared, target: "/app", readOnly: false)]
+        }
+        XCTAssertEqual(out.result.termination, .exited(0), out.stderr)
+        var st = stat()
+        XCTAssertEqual(stat(shared + "/sh", &st), 0)
+        XCTAssertEqual(st.st_uid, IDRange.default.base, "owned by the sandbox's unprivileged id, not root")
+        XCTAssertNotEqual(st.st_uid, 0)
+    }
+
     /// `key=code` lines.
     func parseCodes(_ text: String) -> [String: Int] {
         var out: [String: Int] = [:]

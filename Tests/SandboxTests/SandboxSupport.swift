@@ -11,6 +11,9 @@ enum Fixture {
         let dir = NSTemporaryDirectory() + "kbuild-sandbox-tests-\(getpid())"
         try? FileManager.default.removeItem(atPath: dir)
         do {
+            // Like kbuild's data dir: only root can enter, so read-write idmapped mounts below it are allowed.
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            chmod(dir, 0o700)
             try StackStore.makeBusyboxRoot(at: dir + "/busybox")
         } catch {
             fatalError("cannot make the busybox root (apt-get install busybox-static): \(error)")

@@ -88,6 +88,9 @@ final class SandboxTests: XCTestCase {
         let out = try await sh("echo changed > /etc/motd; rm /bin/ls; echo ok") { $0.upperDir = upper }
         XCTAssertEqual(out.stdout, "ok\n", out.stderr)
         XCTAssertEqual(try String(contentsOfFile: upper + "/upper/etc/motd", encoding: .utf8), "changed\n")
+        var st = stat()
+        XCTAssertEqual(stat(upper + "/upper/etc/motd", &st), 0)
+        XCTAssertEqual(st.st_uid, IDRange.default.base, "the upper layer is the sandbox's unprivileged id's on disk")
         XCTAssertTrue(FileManager.default.fileExists(atPath: Fixture.busybox + "/bin/ls"), "the lower dir is untouched")
         // The next run over the same upper sees the change.
         let again = try await sh("cat /etc/motd; ls /bin/ls 2>&1 || true") { $0.upperDir = upper }
@@ -162,6 +165,17 @@ final class SandboxTests: XCTestCase {
                 let (none, only) = try await run("cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' '")
                 XCTAssertEqual(none.termination, .exited(0))
                 XCTAssertEqual(only, "lo\n", "a fresh loopback-only namespace each time")
+            }
+            // A warm helper keeps no descriptor of the sandboxes it ran.
+            let fdsBefore = Dictionary(uniqueKeysWithValues: childHelpers().map { ($0, fdCount($0)) })
+            XCTAssertFalse(fdsBefore.isEmpty)
+            for _ in 0..<10 {
+                _ = try await run("true")
+                _ = try await run("true", network: .host)
+            }
+            try await Task.sleep(for: .milliseconds(100))  // let the last one settle
+            for (pid, count) in fdsBefore where FileManager.default.fileExists(atPath: "/proc/\(pid)") {
+                XCTAssertEqual(fdCount(pid), count, "helper \(pid) after 20 sandboxes")
             }
             // More at once than the pool holds: the rest start cold.
             try await withThrowingTaskGroup(of: SandboxResult.Termination.self) { group in
@@ -242,6 +256,20 @@ final class SandboxTests: XCTestCase {
         XCTAssertLessThan(ticks, 40, "limited to 0.1 core: \(ticks) ticks")
         XCTAssertGreaterThan(freeTicks, 50, "unlimited: \(freeTicks) ticks")
     }
+}
+
+/// This process's kbuild-sandbox children (the warm helpers), by PID.
+func childHelpers() -> [String] {
+    ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).filter { pid in
+        guard Int(pid) != nil, let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return false }
+        let fields = stat[stat.index(close, offsetBy: 2)...].split(separator: " ")
+        return stat.contains("(kbuild-sandbox)") && fields.count > 1 && Int32(fields[1]) == getpid()
+    }.sorted()
+}
+
+func fdCount(_ pid: String) -> Int {
+    ((try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? []).count
 }
 
 /// Runs a shell command on the host; throws on a non-zero exit.

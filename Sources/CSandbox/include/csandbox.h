@@ -4,14 +4,16 @@
 // The fork-to-exec half of kbuild's sandbox. Swift's Glibc lacks clone3,
 // pivot_root, setns and the new mount API, and a multithreaded process cannot
 // unshare a user namespace, so everything between clone and execve is here.
-// Decisions (limits, paths, cgroups) are made in Swift; this file only acts.
+// kb_sb_spawn runs in the single-threaded helper (kbuild-sandbox); the other
+// functions are called by kbuild. Decisions (limits, paths, cgroups) are made
+// in Swift; this file only acts.
 
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 
 enum {
-    KB_SB_NET_NONE = 0,   ///< a new network namespace with only loopback, up
+    KB_SB_NET_NONE = 0,   ///< a new network namespace with only loopback, up (made by the helper: kb_sb_new_netns)
     KB_SB_NET_HOST = 1,   ///< the caller's network namespace
     KB_SB_NET_JOIN = 2,   ///< the namespace open at netns_fd (e.g. /run/netns/NAME)
 };
@@ -57,6 +59,7 @@ typedef struct {
     pid_t pid;                     ///< the sandbox's init, host PID
     int pidfd;
     int status_fd;                 ///< init writes a kb_sb_status here when the command ends
+    int lifeline_fd;               ///< held, never written: PID 1 exits at its EOF. Close it once PID 1 is reaped.
 } kb_sb_child;
 
 typedef struct {
@@ -72,12 +75,13 @@ typedef struct {
     char what[480];
 } kb_sb_report;
 
-/// Starts the sandbox. On failure returns -1 and writes a message naming the
+/// Starts the sandbox (from a single-threaded process: the helper). On failure returns -1 and writes a message naming the
 /// step and the object that failed into err; no process, mount or namespace is left.
 int kb_sb_spawn(const kb_sb_spec *spec, kb_sb_child *child, char *err, size_t errlen);
 
-/// A detached copy of the mount tree at `path` (open_tree OPEN_TREE_CLONE),
-/// idmapped through `userns_fd` when it is >= 0, read-only when asked.
+/// A detached copy of the mount tree at `path` (open_tree OPEN_TREE_CLONE), nosuid
+/// and nodev, idmapped through `userns_fd` when it is >= 0, read-only when asked.
+/// The last component of `path` must not be a symlink.
 int kb_sb_detach(const char *path, int userns_fd, int readonly, char *err, size_t errlen);
 
 /// A user namespace with the given maps, held open by fd (for idmapped mounts).
@@ -91,6 +95,9 @@ int kb_sb_signals_fd(void);
 int kb_sb_own_dir(char *out, size_t len);
 
 #include <spawn.h>
+/// POSIX_SPAWN_SETSID, which Swift does not see (a GNU extension).
+short kb_sb_spawn_setsid_flag(void);
+
 /// posix_spawn_file_actions_addclosefrom_np, which Swift does not see.
 int kb_sb_spawn_closefrom(posix_spawn_file_actions_t *actions, int from);
 
