@@ -11,14 +11,7 @@ struct SandboxBench: AsyncParsableCommand {
         commandName: "bench",
         abstract: "Benchmark: sandbox start-to-exit of /bin/true against runc on the same stack.",
         discussion: """
-            Exports the stack as an OCI layout, unpacks it with umoci into a runc bundle, then
-            runs /bin/true --runs times in each configuration, interleaved round by round: kbuild
-            in-process (as the build worker and node agent start sandboxes) and `runc run` (as
-            containerd starts containers), each with the host's network and with a new network
-            namespace. kbuild's runs carry a memory and pids cgroup, as runc's do, and use two
-            warm helpers (started ahead and already in their cgroups, as a build worker or node
-            agent keeps them); the one-off row starts with nothing ahead, as `sandbox run` does.
-            Prints p50, p99 and the ratios.
+            Exports the stack as an OCI layout, unpacks it with umoci into a runc bundle, then runs /bin/true --runs times in each configuration, interleaved round by round: kbuild in-process (as the build worker and node agent start sandboxes) and `runc run` (as containerd starts containers), each with the host's network and with a new network namespace. kbuild's runs carry a memory and pids cgroup, as runc's do, and use warm helpers (two of each kind, started ahead and already in their cgroups, as a build worker or node agent keeps them); the one-off row starts with nothing ahead, as `sandbox run` does. Prints p50, p99 and the ratios.
             """
     )
     @OptionGroup var global: GlobalOptions

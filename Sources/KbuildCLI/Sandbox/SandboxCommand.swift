@@ -34,10 +34,10 @@ struct SandboxRun: AsyncParsableCommand {
         commandName: "run",
         abstract: "Run a command in a sandbox; its exit status is passed through.",
         discussion: """
-            The command runs as root inside new user, mount, PID, UTS, IPC and (with --network none)
-            network namespaces, over an overlay of the stack, with a fresh /proc, a minimal /dev and
-            a tmpfs /tmp. Writes go to a tmpfs upper layer (--disk) and vanish at exit unless --upper
-            keeps them. Killed for running out of memory or time: status 137, and a line on stderr.
+            The command runs as root inside new user, mount, PID, UTS and IPC namespaces (and a loopback-only network namespace with --network none, the default), over an overlay of the stack, with a fresh /proc, a minimal /dev and a tmpfs /tmp. Root inside is uid 0x70000000 outside. Writes go to a tmpfs upper layer (--disk) and vanish at exit unless --upper keeps them.
+
+            Killed for running out of memory or time: status 137, and a line on stderr saying which. A command not in the stack: 127.
+
             Example: kbuild sandbox run --stack debian -- python3 -c 'print(1)'
             """
     )
@@ -57,7 +57,7 @@ struct SandboxRun: AsyncParsableCommand {
     @Option(name: .customLong("mount"), help: ArgumentHelp("Bind a host path (repeatable).", valueName: "src:dst[:ro]")) var mounts: [String] = []
     @Option(help: ArgumentHelp("Keep the root's changes in DIR/upper.", valueName: "dir")) var upper: String?
     @Flag(name: .shortAndLong, help: "Pass stdin through.") var interactive = false
-    @Argument(parsing: .captureForPassthrough, help: "The command and its arguments, after --.") var command: [String] = []
+    @Argument(parsing: .postTerminator, help: "The command and its arguments, after --.") var command: [String] = []
 
     func run() async throws {
         let words = command.first == "--" ? Array(command.dropFirst()) : command

@@ -25,8 +25,8 @@ struct StackCreate: AsyncParsableCommand {
         abstract: "Make a built-in stack from this host's Debian packages.",
         discussion: """
             busybox: Debian's busybox-static and its applets (about 2 MB), for fast tests.
-            debian:  debootstrap --variant=minbase bookworm with python3 and ca-certificates
-                     (about 180 MB, half a minute), the default stack.
+
+            debian: debootstrap --variant=minbase bookworm with python3 and ca-certificates from this host's apt mirror (about 180 MB, half a minute), the default stack.
             """
     )
     @OptionGroup var global: GlobalOptions
