@@ -33,10 +33,12 @@ struct UpCommand: AsyncParsableCommand {
         var logger = Logger(label: "kbuild")
         logger.logLevel = ProcessInfo.processInfo.environment["KBUILD_LOG"].flatMap(Logger.Level.init(rawValue:)) ?? .warning
 
-        let server = KbuildHTTP.server(keg: keg, tokens: [token], host: host, port: port, logger: logger) { url in
+        let refs = try global.openRefs()
+        let server = KbuildHTTP.server(keg: keg, refs: refs, tokens: [token], host: host, port: port, logger: logger) { url in
             try? Data((url + "\n").utf8).write(to: dataDir.serverURLFile, options: .atomic)
             say("kbuild up: data dir \(dataDir.root.path) (admin token in \(dataDir.adminToken.path))")
             say("keg       \(url)/v1/objects/")
+            say("registry  \(url.replacingOccurrences(of: "http://", with: ""))/ (pull; stacks as stacks/NAME:latest)")
         }
         let group = ServiceGroup(configuration: .init(
             services: [.init(service: server)],

@@ -32,8 +32,14 @@ public struct KegRoutes<Context: RequestContext>: Sendable {
         } catch {
             return ErrorBody.response(KbuildError.wrap(error))
         }
+        return KegRoutes.response(reader, request: request, head: head)
+    }
+
+    /// An object's bytes (or the range asked for), streamed from the blocking-I/O pool.
+    static func response(_ reader: ObjectReader, request: Request, head: Bool,
+                         contentType: String = "application/octet-stream") -> Response {
         var headers = HTTPFields()
-        headers[.contentType] = "application/octet-stream"
+        headers[.contentType] = contentType
         headers[.eTag] = "\"\(reader.kid)\""
         headers[.acceptRanges] = "bytes"
         headers[HTTPField.Name("Docker-Content-Digest")!] = reader.kid.ociDigest

@@ -47,6 +47,68 @@ final class UpServerTests: XCTestCase {
         return (Int(r.stdout) ?? -1, headers.lowercased(), body)
     }
 
+    func testRegistryServesStacksToSkopeoUmociAndRunc() throws {
+        let dir = try tempDir(self, "registry")
+        let data = dir + "/data"
+        XCTAssertEqual(try kbuild(["stack", "create", "busybox"], dataDir: data).status, 0)
+        let ls = try kbuild(["stack", "ls", "--json"], dataDir: data)
+        let rows = try JSONSerialization.jsonObject(with: Data(ls.stdout.utf8)) as? [[String: Any]]
+        let image = try XCTUnwrap(rows?.first?["image"] as? String)
+        let digest = "sha256:" + image.dropFirst(2)
+        let server = try startUp(data)
+        let host = server.url.replacingOccurrences(of: "http://", with: "")
+        let auth = ["-u", "kbuild:" + server.token]
+
+        let anonymous = try curl([server.url + "/v2/"])
+        XCTAssertEqual(anonymous.code, 401)
+        XCTAssertTrue(anonymous.headers.contains("www-authenticate: basic realm=\"kbuild\""), anonymous.headers)
+        let version = try curl(auth + [server.url + "/v2/"])
+        XCTAssertEqual(version.code, 200)
+        XCTAssertTrue(version.headers.contains("docker-distribution-api-version: registry/2.0"), version.headers)
+        let tags = try curl(auth + [server.url + "/v2/stacks/busybox/tags/list"])
+        XCTAssertEqual(String(decoding: tags.body, as: UTF8.self), #"{"name":"stacks/busybox","tags":["latest"]}"#)
+        let head = try curl(auth + ["-I", server.url + "/v2/stacks/busybox/manifests/latest"])
+        XCTAssertEqual(head.code, 200)
+        XCTAssertTrue(head.headers.contains("docker-content-digest: \(digest)"), head.headers)
+
+        // skopeo sees the stack's KID as the image digest, and its labels.
+        let inspect = try sh("/usr/bin/skopeo", ["inspect", "--creds", "kbuild:" + server.token, "--tls-verify=false", "docker://\(host)/stacks/busybox:latest"])
+        XCTAssertEqual(inspect.status, 0, inspect.stderr)
+        let info = try JSONSerialization.jsonObject(with: Data(inspect.stdout.utf8)) as? [String: Any]
+        XCTAssertEqual(info?["Digest"] as? String, digest)
+        XCTAssertEqual((info?["Labels"] as? [String: String])?["dev.kbuild.stack"], "busybox")
+        // skopeo copy pulls it, umoci verifies and unpacks it, runc runs it.
+        let copy = try sh("/usr/bin/skopeo", ["copy", "--src-creds", "kbuild:" + server.token, "--src-tls-verify=false",
+                                             "docker://\(host)/stacks/busybox:latest", "oci:\(dir)/pulled:busybox"])
+        XCTAssertEqual(copy.status, 0, copy.stderr)
+        let unpack = try sh("/usr/bin/umoci", ["unpack", "--image", "\(dir)/pulled:busybox", dir + "/bundle"])
+        XCTAssertEqual(unpack.status, 0, unpack.stderr)
+        let config = dir + "/bundle/config.json"
+        var json = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: config))) as? [String: Any])
+        var process = try XCTUnwrap(json["process"] as? [String: Any])
+        process["args"] = ["/bin/echo", "pulled from kbuild"]
+        process["terminal"] = false
+        json["process"] = process
+        try JSONSerialization.data(withJSONObject: json).write(to: URL(fileURLWithPath: config))
+        let runc = try sh("/usr/sbin/runc", ["run", "--bundle", dir + "/bundle", "kbuild-registry-\(getpid())"])
+        XCTAssertEqual(runc.stdout, "pulled from kbuild\n", runc.stderr)
+
+        // Bad input, in the distribution spec's error format.
+        let rows2: [(String, Int, String)] = [
+            ("/v2/nope/manifests/latest", 404, "MANIFEST_UNKNOWN"),
+            ("/v2/stacks/busybox/manifests/v9", 404, "MANIFEST_UNKNOWN"),
+            ("/v2/stacks/busybox/blobs/sha256:1234", 400, "DIGEST_INVALID"),
+            ("/v2/stacks/busybox/blobs/sha256:" + String(repeating: "0", count: 64), 404, "BLOB_UNKNOWN"),
+            ("/v2/Upper/manifests/latest", 404, "NAME_UNKNOWN"),
+            ("/v2/nope/tags/list", 404, "NAME_UNKNOWN"),
+        ]
+        for (path, code, error) in rows2 {
+            let r = try curl(auth + [server.url + path])
+            XCTAssertEqual(r.code, code, path)
+            XCTAssertTrue(String(decoding: r.body, as: UTF8.self).contains("\"code\":\"\(error)\""), "\(path): \(String(decoding: r.body, as: UTF8.self))")
+        }
+    }
+
     func testUpServesObjectsByKIDWithAuthRangesAndClearErrors() throws {
         let dir = try tempDir(self, "up")
         let data = dir + "/data"
