@@ -83,6 +83,7 @@ let package = Package(
             name: "KbuildServer",
             dependencies: [
                 "KbuildCore", "Keg", "RefStore",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),

@@ -38,7 +38,7 @@ struct UpCommand: AsyncParsableCommand {
             try? Data((url + "\n").utf8).write(to: dataDir.serverURLFile, options: .atomic)
             say("kbuild up: data dir \(dataDir.root.path) (admin token in \(dataDir.adminToken.path))")
             say("keg       \(url)/v1/objects/")
-            say("registry  \(url.replacingOccurrences(of: "http://", with: ""))/ (pull; stacks as stacks/NAME:latest)")
+            say("registry  \(url.replacingOccurrences(of: "http://", with: ""))/ (stacks as stacks/NAME:latest)")
         }
         let group = ServiceGroup(configuration: .init(
             services: [.init(service: server)],

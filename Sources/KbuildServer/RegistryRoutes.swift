@@ -6,28 +6,160 @@ import Foundation
 import HTTPTypes
 import NIOPosix
 
-/// The pull side of the OCI distribution API, served from the Keg: the
-/// registry's blobs are Keg objects (a digest is a KID) and its tags are refs.
+/// The OCI distribution API, served from the Keg: the registry's blobs are
+/// Keg objects (a digest is a KID) and its tags are refs.
 ///
 ///     GET       /v2/                               API version check
 ///     GET HEAD  /v2/<name>/manifests/<tag|digest>  a manifest, by tag or digest
+///     PUT       /v2/<name>/manifests/<tag|digest>  store one (every blob it names must be here) and tag it
 ///     GET HEAD  /v2/<name>/blobs/<digest>          a config or layer, with Range
+///     POST      /v2/<name>/blobs/uploads/          start an upload (?digest= monolithic, ?mount=&from= cross-repository)
+///     PATCH     /v2/<name>/blobs/uploads/<id>      a chunk (Content-Range optional)
+///     PUT       /v2/<name>/blobs/uploads/<id>      the last chunk, ?digest= checked before anything is stored
+///     GET DELETE /v2/<name>/blobs/uploads/<id>     its progress; cancel it
 ///     GET       /v2/<name>/tags/list               the repository's tags
 ///
 /// Errors use the distribution spec's body, `{"errors":[{"code":…,"message":…}]}`.
 public struct RegistryRoutes<Context: RequestContext>: Sendable {
     let keg: Keg
     let refs: any RefStore
+    let uploads: RegistryUploads
+    /// Largest manifest accepted (the spec suggests 4 MiB).
+    static var manifestLimit: Int { 4 << 20 }
 
     public init(keg: Keg, refs: any RefStore) {
         self.keg = keg
         self.refs = refs
+        self.uploads = RegistryUploads(keg: keg)
     }
 
     public func register(on router: Router<Context>) {
         router.get("/v2") { _, _ in RegistryRoutes.versionCheck() }
         router.get("/v2/**") { request, _ in await self.serve(request, head: false) }
         router.head("/v2/**") { request, _ in await self.serve(request, head: true) }
+        router.post("/v2/**") { request, _ in await self.write(request) }
+        router.patch("/v2/**") { request, _ in await self.write(request) }
+        router.put("/v2/**") { request, _ in await self.write(request) }
+        router.delete("/v2/**") { request, _ in await self.write(request) }
+    }
+
+    /// POST, PATCH, PUT and DELETE: uploads and manifests.
+    func write(_ request: Request) async -> Response {
+        guard let route = RegistryPath(request.uri.path) else {
+            return RegistryError.response(.notFound, "NAME_UNKNOWN", "no such registry path: \(request.uri.path)")
+        }
+        let query = request.uri.queryParameters
+        do {
+            switch (request.method, route) {
+            case (.post, .uploads(let name)):
+                if let mount = query.get("mount") {
+                    let kid = try RegistryNames.kid(digest: mount)
+                    if keg.contains(kid) { return created(name: name, kid: kid) }
+                    // Not here: fall through to an ordinary upload, as the spec says.
+                }
+                let id = try await uploads.start(repository: name)
+                if let digest = query.get("digest") {
+                    let kid = try RegistryNames.kid(digest: digest)
+                    _ = try await receive(request, into: id, repository: name)
+                    let stored = try await uploads.finish(id, repository: name, digest: kid)
+                    return created(name: name, kid: stored)
+                }
+                return accepted(name: name, id: id, size: 0)
+            case (.patch, .upload(let name, let id)):
+                let size = try await receive(request, into: id, repository: name)
+                return accepted(name: name, id: id, size: size)
+            case (.put, .upload(let name, let id)):
+                guard let digest = query.get("digest") else {
+                    throw RegistryError(.badRequest, "DIGEST_INVALID", "finishing an upload needs ?digest=sha256:…")
+                }
+                let kid = try RegistryNames.kid(digest: digest)
+                _ = try await receive(request, into: id, repository: name)
+                let stored = try await uploads.finish(id, repository: name, digest: kid)
+                return created(name: name, kid: stored)
+            case (.delete, .upload(let name, let id)):
+                try await uploads.cancel(id, repository: name)
+                return Response(status: .noContent)
+            case (.put, .manifest(let name, let reference)):
+                return try await putManifest(request, name: name, reference: reference)
+            default:
+                throw RegistryError(.methodNotAllowed, "UNSUPPORTED", "\(request.method) is not supported on \(request.uri.path)")
+            }
+        } catch let error as RegistryError {
+            return error.response
+        } catch {
+            return RegistryError.response(.internalServerError, "UNKNOWN", "\(error)")
+        }
+    }
+
+    /// Streams a request body into an upload; returns the upload's size after it.
+    func receive(_ request: Request, into id: String, repository: String) async throws -> UInt64 {
+        var offset: UInt64?
+        if let range = request.headers[.contentRange] {
+            // "start-end" (the distribution spec's form), or "bytes start-end/total".
+            let text = range.hasPrefix("bytes ") ? String(range.dropFirst(6).prefix { $0 != "/" }) : range
+            guard let dash = text.firstIndex(of: "-"), let start = UInt64(text[..<dash]) else {
+                throw RegistryError(.rangeNotSatisfiable, "BLOB_UPLOAD_INVALID", "unreadable Content-Range \(range.debugDescription)")
+            }
+            offset = start
+        }
+        var size = try await uploads.size(of: id, repository: repository)
+        for try await buffer in request.body {
+            size = try await uploads.append(id, repository: repository, bytes: Array(buffer.readableBytesView), at: offset)
+            offset = nil
+        }
+        return size
+    }
+
+    func putManifest(_ request: Request, name: String, reference: String) async throws -> Response {
+        var body = [UInt8]()
+        for try await buffer in request.body {
+            body += buffer.readableBytesView
+            guard body.count <= RegistryRoutes.manifestLimit else {
+                throw RegistryError(.contentTooLarge, "MANIFEST_INVALID", "manifest is over \(RegistryRoutes.manifestLimit) bytes")
+            }
+        }
+        let kid = KID(hashing: body)
+        guard let json = (try? JSONSerialization.jsonObject(with: Data(body))) as? [String: Any], json["schemaVersion"] as? Int == 2 else {
+            throw RegistryError(.badRequest, "MANIFEST_INVALID", "not an image manifest or index (schemaVersion 2 JSON)")
+        }
+        if reference.hasPrefix("sha256:"), try RegistryNames.kid(digest: reference) != kid {
+            throw RegistryError(.badRequest, "DIGEST_INVALID", "manifest has digest \(kid.ociDigest), not \(reference)")
+        }
+        // Every blob and manifest it names must be here first.
+        var named: [Any?] = [(json["config"] as? [String: Any])?["digest"]]
+        named += (json["layers"] as? [[String: Any]] ?? []).map { $0["digest"] }
+        named += (json["manifests"] as? [[String: Any]] ?? []).map { $0["digest"] }
+        for case let digest as String in named {
+            let part = try RegistryNames.kid(digest: digest)
+            guard keg.contains(part) else {
+                throw RegistryError(.badRequest, "MANIFEST_BLOB_UNKNOWN", "the manifest names \(digest), which was not uploaded")
+            }
+        }
+        try keg.putBlob(body)
+        if !reference.hasPrefix("sha256:") {
+            _ = try await refs.compareAndSwap(try RegistryNames.tagRef(repository: name, tag: reference), to: kid, expecting: .any, actor: "registry")
+        }
+        var headers = HTTPFields()
+        headers[.location] = "/v2/\(name)/manifests/\(kid.ociDigest)"
+        headers[HTTPField.Name("Docker-Content-Digest")!] = kid.ociDigest
+        return Response(status: .created, headers: headers)
+    }
+
+    func created(name: String, kid: KID) -> Response {
+        var headers = HTTPFields()
+        headers[.location] = "/v2/\(name)/blobs/\(kid.ociDigest)"
+        headers[HTTPField.Name("Docker-Content-Digest")!] = kid.ociDigest
+        headers[.contentLength] = "0"
+        return Response(status: .created, headers: headers)
+    }
+
+    func accepted(name: String, id: String, size: UInt64) -> Response {
+        var headers = HTTPFields()
+        headers[.location] = "/v2/\(name)/blobs/uploads/\(id)"
+        headers[HTTPField.Name("Docker-Upload-UUID")!] = id
+        headers[.range] = "0-\(size == 0 ? 0 : size - 1)"
+        headers[.contentLength] = "0"
+        return Response(status: .accepted, headers: headers)
     }
 
     static func versionCheck() -> Response {
@@ -46,6 +178,9 @@ public struct RegistryRoutes<Context: RequestContext>: Sendable {
             case .manifest(let name, let reference): return try await manifest(name: name, reference: reference, head: head)
             case .blob(let name, let digest): return try await blob(name: name, digest: digest, request: request, head: head)
             case .tags(let name): return try await tags(name: name)
+            case .upload(let name, let id):
+                return accepted(name: name, id: id, size: try await uploads.size(of: id, repository: name))
+            case .uploads: throw RegistryError(.methodNotAllowed, "UNSUPPORTED", "start an upload with POST")
             }
         } catch let error as RegistryError {
             return error.response
@@ -118,10 +253,25 @@ enum RegistryPath: Equatable {
     case manifest(name: String, reference: String)
     case blob(name: String, digest: String)
     case tags(name: String)
+    case uploads(name: String)
+    case upload(name: String, id: String)
 
     init?(_ path: String) {
         let parts = path.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
         guard parts.count >= 5, parts[0].isEmpty, parts[1] == "v2" else { return nil }
+        if parts.count >= 6, parts[parts.count - 3] == "blobs", parts[parts.count - 2] == "uploads" {
+            let name = parts[2..<(parts.count - 3)].joined(separator: "/")
+            guard RegistryNames.isRepository(name) else { return nil }
+            let id = parts[parts.count - 1]
+            self = id.isEmpty ? .uploads(name: name) : .upload(name: name, id: id)
+            return
+        }
+        if parts.count >= 5, parts[parts.count - 2] == "blobs", parts[parts.count - 1] == "uploads" {
+            let name = parts[2..<(parts.count - 2)].joined(separator: "/")
+            guard RegistryNames.isRepository(name) else { return nil }
+            self = .uploads(name: name)
+            return
+        }
         let kind = parts[parts.count - 2], last = parts[parts.count - 1]
         let name = parts[2..<(parts.count - 2)].joined(separator: "/")
         guard RegistryNames.isRepository(name) else { return nil }

@@ -109,6 +109,86 @@ final class UpServerTests: XCTestCase {
         }
     }
 
+    func testRegistryPushWithSkopeoAndUploadsAndTheirBadInput() throws {
+        let dir = try tempDir(self, "push")
+        let data = dir + "/data"
+        // An image the registry does not have yet: a small root filesystem of its own, from another data dir.
+        let other = dir + "/other"
+        let root = dir + "/rootfs"
+        try FileManager.default.createDirectory(atPath: root + "/bin", withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: "/bin/busybox", toPath: root + "/bin/busybox")
+        try Data("pushed through kbuild's registry\n".utf8).write(to: URL(fileURLWithPath: root + "/hello.txt"))
+        XCTAssertEqual(try kbuild(["stack", "import", root, "pushme"], dataDir: other).status, 0)
+        XCTAssertEqual(try kbuild(["stack", "export", "pushme", dir + "/layout"], dataDir: other).status, 0)
+        let server = try startUp(data)
+        let host = server.url.replacingOccurrences(of: "http://", with: "")
+        let creds = "kbuild:" + server.token
+        let auth = ["-u", creds]
+
+        // skopeo: OCI layout → kbuild's registry → OCI layout, digests identical.
+        let push = try sh("/usr/bin/skopeo", ["copy", "--preserve-digests", "--dest-creds", creds, "--dest-tls-verify=false",
+                                             "oci:\(dir)/layout:pushme", "docker://\(host)/apps/pushme:v1"])
+        XCTAssertEqual(push.status, 0, push.stderr)
+        let pull = try sh("/usr/bin/skopeo", ["copy", "--preserve-digests", "--src-creds", creds, "--src-tls-verify=false",
+                                             "docker://\(host)/apps/pushme:v1", "oci:\(dir)/back:pushme"])
+        XCTAssertEqual(pull.status, 0, pull.stderr)
+        func manifestDigest(_ layout: String) throws -> String? {
+            let index = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: layout + "/index.json"))) as? [String: Any]
+            return (index?["manifests"] as? [[String: Any]])?.first?["digest"] as? String
+        }
+        XCTAssertNotNil(try manifestDigest(dir + "/layout"))
+        XCTAssertEqual(try manifestDigest(dir + "/back"), try manifestDigest(dir + "/layout"))
+        let tags = try curl(auth + [server.url + "/v2/apps/pushme/tags/list"])
+        XCTAssertEqual(String(decoding: tags.body, as: UTF8.self), #"{"name":"apps/pushme","tags":["v1"]}"#)
+
+        // A chunked upload by hand: POST, two PATCHes, PUT with the digest.
+        let blob = Data((0..<300_000).map { UInt8(truncatingIfNeeded: $0 &* 7) })
+        let digest = "sha256:" + (try sha256Hex(blob))
+        try blob.prefix(100_000).write(to: URL(fileURLWithPath: dir + "/part1"))
+        try blob.dropFirst(100_000).write(to: URL(fileURLWithPath: dir + "/part2"))
+        func location(_ headers: String) -> String {
+            headers.split(separator: "\r\n").first { $0.hasPrefix("location: ") }.map { String($0.dropFirst(10)) } ?? ""
+        }
+        let start = try curl(auth + ["-X", "POST", server.url + "/v2/apps/chunks/blobs/uploads/"])
+        XCTAssertEqual(start.code, 202)
+        let upload = server.url + location(start.headers)
+        let first = try curl(auth + ["-X", "PATCH", "-H", "Content-Range: 0-99999", "--data-binary", "@\(dir)/part1", upload])
+        XCTAssertEqual(first.code, 202)
+        XCTAssertTrue(first.headers.contains("range: 0-99999"), first.headers)
+        let wrongPlace = try curl(auth + ["-X", "PATCH", "-H", "Content-Range: 5-10", "--data-binary", "@\(dir)/part1", upload])
+        XCTAssertEqual(wrongPlace.code, 416)
+        // Truncated: finishing after the first chunk names the whole blob's digest → refused, nothing stored.
+        let early = try curl(auth + ["-X", "POST", server.url + "/v2/apps/chunks/blobs/uploads/"])
+        let earlyUpload = server.url + location(early.headers)
+        _ = try curl(auth + ["-X", "PATCH", "--data-binary", "@\(dir)/part1", earlyUpload])
+        let truncated = try curl(auth + ["-X", "PUT", earlyUpload + "?digest=" + digest])
+        XCTAssertEqual(truncated.code, 400)
+        XCTAssertTrue(String(decoding: truncated.body, as: UTF8.self).contains("DIGEST_INVALID"))
+        XCTAssertEqual(try curl(auth + ["-I", server.url + "/v2/apps/chunks/blobs/" + digest]).code, 404, "nothing half-stored")
+        let done = try curl(auth + ["-X", "PUT", "--data-binary", "@\(dir)/part2", upload + "?digest=" + digest])
+        XCTAssertEqual(done.code, 201, String(decoding: done.body, as: UTF8.self))
+        let fetched = try curl(auth + [server.url + "/v2/apps/chunks/blobs/" + digest])
+        XCTAssertEqual(fetched.body, blob)
+        // Monolithic with a wrong digest: refused.
+        let wrong = try curl(auth + ["-X", "POST", "--data-binary", "@\(dir)/part1", server.url + "/v2/apps/mono/blobs/uploads/?digest=" + digest])
+        XCTAssertEqual(wrong.code, 400)
+        // Cross-repository mount of a blob that is here: 201 without a byte sent.
+        let mount = try curl(auth + ["-X", "POST", server.url + "/v2/apps/other/blobs/uploads/?mount=\(digest)&from=apps/chunks"])
+        XCTAssertEqual(mount.code, 201)
+        // A manifest that names a missing blob: refused, the tag not moved.
+        let missing = "sha256:" + String(repeating: "1", count: 64)
+        let manifest = #"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"\#(digest)","size":300000},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"\#(missing)","size":1}]}"#
+        try Data(manifest.utf8).write(to: URL(fileURLWithPath: dir + "/manifest.json"))
+        let bad = try curl(auth + ["-X", "PUT", "-H", "Content-Type: application/vnd.oci.image.manifest.v1+json",
+                                   "--data-binary", "@\(dir)/manifest.json", server.url + "/v2/apps/pushme/manifests/v1"])
+        XCTAssertEqual(bad.code, 400)
+        XCTAssertTrue(String(decoding: bad.body, as: UTF8.self).contains("MANIFEST_BLOB_UNKNOWN"))
+        let still = try curl(auth + ["-I", server.url + "/v2/apps/pushme/manifests/v1"])
+        XCTAssertTrue(still.headers.contains("docker-content-digest: \(try manifestDigest(dir + "/layout") ?? "")"), still.headers)
+        // Without credentials: 401.
+        XCTAssertEqual(try curl(["-X", "POST", server.url + "/v2/apps/x/blobs/uploads/"]).code, 401)
+    }
+
     func testUpServesObjectsByKIDWithAuthRangesAndClearErrors() throws {
         let dir = try tempDir(self, "up")
         let data = dir + "/data"
