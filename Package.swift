@@ -60,6 +60,11 @@ let package = Package(
             swiftSettings: strict
         ),
         .target(
+            name: "GitSource",
+            dependencies: ["KbuildCore", "Keg", "CGit2"],
+            swiftSettings: strict
+        ),
+        .target(
             name: "Stacks",
             dependencies: ["KbuildCore", "Keg", "RefStore", "OCI", "Sandbox"],
             swiftSettings: strict
@@ -108,6 +113,7 @@ let package = Package(
         .executableTarget(name: "kbuild", dependencies: ["KbuildCLI"], swiftSettings: strict),
 
         .testTarget(name: "KegTests", dependencies: ["Keg", "KbuildCore"], swiftSettings: strict),
+        .testTarget(name: "GitSourceTests", dependencies: ["GitSource", "Keg", "KbuildCore"], swiftSettings: strict),
         .testTarget(name: "SandboxTests", dependencies: ["Sandbox", "Stacks", "Keg", "RefStore", "KbuildCore"], swiftSettings: strict),
         .testTarget(name: "RefStoreTests", dependencies: ["RefStore", "RefStoreConformance", "KbuildCore"], swiftSettings: strict),
         .testTarget(
