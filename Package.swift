@@ -105,7 +105,7 @@ let package = Package(
         .target(
             name: "KbuildCLI",
             dependencies: [
-                "KbuildCore", "Keg", "KegRemote", "RefStore", "KbuildServer", "Sandbox", "OCI", "Stacks", "CGit2", "CArchive",
+                "KbuildCore", "Keg", "KegRemote", "RefStore", "KbuildServer", "Sandbox", "OCI", "Stacks", "GitSource", "CGit2", "CArchive",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict

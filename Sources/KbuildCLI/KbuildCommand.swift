@@ -10,7 +10,7 @@ public struct KbuildCommand: AsyncParsableCommand {
             Start everything on this machine with `kbuild up`.
             """,
         version: KbuildVersion.text,
-        subcommands: [UpCommand.self, SandboxCommand.self, StackCommand.self, KegCommand.self, RefCommand.self, VersionCommand.self]
+        subcommands: [UpCommand.self, SandboxCommand.self, StackCommand.self, SourceCommand.self, KegCommand.self, RefCommand.self, VersionCommand.self]
     )
 
     public init() {}
