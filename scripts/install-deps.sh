@@ -10,7 +10,7 @@ packages=(
   runc umoci skopeo                                                  # OCI peers: tests and the sandbox benchmark
 )
 if [[ "${1:-}" == "--bench" ]]; then
-  packages+=(casync restic python3)                                  # benchmark peers
+  packages+=(casync restic python3 docker-registry)                  # benchmark peers
 fi
 
 missing=()
