@@ -111,6 +111,9 @@ public struct RegistryRoutes<Context: RequestContext>: Sendable {
     }
 
     func putManifest(_ request: Request, name: String, reference: String) async throws -> Response {
+        if name.hasPrefix("stacks/") {
+            throw RegistryError(.forbidden, "DENIED", "stacks are made with `kbuild stack create` or `kbuild stack import`, not pushed")
+        }
         var body = [UInt8]()
         for try await buffer in request.body {
             body += buffer.readableBytesView
@@ -234,7 +237,7 @@ public struct RegistryRoutes<Context: RequestContext>: Sendable {
         let tags = try await RegistryNames.tags(of: name, in: refs)
         guard !tags.isEmpty else { throw RegistryError(.notFound, "NAME_UNKNOWN", "no repository named \(name)") }
         let encoder = JSONEncoder()
-        encoder.outputFormatting = [.withoutEscapingSlashes]
+        encoder.outputFormatting = [.withoutEscapingSlashes, .sortedKeys]
         let data = try encoder.encode(TagList(name: name, tags: tags))
         var headers = HTTPFields()
         headers[.contentType] = "application/json"
@@ -354,7 +357,9 @@ struct RegistryError: Error {
     static func response(_ status: HTTPResponse.Status, _ code: String, _ message: String) -> Response {
         struct Item: Encodable { var code: String; var message: String }
         struct Body: Encodable { var errors: [Item] }
-        let data = (try? JSONEncoder().encode(Body(errors: [Item(code: code, message: message)]))) ?? Data()
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        let data = (try? encoder.encode(Body(errors: [Item(code: code, message: message)]))) ?? Data()
         var headers = HTTPFields()
         headers[.contentType] = "application/json"
         headers[HTTPField.Name("Docker-Distribution-API-Version")!] = "registry/2.0"

@@ -185,6 +185,10 @@ final class UpServerTests: XCTestCase {
         XCTAssertTrue(String(decoding: bad.body, as: UTF8.self).contains("MANIFEST_BLOB_UNKNOWN"))
         let still = try curl(auth + ["-I", server.url + "/v2/apps/pushme/manifests/v1"])
         XCTAssertTrue(still.headers.contains("docker-content-digest: \(try manifestDigest(dir + "/layout") ?? "")"), still.headers)
+        // Stacks are not pushed over.
+        let stack = try curl(auth + ["-X", "PUT", "--data-binary", "@\(dir)/manifest.json", server.url + "/v2/stacks/busybox/manifests/latest"])
+        XCTAssertEqual(stack.code, 403)
+        XCTAssertTrue(String(decoding: stack.body, as: UTF8.self).contains("DENIED"))
         // Without credentials: 401.
         XCTAssertEqual(try curl(["-X", "POST", server.url + "/v2/apps/x/blobs/uploads/"]).code, 401)
     }
