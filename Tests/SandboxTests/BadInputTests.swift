@@ -7,18 +7,7 @@ import Keg
 @testable import Stacks
 
 /// Bad input: a clear error naming what was wrong, and nothing left behind.
-final class BadInputTests: XCTestCase {
-    var before = HostState.now()
-
-    override func setUp() async throws {
-        _ = Fixture.sandbox
-        before = HostState.now()
-    }
-
-    override func tearDown() async throws {
-        assertNothingLeft(since: before)
-    }
-
+final class BadInputTests: HostCheckedTestCase {
     func testAStackThatDoesNotExist() async throws {
         let data = Fixture.scratch("stackless")
         let dir = DataDir(root: URL(fileURLWithPath: data))

@@ -7,18 +7,7 @@ import KbuildCore
 /// the host that it did not work, and that nothing was left behind. Where a
 /// control run shows the same probe succeeding without the barrier, the test
 /// shows it can fail.
-final class EscapeTests: XCTestCase {
-    var before = HostState.now()
-
-    override func setUp() async throws {
-        _ = Fixture.sandbox
-        before = HostState.now()
-    }
-
-    override func tearDown() async throws {
-        assertNothingLeft(since: before)
-    }
-
+final class EscapeTests: HostCheckedTestCase {
     // 1
     func testHostFilesOutsideTheMountsCannotBeReadOrWritten() async throws {
         let secret = "/tmp/kbuild-escape-\(getpid())"

@@ -131,3 +131,17 @@ func expectError(_ body: () async throws -> Void, file: StaticString = #filePath
         return nil
     }
 }
+
+/// A test case that checks after every test that nothing was left on the host.
+class HostCheckedTestCase: XCTestCase {
+    var before = HostState.now()
+
+    override func setUp() async throws {
+        _ = Fixture.sandbox
+        before = HostState.now()
+    }
+
+    override func tearDown() async throws {
+        assertNothingLeft(since: before)
+    }
+}

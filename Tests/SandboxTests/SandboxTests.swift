@@ -166,7 +166,8 @@ final class SandboxTests: XCTestCase {
                 XCTAssertEqual(none.termination, .exited(0))
                 XCTAssertEqual(only, "lo\n", "a fresh loopback-only namespace each time")
             }
-            // A warm helper keeps no descriptor of the sandboxes it ran.
+            // A warm helper keeps no descriptor of the sandboxes it ran (counted once each has settled).
+            try await Task.sleep(for: .milliseconds(100))
             let fdsBefore = Dictionary(uniqueKeysWithValues: childHelpers().map { ($0, fdCount($0)) })
             XCTAssertFalse(fdsBefore.isEmpty)
             for _ in 0..<10 {
