@@ -70,6 +70,16 @@ let package = Package(
             swiftSettings: strict
         ),
         .target(
+            name: "Builds",
+            dependencies: ["KbuildCore", "Keg", "RefStore", "OCI", "Stacks", "Sandbox"],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "GitGateway",
+            dependencies: ["KbuildCore", "Keg", "RefStore", "OCI", "Stacks", "Sandbox", "Builds", "GitSource"],
+            swiftSettings: strict
+        ),
+        .target(
             name: "Sandbox",
             dependencies: ["KbuildCore", "CSandbox"],
             swiftSettings: strict
@@ -87,7 +97,7 @@ let package = Package(
         .target(
             name: "KbuildServer",
             dependencies: [
-                "KbuildCore", "Keg", "RefStore",
+                "KbuildCore", "Keg", "RefStore", "CKbuild",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -105,7 +115,7 @@ let package = Package(
         .target(
             name: "KbuildCLI",
             dependencies: [
-                "KbuildCore", "Keg", "KegRemote", "RefStore", "KbuildServer", "Sandbox", "OCI", "Stacks", "GitSource", "CGit2", "CArchive",
+                "KbuildCore", "Keg", "KegRemote", "RefStore", "KbuildServer", "Sandbox", "OCI", "Stacks", "GitSource", "Builds", "GitGateway", "CGit2", "CArchive",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict
@@ -114,6 +124,7 @@ let package = Package(
 
         .testTarget(name: "KegTests", dependencies: ["Keg", "KbuildCore"], swiftSettings: strict),
         .testTarget(name: "GitSourceTests", dependencies: ["GitSource", "Keg", "KbuildCore"], swiftSettings: strict),
+        .testTarget(name: "BuildsTests", dependencies: ["Builds", "GitGateway", "KbuildCore"], swiftSettings: strict),
         .testTarget(name: "SandboxTests", dependencies: ["Sandbox", "Stacks", "Keg", "RefStore", "KbuildCore"], swiftSettings: strict),
         .testTarget(name: "RefStoreTests", dependencies: ["RefStore", "RefStoreConformance", "KbuildCore"], swiftSettings: strict),
         .testTarget(

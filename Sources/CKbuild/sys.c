@@ -17,3 +17,11 @@ int kb_open_beneath(int dirfd, const char *path, int flags) {
     if (fd < 0 && errno == ENOSYS) return openat(dirfd, path, flags | O_CLOEXEC | O_NOFOLLOW);
     return (int)fd;
 }
+
+int kb_pipe_cloexec(int fds[2]) {
+    return pipe2(fds, O_CLOEXEC);
+}
+
+int kb_open_tmpfile(const char *dir) {
+    return open(dir, O_RDWR | O_TMPFILE | O_CLOEXEC, 0600);
+}

@@ -10,7 +10,12 @@ public struct KbuildCommand: AsyncParsableCommand {
             Start everything on this machine with `kbuild up`.
             """,
         version: KbuildVersion.text,
-        subcommands: [UpCommand.self, SandboxCommand.self, StackCommand.self, SourceCommand.self, KegCommand.self, RefCommand.self, VersionCommand.self]
+        subcommands: [
+            UpCommand.self, AppsCreate.self, AppsList.self, GitRemote.self, KeysAdd.self, KeysList.self, KeysRemove.self,
+            ImageCommand.self, BuildpackCommand.self, StackCommand.self, SandboxCommand.self, SourceCommand.self,
+            KegCommand.self, RefCommand.self, VersionCommand.self,
+            GitShellCommand.self, GitCredential.self, HookCommand.self,
+        ]
     )
 
     public init() {}

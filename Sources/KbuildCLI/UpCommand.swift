@@ -1,5 +1,8 @@
 import ArgumentParser
+import Builds
 import Foundation
+import GitGateway
+import Sandbox
 import KbuildCore
 import KbuildServer
 import Keg
@@ -22,7 +25,11 @@ struct UpCommand: AsyncParsableCommand {
     @Option(help: "Port of the HTTP server (0 picks a free one).")
     var port = 7070
 
+    @Option(help: "Build workers to run here (0 or 1; pushes then build in their own hook when none is running).")
+    var workers = 1
+
     func validate() throws {
+        guard (0...1).contains(workers) else { throw ValidationError("--workers must be 0 or 1, not \(workers)") }
         guard (0...65535).contains(port) else { throw ValidationError("--port must be 0 to 65535, not \(port)") }
     }
 
@@ -34,18 +41,42 @@ struct UpCommand: AsyncParsableCommand {
         logger.logLevel = ProcessInfo.processInfo.environment["KBUILD_LOG"].flatMap(Logger.Level.init(rawValue:)) ?? .warning
 
         let refs = try global.openRefs()
-        let server = KbuildHTTP.server(keg: keg, refs: refs, tokens: [token], host: host, port: port, logger: logger) { url in
+        // The git gateway: hooks that point at this executable, the shipped buildpacks.
+        let apps = AppStore(keg: keg, refs: refs)
+        try await apps.installHooks(kbuild: kbuildExecutable)
+        let buildpacks = try await BuildpackStore(keg: keg, refs: refs).registerShipped(actor: "kbuild up")
+        let spool = dataDir.root.path + "/git-spool"
+        if mkdir(spool, 0o700) != 0 && errno != EEXIST { throw KbuildError.syscall("mkdir", spool, verb: "start the git gateway") }
+        let git = KbuildHTTP.gitRoutes(projectRoot: AppStore.gitRoot(dataDir), spoolDir: spool,
+                                       environment: ["KBUILD_DATA_DIR": dataDir.root.path])
+        // One build worker, with a warm sandbox helper.
+        let worker = BuildWorker(queue: BuildQueue(keg: keg, refs: refs),
+                                 builder: Builder(keg: keg, refs: refs, sandbox: try Sandbox(warmHelpers: workers > 0 ? 1 : 0)))
+
+        let server = KbuildHTTP.server(keg: keg, refs: refs, tokens: [token], git: git, host: host, port: port, logger: logger) { url in
             try? Data((url + "\n").utf8).write(to: dataDir.serverURLFile, options: .atomic)
             say("kbuild up: data dir \(dataDir.root.path) (admin token in \(dataDir.adminToken.path))")
             say("keg       \(url)/v1/objects/")
-            say("registry  \(url.replacingOccurrences(of: "http://", with: ""))/ (stacks as stacks/NAME:latest)")
+            say("registry  \(url.replacingOccurrences(of: "http://", with: ""))/ (apps as APP:latest, stacks as stacks/NAME:latest)")
+            say("git       \(url)/APP.git (kbuild apps:create APP; kbuild git:remote APP; git push kbuild main)")
+            say("builds    \(workers) worker\(workers == 1 ? "" : "s"); buildpacks \(buildpacks.map(\.name).joined(separator: ", "))")
         }
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: server)]
+        if workers > 0 { services.append(.init(service: BuildWorkerService(worker: worker))) }
         let group = ServiceGroup(configuration: .init(
-            services: [.init(service: server)],
+            services: services,
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger
         ))
         defer { try? FileManager.default.removeItem(at: dataDir.serverURLFile) }
         try await group.run()
+    }
+}
+
+/// The build worker under the service group: claims and runs builds until shutdown.
+struct BuildWorkerService: Service {
+    let worker: BuildWorker
+    func run() async throws {
+        try await cancelWhenGracefulShutdown { try await worker.run() }
     }
 }

@@ -4,25 +4,32 @@ public import Logging
 public import RefStore
 import Foundation
 
-/// The one HTTP server of a kbuild host: the Keg's objects and the registry's
-/// pull side now; later the API, git and router routes join it.
+/// The one HTTP server of a kbuild host: the Keg's objects, the registry and
+/// git's smart HTTP; later the API and router routes join it.
 public enum KbuildHTTP {
     /// The router with every route and the token check in front of them.
-    public static func router(keg: Keg, refs: any RefStore, tokens: [String]) -> Router<BasicRequestContext> {
+    public static func router(keg: Keg, refs: any RefStore, tokens: [String], git: GitHTTPRoutes<BasicRequestContext>? = nil) -> Router<BasicRequestContext> {
         let router = Router(context: BasicRequestContext.self)
         router.add(middleware: TokenAuthMiddleware(tokens: tokens))
         router.get("/healthz") { _, _ in "ok\n" }
         KegRoutes<BasicRequestContext>(keg: keg).register(on: router)
         RegistryRoutes<BasicRequestContext>(keg: keg, refs: refs).register(on: router)
+        git?.register(on: router)
         return router
+    }
+
+    /// git's smart HTTP for the repositories under `projectRoot`.
+    public static func gitRoutes(projectRoot: String, spoolDir: String, environment: [String: String]) -> GitHTTPRoutes<BasicRequestContext> {
+        GitHTTPRoutes(projectRoot: projectRoot, spoolDir: spoolDir, environment: environment)
     }
 
     /// The HTTP server as a `Service`, ready for a `ServiceGroup`. `onRunning`
     /// gets the base URL once the socket is bound (useful with port 0).
-    public static func server(keg: Keg, refs: any RefStore, tokens: [String], host: String, port: Int, logger: Logger,
+    public static func server(keg: Keg, refs: any RefStore, tokens: [String], git: GitHTTPRoutes<BasicRequestContext>? = nil,
+                              host: String, port: Int, logger: Logger,
                               onRunning: @escaping @Sendable (String) async -> Void) -> some ApplicationProtocol {
         Application(
-            router: router(keg: keg, refs: refs, tokens: tokens),
+            router: router(keg: keg, refs: refs, tokens: tokens, git: git),
             configuration: .init(address: .hostname(host, port: port), serverName: "kbuild"),
             onServerRunning: { channel in
                 let bound = channel.localAddress?.port ?? port

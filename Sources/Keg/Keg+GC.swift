@@ -101,6 +101,7 @@ extension Keg {
         var role: Role
     }
 
+    /// A kbuild record (JSON with `links`) keeps the objects it lists.
     /// An OCI image manifest or index names its parts by digest, which is the
     /// KID of their bytes: a root (a stack or release ref) or a young blob that
     /// parses as one keeps its config, its layers, the tree kbuild recorded for
@@ -109,9 +110,13 @@ extension Keg {
     func ociReferences(of kid: KID) -> [(KID, Role)] {
         guard let size = try? logicalSize(of: kid), size < 4 << 20,
               let bytes = try? logicalBytes(kid), bytes.first == UInt8(ascii: "{"),
-              let json = try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any],
-              json["schemaVersion"] as? Int == 2
+              let json = try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any]
         else { return [] }
+        // kbuild's own records (builds, pushes, apps) list what they depend on in `links`.
+        if let links = json["links"] as? [String] {
+            return links.compactMap { try? KID(parsing: $0) }.map { ($0, .unknown) }
+        }
+        guard json["schemaVersion"] as? Int == 2 else { return [] }
         func named(_ digest: Any?) -> KID? {
             guard let text = digest as? String, text.hasPrefix("sha256:") else { return nil }
             return try? KID(parsing: "K-" + text.dropFirst(7))

@@ -14,6 +14,13 @@ public struct Stack: Sendable, Equatable {
     /// The Keg trees of its layers, bottom first.
     public var layers: [KID]
     public var size: Int64 { manifest.layers.reduce(0) { $0 + $1.size } }
+
+    public init(name: String, image: KID, manifest: Manifest, layers: [KID]) {
+        self.name = name
+        self.image = image
+        self.manifest = manifest
+        self.layers = layers
+    }
 }
 
 /// Names stacks, makes them and checks them out as sandbox lower dirs.

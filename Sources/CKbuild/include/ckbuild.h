@@ -18,6 +18,12 @@ size_t kb_cdc_cut(const uint8_t *data, size_t len, const kb_cdc_params *params);
 /// syncfs(2): flush the filesystem holding `fd`. Swift's Glibc does not import it.
 int kb_syncfs(int fd);
 
+/// pipe2(O_CLOEXEC) (Swift's Glibc does not import pipe2): fds[0] reads, fds[1] writes.
+int kb_pipe_cloexec(int fds[2]);
+
+/// An unnamed file in directory `dir` (O_TMPFILE), read-write, for spooling.
+int kb_open_tmpfile(const char *dir);
+
 /// openat2(2) of `path` strictly beneath `dirfd`: no symlink in any component,
 /// no `..` out of it. Falls back to openat(O_NOFOLLOW) on kernels without openat2.
 int kb_open_beneath(int dirfd, const char *path, int flags);

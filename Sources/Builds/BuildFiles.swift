@@ -1,0 +1,131 @@
+import KbuildCore
+
+/// The small text formats an app and a buildpack hand to kbuild: `Procfile`,
+/// `.buildpacks` and the YAML of `bin/release`. Pure functions, tested with tables.
+public enum BuildFiles {
+    /// `Procfile`: `type: command` lines, in order; blank lines and `#` comments skipped.
+    /// Process types are 1 to 63 of a-z, A-Z, 0-9, `_`, `-`.
+    public static func parseProcfile(_ text: String) throws -> [(type: String, command: String)] {
+        var out: [(type: String, command: String)] = []
+        for (number, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let line = raw.trimmingCharacters(in: .whitespaces.union(CharacterSet(charactersIn: "\r")))
+            if line.isEmpty || line.hasPrefix("#") { continue }
+            guard let colon = line.firstIndex(of: ":") else {
+                throw KbuildError(.invalidArgument, "failed to read Procfile line \(number + 1) \(line.debugQuoted): want `type: command`")
+            }
+            let type = String(line[..<colon]).trimmingCharacters(in: .whitespaces)
+            let command = String(line[line.index(after: colon)...]).trimmingCharacters(in: .whitespaces)
+            guard isProcessType(type) else {
+                throw KbuildError(.invalidArgument, "failed to read Procfile line \(number + 1): process type \(type.debugQuoted) must be 1 to 63 of letters, digits, '_' or '-'")
+            }
+            guard !command.isEmpty else {
+                throw KbuildError(.invalidArgument, "failed to read Procfile line \(number + 1): process type \(type) has no command")
+            }
+            guard !out.contains(where: { $0.type == type }) else {
+                throw KbuildError(.invalidArgument, "failed to read Procfile line \(number + 1): process type \(type) is defined twice")
+            }
+            out.append((type, command))
+        }
+        return out
+    }
+
+    public static func isProcessType(_ s: String) -> Bool {
+        !s.isEmpty && s.utf8.count <= 63 && s.utf8.allSatisfy {
+            ($0 >= 0x61 && $0 <= 0x7a) || ($0 >= 0x41 && $0 <= 0x5a) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x5f || $0 == 0x2d
+        }
+    }
+
+    /// What `bin/release` printed: `config_vars` and `default_process_types`,
+    /// each a map of `name: value` lines indented under its key. Other keys
+    /// (`addons`) are ignored; values may be quoted.
+    public struct Release: Sendable, Equatable {
+        public var configVars: [String: String] = [:]
+        public var processTypes: [String: String] = [:]
+        public init(configVars: [String: String] = [:], processTypes: [String: String] = [:]) {
+            self.configVars = configVars
+            self.processTypes = processTypes
+        }
+    }
+
+    public static func parseRelease(_ text: String) throws -> Release {
+        var release = Release()
+        var section: String?
+        for (number, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let line = String(raw).trimmingCharacters(in: CharacterSet(charactersIn: "\r"))
+            let trimmed = line.trimmingCharacters(in: .whitespaces)
+            if trimmed.isEmpty || trimmed.hasPrefix("#") || trimmed == "---" { continue }
+            let indented = line.first == " " || line.first == "\t"
+            guard let colon = trimmed.firstIndex(of: ":") else {
+                throw KbuildError(.invalidArgument, "failed to read the output of bin/release, line \(number + 1) \(trimmed.debugQuoted): want `key: value`")
+            }
+            let key = String(trimmed[..<colon]).trimmingCharacters(in: .whitespaces)
+            let value = unquote(String(trimmed[trimmed.index(after: colon)...]).trimmingCharacters(in: .whitespaces))
+            if !indented {
+                section = key
+                guard value.isEmpty || value == "{}" else {
+                    throw KbuildError(.invalidArgument, "failed to read the output of bin/release, line \(number + 1): \(key) must be a map of indented `name: value` lines")
+                }
+                continue
+            }
+            switch section {
+            case "config_vars":
+                guard isEnvironmentName(key) else {
+                    throw KbuildError(.invalidArgument, "failed to read the output of bin/release, line \(number + 1): \(key.debugQuoted) is not an environment variable name")
+                }
+                release.configVars[key] = value
+            case "default_process_types":
+                guard isProcessType(key), !value.isEmpty else {
+                    throw KbuildError(.invalidArgument, "failed to read the output of bin/release, line \(number + 1): want `type: command`")
+                }
+                release.processTypes[key] = value
+            default:
+                continue
+            }
+        }
+        return release
+    }
+
+    static func unquote(_ s: String) -> String {
+        if s.count >= 2, let f = s.first, f == s.last, f == "\"" || f == "'" { return String(s.dropFirst().dropLast()) }
+        return s
+    }
+
+    /// `[A-Za-z_][A-Za-z0-9_]*`, the names a shell can use.
+    public static func isEnvironmentName(_ s: String) -> Bool {
+        guard let first = s.utf8.first, !(first >= 0x30 && first <= 0x39) else { return false }
+        return s.utf8.count <= 255 && s.utf8.allSatisfy {
+            ($0 >= 0x61 && $0 <= 0x7a) || ($0 >= 0x41 && $0 <= 0x5a) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x5f
+        }
+    }
+
+    /// `.buildpacks`: one buildpack per line, by name or as a `./path` in the
+    /// app's tree; blank lines and `#` comments skipped.
+    public enum BuildpackChoice: Sendable, Equatable {
+        case named(String)
+        case inTree(path: [String])
+    }
+
+    public static func parseBuildpacksFile(_ text: String) throws -> [BuildpackChoice] {
+        var out: [BuildpackChoice] = []
+        for (number, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let line = raw.trimmingCharacters(in: .whitespaces.union(CharacterSet(charactersIn: "\r")))
+            if line.isEmpty || line.hasPrefix("#") { continue }
+            if line.hasPrefix("./") || line.hasPrefix("/") || line.contains("/") {
+                let parts = line.split(separator: "/", omittingEmptySubsequences: true).map(String.init).filter { $0 != "." }
+                guard line.hasPrefix("./"), !parts.isEmpty, !parts.contains(".."), !parts.contains(where: { $0.lowercased() == ".git" }) else {
+                    throw KbuildError(.invalidArgument, "failed to read .buildpacks line \(number + 1) \(line.debugQuoted): a path must start with ./ and stay inside the app")
+                }
+                out.append(.inTree(path: parts))
+            } else {
+                guard BuildpackStore.isValidName(line) else {
+                    throw KbuildError(.invalidArgument, "failed to read .buildpacks line \(number + 1): \(line.debugQuoted) is neither a buildpack name nor a ./path")
+                }
+                out.append(.named(line))
+            }
+        }
+        guard !out.isEmpty else { throw KbuildError(.invalidArgument, "failed to read .buildpacks: it names no buildpack") }
+        return out
+    }
+}
+
+import Foundation

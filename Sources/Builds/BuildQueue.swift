@@ -1,0 +1,164 @@
+public import KbuildCore
+public import Keg
+public import RefStore
+public import Foundation
+
+/// Builds waiting, claimed and done, as refs (one machine or many share them):
+///
+///     builds/queue/<build hex>    → the job (who asked, which app's cache, limits)
+///     builds/claims/<build hex>   → the claim of the worker running it, with a lease
+///     builds/results/<build hex>  → the build record; its history keeps every attempt
+///
+/// A worker claims a build by compare-and-swap, so no build runs twice at
+/// once; it renews its lease while it runs, and a claim whose lease ran out
+/// (the worker died) can be taken over by the next one.
+public struct BuildQueue: Sendable {
+    public let keg: Keg
+    public let refs: any RefStore
+    /// How long a claim holds without renewal.
+    public let lease: TimeInterval
+
+    public init(keg: Keg, refs: any RefStore, lease: TimeInterval = 15) {
+        self.keg = keg
+        self.refs = refs
+        self.lease = lease
+    }
+
+    public struct Claim: Codable, Sendable, Equatable {
+        public var kind = "kbuild.build.claim/v1"
+        public var build: KID
+        public var worker: String
+        public var expires: Date
+    }
+
+    static func ref(_ what: String, _ build: KID) throws -> RefName { try RefName("builds/\(what)/\(build.hex)") }
+
+    /// The latest record of `build`, if it ever finished.
+    public func result(_ build: KID) async throws -> BuildRecord? {
+        guard let ref = try await refs.get(try BuildQueue.ref("results", build)) else { return nil }
+        return try Records.get(BuildRecord.self, ref.kid, from: keg, what: "build")
+    }
+
+    /// Queues `job` unless it is queued already; returns the build KID.
+    @discardableResult
+    public func enqueue(_ job: BuildJob, actor: String) async throws -> KID {
+        let build = job.inputs.kid
+        let kid = try Records.put(job, in: keg)
+        do {
+            try await refs.compareAndSwap(try BuildQueue.ref("queue", build), to: kid, expecting: .absent, actor: actor)
+        } catch let error as KbuildError where error.code == .conflict {
+            // Someone queued the same build: it runs once, for both.
+        }
+        return build
+    }
+
+    /// Queued builds, oldest name first.
+    public func pending() async throws -> [(build: KID, job: BuildJob)] {
+        try await refs.list(prefix: try RefName("builds/queue")).compactMap { ref in
+            guard let build = try? KID(parsing: String(ref.name.rawValue.split(separator: "/").last ?? "")) else { return nil }
+            return (build, try Records.get(BuildJob.self, ref.kid, from: keg, what: "build job"))
+        }
+    }
+
+    /// The current claim on `build`, if any.
+    public func claim(of build: KID) async throws -> (claim: Claim, kid: KID)? {
+        guard let ref = try await refs.get(try BuildQueue.ref("claims", build)) else { return nil }
+        return (try Records.get(Claim.self, ref.kid, from: keg, what: "build claim"), ref.kid)
+    }
+
+    /// Claims `build` for `worker`: nil when another worker holds a live claim.
+    public func claim(_ build: KID, worker: String) async throws -> KID? {
+        let name = try BuildQueue.ref("claims", build)
+        let expecting: RefExpectation
+        if let (current, kid) = try await claim(of: build) {
+            guard current.expires < Date() else { return nil }
+            expecting = .value(kid)  // its worker stopped renewing: take it over
+        } else {
+            expecting = .absent
+        }
+        let kid = try Records.put(Claim(build: build, worker: worker, expires: Date().addingTimeInterval(lease)), in: keg)
+        do {
+            try await refs.compareAndSwap(name, to: kid, expecting: expecting, actor: worker)
+            return kid
+        } catch let error as KbuildError where error.code == .conflict {
+            return nil
+        }
+    }
+
+    /// Extends a claim; throws `.conflict` when it was lost.
+    public func renew(_ build: KID, claim: KID, worker: String) async throws -> KID {
+        let kid = try Records.put(Claim(build: build, worker: worker, expires: Date().addingTimeInterval(lease)), in: keg)
+        try await refs.compareAndSwap(try BuildQueue.ref("claims", build), to: kid, expecting: .value(claim), actor: worker)
+        return kid
+    }
+
+    /// Records the result, takes the build off the queue, drops the claim.
+    public func finish(_ build: KID, claim: KID, record: BuildRecord, worker: String) async throws {
+        let kid = try Records.put(record, in: keg)
+        try await refs.compareAndSwap(try BuildQueue.ref("results", build), to: kid, expecting: .any, actor: worker)
+        _ = try? await refs.compareAndSwap(try BuildQueue.ref("queue", build), to: nil, expecting: .any, actor: worker)
+        _ = try? await refs.compareAndSwap(try BuildQueue.ref("claims", build), to: nil, expecting: .value(claim), actor: worker)
+    }
+
+    /// Where a build's log is written while it runs.
+    public func liveLogPath(_ build: KID) -> String {
+        keg.dataDir.root.path + "/builds/logs/\(build.hex).log"
+    }
+}
+
+/// Claims queued builds and runs them, one at a time, until cancelled.
+public struct BuildWorker: Sendable {
+    public let queue: BuildQueue
+    public let builder: Builder
+    /// How often the queue is looked at when nothing changed.
+    public let poll: Duration
+
+    public init(queue: BuildQueue, builder: Builder, poll: Duration = .milliseconds(200)) {
+        self.queue = queue
+        self.builder = builder
+        self.poll = poll
+    }
+
+    public func run() async throws {
+        while !Task.isCancelled {
+            var ran = false
+            for (build, job) in try await queue.pending() {
+                if try await runIfClaimable(build, job: job) { ran = true }
+            }
+            if !ran { try await Task.sleep(for: poll) }
+        }
+    }
+
+    /// Claims and runs `build`: false when another worker has it.
+    @discardableResult
+    public func runIfClaimable(_ build: KID, job: BuildJob) async throws -> Bool {
+        guard var claim = try await queue.claim(build, worker: builder.worker) else { return false }
+        let logs = queue.keg.dataDir.root.path + "/builds/logs"
+        for dir in [queue.keg.dataDir.root.path + "/builds", logs] where mkdir(dir, 0o700) != 0 && errno != EEXIST {
+            throw KbuildError.syscall("mkdir", dir, verb: "write the log of build \(build.short)")
+        }
+        let path = queue.liveLogPath(build)
+        unlink(path)  // an earlier attempt's
+        let log = try BuildLog(path: path)
+        // The build and the lease renewal run side by side; losing the lease cancels the build.
+        let record = try await withThrowingTaskGroup(of: BuildRecord?.self) { group in
+            let current = claim
+            group.addTask { try await builder.run(job, log: log) }
+            group.addTask { [queue, builder] in
+                var held = current
+                while true {
+                    try await Task.sleep(for: .seconds(queue.lease / 3))
+                    held = try await queue.renew(build, claim: held, worker: builder.worker)
+                }
+            }
+            defer { group.cancelAll() }
+            while let next = try await group.next() {
+                if let record = next { return record }
+            }
+            throw CancellationError()
+        }
+        if let latest = try await queue.claim(of: build), latest.claim.worker == builder.worker { claim = latest.kid }
+        try await queue.finish(build, claim: claim, record: record, worker: builder.worker)
+        return true
+    }
+}

@@ -1,0 +1,178 @@
+public import KbuildCore
+public import Keg
+public import OCI
+public import Foundation
+
+/// A buildpack as a build uses it: its name and the Keg tree of its directory.
+public struct Buildpack: Codable, Sendable, Equatable {
+    public var name: String
+    public var tree: KID
+    public init(name: String, tree: KID) {
+        self.name = name
+        self.tree = tree
+    }
+}
+
+/// Everything a build's result depends on, and nothing else. Its KID is the
+/// build KID: the same source, stack, buildpacks, environment and network
+/// give the same build, which then runs once (memoised). The commit is not
+/// an input: a new commit of the same tree reuses the build.
+public struct BuildInputs: Codable, Sendable, Equatable {
+    public var kind = "kbuild.build.inputs/v1"
+    /// The source tree.
+    public var source: KID
+    public var stackName: String
+    /// The stack image.
+    public var stack: KID
+    /// In order. With `detect`, the first whose `bin/detect` succeeds is used;
+    /// without (the app chose them in `.buildpacks`), all run.
+    public var buildpacks: [Buildpack]
+    public var detect: Bool
+    /// Build config vars, given to `bin/compile` as ENV_DIR.
+    public var environment: [String: String]
+    /// Whether the build could reach the network ("none" or "host").
+    public var network: String
+
+    public init(source: KID, stackName: String, stack: KID, buildpacks: [Buildpack], detect: Bool,
+                environment: [String: String] = [:], network: String = "none") {
+        self.source = source
+        self.stackName = stackName
+        self.stack = stack
+        self.buildpacks = buildpacks
+        self.detect = detect
+        self.environment = environment
+        self.network = network
+    }
+
+    public var bytes: [UInt8] { (try? canonicalJSON(self)) ?? [] }
+    public var kid: KID { KID(hashing: bytes) }
+}
+
+/// What a worker needs besides the inputs: whose cache to use, and its limits.
+public struct BuildJob: Codable, Sendable, Equatable {
+    public var kind = "kbuild.build.job/v1"
+    public var inputs: BuildInputs
+    public var app: String
+    public var limits: BuildLimits
+    public var requestedBy: String
+    public var requestedAt: Date
+
+    public init(inputs: BuildInputs, app: String, limits: BuildLimits, requestedBy: String, requestedAt: Date = Date()) {
+        self.inputs = inputs
+        self.app = app
+        self.limits = limits
+        self.requestedBy = requestedBy
+        self.requestedAt = requestedAt
+    }
+}
+
+/// Limits of each step of a build (detect, compile, release).
+public struct BuildLimits: Codable, Sendable, Equatable {
+    public var memory: UInt64
+    public var cpus: Double?
+    public var pids: Int
+    /// Seconds for the whole build.
+    public var timeout: Double
+    public init(memory: UInt64 = 2 << 30, cpus: Double? = nil, pids: Int = 4096, timeout: Double = 900) {
+        self.memory = memory
+        self.cpus = cpus
+        self.pids = pids
+        self.timeout = timeout
+    }
+}
+
+/// The outcome of a build, kept for good (the ref `builds/results/<build hex>`
+/// and its history). `links` names every object it depends on, so gc keeps
+/// them: the log, the app layer, the source, the stack, the buildpacks.
+public struct BuildRecord: Codable, Sendable, Equatable {
+    public enum Status: String, Codable, Sendable { case succeeded, failed }
+
+    public var kind = "kbuild.build/v1"
+    public var build: KID
+    public var inputs: BuildInputs
+    public var app: String
+    public var status: Status
+    /// Why it failed, in one line.
+    public var error: String?
+    /// The build log (a blob).
+    public var log: KID?
+    /// The app layer: /app after compile.
+    public var layer: Descriptor?
+    /// Buildpacks that ran, in order (the detected one, or the chosen ones).
+    public var used: [Buildpack]
+    /// Process types: the buildpacks' defaults overridden by the Procfile.
+    public var processTypes: [String: String]
+    /// `config_vars` of `bin/release`, for the image's Env.
+    public var configVars: [String: String]
+    public var worker: String
+    public var startedAt: Date
+    public var finishedAt: Date
+    public var links: [KID]
+
+    public var seconds: Double { finishedAt.timeIntervalSince(startedAt) }
+}
+
+/// One push of one commit: what the pre-receive hook records before building.
+/// Ref `apps/APP/source` (its history is the push list) and `commits/<sha>`.
+public struct SourceRecord: Codable, Sendable, Equatable {
+    public var kind = "kbuild.source/v1"
+    public var app: String
+    public var source: KID
+    public var commit: String
+    public var author: String
+    public var authorEmail: String
+    public var message: String
+    public var committedAt: Date
+    public var pushedBy: String
+    public var pushedAt: Date
+    /// The pushed ref, e.g. refs/heads/main.
+    public var ref: String
+    /// Where the repository is, as users name it (the push URL).
+    public var repository: String
+    public var files: Int
+    public var bytes: UInt64
+    public var links: [KID]
+
+    public init(app: String, source: KID, commit: String, author: String, authorEmail: String, message: String,
+                committedAt: Date, pushedBy: String, pushedAt: Date, ref: String, repository: String, files: Int, bytes: UInt64) {
+        self.app = app
+        self.source = source
+        self.commit = commit
+        self.author = author
+        self.authorEmail = authorEmail
+        self.message = message
+        self.committedAt = committedAt
+        self.pushedBy = pushedBy
+        self.pushedAt = pushedAt
+        self.ref = ref
+        self.repository = repository
+        self.files = files
+        self.bytes = bytes
+        self.links = [source]
+    }
+}
+
+/// Records are canonical JSON blobs in the Keg.
+public enum Records {
+    public static func encoder() -> JSONEncoder {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        e.dateEncodingStrategy = .iso8601
+        return e
+    }
+
+    public static func put(_ value: some Encodable, in keg: Keg) throws -> KID {
+        try keg.putBlob(Array(try encoder().encode(value)))
+    }
+
+    public static func get<T: Decodable>(_ type: T.Type, _ kid: KID, from keg: Keg, what: String) throws -> T {
+        let bytes = try keg.logicalBytes(kid, maxWhole: 16 << 20)
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        do {
+            return try decoder.decode(type, from: Data(bytes))
+        } catch {
+            throw KbuildError(.corrupt, "object \(kid) is not a \(what) record: \(error)")
+        }
+    }
+}

@@ -1,0 +1,204 @@
+import KbuildCore
+public import Keg
+public import RefStore
+public import Sandbox
+import OCI
+import Stacks
+import Foundation
+import Synchronization
+
+/// Runs one build: the buildpacks' `bin/detect`, `bin/compile` and
+/// `bin/release`, each in a sandbox over the stack, with the app at /app
+/// (BUILD_DIR), the app's cache at /cache and the build config at /env
+/// (read-only), the buildpacks read-only under /buildpacks. No network
+/// unless the inputs say so; memory, pids, CPU and one deadline for the
+/// whole build. What is in /app afterwards becomes the app layer; writes
+/// anywhere else land in the sandbox's scratch layer and are dropped.
+public struct Builder: Sendable {
+    public let keg: Keg
+    public let refs: any RefStore
+    public let sandbox: Sandbox
+    /// Who runs the builds (host and pid), for the record.
+    public let worker: String
+
+    public init(keg: Keg, refs: any RefStore, sandbox: Sandbox, worker: String = Builder.defaultWorkerName) {
+        self.keg = keg
+        self.refs = refs
+        self.sandbox = sandbox
+        self.worker = worker
+    }
+
+    public static var defaultWorkerName: String {
+        "\(ProcessInfo.processInfo.hostName)/\(getpid())"
+    }
+
+    /// The ref of an app's build cache (a Keg tree).
+    public static func cacheRef(app: String) throws -> RefName { try RefName("apps/\(app)/build-cache") }
+
+    /// Runs `job` and returns its record (succeeded or failed); throws only
+    /// when the build could not be attempted or recorded at all.
+    public func run(_ job: BuildJob, log: BuildLog) async throws -> BuildRecord {
+        let started = Date()
+        let build = job.inputs.kid
+        let dirs = keg.dataDir.root.path + "/builds"
+        let work = "\(dirs)/work/\(build.hex.prefix(12))-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        for dir in [dirs, dirs + "/work"] where mkdir(dir, 0o700) != 0 && errno != EEXIST {
+            throw KbuildError.syscall("mkdir", dir, verb: "prepare build \(build.short)")
+        }
+        defer { try? FileManager.default.removeItem(atPath: work) }
+
+        var record = BuildRecord(build: build, inputs: job.inputs, app: job.app, status: .failed, error: nil, log: nil, layer: nil,
+                                 used: [], processTypes: [:], configVars: [:], worker: worker, startedAt: started,
+                                 finishedAt: started, links: [])
+        do {
+            try await steps(job, work: work, log: log, record: &record)
+            record.status = .succeeded
+            log.step("Build \(build.short) succeeded in \(String(format: "%.1f", Date().timeIntervalSince(started))) s")
+        } catch is CancellationError {
+            record.error = "cancelled"
+            log.step("Build cancelled")
+        } catch {
+            let message = (error as? KbuildError)?.message ?? "\(error)"
+            record.error = message
+            log.write(Array("\n !     \(message)\n !     Build failed\n".utf8))
+        }
+        record.finishedAt = Date()
+        record.log = try keg.put(path: log.path)
+        record.links = [record.log, record.layer.flatMap { try? $0.kid() }, record.layer?.annotations?["dev.kbuild.tree"].flatMap { try? KID(parsing: $0) },
+                        job.inputs.source, job.inputs.stack].compactMap { $0 } + job.inputs.buildpacks.map(\.tree)
+        return record
+    }
+
+    private func steps(_ job: BuildJob, work: String, log: BuildLog, record: inout BuildRecord) async throws {
+        let inputs = job.inputs
+        let deadline = ContinuousClock.now + .milliseconds(Int64(job.limits.timeout * 1000))
+        let stacks = StackStore(keg: keg, refs: refs)
+        let images = ImageStore(keg: keg)
+        let stackManifest = try images.manifest(inputs.stack)
+        let stackConfig = try images.config(of: stackManifest).config
+        let stack = Stack(name: inputs.stackName, image: inputs.stack, manifest: stackManifest, layers: try images.layerTrees(stackManifest))
+        log.step("Building on the \(inputs.stackName) stack (\(inputs.stack.short)), source \(inputs.source.short)")
+
+        // The build's directories, under the data dir (only root can reach it, so the
+        // sandbox's root may own what it writes there).
+        let root = work + "/root", app = root + "/app", cache = work + "/cache", env = work + "/env"
+        for dir in [work, root] where mkdir(dir, 0o755) != 0 { throw KbuildError.syscall("mkdir", dir, verb: "prepare the build") }
+        try keg.get(inputs.source, to: app)
+        if let cached = try await refs.get(try Builder.cacheRef(app: job.app)), keg.contains(cached.kid) {
+            try keg.get(cached.kid, to: cache)
+        } else if mkdir(cache, 0o755) != 0 {
+            throw KbuildError.syscall("mkdir", cache, verb: "prepare the build cache")
+        }
+        guard mkdir(env, 0o755) == 0 else { throw KbuildError.syscall("mkdir", env, verb: "prepare the build environment") }
+        for (key, value) in inputs.environment {
+            guard BuildFiles.isEnvironmentName(key) else { throw KbuildError(.invalidArgument, "build config var \(key.debugQuoted) is not a valid environment name") }
+            try Data(value.utf8).write(to: URL(fileURLWithPath: env + "/" + key))
+        }
+
+        var mounts = [
+            SandboxMount(source: app, target: "/app", readOnly: false),
+            SandboxMount(source: cache, target: "/cache", readOnly: false),
+            SandboxMount(source: env, target: "/env", readOnly: true),
+        ]
+        for pack in inputs.buildpacks {
+            mounts.append(SandboxMount(source: try stacks.checkout(pack.tree), target: "/buildpacks/\(pack.name)", readOnly: true))
+        }
+        var environment = SandboxSpec.defaultEnvironment
+        for entry in stackConfig?.Env ?? [] {
+            if let eq = entry.firstIndex(of: "=") { environment[String(entry[..<eq])] = String(entry[entry.index(after: eq)...]) }
+        }
+        environment["STACK"] = inputs.stackName
+        let lowers = try stacks.lowerDirs(for: stack)
+        let network: SandboxNetwork = inputs.network == "host" ? .host : .none
+
+        func spec(_ command: [String]) throws -> SandboxSpec {
+            let left = deadline - ContinuousClock.now
+            guard left > .zero else { throw KbuildError(.unsatisfiable, "the build ran out of time (limit \(Int(job.limits.timeout)) s)") }
+            return SandboxSpec(command: command, lowerDirs: lowers, environment: environment, workingDirectory: "/app",
+                               hostname: "build", mounts: mounts, network: network,
+                               limits: SandboxLimits(memory: job.limits.memory, pids: job.limits.pids, cpus: job.limits.cpus,
+                                                     timeout: left, tmpSize: 1 << 30, upperSize: 2 << 30))
+        }
+        func check(_ result: SandboxResult, _ what: String) throws {
+            switch result.termination {
+            case .exited(0): return
+            case .timedOut: throw KbuildError(.unsatisfiable, "\(what) did not finish within the build's time limit (\(Int(job.limits.timeout)) s)")
+            case .outOfMemory: throw KbuildError(.unsatisfiable, "\(what) ran out of memory (limit \(job.limits.memory >> 20) MiB)")
+            default: throw KbuildError(.invalidArgument, "\(what) failed: \(result.summary)")
+            }
+        }
+
+        // Detect: the first buildpack that says yes, or every chosen one.
+        var chosen: [Buildpack] = []
+        if inputs.detect {
+            for pack in inputs.buildpacks {
+                let out = Mutex<[UInt8]>([])
+                let result = try await sandbox.run(try spec(["/buildpacks/\(pack.name)/bin/detect", "/app"])) { stream, bytes in
+                    if stream == .stdout { out.withLock { $0 += bytes.prefix(max(0, 4096 - $0.count)) } } else { log.write(bytes) }
+                }
+                if case .timedOut = result.termination { try check(result, "bin/detect of \(pack.name)") }
+                if result.termination == .exited(0) {
+                    let name = String(decoding: out.withLock { $0 }, as: UTF8.self).split(separator: "\n").first.map(String.init) ?? pack.name
+                    log.step("\(name.trimmingCharacters(in: .whitespaces)) app detected (buildpack \(pack.name))")
+                    chosen = [pack]
+                    break
+                }
+            }
+            guard !chosen.isEmpty else {
+                throw KbuildError(.notFound, "no buildpack detected this app (tried \(inputs.buildpacks.map(\.name).joined(separator: ", "))): add a Procfile, or name buildpacks in .buildpacks")
+            }
+        } else {
+            chosen = inputs.buildpacks
+            log.step("Using the buildpacks named in .buildpacks: \(chosen.map(\.name).joined(separator: ", "))")
+        }
+        record.used = chosen
+
+        // Compile, then release, buildpack by buildpack.
+        var release = BuildFiles.Release()
+        for pack in chosen {
+            let bin = "/buildpacks/\(pack.name)/bin/"
+            try check(try await sandbox.run(try spec([bin + "compile", "/app", "/cache", "/env"])) { _, bytes in log.write(bytes) },
+                      "bin/compile of \(pack.name)")
+            guard try hasExecutable(pack.tree, "release") else { continue }
+            let out = Mutex<[UInt8]>([])
+            let result = try await sandbox.run(try spec([bin + "release", "/app"])) { stream, bytes in
+                if stream == .stdout { out.withLock { $0 += bytes.prefix(max(0, (1 << 20) - $0.count)) } } else { log.write(bytes) }
+            }
+            try check(result, "bin/release of \(pack.name)")
+            let parsed = try BuildFiles.parseRelease(String(decoding: out.withLock { $0 }, as: UTF8.self))
+            release.configVars.merge(parsed.configVars) { _, new in new }
+            release.processTypes.merge(parsed.processTypes) { _, new in new }
+        }
+
+        // The app layer: /app as the buildpacks left it (read back through the Keg,
+        // never by following what the build wrote).
+        log.step("Discovering process types")
+        let rootTree = try keg.put(path: root, skipSpecialFiles: true)
+        let appTree = try BuildpackStore.subtree(rootTree, path: ["app"], keg: keg)
+        var processTypes = release.processTypes
+        if let entry = try keg.tree(appTree).entries.first(where: { $0.nameString == "Procfile" }) {
+            guard entry.type == .file, let kid = entry.kid else { throw KbuildError(.invalidArgument, "Procfile must be a regular file") }
+            for (type, command) in try BuildFiles.parseProcfile(String(decoding: try keg.logicalBytes(kid, maxWhole: 1 << 20), as: UTF8.self)) {
+                processTypes[type] = command
+            }
+            log.detail("Procfile declares types -> \(processTypes.keys.sorted().joined(separator: ", "))")
+        } else {
+            log.detail(processTypes.isEmpty ? "No Procfile and no default process types" : "Default types for buildpack -> \(processTypes.keys.sorted().joined(separator: ", "))")
+        }
+        record.processTypes = processTypes
+        record.configVars = release.configVars
+        let layer = try ImageStore(keg: keg).layer(fromTree: rootTree)
+        record.layer = layer
+        log.step("App layer \(try layer.kid().short) (\(layer.size >> 10) KiB)")
+
+        let cacheTree = try keg.put(path: cache, skipSpecialFiles: true)
+        try await refs.compareAndSwap(try Builder.cacheRef(app: job.app), to: cacheTree, expecting: .any, actor: worker)
+    }
+
+    private func hasExecutable(_ pack: KID, _ step: String) throws -> Bool {
+        guard let bin = try keg.tree(pack).entries.first(where: { $0.nameString == "bin" }), let kid = bin.kid, bin.type == .directory,
+              let e = try keg.tree(kid).entries.first(where: { $0.nameString == step })
+        else { return false }
+        return e.type == .file && e.mode & 0o111 != 0
+    }
+}

@@ -1,0 +1,128 @@
+public import KbuildCore
+public import Keg
+public import RefStore
+import Foundation
+
+/// Buildpacks stored in the Keg and named by the refs `buildpacks/NAME`.
+/// The shipped ones (the repository's `buildpacks/` folder) are registered
+/// from where kbuild is installed; users add their own with `kbuild buildpack add`.
+public struct BuildpackStore: Sendable {
+    public let keg: Keg
+    public let refs: any RefStore
+
+    /// Detection order: these first, then the ones users added (by name), then `procfile`.
+    public static let firstShipped = ["python", "static"]
+    public static let lastShipped = ["procfile"]
+
+    public init(keg: Keg, refs: any RefStore) {
+        self.keg = keg
+        self.refs = refs
+    }
+
+    public static func isValidName(_ name: String) -> Bool {
+        !name.isEmpty && name.utf8.count <= 64 && name.utf8.enumerated().allSatisfy { i, c in
+            (c >= 0x61 && c <= 0x7a) || (c >= 0x30 && c <= 0x39) || (i > 0 && (c == 0x2e || c == 0x5f || c == 0x2d))
+        }
+    }
+
+    static func refName(_ name: String) throws -> RefName {
+        guard isValidName(name) else {
+            throw KbuildError(.invalidArgument, "invalid buildpack name \(name.debugQuoted): use 1 to 64 of a-z, 0-9, '.', '_', '-', starting with a letter or digit")
+        }
+        return try RefName("buildpacks/" + name)
+    }
+
+    /// Every buildpack, in detection order.
+    public func list() async throws -> [Buildpack] {
+        let all = try await refs.list(prefix: try RefName("buildpacks")).map {
+            Buildpack(name: String($0.name.rawValue.dropFirst("buildpacks/".count)), tree: $0.kid)
+        }
+        let first = BuildpackStore.firstShipped.compactMap { n in all.first { $0.name == n } }
+        let last = BuildpackStore.lastShipped.compactMap { n in all.first { $0.name == n } }
+        let middle = all.filter { !BuildpackStore.firstShipped.contains($0.name) && !BuildpackStore.lastShipped.contains($0.name) }
+        return first + middle + last
+    }
+
+    public func get(_ name: String) async throws -> Buildpack {
+        guard let ref = try await refs.get(try BuildpackStore.refName(name)) else {
+            throw KbuildError(.notFound, "no buildpack named \(name.debugQuoted): see `kbuild buildpack ls`, or add one with `kbuild buildpack add DIR --name \(name)`")
+        }
+        return Buildpack(name: name, tree: ref.kid)
+    }
+
+    /// Stores the buildpack at `directory` as `name` (its folder's name by default).
+    @discardableResult
+    public func add(directory: String, name: String? = nil, actor: String) async throws -> Buildpack {
+        let name = name ?? URL(fileURLWithPath: directory).standardizedFileURL.lastPathComponent
+        let ref = try BuildpackStore.refName(name)
+        var st = stat()
+        guard stat(directory, &st) == 0, st.st_mode & S_IFMT == S_IFDIR else {
+            throw KbuildError(.notFound, "failed to add buildpack \(name): \(directory) is not a directory")
+        }
+        let tree = try keg.put(path: directory)
+        try BuildpackStore.check(tree: tree, keg: keg, what: "\(directory)")
+        if try await refs.get(ref)?.kid != tree {
+            try await refs.compareAndSwap(ref, to: tree, expecting: .any, actor: actor)
+        }
+        return Buildpack(name: name, tree: tree)
+    }
+
+    /// A buildpack's tree must have executable `bin/detect` and `bin/compile` files
+    /// (`bin/release` is optional: no default process types then).
+    public static func check(tree: KID, keg: Keg, what: String) throws {
+        let root = try keg.tree(tree)
+        guard let bin = root.entries.first(where: { $0.nameString == "bin" }), bin.type == .directory, let binKID = bin.kid else {
+            throw KbuildError(.invalidArgument, "\(what) is not a buildpack: it has no bin/ directory (want bin/detect, bin/compile, bin/release)")
+        }
+        let entries = try keg.tree(binKID).entries
+        for step in ["detect", "compile"] {
+            guard let e = entries.first(where: { $0.nameString == step }), e.type == .file, e.mode & 0o111 != 0 else {
+                throw KbuildError(.invalidArgument, "\(what) is not a buildpack: bin/\(step) is missing or not an executable file")
+            }
+        }
+    }
+
+    /// The subtree at `path` of a source tree (a buildpack the app brings itself).
+    public static func subtree(_ tree: KID, path: [String], keg: Keg) throws -> KID {
+        var current = tree
+        for (i, part) in path.enumerated() {
+            guard let e = try keg.tree(current).entries.first(where: { $0.nameString == part }), e.type == .directory, let kid = e.kid else {
+                throw KbuildError(.notFound, "no directory ./\(path[...i].joined(separator: "/")) in the pushed tree")
+            }
+            current = kid
+        }
+        return current
+    }
+
+    /// Registers the buildpacks that ship with kbuild, when they can be found
+    /// (`$KBUILD_BUILDPACKS`, `../share/kbuild/buildpacks` beside the binary,
+    /// or the `buildpacks/` folder of the source checkout it was built in).
+    /// Cheap when nothing changed: the Keg dedups and the refs stay.
+    @discardableResult
+    public func registerShipped(actor: String) async throws -> [Buildpack] {
+        guard let dir = BuildpackStore.shippedDirectory() else { return [] }
+        var out: [Buildpack] = []
+        for name in BuildpackStore.firstShipped + BuildpackStore.lastShipped where FileManager.default.fileExists(atPath: "\(dir)/\(name)/bin/detect") {
+            out.append(try await add(directory: "\(dir)/\(name)", name: name, actor: actor))
+        }
+        return out
+    }
+
+    public static func shippedDirectory() -> String? {
+        let fm = FileManager.default
+        if let env = ProcessInfo.processInfo.environment["KBUILD_BUILDPACKS"], !env.isEmpty { return env }
+        guard let exe = try? fm.destinationOfSymbolicLink(atPath: "/proc/self/exe") else { return nil }
+        var dir = URL(fileURLWithPath: exe).deletingLastPathComponent()
+        if fm.fileExists(atPath: dir.appendingPathComponent("../share/kbuild/buildpacks/procfile/bin/detect").path) {
+            return dir.appendingPathComponent("../share/kbuild/buildpacks").standardizedFileURL.path
+        }
+        for _ in 0..<5 {
+            if fm.fileExists(atPath: dir.appendingPathComponent("buildpacks/procfile/bin/detect").path),
+               fm.fileExists(atPath: dir.appendingPathComponent("Package.swift").path) {
+                return dir.appendingPathComponent("buildpacks").path
+            }
+            dir.deleteLastPathComponent()
+        }
+        return nil
+    }
+}

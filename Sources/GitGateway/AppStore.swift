@@ -1,0 +1,147 @@
+public import KbuildCore
+public import Keg
+public import RefStore
+public import Builds
+public import Foundation
+
+/// An app: its name, stack, deploy branch and build limits. Ref `apps/NAME`.
+public struct AppRecord: Codable, Sendable, Equatable {
+    public var kind = "kbuild.app/v1"
+    public var name: String
+    public var stack: String
+    public var deployBranch: String
+    public var build: BuildLimits
+    /// Largest file a push may carry.
+    public var maxFileSize: UInt64
+    public var createdBy: String
+    public var createdAt: Date
+
+    public init(name: String, stack: String, deployBranch: String = "main", build: BuildLimits = BuildLimits(),
+                maxFileSize: UInt64 = 100 << 20, createdBy: String, createdAt: Date = Date()) {
+        self.name = name
+        self.stack = stack
+        self.deployBranch = deployBranch
+        self.build = build
+        self.maxFileSize = maxFileSize
+        self.createdBy = createdBy
+        self.createdAt = createdAt
+    }
+}
+
+/// Apps and their bare git repositories (`<data>/git/APP.git`), each with
+/// kbuild's pre-receive hook.
+public struct AppStore: Sendable {
+    public let keg: Keg
+    public let refs: any RefStore
+
+    public init(keg: Keg, refs: any RefStore) {
+        self.keg = keg
+        self.refs = refs
+    }
+
+    /// App names are DNS labels (they become `APP.localhost`): 1 to 63 of
+    /// a-z, 0-9 and '-', starting with a letter, not ending with '-'.
+    public static func checkName(_ name: String) throws {
+        let bytes = Array(name.utf8)
+        let ok = !bytes.isEmpty && bytes.count <= 63 && bytes.first! >= 0x61 && bytes.first! <= 0x7a && bytes.last != 0x2d
+            && bytes.allSatisfy { ($0 >= 0x61 && $0 <= 0x7a) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2d }
+        guard ok else {
+            throw KbuildError(.invalidArgument, "invalid app name \(name.debugQuoted): use 1 to 63 of a-z, 0-9 and '-', starting with a letter and not ending with '-'")
+        }
+    }
+
+    static func ref(_ name: String) throws -> RefName {
+        try checkName(name)
+        return try RefName("apps/\(name)")
+    }
+
+    public static func gitRoot(_ dataDir: DataDir) -> String { dataDir.root.path + "/git" }
+    public func repository(_ name: String) -> String { AppStore.gitRoot(keg.dataDir) + "/\(name).git" }
+
+    public func get(_ name: String) async throws -> AppRecord {
+        guard let ref = try await refs.get(try AppStore.ref(name)) else {
+            throw KbuildError(.notFound, "no app named \(name.debugQuoted): create it with `kbuild apps:create \(name)`")
+        }
+        return try Records.get(AppRecord.self, ref.kid, from: keg, what: "app")
+    }
+
+    public func list() async throws -> [AppRecord] {
+        try await refs.list(prefix: try RefName("apps")).compactMap { ref in
+            guard ref.name.rawValue.split(separator: "/").count == 2 else { return nil }
+            return try Records.get(AppRecord.self, ref.kid, from: keg, what: "app")
+        }
+    }
+
+    /// Creates the app and its repository; `.conflict` when it exists.
+    /// `kbuild`: the executable the hook runs.
+    public func create(_ app: AppRecord, kbuild: String, actor: String) async throws {
+        let ref = try AppStore.ref(app.name)
+        guard try await refs.get(ref) == nil else { throw KbuildError(.conflict, "failed to create app \(app.name): it exists already") }
+        guard !app.deployBranch.isEmpty, !app.deployBranch.contains(".."), !app.deployBranch.hasPrefix("/"),
+              app.deployBranch.utf8.allSatisfy({ $0 > 0x20 && $0 != 0x7f && !"~^:?*[\\".utf8.contains($0) })
+        else { throw KbuildError(.invalidArgument, "invalid deploy branch \(app.deployBranch.debugQuoted)") }
+        let root = AppStore.gitRoot(keg.dataDir)
+        if mkdir(root, 0o700) != 0 && errno != EEXIST { throw KbuildError.syscall("mkdir", root, verb: "create app \(app.name)") }
+        let repo = repository(app.name)
+        let tmp = root + "/.tmp-\(app.name)-\(getpid())"
+        try? FileManager.default.removeItem(atPath: tmp)
+        do {
+            try Git.run(["init", "--quiet", "--bare", "--initial-branch=\(app.deployBranch)", tmp])
+            // Pushes of any size over HTTP; no deleting or rewriting the deploy branch behind kbuild's back.
+            try Git.run(["--git-dir", tmp, "config", "http.receivepack", "true"])
+            try Git.run(["--git-dir", tmp, "config", "receive.denyDeleteCurrent", "refuse"])
+            try installHook(at: tmp, app: app.name, kbuild: kbuild)
+            if rename(tmp, repo) != 0 {
+                throw KbuildError.syscall("rename", repo, verb: "create app \(app.name)")
+            }
+            try await refs.compareAndSwap(ref, to: try Records.put(app, in: keg), expecting: .absent, actor: actor)
+        } catch {
+            try? FileManager.default.removeItem(atPath: tmp)
+            throw error
+        }
+    }
+
+    /// Writes (or rewrites, when kbuild moved) the pre-receive hook of every app.
+    public func installHooks(kbuild: String) async throws {
+        for app in try await list() where FileManager.default.fileExists(atPath: repository(app.name)) {
+            try installHook(at: repository(app.name), app: app.name, kbuild: kbuild)
+        }
+    }
+
+    func installHook(at repo: String, app: String, kbuild: String) throws {
+        let hook = repo + "/hooks/pre-receive"
+        let text = """
+            #!/bin/sh
+            # Written by kbuild: builds and records every push to the deploy branch.
+            exec \(shellQuote(kbuild)) hook pre-receive --app \(app) --data-dir \(shellQuote(keg.dataDir.root.path))
+
+            """
+        if (try? String(contentsOfFile: hook, encoding: .utf8)) == text { return }
+        let tmp = hook + ".tmp"
+        try Data(text.utf8).write(to: URL(fileURLWithPath: tmp))
+        guard chmod(tmp, 0o755) == 0, rename(tmp, hook) == 0 else { throw KbuildError.syscall("rename", hook, verb: "install the hook of \(app)") }
+    }
+}
+
+/// `'…'` for sh.
+public func shellQuote(_ s: String) -> String {
+    "'" + s.replacingOccurrences(of: "'", with: "'\\''") + "'"
+}
+
+/// The git executable, for the few things done by running it.
+enum Git {
+    static func run(_ args: [String]) throws {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/git")
+        p.arguments = args
+        let err = Pipe()
+        p.standardError = err
+        p.standardOutput = FileHandle.nullDevice
+        try p.run()
+        let message = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        guard p.terminationStatus == 0 else {
+            throw KbuildError(.io, "git \(args.joined(separator: " ")) failed: \(String(decoding: message, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))")
+        }
+    }
+}

@@ -1,0 +1,215 @@
+public import KbuildCore
+public import Keg
+public import RefStore
+public import Sandbox
+import Builds
+import GitSource
+import OCI
+import Stacks
+import Foundation
+import Synchronization
+
+/// The pre-receive hook of an app's repository: for a push to the deploy
+/// branch, reads the pushed tree into the Keg (the source KID), records the
+/// push, builds it (or finds the build memoised) while streaming the log
+/// back to the pusher, and makes the image. A failed build rejects the push,
+/// so the branch does not move and nothing that runs changes.
+public struct PushHook: Sendable {
+    public struct Update: Sendable, Equatable {
+        public var old: String
+        public var new: String
+        public var ref: String
+    }
+
+    public let keg: Keg
+    public let refs: any RefStore
+    public let app: String
+    public let pusher: String
+    public let repositoryURL: String
+    /// Text for the pusher (git shows it as `remote:` lines).
+    public let say: @Sendable (String) -> Void
+    /// A sandbox for building here when no worker takes the build.
+    public let sandbox: @Sendable () throws -> Sandbox
+    /// How long to wait for a worker before building here.
+    public let workerGrace: Duration
+
+    public init(keg: Keg, refs: any RefStore, app: String, pusher: String, repositoryURL: String,
+                workerGrace: Duration = .seconds(2),
+                say: @escaping @Sendable (String) -> Void, sandbox: @escaping @Sendable () throws -> Sandbox) {
+        self.keg = keg
+        self.refs = refs
+        self.app = app
+        self.pusher = pusher
+        self.repositoryURL = repositoryURL
+        self.workerGrace = workerGrace
+        self.say = say
+        self.sandbox = sandbox
+    }
+
+    /// `old new ref` lines, as git gives them on stdin.
+    public static func parseUpdates(_ text: String) throws -> [Update] {
+        try text.split(separator: "\n").map { line in
+            let parts = line.split(separator: " ")
+            guard parts.count == 3 else { throw KbuildError(.invalidArgument, "failed to read the pushed refs: malformed line \(String(line).debugQuoted)") }
+            return Update(old: String(parts[0]), new: String(parts[1]), ref: String(parts[2]))
+        }
+    }
+
+    static func isZero(_ sha: String) -> Bool { sha.allSatisfy { $0 == "0" } }
+
+    /// Returns the image built for the deploy branch, if it was pushed; throws to reject the push.
+    @discardableResult
+    public func run(_ updates: [Update]) async throws -> KID? {
+        let record = try await AppStore(keg: keg, refs: refs).get(app)
+        let deployRef = "refs/heads/\(record.deployBranch)"
+        var image: KID?
+        for update in updates {
+            if update.ref == deployRef {
+                guard !PushHook.isZero(update.new) else {
+                    throw KbuildError(.invalidArgument, "refusing to delete \(record.deployBranch), the deploy branch of \(app)")
+                }
+                image = try await deploy(update, app: record)
+            } else if update.ref.hasPrefix("refs/heads/") && !PushHook.isZero(update.new) {
+                let branch = update.ref.dropFirst("refs/heads/".count)
+                say("-----> Pushed to \(branch), not \(record.deployBranch): stored, not built. Push to \(record.deployBranch) to deploy (git push kbuild \(branch):\(record.deployBranch))\n")
+            }
+        }
+        return image
+    }
+
+    func deploy(_ update: Update, app record: AppRecord) async throws -> KID {
+        let started = ContinuousClock.now
+        say("-----> Receiving \(update.new.prefix(7)) for \(app)\n")
+        let source = try GitSource.importTree(repository: nil, revision: update.new, into: keg,
+                                              limits: SourceLimits(maxFileSize: record.maxFileSize))
+        let pushed = SourceRecord(app: app, source: source.tree, commit: source.commit, author: source.author, authorEmail: source.authorEmail,
+                                  message: source.message, committedAt: source.committedAt, pushedBy: pusher, pushedAt: Date(),
+                                  ref: update.ref, repository: repositoryURL, files: source.files, bytes: source.bytes)
+        let sourceRecord = try Records.put(pushed, in: keg)
+        try await refs.compareAndSwap(try RefName("apps/\(app)/source"), to: sourceRecord, expecting: .any, actor: pusher)
+        try await refs.compareAndSwap(try RefName("commits/\(source.commit)"), to: sourceRecord, expecting: .any, actor: pusher)
+        say("       Source \(source.tree.short): \(source.files) files, \(source.bytes >> 10) KiB, by \(source.author)\n")
+
+        let inputs = try await buildInputs(source: source.tree, app: record)
+        let build = inputs.kid
+        let queue = BuildQueue(keg: keg, refs: refs)
+        let result: BuildRecord
+        if let done = try await queue.result(build), done.status == .succeeded {
+            let when = ISO8601DateFormatter().string(from: done.finishedAt)
+            say("-----> Build \(build.short) memoised: same source, stack, buildpacks and build environment as the build of \(when); nothing to run\n")
+            result = done
+        } else {
+            say("-----> Build \(build.short) queued\n")
+            result = try await awaitBuild(build, job: BuildJob(inputs: inputs, app: app, limits: record.build, requestedBy: pusher), queue: queue)
+        }
+        guard result.status == .succeeded else {
+            throw KbuildError(.invalidArgument, "the build failed (\(result.error ?? "see the log above")); the push is rejected and nothing that runs changed (build log: kbuild logs \(build.short))")
+        }
+        let image = try AppImage.assemble(result, source: pushed, keg: keg)
+        try await refs.compareAndSwap(try RefName("apps/\(app)/image"), to: image, expecting: .any, actor: pusher)
+        try await refs.compareAndSwap(try RefName("registry/\(app):latest"), to: image, expecting: .any, actor: pusher)
+        let types = result.processTypes.keys.sorted().map { "\($0): \(result.processTypes[$0]!)" }
+        say("-----> Image \(image.short) (\(app):latest)\n")
+        for line in types { say("       \(line)\n") }
+        let seconds = Double((ContinuousClock.now - started).components.attoseconds) / 1e18 + Double((ContinuousClock.now - started).components.seconds)
+        say("-----> Done in \(String(format: "%.1f", seconds)) s: \(app) \(source.commit.prefix(7)) is image \(image)\n")
+        return image
+    }
+
+    /// The build's inputs: the app's stack, and the buildpacks named in
+    /// `.buildpacks`, else every registered one in detection order.
+    func buildInputs(source: KID, app record: AppRecord) async throws -> BuildInputs {
+        let stack = try await StackStore(keg: keg, refs: refs).get(record.stack)
+        let store = BuildpackStore(keg: keg, refs: refs)
+        if let entry = try keg.tree(source).entries.first(where: { $0.nameString == ".buildpacks" }) {
+            guard entry.type == .file, let kid = entry.kid else { throw KbuildError(.invalidArgument, ".buildpacks must be a regular file") }
+            var chosen: [Buildpack] = []
+            for choice in try BuildFiles.parseBuildpacksFile(String(decoding: try keg.logicalBytes(kid, maxWhole: 64 << 10), as: UTF8.self)) {
+                let pack: Buildpack
+                switch choice {
+                case .named(let name):
+                    pack = try await store.get(name)
+                case .inTree(let path):
+                    let tree = try BuildpackStore.subtree(source, path: path, keg: keg)
+                    try BuildpackStore.check(tree: tree, keg: keg, what: "./\(path.joined(separator: "/")) (named in .buildpacks)")
+                    pack = Buildpack(name: "app-" + path.joined(separator: "-").lowercased().filter { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" || $0 == "." }, tree: tree)
+                }
+                guard !chosen.contains(where: { $0.name == pack.name }) else {
+                    throw KbuildError(.invalidArgument, ".buildpacks names \(pack.name) twice")
+                }
+                chosen.append(pack)
+            }
+            return BuildInputs(source: source, stackName: stack.name, stack: stack.image, buildpacks: chosen, detect: false)
+        }
+        var all = try await store.list()
+        if all.isEmpty {
+            all = try await store.registerShipped(actor: pusher)
+            all = try await store.list()
+        }
+        guard !all.isEmpty else {
+            throw KbuildError(.notFound, "no buildpacks are registered: add one with `kbuild buildpack add DIR`")
+        }
+        return BuildInputs(source: source, stackName: stack.name, stack: stack.image, buildpacks: all, detect: true)
+    }
+
+    /// Waits for a worker to run the build, following its log; builds here
+    /// when no worker took it within `workerGrace`, or when its worker died.
+    func awaitBuild(_ build: KID, job: BuildJob, queue: BuildQueue) async throws -> BuildRecord {
+        let resultRef = try RefName("builds/results/\(build.hex)")
+        let baseline = try await refs.get(resultRef)?.version ?? 0
+        try await queue.enqueue(job, actor: pusher)
+        let logPath = queue.liveLogPath(build)
+        let waitingSince = ContinuousClock.now
+        let deadline = waitingSince + .seconds(job.limits.timeout + 3 * queue.lease + 60)
+        let inline = InlineBuild()
+        var offset: UInt64 = 0
+        func follow() {
+            let (bytes, next) = BuildLog.read(logPath, from: offset)
+            offset = next
+            if !bytes.isEmpty { say(String(decoding: bytes, as: UTF8.self)) }
+        }
+        return try await withThrowingTaskGroup(of: Void.self) { group in
+            defer { group.cancelAll() }
+            while true {
+                if let ref = try await refs.get(resultRef), ref.version > baseline {
+                    let record = try Records.get(BuildRecord.self, ref.kid, from: keg, what: "build")
+                    if offset == 0, let log = record.log {  // the worker's log file is gone: show the stored one
+                        say(String(decoding: try keg.logicalBytes(log, maxWhole: 64 << 20), as: UTF8.self))
+                    } else {
+                        follow()
+                    }
+                    return record
+                }
+                follow()
+                let state = inline.state.withLock { $0 }
+                if let error = state.error { throw KbuildError(.io, "failed to run the build here: \(error)") }
+                if !state.running, ContinuousClock.now - waitingSince > workerGrace {
+                    let claim = try await queue.claim(of: build)
+                    if claim == nil || claim!.claim.expires < Date() {
+                        if claim == nil { say("       (no build worker took it: building here)\n") }
+                        inline.state.withLock { $0.running = true }
+                        group.addTask { [keg, refs, pusher, sandbox] in
+                            do {
+                                let worker = BuildWorker(queue: queue, builder: Builder(keg: keg, refs: refs, sandbox: try sandbox(), worker: "hook:\(pusher)/\(getpid())"))
+                                _ = try await worker.runIfClaimable(build, job: job)
+                                inline.state.withLock { $0.running = false }
+                            } catch is CancellationError {
+                            } catch {
+                                inline.state.withLock { $0.error = (error as? KbuildError)?.message ?? "\(error)" }
+                            }
+                        }
+                    }
+                }
+                guard ContinuousClock.now < deadline else {
+                    throw KbuildError(.unsatisfiable, "build \(build.short) did not finish in time")
+                }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+        }
+    }
+}
+
+/// Whether the hook is running the build itself, and how that ended.
+private final class InlineBuild: Sendable {
+    let state = Mutex<(running: Bool, error: String?)>((false, nil))
+}

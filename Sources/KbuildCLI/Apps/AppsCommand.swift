@@ -1,0 +1,201 @@
+import ArgumentParser
+import Builds
+import Foundation
+import GitGateway
+import KbuildCore
+
+extension GlobalOptions {
+    func openApps() throws -> AppStore {
+        try dir.create()
+        return AppStore(keg: try openKeg(), refs: try openRefs())
+    }
+}
+
+/// The kbuild executable itself, as hooks and sshd's forced command run it.
+var kbuildExecutable: String {
+    (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+}
+
+struct AppsCreate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "apps:create",
+        abstract: "Create an app and its git repository.",
+        discussion: """
+            Then, in the app's repository: kbuild git:remote APP, and git push kbuild main.
+            App names are DNS labels: 1 to 63 of a-z, 0-9 and '-', starting with a letter.
+            """
+    )
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "The app's name.") var app: String
+    @Option(help: "The stack it builds and runs on.") var stack = "debian"
+    @Option(help: "The branch whose pushes are built and deployed.") var deployBranch = "main"
+    @Option(help: "Time limit of a build (e.g. 15m).") var buildTimeout = "15m"
+    @Option(help: "Memory limit of a build.") var buildMemory = "2G"
+    @Option(help: "CPU limit of a build, in cores (default: none).") var buildCpus: Double?
+    @Option(help: "Largest file a push may carry.") var maxFileSize = "100M"
+
+    func run() async throws {
+        try AppStore.checkName(app)
+        let limits = BuildLimits(memory: try parseBytes(buildMemory, what: "build memory"), cpus: buildCpus,
+                                 timeout: try parsePositiveDuration(buildTimeout, what: "build timeout"))
+        guard limits.memory >= 16 << 20 else { throw KbuildError(.invalidArgument, "invalid build memory \(buildMemory): at least 16M") }
+        let apps = try global.openApps()
+        _ = try await global.openStacks().get(stack)
+        let record = AppRecord(name: app, stack: stack, deployBranch: deployBranch, build: limits,
+                               maxFileSize: try parseBytes(maxFileSize, what: "max file size"), createdBy: currentActor)
+        try await apps.create(record, kbuild: kbuildExecutable, actor: currentActor)
+        try await BuildpackStore(keg: apps.keg, refs: apps.refs).registerShipped(actor: currentActor)
+        say("Created \(app) (stack \(stack), deploys \(deployBranch)); repository \(apps.repository(app))")
+        say("Next: kbuild git:remote \(app) in your app's repository, then git push kbuild \(deployBranch)")
+    }
+}
+
+struct AppsList: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "apps", abstract: "List apps.")
+    @OptionGroup var global: GlobalOptions
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() async throws {
+        let apps = try await global.openApps().list()
+        if json { return try printJSON(apps) }
+        for app in apps { say("\(app.name)  stack \(app.stack)  deploys \(app.deployBranch)") }
+    }
+}
+
+struct GitRemote: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "git:remote",
+        abstract: "Add a `kbuild` remote for APP to the git repository in the current directory.",
+        discussion: """
+            Over HTTP (the default) the remote is the URL of the running `kbuild up`, and git
+            gets the token from `kbuild git-credential`, so it is never written into .git/config.
+            With --ssh USER@HOST[:PORT] the remote goes through sshd (add your key with keys:add).
+            """
+    )
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "The app.") var app: String
+    @Option(help: "The remote's name.") var remote = "kbuild"
+    @Option(help: "Push over SSH to USER@HOST[:PORT] instead of HTTP.") var ssh: String?
+
+    func run() async throws {
+        _ = try await global.openApps().get(app)
+        let url: String
+        var config: [(String, String)] = []
+        if let ssh {
+            guard ssh.contains("@"), !ssh.contains("/"), !ssh.contains(" ") else {
+                throw KbuildError(.invalidArgument, "invalid --ssh \(ssh.debugQuoted): want USER@HOST or USER@HOST:PORT")
+            }
+            url = "ssh://\(ssh)/\(app).git"
+        } else {
+            guard let server = try? String(contentsOf: global.dir.serverURLFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines),
+                  server.hasPrefix("http://")
+            else {
+                throw KbuildError(.notFound, "kbuild is not running here (no \(global.dir.serverURLFile.path)): start it with `kbuild up`")
+            }
+            let user = currentActor.filter { $0.isLetter || $0.isNumber || "._-".contains($0) }
+            url = server.replacingOccurrences(of: "http://", with: "http://\(user.isEmpty ? "kbuild" : user)@") + "/\(app).git"
+            let base = String(url[..<(url.range(of: "/\(app).git")!.lowerBound)])
+            config.append(("credential.\(base).helper", "!\(shellQuote(kbuildExecutable)) git-credential --data-dir \(shellQuote(global.dir.root.path))"))
+        }
+        let existing = try runGit(["remote", "get-url", remote], allowFailure: true)
+        try runGit(existing == nil ? ["remote", "add", remote, url] : ["remote", "set-url", remote, url])
+        for (key, value) in config { try runGit(["config", key, value]) }
+        say("\(existing == nil ? "Added" : "Updated") remote \(remote): \(url)")
+        say("Deploy with: git push \(remote) main")
+    }
+
+    @discardableResult
+    func runGit(_ args: [String], allowFailure: Bool = false) throws -> String? {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/git")
+        p.arguments = args
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        try p.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        let message = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        if p.terminationStatus != 0 {
+            if allowFailure { return nil }
+            throw KbuildError(.io, "git \(args.joined(separator: " ")) failed: \(String(decoding: message, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))")
+        }
+        return String(decoding: data, as: UTF8.self)
+    }
+}
+
+struct GitCredential: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "git-credential",
+        abstract: "git's credential helper for kbuild remotes (set up by git:remote): gives the token as the password."
+    )
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "get, store or erase (as git calls it).") var action: String
+
+    func run() throws {
+        guard action == "get" else { return }  // store and erase: the token lives in the data dir
+        var user: String?
+        while let line = readLine() {
+            if line.isEmpty { break }
+            if line.hasPrefix("username=") { user = String(line.dropFirst(9)) }
+        }
+        let token = try AdminToken.loadOrCreate(in: global.dir)
+        print("username=\(user ?? "kbuild")")
+        print("password=\(token)")
+    }
+}
+
+struct KeysAdd: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "keys:add",
+        abstract: "Allow an SSH public key to push (written to <data-dir>/ssh/authorized_keys).",
+        discussion: """
+            Point sshd at that file for the user pushes arrive as, e.g. in sshd_config:
+              Match User git
+                AuthorizedKeysFile <data-dir>/ssh/authorized_keys
+            Each key may only run `kbuild git-shell` (receive-pack and upload-pack of an app).
+            """
+    )
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: ArgumentHelp("The public key file (e.g. ~/.ssh/id_ed25519.pub), or - for stdin.", valueName: "file")) var file: String
+    @Option(help: "Who the key belongs to (default: the key's comment, else your login name).") var name: String?
+
+    func run() throws {
+        let text: String
+        if file == "-" {
+            text = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
+        } else {
+            guard let read = try? String(contentsOfFile: file, encoding: .utf8) else {
+                throw KbuildError(.notFound, "failed to read the key file \(file)")
+            }
+            text = read
+        }
+        let comment = (try? SSHKeys.parsePublicKey(text).comment)?.split(separator: "@").first.map(String.init)
+        try global.dir.create()
+        let key = try SSHKeys(dataDir: global.dir, kbuild: kbuildExecutable).add(publicKey: text, name: name ?? comment ?? currentActor)
+        say("Added \(key.type) key \(key.fingerprint) as \(key.name)")
+    }
+}
+
+struct KeysList: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "keys", abstract: "List the SSH keys that may push.")
+    @OptionGroup var global: GlobalOptions
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() throws {
+        let keys = try SSHKeys(dataDir: global.dir, kbuild: kbuildExecutable).list()
+        if json { return try printJSON(keys) }
+        for key in keys { say("\(key.name)  \(key.type)  \(key.fingerprint)") }
+    }
+}
+
+struct KeysRemove: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "keys:remove", abstract: "Remove an SSH key by name.")
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "The key's name.") var name: String
+
+    func run() throws {
+        try SSHKeys(dataDir: global.dir, kbuild: kbuildExecutable).remove(name: name)
+        say("Removed \(name)")
+    }
+}

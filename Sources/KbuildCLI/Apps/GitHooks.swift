@@ -1,0 +1,78 @@
+import ArgumentParser
+import Builds
+import Foundation
+import GitGateway
+import KbuildCore
+import Sandbox
+
+struct GitShellCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "git-shell",
+        abstract: "sshd's forced command for kbuild's keys: runs git receive-pack or upload-pack of an app, nothing else."
+    )
+    @OptionGroup var global: GlobalOptions
+    @Option(help: "The name of the key that connected.") var key: String
+
+    func run() async throws {
+        do {
+            let (service, app) = try GitShell.parse(ProcessInfo.processInfo.environment["SSH_ORIGINAL_COMMAND"])
+            let apps = try global.openApps()
+            _ = try await apps.get(app)
+            setenv("KBUILD_PUSHER", key, 1)
+            setenv("KBUILD_REPOSITORY_URL", "ssh:\(app).git", 1)
+            setenv("KBUILD_DATA_DIR", global.dir.root.path, 1)
+            let argv = ["git", service.rawValue, apps.repository(app)]
+            var cArgs = argv.map { strdup($0) } + [nil]
+            execv("/usr/bin/git", &cArgs)
+            throw KbuildError.syscall("execv", "/usr/bin/git", verb: "run git \(service.rawValue)")
+        } catch let error as KbuildError {
+            FileHandle.standardError.write(Data("kbuild: \(error.message)\n".utf8))
+            throw ExitCode(1)
+        }
+    }
+}
+
+struct HookCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "hook",
+        abstract: "git hooks of app repositories (installed by apps:create; not for direct use).",
+        subcommands: [PreReceive.self]
+    )
+}
+
+struct PreReceive: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "pre-receive",
+        abstract: "Build each push to the deploy branch; reject the push when the build fails."
+    )
+    @OptionGroup var global: GlobalOptions
+    @Option(help: "The app whose repository this is.") var app: String
+
+    func run() async throws {
+        let env = ProcessInfo.processInfo.environment
+        let input = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
+        let say: @Sendable (String) -> Void = { text in
+            let bytes = Array(text.utf8)
+            bytes.withUnsafeBytes { raw in
+                var offset = 0
+                while offset < raw.count {
+                    let n = write(2, raw.baseAddress! + offset, raw.count - offset)
+                    if n <= 0 { return }
+                    offset += n
+                }
+            }
+        }
+        do {
+            let apps = try global.openApps()
+            let hook = PushHook(keg: apps.keg, refs: apps.refs, app: app,
+                                pusher: env["KBUILD_PUSHER"] ?? env["REMOTE_USER"] ?? currentActor,
+                                repositoryURL: env["KBUILD_REPOSITORY_URL"] ?? apps.repository(app),
+                                say: say, sandbox: { try Sandbox() })
+            try await hook.run(try PushHook.parseUpdates(input))
+        } catch {
+            let message = (error as? KbuildError)?.message ?? "\(error)"
+            say("\n !     \(message)\n\n")
+            throw ExitCode(1)
+        }
+    }
+}

@@ -1,0 +1,109 @@
+import ArgumentParser
+import Builds
+import Foundation
+import KbuildCore
+import OCI
+import RefStore
+
+struct ImageCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "image",
+        abstract: "The OCI images pushes were built into.",
+        subcommands: [ImageLs.self, ImageExport.self]
+    )
+}
+
+struct ImageLs: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "ls", abstract: "An app's images, newest first, with the commit each was built from.")
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "The app.") var app: String
+    @Flag(help: "Print JSON.") var json = false
+
+    struct Row: Encodable {
+        var image: String
+        var createdAt: Date
+        var commit: String?
+        var source: String?
+        var build: String?
+        var size: Int64
+    }
+
+    func run() async throws {
+        let apps = try global.openApps()
+        _ = try await apps.get(app)
+        let images = ImageStore(keg: apps.keg)
+        var rows: [Row] = []
+        for change in try await apps.refs.history(try RefName("apps/\(app)/image")) {
+            guard let kid = change.new else { continue }
+            let manifest = try images.manifest(kid)
+            let labels = try images.config(of: manifest).config?.Labels ?? [:]
+            rows.append(Row(image: kid.description, createdAt: change.time, commit: labels["org.opencontainers.image.revision"],
+                            source: labels["dev.kbuild.source"], build: labels["dev.kbuild.build"],
+                            size: manifest.layers.reduce(0) { $0 + $1.size }))
+        }
+        if json { return try printJSON(rows) }
+        let time = ISO8601DateFormatter()
+        for row in rows {
+            say("\(row.image.prefix(10))  \(time.string(from: row.createdAt))  commit \(row.commit?.prefix(7) ?? "?")  build \(row.build?.prefix(10) ?? "?")  \(formatBytes(UInt64(row.size)))")
+        }
+    }
+}
+
+struct ImageExport: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "export",
+        abstract: "Write an image as an OCI image layout directory (for skopeo, umoci, podman).",
+        discussion: "Example: kbuild image export K-1234abcd ./img && umoci unpack --image ./img:latest bundle"
+    )
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "The image's KID or a unique prefix.") var image: String
+    @Argument(help: "The directory to create.") var directory: String
+    @Option(help: "The tag to name it by in index.json.") var tag = "latest"
+
+    func run() throws {
+        let keg = try global.openKeg()
+        let kid = try keg.resolve(try KIDPrefix(parsing: image))
+        try ImageStore(keg: keg).exportLayout(kid, to: directory, tag: tag)
+        say("\(kid) → \(directory) (tag \(tag))")
+    }
+}
+
+struct BuildpackCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "buildpack",
+        abstract: "Buildpacks (Heroku's classic API: bin/detect, bin/compile, bin/release).",
+        subcommands: [BuildpackAdd.self, BuildpackLs.self]
+    )
+}
+
+struct BuildpackAdd: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "add",
+        abstract: "Store a buildpack directory under a name (again, to update it).",
+        discussion: "Detection tries python, static, then added buildpacks by name, then procfile; an app picks its own in .buildpacks."
+    )
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "The buildpack's directory.") var directory: String
+    @Option(help: "Its name (default: the directory's name).") var name: String?
+
+    func run() async throws {
+        let apps = try global.openApps()
+        let pack = try await BuildpackStore(keg: apps.keg, refs: apps.refs).add(directory: directory, name: name, actor: currentActor)
+        say("\(pack.name) \(pack.tree)")
+    }
+}
+
+struct BuildpackLs: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "ls", abstract: "Buildpacks in detection order.")
+    @OptionGroup var global: GlobalOptions
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() async throws {
+        let apps = try global.openApps()
+        let store = BuildpackStore(keg: apps.keg, refs: apps.refs)
+        try await store.registerShipped(actor: currentActor)
+        let packs = try await store.list()
+        if json { return try printJSON(packs) }
+        for pack in packs { say("\(pack.name)  \(pack.tree)") }
+    }
+}

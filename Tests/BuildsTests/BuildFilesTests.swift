@@ -1,0 +1,91 @@
+import Builds
+import GitGateway
+import KbuildCore
+import XCTest
+
+/// The pure parts of the build and the gateway, as tables: Procfile,
+/// bin/release YAML, .buildpacks, SSH forced commands, public keys, app names.
+final class BuildFilesTests: XCTestCase {
+    func testProcfile() throws {
+        let parsed = try BuildFiles.parseProcfile("# comment\nweb: python3 app.py --port $PORT\r\n\nworker:   ./run.sh  \n")
+        XCTAssertEqual(parsed.map(\.type), ["web", "worker"])
+        XCTAssertEqual(parsed.map(\.command), ["python3 app.py --port $PORT", "./run.sh"])
+        for (bad, why) in [("web python3", "want `type: command`"), ("w eb: x", "process type"), ("web:", "has no command"),
+                           ("web: a\nweb: b", "defined twice"), (": x", "process type")] {
+            XCTAssertThrowsError(try BuildFiles.parseProcfile(bad), bad) { error in
+                XCTAssertTrue("\(error)".contains(why), "\(bad): \(error)")
+            }
+        }
+    }
+
+    func testRelease() throws {
+        let release = try BuildFiles.parseRelease("""
+            ---
+            addons: []
+            config_vars:
+              PYTHONPATH: /app/.kbuild/python
+              QUOTED: "a b"
+            default_process_types:
+              web: python3 app.py
+              worker: 'python3 worker.py'
+            """)
+        XCTAssertEqual(release.configVars, ["PYTHONPATH": "/app/.kbuild/python", "QUOTED": "a b"])
+        XCTAssertEqual(release.processTypes, ["web": "python3 app.py", "worker": "python3 worker.py"])
+        XCTAssertEqual(try BuildFiles.parseRelease("---\n"), BuildFiles.Release())
+        XCTAssertEqual(try BuildFiles.parseRelease("default_process_types: {}\n"), BuildFiles.Release())
+        for bad in ["config_vars:\n  1BAD: x\n", "config_vars: x\n", "default_process_types:\n  web:\n", "just words\n"] {
+            XCTAssertThrowsError(try BuildFiles.parseRelease(bad), bad)
+        }
+    }
+
+    func testBuildpacksFile() throws {
+        XCTAssertEqual(try BuildFiles.parseBuildpacksFile("# mine first\n./buildpacks/mine\n\npython\n"),
+                       [.inTree(path: ["buildpacks", "mine"]), .named("python")])
+        for bad in ["", "# nothing\n", "../outside\n", "./a/../../b\n", "/abs/path\n", "./.git/hooks\n", "Not A Name\n"] {
+            XCTAssertThrowsError(try BuildFiles.parseBuildpacksFile(bad), bad)
+        }
+    }
+
+    func testGitShellCommands() throws {
+        let table: [(String, GitShell.Service, String)] = [
+            ("git-receive-pack 'web.git'", .receivePack, "web"),
+            ("git-receive-pack '/web.git'", .receivePack, "web"),
+            ("git-upload-pack 'web'", .uploadPack, "web"),
+            ("git receive-pack '~/my-app.git/'", .receivePack, "my-app"),
+        ]
+        for (command, service, app) in table {
+            let parsed = try GitShell.parse(command)
+            XCTAssertEqual(parsed.service, service, command)
+            XCTAssertEqual(parsed.app, app, command)
+        }
+        for bad in [nil, "", "bash", "ls /", "git-receive-pack 'a b.git'", "git-receive-pack '../etc.git'", "git-receive-pack 'Web.git'",
+                    "git-upload-archive 'web.git'", "git-receive-pack 'web.git'; rm -rf /", "git-receive-pack 'x'\"'\"''"] {
+            XCTAssertThrowsError(try GitShell.parse(bad), bad ?? "nil")
+        }
+    }
+
+    func testPublicKeys() throws {
+        // ssh-ed25519 key body: string "ssh-ed25519" then a 32-byte string.
+        var blob = Data([0, 0, 0, 11]) + Data("ssh-ed25519".utf8) + Data([0, 0, 0, 32])
+        blob += Data(repeating: 7, count: 32)
+        let line = "ssh-ed25519 \(blob.base64EncodedString()) grace@laptop\n"
+        let key = try SSHKeys.parsePublicKey(line)
+        XCTAssertEqual(key.type, "ssh-ed25519")
+        XCTAssertEqual(key.comment, "grace@laptop")
+        let wrongType = "ssh-rsa \(blob.base64EncodedString())"
+        for (bad, why) in [("", "exactly one line"), ("-----BEGIN OPENSSH PRIVATE KEY-----\nabc\n-----END OPENSSH PRIVATE KEY-----", "exactly one line"),
+                           ("ssh-ed25519 !!!notbase64", "not base64"), (wrongType, "does not encode"),
+                           ("command=\"x\" ssh-ed25519 AAAA", "not a key type"), (line + line, "exactly one line")] {
+            XCTAssertThrowsError(try SSHKeys.parsePublicKey(bad), bad) { error in
+                XCTAssertTrue("\(error)".contains(why), "\(bad): \(error)")
+            }
+        }
+    }
+
+    func testAppNames() throws {
+        for good in ["a", "web", "my-app-2", String(repeating: "a", count: 63)] { XCTAssertNoThrow(try AppStore.checkName(good), good) }
+        for bad in ["", "Web", "2web", "web-", "we_b", "we.b", "../x", "a/b", String(repeating: "a", count: 64), "web\u{0}"] {
+            XCTAssertThrowsError(try AppStore.checkName(bad), bad)
+        }
+    }
+}
