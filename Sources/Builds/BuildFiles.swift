@@ -7,7 +7,7 @@ public enum BuildFiles {
     /// Process types are 1 to 63 of a-z, A-Z, 0-9, `_`, `-`.
     public static func parseProcfile(_ text: String) throws -> [(type: String, command: String)] {
         var out: [(type: String, command: String)] = []
-        for (number, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+        for (number, raw) in text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline).enumerated() {
             let line = raw.trimmingCharacters(in: .whitespaces.union(CharacterSet(charactersIn: "\r")))
             if line.isEmpty || line.hasPrefix("#") { continue }
             guard let colon = line.firstIndex(of: ":") else {
@@ -50,7 +50,7 @@ public enum BuildFiles {
     public static func parseRelease(_ text: String) throws -> Release {
         var release = Release()
         var section: String?
-        for (number, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+        for (number, raw) in text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline).enumerated() {
             let line = String(raw).trimmingCharacters(in: CharacterSet(charactersIn: "\r"))
             let trimmed = line.trimmingCharacters(in: .whitespaces)
             if trimmed.isEmpty || trimmed.hasPrefix("#") || trimmed == "---" { continue }
@@ -62,7 +62,7 @@ public enum BuildFiles {
             let value = unquote(String(trimmed[trimmed.index(after: colon)...]).trimmingCharacters(in: .whitespaces))
             if !indented {
                 section = key
-                guard value.isEmpty || value == "{}" else {
+                guard value.isEmpty || value == "{}" || !["config_vars", "default_process_types"].contains(key) else {
                     throw KbuildError(.invalidArgument, "failed to read the output of bin/release, line \(number + 1): \(key) must be a map of indented `name: value` lines")
                 }
                 continue
@@ -107,7 +107,7 @@ public enum BuildFiles {
 
     public static func parseBuildpacksFile(_ text: String) throws -> [BuildpackChoice] {
         var out: [BuildpackChoice] = []
-        for (number, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+        for (number, raw) in text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline).enumerated() {
             let line = raw.trimmingCharacters(in: .whitespaces.union(CharacterSet(charactersIn: "\r")))
             if line.isEmpty || line.hasPrefix("#") { continue }
             if line.hasPrefix("./") || line.hasPrefix("/") || line.contains("/") {

@@ -90,21 +90,21 @@ public struct SSHKeys: Sendable {
     public func list() throws -> [Key] {
         guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { return [] }
         return text.split(separator: "\n").compactMap { line in
-            // command="… --key NAME",… TYPE BASE64 NAME
-            guard let keyStart = line.range(of: "\" ")?.upperBound ?? line.range(of: ",no-pty ")?.upperBound else { return nil }
-            let rest = line[keyStart...].split(separator: " ", maxSplits: 2).map(String.init)
-            guard rest.count >= 2, let blob = Data(base64Encoded: rest[1]) else { return nil }
-            return Key(name: rest.count > 2 ? rest[2] : "", type: rest[0], fingerprint: SSHKeys.fingerprint(blob))
+            // command="… --key NAME",no-…,no-user-rc TYPE BASE64 NAME
+            guard let options = line.range(of: ",no-user-rc ") else { return nil }
+            let rest = line[options.upperBound...].split(separator: " ", maxSplits: 2).map(String.init)
+            guard rest.count == 3, SSHKeys.types.contains(rest[0]), let blob = Data(base64Encoded: rest[1]) else { return nil }
+            return Key(name: rest[2], type: rest[0], fingerprint: SSHKeys.fingerprint(blob))
         }
     }
 
     /// Adds a key under `name` (a user name: 1 to 64 of letters, digits, . _ - @).
     @discardableResult
     public func add(publicKey text: String, name: String) throws -> Key {
+        let (type, blob, _) = try SSHKeys.parsePublicKey(text)
         guard !name.isEmpty, name.utf8.count <= 64,
               name.utf8.allSatisfy({ ($0 >= 0x61 && $0 <= 0x7a) || ($0 >= 0x41 && $0 <= 0x5a) || ($0 >= 0x30 && $0 <= 0x39) || ".-_@".utf8.contains($0) })
         else { throw KbuildError(.invalidArgument, "invalid key name \(name.debugQuoted): use 1 to 64 of letters, digits, '.', '_', '-', '@'") }
-        let (type, blob, _) = try SSHKeys.parsePublicKey(text)
         let key = Key(name: name, type: type, fingerprint: SSHKeys.fingerprint(blob))
         let existing = try list()
         if let same = existing.first(where: { $0.fingerprint == key.fingerprint }) {

@@ -18,8 +18,9 @@ struct Result {
 
 /// Runs a program to completion and captures its output.
 @discardableResult
-func sh(_ tool: String, _ args: [String], env: [String: String] = [:], stdin: Data? = nil) throws -> Result {
+func sh(_ tool: String, _ args: [String], env: [String: String] = [:], stdin: Data? = nil, cwd: String? = nil) throws -> Result {
     let p = Process()
+    if let cwd { p.currentDirectoryURL = URL(fileURLWithPath: cwd) }
     p.executableURL = URL(fileURLWithPath: tool)
     p.arguments = args
     var environment = ProcessInfo.processInfo.environment
@@ -72,4 +73,90 @@ func treeListing(_ dir: String) throws -> [String] {
         let parts = line.split(separator: "|", omittingEmptySubsequences: false)
         return parts[2] == "d" ? parts[0..<4].joined(separator: "|") : String(line)
     }.sorted()
+}
+
+/// A running `kbuild up`: its process, base URL and admin token.
+struct KbuildServer {
+    let process: Process
+    let url: String
+    let token: String
+    /// host:port, as registries and git remotes name it.
+    var hostPort: String { url.replacingOccurrences(of: "http://", with: "") }
+}
+
+/// Starts `kbuild up` on a free port (or `port`) and waits for its startup lines; killed at teardown.
+func startKbuildUp(_ test: XCTestCase, data: String, port: Int = 0, extra: [String] = []) throws -> KbuildServer {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: kbuildBinary)
+    p.arguments = ["up", "--port", String(port), "--data-dir", data] + extra
+    var environment = ProcessInfo.processInfo.environment
+    environment.removeValue(forKey: "KBUILD_DATA_DIR")
+    p.environment = environment
+    let out = Pipe()
+    p.standardOutput = out
+    p.standardError = FileHandle.standardError
+    try p.run()
+    test.addTeardownBlock { if p.isRunning { kill(p.processIdentifier, SIGKILL); p.waitUntilExit() } }
+    // Read the startup lines (bounded): one line per thing served.
+    var text = ""
+    let deadline = Date().addingTimeInterval(60)
+    while Date() < deadline && !text.contains("/v1/objects/\n") {
+        let chunk = out.fileHandleForReading.availableData
+        if chunk.isEmpty { break }
+        text += String(decoding: chunk, as: UTF8.self)
+    }
+    guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix("keg ") }),
+          let range = line.range(of: "http://") else {
+        XCTFail("no keg URL in startup output: \(text)")
+        throw CocoaError(.fileReadUnknown)
+    }
+    let url = String(line[range.lowerBound...]).replacingOccurrences(of: "/v1/objects/", with: "")
+    let token = try String(contentsOfFile: data + "/admin.token", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+    return KbuildServer(process: p, url: url, token: token)
+}
+
+/// git with a fixed identity and no prompts.
+@discardableResult
+func git(_ args: [String], in dir: String, env: [String: String] = [:]) throws -> Result {
+    try sh("/usr/bin/git", ["-C", dir, "-c", "user.name=Grace Hopper", "-c", "user.email=grace@example.com", "-c", "init.defaultBranch=main"] + args,
+           env: ["GIT_TERMINAL_PROMPT": "0"].merging(env) { _, new in new })
+}
+
+func writeFile(_ path: String, _ text: String, mode: mode_t = 0o644) throws {
+    try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+    try Data(text.utf8).write(to: URL(fileURLWithPath: path))
+    chmod(path, mode)
+}
+
+func trimmed(_ s: String) -> String { s.trimmingCharacters(in: .whitespacesAndNewlines) }
+
+/// The repository's root, for examples/ and buildpacks/.
+let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+
+/// Starts a server process with stdio on /dev/null; the caller kills and reaps it.
+func spawnServer(_ path: String, _ args: [String]) throws -> pid_t {
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    for fd: Int32 in 0...2 { posix_spawn_file_actions_addopen(&actions, fd, "/dev/null", fd == 0 ? O_RDONLY : O_WRONLY, 0) }
+    let argv = ([path] + args).map { strdup($0) } + [nil]
+    defer { argv.forEach { free($0) } }
+    var pid: pid_t = 0
+    let rc = posix_spawn(&pid, path, &actions, nil, argv, environ)
+    guard rc == 0 else { throw NSError(domain: NSPOSIXErrorDomain, code: Int(rc)) }
+    return pid
+}
+
+/// Whether something accepts TCP connections on 127.0.0.1:port.
+func canConnect(port: Int) -> Bool {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { return false }
+    defer { close(fd) }
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_port = in_port_t(UInt16(port).bigEndian)
+    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+    return withUnsafePointer(to: &addr) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+    }
 }

@@ -4,11 +4,6 @@ import XCTest
 /// `kbuild source import` inside a real pre-receive hook of a real `git push`:
 /// the pushed objects are still in git's quarantine there.
 final class SourceHookTests: XCTestCase {
-    @discardableResult
-    func git(_ args: [String], in dir: String) throws -> Result {
-        try sh("/usr/bin/git", ["-C", dir, "-c", "user.name=Grace Hopper", "-c", "user.email=grace@example.com", "-c", "init.defaultBranch=main"] + args)
-    }
-
     func testAPushIsReadFromQuarantineAndABadTreeIsRejected() throws {
         let dir = try tempDir(self, "hook")
         let data = dir + "/data"

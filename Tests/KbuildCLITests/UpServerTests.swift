@@ -3,37 +3,8 @@ import Foundation
 
 /// `kbuild up` as a user runs it: a real process, a real socket, real curl.
 final class UpServerTests: XCTestCase {
-    struct Server {
-        let process: Process
-        let url: String
-        let token: String
-    }
-
-    func startUp(_ data: String) throws -> Server {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: kbuildBinary)
-        p.arguments = ["up", "--port", "0", "--data-dir", data]
-        let out = Pipe()
-        p.standardOutput = out
-        p.standardError = FileHandle.standardError
-        try p.run()
-        addTeardownBlock { if p.isRunning { kill(p.processIdentifier, SIGKILL); p.waitUntilExit() } }
-        // Read the startup lines (bounded): one line per thing served.
-        var text = ""
-        let deadline = Date().addingTimeInterval(60)
-        while Date() < deadline && !text.contains("/v1/objects/\n") {
-            let chunk = out.fileHandleForReading.availableData
-            if chunk.isEmpty { break }
-            text += String(decoding: chunk, as: UTF8.self)
-        }
-        guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix("keg ") }),
-              let range = line.range(of: "http://") else {
-            XCTFail("no keg URL in startup output: \(text)")
-            throw CocoaError(.fileReadUnknown)
-        }
-        let url = String(line[range.lowerBound...]).replacingOccurrences(of: "/v1/objects/", with: "")
-        let token = try String(contentsOfFile: data + "/admin.token", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
-        return Server(process: p, url: url, token: token)
+    func startUp(_ data: String) throws -> KbuildServer {
+        try startKbuildUp(self, data: data)
     }
 
     /// curl, returning status code, headers and body.
