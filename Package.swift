@@ -124,7 +124,7 @@ let package = Package(
 
         .testTarget(name: "KegTests", dependencies: ["Keg", "KbuildCore"], swiftSettings: strict),
         .testTarget(name: "GitSourceTests", dependencies: ["GitSource", "Keg", "KbuildCore"], swiftSettings: strict),
-        .testTarget(name: "BuildsTests", dependencies: ["Builds", "GitGateway", "KbuildCore"], swiftSettings: strict),
+        .testTarget(name: "BuildsTests", dependencies: ["Builds", "GitGateway", "KbuildCore", "Keg", "RefStore"], swiftSettings: strict),
         .testTarget(name: "SandboxTests", dependencies: ["Sandbox", "Stacks", "Keg", "RefStore", "KbuildCore"], swiftSettings: strict),
         .testTarget(name: "RefStoreTests", dependencies: ["RefStore", "RefStoreConformance", "KbuildCore"], swiftSettings: strict),
         .testTarget(

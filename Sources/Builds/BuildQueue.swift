@@ -28,7 +28,9 @@ public struct BuildQueue: Sendable {
         public var kind = "kbuild.build.claim/v1"
         public var build: KID
         public var worker: String
-        public var expires: Date
+        /// Seconds since 1970 (records keep dates to the second; a lease needs finer).
+        public var expires: Double
+        public var expired: Bool { expires < Date().timeIntervalSince1970 }
     }
 
     static func ref(_ what: String, _ build: KID) throws -> RefName { try RefName("builds/\(what)/\(build.hex)") }
@@ -71,12 +73,12 @@ public struct BuildQueue: Sendable {
         let name = try BuildQueue.ref("claims", build)
         let expecting: RefExpectation
         if let (current, kid) = try await claim(of: build) {
-            guard current.expires < Date() else { return nil }
+            guard current.expired else { return nil }
             expecting = .value(kid)  // its worker stopped renewing: take it over
         } else {
             expecting = .absent
         }
-        let kid = try Records.put(Claim(build: build, worker: worker, expires: Date().addingTimeInterval(lease)), in: keg)
+        let kid = try Records.put(Claim(build: build, worker: worker, expires: Date().timeIntervalSince1970 + lease), in: keg)
         do {
             try await refs.compareAndSwap(name, to: kid, expecting: expecting, actor: worker)
             return kid
@@ -87,7 +89,7 @@ public struct BuildQueue: Sendable {
 
     /// Extends a claim; throws `.conflict` when it was lost.
     public func renew(_ build: KID, claim: KID, worker: String) async throws -> KID {
-        let kid = try Records.put(Claim(build: build, worker: worker, expires: Date().addingTimeInterval(lease)), in: keg)
+        let kid = try Records.put(Claim(build: build, worker: worker, expires: Date().timeIntervalSince1970 + lease), in: keg)
         try await refs.compareAndSwap(try BuildQueue.ref("claims", build), to: kid, expecting: .value(claim), actor: worker)
         return kid
     }

@@ -109,6 +109,25 @@ public struct BuildRecord: Codable, Sendable, Equatable {
     public var finishedAt: Date
     public var links: [KID]
 
+    public init(build: KID, inputs: BuildInputs, app: String, status: Status, error: String? = nil, log: KID? = nil, layer: Descriptor? = nil,
+                used: [Buildpack] = [], processTypes: [String: String] = [:], configVars: [String: String] = [:], worker: String,
+                startedAt: Date, finishedAt: Date, links: [KID] = []) {
+        self.build = build
+        self.inputs = inputs
+        self.app = app
+        self.status = status
+        self.error = error
+        self.log = log
+        self.layer = layer
+        self.used = used
+        self.processTypes = processTypes
+        self.configVars = configVars
+        self.worker = worker
+        self.startedAt = startedAt
+        self.finishedAt = finishedAt
+        self.links = links
+    }
+
     public var seconds: Double { finishedAt.timeIntervalSince(startedAt) }
 }
 

@@ -185,8 +185,9 @@ public struct PushHook: Sendable {
                 if let error = state.error { throw KbuildError(.io, "failed to run the build here: \(error)") }
                 if !state.running, ContinuousClock.now - waitingSince > workerGrace {
                     let claim = try await queue.claim(of: build)
-                    if claim == nil || claim!.claim.expires < Date() {
-                        if claim == nil { say("       (no build worker took it: building here)\n") }
+                    if claim == nil || claim!.claim.expired {
+                        say(claim == nil ? "       (no build worker took it: building here)\n"
+                                          : "       (its worker \(claim!.claim.worker) stopped renewing its claim: building here)\n")
                         inline.state.withLock { $0.running = true }
                         group.addTask { [keg, refs, pusher, sandbox] in
                             do {

@@ -77,6 +77,33 @@ struct UpCommand: AsyncParsableCommand {
 struct BuildWorkerService: Service {
     let worker: BuildWorker
     func run() async throws {
-        try await cancelWhenGracefulShutdown { try await worker.run() }
+        do {
+            try await cancelWhenGracefulShutdown { try await worker.run() }
+        } catch is CancellationError {
+            // Shutting down: a build in progress was cancelled; its claim runs out and
+            // another worker (or the pusher's hook) takes it over.
+        }
+    }
+}
+
+/// `kbuild worker`: a build worker on its own, beside (or instead of) the one in `kbuild up`.
+struct WorkerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "worker",
+        abstract: "Run a build worker: claim queued builds and run them until SIGINT/SIGTERM."
+    )
+    @OptionGroup var global: GlobalOptions
+
+    func run() async throws {
+        let keg = try global.openKeg()
+        let refs = try global.openRefs()
+        let worker = BuildWorker(queue: BuildQueue(keg: keg, refs: refs),
+                                 builder: Builder(keg: keg, refs: refs, sandbox: try Sandbox(warmHelpers: 1)))
+        say("kbuild worker \(worker.builder.worker): waiting for builds in \(global.dir.root.path)")
+        var logger = Logger(label: "kbuild-worker")
+        logger.logLevel = .warning
+        let group = ServiceGroup(configuration: .init(services: [.init(service: BuildWorkerService(worker: worker))],
+                                                      gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
     }
 }

@@ -321,4 +321,63 @@ final class GitPushTests: XCTestCase {
         XCTAssertEqual(try kb(["keys:remove", "grace"]).status, 0)
         XCTAssertEqual(try kb(["keys"]).stdout, "")
     }
+
+    /// A worker killed in the middle of a build: its claim runs out and the
+    /// pusher's hook builds it instead; the push still succeeds.
+    func testAWorkerThatDiesReleasesItsClaim() throws {
+        // The gateway without a worker of its own, and a worker beside it.
+        _ = try startKbuildUp(self, data: GitPushTests.data, extra: ["--workers", "0"])
+        let workerLog = try tempDir(self, "worker-log") + "/worker.log"
+        let worker = try spawnServer(kbuildBinary, ["worker", "--data-dir", GitPushTests.data], output: workerLog)
+        addTeardownBlock { kill(worker, SIGKILL); _ = reap(worker) }
+        let work = try makeApp("survivor", files: [
+            ".buildpacks": "./bp\n", "Procfile": "web: httpd -f -p $PORT\n", "id.txt": UUID().uuidString,
+            "bp/bin/detect": "#!/bin/sh\necho Slow\n",
+            "bp/bin/compile": "#!/bin/sh\necho '-----> Compiling slowly'\nsleep 3\necho '-----> Compiled'\n",
+        ])
+        let log = try tempDir(self, "survivor-log") + "/push.log"
+        let push = try spawnServer("/usr/bin/git", ["-C", work, "push", "kbuild", "main"], output: log)
+        // Wait (bounded) until the worker of kbuild up has claimed the build, then kill it.
+        var claimed = false
+        for _ in 0..<200 where !claimed {
+            claimed = !(try kb(["ref", "ls", "builds/claims"]).stdout.isEmpty)
+            if !claimed { usleep(50_000) }
+        }
+        XCTAssertTrue(claimed, "the worker claimed the build")
+        kill(worker, SIGKILL)
+        let status = reap(push)
+        let output = try String(contentsOfFile: log, encoding: .utf8)
+        XCTAssertEqual(status, 0, output)
+        XCTAssertTrue(output.contains("stopped renewing its claim: building here"), output)
+        XCTAssertTrue(output.contains("remote: -----> Compiled"), output)
+        XCTAssertTrue(output.contains("remote: -----> Image K-"), output)
+        XCTAssertEqual(try kb(["ref", "ls", "builds/claims"]).stdout, "", "no claim is left behind")
+        XCTAssertEqual(try images("survivor").count, 1)
+    }
+
+    /// The same commit pushed to two kbuild installations gives the same
+    /// source, build and image KIDs: images are reproducible.
+    func testTheSameCommitGivesTheSameImageAnywhere() throws {
+        let port = freePort()
+        let work = try makeApp("repro", files: ["Procfile": "web: httpd -f -p $PORT -h /app/www\n", "www/index.html": "same everywhere\n"],
+                               httpRemote: false)
+        var results: [[String: Any]] = []
+        let other = try tempDir(self, "repro-other") + "/data"
+        for data in [GitPushTests.data, other] {
+            if data == other {
+                XCTAssertEqual(try kbuild(["stack", "create", "busybox"], dataDir: other).status, 0)
+                XCTAssertEqual(try kbuild(["apps:create", "repro", "--stack", "busybox"], dataDir: other).status, 0)
+            }
+            let server = try startKbuildUp(self, data: data, port: port)
+            let push = try git(["-c", "credential.helper=!\(kbuildBinary) git-credential --data-dir \(data)", "push", "\(server.url)/repro.git", "main"], in: work)
+            XCTAssertEqual(push.status, 0, push.stderr)
+            kill(server.process.processIdentifier, SIGTERM)
+            server.process.waitUntilExit()
+            let list = try kbuild(["image", "ls", "repro", "--json"], dataDir: data)
+            results.append(try XCTUnwrap((try JSONSerialization.jsonObject(with: Data(list.stdout.utf8)) as? [[String: Any]])?.first))
+        }
+        for key in ["image", "build", "source", "commit"] {
+            XCTAssertEqual(results[0][key] as? String, results[1][key] as? String, key)
+        }
+    }
 }
