@@ -16,9 +16,11 @@ final class SandboxCLITests: XCTestCase {
         try sh(kbuildBinary, args, env: ["KBUILD_DATA_DIR": SandboxCLITests.data])
     }
 
+    /// The debian stack, made once for the class: debootstrap from this host's Debian mirror (about half a minute).
+    static let debian: Result? = try? sh(kbuildBinary, ["stack", "create", "debian"], env: ["KBUILD_DATA_DIR": data])
+
     func testDebianStackRunsPython() throws {
-        // debootstrap from this host's Debian mirror (about half a minute), then the issue's own check.
-        let create = try run(["stack", "create", "debian"])
+        let create = try XCTUnwrap(SandboxCLITests.debian)
         XCTAssertEqual(create.status, 0, create.stderr + create.stdout)
         let py = try run(["sandbox", "run", "--stack", "debian", "--", "python3", "-c", "print(1)"])
         XCTAssertEqual(py.status, 0, py.stderr)
@@ -127,6 +129,70 @@ final class SandboxCLITests: XCTestCase {
         let layers = (both ?? []).filter { ["busybox", "busybox-again"].contains($0["name"] as? String) }.map { $0["layers"] as? [String] ?? [] }
         XCTAssertEqual(layers.count, 2)
         XCTAssertEqual(layers.first, layers.last)
+    }
+}
+
+extension SandboxCLITests {
+    /// The python example pushed to kbuild on the debian stack, pulled with
+    /// skopeo, unpacked with umoci, run with runc: its web process answers HTTP.
+    func testPythonExamplePushedPulledAndRunByRunc() throws {
+        XCTAssertEqual(try XCTUnwrap(SandboxCLITests.debian).status, 0)
+        let server = try startKbuildUp(self, data: SandboxCLITests.data)
+        XCTAssertEqual(try run(["apps:create", "py"]).status, 0)
+        let work = try tempDir(self, "python-example")
+        XCTAssertEqual(try sh("/bin/cp", ["-a", "\(repositoryRoot)/examples/python/.", work]).status, 0)
+        try git(["init", "-q"], in: work)
+        try git(["add", "-A"], in: work)
+        try git(["commit", "-q", "-m", "The python example"], in: work)
+        let remote = try sh(kbuildBinary, ["git:remote", "py", "--data-dir", SandboxCLITests.data], cwd: work)
+        XCTAssertEqual(remote.status, 0, remote.stderr)
+        let push = try git(["push", "kbuild", "main"], in: work)
+        XCTAssertEqual(push.status, 0, push.stderr)
+        for line in ["remote: -----> Python app detected", "kbuild-greeting 1.0.0 from wheels/", "remote:        web: python3 app.py"] {
+            XCTAssertTrue(push.stderr.contains(line), "\(line) in:\n\(push.stderr)")
+        }
+
+        let dir = try tempDir(self, "python-runc")
+        let creds = "kbuild:" + server.token
+        let copy = try sh("/usr/bin/skopeo", ["copy", "--src-creds", creds, "--src-tls-verify=false", "docker://\(server.hostPort)/py:latest", "oci:\(dir)/img:latest"])
+        XCTAssertEqual(copy.status, 0, copy.stderr)
+        let inspect = try sh("/usr/bin/skopeo", ["inspect", "--creds", creds, "--tls-verify=false", "docker://\(server.hostPort)/py:latest"])
+        let info = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(inspect.stdout.utf8)) as? [String: Any])
+        let labels = info["Labels"] as? [String: String] ?? [:]
+        XCTAssertEqual(labels["org.opencontainers.image.revision"], trimmed(try git(["rev-parse", "HEAD"], in: work).stdout))
+        XCTAssertTrue(labels["dev.kbuild.buildpacks"]?.hasPrefix("python@K-") == true, "\(labels)")
+        XCTAssertTrue((info["Env"] as? [String] ?? []).contains("PYTHONPATH=/app/.kbuild/python"), "\(info)")
+
+        let unpack = try sh("/usr/bin/umoci", ["unpack", "--image", "\(dir)/img:latest", dir + "/bundle"])
+        XCTAssertEqual(unpack.status, 0, unpack.stderr)
+        // The image's own Cmd, Env and WorkingDir, on the host's network (runc's own would have no interface), on a free port.
+        let config = dir + "/bundle/config.json"
+        var json = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: config))) as? [String: Any])
+        var process = try XCTUnwrap(json["process"] as? [String: Any])
+        XCTAssertEqual(process["args"] as? [String], ["/bin/sh", "-c", "python3 app.py"])
+        XCTAssertEqual(process["cwd"] as? String, "/app")
+        let port = freePort()
+        process["env"] = (process["env"] as? [String] ?? []).filter { !$0.hasPrefix("PORT=") } + ["PORT=\(port)"]
+        process["terminal"] = false
+        json["process"] = process
+        var linux = try XCTUnwrap(json["linux"] as? [String: Any])
+        linux["namespaces"] = (linux["namespaces"] as? [[String: Any]] ?? []).filter { $0["type"] as? String != "network" }
+        json["linux"] = linux
+        try JSONSerialization.data(withJSONObject: json).write(to: URL(fileURLWithPath: config))
+        let id = "kbuild-py-\(getpid())"
+        let runc = try spawnServer("/usr/sbin/runc", ["run", "--bundle", dir + "/bundle", id], output: dir + "/runc.log")
+        addTeardownBlock {
+            _ = try? sh("/usr/sbin/runc", ["kill", id, "KILL"])
+            _ = reap(runc)
+            _ = try? sh("/usr/sbin/runc", ["delete", "-f", id])
+        }
+        var body = ""
+        for _ in 0..<100 where !body.contains("hello from python") {
+            body = (try? sh("/usr/bin/curl", ["-s", "--max-time", "2", "http://127.0.0.1:\(port)/"]).stdout) ?? ""
+            if !body.contains("hello from python") { usleep(100_000) }
+        }
+        XCTAssertTrue(body.contains("hello from python"), body + ((try? String(contentsOfFile: dir + "/runc.log", encoding: .utf8)) ?? ""))
+        XCTAssertTrue(body.contains("kbuild_greeting 1.0.0"), body)
     }
 }
 
