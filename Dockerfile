@@ -14,9 +14,10 @@ RUN swift build -c release --product kbuild --static-swift-stdlib \
 
 FROM debian:bookworm-slim
 RUN apt-get update \
- && apt-get install -y --no-install-recommends libgit2-1.5 libarchive13 libzstd1 libsqlite3-0 git ca-certificates busybox-static debootstrap \
+ && apt-get install -y --no-install-recommends libgit2-1.5 libarchive13 libzstd1 libsqlite3-0 git ca-certificates busybox-static debootstrap openssh-server \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /out/kbuild /out/kbuild-sandbox /usr/local/bin/
+COPY buildpacks /usr/local/share/kbuild/buildpacks
 ENV KBUILD_DATA_DIR=/data
 VOLUME /data
 EXPOSE 7070

@@ -8,6 +8,7 @@ packages=(
   git curl util-linux diffutils findutils tar                        # used by kbuild and its tests
   busybox-static debootstrap iproute2                                # stacks; named network namespaces
   runc umoci skopeo                                                  # OCI peers: tests and the sandbox benchmark
+  openssh-server openssh-client                                      # git push over SSH (kbuild git-shell) and its test
 )
 if [[ "${1:-}" == "--bench" ]]; then
   packages+=(casync restic python3 docker-registry)                  # benchmark peers
