@@ -62,6 +62,8 @@ def main():
             sys.exit("kbuild up did not start")
         work = os.path.join(tmp, "work")
         shutil.copytree(os.path.join(ROOT, "examples/python"), work)
+        with open(os.path.join(work, "bench-id.txt"), "w") as f:  # a tree no earlier run built
+            f.write(f"{app} {time.time()}\n")
         run(["git", "init", "-q", "-b", "main"], cwd=work)
         run(["git", "add", "-A"], cwd=work)
         run(["git", "commit", "-q", "-m", "python example"], cwd=work)
@@ -85,7 +87,7 @@ def main():
                     assert "memoised" in out and "Building on" not in out, out
                 rows[name].append(t)
             with open(os.path.join(work, "app.py"), "a") as f:
-                f.write(f"# change {i}\n")
+                f.write(f"# change {i} of {app}\n")
             run(["git", "commit", "-q", "-am", f"change {i}"], cwd=work)
             order = [("plain (change)", "plain"), ("one-line change", "kbuild")]
             for name, remote in (order if i % 2 == 0 else order[::-1]):
