@@ -52,12 +52,20 @@ extension Keg {
                             hasher.update(bytes)
                         }
                         if hasher.finalize() != kid && chunks.allSatisfy({ contains($0.kid) }) {
-                            report.problems.append(.init(kind: .corrupt, kid: kid, detail: "chunks do not reassemble to the file's KID (\(objectPath(kid)))"))
+                            report.problems.append(.init(kind: .corrupt, kid: kid, detail: "chunks do not reassemble to the file's KID (\(storedPath(kid)))"))
                         }
                     }
                 }
             } catch {
-                report.problems.append(.init(kind: .corrupt, kid: kid, detail: "\(KbuildError.wrap(error).message) (\(objectPath(kid)))"))
+                report.problems.append(.init(kind: .corrupt, kid: kid, detail: "\(KbuildError.wrap(error).message) (\(storedPath(kid)))"))
+            }
+        }
+        // A pack index that does not load hides its objects: name it.
+        for name in try Keg.listDirectory(packsPath) where name.hasSuffix(".idx") && !name.hasPrefix(Keg.stagingPrefix) {
+            do {
+                _ = try PackSet.loadIndex(dir: packsPath, name: String(name.dropLast(4)))
+            } catch {
+                report.problems.append(.init(kind: .corrupt, kid: KID(hashing: Array(name.utf8)), detail: "pack index \(packsPath)/\(name): \(KbuildError.wrap(error).message)"))
             }
         }
         var reported = Set<KID>()
@@ -67,18 +75,28 @@ extension Keg {
         return report
     }
 
-    /// Temporary files of writes in flight or killed: `keg/tmp/*` and `.tmp-*` in the fan-out dirs.
+    /// Temporary files of writes in flight or killed: `keg/tmp/*`, `.tmp-*` in the fan-out dirs and in `keg/packs`.
     func stagingFiles() throws -> [String] {
         var out = try Keg.listDirectory(tmpPath).map { tmpPath + "/" + $0 }
         for byte in 0..<256 {
             let dir = objectsPath + "/" + Keg.hexByte(byte)
             for name in try Keg.listDirectory(dir) where name.hasPrefix(Keg.stagingPrefix) { out.append(dir + "/" + name) }
         }
+        for name in try Keg.listDirectory(packsPath) where name.hasPrefix(Keg.stagingPrefix) { out.append(packsPath + "/" + name) }
         return out
     }
 
-    /// Every stored object's KID (by the names of the object files).
+    /// Every stored object's KID, loose or packed, once each.
     public func allObjects() throws -> [KID] {
+        var out = Set(try looseObjects())
+        for pack in packs.all {
+            for i in 0..<pack.count { out.insert(pack.kid(at: i)) }
+        }
+        return Array(out)
+    }
+
+    /// The KIDs of the loose object files.
+    func looseObjects() throws -> [KID] {
         var out: [KID] = []
         for byte in 0..<256 {
             let fan = Keg.hexByte(byte)

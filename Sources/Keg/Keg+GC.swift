@@ -1,5 +1,6 @@
 public import KbuildCore
 public import Foundation
+import CKbuild
 
 /// What `gc` did.
 public struct GCReport: Sendable {
@@ -34,9 +35,11 @@ extension Keg {
             if contains(root) { stack.append((root, .unknown)) } else { report.missingRoots.append(root) }
         }
         // Young objects are roots too, with everything under them: a put in
-        // flight may be about to name them (it freshened what it reused).
+        // flight may be about to name them (it freshened what it reused). A
+        // packed object is as young as its pack.
         var old: [(KID, off_t)] = []
-        for kid in try allObjects() {
+        var packed: [(pack: PackSet.Pack, young: Bool)] = []
+        for kid in try looseObjects() {
             var st = stat()
             guard stat(objectPath(kid), &st) == 0 else { continue }
             if now - Double(st.st_mtim.tv_sec) < grace {
@@ -45,6 +48,16 @@ extension Keg {
             } else {
                 old.append((kid, st.st_size))
             }
+        }
+        for pack in packs.all {
+            var st = stat()
+            guard stat(packs.path(pack), &st) == 0 else { continue }
+            let young = now - Double(st.st_mtim.tv_sec) < grace
+            if young {
+                for i in 0..<pack.count { stack.append((pack.kid(at: i), .unknown)) }
+                report.keptYoung += pack.count
+            }
+            packed.append((pack, young))
         }
 
         var visited = Set<Visit>()
@@ -55,6 +68,22 @@ extension Keg {
             stack.append(contentsOf: try references(of: kid, as: role))
         }
         report.reachable = marked.count
+
+        // Packs: one with nothing reachable goes; one partly reachable is
+        // rewritten with what is (the new pack is visible before the old goes).
+        for (pack, young) in packed where !young {
+            let live = (0..<pack.count).filter { marked.contains(pack.kid(at: $0)) }
+            guard live.count < pack.count else { continue }
+            let freed = (0..<pack.count).filter { !marked.contains(pack.kid(at: $0)) }.reduce(UInt64(0)) { $0 + UInt64(pack.entry(at: $1).length) }
+            if !dryRun {
+                if !live.isEmpty { try repack(pack, keeping: live) }
+                let index = packs.dir + "/" + pack.name + ".idx"
+                guard unlink(index) == 0 || errno == ENOENT else { throw KbuildError.syscall("unlink", index, verb: "collect pack \(pack.name)") }
+                unlink(packs.path(pack))
+            }
+            report.deleted += pack.count - live.count
+            report.bytesFreed += freed
+        }
 
         // Parents before children: a gc cut short never leaves a tree or a
         // file record whose parts are gone.
@@ -83,6 +112,35 @@ extension Keg {
             if dryRun || unlink(path) == 0 { report.tmpFilesDeleted += 1 }
         }
         return report
+    }
+
+    /// Writes the entries `keeping` of `pack` into a new pack and makes it visible.
+    func repack(_ pack: PackSet.Pack, keeping: [Int]) throws {
+        let builder = try PackBuilder(dir: packsPath)
+        do {
+            for i in keeping {
+                let kid = pack.kid(at: i)
+                let (offset, length) = pack.entry(at: i)
+                let bytes = try packs.read(PackSet.Location(pack: pack, offset: offset, length: length), kid: kid)
+                try bytes.withUnsafeBytes { try builder.append(kid, parts: [$0]) }
+            }
+            let staged = try builder.finish()
+            try syncKeg(verb: "repack \(pack.name)")
+            for entry in staged where rename(entry.tmp, entry.final) != 0 {
+                throw KbuildError.syscall("rename", entry.final, verb: "repack \(pack.name)")
+            }
+            try syncKeg(verb: "repack \(pack.name)")
+        } catch {
+            builder.discard()
+            throw error
+        }
+    }
+
+    func syncKeg(verb: String) throws {
+        let fd = open(packsPath, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { throw KbuildError.syscall("open", packsPath, verb: verb) }
+        defer { close(fd) }
+        guard kb_syncfs(fd) == 0 else { throw KbuildError.syscall("syncfs", packsPath, verb: verb) }
     }
 
     /// How an object was named: its bytes are read as what its parent said it is.

@@ -25,17 +25,28 @@ extension Keg {
     public func stats() throws -> KegStats {
         var stats = KegStats()
         for kid in try allObjects() {
-            let path = objectPath(kid)
-            let fd = open(path, O_RDONLY | O_CLOEXEC)
-            guard fd >= 0 else { continue }
-            defer { close(fd) }
-            var st = stat()
-            var head = [UInt8](repeating: 0, count: ObjectHeader.size)
-            guard fstat(fd, &st) == 0, head.withUnsafeMutableBytes({ pread(fd, $0.baseAddress, $0.count, 0) }) == ObjectHeader.size,
-                  let header = try? head.withUnsafeBytes({ try ObjectHeader(decoding: $0, kid: kid) })
-            else { continue }
+            var storedSize: UInt64
+            let header: ObjectHeader
+            if let location = packs.locate(kid) {
+                guard let bytes = try? packs.read(location, kid: kid),
+                      let h = try? bytes.withUnsafeBytes({ try ObjectHeader(decoding: $0, kid: kid) }) else { continue }
+                header = h
+                storedSize = UInt64(location.length)
+            } else {
+                let path = objectPath(kid)
+                let fd = open(path, O_RDONLY | O_CLOEXEC)
+                guard fd >= 0 else { continue }
+                defer { close(fd) }
+                var st = stat()
+                var head = [UInt8](repeating: 0, count: ObjectHeader.size)
+                guard fstat(fd, &st) == 0, head.withUnsafeMutableBytes({ pread(fd, $0.baseAddress, $0.count, 0) }) == ObjectHeader.size,
+                      let h = try? head.withUnsafeBytes({ try ObjectHeader(decoding: $0, kid: kid) })
+                else { continue }
+                header = h
+                storedSize = UInt64(st.st_size)
+            }
             stats.byKind[header.kind, default: .init()].objects += 1
-            stats.byKind[header.kind, default: .init()].stored += UInt64(st.st_size)
+            stats.byKind[header.kind, default: .init()].stored += storedSize
             stats.byKind[header.kind, default: .init()].logical += header.logicalSize
             if header.encoding == .zstd { stats.compressed += 1 }
         }

@@ -6,15 +6,20 @@ import CZstd
 /// The Keg: kbuild's one content-addressed store. Every source tree, file,
 /// layer, image, log and record is an immutable object here, named by its KID.
 ///
-/// Objects live at `keg/objects/ab/cdef…` (the KID's hex, fanned out by its
-/// first byte). A reader always checks that the bytes hash to the name; a
-/// writer stages objects in `keg/tmp` and renames them in only once they are
-/// durable (`KegWriter`), so no reader ever sees half an object.
+/// Objects live in pack files under `keg/packs` (a batch of writes is one
+/// pack, see `PackSet`), or loose at `keg/objects/ab/cdef…` (the KID's hex,
+/// fanned out by its first byte; single objects such as records). A reader
+/// always checks that the bytes hash to the name; a writer makes objects
+/// visible only once they are durable (`KegWriter`), so no reader ever sees
+/// half an object.
 public final class Keg: Sendable {
     public let dataDir: DataDir
     let objectsPath: String
     let tmpPath: String
     let filesPath: String
+    let packsPath: String
+    /// Objects stored in pack files (`keg/packs`), beside the loose ones.
+    let packs: PackSet
 
     /// Names of objects being written, in the fan-out directories.
     static let stagingPrefix = ".tmp-"
@@ -29,7 +34,9 @@ public final class Keg: Sendable {
         objectsPath = dataDir.kegObjects.path
         tmpPath = dataDir.kegTmp.path
         filesPath = dataDir.kegFiles.path
+        packsPath = dataDir.keg.appendingPathComponent("packs").path
         try dataDir.create()
+        packs = try PackSet(dir: packsPath)
         for base in [objectsPath, filesPath] {
             var probe = stat()
             if stat(base + "/ff", &probe) == 0 { continue }
@@ -52,7 +59,12 @@ public final class Keg: Sendable {
 
     /// Whether the object is stored (it may still be corrupt: `fsck` checks).
     public func contains(_ kid: KID) -> Bool {
-        access(objectPath(kid), F_OK) == 0
+        packs.locate(kid) != nil || access(objectPath(kid), F_OK) == 0
+    }
+
+    /// Where an object is stored, for messages: its loose file or its pack.
+    func storedPath(_ kid: KID) -> String {
+        packs.locate(kid).map { packs.path($0.pack) + " (packed)" } ?? objectPath(kid)
     }
 
     /// Resolves a full KID or a unique prefix of at least 8 hex digits.
@@ -63,10 +75,17 @@ public final class Keg: Sendable {
         }
         let dir = objectsPath + "/" + prefix.hex.prefix(2)
         let rest = String(prefix.hex.dropFirst(2))
-        var matches: [KID] = []
+        var found = Set<KID>()
         for name in try Keg.listDirectory(dir) where name.hasPrefix(rest) {
-            if let kid = try? KID(parsing: String(prefix.hex.prefix(2)) + name) { matches.append(kid) }
+            if let kid = try? KID(parsing: String(prefix.hex.prefix(2)) + name) { found.insert(kid) }
         }
+        for pack in packs.all {
+            for i in 0..<pack.count {
+                let kid = pack.kid(at: i)
+                if kid.hex.hasPrefix(prefix.hex) { found.insert(kid) }
+            }
+        }
+        let matches = Array(found)
         switch matches.count {
         case 0: throw KbuildError(.notFound, "failed to find object \(prefix): no object has this prefix")
         case 1: return matches[0]
@@ -78,14 +97,30 @@ public final class Keg: Sendable {
 
     /// The header and the stored payload (still compressed) of an object.
     func readStored(_ kid: KID) throws -> (ObjectHeader, [UInt8]) {
-        let path = objectPath(kid)
-        let bytes = try Keg.readFile(path, verb: "read object \(kid)", missing: "not in the Keg")
+        let bytes: [UInt8]
+        if let location = packs.locate(kid) {
+            do {
+                bytes = try packs.read(location, kid: kid)
+            } catch let error as KbuildError where error.code == .io {
+                // gc may have just rewritten the pack: look again.
+                packs.rescanIfChanged()
+                guard let moved = packs.locate(kid), moved.pack.name != location.pack.name else {
+                    if access(objectPath(kid), F_OK) == 0 { return try readStored(kid) }
+                    throw error
+                }
+                bytes = try packs.read(moved, kid: kid)
+            }
+        } else {
+            bytes = try Keg.readFile(objectPath(kid), verb: "read object \(kid)", missing: "not in the Keg")
+        }
+        guard bytes.count >= ObjectHeader.size else { throw KbuildError(.corrupt, "failed to read object \(kid): truncated header (\(storedPath(kid)))") }
         let header = try bytes.withUnsafeBytes { (raw) in try ObjectHeader(decoding: raw, kid: kid) }
         return (header, Array(bytes[ObjectHeader.size...]))
     }
 
-    /// The kind of a stored object (reads only its header).
+    /// The kind of a stored object (reads only its header, when loose).
     public func kind(of kid: KID) throws -> ObjectKind {
+        if packs.locate(kid) != nil { return try readStored(kid).0.kind }
         let path = objectPath(kid)
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else {
@@ -123,7 +158,7 @@ public final class Keg: Sendable {
             // A damaged header must not make us allocate what the frame does not hold.
             let frameSize = payload.withUnsafeBytes { ZSTD_getFrameContentSize($0.baseAddress, $0.count) }
             guard frameSize == header.logicalSize else {
-                throw KbuildError(.corrupt, "failed to read object \(kid): header says \(header.logicalSize) bytes, compressed frame holds \(Int64(bitPattern: frameSize)) (\(objectPath(kid)))")
+                throw KbuildError(.corrupt, "failed to read object \(kid): header says \(header.logicalSize) bytes, compressed frame holds \(Int64(bitPattern: frameSize)) (\(storedPath(kid)))")
             }
             bytes = [UInt8](repeating: 0, count: Int(header.logicalSize))
             try payload.withUnsafeBytes { (src) in
@@ -131,7 +166,7 @@ public final class Keg: Sendable {
             }
         }
         guard UInt64(bytes.count) == header.logicalSize, KID(hashing: bytes) == kid else {
-            throw KbuildError(.corrupt, "failed to read object \(kid): content does not hash to its KID (\(objectPath(kid)))")
+            throw KbuildError(.corrupt, "failed to read object \(kid): content does not hash to its KID (\(storedPath(kid)))")
         }
         return bytes
     }
@@ -150,7 +185,7 @@ public final class Keg: Sendable {
             try payload.withUnsafeBytes { try Zstd.decompress($0, into: destination, kid: kid) }
         }
         guard KID(hashing: UnsafeRawBufferPointer(destination)) == kid else {
-            throw KbuildError(.corrupt, "failed to read object \(kid): content does not hash to its KID (\(objectPath(kid)))")
+            throw KbuildError(.corrupt, "failed to read object \(kid): content does not hash to its KID (\(storedPath(kid)))")
         }
     }
 
@@ -258,9 +293,14 @@ extension Keg {
     public static let freshenAfter: TimeInterval = 600
 
     /// Whether the object is stored; if it is and was last touched long ago,
-    /// touches it.
+    /// touches it (its file, or its pack).
     func freshen(_ kid: KID) -> Bool {
-        let path = objectPath(kid)
+        let path: String
+        if let location = packs.locate(kid) {
+            path = packs.path(location.pack)
+        } else {
+            path = objectPath(kid)
+        }
         var st = stat()
         guard stat(path, &st) == 0 else { return false }
         let now = time(nil)

@@ -5,12 +5,15 @@ import Synchronization
 
 /// Writes a batch of objects so that none is visible before it is durable.
 ///
-/// Each object goes to a fresh `.tmp-…` file in its fan-out directory; `commit()` flushes the
-/// filesystem once (syncfs), renames every staged file into `keg/objects` in
-/// the order they were staged (children before the trees that name them), and
-/// flushes again so the renames survive a crash. A writer that is dropped or
-/// aborted unlinks what it staged. A process killed mid-write leaves only
-/// `.tmp-…` files, which `gc` sweeps and every reader ignores (not a KID).
+/// A batch goes into one pack (`PackSet`): objects are appended to a
+/// `.tmp-…` pack file as they come, and `commit()` writes the pack's index,
+/// flushes the filesystem (syncfs), renames the pack and then its index into
+/// `keg/packs` (the index's name makes the pack visible), and flushes again.
+/// A writer made with `loose: true` (one object, as `putBlob`) stages a
+/// `.tmp-…` file beside the object's final name in `keg/objects` instead and
+/// renames it. A writer that is dropped or aborted unlinks what it staged; a
+/// process killed mid-write leaves only `.tmp-…` files, which `gc` sweeps and
+/// every reader ignores.
 ///
 /// Safe to use from several threads at once (`put` ingests files in parallel).
 public final class KegWriter: Sendable {
@@ -22,12 +25,18 @@ public final class KegWriter: Sendable {
         var bytesWritten: UInt64 = 0
     }
     private let state = Mutex(State())
+    /// The pack this batch goes into (nil: loose files), made on the first object.
+    private let pack: Mutex<PackBuilder?> = Mutex(nil)
+    private let loose: Bool
     /// Unique in this process, across writers; with the pid and a random
     /// per-process tag (pids repeat, e.g. pid 1 in every container) it names a staged file.
     private static let sequence = Atomic<Int>(0)
     private static let processTag = String(UInt64.random(in: 0...UInt64.max), radix: 36)
 
-    init(keg: Keg) { self.keg = keg }
+    init(keg: Keg, loose: Bool) {
+        self.keg = keg
+        self.loose = loose
+    }
 
     deinit { abort() }
 
@@ -49,13 +58,36 @@ public final class KegWriter: Sendable {
             compressed = Zstd.compress(bytes, context: compressor.pointer)
             if compressed != nil { header.encoding = .zstd }
         }
+        let head = header.encoded()
+        if !loose {
+            // Claimed before it is written, so parallel ingesters append it once.
+            let first = state.withLock { s -> Bool in
+                guard !s.finished, s.stagedKIDs.insert(kid).inserted else { return false }
+                s.bytesWritten += UInt64(head.count + (compressed?.count ?? bytes.count))
+                return true
+            }
+            guard first else { return }
+            let builder = try pack.withLock { p -> PackBuilder in
+                if let p { return p }
+                let made = try PackBuilder(dir: keg.packsPath)
+                p = made
+                return made
+            }
+            try head.withUnsafeBytes { h in
+                if let compressed {
+                    try compressed.withUnsafeBytes { try builder.append(kid, parts: [h, $0]) }
+                } else {
+                    try builder.append(kid, parts: [h, bytes])
+                }
+            }
+            return
+        }
         // Staged beside its final name (as git does): renames stay within one
         // directory, and parallel writers do not queue on one directory's lock.
         let final = keg.objectPath(kid)
         let tmp = String(final.dropLast(62)) + Keg.stagingPrefix + "\(getpid())-\(KegWriter.processTag)-\(KegWriter.sequence.wrappingAdd(1, ordering: .relaxed).newValue)"
         let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o444)
         guard fd >= 0 else { throw KbuildError.syscall("open", tmp, verb: "write object \(kid)") }
-        let head = header.encoded()
         var ok = head.withUnsafeBytes { Keg.writeAll(fd, $0) }
         if ok {
             if let compressed {
@@ -87,10 +119,18 @@ public final class KegWriter: Sendable {
 
     /// Makes every staged object durable and visible.
     public func commit() throws {
-        let staged = state.withLock { s -> [(tmp: String, final: String)] in
+        var staged = state.withLock { s -> [(tmp: String, final: String)] in
             s.finished = true
             defer { s.staged = [] }
             return s.staged
+        }
+        if let builder = pack.withLock({ p -> PackBuilder? in defer { p = nil }; return p }) {
+            do {
+                staged += try builder.finish()
+            } catch {
+                builder.discard()
+                throw error
+            }
         }
         guard !staged.isEmpty else { return }
         try sync(verb: "commit objects")
@@ -112,6 +152,10 @@ public final class KegWriter: Sendable {
             return s.staged
         }
         for entry in staged { unlink(entry.tmp) }
+        pack.withLock { p in
+            p?.discard()
+            p = nil
+        }
     }
 
     private func sync(verb: String) throws {
@@ -123,14 +167,14 @@ public final class KegWriter: Sendable {
 }
 
 extension Keg {
-    /// A new batch of writes. Commit it, or drop it to discard what it staged.
-    public func writer() -> KegWriter { KegWriter(keg: self) }
+    /// A new batch of writes, packed. Commit it, or drop it to discard what it staged.
+    public func writer() -> KegWriter { KegWriter(keg: self, loose: false) }
 
     /// Stores one blob and returns its KID (one durable write).
     @discardableResult
     public func putBlob(_ bytes: [UInt8]) throws -> KID {
         let kid = KID(hashing: bytes)
-        let w = writer()
+        let w = KegWriter(keg: self, loose: true)
         try w.add(kid, kind: .blob, bytes: bytes, compressor: Zstd.Context())
         try w.commit()
         return kid

@@ -2,8 +2,16 @@ import XCTest
 import Foundation
 
 /// Objects being written: `.tmp-*` files in the fan-out directories.
+/// Bytes of objects being written: `.tmp-` files in the fan-out dirs and `.tmp-` packs.
+func stagedBytes(_ data: String) -> Int {
+    let packs = data + "/keg/packs"
+    return ((try? FileManager.default.contentsOfDirectory(atPath: packs)) ?? []).filter { $0.hasPrefix(".tmp-") }.reduce(0) { total, name in
+        total + (((try? FileManager.default.attributesOfItem(atPath: packs + "/" + name))?[.size] as? Int) ?? 0)
+    }
+}
+
 func stagedCount(_ data: String) -> Int {
-    var n = 0
+    var n = ((try? FileManager.default.contentsOfDirectory(atPath: data + "/keg/packs")) ?? []).filter { $0.hasPrefix(".tmp-") }.count
     for dir in (try? FileManager.default.contentsOfDirectory(atPath: data + "/keg/objects")) ?? [] {
         n += ((try? FileManager.default.contentsOfDirectory(atPath: data + "/keg/objects/" + dir)) ?? []).filter { $0.hasPrefix(".tmp-") }.count
     }
@@ -45,8 +53,8 @@ final class KegCLITests: XCTestCase {
         let deadline = Date().addingTimeInterval(60)
         var staged = 0
         while Date() < deadline && p.isRunning {
-            staged = stagedCount(data)
-            if staged >= 2000 { break }
+            staged = stagedBytes(data)
+            if staged >= 200 << 20 { break }
             usleep(20_000)
         }
         XCTAssertTrue(p.isRunning, "put finished before it could be killed; staged \(staged)")

@@ -80,20 +80,50 @@ final class ReviewRegressionTests: XCTestCase {
         }
     }
 
-    /// A young object keeps what it names: a put that reused an old file
-    /// freshened only the file's record, and gc must not take its chunks.
+    /// A young object keeps what it names: an old pack's file record and
+    /// chunks stay while a young tree (another pack) names the file.
     func testGCKeepsTheChunksOfAYoungFileRecord() throws {
         let (keg, root) = try makeKeg(self)
         let data = randomBytes(3 << 20, seed: 21)
         try write(data, to: root.appendingPathComponent("f").path)
         let kid = try keg.put(path: root.appendingPathComponent("f").path)
-        var past = [timespec(tv_sec: 1_000_000, tv_nsec: 0), timespec(tv_sec: 1_000_000, tv_nsec: 0)]
-        for object in try keg.allObjects() { XCTAssertEqual(utimensat(AT_FDCWD, keg.objectPath(object), &past, 0), 0) }
-        XCTAssertEqual(utimensat(AT_FDCWD, keg.objectPath(kid), nil, 0), 0) // only the record is young
+        ageEverything(keg)
+        // A tree naming the old file, written on its own (no dedup check freshens the old pack).
+        let tree = try Tree(entries: [.file("f", kid: kid, size: UInt64(data.count))])
+        let writer = keg.writer()
+        try keg.stage(KID(hashing: tree.encoded()), tree: tree, bytes: tree.encoded(), in: writer)
+        try writer.commit()
         let report = try keg.gc(roots: [], grace: 3600)
         XCTAssertEqual(report.deleted, 0)
         try keg.get(kid, to: root.appendingPathComponent("out").path)
         XCTAssertEqual(try Data(contentsOf: root.appendingPathComponent("out")), Data(data))
+        // And once nothing young names it, it goes.
+        ageEverything(keg)
+        XCTAssertGreaterThan(try keg.gc(roots: [], grace: 3600).deleted, 0)
+        XCTAssertFalse(keg.contains(kid))
+    }
+
+    /// A pack partly reachable is rewritten with what is reachable; the rest goes.
+    func testGCRewritesAPartlyReachablePack() throws {
+        let (keg, root) = try makeKeg(self)
+        let dir = root.appendingPathComponent("d").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        try write(randomBytes(2 << 20, seed: 31), to: dir + "/kept")
+        try write(randomBytes(2 << 20, seed: 32), to: dir + "/dropped")
+        let tree = try keg.put(path: dir)
+        let entries = try keg.tree(tree).entries
+        let kept = entries.first { $0.nameString == "kept" }!.kid!, dropped = entries.first { $0.nameString == "dropped" }!.kid!
+        XCTAssertEqual(keg.packs.all.count, 1, "one put, one pack")
+        ageEverything(keg)
+        let report = try keg.gc(roots: [kept], grace: 3600)
+        XCTAssertGreaterThan(report.deleted, 0)
+        XCTAssertTrue(keg.contains(kept))
+        XCTAssertFalse(keg.contains(dropped))
+        XCTAssertFalse(keg.contains(tree))
+        XCTAssertEqual(keg.packs.all.count, 1, "rewritten into one new pack")
+        try keg.get(kept, to: root.appendingPathComponent("out").path)
+        XCTAssertEqual(try runTool("/usr/bin/cmp", [dir + "/kept", root.appendingPathComponent("out").path]).status, 0)
+        XCTAssertTrue(try keg.fsck().isClean)
     }
 
     func testADamagedCacheFileIsReplaced() throws {

@@ -125,7 +125,7 @@ final class PutGetTests: XCTestCase {
         try write(data, to: root.appendingPathComponent("f").path)
         let kid = try keg.put(path: root.appendingPathComponent("f").path)
         let chunk = try keg.chunks(ofChunkedFile: kid)[1].kid
-        XCTAssertEqual(unlink(keg.objectPath(chunk)), 0)
+        try removeObject(keg, chunk)
         let report = try keg.fsck()
         XCTAssertTrue(report.problems.contains { $0.kind == .missing && $0.kid == chunk }, "\(report.problems)")
         assertKbuildError(.notFound, containing: chunk.description) { try keg.get(kid, to: root.appendingPathComponent("o").path) }

@@ -75,3 +75,22 @@ func runTool(_ tool: String, _ args: [String]) throws -> (status: Int32, output:
     p.waitUntilExit()
     return (p.terminationStatus, String(decoding: data, as: UTF8.self))
 }
+
+/// Sets the modification time of every object file and pack far in the past (for gc tests).
+func ageEverything(_ keg: Keg) {
+    var past = [timespec(tv_sec: 1_000_000, tv_nsec: 0), timespec(tv_sec: 1_000_000, tv_nsec: 0)]
+    for kid in (try? keg.looseObjects()) ?? [] { _ = utimensat(AT_FDCWD, keg.objectPath(kid), &past, 0) }
+    for pack in keg.packs.all { _ = utimensat(AT_FDCWD, keg.packs.path(pack), &past, 0) }
+}
+
+/// Takes one object out of the Keg (for tests of missing objects), wherever it is stored.
+func removeObject(_ keg: Keg, _ kid: KID) throws {
+    if let location = keg.packs.locate(kid) {
+        let pack = location.pack
+        try keg.repack(pack, keeping: (0..<pack.count).filter { pack.kid(at: $0) != kid })
+        unlink(keg.packs.dir + "/" + pack.name + ".idx")
+        unlink(keg.packs.path(pack))
+    } else {
+        guard unlink(keg.objectPath(kid)) == 0 else { throw KbuildError.syscall("unlink", keg.objectPath(kid), verb: "remove") }
+    }
+}
