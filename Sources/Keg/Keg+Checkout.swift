@@ -60,7 +60,11 @@ extension Keg {
         let tmp = BytePath(tmpPath + "/file-\(getpid())-\(UInt64.random(in: 0...UInt64.max))")
         do {
             try writeFile(kid, to: tmp, mode: mode & ~0o222, durable: true)
-            let renamed = tmp.withCString { t in path.withCString { rename(t, $0) } }
+            var renamed = tmp.withCString { t in path.withCString { rename(t, $0) } }
+            if renamed != 0 && errno == ENOENT {
+                try Keg.makeParent(of: path.description)
+                renamed = tmp.withCString { t in path.withCString { rename(t, $0) } }
+            }
             guard renamed == 0 else { throw KbuildError.syscall("rename", path.description, verb: "cache \(kid)") }
         } catch {
             _ = tmp.withCString { unlink($0) }

@@ -37,14 +37,14 @@ public final class Keg: Sendable {
         packsPath = dataDir.keg.appendingPathComponent("packs").path
         try dataDir.create()
         packs = try PackSet(dir: packsPath)
-        for base in [objectsPath, filesPath] {
-            var probe = stat()
-            if stat(base + "/ff", &probe) == 0 { continue }
-            for byte in 0..<256 {
-                let dir = base + "/" + Keg.hexByte(byte)
-                if mkdir(dir, 0o755) != 0 && errno != EEXIST { throw KbuildError.syscall("mkdir", dir, verb: "open keg") }
-            }
-        }
+        // The fan-out directories (objects/ab, files/ab) are made when first
+        // written to (`Keg.makeParent`): most objects go into packs.
+    }
+
+    /// Makes the fan-out directory of `path` (an object or cache file path).
+    static func makeParent(of path: String) throws {
+        let dir = (path as NSString).deletingLastPathComponent
+        if mkdir(dir, 0o755) != 0 && errno != EEXIST { throw KbuildError.syscall("mkdir", dir, verb: "write \(path)") }
     }
 
     static func hexByte(_ b: Int) -> String {

@@ -86,7 +86,11 @@ public final class KegWriter: Sendable {
         // directory, and parallel writers do not queue on one directory's lock.
         let final = keg.objectPath(kid)
         let tmp = String(final.dropLast(62)) + Keg.stagingPrefix + "\(getpid())-\(KegWriter.processTag)-\(KegWriter.sequence.wrappingAdd(1, ordering: .relaxed).newValue)"
-        let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o444)
+        var fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o444)
+        if fd < 0 && errno == ENOENT {
+            try Keg.makeParent(of: tmp)
+            fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o444)
+        }
         guard fd >= 0 else { throw KbuildError.syscall("open", tmp, verb: "write object \(kid)") }
         var ok = head.withUnsafeBytes { Keg.writeAll(fd, $0) }
         if ok {
