@@ -103,7 +103,7 @@ public struct PushHook: Sendable {
             result = try await awaitBuild(build, job: BuildJob(inputs: inputs, app: app, limits: record.build, requestedBy: pusher), queue: queue)
         }
         guard result.status == .succeeded else {
-            throw KbuildError(.invalidArgument, "the build failed (\(result.error ?? "see the log above")); the push is rejected and nothing that runs changed (build log: kbuild logs \(build.short))")
+            throw KbuildError(.invalidArgument, "the build failed (\(result.error ?? "see the log above")); the push is rejected and nothing that runs changed (its log: kbuild logs \(build.short))")
         }
         let image = try AppImage.assemble(result, source: pushed, keg: keg)
         try await refs.compareAndSwap(try RefName("apps/\(app)/image"), to: image, expecting: .any, actor: pusher)

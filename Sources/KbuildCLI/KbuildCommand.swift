@@ -12,7 +12,7 @@ public struct KbuildCommand: AsyncParsableCommand {
         version: KbuildVersion.text,
         subcommands: [
             UpCommand.self, WorkerCommand.self, AppsCreate.self, AppsList.self, GitRemote.self, KeysAdd.self, KeysList.self, KeysRemove.self,
-            ImageCommand.self, BuildpackCommand.self, StackCommand.self, SandboxCommand.self, SourceCommand.self,
+            ImageCommand.self, LogsCommand.self, BuildpackCommand.self, StackCommand.self, SandboxCommand.self, SourceCommand.self,
             KegCommand.self, RefCommand.self, VersionCommand.self,
             GitShellCommand.self, GitCredential.self, HookCommand.self,
         ]

@@ -102,6 +102,11 @@ final class GitPushTests: XCTestCase {
         XCTAssertEqual(json?["status"] as? String, "succeeded")
         let log = try kb(["keg", "cat", try XCTUnwrap(json?["log"] as? String)])
         XCTAssertTrue(log.stdout.contains("Procfile app detected"), log.stdout)
+        let logs = try kb(["logs", String(build.prefix(12))])
+        XCTAssertEqual(logs.stdout, log.stdout, "kbuild logs BUILD prints the same")
+        let unknown = try kb(["logs", "K-00000000"])
+        XCTAssertNotEqual(unknown.status, 0)
+        XCTAssertTrue(unknown.stderr.contains("no build K-00000000 has finished here"), unknown.stderr)
 
         // Another branch: stored, not built, and said so.
         let feature = try git(["push", "kbuild", "main:feature"], in: work)
@@ -159,7 +164,8 @@ final class GitPushTests: XCTestCase {
         let goodSHA = try head(work)
         let goodImage = try XCTUnwrap(try images("badpush").first?["image"] as? String)
 
-        func rejected(_ why: String, _ file: StaticString = #filePath, _ line: UInt = #line) throws {
+        @discardableResult
+        func rejected(_ why: String, _ file: StaticString = #filePath, _ line: UInt = #line) throws -> String {
             let r = try git(["push", "-f", "kbuild", "HEAD:main"], in: work)
             XCTAssertNotEqual(r.status, 0, "pushed: \(r.stderr)", file: file, line: line)
             XCTAssertTrue(r.stderr.contains(why), "\(why) in:\n\(r.stderr)", file: file, line: line)
@@ -170,6 +176,7 @@ final class GitPushTests: XCTestCase {
             XCTAssertEqual(list.count, 1, file: file, line: line)
             XCTAssertEqual(list.first?["image"] as? String, goodImage, "the deployed image is untouched", file: file, line: line)
             try git(["reset", "-q", "--hard", goodSHA], in: work)
+            return r.stderr
         }
         func commit(_ message: String) throws {
             try git(["add", "-A"], in: work)
@@ -209,7 +216,13 @@ final class GitPushTests: XCTestCase {
             try writeFile(work + "/bp/bin/detect", "#!/bin/sh\necho Mine\n", mode: 0o755)
             try writeFile(work + "/bp/bin/compile", "#!/bin/sh\n\(script)\n", mode: 0o755)
             try commit("Buildpack: \(why)")
-            try rejected(why)
+            let output = try rejected(why)
+            // The failed build's log is kept, and the rejection says how to read it.
+            let build = try XCTUnwrap(output.range(of: "its log: kbuild logs ").map { String(output[$0.upperBound...].prefix(10)) }, output)
+            let log = try kb(["logs", build])
+            XCTAssertEqual(log.status, 0, log.stderr)
+            XCTAssertTrue(log.stdout.contains(script.hasSuffix("exit 3") ? "Failing on purpose" : "Hanging"), log.stdout)
+            XCTAssertTrue(log.stdout.contains("Build failed"), log.stdout)
         }
     }
 

@@ -138,6 +138,7 @@ final class PutGetTests: XCTestCase {
         assertKbuildError(.notFound, containing: "no object has this prefix") { try keg.resolve(KIDPrefix(parsing: "K-00000000")) }
         // Two objects whose names share 8 digits: plant two object files by name.
         let fan = keg.objectsPath + "/de"
+        mkdir(fan, 0o755)
         for tail in ["adbeef" + String(repeating: "0", count: 56), "adbeef" + String(repeating: "1", count: 56)] {
             try write([], to: fan + "/" + tail)
         }

@@ -150,9 +150,10 @@ struct KeysAdd: ParsableCommand {
         commandName: "keys:add",
         abstract: "Allow an SSH public key to push (written to <data-dir>/ssh/authorized_keys).",
         discussion: """
-            Point sshd at that file for the user pushes arrive as, e.g. in sshd_config:
-              Match User git
-                AuthorizedKeysFile <data-dir>/ssh/authorized_keys
+            Point sshd at that file for the user pushes arrive as (builds run sandboxes, which
+            need root), e.g. in sshd_config:
+              Match User root
+                AuthorizedKeysFile .ssh/authorized_keys <data-dir>/ssh/authorized_keys
             Each key may only run `kbuild git-shell` (receive-pack and upload-pack of an app).
             """
     )

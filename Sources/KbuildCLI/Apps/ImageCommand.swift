@@ -107,3 +107,31 @@ struct BuildpackLs: AsyncParsableCommand {
         for pack in packs { say("\(pack.name)  \(pack.tree)") }
     }
 }
+
+struct LogsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "logs",
+        abstract: "Print a build's log, kept in the Keg for good.",
+        discussion: "BUILD is a build KID or a unique prefix of one (as pushes print it: Build K-1234abcd)."
+    )
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "The build's KID or a prefix of 8+ hex digits.") var build: String
+
+    func run() async throws {
+        let prefix = try KIDPrefix(parsing: build)
+        let keg = try global.openKeg()
+        let refs = try global.openRefs()
+        let matches = try await refs.list(prefix: try RefName("builds/results")).filter {
+            $0.name.rawValue.dropFirst("builds/results/".count).hasPrefix(prefix.hex)
+        }
+        guard let ref = matches.first else {
+            throw KbuildError(.notFound, "no build \(prefix) has finished here (a build KID, as a push prints it: Build K-…)")
+        }
+        guard matches.count == 1 else {
+            throw KbuildError(.ambiguous, "build prefix \(prefix) matches \(matches.count) builds; give more digits")
+        }
+        let record = try Records.get(BuildRecord.self, ref.kid, from: keg, what: "build")
+        guard let log = record.log else { throw KbuildError(.notFound, "build \(record.build.short) has no log") }
+        FileHandle.standardOutput.write(Data(try keg.logicalBytes(log, maxWhole: 1 << 30)))
+    }
+}
