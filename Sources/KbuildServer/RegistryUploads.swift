@@ -1,19 +1,15 @@
 import KbuildCore
 import Keg
-import Crypto
 import Foundation
 
-/// Blob uploads in progress (the push side of the distribution API). Bytes go
-/// to a file under the Keg's tmp dir and through SHA-256 as they arrive, so
-/// the digest is checked before anything is stored: a wrong digest or a
-/// truncated upload leaves no object behind.
+/// Blob uploads in progress (the push side of the distribution API). Bytes
+/// are chunked, hashed and staged in the Keg as they arrive (`KegUpload`), so
+/// that the digest is known when the last byte is, and nothing is visible
+/// until it matches: a wrong digest or a truncated upload leaves no object.
 actor RegistryUploads {
     struct Session {
         var repository: String
-        var path: String
-        var fd: Int32
-        var hasher = SHA256()
-        var size: UInt64 = 0
+        var upload: KegUpload
     }
 
     let keg: Keg
@@ -25,55 +21,41 @@ actor RegistryUploads {
 
     func start(repository: String) throws -> String {
         let id = UUID().uuidString.lowercased()
-        let path = keg.dataDir.kegTmp.path + "/upload-\(id)"
-        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw KbuildError.syscall("open", path, verb: "start an upload") }
-        sessions[id] = Session(repository: repository, path: path, fd: fd)
+        sessions[id] = Session(repository: repository, upload: KegUpload(keg: keg))
         return id
     }
 
     func size(of id: String, repository: String) throws -> UInt64 {
-        try session(id, repository).size
+        try session(id, repository).upload.size
     }
 
     /// Appends bytes; `at` (from Content-Range) must be where the upload stands.
     func append(_ id: String, repository: String, bytes: [UInt8], at offset: UInt64?) throws -> UInt64 {
-        var s = try session(id, repository)
-        if let offset, offset != s.size {
-            throw RegistryError(.rangeNotSatisfiable, "BLOB_UPLOAD_INVALID", "chunk starts at \(offset), the upload is at \(s.size)")
+        let s = try session(id, repository)
+        if let offset, offset != s.upload.size {
+            throw RegistryError(.rangeNotSatisfiable, "BLOB_UPLOAD_INVALID", "chunk starts at \(offset), the upload is at \(s.upload.size)")
         }
-        var at = 0
-        while at < bytes.count {
-            let n = bytes[at...].withUnsafeBytes { write(s.fd, $0.baseAddress, $0.count) }
-            if n < 0 { if errno == EINTR { continue }; throw KbuildError.syscall("write", s.path, verb: "store an upload") }
-            at += n
-        }
-        s.hasher.update(data: bytes)
-        s.size += UInt64(bytes.count)
-        sessions[id] = s
-        return s.size
+        try bytes.withUnsafeBytes { try s.upload.append($0) }
+        return s.upload.size
     }
 
-    /// Ends the upload: the bytes must hash to `digest`; then they are stored in the Keg.
+    /// Ends the upload: the bytes must hash to `digest`; then they are committed to the Keg.
     func finish(_ id: String, repository: String, digest: KID) throws -> KID {
         let s = try session(id, repository)
         sessions[id] = nil
-        close(s.fd)
-        defer { unlink(s.path) }
-        let got = s.hasher.finalize().withUnsafeBytes { KID(rawBytes: $0)! }
+        let got = try s.upload.seal()
         guard got == digest else {
-            throw RegistryError(.badRequest, "DIGEST_INVALID", "upload of \(s.size) bytes has digest \(got.ociDigest), not \(digest.ociDigest)")
+            s.upload.abort()
+            throw RegistryError(.badRequest, "DIGEST_INVALID", "upload of \(s.upload.size) bytes has digest \(got.ociDigest), not \(digest.ociDigest)")
         }
-        let kid = try keg.put(path: s.path)
-        guard kid == digest else { throw RegistryError(.internalServerError, "UNKNOWN", "stored \(kid), expected \(digest)") }
-        return kid
+        try s.upload.commit()
+        return got
     }
 
     func cancel(_ id: String, repository: String) throws {
         let s = try session(id, repository)
         sessions[id] = nil
-        close(s.fd)
-        unlink(s.path)
+        s.upload.abort()
     }
 
     private func session(_ id: String, _ repository: String) throws -> Session {
