@@ -14,11 +14,7 @@ public struct ImageStore: Sendable {
     /// The layer of a tree: its reproducible tar, stored as a file, with the
     /// tree named in the descriptor so that nodes can check it out directly.
     public func layer(fromTree tree: KID) throws -> Descriptor {
-        let tmp = keg.dataDir.kegTmp.path + "/layer-\(getpid())-\(UInt64.random(in: 0...UInt64.max)).tar"
-        defer { unlink(tmp) }
-        try LayerTar.write(tree: tree, keg: keg, to: tmp)
-        let kid = try keg.put(path: tmp)
-        let size = try keg.logicalSize(of: kid)
+        let (kid, size) = try LayerTar.store(tree: tree, keg: keg)
         return Descriptor(mediaType: MediaType.layer, kid: kid, size: Int64(size), annotations: [treeAnnotation: tree.description])
     }
 

@@ -11,8 +11,38 @@ public enum LayerTar {
     public static let mtime = 315_532_801
     public static let createdTimestamp = "1980-01-01T00:00:01Z"
 
-    /// Writes the tree `tree` as a tar file at `path`.
-    public static func write(tree: KID, keg: Keg, to path: String) throws {
+    /// Streams the tree `tree` as a tar into the Keg (no temporary copy) and
+    /// returns the tar's KID and size, committed.
+    public static func store(tree: KID, keg: Keg) throws -> (kid: KID, size: UInt64) {
+        let sink = TarSink(upload: KegUpload(keg: keg))
+        let context = Unmanaged.passUnretained(sink).toOpaque()
+        try withExtendedLifetime(sink) {
+            try write(tree: tree, keg: keg, name: "layer of \(tree.short)") { archive in
+                archive_write_open2(archive, context, nil, { _, context, buffer, length in
+                    let sink = Unmanaged<TarSink>.fromOpaque(context!).takeUnretainedValue()
+                    do {
+                        try sink.upload.append(UnsafeRawBufferPointer(start: buffer, count: length))
+                        return la_ssize_t(length)
+                    } catch {
+                        sink.error = error
+                        return -1
+                    }
+                }, nil, nil)
+            }
+        }
+        if let error = sink.error { throw error }
+        let kid = try sink.upload.seal()
+        try sink.upload.commit()
+        return (kid, sink.upload.size)
+    }
+
+    private final class TarSink {
+        let upload: KegUpload
+        var error: (any Error)?
+        init(upload: KegUpload) { self.upload = upload }
+    }
+
+    static func write(tree: KID, keg: Keg, name path: String, open: (OpaquePointer) -> Int32) throws {
         guard let archive = archive_write_new() else { throw KbuildError(.io, "failed to write layer \(path): out of memory") }
         defer { archive_write_free(archive) }
         func check(_ rc: Int32, _ what: String) throws {
@@ -25,7 +55,7 @@ public enum LayerTar {
         // Names are bytes: no translation through the process's locale (a C locale cannot hold UTF-8).
         try check(archive_write_set_format_option(archive, "pax", "hdrcharset", "BINARY"), "set header charset")
         try check(archive_write_set_bytes_in_last_block(archive, 1), "set block")
-        try check(archive_write_open_filename(archive, path), "open")
+        try check(open(archive), "open")
         guard let entry = archive_entry_new() else { throw KbuildError(.io, "failed to write layer \(path): out of memory") }
         defer { archive_entry_free(entry) }
 
