@@ -118,7 +118,7 @@ class Kbuild(Tool):
         self.record(wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime))
 
     def stored_bytes(self):
-        return apparent_bytes(os.path.join(self.data, "keg", "objects"), os.path.join(self.data, "refs.sqlite"))
+        return apparent_bytes(os.path.join(self.data, "keg", "objects"), os.path.join(self.data, "keg", "packs"), os.path.join(self.data, "refs.sqlite"))
 
     def restore_last(self, dest):
         return run_timed([self.binary, "keg", "get", self.kids[-1], dest, "--data-dir", self.data])
