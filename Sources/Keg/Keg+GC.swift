@@ -85,6 +85,8 @@ extension Keg {
             report.bytesFreed += freed
         }
 
+        packs.rescanIfChanged(force: true)
+
         // Parents before children: a gc cut short never leaves a tree or a
         // file record whose parts are gone.
         var doomed: [(kid: KID, size: off_t, order: Int)] = []

@@ -110,6 +110,8 @@ public final class Keg: Sendable {
                 }
                 bytes = try packs.read(moved, kid: kid)
             }
+        } else if access(objectPath(kid), F_OK) != 0, packs.rescanIfChanged(force: true), let location = packs.locate(kid) {
+            bytes = try packs.read(location, kid: kid)  // packed by another process a moment ago
         } else {
             bytes = try Keg.readFile(objectPath(kid), verb: "read object \(kid)", missing: "not in the Keg")
         }

@@ -146,6 +146,7 @@ public final class KegWriter: Sendable {
             }
         }
         try sync(verb: "commit objects")
+        keg.packs.rescanIfChanged(force: true)
     }
 
     /// Drops everything staged and not yet committed.

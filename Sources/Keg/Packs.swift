@@ -61,6 +61,10 @@ final class PackSet: Sendable {
     private struct State {
         var packs: [String: Pack] = [:]
         var scannedAt = timespec()
+        /// Whether the last scan saw a modification time old enough that a later
+        /// change must show as a new one (the kernel's clock for it is coarse:
+        /// two renames a few milliseconds apart can leave the same time).
+        var settled = false
         var fds: [String: Int32] = [:]
     }
     private let state = Mutex(State())
@@ -82,8 +86,8 @@ final class PackSet: Sendable {
     /// last look (by this process or another) are seen: the directory's
     /// modification time says when to look again.
     func locate(_ kid: KID) -> Location? {
-        rescanIfChanged()
-        return search(kid)
+        if let found = search(kid) { return found }
+        return rescanIfChanged() ? search(kid) : nil
     }
 
     private func search(_ kid: KID) -> Location? {
@@ -98,20 +102,24 @@ final class PackSet: Sendable {
         }
     }
 
+    /// Every pack there is now (gc and fsck must not miss one).
     var all: [Pack] {
-        _ = rescanIfChanged()
+        rescanIfChanged(force: true)
         return state.withLock { Array($0.packs.values) }
     }
 
-    /// Loads indexes that appeared and forgets packs that went; true if anything changed.
+    /// Loads indexes that appeared and forgets packs that went; true if it looked.
     @discardableResult
-    func rescanIfChanged() -> Bool {
+    func rescanIfChanged(force: Bool = false) -> Bool {
         var st = stat()
         guard stat(dir, &st) == 0 else { return false }
-        let unchanged = state.withLock { s in
-            s.scannedAt.tv_sec == st.st_mtim.tv_sec && s.scannedAt.tv_nsec == st.st_mtim.tv_nsec
+        let unchanged = !force && state.withLock { s in
+            s.settled && s.scannedAt.tv_sec == st.st_mtim.tv_sec && s.scannedAt.tv_nsec == st.st_mtim.tv_nsec
         }
         if unchanged { return false }
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        let age = Double(now.tv_sec - st.st_mtim.tv_sec) + Double(now.tv_nsec - st.st_mtim.tv_nsec) / 1e9
         let names = ((try? Keg.listDirectory(dir)) ?? []).filter { $0.hasSuffix(".idx") && !$0.hasPrefix(Keg.stagingPrefix) }.map { String($0.dropLast(4)) }
         let known = state.withLock { Set($0.packs.keys) }
         var loaded: [String: Pack] = [:]
@@ -121,6 +129,7 @@ final class PackSet: Sendable {
         let present = Set(names)
         state.withLock { s in
             s.scannedAt = st.st_mtim
+            s.settled = age > 0.1
             for (name, pack) in loaded { s.packs[name] = pack }
             for name in s.packs.keys where !present.contains(name) {
                 s.packs[name] = nil

@@ -45,3 +45,22 @@ final class UploadTests: XCTestCase {
         XCTAssertEqual(try keg.stagingFiles(), [], "the staged pack is gone")
     }
 }
+
+/// Packs written by another process (here: another `Keg` on the same
+/// directory) are seen at once, however soon after the last look.
+final class PackVisibilityTests: XCTestCase {
+    func testAnotherWritersPackIsSeenAtOnce() throws {
+        let (first, root) = try makeKeg(self)
+        let second = try Keg(dataDir: first.dataDir)
+        for round in 0..<20 {
+            XCTAssertFalse(first.contains(KID(hashing: Array("nothing \(round)".utf8))))  // a look just before
+            let dir = root.appendingPathComponent("d\(round)").path
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            try write(randomBytes(100_000, seed: UInt64(round)), to: dir + "/a")
+            try write(Array("round \(round)".utf8), to: dir + "/b")
+            let tree = try second.put(path: dir)
+            XCTAssertTrue(first.contains(tree), "round \(round)")
+            XCTAssertEqual(try first.tree(tree).entries.count, 2)
+        }
+    }
+}
