@@ -85,6 +85,7 @@ public struct AppStore: Sendable {
         let repo = repository(app.name)
         let tmp = root + "/.tmp-\(app.name)-\(getpid())"
         try? FileManager.default.removeItem(atPath: tmp)
+        var renamed = false
         do {
             try Git.run(["init", "--quiet", "--bare", "--initial-branch=\(app.deployBranch)", tmp])
             // Pushes of any size over HTTP; no deleting or rewriting the deploy branch behind kbuild's back.
@@ -94,9 +95,11 @@ public struct AppStore: Sendable {
             if rename(tmp, repo) != 0 {
                 throw KbuildError.syscall("rename", repo, verb: "create app \(app.name)")
             }
+            renamed = true
             try await refs.compareAndSwap(ref, to: try Records.put(app, in: keg), expecting: .absent, actor: actor)
         } catch {
-            try? FileManager.default.removeItem(atPath: tmp)
+            // Nothing half-made: no repository without its record.
+            try? FileManager.default.removeItem(atPath: renamed ? repo : tmp)
             throw error
         }
     }

@@ -111,7 +111,8 @@ public struct PushHook: Sendable {
         let types = result.processTypes.keys.sorted().map { "\($0): \(result.processTypes[$0]!)" }
         say("-----> Image \(image.short) (\(app):latest)\n")
         for line in types { say("       \(line)\n") }
-        let seconds = Double((ContinuousClock.now - started).components.attoseconds) / 1e18 + Double((ContinuousClock.now - started).components.seconds)
+        let elapsed = (ContinuousClock.now - started).components
+        let seconds = Double(elapsed.seconds) + Double(elapsed.attoseconds) / 1e18
         say("-----> Done in \(String(format: "%.1f", seconds)) s: \(app) \(source.commit.prefix(7)) is image \(image)\n")
         return image
     }
