@@ -114,6 +114,19 @@ final class GitPushTests: XCTestCase {
         XCTAssertTrue(feature.stderr.contains("Pushed to feature, not main: stored, not built"), feature.stderr)
         XCTAssertEqual(try images("hello").count, 3)
 
+        // gc keeps all of it: the image (through its manifest), the build record and its log (through `links`).
+        let gc = try kb(["keg", "gc", "--grace", "0s", "--keep-for", "0s"])
+        XCTAssertEqual(gc.status, 0, gc.stderr)
+        let image = try XCTUnwrap(list[0]["image"] as? String)
+        let exported = try tempDir(self, "hello-export") + "/layout"
+        XCTAssertEqual(try kb(["image", "export", image, exported]).status, 0)
+        let umoci = try sh("/usr/bin/umoci", ["unpack", "--image", exported + ":latest", exported + "-bundle"])
+        XCTAssertEqual(umoci.status, 0, umoci.stderr)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: exported + "-bundle/rootfs/app/serve.sh"))
+        XCTAssertEqual(try kb(["logs", String(build.prefix(12))]).stdout, log.stdout, "the log survives gc")
+        let fsck = try kb(["keg", "fsck"])
+        XCTAssertTrue(fsck.stdout.contains(" 0 problems"), fsck.stdout)
+
         // A clone over the same remote gets the pushed commit back.
         let clone = try tempDir(self, "clone")
         let cloned = try sh("/usr/bin/git", ["-c", "credential.helper=!\(kbuildBinary) git-credential --data-dir \(GitPushTests.data)",
@@ -152,6 +165,10 @@ final class GitPushTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: GitPushTests.data + "/git/../evil.git"))
         let twice = try kb(["apps:create", "refusals", "--stack", "busybox"])
         XCTAssertTrue(twice.stderr.contains("exists already"), twice.stderr)
+        let noStack = try kb(["apps:create", "nostack", "--stack", "nosuch"])
+        XCTAssertNotEqual(noStack.status, 0)
+        XCTAssertTrue(noStack.stderr.contains("no stack named \"nosuch\""), noStack.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: GitPushTests.data + "/git/nostack.git"))
     }
 
     /// Each bad push: rejected with a clear message, the branch does not move,
