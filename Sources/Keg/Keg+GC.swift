@@ -10,6 +10,8 @@ public struct GCReport: Sendable {
     public var keptYoung = 0
     public var cacheFilesDeleted = 0
     public var tmpFilesDeleted = 0
+    /// Packs deleted or rewritten (partly reachable, or merged).
+    public var packsRewritten = 0
     /// Roots that name objects the Keg does not have (reported, not fatal).
     public var missingRoots: [KID] = []
 }
@@ -70,19 +72,29 @@ extension Keg {
         report.reachable = marked.count
 
         // Packs: one with nothing reachable goes; one partly reachable is
-        // rewritten with what is (the new pack is visible before the old goes).
-        for (pack, young) in packed where !young {
+        // rewritten with what is; and when there are more than
+        // `packsToMerge` old packs, all of them are merged into one (every
+        // pack costs each lookup a search and each process an index load).
+        // The new pack is visible before the old ones go.
+        let oldPacks = packed.filter { !$0.young }.map(\.pack)
+        let merge = oldPacks.count > Keg.packsToMerge
+        var rewrite: [(pack: PackSet.Pack, live: [Int])] = []
+        for pack in oldPacks {
             let live = (0..<pack.count).filter { marked.contains(pack.kid(at: $0)) }
-            guard live.count < pack.count else { continue }
-            let freed = (0..<pack.count).filter { !marked.contains(pack.kid(at: $0)) }.reduce(UInt64(0)) { $0 + UInt64(pack.entry(at: $1).length) }
-            if !dryRun {
-                if !live.isEmpty { try repack(pack, keeping: live) }
+            guard live.count < pack.count || merge else { continue }
+            rewrite.append((pack, live))
+            report.deleted += pack.count - live.count
+            report.bytesFreed += (0..<pack.count).filter { !marked.contains(pack.kid(at: $0)) }
+                .reduce(UInt64(0)) { $0 + UInt64(pack.entry(at: $1).length) }
+        }
+        report.packsRewritten = rewrite.count
+        if !dryRun && !rewrite.isEmpty {
+            try repack(rewrite.filter { !$0.live.isEmpty })
+            for (pack, _) in rewrite {
                 let index = packs.dir + "/" + pack.name + ".idx"
                 guard unlink(index) == 0 || errno == ENOENT else { throw KbuildError.syscall("unlink", index, verb: "collect pack \(pack.name)") }
                 unlink(packs.path(pack))
             }
-            report.deleted += pack.count - live.count
-            report.bytesFreed += freed
         }
 
         packs.rescanIfChanged(force: true)
@@ -116,22 +128,31 @@ extension Keg {
         return report
     }
 
-    /// Writes the entries `keeping` of `pack` into a new pack and makes it visible.
-    func repack(_ pack: PackSet.Pack, keeping: [Int]) throws {
+    /// More old packs than this are merged into one by gc.
+    static let packsToMerge = 16
+
+    /// Writes the given entries of the given packs (each object once) into
+    /// one new pack and makes it visible.
+    func repack(_ parts: [(pack: PackSet.Pack, live: [Int])]) throws {
+        guard !parts.isEmpty else { return }
         let builder = try PackBuilder(dir: packsPath)
         do {
-            for i in keeping {
-                let kid = pack.kid(at: i)
-                let (offset, length) = pack.entry(at: i)
-                let bytes = try packs.read(PackSet.Location(pack: pack, offset: offset, length: length), kid: kid)
-                try bytes.withUnsafeBytes { try builder.append(kid, parts: [$0]) }
+            var written = Set<KID>()
+            for (pack, live) in parts {
+                for i in live {
+                    let kid = pack.kid(at: i)
+                    guard written.insert(kid).inserted else { continue }
+                    let (offset, length) = pack.entry(at: i)
+                    let bytes = try packs.read(PackSet.Location(pack: pack, offset: offset, length: length), kid: kid)
+                    try bytes.withUnsafeBytes { try builder.append(kid, parts: [$0]) }
+                }
             }
             let staged = try builder.finish()
-            try syncKeg(verb: "repack \(pack.name)")
+            try syncKeg(verb: "repack")
             for entry in staged where rename(entry.tmp, entry.final) != 0 {
-                throw KbuildError.syscall("rename", entry.final, verb: "repack \(pack.name)")
+                throw KbuildError.syscall("rename", entry.final, verb: "repack")
             }
-            try syncKeg(verb: "repack \(pack.name)")
+            try syncKeg(verb: "repack")
         } catch {
             builder.discard()
             throw error

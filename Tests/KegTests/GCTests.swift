@@ -103,6 +103,34 @@ final class ReviewRegressionTests: XCTestCase {
         XCTAssertFalse(keg.contains(kid))
     }
 
+    /// Many old packs are merged into one, reachable objects only, each once.
+    func testGCMergesManyPacksIntoOne() throws {
+        let (keg, root) = try makeKeg(self)
+        var kept: [KID] = []
+        for i in 0..<(Keg.packsToMerge + 4) {
+            let dir = root.appendingPathComponent("p\(i)").path
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            try write(randomBytes(50_000, seed: UInt64(i) * 2 + 1), to: dir + "/own")
+            try write(Array("shared by all".utf8), to: dir + "/shared")
+            kept.append(try keg.put(path: dir))
+        }
+        let dropped = try keg.putBlob(Array("loose and unreachable".utf8))
+        XCTAssertEqual(keg.packs.all.count, Keg.packsToMerge + 4)
+        ageEverything(keg)
+        let report = try keg.gc(roots: Set(kept), grace: 3600)
+        XCTAssertEqual(report.packsRewritten, Keg.packsToMerge + 4)
+        XCTAssertEqual(keg.packs.all.count, 1)
+        XCTAssertEqual(keg.packs.all.first?.count, kept.count * 2 + 1, "each tree and its own file, and the shared file once")
+        XCTAssertFalse(keg.contains(dropped))
+        for (i, tree) in kept.enumerated() {
+            try keg.get(tree, to: root.appendingPathComponent("out\(i)").path)
+        }
+        XCTAssertTrue(try keg.fsck().isClean)
+        // Below the threshold, fully reachable packs are left alone.
+        ageEverything(keg)
+        XCTAssertEqual(try keg.gc(roots: Set(kept), grace: 3600).packsRewritten, 0)
+    }
+
     /// A pack partly reachable is rewritten with what is reachable; the rest goes.
     func testGCRewritesAPartlyReachablePack() throws {
         let (keg, root) = try makeKeg(self)

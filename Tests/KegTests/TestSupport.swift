@@ -87,7 +87,7 @@ func ageEverything(_ keg: Keg) {
 func removeObject(_ keg: Keg, _ kid: KID) throws {
     if let location = keg.packs.locate(kid) {
         let pack = location.pack
-        try keg.repack(pack, keeping: (0..<pack.count).filter { pack.kid(at: $0) != kid })
+        try keg.repack([(pack, (0..<pack.count).filter { pack.kid(at: $0) != kid })])
         unlink(keg.packs.dir + "/" + pack.name + ".idx")
         unlink(keg.packs.path(pack))
     } else {

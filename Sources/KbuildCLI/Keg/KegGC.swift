@@ -40,7 +40,7 @@ struct KegGC: AsyncParsableCommand {
         let report = try keg.gc(roots: roots, grace: graceSeconds, dryRun: dryRun)
         for kid in report.missingRoots { print("warning: a ref names \(kid), which is not in the Keg") }
         let verb = dryRun ? "would delete" : "deleted"
-        print("gc: \(report.reachable) reachable; \(verb) \(report.deleted) objects, \(report.cacheFilesDeleted) cache files, \(report.tmpFilesDeleted) temporary files (\(formatBytes(report.bytesFreed))); kept \(report.keptYoung) younger than \(grace)")
+        print("gc: \(report.reachable) reachable; \(verb) \(report.deleted) objects, \(report.cacheFilesDeleted) cache files, \(report.tmpFilesDeleted) temporary files (\(formatBytes(report.bytesFreed))); \(dryRun ? "would rewrite" : "rewrote") \(report.packsRewritten) packs; kept \(report.keptYoung) younger than \(grace)")
     }
 }
 
