@@ -102,9 +102,11 @@ public struct BuildQueue: Sendable {
         _ = try? await refs.compareAndSwap(try BuildQueue.ref("claims", build), to: nil, expecting: .value(claim), actor: worker)
     }
 
-    /// Where a build's log is written while it runs.
-    public func liveLogPath(_ build: KID) -> String {
-        keg.dataDir.root.path + "/builds/logs/\(build.hex).log"
+    /// Where `worker` writes the log of `build` while it runs (one file per
+    /// attempt: a worker that takes a build over starts a log of its own).
+    public func liveLogPath(_ build: KID, worker: String) -> String {
+        let name = String(worker.map { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "." || $0 == "-") ? $0 : "_" }.prefix(100))
+        return keg.dataDir.root.path + "/builds/logs/\(build.hex)-\(name).log"
     }
 }
 
@@ -139,7 +141,7 @@ public struct BuildWorker: Sendable {
         for dir in [queue.keg.dataDir.root.path + "/builds", logs] where mkdir(dir, 0o700) != 0 && errno != EEXIST {
             throw KbuildError.syscall("mkdir", dir, verb: "write the log of build \(build.short)")
         }
-        let path = queue.liveLogPath(build)
+        let path = queue.liveLogPath(build, worker: builder.worker)
         unlink(path)  // an earlier attempt's
         let log = try BuildLog(path: path)
         // The build and the lease renewal run side by side; losing the lease cancels the build.
@@ -161,6 +163,7 @@ public struct BuildWorker: Sendable {
         }
         if let latest = try await queue.claim(of: build), latest.claim.worker == builder.worker { claim = latest.kid }
         try await queue.finish(build, claim: claim, record: record, worker: builder.worker)
+        unlink(path)  // the log is in the Keg now, named by the record
         return true
     }
 }

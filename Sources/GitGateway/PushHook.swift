@@ -159,13 +159,15 @@ public struct PushHook: Sendable {
         let resultRef = try RefName("builds/results/\(build.hex)")
         let baseline = try await refs.get(resultRef)?.version ?? 0
         try await queue.enqueue(job, actor: pusher)
-        let logPath = queue.liveLogPath(build)
         let waitingSince = ContinuousClock.now
         let deadline = waitingSince + .seconds(job.limits.timeout + 3 * queue.lease + 60)
         let inline = InlineBuild()
+        // The log of the worker that holds the claim; a worker that takes the build over writes its own.
+        var following: String?
         var offset: UInt64 = 0
         func follow() {
-            let (bytes, next) = BuildLog.read(logPath, from: offset)
+            guard let following else { return }
+            let (bytes, next) = BuildLog.read(queue.liveLogPath(build, worker: following), from: offset)
             offset = next
             if !bytes.isEmpty { say(String(decoding: bytes, as: UTF8.self)) }
         }
@@ -173,32 +175,37 @@ public struct PushHook: Sendable {
             defer { group.cancelAll() }
             while true {
                 if let ref = try await refs.get(resultRef), ref.version > baseline {
+                    // The rest of the log, from the Keg (the worker removes its live file when it is done).
                     let record = try Records.get(BuildRecord.self, ref.kid, from: keg, what: "build")
-                    if offset == 0, let log = record.log {  // the worker's log file is gone: show the stored one
-                        say(String(decoding: try keg.logicalBytes(log, maxWhole: 64 << 20), as: UTF8.self))
-                    } else {
-                        follow()
+                    if let following, following != record.worker { say("       (the build started again, on \(record.worker))\n") }
+                    if let log = record.log {
+                        let stored = try keg.logicalBytes(log, maxWhole: 64 << 20)
+                        let from = following == record.worker ? Int(min(offset, UInt64(stored.count))) : 0
+                        if from < stored.count { say(String(decoding: stored[from...], as: UTF8.self)) }
                     }
                     return record
+                }
+                let claim = try await queue.claim(of: build)
+                if let worker = claim?.claim.worker, worker != following {
+                    if following != nil { say("       (the build started again, on \(worker))\n") }
+                    following = worker
+                    offset = 0
                 }
                 follow()
                 let state = inline.state.withLock { $0 }
                 if let error = state.error { throw KbuildError(.io, "failed to run the build here: \(error)") }
-                if !state.running, ContinuousClock.now - waitingSince > workerGrace {
-                    let claim = try await queue.claim(of: build)
-                    if claim == nil || claim!.claim.expired {
-                        say(claim == nil ? "       (no build worker took it: building here)\n"
-                                          : "       (its worker \(claim!.claim.worker) stopped renewing its claim: building here)\n")
-                        inline.state.withLock { $0.running = true }
-                        group.addTask { [keg, refs, pusher, sandbox] in
-                            do {
-                                let worker = BuildWorker(queue: queue, builder: Builder(keg: keg, refs: refs, sandbox: try sandbox(), worker: "hook:\(pusher)/\(getpid())"))
-                                _ = try await worker.runIfClaimable(build, job: job)
-                                inline.state.withLock { $0.running = false }
-                            } catch is CancellationError {
-                            } catch {
-                                inline.state.withLock { $0.error = (error as? KbuildError)?.message ?? "\(error)" }
-                            }
+                if !state.running, ContinuousClock.now - waitingSince > workerGrace, claim == nil || claim!.claim.expired {
+                    say(claim == nil ? "       (no build worker took it: building here)\n"
+                                      : "       (its worker \(claim!.claim.worker) stopped renewing its claim: building here)\n")
+                    inline.state.withLock { $0.running = true }
+                    group.addTask { [keg, refs, pusher, sandbox] in
+                        do {
+                            let worker = BuildWorker(queue: queue, builder: Builder(keg: keg, refs: refs, sandbox: try sandbox(), worker: "hook:\(pusher)/\(getpid())"))
+                            _ = try await worker.runIfClaimable(build, job: job)
+                            inline.state.withLock { $0.running = false }
+                        } catch is CancellationError {
+                        } catch {
+                            inline.state.withLock { $0.error = (error as? KbuildError)?.message ?? "\(error)" }
                         }
                     }
                 }

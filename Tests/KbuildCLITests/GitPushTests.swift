@@ -367,18 +367,21 @@ final class GitPushTests: XCTestCase {
         ])
         let log = try tempDir(self, "survivor-log") + "/push.log"
         let push = try spawnServer("/usr/bin/git", ["-C", work, "push", "kbuild", "main"], output: log)
-        // Wait (bounded) until the worker of kbuild up has claimed the build, then kill it.
+        // Wait (bounded) until the worker has claimed the build and the pusher sees it compiling, then kill it.
         var claimed = false
         for _ in 0..<200 where !claimed {
             claimed = !(try kb(["ref", "ls", "builds/claims"]).stdout.isEmpty)
+                && ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").contains("Compiling slowly")
             if !claimed { usleep(50_000) }
         }
-        XCTAssertTrue(claimed, "the worker claimed the build")
+        XCTAssertTrue(claimed, "the worker claimed the build and started compiling")
         kill(worker, SIGKILL)
         let status = reap(push)
         let output = try String(contentsOfFile: log, encoding: .utf8)
         XCTAssertEqual(status, 0, output)
         XCTAssertTrue(output.contains("stopped renewing its claim: building here"), output)
+        XCTAssertTrue(output.contains("(the build started again, on hook:"), output)
+        XCTAssertEqual(output.components(separatedBy: "Compiling slowly").count - 1, 2, "both attempts' logs reached the pusher: \(output)")
         XCTAssertTrue(output.contains("remote: -----> Compiled"), output)
         XCTAssertTrue(output.contains("remote: -----> Image K-"), output)
         XCTAssertEqual(try kb(["ref", "ls", "builds/claims"]).stdout, "", "no claim is left behind")
