@@ -36,7 +36,8 @@ public struct Builder: Sendable {
     public static func cacheRef(app: String) throws -> RefName { try RefName("apps/\(app)/build-cache") }
 
     /// Runs `job` and returns its record (succeeded or failed); throws only
-    /// when the build could not be attempted or recorded at all.
+    /// when the build could not be attempted or recorded at all, or was
+    /// cancelled (then nothing is recorded).
     public func run(_ job: BuildJob, log: BuildLog) async throws -> BuildRecord {
         let started = Date()
         let build = job.inputs.kid
@@ -55,8 +56,10 @@ public struct Builder: Sendable {
             record.status = .succeeded
             log.step("Build \(build.short) succeeded in \(String(format: "%.1f", Date().timeIntervalSince(started))) s")
         } catch is CancellationError {
-            record.error = "cancelled"
-            log.step("Build cancelled")
+            // This worker is stopping: no result is recorded, so the claim runs out and
+            // another worker (or the pusher's hook) builds it again.
+            log.step("Build interrupted: this worker is stopping")
+            throw CancellationError()
         } catch {
             let message = (error as? KbuildError)?.message ?? "\(error)"
             record.error = message
@@ -122,6 +125,7 @@ public struct Builder: Sendable {
         func check(_ result: SandboxResult, _ what: String) throws {
             switch result.termination {
             case .exited(0): return
+            case .cancelled: throw CancellationError()
             case .timedOut: throw KbuildError(.unsatisfiable, "\(what) did not finish within the build's time limit (\(Int(job.limits.timeout)) s)")
             case .outOfMemory: throw KbuildError(.unsatisfiable, "\(what) ran out of memory (limit \(job.limits.memory >> 20) MiB)")
             default: throw KbuildError(.invalidArgument, "\(what) failed: \(result.summary)")
@@ -136,7 +140,7 @@ public struct Builder: Sendable {
                 let result = try await sandbox.run(try spec(["/buildpacks/\(pack.name)/bin/detect", "/app"])) { stream, bytes in
                     if stream == .stdout { out.withLock { $0 += bytes.prefix(max(0, 4096 - $0.count)) } } else { log.write(bytes) }
                 }
-                if case .timedOut = result.termination { try check(result, "bin/detect of \(pack.name)") }
+                if result.termination == .timedOut || result.termination == .cancelled { try check(result, "bin/detect of \(pack.name)") }
                 if result.termination == .exited(0) {
                     let name = String(decoding: out.withLock { $0 }, as: UTF8.self).split(separator: "\n").first.map(String.init) ?? pack.name
                     log.step("\(name.trimmingCharacters(in: .whitespaces)) app detected (buildpack \(pack.name))")

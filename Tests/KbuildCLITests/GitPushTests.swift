@@ -355,19 +355,30 @@ final class GitPushTests: XCTestCase {
     /// A worker killed in the middle of a build: its claim runs out and the
     /// pusher's hook builds it instead; the push still succeeds.
     func testAWorkerThatDiesReleasesItsClaim() throws {
+        try workerStops(with: SIGKILL, app: "survivor")
+    }
+
+    /// A worker stopped gracefully mid-build (SIGTERM, as when `kbuild up` restarts)
+    /// records no failure: the push does not fail, the build runs again elsewhere.
+    func testAWorkerThatStopsMidBuildFailsNoPush() throws {
+        try workerStops(with: SIGTERM, app: "restarted")
+    }
+
+    func workerStops(with signal: Int32, app: String) throws {
         // The gateway without a worker of its own, and a worker beside it.
         _ = try startKbuildUp(self, data: GitPushTests.data, extra: ["--workers", "0"])
         let workerLog = try tempDir(self, "worker-log") + "/worker.log"
         let worker = try spawnServer(kbuildBinary, ["worker", "--data-dir", GitPushTests.data], output: workerLog)
-        addTeardownBlock { kill(worker, SIGKILL); _ = reap(worker) }
-        let work = try makeApp("survivor", files: [
+        var reaped = false
+        addTeardownBlock { if !reaped { kill(worker, SIGKILL); _ = reap(worker) } }
+        let work = try makeApp(app, files: [
             ".buildpacks": "./bp\n", "Procfile": "web: httpd -f -p $PORT\n", "id.txt": UUID().uuidString,
             "bp/bin/detect": "#!/bin/sh\necho Slow\n",
             "bp/bin/compile": "#!/bin/sh\necho '-----> Compiling slowly'\nsleep 3\necho '-----> Compiled'\n",
         ])
-        let log = try tempDir(self, "survivor-log") + "/push.log"
+        let log = try tempDir(self, "\(app)-log") + "/push.log"
         let push = try spawnServer("/usr/bin/git", ["-C", work, "push", "kbuild", "main"], output: log)
-        // Wait (bounded) until the worker has claimed the build and the pusher sees it compiling, then kill it.
+        // Wait (bounded) until the worker has claimed the build and the pusher sees it compiling, then stop it.
         var claimed = false
         for _ in 0..<200 where !claimed {
             claimed = !(try kb(["ref", "ls", "builds/claims"]).stdout.isEmpty)
@@ -375,7 +386,10 @@ final class GitPushTests: XCTestCase {
             if !claimed { usleep(50_000) }
         }
         XCTAssertTrue(claimed, "the worker claimed the build and started compiling")
-        kill(worker, SIGKILL)
+        kill(worker, signal)
+        let workerStatus = reap(worker)
+        reaped = true
+        if signal == SIGTERM { XCTAssertEqual(workerStatus, 0, "a graceful stop: \((try? String(contentsOfFile: workerLog, encoding: .utf8)) ?? "")") }
         let status = reap(push)
         let output = try String(contentsOfFile: log, encoding: .utf8)
         XCTAssertEqual(status, 0, output)
@@ -384,8 +398,9 @@ final class GitPushTests: XCTestCase {
         XCTAssertEqual(output.components(separatedBy: "Compiling slowly").count - 1, 2, "both attempts' logs reached the pusher: \(output)")
         XCTAssertTrue(output.contains("remote: -----> Compiled"), output)
         XCTAssertTrue(output.contains("remote: -----> Image K-"), output)
+        XCTAssertFalse(output.contains("Build failed"), output)
         XCTAssertEqual(try kb(["ref", "ls", "builds/claims"]).stdout, "", "no claim is left behind")
-        XCTAssertEqual(try images("survivor").count, 1)
+        XCTAssertEqual(try images(app).count, 1)
     }
 
     /// The same commit pushed to two kbuild installations gives the same
