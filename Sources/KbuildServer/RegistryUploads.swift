@@ -6,22 +6,39 @@ import Foundation
 /// are chunked, hashed and staged in the Keg as they arrive (`KegUpload`), so
 /// that the digest is known when the last byte is, and nothing is visible
 /// until it matches: a wrong digest or a truncated upload leaves no object.
+///
+/// An upload holds up to a block (8 MiB) in memory and a staged pack on disk,
+/// so sessions are bounded: one idle for `idleTimeout` is dropped (what it
+/// staged with it), and at most `maxSessions` run at once.
 actor RegistryUploads {
     struct Session {
         var repository: String
         var upload: KegUpload
+        var lastUsed: ContinuousClock.Instant
     }
 
     let keg: Keg
+    let idleTimeout: Duration
+    let maxSessions: Int
     private var sessions: [String: Session] = [:]
 
-    init(keg: Keg) {
+    init(keg: Keg, idleTimeout: Duration = .seconds(900), maxSessions: Int = 64) {
         self.keg = keg
+        self.idleTimeout = idleTimeout
+        self.maxSessions = maxSessions
     }
 
     func start(repository: String) throws -> String {
+        let now = ContinuousClock.now
+        for (id, s) in sessions where now - s.lastUsed > idleTimeout {
+            s.upload.abort()
+            sessions[id] = nil
+        }
+        guard sessions.count < maxSessions else {
+            throw RegistryError(.tooManyRequests, "TOOMANYREQUESTS", "\(sessions.count) uploads are in progress; finish or cancel one first")
+        }
         let id = UUID().uuidString.lowercased()
-        sessions[id] = Session(repository: repository, upload: KegUpload(keg: keg))
+        sessions[id] = Session(repository: repository, upload: KegUpload(keg: keg), lastUsed: now)
         return id
     }
 
@@ -59,9 +76,11 @@ actor RegistryUploads {
     }
 
     private func session(_ id: String, _ repository: String) throws -> Session {
-        guard let s = sessions[id], s.repository == repository else {
-            throw RegistryError(.notFound, "BLOB_UPLOAD_UNKNOWN", "no upload \(id) in repository \(repository)")
+        guard var s = sessions[id], s.repository == repository else {
+            throw RegistryError(.notFound, "BLOB_UPLOAD_UNKNOWN", "no upload \(id) in repository \(repository) (finished, cancelled, or idle for over \(idleTimeout))")
         }
+        s.lastUsed = .now
+        sessions[id] = s
         return s
     }
 }
