@@ -142,7 +142,10 @@ public struct BuildWorker: Sendable {
             throw KbuildError.syscall("mkdir", dir, verb: "write the log of build \(build.short)")
         }
         let path = queue.liveLogPath(build, worker: builder.worker)
-        unlink(path)  // an earlier attempt's
+        // Earlier attempts' live logs (a worker that died left its own): this attempt is the one followed now.
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: logs)) ?? [] where name.hasPrefix(build.hex + "-") {
+            unlink(logs + "/" + name)
+        }
         let log = try BuildLog(path: path)
         // The build and the lease renewal run side by side; losing the lease cancels the build.
         let record = try await withThrowingTaskGroup(of: BuildRecord?.self) { group in

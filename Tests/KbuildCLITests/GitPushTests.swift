@@ -401,6 +401,8 @@ final class GitPushTests: XCTestCase {
         XCTAssertFalse(output.contains("Build failed"), output)
         XCTAssertEqual(try kb(["ref", "ls", "builds/claims"]).stdout, "", "no claim is left behind")
         XCTAssertEqual(try images(app).count, 1)
+        let liveLogs = (try? FileManager.default.contentsOfDirectory(atPath: GitPushTests.data + "/builds/logs")) ?? []
+        XCTAssertEqual(liveLogs, [], "no live log is left behind, the dead worker's neither")
     }
 
     /// The same commit pushed to two kbuild installations gives the same
