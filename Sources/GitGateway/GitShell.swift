@@ -114,7 +114,7 @@ public struct SSHKeys: Sendable {
             throw KbuildError(.conflict, "failed to add the key: a key named \(name) exists (remove it with `kbuild keys:remove \(name)`)")
         }
         let command = "\(kbuild) git-shell --key \(name) --data-dir \(dataDir.root.path)"
-        guard !command.contains("\"") && !command.contains("\\") else {
+        guard !command.contains("\"") && !command.contains("\\") && !command.contains(where: \.isNewline) else {
             throw KbuildError(.invalidArgument, "failed to add the key: the path \(command.debugQuoted) cannot be quoted for authorized_keys")
         }
         let line = "command=\"\(command)\",no-port-forwarding,no-X11-forwarding,no-agent-forwarding,no-pty,no-user-rc \(type) \(blob.base64EncodedString()) \(name)\n"
