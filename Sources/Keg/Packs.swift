@@ -155,17 +155,23 @@ final class PackSet: Sendable {
     /// The stored bytes (header + payload) of a packed object.
     func read(_ location: Location, kid: KID) throws -> [UInt8] {
         let name = location.pack.name
+        // A duplicate of the cached descriptor: the cache may close its own
+        // (evicted, or the pack went) while this read is under way.
         let fd = try state.withLock { s -> Int32 in
-            if let fd = s.fds[name] { return fd }
-            if s.fds.count >= 128 {
-                for fd in s.fds.values { close(fd) }
-                s.fds = [:]
+            if s.fds[name] == nil {
+                if s.fds.count >= 128 {
+                    for fd in s.fds.values { close(fd) }
+                    s.fds = [:]
+                }
+                let fd = open("\(dir)/\(name).pack", O_RDONLY | O_CLOEXEC)
+                guard fd >= 0 else { throw KbuildError.syscall("open", "\(dir)/\(name).pack", verb: "read object \(kid)") }
+                s.fds[name] = fd
             }
-            let fd = open("\(dir)/\(name).pack", O_RDONLY | O_CLOEXEC)
-            guard fd >= 0 else { throw KbuildError.syscall("open", "\(dir)/\(name).pack", verb: "read object \(kid)") }
-            s.fds[name] = fd
-            return fd
+            let copy = fcntl(s.fds[name]!, F_DUPFD_CLOEXEC, 0)
+            guard copy >= 0 else { throw KbuildError.syscall("dup", "\(dir)/\(name).pack", verb: "read object \(kid)") }
+            return copy
         }
+        defer { close(fd) }
         var out = [UInt8](repeating: 0, count: Int(location.length))
         var done = 0
         while done < out.count {
