@@ -128,7 +128,6 @@ public struct BuildRecord: Codable, Sendable, Equatable {
         self.links = links
     }
 
-    public var seconds: Double { finishedAt.timeIntervalSince(startedAt) }
 }
 
 /// One push of one commit: what the pre-receive hook records before building.
