@@ -19,10 +19,7 @@ public enum AppImage {
         let stack = try images.manifest(record.inputs.stack)
         let stackConfig = try images.config(of: stack).config
 
-        var env: [String: String] = [:]
-        for entry in stackConfig?.Env ?? [] {
-            if let eq = entry.firstIndex(of: "=") { env[String(entry[..<eq])] = String(entry[entry.index(after: eq)...]) }
-        }
+        var env = stackConfig?.environment ?? [:]
         env.merge(record.configVars) { _, new in new }
         env["PORT"] = env["PORT"] ?? String(defaultPort)
 

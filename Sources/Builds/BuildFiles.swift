@@ -117,7 +117,7 @@ public enum BuildFiles {
                 }
                 out.append(.inTree(path: parts))
             } else {
-                guard BuildpackStore.isValidName(line) else {
+                guard Names.isStoreName(line) else {
                     throw KbuildError(.invalidArgument, "failed to read .buildpacks line \(number + 1): \(line.debugQuoted) is neither a buildpack name nor a ./path")
                 }
                 out.append(.named(line))

@@ -106,10 +106,7 @@ public struct Builder: Sendable {
         for pack in inputs.buildpacks {
             mounts.append(SandboxMount(source: try stacks.checkout(pack.tree), target: "/buildpacks/\(pack.name)", readOnly: true))
         }
-        var environment = SandboxSpec.defaultEnvironment
-        for entry in stackConfig?.Env ?? [] {
-            if let eq = entry.firstIndex(of: "=") { environment[String(entry[..<eq])] = String(entry[entry.index(after: eq)...]) }
-        }
+        var environment = SandboxSpec.defaultEnvironment.merging(stackConfig?.environment ?? [:]) { _, stack in stack }
         environment["STACK"] = inputs.stackName
         let lowers = try stacks.lowerDirs(for: stack)
         let network: SandboxNetwork = inputs.network == "host" ? .host : .none

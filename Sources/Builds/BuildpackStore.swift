@@ -19,14 +19,8 @@ public struct BuildpackStore: Sendable {
         self.refs = refs
     }
 
-    public static func isValidName(_ name: String) -> Bool {
-        !name.isEmpty && name.utf8.count <= 64 && name.utf8.enumerated().allSatisfy { i, c in
-            (c >= 0x61 && c <= 0x7a) || (c >= 0x30 && c <= 0x39) || (i > 0 && (c == 0x2e || c == 0x5f || c == 0x2d))
-        }
-    }
-
     static func refName(_ name: String) throws -> RefName {
-        guard isValidName(name) else {
+        guard Names.isStoreName(name) else {
             throw KbuildError(.invalidArgument, "invalid buildpack name \(name.debugQuoted): use 1 to 64 of a-z, 0-9, '.', '_', '-', starting with a letter or digit")
         }
         return try RefName("buildpacks/" + name)

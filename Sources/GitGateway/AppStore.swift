@@ -39,13 +39,9 @@ public struct AppStore: Sendable {
         self.refs = refs
     }
 
-    /// App names are DNS labels (they become `APP.localhost`): 1 to 63 of
-    /// a-z, 0-9 and '-', starting with a letter, not ending with '-'.
+    /// App names are DNS labels (`Names.isAppName`).
     public static func checkName(_ name: String) throws {
-        let bytes = Array(name.utf8)
-        let ok = !bytes.isEmpty && bytes.count <= 63 && bytes.first! >= 0x61 && bytes.first! <= 0x7a && bytes.last != 0x2d
-            && bytes.allSatisfy { ($0 >= 0x61 && $0 <= 0x7a) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2d }
-        guard ok else {
+        guard Names.isAppName(name) else {
             throw KbuildError(.invalidArgument, "invalid app name \(name.debugQuoted): use 1 to 63 of a-z, 0-9 and '-', starting with a letter and not ending with '-'")
         }
     }
@@ -131,9 +127,15 @@ public func shellQuote(_ s: String) -> String {
     "'" + s.replacingOccurrences(of: "'", with: "'\\''") + "'"
 }
 
-/// The git executable, for the few things done by running it.
-enum Git {
-    static func run(_ args: [String]) throws {
+/// The git executable, for the few things done by running it (in the current directory).
+public enum Git {
+    /// Whether git exits 0 (its output is dropped).
+    public static func succeeds(_ args: [String]) -> Bool {
+        (try? run(args)) != nil
+    }
+
+    /// Runs git; a failure throws with git's own message.
+    public static func run(_ args: [String]) throws {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/git")
         p.arguments = args

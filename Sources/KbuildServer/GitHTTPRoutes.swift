@@ -39,14 +39,10 @@ public struct GitHTTPRoutes<Context: RequestContext>: Sendable {
         }
     }
 
-    /// App names as the gateway takes them (DNS labels).
+    /// The app a repository path names (`APP.git` or `APP`), if it is a valid app name.
     static func appName(_ repo: String) -> String? {
         let name = repo.hasSuffix(".git") ? String(repo.dropLast(4)) : repo
-        let bytes = Array(name.utf8)
-        guard !bytes.isEmpty, bytes.count <= 63, bytes[0] >= 0x61, bytes[0] <= 0x7a, bytes.last != 0x2d,
-              bytes.allSatisfy({ ($0 >= 0x61 && $0 <= 0x7a) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2d })
-        else { return nil }
-        return name
+        return Names.isAppName(name) ? name : nil
     }
 
     func serve(_ request: Request, _ context: Context, path: String) async throws -> Response {

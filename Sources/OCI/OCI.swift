@@ -62,6 +62,15 @@ public struct ImageConfig: Codable, Sendable, Equatable {
         public var ExposedPorts: [String: EmptyObject]?
         public var Labels: [String: String]?
 
+        /// `Env` as a map (`K=V` entries; a later entry wins).
+        public var environment: [String: String] {
+            var out: [String: String] = [:]
+            for entry in Env ?? [] {
+                if let eq = entry.firstIndex(of: "=") { out[String(entry[..<eq])] = String(entry[entry.index(after: eq)...]) }
+            }
+            return out
+        }
+
         public init(Env: [String]? = nil, Cmd: [String]? = nil, WorkingDir: String? = nil, Labels: [String: String]? = nil) {
             self.Env = Env
             self.Cmd = Cmd

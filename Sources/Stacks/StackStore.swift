@@ -37,10 +37,7 @@ public struct StackStore: Sendable {
 
     /// Stack names: 1 to 64 of a-z 0-9 . _ -, starting with a letter or digit.
     public static func checkName(_ name: String) throws {
-        let ok = !name.isEmpty && name.utf8.count <= 64 && name.utf8.enumerated().allSatisfy { i, c in
-            (c >= 0x61 && c <= 0x7a) || (c >= 0x30 && c <= 0x39) || (i > 0 && (c == 0x2e || c == 0x5f || c == 0x2d))
-        }
-        guard ok else {
+        guard Names.isStoreName(name) else {
             throw KbuildError(.invalidArgument, "invalid stack name \(name.debugDescription): use 1 to 64 of a-z, 0-9, '.', '_', '-', starting with a letter or digit")
         }
     }

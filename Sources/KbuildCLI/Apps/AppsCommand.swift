@@ -97,30 +97,11 @@ struct GitRemote: AsyncParsableCommand {
             let base = String(url[..<(url.range(of: "/\(app).git")!.lowerBound)])
             config.append(("credential.\(base).helper", "!\(shellQuote(kbuildExecutable)) git-credential --data-dir \(shellQuote(global.dir.root.path))"))
         }
-        let existing = try runGit(["remote", "get-url", remote], allowFailure: true)
-        try runGit(existing == nil ? ["remote", "add", remote, url] : ["remote", "set-url", remote, url])
-        for (key, value) in config { try runGit(["config", key, value]) }
-        say("\(existing == nil ? "Added" : "Updated") remote \(remote): \(url)")
+        let existing = Git.succeeds(["remote", "get-url", remote])
+        try Git.run(existing ? ["remote", "set-url", remote, url] : ["remote", "add", remote, url])
+        for (key, value) in config { try Git.run(["config", key, value]) }
+        say("\(existing ? "Updated" : "Added") remote \(remote): \(url)")
         say("Deploy with: git push \(remote) main")
-    }
-
-    @discardableResult
-    func runGit(_ args: [String], allowFailure: Bool = false) throws -> String? {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/git")
-        p.arguments = args
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        let message = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        if p.terminationStatus != 0 {
-            if allowFailure { return nil }
-            throw KbuildError(.io, "git \(args.joined(separator: " ")) failed: \(String(decoding: message, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))")
-        }
-        return String(decoding: data, as: UTF8.self)
     }
 }
 
