@@ -75,8 +75,13 @@ let package = Package(
             swiftSettings: strict
         ),
         .target(
+            name: "Releases",
+            dependencies: ["KbuildCore", "Keg", "RefStore", "Builds"],
+            swiftSettings: strict
+        ),
+        .target(
             name: "GitGateway",
-            dependencies: ["KbuildCore", "Keg", "RefStore", "OCI", "Stacks", "Sandbox", "Builds", "GitSource"],
+            dependencies: ["KbuildCore", "Keg", "RefStore", "OCI", "Stacks", "Sandbox", "Builds", "GitSource", "Releases"],
             swiftSettings: strict
         ),
         .target(

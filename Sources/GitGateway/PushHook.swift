@@ -4,6 +4,7 @@ public import RefStore
 public import Sandbox
 import Builds
 import GitSource
+import Releases
 import OCI
 import Stacks
 import Foundation
@@ -90,6 +91,12 @@ public struct PushHook: Sendable {
         try await refs.compareAndSwap(try RefName("commits/\(source.commit)"), to: sourceRecord, expecting: .any, actor: pusher)
         say("       Source \(source.tree.short): \(source.files) files, \(source.bytes >> 10) KiB, by \(source.author)\n")
 
+        // app.json's health checks are read before the build, so a bad one rejects the push at once.
+        var healthchecks: [String: HealthCheck] = [:]
+        if let entry = try keg.tree(source.tree).entries.first(where: { $0.nameString == "app.json" }) {
+            guard entry.type == .file, let kid = entry.kid else { throw KbuildError(.invalidArgument, "app.json must be a regular file") }
+            healthchecks = try AppJSON.healthchecks(try keg.logicalBytes(kid, maxWhole: 1 << 20))
+        }
         let inputs = try await buildInputs(source: source.tree, app: record)
         let build = inputs.kid
         let queue = BuildQueue(keg: keg, refs: refs)
@@ -111,6 +118,11 @@ public struct PushHook: Sendable {
         let types = result.processTypes.keys.sorted().map { "\($0): \(result.processTypes[$0]!)" }
         say("-----> Image \(image.short) (\(app):latest)\n")
         for line in types { say("       \(line)\n") }
+        let release = try await ReleaseStore(keg: keg, refs: refs).deploy(
+            app: app, image: image, processTypes: result.processTypes, healthchecks: healthchecks,
+            sourceRecord: sourceRecord, build: build, commit: source.commit, actor: pusher)
+        let formation = release.release.runnableTypes.map { "\($0)=\(release.release.formation[$0]!.quantity)" }.joined(separator: " ")
+        say("-----> Released v\(release.version) (\(formation.isEmpty ? "no processes" : formation))\n")
         let elapsed = (ContinuousClock.now - started).components
         let seconds = Double(elapsed.seconds) + Double(elapsed.attoseconds) / 1e18
         say("-----> Done in \(String(format: "%.1f", seconds)) s: \(app) \(source.commit.prefix(7)) is image \(image)\n")

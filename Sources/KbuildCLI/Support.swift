@@ -30,18 +30,6 @@ func formatBytes(_ n: UInt64) -> String {
     return i == 0 ? "\(n) B" : String(format: "%.1f %@", v, units[i])
 }
 
-/// Parses durations such as 30s, 10m, 1h, 7d (a bare number is seconds).
-func parseDuration(_ text: String) throws -> TimeInterval {
-    let units: [Character: Double] = ["s": 1, "m": 60, "h": 3600, "d": 86400]
-    var body = Substring(text)
-    var scale = 1.0
-    if let last = body.last, let u = units[last] { scale = u; body = body.dropLast() }
-    guard let n = Double(body), n >= 0, n.isFinite else {
-        throw KbuildError(.invalidArgument, "failed to parse duration \(text.debugQuoted): want a number with s, m, h or d (e.g. 1h)")
-    }
-    return n * scale
-}
-
 /// One progress line on stderr, rewritten in place, only when stderr is a terminal.
 func progressLine(_ verb: String) -> KegProgress? {
     guard isatty(2) == 1 else { return nil }

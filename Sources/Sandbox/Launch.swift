@@ -31,6 +31,11 @@ final class Control: Sendable {
 
 /// Everything one start needs, prepared in Swift (paths checked, mounts
 /// detached, pipes made), then handed to the helper in one message.
+enum Either<L, R> {
+    case left(L)
+    case right(R)
+}
+
 final class Launch: @unchecked Sendable {
     // Touched by the calling task before the thread starts and after it ends.
     let spec: SandboxSpec
@@ -133,8 +138,59 @@ final class Launch: @unchecked Sendable {
         fds.remove(at: i)
     }
 
+    /// A sandbox whose command runs: what `begin` hands to the watcher.
+    struct Begun {
+        var helper: ReadyHelper
+        var pidfd: Int32
+        var status: Int32
+        /// PID 1 of the sandbox, as the host sees it.
+        var pid: pid_t
+        var started: ContinuousClock.Instant
+        var reported: ContinuousClock.Instant
+        var oomBefore: UInt64
+    }
+
+    /// Ends the helper: a warm one with its cgroup, a one-off by EOF on its socket.
+    private func finish(_ helper: ReadyHelper, kill: Bool) {
+        if kill { Glibc.kill(helper.pid, SIGKILL) }
+        if warm != nil {
+            helper.discard()
+        } else {
+            close(helper.socket)
+            var st: Int32 = 0
+            while waitpid(helper.pid, &st, 0) < 0 && errno == EINTR {}
+        }
+    }
+
     /// On the sandbox's thread: hand the spec to a helper, stream, wait, and tell how it ended.
     func run(control: Control, output: @Sendable (SandboxStream, [UInt8]) -> Void) -> Result<SandboxResult, KbuildError> {
+        let begun: Begun
+        switch begin(control: control) {
+        case .failure(let error): return .failure(error)
+        case .success(.left(let result)): return .success(result)
+        case .success(.right(let b)): begun = b
+        }
+        return .success(watch(begun, control: control, output: output))
+    }
+
+    /// Starts the command and returns once it runs, leaving it to its helper:
+    /// an app process that outlives this kbuild. The caller owns the returned
+    /// pidfd and status pipe, and reaps the helper.
+    func start(control: Control) -> Result<Begun, KbuildError> {
+        switch begin(control: control) {
+        case .failure(let error): return .failure(error)
+        case .success(.left(let result)): return .failure(KbuildError(.io, "failed to start the sandbox: \(result.summary)"))
+        case .success(.right(let b)):
+            // The helper watches on its own from here; ours are not needed.
+            for fd in [b.pidfd, b.status] { if let i = fds.firstIndex(of: fd) { fds.remove(at: i) } }
+            close(b.helper.socket)
+            _ = control.publish(-1)
+            return .success(b)
+        }
+    }
+
+    /// Up to the helper's report that the command runs (or a result if it never will).
+    private func begin(control: Control) -> Result<Either<SandboxResult, Begun>, KbuildError> {
         let started = ContinuousClock.now
         let helper: ReadyHelper
         let report: (read: Int32, write: Int32), status: (read: Int32, write: Int32)
@@ -150,19 +206,8 @@ final class Launch: @unchecked Sendable {
         } catch {
             return .failure(KbuildError.wrap(error))
         }
-        /// Ends the helper: a warm one with its cgroup, a one-off by EOF on its socket.
-        func finish(kill: Bool) {
-            if kill { Glibc.kill(helper.pid, SIGKILL) }
-            if warm != nil {
-                helper.discard()
-            } else {
-                close(helper.socket)
-                var st: Int32 = 0
-                while waitpid(helper.pid, &st, 0) < 0 && errno == EINTR {}
-            }
-        }
-        func abandon(_ message: String) -> Result<SandboxResult, KbuildError> {
-            finish(kill: true)
+        func abandon(_ message: String) -> Result<Either<SandboxResult, Begun>, KbuildError> {
+            finish(helper, kill: true)
             return .failure(KbuildError(.io, message))
         }
         let oomBefore = cgroup?.oomKills() ?? 0
@@ -212,16 +257,16 @@ final class Launch: @unchecked Sendable {
             if n != 0 { break }
         }
         if timedOut || control.cancelled {
-            finish(kill: true)
+            finish(helper, kill: true)
             _ = control.publish(-1)
-            return .success(SandboxResult(termination: timedOut ? .timedOut : .cancelled, peakMemory: nil))
+            return .success(.left(SandboxResult(termination: timedOut ? .timedOut : .cancelled, peakMemory: nil)))
         }
         var answer = kb_sb_report()
         let got = withUnsafeMutableBytes(of: &answer) { readAll(report.read, $0) }
         closeNow(report.read)
         guard got == MemoryLayout<kb_sb_report>.size, answer.err == 0 else {
             if got == MemoryLayout<kb_sb_report>.size {
-                finish(kill: false)  // it exits after a failed start
+                finish(helper, kill: false)  // it exits after a failed start
                 // The helper's text already ends in the reason (strerror) where there is one.
                 let message = withUnsafeBytes(of: answer.what) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
                 let code: KbuildError.Code = answer.err == ENOENT && message.contains("command not found") ? .notFound : .io
@@ -229,7 +274,15 @@ final class Launch: @unchecked Sendable {
             }
             return abandon("failed to start the sandbox: the helper \(helperPath) exited without a report")
         }
-        let reported = ContinuousClock.now
+        return .success(.right(Begun(helper: helper, pidfd: pidfd, status: status.read, pid: answer.pid,
+                                     started: started, reported: .now, oomBefore: oomBefore)))
+    }
+
+    /// Streams the output of a begun sandbox until it is over, and tells how it ended.
+    private func watch(_ begun: Begun, control: Control, output: @Sendable (SandboxStream, [UInt8]) -> Void) -> SandboxResult {
+        let (helper, pidfd, statusFD, started, reported, oomBefore) = (begun.helper, begun.pidfd, begun.status, begun.started, begun.reported, begun.oomBefore)
+        let deadline = spec.limits.timeout.map { started + $0 }
+        var timedOut = false
 
         // The sandbox is over when the helper closes the status pipe (after the
         // command's end, if it saw one), or when the helper itself dies.
@@ -242,7 +295,7 @@ final class Launch: @unchecked Sendable {
         var buffer = [UInt8](repeating: 0, count: 65536)
         while !ended || !open.isEmpty {
             let wasEnded = ended
-            var polls = [pollfd(fd: ended ? -1 : status.read, events: Int16(POLLIN), revents: 0),
+            var polls = [pollfd(fd: ended ? -1 : statusFD, events: Int16(POLLIN), revents: 0),
                          pollfd(fd: ended ? -1 : pidfd, events: Int16(POLLIN), revents: 0)]
             polls += open.map { pollfd(fd: $0.fd, events: Int16(POLLIN), revents: 0) }
             var wait: Int32 = -1
@@ -263,12 +316,12 @@ final class Launch: @unchecked Sendable {
                 cgroup?.killAll()
             }
             if !ended && polls[0].revents != 0 {
-                let got = buffer.withUnsafeMutableBytes { read(status.read, $0.baseAddress, $0.count) }
+                let got = buffer.withUnsafeMutableBytes { read(statusFD, $0.baseAddress, $0.count) }
                 if got > 0 { statusBytes += buffer[0..<got] } else if got == 0 || errno != EINTR { ended = true }
             }
             if !ended && polls[1].revents != 0 {
                 // The helper died (killed): whatever it wrote is in the pipe.
-                let got = buffer.withUnsafeMutableBytes { read(status.read, $0.baseAddress, $0.count) }
+                let got = buffer.withUnsafeMutableBytes { read(statusFD, $0.baseAddress, $0.count) }
                 if got > 0 { statusBytes += buffer[0..<got] }
                 ended = true
             }
@@ -300,13 +353,13 @@ final class Launch: @unchecked Sendable {
         if warm != nil, let pool, alive, !timedOut, !cancelled {
             pool.giveBack(helper)
         } else {
-            finish(kill: alive)
+            finish(helper, kill: alive)
         }
         let termination = SandboxResult.Termination.decide(status: outcome, timedOut: timedOut, cancelled: cancelled, oomKilled: oom)
         if Sandbox.timing {
             FileHandle.standardError.write(Data("sandbox timing: \(warm == nil ? "cold" : "warm") start \(reported - started), run \(ContinuousClock.now - reported)\n".utf8))
         }
-        return .success(SandboxResult(termination: termination, peakMemory: peak))
+        return SandboxResult(termination: termination, peakMemory: peak)
     }
 
     private static func milliseconds(_ d: Duration) -> Int32 {

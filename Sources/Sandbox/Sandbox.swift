@@ -141,6 +141,50 @@ public final class Sandbox: Sendable {
         return outcome
     }
 
+    /// Starts `spec` and returns once its command runs, leaving it to its own
+    /// helper: an app process that outlives this kbuild (see `SandboxProcess`).
+    /// Its output must go to descriptors (log files), not to pipes of ours.
+    public func start(_ spec: SandboxSpec) async throws -> SandboxProcess {
+        guard !spec.dieWithCaller else {
+            throw KbuildError(.invalidArgument, "failed to start a lasting sandbox: its spec says it dies with its caller")
+        }
+        guard spec.stdout != .pipe, spec.stderr != .pipe, spec.limits.timeout == nil else {
+            throw KbuildError(.invalidArgument, "failed to start a lasting sandbox: its output must go to files, and it takes no timeout")
+        }
+        try spec.validate()
+        let id = "sb-\(getpid())-\(counter.add(1, ordering: .relaxed).newValue)-\(String(UInt32.random(in: 0...UInt32.max), radix: 16))"
+        var cgroup: Cgroup?
+        let launch: Launch
+        do {
+            if spec.limits.needsCgroup {
+                guard let cgroups else {
+                    throw KbuildError(.invalidArgument, "failed to limit the sandbox: no cgroup hierarchy (v1 or v2) under /sys/fs/cgroup")
+                }
+                cgroup = try Cgroup.create(id: id, limits: spec.limits, layout: cgroups)
+            }
+            launch = try Launch(spec: spec, cgroup: cgroup, joinInHelper: cgroup?.procsFiles ?? [], helper: nil, pool: nil, sandbox: self)
+        } catch {
+            try? cgroup?.remove()
+            throw error
+        }
+        let result = await withCheckedContinuation { continuation in
+            let thread = Thread { continuation.resume(returning: launch.start(control: Control())) }
+            thread.name = "kbuild-sandbox-start"
+            thread.start()
+        }
+        launch.closeAll()
+        switch result {
+        case .failure(let error):
+            try? cgroup?.remove()
+            throw error
+        case .success(let begun):
+            return SandboxProcess(helperPID: begun.helper.pid, pid: begun.pid,
+                                  startTime: SandboxProcess.startTime(of: begun.helper.pid) ?? 0,
+                                  cgroupDirectories: cgroup?.directories.map(\.path) ?? [],
+                                  pidfd: begun.pidfd, statusFD: begun.status, isChild: true)
+        }
+    }
+
     func detach(_ path: String, idmap: Bool, readOnly: Bool, what: String) throws -> Int32 {
         var err = [CChar](repeating: 0, count: 600)
         let fd = kb_sb_detach(path, idmap ? idmapNamespace : -1, readOnly ? 1 : 0, &err, err.count)

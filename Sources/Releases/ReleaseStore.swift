@@ -1,0 +1,192 @@
+public import KbuildCore
+public import Keg
+public import RefStore
+import Builds
+public import Foundation
+
+/// A release as the history lists it.
+public struct ReleaseEntry: Sendable, Equatable {
+    public var kid: KID
+    public var release: Release
+    public var time: Date
+    public var actor: String
+    public var version: Int64 { release.version }
+}
+
+/// Makes and reads releases. Every change is a compare-and-swap of
+/// `apps/APP/release` from the release it was computed from, so two
+/// concurrent changes never lose one another (the loser computes again).
+/// `apps/APP/config` holds the config vars, set before the first deploy too.
+public struct ReleaseStore: Sendable {
+    public let keg: Keg
+    public let refs: any RefStore
+
+    public init(keg: Keg, refs: any RefStore) {
+        self.keg = keg
+        self.refs = refs
+    }
+
+    public static func releaseRef(_ app: String) throws -> RefName { try RefName("apps/\(app)/release") }
+    public static func configRef(_ app: String) throws -> RefName { try RefName("apps/\(app)/config") }
+
+    public func current(_ app: String) async throws -> ReleaseEntry? {
+        guard let change = try await refs.history(ReleaseStore.releaseRef(app), limit: 1).first, let kid = change.new else { return nil }
+        return ReleaseEntry(kid: kid, release: try release(kid), time: change.time, actor: change.actor)
+    }
+
+    /// Newest first.
+    public func list(_ app: String, limit: Int? = nil) async throws -> [ReleaseEntry] {
+        try await refs.history(ReleaseStore.releaseRef(app), limit: limit).compactMap { change in
+            guard let kid = change.new else { return nil }
+            return ReleaseEntry(kid: kid, release: try release(kid), time: change.time, actor: change.actor)
+        }
+    }
+
+    public func get(_ app: String, version: Int64) async throws -> ReleaseEntry {
+        let all = try await list(app)
+        guard let entry = all.first(where: { $0.version == version }) else {
+            let newest = all.first.map { "v1 to v\($0.version)" } ?? "none yet"
+            throw KbuildError(.notFound, "no release v\(version) of \(app) (its releases: \(newest))")
+        }
+        return entry
+    }
+
+    public func release(_ kid: KID) throws -> Release { try Records.get(Release.self, kid, from: keg, what: "release") }
+
+    public func config(_ app: String) async throws -> ConfigVars {
+        guard let ref = try await refs.get(ReleaseStore.configRef(app)) else { return ConfigVars() }
+        return try Records.get(ConfigVars.self, ref.kid, from: keg, what: "config")
+    }
+
+    public func configVars(_ kid: KID) throws -> ConfigVars { try Records.get(ConfigVars.self, kid, from: keg, what: "config") }
+
+    /// A pushed image becomes the next release, with the current config and
+    /// formation; the first release runs one web process (when there is a web type).
+    public func deploy(app: String, image: KID, processTypes: [String: String], healthchecks: [String: HealthCheck],
+                       sourceRecord: KID, build: KID, commit: String, actor: String) async throws -> ReleaseEntry {
+        try await change(app, actor: actor) { current in
+            var formation = current?.release.formation ?? [:]
+            if current == nil, processTypes["web"] != nil { formation["web"] = ProcessFormation(quantity: 1) }
+            for type in processTypes.keys where formation[type] == nil { formation[type] = ProcessFormation(quantity: 0) }
+            let config = try await configKID(app)
+            return Release(app: app, version: (current?.version ?? 0) + 1, image: image, config: config, processTypes: processTypes,
+                           formation: formation, healthchecks: healthchecks, sourceRecord: sourceRecord, build: build,
+                           commit: commit, description: "Deploy \(commit.prefix(7))", createdBy: actor)
+        }
+    }
+
+    /// config:set / config:unset. With a release, it also makes the next one.
+    @discardableResult
+    public func setConfig(app: String, set: [String: String], unset: [String], actor: String) async throws -> ReleaseEntry? {
+        let ref = try ReleaseStore.configRef(app)
+        while true {
+            let old = try await refs.get(ref)
+            let vars = try old.map { try configVars($0.kid) } ?? ConfigVars()
+            let next = try vars.applying(set: set, unset: unset)
+            let kid = try Records.put(next, in: keg)
+            do {
+                try await refs.compareAndSwap(ref, to: kid, expecting: old.map { .value($0.kid) } ?? .absent, actor: actor)
+                break
+            } catch let e as KbuildError where e.code == .conflict {
+                continue
+            }
+        }
+        guard try await current(app) != nil else { return nil }
+        let what = (set.keys.sorted().map { "Set \($0)" } + unset.sorted().map { "Unset \($0)" }).joined(separator: ", ")
+        return try await change(app, actor: actor) { current in
+            guard var next = current?.release else { throw KbuildError(.notFound, "no release of \(app)") }
+            next.version += 1
+            next.config = try await configKID(app)
+            next.relink(description: what, actor: actor)
+            return next
+        }
+    }
+
+    /// ps:scale: the next release with a changed formation. Refuses types the release cannot run.
+    public func scale(app: String, changes: [FormationChange], actor: String, check: @Sendable ([String: ProcessFormation]) async throws -> Void = { _ in }) async throws -> ReleaseEntry {
+        try await change(app, actor: actor) { current in
+            guard let current else { throw KbuildError(.notFound, "\(app) has no release to scale yet: git push first") }
+            for c in changes where current.release.processTypes[c.type] == nil {
+                let types = current.release.processTypes.keys.sorted().joined(separator: ", ")
+                throw KbuildError(.invalidArgument, "no process type \(c.type) in \(app) v\(current.version) (its types: \(types.isEmpty ? "none" : types))")
+            }
+            let formation = FormationChange.apply(changes, to: current.release.formation)
+            try await check(formation)
+            var next = current.release
+            next.version += 1
+            next.formation = formation
+            let what = changes.map { "\($0.type)=\($0.quantity)" }.joined(separator: " ")
+            next.relink(description: "Scale \(what)", actor: actor)
+            return next
+        }
+    }
+
+    /// releases:rollback: the image and config of `version` (default: the one
+    /// before the current), with the current formation.
+    public func rollback(app: String, to version: Int64?, actor: String) async throws -> ReleaseEntry {
+        try await change(app, actor: actor) { current in
+            guard let current else { throw KbuildError(.notFound, "\(app) has no release to roll back") }
+            let target = version ?? current.version - 1
+            guard target >= 1, target != current.version else {
+                throw KbuildError(.invalidArgument, target == current.version ? "v\(target) is the current release of \(app)" : "\(app) has no release before v\(current.version)")
+            }
+            let old = try await get(app, version: target).release
+            return try await restoring(old, over: current, description: "Rollback to v\(target)", actor: actor)
+        }
+    }
+
+    /// The scheduler's revert: back to `good` if `failed` is still current.
+    public func revert(app: String, failed: KID, to good: KID, reason: String, actor: String) async throws -> ReleaseEntry? {
+        do {
+            return try await change(app, actor: actor) { current in
+                guard let current, current.kid == failed else { throw KbuildError(.conflict, "moved on") }
+                let old = try release(good)
+                return try await restoring(old, over: current, description: "Revert to v\(old.version): v\(current.version) \(reason)", actor: actor)
+            }
+        } catch let e as KbuildError where e.code == .conflict {
+            return nil
+        }
+    }
+
+    func restoring(_ old: Release, over current: ReleaseEntry, description: String, actor: String) async throws -> Release {
+        var next = old
+        next.version = current.version + 1
+        next.formation = current.release.formation
+        for type in old.processTypes.keys where next.formation[type] == nil { next.formation[type] = ProcessFormation(quantity: 0) }
+        next.relink(description: description, actor: actor)
+        // The config comes back too, as it does on Heroku: set it first so a later config:set starts from it.
+        try await refs.set(ReleaseStore.configRef(current.release.app), to: old.config, actor: actor)
+        return next
+    }
+
+    func configKID(_ app: String) async throws -> KID {
+        if let ref = try await refs.get(ReleaseStore.configRef(app)) { return ref.kid }
+        return try Records.put(ConfigVars(), in: keg)
+    }
+
+    /// Computes the next release from the current one and swaps it in; computes again when another change won.
+    func change(_ app: String, actor: String, _ make: (ReleaseEntry?) async throws -> Release) async throws -> ReleaseEntry {
+        let ref = try ReleaseStore.releaseRef(app)
+        for _ in 0..<20 {
+            let current = try await self.current(app)
+            let next = try await make(current)
+            let kid = try Records.put(next, in: keg)
+            do {
+                let done = try await refs.compareAndSwap(ref, to: kid, expecting: current.map { .value($0.kid) } ?? .absent, actor: actor)
+                return ReleaseEntry(kid: kid, release: next, time: done.time, actor: actor)
+            } catch let e as KbuildError where e.code == .conflict {
+                continue
+            }
+        }
+        throw KbuildError(.conflict, "failed to change the release of \(app): too many concurrent changes")
+    }
+}
+
+extension Release {
+    mutating func relink(description: String, actor: String) {
+        self.description = description
+        createdBy = actor
+        createdAt = Date()
+        links = [image, config] + [sourceRecord, build].compactMap { $0 }
+    }
+}
