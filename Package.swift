@@ -80,6 +80,17 @@ let package = Package(
             swiftSettings: strict
         ),
         .target(
+            name: "Cluster",
+            dependencies: ["KbuildCore", "Keg", "RefStore", "Builds", "Releases"],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "Scheduler",
+            dependencies: ["KbuildCore", "Keg", "RefStore", "Builds", "Releases", "Cluster",
+                           .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
+            swiftSettings: strict
+        ),
+        .target(
             name: "GitGateway",
             dependencies: ["KbuildCore", "Keg", "RefStore", "OCI", "Stacks", "Sandbox", "Builds", "GitSource", "Releases"],
             swiftSettings: strict
@@ -131,6 +142,7 @@ let package = Package(
         .testTarget(name: "GitSourceTests", dependencies: ["GitSource", "Keg", "KbuildCore"], swiftSettings: strict),
         .testTarget(name: "BuildsTests", dependencies: ["Builds", "GitGateway", "KbuildCore", "Keg", "RefStore"], swiftSettings: strict),
         .testTarget(name: "SandboxTests", dependencies: ["Sandbox", "Stacks", "Keg", "RefStore", "KbuildCore"], swiftSettings: strict),
+        .testTarget(name: "SchedulerTests", dependencies: ["Scheduler", "Cluster", "Releases", "KbuildCore"], swiftSettings: strict),
         .testTarget(name: "RefStoreTests", dependencies: ["RefStore", "RefStoreConformance", "KbuildCore"], swiftSettings: strict),
         .testTarget(
             name: "KbuildCLITests",

@@ -1,0 +1,64 @@
+public import KbuildCore
+public import Keg
+public import RefStore
+import Builds
+import Foundation
+import Synchronization
+
+/// Reads the cluster's records from the refs, decoding each object once
+/// (they are immutable, so a cache by KID never goes stale).
+public final class ClusterReader: Sendable {
+    public let keg: Keg
+    public let refs: any RefStore
+    private let cache = Mutex<[KID: any Sendable]>([:])
+
+    public init(keg: Keg, refs: any RefStore) {
+        self.keg = keg
+        self.refs = refs
+    }
+
+    public func record<T: Decodable & Sendable>(_ type: T.Type, _ kid: KID, what: String) throws -> T {
+        if let hit = cache.withLock({ $0[kid] }) as? T { return hit }
+        let value = try Records.get(type, kid, from: keg, what: what)
+        cache.withLock { c in
+            if c.count > 4096 { c.removeAll() }
+            c[kid] = value
+        }
+        return value
+    }
+
+    /// Every registered node with its status and assignment.
+    public func nodes() async throws -> [(record: NodeRecord, status: NodeStatus?, assignment: Assignment?)] {
+        let all = try await refs.list(prefix: try RefName(ClusterRefs.nodes))
+        var byNode: [String: (record: NodeRecord?, status: NodeStatus?, assignment: Assignment?)] = [:]
+        for ref in all {
+            let parts = ref.name.description.split(separator: "/").map(String.init)
+            guard parts.count >= 2 else { continue }
+            let node = parts[1]
+            if parts.count == 2 {
+                byNode[node, default: (nil, nil, nil)].record = try record(NodeRecord.self, ref.kid, what: "node")
+            } else if parts.count == 3, parts[2] == "status" {
+                byNode[node, default: (nil, nil, nil)].status = try record(NodeStatus.self, ref.kid, what: "node status")
+            } else if parts.count == 3, parts[2] == "assignment" {
+                byNode[node, default: (nil, nil, nil)].assignment = try record(Assignment.self, ref.kid, what: "assignment")
+            }
+        }
+        return byNode.keys.sorted().compactMap { name in
+            let n = byNode[name]!
+            guard let record = n.record else { return nil }
+            return (record, n.status, n.assignment)
+        }
+    }
+
+    /// Returns once something under one of `prefixes` changed after `revision`, or after `timeout`.
+    public func waitForChange(after revision: Revision, timeout: Duration) async throws {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await Task.sleep(for: timeout) }
+            group.addTask { [refs] in
+                for try await _ in refs.watch(prefix: nil, after: revision) { return }
+            }
+            _ = try await group.next()
+            group.cancelAll()
+        }
+    }
+}

@@ -1,0 +1,274 @@
+public import KbuildCore
+public import Releases
+public import RefStore
+import Builds
+public import Foundation
+
+/// The shared vocabulary of the scheduler, the node agents and the router:
+/// what each node is (`nodes/NAME`), what it should run (`nodes/NAME/assignment`,
+/// written by the scheduler) and what it runs (`nodes/NAME/status`, written by
+/// its agent, which doubles as its heartbeat).
+public enum ClusterRefs {
+    public static let nodes = "nodes"
+    public static func node(_ name: String) throws -> RefName { try RefName("nodes/\(name)") }
+    public static func assignment(_ node: String) throws -> RefName { try RefName("nodes/\(node)/assignment") }
+    public static func status(_ node: String) throws -> RefName { try RefName("nodes/\(node)/status") }
+    /// The last release of an app whose every process became healthy: where a revert goes.
+    public static func healthy(_ app: String) throws -> RefName { try RefName("apps/\(app)/healthy") }
+    /// How the current release's rollout went (`RolloutRecord`); its history is every rollout's.
+    public static func rollout(_ app: String) throws -> RefName { try RefName("apps/\(app)/rollout") }
+    /// Rolling restarts: process type → generation (`ps:restart`).
+    public static func restarts(_ app: String) throws -> RefName { try RefName("apps/\(app)/restarts") }
+}
+
+/// A node as its agent registered it.
+public struct NodeRecord: Codable, Sendable, Equatable {
+    public var kind = "kbuild.node/v1"
+    public var name: String
+    /// Where the router reaches this node's processes (an IP address).
+    public var address: String
+    public var capacity: Resources
+    /// The network its processes join: "host", or a named network namespace.
+    public var network: String
+    public var agentPID: Int32
+    public var startedAt: Date
+
+    public init(name: String, address: String, capacity: Resources, network: String, agentPID: Int32, startedAt: Date = Date()) {
+        self.name = name
+        self.address = address
+        self.capacity = capacity
+        self.network = network
+        self.agentPID = agentPID
+        self.startedAt = startedAt
+    }
+}
+
+/// Memory and CPU, as capacity, requests, or what is free.
+public struct Resources: Codable, Sendable, Equatable {
+    public var memory: UInt64
+    public var cpus: Double
+
+    public init(memory: UInt64, cpus: Double) {
+        self.memory = memory
+        self.cpus = cpus
+    }
+
+    public func fits(_ r: Resources) -> Bool { r.memory <= memory && r.cpus <= cpus + 1e-9 }
+    public static func - (a: Resources, b: Resources) -> Resources {
+        Resources(memory: a.memory >= b.memory ? a.memory - b.memory : 0, cpus: a.cpus - b.cpus)
+    }
+    public static func + (a: Resources, b: Resources) -> Resources { Resources(memory: a.memory + b.memory, cpus: a.cpus + b.cpus) }
+    public var description: String { String(format: "%@ and %.2g CPU", formatMemory(memory), cpus) }
+}
+
+public func formatMemory(_ bytes: UInt64) -> String {
+    bytes >= 1 << 30 && bytes % (1 << 30) == 0 ? "\(bytes >> 30)G" : "\(bytes >> 20)M"
+}
+
+/// What a process runs: two processes with the same spec are interchangeable,
+/// so a release that only scales (or a revert to what runs) restarts nothing.
+public struct ProcessSpec: Codable, Sendable, Equatable {
+    public var app: String
+    public var type: String
+    public var image: KID
+    public var config: KID
+    public var command: String
+    public var memory: UInt64
+    public var cpus: Double
+    public var health: HealthCheck?
+    /// Bumped by `ps:restart`.
+    public var generation: Int
+
+    public init(app: String, type: String, image: KID, config: KID, command: String, memory: UInt64, cpus: Double, health: HealthCheck?, generation: Int) {
+        self.app = app
+        self.type = type
+        self.image = image
+        self.config = config
+        self.command = command
+        self.memory = memory
+        self.cpus = cpus
+        self.health = health
+        self.generation = generation
+    }
+
+    /// The spec of each process type a release runs.
+    public static func of(_ release: Release, type: String, generation: Int) -> ProcessSpec? {
+        guard let command = release.processTypes[type], let f = release.formation[type] else { return nil }
+        let health = release.healthchecks[type] ?? (type == "web" ? HealthCheck.portAccepts : nil)
+        return ProcessSpec(app: release.app, type: type, image: release.image, config: release.config, command: command,
+                           memory: f.memory, cpus: f.cpus, health: health, generation: generation)
+    }
+
+    public var key: KID { KID(hashing: (try? Records.encoder().encode(self)) ?? Data()) }
+    public var resources: Resources { Resources(memory: memory, cpus: cpus) }
+}
+
+/// One process a node should run.
+public struct AssignedProcess: Codable, Sendable, Equatable {
+    /// Unique among every node's: `APP.TYPE.N-SPEC8`, also a file name.
+    public var id: String
+    public var index: Int
+    public var spec: ProcessSpec
+    /// The release it was placed for (a later release that only scales keeps it).
+    public var release: KID
+    public var version: Int64
+    public var assignedAt: Date
+
+    public init(index: Int, spec: ProcessSpec, release: KID, version: Int64, assignedAt: Date) {
+        self.id = "\(spec.app).\(spec.type).\(index)-\(spec.key.hex.prefix(8))"
+        self.index = index
+        self.spec = spec
+        self.release = release
+        self.version = version
+        self.assignedAt = assignedAt
+    }
+
+    /// `web.1`, as users name it.
+    public var name: String { "\(spec.type).\(index)" }
+}
+
+/// What the scheduler wants a node to run.
+public struct Assignment: Codable, Sendable, Equatable {
+    public var kind = "kbuild.assignment/v1"
+    public var node: String
+    public var processes: [AssignedProcess]
+
+    public init(node: String, processes: [AssignedProcess]) {
+        self.node = node
+        self.processes = processes.sorted { $0.id < $1.id }
+    }
+}
+
+/// A process's lifecycle on its node.
+public enum ProcessState: String, Codable, Sendable {
+    /// Started; health not yet shown.
+    case starting
+    /// Passing its health check (or, without one, up for a second).
+    case healthy
+    /// Running, but failing its health check.
+    case unhealthy
+    /// Exited; waiting out its backoff before the next start.
+    case backoff
+    /// Taken out of routing, being stopped.
+    case stopping
+}
+
+/// What a node's agent reports about one process.
+public struct ProcessStatus: Codable, Sendable, Equatable {
+    public var id: String
+    public var app: String
+    public var type: String
+    public var name: String
+    public var state: ProcessState
+    /// The process record (host PID, node, release, spec), for trace.
+    public var process: KID?
+    public var hostPID: Int32?
+    public var port: Int?
+    /// Starts after the first, since this process was assigned.
+    public var restarts: Int
+    public var lastExit: Int32?
+    public var since: Date
+
+    public init(id: String, app: String, type: String, name: String, state: ProcessState, process: KID?, hostPID: Int32?,
+                port: Int?, restarts: Int, lastExit: Int32?, since: Date) {
+        self.id = id
+        self.app = app
+        self.type = type
+        self.name = name
+        self.state = state
+        self.process = process
+        self.hostPID = hostPID
+        self.port = port
+        self.restarts = restarts
+        self.lastExit = lastExit
+        self.since = since
+    }
+}
+
+/// A node's report: its heartbeat too. The node counts as alive until `at + lease`.
+public struct NodeStatus: Codable, Sendable, Equatable {
+    public var kind = "kbuild.node-status/v1"
+    public var node: String
+    public var at: Date
+    public var lease: Double
+    public var processes: [ProcessStatus]
+
+    public init(node: String, at: Date, lease: Double, processes: [ProcessStatus]) {
+        self.node = node
+        self.at = at
+        self.lease = lease
+        self.processes = processes.sorted { $0.id < $1.id }
+    }
+
+    public func isAlive(at now: Date) -> Bool { now.timeIntervalSince(at) <= lease }
+}
+
+/// Which process of which release ran where: the process KID's record.
+public struct ProcessRecord: Codable, Sendable, Equatable {
+    public var kind = "kbuild.process/v1"
+    public var id: String
+    public var node: String
+    public var hostPID: Int32
+    public var app: String
+    public var name: String
+    public var release: KID
+    public var version: Int64
+    public var spec: ProcessSpec
+    public var port: Int
+    public var startedAt: Date
+    public var links: [KID]
+
+    public init(id: String, node: String, hostPID: Int32, app: String, name: String, release: KID, version: Int64, spec: ProcessSpec, port: Int, startedAt: Date) {
+        self.id = id
+        self.node = node
+        self.hostPID = hostPID
+        self.app = app
+        self.name = name
+        self.release = release
+        self.version = version
+        self.spec = spec
+        self.port = port
+        self.startedAt = startedAt
+        self.links = [release, spec.image, spec.config]
+    }
+}
+
+/// How a release's rollout went, as the scheduler saw it.
+public struct RolloutRecord: Codable, Sendable, Equatable {
+    public enum State: String, Codable, Sendable {
+        /// Every process of the release is healthy and nothing older runs.
+        case converged
+        /// It failed its health checks or crash-looped and was reverted (see `revertedBy`).
+        case reverted
+        /// It failed and there was no healthy release to go back to.
+        case failed
+        /// A process could not be placed; what runs keeps running.
+        case unschedulable
+    }
+    public var kind = "kbuild.rollout/v1"
+    public var app: String
+    public var release: KID
+    public var version: Int64
+    public var state: State
+    public var reason: String?
+    /// For a revert: the release that went back.
+    public var revertedBy: Int64?
+    public var at: Date
+
+    public init(app: String, release: KID, version: Int64, state: State, reason: String? = nil, revertedBy: Int64? = nil, at: Date = Date()) {
+        self.app = app
+        self.release = release
+        self.version = version
+        self.state = state
+        self.reason = reason
+        self.revertedBy = revertedBy
+        self.at = at
+    }
+}
+
+/// Process type → generation: `ps:restart` bumps one, and the scheduler rolls that type's processes.
+public struct RestartGenerations: Codable, Sendable, Equatable {
+    public var kind = "kbuild.restarts/v1"
+    public var generations: [String: Int]
+    public init(_ generations: [String: Int]) { self.generations = generations }
+}

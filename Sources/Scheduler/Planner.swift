@@ -1,0 +1,204 @@
+public import Cluster
+public import KbuildCore
+public import Releases
+public import Foundation
+
+/// How a release replaces the one before it.
+public struct RolloutPolicy: Sendable, Equatable {
+    /// New processes allowed above the desired count during a rollout.
+    public var maxSurge: Int
+    /// Processes below the desired count that may be unavailable during a rollout.
+    public var maxUnavailable: Int
+    /// Restarts after which a new process counts as crash-looping.
+    public var crashLoopRestarts: Int
+    /// Seconds a new process gets to become healthy.
+    public var startTimeout: TimeInterval
+
+    public init(maxSurge: Int = 1, maxUnavailable: Int = 0, crashLoopRestarts: Int = 3, startTimeout: TimeInterval = 60) {
+        self.maxSurge = maxSurge
+        self.maxUnavailable = maxUnavailable
+        self.crashLoopRestarts = crashLoopRestarts
+        self.startTimeout = startTimeout
+    }
+}
+
+/// An app as the scheduler sees it.
+public struct AppState: Sendable {
+    public var app: String
+    public var release: KID
+    public var current: Release
+    /// The last release that fully converged: where a failed one reverts to.
+    public var healthy: KID?
+    /// Process type → restart generation.
+    public var generations: [String: Int]
+
+    public init(app: String, release: KID, current: Release, healthy: KID?, generations: [String: Int] = [:]) {
+        self.app = app
+        self.release = release
+        self.current = current
+        self.healthy = healthy
+        self.generations = generations
+    }
+}
+
+/// A node as the scheduler sees it.
+public struct NodeState: Sendable {
+    public var record: NodeRecord
+    public var status: NodeStatus?
+    public var assignment: Assignment?
+
+    public init(record: NodeRecord, status: NodeStatus?, assignment: Assignment?) {
+        self.record = record
+        self.status = status
+        self.assignment = assignment
+    }
+
+    /// Alive while its heartbeat is fresh; a node that has not reported yet
+    /// gets one lease from its registration.
+    public func isAlive(at now: Date, lease: TimeInterval) -> Bool {
+        if let status { return status.isAlive(at: now) }
+        return now.timeIntervalSince(record.startedAt) <= lease
+    }
+}
+
+/// What the scheduler should do besides writing assignments.
+public enum PlanEvent: Sendable, Equatable {
+    /// The current release failed; go back to the last healthy one.
+    case revert(app: String, failed: KID, to: KID, reason: String)
+    /// The current release failed and there is nothing to go back to.
+    case failed(app: String, release: KID, reason: String)
+    /// Every process of the current release is healthy and nothing older runs.
+    case converged(app: String, release: KID)
+    /// A process could not be placed.
+    case unschedulable(app: String, type: String, reason: String)
+    /// A node stopped heartbeating; its processes are placed elsewhere.
+    case nodeLost(node: String, processes: Int)
+}
+
+public struct Plan: Sendable, Equatable {
+    /// Every node's assignment as it should be.
+    public var assignments: [String: Assignment]
+    public var events: [PlanEvent]
+}
+
+/// The scheduler's decisions, as one pure function from what is wanted
+/// (each app's release and formation) and what is (nodes, their assignments
+/// and reported processes) to the next assignments. Called again on every
+/// change, it moves a rollout one step at a time: surge new processes, wait
+/// for them to be healthy, retire old ones, never below the available minimum.
+public enum Planner {
+    public static func plan(apps: [AppState], nodes: [NodeState], now: Date, policy: RolloutPolicy = RolloutPolicy(), lease: TimeInterval = 10) -> Plan {
+        var events: [PlanEvent] = []
+        let alive = nodes.filter { $0.isAlive(at: now, lease: lease) }.sorted { $0.record.name < $1.record.name }
+        for node in nodes where !node.isAlive(at: now, lease: lease) {
+            let count = node.assignment?.processes.count ?? 0
+            if count > 0 { events.append(.nodeLost(node: node.record.name, processes: count)) }
+        }
+        var status: [String: ProcessStatus] = [:]
+        for node in alive { for p in node.status?.processes ?? [] { status[p.id] = p } }
+        let appNames = Set(apps.map(\.app))
+        // What stays placed: alive nodes' processes of apps that still exist.
+        var placed: [String: [AssignedProcess]] = [:]
+        for node in alive {
+            placed[node.record.name] = (node.assignment?.processes ?? []).filter { appNames.contains($0.spec.app) }
+        }
+        func isHealthy(_ p: AssignedProcess) -> Bool { status[p.id]?.state == .healthy }
+        func remove(_ p: AssignedProcess) {
+            for (node, list) in placed { placed[node] = list.filter { $0.id != p.id } }
+        }
+        func candidates(app: String, type: String) -> [Placement.Candidate] {
+            alive.map { node in
+                let list = placed[node.record.name] ?? []
+                let used = list.reduce(Resources(memory: 0, cpus: 0)) { $0 + $1.spec.resources }
+                return Placement.Candidate(node: node.record.name, free: node.record.capacity - used,
+                                           siblings: list.filter { $0.spec.app == app && $0.spec.type == type }.count)
+            }
+        }
+
+        for app in apps.sorted(by: { $0.app < $1.app }) {
+            let release = app.current
+            var types = Set(release.formation.keys.filter { release.processTypes[$0] != nil })
+            for list in placed.values { for p in list where p.spec.app == app.app { types.insert(p.spec.type) } }
+            var failure: String?
+            var converged = true
+            for type in types.sorted() {
+                let spec = ProcessSpec.of(release, type: type, generation: app.generations[type] ?? 0)
+                let desired = spec == nil ? 0 : (release.formation[type]?.quantity ?? 0)
+                let instances = placed.values.flatMap { $0 }.filter { $0.spec.app == app.app && $0.spec.type == type }
+                var new = instances.filter { $0.spec == spec }.sorted { $0.index < $1.index }
+                let old = instances.filter { $0.spec != spec }
+
+                for p in new {
+                    guard let s = status[p.id] else {
+                        if now.timeIntervalSince(p.assignedAt) > policy.startTimeout {
+                            failure = failure ?? "\(p.name) did not start within \(Int(policy.startTimeout)) s"
+                        }
+                        continue
+                    }
+                    if s.restarts >= policy.crashLoopRestarts, s.state != .healthy {
+                        let exit = s.lastExit.map { " (last exit status \($0))" } ?? ""
+                        failure = failure ?? "\(p.name) crashed \(s.restarts) times\(exit)"
+                    } else if s.state != .healthy, now.timeIntervalSince(p.assignedAt) > policy.startTimeout {
+                        failure = failure ?? "\(p.name) was not healthy within \(Int(policy.startTimeout)) s"
+                    }
+                }
+
+                // Too many of the current spec (scaled down): the unhealthy and the highest numbers go first.
+                if new.count > desired {
+                    let surplus = new.sorted { (isHealthy($0) ? 1 : 0, -$0.index) < (isHealthy($1) ? 1 : 0, -$1.index) }.prefix(new.count - desired)
+                    for p in surplus { remove(p) }
+                    new.removeAll { p in surplus.contains { $0.id == p.id } }
+                }
+                // Retire older processes while enough healthy ones remain (the unhealthy first), then start new ones
+                // within the surge allowance.
+                let healthyNew = new.filter(isHealthy).count
+                var available = healthyNew + old.filter(isHealthy).count
+                let minimum = max(0, desired - policy.maxUnavailable)
+                var remaining = old.count
+                for p in old.sorted(by: { (isHealthy($0) ? 1 : 0, $0.index) < (isHealthy($1) ? 1 : 0, $1.index) }) {
+                    if !isHealthy(p) {
+                        remove(p)
+                        remaining -= 1
+                    } else if available - 1 >= minimum {
+                        remove(p)
+                        remaining -= 1
+                        available -= 1
+                    }
+                }
+                if new.count < desired {
+                    let want = desired - new.count
+                    let room = remaining == 0 ? want : max(0, desired + policy.maxSurge - new.count - remaining)
+                    let used = Set(new.map(\.index))
+                    let indices = (1...desired).filter { !used.contains($0) }.prefix(min(want, room))
+                    for index in indices {
+                        let needs = spec!.resources
+                        let options = candidates(app: app.app, type: type)
+                        guard let node = Placement.choose(needs, among: options) else {
+                            events.append(.unschedulable(app: app.app, type: type, reason: Placement.whyNot(needs, among: options)))
+                            break
+                        }
+                        let p = AssignedProcess(index: index, spec: spec!, release: app.release, version: release.version, assignedAt: now)
+                        placed[node, default: []].append(p)
+                        new.append(p)
+                    }
+                }
+                if new.count != desired || healthyNew != desired || remaining != 0 { converged = false }
+            }
+            if let failure, app.release != app.healthy {
+                if let good = app.healthy {
+                    events.append(.revert(app: app.app, failed: app.release, to: good, reason: failure))
+                } else {
+                    events.append(.failed(app: app.app, release: app.release, reason: failure))
+                }
+            } else if converged, app.release != app.healthy {
+                events.append(.converged(app: app.app, release: app.release))
+            }
+        }
+
+        var assignments: [String: Assignment] = [:]
+        for node in nodes {
+            assignments[node.record.name] = Assignment(node: node.record.name, processes: placed[node.record.name] ?? [])
+        }
+        return Plan(assignments: assignments, events: events)
+    }
+}

@@ -1,0 +1,117 @@
+public import Cluster
+import KbuildCore
+public import Keg
+public import RefStore
+import Releases
+public import Foundation
+import Builds
+public import ServiceLifecycle
+
+/// The scheduler: reads releases and nodes, asks the `Planner` what each node
+/// should run, writes the assignments that changed, and carries out the
+/// plan's events (revert a failed release, mark a converged one healthy).
+/// It runs again on every change under apps/ and nodes/, and at least once a
+/// second (timeouts and leases run out without a change).
+public final class SchedulerService: Service {
+    public let reader: ClusterReader
+    public let policy: RolloutPolicy
+    public let lease: TimeInterval
+    let log: @Sendable (String) -> Void
+    static let actor = "scheduler"
+
+    public init(keg: Keg, refs: any RefStore, policy: RolloutPolicy = RolloutPolicy(), lease: TimeInterval = 10,
+                log: @escaping @Sendable (String) -> Void = { _ in }) {
+        self.reader = ClusterReader(keg: keg, refs: refs)
+        self.policy = policy
+        self.lease = lease
+        self.log = log
+    }
+
+    var refs: any RefStore { reader.refs }
+    var keg: Keg { reader.keg }
+
+    public func run() async throws {
+        try await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                let revision = try await self.refs.currentRevision()
+                do {
+                    try await self.step()
+                } catch is CancellationError {
+                    return
+                } catch {
+                    self.log("scheduler: \(error)")
+                }
+                try await self.reader.waitForChange(after: revision, timeout: .seconds(1))
+            }
+        }
+    }
+
+    /// One pass: plan from what the refs say now, write what changed.
+    public func step(now: Date = Date()) async throws {
+        let apps = try await appStates()
+        let nodes = try await reader.nodes().map { NodeState(record: $0.record, status: $0.status, assignment: $0.assignment) }
+        let plan = Planner.plan(apps: apps, nodes: nodes, now: now, policy: policy, lease: lease)
+        for node in nodes {
+            guard let next = plan.assignments[node.record.name], next != node.assignment else { continue }
+            let kid = try Records.put(next, in: keg)
+            let ref = try ClusterRefs.assignment(node.record.name)
+            let current = try await refs.get(ref)
+            // Lost to a concurrent scheduler: the next pass plans again from what it wrote.
+            _ = try? await refs.compareAndSwap(ref, to: kid, expecting: current.map { .value($0.kid) } ?? .absent, actor: Self.actor)
+        }
+        for event in plan.events { try await apply(event, apps: apps) }
+    }
+
+    func appStates() async throws -> [AppState] {
+        let refs = try await self.refs.list(prefix: try RefName("apps"))
+        var byApp: [String: [String: KID]] = [:]
+        for ref in refs {
+            let parts = ref.name.description.split(separator: "/")
+            guard parts.count == 3 else { continue }
+            byApp[String(parts[1]), default: [:]][String(parts[2])] = ref.kid
+        }
+        var out: [AppState] = []
+        for (app, named) in byApp.sorted(by: { $0.key < $1.key }) {
+            guard let kid = named["release"] else { continue }
+            let release = try reader.record(Release.self, kid, what: "release")
+            let generations = try named["restarts"].map { try reader.record(RestartGenerations.self, $0, what: "restarts").generations } ?? [:]
+            out.append(AppState(app: app, release: kid, current: release, healthy: named["healthy"], generations: generations))
+        }
+        return out
+    }
+
+    func apply(_ event: PlanEvent, apps: [AppState]) async throws {
+        switch event {
+        case .converged(let app, let release):
+            let version = apps.first { $0.app == app }?.current.version ?? 0
+            try await refs.set(try ClusterRefs.healthy(app), to: release, actor: Self.actor)
+            try await record(RolloutRecord(app: app, release: release, version: version, state: .converged))
+            log("scheduler: \(app) v\(version) is healthy")
+        case .revert(let app, let failed, let good, let reason):
+            let version = apps.first { $0.app == app }?.current.version ?? 0
+            guard let entry = try await ReleaseStore(keg: keg, refs: refs).revert(app: app, failed: failed, to: good, reason: reason, actor: Self.actor) else { return }
+            try await record(RolloutRecord(app: app, release: failed, version: version, state: .reverted, reason: reason, revertedBy: entry.version))
+            log("scheduler: \(app) v\(version) \(reason): reverted (v\(entry.version))")
+        case .failed(let app, let release, let reason):
+            let version = apps.first { $0.app == app }?.current.version ?? 0
+            try await record(RolloutRecord(app: app, release: release, version: version, state: .failed, reason: reason))
+        case .unschedulable(let app, let type, let reason):
+            guard let state = apps.first(where: { $0.app == app }) else { return }
+            try await record(RolloutRecord(app: app, release: state.release, version: state.current.version, state: .unschedulable,
+                                           reason: "cannot place \(type): \(reason)"))
+        case .nodeLost(let node, let processes):
+            log("scheduler: node \(node) stopped heartbeating; placing its \(processes) processes elsewhere")
+        }
+    }
+
+    /// Writes the rollout record unless the same news is there already.
+    func record(_ rollout: RolloutRecord) async throws {
+        let ref = try ClusterRefs.rollout(rollout.app)
+        if let current = try await refs.get(ref) {
+            let old = try reader.record(RolloutRecord.self, current.kid, what: "rollout")
+            if old.release == rollout.release && old.state == rollout.state && old.reason == rollout.reason { return }
+        }
+        let kid = try Records.put(rollout, in: keg)
+        try await refs.set(ref, to: kid, actor: Self.actor)
+    }
+}
