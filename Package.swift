@@ -91,6 +91,12 @@ let package = Package(
             swiftSettings: strict
         ),
         .target(
+            name: "NodeAgent",
+            dependencies: ["KbuildCore", "Keg", "KegRemote", "RefStore", "Sandbox", "OCI", "Stacks", "Builds", "Releases", "Cluster",
+                           .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
+            swiftSettings: strict
+        ),
+        .target(
             name: "GitGateway",
             dependencies: ["KbuildCore", "Keg", "RefStore", "OCI", "Stacks", "Sandbox", "Builds", "GitSource", "Releases"],
             swiftSettings: strict

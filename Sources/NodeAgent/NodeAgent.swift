@@ -1,0 +1,403 @@
+public import Cluster
+import KbuildCore
+public import Keg
+public import KegRemote
+public import RefStore
+public import Sandbox
+public import ServiceLifecycle
+import Builds
+import OCI
+import Releases
+import Stacks
+public import Foundation
+
+/// What a node agent needs to know about its node.
+public struct NodeAgentConfig: Sendable {
+    public var name: String
+    /// Where the router reaches this node's processes.
+    public var address: String
+    /// The network the processes join: the host's, or the node's own namespace.
+    public var network: SandboxNetwork
+    public var capacity: Resources
+    /// The agent's state: process files and logs.
+    public var stateDir: String
+    public var heartbeat: Duration = .seconds(2)
+    public var lease: TimeInterval = 10
+    /// How long a process is out of routing before it gets SIGTERM.
+    public var drain: Duration = .seconds(1)
+    /// How long after SIGTERM before SIGKILL.
+    public var stopGrace: Duration = .seconds(10)
+    public var maxBackoff: Duration = .seconds(60)
+    public var ports: ClosedRange<Int> = 20000...29999
+
+    public init(name: String, address: String = "127.0.0.1", network: SandboxNetwork = .host, capacity: Resources = NodeAgentConfig.hostCapacity(), stateDir: String) {
+        self.name = name
+        self.address = address
+        self.network = network
+        self.capacity = capacity
+        self.stateDir = stateDir
+    }
+
+    /// This machine's memory and cores.
+    public static func hostCapacity() -> Resources {
+        Resources(memory: ProcessInfo.processInfo.physicalMemory, cpus: Double(ProcessInfo.processInfo.activeProcessorCount))
+    }
+}
+
+/// The node agent: converges its node to the assignment the scheduler wrote.
+/// It starts each assigned process in the Sandbox (image layers as lower
+/// dirs, $PORT, limits, the trace environment), health-checks it, restarts it
+/// with exponential backoff when it exits, and stops what is no longer
+/// assigned (out of routing first, then SIGTERM, then SIGKILL). Its report
+/// (`nodes/NAME/status`) is also its heartbeat.
+///
+/// Processes outlive the agent: each sandbox is watched by its own helper,
+/// and the agent writes down each one it starts; a new agent adopts them.
+/// So stopping the agent (or `kbuild up`) stops no app process.
+public struct NodeAgent: Service {
+    public let config: NodeAgentConfig
+    let keg: Keg
+    let refs: any RefStore
+    let sandbox: Sandbox
+    let remote: KegRemote?
+    let log: @Sendable (String) -> Void
+
+    public init(config: NodeAgentConfig, keg: Keg, refs: any RefStore, sandbox: Sandbox, remote: KegRemote? = nil,
+                log: @escaping @Sendable (String) -> Void = { _ in }) {
+        self.config = config
+        self.keg = keg
+        self.refs = refs
+        self.sandbox = sandbox
+        self.remote = remote
+        self.log = log
+    }
+
+    public func run() async throws {
+        for dir in [config.stateDir, ProcessFile.directory(config.stateDir), config.stateDir + "/logs"] {
+            if mkdir(dir, 0o700) != 0 && errno != EEXIST { throw KbuildError.syscall("mkdir", dir, verb: "start node agent \(config.name)") }
+        }
+        let loop = AgentLoop(agent: self)
+        try await loop.register()
+        await loop.adopt()
+        do {
+            try await cancelWhenGracefulShutdown { try await loop.run() }
+        } catch is CancellationError {
+            // Shutting down: the processes run on, for the next agent to adopt.
+        }
+    }
+
+    /// Stops every process an agent with this state dir started (`kbuild down`):
+    /// SIGTERM, then SIGKILL after `grace`. Returns how many there were.
+    public static func stopAll(stateDir: String, grace: Duration = .seconds(10)) async -> Int {
+        let files = ProcessFile.readAll(stateDir) { _ in }
+        let processes = files.compactMap { f in
+            SandboxProcess.adopt(helperPID: f.helperPID, pid: f.pid, startTime: f.startTime, cgroupDirectories: f.cgroupDirectories)
+        }
+        for p in processes { p.signal(SIGTERM) }
+        let deadline = ContinuousClock.now + grace
+        for p in processes {
+            while p.isRunning && ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(50)) }
+            if p.isRunning { p.kill() }
+            _ = await p.wait()
+        }
+        for f in files { ProcessFile.remove(stateDir, id: f.assigned.id) }
+        return processes.count
+    }
+}
+
+/// One process the agent looks after: running, waiting to restart, or stopping.
+struct Entry {
+    var assigned: AssignedProcess
+    var process: SandboxProcess?
+    var state: ProcessState
+    var port: Int
+    var record: KID?
+    var restarts: Int
+    var lastExit: Int32?
+    var since: Date
+    var startedAt: ContinuousClock.Instant
+    var nextStart: ContinuousClock.Instant?
+    var nextCheck: ContinuousClock.Instant
+    var failures = 0
+    var healthySince: ContinuousClock.Instant?
+    var termAt: ContinuousClock.Instant?
+    var killAt: ContinuousClock.Instant?
+}
+
+/// The agent's state and its loop.
+actor AgentLoop {
+    let agent: NodeAgent
+    let reader: ClusterReader
+    var table: [String: Entry] = [:]
+    var lastReport: [ProcessStatus]?
+    var lastBeat = ContinuousClock.now - .seconds(3600)
+    nonisolated var config: NodeAgentConfig { agent.config }
+    var stateDir: String { config.stateDir }
+
+    init(agent: NodeAgent) {
+        self.agent = agent
+        self.reader = ClusterReader(keg: agent.keg, refs: agent.refs)
+    }
+
+    func register() async throws {
+        let record = NodeRecord(name: config.name, address: config.address, capacity: config.capacity,
+                                network: config.network == .host ? "host" : "\(config.network)", agentPID: getpid())
+        try await agent.refs.set(try ClusterRefs.node(config.name), to: try Records.put(record, in: agent.keg), actor: "agent \(config.name)")
+    }
+
+    /// Finds the processes an earlier agent started; they are health-checked afresh.
+    func adopt() {
+        for file in ProcessFile.readAll(stateDir, log: agent.log) {
+            guard let process = SandboxProcess.adopt(helperPID: file.helperPID, pid: file.pid, startTime: file.startTime,
+                                                     cgroupDirectories: file.cgroupDirectories) else {
+                ProcessFile.remove(stateDir, id: file.assigned.id)
+                continue
+            }
+            table[file.assigned.id] = Entry(assigned: file.assigned, process: process, state: .starting, port: file.port, record: file.process,
+                                            restarts: file.restarts, lastExit: nil, since: file.startedAt, startedAt: .now, nextCheck: .now)
+            agent.log("agent \(config.name): adopted \(file.assigned.id) (pid \(file.pid))")
+        }
+    }
+
+    func run() async throws {
+        while true {
+            try Task.checkCancellation()
+            let revision = try await agent.refs.currentRevision()
+            let assignment = try await agent.refs.get(try ClusterRefs.assignment(config.name))
+                .map { try reader.record(Assignment.self, $0.kid, what: "assignment") }
+            await reconcile(assignment?.processes ?? [])
+            await checkHealth()
+            try await report()
+            try await reader.waitForChange(after: revision, timeout: .milliseconds(200))
+        }
+    }
+
+    func reconcile(_ assigned: [AssignedProcess]) async {
+        let now = ContinuousClock.now
+        let wanted = Set(assigned.map(\.id))
+        for (id, var e) in table {
+            if !wanted.contains(id) {
+                guard let process = e.process else {
+                    table[id] = nil
+                    continue
+                }
+                if e.state != .stopping {
+                    // Out of routing now (the report says stopping), SIGTERM once the router has let go.
+                    e.state = .stopping
+                    e.termAt = now + config.drain
+                }
+                if !process.isRunning {
+                    _ = await process.wait()
+                    ProcessFile.remove(stateDir, id: id)
+                    table[id] = nil
+                    continue
+                }
+                if let termAt = e.termAt, now >= termAt {
+                    process.signal(SIGTERM)
+                    e.termAt = nil
+                    e.killAt = now + config.stopGrace
+                } else if let killAt = e.killAt, now >= killAt {
+                    process.kill()
+                    e.killAt = nil
+                }
+                table[id] = e
+                continue
+            }
+            if let process = e.process, !process.isRunning {
+                let status = await process.wait()
+                ProcessFile.remove(stateDir, id: id)
+                e.process = nil
+                e.restarts += 1
+                e.lastExit = status
+                e.state = .backoff
+                e.since = Date()
+                let delay = backoff(e.restarts)
+                e.nextStart = now + delay
+                appendLog(e.assigned.id, "kbuild: \(e.assigned.name) exited\(status.map { " with status \($0)" } ?? ""); starting again in \(delay)")
+                agent.log("agent \(config.name): \(id) exited (\(status.map(String.init) ?? "?")), restart \(e.restarts) in \(delay)")
+                table[id] = e
+            }
+        }
+        for p in assigned {
+            if let e = table[p.id] {
+                guard e.process == nil, e.state == .backoff, let next = e.nextStart, now >= next else { continue }
+                await start(p, restarts: e.restarts, lastExit: e.lastExit)
+            } else {
+                await start(p, restarts: 0, lastExit: nil)
+            }
+        }
+    }
+
+    func backoff(_ restarts: Int) -> Duration {
+        let seconds = min(Double(config.maxBackoff.components.seconds), pow(2, Double(max(0, restarts - 1))))
+        return .milliseconds(Int(seconds * 1000))
+    }
+
+    func start(_ p: AssignedProcess, restarts: Int, lastExit: Int32?) async {
+        let now = ContinuousClock.now
+        let port = allocatePort()
+        var entry = Entry(assigned: p, process: nil, state: .starting, port: port, record: nil, restarts: restarts, lastExit: lastExit,
+                          since: Date(), startedAt: now, nextCheck: now)
+        do {
+            let (spec, release) = try await sandboxSpec(p, port: port)
+            let process = try await agent.sandbox.start(spec)
+            let record = ProcessRecord(id: p.id, node: config.name, hostPID: process.pid, app: p.spec.app, name: p.name,
+                                       release: p.release, version: release.version, spec: p.spec, port: port, startedAt: Date())
+            let kid = try Records.put(record, in: agent.keg)
+            try ProcessFile(assigned: p, helperPID: process.helperPID, pid: process.pid, startTime: process.startTime,
+                            cgroupDirectories: process.cgroupDirectories, port: port, process: kid, startedAt: record.startedAt,
+                            restarts: restarts, log: logPath(p.id)).write(to: stateDir)
+            entry.process = process
+            entry.record = kid
+            if let h = p.spec.health { entry.nextCheck = now + .milliseconds(Int(h.initialDelay * 1000)) }
+            agent.log("agent \(config.name): started \(p.id) pid \(process.pid) port \(port)")
+        } catch {
+            // A start that fails counts as a crash: backoff, and the scheduler sees the restarts.
+            appendLog(p.id, "kbuild: failed to start \(p.name): \(error)")
+            agent.log("agent \(config.name): failed to start \(p.id): \(error)")
+            entry.state = .backoff
+            entry.restarts = restarts + 1
+            entry.lastExit = 127
+            entry.nextStart = now + backoff(entry.restarts)
+        }
+        table[p.id] = entry
+    }
+
+    /// The sandbox for one process: the image's layers, its Env, the app's
+    /// config vars, $PORT and the trace environment, the formation's limits.
+    func sandboxSpec(_ p: AssignedProcess, port: Int) async throws -> (SandboxSpec, Release) {
+        let keg = agent.keg
+        if let remote = agent.remote, !keg.contains(p.release) || !keg.contains(p.spec.image) {
+            for kid in [p.release, p.spec.config, p.spec.image] where !keg.contains(kid) { _ = try await remote.pull(kid, into: keg) }
+        }
+        let images = ImageStore(keg: keg)
+        let manifest = try images.manifest(p.spec.image)
+        if let remote = agent.remote {
+            for kid in [try manifest.config.kid()] + (try images.layerTrees(manifest)) where !keg.contains(kid) { _ = try await remote.pull(kid, into: keg) }
+        }
+        let image = try images.config(of: manifest)
+        let stacks = StackStore(keg: keg, refs: agent.refs)
+        let lowers = try images.layerTrees(manifest).reversed().map { try stacks.checkout($0) }
+        let release = try reader.record(Release.self, p.release, what: "release")
+        let vars = try reader.record(ConfigVars.self, p.spec.config, what: "config").vars
+        var source: String?
+        if let s = release.sourceRecord { source = try reader.record(SourceRecord.self, s, what: "source").source.description }
+
+        var env = SandboxSpec.defaultEnvironment
+        env.merge(image.config?.environment ?? [:]) { _, new in new }
+        env.merge(vars) { _, new in new }
+        env["PORT"] = String(port)
+        env["DYNO"] = p.name
+        env["KBUILD_APP"] = p.spec.app
+        env["KBUILD_RELEASE"] = "v\(release.version)"
+        env["KBUILD_PROCESS"] = p.id
+        env["KBUILD_SOURCE"] = source ?? ""
+        env["KBUILD_COMMIT"] = release.commit ?? ""
+        let log = open(logPath(p.id), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
+        guard log >= 0 else { throw KbuildError.syscall("open", logPath(p.id), verb: "start \(p.id)") }
+        // The sandbox keeps its own copy of the descriptor; ours goes once it started.
+        let closer = FDCloser(log)
+        _ = closer
+        let spec = SandboxSpec(command: ["/bin/sh", "-c", p.spec.command], lowerDirs: lowers, environment: env,
+                               workingDirectory: image.config?.WorkingDir ?? "/app", hostname: p.name,
+                               network: config.network,
+                               limits: SandboxLimits(memory: p.spec.memory, pids: 4096, cpus: p.spec.cpus),
+                               stdout: .fd(log), stderr: .fd(log), dieWithCaller: false)
+        openLogs[p.id] = closer
+        return (spec, release)
+    }
+
+    /// Descriptors handed to a sandbox start, closed after it.
+    var openLogs: [String: FDCloser] = [:]
+
+    func logPath(_ id: String) -> String { stateDir + "/logs/\(id).log" }
+
+    func appendLog(_ id: String, _ line: String) {
+        let fd = open(logPath(id), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { return }
+        let text = Array((line + "\n").utf8)
+        _ = text.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        close(fd)
+    }
+
+    /// A port no process of this node has, and (on the host's network) nothing else listens on.
+    func allocatePort() -> Int {
+        let used = Set(table.values.map(\.port))
+        for _ in 0..<1000 {
+            let port = Int.random(in: config.ports)
+            if used.contains(port) { continue }
+            if config.network == .host && !PortCheck.isFree(port) { continue }
+            return port
+        }
+        return config.ports.lowerBound
+    }
+
+    func checkHealth() async {
+        openLogs.removeAll()
+        let now = ContinuousClock.now
+        let due = table.values.filter { e in e.process != nil && (e.state == .starting || e.state == .healthy || e.state == .unhealthy) && now >= e.nextCheck }
+        let results = await withTaskGroup(of: (String, Bool).self) { group in
+            for e in due {
+                let check = e.assigned.spec.health
+                let (id, address, port) = (e.assigned.id, config.address, e.port)
+                group.addTask {
+                    // Without a check (non-web types), a process is healthy once it has run for a second.
+                    guard let check else { return (id, ContinuousClock.now - e.startedAt >= .seconds(1)) }
+                    return (id, await HealthProbe.check(host: address, port: port, check: check))
+                }
+            }
+            var out: [(String, Bool)] = []
+            for await r in group { out.append(r) }
+            return out
+        }
+        for (id, ok) in results {
+            guard var e = table[id], e.state != .stopping else { continue }
+            let attempts = e.assigned.spec.health?.attempts ?? 3
+            if ok {
+                if e.state != .healthy { e.state = .healthy; e.since = Date(); e.healthySince = .now }
+                e.failures = 0
+                // A process that stayed up a minute starts its backoff from scratch.
+                if let h = e.healthySince, ContinuousClock.now - h > .seconds(60) { e.restarts = 0 }
+                e.nextCheck = .now + .seconds(2)
+            } else {
+                e.failures += 1
+                if e.state == .healthy && e.failures >= min(attempts, 3) { e.state = .unhealthy; e.since = Date(); e.healthySince = nil }
+                e.nextCheck = .now + (e.state == .starting ? .milliseconds(100) : .seconds(1))
+            }
+            table[id] = e
+        }
+    }
+
+    func report() async throws {
+        let processes = table.values.map { e in
+            ProcessStatus(id: e.assigned.id, app: e.assigned.spec.app, type: e.assigned.spec.type, name: e.assigned.name, state: e.state,
+                          process: e.record, hostPID: e.process?.pid, port: e.port, restarts: e.restarts, lastExit: e.lastExit, since: e.since)
+        }.sorted { $0.id < $1.id }
+        guard processes != lastReport || ContinuousClock.now - lastBeat >= config.heartbeat else { return }
+        let status = NodeStatus(node: config.name, at: Date(), lease: config.lease, processes: processes)
+        try await agent.refs.set(try ClusterRefs.status(config.name), to: try Records.put(status, in: agent.keg), actor: "agent \(config.name)")
+        lastReport = processes
+        lastBeat = .now
+    }
+}
+
+/// Closes a descriptor when the last reference goes.
+final class FDCloser: Sendable {
+    let fd: Int32
+    init(_ fd: Int32) { self.fd = fd }
+    deinit { close(fd) }
+}
+
+enum PortCheck {
+    /// Whether a TCP port on the host can be bound now.
+    static func isFree(_ port: Int) -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = in_port_t(UInt16(port).bigEndian)
+        addr.sin_addr.s_addr = INADDR_ANY
+        return withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } } == 0
+    }
+}
