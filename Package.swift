@@ -97,6 +97,12 @@ let package = Package(
             swiftSettings: strict
         ),
         .target(
+            name: "KbuildAPI",
+            dependencies: ["KbuildCore", "Keg", "RefStore", "Builds", "Releases", "Cluster", "Scheduler", "GitGateway", "KbuildServer",
+                           .product(name: "Hummingbird", package: "hummingbird"), .product(name: "HTTPTypes", package: "swift-http-types")],
+            swiftSettings: strict
+        ),
+        .target(
             name: "GitGateway",
             dependencies: ["KbuildCore", "Keg", "RefStore", "OCI", "Stacks", "Sandbox", "Builds", "GitSource", "Releases"],
             swiftSettings: strict
@@ -138,6 +144,9 @@ let package = Package(
             name: "KbuildCLI",
             dependencies: [
                 "KbuildCore", "Keg", "KegRemote", "RefStore", "KbuildServer", "Sandbox", "OCI", "Stacks", "GitSource", "Builds", "GitGateway", "CGit2", "CArchive",
+                "Releases", "Cluster", "Scheduler", "NodeAgent", "KbuildAPI",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict

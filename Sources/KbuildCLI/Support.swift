@@ -54,5 +54,16 @@ func printJSON(_ value: some Encodable) throws {
 
 /// Prints a line to stdout at once (unbuffered), for long-running commands.
 func say(_ line: String) {
-    FileHandle.standardOutput.write(Data((line + "\n").utf8))
+    writeOut(Array((line + "\n").utf8))
+}
+
+/// Writes to stdout; a reader that went away (`| head`) ends the command quietly, as it does for cat.
+func writeOut(_ bytes: [UInt8]) {
+    var done = 0
+    while done < bytes.count {
+        let n = bytes[done...].withUnsafeBytes { write(1, $0.baseAddress, $0.count) }
+        if n < 0 && errno == EINTR { continue }
+        if n <= 0 { exit(errno == EPIPE ? 0 : 1) }
+        done += n
+    }
 }

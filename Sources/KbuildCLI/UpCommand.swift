@@ -1,6 +1,10 @@
 import ArgumentParser
 import Builds
+import Cluster
 import Foundation
+import KbuildAPI
+import NodeAgent
+import Scheduler
 import GitGateway
 import Sandbox
 import KbuildCore
@@ -28,8 +32,18 @@ struct UpCommand: AsyncParsableCommand {
     @Option(help: "Build workers to run here (0 or 1; pushes then build in their own hook when none is running).")
     var workers = 1
 
+    @Option(help: "Node agents to run here (0: none; run `kbuild agent` beside it instead).")
+    var nodes = 1
+
+    @Option(help: "Memory the node offers to processes (default: all of this machine's).")
+    var nodeMemory: String?
+
+    @Option(help: "CPUs the node offers to processes (default: this machine's cores).")
+    var nodeCpus: Double?
+
     func validate() throws {
         guard (0...1).contains(workers) else { throw ValidationError("--workers must be 0 or 1, not \(workers)") }
+        guard (0...1).contains(nodes) else { throw ValidationError("--nodes must be 0 or 1, not \(nodes)") }
         guard (0...65535).contains(port) else { throw ValidationError("--port must be 0 to 65535, not \(port)") }
     }
 
@@ -53,16 +67,29 @@ struct UpCommand: AsyncParsableCommand {
         let worker = BuildWorker(queue: BuildQueue(keg: keg, refs: refs),
                                  builder: Builder(keg: keg, refs: refs, sandbox: try Sandbox(warmHelpers: workers > 0 ? 1 : 0)))
 
-        let server = KbuildHTTP.server(keg: keg, refs: refs, tokens: [token], git: git, host: host, port: port, logger: logger) { url in
+        // The API, the scheduler and this machine's node agent.
+        let api = APIRoutes<KbuildHTTP.Context>(keg: keg, refs: refs) { nodeStateDirs(dataDir).map { $0 + "/logs" } }
+        let scheduler = SchedulerService(keg: keg, refs: refs) { line in say(line) }
+        let agentConfig = NodeAgentConfig(name: "local", capacity: try capacity(), stateDir: dataDir.node("local").path)
+
+        let server = KbuildHTTP.server(keg: keg, refs: refs, tokens: [token], git: git, api: { api.register(on: $0) },
+                                       host: host, port: port, logger: logger) { url in
             try? Data((url + "\n").utf8).write(to: dataDir.serverURLFile, options: .atomic)
             say("kbuild up: data dir \(dataDir.root.path) (admin token in \(dataDir.adminToken.path))")
             say("keg       \(url)/v1/objects/")
             say("registry  \(url.replacingOccurrences(of: "http://", with: ""))/ (apps as APP:latest, stacks as stacks/NAME:latest)")
             say("git       \(url)/APP.git (kbuild apps:create APP; kbuild git:remote APP; git push kbuild main)")
             say("builds    \(workers) worker\(workers == 1 ? "" : "s"); buildpacks \(buildpacks.map(\.name).joined(separator: ", "))")
+            say("api       \(url)\(API.prefix)/ (kbuild apps, releases, config, ps …)")
+            say("nodes     \(nodes == 0 ? "none here" : "local (\(agentConfig.capacity.description))")")
         }
-        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: server)]
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: server), .init(service: scheduler)]
         if workers > 0 { services.append(.init(service: BuildWorkerService(worker: worker))) }
+        if nodes > 0 {
+            let verbose = logger.logLevel <= .info
+            let log: @Sendable (String) -> Void = { line in if verbose { say(line) } }
+            services.append(.init(service: NodeAgent(config: agentConfig, keg: keg, refs: refs, sandbox: try Sandbox(), log: log)))
+        }
         let group = ServiceGroup(configuration: .init(
             services: services,
             gracefulShutdownSignals: [.sigterm, .sigint],
@@ -70,6 +97,18 @@ struct UpCommand: AsyncParsableCommand {
         ))
         defer { try? FileManager.default.removeItem(at: dataDir.serverURLFile) }
         try await group.run()
+    }
+}
+
+extension UpCommand {
+    func capacity() throws -> Resources {
+        var c = NodeAgentConfig.hostCapacity()
+        if let nodeMemory { c.memory = try parseBytes(nodeMemory, what: "node memory") }
+        if let nodeCpus {
+            guard nodeCpus > 0 else { throw ValidationError("--node-cpus must be positive") }
+            c.cpus = nodeCpus
+        }
+        return c
     }
 }
 

@@ -34,6 +34,9 @@ public struct DataDir: Sendable, Equatable {
     public var trees: URL { root.appendingPathComponent("trees") }
     /// Kept upper dirs of sandboxes.
     public var sandboxes: URL { root.appendingPathComponent("sandboxes") }
+    /// Node agents' state (process files, logs), one directory per node: `nodes/NAME`.
+    public var nodes: URL { root.appendingPathComponent("nodes") }
+    public func node(_ name: String) -> URL { nodes.appendingPathComponent(name) }
     public var refStore: URL { root.appendingPathComponent("refs.sqlite") }
     public var adminToken: URL { root.appendingPathComponent("admin.token") }
     /// Where `kbuild up` writes the URL of its HTTP server, so the CLI can find it.
@@ -41,7 +44,7 @@ public struct DataDir: Sendable, Equatable {
 
     /// Creates the directory tree (0700 at the root: it holds tokens).
     public func create() throws {
-        for dir in [root, keg, kegObjects, kegTmp, kegFiles] {
+        for dir in [root, keg, kegObjects, kegTmp, kegFiles, nodes] {
             if mkdir(dir.path, 0o700) != 0 && errno != EEXIST {
                 throw KbuildError.syscall("mkdir", dir.path, verb: "create data dir")
             }

@@ -5,16 +5,21 @@ public import RefStore
 import Foundation
 
 /// The one HTTP server of a kbuild host: the Keg's objects, the registry and
-/// git's smart HTTP; later the API and router routes join it.
+/// git's smart HTTP, and the API (`api` registers its routes).
 public enum KbuildHTTP {
+    /// The request context of every route.
+    public typealias Context = BasicRequestContext
+
     /// The router with every route and the token check in front of them.
-    public static func router(keg: Keg, refs: any RefStore, tokens: [String], git: GitHTTPRoutes<BasicRequestContext>? = nil) -> Router<BasicRequestContext> {
+    public static func router(keg: Keg, refs: any RefStore, tokens: [String], git: GitHTTPRoutes<BasicRequestContext>? = nil,
+                              api: (@Sendable (Router<BasicRequestContext>) -> Void)? = nil) -> Router<BasicRequestContext> {
         let router = Router(context: BasicRequestContext.self)
         router.add(middleware: TokenAuthMiddleware(tokens: tokens))
         router.get("/healthz") { _, _ in "ok\n" }
         KegRoutes<BasicRequestContext>(keg: keg).register(on: router)
         RegistryRoutes<BasicRequestContext>(keg: keg, refs: refs).register(on: router)
         git?.register(on: router)
+        api?(router)
         return router
     }
 
@@ -26,10 +31,10 @@ public enum KbuildHTTP {
     /// The HTTP server as a `Service`, ready for a `ServiceGroup`. `onRunning`
     /// gets the base URL once the socket is bound (useful with port 0).
     public static func server(keg: Keg, refs: any RefStore, tokens: [String], git: GitHTTPRoutes<BasicRequestContext>? = nil,
-                              host: String, port: Int, logger: Logger,
+                              api: (@Sendable (Router<BasicRequestContext>) -> Void)? = nil, host: String, port: Int, logger: Logger,
                               onRunning: @escaping @Sendable (String) async -> Void) -> some ApplicationProtocol {
         Application(
-            router: router(keg: keg, refs: refs, tokens: tokens, git: git),
+            router: router(keg: keg, refs: refs, tokens: tokens, git: git, api: api),
             configuration: .init(address: .hostname(host, port: port), serverName: "kbuild"),
             onServerRunning: { channel in
                 let bound = channel.localAddress?.port ?? port

@@ -1,5 +1,5 @@
 public import Hummingbird
-import KbuildCore
+public import KbuildCore
 import Foundation
 
 /// Checks the token of every request except `/healthz`: `Authorization: Bearer
@@ -39,7 +39,7 @@ public struct TokenAuthMiddleware<Context: RequestContext>: RouterMiddleware {
 }
 
 /// The JSON body of every error response: `{"error":{"code":…,"message":…}}`.
-enum ErrorBody {
+public enum ErrorBody {
     static func json(_ error: KbuildError) -> String {
         struct Body: Encodable { struct Inner: Encodable { let code: String; let message: String }; let error: Inner }
         let data = (try? JSONEncoder().encode(Body(error: .init(code: error.code.rawValue, message: error.message)))) ?? Data()
@@ -58,7 +58,7 @@ enum ErrorBody {
         }
     }
 
-    static func response(_ error: KbuildError, headers extra: HTTPFields = [:]) -> Response {
+    public static func response(_ error: KbuildError, headers extra: HTTPFields = [:]) -> Response {
         var headers = extra
         headers[.contentType] = "application/json"
         return Response(status: status(for: error.code), headers: headers, body: .init(byteBuffer: ByteBuffer(string: json(error))))

@@ -92,7 +92,9 @@ public struct ReleaseStore: Sendable {
             }
         }
         guard try await current(app) != nil else { return nil }
-        let what = (set.keys.sorted().map { "Set \($0)" } + unset.sorted().map { "Unset \($0)" }).joined(separator: ", ")
+        let what = [set.isEmpty ? nil : "Set \(set.keys.sorted().joined(separator: ", "))",
+                    unset.isEmpty ? nil : "Unset \(unset.sorted().joined(separator: ", "))"]
+            .compactMap { $0 }.joined(separator: "; ") + " config vars"
         return try await change(app, actor: actor) { current in
             guard var next = current?.release else { throw KbuildError(.notFound, "no release of \(app)") }
             next.version += 1

@@ -111,14 +111,41 @@ struct BuildpackLs: AsyncParsableCommand {
 struct LogsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "logs",
-        abstract: "Print a build's log, kept in the Keg for good.",
-        discussion: "BUILD is a build KID or a unique prefix of one (as pushes print it: Build K-1234abcd)."
+        abstract: "Print an app's process logs, or a build's log.",
+        discussion: """
+            kbuild logs APP [--ps web.1] [--lines N] [--tail]: the output of the app's processes, each line
+            prefixed with its process. kbuild logs BUILD: a build's log, kept in the Keg for good; BUILD is a
+            build KID or a unique prefix of one (as pushes print it: Build K-1234abcd).
+            """
     )
     @OptionGroup var global: GlobalOptions
-    @Argument(help: "The build's KID or a prefix of 8+ hex digits.") var build: String
+    @Argument(help: "An app, or a build's KID or a prefix of 8+ hex digits.") var target: String
+    @Option(help: "Only this process, e.g. web.1.") var ps: String?
+    @Option(help: "How many recent lines.") var lines = 100
+    @Flag(help: "Keep printing new lines until interrupted.") var tail = false
 
     func run() async throws {
-        let prefix = try KIDPrefix(parsing: build)
+        if target.hasPrefix("K-") {
+            return try await buildLog()
+        }
+        let client = try APIClient.resolve(global)
+        let query = "lines=\(lines)" + (ps.map { "&ps=\($0)" } ?? "")
+        var seen = try await client.text("/apps/\(target)/logs?\(query)")
+        writeOut(Array(seen.utf8))
+        while tail {
+            try await Task.sleep(for: .milliseconds(500))
+            let now = try await client.text("/apps/\(target)/logs?\(query)")
+            // Print what follows the last line already shown.
+            let last = seen.split(separator: "\n").last.map(String.init)
+            var fresh = now
+            if let last, let range = now.range(of: last + "\n", options: .backwards) { fresh = String(now[range.upperBound...]) }
+            if !fresh.isEmpty { writeOut(Array(fresh.utf8)) }
+            seen = now
+        }
+    }
+
+    func buildLog() async throws {
+        let prefix = try KIDPrefix(parsing: target)
         let keg = try global.openKeg()
         let refs = try global.openRefs()
         let matches = try await refs.list(prefix: try RefName("builds/results")).filter {
@@ -132,6 +159,6 @@ struct LogsCommand: AsyncParsableCommand {
         }
         let record = try Records.get(BuildRecord.self, ref.kid, from: keg, what: "build")
         guard let log = record.log else { throw KbuildError(.notFound, "build \(record.build.short) has no log") }
-        FileHandle.standardOutput.write(Data(try keg.logicalBytes(log, maxWhole: 1 << 30)))
+        writeOut(try keg.logicalBytes(log, maxWhole: 1 << 30))
     }
 }

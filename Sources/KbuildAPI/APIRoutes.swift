@@ -1,0 +1,327 @@
+public import Hummingbird
+public import Keg
+public import RefStore
+import Cluster
+import Foundation
+import GitGateway
+import KbuildCore
+import KbuildServer
+import Releases
+import Builds
+import Scheduler
+import HTTPTypes
+
+/// The HTTP JSON API under /api/v1: apps, config, releases, formation,
+/// processes, logs, domains and nodes. Every route sits behind the server's
+/// token check; handlers are thin, the work is in ReleaseStore and friends.
+public struct APIRoutes<Context: RequestContext>: Sendable {
+    let keg: Keg
+    let refs: any RefStore
+    let reader: ClusterReader
+    /// Where node agents on this machine keep their logs (`<state>/logs/ID.log`).
+    let logDirs: @Sendable () -> [String]
+
+    public init(keg: Keg, refs: any RefStore, logDirs: @escaping @Sendable () -> [String]) {
+        self.keg = keg
+        self.refs = refs
+        self.reader = ClusterReader(keg: keg, refs: refs)
+        self.logDirs = logDirs
+    }
+
+    var releases: ReleaseStore { ReleaseStore(keg: keg, refs: refs) }
+    var apps: AppStore { AppStore(keg: keg, refs: refs) }
+
+    public func register(on router: Router<Context>) {
+        let p = API.prefix
+        router.get("\(p)/apps") { _, _ in try await self.answer { try await self.listApps() } }
+        router.get("\(p)/apps/:app") { _, c in try await self.answer { try await self.info(try self.app(c)) } }
+        router.delete("\(p)/apps/:app") { r, c in try await self.answer { try await self.destroy(try self.app(c), confirm: r.uri.queryParameters.get("confirm")) } }
+        router.get("\(p)/apps/:app/config") { _, c in
+            try await self.answer {
+                let app = try await self.existing(c)
+                return API.ConfigAnswer(vars: try await self.releases.config(app).vars, release: try await self.releases.current(app)?.version)
+            }
+        }
+        router.patch("\(p)/apps/:app/config") { r, c in
+            try await self.answer {
+                let app = try await self.existing(c)
+                let change = try await self.decode(API.ConfigChange.self, r, c)
+                let entry = try await self.releases.setConfig(app: app, set: change.set, unset: change.unset, actor: self.actor(r))
+                return API.ConfigAnswer(vars: try await self.releases.config(app).vars, release: entry?.version)
+            }
+        }
+        router.get("\(p)/apps/:app/releases") { _, c in try await self.answer { try await self.releaseList(try await self.existing(c)) } }
+        router.get("\(p)/apps/:app/releases/:version") { _, c in
+            try await self.answer {
+                let app = try await self.existing(c)
+                let text = c.parameters.get("version") ?? ""
+                guard let v = Int64(text.hasPrefix("v") ? String(text.dropFirst()) : text), v > 0 else {
+                    throw KbuildError(.invalidArgument, "invalid release \(text.debugQuoted): want vN, e.g. v3")
+                }
+                let entry = try await self.releases.get(app, version: v)
+                return API.ReleaseInfo(entry, status: try await self.statuses(app)[entry.version] ?? "")
+            }
+        }
+        router.post("\(p)/apps/:app/releases/rollback") { r, c in
+            try await self.answer {
+                let app = try await self.existing(c)
+                let body = try await self.decode(API.Rollback.self, r, c)
+                return API.ReleaseInfo(try await self.releases.rollback(app: app, to: body.version, actor: self.actor(r)), status: "current")
+            }
+        }
+        router.get("\(p)/apps/:app/ps") { _, c in try await self.answer { try await self.processes(try await self.existing(c)) } }
+        router.patch("\(p)/apps/:app/formation") { r, c in
+            try await self.answer {
+                let app = try await self.existing(c)
+                let body = try await self.decode(API.Scale.self, r, c)
+                guard !body.changes.isEmpty else { throw KbuildError(.invalidArgument, "nothing to scale: give TYPE=COUNT, e.g. web=3") }
+                let changes = try body.changes.map(FormationChange.init(parsing:))
+                let entry = try await self.releases.scale(app: app, changes: changes, actor: self.actor(r)) { formation in
+                    try await self.checkFits(app: app, formation: formation)
+                }
+                return API.ReleaseInfo(entry, status: "current")
+            }
+        }
+        router.post("\(p)/apps/:app/ps/restart") { r, c in
+            try await self.answer {
+                let app = try await self.existing(c)
+                return try await self.restart(app, type: try await self.decode(API.Restart.self, r, c).type, actor: self.actor(r))
+            }
+        }
+        router.get("\(p)/apps/:app/logs") { r, c in
+            do {
+                let app = try await self.existing(c)
+                let lines = Int(r.uri.queryParameters.get("lines") ?? "") ?? 100
+                return self.text(try self.logs(app, process: r.uri.queryParameters.get("ps"), lines: max(1, min(lines, 100_000))))
+            } catch {
+                return ErrorBody.response(KbuildError.wrap(error))
+            }
+        }
+        router.get("\(p)/apps/:app/domains") { _, c in try await self.answer { try await self.domains(try await self.existing(c)) } }
+        router.post("\(p)/apps/:app/domains") { r, c in
+            try await self.answer {
+                let app = try await self.existing(c)
+                let domain = try await self.decode(API.Domain.self, r, c).domain.lowercased()
+                try DomainsRecord.check(domain)
+                return try await self.changeDomains(app, actor: self.actor(r)) { list in
+                    if !list.contains(domain) { list.append(domain) }
+                }
+            }
+        }
+        router.delete("\(p)/apps/:app/domains/:domain") { r, c in
+            try await self.answer {
+                let app = try await self.existing(c)
+                let domain = (c.parameters.get("domain") ?? "").lowercased()
+                return try await self.changeDomains(app, actor: self.actor(r)) { list in
+                    guard let i = list.firstIndex(of: domain) else { throw KbuildError(.notFound, "\(app) has no domain \(domain)") }
+                    list.remove(at: i)
+                }
+            }
+        }
+        router.get("\(p)/nodes") { _, _ in
+            try await self.answer {
+                let now = Date()
+                return try await self.reader.nodes().map { n in
+                    API.NodeInfo(record: n.record, alive: NodeState(record: n.record, status: n.status, assignment: n.assignment).isAlive(at: now, lease: 10),
+                                 processes: n.status?.processes.count ?? 0, heartbeat: n.status?.at)
+                }
+            }
+        }
+    }
+
+    // MARK: - Handlers
+
+    func listApps() async throws -> [API.AppInfo] {
+        var out: [API.AppInfo] = []
+        for record in try await apps.list() { out.append(try await info(record.name)) }
+        return out
+    }
+
+    func info(_ app: String) async throws -> API.AppInfo {
+        let record = try await apps.get(app)
+        let statuses = try await self.statuses(app)
+        let current = try await releases.current(app)
+        let rollout = try await refs.get(try ClusterRefs.rollout(app)).map { try reader.record(RolloutRecord.self, $0.kid, what: "rollout") }
+        return API.AppInfo(name: app, stack: record.stack, deployBranch: record.deployBranch, createdBy: record.createdBy, createdAt: record.createdAt,
+                           release: current.map { API.ReleaseInfo($0, status: statuses[$0.version] ?? "current") },
+                           rollout: rollout, domains: try await domains(app), processes: try await processes(app))
+    }
+
+    func destroy(_ app: String, confirm: String?) async throws -> [String: String] {
+        _ = try await apps.get(app)
+        guard confirm == app else {
+            throw KbuildError(.invalidArgument, "refusing to destroy \(app) without confirmation: pass confirm=\(app)")
+        }
+        // The release goes first, so the scheduler stops the processes; then everything else of the app.
+        for ref in try await refs.list(prefix: try RefName("apps/\(app)")).sorted(by: { a, _ in a.name.description.hasSuffix("/release") }) {
+            _ = try? await refs.compareAndSwap(ref.name, to: nil, expecting: .value(ref.kid), actor: "apps:destroy")
+        }
+        try? FileManager.default.removeItem(atPath: apps.repository(app))
+        return ["destroyed": app]
+    }
+
+    func releaseList(_ app: String) async throws -> [API.ReleaseInfo] {
+        let statuses = try await self.statuses(app)
+        return try await releases.list(app).enumerated().map { i, entry in
+            API.ReleaseInfo(entry, status: statuses[entry.version] ?? (i == 0 ? "current" : ""))
+        }
+    }
+
+    /// Release version → what its rollout came to, from the rollout ref's history.
+    func statuses(_ app: String) async throws -> [Int64: String] {
+        var out: [Int64: String] = [:]
+        for change in try await refs.history(try ClusterRefs.rollout(app), limit: 200).reversed() {
+            guard let kid = change.new, let r = try? reader.record(RolloutRecord.self, kid, what: "rollout") else { continue }
+            switch r.state {
+            case .converged: out[r.version] = "healthy"
+            case .reverted: out[r.version] = "reverted by v\(r.revertedBy ?? 0): \(r.reason ?? "")"
+            case .failed: out[r.version] = "failed: \(r.reason ?? "")"
+            case .unschedulable: out[r.version] = "unschedulable: \(r.reason ?? "")"
+            }
+        }
+        return out
+    }
+
+    func processes(_ app: String) async throws -> [API.ProcessInfo] {
+        var out: [API.ProcessInfo] = []
+        for node in try await reader.nodes() {
+            let versions = Dictionary((node.assignment?.processes ?? []).map { ($0.id, $0.version) }, uniquingKeysWith: { a, _ in a })
+            for status in node.status?.processes ?? [] where status.app == app {
+                out.append(API.ProcessInfo(node: node.record.name, status: status, release: versions[status.id]))
+            }
+        }
+        return out.sorted { ($0.type, $0.name, $0.id) < ($1.type, $1.name, $1.id) }
+    }
+
+    /// Refuses a formation that cannot be placed beside what other apps run.
+    func checkFits(app: String, formation: [String: ProcessFormation]) async throws {
+        let nodes = try await reader.nodes().filter { NodeState(record: $0.record, status: $0.status, assignment: $0.assignment).isAlive(at: Date(), lease: 10) }
+        var candidates = nodes.map { n in
+            let others = (n.assignment?.processes ?? []).filter { $0.spec.app != app }.reduce(Resources(memory: 0, cpus: 0)) { $0 + $1.spec.resources }
+            return Placement.Candidate(node: n.record.name, free: n.record.capacity - others, siblings: 0)
+        }
+        for (type, f) in formation.sorted(by: { $0.key < $1.key }) {
+            let needs = Resources(memory: f.memory, cpus: f.cpus)
+            for i in 0..<f.quantity {
+                guard let node = Placement.choose(needs, among: candidates), let k = candidates.firstIndex(where: { $0.node == node }) else {
+                    throw KbuildError(.unsatisfiable, "cannot run \(type)=\(f.quantity): \(type).\(i + 1) does not fit: \(Placement.whyNot(needs, among: candidates)); nothing changed")
+                }
+                candidates[k].free = candidates[k].free - needs
+            }
+        }
+    }
+
+    func restart(_ app: String, type: String?, actor: String) async throws -> [String: Int] {
+        guard let current = try await releases.current(app) else { throw KbuildError(.notFound, "\(app) has no release to restart") }
+        let types = type.map { [$0] } ?? current.release.runnableTypes
+        for t in types where current.release.processTypes[t] == nil {
+            throw KbuildError(.invalidArgument, "no process type \(t) in \(app) v\(current.version)")
+        }
+        let ref = try ClusterRefs.restarts(app)
+        while true {
+            let old = try await refs.get(ref)
+            var gens = try old.map { try reader.record(RestartGenerations.self, $0.kid, what: "restarts").generations } ?? [:]
+            for t in types { gens[t, default: 0] += 1 }
+            do {
+                try await refs.compareAndSwap(ref, to: try Records.put(RestartGenerations(gens), in: keg), expecting: old.map { .value($0.kid) } ?? .absent, actor: actor)
+                return gens
+            } catch let e as KbuildError where e.code == .conflict { continue }
+        }
+    }
+
+    func logs(_ app: String, process: String?, lines: Int) throws -> String {
+        var files: [String] = []
+        for dir in logDirs() {
+            for name in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [] where name.hasPrefix(app + ".") && name.hasSuffix(".log") {
+                if let process, !name.hasPrefix("\(app).\(process)-") { continue }
+                files.append(dir + "/" + name)
+            }
+        }
+        var out: [(Date, String)] = []
+        for file in files {
+            let name = (file as NSString).lastPathComponent.dropFirst(app.count + 1).split(separator: "-").first.map(String.init) ?? "?"
+            let modified = (try? FileManager.default.attributesOfItem(atPath: file)[.modificationDate] as? Date) ?? Date.distantPast
+            guard let data = FileManager.default.contents(atPath: file) else { continue }
+            let tail = String(decoding: data.suffix(1 << 20), as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).suffix(lines + 1)
+            for line in tail where !line.isEmpty { out.append((modified, "\(name): \(line)")) }
+        }
+        // Until lines carry their own times (the trace issue), files are ordered by their last write.
+        return out.sorted { $0.0 < $1.0 }.suffix(lines).map { $0.1 + "\n" }.joined()
+    }
+
+    func domains(_ app: String) async throws -> [String] {
+        guard let ref = try await refs.get(try RefName("apps/\(app)/domains")) else { return [] }
+        return try reader.record(DomainsRecord.self, ref.kid, what: "domains").domains
+    }
+
+    func changeDomains(_ app: String, actor: String, _ change: (inout [String]) throws -> Void) async throws -> [String] {
+        let ref = try RefName("apps/\(app)/domains")
+        while true {
+            let old = try await refs.get(ref)
+            var list = try old.map { try reader.record(DomainsRecord.self, $0.kid, what: "domains").domains } ?? []
+            try change(&list)
+            do {
+                try await refs.compareAndSwap(ref, to: try Records.put(DomainsRecord(list), in: keg), expecting: old.map { .value($0.kid) } ?? .absent, actor: actor)
+                return list.sorted()
+            } catch let e as KbuildError where e.code == .conflict { continue }
+        }
+    }
+
+    // MARK: - Plumbing
+
+    func app(_ context: Context) throws -> String {
+        let name = context.parameters.get("app") ?? ""
+        try AppStore.checkName(name)
+        return name
+    }
+
+    /// The app named in the path, which must exist.
+    func existing(_ context: Context) async throws -> String {
+        let name = try app(context)
+        _ = try await apps.get(name)
+        return name
+    }
+
+    /// Who asks: the CLI's `Kbuild-Actor` (the token holder vouches for it), the
+    /// basic-auth user name, else "api".
+    func actor(_ request: Request) -> String {
+        if let name = HTTPField.Name("Kbuild-Actor"), let actor = request.headers[name],
+           !actor.isEmpty, actor.utf8.count <= 64, actor.allSatisfy({ $0.isLetter || $0.isNumber || "._@-:".contains($0) }) {
+            return actor
+        }
+        if let header = request.headers[.authorization], header.lowercased().hasPrefix("basic "),
+           let data = Data(base64Encoded: String(header.dropFirst(6))), let pair = String(data: data, encoding: .utf8),
+           let user = pair.split(separator: ":").first, !user.isEmpty {
+            return String(user.prefix(64))
+        }
+        return "api"
+    }
+
+    func decode<T: Decodable>(_ type: T.Type, _ request: Request, _ context: Context) async throws -> T {
+        let body = try await request.body.collect(upTo: 1 << 20)
+        do {
+            return try JSONDecoder().decode(type, from: Data(buffer: body))
+        } catch {
+            throw KbuildError(.invalidArgument, "failed to read the request body: \(error)")
+        }
+    }
+
+    func answer(_ work: () async throws -> some Encodable) async throws -> Response {
+        do {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+            encoder.dateEncodingStrategy = .iso8601
+            var headers = HTTPFields()
+            headers[.contentType] = "application/json"
+            return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: Array(try encoder.encode(try await work())))))
+        } catch {
+            return ErrorBody.response(KbuildError.wrap(error))
+        }
+    }
+
+    func text(_ body: String) -> Response {
+        var headers = HTTPFields()
+        headers[.contentType] = "text/plain; charset=utf-8"
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: body)))
+    }
+}

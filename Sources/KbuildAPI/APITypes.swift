@@ -1,0 +1,142 @@
+public import Cluster
+public import KbuildCore
+public import Releases
+public import Foundation
+
+/// The JSON the API speaks (`/api/v1/…`), shared by the server and the CLI.
+public enum API {
+    public static let prefix = "/api/v1"
+
+    public struct ReleaseInfo: Codable, Sendable, Equatable {
+        public var version: Int64
+        public var kid: KID
+        public var image: KID
+        public var config: KID
+        public var commit: String?
+        public var description: String
+        public var createdBy: String
+        public var createdAt: Date
+        public var processTypes: [String: String]
+        public var formation: [String: ProcessFormation]
+        /// "current", "healthy", "reverted: …", "failed: …" or "".
+        public var status: String
+
+        public init(_ entry: ReleaseEntry, status: String) {
+            version = entry.version
+            kid = entry.kid
+            image = entry.release.image
+            config = entry.release.config
+            commit = entry.release.commit
+            description = entry.release.description
+            createdBy = entry.actor
+            createdAt = entry.time
+            processTypes = entry.release.processTypes
+            formation = entry.release.formation
+            self.status = status
+        }
+    }
+
+    public struct ProcessInfo: Codable, Sendable, Equatable {
+        public var node: String
+        public var id: String
+        public var name: String
+        public var type: String
+        public var state: ProcessState
+        public var release: Int64?
+        public var hostPID: Int32?
+        public var port: Int?
+        public var restarts: Int
+        public var process: KID?
+        public var since: Date
+
+        public init(node: String, status: ProcessStatus, release: Int64?) {
+            self.node = node
+            id = status.id
+            name = status.name
+            type = status.type
+            state = status.state
+            self.release = release
+            hostPID = status.hostPID
+            port = status.port
+            restarts = status.restarts
+            process = status.process
+            since = status.since
+        }
+    }
+
+    public struct AppInfo: Codable, Sendable, Equatable {
+        public var name: String
+        public var stack: String
+        public var deployBranch: String
+        public var createdBy: String
+        public var createdAt: Date
+        public var release: ReleaseInfo?
+        public var rollout: RolloutRecord?
+        public var domains: [String]
+        public var processes: [ProcessInfo]
+    }
+
+    public struct ConfigChange: Codable, Sendable {
+        public var set: [String: String]
+        public var unset: [String]
+        public init(set: [String: String], unset: [String]) {
+            self.set = set
+            self.unset = unset
+        }
+    }
+
+    public struct ConfigAnswer: Codable, Sendable {
+        public var vars: [String: String]
+        public var release: Int64?
+        public init(vars: [String: String], release: Int64?) {
+            self.vars = vars
+            self.release = release
+        }
+    }
+
+    public struct Scale: Codable, Sendable {
+        public var changes: [String]
+        public init(changes: [String]) { self.changes = changes }
+    }
+
+    public struct Rollback: Codable, Sendable {
+        public var version: Int64?
+        public init(version: Int64?) { self.version = version }
+    }
+
+    public struct Restart: Codable, Sendable {
+        public var type: String?
+        public init(type: String?) { self.type = type }
+    }
+
+    public struct Domain: Codable, Sendable {
+        public var domain: String
+        public init(domain: String) { self.domain = domain }
+    }
+
+    public struct NodeInfo: Codable, Sendable {
+        public var record: NodeRecord
+        public var alive: Bool
+        public var processes: Int
+        public var heartbeat: Date?
+    }
+}
+
+/// The custom domains of an app (`domains:add`), at `apps/APP/domains`.
+public struct DomainsRecord: Codable, Sendable, Equatable {
+    public var kind = "kbuild.domains/v1"
+    public var domains: [String]
+    public init(_ domains: [String]) { self.domains = domains.sorted() }
+
+    /// A host name: dot-separated DNS labels, at most 253 bytes, lowercase.
+    public static func check(_ domain: String) throws {
+        let labels = domain.split(separator: ".", omittingEmptySubsequences: false)
+        let ok = domain.utf8.count <= 253 && labels.count >= 2 && labels.allSatisfy { l in
+            (1...63).contains(l.utf8.count) && l.first != "-" && l.last != "-" &&
+                l.utf8.allSatisfy { ($0 >= 0x61 && $0 <= 0x7a) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2d }
+        }
+        guard ok else {
+            throw KbuildError(.invalidArgument, "invalid domain \(domain.debugQuoted): want a lowercase host name such as www.example.com")
+        }
+    }
+}

@@ -1,0 +1,130 @@
+import ArgumentParser
+import Foundation
+import KbuildAPI
+import KbuildCore
+
+/// `kbuild apps:info APP`.
+struct AppsInfo: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "apps:info", abstract: "Show an app: release, processes, domains.")
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "The app.") var app: String
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() async throws {
+        let info: API.AppInfo = try await APIClient.resolve(global).get("/apps/\(app)")
+        if json { return try printJSON(info) }
+        say("=== \(info.name)")
+        say("Stack:     \(info.stack) (deploys \(info.deployBranch))")
+        say("Created:   \(shortDate(info.createdAt)) by \(info.createdBy)")
+        if let r = info.release {
+            say("Release:   v\(r.version) \(r.description) (image \(r.image.short)\(r.commit.map { ", commit \($0.prefix(7))" } ?? ""))")
+        } else {
+            say("Release:   none yet (git push to deploy)")
+        }
+        if let rollout = info.rollout {
+            say("Rollout:   v\(rollout.version) \(rollout.state.rawValue)\(rollout.reason.map { ": \($0)" } ?? "")")
+        }
+        say("Web:       http://\(info.name).localhost (the router)" + (info.domains.isEmpty ? "" : ", " + info.domains.map { "http://\($0)" }.joined(separator: ", ")))
+        for p in info.processes { say("  \(p.name)  \(p.state.rawValue)  \(p.node)  pid \(p.hostPID.map(String.init) ?? "-")") }
+    }
+}
+
+/// `kbuild apps:destroy APP`.
+struct AppsDestroy: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "apps:destroy",
+        abstract: "Delete an app: its processes stop, its repository and refs go (objects go at the next keg gc).",
+        discussion: "Asks you to type the app's name; --confirm APP answers in advance (for scripts)."
+    )
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "The app.") var app: String
+    @Option(help: "The app's name again, to confirm without a prompt.") var confirm: String?
+
+    func run() async throws {
+        var answer = confirm
+        if answer == nil {
+            guard isatty(0) == 1 else { throw ValidationError("refusing to destroy \(app) without confirmation: pass --confirm \(app)") }
+            FileHandle.standardError.write(Data(" !  This deletes \(app), its processes and its repository. Type \(app) to confirm: ".utf8))
+            answer = readLine()?.trimmingCharacters(in: .whitespaces)
+        }
+        guard answer == app else { throw ValidationError("confirmation \(answer.map { $0.debugDescription } ?? "none") does not match \(app); nothing was deleted") }
+        let _: [String: String] = try await APIClient.resolve(global).delete("/apps/\(app)?confirm=\(app)")
+        say("Destroyed \(app)")
+    }
+}
+
+/// `kbuild domains APP`, `domains:add APP DOMAIN`, `domains:remove APP DOMAIN`.
+struct DomainsList: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "domains", abstract: "List the domains the router serves an app at.")
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "The app.") var app: String
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() async throws {
+        let list: [String] = try await APIClient.resolve(global).get("/apps/\(app)/domains")
+        if json { return try printJSON(list) }
+        say("\(app).localhost")
+        for d in list { say(d) }
+    }
+}
+
+struct DomainsAdd: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "domains:add", abstract: "Serve an app at a domain too (routed by Host header).")
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "The app.") var app: String
+    @Argument(help: "The domain, e.g. www.example.com.") var domain: String
+
+    func run() async throws {
+        let _: [String] = try await APIClient.resolve(global).send(.POST, "/apps/\(app)/domains", API.Domain(domain: domain))
+        say("Added \(domain.lowercased()) to \(app)")
+    }
+}
+
+struct DomainsRemove: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "domains:remove", abstract: "Stop serving an app at a domain.")
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "The app.") var app: String
+    @Argument(help: "The domain.") var domain: String
+
+    func run() async throws {
+        let _: [String] = try await APIClient.resolve(global).delete("/apps/\(app)/domains/\(domain.lowercased())")
+        say("Removed \(domain.lowercased()) from \(app)")
+    }
+}
+
+/// `kbuild login [--url URL]`: keeps the API's URL and a token for later commands.
+struct LoginCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "login",
+        abstract: "Store kbuild's URL and your token for the other commands.",
+        discussion: "The token is read from --token, else from stdin (a terminal prompts). It is checked against the API before it is stored, in a file only you can read."
+    )
+    @OptionGroup var global: GlobalOptions
+    @Option(help: "kbuild's URL (default: the kbuild up of this machine).") var url: String?
+    @Option(help: "The token (default: read from stdin).") var token: String?
+
+    func run() async throws {
+        var base = url
+        if base == nil { base = (try? String(contentsOf: global.dir.serverURLFile, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) }
+        guard let base, base.hasPrefix("http://") || base.hasPrefix("https://") else {
+            throw ValidationError("give --url http://HOST:PORT (no kbuild up runs on \(global.dir.root.path))")
+        }
+        var secret = token
+        if secret == nil {
+            if isatty(0) == 1 { FileHandle.standardError.write(Data("Token: ".utf8)) }
+            secret = readLine()?.trimmingCharacters(in: .whitespaces)
+        }
+        guard let secret, !secret.isEmpty else { throw ValidationError("no token given") }
+        let client = APIClient(base: base, token: secret)
+        let _: [API.AppInfo] = try await client.get("/apps")
+        let path = APIClient.credentialsFile
+        try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        let data = try JSONEncoder().encode(APIClient.Credentials(url: base, token: secret))
+        let fd = open(path + ".tmp", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw KbuildError.syscall("open", path + ".tmp", verb: "store the token") }
+        _ = data.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        close(fd)
+        guard rename(path + ".tmp", path) == 0 else { throw KbuildError.syscall("rename", path, verb: "store the token") }
+        say("Logged in to \(base) (token stored in \(path))")
+    }
+}

@@ -1,0 +1,85 @@
+import ArgumentParser
+import Cluster
+import Foundation
+import KbuildAPI
+import KbuildCore
+import NodeAgent
+
+/// `kbuild ps APP`.
+struct PsList: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "ps", abstract: "List an app's processes on every node.")
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "The app.") var app: String
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() async throws {
+        let list: [API.ProcessInfo] = try await APIClient.resolve(global).get("/apps/\(app)/ps")
+        if json { return try printJSON(list) }
+        guard !list.isEmpty else { return say("\(app) runs no processes") }
+        for p in list {
+            let pid = p.hostPID.map { "pid \($0)" } ?? "no pid"
+            let restarts = p.restarts > 0 ? ", \(p.restarts) restarts" : ""
+            say("\(p.name)  \(p.state.rawValue)  v\(p.release.map(String.init) ?? "?")  \(p.node)  \(pid)  port \(p.port.map(String.init) ?? "-")  since \(shortDate(p.since))\(restarts)")
+        }
+    }
+}
+
+/// `kbuild ps:scale APP web=3 worker=1`.
+struct PsScale: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ps:scale",
+        abstract: "Set how many processes of each type run (a new release; nothing restarts).",
+        discussion: "TYPE=COUNT[:MEMORY[:CPUS]], e.g. web=3, worker=0, web=2:1G:1. A formation that does not fit the nodes is refused, and what runs keeps running."
+    )
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "The app.") var app: String
+    @Argument(help: "TYPE=COUNT[:MEMORY[:CPUS]] changes.") var changes: [String]
+
+    func validate() throws {
+        guard !changes.isEmpty else { throw ValidationError("give at least one TYPE=COUNT, e.g. web=3") }
+    }
+
+    func run() async throws {
+        let r: API.ReleaseInfo = try await APIClient.resolve(global).send(.PATCH, "/apps/\(app)/formation", API.Scale(changes: changes))
+        let now = r.processTypes.keys.sorted().map { "\($0)=\(r.formation[$0]?.quantity ?? 0)" }.joined(separator: " ")
+        say("Scaled \(app) to \(now): v\(r.version)")
+    }
+}
+
+/// `kbuild ps:restart APP [TYPE]`.
+struct PsRestart: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "ps:restart", abstract: "Restart an app's processes (rolling, health-gated).")
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "The app.") var app: String
+    @Argument(help: "Only this process type.") var type: String?
+
+    func run() async throws {
+        let _: [String: Int] = try await APIClient.resolve(global).send(.POST, "/apps/\(app)/ps/restart", API.Restart(type: type))
+        say("Restarting \(type.map { "\($0) processes of " } ?? "")\(app)")
+    }
+}
+
+/// `kbuild down`: stops the app processes `kbuild up` left running.
+struct DownCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "down",
+        abstract: "Stop every app process this machine's node agents started.",
+        discussion: "App processes outlive `kbuild up` (a restart or upgrade adopts them). Stop kbuild up first, then run this to stop them too."
+    )
+    @OptionGroup var global: GlobalOptions
+    @Option(help: "Seconds between SIGTERM and SIGKILL.") var grace = 10
+
+    func run() async throws {
+        var total = 0
+        for dir in nodeStateDirs(global.dir) {
+            total += await NodeAgent.stopAll(stateDir: dir, grace: .seconds(grace))
+        }
+        say("Stopped \(total) process\(total == 1 ? "" : "es")")
+    }
+}
+
+/// The state dirs of the node agents of a data dir (`<data>/nodes/NAME`).
+func nodeStateDirs(_ dir: DataDir) -> [String] {
+    let root = dir.nodes.path
+    return ((try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []).sorted().map { root + "/" + $0 }
+}
