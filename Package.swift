@@ -104,7 +104,7 @@ let package = Package(
         ),
         .target(
             name: "GitGateway",
-            dependencies: ["KbuildCore", "Keg", "RefStore", "OCI", "Stacks", "Sandbox", "Builds", "GitSource", "Releases"],
+            dependencies: ["KbuildCore", "Keg", "RefStore", "OCI", "Stacks", "Sandbox", "Builds", "GitSource", "Releases", "Cluster"],
             swiftSettings: strict
         ),
         .target(

@@ -5,6 +5,7 @@ public import Sandbox
 import Builds
 import GitSource
 import Releases
+import Cluster
 import OCI
 import Stacks
 import Foundation
@@ -122,11 +123,26 @@ public struct PushHook: Sendable {
             app: app, image: image, processTypes: result.processTypes, healthchecks: healthchecks,
             sourceRecord: sourceRecord, build: build, commit: source.commit, actor: pusher)
         let formation = release.release.runnableTypes.map { "\($0)=\(release.release.formation[$0]!.quantity)" }.joined(separator: " ")
-        say("-----> Released v\(release.version) (\(formation.isEmpty ? "no processes" : formation))\n")
-        let elapsed = (ContinuousClock.now - started).components
-        let seconds = Double(elapsed.seconds) + Double(elapsed.attoseconds) / 1e18
-        say("-----> Done in \(String(format: "%.1f", seconds)) s: \(app) \(source.commit.prefix(7)) is image \(image)\n")
+        say("-----> Released v\(release.version) (\(formation.isEmpty ? "no processes" : formation)); rolling out\n")
+        let rolloutStarted = ContinuousClock.now
+        switch try await RolloutWatch.wait(app: app, release: release.kid, keg: keg, refs: refs, timeout: .seconds(90)) {
+        case .done(let r):
+            let took = String(format: "%.1f", Self.seconds(ContinuousClock.now - rolloutStarted))
+            switch r.state {
+            case .converged: say("-----> v\(release.version) is live: every process healthy in \(took) s\n")
+            case .reverted: say(" !     v\(release.version) failed: \(r.reason ?? "unhealthy"); reverted to the last healthy release (now v\(r.revertedBy ?? 0))\n")
+            case .failed: say(" !     v\(release.version) failed: \(r.reason ?? "unhealthy"), and no earlier release was healthy to go back to\n")
+            case .unschedulable: say(" !     v\(release.version) cannot be placed: \(r.reason ?? ""); what ran before keeps running\n")
+            }
+        case .noNodes: say("-----> No node agent is up: v\(release.version) rolls out when one starts\n")
+        case .timedOut: say("-----> v\(release.version) is still rolling out (kbuild ps \(app) shows how it goes)\n")
+        }
+        say("-----> Done in \(String(format: "%.1f", Self.seconds(ContinuousClock.now - started))) s: \(app) \(source.commit.prefix(7)) is image \(image)\n")
         return image
+    }
+
+    static func seconds(_ d: Duration) -> Double {
+        Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
     }
 
     /// The build's inputs: the app's stack, and the buildpacks named in

@@ -11,7 +11,7 @@ public struct KbuildCommand: AsyncParsableCommand {
             """,
         version: KbuildVersion.text,
         subcommands: [
-            UpCommand.self, DownCommand.self, WorkerCommand.self, LoginCommand.self,
+            UpCommand.self, DownCommand.self, WorkerCommand.self, AgentCommand.self, LoginCommand.self,
             AppsCreate.self, AppsList.self, AppsInfo.self, AppsDestroy.self, GitRemote.self, KeysAdd.self, KeysList.self, KeysRemove.self,
             ConfigList.self, ConfigGet.self, ConfigSet.self, ConfigUnset.self, ReleasesList.self, ReleasesInfo.self, ReleasesRollback.self,
             PsList.self, PsScale.self, PsRestart.self, DomainsList.self, DomainsAdd.self, DomainsRemove.self,

@@ -146,3 +146,38 @@ struct WorkerCommand: AsyncParsableCommand {
         try await group.run()
     }
 }
+
+/// `kbuild agent`: a node agent on its own, beside a `kbuild up --nodes 0`
+/// (or on another machine that shares the ref store).
+struct AgentCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "agent",
+        abstract: "Run a node agent: run the processes the scheduler assigns to this node until SIGINT/SIGTERM.",
+        discussion: "Its processes outlive it: a new agent with the same --name adopts them. Stop them with kbuild down."
+    )
+    @OptionGroup var global: GlobalOptions
+    @Option(help: "The node's name.") var name = "local"
+    @Option(help: "The address the router reaches this node's processes at.") var address = "127.0.0.1"
+    @Option(help: "The network processes join: host, or a network namespace name or path.") var network = "host"
+    @Option(help: "Memory the node offers (default: all of this machine's).") var memory: String?
+    @Option(help: "CPUs the node offers (default: this machine's cores).") var cpus: Double?
+
+    func validate() throws {
+        guard Names.isAppName(name) else { throw ValidationError("invalid node name \(name.debugDescription): a-z, 0-9 and '-', starting with a letter") }
+    }
+
+    func run() async throws {
+        let keg = try global.openKeg()
+        let refs = try global.openRefs()
+        var config = NodeAgentConfig(name: name, address: address, network: try SandboxNetwork(parsing: network),
+                                     stateDir: global.dir.node(name).path)
+        if let memory { config.capacity.memory = try parseBytes(memory, what: "node memory") }
+        if let cpus { config.capacity.cpus = cpus }
+        say("kbuild agent \(name): \(config.capacity.description), state in \(config.stateDir)")
+        var logger = Logger(label: "kbuild-agent")
+        logger.logLevel = .warning
+        let agent = NodeAgent(config: config, keg: keg, refs: refs, sandbox: try Sandbox()) { say($0) }
+        let group = ServiceGroup(configuration: .init(services: [.init(service: agent)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+    }
+}

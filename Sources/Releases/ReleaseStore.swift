@@ -143,7 +143,7 @@ public struct ReleaseStore: Sendable {
             return try await change(app, actor: actor) { current in
                 guard let current, current.kid == failed else { throw KbuildError(.conflict, "moved on") }
                 let old = try release(good)
-                return try await restoring(old, over: current, description: "Revert to v\(old.version): v\(current.version) \(reason)", actor: actor)
+                return try await restoring(old, over: current, description: "Revert to v\(old.version): v\(current.version) failed (\(reason))", actor: actor)
             }
         } catch let e as KbuildError where e.code == .conflict {
             return nil

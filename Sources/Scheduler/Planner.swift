@@ -136,7 +136,7 @@ public enum Planner {
                         continue
                     }
                     if s.restarts >= policy.crashLoopRestarts, s.state != .healthy {
-                        let exit = s.lastExit.map { " (last exit status \($0))" } ?? ""
+                        let exit = s.lastExit.map { ", last exit status \($0)" } ?? ""
                         failure = failure ?? "\(p.name) crashed \(s.restarts) times\(exit)"
                     } else if s.state != .healthy, now.timeIntervalSince(p.assignedAt) > policy.startTimeout {
                         failure = failure ?? "\(p.name) was not healthy within \(Int(policy.startTimeout)) s"

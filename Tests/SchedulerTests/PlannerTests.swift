@@ -102,7 +102,7 @@ final class PlannerTests: XCTestCase {
         let new = surge.first { $0.spec.image == image2 }!
         let p = Planner.plan(apps: [AppState(app: "py", release: kid2, current: r2, healthy: kid1)],
                              nodes: [node("n1", processes: surge, states: [old[0].id: (.healthy, 0), new.id: (.backoff, 3)])], now: t0)
-        XCTAssertEqual(p.events, [.revert(app: "py", failed: kid2, to: kid1, reason: "web.1 crashed 3 times (last exit status 1)")])
+        XCTAssertEqual(p.events, [.revert(app: "py", failed: kid2, to: kid1, reason: "web.1 crashed 3 times, last exit status 1")])
         XCTAssertTrue(all(p).contains(old[0]), "the old release keeps serving")
         // No healthy release to go back to: reported as failed.
         let f = Planner.plan(apps: [AppState(app: "py", release: kid2, current: r2, healthy: nil)],

@@ -1,0 +1,43 @@
+public import KbuildCore
+public import Keg
+public import RefStore
+import Builds
+public import Foundation
+
+/// Waits for the scheduler's verdict on one release, for whoever made it
+/// (the pusher's hook): converged, reverted, failed or unschedulable.
+public enum RolloutWatch {
+    public enum Outcome: Sendable {
+        case done(RolloutRecord)
+        /// No node agent is up: the release rolls out when one starts.
+        case noNodes
+        case timedOut
+    }
+
+    public static func wait(app: String, release: KID, keg: Keg, refs: any RefStore, timeout: Duration, lease: TimeInterval = 10) async throws -> Outcome {
+        let reader = ClusterReader(keg: keg, refs: refs)
+        let deadline = ContinuousClock.now + timeout
+        let ref = try ClusterRefs.rollout(app)
+        var checkedNodes = false
+        while ContinuousClock.now < deadline {
+            let revision = try await refs.currentRevision()
+            // The newest records first: a revert writes the failed release's record after the revert release.
+            for change in try await refs.history(ref, limit: 5) {
+                guard let kid = change.new else { continue }
+                let record = try reader.record(RolloutRecord.self, kid, what: "rollout")
+                if record.release == release { return .done(record) }
+            }
+            if !checkedNodes {
+                let now = Date()
+                let alive = try await reader.nodes().contains { n in
+                    if let status = n.status { return status.isAlive(at: now) }
+                    return now.timeIntervalSince(n.record.startedAt) <= lease
+                }
+                if !alive { return .noNodes }
+                checkedNodes = true
+            }
+            try await reader.waitForChange(after: revision, timeout: .milliseconds(250))
+        }
+        return .timedOut
+    }
+}
