@@ -96,7 +96,11 @@ func startKbuildUp(_ test: XCTestCase, data: String, port: Int = 0, extra: [Stri
     p.standardOutput = out
     p.standardError = FileHandle.standardError
     try p.run()
-    test.addTeardownBlock { if p.isRunning { kill(p.processIdentifier, SIGKILL); p.waitUntilExit() } }
+    test.addTeardownBlock {
+        if p.isRunning { kill(p.processIdentifier, SIGKILL); p.waitUntilExit() }
+        // App processes outlive kbuild up by design: stop them with it.
+        _ = try? sh(kbuildBinary, ["down", "--grace", "2", "--data-dir", data])
+    }
     // Read the startup lines (bounded): one line per thing served.
     var text = ""
     let deadline = Date().addingTimeInterval(60)

@@ -1,0 +1,268 @@
+import Foundation
+import XCTest
+
+/// After the push: releases, config, formation, the scheduler, the node agent
+/// and its processes, with a real `kbuild up`, real git pushes and real
+/// sandboxed processes on the busybox stack.
+final class RunTests: XCTestCase {
+    /// A fresh data dir with the busybox stack.
+    func makeData(_ name: String) throws -> String {
+        let dir = try tempDir(self, name)
+        let r = try kbuild(["stack", "create", "busybox"], dataDir: dir)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        return dir
+    }
+
+    /// An app serving www/ with busybox httpd; at start it writes its environment to www/env.txt.
+    func makeApp(_ name: String, data: String, serve: String? = nil, files: [String: String] = [:]) throws -> String {
+        XCTAssertEqual(try kbuild(["apps:create", name, "--stack", "busybox"], dataDir: data).status, 0)
+        let work = try tempDir(self, name + "-src")
+        try writeFile(work + "/Procfile", "web: ./serve.sh\n")
+        try writeFile(work + "/serve.sh", serve ?? """
+            #!/bin/sh
+            env | sort > www/env.txt
+            echo "serving on $PORT"
+            exec busybox httpd -f -p "0.0.0.0:$PORT" -h www
+            """, mode: 0o755)
+        try writeFile(work + "/www/index.html", "hello from \(name) \(UUID().uuidString)\n")
+        for (path, text) in files { try writeFile(work + "/" + path, text, mode: path.hasSuffix(".sh") ? 0o755 : 0o644) }
+        try git(["init", "-q"], in: work)
+        try git(["add", "-A"], in: work)
+        try git(["commit", "-q", "-m", "First"], in: work)
+        XCTAssertEqual(try sh(kbuildBinary, ["git:remote", name, "--data-dir", data], cwd: work).status, 0)
+        return work
+    }
+
+    struct Proc: Decodable {
+        var name: String
+        var state: String
+        var release: Int64?
+        var hostPID: Int32?
+        var port: Int?
+        var restarts: Int
+        var node: String
+    }
+
+    func ps(_ app: String, _ data: String) throws -> [Proc] {
+        let r = try kbuild(["ps", app, "--json"], dataDir: data)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        return (try? decoder.decode([Proc].self, from: Data(r.stdout.utf8))) ?? []
+    }
+
+    /// Polls (bounded) until `condition` holds.
+    func waitUntil(_ what: String, timeout: TimeInterval = 30, _ condition: () throws -> Bool) throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if try condition() { return }
+            usleep(200_000)
+        }
+        XCTFail("timed out after \(Int(timeout)) s waiting for: \(what)")
+        throw CocoaError(.userCancelled)
+    }
+
+    func get(_ port: Int, _ path: String = "/") -> String? {
+        (try? sh("/usr/bin/curl", ["-sf", "--max-time", "5", "http://127.0.0.1:\(port)\(path)"]))
+            .flatMap { $0.status == 0 ? $0.stdout : nil }
+    }
+
+    /// The host's processes that run `busybox httpd` for `app` (from their environment), with their KBUILD_RELEASE.
+    func appProcesses(_ app: String) -> [(pid: Int32, release: String)] {
+        var out: [(Int32, String)] = []
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+            guard let pid = Int32(name),
+                  let cmd = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline"), cmd.starts(with: Array("busybox\0httpd".utf8)),
+                  let env = FileManager.default.contents(atPath: "/proc/\(pid)/environ") else { continue }
+            let vars = env.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+            guard vars.contains("KBUILD_APP=\(app)") else { continue }
+            out.append((pid, vars.first { $0.hasPrefix("KBUILD_RELEASE=") }.map { String($0.dropFirst(15)) } ?? ""))
+        }
+        return out
+    }
+
+    func healthy(_ procs: [Proc], count: Int, release: Int64? = nil) -> Bool {
+        procs.count == count && procs.allSatisfy { $0.state == "healthy" && (release == nil || $0.release == release) }
+    }
+
+    func testReleasesConfigScaleAndRollback() throws {
+        let data = try makeData("releases")
+        _ = try startKbuildUp(self, data: data, extra: ["--node-memory", "2G", "--node-cpus", "2"])
+        let work = try makeApp("shop", data: data)
+        let push = try git(["push", "kbuild", "main"], in: work)
+        XCTAssertEqual(push.status, 0, push.stderr)
+        XCTAssertTrue(push.stderr.contains("remote: -----> Released v1 (web=1); rolling out"), push.stderr)
+        XCTAssertTrue(push.stderr.contains("remote: -----> v1 is live: every process healthy"), push.stderr)
+        var procs = try ps("shop", data)
+        XCTAssertTrue(healthy(procs, count: 1, release: 1), "\(procs)")
+        let port = try XCTUnwrap(procs.first?.port)
+        XCTAssertTrue(get(port)?.hasPrefix("hello from shop") ?? false)
+        // The trace environment is there.
+        let env = try XCTUnwrap(get(port, "/env.txt"))
+        for line in ["KBUILD_APP=shop", "KBUILD_RELEASE=v1", "DYNO=web.1", "PORT=\(port)", "KBUILD_COMMIT=\(trimmed(try git(["rev-parse", "HEAD"], in: work).stdout))"] {
+            XCTAssertTrue(env.contains(line + "\n"), "\(line) in \(env)")
+        }
+        XCTAssertTrue(env.contains("KBUILD_SOURCE=K-"), env)
+
+        // config:set: a new release, the value reaches the process, and is not printed.
+        let set = try kbuild(["config:set", "shop", "GREETING=hello world", "API_KEY=s3cr3t-value"], dataDir: data)
+        XCTAssertEqual(set.status, 0, set.stderr)
+        XCTAssertTrue(set.stdout.contains("v2"), set.stdout)
+        XCTAssertFalse(set.stdout.contains("s3cr3t-value"), "the value is not echoed")
+        try waitUntil("v2 serving") { try healthy(ps("shop", data), count: 1, release: 2) }
+        let port2 = try XCTUnwrap(try ps("shop", data).first?.port)
+        XCTAssertTrue(get(port2, "/env.txt")?.contains("API_KEY=s3cr3t-value\n") ?? false)
+        XCTAssertEqual(trimmed(try kbuild(["config:get", "shop", "GREETING"], dataDir: data).stdout), "hello world")
+        // Never baked into the image: the image's config has no such var.
+        let image = try kbuild(["image", "ls", "shop", "--json"], dataDir: data)
+        XCTAssertFalse(image.stdout.contains("s3cr3t-value"), image.stdout)
+
+        // ps:scale: three processes, the running one is kept (nothing restarts).
+        let before = try XCTUnwrap(try ps("shop", data).first?.hostPID)
+        let scale = try kbuild(["ps:scale", "shop", "web=3"], dataDir: data)
+        XCTAssertEqual(scale.status, 0, scale.stderr)
+        try waitUntil("3 healthy") { try ps("shop", data).filter { $0.state == "healthy" }.count == 3 }
+        procs = try ps("shop", data)
+        XCTAssertEqual(procs.map(\.name).sorted(), ["web.1", "web.2", "web.3"])
+        XCTAssertTrue(procs.contains { $0.hostPID == before }, "web.1 was not restarted by a scale")
+        XCTAssertEqual(Set(procs.compactMap(\.port)).count, 3)
+
+        // Bad input, each refused with nothing changed.
+        for (args, message) in [
+            (["ps:scale", "shop", "web=-1"], "cannot be negative"),
+            (["ps:scale", "shop", "web=1000"], "at most 100"),
+            (["ps:scale", "shop", "worker=1"], "no process type worker"),
+            (["ps:scale", "shop", "web=5"], "does not fit"),
+            (["config:set", "shop", "1BAD=x"], "invalid config var name"),
+            (["config:set", "shop", "PORT=1"], "set by kbuild"),
+            (["config:set", "shop", "NOEQUALS"], "want KEY=VALUE"),
+            (["config:unset", "shop", "MISSING"], "no config var"),
+            (["releases:rollback", "shop", "v99"], "no release v99"),
+            (["releases:info", "shop", "v0"], "invalid release"),
+            (["ps", "nosuchapp"], "no app named"),
+        ] {
+            let r = try kbuild(args, dataDir: data)
+            XCTAssertNotEqual(r.status, 0, "\(args)")
+            XCTAssertTrue(r.stderr.contains(message), "\(args): \(r.stderr)")
+        }
+        XCTAssertEqual(try ps("shop", data).count, 3, "a refused scale keeps what runs")
+
+        // Rollback to v1: v1's config (no API_KEY), the formation stays (3), as a new release.
+        let releasesBefore = try kbuild(["releases", "shop"], dataDir: data).stdout
+        XCTAssertTrue(releasesBefore.hasPrefix("v3 "), releasesBefore)
+        let rollback = try kbuild(["releases:rollback", "shop", "v1"], dataDir: data)
+        XCTAssertEqual(rollback.status, 0, rollback.stderr)
+        XCTAssertTrue(rollback.stdout.contains("Rollback to v1, now v4"), rollback.stdout)
+        try waitUntil("v4 on 3 processes") { try healthy(ps("shop", data), count: 3, release: 4) }
+        let port4 = try XCTUnwrap(try ps("shop", data).first?.port)
+        XCTAssertFalse(get(port4, "/env.txt")?.contains("API_KEY") ?? true, "v1's config came back")
+        XCTAssertFalse(try kbuild(["config", "shop"], dataDir: data).stdout.contains("API_KEY"))
+        let list = try kbuild(["releases", "shop"], dataDir: data).stdout
+        for text in ["v4 ", "Rollback to v1", "v3 ", "Scale web=3", "v2 ", "Set API_KEY, GREETING config vars", "v1 ", "Deploy "] {
+            XCTAssertTrue(list.contains(text), "\(text) in \(list)")
+        }
+        let info = try kbuild(["releases:info", "shop", "v2", "--json"], dataDir: data)
+        XCTAssertEqual(info.status, 0, info.stderr)
+        XCTAssertTrue(info.stdout.contains("\"version\" : 2"), info.stdout)
+    }
+
+    func testCrashedProcessesComeBackAndACrashLoopReverts() throws {
+        let data = try makeData("crash")
+        _ = try startKbuildUp(self, data: data)
+        let work = try makeApp("flaky", data: data)
+        XCTAssertEqual(try git(["push", "kbuild", "main"], in: work).status, 0)
+        let first = try XCTUnwrap(try ps("flaky", data).first)
+        XCTAssertEqual(first.state, "healthy")
+
+        // kill -9 of the web process (the whole sandbox): back within the first backoff (1 s) and a start.
+        let started = Date()
+        kill(try XCTUnwrap(first.hostPID), SIGKILL)
+        try waitUntil("web.1 back") {
+            let p = try ps("flaky", data).first
+            return p?.state == "healthy" && p?.hostPID != first.hostPID
+        }
+        XCTAssertLessThan(Date().timeIntervalSince(started), 10)
+        XCTAssertEqual(try ps("flaky", data).first?.restarts, 1)
+
+        // A release that crash-loops is reverted; the pusher and `releases` say so, and the old one serves on.
+        let serving = try XCTUnwrap(try ps("flaky", data).first)
+        try writeFile(work + "/serve.sh", "#!/bin/sh\necho 'about to crash'\nexit 3\n", mode: 0o755)
+        try git(["commit", "-q", "-am", "Break it"], in: work)
+        let push = try git(["push", "kbuild", "main"], in: work)
+        XCTAssertTrue(push.stderr.contains("v2 failed: web.1 crashed 3 times, last exit status 3; reverted to the last healthy release (now v3)"), push.stderr)
+        let releases = try kbuild(["releases", "flaky"], dataDir: data).stdout
+        XCTAssertTrue(releases.contains("v3 "), releases)
+        XCTAssertTrue(releases.contains("Revert to v1: v2 failed (web.1 crashed 3 times, last exit status 3)"), releases)
+        XCTAssertTrue(releases.contains("[reverted by v3: web.1 crashed 3 times"), releases)
+        let after = try ps("flaky", data)
+        XCTAssertEqual(after.count, 1)
+        XCTAssertEqual(after.first?.hostPID, serving.hostPID, "the healthy process was never stopped")
+        XCTAssertNotNil(get(try XCTUnwrap(after.first?.port)))
+        let logs = try kbuild(["logs", "flaky", "--lines", "50"], dataDir: data).stdout
+        XCTAssertTrue(logs.contains("about to crash"), logs)
+    }
+
+    func testAgentKilledOrRestartedKeepsItsProcesses() throws {
+        let data = try makeData("adopt")
+        // kbuild up without a node agent, and an agent of its own that can be killed.
+        _ = try startKbuildUp(self, data: data, extra: ["--nodes", "0"])
+        let agentLog = data + "/agent.log"
+        var agent = try spawnServer(kbuildBinary, ["agent", "--data-dir", data], output: agentLog)
+        defer { kill(agent, SIGKILL); _ = reap(agent) }
+        let work = try makeApp("steady", data: data)
+        let push = try git(["push", "kbuild", "main"], in: work)
+        XCTAssertEqual(push.status, 0, push.stderr)
+        XCTAssertEqual(try kbuild(["ps:scale", "steady", "web=2"], dataDir: data).status, 0)
+        try waitUntil("2 healthy") { try healthy(ps("steady", data), count: 2) }
+        let before = try ps("steady", data)
+
+        kill(agent, SIGKILL)
+        _ = reap(agent)
+        // The app keeps serving with no agent at all.
+        for p in before { XCTAssertNotNil(get(try XCTUnwrap(p.port)), "\(p.name) serves while its agent is dead") }
+        agent = try spawnServer(kbuildBinary, ["agent", "--data-dir", data], output: agentLog)
+        try waitUntil("re-adopted") {
+            let now = try ps("steady", data)
+            return healthy(now, count: 2) && Set(now.compactMap(\.hostPID)) == Set(before.compactMap(\.hostPID))
+        }
+        XCTAssertTrue(try String(contentsOfFile: agentLog, encoding: .utf8).contains("adopted steady.web.1"))
+
+        // A graceful stop (SIGTERM) of the agent stops no process either.
+        kill(agent, SIGTERM)
+        XCTAssertEqual(reap(agent), 0)
+        for p in before { XCTAssertTrue(kill(try XCTUnwrap(p.hostPID), 0) == 0, "\(p.name) outlived its agent") }
+        agent = try spawnServer(kbuildBinary, ["agent", "--data-dir", data], output: agentLog)
+        try waitUntil("re-adopted again") { Set(try ps("steady", data).compactMap(\.hostPID)) == Set(before.compactMap(\.hostPID)) }
+
+        // kbuild down stops them all.
+        kill(agent, SIGTERM)
+        _ = reap(agent)
+        let down = try kbuild(["down", "--grace", "2"], dataDir: data)
+        XCTAssertTrue(down.stdout.contains("Stopped 2 processes"), down.stdout)
+        for p in before { XCTAssertNotEqual(kill(try XCTUnwrap(p.hostPID), 0), 0) }
+    }
+
+    func testRestartOfKbuildUpMidRolloutCompletesIt() throws {
+        let data = try makeData("midroll")
+        var up = try startKbuildUp(self, data: data)
+        // Each new process takes 3 s to listen, so the rollout of 2 processes spans a restart.
+        let slow = "#!/bin/sh\nsleep 3\nexec busybox httpd -f -p \"0.0.0.0:$PORT\" -h www\n"
+        let work = try makeApp("rolling", data: data, serve: slow)
+        XCTAssertEqual(try git(["push", "kbuild", "main"], in: work).status, 0)
+        XCTAssertEqual(try kbuild(["ps:scale", "rolling", "web=2"], dataDir: data).status, 0)
+        try waitUntil("v2 on 2") { try healthy(ps("rolling", data), count: 2) }
+        XCTAssertEqual(try kbuild(["config:set", "rolling", "VERSION=3"], dataDir: data).status, 0)
+        try waitUntil("the rollout under way") { try ps("rolling", data).contains { $0.release == 3 } }
+
+        kill(up.process.processIdentifier, SIGKILL)
+        up.process.waitUntilExit()
+        up = try startKbuildUp(self, data: data)
+        try waitUntil("v3 on 2, nothing older", timeout: 60) { try healthy(ps("rolling", data), count: 2, release: 3) }
+        XCTAssertEqual(trimmed(try kbuild(["releases", "rolling"], dataDir: data).stdout).split(separator: "\n").count, 3, "no release lost or added")
+        // No orphan: exactly the two processes of v3 run, as the process table says.
+        try waitUntil("old processes gone") { self.appProcesses("rolling").count == 2 }
+        XCTAssertEqual(Set(appProcesses("rolling").map(\.release)), ["v3"])
+        let files = try FileManager.default.contentsOfDirectory(atPath: data + "/nodes/local/processes")
+        XCTAssertEqual(files.filter { $0.hasPrefix("rolling.") }.count, 2, "\(files)")
+    }
+}
