@@ -81,7 +81,8 @@ let package = Package(
         ),
         .target(
             name: "Cluster",
-            dependencies: ["KbuildCore", "Keg", "RefStore", "Builds", "Releases"],
+            dependencies: ["KbuildCore", "Keg", "RefStore", "Builds", "Releases", "Router",
+                           .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
             swiftSettings: strict
         ),
         .target(
@@ -98,8 +99,26 @@ let package = Package(
         ),
         .target(
             name: "KbuildAPI",
-            dependencies: ["KbuildCore", "Keg", "RefStore", "Builds", "Releases", "Cluster", "Scheduler", "GitGateway", "KbuildServer",
+            dependencies: ["KbuildCore", "Keg", "RefStore", "Builds", "Releases", "Cluster", "Scheduler", "GitGateway", "KbuildServer", "NodeAgent", "Sandbox",
                            .product(name: "Hummingbird", package: "hummingbird"), .product(name: "HTTPTypes", package: "swift-http-types")],
+            swiftSettings: strict
+        ),
+        // The HTTP router: Host header → a healthy web process (SwiftNIO, no kbuild dependencies).
+        .target(
+            name: "Router",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "router-bench",
+            dependencies: ["Router", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"), .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         .target(
@@ -144,7 +163,7 @@ let package = Package(
             name: "KbuildCLI",
             dependencies: [
                 "KbuildCore", "Keg", "KegRemote", "RefStore", "KbuildServer", "Sandbox", "OCI", "Stacks", "GitSource", "Builds", "GitGateway", "CGit2", "CArchive",
-                "Releases", "Cluster", "Scheduler", "NodeAgent", "KbuildAPI",
+                "Releases", "Cluster", "Scheduler", "NodeAgent", "KbuildAPI", "Router",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -157,6 +176,18 @@ let package = Package(
         .testTarget(name: "GitSourceTests", dependencies: ["GitSource", "Keg", "KbuildCore"], swiftSettings: strict),
         .testTarget(name: "BuildsTests", dependencies: ["Builds", "GitGateway", "KbuildCore", "Keg", "RefStore"], swiftSettings: strict),
         .testTarget(name: "SandboxTests", dependencies: ["Sandbox", "Stacks", "Keg", "RefStore", "KbuildCore"], swiftSettings: strict),
+        .testTarget(
+            name: "RouterTests",
+            dependencies: [
+                "Router",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
         .testTarget(name: "SchedulerTests", dependencies: ["Scheduler", "Cluster", "Releases", "KbuildCore"], swiftSettings: strict),
         .testTarget(name: "RefStoreTests", dependencies: ["RefStore", "RefStoreConformance", "KbuildCore"], swiftSettings: strict),
         .testTarget(

@@ -17,6 +17,8 @@ public enum ClusterRefs {
     public static func healthy(_ app: String) throws -> RefName { try RefName("apps/\(app)/healthy") }
     /// How the current release's rollout went (`RolloutRecord`); its history is every rollout's.
     public static func rollout(_ app: String) throws -> RefName { try RefName("apps/\(app)/rollout") }
+    /// The app's custom domains (`DomainsRecord`, `domains:add`).
+    public static func domains(_ app: String) throws -> RefName { try RefName("apps/\(app)/domains") }
     /// Rolling restarts: process type → generation (`ps:restart`).
     public static func restarts(_ app: String) throws -> RefName { try RefName("apps/\(app)/restarts") }
 }
@@ -271,4 +273,23 @@ public struct RestartGenerations: Codable, Sendable, Equatable {
     public var kind = "kbuild.restarts/v1"
     public var generations: [String: Int]
     public init(_ generations: [String: Int]) { self.generations = generations }
+}
+
+/// The custom domains of an app (`domains:add`), at `apps/APP/domains`.
+public struct DomainsRecord: Codable, Sendable, Equatable {
+    public var kind = "kbuild.domains/v1"
+    public var domains: [String]
+    public init(_ domains: [String]) { self.domains = domains.sorted() }
+
+    /// A host name: dot-separated DNS labels, at most 253 bytes, lowercase.
+    public static func check(_ domain: String) throws {
+        let labels = domain.split(separator: ".", omittingEmptySubsequences: false)
+        let ok = domain.utf8.count <= 253 && labels.count >= 2 && labels.allSatisfy { l in
+            (1...63).contains(l.utf8.count) && l.first != "-" && l.last != "-" &&
+                l.utf8.allSatisfy { ($0 >= 0x61 && $0 <= 0x7a) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2d }
+        }
+        guard ok else {
+            throw KbuildError(.invalidArgument, "invalid domain \(domain.debugQuoted): want a lowercase host name such as www.example.com")
+        }
+    }
 }

@@ -9,6 +9,8 @@ import KbuildServer
 import Releases
 import Builds
 import Scheduler
+public import Sandbox
+import NodeAgent
 import HTTPTypes
 
 /// The HTTP JSON API under /api/v1: apps, config, releases, formation,
@@ -20,10 +22,13 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
     let reader: ClusterReader
     /// Where node agents on this machine keep their logs (`<state>/logs/ID.log`).
     let logDirs: @Sendable () -> [String]
+    /// Runs one-off processes (`kbuild run`); nil on a host that runs none.
+    let sandbox: Sandbox?
 
-    public init(keg: Keg, refs: any RefStore, logDirs: @escaping @Sendable () -> [String]) {
+    public init(keg: Keg, refs: any RefStore, sandbox: Sandbox?, logDirs: @escaping @Sendable () -> [String]) {
         self.keg = keg
         self.refs = refs
+        self.sandbox = sandbox
         self.reader = ClusterReader(keg: keg, refs: refs)
         self.logDirs = logDirs
     }
@@ -118,6 +123,7 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
                 }
             }
         }
+        registerRun(on: router)
         router.get("\(p)/nodes") { _, _ in
             try await self.answer {
                 let now = Date()
@@ -250,12 +256,12 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
     }
 
     func domains(_ app: String) async throws -> [String] {
-        guard let ref = try await refs.get(try RefName("apps/\(app)/domains")) else { return [] }
+        guard let ref = try await refs.get(try ClusterRefs.domains(app)) else { return [] }
         return try reader.record(DomainsRecord.self, ref.kid, what: "domains").domains
     }
 
     func changeDomains(_ app: String, actor: String, _ change: (inout [String]) throws -> Void) async throws -> [String] {
-        let ref = try RefName("apps/\(app)/domains")
+        let ref = try ClusterRefs.domains(app)
         while true {
             let old = try await refs.get(ref)
             var list = try old.map { try reader.record(DomainsRecord.self, $0.kid, what: "domains").domains } ?? []

@@ -109,6 +109,11 @@ public enum API {
         public init(type: String?) { self.type = type }
     }
 
+    public struct Run: Codable, Sendable {
+        public var command: [String]
+        public init(command: [String]) { self.command = command }
+    }
+
     public struct Domain: Codable, Sendable {
         public var domain: String
         public init(domain: String) { self.domain = domain }
@@ -119,24 +124,5 @@ public enum API {
         public var alive: Bool
         public var processes: Int
         public var heartbeat: Date?
-    }
-}
-
-/// The custom domains of an app (`domains:add`), at `apps/APP/domains`.
-public struct DomainsRecord: Codable, Sendable, Equatable {
-    public var kind = "kbuild.domains/v1"
-    public var domains: [String]
-    public init(_ domains: [String]) { self.domains = domains.sorted() }
-
-    /// A host name: dot-separated DNS labels, at most 253 bytes, lowercase.
-    public static func check(_ domain: String) throws {
-        let labels = domain.split(separator: ".", omittingEmptySubsequences: false)
-        let ok = domain.utf8.count <= 253 && labels.count >= 2 && labels.allSatisfy { l in
-            (1...63).contains(l.utf8.count) && l.first != "-" && l.last != "-" &&
-                l.utf8.allSatisfy { ($0 >= 0x61 && $0 <= 0x7a) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2d }
-        }
-        guard ok else {
-            throw KbuildError(.invalidArgument, "invalid domain \(domain.debugQuoted): want a lowercase host name such as www.example.com")
-        }
     }
 }

@@ -4,6 +4,7 @@ import Cluster
 import Foundation
 import KbuildAPI
 import NodeAgent
+import Router
 import Scheduler
 import GitGateway
 import Sandbox
@@ -32,6 +33,9 @@ struct UpCommand: AsyncParsableCommand {
     @Option(help: "Build workers to run here (0 or 1; pushes then build in their own hook when none is running).")
     var workers = 1
 
+    @Option(help: "Port of the router, which serves apps at http://APP.localhost:PORT (0 picks a free one).")
+    var routerPort = 8080
+
     @Option(help: "Node agents to run here (0: none; run `kbuild agent` beside it instead).")
     var nodes = 1
 
@@ -45,6 +49,7 @@ struct UpCommand: AsyncParsableCommand {
         guard (0...1).contains(workers) else { throw ValidationError("--workers must be 0 or 1, not \(workers)") }
         guard (0...1).contains(nodes) else { throw ValidationError("--nodes must be 0 or 1, not \(nodes)") }
         guard (0...65535).contains(port) else { throw ValidationError("--port must be 0 to 65535, not \(port)") }
+        guard (0...65535).contains(routerPort) else { throw ValidationError("--router-port must be 0 to 65535, not \(routerPort)") }
     }
 
     func run() async throws {
@@ -68,7 +73,7 @@ struct UpCommand: AsyncParsableCommand {
                                  builder: Builder(keg: keg, refs: refs, sandbox: try Sandbox(warmHelpers: workers > 0 ? 1 : 0)))
 
         // The API, the scheduler and this machine's node agent.
-        let api = APIRoutes<KbuildHTTP.Context>(keg: keg, refs: refs) { nodeStateDirs(dataDir).map { $0 + "/logs" } }
+        let api = APIRoutes<KbuildHTTP.Context>(keg: keg, refs: refs, sandbox: try Sandbox()) { nodeStateDirs(dataDir).map { $0 + "/logs" } }
         let scheduler = SchedulerService(keg: keg, refs: refs) { line in say(line) }
         let agentConfig = NodeAgentConfig(name: "local", capacity: try capacity(), stateDir: dataDir.node("local").path)
 
@@ -83,7 +88,14 @@ struct UpCommand: AsyncParsableCommand {
             say("api       \(url)\(API.prefix)/ (kbuild apps, releases, config, ps …)")
             say("nodes     \(nodes == 0 ? "none here" : "local (\(agentConfig.capacity.description))")")
         }
-        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: server), .init(service: scheduler)]
+        // The router, fed from the nodes' reports.
+        let table = RouteTable()
+        let router = RouterService(host: host, port: routerPort, table: table, logger: logger) { bound in
+            say("router    http://APP.localhost:\(bound)/ (by Host header; custom domains with kbuild domains:add)")
+        }
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
+            .init(service: server), .init(service: scheduler), .init(service: RouteFeed(keg: keg, refs: refs, table: table)), .init(service: router),
+        ]
         if workers > 0 { services.append(.init(service: BuildWorkerService(worker: worker))) }
         if nodes > 0 {
             let verbose = logger.logLevel <= .info

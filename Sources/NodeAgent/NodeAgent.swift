@@ -6,9 +6,7 @@ public import RefStore
 public import Sandbox
 public import ServiceLifecycle
 import Builds
-import OCI
 import Releases
-import Stacks
 public import Foundation
 
 /// What a node agent needs to know about its node.
@@ -239,7 +237,17 @@ actor AgentLoop {
         var entry = Entry(assigned: p, process: nil, state: .starting, port: port, record: nil, restarts: restarts, lastExit: lastExit,
                           since: Date(), startedAt: now, nextCheck: now)
         do {
-            let (spec, release) = try await sandboxSpec(p, port: port)
+            let launch = try await ProcessLaunch.prepare(release: p.release, image: p.spec.image, config: p.spec.config, app: p.spec.app,
+                                                         name: p.name, id: p.id, port: port, reader: reader, remote: agent.remote)
+            let release = launch.release
+            let log = open(logPath(p.id), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
+            guard log >= 0 else { throw KbuildError.syscall("open", logPath(p.id), verb: "start \(p.id)") }
+            // The sandbox gets its own copy of the log's descriptor.
+            defer { close(log) }
+            let spec = SandboxSpec(command: ["/bin/sh", "-c", p.spec.command], lowerDirs: launch.lowerDirs, environment: launch.environment,
+                                   workingDirectory: launch.workingDirectory, hostname: p.name, network: config.network,
+                                   limits: SandboxLimits(memory: p.spec.memory, pids: 4096, cpus: p.spec.cpus),
+                                   stdout: .fd(log), stderr: .fd(log), dieWithCaller: false)
             let process = try await agent.sandbox.start(spec)
             let record = ProcessRecord(id: p.id, node: config.name, hostPID: process.pid, app: p.spec.app, name: p.name,
                                        release: p.release, version: release.version, spec: p.spec, port: port, startedAt: Date())
@@ -262,53 +270,6 @@ actor AgentLoop {
         }
         table[p.id] = entry
     }
-
-    /// The sandbox for one process: the image's layers, its Env, the app's
-    /// config vars, $PORT and the trace environment, the formation's limits.
-    func sandboxSpec(_ p: AssignedProcess, port: Int) async throws -> (SandboxSpec, Release) {
-        let keg = agent.keg
-        if let remote = agent.remote, !keg.contains(p.release) || !keg.contains(p.spec.image) {
-            for kid in [p.release, p.spec.config, p.spec.image] where !keg.contains(kid) { _ = try await remote.pull(kid, into: keg) }
-        }
-        let images = ImageStore(keg: keg)
-        let manifest = try images.manifest(p.spec.image)
-        if let remote = agent.remote {
-            for kid in [try manifest.config.kid()] + (try images.layerTrees(manifest)) where !keg.contains(kid) { _ = try await remote.pull(kid, into: keg) }
-        }
-        let image = try images.config(of: manifest)
-        let stacks = StackStore(keg: keg, refs: agent.refs)
-        let lowers = try images.layerTrees(manifest).reversed().map { try stacks.checkout($0) }
-        let release = try reader.record(Release.self, p.release, what: "release")
-        let vars = try reader.record(ConfigVars.self, p.spec.config, what: "config").vars
-        var source: String?
-        if let s = release.sourceRecord { source = try reader.record(SourceRecord.self, s, what: "source").source.description }
-
-        var env = SandboxSpec.defaultEnvironment
-        env.merge(image.config?.environment ?? [:]) { _, new in new }
-        env.merge(vars) { _, new in new }
-        env["PORT"] = String(port)
-        env["DYNO"] = p.name
-        env["KBUILD_APP"] = p.spec.app
-        env["KBUILD_RELEASE"] = "v\(release.version)"
-        env["KBUILD_PROCESS"] = p.id
-        env["KBUILD_SOURCE"] = source ?? ""
-        env["KBUILD_COMMIT"] = release.commit ?? ""
-        let log = open(logPath(p.id), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
-        guard log >= 0 else { throw KbuildError.syscall("open", logPath(p.id), verb: "start \(p.id)") }
-        // The sandbox keeps its own copy of the descriptor; ours goes once it started.
-        let closer = FDCloser(log)
-        _ = closer
-        let spec = SandboxSpec(command: ["/bin/sh", "-c", p.spec.command], lowerDirs: lowers, environment: env,
-                               workingDirectory: image.config?.WorkingDir ?? "/app", hostname: p.name,
-                               network: config.network,
-                               limits: SandboxLimits(memory: p.spec.memory, pids: 4096, cpus: p.spec.cpus),
-                               stdout: .fd(log), stderr: .fd(log), dieWithCaller: false)
-        openLogs[p.id] = closer
-        return (spec, release)
-    }
-
-    /// Descriptors handed to a sandbox start, closed after it.
-    var openLogs: [String: FDCloser] = [:]
 
     func logPath(_ id: String) -> String { stateDir + "/logs/\(id).log" }
 
@@ -333,7 +294,6 @@ actor AgentLoop {
     }
 
     func checkHealth() async {
-        openLogs.removeAll()
         let now = ContinuousClock.now
         let due = table.values.filter { e in e.process != nil && (e.state == .starting || e.state == .healthy || e.state == .unhealthy) && now >= e.nextCheck }
         let results = await withTaskGroup(of: (String, Bool).self) { group in
@@ -379,13 +339,6 @@ actor AgentLoop {
         lastReport = processes
         lastBeat = .now
     }
-}
-
-/// Closes a descriptor when the last reference goes.
-final class FDCloser: Sendable {
-    let fd: Int32
-    init(_ fd: Int32) { self.fd = fd }
-    deinit { close(fd) }
 }
 
 enum PortCheck {

@@ -53,10 +53,10 @@ public struct NodeState: Sendable {
         self.assignment = assignment
     }
 
-    /// Alive while its heartbeat is fresh; a node that has not reported yet
-    /// gets one lease from its registration.
+    /// Alive while its heartbeat is fresh; an agent that (re)registered gets
+    /// one lease from then to report.
     public func isAlive(at now: Date, lease: TimeInterval) -> Bool {
-        if let status { return status.isAlive(at: now) }
+        if let status, status.isAlive(at: now) { return true }
         return now.timeIntervalSince(record.startedAt) <= lease
     }
 }
@@ -87,10 +87,15 @@ public struct Plan: Sendable, Equatable {
 /// change, it moves a rollout one step at a time: surge new processes, wait
 /// for them to be healthy, retire old ones, never below the available minimum.
 public enum Planner {
-    public static func plan(apps: [AppState], nodes: [NodeState], now: Date, policy: RolloutPolicy = RolloutPolicy(), lease: TimeInterval = 10) -> Plan {
+    /// `trustSilence`: whether a node whose heartbeat ran out is lost. A
+    /// scheduler that just started (a restart of `kbuild up`) gives agents one
+    /// lease to report first, rather than moving every process at once.
+    public static func plan(apps: [AppState], nodes: [NodeState], now: Date, policy: RolloutPolicy = RolloutPolicy(), lease: TimeInterval = 10,
+                            trustSilence: Bool = true) -> Plan {
         var events: [PlanEvent] = []
-        let alive = nodes.filter { $0.isAlive(at: now, lease: lease) }.sorted { $0.record.name < $1.record.name }
-        for node in nodes where !node.isAlive(at: now, lease: lease) {
+        let isAlive = { (node: NodeState) in !trustSilence || node.isAlive(at: now, lease: lease) }
+        let alive = nodes.filter(isAlive).sorted { $0.record.name < $1.record.name }
+        for node in nodes where !isAlive(node) {
             let count = node.assignment?.processes.count ?? 0
             if count > 0 { events.append(.nodeLost(node: node.record.name, processes: count)) }
         }

@@ -17,6 +17,8 @@ public final class SchedulerService: Service {
     public let policy: RolloutPolicy
     public let lease: TimeInterval
     let log: @Sendable (String) -> Void
+    /// When this scheduler started: silent nodes are not lost until one lease after.
+    let started = Date()
     static let actor = "scheduler"
 
     public init(keg: Keg, refs: any RefStore, policy: RolloutPolicy = RolloutPolicy(), lease: TimeInterval = 10,
@@ -50,7 +52,8 @@ public final class SchedulerService: Service {
     public func step(now: Date = Date()) async throws {
         let apps = try await appStates()
         let nodes = try await reader.nodes().map { NodeState(record: $0.record, status: $0.status, assignment: $0.assignment) }
-        let plan = Planner.plan(apps: apps, nodes: nodes, now: now, policy: policy, lease: lease)
+        let plan = Planner.plan(apps: apps, nodes: nodes, now: now, policy: policy, lease: lease,
+                                trustSilence: now.timeIntervalSince(started) > lease)
         for node in nodes {
             guard let next = plan.assignments[node.record.name], next != node.assignment else { continue }
             let kid = try Records.put(next, in: keg)

@@ -88,7 +88,9 @@ struct KbuildServer {
 func startKbuildUp(_ test: XCTestCase, data: String, port: Int = 0, extra: [String] = []) throws -> KbuildServer {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: kbuildBinary)
-    p.arguments = ["up", "--port", String(port), "--data-dir", data] + extra
+    // Tests run several kbuild ups: each router gets a port of its own unless one is asked for.
+    let router = extra.contains("--router-port") ? [] : ["--router-port", "0"]
+    p.arguments = ["up", "--port", String(port), "--data-dir", data] + router + extra
     var environment = ProcessInfo.processInfo.environment
     environment.removeValue(forKey: "KBUILD_DATA_DIR")
     p.environment = environment

@@ -81,14 +81,32 @@ final class RunTests: XCTestCase {
         return out
     }
 
+    /// A request through the router with a given Host header.
+    func routed(_ port: Int, host: String, path: String = "/") -> (status: Int, body: String, headers: [String: String]) {
+        guard let r = try? sh("/usr/bin/curl", ["-s", "--max-time", "5", "-D", "-", "-H", "Host: \(host)", "http://127.0.0.1:\(port)\(path)"]),
+              let head = r.stdout.range(of: "\r\n\r\n") else { return (0, "", [:]) }
+        let lines = r.stdout[..<head.lowerBound].split(separator: "\r\n")
+        let status = lines.first.flatMap { Int($0.split(separator: " ").dropFirst().first ?? "") } ?? 0
+        var headers: [String: String] = [:]
+        for line in lines.dropFirst() {
+            if let colon = line.firstIndex(of: ":") {
+                headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+            }
+        }
+        return (status, String(r.stdout[head.upperBound...]), headers)
+    }
+
     func healthy(_ procs: [Proc], count: Int, release: Int64? = nil) -> Bool {
         procs.count == count && procs.allSatisfy { $0.state == "healthy" && (release == nil || $0.release == release) }
     }
 
     func testReleasesConfigScaleAndRollback() throws {
         let data = try makeData("releases")
-        _ = try startKbuildUp(self, data: data, extra: ["--node-memory", "2G", "--node-cpus", "2"])
+        let routerPort = freePort()
+        _ = try startKbuildUp(self, data: data, extra: ["--node-memory", "2G", "--node-cpus", "2", "--router-port", String(routerPort)])
         let work = try makeApp("shop", data: data)
+        // Before the first push: the router knows no such app.
+        XCTAssertEqual(routed(routerPort, host: "shop.localhost").status, 404)
         let push = try git(["push", "kbuild", "main"], in: work)
         XCTAssertEqual(push.status, 0, push.stderr)
         XCTAssertTrue(push.stderr.contains("remote: -----> Released v1 (web=1); rolling out"), push.stderr)
@@ -97,6 +115,19 @@ final class RunTests: XCTestCase {
         XCTAssertTrue(healthy(procs, count: 1, release: 1), "\(procs)")
         let port = try XCTUnwrap(procs.first?.port)
         XCTAssertTrue(get(port)?.hasPrefix("hello from shop") ?? false)
+        // Through the router, by Host header, with a request id; unknown and malformed hosts are told so.
+        try waitUntil("routed") { routed(routerPort, host: "shop.localhost").status == 200 }
+        let viaRouter = routed(routerPort, host: "shop.localhost:\(routerPort)")
+        XCTAssertTrue(viaRouter.body.hasPrefix("hello from shop"), viaRouter.body)
+        XCTAssertNotNil(viaRouter.headers["x-request-id"], "\(viaRouter.headers)")
+        let unknown = routed(routerPort, host: "nosuch.localhost")
+        XCTAssertEqual(unknown.status, 404)
+        XCTAssertTrue(unknown.body.contains("nosuch.localhost"), unknown.body)
+        XCTAssertEqual(routed(routerPort, host: "bad_name.localhost").status, 400)
+        // A custom domain.
+        XCTAssertEqual(try kbuild(["domains:add", "shop", "Shop.Example.com"], dataDir: data).status, 0)
+        XCTAssertNotEqual(try kbuild(["domains:add", "shop", "not a domain"], dataDir: data).status, 0)
+        try waitUntil("domain routed") { routed(routerPort, host: "shop.example.com").status == 200 }
         // The trace environment is there.
         let env = try XCTUnwrap(get(port, "/env.txt"))
         for line in ["KBUILD_APP=shop", "KBUILD_RELEASE=v1", "DYNO=web.1", "PORT=\(port)", "KBUILD_COMMIT=\(trimmed(try git(["rev-parse", "HEAD"], in: work).stdout))"] {
@@ -164,6 +195,21 @@ final class RunTests: XCTestCase {
         let info = try kbuild(["releases:info", "shop", "v2", "--json"], dataDir: data)
         XCTAssertEqual(info.status, 0, info.stderr)
         XCTAssertTrue(info.stdout.contains("\"version\" : 2"), info.stdout)
+
+        // kbuild run: a one-off process in the image with the config; output and exit status come back.
+        // (The data dir comes from the environment: everything after -- is the command.)
+        let run = try sh(kbuildBinary, ["run", "shop", "--", "sh", "-c", "echo out $KBUILD_APP $KBUILD_RELEASE; echo oops >&2; exit 7"], env: ["KBUILD_DATA_DIR": data])
+        XCTAssertEqual(run.status, 7)
+        XCTAssertEqual(run.stdout, "out shop v4\n")
+        XCTAssertTrue(run.stderr.contains("oops"), run.stderr)
+        let missing = try sh(kbuildBinary, ["run", "shop", "--", "nosuchcommand"], env: ["KBUILD_DATA_DIR": data])
+        XCTAssertEqual(missing.status, 127)
+        XCTAssertTrue(missing.stderr.contains("no command nosuchcommand in shop v4's image"), missing.stderr)
+
+        // Scaled to zero: the router says the app has no healthy process.
+        XCTAssertEqual(try kbuild(["ps:scale", "shop", "web=0"], dataDir: data).status, 0)
+        try waitUntil("503") { routed(routerPort, host: "shop.localhost").status == 503 }
+        XCTAssertTrue(routed(routerPort, host: "shop.localhost").body.contains("no healthy web process"))
     }
 
     func testCrashedProcessesComeBackAndACrashLoopReverts() throws {

@@ -154,6 +154,12 @@ final class PlannerTests: XCTestCase {
         XCTAssertEqual(p.assignments["n2"]!.processes, [], "the dead node is told to run nothing")
         XCTAssertEqual(p.assignments["n1"]!.processes.map(\.name), ["web.1", "web.2"])
         XCTAssertEqual(p.events, [.nodeLost(node: "n2", processes: 1)])
+        // A scheduler that just started waits a lease before calling a silent node lost.
+        let fresh = Planner.plan(apps: [AppState(app: "py", release: kid, current: r, healthy: kid)],
+                                 nodes: [node("n1", processes: onN1, states: [onN1[0].id: (.healthy, 0)], heartbeat: now),
+                                         node("n2", processes: onN2, states: [onN2[0].id: (.healthy, 0)], heartbeat: t0)], now: now, trustSilence: false)
+        XCTAssertEqual(fresh.assignments["n2"]!.processes, onN2)
+        XCTAssertEqual(fresh.events, [])
     }
 
     func testFormationChangeParsing() throws {

@@ -58,6 +58,12 @@ struct APIClient {
     }
 
     func request(_ method: HTTPMethod, _ path: String, body: Data?) async throws -> Data {
+        let response = try await open(method, path, body: body, timeout: .seconds(60))
+        return Data(buffer: try await response.body.collect(upTo: 64 << 20))
+    }
+
+    /// The response as it arrives, for streams (`kbuild run`); an error status is thrown as its error.
+    func open(_ method: HTTPMethod, _ path: String, body: Data?, timeout: TimeAmount) async throws -> HTTPClientResponse {
         var request = HTTPClientRequest(url: base + API.prefix + path)
         request.method = method
         request.headers.add(name: "Authorization", value: "Bearer \(token)")
@@ -69,19 +75,19 @@ struct APIClient {
         }
         let response: HTTPClientResponse
         do {
-            response = try await HTTPClient.shared.execute(request, timeout: .seconds(60))
+            response = try await HTTPClient.shared.execute(request, timeout: timeout)
         } catch {
             throw KbuildError(.io, "failed to reach kbuild at \(base): \(error)")
         }
-        let bytes = Data(buffer: try await response.body.collect(upTo: 64 << 20))
         guard (200..<300).contains(response.status.code) else {
+            let bytes = Data(buffer: try await response.body.collect(upTo: 1 << 20))
             struct Body: Decodable { struct Inner: Decodable { let code: String; let message: String }; let error: Inner }
             if let body = try? JSONDecoder().decode(Body.self, from: bytes) {
                 throw KbuildError(KbuildError.Code(rawValue: body.error.code) ?? .io, body.error.message)
             }
             throw KbuildError(.io, "kbuild at \(base) answered \(response.status.code) to \(method) \(path)")
         }
-        return bytes
+        return response
     }
 
     func decode<T: Decodable>(_ data: Data) throws -> T {

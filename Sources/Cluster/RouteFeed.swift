@@ -1,0 +1,61 @@
+import KbuildCore
+public import Keg
+public import RefStore
+public import Router
+public import ServiceLifecycle
+public import Foundation
+
+/// Keeps the router's table in step with the cluster: each app with a
+/// release, and the web processes its nodes report healthy (a process being
+/// stopped is reported `stopping`, so it leaves the table before its SIGTERM);
+/// custom domains from `apps/APP/domains`. Nodes whose heartbeat ran out
+/// contribute nothing.
+public struct RouteFeed: Service {
+    let reader: ClusterReader
+    let table: RouteTable
+
+    public init(keg: Keg, refs: any RefStore, table: RouteTable) {
+        self.reader = ClusterReader(keg: keg, refs: refs)
+        self.table = table
+    }
+
+    public func run() async throws {
+        try await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                let revision = try await reader.refs.currentRevision()
+                try await refresh()
+                try await reader.waitForChange(after: revision, timeout: .seconds(1))
+            }
+        }
+    }
+
+    public func refresh(now: Date = Date()) async throws {
+        var apps: [String: [Endpoint]] = [:]
+        var domains: [String: String] = [:]
+        for ref in try await reader.refs.list(prefix: try RefName("apps")) {
+            let parts = ref.name.description.split(separator: "/")
+            guard parts.count == 3 else { continue }
+            let app = String(parts[1])
+            if parts[2] == "release" { apps[app, default: []] = apps[app] ?? [] }
+            if parts[2] == "domains" {
+                for d in try reader.record(DomainsRecord.self, ref.kid, what: "domains").domains { domains[d] = app }
+            }
+        }
+        let nodes = try await reader.nodes().map { ($0.record, $0.status) }
+        for (app, endpoints) in RouteFeed.endpoints(nodes: nodes, now: now) where apps[app] != nil { apps[app] = endpoints }
+        table.update(apps: apps, domains: domains)
+    }
+
+    /// App → its healthy web processes on live nodes, in a stable order.
+    public static func endpoints(nodes: [(NodeRecord, NodeStatus?)], now: Date) -> [String: [Endpoint]] {
+        var out: [String: [Endpoint]] = [:]
+        for (record, status) in nodes {
+            guard let status, status.isAlive(at: now) else { continue }
+            for p in status.processes where p.type == "web" && p.state == .healthy {
+                guard let port = p.port else { continue }
+                out[p.app, default: []].append(Endpoint(host: record.address, port: port, process: p.id))
+            }
+        }
+        return out.mapValues { $0.sorted { $0.process < $1.process } }
+    }
+}

@@ -1,0 +1,83 @@
+import Hummingbird
+import Cluster
+import Foundation
+import KbuildCore
+import KbuildServer
+import NodeAgent
+import Releases
+import Sandbox
+
+/// `POST /api/v1/apps/APP/run`: a one-off process in the app's current image
+/// and config (`kbuild run APP -- CMD`), its output streamed back as frames,
+/// the last one its exit status. The process dies if the client goes away.
+///
+/// Frame: one byte of kind (1 stdout, 2 stderr, 3 exit status as 4 bytes
+/// big-endian, 4 error text), four bytes of length, big-endian, then the bytes.
+public enum RunFrame {
+    public static let stdout: UInt8 = 1, stderr: UInt8 = 2, exit: UInt8 = 3, error: UInt8 = 4
+
+    public static func encode(_ kind: UInt8, _ payload: some Collection<UInt8>) -> [UInt8] {
+        let n = UInt32(payload.count)
+        return [kind, UInt8(n >> 24), UInt8(n >> 16 & 0xff), UInt8(n >> 8 & 0xff), UInt8(n & 0xff)] + payload
+    }
+
+    public static func exitStatus(_ code: Int32) -> [UInt8] {
+        let v = UInt32(bitPattern: code)
+        return encode(exit, [UInt8(v >> 24), UInt8(v >> 16 & 0xff), UInt8(v >> 8 & 0xff), UInt8(v & 0xff)])
+    }
+}
+
+extension APIRoutes {
+    func registerRun(on router: Router<Context>) {
+        router.post("\(API.prefix)/apps/:app/run") { request, context in
+            do {
+                let app = try await self.existing(context)
+                let body = try await self.decode(API.Run.self, request, context)
+                guard !body.command.isEmpty, !body.command[0].isEmpty else { throw KbuildError(.invalidArgument, "nothing to run: give a command") }
+                guard let sandbox = self.sandbox else { throw KbuildError(.unsatisfiable, "this kbuild runs no processes (no sandbox)") }
+                guard let current = try await self.releases.current(app) else {
+                    throw KbuildError(.notFound, "\(app) has no release to run in yet: git push first")
+                }
+                let id = "\(app).run.\(UInt32.random(in: 0...UInt32.max))"
+                let launch = try await ProcessLaunch.prepare(release: current.kid, image: current.release.image, config: current.release.config,
+                                                             app: app, name: "run.1", id: id, port: nil, reader: self.reader, remote: nil)
+                // One word with spaces is a shell command line, as heroku run takes it; several words are argv.
+                let argv = body.command.count == 1 && body.command[0].contains(" ") ? ["/bin/sh", "-c", body.command[0]] : body.command
+                let size = current.release.formation["web"] ?? ProcessFormation(quantity: 1)
+                let spec = SandboxSpec(command: argv, lowerDirs: launch.lowerDirs, environment: launch.environment,
+                                       workingDirectory: launch.workingDirectory, hostname: "run", network: .host,
+                                       limits: SandboxLimits(memory: size.memory, pids: 4096, cpus: size.cpus, timeout: .seconds(3600)))
+                let version = current.version
+                var headers = HTTPFields()
+                headers[.contentType] = "application/vnd.kbuild.run"
+                return Response(status: .ok, headers: headers, body: ResponseBody { writer in
+                    let (frames, continuation) = AsyncStream<[UInt8]>.makeStream()
+                    // The process runs as a child of this response: if writing fails (the client
+                    // went away), leaving the group cancels it, and cancelling kills the sandbox.
+                    try await withThrowingTaskGroup(of: Void.self) { group in
+                        group.addTask {
+                            defer { continuation.finish() }
+                            do {
+                                let result = try await sandbox.run(spec) { s, bytes in
+                                    continuation.yield(RunFrame.encode(s == .stdout ? RunFrame.stdout : RunFrame.stderr, bytes))
+                                }
+                                continuation.yield(RunFrame.exitStatus(result.exitStatus))
+                            } catch let e as KbuildError where e.code == .notFound {
+                                continuation.yield(RunFrame.encode(RunFrame.error, Array("no command \(argv[0]) in \(app) v\(version)'s image (\(e.message))".utf8)))
+                                continuation.yield(RunFrame.exitStatus(127))
+                            } catch {
+                                continuation.yield(RunFrame.encode(RunFrame.error, Array("\(error)".utf8)))
+                                continuation.yield(RunFrame.exitStatus(125))
+                            }
+                        }
+                        for await frame in frames { try await writer.write(ByteBuffer(bytes: frame)) }
+                        try await group.waitForAll()
+                    }
+                    try await writer.finish(nil)
+                })
+            } catch {
+                return ErrorBody.response(KbuildError.wrap(error))
+            }
+        }
+    }
+}

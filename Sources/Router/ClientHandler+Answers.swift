@@ -1,0 +1,108 @@
+import NIOCore
+import NIOHTTP1
+
+/// The router's own pages, the end of an exchange, and timeouts.
+extension ClientHandler {
+    // MARK: Answers and the end of an exchange
+
+    /// The router's own page in place of a backend's answer.
+    func fail(_ page: ErrorPage) {
+        if let backend {
+            self.backend = nil
+            pool.release(backend, reusable: false, snapshot: snapshot)
+        }
+        answer(page)
+    }
+
+    func answer(_ page: ErrorPage) {
+        guard let context else { return }
+        // The rest of the request body would be read for nothing: answer and close.
+        if !requestEnded || quiescing { clientKeepAlive = false }
+        var body = context.channel.allocator.buffer(string: page.html())
+        if method == .HEAD { body.clear() }
+        let version = requestVersion.minor == 0 ? HTTPVersion.http1_0 : .http1_1
+        let head = page.head(
+            version: version, requestID: requestID, keepAlive: clientKeepAlive,
+            retryAfter: shared.configuration.retryAfterSeconds, bodyLength: body.readableBytes)
+        if method == .HEAD {
+            context.write(wrapOutboundOut(.head(head)), promise: nil)
+        } else {
+            context.write(wrapOutboundOut(.head(head)), promise: nil)
+            context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+        }
+        status = Int(page.status.code)
+        endResponse(.end(nil), context: context)
+    }
+
+    /// Writes the response's last part and ends the exchange. The exchange
+    /// ends before the write because the write can hand this handler the next
+    /// pipelined request at once.
+    func endResponse(_ end: HTTPServerResponsePart, context: ChannelHandlerContext) {
+        let keepOpen = clientKeepAlive && requestEnded && !quiescing
+        let served = endExchange(status: status, closing: !keepOpen)
+        if keepOpen {
+            context.writeAndFlush(wrapOutboundOut(end), promise: nil)
+            shared.onServed(served)
+            while case .idle = phase, let part = pipelined.popFirst() {
+                receive(part, context: context)
+                // The rest of that request's parts belong to it, not to the queue.
+                while let next = pipelined.first, !next.isHead, !isIdle {
+                    receive(pipelined.removeFirst(), context: context)
+                }
+            }
+            if readPending, pipelined.isEmpty, isIdle {
+                readPending = false
+                context.read()
+            }
+            return
+        } else {
+            context.writeAndFlush(wrapOutboundOut(end)).assumeIsolated().whenComplete { _ in
+                context.close(promise: nil)
+            }
+        }
+        shared.onServed(served)
+    }
+
+    /// Resets the exchange state and returns the report for `onServed`.
+    func endExchange(status: Int, closing: Bool) -> ServedRequest {
+        let served = ServedRequest(
+            requestID: requestID, app: app, endpoint: endpoint,
+            method: method.rawValue, uri: uri, status: status,
+            duration: .nanoseconds((NIODeadline.now() - started).nanoseconds))
+        phase = closing ? .closing : .idle
+        idleSince = .now()
+        headStartedAt = nil
+        replay.removeAll(keepingCapacity: true)
+        replayBytes = 0
+        return served
+    }
+
+    // MARK: Timeouts
+
+    func tick() {
+        let now = NIODeadline.now()
+        let configuration = shared.configuration
+        switch phase {
+        case .idle:
+            if let headStartedAt {
+                if now - headStartedAt > configuration.headerReadTimeout { closeQuietly() }
+            } else if now - idleSince > configuration.clientIdleTimeout {
+                closeQuietly()
+            }
+        case .awaitingResponse:
+            if now - requestSentAt > configuration.responseHeaderTimeout {
+                shared.logger.notice(
+                    "backend response timed out",
+                    metadata: ["app": "\(app ?? "")", "endpoint": "\(endpoint.map { "\($0)" } ?? "")"])
+                fail(.gatewayTimeout(app: app ?? ""))
+            }
+        case .answering, .connecting, .streamingResponse, .closing:
+            break
+        }
+    }
+
+    func closeQuietly() {
+        phase = .closing
+        context?.close(promise: nil)
+    }
+}

@@ -1,0 +1,341 @@
+import Logging
+import NIOCore
+import NIOHTTP1
+
+/// The proxy for one client connection: the last handler of its pipeline,
+/// after NIO's HTTP server handlers (which hand it one request at a time).
+///
+/// For each request it resolves the Host header to a route, then either
+/// answers with the router's own page or runs an exchange with a backend
+/// connection from its event loop's pool, streaming both bodies with
+/// backpressure. All of it happens on the client channel's event loop.
+final class ClientHandler: ChannelDuplexHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    /// Where the current request stands.
+    enum Phase {
+        /// Waiting for a request head.
+        case idle
+        /// The router answers itself (error page) once the request ends.
+        case answering(ErrorPage)
+        /// Connecting to a backend; request parts are buffered meanwhile.
+        case connecting
+        /// The request is going to `backend`; its response head has not come yet.
+        case awaitingResponse
+        /// The response head was forwarded; its body streams to the client.
+        case streamingResponse
+        /// The response was sent and the connection closes.
+        case closing
+    }
+
+    let shared: SharedState
+    let pool: BackendPool
+    var context: ChannelHandlerContext?
+    var phase = Phase.idle
+    var clientAddress = ""
+    var localPort = ""
+    var ticker: RepeatedTask?
+
+    // Timers, checked by `tick`.
+    var idleSince = NIODeadline.now()
+    var headStartedAt: NIODeadline?
+    var requestSentAt = NIODeadline.now()
+
+    // The current exchange.
+    var exchangeID = 0
+    var started = NIODeadline.now()
+    var method = HTTPMethod.GET
+    var uri = ""
+    var requestVersion = HTTPVersion.http1_1
+    var clientKeepAlive = true
+    var requestID = ""
+    var app: String?
+    var endpoints: [Endpoint] = []
+    /// The route table version the current request was routed with.
+    var snapshot: Snapshot
+    var endpoint: Endpoint?
+    var firstIndex = 0
+    var endpointsTried = 0
+    var attempts = 0
+    var backendHead = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/")
+    var backend: BackendConnection?
+    var status = 0
+    var requestEnded = false
+    var requestForwarded = false
+    /// Request parts kept so the request can be sent again on another connection.
+    var replay: [HTTPServerRequestPart] = []
+    var replayBytes = 0
+    var replayable = true
+    var readPending = false
+    /// Requests that arrived while another was in flight, answered in order.
+    var pipelined = CircularBuffer<HTTPServerRequestPart>(initialCapacity: 4)
+    /// Set by graceful shutdown: close after the current response.
+    var quiescing = false
+    var needsBackendFlush = false
+
+    /// Bodies up to this size are kept for a retry; larger ones are not retried once sent.
+    static let replayLimit = 64 * 1024
+
+    init(shared: SharedState, pool: BackendPool) {
+        self.shared = shared
+        self.pool = pool
+        self.snapshot = shared.table.snapshot()
+    }
+
+    var isWritable: Bool { context?.channel.isWritable ?? false }
+
+    // MARK: Channel lifecycle
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        if context.channel.isActive { activate(context: context) }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        ticker?.cancel()
+        ticker = nil
+        self.context = nil
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        activate(context: context)
+        context.fireChannelActive()
+    }
+
+    func activate(context: ChannelHandlerContext) {
+        guard ticker == nil else { return }
+        clientAddress = context.channel.remoteAddress?.ipAddress ?? ""
+        localPort = context.channel.localAddress?.port.map { String($0) } ?? ""
+        idleSince = .now()
+        let period = shared.tickPeriod
+        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+        ticker = context.eventLoop.scheduleRepeatedTask(initialDelay: period, delay: period) { _ in
+            handler.value.tick()
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        ticker?.cancel()
+        ticker = nil
+        switch phase {
+        case .idle, .closing:
+            break
+        case .answering, .connecting, .awaitingResponse, .streamingResponse:
+            if let backend {
+                self.backend = nil
+                pool.release(backend, reusable: false, snapshot: snapshot)
+            }
+            shared.onServed(endExchange(status: 499, closing: true))
+        }
+        phase = .closing
+        context.fireChannelInactive()
+    }
+
+    var isIdle: Bool {
+        if case .idle = phase { true } else { false }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard event is ChannelShouldQuiesceEvent else {
+            context.fireUserInboundEventTriggered(event)
+            return
+        }
+        quiescing = true
+        if isIdle, pipelined.isEmpty { closeQuietly() }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { backend?.resumeReading() }
+        context.fireChannelWritabilityChanged()
+    }
+
+    /// Called by the handler in front of the HTTP decoder when bytes arrive:
+    /// from then on the header read timeout runs instead of the idle timeout.
+    func bytesArrived() {
+        if case .idle = phase, headStartedAt == nil { headStartedAt = .now() }
+    }
+
+    // MARK: Client → router
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let part = unwrapInboundIn(data)
+        if !pipelined.isEmpty {
+            pipelined.append(part)
+            return
+        }
+        if case .head = part {
+            switch phase {
+            case .idle:
+                break
+            case .closing:
+                return
+            case .answering, .connecting, .awaitingResponse, .streamingResponse:
+                // A pipelined request: it waits until the current response ended.
+                pipelined.append(part)
+                return
+            }
+        }
+        receive(part, context: context)
+    }
+
+    func receive(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
+        switch part {
+        case .head(let head):
+            receiveHead(head, context: context)
+        case .body(let buffer):
+            receiveBodyPart(part, bytes: buffer.readableBytes)
+        case .end:
+            requestEnded = true
+            receiveBodyPart(part, bytes: 0)
+            if case .answering(let page) = phase { answer(page) }
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        if needsBackendFlush, let backend {
+            needsBackendFlush = false
+            backend.flush()
+        }
+        context.fireChannelReadComplete()
+    }
+
+    /// Reads go on while a request streams, so a connection's readable interest
+    /// stays registered between requests (no epoll_ctl per request); they stop
+    /// only for backpressure, while connecting, and while pipelined requests wait.
+    func read(context: ChannelHandlerContext) {
+        if !pipelined.isEmpty {
+            readPending = true
+            return
+        }
+        switch phase {
+        case .connecting:
+            readPending = true
+        case .awaitingResponse, .streamingResponse:
+            if let backend, !backend.isWritable {
+                readPending = true
+            } else {
+                context.read()
+            }
+        case .idle, .answering, .closing:
+            context.read()
+        }
+    }
+
+    func receiveHead(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
+        exchangeID &+= 1
+        started = .now()
+        headStartedAt = nil
+        method = head.method
+        uri = head.uri
+        requestVersion = head.version
+        clientKeepAlive = head.isKeepAlive
+        requestEnded = false
+        requestForwarded = false
+        replayable = true
+        replayBytes = 0
+        attempts = 0
+        endpointsTried = 0
+        endpoint = nil
+        status = 0
+
+        let request = ForwardedHeaders.request(from: head.headers)
+        if let id = request.requestID, RequestID.isValid(id) {
+            requestID = id
+        } else {
+            requestID = RequestID.generate(using: &pool.random)
+        }
+        let host = request.host ?? ""
+        snapshot = shared.table.snapshot()
+        let route: Route = host.isEmpty ? .badHost("") : snapshot.lookup(host: host)
+        switch route {
+        case .app(let name, let appEndpoints):
+            app = name
+            endpoints = appEndpoints
+        case .noHealthyProcess(let name):
+            app = name
+            phase = .answering(.noHealthyProcess(app: name))
+        case .unknownApp(let unknownHost):
+            app = nil
+            phase = .answering(.unknownApp(host: unknownHost))
+        case .badHost(let badHost):
+            app = nil
+            phase = .answering(.badHost(badHost))
+        }
+        if case .answering = phase {
+            // A client waiting for 100 Continue sends no body: answer now and close.
+            if request.expectsContinue {
+                clientKeepAlive = false
+                if case .answering(let page) = phase { answer(page) }
+            }
+            return
+        }
+
+        var headers = request.headers
+        if let traceparent = request.traceparent, TraceParent.isValid(traceparent) {
+            headers.add(name: "traceparent", value: traceparent)
+        } else {
+            headers.add(name: "traceparent", value: TraceParent.generate(using: &pool.random))
+        }
+        headers.add(name: "x-request-id", value: requestID)
+        if let forwardedFor = request.forwardedFor {
+            headers.add(name: "x-forwarded-for", value: "\(forwardedFor), \(clientAddress)")
+        } else {
+            headers.add(name: "x-forwarded-for", value: clientAddress)
+        }
+        headers.add(name: "x-forwarded-proto", value: "http")
+        headers.add(name: "x-forwarded-port", value: localPort)
+        headers.add(name: "x-forwarded-host", value: host)
+        headers.add(name: "host", value: host)
+        backendHead = HTTPRequestHead(version: .http1_1, method: head.method, uri: head.uri, headers: headers)
+
+        if request.expectsContinue {
+            context.writeAndFlush(
+                wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .continue))), promise: nil)
+        }
+        firstIndex = endpoints.count == 1 ? 0 : pool.firstIndex(app: app!, count: endpoints.count)
+        startAttempt(freshConnection: false)
+    }
+
+    func receiveBodyPart(_ part: HTTPServerRequestPart, bytes: Int) {
+        switch phase {
+        case .connecting:
+            replay.append(part)
+            replayBytes += bytes
+        case .awaitingResponse, .streamingResponse:
+            guard let backend else { return }
+            forward(part, to: backend)
+            needsBackendFlush = true
+            if replayable, case .awaitingResponse = phase {
+                replayBytes += bytes
+                if replayBytes > Self.replayLimit {
+                    replayable = false
+                    replay.removeAll(keepingCapacity: false)
+                } else {
+                    replay.append(part)
+                }
+            }
+        case .idle, .answering, .closing:
+            break
+        }
+    }
+
+    func forward(_ part: HTTPServerRequestPart, to backend: BackendConnection) {
+        switch part {
+        case .head:
+            break
+        case .body(let buffer):
+            backend.write(.body(.byteBuffer(buffer)))
+        case .end(let trailers):
+            backend.write(.end(trailers))
+            requestForwarded = true
+        }
+    }
+}
+
+extension HTTPServerRequestPart {
+    var isHead: Bool {
+        if case .head = self { true } else { false }
+    }
+}

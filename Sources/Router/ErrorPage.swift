@@ -1,0 +1,79 @@
+import NIOCore
+import NIOHTTP1
+
+/// The router's own answers, when no backend answers for the app.
+enum ErrorPage {
+    case badHost(String)
+    case unknownApp(host: String)
+    case noHealthyProcess(app: String)
+    case badGateway(app: String)
+    case gatewayTimeout(app: String)
+
+    var status: HTTPResponseStatus {
+        switch self {
+        case .badHost: .badRequest
+        case .unknownApp: .notFound
+        case .noHealthyProcess: .serviceUnavailable
+        case .badGateway: .badGateway
+        case .gatewayTimeout: .gatewayTimeout
+        }
+    }
+
+    var message: String {
+        switch self {
+        case .badHost(let host):
+            host.isEmpty ? "The request has no Host header." : "The Host header \(host) is not a valid host name."
+        case .unknownApp(let host):
+            "no app is served at \(host)"
+        case .noHealthyProcess(let app):
+            "The app \(app) has no healthy web process right now. Try again in a few seconds."
+        case .badGateway(let app):
+            "The app \(app) could not be reached: no web process accepted the connection."
+        case .gatewayTimeout(let app):
+            "The app \(app) did not answer in time."
+        }
+    }
+
+    func html() -> String {
+        let title = "\(status.code) \(status.reasonPhrase)"
+        return """
+            <!doctype html>
+            <html><head><meta charset="utf-8"><title>\(title)</title></head>
+            <body><h1>\(title)</h1><p>\(Self.escaped(message))</p></body></html>
+
+            """
+    }
+
+    func head(version: HTTPVersion, requestID: String, keepAlive: Bool, retryAfter: Int, bodyLength: Int)
+        -> HTTPResponseHead
+    {
+        var headers = HTTPHeaders()
+        headers.reserveCapacity(6)
+        headers.add(name: "content-type", value: "text/html; charset=utf-8")
+        headers.add(name: "content-length", value: String(bodyLength))
+        headers.add(name: "cache-control", value: "no-store")
+        headers.add(name: "x-request-id", value: requestID)
+        if case .noHealthyProcess = self { headers.add(name: "retry-after", value: String(retryAfter)) }
+        if !keepAlive {
+            headers.add(name: "connection", value: "close")
+        } else if version.minor == 0 {
+            headers.add(name: "connection", value: "keep-alive")
+        }
+        return HTTPResponseHead(version: version, status: status, headers: headers)
+    }
+
+    private static func escaped(_ text: String) -> String {
+        var out = ""
+        out.reserveCapacity(text.utf8.count)
+        for character in text {
+            switch character {
+            case "<": out += "&lt;"
+            case ">": out += "&gt;"
+            case "&": out += "&amp;"
+            case "\"": out += "&quot;"
+            default: out.append(character)
+            }
+        }
+        return out
+    }
+}

@@ -1,0 +1,137 @@
+import NIOHTTP1
+
+/// Header rewriting between client and backend: hop-by-hop headers dropped
+/// (RFC 9110 §7.6.1), forwarding and tracing headers added.
+enum ForwardedHeaders {
+    /// What the router learned from a client's request head in one pass.
+    struct Request {
+        var headers: HTTPHeaders
+        var host: String?
+        var requestID: String?
+        var traceparent: String?
+        var forwardedFor: String?
+        var expectsContinue = false
+    }
+
+    /// The client's headers without hop-by-hop ones and without the ones the router sets itself.
+    static func request(from headers: HTTPHeaders) -> Request {
+        var result = Request(headers: HTTPHeaders())
+        result.headers.reserveCapacity(headers.count + 7)
+        var connectionTokens: [Substring] = []
+        for (name, value) in headers {
+            switch Name(name) {
+            case .host:
+                // A second Host header is a malformed request; treat it as a bad host.
+                result.host = result.host == nil ? value : ""
+            case .requestID:
+                result.requestID = value
+            case .traceparent:
+                result.traceparent = value
+            case .forwardedFor:
+                result.forwardedFor = result.forwardedFor.map { "\($0), \(value)" } ?? value
+            case .expect:
+                if value.lowercased() == "100-continue" { result.expectsContinue = true }
+            case .connection:
+                collectExtraTokens(value, into: &connectionTokens)
+            case .hopByHop, .forwardedProto, .forwardedPort, .forwardedHost:
+                continue
+            case .transferEncoding:
+                // The decoder removed the chunked coding; the encoder adds it back.
+                result.headers.add(name: "transfer-encoding", value: "chunked")
+            case .other:
+                result.headers.add(name: name, value: value)
+            }
+        }
+        for token in connectionTokens { result.headers.remove(name: String(token)) }
+        return result
+    }
+
+    /// The backend's response headers without hop-by-hop ones.
+    static func response(from headers: HTTPHeaders, requestID: String) -> HTTPHeaders {
+        var result = HTTPHeaders()
+        result.reserveCapacity(headers.count + 2)
+        var connectionTokens: [Substring] = []
+        for (name, value) in headers {
+            switch Name(name) {
+            case .connection:
+                collectExtraTokens(value, into: &connectionTokens)
+            case .hopByHop, .requestID:
+                continue
+            case .transferEncoding:
+                result.add(name: "transfer-encoding", value: "chunked")
+            default:
+                result.add(name: name, value: value)
+            }
+        }
+        for token in connectionTokens { result.remove(name: String(token)) }
+        result.add(name: "x-request-id", value: requestID)
+        return result
+    }
+
+    /// Header names listed in Connection beyond the usual close/keep-alive/upgrade.
+    private static func collectExtraTokens(_ value: String, into tokens: inout [Substring]) {
+        for token in value.split(separator: ",") {
+            let trimmed = token.trimmingASCIISpaces()
+            switch trimmed.lowercased() {
+            case "close", "keep-alive", "upgrade", "": continue
+            default: tokens.append(trimmed)
+            }
+        }
+    }
+
+    /// The header names the router treats specially, recognised without allocating.
+    enum Name {
+        case host, requestID, traceparent, forwardedFor, forwardedProto, forwardedPort, forwardedHost
+        case expect, connection, transferEncoding, hopByHop, other
+
+        init(_ name: String) {
+            var name = name
+            self = name.withUTF8 { Self.classify($0) }
+        }
+
+        private static func classify(_ bytes: UnsafeBufferPointer<UInt8>) -> Name {
+            switch bytes.count {
+            case 2: return matches(bytes, "te") ? .hopByHop : .other
+            case 4: return matches(bytes, "host") ? .host : .other
+            case 6: return matches(bytes, "expect") ? .expect : .other
+            case 7:
+                if matches(bytes, "trailer") { return .hopByHop }
+                return matches(bytes, "upgrade") ? .hopByHop : .other
+            case 10:
+                if matches(bytes, "connection") { return .connection }
+                return matches(bytes, "keep-alive") ? .hopByHop : .other
+            case 11: return matches(bytes, "traceparent") ? .traceparent : .other
+            case 12: return matches(bytes, "x-request-id") ? .requestID : .other
+            case 15: return matches(bytes, "x-forwarded-for") ? .forwardedFor : .other
+            case 16:
+                if matches(bytes, "x-forwarded-host") { return .forwardedHost }
+                if matches(bytes, "x-forwarded-port") { return .forwardedPort }
+                return matches(bytes, "proxy-connection") ? .hopByHop : .other
+            case 17:
+                if matches(bytes, "x-forwarded-proto") { return .forwardedProto }
+                return matches(bytes, "transfer-encoding") ? .transferEncoding : .other
+            default: return .other
+            }
+        }
+
+        /// ASCII case-insensitive equality with a lowercase literal of the same length.
+        private static func matches(_ bytes: UnsafeBufferPointer<UInt8>, _ lowercase: StaticString) -> Bool {
+            lowercase.withUTF8Buffer { expected in
+                for index in 0..<expected.count where bytes[index] | 0x20 != expected[index] {
+                    // `| 0x20` folds letters only; '-' (0x2d) is unchanged by it.
+                    return false
+                }
+                return true
+            }
+        }
+    }
+}
+
+extension Substring {
+    fileprivate func trimmingASCIISpaces() -> Substring {
+        var result = self
+        while result.first == " " || result.first == "\t" { result.removeFirst() }
+        while result.last == " " || result.last == "\t" { result.removeLast() }
+        return result
+    }
+}

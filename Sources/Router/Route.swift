@@ -1,0 +1,30 @@
+/// The router's decision for one request's Host header.
+public enum Route: Equatable, Sendable {
+    /// Send the request to one of these endpoints (never empty).
+    case app(String, [Endpoint])
+    /// The app exists but has no healthy web process: answer 503.
+    case noHealthyProcess(app: String)
+    /// No app is served at this host: answer 404.
+    case unknownApp(host: String)
+    /// The Host header is missing or malformed: answer 400.
+    case badHost(String)
+}
+
+/// App names as the rest of kbuild accepts them: `^[a-z][a-z0-9-]{0,29}$`.
+enum AppName {
+    static func isValid<S: StringProtocol>(_ name: S) -> Bool {
+        let utf8 = name.utf8
+        guard let first = utf8.first, utf8.count <= 30, first >= UInt8(ascii: "a"), first <= UInt8(ascii: "z") else {
+            return false
+        }
+        for byte in utf8.dropFirst() {
+            switch byte {
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "-"):
+                continue
+            default:
+                return false
+            }
+        }
+        return true
+    }
+}

@@ -1,0 +1,29 @@
+public import NIOCore
+
+/// Timeouts and limits of the proxy; the defaults follow nginx's where it has one.
+public struct RouterConfiguration: Sendable {
+    /// How long a backend may take to send its response head (nginx `proxy_read_timeout`): then 504.
+    public var responseHeaderTimeout: TimeAmount = .seconds(60)
+    /// How long a client keep-alive connection may sit idle between requests (nginx `keepalive_timeout`).
+    public var clientIdleTimeout: TimeAmount = .seconds(75)
+    /// How long a client may take to send a request head once it started (nginx `client_header_timeout`).
+    public var headerReadTimeout: TimeAmount = .seconds(30)
+    /// How long connecting to a backend may take before the next endpoint is tried.
+    public var connectTimeout: TimeAmount = .seconds(5)
+    /// Idle pooled backend connections older than this are closed.
+    public var backendIdleTimeout: TimeAmount = .seconds(30)
+    /// Idle connections kept per endpoint and event loop (nginx `keepalive`).
+    public var maxIdleConnectionsPerEndpoint = 64
+    /// Tries per request, counting retries on other endpoints and on fresh connections.
+    public var maxAttempts = 4
+    /// After a failed connect, an endpoint is tried last for this long.
+    public var endpointBackoff: TimeAmount = .seconds(2)
+    /// `Retry-After` seconds on the 503 page.
+    public var retryAfterSeconds = 5
+    /// How long graceful shutdown waits for in-flight requests before closing connections.
+    public var shutdownGracePeriod: TimeAmount = .seconds(10)
+    /// Event loops (threads); each owns its clients and its backend connection pool.
+    public var eventLoops: Int = System.coreCount
+
+    public init() {}
+}

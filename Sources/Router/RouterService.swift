@@ -1,0 +1,154 @@
+public import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+public import ServiceLifecycle
+
+/// The proxy as a ServiceLifecycle `Service`: listens on `host:port` and sends
+/// each request to a healthy web process of the app its Host header names.
+///
+/// `run()` returns after graceful shutdown: the listener closes first, then
+/// idle client connections close and busy ones close after their response,
+/// for at most `configuration.shutdownGracePeriod`.
+public final class RouterService: Service {
+    private let host: String
+    private let port: Int
+    private let shared: SharedState
+    private let onBound: @Sendable (Int) -> Void
+
+    public init(
+        host: String,
+        port: Int,
+        table: RouteTable,
+        logger: Logger,
+        configuration: RouterConfiguration = RouterConfiguration(),
+        onBound: @escaping @Sendable (Int) -> Void = { _ in },
+        onServed: @escaping @Sendable (ServedRequest) -> Void = { _ in }
+    ) {
+        self.host = host
+        self.port = port
+        self.onBound = onBound
+        self.shared = SharedState(table: table, configuration: configuration, logger: logger, onServed: onServed)
+    }
+
+    public func run() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, shared.configuration.eventLoops))
+        var poolsByLoop: [ObjectIdentifier: BackendPool] = [:]
+        for eventLoop in group.makeIterator() {
+            let pool = BackendPool(eventLoop: eventLoop, configuration: shared.configuration)
+            poolsByLoop[ObjectIdentifier(eventLoop)] = pool
+            eventLoop.execute { pool.start() }
+        }
+        let pools = poolsByLoop
+        let connections = ConnectionRegistry()
+        let server: any Channel
+        do {
+            server = try await makeBootstrap(group: group, pools: pools, connections: connections)
+                .bind(host: host, port: port).get()
+        } catch {
+            try await group.shutdownGracefully()
+            throw error
+        }
+        let boundPort = server.localAddress?.port ?? port
+        shared.logger.info("router listening", metadata: ["address": "\(host):\(boundPort)"])
+        let observer = shared.table.addObserver { snapshot in
+            for pool in pools.values { pool.eventLoop.execute { pool.prune(keeping: snapshot) } }
+        }
+        onBound(boundPort)
+
+        await withTaskCancellationOrGracefulShutdownHandler {
+            try? await server.closeFuture.get()
+        } onCancelOrGracefulShutdown: {
+            server.close(promise: nil)
+        }
+        shared.table.removeObserver(observer)
+        shared.logger.info("router draining connections", metadata: ["count": "\(connections.count)"])
+        await connections.drain(
+            grace: Task.isCancelled ? .zero : shared.configuration.shutdownGracePeriod, on: group.next())
+        for pool in pools.values {
+            try? await pool.eventLoop.submit { pool.shutdown() }.get()
+        }
+        try await group.shutdownGracefully()
+        shared.logger.info("router stopped")
+    }
+
+    private func makeBootstrap(
+        group: MultiThreadedEventLoopGroup, pools: [ObjectIdentifier: BackendPool], connections: ConnectionRegistry
+    ) -> ServerBootstrap {
+        let shared = self.shared
+        return ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 1024)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.maxMessagesPerRead, value: 4)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    guard let pool = pools[ObjectIdentifier(channel.eventLoop)] else {
+                        preconditionFailure("no backend pool for the channel's event loop")
+                    }
+                    let client = ClientHandler(shared: shared, pool: pool)
+                    let sync = channel.pipeline.syncOperations
+                    try sync.addHandler(ReadObserver(client: client))
+                    try sync.configureHTTPServerPipeline(
+                        withPipeliningAssistance: false, withErrorHandling: true, withOutboundHeaderValidation: false)
+                    try sync.addHandler(client)
+                    connections.add(channel)
+                }
+            }
+    }
+}
+
+/// What every connection of one service shares; immutable.
+final class SharedState: Sendable {
+    let table: RouteTable
+    let configuration: RouterConfiguration
+    let logger: Logger
+    let onServed: @Sendable (ServedRequest) -> Void
+    /// How often each connection checks its timeouts: a quarter of the shortest one.
+    let tickPeriod: TimeAmount
+
+    init(
+        table: RouteTable, configuration: RouterConfiguration, logger: Logger,
+        onServed: @escaping @Sendable (ServedRequest) -> Void
+    ) {
+        self.table = table
+        self.configuration = configuration
+        self.logger = logger
+        self.onServed = onServed
+        let shortest = min(
+            configuration.responseHeaderTimeout, configuration.clientIdleTimeout, configuration.headerReadTimeout)
+        self.tickPeriod = .nanoseconds(max(shortest.nanoseconds / 4, 10_000_000))
+    }
+}
+
+/// The open client connections, so shutdown can drain them.
+final class ConnectionRegistry: Sendable {
+    private let channels = NIOLockedValueBox<[ObjectIdentifier: any Channel]>([:])
+
+    var count: Int { channels.withLockedValue { $0.count } }
+
+    func add(_ channel: any Channel) {
+        let key = ObjectIdentifier(channel)
+        channels.withLockedValue { $0[key] = channel }
+        channel.closeFuture.whenComplete { _ in
+            _ = self.channels.withLockedValue { $0.removeValue(forKey: key) }
+        }
+    }
+
+    /// Asks every connection to close after its current response, then closes
+    /// the ones still open after `grace`.
+    func drain(grace: TimeAmount, on eventLoop: any EventLoop) async {
+        let open = channels.withLockedValue { Array($0.values) }
+        guard !open.isEmpty else { return }
+        for channel in open {
+            channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        }
+        let deadline = eventLoop.scheduleTask(in: grace) {
+            for channel in open { channel.close(promise: nil) }
+        }
+        let closed = open.map(\.closeFuture)
+        try? await EventLoopFuture.andAllComplete(closed, on: eventLoop).get()
+        deadline.cancel()
+    }
+}
