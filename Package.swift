@@ -121,6 +121,14 @@ let package = Package(
             dependencies: ["Router", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"), .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
+        // kbuild as parts that start (typed start functions), and `kbuild up` made of them.
+        .target(
+            name: "KbuildSystem",
+            dependencies: ["KbuildCore", "Keg", "KegRemote", "RefStore", "Sandbox", "Builds", "Cluster", "Scheduler", "NodeAgent", "Router",
+                           "KbuildAPI", "KbuildServer", "GitGateway",
+                           .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"), .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict
+        ),
         .target(
             name: "GitGateway",
             dependencies: ["KbuildCore", "Keg", "RefStore", "OCI", "Stacks", "Sandbox", "Builds", "GitSource", "Releases", "Cluster"],
@@ -163,7 +171,7 @@ let package = Package(
             name: "KbuildCLI",
             dependencies: [
                 "KbuildCore", "Keg", "KegRemote", "RefStore", "KbuildServer", "Sandbox", "OCI", "Stacks", "GitSource", "Builds", "GitGateway", "CGit2", "CArchive",
-                "Releases", "Cluster", "Scheduler", "NodeAgent", "KbuildAPI", "Router",
+                "Releases", "Cluster", "Scheduler", "NodeAgent", "KbuildAPI", "Router", "KbuildSystem",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -171,6 +179,14 @@ let package = Package(
             swiftSettings: strict
         ),
         .executableTarget(name: "kbuild", dependencies: ["KbuildCLI"], swiftSettings: strict),
+        // examples/one-machine: a deployment written with the start functions, as a user would.
+        .executableTarget(
+            name: "kbuild-example-one-machine",
+            dependencies: ["KbuildSystem", "KbuildCore", "Keg", "RefStore", "Sandbox", "Scheduler", "NodeAgent", "Cluster",
+                           .product(name: "Logging", package: "swift-log")],
+            path: "examples/one-machine",
+            swiftSettings: strict
+        ),
 
         .testTarget(name: "KegTests", dependencies: ["Keg", "KbuildCore"], swiftSettings: strict),
         .testTarget(name: "GitSourceTests", dependencies: ["GitSource", "Keg", "KbuildCore"], swiftSettings: strict),

@@ -50,7 +50,8 @@ def main():
         kb("stack", "create", "debian")
     app = f"bench{os.getpid()}"
     kb("apps:create", app)
-    up = subprocess.Popen([KBUILD, "up", "--port", "0", "--data-dir", data], stdout=subprocess.PIPE, text=True, env=ENV)
+    # No node agent: this measures the push and build path (the rollout has its own benchmark, rolling_deploy.py).
+    up = subprocess.Popen([KBUILD, "up", "--port", "0", "--router-port", "0", "--nodes", "0", "--data-dir", data], stdout=subprocess.PIPE, text=True, env=ENV)
     try:
         url = None
         for line in up.stdout:

@@ -52,7 +52,7 @@ def manifest_digest(layout):
 def start_kbuild(work):
     data = os.path.join(work, "kbuild-data")
     port = free_port()
-    proc = subprocess.Popen([KBUILD, "up", "--port", str(port), "--data-dir", data], stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen([KBUILD, "up", "--port", str(port), "--router-port", "0", "--nodes", "0", "--data-dir", data], stdout=subprocess.DEVNULL)
     token = None
     for _ in range(600):
         try:

@@ -20,12 +20,17 @@ public struct RouteFeed: Service {
     }
 
     public func run() async throws {
-        try await cancelWhenGracefulShutdown {
-            while !Task.isCancelled {
-                let revision = try await reader.refs.currentRevision()
-                try await refresh()
-                try await reader.waitForChange(after: revision, timeout: .seconds(1))
+        do {
+            try await cancelWhenGracefulShutdown {
+                while !Task.isCancelled {
+                    let revision = try await reader.refs.currentRevision()
+                    // A pass that fails (an unreadable record) keeps the table as it was.
+                    do { try await refresh() } catch is CancellationError { return } catch {}
+                    try await reader.waitForChange(after: revision, timeout: .seconds(1))
+                }
             }
+        } catch is CancellationError {
+            // Shutting down.
         }
     }
 

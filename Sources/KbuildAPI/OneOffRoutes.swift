@@ -40,7 +40,7 @@ extension APIRoutes {
                 }
                 let id = "\(app).run.\(UInt32.random(in: 0...UInt32.max))"
                 let launch = try await ProcessLaunch.prepare(release: current.kid, image: current.release.image, config: current.release.config,
-                                                             app: app, name: "run.1", id: id, port: nil, reader: self.reader, remote: nil)
+                                                             app: app, name: "run.1", id: id, port: nil, reader: self.reader, images: self.keg, remote: nil)
                 // One word with spaces is a shell command line, as heroku run takes it; several words are argv.
                 let argv = body.command.count == 1 && body.command[0].contains(" ") ? ["/bin/sh", "-c", body.command[0]] : body.command
                 let size = current.release.formation["web"] ?? ProcessFormation(quantity: 1)

@@ -3,23 +3,28 @@ import Builds
 import Cluster
 import Foundation
 import KbuildAPI
-import NodeAgent
-import Router
-import Scheduler
-import GitGateway
-import Sandbox
 import KbuildCore
-import KbuildServer
+import KbuildSystem
 import Keg
+import KegRemote
 import Logging
+import NodeAgent
+import Sandbox
+import Scheduler
 import ServiceLifecycle
 
 /// `kbuild up`: everything on this machine, on embedded defaults, as one
-/// program under one ServiceGroup that shuts down gracefully on SIGINT/SIGTERM.
+/// program: each part started by its typed start function (KbuildSystem),
+/// all under one ServiceGroup that shuts down gracefully on SIGINT/SIGTERM.
 struct UpCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "up",
-        abstract: "Start kbuild on this machine (embedded defaults) and print what it serves."
+        abstract: "Start kbuild on this machine (embedded defaults) and print what it serves.",
+        discussion: """
+            App processes outlive kbuild up: a restart (or an upgrade) adopts them; kbuild down stops them.
+            With --nodes N above 1, each node agent is a host of its own: its own network namespace
+            (10.A.I.2, reached over a veth pair), its own Keg, pulling images over HTTP.
+            """
     )
 
     @OptionGroup var global: GlobalOptions
@@ -27,58 +32,58 @@ struct UpCommand: AsyncParsableCommand {
     @Option(help: "Address to listen on.")
     var host = "127.0.0.1"
 
-    @Option(help: "Port of the HTTP server (0 picks a free one).")
+    @Option(help: "Port of the HTTP server: API, git, registry (0 picks a free one).")
     var port = 7070
-
-    @Option(help: "Build workers to run here (0 or 1; pushes then build in their own hook when none is running).")
-    var workers = 1
 
     @Option(help: "Port of the router, which serves apps at http://APP.localhost:PORT (0 picks a free one).")
     var routerPort = 8080
 
-    @Option(help: "Node agents to run here (0: none; run `kbuild agent` beside it instead).")
+    @Option(help: "Build workers to run here (0 or 1; pushes then build in their own hook when none is running).")
+    var workers = 1
+
+    @Option(help: "Node agents to run here (0: none, run `kbuild agent` beside it; above 1: each in a network namespace of its own).")
     var nodes = 1
 
-    @Option(help: "Memory the node offers to processes (default: all of this machine's).")
+    @Option(help: "Memory each node offers to processes (default: all of this machine's).")
     var nodeMemory: String?
 
-    @Option(help: "CPUs the node offers to processes (default: this machine's cores).")
+    @Option(help: "CPUs each node offers to processes (default: this machine's cores).")
     var nodeCpus: Double?
+
+    @Option(help: "Rollouts: new processes allowed above the desired count.")
+    var maxSurge = 1
+
+    @Option(help: "Rollouts: processes below the desired count allowed to be unavailable (a large number with --max-surge 0 is stop-then-start).")
+    var maxUnavailable = 0
 
     func validate() throws {
         guard (0...1).contains(workers) else { throw ValidationError("--workers must be 0 or 1, not \(workers)") }
-        guard (0...1).contains(nodes) else { throw ValidationError("--nodes must be 0 or 1, not \(nodes)") }
+        guard (0...16).contains(nodes) else { throw ValidationError("--nodes must be 0 to 16, not \(nodes)") }
         guard (0...65535).contains(port) else { throw ValidationError("--port must be 0 to 65535, not \(port)") }
         guard (0...65535).contains(routerPort) else { throw ValidationError("--router-port must be 0 to 65535, not \(routerPort)") }
+        guard maxSurge >= 0, maxUnavailable >= 0, maxSurge + maxUnavailable > 0 else {
+            throw ValidationError("--max-surge and --max-unavailable must be 0 or more, and not both 0")
+        }
     }
 
     func run() async throws {
         let dataDir = global.dir
-        let keg = try Keg(dataDir: dataDir)
-        let token = try AdminToken.loadOrCreate(in: dataDir)
+        try dataDir.create()
         var logger = Logger(label: "kbuild")
         logger.logLevel = ProcessInfo.processInfo.environment["KBUILD_LOG"].flatMap(Logger.Level.init(rawValue:)) ?? .warning
-
+        let verbose = logger.logLevel <= .info
+        let log: @Sendable (String) -> Void = { line in if verbose { say(line) } }
+        let keg = try Keg(dataDir: dataDir)
         let refs = try global.openRefs()
-        // The git gateway: hooks that point at this executable, the shipped buildpacks.
-        let apps = AppStore(keg: keg, refs: refs)
-        try await apps.installHooks(kbuild: kbuildExecutable)
         let buildpacks = try await BuildpackStore(keg: keg, refs: refs).registerShipped(actor: "kbuild up")
-        let spool = dataDir.root.path + "/git-spool"
-        if mkdir(spool, 0o700) != 0 && errno != EEXIST { throw KbuildError.syscall("mkdir", spool, verb: "start the git gateway") }
-        let git = KbuildHTTP.gitRoutes(projectRoot: AppStore.gitRoot(dataDir), spoolDir: spool,
-                                       environment: ["KBUILD_DATA_DIR": dataDir.root.path])
-        // One build worker, with a warm sandbox helper.
-        let worker = BuildWorker(queue: BuildQueue(keg: keg, refs: refs),
-                                 builder: Builder(keg: keg, refs: refs, sandbox: try Sandbox(warmHelpers: workers > 0 ? 1 : 0)))
+        // Nodes that are hosts of their own pull from this server, so its port is known up front.
+        let port = nodes > 1 && self.port == 0 ? try freeTCPPort() : self.port
+        let nodeConfigs = try nodeConfigurations(dataDir)
+        let serverURL = "http://\(host):\(port)"
 
-        // The API, the scheduler and this machine's node agent.
-        let api = APIRoutes<KbuildHTTP.Context>(keg: keg, refs: refs, sandbox: try Sandbox()) { nodeStateDirs(dataDir).map { $0 + "/logs" } }
-        let scheduler = SchedulerService(keg: keg, refs: refs) { line in say(line) }
-        let agentConfig = NodeAgentConfig(name: "local", capacity: try capacity(), stateDir: dataDir.node("local").path)
-
-        let server = KbuildHTTP.server(keg: keg, refs: refs, tokens: [token], git: git, api: { api.register(on: $0) },
-                                       host: host, port: port, logger: logger) { url in
+        var system = KbuildSystem(logger: logger)
+        let server = try await system.startServer(keg: keg, refs: refs, dataDir: dataDir, kbuild: kbuildExecutable, host: host, port: port,
+                                                  sandbox: try Sandbox()) { [workers, nodes] url in
             try? Data((url + "\n").utf8).write(to: dataDir.serverURLFile, options: .atomic)
             say("kbuild up: data dir \(dataDir.root.path) (admin token in \(dataDir.adminToken.path))")
             say("keg       \(url)/v1/objects/")
@@ -86,55 +91,59 @@ struct UpCommand: AsyncParsableCommand {
             say("git       \(url)/APP.git (kbuild apps:create APP; kbuild git:remote APP; git push kbuild main)")
             say("builds    \(workers) worker\(workers == 1 ? "" : "s"); buildpacks \(buildpacks.map(\.name).joined(separator: ", "))")
             say("api       \(url)\(API.prefix)/ (kbuild apps, releases, config, ps …)")
-            say("nodes     \(nodes == 0 ? "none here" : "local (\(agentConfig.capacity.description))")")
+            say("nodes     \(nodes == 0 ? "none here (kbuild agent)" : nodeConfigs.map { "\($0.name) \($0.address) (\($0.capacity.description))" }.joined(separator: ", "))")
         }
-        // The router, fed from the nodes' reports.
-        let table = RouteTable()
-        let router = RouterService(host: host, port: routerPort, table: table, logger: logger) { bound in
+        if workers > 0 { system.startBuildWorker(keg: keg, refs: refs, sandbox: try Sandbox(warmHelpers: 1)) }
+        system.startScheduler(keg: keg, refs: refs, policy: RolloutPolicy(maxSurge: maxSurge, maxUnavailable: maxUnavailable)) { say($0) }
+        for config in nodeConfigs {
+            if nodes == 1 {
+                system.startNodeAgent(config, keg: keg, refs: refs, sandbox: try Sandbox(), log: log)
+            } else {
+                // A host of its own: its own Keg, filled over HTTP from this server.
+                let own = DataDir(root: URL(fileURLWithPath: config.stateDir + "/host"))
+                try own.create()
+                let remote = KegRemote(baseURL: URL(string: serverURL)!, token: server.token)
+                system.startNodeAgent(config, keg: try Keg(dataDir: own), records: keg, refs: refs, sandbox: try Sandbox(), remote: remote, log: log)
+            }
+        }
+        system.startRouter(keg: keg, refs: refs, host: host, port: routerPort) { bound in
             say("router    http://APP.localhost:\(bound)/ (by Host header; custom domains with kbuild domains:add)")
         }
-        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
-            .init(service: server), .init(service: scheduler), .init(service: RouteFeed(keg: keg, refs: refs, table: table)), .init(service: router),
-        ]
-        if workers > 0 { services.append(.init(service: BuildWorkerService(worker: worker))) }
-        if nodes > 0 {
-            let verbose = logger.logLevel <= .info
-            let log: @Sendable (String) -> Void = { line in if verbose { say(line) } }
-            services.append(.init(service: NodeAgent(config: agentConfig, keg: keg, refs: refs, sandbox: try Sandbox(), log: log)))
-        }
-        let group = ServiceGroup(configuration: .init(
-            services: services,
-            gracefulShutdownSignals: [.sigterm, .sigint],
-            logger: logger
-        ))
         defer { try? FileManager.default.removeItem(at: dataDir.serverURLFile) }
-        try await group.run()
+        try await system.run()
     }
-}
 
-extension UpCommand {
-    func capacity() throws -> Resources {
-        var c = NodeAgentConfig.hostCapacity()
-        if let nodeMemory { c.memory = try parseBytes(nodeMemory, what: "node memory") }
+    /// One node on the host's network (`local`), or N nodes each in a network namespace of its own.
+    func nodeConfigurations(_ dataDir: DataDir) throws -> [NodeAgentConfig] {
+        var capacity = NodeAgentConfig.hostCapacity()
+        if let nodeMemory { capacity.memory = try parseBytes(nodeMemory, what: "node memory") }
         if let nodeCpus {
             guard nodeCpus > 0 else { throw ValidationError("--node-cpus must be positive") }
-            c.cpus = nodeCpus
+            capacity.cpus = nodeCpus
         }
-        return c
+        if nodes == 1 { return [NodeAgentConfig(name: "local", capacity: capacity, stateDir: dataDir.node("local").path)] }
+        return try (0..<nodes).map { i in
+            let name = "n\(i + 1)"
+            let network = NodeNetwork.plan(dataDir: dataDir.root.path, index: i + 1)
+            try network.ensure()
+            let stateDir = dataDir.node(name).path
+            try FileManager.default.createDirectory(atPath: stateDir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            try JSONEncoder().encode(network).write(to: URL(fileURLWithPath: stateDir + "/network.json"))
+            return NodeAgentConfig(name: name, address: network.nodeAddress, network: .namespace(network.namespace), capacity: capacity, stateDir: stateDir)
+        }
     }
 }
 
-/// The build worker under the service group: claims and runs builds until shutdown.
-struct BuildWorkerService: Service {
-    let worker: BuildWorker
-    func run() async throws {
-        do {
-            try await cancelWhenGracefulShutdown { try await worker.run() }
-        } catch is CancellationError {
-            // Shutting down: a build in progress was cancelled; its claim runs out and
-            // another worker (or the pusher's hook) takes it over.
-        }
-    }
+/// A TCP port nothing listens on now.
+func freeTCPPort() throws -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let bound = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0 } }
+    guard bound else { throw KbuildError.syscall("bind", "0.0.0.0:0", verb: "find a free port") }
+    return Int(UInt16(bigEndian: addr.sin_port))
 }
 
 /// `kbuild worker`: a build worker on its own, beside (or instead of) the one in `kbuild up`.
@@ -146,16 +155,12 @@ struct WorkerCommand: AsyncParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     func run() async throws {
-        let keg = try global.openKeg()
-        let refs = try global.openRefs()
-        let worker = BuildWorker(queue: BuildQueue(keg: keg, refs: refs),
-                                 builder: Builder(keg: keg, refs: refs, sandbox: try Sandbox(warmHelpers: 1)))
-        say("kbuild worker \(worker.builder.worker): waiting for builds in \(global.dir.root.path)")
         var logger = Logger(label: "kbuild-worker")
         logger.logLevel = .warning
-        let group = ServiceGroup(configuration: .init(services: [.init(service: BuildWorkerService(worker: worker))],
-                                                      gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
-        try await group.run()
+        var system = KbuildSystem(logger: logger)
+        let worker = system.startBuildWorker(keg: try global.openKeg(), refs: try global.openRefs(), sandbox: try Sandbox(warmHelpers: 1))
+        say("kbuild worker \(worker.builder.worker): waiting for builds in \(global.dir.root.path)")
+        try await system.run()
     }
 }
 
@@ -179,8 +184,6 @@ struct AgentCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let keg = try global.openKeg()
-        let refs = try global.openRefs()
         var config = NodeAgentConfig(name: name, address: address, network: try SandboxNetwork(parsing: network),
                                      stateDir: global.dir.node(name).path)
         if let memory { config.capacity.memory = try parseBytes(memory, what: "node memory") }
@@ -188,8 +191,8 @@ struct AgentCommand: AsyncParsableCommand {
         say("kbuild agent \(name): \(config.capacity.description), state in \(config.stateDir)")
         var logger = Logger(label: "kbuild-agent")
         logger.logLevel = .warning
-        let agent = NodeAgent(config: config, keg: keg, refs: refs, sandbox: try Sandbox()) { say($0) }
-        let group = ServiceGroup(configuration: .init(services: [.init(service: agent)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
-        try await group.run()
+        var system = KbuildSystem(logger: logger)
+        system.startNodeAgent(config, keg: try global.openKeg(), refs: try global.openRefs(), sandbox: try Sandbox()) { say($0) }
+        try await system.run()
     }
 }

@@ -54,16 +54,21 @@ public struct NodeAgentConfig: Sendable {
 /// So stopping the agent (or `kbuild up`) stops no app process.
 public struct NodeAgent: Service {
     public let config: NodeAgentConfig
+    /// Where images and their layers are (a node of its own has its own, filled from `remote`).
     let keg: Keg
+    /// Where the cluster's records are (releases, assignments; the node's reports go there).
+    let records: Keg
     let refs: any RefStore
     let sandbox: Sandbox
     let remote: KegRemote?
     let log: @Sendable (String) -> Void
 
-    public init(config: NodeAgentConfig, keg: Keg, refs: any RefStore, sandbox: Sandbox, remote: KegRemote? = nil,
+    /// `records`: the control plane's Keg, when the node keeps images in a Keg of its own (default: `keg`).
+    public init(config: NodeAgentConfig, keg: Keg, records: Keg? = nil, refs: any RefStore, sandbox: Sandbox, remote: KegRemote? = nil,
                 log: @escaping @Sendable (String) -> Void = { _ in }) {
         self.config = config
         self.keg = keg
+        self.records = records ?? keg
         self.refs = refs
         self.sandbox = sandbox
         self.remote = remote
@@ -134,13 +139,13 @@ actor AgentLoop {
 
     init(agent: NodeAgent) {
         self.agent = agent
-        self.reader = ClusterReader(keg: agent.keg, refs: agent.refs)
+        self.reader = ClusterReader(keg: agent.records, refs: agent.refs)
     }
 
     func register() async throws {
         let record = NodeRecord(name: config.name, address: config.address, capacity: config.capacity,
                                 network: config.network == .host ? "host" : "\(config.network)", agentPID: getpid())
-        try await agent.refs.set(try ClusterRefs.node(config.name), to: try Records.put(record, in: agent.keg), actor: "agent \(config.name)")
+        try await agent.refs.set(try ClusterRefs.node(config.name), to: try Records.put(record, in: agent.records), actor: "agent \(config.name)")
     }
 
     /// Finds the processes an earlier agent started; they are health-checked afresh.
@@ -161,11 +166,18 @@ actor AgentLoop {
         while true {
             try Task.checkCancellation()
             let revision = try await agent.refs.currentRevision()
-            let assignment = try await agent.refs.get(try ClusterRefs.assignment(config.name))
-                .map { try reader.record(Assignment.self, $0.kid, what: "assignment") }
-            await reconcile(assignment?.processes ?? [])
-            await checkHealth()
-            try await report()
+            do {
+                let assignment = try await agent.refs.get(try ClusterRefs.assignment(config.name))
+                    .map { try reader.record(Assignment.self, $0.kid, what: "assignment") }
+                await reconcile(assignment?.processes ?? [])
+                await checkHealth()
+                try await report()
+            } catch is CancellationError {
+                throw CancellationError()
+            } catch {
+                // One bad pass (an unreadable record, a busy store) must not take the node down.
+                agent.log("agent \(config.name): \(error)")
+            }
             try await reader.waitForChange(after: revision, timeout: .milliseconds(200))
         }
     }
@@ -238,7 +250,7 @@ actor AgentLoop {
                           since: Date(), startedAt: now, nextCheck: now)
         do {
             let launch = try await ProcessLaunch.prepare(release: p.release, image: p.spec.image, config: p.spec.config, app: p.spec.app,
-                                                         name: p.name, id: p.id, port: port, reader: reader, remote: agent.remote)
+                                                         name: p.name, id: p.id, port: port, reader: reader, images: agent.keg, remote: agent.remote)
             let release = launch.release
             let log = open(logPath(p.id), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
             guard log >= 0 else { throw KbuildError.syscall("open", logPath(p.id), verb: "start \(p.id)") }
@@ -251,7 +263,7 @@ actor AgentLoop {
             let process = try await agent.sandbox.start(spec)
             let record = ProcessRecord(id: p.id, node: config.name, hostPID: process.pid, app: p.spec.app, name: p.name,
                                        release: p.release, version: release.version, spec: p.spec, port: port, startedAt: Date())
-            let kid = try Records.put(record, in: agent.keg)
+            let kid = try Records.put(record, in: agent.records)
             try ProcessFile(assigned: p, helperPID: process.helperPID, pid: process.pid, startTime: process.startTime,
                             cgroupDirectories: process.cgroupDirectories, port: port, process: kid, startedAt: record.startedAt,
                             restarts: restarts, log: logPath(p.id)).write(to: stateDir)
@@ -335,7 +347,7 @@ actor AgentLoop {
         }.sorted { $0.id < $1.id }
         guard processes != lastReport || ContinuousClock.now - lastBeat >= config.heartbeat else { return }
         let status = NodeStatus(node: config.name, at: Date(), lease: config.lease, processes: processes)
-        try await agent.refs.set(try ClusterRefs.status(config.name), to: try Records.put(status, in: agent.keg), actor: "agent \(config.name)")
+        try await agent.refs.set(try ClusterRefs.status(config.name), to: try Records.put(status, in: agent.records), actor: "agent \(config.name)")
         lastReport = processes
         lastBeat = .now
     }

@@ -1,6 +1,6 @@
 public import Cluster
 public import KbuildCore
-import Keg
+public import Keg
 public import KegRemote
 import RefStore
 public import Releases
@@ -20,13 +20,11 @@ public struct ProcessLaunch: Sendable {
     public var workingDirectory: String
     public var release: Release
 
-    /// Objects missing here are pulled from `remote` first (a node on another machine).
+    /// Records come through `reader`; the image's objects from `images`, and
+    /// what is missing there is pulled from `remote` first (a node that is a host of its own).
     public static func prepare(release releaseKID: KID, image: KID, config: KID, app: String, name: String, id: String, port: Int?,
-                               reader: ClusterReader, remote: KegRemote?) async throws -> ProcessLaunch {
-        let keg = reader.keg
-        if let remote {
-            for kid in [releaseKID, config, image] where !keg.contains(kid) { _ = try await remote.pull(kid, into: keg) }
-        }
+                               reader: ClusterReader, images keg: Keg, remote: KegRemote?) async throws -> ProcessLaunch {
+        if let remote, !keg.contains(image) { _ = try await remote.pull(image, into: keg) }
         let images = ImageStore(keg: keg)
         let manifest = try images.manifest(image)
         if let remote {

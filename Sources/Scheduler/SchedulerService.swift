@@ -33,18 +33,22 @@ public final class SchedulerService: Service {
     var keg: Keg { reader.keg }
 
     public func run() async throws {
-        try await cancelWhenGracefulShutdown {
-            while !Task.isCancelled {
-                let revision = try await self.refs.currentRevision()
-                do {
-                    try await self.step()
-                } catch is CancellationError {
-                    return
-                } catch {
-                    self.log("scheduler: \(error)")
+        do {
+            try await cancelWhenGracefulShutdown {
+                while !Task.isCancelled {
+                    let revision = try await self.refs.currentRevision()
+                    do {
+                        try await self.step()
+                    } catch is CancellationError {
+                        return
+                    } catch {
+                        self.log("scheduler: \(error)")
+                    }
+                    try await self.reader.waitForChange(after: revision, timeout: .seconds(1))
                 }
-                try await self.reader.waitForChange(after: revision, timeout: .seconds(1))
             }
+        } catch is CancellationError {
+            // Shutting down; the next scheduler plans from the refs.
         }
     }
 

@@ -73,6 +73,12 @@ struct DownCommand: AsyncParsableCommand {
         var total = 0
         for dir in nodeStateDirs(global.dir) {
             total += await NodeAgent.stopAll(stateDir: dir, grace: .seconds(grace))
+            // A node that was a host of its own (kbuild up --nodes N): its network goes too.
+            if let data = FileManager.default.contents(atPath: dir + "/network.json"),
+               let network = try? JSONDecoder().decode(NodeNetwork.self, from: data) {
+                network.remove()
+                try? FileManager.default.removeItem(atPath: dir + "/network.json")
+            }
         }
         say("Stopped \(total) process\(total == 1 ? "" : "es")")
     }

@@ -1,0 +1,122 @@
+public import Builds
+import Cluster
+import KbuildAPI
+public import KbuildCore
+import KbuildServer
+public import Keg
+public import KegRemote
+public import Logging
+public import NodeAgent
+public import RefStore
+public import Router
+public import Sandbox
+public import Scheduler
+public import ServiceLifecycle
+import Foundation
+import GitGateway
+
+/// kbuild as a library of parts that start: each `start…` function takes
+/// its dependencies as arguments, adds its service to the system and returns
+/// a handle; `run()` runs them all under one ServiceGroup that shuts down
+/// gracefully on SIGINT and SIGTERM. `kbuild up` is one such program
+/// (everything on one machine); examples/one-machine is another.
+///
+///     var system = KbuildSystem(logger: logger)
+///     let keg = try Keg(dataDir: dir)
+///     let refs = try SQLiteRefStore(path: dir.refStore.path)
+///     let server = try system.startServer(keg: keg, refs: refs, dataDir: dir, host: "127.0.0.1", port: 7070)
+///     try system.startScheduler(keg: keg, refs: refs)
+///     try system.startNodeAgent(NodeAgentConfig(name: "n1", stateDir: …), keg: keg, refs: refs)
+///     system.startRouter(keg: keg, refs: refs, host: "127.0.0.1", port: 8080)
+///     try await system.run()
+public struct KbuildSystem {
+    public let logger: Logger
+    var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+
+    public init(logger: Logger) { self.logger = logger }
+
+    /// Adds a service of the caller's own.
+    public mutating func add(_ service: some Service) { services.append(.init(service: service)) }
+
+    /// Runs every started part until SIGINT/SIGTERM (or one fails).
+    public func run() async throws {
+        let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+    }
+
+    /// The HTTP server: the Keg's objects, the registry, git over smart HTTP, the API.
+    /// Its git hooks point at `kbuild`; `onRunning` gets the base URL once bound.
+    @discardableResult
+    public mutating func startServer(keg: Keg, refs: any RefStore, dataDir: DataDir, kbuild: String, host: String, port: Int,
+                                     sandbox: Sandbox?, onRunning: @escaping @Sendable (String) async -> Void = { _ in }) async throws -> ServerHandle {
+        try await AppStore(keg: keg, refs: refs).installHooks(kbuild: kbuild)
+        let spool = dataDir.root.path + "/git-spool"
+        if mkdir(spool, 0o700) != 0 && errno != EEXIST { throw KbuildError.syscall("mkdir", spool, verb: "start the git gateway") }
+        let git = KbuildHTTP.gitRoutes(projectRoot: AppStore.gitRoot(dataDir), spoolDir: spool, environment: ["KBUILD_DATA_DIR": dataDir.root.path])
+        let api = APIRoutes<KbuildHTTP.Context>(keg: keg, refs: refs, sandbox: sandbox) {
+            let root = dataDir.nodes.path
+            return ((try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []).map { "\(root)/\($0)/logs" }
+        }
+        let token = try AdminToken.loadOrCreate(in: dataDir)
+        add(KbuildHTTP.server(keg: keg, refs: refs, tokens: [token], git: git, api: { api.register(on: $0) },
+                              host: host, port: port, logger: logger, onRunning: onRunning))
+        return ServerHandle(token: token)
+    }
+
+    /// A build worker with a warm sandbox helper: claims queued builds and runs them.
+    @discardableResult
+    public mutating func startBuildWorker(keg: Keg, refs: any RefStore, sandbox: Sandbox) -> BuildWorker {
+        let worker = BuildWorker(queue: BuildQueue(keg: keg, refs: refs), builder: Builder(keg: keg, refs: refs, sandbox: sandbox))
+        add(BuildWorkerService(worker: worker))
+        return worker
+    }
+
+    /// The scheduler: releases and nodes → assignments, rollouts, reverts.
+    @discardableResult
+    public mutating func startScheduler(keg: Keg, refs: any RefStore, policy: RolloutPolicy = RolloutPolicy(),
+                                        log: @escaping @Sendable (String) -> Void = { _ in }) -> SchedulerService {
+        let scheduler = SchedulerService(keg: keg, refs: refs, policy: policy, log: log)
+        add(scheduler)
+        return scheduler
+    }
+
+    /// A node agent: runs what the scheduler assigns to its node. With `remote`,
+    /// it pulls what its Keg lacks from there (a node that is a host of its own).
+    @discardableResult
+    /// `records` is the control plane's Keg when `keg` is the node's own.
+    public mutating func startNodeAgent(_ config: NodeAgentConfig, keg: Keg, records: Keg? = nil, refs: any RefStore, sandbox: Sandbox,
+                                        remote: KegRemote? = nil, log: @escaping @Sendable (String) -> Void = { _ in }) -> NodeAgent {
+        let agent = NodeAgent(config: config, keg: keg, records: records, refs: refs, sandbox: sandbox, remote: remote, log: log)
+        add(agent)
+        return agent
+    }
+
+    /// The router on `port`, fed from the nodes' reports; its table is the handle.
+    @discardableResult
+    public mutating func startRouter(keg: Keg, refs: any RefStore, host: String, port: Int, configuration: RouterConfiguration = RouterConfiguration(),
+                                     onBound: @escaping @Sendable (Int) -> Void = { _ in }) -> RouteTable {
+        let table = RouteTable()
+        add(RouteFeed(keg: keg, refs: refs, table: table))
+        add(RouterService(host: host, port: port, table: table, logger: logger, configuration: configuration, onBound: onBound))
+        return table
+    }
+}
+
+public struct ServerHandle: Sendable {
+    /// The admin token every request needs.
+    public let token: String
+}
+
+/// A build worker under the service group: claims and runs builds until shutdown.
+public struct BuildWorkerService: Service {
+    public let worker: BuildWorker
+    public init(worker: BuildWorker) { self.worker = worker }
+    public func run() async throws {
+        do {
+            try await cancelWhenGracefulShutdown { try await worker.run() }
+        } catch is CancellationError {
+            // Shutting down: a build in progress was cancelled; its claim runs out and
+            // another worker (or the pusher's hook) takes it over.
+        }
+    }
+}

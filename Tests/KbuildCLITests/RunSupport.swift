@@ -1,0 +1,101 @@
+import Foundation
+import XCTest
+
+/// Helpers for tests of running apps: data dirs with the busybox stack, apps, `kbuild ps`, requests.
+struct Proc: Decodable {
+    var name: String
+    var state: String
+    var release: Int64?
+    var hostPID: Int32?
+    var port: Int?
+    var restarts: Int
+    var node: String
+}
+
+extension XCTestCase {
+    /// A fresh data dir with the busybox stack.
+    func makeData(_ name: String) throws -> String {
+        let dir = try tempDir(self, name)
+        let r = try kbuild(["stack", "create", "busybox"], dataDir: dir)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        return dir
+    }
+
+    /// An app serving www/ with busybox httpd; at start it writes its environment to www/env.txt.
+    func makeApp(_ name: String, data: String, serve: String? = nil, files: [String: String] = [:]) throws -> String {
+        XCTAssertEqual(try kbuild(["apps:create", name, "--stack", "busybox"], dataDir: data).status, 0)
+        let work = try tempDir(self, name + "-src")
+        try writeFile(work + "/Procfile", "web: ./serve.sh\n")
+        try writeFile(work + "/serve.sh", serve ?? """
+            #!/bin/sh
+            env | sort > www/env.txt
+            echo "serving on $PORT"
+            exec busybox httpd -f -p "0.0.0.0:$PORT" -h www
+            """, mode: 0o755)
+        try writeFile(work + "/www/index.html", "hello from \(name) \(UUID().uuidString)\n")
+        for (path, text) in files { try writeFile(work + "/" + path, text, mode: path.hasSuffix(".sh") ? 0o755 : 0o644) }
+        try git(["init", "-q"], in: work)
+        try git(["add", "-A"], in: work)
+        try git(["commit", "-q", "-m", "First"], in: work)
+        XCTAssertEqual(try sh(kbuildBinary, ["git:remote", name, "--data-dir", data], cwd: work).status, 0)
+        return work
+    }
+
+    func ps(_ app: String, _ data: String) throws -> [Proc] {
+        let r = try kbuild(["ps", app, "--json"], dataDir: data)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        return (try? decoder.decode([Proc].self, from: Data(r.stdout.utf8))) ?? []
+    }
+
+    /// Polls (bounded) until `condition` holds.
+    func waitUntil(_ what: String, timeout: TimeInterval = 30, _ condition: () throws -> Bool) throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if try condition() { return }
+            usleep(200_000)
+        }
+        XCTFail("timed out after \(Int(timeout)) s waiting for: \(what)")
+        throw CocoaError(.userCancelled)
+    }
+
+    func get(_ port: Int, _ path: String = "/") -> String? {
+        (try? sh("/usr/bin/curl", ["-sf", "--max-time", "5", "http://127.0.0.1:\(port)\(path)"]))
+            .flatMap { $0.status == 0 ? $0.stdout : nil }
+    }
+
+    /// The host's processes that run `busybox httpd` for `app` (from their environment), with their KBUILD_RELEASE.
+    func appProcesses(_ app: String) -> [(pid: Int32, release: String)] {
+        var out: [(Int32, String)] = []
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+            guard let pid = Int32(name),
+                  let cmd = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline"), cmd.starts(with: Array("busybox\0httpd".utf8)),
+                  let env = FileManager.default.contents(atPath: "/proc/\(pid)/environ") else { continue }
+            let vars = env.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+            guard vars.contains("KBUILD_APP=\(app)") else { continue }
+            out.append((pid, vars.first { $0.hasPrefix("KBUILD_RELEASE=") }.map { String($0.dropFirst(15)) } ?? ""))
+        }
+        return out
+    }
+
+    /// A request through the router with a given Host header.
+    func routed(_ port: Int, host: String, path: String = "/") -> (status: Int, body: String, headers: [String: String]) {
+        guard let r = try? sh("/usr/bin/curl", ["-s", "--max-time", "5", "-D", "-", "-H", "Host: \(host)", "http://127.0.0.1:\(port)\(path)"]),
+              let head = r.stdout.range(of: "\r\n\r\n") else { return (0, "", [:]) }
+        let lines = r.stdout[..<head.lowerBound].split(separator: "\r\n")
+        let status = lines.first.flatMap { Int($0.split(separator: " ").dropFirst().first ?? "") } ?? 0
+        var headers: [String: String] = [:]
+        for line in lines.dropFirst() {
+            if let colon = line.firstIndex(of: ":") {
+                headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+            }
+        }
+        return (status, String(r.stdout[head.upperBound...]), headers)
+    }
+
+    func healthy(_ procs: [Proc], count: Int, release: Int64? = nil) -> Bool {
+        procs.count == count && procs.allSatisfy { $0.state == "healthy" && (release == nil || $0.release == release) }
+    }
+
+}
