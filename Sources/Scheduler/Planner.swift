@@ -108,6 +108,13 @@ public enum Planner {
             placed[node.record.name] = (node.assignment?.processes ?? []).filter { appNames.contains($0.spec.app) }
         }
         func isHealthy(_ p: AssignedProcess) -> Bool { status[p.id]?.state == .healthy }
+        // Processes nodes still run but no assignment has (being stopped): they count against the surge,
+        // so with maxSurge 0 nothing new starts until the old ones are gone (stop-then-start).
+        let assignedIDs = Set(placed.values.flatMap { $0 }.map(\.id))
+        var stopping: [String: Int] = [:]
+        for node in alive {
+            for p in node.status?.processes ?? [] where !assignedIDs.contains(p.id) { stopping["\(p.app)/\(p.type)", default: 0] += 1 }
+        }
         func remove(_ p: AssignedProcess) {
             for (node, list) in placed { placed[node] = list.filter { $0.id != p.id } }
         }
@@ -172,7 +179,8 @@ public enum Planner {
                 }
                 if new.count < desired {
                     let want = desired - new.count
-                    let room = remaining == 0 ? want : max(0, desired + policy.maxSurge - new.count - remaining)
+                    let running = old.count + stopping["\(app.app)/\(type)", default: 0]
+                    let room = running == 0 ? want : max(0, desired + policy.maxSurge - new.count - running)
                     let used = Set(new.map(\.index))
                     let indices = (1...desired).filter { !used.contains($0) }.prefix(min(want, room))
                     for index in indices {

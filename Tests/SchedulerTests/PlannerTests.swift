@@ -63,12 +63,20 @@ final class PlannerTests: XCTestCase {
         p = Planner.plan(apps: [AppState(app: "py", release: kid2, current: r2, healthy: kid1)],
                          nodes: [node("n1", processes: procs, states: states)], now: t0.addingTimeInterval(1))
         XCTAssertEqual(all(p).map(\.id), procs.map(\.id))
-        // Step 3: healthy: one old retired and the second new one started.
+        // Step 3: healthy: one old retired; while it is still being stopped it counts against the surge.
         states[new1.id] = (.healthy, 0)
         p = Planner.plan(apps: [AppState(app: "py", release: kid2, current: r2, healthy: kid1)],
                          nodes: [node("n1", processes: procs, states: states)], now: t0.addingTimeInterval(2))
+        let retired = procs.filter { q in !all(p).contains { $0.id == q.id } }
+        XCTAssertEqual(retired.count, 1)
         procs = all(p)
         XCTAssertEqual(procs.filter { $0.spec.image == image1 }.count, 1)
+        XCTAssertEqual(procs.filter { $0.spec.image == image2 }.count, 1)
+        // Step 3b: the retired one is gone from the node: the second new one starts.
+        states[retired[0].id] = nil
+        p = Planner.plan(apps: [AppState(app: "py", release: kid2, current: r2, healthy: kid1)],
+                         nodes: [node("n1", processes: procs, states: states)], now: t0.addingTimeInterval(2.5))
+        procs = all(p)
         XCTAssertEqual(procs.filter { $0.spec.image == image2 }.count, 2)
         // Step 4: both new healthy: the last old one goes, and the release converged.
         for q in procs where q.spec.image == image2 { states[q.id] = (.healthy, 0) }
@@ -76,6 +84,28 @@ final class PlannerTests: XCTestCase {
                          nodes: [node("n1", processes: procs, states: states)], now: t0.addingTimeInterval(3))
         XCTAssertEqual(all(p).map { $0.spec.image }, [image2, image2])
         XCTAssertEqual(p.events, [.converged(app: "py", release: kid2)])
+    }
+
+    func testStopThenStartStartsNothingUntilTheOldAreGone() {
+        let (kid1, r1) = release(1, image: image1, web: 2)
+        let (kid2, r2) = release(2, image: image2, web: 2)
+        let policy = RolloutPolicy(maxSurge: 0, maxUnavailable: 2)
+        let old = all(Planner.plan(apps: [AppState(app: "py", release: kid1, current: r1, healthy: nil)], nodes: [node("n1")], now: t0))
+        let healthy = Dictionary(uniqueKeysWithValues: old.map { ($0.id, (ProcessState.healthy, 0)) })
+        // Both retired at once, nothing new yet: they still run.
+        var p = Planner.plan(apps: [AppState(app: "py", release: kid2, current: r2, healthy: kid1)],
+                             nodes: [node("n1", processes: old, states: healthy)], now: t0, policy: policy)
+        XCTAssertEqual(all(p), [])
+        // Reported stopping, unassigned: still nothing.
+        let stopping = Dictionary(uniqueKeysWithValues: old.map { ($0.id, (ProcessState.stopping, 0)) })
+        var n = node("n1", processes: old, states: stopping)
+        n.assignment = Assignment(node: "n1", processes: [])
+        p = Planner.plan(apps: [AppState(app: "py", release: kid2, current: r2, healthy: kid1)], nodes: [n], now: t0, policy: policy)
+        XCTAssertEqual(all(p), [])
+        // Gone: both new ones start.
+        p = Planner.plan(apps: [AppState(app: "py", release: kid2, current: r2, healthy: kid1)],
+                         nodes: [node("n1")], now: t0, policy: policy)
+        XCTAssertEqual(all(p).map(\.spec.image), [image2, image2])
     }
 
     func testScaleOnlyRestartsNothing() {
