@@ -38,7 +38,13 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
 
     public func register(on router: Router<Context>) {
         let p = API.prefix
-        router.get("\(p)/apps") { _, _ in try await self.answer { try await self.listApps() } }
+        router.get("\(p)/apps") { r, _ in
+            try await self.answer {
+                // An app token sees its own apps only.
+                let scope = r.headers[TokenAuthMiddleware<Context>.scopeHeader].map { Set($0.split(separator: ",").map(String.init)) }
+                return try await self.listApps().filter { scope?.contains($0.name) ?? true }
+            }
+        }
         router.get("\(p)/apps/:app") { _, c in try await self.answer { try await self.info(try self.app(c)) } }
         router.delete("\(p)/apps/:app") { r, c in try await self.answer { try await self.destroy(try self.app(c), confirm: r.uri.queryParameters.get("confirm")) } }
         router.get("\(p)/apps/:app/config") { _, c in

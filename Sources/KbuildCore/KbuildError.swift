@@ -19,6 +19,8 @@ public struct KbuildError: Error, Sendable, Equatable, CustomStringConvertible, 
         case io
         /// No or a wrong token.
         case unauthorized
+        /// A valid token that may not do this (an app token, another app).
+        case forbidden
         /// The request is valid but cannot be served (e.g. an unsatisfiable range).
         case unsatisfiable
     }

@@ -14,7 +14,7 @@ public enum KbuildHTTP {
     public static func router(keg: Keg, refs: any RefStore, tokens: [String], git: GitHTTPRoutes<BasicRequestContext>? = nil,
                               api: (@Sendable (Router<BasicRequestContext>) -> Void)? = nil) -> Router<BasicRequestContext> {
         let router = Router(context: BasicRequestContext.self)
-        router.add(middleware: TokenAuthMiddleware(tokens: tokens))
+        router.add(middleware: TokenAuthMiddleware(tokens: tokens, appTokens: AppTokens(keg: keg, refs: refs)))
         router.get("/healthz") { _, _ in "ok\n" }
         KegRoutes<BasicRequestContext>(keg: keg).register(on: router)
         RegistryRoutes<BasicRequestContext>(keg: keg, refs: refs).register(on: router)

@@ -1,28 +1,69 @@
 public import Hummingbird
 public import KbuildCore
 import Foundation
+public import HTTPTypes
 
 /// Checks the token of every request except `/healthz`: `Authorization: Bearer
 /// TOKEN`, or HTTP basic auth with the token as the password (the way git and
 /// docker clients send it). A request without a valid token gets 401 and
 /// learns nothing else.
+///
+/// App tokens (`AppTokens`) may act on their apps only: the API under
+/// /api/v1/apps/APP, git at /APP.git and registry pulls of APP. Anything else
+/// gets 403, the same answer whether or not the app exists. The handlers learn
+/// the token's apps from the `Kbuild-Scope` header this middleware sets (one a
+/// client sends is dropped).
 public struct TokenAuthMiddleware<Context: RequestContext>: RouterMiddleware {
     let tokens: [String]
+    let appTokens: AppTokens?
 
-    public init(tokens: [String]) { self.tokens = tokens }
+    public init(tokens: [String], appTokens: AppTokens? = nil) {
+        self.tokens = tokens
+        self.appTokens = appTokens
+    }
+
+    public static var scopeHeader: HTTPField.Name { HTTPField.Name("Kbuild-Scope")! }
 
     public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        if request.uri.path == "/healthz" { return try await next(request, context) }
-        guard let given = TokenAuthMiddleware.token(from: request.headers[.authorization]),
-              tokens.contains(where: { AdminToken.matches(given, $0) })
-        else {
-            var headers = HTTPFields()
-            headers[.wwwAuthenticate] = "Basic realm=\"kbuild\""
-            headers[.contentType] = "application/json"
-            let body = ErrorBody.json(KbuildError(.unauthorized, "failed to authenticate: a valid kbuild token is required"))
-            return Response(status: .unauthorized, headers: headers, body: .init(byteBuffer: ByteBuffer(string: body)))
+        var head = request.head
+        if head.headerFields[TokenAuthMiddleware.scopeHeader] != nil {
+            head.headerFields[TokenAuthMiddleware.scopeHeader] = nil
         }
-        return try await next(request, context)
+        let request = head == request.head ? request : Request(head: head, body: request.body)
+        if request.uri.path == "/healthz" { return try await next(request, context) }
+        guard let given = TokenAuthMiddleware.token(from: request.headers[.authorization]) else { return TokenAuthMiddleware.unauthorized() }
+        if tokens.contains(where: { AdminToken.matches(given, $0) }) { return try await next(request, context) }
+        guard let apps = await appTokens?.apps(for: given) else { return TokenAuthMiddleware.unauthorized() }
+        guard TokenAuthMiddleware.allows(apps: apps, method: request.method, path: request.uri.path) else {
+            return ErrorBody.response(KbuildError(.forbidden, "this token may not do that (it is limited to some apps)"))
+        }
+        head.headerFields[TokenAuthMiddleware.scopeHeader] = apps.joined(separator: ",")
+        return try await next(Request(head: head, body: request.body), context)
+    }
+
+    static func unauthorized() -> Response {
+        var headers = HTTPFields()
+        headers[.wwwAuthenticate] = "Basic realm=\"kbuild\""
+        headers[.contentType] = "application/json"
+        let body = ErrorBody.json(KbuildError(.unauthorized, "failed to authenticate: a valid kbuild token is required"))
+        return Response(status: .unauthorized, headers: headers, body: .init(byteBuffer: ByteBuffer(string: body)))
+    }
+
+    /// What an app token may reach: a pure function of its apps and the request line.
+    public static func allows(apps: [String], method: HTTPRequest.Method, path: String) -> Bool {
+        let parts = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst().map(String.init)
+        // The app list (filtered by the handler to the token's apps).
+        if parts == ["api", "v1", "apps"] { return method == .get }
+        // The API of one app.
+        if parts.count >= 4, parts[0] == "api", parts[1] == "v1", parts[2] == "apps" { return apps.contains(parts[3]) }
+        // git over smart HTTP: /APP.git/…
+        if let first = parts.first, first.hasSuffix(".git") { return apps.contains(String(first.dropLast(4))) }
+        // Registry pulls of the app's image: /v2/ and /v2/APP/…
+        if method == .get || method == .head {
+            if parts == ["v2", ""] || parts == ["v2"] { return true }
+            if parts.count >= 3, parts[0] == "v2" { return apps.contains(parts[1]) }
+        }
+        return false
     }
 
     /// The token in an Authorization header value.
@@ -53,6 +94,7 @@ public enum ErrorBody {
         case .ambiguous: .badRequest
         case .conflict: .conflict
         case .unauthorized: .unauthorized
+        case .forbidden: .forbidden
         case .unsatisfiable: .rangeNotSatisfiable
         case .corrupt, .io: .internalServerError
         }

@@ -216,4 +216,47 @@ final class RunTests: XCTestCase {
         let files = try FileManager.default.contentsOfDirectory(atPath: data + "/nodes/local/processes")
         XCTAssertEqual(files.filter { $0.hasPrefix("rolling.") }.count, 2, "\(files)")
     }
+
+    func testAppTokensActOnTheirAppsOnly() throws {
+        let data = try makeData("tokens")
+        let server = try startKbuildUp(self, data: data)
+        let work = try makeApp("mine", data: data)
+        XCTAssertEqual(try kbuild(["apps:create", "theirs", "--stack", "busybox"], dataDir: data).status, 0)
+        let made = try kbuild(["tokens:create", "teammate", "--app", "mine"], dataDir: data)
+        XCTAssertEqual(made.status, 0, made.stderr)
+        let token = trimmed(made.stdout)
+        XCTAssertTrue(token.hasPrefix("kbt_"), token)
+        XCTAssertFalse(try kbuild(["tokens"], dataDir: data).stdout.contains(token), "only the hash is kept")
+        XCTAssertNotEqual(try kbuild(["tokens:create", "x", "--app", "nosuch"], dataDir: data).status, 0)
+        let env = ["KBUILD_URL": server.url, "KBUILD_TOKEN": token]
+        func cli(_ args: [String]) throws -> Result { try sh(kbuildBinary, args, env: env) }
+
+        XCTAssertEqual(try cli(["config:set", "mine", "A=1"]).status, 0)
+        for app in ["theirs", "nosuch"] {
+            let r = try cli(["config", app])
+            XCTAssertNotEqual(r.status, 0)
+            XCTAssertTrue(r.stderr.contains("this token may not do that"), r.stderr)
+            XCTAssertFalse(r.stderr.contains("no app named"), "a 403 says nothing of whether the app exists")
+        }
+        func curl(_ path: String, token: String?) throws -> (Int, String) {
+            let r = try sh("/usr/bin/curl", ["-s", "-o", "/dev/stderr", "-w", "%{http_code}"] + (token.map { ["-H", "Authorization: Bearer \($0)"] } ?? []) + [server.url + path])
+            return (Int(r.stdout) ?? 0, r.stderr)
+        }
+        let list = try curl("/api/v1/apps", token: token)
+        XCTAssertEqual(list.0, 200)
+        XCTAssertTrue(list.1.contains("\"name\":\"mine\"") && !list.1.contains("theirs"), list.1)
+        XCTAssertEqual(try curl("/api/v1/nodes", token: token).0, 403)
+        XCTAssertEqual(try curl("/v1/objects/K-" + String(repeating: "0", count: 64), token: token).0, 403)
+        XCTAssertEqual(try curl("/api/v1/apps/theirs", token: nil).0, 401)
+        XCTAssertEqual(try curl("/api/v1/apps/theirs", token: "kbt_wrong").0, 401)
+        // git: its own app, not another.
+        let host = server.url.replacingOccurrences(of: "http://", with: "")
+        let pushed = try git(["push", "http://teammate:\(token)@\(host)/mine.git", "main"], in: work)
+        XCTAssertEqual(pushed.status, 0, pushed.stderr)
+        let refused = try git(["push", "http://teammate:\(token)@\(host)/theirs.git", "main"], in: work)
+        XCTAssertNotEqual(refused.status, 0)
+        // Revoked: refused within a second or so.
+        XCTAssertEqual(try kbuild(["tokens:revoke", "teammate"], dataDir: data).status, 0)
+        try waitUntil("revoked", timeout: 5) { try curl("/api/v1/apps/mine", token: token).0 == 401 }
+    }
 }

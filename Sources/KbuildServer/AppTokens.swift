@@ -1,0 +1,106 @@
+import KbuildCore
+public import Keg
+public import RefStore
+import Crypto
+public import Foundation
+
+/// A token that may act on some apps only (`kbuild tokens:create NAME --app APP`),
+/// stored as `tokens/NAME` → this record; the token itself is never stored,
+/// only its SHA-256.
+public struct AppTokenRecord: Codable, Sendable, Equatable {
+    public var kind = "kbuild.token/v1"
+    public var name: String
+    public var sha256: String
+    public var apps: [String]
+    public var createdBy: String
+    public var createdAt: Date
+
+    public init(name: String, sha256: String, apps: [String], createdBy: String, createdAt: Date = Date()) {
+        self.name = name
+        self.sha256 = sha256
+        self.apps = apps.sorted()
+        self.createdBy = createdBy
+        self.createdAt = createdAt
+    }
+}
+
+/// The app tokens of a host: made, listed, revoked, and looked up by the
+/// token check (a short cache, so a request costs no store read).
+public final class AppTokens: Sendable {
+    let keg: Keg
+    let refs: any RefStore
+    private let cache = CacheBox()
+
+    public init(keg: Keg, refs: any RefStore) {
+        self.keg = keg
+        self.refs = refs
+    }
+
+    public static func hash(_ token: String) -> String {
+        SHA256.hash(data: Array(token.utf8)).map { String(format: "%02x", $0) }.joined()
+    }
+
+    /// Makes a token for `apps`; returns it (shown once; only its hash is kept).
+    public func create(name: String, apps: [String], actor: String) async throws -> String {
+        guard Names.isAppName(name) else { throw KbuildError(.invalidArgument, "invalid token name \(name.debugQuoted): a-z, 0-9 and '-', starting with a letter") }
+        guard !apps.isEmpty else { throw KbuildError(.invalidArgument, "a token needs at least one app (--app APP)") }
+        for app in apps where try await refs.get(try RefName("apps/\(app)")) == nil {
+            throw KbuildError(.notFound, "no app named \(app)")
+        }
+        var bytes = [UInt8](repeating: 0, count: 32)
+        var rng = SystemRandomNumberGenerator()
+        for i in bytes.indices { bytes[i] = rng.next() }
+        let token = "kbt_" + bytes.map { String(format: "%02x", $0) }.joined()
+        let record = AppTokenRecord(name: name, sha256: AppTokens.hash(token), apps: apps, createdBy: actor)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        encoder.dateEncodingStrategy = .iso8601
+        let kid = try keg.putBlob(Array(try encoder.encode(record)))
+        do {
+            try await refs.compareAndSwap(try RefName("tokens/\(name)"), to: kid, expecting: .absent, actor: actor)
+        } catch let e as KbuildError where e.code == .conflict {
+            throw KbuildError(.conflict, "a token named \(name) exists (revoke it first)")
+        }
+        cache.clear()
+        return token
+    }
+
+    public func list() async throws -> [AppTokenRecord] {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        return try await refs.list(prefix: try RefName("tokens")).map { ref in
+            try decoder.decode(AppTokenRecord.self, from: Data(try keg.logicalBytes(ref.kid, maxWhole: 1 << 20)))
+        }
+    }
+
+    public func revoke(name: String, actor: String) async throws {
+        let ref = try RefName("tokens/\(name)")
+        guard let current = try await refs.get(ref) else { throw KbuildError(.notFound, "no token named \(name)") }
+        try await refs.compareAndSwap(ref, to: nil, expecting: .value(current.kid), actor: actor)
+        cache.clear()
+    }
+
+    /// The apps a token may act on, or nil when it is no app token. Revocations
+    /// are seen within a second.
+    func apps(for token: String) async -> [String]? {
+        let hash = AppTokens.hash(token)
+        if let hit = cache.get() { return hit[hash] }
+        let all = (try? await list()) ?? []
+        var byHash: [String: [String]] = [:]
+        for r in all { byHash[r.sha256] = r.apps }
+        cache.set(byHash)
+        return byHash[hash]
+    }
+
+    private final class CacheBox: @unchecked Sendable {
+        private let lock = NSLock()
+        private var value: (at: Date, byHash: [String: [String]])?
+        func get() -> [String: [String]]? {
+            lock.lock(); defer { lock.unlock() }
+            guard let value, Date().timeIntervalSince(value.at) < 1 else { return nil }
+            return value.byHash
+        }
+        func set(_ byHash: [String: [String]]) { lock.lock(); value = (Date(), byHash); lock.unlock() }
+        func clear() { lock.lock(); value = nil; lock.unlock() }
+    }
+}
