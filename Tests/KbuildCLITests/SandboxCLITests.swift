@@ -137,26 +137,32 @@ extension SandboxCLITests {
     /// skopeo, unpacked with umoci, run with runc: its web process answers HTTP.
     func testPythonExamplePushedPulledAndRunByRunc() throws {
         XCTAssertEqual(try XCTUnwrap(SandboxCLITests.debian).status, 0)
-        let server = try startKbuildUp(self, data: SandboxCLITests.data)
-        XCTAssertEqual(try run(["apps:create", "py"]).status, 0)
+        let routerPort = freePort()
+        let server = try startKbuildUp(self, data: SandboxCLITests.data, extra: ["--router-port", String(routerPort)])
+        XCTAssertEqual(try run(["apps:create", "python"]).status, 0)
         let work = try tempDir(self, "python-example")
         XCTAssertEqual(try sh("/bin/cp", ["-a", "\(repositoryRoot)/examples/python/.", work]).status, 0)
         try git(["init", "-q"], in: work)
         try git(["add", "-A"], in: work)
         try git(["commit", "-q", "-m", "The python example"], in: work)
-        let remote = try sh(kbuildBinary, ["git:remote", "py", "--data-dir", SandboxCLITests.data], cwd: work)
+        let remote = try sh(kbuildBinary, ["git:remote", "python", "--data-dir", SandboxCLITests.data], cwd: work)
         XCTAssertEqual(remote.status, 0, remote.stderr)
         let push = try git(["push", "kbuild", "main"], in: work)
         XCTAssertEqual(push.status, 0, push.stderr)
-        for line in ["remote: -----> Python app detected", "kbuild-greeting 1.0.0 from wheels/", "remote:        web: python3 app.py"] {
+        for line in ["remote: -----> Python app detected", "kbuild-greeting 1.0.0 from wheels/", "remote:        web: python3 app.py",
+                     "remote: -----> v1 is live"] {
             XCTAssertTrue(push.stderr.contains(line), "\(line) in:\n\(push.stderr)")
         }
+        // Served by kbuild itself at python.localhost, through the router.
+        let served = try sh("/usr/bin/curl", ["-sf", "--max-time", "10", "-H", "Host: python.localhost", "http://127.0.0.1:\(routerPort)/"])
+        XCTAssertEqual(served.status, 0, served.stderr)
+        XCTAssertTrue(served.stdout.contains("hello from python"), served.stdout)
 
         let dir = try tempDir(self, "python-runc")
         let creds = "kbuild:" + server.token
-        let copy = try sh("/usr/bin/skopeo", ["copy", "--src-creds", creds, "--src-tls-verify=false", "docker://\(server.hostPort)/py:latest", "oci:\(dir)/img:latest"])
+        let copy = try sh("/usr/bin/skopeo", ["copy", "--src-creds", creds, "--src-tls-verify=false", "docker://\(server.hostPort)/python:latest", "oci:\(dir)/img:latest"])
         XCTAssertEqual(copy.status, 0, copy.stderr)
-        let inspect = try sh("/usr/bin/skopeo", ["inspect", "--creds", creds, "--tls-verify=false", "docker://\(server.hostPort)/py:latest"])
+        let inspect = try sh("/usr/bin/skopeo", ["inspect", "--creds", creds, "--tls-verify=false", "docker://\(server.hostPort)/python:latest"])
         let info = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(inspect.stdout.utf8)) as? [String: Any])
         let labels = info["Labels"] as? [String: String] ?? [:]
         XCTAssertEqual(labels["org.opencontainers.image.revision"], trimmed(try git(["rev-parse", "HEAD"], in: work).stdout))
