@@ -199,7 +199,9 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
         for node in try await reader.nodes() {
             let versions = Dictionary((node.assignment?.processes ?? []).map { ($0.id, $0.version) }, uniquingKeysWith: { a, _ in a })
             for status in node.status?.processes ?? [] where status.app == app {
-                out.append(API.ProcessInfo(node: node.record.name, status: status, release: versions[status.id]))
+                // A process no longer assigned (being stopped) names its release in its own record.
+                let version = versions[status.id] ?? status.process.flatMap { try? reader.record(ProcessRecord.self, $0, what: "process").version }
+                out.append(API.ProcessInfo(node: node.record.name, status: status, release: version))
             }
         }
         return out.sorted { ($0.type, $0.name, $0.id) < ($1.type, $1.name, $1.id) }

@@ -107,9 +107,13 @@ struct UpCommand: AsyncParsableCommand {
             }
         }
         system.startRouter(keg: keg, refs: refs, host: host, port: routerPort) { bound in
+            try? Data("http://\(host):\(bound)\n".utf8).write(to: dataDir.routerURLFile, options: .atomic)
             say("router    http://APP.localhost:\(bound)/ (by Host header; custom domains with kbuild domains:add)")
         }
-        defer { try? FileManager.default.removeItem(at: dataDir.serverURLFile) }
+        defer {
+            try? FileManager.default.removeItem(at: dataDir.serverURLFile)
+            try? FileManager.default.removeItem(at: dataDir.routerURLFile)
+        }
         try await system.run()
     }
 

@@ -41,6 +41,8 @@ public struct DataDir: Sendable, Equatable {
     public var adminToken: URL { root.appendingPathComponent("admin.token") }
     /// Where `kbuild up` writes the URL of its HTTP server, so the CLI can find it.
     public var serverURLFile: URL { root.appendingPathComponent("server.url") }
+    /// Where `kbuild up` writes the URL of its router (apps at http://APP.localhost:PORT/).
+    public var routerURLFile: URL { root.appendingPathComponent("router.url") }
 
     /// Creates the directory tree (0700 at the root: it holds tokens).
     public func create() throws {

@@ -24,8 +24,12 @@ struct AppsInfo: AsyncParsableCommand {
         if let rollout = info.rollout {
             say("Rollout:   v\(rollout.version) \(rollout.state.rawValue)\(rollout.reason.map { ": \($0)" } ?? "")")
         }
-        say("Web:       http://\(info.name).localhost (the router)" + (info.domains.isEmpty ? "" : ", " + info.domains.map { "http://\($0)" }.joined(separator: ", ")))
-        for p in info.processes { say("  \(p.name)  \(p.state.rawValue)  \(p.node)  pid \(p.hostPID.map(String.init) ?? "-")") }
+        // The router's port, when its kbuild up runs on this machine.
+        let port = (try? String(contentsOf: global.dir.routerURLFile, encoding: .utf8)).flatMap { $0.split(separator: ":").last }
+            .map { ":" + $0.trimmingCharacters(in: .whitespacesAndNewlines) } ?? ""
+        let urls = ["\(info.name).localhost"] + info.domains
+        say("Web:       " + urls.map { "http://\($0)\(port)/" }.joined(separator: ", "))
+        for p in info.processes { say("  \(p.name)  \(p.state.rawValue)  v\(p.release.map(String.init) ?? "-")  \(p.node)  pid \(p.hostPID.map(String.init) ?? "-")") }
     }
 }
 

@@ -19,7 +19,7 @@ struct PsList: AsyncParsableCommand {
         for p in list {
             let pid = p.hostPID.map { "pid \($0)" } ?? "no pid"
             let restarts = p.restarts > 0 ? ", \(p.restarts) restarts" : ""
-            say("\(p.name)  \(p.state.rawValue)  v\(p.release.map(String.init) ?? "?")  \(p.node)  \(pid)  port \(p.port.map(String.init) ?? "-")  since \(shortDate(p.since))\(restarts)")
+            say("\(p.name)  \(p.state.rawValue)  v\(p.release.map(String.init) ?? "-")  \(p.node)  \(pid)  port \(p.port.map(String.init) ?? "-")  since \(shortDate(p.since))\(restarts)")
         }
     }
 }
