@@ -99,7 +99,14 @@ func startKbuildUp(_ test: XCTestCase, data: String, port: Int = 0, extra: [Stri
     p.standardError = FileHandle.standardError
     try p.run()
     test.addTeardownBlock {
-        if p.isRunning { kill(p.processIdentifier, SIGKILL); p.waitUntilExit() }
+        // Gracefully first, so an agent in the middle of starting a process writes it down (kbuild down then stops it).
+        if p.isRunning {
+            kill(p.processIdentifier, SIGTERM)
+            let deadline = Date().addingTimeInterval(15)
+            while p.isRunning && Date() < deadline { usleep(20_000) }
+            if p.isRunning { kill(p.processIdentifier, SIGKILL) }
+            p.waitUntilExit()
+        }
         // App processes outlive kbuild up by design: stop them with it.
         _ = try? sh(kbuildBinary, ["down", "--grace", "2", "--data-dir", data])
     }

@@ -259,4 +259,32 @@ final class RunTests: XCTestCase {
         XCTAssertEqual(try kbuild(["tokens:revoke", "teammate"], dataDir: data).status, 0)
         try waitUntil("revoked", timeout: 5) { try curl("/api/v1/apps/mine", token: token).0 == 401 }
     }
+
+    func testRestartAndDestroy() throws {
+        let data = try makeData("destroy")
+        let routerPort = freePort()
+        _ = try startKbuildUp(self, data: data, extra: ["--router-port", String(routerPort)])
+        let work = try makeApp("gone", data: data)
+        XCTAssertEqual(try git(["push", "kbuild", "main"], in: work).status, 0)
+        let before = try XCTUnwrap(try ps("gone", data).first)
+        // ps:restart: a rolling restart, same release, new processes.
+        XCTAssertEqual(try kbuild(["ps:restart", "gone"], dataDir: data).status, 0)
+        try waitUntil("restarted") {
+            let p = try ps("gone", data)
+            return p.count == 1 && p[0].state == "healthy" && p[0].hostPID != before.hostPID && p[0].release == before.release
+        }
+        XCTAssertNotEqual(try kbuild(["ps:restart", "gone", "worker"], dataDir: data).status, 0)
+        // apps:destroy asks; without an answer, or a wrong one, nothing goes.
+        let unconfirmed = try kbuild(["apps:destroy", "gone"], dataDir: data)
+        XCTAssertNotEqual(unconfirmed.status, 0)
+        XCTAssertTrue(unconfirmed.stderr.contains("without confirmation"), unconfirmed.stderr)
+        XCTAssertNotEqual(try kbuild(["apps:destroy", "gone", "--confirm", "other"], dataDir: data).status, 0)
+        XCTAssertEqual(routed(routerPort, host: "gone.localhost").status, 200)
+        let destroyed = try kbuild(["apps:destroy", "gone", "--confirm", "gone"], dataDir: data)
+        XCTAssertEqual(destroyed.status, 0, destroyed.stderr)
+        try waitUntil("its processes stopped") { self.appProcesses("gone").isEmpty }
+        try waitUntil("unknown to the router") { routed(routerPort, host: "gone.localhost").status == 404 }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: data + "/git/gone.git"))
+        XCTAssertNotEqual(try kbuild(["ps", "gone"], dataDir: data).status, 0)
+    }
 }

@@ -2,9 +2,9 @@
 // the same start functions `kbuild up` uses, chosen and wired here by hand.
 // This one runs the API and git server, one build worker, the scheduler
 // with a cautious rollout policy, two node agents on the host's network
-// (each offering 1 CPU and 2 GiB), and the router on port 8090.
+// (each offering 1 CPU and 2 GiB), and the router (port 8090 unless given).
 //
-//   swift run kbuild-example-one-machine /tmp/kbuild-example
+//   swift run kbuild-example-one-machine /tmp/kbuild-example [API-PORT [ROUTER-PORT]]
 //
 // Then use the CLI against it: kbuild --data-dir /tmp/kbuild-example stack create busybox, apps:create …
 import Foundation
@@ -19,7 +19,10 @@ import Sandbox
 import Scheduler
 
 func main() async throws {
-    let root = CommandLine.arguments.dropFirst().first ?? NSTemporaryDirectory() + "kbuild-example"
+    let args = Array(CommandLine.arguments.dropFirst())
+    let root = args.first ?? NSTemporaryDirectory() + "kbuild-example"
+    let apiPort = args.count > 1 ? Int(args[1]) ?? 7090 : 7090
+    let routerPort = args.count > 2 ? Int(args[2]) ?? 8090 : 8090
     let dataDir = DataDir(root: URL(fileURLWithPath: root))
     try dataDir.create()
     let keg = try Keg(dataDir: dataDir)
@@ -30,7 +33,7 @@ func main() async throws {
     var logger = Logger(label: "kbuild-example")
     logger.logLevel = .notice
     var system = KbuildSystem(logger: logger)
-    try await system.startServer(keg: keg, refs: refs, dataDir: dataDir, kbuild: kbuild, host: "127.0.0.1", port: 7090, sandbox: try Sandbox()) { url in
+    try await system.startServer(keg: keg, refs: refs, dataDir: dataDir, kbuild: kbuild, host: "127.0.0.1", port: apiPort, sandbox: try Sandbox()) { url in
         try? Data((url + "\n").utf8).write(to: dataDir.serverURLFile, options: .atomic)
         print("API, git and registry at \(url)")
     }
@@ -41,7 +44,7 @@ func main() async throws {
         let config = NodeAgentConfig(name: name, capacity: Resources(memory: 2 << 30, cpus: 1), stateDir: dataDir.node(name).path)
         system.startNodeAgent(config, keg: keg, refs: refs, sandbox: try Sandbox())
     }
-    system.startRouter(keg: keg, refs: refs, host: "127.0.0.1", port: 8090) { port in print("apps at http://APP.localhost:\(port)/") }
+    system.startRouter(keg: keg, refs: refs, host: "127.0.0.1", port: routerPort) { port in print("apps at http://APP.localhost:\(port)/") }
     try await system.run()
 }
 
