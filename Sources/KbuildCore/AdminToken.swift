@@ -7,10 +7,7 @@ public enum AdminToken {
     /// Reads the token, creating it (atomically, 0600) when there is none.
     public static func loadOrCreate(in dataDir: DataDir) throws -> String {
         if let token = try load(from: dataDir) { return token }
-        var bytes = [UInt8](repeating: 0, count: 32)
-        var rng = SystemRandomNumberGenerator()
-        for i in bytes.indices { bytes[i] = rng.next() }
-        let token = "kb_" + bytes.map { String(format: "%02x", $0) }.joined()
+        let token = generate(prefix: "kb_")
         let tmp = dataDir.adminToken.path + ".tmp.\(getpid())"
         let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw KbuildError.syscall("open", tmp, verb: "create admin token") }
@@ -31,6 +28,12 @@ public enum AdminToken {
         }
         unlink(tmp)
         return token
+    }
+
+    /// A new token: the prefix and 256 random bits in hex.
+    public static func generate(prefix: String) -> String {
+        var rng = SystemRandomNumberGenerator()
+        return prefix + (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &rng)) }.joined()
     }
 
     /// The token in the data dir, or nil if `kbuild up` has not created one yet.

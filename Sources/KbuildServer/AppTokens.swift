@@ -47,10 +47,7 @@ public final class AppTokens: Sendable {
         for app in apps where try await refs.get(try RefName("apps/\(app)")) == nil {
             throw KbuildError(.notFound, "no app named \(app)")
         }
-        var bytes = [UInt8](repeating: 0, count: 32)
-        var rng = SystemRandomNumberGenerator()
-        for i in bytes.indices { bytes[i] = rng.next() }
-        let token = "kbt_" + bytes.map { String(format: "%02x", $0) }.joined()
+        let token = AdminToken.generate(prefix: "kbt_")
         let record = AppTokenRecord(name: name, sha256: AppTokens.hash(token), apps: apps, createdBy: actor)
         let encoder = JSONEncoder()
         encoder.outputFormatting = .sortedKeys
