@@ -114,6 +114,12 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
                 let app = try await self.existing(c)
                 let domain = try await self.decode(API.Domain.self, r, c).domain.lowercased()
                 try DomainsRecord.check(domain)
+                guard !domain.hasSuffix(".localhost") else {
+                    throw KbuildError(.invalidArgument, "invalid domain \(domain): APP.localhost names are the router's own")
+                }
+                if let owner = try await self.domainOwner(domain), owner != app {
+                    throw KbuildError(.conflict, "domain \(domain) is already \(owner)'s")
+                }
                 return try await self.changeDomains(app, actor: self.actor(r)) { list in
                     if !list.contains(domain) { list.append(domain) }
                 }
@@ -266,6 +272,16 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
     func domains(_ app: String) async throws -> [String] {
         guard let ref = try await refs.get(try ClusterRefs.domains(app)) else { return [] }
         return try reader.record(DomainsRecord.self, ref.kid, what: "domains").domains
+    }
+
+    /// Which app serves `domain`, if any.
+    func domainOwner(_ domain: String) async throws -> String? {
+        for ref in try await refs.list(prefix: try RefName("apps")) where ref.name.description.hasSuffix("/domains") {
+            if try reader.record(DomainsRecord.self, ref.kid, what: "domains").domains.contains(domain) {
+                return ref.name.description.split(separator: "/").dropFirst().first.map(String.init)
+            }
+        }
+        return nil
     }
 
     func changeDomains(_ app: String, actor: String, _ change: (inout [String]) throws -> Void) async throws -> [String] {

@@ -32,6 +32,10 @@ final class RunTests: XCTestCase {
         // A custom domain.
         XCTAssertEqual(try kbuild(["domains:add", "shop", "Shop.Example.com"], dataDir: data).status, 0)
         XCTAssertNotEqual(try kbuild(["domains:add", "shop", "not a domain"], dataDir: data).status, 0)
+        XCTAssertNotEqual(try kbuild(["domains:add", "shop", "other.localhost"], dataDir: data).status, 0)
+        XCTAssertEqual(try kbuild(["apps:create", "rival", "--stack", "busybox"], dataDir: data).status, 0)
+        let taken = try kbuild(["domains:add", "rival", "shop.example.com"], dataDir: data)
+        XCTAssertTrue(taken.stderr.contains("already shop's"), taken.stderr)
         try waitUntil("domain routed") { routed(routerPort, host: "shop.example.com").status == 200 }
         // The trace environment is there.
         let env = try XCTUnwrap(get(port, "/env.txt"))
