@@ -40,6 +40,7 @@ extension ClientHandler {
     func endResponse(_ end: HTTPServerResponsePart, context: ChannelHandlerContext) {
         let keepOpen = clientKeepAlive && requestEnded && !quiescing
         let served = endExchange(status: status, closing: !keepOpen)
+        needsClientFlush = false
         if keepOpen {
             context.writeAndFlush(wrapOutboundOut(end), promise: nil)
             shared.onServed(served)

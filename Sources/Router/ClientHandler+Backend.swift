@@ -124,8 +124,10 @@ extension ClientHandler {
             if !clientKeepAlive { headers.add(name: "connection", value: "close") }
             let version = requestVersion.minor == 0 ? HTTPVersion.http1_0 : .http1_1
             context.write(wrapOutboundOut(.head(HTTPResponseHead(version: version, status: head.status, headers: headers))), promise: nil)
+            needsClientFlush = true
         case .body(let buffer):
             context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+            needsClientFlush = true
         case .end(let trailers):
             backend = nil
             let reusable = connection.responseKeepAlive && requestForwarded
@@ -134,7 +136,10 @@ extension ClientHandler {
         }
     }
 
+    /// One flush per backend read; none when the response's end already flushed.
     func backendReadComplete() {
+        guard needsClientFlush else { return }
+        needsClientFlush = false
         context?.flush()
     }
 

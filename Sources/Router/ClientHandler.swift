@@ -55,6 +55,9 @@ final class ClientHandler: ChannelDuplexHandler {
     var endpoints: [Endpoint] = []
     /// The route table version the current request was routed with.
     var snapshot: Snapshot
+    /// The last lookup in `snapshot`, and the Host header it was for.
+    var lastRoute: Route?
+    var lastRouteHost = ""
     var endpoint: Endpoint?
     var firstIndex = 0
     var endpointsTried = 0
@@ -74,6 +77,8 @@ final class ClientHandler: ChannelDuplexHandler {
     /// Set by graceful shutdown: close after the current response.
     var quiescing = false
     var needsBackendFlush = false
+    /// Response parts were written to the client since its last flush.
+    var needsClientFlush = false
 
     /// Bodies up to this size are kept for a retry; larger ones are not retried once sent.
     static let replayLimit = 64 * 1024
@@ -247,8 +252,7 @@ final class ClientHandler: ChannelDuplexHandler {
             requestID = RequestID.generate(using: &pool.random)
         }
         let host = request.host ?? ""
-        snapshot = shared.table.snapshot()
-        let route: Route = host.isEmpty ? .badHost("") : snapshot.lookup(host: host)
+        let route = route(host: host)
         switch route {
         case .app(let name, let appEndpoints):
             app = name
@@ -296,6 +300,19 @@ final class ClientHandler: ChannelDuplexHandler {
         }
         firstIndex = endpoints.count == 1 ? 0 : pool.firstIndex(app: app!, count: endpoints.count)
         startAttempt(freshConnection: false)
+    }
+
+    /// The route for `host` in the current table. A connection usually sends
+    /// one Host header for its whole life, so the last answer is kept until
+    /// the Host header or the table changes.
+    func route(host: String) -> Route {
+        let current = shared.table.snapshot()
+        if current === snapshot, let lastRoute, host == lastRouteHost { return lastRoute }
+        snapshot = current
+        let route: Route = host.isEmpty ? .badHost("") : current.lookup(host: host)
+        lastRoute = route
+        lastRouteHost = host
+        return route
     }
 
     func receiveBodyPart(_ part: HTTPServerRequestPart, bytes: Int) {

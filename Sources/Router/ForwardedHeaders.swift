@@ -46,36 +46,47 @@ enum ForwardedHeaders {
         return result
     }
 
-    /// The backend's response headers without hop-by-hop ones.
+    /// The backend's response headers without hop-by-hop ones, with the
+    /// request id. Edited in place: a response usually carries only
+    /// `Connection` to drop, so copying every header would be wasted work.
     static func response(from headers: HTTPHeaders, requestID: String) -> HTTPHeaders {
-        var result = HTTPHeaders()
-        result.reserveCapacity(headers.count + 2)
+        var result = headers
+        var removals: [String] = []
         var connectionTokens: [Substring] = []
+        var rewriteTransferEncoding = false
         for (name, value) in headers {
             switch Name(name) {
             case .connection:
+                removals.append(name)
                 collectExtraTokens(value, into: &connectionTokens)
             case .hopByHop, .requestID:
-                continue
+                removals.append(name)
             case .transferEncoding:
-                result.add(name: "transfer-encoding", value: "chunked")
+                // The decoder removed the chunked coding; the encoder adds it back.
+                if value != "chunked" { rewriteTransferEncoding = true }
             default:
-                result.add(name: name, value: value)
+                continue
             }
         }
+        for name in removals { result.remove(name: name) }
         for token in connectionTokens { result.remove(name: String(token)) }
+        if rewriteTransferEncoding { result.replaceOrAdd(name: "transfer-encoding", value: "chunked") }
         result.add(name: "x-request-id", value: requestID)
         return result
     }
 
     /// Header names listed in Connection beyond the usual close/keep-alive/upgrade.
     private static func collectExtraTokens(_ value: String, into tokens: inout [Substring]) {
-        for token in value.split(separator: ",") {
-            let trimmed = token.trimmingASCIISpaces()
-            switch trimmed.lowercased() {
-            case "close", "keep-alive", "upgrade", "": continue
-            default: tokens.append(trimmed)
-            }
+        // Split and compared without allocating: nearly every response says `keep-alive`.
+        var rest = Substring(value)
+        while true {
+            let comma = rest.utf8.firstIndex(of: UInt8(ascii: ","))
+            let trimmed = rest[..<(comma ?? rest.endIndex)].trimmingASCIISpaces()
+            let usual = trimmed.utf8.isEmpty || trimmed.utf8.equalsIgnoringASCIICase("keep-alive")
+                || trimmed.utf8.equalsIgnoringASCIICase("close") || trimmed.utf8.equalsIgnoringASCIICase("upgrade")
+            if !usual { tokens.append(trimmed) }
+            guard let comma else { break }
+            rest = rest[rest.utf8.index(after: comma)...]
         }
     }
 
@@ -127,11 +138,24 @@ enum ForwardedHeaders {
     }
 }
 
+extension Substring.UTF8View {
+    /// ASCII case-insensitive equality with a lowercase literal.
+    fileprivate func equalsIgnoringASCIICase(_ lowercase: StaticString) -> Bool {
+        guard count == lowercase.utf8CodeUnitCount else { return false }
+        return lowercase.withUTF8Buffer { expected in
+            zip(self, expected).allSatisfy { pair in
+                let folded = pair.0 >= UInt8(ascii: "A") && pair.0 <= UInt8(ascii: "Z") ? pair.0 | 0x20 : pair.0
+                return folded == pair.1
+            }
+        }
+    }
+}
+
 extension Substring {
     fileprivate func trimmingASCIISpaces() -> Substring {
-        var result = self
-        while result.first == " " || result.first == "\t" { result.removeFirst() }
-        while result.last == " " || result.last == "\t" { result.removeLast() }
-        return result
+        var bytes = utf8
+        while let first = bytes.first, first == UInt8(ascii: " ") || first == UInt8(ascii: "\t") { bytes = bytes.dropFirst() }
+        while let last = bytes.last, last == UInt8(ascii: " ") || last == UInt8(ascii: "\t") { bytes = bytes.dropLast() }
+        return Substring(bytes)
     }
 }

@@ -291,4 +291,33 @@ final class RunTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: data + "/git/gone.git"))
         XCTAssertNotEqual(try kbuild(["ps", "gone"], dataDir: data).status, 0)
     }
+
+    func testAppJSONHealthChecksGateTheRollout() throws {
+        let data = try makeData("health")
+        let routerPort = freePort()
+        _ = try startKbuildUp(self, data: data, extra: ["--router-port", String(routerPort)])
+        // Listening at once, but ready (GET /ready.txt answers) only after 3 s.
+        let serve = """
+            #!/bin/sh
+            (sleep 3; echo ok > www/ready.txt) &
+            exec busybox httpd -f -p "0.0.0.0:$PORT" -h www
+            """
+        let app = #"{"name": "ready", "healthchecks": {"web": [{"type": "startup", "path": "/ready.txt", "timeout": 2}]}}"#
+        let work = try makeApp("ready", data: data, serve: serve, files: ["app.json": app])
+        let started = Date()
+        let push = try git(["push", "kbuild", "main"], in: work)
+        XCTAssertEqual(push.status, 0, push.stderr)
+        XCTAssertTrue(push.stderr.contains("v1 is live"), push.stderr)
+        XCTAssertGreaterThanOrEqual(Date().timeIntervalSince(started), 3, "live only once /ready.txt answers")
+        XCTAssertEqual(routed(routerPort, host: "ready.localhost", path: "/ready.txt").body, "ok\n")
+
+        // A bad app.json rejects the push before anything is built, and v1 serves on.
+        try writeFile(work + "/app.json", #"{"healthchecks": {"web": [{"path": "no-slash"}]}}"#)
+        try git(["commit", "-q", "-am", "Bad app.json"], in: work)
+        let bad = try git(["push", "kbuild", "main"], in: work)
+        XCTAssertNotEqual(bad.status, 0)
+        XCTAssertTrue(bad.stderr.contains("healthchecks.web[0].path must be a path starting with /"), bad.stderr)
+        XCTAssertEqual(routed(routerPort, host: "ready.localhost").status, 200)
+        XCTAssertEqual(try kbuild(["releases", "ready"], dataDir: data).stdout.split(separator: "\n").count, 1)
+    }
 }
