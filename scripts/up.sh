@@ -3,7 +3,9 @@
 # install it as /usr/local/bin/kbuild (with its sandbox helper beside it and the
 # buildpacks in /usr/local/share/kbuild), make
 # the busybox and debian stacks if they are missing, and start `kbuild up` on
-# its embedded defaults (data in ~/.kbuild, HTTP on 127.0.0.1:7070). Stop it
+# its embedded defaults (data in ~/.kbuild, API and git on 127.0.0.1:7070, apps
+# at http://APP.localhost:8080 through the router). App processes outlive it
+# (a restart adopts them; `kbuild down` stops them). Stop it
 # with Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
