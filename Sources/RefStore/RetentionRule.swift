@@ -4,7 +4,8 @@ public import Foundation
 /// Which objects `gc` must keep, as a pure function of the refs and their
 /// history: the current value of every ref; every value in the history of a
 /// ref under a protected prefix (rollback targets: `apps/*/release`); for other
-/// refs the last `keepLast` values and every value newer than `keepFor`;
+/// refs the last `keepLast` values and every value newer than `keepFor` (only the
+/// last `keepLast` for `keepLastOnly` ones: heartbeats);
 /// everything under `pins/`.
 public struct RetentionRule: Sendable, Equatable {
     public var keepLast: Int
@@ -12,12 +13,19 @@ public struct RetentionRule: Sendable, Equatable {
     /// Ref name patterns whose whole history is kept; `*` matches one segment.
     public var keepAllHistory: [String]
 
-    public static let `default` = RetentionRule(keepLast: 10, keepFor: 30 * 86400, keepAllHistory: ["apps/*/release", "pins/**"])
+    /// Ref name patterns whose past values go after `keepLast` whatever their
+    /// age: heartbeats (`nodes/*/status`, one every few seconds) would otherwise
+    /// keep a month of reports.
+    public var keepLastOnly: [String]
 
-    public init(keepLast: Int, keepFor: TimeInterval, keepAllHistory: [String]) {
+    public static let `default` = RetentionRule(keepLast: 10, keepFor: 30 * 86400, keepAllHistory: ["apps/*/release", "pins/**"],
+                                                keepLastOnly: ["nodes/*/status"])
+
+    public init(keepLast: Int, keepFor: TimeInterval, keepAllHistory: [String], keepLastOnly: [String] = []) {
         self.keepLast = keepLast
         self.keepFor = keepFor
         self.keepAllHistory = keepAllHistory
+        self.keepLastOnly = keepLastOnly
     }
 
     /// The roots to keep, given each ref's history (newest first) and the current refs.
@@ -25,8 +33,9 @@ public struct RetentionRule: Sendable, Equatable {
         var keep = Set(current.map(\.kid))
         for (name, changes) in history {
             let all = keepAllHistory.contains { RetentionRule.matches(pattern: $0, name: name) }
+            let lastOnly = keepLastOnly.contains { RetentionRule.matches(pattern: $0, name: name) }
             for (i, change) in changes.enumerated() {
-                let young = now.timeIntervalSince(change.time) < keepFor
+                let young = !lastOnly && now.timeIntervalSince(change.time) < keepFor
                 guard all || i < keepLast || young else { continue }
                 if let kid = change.new { keep.insert(kid) }
                 if let kid = change.old { keep.insert(kid) }

@@ -24,6 +24,7 @@ final class RetentionRuleTests: XCTestCase {
             Row(name: "nodes/n1/assignment", count: 20, rule: .init(keepLast: 1, keepFor: 5 * 86400 + 1, keepAllHistory: []), kept: [14, 15, 16, 17, 18, 19], why: "the last 5 days"),
             Row(name: "apps/web/release", count: 20, rule: .default, kept: Array(0..<20), why: "rollback targets: all releases"),
             Row(name: "apps/web/config", count: 50, rule: .init(keepLast: 2, keepFor: 0, keepAllHistory: ["apps/*/release"]), kept: [48, 49], why: "* matches one segment only"),
+            Row(name: "nodes/n1/status", count: 40, rule: .default, kept: Array(30..<40), why: "heartbeats: the last 10, however young"),
             Row(name: "pins/deep/name", count: 4, rule: .init(keepLast: 1, keepFor: 0, keepAllHistory: ["pins/**"]), kept: [0, 1, 2, 3], why: "** matches any depth"),
         ]
         for row in rows {
