@@ -129,6 +129,12 @@ let package = Package(
                            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"), .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
+        // kbuild trace: the links between records, up to the commit and down to what runs.
+        .target(
+            name: "Trace",
+            dependencies: ["KbuildCore", "Keg", "RefStore", "Builds", "Releases", "Cluster"],
+            swiftSettings: strict
+        ),
         .target(
             name: "GitGateway",
             dependencies: ["KbuildCore", "Keg", "RefStore", "OCI", "Stacks", "Sandbox", "Builds", "GitSource", "Releases", "Cluster"],
@@ -171,7 +177,7 @@ let package = Package(
             name: "KbuildCLI",
             dependencies: [
                 "KbuildCore", "Keg", "KegRemote", "RefStore", "KbuildServer", "Sandbox", "OCI", "Stacks", "GitSource", "Builds", "GitGateway", "CGit2", "CArchive",
-                "Releases", "Cluster", "Scheduler", "NodeAgent", "KbuildAPI", "Router", "KbuildSystem",
+                "Releases", "Cluster", "Scheduler", "NodeAgent", "KbuildAPI", "Router", "KbuildSystem", "Trace",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),

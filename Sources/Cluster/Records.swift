@@ -19,6 +19,8 @@ public enum ClusterRefs {
     public static func rollout(_ app: String) throws -> RefName { try RefName("apps/\(app)/rollout") }
     /// The app's custom domains (`DomainsRecord`, `domains:add`).
     public static func domains(_ app: String) throws -> RefName { try RefName("apps/\(app)/domains") }
+    /// Every process started for the app: its history is the app's process list (ProcessRecords), for trace.
+    public static func processes(_ app: String) throws -> RefName { try RefName("apps/\(app)/processes") }
     /// Rolling restarts: process type → generation (`ps:restart`).
     public static func restarts(_ app: String) throws -> RefName { try RefName("apps/\(app)/restarts") }
 }

@@ -264,6 +264,8 @@ actor AgentLoop {
             let record = ProcessRecord(id: p.id, node: config.name, hostPID: process.pid, app: p.spec.app, name: p.name,
                                        release: p.release, version: release.version, spec: p.spec, port: port, startedAt: Date())
             let kid = try Records.put(record, in: agent.records)
+            // The app's process list, for trace: its history has every process ever started.
+            try await agent.refs.set(try ClusterRefs.processes(p.spec.app), to: kid, actor: "agent \(config.name)")
             try ProcessFile(assigned: p, helperPID: process.helperPID, pid: process.pid, startTime: process.startTime,
                             cgroupDirectories: process.cgroupDirectories, port: port, process: kid, startedAt: record.startedAt,
                             restarts: restarts, log: logPath(p.id)).write(to: stateDir)

@@ -1,0 +1,288 @@
+public import Cluster
+public import KbuildCore
+public import Keg
+public import RefStore
+import Builds
+public import Foundation
+import Releases
+
+/// One process, as trace shows it.
+public struct ProcessLink: Codable, Sendable, Equatable {
+    public var kid: KID
+    public var record: ProcessRecord
+    /// Its state now, from its node's report; nil when it no longer runs.
+    public var state: String?
+}
+
+public struct ReleaseLink: Codable, Sendable, Equatable {
+    public var app: String
+    public var version: Int64
+    public var kid: KID
+    public var description: String
+    public var createdBy: String
+    public var createdAt: Date
+    public var image: KID
+    public var config: KID
+}
+
+public struct BuildLink: Codable, Sendable, Equatable {
+    public var build: KID
+    public var stack: String
+    public var buildpacks: [String]
+    public var log: KID?
+    public var finishedAt: Date
+}
+
+public struct SourceLink: Codable, Sendable, Equatable {
+    public var record: KID
+    public var source: KID
+    public var commit: String
+    public var author: String
+    public var email: String
+    public var message: String
+    public var pushedBy: String
+    public var pushedAt: Date
+    public var repository: String
+    public var ref: String
+}
+
+/// The chain from one thing up to its commit.
+public struct Chain: Codable, Sendable, Equatable {
+    public var process: ProcessLink?
+    public var release: ReleaseLink?
+    public var build: BuildLink?
+    public var source: SourceLink?
+}
+
+/// What `kbuild trace` answers: the chain up from what was asked, and down
+/// from it: the releases that used it and the processes running it now.
+public struct TraceResult: Codable, Sendable, Equatable {
+    public var subject: String
+    public var up: Chain
+    public var releases: [ReleaseLink]
+    public var processes: [ProcessLink]
+}
+
+/// Follows the links between records: process → release → image → build →
+/// source → commit, and back down. Reads only refs and immutable records.
+public struct Tracer: Sendable {
+    let reader: ClusterReader
+    var keg: Keg { reader.keg }
+    var refs: any RefStore { reader.refs }
+
+    public init(keg: Keg, refs: any RefStore) {
+        reader = ClusterReader(keg: keg, refs: refs)
+    }
+
+    public func trace(_ target: TraceTarget) async throws -> TraceResult {
+        switch target {
+        case .pid(let pid):
+            let (link, via) = try await process(pid: pid)
+            return try await fromProcess(link, subject: via == pid ? "PID \(pid)" : "PID \(pid) (in the sandbox of PID \(via))")
+        case .process(let app, let name):
+            let now = try await running(app: app).filter { $0.record.name == name }
+            guard let link = now.first else {
+                throw KbuildError(.notFound, "no process \(app).\(name) runs now (kbuild ps \(app) lists them)")
+            }
+            return try await fromProcess(link, subject: "\(app).\(name)")
+        case .app(let app):
+            guard let current = try await ReleaseStore(keg: keg, refs: refs).current(app) else {
+                if try await refs.get(try RefName("apps/\(app)")) == nil { throw KbuildError(.notFound, "no app named \(app)") }
+                throw KbuildError(.notFound, "\(app) has no release yet")
+            }
+            return try await fromRelease(current.kid, subject: app)
+        case .release(let app, let version):
+            let entry = try await ReleaseStore(keg: keg, refs: refs).get(app, version: version)
+            return try await fromRelease(entry.kid, subject: "\(app)@v\(version)")
+        case .releaseRange:
+            throw KbuildError(.invalidArgument, "a release range is a diff: use Tracer.diff")
+        case .commit(let sha):
+            return try await fromCommit(sha)
+        case .kid(let prefix):
+            return try await fromKID(prefix)
+        }
+    }
+
+    // MARK: - Up
+
+    func fromProcess(_ link: ProcessLink, subject: String) async throws -> TraceResult {
+        var chain = try await chain(release: link.record.release)
+        chain.process = link
+        return TraceResult(subject: subject, up: chain, releases: chain.release.map { [$0] } ?? [], processes: [link])
+    }
+
+    func fromRelease(_ kid: KID, subject: String) async throws -> TraceResult {
+        let chain = try await chain(release: kid)
+        let release = try reader.record(Release.self, kid, what: "release")
+        let now = try await running(app: release.app).filter { $0.record.spec.image == release.image && $0.record.spec.config == release.config }
+        return TraceResult(subject: subject, up: chain, releases: chain.release.map { [$0] } ?? [], processes: now)
+    }
+
+    /// release → build → source → commit.
+    public func chain(release kid: KID) async throws -> Chain {
+        let r = try reader.record(Release.self, kid, what: "release")
+        var chain = Chain(release: ReleaseLink(app: r.app, version: r.version, kid: kid, description: r.description, createdBy: r.createdBy,
+                                               createdAt: r.createdAt, image: r.image, config: r.config))
+        if let build = r.build { chain.build = try await buildLink(build) }
+        if let s = r.sourceRecord { chain.source = try sourceLink(s) }
+        return chain
+    }
+
+    func buildLink(_ build: KID) async throws -> BuildLink? {
+        guard let ref = try await refs.get(try RefName("builds/results/\(build.hex)")) else { return nil }
+        let b = try reader.record(BuildRecord.self, ref.kid, what: "build")
+        return BuildLink(build: build, stack: "\(b.inputs.stackName)@\(b.inputs.stack.short)", buildpacks: b.used.map { "\($0.name)@\($0.tree.short)" },
+                         log: b.log, finishedAt: b.finishedAt)
+    }
+
+    func sourceLink(_ kid: KID) throws -> SourceLink {
+        let s = try reader.record(SourceRecord.self, kid, what: "source")
+        return SourceLink(record: kid, source: s.source, commit: s.commit, author: s.author, email: s.authorEmail, message: s.message,
+                          pushedBy: s.pushedBy, pushedAt: s.pushedAt, repository: s.repository, ref: s.ref)
+    }
+
+    // MARK: - Down
+
+    func fromCommit(_ sha: String) async throws -> TraceResult {
+        let matches = try await refs.list(prefix: try RefName("commits")).filter { $0.name.description.dropFirst("commits/".count).hasPrefix(sha) }
+        guard !matches.isEmpty else {
+            // A name that looks like a sha may be an app.
+            if try await refs.get(try RefName("apps/\(sha)")) != nil { return try await trace(.app(sha)) }
+            throw KbuildError(.notFound, "no pushed commit \(sha) (only commits pushed to a kbuild app are known)")
+        }
+        guard matches.count == 1 else {
+            throw KbuildError(.ambiguous, "commit prefix \(sha) matches \(matches.count) pushed commits; give more digits")
+        }
+        let link = try sourceLink(matches[0].kid)
+        return try await down(from: link, subject: "commit \(link.commit.prefix(12))") { $0.commit == link.commit }
+    }
+
+    /// The releases whose record satisfies `uses`, in every app, and what runs them now.
+    func down(from source: SourceLink?, subject: String, up: Chain? = nil, _ uses: (Release) -> Bool) async throws -> TraceResult {
+        var releases: [ReleaseLink] = []
+        var processes: [ProcessLink] = []
+        for app in try await appNames() {
+            var matched: [Release] = []
+            for change in try await refs.history(try ReleaseStore.releaseRef(app), limit: nil) {
+                guard let kid = change.new, let r = try? reader.record(Release.self, kid, what: "release"), uses(r) else { continue }
+                if !releases.contains(where: { $0.kid == kid }) {
+                    releases.append(ReleaseLink(app: app, version: r.version, kid: kid, description: r.description, createdBy: r.createdBy,
+                                                createdAt: r.createdAt, image: r.image, config: r.config))
+                    matched.append(r)
+                }
+            }
+            if !matched.isEmpty {
+                processes += try await running(app: app).filter { p in matched.contains { $0.image == p.record.spec.image } }
+            }
+        }
+        return TraceResult(subject: subject, up: up ?? Chain(source: source), releases: releases.sorted { ($0.app, $0.version) < ($1.app, $1.version) },
+                           processes: processes)
+    }
+
+    func fromKID(_ prefix: KIDPrefix) async throws -> TraceResult {
+        var kinds: [KID: String] = [:]
+        // Processes (every one started), releases and what they name.
+        var releases: [KID: Release] = [:]
+        for app in try await appNames() {
+            for change in try await refs.history(try ClusterRefs.processes(app), limit: nil) {
+                if let kid = change.new, kid.hex.hasPrefix(prefix.hex) { kinds[kid] = "process" }
+            }
+            for change in try await refs.history(try ReleaseStore.releaseRef(app), limit: nil) {
+                guard let kid = change.new, let r = try? reader.record(Release.self, kid, what: "release") else { continue }
+                releases[kid] = r
+                if kid.hex.hasPrefix(prefix.hex) { kinds[kid] = "release" }
+                if r.image.hex.hasPrefix(prefix.hex) { kinds[r.image] = "image" }
+                if let b = r.build, b.hex.hasPrefix(prefix.hex) { kinds[b] = "build" }
+                if let s = r.sourceRecord {
+                    if s.hex.hasPrefix(prefix.hex) { kinds[s] = "source record" }
+                    if let src = try? reader.record(SourceRecord.self, s, what: "source"), src.source.hex.hasPrefix(prefix.hex) { kinds[src.source] = "source" }
+                }
+            }
+        }
+        guard let (kid, kind) = kinds.first else {
+            throw KbuildError(.notFound, "nothing kbuild ran or released is \(prefix) (a process, release, image, build or source KID)")
+        }
+        guard kinds.count == 1 else {
+            let list = kinds.map { "\($0.key.short) (\($0.value))" }.sorted().joined(separator: ", ")
+            throw KbuildError(.ambiguous, "\(prefix) matches \(kinds.count) things: \(list); give more digits")
+        }
+        switch kind {
+        case "process":
+            let record = try reader.record(ProcessRecord.self, kid, what: "process")
+            let now = try await running(app: record.app).first { $0.kid == kid }
+            return try await fromProcess(ProcessLink(kid: kid, record: record, state: now?.state), subject: "process \(kid.short)")
+        case "release":
+            return try await fromRelease(kid, subject: "release \(kid.short)")
+        default:
+            let source = releases.values.first { r in
+                r.image == kid || r.build == kid || r.sourceRecord == kid ||
+                    (r.sourceRecord.flatMap { try? reader.record(SourceRecord.self, $0, what: "source") }?.source == kid)
+            }?.sourceRecord.flatMap { try? sourceLink($0) }
+            return try await down(from: source, subject: "\(kind) \(kid.short)") { r in
+                switch kind {
+                case "image": r.image == kid
+                case "build": r.build == kid
+                case "source record": r.sourceRecord == kid
+                default: r.sourceRecord.flatMap { try? reader.record(SourceRecord.self, $0, what: "source") }?.source == kid
+                }
+            }
+        }
+    }
+
+    // MARK: - What runs
+
+    /// The processes of an app that run now, from every live node's report.
+    public func running(app: String?) async throws -> [ProcessLink] {
+        var out: [ProcessLink] = []
+        let now = Date()
+        for node in try await reader.nodes() {
+            guard let status = node.status, status.isAlive(at: now) || node.record.startedAt.addingTimeInterval(10) > now else { continue }
+            for p in status.processes where app == nil || p.app == app {
+                guard let kid = p.process, let record = try? reader.record(ProcessRecord.self, kid, what: "process") else { continue }
+                out.append(ProcessLink(kid: kid, record: record, state: p.state.rawValue))
+            }
+        }
+        return out.sorted { ($0.record.app, $0.record.name) < ($1.record.app, $1.record.name) }
+    }
+
+    /// The process a host PID belongs to: it, or its nearest ancestor, is a sandbox kbuild started.
+    func process(pid: Int32) async throws -> (ProcessLink, Int32) {
+        guard let first = ProcFS.parent(of: pid) else {
+            throw KbuildError(.notFound, "no process with PID \(pid) on this machine")
+        }
+        _ = first
+        let all = try await running(app: nil)
+        let byPID = Dictionary(all.map { ($0.record.hostPID, $0) }, uniquingKeysWith: { a, _ in a })
+        var current: Int32 = pid
+        var hops = 0
+        while current > 1 && hops < 64 {
+            if let link = byPID[current] { return (link, current) }
+            guard let parent = ProcFS.parent(of: current) else { break }
+            current = parent
+            hops += 1
+        }
+        let name = ProcFS.command(of: pid) ?? "?"
+        throw KbuildError(.notFound, "PID \(pid) (\(name)) is not a kbuild process: kbuild did not start it, nor any process above it")
+    }
+
+    func appNames() async throws -> [String] {
+        try await refs.list(prefix: try RefName("apps")).compactMap { ref in
+            let parts = ref.name.description.split(separator: "/")
+            return parts.count == 2 ? String(parts[1]) : nil
+        }
+    }
+}
+
+/// What /proc says about a PID.
+enum ProcFS {
+    /// The parent PID (field 4 of /proc/PID/stat), nil if there is no such process.
+    static func parent(of pid: Int32) -> Int32? {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = text.lastIndex(of: ")") else { return nil }
+        let fields = text[text.index(after: close)...].split(separator: " ")
+        return fields.count > 1 ? Int32(fields[1]) : nil
+    }
+
+    static func command(of pid: Int32) -> String? {
+        (try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+}
