@@ -1,0 +1,74 @@
+import Foundation
+import XCTest
+
+/// `kbuild trace`, end to end: from a real push to the PID of the process that runs it.
+final class TraceTests: XCTestCase {
+    func testFromAPIDBackToThePushedCommitAndDown() throws {
+        let data = try makeData("trace")
+        _ = try startKbuildUp(self, data: data)
+        let marker = UUID().uuidString
+        let work = try makeApp("traced", data: data, files: ["www/marker.txt": "\(marker)\nsecond line\n"])
+        XCTAssertEqual(try git(["push", "kbuild", "main"], in: work).status, 0)
+        let sha = trimmed(try git(["rev-parse", "HEAD"], in: work).stdout)
+        let proc = try XCTUnwrap(try ps("traced", data).first)
+
+        // The command itself (busybox httpd, a child of the sandbox's PID 1), found as pgrep finds it.
+        let pids = appProcesses("traced").map(\.pid)
+        XCTAssertEqual(pids.count, 1)
+        let pid = try XCTUnwrap(pids.first)
+        let up = try kbuild(["trace", String(pid)], dataDir: data)
+        XCTAssertEqual(up.status, 0, up.stderr)
+        for text in ["traced.web.1", "host PID \(try XCTUnwrap(proc.hostPID))", "traced v1", "commit   \(sha) by Grace Hopper <grace@example.com>",
+                     "First", "build    K-", "buildpacks procfile@", "image    K-"] {
+            XCTAssertTrue(up.stdout.contains(text), "\(text) in:\n\(up.stdout)")
+        }
+        // --json for tools; the same chain by process name and by the process KID.
+        let json = try kbuild(["trace", String(pid), "--json"], dataDir: data)
+        let chain = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any])
+        let upChain = try XCTUnwrap(chain["up"] as? [String: Any])
+        XCTAssertEqual((upChain["source"] as? [String: Any])?["commit"] as? String, sha)
+        let processKID = try XCTUnwrap((upChain["process"] as? [String: Any])?["kid"] as? String)
+        XCTAssertTrue(try kbuild(["trace", String(processKID.prefix(12))], dataDir: data).stdout.contains(sha))
+        XCTAssertTrue(try kbuild(["trace", "traced.web.1"], dataDir: data).stdout.contains(sha))
+
+        // --file: the pushed bytes, exactly.
+        let file = try kbuild(["trace", String(pid), "--file", "www/marker.txt"], dataDir: data)
+        XCTAssertEqual(file.stdout, "\(marker)\nsecond line\n")
+
+        // Down from the commit: the release that used it and the process running it now.
+        let down = try kbuild(["trace", String(sha.prefix(10))], dataDir: data)
+        XCTAssertTrue(down.stdout.contains("traced v1"), down.stdout)
+        XCTAssertTrue(down.stdout.contains("traced.web.1"), down.stdout)
+
+        // A second release: what changed, config keys without values.
+        try writeFile(work + "/www/marker.txt", "changed\n")
+        try git(["commit", "-q", "-am", "Change the marker"], in: work)
+        XCTAssertEqual(try git(["push", "kbuild", "main"], in: work).status, 0)
+        XCTAssertEqual(try kbuild(["config:set", "traced", "SECRET_TOKEN=hunter2"], dataDir: data).status, 0)
+        let diff = try kbuild(["trace", "traced@v1..v3"], dataDir: data)
+        XCTAssertEqual(diff.status, 0, diff.stderr)
+        for text in ["M www/marker.txt", "-\(marker)", "+changed", "+SECRET_TOKEN", "(values hidden)"] {
+            XCTAssertTrue(diff.stdout.contains(text), "\(text) in:\n\(diff.stdout)")
+        }
+        XCTAssertFalse(diff.stdout.contains("hunter2"))
+
+        // Bad input: a clear message naming what was not found.
+        for (target, message) in [
+            ("999999", "no process with PID 999999 on this machine"),
+            ("1", "is not a kbuild process"),
+            ("traced@v99", "no release v99 of traced"),
+            ("traced@7", "want vN"),
+            ("nosuchapp", "no app named nosuchapp"),
+            ("traced.web.9", "no process traced.web.9 runs now"),
+            ("K-00000000", "nothing kbuild ran or released is K-00000000"),
+            ("deadbeef00", "no pushed commit deadbeef00"),
+            ("Not A Thing!", "cannot trace"),
+        ] {
+            let r = try kbuild(["trace", target], dataDir: data)
+            XCTAssertNotEqual(r.status, 0, target)
+            XCTAssertTrue(r.stderr.contains(message), "\(target): \(r.stderr)")
+        }
+        let missing = try kbuild(["trace", "traced", "--file", "no/such.txt"], dataDir: data)
+        XCTAssertTrue(missing.stderr.contains("no file no/such.txt in commit"), missing.stderr)
+    }
+}
