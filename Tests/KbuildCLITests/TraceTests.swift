@@ -35,6 +35,13 @@ final class TraceTests: XCTestCase {
         let file = try kbuild(["trace", String(pid), "--file", "www/marker.txt"], dataDir: data)
         XCTAssertEqual(file.stdout, "\(marker)\nsecond line\n")
 
+        // ps --all: every process with host PID, process KID, release and short commit.
+        let all = try kbuild(["ps", "--all"], dataDir: data).stdout
+        let hostPID = try XCTUnwrap(proc.hostPID)
+        for text in ["traced.web.1", "host PID \(hostPID)", String(sha.prefix(7)), String(processKID.prefix(10)), " v1 "] {
+            XCTAssertTrue(all.contains(text), "\(text) in \(all)")
+        }
+
         // Down from the commit: the release that used it and the process running it now.
         let down = try kbuild(["trace", String(sha.prefix(10))], dataDir: data)
         XCTAssertTrue(down.stdout.contains("traced v1"), down.stdout)

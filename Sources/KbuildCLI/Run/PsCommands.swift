@@ -4,15 +4,22 @@ import Foundation
 import KbuildAPI
 import KbuildCore
 import NodeAgent
+import Trace
 
 /// `kbuild ps APP`.
 struct PsList: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "ps", abstract: "List an app's processes on every node.")
+    static let configuration = CommandConfiguration(commandName: "ps", abstract: "List an app's processes on every node (--all: every app's, with their chain).")
     @OptionGroup var global: GlobalOptions
-    @Argument(help: "The app.") var app: String
+    @Argument(help: "The app.") var app: String?
+    @Flag(help: "Every process on every node: host PID, process KID, release and short commit (this machine's data dir).") var all = false
     @Flag(help: "Print JSON.") var json = false
 
+    func validate() throws {
+        guard (app == nil) == all else { throw ValidationError(all ? "--all lists every app: give no app" : "give an app, or --all") }
+    }
+
     func run() async throws {
+        guard let app else { return try await listAll() }
         let list: [API.ProcessInfo] = try await APIClient.resolve(global).get("/apps/\(app)/ps")
         if json { return try printJSON(list) }
         guard !list.isEmpty else { return say("\(app) runs no processes") }
@@ -20,6 +27,27 @@ struct PsList: AsyncParsableCommand {
             let pid = p.hostPID.map { "pid \($0)" } ?? "no pid"
             let restarts = p.restarts > 0 ? ", \(p.restarts) restarts" : ""
             say("\(p.name)  \(p.state.rawValue)  v\(p.release.map(String.init) ?? "-")  \(p.node)  \(pid)  port \(p.port.map(String.init) ?? "-")  since \(shortDate(p.since))\(restarts)")
+        }
+    }
+}
+
+extension PsList {
+    func listAll() async throws {
+        let tracer = Tracer(keg: try global.openKeg(), refs: try global.openRefs())
+        let running = try await tracer.running(app: nil)
+        var rows: [(link: ProcessLink, commit: String)] = []
+        for p in running {
+            let chain = try await tracer.chain(release: p.record.release)
+            rows.append((p, chain.source?.commit ?? "-"))
+        }
+        if json {
+            return try printJSON(rows.map { ["app": $0.link.record.app, "name": $0.link.record.name, "node": $0.link.record.node,
+                                             "hostPID": String($0.link.record.hostPID), "process": $0.link.kid.description,
+                                             "release": "v\($0.link.record.version)", "commit": $0.commit, "state": $0.link.state ?? ""] })
+        }
+        guard !rows.isEmpty else { return say("no processes run") }
+        for r in rows {
+            say("\(r.link.record.app).\(r.link.record.name)  \(r.link.state ?? "-")  node \(r.link.record.node)  host PID \(r.link.record.hostPID)  \(r.link.kid.short)  v\(r.link.record.version)  \(r.commit.prefix(7))")
         }
     }
 }
