@@ -106,7 +106,7 @@ struct UpCommand: AsyncParsableCommand {
                 system.startNodeAgent(config, keg: try Keg(dataDir: own), records: keg, refs: refs, sandbox: try Sandbox(), remote: remote, log: log)
             }
         }
-        system.startRouter(keg: keg, refs: refs, host: host, port: routerPort) { bound in
+        system.startRouter(keg: keg, refs: refs, host: host, port: routerPort, requestLog: RequestLog(directory: dataDir.router.path)) { bound in
             try? Data("http://\(host):\(bound)\n".utf8).write(to: dataDir.routerURLFile, options: .atomic)
             say("router    http://APP.localhost:\(bound)/ (by Host header; custom domains with kbuild domains:add)")
         }

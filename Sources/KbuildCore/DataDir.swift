@@ -37,6 +37,8 @@ public struct DataDir: Sendable, Equatable {
     /// Node agents' state (process files, logs), one directory per node: `nodes/NAME`.
     public var nodes: URL { root.appendingPathComponent("nodes") }
     public func node(_ name: String) -> URL { nodes.appendingPathComponent(name) }
+    /// The router's request log (`requests.log`: request id → the process that answered).
+    public var router: URL { root.appendingPathComponent("router") }
     public var refStore: URL { root.appendingPathComponent("refs.sqlite") }
     public var adminToken: URL { root.appendingPathComponent("admin.token") }
     /// Where `kbuild up` writes the URL of its HTTP server, so the CLI can find it.

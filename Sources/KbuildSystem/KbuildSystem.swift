@@ -1,5 +1,5 @@
 public import Builds
-import Cluster
+public import Cluster
 import KbuildAPI
 public import KbuildCore
 import KbuildServer
@@ -92,12 +92,15 @@ public struct KbuildSystem {
     }
 
     /// The router on `port`, fed from the nodes' reports; its table is the handle.
+    /// With `requestLog`, which process answered each request is written down (for `kbuild trace REQUEST-ID`).
     @discardableResult
     public mutating func startRouter(keg: Keg, refs: any RefStore, host: String, port: Int, configuration: RouterConfiguration = RouterConfiguration(),
-                                     onBound: @escaping @Sendable (Int) -> Void = { _ in }) -> RouteTable {
+                                     requestLog: RequestLog? = nil, onBound: @escaping @Sendable (Int) -> Void = { _ in }) -> RouteTable {
         let table = RouteTable()
         add(RouteFeed(keg: keg, refs: refs, table: table))
-        add(RouterService(host: host, port: port, table: table, logger: logger, configuration: configuration, onBound: onBound))
+        if let requestLog { add(requestLog) }
+        add(RouterService(host: host, port: port, table: table, logger: logger, configuration: configuration, onBound: onBound,
+                          onServed: { served in requestLog?.record(served) }))
         return table
     }
 }

@@ -15,8 +15,10 @@ public enum TraceTarget: Sendable, Equatable {
     case release(app: String, version: Int64)
     /// `APP@v6..v7`: what changed.
     case releaseRange(app: String, from: Int64, to: Int64)
-    /// A git commit sha (7 to 40 hex digits).
+    /// A git commit sha (7 to 40 hex digits); failing that, a request id that looks like one.
     case commit(String)
+    /// A request id the router gave (X-Request-Id).
+    case request(String)
 
     public init(parsing text: String) throws {
         let t = text.trimmingCharacters(in: .whitespaces)
@@ -45,11 +47,21 @@ public enum TraceTarget: Sendable, Equatable {
             self = .app(t)
         } else {
             let parts = t.split(separator: ".", maxSplits: 1).map(String.init)
-            guard parts.count == 2, Names.isAppName(parts[0]), let dot = parts[1].lastIndex(of: "."),
-                  BuildFiles.isProcessType(String(parts[1][..<dot])), Int(parts[1][parts[1].index(after: dot)...]) != nil else {
-                throw KbuildError(.invalidArgument, "cannot trace \(t.debugQuoted): give a PID, a KID (K-…), an app, APP.web.1, APP@v7, APP@v6..v7 or a commit sha")
+            if parts.count == 2, Names.isAppName(parts[0]), let dot = parts[1].lastIndex(of: "."),
+               BuildFiles.isProcessType(String(parts[1][..<dot])), Int(parts[1][parts[1].index(after: dot)...]) != nil {
+                self = .process(app: parts[0], name: parts[1])
+            } else if TraceTarget.isRequestID(t) {
+                self = .request(t)
+            } else {
+                throw KbuildError(.invalidArgument, "cannot trace \(t.debugQuoted): give a PID, a KID (K-…), an app, APP.web.1, APP@v7, APP@v6..v7, a commit sha or a request id")
             }
-            self = .process(app: parts[0], name: parts[1])
+        }
+    }
+
+    /// The ids the router keeps or makes: 8 to 128 of letters, digits, '.', '_', ':', '-'.
+    static func isRequestID(_ s: String) -> Bool {
+        (8...128).contains(s.utf8.count) && s.utf8.allSatisfy { c in
+            (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) || c == 0x2e || c == 0x5f || c == 0x3a || c == 0x2d
         }
     }
 }

@@ -70,8 +70,12 @@ public struct Tracer: Sendable {
     var keg: Keg { reader.keg }
     var refs: any RefStore { reader.refs }
 
-    public init(keg: Keg, refs: any RefStore) {
+    /// Where the router's request log is (`DataDir.router`), for request ids.
+    let requestLog: String?
+
+    public init(keg: Keg, refs: any RefStore, requestLog: String? = nil) {
         reader = ClusterReader(keg: keg, refs: refs)
+        self.requestLog = requestLog
     }
 
     public func trace(_ target: TraceTarget) async throws -> TraceResult {
@@ -87,7 +91,11 @@ public struct Tracer: Sendable {
             return try await fromProcess(link, subject: "\(app).\(name)")
         case .app(let app):
             guard let current = try await ReleaseStore(keg: keg, refs: refs).current(app) else {
-                if try await refs.get(try RefName("apps/\(app)")) == nil { throw KbuildError(.notFound, "no app named \(app)") }
+                if try await refs.get(try RefName("apps/\(app)")) == nil {
+                    // A request id may look like an app name (order-4711).
+                    if let dir = requestLog, RequestLog.find(app, in: dir) != nil { return try await fromRequest(app) }
+                    throw KbuildError(.notFound, "no app named \(app), nor a request with that id")
+                }
                 throw KbuildError(.notFound, "\(app) has no release yet")
             }
             return try await fromRelease(current.kid, subject: app)
@@ -98,6 +106,8 @@ public struct Tracer: Sendable {
             throw KbuildError(.invalidArgument, "a release range is a diff: use Tracer.diff")
         case .commit(let sha):
             return try await fromCommit(sha)
+        case .request(let id):
+            return try await fromRequest(id)
         case .kid(let prefix):
             return try await fromKID(prefix)
         }
@@ -141,6 +151,22 @@ public struct Tracer: Sendable {
                           pushedBy: s.pushedBy, pushedAt: s.pushedAt, repository: s.repository, ref: s.ref)
     }
 
+    /// The process that answered a request: the router wrote down the process id; the
+    /// app's process list says which process had that id at that time.
+    func fromRequest(_ id: String) async throws -> TraceResult {
+        guard let dir = requestLog, let entry = RequestLog.find(id, in: dir) else {
+            throw KbuildError(.notFound, "no request \(id) in the router's log (ids come back in each response's X-Request-Id header)")
+        }
+        let subject = "request \(id) (\(entry.method) \(entry.path) → \(entry.status) at \(entry.time))"
+        for change in try await refs.history(try ClusterRefs.processes(entry.app), limit: nil) {
+            guard let kid = change.new, let record = try? reader.record(ProcessRecord.self, kid, what: "process"),
+                  record.id == entry.process, record.startedAt <= entry.time.addingTimeInterval(1) else { continue }
+            let now = try await running(app: entry.app).first { $0.kid == kid }
+            return try await fromProcess(ProcessLink(kid: kid, record: record, state: now?.state), subject: subject)
+        }
+        throw KbuildError(.notFound, "request \(id) was answered by \(entry.process), whose record is gone")
+    }
+
     // MARK: - Down
 
     func fromCommit(_ sha: String) async throws -> TraceResult {
@@ -148,7 +174,9 @@ public struct Tracer: Sendable {
         guard !matches.isEmpty else {
             // A name that looks like a sha may be an app.
             if try await refs.get(try RefName("apps/\(sha)")) != nil { return try await trace(.app(sha)) }
-            throw KbuildError(.notFound, "no pushed commit \(sha) (only commits pushed to a kbuild app are known)")
+            // A request id of hex digits (the router makes 32 of them).
+            if sha.count >= 8, let dir = requestLog, RequestLog.find(sha, in: dir) != nil { return try await fromRequest(sha) }
+            throw KbuildError(.notFound, "no pushed commit \(sha) (only commits pushed to a kbuild app are known), nor a request with that id")
         }
         guard matches.count == 1 else {
             throw KbuildError(.ambiguous, "commit prefix \(sha) matches \(matches.count) pushed commits; give more digits")

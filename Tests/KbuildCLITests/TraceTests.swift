@@ -5,7 +5,8 @@ import XCTest
 final class TraceTests: XCTestCase {
     func testFromAPIDBackToThePushedCommitAndDown() throws {
         let data = try makeData("trace")
-        _ = try startKbuildUp(self, data: data)
+        let routerPort = freePort()
+        _ = try startKbuildUp(self, data: data, extra: ["--router-port", String(routerPort)])
         let marker = UUID().uuidString
         let work = try makeApp("traced", data: data, files: ["www/marker.txt": "\(marker)\nsecond line\n"])
         XCTAssertEqual(try git(["push", "kbuild", "main"], in: work).status, 0)
@@ -42,6 +43,20 @@ final class TraceTests: XCTestCase {
             XCTAssertTrue(all.contains(text), "\(text) in \(all)")
         }
 
+        // A request id, from the response header, traces to the process that answered it.
+        let answered = routed(routerPort, host: "traced.localhost", path: "/marker.txt")
+        XCTAssertEqual(answered.status, 200)
+        let requestID = try XCTUnwrap(answered.headers["x-request-id"])
+        _ = try sh("/usr/bin/curl", ["-s", "-o", "/dev/null", "-H", "Host: traced.localhost", "-H", "X-Request-Id: order-4711-retry", "http://127.0.0.1:\(routerPort)/"])
+        for id in [requestID, "order-4711-retry"] {
+            try waitUntil("request \(id) logged", timeout: 5) {
+                let r = try kbuild(["trace", id], dataDir: data)
+                return r.status == 0 && r.stdout.contains("traced.web.1") && r.stdout.contains(sha)
+            }
+        }
+        XCTAssertTrue(try kbuild(["trace", "no-such-request-id"], dataDir: data).stderr.contains("no app named no-such-request-id, nor a request with that id"))
+        XCTAssertTrue(try kbuild(["trace", "Req_0000.unknown"], dataDir: data).stderr.contains("no request Req_0000.unknown in the router's log"))
+
         // Down from the commit: the release that used it and the process running it now.
         let down = try kbuild(["trace", String(sha.prefix(10))], dataDir: data)
         XCTAssertTrue(down.stdout.contains("traced v1"), down.stdout)
@@ -65,7 +80,7 @@ final class TraceTests: XCTestCase {
             ("1", "is not a kbuild process"),
             ("traced@v99", "no release v99 of traced"),
             ("traced@7", "want vN"),
-            ("nosuchapp", "no app named nosuchapp"),
+            ("nosuchapp", "no app named nosuchapp, nor a request with that id"),
             ("traced.web.9", "no process traced.web.9 runs now"),
             ("K-00000000", "nothing kbuild ran or released is K-00000000"),
             ("deadbeef00", "no pushed commit deadbeef00"),

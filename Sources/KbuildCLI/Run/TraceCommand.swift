@@ -10,7 +10,8 @@ struct TraceCommand: AsyncParsableCommand {
         abstract: "Trace a process, release, image, build, source or commit: up to its commit, down to what runs it now.",
         discussion: """
             X is a host PID (as ps shows it; a process inside an app's sandbox traces to that app's process), a KID or
-            prefix of one (process, release, image, build, source), APP, APP.web.1, APP@v7, or a commit sha.
+            prefix of one (process, release, image, build, source), APP, APP.web.1, APP@v7, a commit sha, or a request id
+            (the X-Request-Id of a response the router gave).
             APP@v6..v7 shows what changed between two releases: files (with a diff), stack, buildpacks, config keys
             (never values). --file PATH prints a file as it is in the revision the process (or release) runs.
             """
@@ -21,7 +22,7 @@ struct TraceCommand: AsyncParsableCommand {
     @Flag(help: "Print JSON.") var json = false
 
     func run() async throws {
-        let tracer = Tracer(keg: try global.openKeg(), refs: try global.openRefs())
+        let tracer = Tracer(keg: try global.openKeg(), refs: try global.openRefs(), requestLog: global.dir.router.path)
         let parsed = try TraceTarget(parsing: target)
         if case .releaseRange(let app, let from, let to) = parsed {
             let diff = try await tracer.diff(app: app, from: from, to: to)
