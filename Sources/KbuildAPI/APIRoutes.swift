@@ -102,8 +102,19 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
         router.get("\(p)/apps/:app/logs") { r, c in
             do {
                 let app = try await self.existing(c)
-                let lines = Int(r.uri.queryParameters.get("lines") ?? "") ?? 100
-                return self.text(try self.logs(app, process: r.uri.queryParameters.get("ps"), lines: max(1, min(lines, 100_000))))
+                let q = r.uri.queryParameters
+                let lines = Int(q.get("lines") ?? "") ?? 100
+                let since = try q.get("since").map { text -> Date in
+                    guard let seconds = Double(text), seconds >= 0 else { throw KbuildError(.invalidArgument, "invalid since \(text.debugQuoted): seconds") }
+                    return Date().addingTimeInterval(-seconds)
+                }
+                let release = try q.get("release").map { text -> Int64 in
+                    guard let v = Int64(text.hasPrefix("v") ? String(text.dropFirst()) : text), v > 0 else {
+                        throw KbuildError(.invalidArgument, "invalid release \(text.debugQuoted): want vN")
+                    }
+                    return v
+                }
+                return self.text(try await self.logs(app, process: q.get("ps"), release: release, since: since, lines: max(1, min(lines, 100_000))))
             } catch {
                 return ErrorBody.response(KbuildError.wrap(error))
             }
@@ -249,24 +260,43 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
         }
     }
 
-    func logs(_ app: String, process: String?, lines: Int) throws -> String {
-        var files: [String] = []
-        for dir in logDirs() {
-            for name in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [] where name.hasPrefix(app + ".") && name.hasSuffix(".log") {
-                if let process, !name.hasPrefix("\(app).\(process)-") { continue }
-                files.append(dir + "/" + name)
-            }
+    /// The app's process logs merged by time, each line prefixed with its time,
+    /// process and short commit: the last `lines`, or every line since `since`.
+    func logs(_ app: String, process: String?, release: Int64?, since: Date?, lines: Int) async throws -> String {
+        // Process id → name, release and commit, from the app's process list.
+        var who: [String: (name: String, version: Int64, commit: String)] = [:]
+        for change in try await refs.history(try ClusterRefs.processes(app), limit: 10_000) {
+            guard let kid = change.new, let r = try? reader.record(ProcessRecord.self, kid, what: "process"), who[r.id] == nil else { continue }
+            let commit = (try? reader.record(Release.self, r.release, what: "release"))?.commit.map { String($0.prefix(7)) } ?? "-"
+            who[r.id] = (r.name, r.version, commit)
         }
         var out: [(Date, String)] = []
-        for file in files {
-            let name = (file as NSString).lastPathComponent.dropFirst(app.count + 1).split(separator: "-").first.map(String.init) ?? "?"
-            let modified = (try? FileManager.default.attributesOfItem(atPath: file)[.modificationDate] as? Date) ?? Date.distantPast
-            guard let data = FileManager.default.contents(atPath: file) else { continue }
-            let tail = String(decoding: data.suffix(1 << 20), as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).suffix(lines + 1)
-            for line in tail where !line.isEmpty { out.append((modified, "\(name): \(line)")) }
+        for dir in logDirs() {
+            for name in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [] where name.hasPrefix(app + ".") && name.hasSuffix(".log") {
+                let id = String(name.dropLast(4))
+                let info = who[id] ?? (String(id.dropFirst(app.count + 1).split(separator: "-").first ?? "?"), 0, "-")
+                if let process, info.name != process { continue }
+                if let release, info.version != release { continue }
+                guard let handle = FileHandle(forReadingAtPath: dir + "/" + name) else { continue }
+                defer { try? handle.close() }
+                // Only the end of a file when a count is asked for; all of it for --since.
+                let size = (try? handle.seekToEnd()) ?? 0
+                let window: UInt64 = since == nil ? UInt64(max(lines, 1)) * 1024 : size
+                try? handle.seek(toOffset: size > window ? size - window : 0)
+                let data = (try? handle.readToEnd()) ?? Data()
+                let text = String(decoding: data, as: UTF8.self)
+                var parts = text.split(separator: "\n", omittingEmptySubsequences: true)
+                if size > window, !parts.isEmpty { parts.removeFirst() }  // a cut first line
+                for line in parts {
+                    guard let l = LogLine.parse(line) else { continue }
+                    if let since, l.time < since { continue }
+                    let stream = l.tag == UInt8(ascii: "e") ? "[err]" : l.tag == UInt8(ascii: "k") ? "[kbuild]" : ""
+                    out.append((l.time, "\(line.prefix(27)) \(info.name)\(stream) \(info.commit): \(l.text)\n"))
+                }
+            }
         }
-        // Until lines carry their own times (the trace issue), files are ordered by their last write.
-        return out.sorted { $0.0 < $1.0 }.suffix(lines).map { $0.1 + "\n" }.joined()
+        out.sort { $0.0 < $1.0 }
+        return (since == nil ? out.suffix(lines) : out[...]).map(\.1).joined()
     }
 
     func domains(_ app: String) async throws -> [String] {

@@ -223,7 +223,7 @@ actor AgentLoop {
                 e.since = Date()
                 let delay = backoff(e.restarts)
                 e.nextStart = now + delay
-                appendLog(e.assigned.id, "kbuild: \(e.assigned.name) exited\(status.map { " with status \($0)" } ?? ""); starting again in \(delay)")
+                appendLog(e.assigned.id, "\(e.assigned.name) exited\(status.map { " with status \($0)" } ?? ""); starting again in \(delay)")
                 agent.log("agent \(config.name): \(id) exited (\(status.map(String.init) ?? "?")), restart \(e.restarts) in \(delay)")
                 table[id] = e
             }
@@ -259,7 +259,7 @@ actor AgentLoop {
             let spec = SandboxSpec(command: ["/bin/sh", "-c", p.spec.command], lowerDirs: launch.lowerDirs, environment: launch.environment,
                                    workingDirectory: launch.workingDirectory, hostname: p.name, network: config.network,
                                    limits: SandboxLimits(memory: p.spec.memory, pids: 4096, cpus: p.spec.cpus),
-                                   stdout: .fd(log), stderr: .fd(log), dieWithCaller: false)
+                                   stdout: .lines(log), stderr: .discard, dieWithCaller: false)
             let process = try await agent.sandbox.start(spec)
             let record = ProcessRecord(id: p.id, node: config.name, hostPID: process.pid, app: p.spec.app, name: p.name,
                                        release: p.release, version: release.version, spec: p.spec, port: port, startedAt: Date())
@@ -275,7 +275,7 @@ actor AgentLoop {
             agent.log("agent \(config.name): started \(p.id) pid \(process.pid) port \(port)")
         } catch {
             // A start that fails counts as a crash: backoff, and the scheduler sees the restarts.
-            appendLog(p.id, "kbuild: failed to start \(p.name): \(error)")
+            appendLog(p.id, "failed to start \(p.name): \(error)")
             agent.log("agent \(config.name): failed to start \(p.id): \(error)")
             entry.state = .backoff
             entry.restarts = restarts + 1
@@ -287,10 +287,11 @@ actor AgentLoop {
 
     func logPath(_ id: String) -> String { stateDir + "/logs/\(id).log" }
 
+    /// kbuild's own note in a process's log, in the helper's line format (tag `k`).
     func appendLog(_ id: String, _ line: String) {
         let fd = open(logPath(id), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
         guard fd >= 0 else { return }
-        let text = Array((line + "\n").utf8)
+        let text = Array((LogLine.format(Date(), tag: "k", line) + "\n").utf8)
         _ = text.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
         close(fd)
     }

@@ -220,6 +220,7 @@ final class Launch: @unchecked Sendable {
             switch output {
             case .discard: break
             case .fd(let fd): passed.append(fd); flags |= bit
+            case .lines(let fd): passed.append(fd); flags |= bit | 16
             case .pipe: passed.append(pipe!.write); flags |= bit
             }
         }

@@ -61,6 +61,10 @@ public struct SandboxSpec: Sendable {
 
     /// Checks everything that can be checked without touching the system.
     public func validate() throws {
+        if case .lines = stderr { throw KbuildError(.invalidArgument, "invalid sandbox output: stderr cannot be .lines (stdout's .lines takes both)") }
+        if case .lines = stdout, stderr != .discard {
+            throw KbuildError(.invalidArgument, "invalid sandbox output: with stdout .lines, stderr goes to the same log (give .discard)")
+        }
         func bad(_ why: String) -> KbuildError { KbuildError(.invalidArgument, "invalid sandbox: \(why)") }
         guard let first = command.first, !first.isEmpty else { throw bad("no command given") }
         for word in command where word.utf8.contains(0) { throw bad("the command has a NUL byte in \(word.debugDescription)") }
@@ -217,6 +221,11 @@ public enum SandboxOutput: Sendable, Equatable {
     case fd(Int32)
     /// Delivered to the `output` callback of `Sandbox.run` as it is written.
     case pipe
+    /// For stdout only (stderr then `.discard`): stdout and stderr go, line by
+    /// line, to this log file, each line prefixed with its UTC time and `o` or
+    /// `e` by the sandbox's helper (`2026-11-24T10:00:00.123456Z o text`), so
+    /// lines are whole and timed even while no kbuild watches.
+    case lines(Int32)
 }
 
 public enum SandboxStream: Sendable, Equatable {

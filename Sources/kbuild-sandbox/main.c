@@ -31,6 +31,10 @@
 // one byte ("r") back. EOF instead of a message: kbuild is done with it; it exits.
 // Signals sent to the helper are forwarded to PID 1 and from there to the command.
 // If the spec says the sandbox dies with its caller, EOF on fd 3 kills it.
+// With LOG_LINES, the stdout descriptor is a log file: the command's stdout
+// and stderr are pipes this helper reads, and each line goes to the file
+// whole, as "<UTC time to the microsecond> <o|e> <text>" (app processes: the
+// helper outlives kbuild, so the log keeps its lines and times meanwhile).
 
 #define _GNU_SOURCE
 #include "csandbox.h"
@@ -46,10 +50,11 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 enum { FD_CONTROL = 3, MAX_FDS = 128 };
-enum { DIE_WITH_CALLER = 1, HAS_STDIN = 2, HAS_STDOUT = 4, HAS_STDERR = 8 };
+enum { DIE_WITH_CALLER = 1, HAS_STDIN = 2, HAS_STDOUT = 4, HAS_STDERR = 8, LOG_LINES = 16 };
 
 /// One message's strings live in one arena, freed when its sandbox is over.
 typedef struct {
@@ -104,6 +109,58 @@ static const char **strs(reader *r, uint32_t n) {
 }
 
 static int report_fd = -1;
+
+/// One output stream of a LOG_LINES sandbox: its pipe and the part of a line read so far.
+typedef struct {
+    int fd;
+    char tag;
+    size_t used;
+    char buf[16384];
+} linebuf;
+
+/// Writes one line to the log, prefixed with the time and the stream, in one write (O_APPEND: whole).
+static void log_line(int log, char tag, const char *text, size_t n) {
+    char line[16384 + 64];
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    int head = snprintf(line, 64, "%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ %c ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+                        tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000, tag);
+    if (n > sizeof line - (size_t)head - 1) n = sizeof line - (size_t)head - 1;
+    memcpy(line + head, text, n);
+    line[(size_t)head + n] = '\n';
+    ssize_t unused = write(log, line, (size_t)head + n + 1);
+    (void)unused;
+}
+
+/// Reads what a stream has and logs each whole line; a line longer than the buffer is cut.
+/// Returns 0 at EOF (the rest is logged), 1 otherwise.
+static int pump(linebuf *b, int log) {
+    ssize_t got = read(b->fd, b->buf + b->used, sizeof b->buf - b->used);
+    if (got < 0 && (errno == EINTR || errno == EAGAIN)) return 1;
+    if (got <= 0) {
+        if (b->used) log_line(log, b->tag, b->buf, b->used);
+        b->used = 0;
+        close(b->fd);
+        b->fd = -1;
+        return 0;
+    }
+    b->used += (size_t)got;
+    size_t start = 0;
+    for (size_t i = 0; i < b->used; i++) {
+        if (b->buf[i] != '\n') continue;
+        log_line(log, b->tag, b->buf + start, i - start);
+        start = i + 1;
+    }
+    if (start == 0 && b->used == sizeof b->buf) {
+        log_line(log, b->tag, b->buf, b->used);
+        start = b->used;
+    }
+    memmove(b->buf, b->buf + start, b->used - start);
+    b->used -= start;
+    return 1;
+}
 
 __attribute__((noreturn)) static void report_and_exit(int err, const char *what) {
     kb_sb_report r;
@@ -193,6 +250,23 @@ static int run_one(unsigned char *buf, size_t len, int *fds, int nfds, int sfd, 
     s.rlimit_resources = resources;
     s.rlimit_values = values;
     s.nrlimits = (int)nrlimits;
+    // LOG_LINES: the command writes into pipes of ours; we keep the log file.
+    int log = -1;
+    static linebuf out, errs;
+    out.fd = errs.fd = -1;
+    out.used = errs.used = 0;
+    out.tag = 'o';
+    errs.tag = 'e';
+    if ((flags & LOG_LINES) && stdio[1] >= 0) {
+        int po[2], pe[2];
+        log = dup(stdio[1]);
+        if (log < 0 || pipe2(po, O_CLOEXEC) < 0 || pipe2(pe, O_CLOEXEC) < 0) report_and_exit(errno, "make the log pipes");
+        fcntl(log, F_SETFD, FD_CLOEXEC);
+        out.fd = po[0];
+        errs.fd = pe[0];
+        stdio[1] = po[1];
+        stdio[2] = pe[1];
+    }
     s.stdin_fd = stdio[0];
     s.stdout_fd = stdio[1];
     s.stderr_fd = stdio[2];
@@ -222,6 +296,10 @@ static int run_one(unsigned char *buf, size_t len, int *fds, int nfds, int sfd, 
 
     // Only the command holds its stdio and mounts now: EOF on its pipes means it and its children are done.
     for (int i = 2; i < nfds; i++) close(fds[i]);
+    if (log >= 0) {
+        close(stdio[1]);
+        close(stdio[2]);
+    }
     kb_sb_report ok;
     memset(&ok, 0, sizeof ok);
     ok.pid = child.pid;
@@ -233,12 +311,17 @@ static int run_one(unsigned char *buf, size_t len, int *fds, int nfds, int sfd, 
     // Watch PID 1: forward signals to it, relay its report of the command's end,
     // and end the sandbox if its caller goes away and asked for that.
     int caller_gone = 0;
-    struct pollfd p[2] = {{.fd = sfd, .events = POLLIN}, {.fd = (flags & DIE_WITH_CALLER) ? FD_CONTROL : -1, .events = POLLIN}};
+    struct pollfd p[4] = {{.fd = sfd, .events = POLLIN}, {.fd = (flags & DIE_WITH_CALLER) ? FD_CONTROL : -1, .events = POLLIN},
+                          {.fd = out.fd, .events = POLLIN}, {.fd = errs.fd, .events = POLLIN}};
     for (;;) {
-        if (poll(p, 2, -1) < 0) {
+        p[2].fd = out.fd;
+        p[3].fd = errs.fd;
+        if (poll(p, 4, -1) < 0) {
             if (errno == EINTR) continue;
             break;
         }
+        if (p[2].revents && out.fd >= 0) pump(&out, log);
+        if (p[3].revents && errs.fd >= 0) pump(&errs, log);
         if (p[1].revents) {
             char c;
             if (recv(FD_CONTROL, &c, 1, MSG_DONTWAIT) <= 0) {
@@ -258,6 +341,16 @@ static int run_one(unsigned char *buf, size_t len, int *fds, int nfds, int sfd, 
         memset(&info, 0, sizeof info);
         if (waitid(P_PID, (id_t)child.pid, &info, WEXITED | WNOHANG) == 0 && info.si_pid == child.pid) break;
     }
+    // What is left in the pipes: everything in the namespace died with PID 1, so EOF comes.
+    while (out.fd >= 0 || errs.fd >= 0) {
+        struct pollfd q[2] = {{.fd = out.fd, .events = POLLIN}, {.fd = errs.fd, .events = POLLIN}};
+        if (poll(q, 2, 2000) <= 0) break;
+        if (q[0].revents && out.fd >= 0) pump(&out, log);
+        if (q[1].revents && errs.fd >= 0) pump(&errs, log);
+    }
+    if (out.fd >= 0) close(out.fd);
+    if (errs.fd >= 0) close(errs.fd);
+    if (log >= 0) close(log);
     kb_sb_status st;
     ssize_t got = read(child.status_fd, &st, sizeof st);
     if (got == (ssize_t)sizeof st) {

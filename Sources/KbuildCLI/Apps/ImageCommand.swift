@@ -113,8 +113,9 @@ struct LogsCommand: AsyncParsableCommand {
         commandName: "logs",
         abstract: "Print an app's process logs, or a build's log.",
         discussion: """
-            kbuild logs APP [--ps web.1] [--lines N] [--tail]: the output of the app's processes, each line
-            prefixed with its process. kbuild logs BUILD: a build's log, kept in the Keg for good; BUILD is a
+            kbuild logs APP [--ps web.1] [--lines N] [--since 10m] [--release v7] [--tail]: the output of the app's
+            processes, stopped ones and earlier releases' too, merged by time, each line prefixed with its time,
+            process and short commit. kbuild logs BUILD: a build's log, kept in the Keg for good; BUILD is a
             build KID or a unique prefix of one (as pushes print it: Build K-1234abcd).
             """
     )
@@ -122,6 +123,8 @@ struct LogsCommand: AsyncParsableCommand {
     @Argument(help: "An app, or a build's KID or a prefix of 8+ hex digits.") var target: String
     @Option(help: "Only this process, e.g. web.1.") var ps: String?
     @Option(help: "How many recent lines.") var lines = 100
+    @Option(help: "Every line since then (e.g. 10m, 1h).") var since: String?
+    @Option(help: "Only processes of this release (e.g. v7).") var release: String?
     @Flag(help: "Keep printing new lines until interrupted.") var tail = false
 
     func run() async throws {
@@ -129,7 +132,8 @@ struct LogsCommand: AsyncParsableCommand {
             return try await buildLog()
         }
         let client = try APIClient.resolve(global)
-        let query = "lines=\(lines)" + (ps.map { "&ps=\($0)" } ?? "")
+        var query = "lines=\(lines)" + (ps.map { "&ps=\($0)" } ?? "") + (release.map { "&release=\($0)" } ?? "")
+        if let since { query += "&since=\(Int(try parseDuration(since)))" }
         var seen = try await client.text("/apps/\(target)/logs?\(query)")
         writeOut(Array(seen.utf8))
         while tail {
