@@ -114,7 +114,15 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
                     }
                     return v
                 }
-                return self.text(try await self.logs(app, process: q.get("ps"), release: release, since: since, lines: max(1, min(lines, 100_000))))
+                let sources = try await self.logSources(app, process: q.get("ps"), release: release)
+                guard let since else { return self.text(try self.tail(sources, lines: max(1, min(lines, 100_000)))) }
+                // Everything since then: streamed, merged by time, in bounded memory.
+                var headers = HTTPFields()
+                headers[.contentType] = "text/plain; charset=utf-8"
+                return Response(status: .ok, headers: headers, body: ResponseBody { writer in
+                    try await LogMerge(sources, since: since).run { chunk in try await writer.write(ByteBuffer(bytes: chunk)) }
+                    try await writer.finish(nil)
+                })
             } catch {
                 return ErrorBody.response(KbuildError.wrap(error))
             }
@@ -260,9 +268,9 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
         }
     }
 
-    /// The app's process logs merged by time, each line prefixed with its time,
-    /// process and short commit: the last `lines`, or every line since `since`.
-    func logs(_ app: String, process: String?, release: Int64?, since: Date?, lines: Int) async throws -> String {
+    /// The app's log files (on this machine's nodes), each with its process name and short commit,
+    /// filtered by process name and release.
+    func logSources(_ app: String, process: String?, release: Int64?) async throws -> [LogMerge.Source] {
         // Process id → name, release and commit, from the app's process list.
         var who: [String: (name: String, version: Int64, commit: String)] = [:]
         for change in try await refs.history(try ClusterRefs.processes(app), limit: 10_000) {
@@ -270,33 +278,39 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
             let commit = (try? reader.record(Release.self, r.release, what: "release"))?.commit.map { String($0.prefix(7)) } ?? "-"
             who[r.id] = (r.name, r.version, commit)
         }
-        var out: [(Date, String)] = []
+        var out: [LogMerge.Source] = []
         for dir in logDirs() {
             for name in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [] where name.hasPrefix(app + ".") && name.hasSuffix(".log") {
                 let id = String(name.dropLast(4))
                 let info = who[id] ?? (String(id.dropFirst(app.count + 1).split(separator: "-").first ?? "?"), 0, "-")
                 if let process, info.name != process { continue }
                 if let release, info.version != release { continue }
-                guard let handle = FileHandle(forReadingAtPath: dir + "/" + name) else { continue }
-                defer { try? handle.close() }
-                // Only the end of a file when a count is asked for; all of it for --since.
-                let size = (try? handle.seekToEnd()) ?? 0
-                let window: UInt64 = since == nil ? UInt64(max(lines, 1)) * 1024 : size
-                try? handle.seek(toOffset: size > window ? size - window : 0)
-                let data = (try? handle.readToEnd()) ?? Data()
-                let text = String(decoding: data, as: UTF8.self)
-                var parts = text.split(separator: "\n", omittingEmptySubsequences: true)
-                if size > window, !parts.isEmpty { parts.removeFirst() }  // a cut first line
-                for line in parts {
-                    guard let l = LogLine.parse(line) else { continue }
-                    if let since, l.time < since { continue }
-                    let stream = l.tag == UInt8(ascii: "e") ? "[err]" : l.tag == UInt8(ascii: "k") ? "[kbuild]" : ""
-                    out.append((l.time, "\(line.prefix(27)) \(info.name)\(stream) \(info.commit): \(l.text)\n"))
-                }
+                out.append(LogMerge.Source(path: dir + "/" + name, name: info.name, commit: info.commit))
+            }
+        }
+        return out
+    }
+
+    /// The last `lines` lines of the app's logs: only the end of each file is read.
+    func tail(_ sources: [LogMerge.Source], lines: Int) throws -> String {
+        var out: [(Date, String)] = []
+        for source in sources {
+            guard let handle = FileHandle(forReadingAtPath: source.path) else { continue }
+            defer { try? handle.close() }
+            let size = (try? handle.seekToEnd()) ?? 0
+            let window = UInt64(min(lines, 4096)) * 1024
+            try? handle.seek(toOffset: size > window ? size - window : 0)
+            var parts = String(decoding: (try? handle.readToEnd()) ?? Data(), as: UTF8.self).split(separator: "\n")
+            if size > window, !parts.isEmpty { parts.removeFirst() }  // a cut first line
+            for line in parts.suffix(lines) {
+                guard let l = LogLine.parse(line) else { continue }
+                var formatted: [UInt8] = []
+                source.format(line.utf8, into: &formatted)
+                out.append((l.time, String(decoding: formatted, as: UTF8.self)))
             }
         }
         out.sort { $0.0 < $1.0 }
-        return (since == nil ? out.suffix(lines) : out[...]).map(\.1).joined()
+        return out.suffix(lines).map(\.1).joined()
     }
 
     func domains(_ app: String) async throws -> [String] {
