@@ -89,19 +89,34 @@ public struct LogMerge {
         }
         var out: [UInt8] = []
         out.reserveCapacity(300 << 10)
-        while true {
-            // The earliest head; files are few next to lines, so a scan beats a heap's bookkeeping here.
-            var best: Reader?
-            for r in readers where r.line != nil {
-                if best == nil || r.line!.time < best!.line!.time { best = r }
+        // A binary min-heap of the readers by their next line's time.
+        var heap = readers.filter { $0.line != nil }
+        func earlier(_ a: Int, _ b: Int) -> Bool { heap[a].line!.time < heap[b].line!.time }
+        func down(_ start: Int) {
+            var i = start
+            while true {
+                let l = 2 * i + 1, r = l + 1
+                var m = i
+                if l < heap.count && earlier(l, m) { m = l }
+                if r < heap.count && earlier(r, m) { m = r }
+                if m == i { return }
+                heap.swapAt(i, m)
+                i = m
             }
-            guard let r = best, let line = r.line else { break }
+        }
+        for i in stride(from: heap.count / 2 - 1, through: 0, by: -1) { down(i) }
+        while let r = heap.first, let line = r.line {
             r.source.format(line.text, into: &out)
             if out.count >= 256 << 10 {
                 try await emit(out)
                 out.removeAll(keepingCapacity: true)
             }
             r.line = r.next()
+            if r.line == nil {
+                heap.swapAt(0, heap.count - 1)
+                heap.removeLast()
+            }
+            if !heap.isEmpty { down(0) }
         }
         if !out.isEmpty { try await emit(out) }
     }

@@ -134,6 +134,12 @@ struct LogsCommand: AsyncParsableCommand {
         let client = try APIClient.resolve(global)
         var query = "lines=\(lines)" + (ps.map { "&ps=\($0)" } ?? "") + (release.map { "&release=\($0)" } ?? "")
         if let since { query += "&since=\(Int(try parseDuration(since)))" }
+        if since != nil && !tail {
+            // Everything since then: streamed through, however large.
+            let response = try await client.open(.GET, "/apps/\(target)/logs?\(query)", body: nil, timeout: .hours(1))
+            for try await chunk in response.body { writeOut(Array(chunk.readableBytesView)) }
+            return
+        }
         var seen = try await client.text("/apps/\(target)/logs?\(query)")
         writeOut(Array(seen.utf8))
         while tail {
