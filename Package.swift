@@ -117,6 +117,11 @@ let package = Package(
             swiftSettings: strict
         ),
         .executableTarget(
+            name: "trace-bench",
+            dependencies: ["KbuildCore", "Keg", "RefStore", "Builds", "Releases", "Cluster"],
+            swiftSettings: strict
+        ),
+        .executableTarget(
             name: "router-bench",
             dependencies: ["Router", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"), .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
@@ -210,7 +215,7 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        .testTarget(name: "SchedulerTests", dependencies: ["Scheduler", "Cluster", "Releases", "KbuildCore"], swiftSettings: strict),
+        .testTarget(name: "SchedulerTests", dependencies: ["Scheduler", "Cluster", "Releases", "KbuildCore", "NodeAgent", "Trace"], swiftSettings: strict),
         .testTarget(name: "RefStoreTests", dependencies: ["RefStore", "RefStoreConformance", "KbuildCore"], swiftSettings: strict),
         .testTarget(
             name: "KbuildCLITests",

@@ -13,11 +13,16 @@ public struct LogLine: Sendable, Equatable {
 
     public static func format(_ time: Date, tag: Character, _ text: String) -> String {
         let t = time.timeIntervalSince1970
-        let seconds = Int(t.rounded(.down))
-        let micros = Int(((t - Double(seconds)) * 1_000_000).rounded(.down))
+        var seconds = Int(t.rounded(.down))
+        var micros = Int(((t - Double(seconds)) * 1_000_000).rounded())
+        if micros == 1_000_000 { seconds += 1; micros = 0 }
         let (y, m, d) = civil(fromDays: seconds >= 0 ? seconds / 86400 : (seconds - 86399) / 86400)
         let s = ((seconds % 86400) + 86400) % 86400
-        return String(format: "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ %@ %@", y, m, d, s / 3600, s / 60 % 60, s % 60, micros, String(tag), text)
+        func pad(_ v: Int, _ n: Int) -> String {
+            let digits = String(v)
+            return String(repeating: "0", count: max(0, n - digits.count)) + digits
+        }
+        return "\(pad(y, 4))-\(pad(m, 2))-\(pad(d, 2))T\(pad(s / 3600, 2)):\(pad(s / 60 % 60, 2)):\(pad(s % 60, 2)).\(pad(micros, 6))Z \(tag) \(text)"
     }
 
     public static func parse(_ line: Substring) -> LogLine? {

@@ -27,6 +27,9 @@ public struct NodeAgentConfig: Sendable {
     public var stopGrace: Duration = .seconds(10)
     public var maxBackoff: Duration = .seconds(60)
     public var ports: ClosedRange<Int> = 20000...29999
+    /// Log bytes kept per app on this node: the logs of processes that no longer
+    /// run go, oldest first, past this (those of running ones stay whole).
+    public var logCapPerApp: UInt64 = 256 << 20
 
     public init(name: String, address: String = "127.0.0.1", network: SandboxNetwork = .host, capacity: Resources = NodeAgentConfig.hostCapacity(), stateDir: String) {
         self.name = name
@@ -80,12 +83,12 @@ public struct NodeAgent: Service {
             if mkdir(dir, 0o700) != 0 && errno != EEXIST { throw KbuildError.syscall("mkdir", dir, verb: "start node agent \(config.name)") }
         }
         let loop = AgentLoop(agent: self)
-        try await loop.register()
-        await loop.adopt()
         do {
+            try await loop.register()
+            await loop.adopt()
             try await cancelWhenGracefulShutdown { try await loop.run() }
         } catch is CancellationError {
-            // Shutting down: the processes run on, for the next agent to adopt.
+            // Shutting down (even while starting): the processes run on, for the next agent to adopt.
         }
     }
 
@@ -134,6 +137,7 @@ actor AgentLoop {
     var table: [String: Entry] = [:]
     var lastReport: [ProcessStatus]?
     var lastBeat = ContinuousClock.now - .seconds(3600)
+    var lastLogSweep = ContinuousClock.now - .seconds(3600)
     nonisolated var config: NodeAgentConfig { agent.config }
     var stateDir: String { config.stateDir }
 
@@ -172,6 +176,10 @@ actor AgentLoop {
                 await reconcile(assignment?.processes ?? [])
                 await checkHealth()
                 try await report()
+                if ContinuousClock.now - lastLogSweep > .seconds(30) {
+                    LogCap.sweep(directory: stateDir + "/logs", keep: Set(table.keys), capPerApp: config.logCapPerApp)
+                    lastLogSweep = .now
+                }
             } catch is CancellationError {
                 throw CancellationError()
             } catch {
@@ -367,5 +375,36 @@ enum PortCheck {
         addr.sin_port = in_port_t(UInt16(port).bigEndian)
         addr.sin_addr.s_addr = INADDR_ANY
         return withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } } == 0
+    }
+}
+
+/// The size cap on an app's logs on a node.
+public enum LogCap {
+    /// Deletes the oldest logs of processes not in `keep` while an app's logs exceed `capPerApp`.
+    /// Returns the files removed. A pure decision (`victims`) over what the directory holds.
+    @discardableResult
+    public static func sweep(directory: String, keep: Set<String>, capPerApp: UInt64) -> [String] {
+        var files: [(app: String, id: String, size: UInt64, modified: Date)] = []
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] where name.hasSuffix(".log") {
+            guard let attrs = try? FileManager.default.attributesOfItem(atPath: directory + "/" + name) else { continue }
+            let id = String(name.dropLast(4))
+            files.append((String(id.split(separator: ".").first ?? ""), id, (attrs[.size] as? UInt64) ?? 0,
+                          (attrs[.modificationDate] as? Date) ?? .distantPast))
+        }
+        let removed = victims(files, keep: keep, capPerApp: capPerApp)
+        for id in removed { unlink(directory + "/\(id).log") }
+        return removed
+    }
+
+    public static func victims(_ files: [(app: String, id: String, size: UInt64, modified: Date)], keep: Set<String>, capPerApp: UInt64) -> [String] {
+        var out: [String] = []
+        for (_, group) in Dictionary(grouping: files, by: \.app) {
+            var total = group.reduce(0) { $0 + $1.size }
+            for f in group.sorted(by: { $0.modified < $1.modified }) where total > capPerApp && !keep.contains(f.id) {
+                out.append(f.id)
+                total -= f.size
+            }
+        }
+        return out.sorted()
     }
 }

@@ -107,6 +107,9 @@ func startKbuildUp(_ test: XCTestCase, data: String, port: Int = 0, extra: [Stri
             if p.isRunning { kill(p.processIdentifier, SIGKILL) }
             p.waitUntilExit()
         }
+        // Foundation's Process can lose track of a child: make sure by its command line (a reused PID is not ours).
+        let cmdline = FileManager.default.contents(atPath: "/proc/\(p.processIdentifier)/cmdline").map { String(decoding: $0, as: UTF8.self) } ?? ""
+        if cmdline.contains("up\u{0}") && cmdline.contains(data) { kill(p.processIdentifier, SIGKILL) }
         // App processes outlive kbuild up by design: stop them with it.
         _ = try? sh(kbuildBinary, ["down", "--grace", "2", "--data-dir", data])
     }

@@ -175,19 +175,27 @@ final class RunTests: XCTestCase {
         _ = reap(agent)
         // The app keeps serving with no agent at all.
         for p in before { XCTAssertNotNil(get(try XCTUnwrap(p.port)), "\(p.name) serves while its agent is dead") }
+        try "".write(toFile: agentLog, atomically: false, encoding: .utf8)
         agent = try spawnServer(kbuildBinary, ["agent", "--data-dir", data], output: agentLog)
+        // The new agent says whom it adopted, then reports them (the old report may still look fresh).
         try waitUntil("re-adopted") {
+            let log = (try? String(contentsOfFile: agentLog, encoding: .utf8)) ?? ""
+            return log.contains("adopted steady.web.1") && log.contains("adopted steady.web.2")
+        }
+        try waitUntil("reported healthy") {
             let now = try ps("steady", data)
             return healthy(now, count: 2) && Set(now.compactMap(\.hostPID)) == Set(before.compactMap(\.hostPID))
         }
-        XCTAssertTrue(try String(contentsOfFile: agentLog, encoding: .utf8).contains("adopted steady.web.1"))
+        XCTAssertFalse(try String(contentsOfFile: agentLog, encoding: .utf8).contains("started steady."), "nothing started anew")
 
         // A graceful stop (SIGTERM) of the agent stops no process either.
         kill(agent, SIGTERM)
         XCTAssertEqual(reap(agent), 0)
         for p in before { XCTAssertTrue(kill(try XCTUnwrap(p.hostPID), 0) == 0, "\(p.name) outlived its agent") }
+        try "".write(toFile: agentLog, atomically: false, encoding: .utf8)
         agent = try spawnServer(kbuildBinary, ["agent", "--data-dir", data], output: agentLog)
-        try waitUntil("re-adopted again") { Set(try ps("steady", data).compactMap(\.hostPID)) == Set(before.compactMap(\.hostPID)) }
+        try waitUntil("re-adopted again") { ((try? String(contentsOfFile: agentLog, encoding: .utf8)) ?? "").contains("adopted steady.web.2") }
+        XCTAssertEqual(Set(try ps("steady", data).compactMap(\.hostPID)), Set(before.compactMap(\.hostPID)))
 
         // kbuild down stops them all.
         kill(agent, SIGTERM)

@@ -74,6 +74,21 @@ final class TraceTests: XCTestCase {
         }
         XCTAssertFalse(diff.stdout.contains("hunter2"))
 
+        // Complete by construction: every process running now traces up to a commit, from its host PID.
+        let head = trimmed(try git(["rev-parse", "HEAD"], in: work).stdout)
+        XCTAssertEqual(try kbuild(["ps:scale", "traced", "web=2"], dataDir: data).status, 0)
+        try waitUntil("2 healthy") { healthy(try ps("traced", data), count: 2) }
+        let everything = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(try kbuild(["ps", "--all", "--json"], dataDir: data).stdout.utf8)) as? [[String: String]])
+        XCTAssertGreaterThanOrEqual(everything.count, 2)
+        for p in everything {
+            let chain = try kbuild(["trace", try XCTUnwrap(p["hostPID"]), "--json"], dataDir: data)
+            let up = try XCTUnwrap((try JSONSerialization.jsonObject(with: Data(chain.stdout.utf8)) as? [String: Any])?["up"] as? [String: Any])
+            for link in ["process", "release", "build", "source"] { XCTAssertNotNil(up[link], "\(link) of \(p)") }
+            let commit = (up["source"] as? [String: Any])?["commit"] as? String ?? ""
+            XCTAssertTrue([sha, head].contains(commit), "\(commit) is a pushed commit")
+            XCTAssertEqual(p["commit"], commit)
+        }
+
         // Bad input: a clear message naming what was not found.
         for (target, message) in [
             ("999999", "no process with PID 999999 on this machine"),

@@ -1,0 +1,113 @@
+// trace-bench: `kbuild trace PID` on a large store, for benchmarks/trace.sh.
+// Builds a data dir with one app of N releases (each a deploy of its own
+// commit, with its source record and build), M process records and a node
+// report listing the M processes, one of which is a real process (a `sleep`
+// this program starts), then runs `kbuild trace PID` R times and prints the
+// median and p99 wall time (process start included), and the same for
+// `kbuild trace APP@vN`.
+//
+//   trace-bench KBUILD DATA-DIR [--releases 10000] [--processes 1000] [--runs 50]
+import Builds
+import Cluster
+import Foundation
+import KbuildCore
+import Keg
+import RefStore
+import Releases
+
+func arg(_ name: String, _ fallback: Int) -> Int {
+    guard let i = CommandLine.arguments.firstIndex(of: name), i + 1 < CommandLine.arguments.count else { return fallback }
+    return Int(CommandLine.arguments[i + 1]) ?? fallback
+}
+
+/// Progress without a newline, at once.
+func progress(_ text: String) {
+    FileHandle.standardOutput.write(Data(text.utf8))
+}
+
+func main() async throws {
+    let args = CommandLine.arguments
+    guard args.count >= 3 else {
+        FileHandle.standardError.write(Data("usage: trace-bench KBUILD DATA-DIR [--releases N] [--processes N] [--runs N]\n".utf8))
+        exit(2)
+    }
+    let kbuild = args[1]
+    let dataDir = DataDir(root: URL(fileURLWithPath: args[2]))
+    let (releases, processes, runs) = (arg("--releases", 10_000), arg("--processes", 1_000), arg("--runs", 50))
+    try dataDir.create()
+    let keg = try Keg(dataDir: dataDir)
+    let refs = try SQLiteRefStore(path: dataDir.refStore.path)
+    let app = "bench"
+    _ = try await refs.compareAndSwap(try RefName("apps/\(app)"), to: try Records.put(["name": app], in: keg), expecting: .any, actor: "bench")
+
+    progress("making \(releases) releases and \(processes) process records")
+    let store = ReleaseStore(keg: keg, refs: refs)
+    var last: ReleaseEntry?
+    for v in 0..<releases {
+        let commit = String(format: "%040x", v + 1)
+        let tree = try keg.putBlob(Array("tree \(v)".utf8))
+        let source = SourceRecord(app: app, source: tree, commit: commit, author: "Bench", authorEmail: "bench@example.com", message: "commit \(v)",
+                                  committedAt: Date(), pushedBy: "bench", pushedAt: Date(), ref: "refs/heads/main", repository: "http://bench/\(app).git",
+                                  files: 1, bytes: 1)
+        let sourceKID = try Records.put(source, in: keg)
+        try await refs.set(try RefName("commits/\(commit)"), to: sourceKID, actor: "bench")
+        let image = try keg.putBlob(Array("image \(v)".utf8))
+        last = try await store.deploy(app: app, image: image, processTypes: ["web": "serve"], healthchecks: [:], sourceRecord: sourceKID,
+                                      build: KID(hashing: Data("build \(v)".utf8)), commit: commit, actor: "bench")
+        if v % 1000 == 999 { progress(".") }
+    }
+    guard let release = last else { return }
+    // A real process for the PID: trace finds it as the sandbox's PID 1 of one of the records.
+    let sleeper = Process()
+    sleeper.executableURL = URL(fileURLWithPath: "/bin/sleep")
+    sleeper.arguments = ["600"]
+    try sleeper.run()
+    defer { sleeper.terminate() }
+    var statuses: [ProcessStatus] = []
+    for i in 0..<processes {
+        let pid = i == processes / 2 ? sleeper.processIdentifier : Int32(4_000_000 + i)
+        let spec = ProcessSpec.of(release.release, type: "web", generation: 0)!
+        let id = "\(app).web.\(i + 1)-bench"
+        let record = ProcessRecord(id: id, node: "local", hostPID: pid, app: app, name: "web.\(i + 1)", release: release.kid, version: release.version,
+                                   spec: spec, port: 20000 + i, startedAt: Date())
+        let kid = try Records.put(record, in: keg)
+        try await refs.set(try ClusterRefs.processes(app), to: kid, actor: "bench")
+        statuses.append(ProcessStatus(id: id, app: app, type: "web", name: "web.\(i + 1)", state: .healthy, process: kid, hostPID: pid,
+                                      port: 20000 + i, restarts: 0, lastExit: nil, since: Date()))
+    }
+    let node = NodeRecord(name: "local", address: "127.0.0.1", capacity: Resources(memory: 1 << 40, cpus: 1000), network: "host", agentPID: getpid())
+    try await refs.set(try ClusterRefs.node("local"), to: try Records.put(node, in: keg), actor: "bench")
+    // A long lease: the report stays "alive" while the benchmark runs.
+    try await refs.set(try ClusterRefs.status("local"), to: try Records.put(NodeStatus(node: "local", at: Date(), lease: 3600, processes: statuses), in: keg),
+                       actor: "bench")
+    print(" done")
+
+    func time(_ label: String, _ arguments: [String], expect: String) throws {
+        var times: [Double] = []
+        for _ in 0..<runs {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: kbuild)
+            p.arguments = arguments + ["--data-dir", dataDir.root.path]
+            let out = Pipe()
+            p.standardOutput = out
+            let t0 = ContinuousClock.now
+            try p.run()
+            let data = out.fileHandleForReading.readDataToEndOfFile()
+            p.waitUntilExit()
+            let d = ContinuousClock.now - t0
+            times.append(Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15)
+            guard p.terminationStatus == 0, String(decoding: data, as: UTF8.self).contains(expect) else {
+                FileHandle.standardError.write(Data("\(label) failed: \(String(decoding: data, as: UTF8.self))\n".utf8))
+                exit(1)
+            }
+        }
+        times.sort()
+        let p50 = times[times.count / 2], p99 = times[min(times.count - 1, Int(Double(times.count) * 0.99))]
+        print(String(format: "%@: p50 %.1f ms, p99 %.1f ms over %d runs (target p99 <= 100 ms: %@)", label, p50, p99, runs, p99 <= 100 ? "met" : "NOT met"))
+    }
+    let lastCommit = release.release.commit ?? ""
+    try time("kbuild trace PID (\(processes) processes, \(releases) releases)", ["trace", String(sleeper.processIdentifier)], expect: lastCommit)
+    try time("kbuild trace \(app)@v\(releases / 2)", ["trace", "\(app)@v\(releases / 2)"], expect: "commit")
+}
+
+try await main()
