@@ -43,12 +43,13 @@ public struct ReleaseStore: Sendable {
     }
 
     public func get(_ app: String, version: Int64) async throws -> ReleaseEntry {
-        let all = try await list(app)
-        guard let entry = all.first(where: { $0.version == version }) else {
-            let newest = all.first.map { "v1 to v\($0.version)" } ?? "none yet"
+        // The ref's history knows each change's version: only the one asked for is read.
+        let history = try await refs.history(ReleaseStore.releaseRef(app), limit: nil)
+        guard let change = history.first(where: { $0.version == version && $0.new != nil }), let kid = change.new else {
+            let newest = history.first.map { "v1 to v\($0.version)" } ?? "none yet"
             throw KbuildError(.notFound, "no release v\(version) of \(app) (its releases: \(newest))")
         }
-        return entry
+        return ReleaseEntry(kid: kid, release: try release(kid), time: change.time, actor: change.actor)
     }
 
     public func release(_ kid: KID) throws -> Release { try Records.get(Release.self, kid, from: keg, what: "release") }

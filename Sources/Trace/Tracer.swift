@@ -279,12 +279,20 @@ public struct Tracer: Sendable {
             throw KbuildError(.notFound, "no process with PID \(pid) on this machine")
         }
         _ = first
-        let all = try await running(app: nil)
-        let byPID = Dictionary(all.map { ($0.record.hostPID, $0) }, uniquingKeysWith: { a, _ in a })
+        // From the live nodes' reports: host PID → the process (its record is read only for the one found).
+        var byPID: [Int32: ProcessStatus] = [:]
+        let now = Date()
+        for node in try await reader.nodes() {
+            guard let status = node.status, status.isAlive(at: now) || node.record.startedAt.addingTimeInterval(10) > now else { continue }
+            for p in status.processes { if let pid = p.hostPID { byPID[pid] = p } }
+        }
         var current: Int32 = pid
         var hops = 0
         while current > 1 && hops < 64 {
-            if let link = byPID[current] { return (link, current) }
+            if let status = byPID[current], let kid = status.process {
+                let record = try reader.record(ProcessRecord.self, kid, what: "process")
+                return (ProcessLink(kid: kid, record: record, state: status.state.rawValue), current)
+            }
             guard let parent = ProcFS.parent(of: current) else { break }
             current = parent
             hops += 1
