@@ -54,8 +54,11 @@ public struct TokenAuthMiddleware<Context: RequestContext>: RouterMiddleware {
         let parts = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst().map(String.init)
         // The app list (filtered by the handler to the token's apps).
         if parts == ["api", "v1", "apps"] { return method == .get }
-        // The API of one app.
-        if parts.count >= 4, parts[0] == "api", parts[1] == "v1", parts[2] == "apps" { return apps.contains(parts[3]) }
+        // The API of one app, but not destroying it (the admin's call, as an owner's is on Heroku).
+        if parts.count >= 4, parts[0] == "api", parts[1] == "v1", parts[2] == "apps" {
+            if parts.count == 4 && method == .delete { return false }
+            return apps.contains(parts[3])
+        }
         // git over smart HTTP: /APP.git/…
         if let first = parts.first, first.hasSuffix(".git") { return apps.contains(String(first.dropLast(4))) }
         // Registry pulls of the app's image: /v2/ and /v2/APP/…

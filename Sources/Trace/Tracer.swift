@@ -275,10 +275,9 @@ public struct Tracer: Sendable {
 
     /// The process a host PID belongs to: it, or its nearest ancestor, is a sandbox kbuild started.
     func process(pid: Int32) async throws -> (ProcessLink, Int32) {
-        guard let first = ProcFS.parent(of: pid) else {
+        guard ProcFS.parent(of: pid) != nil else {
             throw KbuildError(.notFound, "no process with PID \(pid) on this machine")
         }
-        _ = first
         // From the live nodes' reports: host PID → the process (its record is read only for the one found).
         var byPID: [Int32: ProcessStatus] = [:]
         let now = Date()

@@ -258,6 +258,9 @@ final class RunTests: XCTestCase {
         XCTAssertEqual(list.0, 200)
         XCTAssertTrue(list.1.contains("\"name\":\"mine\"") && !list.1.contains("theirs"), list.1)
         XCTAssertEqual(try curl("/api/v1/nodes", token: token).0, 403)
+        let destroy = try sh("/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "DELETE", "-H", "Authorization: Bearer \(token)",
+                                               server.url + "/api/v1/apps/mine?confirm=mine"])
+        XCTAssertEqual(destroy.stdout, "403", "an app token cannot destroy its app")
         XCTAssertEqual(try curl("/v1/objects/K-" + String(repeating: "0", count: 64), token: token).0, 403)
         XCTAssertEqual(try curl("/api/v1/apps/theirs", token: nil).0, 401)
         XCTAssertEqual(try curl("/api/v1/apps/theirs", token: "kbt_wrong").0, 401)
