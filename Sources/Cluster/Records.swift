@@ -47,6 +47,18 @@ public struct NodeRecord: Codable, Sendable, Equatable {
     }
 }
 
+extension NodeRecord {
+    /// How long a node that has not reported yet counts as alive from its registration.
+    public static let defaultLease: TimeInterval = 10
+
+    /// Alive while its report is fresh; an agent that (re)registered gets one
+    /// lease from then to report.
+    public func isAlive(reporting status: NodeStatus?, at now: Date, lease: TimeInterval = NodeRecord.defaultLease) -> Bool {
+        if let status, status.isAlive(at: now) { return true }
+        return now.timeIntervalSince(startedAt) <= lease
+    }
+}
+
 /// Memory and CPU, as capacity, requests, or what is free.
 public struct Resources: Codable, Sendable, Equatable {
     public var memory: UInt64

@@ -29,10 +29,7 @@ public enum RolloutWatch {
             }
             if !checkedNodes {
                 let now = Date()
-                let alive = try await reader.nodes().contains { n in
-                    if let status = n.status { return status.isAlive(at: now) }
-                    return now.timeIntervalSince(n.record.startedAt) <= lease
-                }
+                let alive = try await reader.nodes().contains { $0.record.isAlive(reporting: $0.status, at: now, lease: lease) }
                 if !alive { return .noNodes }
                 checkedNodes = true
             }

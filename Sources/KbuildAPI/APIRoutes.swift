@@ -159,7 +159,7 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
             try await self.answer {
                 let now = Date()
                 return try await self.reader.nodes().map { n in
-                    API.NodeInfo(record: n.record, alive: NodeState(record: n.record, status: n.status, assignment: n.assignment).isAlive(at: now, lease: 10),
+                    API.NodeInfo(record: n.record, alive: n.record.isAlive(reporting: n.status, at: now),
                                  processes: n.status?.processes.count ?? 0, heartbeat: n.status?.at)
                 }
             }
@@ -234,7 +234,7 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
 
     /// Refuses a formation that cannot be placed beside what other apps run.
     func checkFits(app: String, formation: [String: ProcessFormation]) async throws {
-        let nodes = try await reader.nodes().filter { NodeState(record: $0.record, status: $0.status, assignment: $0.assignment).isAlive(at: Date(), lease: 10) }
+        let nodes = try await reader.nodes().filter { $0.record.isAlive(reporting: $0.status, at: Date()) }
         var candidates = nodes.map { n in
             let others = (n.assignment?.processes ?? []).filter { $0.spec.app != app }.reduce(Resources(memory: 0, cpus: 0)) { $0 + $1.spec.resources }
             return Placement.Candidate(node: n.record.name, free: n.record.capacity - others, siblings: 0)
@@ -363,12 +363,7 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
            !actor.isEmpty, actor.utf8.count <= 64, actor.allSatisfy({ $0.isLetter || $0.isNumber || "._@-:".contains($0) }) {
             return actor
         }
-        if let header = request.headers[.authorization], header.lowercased().hasPrefix("basic "),
-           let data = Data(base64Encoded: String(header.dropFirst(6))), let pair = String(data: data, encoding: .utf8),
-           let user = pair.split(separator: ":").first, !user.isEmpty {
-            return String(user.prefix(64))
-        }
-        return "api"
+        return BasicAuth.user(request.headers[.authorization]) ?? "api"
     }
 
     func decode<T: Decodable>(_ type: T.Type, _ request: Request, _ context: Context) async throws -> T {

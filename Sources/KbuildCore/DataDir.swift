@@ -37,6 +37,10 @@ public struct DataDir: Sendable, Equatable {
     /// Node agents' state (process files, logs), one directory per node: `nodes/NAME`.
     public var nodes: URL { root.appendingPathComponent("nodes") }
     public func node(_ name: String) -> URL { nodes.appendingPathComponent(name) }
+    /// The state dirs of the nodes that ran here, by name.
+    public func nodeDirectories() -> [String] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: nodes.path)) ?? []).sorted().map { nodes.path + "/" + $0 }
+    }
     /// The router's request log (`requests.log`: request id → the process that answered).
     public var router: URL { root.appendingPathComponent("router") }
     public var refStore: URL { root.appendingPathComponent("refs.sqlite") }

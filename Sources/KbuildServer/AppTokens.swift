@@ -2,6 +2,7 @@ import KbuildCore
 public import Keg
 public import RefStore
 import Crypto
+import Synchronization
 public import Foundation
 
 /// A token that may act on some apps only (`kbuild tokens:create NAME --app APP`),
@@ -29,7 +30,8 @@ public struct AppTokenRecord: Codable, Sendable, Equatable {
 public final class AppTokens: Sendable {
     let keg: Keg
     let refs: any RefStore
-    private let cache = CacheBox()
+    /// Token hash → apps, as read at a time (kept a second).
+    private let cache = Mutex<(at: Date, byHash: [String: [String]])?>(nil)
 
     public init(keg: Keg, refs: any RefStore) {
         self.keg = keg
@@ -58,7 +60,7 @@ public final class AppTokens: Sendable {
         } catch let e as KbuildError where e.code == .conflict {
             throw KbuildError(.conflict, "a token named \(name) exists (revoke it first)")
         }
-        cache.clear()
+        cache.withLock { $0 = nil }
         return token
     }
 
@@ -74,30 +76,19 @@ public final class AppTokens: Sendable {
         let ref = try RefName("tokens/\(name)")
         guard let current = try await refs.get(ref) else { throw KbuildError(.notFound, "no token named \(name)") }
         try await refs.compareAndSwap(ref, to: nil, expecting: .value(current.kid), actor: actor)
-        cache.clear()
+        cache.withLock { $0 = nil }
     }
 
     /// The apps a token may act on, or nil when it is no app token. Revocations
     /// are seen within a second.
     func apps(for token: String) async -> [String]? {
         let hash = AppTokens.hash(token)
-        if let hit = cache.get() { return hit[hash] }
+        let now = Date()
+        if let hit = cache.withLock({ c in c.flatMap { now.timeIntervalSince($0.at) < 1 ? $0.byHash : nil } }) { return hit[hash] }
         let all = (try? await list()) ?? []
         var byHash: [String: [String]] = [:]
         for r in all { byHash[r.sha256] = r.apps }
-        cache.set(byHash)
+        cache.withLock { $0 = (now, byHash) }
         return byHash[hash]
-    }
-
-    private final class CacheBox: @unchecked Sendable {
-        private let lock = NSLock()
-        private var value: (at: Date, byHash: [String: [String]])?
-        func get() -> [String: [String]]? {
-            lock.lock(); defer { lock.unlock() }
-            guard let value, Date().timeIntervalSince(value.at) < 1 else { return nil }
-            return value.byHash
-        }
-        func set(_ byHash: [String: [String]]) { lock.lock(); value = (Date(), byHash); lock.unlock() }
-        func clear() { lock.lock(); value = nil; lock.unlock() }
     }
 }

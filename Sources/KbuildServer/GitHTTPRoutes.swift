@@ -61,7 +61,7 @@ public struct GitHTTPRoutes<Context: RequestContext>: Sendable {
 
         var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("GIT_") && !$0.key.hasPrefix("HTTP_") }
         env.merge(environment) { _, new in new }
-        let user = GitHTTPRoutes.basicUser(request.headers[.authorization]) ?? "token"
+        let user = BasicAuth.user(request.headers[.authorization]) ?? "token"
         let host = request.head.authority ?? "localhost"
         env["GIT_PROJECT_ROOT"] = projectRoot
         env["GIT_HTTP_EXPORT_ALL"] = "1"
@@ -140,17 +140,6 @@ public struct GitHTTPRoutes<Context: RequestContext>: Sendable {
         let body = pkt("# service=\(service)\n") + "0000" + pkt("ERR \(message)\n")
         return Response(status: .ok, headers: [.contentType: "application/x-\(service)-advertisement", .cacheControl: "no-cache"],
                         body: .init(byteBuffer: ByteBuffer(string: body)))
-    }
-
-    /// The user name of HTTP basic auth (the token is its password).
-    static func basicUser(_ header: String?) -> String? {
-        guard let header, header.lowercased().hasPrefix("basic "),
-              let data = Data(base64Encoded: String(header.dropFirst(6)).trimmingCharacters(in: .whitespaces)),
-              let pair = String(data: data, encoding: .utf8), let colon = pair.firstIndex(of: ":")
-        else { return nil }
-        let user = String(pair[..<colon])
-        guard !user.isEmpty, user.utf8.count <= 64, user.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7f }) else { return nil }
-        return user
     }
 }
 

@@ -73,12 +73,7 @@ public struct TokenAuthMiddleware<Context: RequestContext>: RouterMiddleware {
     static func token(from header: String?) -> String? {
         guard let header else { return nil }
         if header.lowercased().hasPrefix("bearer ") { return String(header.dropFirst(7)).trimmingCharacters(in: .whitespaces) }
-        if header.lowercased().hasPrefix("basic "),
-           let data = Data(base64Encoded: String(header.dropFirst(6)).trimmingCharacters(in: .whitespaces)),
-           let pair = String(data: data, encoding: .utf8), let colon = pair.firstIndex(of: ":") {
-            return String(pair[pair.index(after: colon)...])
-        }
-        return nil
+        return BasicAuth.pair(header)?.password
     }
 }
 
@@ -107,5 +102,23 @@ public enum ErrorBody {
         var headers = extra
         headers[.contentType] = "application/json"
         return Response(status: status(for: error.code), headers: headers, body: .init(byteBuffer: ByteBuffer(string: json(error))))
+    }
+}
+
+/// HTTP basic auth, as git and docker clients send kbuild's token: the password
+/// is the token, the user name says who pushes (or acts).
+public enum BasicAuth {
+    static func pair(_ header: String?) -> (user: String, password: String)? {
+        guard let header, header.lowercased().hasPrefix("basic "),
+              let data = Data(base64Encoded: String(header.dropFirst(6)).trimmingCharacters(in: .whitespaces)),
+              let pair = String(data: data, encoding: .utf8), let colon = pair.firstIndex(of: ":")
+        else { return nil }
+        return (String(pair[..<colon]), String(pair[pair.index(after: colon)...]))
+    }
+
+    /// The user name, if it is a sane one (1 to 64 printable ASCII bytes, no spaces).
+    public static func user(_ header: String?) -> String? {
+        guard let user = pair(header)?.user, !user.isEmpty, user.utf8.count <= 64, user.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7f }) else { return nil }
+        return user
     }
 }

@@ -53,10 +53,7 @@ public struct KbuildSystem {
         let spool = dataDir.root.path + "/git-spool"
         if mkdir(spool, 0o700) != 0 && errno != EEXIST { throw KbuildError.syscall("mkdir", spool, verb: "start the git gateway") }
         let git = KbuildHTTP.gitRoutes(projectRoot: AppStore.gitRoot(dataDir), spoolDir: spool, environment: ["KBUILD_DATA_DIR": dataDir.root.path])
-        let api = APIRoutes<KbuildHTTP.Context>(keg: keg, refs: refs, sandbox: sandbox) {
-            let root = dataDir.nodes.path
-            return ((try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []).map { "\(root)/\($0)/logs" }
-        }
+        let api = APIRoutes<KbuildHTTP.Context>(keg: keg, refs: refs, sandbox: sandbox) { dataDir.nodeDirectories().map { $0 + "/logs" } }
         let token = try AdminToken.loadOrCreate(in: dataDir)
         add(KbuildHTTP.server(keg: keg, refs: refs, tokens: [token], git: git, api: { api.register(on: $0) },
                               host: host, port: port, logger: logger, onRunning: onRunning))

@@ -56,8 +56,7 @@ public struct NodeState: Sendable {
     /// Alive while its heartbeat is fresh; an agent that (re)registered gets
     /// one lease from then to report.
     public func isAlive(at now: Date, lease: TimeInterval) -> Bool {
-        if let status, status.isAlive(at: now) { return true }
-        return now.timeIntervalSince(record.startedAt) <= lease
+        record.isAlive(reporting: status, at: now, lease: lease)
     }
 }
 

@@ -264,7 +264,7 @@ public struct Tracer: Sendable {
         var out: [ProcessLink] = []
         let now = Date()
         for node in try await reader.nodes() {
-            guard let status = node.status, status.isAlive(at: now) || node.record.startedAt.addingTimeInterval(10) > now else { continue }
+            guard let status = node.status, node.record.isAlive(reporting: status, at: now) else { continue }
             for p in status.processes where app == nil || p.app == app {
                 guard let kid = p.process, let record = try? reader.record(ProcessRecord.self, kid, what: "process") else { continue }
                 out.append(ProcessLink(kid: kid, record: record, state: p.state.rawValue))
@@ -282,7 +282,7 @@ public struct Tracer: Sendable {
         var byPID: [Int32: ProcessStatus] = [:]
         let now = Date()
         for node in try await reader.nodes() {
-            guard let status = node.status, status.isAlive(at: now) || node.record.startedAt.addingTimeInterval(10) > now else { continue }
+            guard let status = node.status, node.record.isAlive(reporting: status, at: now) else { continue }
             for p in status.processes { if let pid = p.hostPID { byPID[pid] = p } }
         }
         var current: Int32 = pid

@@ -99,7 +99,7 @@ struct DownCommand: AsyncParsableCommand {
 
     func run() async throws {
         var total = 0
-        for dir in nodeStateDirs(global.dir) {
+        for dir in global.dir.nodeDirectories() {
             total += await NodeAgent.stopAll(stateDir: dir, grace: .seconds(grace))
             // A node that was a host of its own (kbuild up --nodes N): its network goes too.
             if let data = FileManager.default.contents(atPath: dir + "/network.json"),
@@ -112,8 +112,4 @@ struct DownCommand: AsyncParsableCommand {
     }
 }
 
-/// The state dirs of the node agents of a data dir (`<data>/nodes/NAME`).
-func nodeStateDirs(_ dir: DataDir) -> [String] {
-    let root = dir.nodes.path
-    return ((try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []).sorted().map { root + "/" + $0 }
-}
+
