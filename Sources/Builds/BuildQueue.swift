@@ -54,11 +54,21 @@ public struct BuildQueue: Sendable {
         return build
     }
 
-    /// Queued builds, oldest name first.
-    public func pending() async throws -> [(build: KID, job: BuildJob)] {
+    /// Queued builds, oldest name first. A malformed entry (a name that is
+    /// not a build KID, a record that is not a job) is reported and skipped:
+    /// one bad ref must not stop every build.
+    public func pending(report: (String) -> Void = { _ in }) async throws -> [(build: KID, job: BuildJob)] {
         try await refs.list(prefix: try RefName("builds/queue")).compactMap { ref in
-            guard let build = try? KID(parsing: String(ref.name.rawValue.split(separator: "/").last ?? "")) else { return nil }
-            return (build, try Records.get(BuildJob.self, ref.kid, from: keg, what: "build job"))
+            guard let build = try? KID(parsing: String(ref.name.rawValue.split(separator: "/").last ?? "")) else {
+                report("skipped \(ref.name.rawValue): its name is not a build KID")
+                return nil
+            }
+            do {
+                return (build, try Records.get(BuildJob.self, ref.kid, from: keg, what: "build job"))
+            } catch {
+                report("skipped \(ref.name.rawValue): \(error)")
+                return nil
+            }
         }
     }
 
@@ -110,6 +120,13 @@ public struct BuildQueue: Sendable {
     }
 }
 
+/// How one attempt at a build ended, seen from the worker that claimed it.
+enum Attempt: Sendable {
+    case built(BuildRecord)
+    /// The claim was taken over (renewal found another worker's claim).
+    case lost
+}
+
 /// Claims queued builds and runs them, one at a time, until cancelled.
 public struct BuildWorker: Sendable {
     public let queue: BuildQueue
@@ -117,17 +134,37 @@ public struct BuildWorker: Sendable {
     /// How often the queue is looked at when nothing changed.
     public let poll: Duration
 
-    public init(queue: BuildQueue, builder: Builder, poll: Duration = .milliseconds(200)) {
+    /// Where a build that could not run, a lost claim or a skipped record is reported.
+    public let report: @Sendable (String) -> Void
+
+    public init(queue: BuildQueue, builder: Builder, poll: Duration = .milliseconds(200),
+                report: @escaping @Sendable (String) -> Void = { _ in }) {
         self.queue = queue
         self.builder = builder
         self.poll = poll
+        self.report = report
     }
 
+    /// Runs what is queued until cancelled. One build's failure to run (its
+    /// claim lost, a record that cannot be read, a full disk) is reported and
+    /// the worker goes on with the next; a bad entry is skipped, and reported
+    /// once.
     public func run() async throws {
+        var reported = Set<String>()
         while !Task.isCancelled {
             var ran = false
-            for (build, job) in try await queue.pending() {
-                if try await runIfClaimable(build, job: job) { ran = true }
+            let pending = try await queue.pending { message in
+                if reported.insert(message).inserted { report("build worker: \(message)") }
+            }
+            for (build, job) in pending {
+                do {
+                    if try await runIfClaimable(build, job: job) { ran = true }
+                } catch is CancellationError {
+                    throw CancellationError()
+                } catch {
+                    let message = "build \(build.short): \(error)"
+                    if reported.insert(message).inserted { report("build worker: \(message)") }
+                }
             }
             if !ran { try await Task.sleep(for: poll) }
         }
@@ -147,22 +184,30 @@ public struct BuildWorker: Sendable {
             unlink(logs + "/" + name)
         }
         let log = try BuildLog(path: path)
-        // The build and the lease renewal run side by side; losing the lease cancels the build.
-        let record = try await withThrowingTaskGroup(of: BuildRecord?.self) { group in
+        // The build and the lease renewal run side by side; losing the lease
+        // cancels the build (whoever took the claim over runs it), and only it.
+        let outcome = try await withThrowingTaskGroup(of: Attempt.self) { group in
             let current = claim
-            group.addTask { try await builder.run(job, log: log) }
+            group.addTask { .built(try await builder.run(job, log: log)) }
             group.addTask { [queue, builder] in
                 var held = current
                 while true {
                     try await Task.sleep(for: .seconds(queue.lease / 3))
-                    held = try await queue.renew(build, claim: held, worker: builder.worker)
+                    do {
+                        held = try await queue.renew(build, claim: held, worker: builder.worker)
+                    } catch let error as KbuildError where error.code == .conflict {
+                        return .lost
+                    }
                 }
             }
             defer { group.cancelAll() }
-            while let next = try await group.next() {
-                if let record = next { return record }
-            }
-            throw CancellationError()
+            guard let first = try await group.next() else { throw CancellationError() }
+            return first
+        }
+        guard case .built(let record) = outcome else {
+            log.step("Build \(build.short) stopped here: its claim was taken over (this worker's lease ran out)")
+            report("build worker: lost the claim on build \(build.short); cancelled it here")
+            return false
         }
         if let latest = try await queue.claim(of: build), latest.claim.worker == builder.worker { claim = latest.kid }
         try await queue.finish(build, claim: claim, record: record, worker: builder.worker)

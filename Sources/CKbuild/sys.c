@@ -1,7 +1,9 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <linux/openat2.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 #include "ckbuild.h"
@@ -24,4 +26,17 @@ int kb_pipe_cloexec(int fds[2]) {
 
 int kb_open_tmpfile(const char *dir) {
     return open(dir, O_RDWR | O_TMPFILE | O_CLOEXEC, 0600);
+}
+
+long long kb_drop_head(int fd, unsigned long long bytes) {
+    struct stat st;
+    if (fstat(fd, &st) < 0) return -1;
+    unsigned long long block = st.st_blksize > 0 ? (unsigned long long)st.st_blksize : 4096;
+    unsigned long long aligned = bytes / block * block;
+    if (bytes >= (unsigned long long)st.st_size || aligned == 0 ||
+        fallocate(fd, FALLOC_FL_COLLAPSE_RANGE, 0, (off_t)aligned) < 0) {
+        if (ftruncate(fd, 0) < 0) return -1;
+        return (long long)st.st_size;
+    }
+    return (long long)aligned;
 }

@@ -305,5 +305,10 @@ public struct DomainsRecord: Codable, Sendable, Equatable {
         guard ok else {
             throw KbuildError(.invalidArgument, "invalid domain \(domain.debugQuoted): want a lowercase host name such as www.example.com")
         }
+        // An IP literal is every app's address, not one app's name: requests by IP
+        // are not any tenant's to take. (The last label of a host name is never all digits.)
+        if let last = labels.last, last.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) {
+            throw KbuildError(.invalidArgument, "invalid domain \(domain.debugQuoted): an IP address cannot be an app's domain")
+        }
     }
 }

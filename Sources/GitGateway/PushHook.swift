@@ -81,6 +81,11 @@ public struct PushHook: Sendable {
 
     func deploy(_ update: Update, app record: AppRecord) async throws -> KID {
         let started = ContinuousClock.now
+        // One deploy per app at a time: a second push is told, not queued behind
+        // a build it cannot see. The lock is the kernel's, so it goes with the
+        // hook however the hook ends (a pusher that hangs up, a kill -9).
+        let lock = try PushLock(path: AppStore(keg: keg, refs: refs).repository(app) + "/kbuild-deploy.lock", app: app)
+        defer { lock.release() }
         say("-----> Receiving \(update.new.prefix(7)) for \(app)\n")
         let source = try GitSource.importTree(repository: nil, revision: update.new, into: keg,
                                               limits: SourceLimits(maxFileSize: record.maxFileSize))
@@ -90,7 +95,7 @@ public struct PushHook: Sendable {
         let sourceRecord = try Records.put(pushed, in: keg)
         try await refs.compareAndSwap(try RefName("apps/\(app)/source"), to: sourceRecord, expecting: .any, actor: pusher)
         try await refs.compareAndSwap(try RefName("commits/\(source.commit)"), to: sourceRecord, expecting: .any, actor: pusher)
-        say("       Source \(source.tree.short): \(source.files) files, \(source.bytes >> 10) KiB, by \(source.author)\n")
+        say("       Source \(source.tree.short): \(source.files) files, \(source.bytes >> 10) KiB, by \(source.author.terminalSafe)\n")
 
         // app.json's health checks are read before the build, so a bad one rejects the push at once.
         var healthchecks: [String: HealthCheck] = [:]
@@ -249,4 +254,24 @@ public struct PushHook: Sendable {
 /// Whether the hook is running the build itself, and how that ended.
 private final class InlineBuild: Sendable {
     let state = Mutex<(running: Bool, error: String?)>((false, nil))
+}
+
+/// An exclusive `flock` on a file in the app's repository, held while a push deploys.
+struct PushLock {
+    let fd: Int32
+
+    init(path: String, app: String) throws {
+        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw KbuildError.syscall("open", path, verb: "lock the deploy of \(app)") }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            let busy = errno == EWOULDBLOCK
+            close(fd)
+            if busy {
+                throw KbuildError(.conflict, "another push to \(app) is being built and deployed; push again when it is done (kbuild releases \(app))")
+            }
+            throw KbuildError.syscall("flock", path, verb: "lock the deploy of \(app)")
+        }
+    }
+
+    func release() { close(fd) }
 }

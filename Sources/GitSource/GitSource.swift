@@ -22,10 +22,16 @@ public struct SourceLimits: Sendable {
     public var maxFileSize: UInt64
     /// Largest whole tree.
     public var maxTotalSize: UInt64
+    /// Deepest directory nesting (Linux refuses paths over 4 KiB anyway).
+    public var maxDepth: Int
+    /// Most entries in the whole tree (files, directories and links).
+    public var maxEntries: Int
 
-    public init(maxFileSize: UInt64 = 100 << 20, maxTotalSize: UInt64 = 2 << 30) {
+    public init(maxFileSize: UInt64 = 100 << 20, maxTotalSize: UInt64 = 2 << 30, maxDepth: Int = 64, maxEntries: Int = 1_000_000) {
         self.maxFileSize = maxFileSize
         self.maxTotalSize = maxTotalSize
+        self.maxDepth = maxDepth
+        self.maxEntries = maxEntries
     }
 }
 
@@ -59,8 +65,14 @@ public enum GitSource {
         guard git_commit_tree(&treePointer, commit) == 0, let root = treePointer else { throw gitError("read the tree of \(revision)") }
         defer { git_tree_free(root) }
 
-        var walk = Walk(repo: repo, keg: keg, writer: keg.writer(), limits: limits)
-        let tree = try walk.tree(root, path: "")
+        var odbPointer: OpaquePointer?
+        guard git_repository_odb(&odbPointer, repo) == 0, let odb = odbPointer else { throw gitError("open the object database") }
+        defer { git_odb_free(odb) }
+        var walk = Walk(repo: repo, odb: odb, keg: keg, writer: keg.writer(), limits: limits)
+        let tree = try walk.tree(root, path: "", depth: 0)
+        for (path, target) in walk.links.sorted(by: { $0.key < $1.key }) {
+            try GitSource.checkLink(target, at: path, links: walk.links)
+        }
         try walk.writer.commit()
 
         let author = git_commit_author(commit).pointee
@@ -82,21 +94,31 @@ public enum GitSource {
 
     private struct Walk {
         let repo: OpaquePointer
+        let odb: OpaquePointer
         let keg: Keg
         let writer: KegWriter
         let limits: SourceLimits
         var files = 0
+        var entryCount = 0
         var bytes: UInt64 = 0
+        /// Every symlink in the tree by its path, checked once the whole tree is known.
+        var links: [String: [UInt8]] = [:]
 
-        init(repo: OpaquePointer, keg: Keg, writer: KegWriter, limits: SourceLimits) {
+        init(repo: OpaquePointer, odb: OpaquePointer, keg: Keg, writer: KegWriter, limits: SourceLimits) {
             self.repo = repo
+            self.odb = odb
             self.keg = keg
             self.writer = writer
             self.limits = limits
         }
 
-        mutating func tree(_ tree: OpaquePointer, path: String) throws -> KID {
+        /// Recursion is bounded by `limits.maxDepth`, checked before going down.
+        mutating func tree(_ tree: OpaquePointer, path: String, depth: Int) throws -> KID {
             var entries: [Tree.Entry] = []
+            entryCount += git_tree_entrycount(tree)
+            guard entryCount <= limits.maxEntries else {
+                throw KbuildError(.invalidArgument, "refusing the push: the tree has over \(limits.maxEntries) entries (at \(path.isEmpty ? "/" : path))")
+            }
             for i in 0..<git_tree_entrycount(tree) {
                 let entry = git_tree_entry_byindex(tree, i)!
                 let nameBytes = Array(UnsafeBufferPointer(start: git_tree_entry_name(entry), count: strlen(git_tree_entry_name(entry)))).map { UInt8(bitPattern: $0) }
@@ -111,10 +133,13 @@ public enum GitSource {
                 let oid = git_tree_entry_id(entry)!
                 switch git_tree_entry_filemode(entry) {
                 case GIT_FILEMODE_TREE:
+                    guard depth < limits.maxDepth else {
+                        throw KbuildError(.invalidArgument, "refusing the push: \(String(full.prefix(200)))… is nested over \(limits.maxDepth) directories deep")
+                    }
                     var sub: OpaquePointer?
                     guard git_tree_lookup(&sub, repo, oid) == 0, let sub else { throw GitSource.gitError("read directory \(full)") }
                     defer { git_tree_free(sub) }
-                    entries.append(.directory(name, kid: try self.tree(sub, path: full)))
+                    entries.append(.directory(name, kid: try self.tree(sub, path: full, depth: depth + 1)))
                 case GIT_FILEMODE_BLOB, GIT_FILEMODE_BLOB_EXECUTABLE:
                     let executable = git_tree_entry_filemode(entry) == GIT_FILEMODE_BLOB_EXECUTABLE
                     let content = try blob(oid, path: full)
@@ -126,7 +151,7 @@ public enum GitSource {
                     files += 1
                 case GIT_FILEMODE_LINK:
                     let target = try blob(oid, path: full)
-                    try GitSource.checkLink(target, at: full)
+                    links[full] = target
                     var e = Tree.Entry.symlink(name, target: "")
                     e.name = nameBytes
                     e.target = target
@@ -145,34 +170,63 @@ public enum GitSource {
             return kid
         }
 
+        /// The blob's bytes, its size checked first from the object's header
+        /// (a 2 MB push of a 2 GiB zero file is refused without inflating it).
         mutating func blob(_ oid: UnsafePointer<git_oid>, path: String) throws -> [UInt8] {
+            var length = 0
+            var type = GIT_OBJECT_ANY
+            guard git_odb_read_header(&length, &type, odb, oid) == 0 else { throw GitSource.gitError("read the header of file \(path)") }
+            try check(size: UInt64(length), path: path)
             var blob: OpaquePointer?
             guard git_blob_lookup(&blob, repo, oid) == 0, let blob else { throw GitSource.gitError("read file \(path)") }
             defer { git_blob_free(blob) }
             let size = UInt64(git_blob_rawsize(blob))
-            guard size <= limits.maxFileSize else {
-                throw KbuildError(.invalidArgument, "refusing the push: \(path) is \(size) bytes, over the limit of \(limits.maxFileSize)")
-            }
+            guard size == UInt64(length) else { throw KbuildError(.corrupt, "failed to read file \(path): its header says \(length) bytes, its content \(size)") }
             bytes += size
-            guard bytes <= limits.maxTotalSize else {
-                throw KbuildError(.invalidArgument, "refusing the push: the tree is over the limit of \(limits.maxTotalSize) bytes (at \(path))")
-            }
             guard size > 0, let raw = git_blob_rawcontent(blob) else { return [] }
             return Array(UnsafeRawBufferPointer(start: raw, count: Int(size)))
         }
+
+        func check(size: UInt64, path: String) throws {
+            guard size <= limits.maxFileSize else {
+                throw KbuildError(.invalidArgument, "refusing the push: \(path) is \(size) bytes, over the limit of \(limits.maxFileSize)")
+            }
+            guard bytes + size <= limits.maxTotalSize else {
+                throw KbuildError(.invalidArgument, "refusing the push: the tree is over the limit of \(limits.maxTotalSize) bytes (at \(path))")
+            }
+        }
     }
 
-    /// A symlink must stay inside the tree: relative, and never climbing above the root.
-    static func checkLink(_ target: [UInt8], at path: String) throws {
+    /// A symlink must stay inside the tree: relative, and never climbing above
+    /// the root, following the tree's other symlinks as the kernel would
+    /// (`d/y -> ..` with `z -> d/y/..` is `z -> ..`, outside), at most 40 hops.
+    /// `links` is every symlink of the tree by path.
+    static func checkLink(_ target: [UInt8], at path: String, links: [String: [UInt8]] = [:]) throws {
         let text = String(decoding: target, as: UTF8.self)
-        func outside() -> KbuildError {
-            KbuildError(.invalidArgument, "refusing the push: symlink \(path) points outside the tree (\(text.debugDescription))")
+        func outside(_ why: String = "points outside the tree") -> KbuildError {
+            KbuildError(.invalidArgument, "refusing the push: symlink \(path) \(why) (\(text.debugDescription))")
         }
-        guard !target.isEmpty, target.first != UInt8(ascii: "/"), !target.contains(0) else { throw outside() }
-        var depth = path.split(separator: "/").count - 1  // the link's own directory
-        for part in text.split(separator: "/", omittingEmptySubsequences: true) {
-            if part == ".." { depth -= 1 } else if part != "." { depth += 1 }
-            if depth < 0 { throw outside() }
+        func parts(_ bytes: [UInt8]) throws -> [String] {
+            guard !bytes.isEmpty, bytes.first != UInt8(ascii: "/"), !bytes.contains(0) else { throw outside() }
+            return String(decoding: bytes, as: UTF8.self).split(separator: "/", omittingEmptySubsequences: true).map(String.init)
+        }
+        var directory = Array(path.split(separator: "/").map(String.init).dropLast())  // the link's own directory
+        var pending = try parts(target)[...]
+        var hops = 0
+        while let part = pending.popFirst() {
+            if part == "." { continue }
+            if part == ".." {
+                guard directory.popLast() != nil else { throw outside() }
+                continue
+            }
+            let candidate = (directory + [part]).joined(separator: "/")
+            if let next = links[candidate] {
+                hops += 1
+                guard hops <= 40 else { throw outside("goes through over 40 symlinks") }
+                pending = try parts(next)[...] + pending
+            } else {
+                directory.append(part)
+            }
         }
     }
 }

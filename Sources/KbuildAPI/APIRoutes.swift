@@ -194,6 +194,7 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
             _ = try? await refs.compareAndSwap(ref.name, to: nil, expecting: .value(ref.kid), actor: "apps:destroy")
         }
         try? FileManager.default.removeItem(atPath: apps.repository(app))
+        try await AppTokens(keg: keg, refs: refs).forget(app: app, actor: "apps:destroy")
         return ["destroyed": app]
     }
 
@@ -356,9 +357,11 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
         return name
     }
 
-    /// Who asks: the CLI's `Kbuild-Actor` (the token holder vouches for it), the
-    /// basic-auth user name, else "api".
+    /// Who asks. An app token acts as itself (`token:NAME`), whatever the
+    /// client says; the admin token's holder vouches for the CLI's
+    /// `Kbuild-Actor`, else the basic-auth user name, else "api".
     func actor(_ request: Request) -> String {
+        if let token = request.headers[TokenAuthMiddleware<Context>.tokenNameHeader] { return "token:\(token)" }
         if let name = HTTPField.Name("Kbuild-Actor"), let actor = request.headers[name],
            !actor.isEmpty, actor.utf8.count <= 64, actor.allSatisfy({ $0.isLetter || $0.isNumber || "._@-:".contains($0) }) {
             return actor
@@ -367,7 +370,12 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
     }
 
     func decode<T: Decodable>(_ type: T.Type, _ request: Request, _ context: Context) async throws -> T {
-        let body = try await request.body.collect(upTo: 1 << 20)
+        let body: ByteBuffer
+        do {
+            body = try await request.body.collect(upTo: API.maxBody)
+        } catch {
+            throw KbuildError(.tooLarge, "failed to read the request body: it is over \(API.maxBody >> 10) KiB")
+        }
         do {
             return try JSONDecoder().decode(type, from: Data(buffer: body))
         } catch {

@@ -6,6 +6,8 @@ public import Foundation
 /// The JSON the API speaks (`/api/v1/…`), shared by the server and the CLI.
 public enum API {
     public static let prefix = "/api/v1"
+    /// Largest JSON body the API reads (a bigger one gets 413).
+    public static let maxBody = 1 << 20
 
     public struct ReleaseInfo: Codable, Sendable, Equatable {
         public var version: Int64

@@ -81,7 +81,7 @@ struct UpCommand: AsyncParsableCommand {
         let nodeConfigs = try nodeConfigurations(dataDir)
         let serverURL = "http://\(host):\(port)"
 
-        var system = KbuildSystem(logger: logger)
+        var system = KbuildSystem(logger: logger) { say($0) }
         let server = try await system.startServer(keg: keg, refs: refs, dataDir: dataDir, kbuild: kbuildExecutable, host: host, port: port,
                                                   sandbox: try Sandbox()) { [workers, nodes] url in
             try? Data((url + "\n").utf8).write(to: dataDir.serverURLFile, options: .atomic)
@@ -161,7 +161,7 @@ struct WorkerCommand: AsyncParsableCommand {
     func run() async throws {
         var logger = Logger(label: "kbuild-worker")
         logger.logLevel = .warning
-        var system = KbuildSystem(logger: logger)
+        var system = KbuildSystem(logger: logger) { say($0) }
         let worker = system.startBuildWorker(keg: try global.openKeg(), refs: try global.openRefs(), sandbox: try Sandbox(warmHelpers: 1))
         say("kbuild worker \(worker.builder.worker): waiting for builds in \(global.dir.root.path)")
         try await system.run()
@@ -195,7 +195,7 @@ struct AgentCommand: AsyncParsableCommand {
         say("kbuild agent \(name): \(config.capacity.description), state in \(config.stateDir)")
         var logger = Logger(label: "kbuild-agent")
         logger.logLevel = .warning
-        var system = KbuildSystem(logger: logger)
+        var system = KbuildSystem(logger: logger) { say($0) }
         system.startNodeAgent(config, keg: try global.openKeg(), refs: try global.openRefs(), sandbox: try Sandbox()) { say($0) }
         try await system.run()
     }

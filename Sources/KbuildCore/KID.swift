@@ -156,13 +156,30 @@ extension String {
             switch scalar {
             case "\"": out += "\\\""
             case "\\": out += "\\\\"
-            case _ where scalar.value < 0x20 || scalar.value == 0x7f:
+            case _ where scalar.value < 0x20 || (0x7f...0x9f).contains(scalar.value):
                 out += String(format: "\\x%02x", scalar.value)
             default: out.unicodeScalars.append(scalar)
             }
         }
         if unicodeScalars.count > 200 { out += "…" }
         return out + "\""
+    }
+
+    /// The string safe to print on a terminal: C0 controls but tab, DEL and
+    /// C1 controls (ESC and CSI start escape sequences that can rewrite the
+    /// screen) shown as `\xNN`. For text others wrote: commit authors and
+    /// messages, pushers, app output shown by kbuild itself.
+    public var terminalSafe: String {
+        guard unicodeScalars.contains(where: { ($0.value < 0x20 && $0 != "\t") || (0x7f...0x9f).contains($0.value) }) else { return self }
+        var out = ""
+        for scalar in unicodeScalars {
+            if (scalar.value < 0x20 && scalar != "\t") || (0x7f...0x9f).contains(scalar.value) {
+                out += String(format: "\\x%02x", scalar.value)
+            } else {
+                out.unicodeScalars.append(scalar)
+            }
+        }
+        return out
     }
 }
 

@@ -23,6 +23,8 @@ public struct KbuildError: Error, Sendable, Equatable, CustomStringConvertible, 
         case forbidden
         /// The request is valid but cannot be served (e.g. an unsatisfiable range).
         case unsatisfiable
+        /// A request body, upload or stored thing is over its size limit or its owner's quota.
+        case tooLarge
     }
 
     public let code: Code

@@ -31,7 +31,7 @@ public final class AppTokens: Sendable {
     let keg: Keg
     let refs: any RefStore
     /// Token hash → apps, as read at a time (kept a second).
-    private let cache = Mutex<(at: Date, byHash: [String: [String]])?>(nil)
+    private let cache = Mutex<(at: Date, byHash: [String: (name: String, apps: [String])])?>(nil)
 
     public init(keg: Keg, refs: any RefStore) {
         self.keg = keg
@@ -79,15 +79,34 @@ public final class AppTokens: Sendable {
         cache.withLock { $0 = nil }
     }
 
-    /// The apps a token may act on, or nil when it is no app token. Revocations
-    /// are seen within a second.
-    func apps(for token: String) async -> [String]? {
+    /// Takes `app` out of every token (a token left with no app is revoked):
+    /// `apps:destroy` does this, so a token never reaches a new app that
+    /// happens to get the old one's name.
+    public func forget(app: String, actor: String) async throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        encoder.dateEncodingStrategy = .iso8601
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        for ref in try await refs.list(prefix: try RefName("tokens")) {
+            guard var record = try? decoder.decode(AppTokenRecord.self, from: Data(try keg.logicalBytes(ref.kid, maxWhole: 1 << 20))),
+                  record.apps.contains(app) else { continue }
+            record.apps.removeAll { $0 == app }
+            let next = record.apps.isEmpty ? nil : try keg.putBlob(Array(try encoder.encode(record)))
+            try await refs.compareAndSwap(ref.name, to: next, expecting: .value(ref.kid), actor: actor)
+        }
+        cache.withLock { $0 = nil }
+    }
+
+    /// The token's name and the apps it may act on, or nil when it is no app
+    /// token. Revocations are seen within a second.
+    func lookup(_ token: String) async -> (name: String, apps: [String])? {
         let hash = AppTokens.hash(token)
         let now = Date()
         if let hit = cache.withLock({ c in c.flatMap { now.timeIntervalSince($0.at) < 1 ? $0.byHash : nil } }) { return hit[hash] }
         let all = (try? await list()) ?? []
-        var byHash: [String: [String]] = [:]
-        for r in all { byHash[r.sha256] = r.apps }
+        var byHash: [String: (name: String, apps: [String])] = [:]
+        for r in all { byHash[r.sha256] = (r.name, r.apps) }
         cache.withLock { $0 = (now, byHash) }
         return byHash[hash]
     }

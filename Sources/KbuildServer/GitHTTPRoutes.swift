@@ -61,7 +61,9 @@ public struct GitHTTPRoutes<Context: RequestContext>: Sendable {
 
         var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("GIT_") && !$0.key.hasPrefix("HTTP_") }
         env.merge(environment) { _, new in new }
-        let user = BasicAuth.user(request.headers[.authorization]) ?? "token"
+        // An app token pushes as itself; the admin token's holder names the pusher.
+        let user = request.headers[TokenAuthMiddleware<Context>.tokenNameHeader].map { "token:\($0)" }
+            ?? BasicAuth.user(request.headers[.authorization]) ?? "token"
         let host = request.head.authority ?? "localhost"
         env["GIT_PROJECT_ROOT"] = projectRoot
         env["GIT_HTTP_EXPORT_ALL"] = "1"
@@ -119,11 +121,18 @@ public struct GitHTTPRoutes<Context: RequestContext>: Sendable {
         }
         let (status, headers, rest) = try await process.readHeaders()
         let body = ResponseBody { writer in
-            defer { process.finish() }
-            if !rest.isEmpty { try await writer.write(ByteBuffer(bytes: rest)) }
-            while let chunk = try await process.read() {
-                try await writer.write(ByteBuffer(bytes: chunk))
+            do {
+                if !rest.isEmpty { try await writer.write(ByteBuffer(bytes: rest)) }
+                while let chunk = try await process.read() {
+                    try await writer.write(ByteBuffer(bytes: chunk))
+                }
+            } catch {
+                // The client went away (git's keepalives during a quiet build
+                // find that out within seconds): the push ends here, whole.
+                await process.finish(abandoned: true)
+                throw error
             }
+            await process.finish(abandoned: false)
             try await writer.finish(nil)
         }
         return Response(status: status, headers: headers, body: body)
@@ -144,8 +153,12 @@ public struct GitHTTPRoutes<Context: RequestContext>: Sendable {
 }
 
 /// A CGI program's run: its stdout read without blocking a thread (the pipe is
-/// non-blocking; an empty pipe waits on a short, growing sleep), reaped at the end.
+/// non-blocking; an empty pipe waits on a short, growing sleep), reaped at the
+/// end without blocking one either. It leads a process group of its own, so
+/// everything it starts (for a push: `git receive-pack`, the pre-receive hook
+/// and the build it waits on) can be ended with it.
 final class CGIProcess: Sendable {
+    /// The process, and the id of its process group.
     let pid: pid_t
     let output: Int32
 
@@ -157,11 +170,16 @@ final class CGIProcess: Sendable {
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_adddup2(&actions, stdin, 0)
         posix_spawn_file_actions_adddup2(&actions, fds[1], 1)
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETPGROUP))
+        posix_spawnattr_setpgroup(&attributes, 0)
         let args = argv.map { strdup($0) } + [nil]
         let env = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
         defer { (args + env).forEach { free($0) } }
         var pid: pid_t = 0
-        let rc = posix_spawn(&pid, argv[0], &actions, nil, args, env)
+        let rc = posix_spawn(&pid, argv[0], &actions, &attributes, args, env)
         close(fds[1])
         guard rc == 0 else {
             close(fds[0])
@@ -190,8 +208,15 @@ final class CGIProcess: Sendable {
     func readHeaders() async throws -> (HTTPResponse.Status, HTTPFields, [UInt8]) {
         var data: [UInt8] = []
         while true {
-            guard let chunk = try await read() else {
-                finish()
+            let chunk: [UInt8]?
+            do {
+                chunk = try await read()
+            } catch {
+                await finish(abandoned: true)
+                throw error
+            }
+            guard let chunk else {
+                await finish(abandoned: true)
                 throw KbuildError(.io, "git http-backend ended before its headers")
             }
             data += chunk
@@ -201,7 +226,10 @@ final class CGIProcess: Sendable {
                 if i + 2 < data.count, data[i + 1] == 0x0d, data[i + 2] == 0x0a { end = (i, 3); break }
             }
             guard let (at, skip) = end else {
-                guard data.count < 65536 else { finish(); throw KbuildError(.io, "git http-backend sent headers over 64 KiB") }
+                guard data.count < 65536 else {
+                    await finish(abandoned: true)
+                    throw KbuildError(.io, "git http-backend sent headers over 64 KiB")
+                }
                 continue
             }
             var status = HTTPResponse.Status.ok
@@ -220,16 +248,38 @@ final class CGIProcess: Sendable {
         }
     }
 
-    /// Closes the pipe and reaps the process (killing it if it still runs:
-    /// the client went away).
-    func finish() {
+    /// Closes the pipe and reaps the process on a short, growing sleep (never
+    /// blocking a thread). `abandoned`: the client went away, so the whole
+    /// group goes at once (http-backend, receive-pack, the hook: nothing
+    /// deploys and nothing is left). Otherwise it has 5 s to exit after its
+    /// output ended. Either way, once it has exited (a zombie, so its id
+    /// cannot be reused yet) whatever is left in its group is killed, and
+    /// then it is reaped.
+    func finish(abandoned: Bool) async {
         close(output)
-        var status: Int32 = 0
-        for _ in 0..<200 {
-            if waitpid(pid, &status, WNOHANG) != 0 { return }
-            usleep(10_000)
+        if abandoned { kill(-pid, SIGKILL) }
+        let started = ContinuousClock.now
+        var pause: UInt64 = 1_000_000
+        var killed = abandoned
+        while !CGIProcess.hasExited(pid) {
+            if !killed && (Task.isCancelled || ContinuousClock.now - started > .seconds(5)) {
+                kill(-pid, SIGKILL)
+                killed = true
+            }
+            if Task.isCancelled { break }  // killed: the blocking wait below is over at once
+            try? await Task.sleep(nanoseconds: pause)
+            pause = min(pause * 2, 20_000_000)
         }
-        kill(pid, SIGKILL)
-        waitpid(pid, &status, 0)
+        kill(-pid, SIGKILL)
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+    }
+
+    /// Whether `pid`, a child not reaped yet, has exited (is a zombie).
+    static func hasExited(_ pid: pid_t) -> Bool {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let paren = stat.lastIndex(of: ")") else { return true }
+        let state = stat[stat.index(after: paren)...].drop(while: { $0 == " " }).first
+        return state == "Z" || state == "X"
     }
 }

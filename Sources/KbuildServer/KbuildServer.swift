@@ -3,6 +3,7 @@ public import Keg
 public import Logging
 public import RefStore
 import Foundation
+import HummingbirdCore
 
 /// The one HTTP server of a kbuild host: the Keg's objects, the registry and
 /// git's smart HTTP, and the API (`api` registers its routes).
@@ -32,9 +33,13 @@ public enum KbuildHTTP {
     /// gets the base URL once the socket is bound (useful with port 0).
     public static func server(keg: Keg, refs: any RefStore, tokens: [String], git: GitHTTPRoutes<BasicRequestContext>? = nil,
                               api: (@Sendable (Router<BasicRequestContext>) -> Void)? = nil, host: String, port: Int, logger: Logger,
+                              limits: ConnectionLimits = ConnectionLimits(),
                               onRunning: @escaping @Sendable (String) async -> Void) -> some ApplicationProtocol {
-        Application(
+        let count = ConnectionLimits.Count()
+        return Application(
             router: router(keg: keg, refs: refs, tokens: tokens, git: git, api: api),
+            server: .http1(configuration: .init(additionalChannelHandlers: [ConnectionGuard(limits: limits, count: count)],
+                                                idleTimeout: limits.idleTimeout)),
             configuration: .init(address: .hostname(host, port: port), serverName: "kbuild"),
             onServerRunning: { channel in
                 let bound = channel.localAddress?.port ?? port

@@ -24,13 +24,16 @@ public struct RegistryRoutes<Context: RequestContext>: Sendable {
     let keg: Keg
     let refs: any RefStore
     let uploads: RegistryUploads
+    /// What each repository may serve to a token limited to some apps.
+    let reach: RegistryReach
     /// Largest manifest accepted (the spec suggests 4 MiB).
-    static var manifestLimit: Int { 4 << 20 }
+    static var manifestLimit: Int { Int(RegistryRoutesLimits.manifest) }
 
     public init(keg: Keg, refs: any RefStore) {
         self.keg = keg
         self.refs = refs
         self.uploads = RegistryUploads(keg: keg)
+        self.reach = RegistryReach(keg: keg, refs: refs)
     }
 
     public func register(on router: Router<Context>) {
@@ -176,10 +179,21 @@ public struct RegistryRoutes<Context: RequestContext>: Sendable {
         guard let route = RegistryPath(request.uri.path) else {
             return RegistryError.response(.notFound, "NAME_UNKNOWN", "no such registry path: \(request.uri.path)")
         }
+        // A token limited to some apps reads only what its repository's tags
+        // reach by descriptors (RegistryReach); the admin token reads any object.
+        let limited = request.headers[TokenAuthMiddleware<Context>.scopeHeader] != nil
         do {
             switch route {
-            case .manifest(let name, let reference): return try await manifest(name: name, reference: reference, head: head)
-            case .blob(let name, let digest): return try await blob(name: name, digest: digest, request: request, head: head)
+            case .manifest(let name, let reference):
+                if limited, reference.hasPrefix("sha256:"), try await !reach.contains(try RegistryNames.kid(digest: reference), repository: name) {
+                    throw RegistryError(.notFound, "MANIFEST_UNKNOWN", "manifest \(reference) is not in this registry")
+                }
+                return try await manifest(name: name, reference: reference, head: head)
+            case .blob(let name, let digest):
+                if limited, try await !reach.contains(try RegistryNames.kid(digest: digest), repository: name) {
+                    throw RegistryError(.notFound, "BLOB_UNKNOWN", "blob \(digest) is not in this registry")
+                }
+                return try await blob(name: name, digest: digest, request: request, head: head)
             case .tags(let name): return try await tags(name: name)
             case .upload(let name, let id):
                 return accepted(name: name, id: id, size: try await uploads.size(of: id, repository: name))
@@ -205,7 +219,7 @@ public struct RegistryRoutes<Context: RequestContext>: Sendable {
         }
         let bytes: [UInt8]
         do {
-            bytes = try await NIOThreadPool.singleton.runIfActive { [keg] in try keg.logicalBytes(kid, maxWhole: 4 << 20) }
+            bytes = try await NIOThreadPool.singleton.runIfActive { [keg] in try keg.logicalBytes(kid, maxWhole: RegistryRoutesLimits.manifest) }
         } catch {
             throw RegistryError(.notFound, "MANIFEST_UNKNOWN", "manifest \(kid.ociDigest) is not in this registry")
         }

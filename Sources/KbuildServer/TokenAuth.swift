@@ -11,8 +11,8 @@ public import HTTPTypes
 /// App tokens (`AppTokens`) may act on their apps only: the API under
 /// /api/v1/apps/APP, git at /APP.git and registry pulls of APP. Anything else
 /// gets 403, the same answer whether or not the app exists. The handlers learn
-/// the token's apps from the `Kbuild-Scope` header this middleware sets (one a
-/// client sends is dropped).
+/// the token's apps from the `Kbuild-Scope` header this middleware sets, and
+/// its name from `Kbuild-Token-Name` (either one a client sends is dropped).
 public struct TokenAuthMiddleware<Context: RequestContext>: RouterMiddleware {
     let tokens: [String]
     let appTokens: AppTokens?
@@ -23,21 +23,24 @@ public struct TokenAuthMiddleware<Context: RequestContext>: RouterMiddleware {
     }
 
     public static var scopeHeader: HTTPField.Name { HTTPField.Name("Kbuild-Scope")! }
+    /// The app token's name, set beside the scope: who acts, whatever the client claims.
+    public static var tokenNameHeader: HTTPField.Name { HTTPField.Name("Kbuild-Token-Name")! }
 
     public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         var head = request.head
-        if head.headerFields[TokenAuthMiddleware.scopeHeader] != nil {
-            head.headerFields[TokenAuthMiddleware.scopeHeader] = nil
+        for name in [TokenAuthMiddleware.scopeHeader, TokenAuthMiddleware.tokenNameHeader] where head.headerFields[name] != nil {
+            head.headerFields[name] = nil
         }
         let request = head == request.head ? request : Request(head: head, body: request.body)
         if request.uri.path == "/healthz" { return try await next(request, context) }
         guard let given = TokenAuthMiddleware.token(from: request.headers[.authorization]) else { return TokenAuthMiddleware.unauthorized() }
         if tokens.contains(where: { AdminToken.matches(given, $0) }) { return try await next(request, context) }
-        guard let apps = await appTokens?.apps(for: given) else { return TokenAuthMiddleware.unauthorized() }
+        guard let (name, apps) = await appTokens?.lookup(given) else { return TokenAuthMiddleware.unauthorized() }
         guard TokenAuthMiddleware.allows(apps: apps, method: request.method, path: request.uri.path) else {
             return ErrorBody.response(KbuildError(.forbidden, "this token may not do that (it is limited to some apps)"))
         }
         head.headerFields[TokenAuthMiddleware.scopeHeader] = apps.joined(separator: ",")
+        head.headerFields[TokenAuthMiddleware.tokenNameHeader] = name
         return try await next(Request(head: head, body: request.body), context)
     }
 
@@ -94,6 +97,7 @@ public enum ErrorBody {
         case .unauthorized: .unauthorized
         case .forbidden: .forbidden
         case .unsatisfiable: .rangeNotSatisfiable
+        case .tooLarge: .contentTooLarge
         case .corrupt, .io: .internalServerError
         }
     }

@@ -31,14 +31,25 @@ import GitGateway
 ///     try await system.run()
 public struct KbuildSystem {
     public let logger: Logger
+    /// Where a supervised part's failures and restarts are reported (besides the logger).
+    public let report: (@Sendable (String) -> Void)?
     var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
 
-    public init(logger: Logger) { self.logger = logger }
+    public init(logger: Logger, report: (@Sendable (String) -> Void)? = nil) {
+        self.logger = logger
+        self.report = report
+    }
 
-    /// Adds a service of the caller's own.
+    /// Adds a service of the caller's own; its failure stops the system.
     public mutating func add(_ service: some Service) { services.append(.init(service: service)) }
 
-    /// Runs every started part until SIGINT/SIGTERM (or one fails).
+    /// Adds a service under supervision (`Supervised`): its failure is
+    /// reported and it is restarted with backoff while the others serve.
+    public mutating func addSupervised(_ name: String, _ service: some Service) {
+        services.append(.init(service: Supervised(name, service, logger: logger, report: report), serviceName: name))
+    }
+
+    /// Runs every started part until SIGINT/SIGTERM (or an unsupervised one fails).
     public func run() async throws {
         let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
@@ -55,6 +66,7 @@ public struct KbuildSystem {
         let git = KbuildHTTP.gitRoutes(projectRoot: AppStore.gitRoot(dataDir), spoolDir: spool, environment: ["KBUILD_DATA_DIR": dataDir.root.path])
         let api = APIRoutes<KbuildHTTP.Context>(keg: keg, refs: refs, sandbox: sandbox) { dataDir.nodeDirectories().map { $0 + "/logs" } }
         let token = try AdminToken.loadOrCreate(in: dataDir)
+        ConnectionLimits.raiseFileLimit()
         add(KbuildHTTP.server(keg: keg, refs: refs, tokens: [token], git: git, api: { api.register(on: $0) },
                               host: host, port: port, logger: logger, onRunning: onRunning))
         return ServerHandle(token: token)
@@ -63,8 +75,9 @@ public struct KbuildSystem {
     /// A build worker with a warm sandbox helper: claims queued builds and runs them.
     @discardableResult
     public mutating func startBuildWorker(keg: Keg, refs: any RefStore, sandbox: Sandbox) -> BuildWorker {
-        let worker = BuildWorker(queue: BuildQueue(keg: keg, refs: refs), builder: Builder(keg: keg, refs: refs, sandbox: sandbox))
-        add(BuildWorkerService(worker: worker))
+        let worker = BuildWorker(queue: BuildQueue(keg: keg, refs: refs), builder: Builder(keg: keg, refs: refs, sandbox: sandbox),
+                                 report: { [report, logger] message in if let report { report(message) } else { logger.warning("\(message)") } })
+        addSupervised("build worker", BuildWorkerService(worker: worker))
         return worker
     }
 
@@ -73,7 +86,7 @@ public struct KbuildSystem {
     public mutating func startScheduler(keg: Keg, refs: any RefStore, policy: RolloutPolicy = RolloutPolicy(),
                                         log: @escaping @Sendable (String) -> Void = { _ in }) -> SchedulerService {
         let scheduler = SchedulerService(keg: keg, refs: refs, policy: policy, log: log)
-        add(scheduler)
+        addSupervised("scheduler", scheduler)
         return scheduler
     }
 
@@ -84,7 +97,7 @@ public struct KbuildSystem {
     public mutating func startNodeAgent(_ config: NodeAgentConfig, keg: Keg, records: Keg? = nil, refs: any RefStore, sandbox: Sandbox,
                                         remote: KegRemote? = nil, log: @escaping @Sendable (String) -> Void = { _ in }) -> NodeAgent {
         let agent = NodeAgent(config: config, keg: keg, records: records, refs: refs, sandbox: sandbox, remote: remote, log: log)
-        add(agent)
+        addSupervised("node agent \(config.name)", agent)
         return agent
     }
 
@@ -94,9 +107,9 @@ public struct KbuildSystem {
     public mutating func startRouter(keg: Keg, refs: any RefStore, host: String, port: Int, configuration: RouterConfiguration = RouterConfiguration(),
                                      requestLog: RequestLog? = nil, onBound: @escaping @Sendable (Int) -> Void = { _ in }) -> RouteTable {
         let table = RouteTable()
-        add(RouteFeed(keg: keg, refs: refs, table: table))
-        if let requestLog { add(requestLog) }
-        add(RouterService(host: host, port: port, table: table, logger: logger, configuration: configuration, onBound: onBound,
+        addSupervised("route feed", RouteFeed(keg: keg, refs: refs, table: table))
+        if let requestLog { addSupervised("request log", requestLog) }
+        addSupervised("router", RouterService(host: host, port: port, table: table, logger: logger, configuration: configuration, onBound: onBound,
                           onServed: { served in requestLog?.record(served) }))
         return table
     }

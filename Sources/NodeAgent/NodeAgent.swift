@@ -8,6 +8,7 @@ public import ServiceLifecycle
 import Builds
 import Releases
 public import Foundation
+import CKbuild
 
 /// What a node agent needs to know about its node.
 public struct NodeAgentConfig: Sendable {
@@ -27,8 +28,12 @@ public struct NodeAgentConfig: Sendable {
     public var stopGrace: Duration = .seconds(10)
     public var maxBackoff: Duration = .seconds(60)
     public var ports: ClosedRange<Int> = 20000...29999
-    /// Log bytes kept per app on this node: the logs of processes that no longer
-    /// run go, oldest first, past this (those of running ones stay whole).
+    /// Log bytes kept per process: its sandbox's helper drops the oldest half
+    /// of the file past this, as it writes (and says so in the log).
+    public var logCapPerProcess: UInt64 = 64 << 20
+    /// Log bytes kept per app on this node: past this, the oldest output goes
+    /// first (the logs of processes that stopped longest ago), so what is
+    /// kept is always the newest lines.
     public var logCapPerApp: UInt64 = 256 << 20
 
     public init(name: String, address: String = "127.0.0.1", network: SandboxNetwork = .host, capacity: Resources = NodeAgentConfig.hostCapacity(), stateDir: String) {
@@ -177,7 +182,7 @@ actor AgentLoop {
                 await checkHealth()
                 try await report()
                 if ContinuousClock.now - lastLogSweep > .seconds(30) {
-                    LogCap.sweep(directory: stateDir + "/logs", keep: Set(table.keys), capPerApp: config.logCapPerApp)
+                    LogCap.sweep(directory: stateDir + "/logs", capPerApp: config.logCapPerApp)
                     lastLogSweep = .now
                 }
             } catch is CancellationError {
@@ -267,7 +272,7 @@ actor AgentLoop {
             let spec = SandboxSpec(command: ["/bin/sh", "-c", p.spec.command], lowerDirs: launch.lowerDirs, environment: launch.environment,
                                    workingDirectory: launch.workingDirectory, hostname: p.name, network: config.network,
                                    limits: SandboxLimits(memory: p.spec.memory, pids: 4096, cpus: p.spec.cpus),
-                                   stdout: .lines(log), stderr: .discard, dieWithCaller: false)
+                                   stdout: .lines(log, cap: config.logCapPerProcess), stderr: .discard, dieWithCaller: false)
             let process = try await agent.sandbox.start(spec)
             let record = ProcessRecord(id: p.id, node: config.name, hostPID: process.pid, app: p.spec.app, name: p.name,
                                        release: p.release, version: release.version, spec: p.spec, port: port, startedAt: Date())
@@ -380,31 +385,79 @@ enum PortCheck {
 
 /// The size cap on an app's logs on a node.
 public enum LogCap {
-    /// Deletes the oldest logs of processes not in `keep` while an app's logs exceed `capPerApp`.
-    /// Returns the files removed. A pure decision (`victims`) over what the directory holds.
+    /// One log file as the sweep sees it.
+    public struct File: Sendable, Equatable {
+        public var app: String
+        public var id: String
+        public var size: UInt64
+        public var modified: Date
+        public init(app: String, id: String, size: UInt64, modified: Date) {
+            self.app = app
+            self.id = id
+            self.size = size
+            self.modified = modified
+        }
+    }
+
+    /// What to drop from the head of each file (bytes; the whole size means the whole file).
+    public struct Cut: Sendable, Equatable {
+        public var id: String
+        public var bytes: UInt64
+        public init(id: String, bytes: UInt64) {
+            self.id = id
+            self.bytes = bytes
+        }
+    }
+
+    /// Keeps each app's logs under `capPerApp`, dropping the oldest output
+    /// first: the files changed longest ago lose their heads (or go whole),
+    /// so the newest lines of every app are what stays. Returns what it cut.
     @discardableResult
-    public static func sweep(directory: String, keep: Set<String>, capPerApp: UInt64) -> [String] {
-        var files: [(app: String, id: String, size: UInt64, modified: Date)] = []
+    public static func sweep(directory: String, capPerApp: UInt64) -> [Cut] {
+        var files: [File] = []
         for name in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] where name.hasSuffix(".log") {
             guard let attrs = try? FileManager.default.attributesOfItem(atPath: directory + "/" + name) else { continue }
             let id = String(name.dropLast(4))
-            files.append((String(id.split(separator: ".").first ?? ""), id, (attrs[.size] as? UInt64) ?? 0,
-                          (attrs[.modificationDate] as? Date) ?? .distantPast))
+            files.append(File(app: String(id.split(separator: ".").first ?? ""), id: id, size: (attrs[.size] as? UInt64) ?? 0,
+                              modified: (attrs[.modificationDate] as? Date) ?? .distantPast))
         }
-        let removed = victims(files, keep: keep, capPerApp: capPerApp)
-        for id in removed { unlink(directory + "/\(id).log") }
-        return removed
-    }
-
-    public static func victims(_ files: [(app: String, id: String, size: UInt64, modified: Date)], keep: Set<String>, capPerApp: UInt64) -> [String] {
-        var out: [String] = []
-        for (_, group) in Dictionary(grouping: files, by: \.app) {
-            var total = group.reduce(0) { $0 + $1.size }
-            for f in group.sorted(by: { $0.modified < $1.modified }) where total > capPerApp && !keep.contains(f.id) {
-                out.append(f.id)
-                total -= f.size
+        let cuts = plan(files, capPerApp: capPerApp)
+        let sizes = Dictionary(files.map { ($0.id, $0.size) }, uniquingKeysWith: { a, _ in a })
+        for cut in cuts {
+            let path = directory + "/\(cut.id).log"
+            if cut.bytes >= sizes[cut.id] ?? 0 {
+                // The whole file: truncated, not unlinked, so a process still writing keeps its file.
+                let fd = open(path, O_WRONLY | O_CLOEXEC)
+                if fd >= 0 { _ = ftruncate(fd, 0); close(fd) }
+            } else {
+                let fd = open(path, O_RDWR | O_CLOEXEC)
+                guard fd >= 0 else { continue }
+                let dropped = kb_drop_head(fd, cut.bytes)
+                if dropped > 0 {
+                    let note = LogLine.format(Date(), tag: "k", "kbuild: dropped the oldest \(dropped) bytes of this process's output (the app's logs on this node are capped at \(capPerApp) bytes)") + "\n"
+                    _ = lseek(fd, 0, SEEK_END)
+                    _ = note.utf8CString.withUnsafeBufferPointer { write(fd, $0.baseAddress, $0.count - 1) }
+                }
+                close(fd)
             }
         }
-        return out.sorted()
+        // Empty logs of processes long gone take no room but clutter the directory.
+        for f in files where f.size == 0 && Date().timeIntervalSince(f.modified) > 86400 { unlink(directory + "/\(f.id).log") }
+        return cuts
+    }
+
+    /// The pure decision: per app over its cap, the oldest files first, each
+    /// cut by what is still over (whole when that is all of it).
+    public static func plan(_ files: [File], capPerApp: UInt64) -> [Cut] {
+        var out: [Cut] = []
+        for (_, group) in Dictionary(grouping: files, by: \.app) {
+            var total = group.reduce(0) { $0 + $1.size }
+            for f in group.sorted(by: { ($0.modified, $0.id) < ($1.modified, $1.id) }) where total > capPerApp && f.size > 0 {
+                let cut = min(f.size, total - capPerApp)
+                out.append(Cut(id: f.id, bytes: cut))
+                total -= cut
+            }
+        }
+        return out.sorted { $0.id < $1.id }
     }
 }

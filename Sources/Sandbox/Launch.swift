@@ -215,19 +215,20 @@ final class Launch: @unchecked Sendable {
         // The descriptors travel with the spec, in the order kbuild-sandbox/main.c reads them.
         var passed = [report.write, status.write]
         var flags: UInt32 = spec.dieWithCaller ? 1 : 0
+        var logCap: UInt64 = 0
         if case .fd(let fd) = spec.stdin { passed.append(fd); flags |= 2 }
         for (output, pipe, bit) in [(spec.stdout, stdoutPipe, UInt32(4)), (spec.stderr, stderrPipe, UInt32(8))] {
             switch output {
             case .discard: break
             case .fd(let fd): passed.append(fd); flags |= bit
-            case .lines(let fd): passed.append(fd); flags |= bit | 16
+            case .lines(let fd, let cap): passed.append(fd); flags |= bit | 16; logCap = cap
             case .pipe: passed.append(pipe!.write); flags |= bit
             }
         }
         if netnsFD >= 0 { passed.append(netnsFD) }
         if upperFD >= 0 { passed.append(upperFD) }
         passed += lowerFDs + mountFDs
-        let wire = SandboxWire.encode(spec, flags: flags, idMap: idMap, cgroupProcs: joinInHelper, mountIsDir: mountIsDir, openFiles: Launch.openFilesLimit(spec.limits.openFiles), hasUpper: upperFD >= 0, hasNetns: netnsFD >= 0)
+        let wire = SandboxWire.encode(spec, flags: flags, idMap: idMap, cgroupProcs: joinInHelper, mountIsDir: mountIsDir, openFiles: Launch.openFilesLimit(spec.limits.openFiles), logCap: logCap, hasUpper: upperFD >= 0, hasNetns: netnsFD >= 0)
         // From here on, a timeout or a cancel can kill the helper, even while it is still starting the sandbox.
         let pidfd = kb_sb_pidfd_open(helper.pid)
         guard pidfd >= 0 else { return abandon("failed to watch the sandbox helper: pidfd_open: \(String(cString: strerror(errno)))") }

@@ -224,8 +224,10 @@ public enum SandboxOutput: Sendable, Equatable {
     /// For stdout only (stderr then `.discard`): stdout and stderr go, line by
     /// line, to this log file, each line prefixed with its UTC time and `o` or
     /// `e` by the sandbox's helper (`2026-11-24T10:00:00.123456Z o text`), so
-    /// lines are whole and timed even while no kbuild watches.
-    case lines(Int32)
+    /// lines are whole and timed even while no kbuild watches. With a `cap`
+    /// (bytes, 0 for none) the helper keeps the file under it as it writes:
+    /// past the cap, the oldest half is dropped and a `k` line says so.
+    case lines(Int32, cap: UInt64 = 0)
 }
 
 public enum SandboxStream: Sendable, Equatable {

@@ -4,15 +4,15 @@ import Foundation
 /// The spec as the helper reads it from its control socket (little-endian;
 /// strings are a u32 length and bytes), its descriptors attached:
 ///
-///     "KBS2" uid gid net flags(1 die with caller, 2 stdin, 4 stdout, 8 stderr)
-///     upper_tmpfs_bytes:u64 tmp_bytes:u64
+///     "KBS3" uid gid net flags(1 die with caller, 2 stdin, 4 stdout, 8 stderr, 16 log lines)
+///     upper_tmpfs_bytes:u64 tmp_bytes:u64 log_cap:u64
 ///     nlower has_upper has_netns nmounts ncgroups nrlimits
 ///     cwd hostname upper_name uid_map gid_map  argc argv…  envc env…
 ///     (target is_dir)×nmounts  cgroup.procs×ncgroups  (resource soft:u64 hard:u64)×nrlimits
 enum SandboxWire {
     static func encode(_ spec: SandboxSpec, flags: UInt32, idMap: String, cgroupProcs: [String], mountIsDir: [Bool], openFiles: UInt64,
-                       hasUpper: Bool, hasNetns: Bool) -> [UInt8] {
-        var out = Array("KBS2".utf8)
+                       logCap: UInt64 = 0, hasUpper: Bool, hasNetns: Bool) -> [UInt8] {
+        var out = Array("KBS3".utf8)
         func u32(_ v: UInt32) { out.appendLittleEndian(v) }
         func u64(_ v: UInt64) { out.appendLittleEndian(v) }
         func str(_ s: String) { u32(UInt32(s.utf8.count)); out += s.utf8 }
@@ -22,7 +22,7 @@ enum SandboxWire {
         case .namespace: UInt32(KB_SB_NET_JOIN)
         }
         u32(spec.user); u32(spec.group); u32(net); u32(flags)
-        u64(spec.limits.upperSize); u64(spec.limits.tmpSize)
+        u64(spec.limits.upperSize); u64(spec.limits.tmpSize); u64(logCap)
         u32(UInt32(spec.lowerDirs.count)); u32(hasUpper ? 1 : 0); u32(hasNetns ? 1 : 0)
         u32(UInt32(spec.mounts.count)); u32(UInt32(cgroupProcs.count)); u32(2)
         str(SandboxSpec.canonical(spec.workingDirectory)); str(spec.hostname); str(spec.upperDir ?? ""); str(idMap); str(idMap)

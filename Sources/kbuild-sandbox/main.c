@@ -48,7 +48,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
+#include <linux/falloc.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -118,6 +120,37 @@ typedef struct {
     char buf[16384];
 } linebuf;
 
+/// The log file of a LOG_LINES sandbox: its size as this helper has seen it, and its cap.
+static struct {
+    uint64_t cap;   ///< bytes; 0: no cap
+    uint64_t size;  ///< the file's size, kept as lines are written
+} logfile;
+
+static void log_line(int log, char tag, const char *text, size_t n);
+
+/// Keeps the log under its cap: once past it, the oldest half is dropped in
+/// place (fallocate COLLAPSE_RANGE, block-aligned, so a line can be cut at
+/// the new start: readers skip what does not parse), or, where the
+/// filesystem cannot, the whole file; then a `k` line says what went.
+static void cap_log(int log) {
+    if (!logfile.cap || logfile.size <= logfile.cap) return;
+    struct stat st;
+    if (fstat(log, &st) < 0) return;
+    logfile.size = (uint64_t)st.st_size;
+    if (logfile.size <= logfile.cap) return;
+    uint64_t block = st.st_blksize > 0 ? (uint64_t)st.st_blksize : 4096;
+    uint64_t drop = (logfile.size - logfile.cap / 2) / block * block;
+    if (drop == 0 || fallocate(log, FALLOC_FL_COLLAPSE_RANGE, 0, (off_t)drop) < 0) {
+        drop = logfile.size;
+        if (ftruncate(log, 0) < 0) return;
+    }
+    logfile.size -= drop;
+    char note[160];
+    int n = snprintf(note, sizeof note, "kbuild: dropped the oldest %llu bytes of this process's output (its log is capped at %llu bytes)",
+                     (unsigned long long)drop, (unsigned long long)logfile.cap);
+    log_line(log, 'k', note, (size_t)n);
+}
+
 /// Writes one line to the log, prefixed with the time and the stream, in one write (O_APPEND: whole).
 static void log_line(int log, char tag, const char *text, size_t n) {
     char line[16384 + 64];
@@ -130,8 +163,9 @@ static void log_line(int log, char tag, const char *text, size_t n) {
     if (n > sizeof line - (size_t)head - 1) n = sizeof line - (size_t)head - 1;
     memcpy(line + head, text, n);
     line[(size_t)head + n] = '\n';
-    ssize_t unused = write(log, line, (size_t)head + n + 1);
-    (void)unused;
+    ssize_t wrote = write(log, line, (size_t)head + n + 1);
+    if (wrote > 0) logfile.size += (uint64_t)wrote;
+    if (tag != 'k') cap_log(log);
 }
 
 /// Reads what a stream has and logs each whole line; a line longer than the buffer is cut.
@@ -190,7 +224,7 @@ static int run_one(unsigned char *buf, size_t len, int *fds, int nfds, int sfd, 
     arena mem = {malloc(len * 6 + 65536), 0, len * 6 + 65536};
     if (!mem.base) report_and_exit(ENOMEM, "read the sandbox spec");
     reader r = {buf, buf + len, 0, &mem};
-    if (len < 4 || memcmp(buf, "KBS2", 4) != 0) report_and_exit(EINVAL, "read the sandbox spec: not a kbuild sandbox spec");
+    if (len < 4 || memcmp(buf, "KBS3", 4) != 0) report_and_exit(EINVAL, "read the sandbox spec: not a kbuild sandbox spec");
     r.p += 4;
     kb_sb_spec s;
     memset(&s, 0, sizeof s);
@@ -200,6 +234,7 @@ static int run_one(unsigned char *buf, size_t len, int *fds, int nfds, int sfd, 
     uint32_t flags = u32(&r);
     s.upper_tmpfs_bytes = u64(&r);
     s.tmp_bytes = u64(&r);
+    logfile.cap = u64(&r);
     uint32_t nlower = u32(&r), has_upper = u32(&r), has_netns = u32(&r), nmounts = u32(&r), ncgroups = u32(&r), nrlimits = u32(&r);
     s.cwd = str(&r);
     s.hostname = str(&r);
@@ -262,6 +297,8 @@ static int run_one(unsigned char *buf, size_t len, int *fds, int nfds, int sfd, 
         log = dup(stdio[1]);
         if (log < 0 || pipe2(po, O_CLOEXEC) < 0 || pipe2(pe, O_CLOEXEC) < 0) report_and_exit(errno, "make the log pipes");
         fcntl(log, F_SETFD, FD_CLOEXEC);
+        struct stat st;
+        logfile.size = fstat(log, &st) == 0 ? (uint64_t)st.st_size : 0;
         out.fd = po[0];
         errs.fd = pe[0];
         stdio[1] = po[1];

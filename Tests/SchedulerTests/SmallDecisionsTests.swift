@@ -6,16 +6,37 @@ import XCTest
 
 /// Small pure decisions beside the planner: the log cap, trace's targets, log lines.
 final class SmallDecisionsTests: XCTestCase {
-    func testTheLogCapRemovesTheOldestLogsOfStoppedProcessesOnly() {
+    func testTheLogCapDropsTheOldestOutputFirst() {
         let t = Date(timeIntervalSince1970: 1_800_000_000)
-        let files: [(app: String, id: String, size: UInt64, modified: Date)] = [
-            ("a", "a.web.1-old", 100, t), ("a", "a.web.1-mid", 100, t + 1), ("a", "a.web.1-now", 100, t + 2),
-            ("a", "a.web.2-run", 500, t - 10), ("b", "b.web.1-old", 50, t),
+        let files = [
+            LogCap.File(app: "a", id: "a.web.1-old", size: 100, modified: t), LogCap.File(app: "a", id: "a.web.1-mid", size: 100, modified: t + 1),
+            LogCap.File(app: "a", id: "a.web.1-now", size: 100, modified: t + 2), LogCap.File(app: "a", id: "a.web.2-run", size: 500, modified: t + 3),
+            LogCap.File(app: "b", id: "b.web.1-old", size: 50, modified: t),
         ]
-        // a holds 800 bytes against a cap of 600: its running process's log stays even though it is the oldest.
-        XCTAssertEqual(LogCap.victims(files, keep: ["a.web.1-now", "a.web.2-run"], capPerApp: 600), ["a.web.1-mid", "a.web.1-old"])
-        XCTAssertEqual(LogCap.victims(files, keep: [], capPerApp: 10_000), [])
-        XCTAssertEqual(LogCap.victims(files, keep: [], capPerApp: 0).count, 5)
+        // a holds 800 bytes against a cap of 650: the oldest file goes whole, the next loses its first 50 bytes; b is under its cap.
+        XCTAssertEqual(LogCap.plan(files, capPerApp: 650), [.init(id: "a.web.1-mid", bytes: 50), .init(id: "a.web.1-old", bytes: 100)])
+        XCTAssertEqual(LogCap.plan(files, capPerApp: 10_000), [])
+        // Cap 0: everything goes, the running process's log too (its newest lines are written after the cut).
+        XCTAssertEqual(LogCap.plan(files, capPerApp: 0).map(\.bytes).reduce(0, +), 850)
+    }
+
+    func testTheLogCapKeepsTheNewestLinesOnDisk() throws {
+        let dir = NSTemporaryDirectory() + "logcap-\(getpid())"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var text = ""
+        for i in 0..<20_000 { text += LogLine.format(Date(timeIntervalSince1970: 1_800_000_000 + Double(i)), tag: "o", "line \(i)") + "\n" }
+        try text.write(toFile: dir + "/a.web.1-x.log", atomically: false, encoding: .utf8)
+        let cuts = LogCap.sweep(directory: dir, capPerApp: 200_000)
+        XCTAssertEqual(cuts.count, 1)
+        let kept = try String(contentsOfFile: dir + "/a.web.1-x.log", encoding: .utf8)
+        XCTAssertLessThan(kept.utf8.count, text.utf8.count)
+        let lines = kept.split(separator: "\n").compactMap { LogLine.parse($0) }
+        // The newest line is kept; the oldest is gone; the last line says what was dropped.
+        XCTAssertTrue(lines.contains { $0.text == "line 19999" })
+        XCTAssertFalse(lines.contains { $0.text == "line 0" })
+        XCTAssertEqual(lines.last?.tag, UInt8(ascii: "k"))
+        XCTAssertTrue(lines.last?.text.contains("dropped the oldest") ?? false)
     }
 
     func testTraceTargets() throws {

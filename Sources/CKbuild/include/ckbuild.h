@@ -24,6 +24,13 @@ int kb_pipe_cloexec(int fds[2]);
 /// An unnamed file in directory `dir` (O_TMPFILE), read-write, for spooling.
 int kb_open_tmpfile(const char *dir);
 
+/// Drops about the first `bytes` of a file in place: fallocate's
+/// COLLAPSE_RANGE, rounded down to the filesystem's block size (so a line can
+/// be cut at the new start); where that cannot be done (too little, or a
+/// filesystem without it) the whole file is truncated. Returns the bytes
+/// dropped, or -1 with errno.
+long long kb_drop_head(int fd, unsigned long long bytes);
+
 /// openat2(2) of `path` strictly beneath `dirfd`: no symlink in any component,
 /// no `..` out of it. Falls back to openat(O_NOFOLLOW) on kernels without openat2.
 int kb_open_beneath(int dirfd, const char *path, int flags);

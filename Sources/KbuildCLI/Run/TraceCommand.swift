@@ -38,46 +38,50 @@ struct TraceCommand: AsyncParsableCommand {
     }
 
     func printResult(_ r: TraceResult) {
-        say("=== \(r.subject)")
+        sayText("=== \(r.subject)")
         if let p = r.up.process {
             let state = p.state.map { ", \($0) now" } ?? ", not running now"
-            say("process  \(p.kid.short)  \(p.record.app).\(p.record.name) on node \(p.record.node), host PID \(p.record.hostPID), port \(p.record.port), started \(shortDate(p.record.startedAt))\(state)")
+            sayText("process  \(p.kid.short)  \(p.record.app).\(p.record.name) on node \(p.record.node), host PID \(p.record.hostPID), port \(p.record.port), started \(shortDate(p.record.startedAt))\(state)")
         }
         if let rel = r.up.release {
-            say("release  \(rel.app) v\(rel.version) (\(rel.kid.short)): \(rel.description), by \(rel.createdBy) at \(shortDate(rel.createdAt))")
-            say("image    \(rel.image)")
+            sayText("release  \(rel.app) v\(rel.version) (\(rel.kid.short)): \(rel.description), by \(rel.createdBy) at \(shortDate(rel.createdAt))")
+            sayText("image    \(rel.image)")
         }
         if let b = r.up.build {
-            say("build    \(b.build.short) on stack \(b.stack), buildpacks \(b.buildpacks.joined(separator: ", "))\(b.log.map { _ in "; log: kbuild logs \(b.build.short)" } ?? "")")
+            sayText("build    \(b.build.short) on stack \(b.stack), buildpacks \(b.buildpacks.joined(separator: ", "))\(b.log.map { _ in "; log: kbuild logs \(b.build.short)" } ?? "")")
         }
         if let s = r.up.source {
-            say("source   \(s.source.short)")
-            say("commit   \(s.commit) by \(s.author) <\(s.email)>")
-            say("         \(s.message.split(separator: "\n").first.map(String.init) ?? "")")
-            say("         pushed by \(s.pushedBy) at \(shortDate(s.pushedAt)) to \(s.repository) (\(s.ref))")
+            sayText("source   \(s.source.short)")
+            sayText("commit   \(s.commit) by \(s.author) <\(s.email)>")
+            sayText("         \(s.message.split(separator: "\n").first.map(String.init) ?? "")")
+            sayText("         pushed by \(s.pushedBy) at \(shortDate(s.pushedAt)) to \(s.repository) (\(s.ref))")
         }
         if r.up.process == nil {
             if !r.releases.isEmpty {
-                say("releases using it:")
-                for rel in r.releases { say("  \(rel.app) v\(rel.version)  \(rel.description)  image \(rel.image.short)") }
+                sayText("releases using it:")
+                for rel in r.releases { sayText("  \(rel.app) v\(rel.version)  \(rel.description)  image \(rel.image.short)") }
             }
-            say(r.processes.isEmpty ? "running it now: nothing" : "running it now:")
+            sayText(r.processes.isEmpty ? "running it now: nothing" : "running it now:")
             for p in r.processes {
-                say("  \(p.record.app).\(p.record.name)  \(p.kid.short)  node \(p.record.node)  host PID \(p.record.hostPID)  v\(p.record.version)  \(p.state ?? "")")
+                sayText("  \(p.record.app).\(p.record.name)  \(p.kid.short)  node \(p.record.node)  host PID \(p.record.hostPID)  v\(p.record.version)  \(p.state ?? "")")
             }
         }
     }
 
     func printDiff(_ d: ReleaseDiff) {
-        say("=== \(d.app) v\(d.from.version)..v\(d.to.version)")
-        say("commit     \(d.commits[0].prefix(12)) → \(d.commits[1].prefix(12))")
-        say("image      \(d.from.image.short) → \(d.to.image.short)")
-        say("stack      \(d.stack[0] == d.stack[1] ? "unchanged (\(d.stack[0]))" : "\(d.stack[0]) → \(d.stack[1])")")
-        say("buildpacks \(d.buildpacks[0] == d.buildpacks[1] ? "unchanged" : "\(d.buildpacks[0].joined(separator: ",")) → \(d.buildpacks[1].joined(separator: ","))")")
+        sayText("=== \(d.app) v\(d.from.version)..v\(d.to.version)")
+        sayText("commit     \(d.commits[0].prefix(12)) → \(d.commits[1].prefix(12))")
+        sayText("image      \(d.from.image.short) → \(d.to.image.short)")
+        sayText("stack      \(d.stack[0] == d.stack[1] ? "unchanged (\(d.stack[0]))" : "\(d.stack[0]) → \(d.stack[1])")")
+        sayText("buildpacks \(d.buildpacks[0] == d.buildpacks[1] ? "unchanged" : "\(d.buildpacks[0].joined(separator: ",")) → \(d.buildpacks[1].joined(separator: ","))")")
         let config = d.configAdded.map { "+\($0)" } + d.configRemoved.map { "-\($0)" } + d.configChanged.map { "~\($0)" }
-        say("config     \(config.isEmpty ? "unchanged" : config.joined(separator: " ")) (values hidden)")
-        say("files      \(d.files.isEmpty ? "unchanged" : "")")
-        for f in d.files { say("  \(f.change == "added" ? "A" : f.change == "removed" ? "D" : "M") \(f.path)") }
+        sayText("config     \(config.isEmpty ? "unchanged" : config.joined(separator: " ")) (values hidden)")
+        sayText("files      \(d.files.isEmpty ? "unchanged" : "")")
+        for f in d.files { sayText("  \(f.change == "added" ? "A" : f.change == "removed" ? "D" : "M") \(f.path)") }
         if !d.patch.isEmpty { writeOut(Array(("\n" + d.patch).utf8)) }
     }
 }
+
+/// A line of trace output: authors, messages, paths and descriptions come from
+/// whoever pushed, so their control characters are shown, not obeyed.
+private func sayText(_ line: String) { say(line.terminalSafe) }
