@@ -224,7 +224,7 @@ let package = Package(
         .testTarget(
             name: "KbuildCLITests",
             dependencies: [
-                "KbuildCore", "Keg", "KbuildServer", "RefStore",
+                "KbuildCore", "Keg", "KbuildServer", "RefStore", "KbuildSystem",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
             ],
             swiftSettings: strict

@@ -39,13 +39,6 @@ public struct AppStore: Sendable {
         self.refs = refs
     }
 
-    /// App names are DNS labels (`Names.isAppName`).
-    public static func checkName(_ name: String) throws {
-        guard Names.isAppName(name) else {
-            throw KbuildError(.invalidArgument, "invalid app name \(name.debugQuoted): use 1 to 63 of a-z, 0-9 and '-', starting with a letter and not ending with '-'")
-        }
-    }
-
     static func ref(_ name: String) throws -> RefName {
         try checkName(name)
         return try RefName("apps/\(name)")

@@ -98,9 +98,7 @@ public struct RegistryRoutes<Context: RequestContext>: Sendable {
     func receive(_ request: Request, into id: String, repository: String) async throws -> UInt64 {
         var offset: UInt64?
         if let range = request.headers[.contentRange] {
-            // "start-end" (the distribution spec's form), or "bytes start-end/total".
-            let text = range.hasPrefix("bytes ") ? String(range.dropFirst(6).prefix { $0 != "/" }) : range
-            guard let dash = text.firstIndex(of: "-"), let start = UInt64(text[..<dash]) else {
+            guard let start = RegistryInput.uploadOffset(contentRange: range) else {
                 throw RegistryError(.rangeNotSatisfiable, "BLOB_UPLOAD_INVALID", "unreadable Content-Range \(range.debugDescription)")
             }
             offset = start
@@ -125,17 +123,14 @@ public struct RegistryRoutes<Context: RequestContext>: Sendable {
             }
         }
         let kid = KID(hashing: body)
-        guard let json = (try? JSONSerialization.jsonObject(with: Data(body))) as? [String: Any], json["schemaVersion"] as? Int == 2 else {
+        guard let named = RegistryInput.manifestReferences(body) else {
             throw RegistryError(.badRequest, "MANIFEST_INVALID", "not an image manifest or index (schemaVersion 2 JSON)")
         }
         if reference.hasPrefix("sha256:"), try RegistryNames.kid(digest: reference) != kid {
             throw RegistryError(.badRequest, "DIGEST_INVALID", "manifest has digest \(kid.ociDigest), not \(reference)")
         }
         // Every blob and manifest it names must be here first.
-        var named: [Any?] = [(json["config"] as? [String: Any])?["digest"]]
-        named += (json["layers"] as? [[String: Any]] ?? []).map { $0["digest"] }
-        named += (json["manifests"] as? [[String: Any]] ?? []).map { $0["digest"] }
-        for case let digest as String in named {
+        for digest in named {
             let part = try RegistryNames.kid(digest: digest)
             guard keg.contains(part) else {
                 throw RegistryError(.badRequest, "MANIFEST_BLOB_UNKNOWN", "the manifest names \(digest), which was not uploaded")

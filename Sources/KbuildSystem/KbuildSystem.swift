@@ -63,13 +63,29 @@ public struct KbuildSystem {
         try await AppStore(keg: keg, refs: refs).installHooks(kbuild: kbuild)
         let spool = dataDir.root.path + "/git-spool"
         if mkdir(spool, 0o700) != 0 && errno != EEXIST { throw KbuildError.syscall("mkdir", spool, verb: "start the git gateway") }
-        let git = KbuildHTTP.gitRoutes(projectRoot: AppStore.gitRoot(dataDir), spoolDir: spool, environment: ["KBUILD_DATA_DIR": dataDir.root.path])
-        let api = APIRoutes<KbuildHTTP.Context>(keg: keg, refs: refs, sandbox: sandbox) { dataDir.nodeDirectories().map { $0 + "/logs" } }
+        let (git, api) = KbuildSystem.routes(keg: keg, refs: refs, dataDir: dataDir, sandbox: sandbox)
         let token = try AdminToken.loadOrCreate(in: dataDir)
         ConnectionLimits.raiseFileLimit()
         add(KbuildHTTP.server(keg: keg, refs: refs, tokens: [token], git: git, api: { api.register(on: $0) },
                               host: host, port: port, logger: logger, onRunning: onRunning))
         return ServerHandle(token: token)
+    }
+
+    /// The git gateway's and the API's routes, as `startServer` serves them.
+    static func routes(keg: Keg, refs: any RefStore, dataDir: DataDir, sandbox: Sandbox?)
+        -> (GitHTTPRoutes<KbuildHTTP.Context>, APIRoutes<KbuildHTTP.Context>) {
+        let git = KbuildHTTP.gitRoutes(projectRoot: AppStore.gitRoot(dataDir), spoolDir: dataDir.root.path + "/git-spool",
+                                       environment: ["KBUILD_DATA_DIR": dataDir.root.path])
+        let api = APIRoutes<KbuildHTTP.Context>(keg: keg, refs: refs, sandbox: sandbox) { dataDir.nodeDirectories().map { $0 + "/logs" } }
+        return (git, api)
+    }
+
+    /// Every route the server serves, as `METHOD /path` (parameters as `{name}`,
+    /// `**` for the rest of a path): what the authorization test must cover.
+    public static func routeTable(keg: Keg, refs: any RefStore, dataDir: DataDir) -> [String] {
+        let (git, api) = routes(keg: keg, refs: refs, dataDir: dataDir, sandbox: nil)
+        let router = KbuildHTTP.router(keg: keg, refs: refs, tokens: [], git: git, api: { api.register(on: $0) })
+        return router.routes.map { "\($0.method) \($0.path)" }.sorted()
     }
 
     /// A build worker with a warm sandbox helper: claims queued builds and runs them.

@@ -120,6 +120,77 @@ final class GitSourceTests: XCTestCase {
         }
     }
 
+    /// The size comes from the object's header: a 512 MiB file of zeros (a
+    /// few hundred KiB pushed) is refused without being inflated.
+    func testAFileOverTheLimitIsRefusedBeforeItIsRead() throws {
+        let repo = dir + "/zeros"
+        try git("init -q zeros")
+        // 512 MiB of zeros compresses to about 0.5 MiB in git's object store.
+        XCTAssertTrue(FileManager.default.createFile(atPath: repo + "/big.bin", contents: nil))
+        XCTAssertEqual(truncate(repo + "/big.bin", 536_870_912), 0)
+        _ = try git("add big.bin && git -c user.name=A -c user.email=a@b commit -q -m zeros", in: repo)
+        unlink(repo + "/big.bin")
+        var before = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &before)
+        XCTAssertThrowsError(try GitSource.importTree(repository: repo, revision: "HEAD", into: keg, limits: SourceLimits(maxFileSize: 1 << 20))) { error in
+            XCTAssertTrue("\(error)".contains("big.bin is 536870912 bytes, over the limit of 1048576"), "\(error)")
+        }
+        var after = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &after)
+        // ru_maxrss is in KiB: had the blob been inflated, the peak would have grown by 512 MiB.
+        XCTAssertLessThan(after.ru_maxrss - before.ru_maxrss, 64 << 10, "the refused file was not read into memory")
+        // The whole tree's size is bounded too.
+        XCTAssertThrowsError(try GitSource.importTree(repository: repo, revision: "HEAD", into: keg,
+                                                      limits: SourceLimits(maxFileSize: 1 << 30, maxTotalSize: 1 << 20))) { error in
+            XCTAssertTrue("\(error)".contains("the tree is over the limit of 1048576 bytes"), "\(error)")
+        }
+    }
+
+    /// A tree nested deeper than the limit is refused with its path, not a stack overflow (6,000 levels).
+    func testADeepTreeIsRefusedNotACrash() throws {
+        let repo = dir + "/deep"
+        try git("init -q deep")
+        // One fast-import stream: a file under 6,000 nested directories.
+        let path = Array(repeating: "d", count: 6000).joined(separator: "/") + "/f"
+        let stream = "commit refs/heads/main\ncommitter A <a@b> 0 +0000\ndata 4\ndeep\nM 100644 inline \(path)\ndata 2\nx\n\n"
+        try git("fast-import --quiet < \(try file(stream))", in: repo)
+        let before = try objectCount()
+        XCTAssertThrowsError(try GitSource.importTree(repository: repo, revision: "main", into: keg)) { error in
+            XCTAssertEqual((error as? KbuildError)?.code, .invalidArgument)
+            XCTAssertTrue("\(error)".contains("is nested over 64 directories deep"), "\(error)")
+        }
+        XCTAssertEqual(try objectCount(), before, "nothing stored from a refused tree")
+        // A tree within the limit imports.
+        let fine = Array(repeating: "d", count: 60).joined(separator: "/") + "/f"
+        try git("fast-import --quiet < \(try file(stream.replacingOccurrences(of: path, with: fine).replacingOccurrences(of: "refs/heads/main", with: "refs/heads/fine")))", in: repo)
+        XCTAssertNoThrow(try GitSource.importTree(repository: repo, revision: "fine", into: keg))
+    }
+
+    /// Symlinks are followed through the tree's other symlinks: `d/y -> ..`
+    /// with `z -> d/y/..` is outside, though each looks fine alone.
+    func testLinksThroughLinksAreResolved() throws {
+        let links: [String: [UInt8]] = ["d/y": Array("..".utf8), "z": Array("d/y/..".utf8), "ok": Array("d/y/d".utf8),
+                                        "loop1": Array("loop2".utf8), "loop2": Array("loop1".utf8)]
+        XCTAssertNoThrow(try GitSource.checkLink(links["d/y"]!, at: "d/y", links: links))
+        XCTAssertNoThrow(try GitSource.checkLink(links["ok"]!, at: "ok", links: links))
+        XCTAssertThrowsError(try GitSource.checkLink(links["z"]!, at: "z", links: links)) { error in
+            XCTAssertTrue("\(error)".contains("symlink z points outside the tree"), "\(error)")
+        }
+        XCTAssertThrowsError(try GitSource.checkLink(links["loop1"]!, at: "loop1", links: links)) { error in
+            XCTAssertTrue("\(error)".contains("over 40 symlinks"), "\(error)")
+        }
+        // The same two links in a pushed tree: refused.
+        let repo = dir + "/links"
+        try git("init -q links")
+        try FileManager.default.createDirectory(atPath: repo + "/d", withIntermediateDirectories: true)
+        try FileManager.default.createSymbolicLink(atPath: repo + "/d/y", withDestinationPath: "..")
+        try FileManager.default.createSymbolicLink(atPath: repo + "/z", withDestinationPath: "d/y/..")
+        _ = try git("add -A && git -c user.name=A -c user.email=a@b commit -q -m links", in: repo)
+        XCTAssertThrowsError(try GitSource.importTree(repository: repo, revision: "HEAD", into: keg)) { error in
+            XCTAssertTrue("\(error)".contains("symlink z points outside the tree"), "\(error)")
+        }
+    }
+
     func testLinkTargetsTable() {
         let rows: [(String, String, Bool)] = [
             ("a", "b", true), ("d/a", "../b", true), ("d/e/a", "../../b", true), ("a", "./b/../c", true),

@@ -1,0 +1,129 @@
+import Foundation
+import KbuildCore
+import KbuildSystem
+import Keg
+import RefStore
+import XCTest
+
+/// Every route the server has, against a real `kbuild up`, with no token, a
+/// wrong token, an app token for another app, the app token of the app, and
+/// the admin token. The rows are checked against the route table the server
+/// is built from (`KbuildSystem.routeTable`): a route added without a row
+/// here fails this test.
+final class AuthorizationMatrixTests: XCTestCase {
+    /// What an app token may do on a route of its own app.
+    enum Own { case allowed, forbidden }
+
+    struct Row: Sendable {
+        /// Concrete requests for the route (one route like `/v2/**` covers several paths): method, path for an app, body.
+        var requests: @Sendable (String) -> [(method: String, path: String, body: String?)]
+        /// What the app's own token gets.
+        var own: Own
+        /// Whether the path names an app (then another app's token gets 403); else it is the same for every token.
+        var perApp: Bool
+    }
+
+    static let zeroKID = "K-" + String(repeating: "0", count: 64)
+    static let zeroDigest = "sha256:" + String(repeating: "0", count: 64)
+
+    /// One row per route of the route table.
+    static let rows: [String: Row] = [
+        "GET /healthz": Row(requests: { _ in [("GET", "/healthz", nil)] }, own: .allowed, perApp: false),
+        "GET /v1/objects/{kid}": Row(requests: { _ in [("GET", "/v1/objects/\(zeroKID)", nil)] }, own: .forbidden, perApp: false),
+        "HEAD /v1/objects/{kid}": Row(requests: { _ in [("HEAD", "/v1/objects/\(zeroKID)", nil)] }, own: .forbidden, perApp: false),
+        "GET /v2": Row(requests: { _ in [("GET", "/v2/", nil)] }, own: .allowed, perApp: false),
+        "GET /v2/**": Row(requests: { app in [("GET", "/v2/\(app)/tags/list", nil), ("GET", "/v2/\(app)/manifests/latest", nil),
+                                              ("GET", "/v2/\(app)/blobs/\(zeroDigest)", nil)] }, own: .allowed, perApp: true),
+        "HEAD /v2/**": Row(requests: { app in [("HEAD", "/v2/\(app)/manifests/latest", nil), ("HEAD", "/v2/\(app)/blobs/\(zeroDigest)", nil)] },
+                           own: .allowed, perApp: true),
+        "POST /v2/**": Row(requests: { app in [("POST", "/v2/\(app)/blobs/uploads/", nil)] }, own: .forbidden, perApp: true),
+        "PATCH /v2/**": Row(requests: { app in [("PATCH", "/v2/\(app)/blobs/uploads/nosuch", "x")] }, own: .forbidden, perApp: true),
+        "PUT /v2/**": Row(requests: { app in [("PUT", "/v2/\(app)/manifests/latest", "{}")] }, own: .forbidden, perApp: true),
+        "DELETE /v2/**": Row(requests: { app in [("DELETE", "/v2/\(app)/blobs/uploads/nosuch", nil)] }, own: .forbidden, perApp: true),
+        "GET /{repo}/info/refs": Row(requests: { app in [("GET", "/\(app).git/info/refs?service=git-upload-pack", nil)] }, own: .allowed, perApp: true),
+        "POST /{repo}/git-receive-pack": Row(requests: { app in [("POST", "/\(app).git/git-receive-pack", "0000")] }, own: .allowed, perApp: true),
+        "POST /{repo}/git-upload-pack": Row(requests: { app in [("POST", "/\(app).git/git-upload-pack", "0000")] }, own: .allowed, perApp: true),
+        "GET /api/v1/apps": Row(requests: { _ in [("GET", "/api/v1/apps", nil)] }, own: .allowed, perApp: false),
+        "GET /api/v1/nodes": Row(requests: { _ in [("GET", "/api/v1/nodes", nil)] }, own: .forbidden, perApp: false),
+        "GET /api/v1/apps/{app}": Row(requests: { app in [("GET", "/api/v1/apps/\(app)", nil)] }, own: .allowed, perApp: true),
+        // Without confirm=APP: the admin gets a 400 and nothing is destroyed.
+        "DELETE /api/v1/apps/{app}": Row(requests: { app in [("DELETE", "/api/v1/apps/\(app)", nil)] }, own: .forbidden, perApp: true),
+        "GET /api/v1/apps/{app}/config": Row(requests: { app in [("GET", "/api/v1/apps/\(app)/config", nil)] }, own: .allowed, perApp: true),
+        "PATCH /api/v1/apps/{app}/config": Row(requests: { app in [("PATCH", "/api/v1/apps/\(app)/config", #"{"set":{},"unset":[]}"#)] },
+                                              own: .allowed, perApp: true),
+        "GET /api/v1/apps/{app}/releases": Row(requests: { app in [("GET", "/api/v1/apps/\(app)/releases", nil)] }, own: .allowed, perApp: true),
+        "GET /api/v1/apps/{app}/releases/{version}": Row(requests: { app in [("GET", "/api/v1/apps/\(app)/releases/v1", nil)] }, own: .allowed, perApp: true),
+        "POST /api/v1/apps/{app}/releases/rollback": Row(requests: { app in [("POST", "/api/v1/apps/\(app)/releases/rollback", "{}")] },
+                                                        own: .allowed, perApp: true),
+        "GET /api/v1/apps/{app}/ps": Row(requests: { app in [("GET", "/api/v1/apps/\(app)/ps", nil)] }, own: .allowed, perApp: true),
+        "PATCH /api/v1/apps/{app}/formation": Row(requests: { app in [("PATCH", "/api/v1/apps/\(app)/formation", #"{"changes":[]}"#)] },
+                                                 own: .allowed, perApp: true),
+        "POST /api/v1/apps/{app}/ps/restart": Row(requests: { app in [("POST", "/api/v1/apps/\(app)/ps/restart", "{}")] }, own: .allowed, perApp: true),
+        "GET /api/v1/apps/{app}/logs": Row(requests: { app in [("GET", "/api/v1/apps/\(app)/logs", nil)] }, own: .allowed, perApp: true),
+        "GET /api/v1/apps/{app}/domains": Row(requests: { app in [("GET", "/api/v1/apps/\(app)/domains", nil)] }, own: .allowed, perApp: true),
+        "POST /api/v1/apps/{app}/domains": Row(requests: { app in [("POST", "/api/v1/apps/\(app)/domains", #"{"domain":"-"}"#)] }, own: .allowed, perApp: true),
+        "DELETE /api/v1/apps/{app}/domains/{domain}": Row(requests: { app in [("DELETE", "/api/v1/apps/\(app)/domains/none.example.com", nil)] },
+                                                        own: .allowed, perApp: true),
+        "POST /api/v1/apps/{app}/run": Row(requests: { app in [("POST", "/api/v1/apps/\(app)/run", #"{"command":["true"]}"#)] }, own: .allowed, perApp: true),
+    ]
+
+    func testEveryRouteHasARow() throws {
+        let dir = try tempDir(self, "routes")
+        let dataDir = DataDir(root: URL(fileURLWithPath: dir))
+        try dataDir.create()
+        let table = KbuildSystem.routeTable(keg: try Keg(dataDir: dataDir), refs: try SQLiteRefStore(path: dataDir.refStore.path), dataDir: dataDir)
+        XCTAssertGreaterThan(table.count, 20, "\(table)")
+        let missing = table.filter { Self.rows[$0] == nil }
+        XCTAssertEqual(missing, [], "routes without a row in the authorization matrix: add one")
+        let stale = Self.rows.keys.filter { !table.contains($0) }.sorted()
+        XCTAssertEqual(stale, [], "rows for routes that do not exist")
+    }
+
+    func testEveryRouteWithEveryKindOfToken() throws {
+        let data = try makeData("authz")
+        let server = try startKbuildUp(self, data: data)
+        for app in ["mine", "theirs"] { XCTAssertEqual(try kbuild(["apps:create", app, "--stack", "busybox"], dataDir: data).status, 0) }
+        let made = try kbuild(["tokens:create", "mate", "--app", "mine"], dataDir: data)
+        XCTAssertEqual(made.status, 0, made.stderr)
+        let appToken = trimmed(made.stdout)
+
+        func status(_ method: String, _ path: String, body: String?, token: String?) throws -> Int {
+            var args = ["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "20", "-X", method]
+            if method == "HEAD" { args = ["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "20", "-I"] }
+            if let token { args += ["-H", "Authorization: Bearer \(token)"] }
+            if let body { args += ["-H", "Content-Type: application/json", "--data-binary", body] }
+            return Int(try sh("/usr/bin/curl", args + [server.url + path]).stdout) ?? -1
+        }
+        var checked = 0
+        for (route, row) in Self.rows.sorted(by: { $0.key < $1.key }) {
+            for (method, path, body) in row.requests("mine") {
+                let what = "\(route): \(method) \(path)"
+                let open = route == "GET /healthz"
+                // No token, a wrong one, a made-up app token: 401 (healthz answers everyone).
+                for token in [nil, "wrong", "kbt_" + String(repeating: "a", count: 40)] as [String?] {
+                    let code = try status(method, path, body: body, token: token)
+                    XCTAssertEqual(code, open ? 200 : 401, "\(what) with token \(token ?? "none")")
+                }
+                // The admin: never 401 or 403.
+                let admin = try status(method, path, body: body, token: server.token)
+                XCTAssertFalse([401, 403].contains(admin), "\(what) as admin: \(admin)")
+                // The app's own token.
+                let own = try status(method, path, body: body, token: appToken)
+                switch row.own {
+                case .allowed: XCTAssertFalse([401, 403].contains(own), "\(what) with the app's token: \(own)")
+                case .forbidden: XCTAssertEqual(own, 403, "\(what) with the app's token")
+                }
+                checked += 1
+            }
+            // Another app's routes with this app's token: 403, whether or not that app exists.
+            if row.perApp {
+                for other in ["theirs", "nosuch"] {
+                    for (method, path, body) in row.requests(other) {
+                        XCTAssertEqual(try status(method, path, body: body, token: appToken), 403, "\(route): \(method) \(path) with another app's token")
+                    }
+                }
+            }
+        }
+        XCTAssertGreaterThan(checked, 30)
+    }
+}
