@@ -1,0 +1,175 @@
+import Foundation
+import XCTest
+
+/// Faults in one part of `kbuild up` while the rest serves: a lost build
+/// claim, malformed queue records, pushes whose clients went away.
+final class ResilienceTests: XCTestCase {
+    func healthz(_ url: String) -> (ok: Bool, seconds: Double) {
+        let started = Date()
+        let r = try? sh("/usr/bin/curl", ["-sf", "--max-time", "5", url + "/healthz"])
+        return (r?.status == 0, Date().timeIntervalSince(started))
+    }
+
+    /// The processes of this data dir's pushes: git http-backend, receive-pack, the hook.
+    func pushProcesses(_ data: String) -> [String] {
+        var found: [String] = []
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+            guard let pid = Int32(name), let env = FileManager.default.contents(atPath: "/proc/\(pid)/environ"),
+                  env.split(separator: 0).contains(where: { $0.elementsEqual(Array("KBUILD_DATA_DIR=\(data)".utf8)) }),
+                  let cmd = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { continue }
+            let line = cmd.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }.joined(separator: " ")
+            if line.contains("http-backend") || line.contains("receive-pack") || line.contains("hook pre-receive") { found.append("\(pid) \(line)") }
+        }
+        return found
+    }
+
+    /// Processes whose command line holds `marker` (the slow build's sleep).
+    func processes(with marker: String) -> Int {
+        ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).filter { name in
+            guard Int32(name) != nil, let cmd = FileManager.default.contents(atPath: "/proc/\(name)/cmdline") else { return false }
+            return String(decoding: cmd, as: UTF8.self).contains(marker)
+        }.count
+    }
+
+    /// A slow in-tree buildpack: compile sleeps `seconds` (the marker finds its sleep).
+    func slowApp(_ name: String, data: String, seconds: Int, marker: String) throws -> String {
+        try makeApp(name, data: data, files: [
+            ".buildpacks": "./bp\n", "Procfile": "web: ./serve.sh\n", "id.txt": UUID().uuidString,
+            "bp/bin/detect": "#!/bin/sh\necho Slow\n",
+            "bp/bin/compile": "#!/bin/sh\necho '-----> Compiling slowly'\nsh -c 'sleep \(seconds); :' slow-\(marker)\necho '-----> Compiled'\n",
+        ])
+    }
+
+    /// 20 pushes whose clients hang up mid-build: each ends whole (no git or
+    /// hook process is left, no build runs for it but the worker's, nothing
+    /// deploys), and `/healthz` answers within a second all along.
+    func testAbandonedPushesEndWholeWhileTheServerAnswers() throws {
+        let data = try makeData("abandon")
+        let server = try startKbuildUp(self, data: data)
+        let marker = String(Int.random(in: 100_000...999_999))
+        var works: [String] = []
+        for i in 0..<20 {
+            let work = try slowApp("slow\(i)", data: data, seconds: 120, marker: marker)
+            // bp/bin/* must be executable in git.
+            try git(["update-index", "--chmod=+x", "bp/bin/detect", "bp/bin/compile"], in: work)
+            try git(["commit", "-q", "-m", "x"], in: work)
+            works.append(work)
+        }
+        // Each push in a process group of its own, so git and its remote helper hang up together.
+        var pushes: [pid_t] = []
+        let logs = try tempDir(self, "abandon-logs")
+        for (i, work) in works.enumerated() {
+            pushes.append(try spawnGroup("/usr/bin/git", ["-C", work, "push", "kbuild", "main"], output: logs + "/\(i).log"))
+        }
+        addTeardownBlock { for p in pushes { kill(-p, SIGKILL); _ = reap(p) } }
+        try waitUntil("every push is building", timeout: 90) {
+            (0..<20).allSatisfy { i in ((try? String(contentsOfFile: logs + "/\(i).log", encoding: .utf8)) ?? "").contains("Compiling slowly") }
+        }
+        XCTAssertEqual(pushProcesses(data).filter { $0.contains("hook pre-receive") }.count, 20)
+        for p in pushes { kill(-p, SIGKILL) }
+        for p in pushes { _ = reap(p) }
+        pushes = []
+        // While the server finds out (git's keepalives), health checks stay fast.
+        var times: [Double] = []
+        let deadline = Date().addingTimeInterval(30)
+        while Date() < deadline && !pushProcesses(data).isEmpty {
+            let h = healthz(server.url)
+            XCTAssertTrue(h.ok)
+            times.append(h.seconds)
+            usleep(100_000)
+        }
+        XCTAssertEqual(pushProcesses(data), [], "every abandoned push ended: no http-backend, receive-pack or hook is left")
+        times.sort()
+        XCTAssertFalse(times.isEmpty)
+        XCTAssertLessThan(times.last ?? 0, 1.0, "every /healthz within 1 s (max of \(times.count))")
+        // Only the worker's build still runs (it is the worker's, memoised for the next push); the hooks' own are gone.
+        try waitUntil("the hooks' builds are gone", timeout: 10) { self.processes(with: "slow-" + marker) <= 1 }
+        for i in 0..<20 {
+            XCTAssertNotEqual(try kbuild(["ref", "get", "apps/slow\(i)/release"], dataDir: data).status, 0, "slow\(i) deployed nothing")
+        }
+        // One deploy per app at a time: a second push to a busy app is told at once.
+        let busy = try slowApp("busy", data: data, seconds: 8, marker: marker)
+        try git(["update-index", "--chmod=+x", "bp/bin/detect", "bp/bin/compile"], in: busy)
+        try git(["commit", "-q", "-m", "x"], in: busy)
+        let first = try spawnGroup("/usr/bin/git", ["-C", busy, "push", "kbuild", "main"], output: logs + "/busy.log")
+        try waitUntil("the first push builds", timeout: 60) {
+            ((try? String(contentsOfFile: logs + "/busy.log", encoding: .utf8)) ?? "").contains("Receiving")
+        }
+        let second = try git(["push", "kbuild", "main:other-then-main", "--force"], in: busy)  // another branch is not a deploy
+        XCTAssertEqual(second.status, 0, second.stderr)
+        let again = try git(["push", "kbuild", "HEAD:main"], in: busy)
+        XCTAssertNotEqual(again.status, 0)
+        XCTAssertTrue(again.stderr.contains("another push to busy is being built and deployed"), again.stderr)
+        XCTAssertEqual(reap(first), 0, (try? String(contentsOfFile: logs + "/busy.log", encoding: .utf8)) ?? "")
+    }
+
+    /// A claim taken from under a running build, and malformed queue records:
+    /// the worker reports them and goes on; the API, git and the router never stop.
+    func testAFaultInOnePartLeavesTheOthersServing() throws {
+        let data = try makeData("faults")
+        let server = try startKbuildUp(self, data: data)
+        // Malformed entries under builds/queue and builds/claims: a name that is no KID, a record that is no job.
+        let junk = try tempDir(self, "junk") + "/junk.txt"
+        try Data("not a job\n".utf8).write(to: URL(fileURLWithPath: junk))
+        let put = try kbuild(["keg", "put", junk], dataDir: data)
+        XCTAssertEqual(put.status, 0, put.stderr)
+        let junkKID = try XCTUnwrap(put.stdout.split(whereSeparator: \.isWhitespace).first { $0.hasPrefix("K-") }.map(String.init), put.stdout)
+        for ref in ["builds/queue/not-a-kid", "builds/queue/" + String(repeating: "1", count: 64), "builds/claims/" + String(repeating: "2", count: 64)] {
+            let set = try kbuild(["ref", "set", ref, junkKID], dataDir: data)
+            XCTAssertEqual(set.status, 0, set.stderr)
+        }
+        // A slow build: once it compiles, its claim is replaced (as another worker taking it over would).
+        let marker = String(Int.random(in: 100_000...999_999))
+        let work = try slowApp("slow", data: data, seconds: 30, marker: marker)
+        try git(["update-index", "--chmod=+x", "bp/bin/detect", "bp/bin/compile"], in: work)
+        try git(["commit", "-q", "-m", "x"], in: work)
+        let logs = try tempDir(self, "fault-logs")
+        let push = try spawnGroup("/usr/bin/git", ["-C", work, "push", "kbuild", "main"], output: logs + "/push.log")
+        addTeardownBlock { kill(-push, SIGKILL) }
+        try waitUntil("compiling", timeout: 60) { self.processes(with: "slow-" + marker) > 0 }
+        let claims = try kbuild(["ref", "ls", "builds/claims"], dataDir: data).stdout
+        let claim = try XCTUnwrap(claims.split(separator: "\n").map { String($0.split(separator: " ").last ?? "") }
+            .first { !$0.hasSuffix(String(repeating: "2", count: 64)) }, claims)
+        XCTAssertEqual(try kbuild(["ref", "set", claim, junkKID], dataDir: data).status, 0)
+        // The worker loses the claim at its next renewal (within 5 s) and cancels only that build.
+        try waitUntil("the build is cancelled", timeout: 20) { self.processes(with: "slow-" + marker) == 0 }
+        _ = reap(push)
+        // Everything else goes on: the server, the router, a new push is built by the same worker.
+        XCTAssertTrue(server.process.isRunning, "kbuild up is still running")
+        for _ in 0..<10 {
+            XCTAssertTrue(healthz(server.url).ok)
+            usleep(200_000)
+        }
+        let next = try makeApp("next", data: data)
+        let pushed = try git(["push", "kbuild", "main"], in: next)
+        XCTAssertEqual(pushed.status, 0, pushed.stderr)
+        XCTAssertFalse(pushed.stderr.contains("building here"), "the worker built it, not the hook: \(pushed.stderr)")
+        XCTAssertTrue(pushed.stderr.contains("is live"), pushed.stderr)
+    }
+}
+
+/// Starts a program as the leader of a new process group (stdio to `output`); the caller reaps it.
+func spawnGroup(_ path: String, _ args: [String], output: String) throws -> pid_t {
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+    posix_spawn_file_actions_addopen(&actions, 1, output, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+    posix_spawn_file_actions_adddup2(&actions, 1, 2)
+    var attributes = posix_spawnattr_t()
+    posix_spawnattr_init(&attributes)
+    defer { posix_spawnattr_destroy(&attributes) }
+    posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETPGROUP))
+    posix_spawnattr_setpgroup(&attributes, 0)
+    let argv = ([path] + args).map { strdup($0) } + [nil]
+    defer { argv.forEach { free($0) } }
+    var environment = ProcessInfo.processInfo.environment
+    environment["GIT_TERMINAL_PROMPT"] = "0"
+    environment.removeValue(forKey: "KBUILD_DATA_DIR")
+    let envp = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+    defer { envp.forEach { free($0) } }
+    var pid: pid_t = 0
+    let rc = posix_spawn(&pid, path, &actions, &attributes, argv, envp)
+    guard rc == 0 else { throw NSError(domain: NSPOSIXErrorDomain, code: Int(rc)) }
+    return pid
+}
