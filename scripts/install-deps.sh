@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   pkg-config libgit2-dev libarchive-dev libzstd-dev libsqlite3-dev  # linked libraries
   git curl util-linux diffutils findutils tar                        # used by kbuild and its tests
-  busybox-static debootstrap iproute2                                # stacks; named network namespaces
+  busybox-static debootstrap iproute2 nftables                       # stacks; network namespaces and their firewall
   runc umoci skopeo                                                  # OCI peers: tests and the sandbox benchmark
   openssh-server openssh-client                                      # git push over SSH (kbuild git-shell) and its test
 )

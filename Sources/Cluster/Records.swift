@@ -180,13 +180,15 @@ public struct ProcessStatus: Codable, Sendable, Equatable {
     public var process: KID?
     public var hostPID: Int32?
     public var port: Int?
+    /// Where the router reaches it, when not at its node's address (a network namespace of its own).
+    public var address: String?
     /// Starts after the first, since this process was assigned.
     public var restarts: Int
     public var lastExit: Int32?
     public var since: Date
 
     public init(id: String, app: String, type: String, name: String, state: ProcessState, process: KID?, hostPID: Int32?,
-                port: Int?, restarts: Int, lastExit: Int32?, since: Date) {
+                port: Int?, address: String? = nil, restarts: Int, lastExit: Int32?, since: Date) {
         self.id = id
         self.app = app
         self.type = type
@@ -195,6 +197,7 @@ public struct ProcessStatus: Codable, Sendable, Equatable {
         self.process = process
         self.hostPID = hostPID
         self.port = port
+        self.address = address
         self.restarts = restarts
         self.lastExit = lastExit
         self.since = since

@@ -58,7 +58,7 @@ public struct RouteFeed: Service {
             guard let status, status.isAlive(at: now) else { continue }
             for p in status.processes where p.type == "web" && p.state == .healthy {
                 guard let port = p.port else { continue }
-                out[p.app, default: []].append(Endpoint(host: record.address, port: port, process: p.id))
+                out[p.app, default: []].append(Endpoint(host: p.address ?? record.address, port: port, process: p.id))
             }
         }
         return out.mapValues { $0.sorted { $0.process < $1.process } }

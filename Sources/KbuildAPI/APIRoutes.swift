@@ -24,11 +24,14 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
     let logDirs: @Sendable () -> [String]
     /// Runs one-off processes (`kbuild run`); nil on a host that runs none.
     let sandbox: Sandbox?
+    /// One-off runs' networks: each its own namespace with NAT egress only (nil: loopback only).
+    public let egress: EgressNetwork?
 
-    public init(keg: Keg, refs: any RefStore, sandbox: Sandbox?, logDirs: @escaping @Sendable () -> [String]) {
+    public init(keg: Keg, refs: any RefStore, sandbox: Sandbox?, egress: EgressNetwork? = nil, logDirs: @escaping @Sendable () -> [String]) {
         self.keg = keg
         self.refs = refs
         self.sandbox = sandbox
+        self.egress = egress
         self.reader = ClusterReader(keg: keg, refs: refs)
         self.logDirs = logDirs
     }

@@ -47,6 +47,8 @@ public enum API {
         public var release: Int64?
         public var hostPID: Int32?
         public var port: Int?
+        /// Where the process listens, when not at its node's address (a network of its own).
+        public var address: String?
         public var restarts: Int
         public var process: KID?
         public var since: Date
@@ -60,6 +62,7 @@ public enum API {
             self.release = release
             hostPID = status.hostPID
             port = status.port
+            address = status.address
             restarts = status.restarts
             process = status.process
             since = status.since

@@ -44,40 +44,57 @@ extension APIRoutes {
                 // One word with spaces is a shell command line, as heroku run takes it; several words are argv.
                 let argv = body.command.count == 1 && body.command[0].contains(" ") ? ["/bin/sh", "-c", body.command[0]] : body.command
                 let size = current.release.formation["web"] ?? ProcessFormation(quantity: 1)
+                // A network of its own, as app processes have: the outside, never the host or other apps.
+                let link = try await self.egress?.make(port: nil)
+                let mounts = link != nil && FileManager.default.fileExists(atPath: "/etc/resolv.conf")
+                    ? [SandboxMount(source: "/etc/resolv.conf", target: "/etc/resolv.conf", readOnly: true)] : []
                 let spec = SandboxSpec(command: argv, lowerDirs: launch.lowerDirs, environment: launch.environment,
-                                       workingDirectory: launch.workingDirectory, hostname: "run", network: .host,
+                                       workingDirectory: launch.workingDirectory, hostname: "run", mounts: mounts,
+                                       network: link.map { .namespace("/run/netns/" + $0.namespace) } ?? .none,
                                        limits: SandboxLimits(memory: size.memory, pids: 4096, cpus: size.cpus, timeout: .seconds(3600)))
                 let version = current.version
                 var headers = HTTPFields()
                 headers[.contentType] = "application/vnd.kbuild.run"
                 return Response(status: .ok, headers: headers, body: ResponseBody { writer in
-                    let (frames, continuation) = AsyncStream<[UInt8]>.makeStream()
-                    // The process runs as a child of this response: if writing fails (the client
-                    // went away), leaving the group cancels it, and cancelling kills the sandbox.
-                    try await withThrowingTaskGroup(of: Void.self) { group in
-                        group.addTask {
-                            defer { continuation.finish() }
-                            do {
-                                let result = try await sandbox.run(spec) { s, bytes in
-                                    continuation.yield(RunFrame.encode(s == .stdout ? RunFrame.stdout : RunFrame.stderr, bytes))
-                                }
-                                continuation.yield(RunFrame.exitStatus(result.exitStatus))
-                            } catch let e as KbuildError where e.code == .notFound {
-                                continuation.yield(RunFrame.encode(RunFrame.error, Array("no command \(argv[0]) in \(app) v\(version)'s image (\(e.message))".utf8)))
-                                continuation.yield(RunFrame.exitStatus(127))
-                            } catch {
-                                continuation.yield(RunFrame.encode(RunFrame.error, Array("\(error)".utf8)))
-                                continuation.yield(RunFrame.exitStatus(125))
-                            }
-                        }
-                        for await frame in frames { try await writer.write(ByteBuffer(bytes: frame)) }
-                        try await group.waitForAll()
+                    do {
+                        try await self.stream(spec, sandbox: sandbox, argv: argv, app: app, version: version, to: &writer)
+                    } catch {
+                        if let link { await self.egress?.remove(link, port: nil) }
+                        throw error
                     }
+                    if let link { await self.egress?.remove(link, port: nil) }
                     try await writer.finish(nil)
                 })
             } catch {
                 return ErrorBody.response(KbuildError.wrap(error))
             }
+        }
+    }
+
+    /// Runs the one-off process as a child of the response and streams its
+    /// frames: if writing fails (the client went away), leaving the group
+    /// cancels it, and cancelling kills the sandbox.
+    func stream(_ spec: SandboxSpec, sandbox: Sandbox, argv: [String], app: String, version: Int64,
+                to writer: inout any ResponseBodyWriter) async throws {
+        let (frames, continuation) = AsyncStream<[UInt8]>.makeStream()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                defer { continuation.finish() }
+                do {
+                    let result = try await sandbox.run(spec) { s, bytes in
+                        continuation.yield(RunFrame.encode(s == .stdout ? RunFrame.stdout : RunFrame.stderr, bytes))
+                    }
+                    continuation.yield(RunFrame.exitStatus(result.exitStatus))
+                } catch let e as KbuildError where e.code == .notFound {
+                    continuation.yield(RunFrame.encode(RunFrame.error, Array("no command \(argv[0]) in \(app) v\(version)'s image (\(e.message))".utf8)))
+                    continuation.yield(RunFrame.exitStatus(127))
+                } catch {
+                    continuation.yield(RunFrame.encode(RunFrame.error, Array("\(error)".utf8)))
+                    continuation.yield(RunFrame.exitStatus(125))
+                }
+            }
+            for await frame in frames { try await writer.write(ByteBuffer(bytes: frame)) }
+            try await group.waitForAll()
         }
     }
 }

@@ -125,7 +125,11 @@ struct UpCommand: AsyncParsableCommand {
             guard nodeCpus > 0 else { throw ValidationError("--node-cpus must be positive") }
             capacity.cpus = nodeCpus
         }
-        if nodes == 1 { return [NodeAgentConfig(name: "local", capacity: capacity, stateDir: dataDir.node("local").path)] }
+        if nodes == 1 {
+            var config = NodeAgentConfig(name: "local", capacity: capacity, stateDir: dataDir.node("local").path)
+            config.egress = EgressNetwork(dataDir: dataDir.root.path, slot: 0)
+            return [config]
+        }
         return try (0..<nodes).map { i in
             let name = "n\(i + 1)"
             let network = NodeNetwork.plan(dataDir: dataDir.root.path, index: i + 1)
@@ -133,7 +137,9 @@ struct UpCommand: AsyncParsableCommand {
             let stateDir = dataDir.node(name).path
             try FileManager.default.createDirectory(atPath: stateDir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
             try JSONEncoder().encode(network).write(to: URL(fileURLWithPath: stateDir + "/network.json"))
-            return NodeAgentConfig(name: name, address: network.nodeAddress, network: .namespace(network.namespace), capacity: capacity, stateDir: stateDir)
+            var config = NodeAgentConfig(name: name, address: network.nodeAddress, network: .namespace(network.namespace), capacity: capacity, stateDir: stateDir)
+            config.egress = EgressNetwork(dataDir: dataDir.root.path, slot: i + 1, parent: network.namespace, publishOn: network.nodeAddress)
+            return config
         }
     }
 }
@@ -182,9 +188,12 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(help: "The network processes join: host, or a network namespace name or path.") var network = "host"
     @Option(help: "Memory the node offers (default: all of this machine's).") var memory: String?
     @Option(help: "CPUs the node offers (default: this machine's cores).") var cpus: Double?
+    @Option(help: "egress: each process in a network namespace of its own, NAT to the outside only (the default); shared: processes join --network as it is.")
+    var isolation = "egress"
 
     func validate() throws {
         guard Names.isAppName(name) else { throw ValidationError("invalid node name \(name.debugDescription): a-z, 0-9 and '-', starting with a letter") }
+        guard ["egress", "shared"].contains(isolation) else { throw ValidationError("--isolation must be egress or shared, not \(isolation.debugDescription)") }
     }
 
     func run() async throws {
@@ -192,6 +201,17 @@ struct AgentCommand: AsyncParsableCommand {
                                      stateDir: global.dir.node(name).path)
         if let memory { config.capacity.memory = try parseBytes(memory, what: "node memory") }
         if let cpus { config.capacity.cpus = cpus }
+        if isolation == "egress" {
+            let shared = try SandboxNetwork(parsing: network)
+            // Its own slot of addresses: nN takes N, other names one by their hash.
+            let slot = Int(name.dropFirst()).flatMap { name.hasPrefix("n") && (1...16).contains($0) ? $0 : nil }
+                ?? 1 + Int(KID(hashing: Data(name.utf8)).hex.prefix(2), radix: 16)! % 16
+            if case .namespace(let ns) = shared {
+                config.egress = EgressNetwork(dataDir: global.dir.root.path, slot: slot, parent: ns, publishOn: address)
+            } else {
+                config.egress = EgressNetwork(dataDir: global.dir.root.path, slot: 0)
+            }
+        }
         say("kbuild agent \(name): \(config.capacity.description), state in \(config.stateDir)")
         var logger = Logger(label: "kbuild-agent")
         logger.logLevel = .warning

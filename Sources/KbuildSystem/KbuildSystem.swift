@@ -64,6 +64,11 @@ public struct KbuildSystem {
         let spool = dataDir.root.path + "/git-spool"
         if mkdir(spool, 0o700) != 0 && errno != EEXIST { throw KbuildError.syscall("mkdir", spool, verb: "start the git gateway") }
         let (git, api) = KbuildSystem.routes(keg: keg, refs: refs, dataDir: dataDir, sandbox: sandbox)
+        if let egress = api.egress {
+            // The host's firewall for every process network of this kbuild, and the one-off runs' namespaces a kill left.
+            try await egress.installFirewall()
+            _ = await egress.sweep(keep: [])
+        }
         let token = try AdminToken.loadOrCreate(in: dataDir)
         ConnectionLimits.raiseFileLimit()
         add(KbuildHTTP.server(keg: keg, refs: refs, tokens: [token], git: git, api: { api.register(on: $0) },
@@ -76,7 +81,8 @@ public struct KbuildSystem {
         -> (GitHTTPRoutes<KbuildHTTP.Context>, APIRoutes<KbuildHTTP.Context>) {
         let git = KbuildHTTP.gitRoutes(projectRoot: AppStore.gitRoot(dataDir), spoolDir: dataDir.root.path + "/git-spool",
                                        environment: ["KBUILD_DATA_DIR": dataDir.root.path])
-        let api = APIRoutes<KbuildHTTP.Context>(keg: keg, refs: refs, sandbox: sandbox) { dataDir.nodeDirectories().map { $0 + "/logs" } }
+        let egress = sandbox == nil ? nil : EgressNetwork(dataDir: dataDir.root.path, slot: EgressNetwork.oneOffSlot)
+        let api = APIRoutes<KbuildHTTP.Context>(keg: keg, refs: refs, sandbox: sandbox, egress: egress) { dataDir.nodeDirectories().map { $0 + "/logs" } }
         return (git, api)
     }
 

@@ -17,6 +17,10 @@ public struct NodeAgentConfig: Sendable {
     public var address: String
     /// The network the processes join: the host's, or the node's own namespace.
     public var network: SandboxNetwork
+    /// Each process in a network namespace of its own with NAT egress only
+    /// (`EgressNetwork`), its outer end in `network`. Nil: processes share
+    /// `network` (for tests of the agent alone).
+    public var egress: EgressNetwork?
     public var capacity: Resources
     /// The agent's state: process files and logs.
     public var stateDir: String
@@ -91,6 +95,7 @@ public struct NodeAgent: Service {
         do {
             try await loop.register()
             await loop.adopt()
+            try await loop.setUpNetworks()
             try await cancelWhenGracefulShutdown { try await loop.run() }
         } catch is CancellationError {
             // Shutting down (even while starting): the processes run on, for the next agent to adopt.
@@ -120,6 +125,8 @@ public struct NodeAgent: Service {
 struct Entry {
     var assigned: AssignedProcess
     var process: SandboxProcess?
+    /// Its network namespace, when processes get one each.
+    var link: EgressNetwork.Link?
     var state: ProcessState
     var port: Int
     var record: KID?
@@ -165,10 +172,34 @@ actor AgentLoop {
                 ProcessFile.remove(stateDir, id: file.assigned.id)
                 continue
             }
-            table[file.assigned.id] = Entry(assigned: file.assigned, process: process, state: .starting, port: file.port, record: file.process,
-                                            restarts: file.restarts, lastExit: nil, since: file.startedAt, startedAt: .now, nextCheck: .now)
+            table[file.assigned.id] = Entry(assigned: file.assigned, process: process, link: file.link, state: .starting, port: file.port,
+                                            record: file.process, restarts: file.restarts, lastExit: nil, since: file.startedAt, startedAt: .now,
+                                            nextCheck: .now)
             agent.log("agent \(config.name): adopted \(file.assigned.id) (pid \(file.pid))")
         }
+    }
+
+    /// The firewall of the processes' networks, and the namespaces a killed
+    /// agent left behind (those of adopted processes stay).
+    func setUpNetworks() async throws {
+        guard let egress = config.egress else { return }
+        try await egress.installFirewall()
+        let keep = Set(table.values.compactMap(\.link?.namespace))
+        let swept = await egress.sweep(keep: keep)
+        if swept > 0 { agent.log("agent \(config.name): removed \(swept) network namespaces of processes that are gone") }
+    }
+
+    /// Where the router and health checks reach a process: its own address,
+    /// or, on a node of its own, the node's (its port is published there).
+    nonisolated func address(of link: EgressNetwork.Link?) -> String {
+        guard let link, let egress = config.egress, egress.publishOn == nil else { return config.address }
+        return link.inside
+    }
+
+    /// A process that ended: its record, and its network.
+    func forget(_ e: Entry) async {
+        ProcessFile.remove(stateDir, id: e.assigned.id)
+        if let link = e.link { await config.egress?.remove(link, port: e.port) }
     }
 
     func run() async throws {
@@ -211,7 +242,7 @@ actor AgentLoop {
                 }
                 if !process.isRunning {
                     _ = await process.wait()
-                    ProcessFile.remove(stateDir, id: id)
+                    await forget(e)
                     table[id] = nil
                     continue
                 }
@@ -228,7 +259,8 @@ actor AgentLoop {
             }
             if let process = e.process, !process.isRunning {
                 let status = await process.wait()
-                ProcessFile.remove(stateDir, id: id)
+                await forget(e)
+                e.link = nil
                 e.process = nil
                 e.restarts += 1
                 e.lastExit = status
@@ -264,13 +296,24 @@ actor AgentLoop {
         do {
             let launch = try await ProcessLaunch.prepare(release: p.release, image: p.spec.image, config: p.spec.config, app: p.spec.app,
                                                          name: p.name, id: p.id, port: port, reader: reader, images: agent.keg, remote: agent.remote)
+            var network = config.network
+            var mounts: [SandboxMount] = []
+            if let egress = config.egress {
+                let link = try await egress.make(port: port)
+                entry.link = link
+                network = .namespace("/run/netns/" + link.namespace)
+                // DNS through the host's resolvers.
+                if FileManager.default.fileExists(atPath: "/etc/resolv.conf") {
+                    mounts.append(SandboxMount(source: "/etc/resolv.conf", target: "/etc/resolv.conf", readOnly: true))
+                }
+            }
             let release = launch.release
             let log = open(logPath(p.id), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
             guard log >= 0 else { throw KbuildError.syscall("open", logPath(p.id), verb: "start \(p.id)") }
             // The sandbox gets its own copy of the log's descriptor.
             defer { close(log) }
             let spec = SandboxSpec(command: ["/bin/sh", "-c", p.spec.command], lowerDirs: launch.lowerDirs, environment: launch.environment,
-                                   workingDirectory: launch.workingDirectory, hostname: p.name, network: config.network,
+                                   workingDirectory: launch.workingDirectory, hostname: p.name, mounts: mounts, network: network,
                                    limits: SandboxLimits(memory: p.spec.memory, pids: 4096, cpus: p.spec.cpus),
                                    stdout: .lines(log, cap: config.logCapPerProcess), stderr: .discard, dieWithCaller: false)
             let process = try await agent.sandbox.start(spec)
@@ -281,7 +324,7 @@ actor AgentLoop {
             try await agent.refs.set(try ClusterRefs.processes(p.spec.app), to: kid, actor: "agent \(config.name)")
             try ProcessFile(assigned: p, helperPID: process.helperPID, pid: process.pid, startTime: process.startTime,
                             cgroupDirectories: process.cgroupDirectories, port: port, process: kid, startedAt: record.startedAt,
-                            restarts: restarts, log: logPath(p.id)).write(to: stateDir)
+                            restarts: restarts, log: logPath(p.id), link: entry.link).write(to: stateDir)
             entry.process = process
             entry.record = kid
             if let h = p.spec.health { entry.nextCheck = now + .milliseconds(Int(h.initialDelay * 1000)) }
@@ -289,6 +332,8 @@ actor AgentLoop {
         } catch {
             // A start that fails counts as a crash: backoff, and the scheduler sees the restarts.
             appendLog(p.id, "failed to start \(p.name): \(error)")
+            if let link = entry.link { await config.egress?.remove(link, port: port) }
+            entry.link = nil
             agent.log("agent \(config.name): failed to start \(p.id): \(error)")
             entry.state = .backoff
             entry.restarts = restarts + 1
@@ -327,7 +372,7 @@ actor AgentLoop {
         let results = await withTaskGroup(of: (String, Bool).self) { group in
             for e in due {
                 let check = e.assigned.spec.health
-                let (id, address, port) = (e.assigned.id, config.address, e.port)
+                let (id, address, port) = (e.assigned.id, address(of: e.link), e.port)
                 group.addTask {
                     // Without a check (non-web types), a process is healthy once it has run for a second.
                     guard let check else { return (id, ContinuousClock.now - e.startedAt >= .seconds(1)) }
@@ -359,7 +404,8 @@ actor AgentLoop {
     func report() async throws {
         let processes = table.values.map { e in
             ProcessStatus(id: e.assigned.id, app: e.assigned.spec.app, type: e.assigned.spec.type, name: e.assigned.name, state: e.state,
-                          process: e.record, hostPID: e.process?.pid, port: e.port, restarts: e.restarts, lastExit: e.lastExit, since: e.since)
+                          process: e.record, hostPID: e.process?.pid, port: e.port, address: e.link.map { address(of: $0) },
+                          restarts: e.restarts, lastExit: e.lastExit, since: e.since)
         }.sorted { $0.id < $1.id }
         guard processes != lastReport || ContinuousClock.now - lastBeat >= config.heartbeat else { return }
         let status = NodeStatus(node: config.name, at: Date(), lease: config.lease, processes: processes)

@@ -1,6 +1,7 @@
 import Cluster
 import Foundation
 import KbuildCore
+import Sandbox
 
 /// What an agent writes down about each process it started, in
 /// `<state-dir>/processes/ID.json`, so that the next agent (after a restart
@@ -16,6 +17,8 @@ struct ProcessFile: Codable, Sendable {
     var startedAt: Date
     var restarts: Int
     var log: String
+    /// Its network namespace, when it has one of its own.
+    var link: EgressNetwork.Link?
 
     static func directory(_ stateDir: String) -> String { stateDir + "/processes" }
     static func path(_ stateDir: String, id: String) -> String { directory(stateDir) + "/\(id).json" }

@@ -8,6 +8,8 @@ struct Proc: Decodable {
     var release: Int64?
     var hostPID: Int32?
     var port: Int?
+    /// Its own address (a network namespace of its own), else its node's.
+    var address: String?
     var restarts: Int
     var node: String
 }
@@ -60,8 +62,10 @@ extension XCTestCase {
         throw CocoaError(.userCancelled)
     }
 
-    func get(_ port: Int, _ path: String = "/") -> String? {
-        (try? sh("/usr/bin/curl", ["-sf", "--max-time", "5", "http://127.0.0.1:\(port)\(path)"]))
+    /// A request straight to a process (not through the router), at its address and port.
+    func get(_ process: Proc, _ path: String = "/") -> String? {
+        guard let port = process.port else { return nil }
+        return (try? sh("/usr/bin/curl", ["-sf", "--max-time", "5", "http://\(process.address ?? "127.0.0.1"):\(port)\(path)"]))
             .flatMap { $0.status == 0 ? $0.stdout : nil }
     }
 

@@ -18,8 +18,9 @@ final class RunTests: XCTestCase {
         XCTAssertTrue(push.stderr.contains("remote: -----> v1 is live: every process healthy"), push.stderr)
         var procs = try ps("shop", data)
         XCTAssertTrue(healthy(procs, count: 1, release: 1), "\(procs)")
-        let port = try XCTUnwrap(procs.first?.port)
-        XCTAssertTrue(get(port)?.hasPrefix("hello from shop") ?? false)
+        let first = try XCTUnwrap(procs.first)
+        let port = try XCTUnwrap(first.port)
+        XCTAssertTrue(get(first)?.hasPrefix("hello from shop") ?? false)
         // Through the router, by Host header, with a request id; unknown and malformed hosts are told so.
         try waitUntil("routed") { routed(routerPort, host: "shop.localhost").status == 200 }
         let viaRouter = routed(routerPort, host: "shop.localhost:\(routerPort)")
@@ -38,7 +39,7 @@ final class RunTests: XCTestCase {
         XCTAssertTrue(taken.stderr.contains("already shop's"), taken.stderr)
         try waitUntil("domain routed") { routed(routerPort, host: "shop.example.com").status == 200 }
         // The trace environment is there.
-        let env = try XCTUnwrap(get(port, "/env.txt"))
+        let env = try XCTUnwrap(get(first, "/env.txt"))
         for line in ["KBUILD_APP=shop", "KBUILD_RELEASE=v1", "DYNO=web.1", "PORT=\(port)", "KBUILD_COMMIT=\(trimmed(try git(["rev-parse", "HEAD"], in: work).stdout))"] {
             XCTAssertTrue(env.contains(line + "\n"), "\(line) in \(env)")
         }
@@ -50,8 +51,8 @@ final class RunTests: XCTestCase {
         XCTAssertTrue(set.stdout.contains("v2"), set.stdout)
         XCTAssertFalse(set.stdout.contains("s3cr3t-value"), "the value is not echoed")
         try waitUntil("v2 serving") { try healthy(ps("shop", data), count: 1, release: 2) }
-        let port2 = try XCTUnwrap(try ps("shop", data).first?.port)
-        XCTAssertTrue(get(port2, "/env.txt")?.contains("API_KEY=s3cr3t-value\n") ?? false)
+        let second = try XCTUnwrap(try ps("shop", data).first)
+        XCTAssertTrue(get(second, "/env.txt")?.contains("API_KEY=s3cr3t-value\n") ?? false)
         XCTAssertEqual(trimmed(try kbuild(["config:get", "shop", "GREETING"], dataDir: data).stdout), "hello world")
         // Never baked into the image: the image's config has no such var.
         let image = try kbuild(["image", "ls", "shop", "--json"], dataDir: data)
@@ -94,8 +95,8 @@ final class RunTests: XCTestCase {
         XCTAssertEqual(rollback.status, 0, rollback.stderr)
         XCTAssertTrue(rollback.stdout.contains("Rollback to v1, now v4"), rollback.stdout)
         try waitUntil("v4 on 3 processes") { try healthy(ps("shop", data), count: 3, release: 4) }
-        let port4 = try XCTUnwrap(try ps("shop", data).first?.port)
-        XCTAssertFalse(get(port4, "/env.txt")?.contains("API_KEY") ?? true, "v1's config came back")
+        let fourth = try XCTUnwrap(try ps("shop", data).first)
+        XCTAssertFalse(get(fourth, "/env.txt")?.contains("API_KEY") ?? true, "v1's config came back")
         XCTAssertFalse(try kbuild(["config", "shop"], dataDir: data).stdout.contains("API_KEY"))
         let list = try kbuild(["releases", "shop"], dataDir: data).stdout
         for text in ["v4 ", "Rollback to v1", "v3 ", "Scale web=3", "v2 ", "Set API_KEY, GREETING config vars", "v1 ", "Deploy "] {
@@ -152,7 +153,7 @@ final class RunTests: XCTestCase {
         let after = try ps("flaky", data)
         XCTAssertEqual(after.count, 1)
         XCTAssertEqual(after.first?.hostPID, serving.hostPID, "the healthy process was never stopped")
-        XCTAssertNotNil(get(try XCTUnwrap(after.first?.port)))
+        XCTAssertNotNil(get(try XCTUnwrap(after.first)))
         let logs = try kbuild(["logs", "flaky", "--lines", "50"], dataDir: data).stdout
         XCTAssertTrue(logs.contains("about to crash"), logs)
     }
@@ -174,7 +175,7 @@ final class RunTests: XCTestCase {
         kill(agent, SIGKILL)
         _ = reap(agent)
         // The app keeps serving with no agent at all.
-        for p in before { XCTAssertNotNil(get(try XCTUnwrap(p.port)), "\(p.name) serves while its agent is dead") }
+        for p in before { XCTAssertNotNil(get(p), "\(p.name) serves while its agent is dead") }
         try "".write(toFile: agentLog, atomically: false, encoding: .utf8)
         agent = try spawnServer(kbuildBinary, ["agent", "--data-dir", data], output: agentLog)
         // The new agent says whom it adopted, then reports them (the old report may still look fresh).

@@ -4,6 +4,7 @@ import Foundation
 import KbuildAPI
 import KbuildCore
 import NodeAgent
+import Sandbox
 import Trace
 
 /// `kbuild ps APP`.
@@ -26,7 +27,7 @@ struct PsList: AsyncParsableCommand {
         for p in list {
             let pid = p.hostPID.map { "pid \($0)" } ?? "no pid"
             let restarts = p.restarts > 0 ? ", \(p.restarts) restarts" : ""
-            say("\(p.name)  \(p.state.rawValue)  v\(p.release.map(String.init) ?? "-")  \(p.node)  \(pid)  port \(p.port.map(String.init) ?? "-")  since \(shortDate(p.since))\(restarts)")
+            say("\(p.name)  \(p.state.rawValue)  v\(p.release.map(String.init) ?? "-")  \(p.node)  \(pid)  port \(p.port.map { (p.address.map { a in "\(a):" } ?? "") + String($0) } ?? "-")  since \(shortDate(p.since))\(restarts)")
         }
     }
 }
@@ -108,7 +109,14 @@ struct DownCommand: AsyncParsableCommand {
                 try? FileManager.default.removeItem(atPath: dir + "/network.json")
             }
         }
-        say("Stopped \(total) process\(total == 1 ? "" : "es")")
+        // The processes' network namespaces, and the firewall of those on the host.
+        var networks = 0
+        for slot in 0...EgressNetwork.oneOffSlot {
+            networks += await EgressNetwork(dataDir: global.dir.root.path, slot: slot).sweep(keep: [])
+        }
+        EgressNetwork(dataDir: global.dir.root.path, slot: 0).removeFirewall()
+        EgressNetwork.restoreForwarding()
+        say("Stopped \(total) process\(total == 1 ? "" : "es")" + (networks > 0 ? "; removed \(networks) network namespaces" : ""))
     }
 }
 

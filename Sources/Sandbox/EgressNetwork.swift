@@ -1,0 +1,312 @@
+import KbuildCore
+import Foundation
+import Synchronization
+
+/// Network namespaces with NAT egress and nothing else: one per app process
+/// (and per one-off run), so a tenant reaches the outside but never the
+/// host, kbuild's ports, another app or a node network.
+///
+/// Each namespace gets a veth pair: `eth0` inside at `100.x.y.(4k+2)/30`,
+/// the other end (`kp<tag><slot>k<k>`) in the *parent* namespace (the host,
+/// or a node's own namespace for `kbuild up --nodes N`) at `…(4k+1)`, the
+/// default route through it. One nftables table per kbuild and parent
+/// namespace (`inet kbuild_<tag>`, see `ruleset`) does the rest:
+///
+///     input    from 100.64.0.0/10 or a kp* link: replies only (the host's
+///              own addresses, loopback, kbuild's ports are unreachable)
+///     forward  replies; to a kp* link: a published port (DNAT) only; from
+///              100.64.0.0/10: never to 100.64.0.0/10 (another process) or a
+///              node network (10.100.0.0–10.199.255.255); IPv6: dropped
+///     nat      masquerade 100.64.0.0/10 on the way out (the host only);
+///              a node of its own publishes each process's port at its address
+///
+/// DNS goes to the host's resolvers (its resolv.conf is mounted in), which
+/// sit outside the host (here 10.255.255.53: only the node networks' part
+/// of 10/8 is closed). The addresses come from 100.64.0.0/10 (RFC 6598):
+/// each data dir takes a /18 of it (by a hash of its path), each slot (a
+/// node, or one-off runs) 227 links of that.
+///
+/// Namespaces are made with iproute2 and the firewall with nft (Debian's
+/// `iproute2` and `nftables`): the kernel's netlink interfaces have no
+/// library in the mirror, and `ip -batch` and `nft -f` apply each change
+/// in one call.
+public struct EgressNetwork: Sendable {
+    /// Four hex digits from the data dir: names and addresses of this kbuild.
+    public let tag: String
+    /// 0 the host's node, 1…16 the nodes of `--nodes N`, 17 one-off runs.
+    public let slot: Int
+    /// The namespace the links' outer ends live in (nil: the host's).
+    public let parent: String?
+    /// A node of its own: its address, where each process's port is published.
+    public let publishOn: String?
+    let pool: Pool
+
+    public static let range = "100.64.0.0/10"
+    public static let linksPerSlot = 227
+    public static let oneOffSlot = 17
+
+    public init(dataDir: String, slot: Int, parent: String? = nil, publishOn: String? = nil) {
+        tag = String(KID(hashing: Data(dataDir.utf8)).hex.prefix(4))
+        self.slot = slot
+        self.parent = parent
+        self.publishOn = publishOn
+        pool = Pool()
+    }
+
+    /// One process's network: its namespace, and its address inside.
+    public struct Link: Sendable, Codable, Equatable {
+        public var namespace: String
+        public var outside: String
+        public var inside: String
+        public var interface: String
+        public var index: Int
+
+        /// The link's /30, as a route names it.
+        public var subnet: String {
+            var parts = inside.split(separator: ".").compactMap { Int($0) }
+            parts[3] &= ~3
+            return parts.map(String.init).joined(separator: ".") + "/30"
+        }
+    }
+
+    /// The namespaces in use, by index.
+    final class Pool: Sendable {
+        let used = Mutex<Set<Int>?>(nil)
+    }
+
+    /// The link with `index`: a pure function of the tag, slot and index.
+    public func plan(_ index: Int) -> Link {
+        let block = Int(tag, radix: 16)! % 256  // which /18 of 100.64.0.0/10
+        let base = (100 << 24) | (64 << 16) | (block << 14)
+        let start = base + (slot * EgressNetwork.linksPerSlot + index) * 4
+        func dotted(_ a: Int) -> String { "\(a >> 24 & 255).\(a >> 16 & 255).\(a >> 8 & 255).\(a & 255)" }
+        return Link(namespace: "kbp-\(tag)-\(slot)-\(index)", outside: dotted(start + 1), inside: dotted(start + 2),
+                    interface: "kp\(tag)\(slot)k\(index)", index: index)
+    }
+
+    var prefix: String { "kbp-\(tag)-\(slot)-" }
+
+    /// Makes a namespace for one process (a free index; its veth, addresses,
+    /// route) and, on a node of its own, publishes `port` there.
+    public func make(port: Int?) async throws -> Link {
+        try await offThread { try makeNow(port: port) }
+    }
+
+    func makeNow(port: Int?) throws -> Link {
+        let index = try pool.used.withLock { used -> Int in
+            var set = used ?? Set(existing().map(\.index))
+            guard let free = (0..<EgressNetwork.linksPerSlot).first(where: { !set.contains($0) }) else {
+                throw KbuildError(.unsatisfiable, "failed to make a network for a process: all \(EgressNetwork.linksPerSlot) of this node's are in use")
+            }
+            set.insert(free)
+            used = set
+            return free
+        }
+        let link = plan(index)
+        do {
+            try EgressNetwork.ip(["netns", "add", link.namespace], what: "make network namespace \(link.namespace)")
+            try EgressNetwork.ip(parent.map { ["-n", $0] } ?? [], batch: [
+                "link add \(link.interface) type veth peer name eth0 netns \(link.namespace)",
+                "addr add \(link.outside)/30 dev \(link.interface)",
+                "link set \(link.interface) up",
+            ], what: "link network namespace \(link.namespace)")
+            try EgressNetwork.ip(["-n", link.namespace], batch: [
+                "link set lo up",
+                "addr add \(link.inside)/30 dev eth0",
+                "link set eth0 up",
+                "route add default via \(link.outside)",
+            ], what: "set up network namespace \(link.namespace)")
+            if let publishOn {
+                // The host reaches (and answers) the process through its node.
+                try EgressNetwork.ip([], batch: ["route replace \(link.subnet) via \(publishOn)"], what: "route to \(link.namespace)")
+                if let port { try nft("add element inet \(table) published { \(port) : \(link.inside) }\n", what: "publish port \(port)") }
+            }
+        } catch {
+            removeNow(link, port: port)
+            throw error
+        }
+        return link
+    }
+
+    /// Removes a process's namespace (its veth goes with it) and what published its port.
+    public func remove(_ link: Link, port: Int?) async {
+        try? await offThread { removeNow(link, port: port) }
+    }
+
+    func removeNow(_ link: Link, port: Int?) {
+        if publishOn != nil {
+            if let port { try? nft("delete element inet \(table) published { \(port) }\n", what: "unpublish port \(port)") }
+            try? EgressNetwork.ip([], batch: ["route del \(link.subnet)"], what: "remove the route to \(link.namespace)")
+        }
+        try? EgressNetwork.ip(parent.map { ["-n", $0] } ?? [], batch: ["link del \(link.interface)"], what: "remove \(link.interface)")
+        try? EgressNetwork.ip(["netns", "del", link.namespace], what: "remove network namespace \(link.namespace)")
+        pool.used.withLock { used in _ = used?.remove(link.index) }
+    }
+
+    /// This slot's namespaces that exist now.
+    public func existing() -> [Link] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: "/run/netns")) ?? []
+        return names.compactMap { name in
+            guard name.hasPrefix(prefix), let index = Int(name.dropFirst(prefix.count)), (0..<EgressNetwork.linksPerSlot).contains(index) else { return nil }
+            return plan(index)
+        }
+    }
+
+    /// Removes this slot's namespaces but those in `keep` (what a killed kbuild left).
+    public func sweep(keep: Set<String>) async -> Int {
+        (try? await offThread { sweepNow(keep: keep) }) ?? 0
+    }
+
+    func sweepNow(keep: Set<String>) -> Int {
+        var removed = 0
+        for link in existing() where !keep.contains(link.namespace) {
+            removeNow(link, port: nil)
+            removed += 1
+        }
+        pool.used.withLock { $0 = nil }
+        return removed
+    }
+
+    var table: String { "kbuild_\(tag)" }
+
+    /// The firewall of the parent namespace (see the type's comment): a pure function.
+    public static func ruleset(table: String, masquerade: Bool, publishOn: String?) -> String {
+        var lines = ["table inet \(table) {"]
+        if let publishOn {
+            lines += [
+                "  map published { type inet_service : ipv4_addr; }",
+                "  chain prerouting { type nat hook prerouting priority dstnat; policy accept;",
+                "    ip daddr \(publishOn) dnat ip to tcp dport map @published",
+                "  }",
+            ]
+        }
+        lines += [
+            "  chain input { type filter hook input priority filter - 5; policy accept;",
+            "    ip saddr \(range) ct state established,related accept",
+            "    ip saddr \(range) counter reject with icmpx type admin-prohibited",
+            "    iifname \"kp*\" ct state established,related accept",
+            "    iifname \"kp*\" counter reject with icmpx type admin-prohibited",
+            "  }",
+            "  chain forward { type filter hook forward priority filter - 5; policy accept;",
+            "    ct state established,related accept",
+            "    oifname \"kp*\" ct status dnat accept",
+            "    oifname \"kp*\" counter drop",
+            "    ip saddr \(range) ip daddr { \(range), 10.100.0.0-10.199.255.255 } counter reject with icmpx type admin-prohibited",
+            "    iifname \"kp*\" meta nfproto ipv6 counter drop",
+            "  }",
+        ]
+        if masquerade {
+            lines += [
+                "  chain postrouting { type nat hook postrouting priority srcnat; policy accept;",
+                "    ip saddr \(range) oifname != \"kp*\" masquerade",
+                "  }",
+            ]
+        }
+        return (lines + ["}"]).joined(separator: "\n") + "\n"
+    }
+
+    /// Installs (or replaces, in one transaction) this kbuild's table in the
+    /// parent namespace, turns on forwarding there, and keeps what a port
+    /// publication map held.
+    public func installFirewall() async throws {
+        try await offThread { try installFirewallNow() }
+    }
+
+    func installFirewallNow() throws {
+        var published = ""
+        if publishOn != nil, let out = try? EgressNetwork.run(nftCommand(["list", "map", "inet", table, "published"]), input: nil).output,
+           let open = out.range(of: "elements = {"), let close = out.range(of: "}", range: open.upperBound..<out.endIndex) {
+            published = String(out[open.upperBound..<close.lowerBound]).trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        // Declaring the table first makes the delete valid whether or not it existed: one atomic replace.
+        var script = "table inet \(table)\ndelete table inet \(table)\n"
+            + EgressNetwork.ruleset(table: table, masquerade: parent == nil, publishOn: publishOn)
+        if !published.isEmpty { script += "add element inet \(table) published { \(published) }\n" }
+        try nft(script, what: "install the firewall of kbuild's process networks")
+        try EgressNetwork.enableForwarding(in: parent)
+    }
+
+    /// Removes this kbuild's table (`kbuild down`, tests).
+    public func removeFirewall() {
+        try? nft("table inet \(table)\ndelete table inet \(table)\n", what: "remove the firewall")
+    }
+
+    func nftCommand(_ args: [String]) -> [String] {
+        (parent.map { [EgressNetwork.ipPath, "netns", "exec", $0] } ?? []) + [EgressNetwork.nftPath] + args
+    }
+
+    func nft(_ script: String, what: String) throws {
+        let r = try EgressNetwork.run(nftCommand(["-f", "-"]), input: script)
+        guard r.status == 0 else { throw KbuildError(.io, "failed to \(what): nft: \(r.output.trimmingCharacters(in: .whitespacesAndNewlines))") }
+    }
+
+    /// IPv4 forwarding on in `namespace` (nil: the host). On the host, the
+    /// value found first is kept in `/run/kbuild-ip-forward` for `kbuild down`.
+    static func enableForwarding(in namespace: String?) throws {
+        if let namespace {
+            let r = try run([ipPath, "netns", "exec", namespace, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"], input: nil)
+            guard r.status == 0 else { throw KbuildError(.io, "failed to turn on forwarding in \(namespace): \(r.output)") }
+            return
+        }
+        let path = "/proc/sys/net/ipv4/ip_forward"
+        let current = (try? String(contentsOfFile: path, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
+        guard current != "1" else { return }
+        try? Data((current + "\n").utf8).write(to: URL(fileURLWithPath: "/run/kbuild-ip-forward"))
+        do {
+            try Data("1\n".utf8).write(to: URL(fileURLWithPath: path))
+        } catch {
+            throw KbuildError(.io, "failed to turn on IPv4 forwarding (\(path)), which app processes' egress needs: \(error)")
+        }
+    }
+
+    /// Puts the host's IPv4 forwarding back as kbuild found it (`kbuild down`),
+    /// unless another kbuild's firewall is still there.
+    public static func restoreForwarding() {
+        if let tables = try? run([nftPath, "list", "tables"], input: nil).output, tables.contains("inet kbuild_") { return }
+        guard let before = try? String(contentsOfFile: "/run/kbuild-ip-forward", encoding: .utf8) else { return }
+        try? Data(before.utf8).write(to: URL(fileURLWithPath: "/proc/sys/net/ipv4/ip_forward"))
+        unlink("/run/kbuild-ip-forward")
+    }
+
+    static let ipPath = FileManager.default.isExecutableFile(atPath: "/usr/sbin/ip") ? "/usr/sbin/ip" : "/sbin/ip"
+    static let nftPath = FileManager.default.isExecutableFile(atPath: "/usr/sbin/nft") ? "/usr/sbin/nft" : "/sbin/nft"
+
+    static func ip(_ args: [String], batch: [String]? = nil, what: String) throws {
+        let r = try run([ipPath] + args + (batch == nil ? [] : ["-batch", "-"]), input: batch.map { $0.joined(separator: "\n") + "\n" })
+        guard r.status == 0 else {
+            throw KbuildError(.io, "failed to \(what): ip \(args.joined(separator: " ")): \(r.output.trimmingCharacters(in: .whitespacesAndNewlines))")
+        }
+    }
+
+    /// Runs `body` on a thread of its own: `ip` and `nft` are child processes
+    /// waited for, which must not hold a thread of the cooperative pool.
+    func offThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            let thread = Thread { continuation.resume(with: Result { try body() }) }
+            thread.start()
+        }
+    }
+
+    /// Runs a program to its end (these take milliseconds), its stderr and stdout together.
+    static func run(_ argv: [String], input: String?) throws -> (status: Int32, output: String) {
+        guard FileManager.default.isExecutableFile(atPath: argv[0]) else {
+            throw KbuildError(.notFound, "failed to run \(argv[0]): it is not installed (kbuild needs Debian's iproute2 and nftables)")
+        }
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: argv[0])
+        p.arguments = Array(argv.dropFirst())
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = out
+        let stdin = Pipe()
+        p.standardInput = input == nil ? FileHandle.nullDevice : stdin
+        try p.run()
+        if let input {
+            stdin.fileHandleForWriting.write(Data(input.utf8))
+            try? stdin.fileHandleForWriting.close()
+        }
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+    }
+}
