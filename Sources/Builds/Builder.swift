@@ -174,7 +174,7 @@ public struct Builder: Sendable {
         // The app layer: /app as the buildpacks left it (read back through the Keg,
         // never by following what the build wrote).
         log.step("Discovering process types")
-        let rootTree = try keg.put(path: root, skipSpecialFiles: true)
+        let rootTree = try keg.put(path: root, skipSpecialFiles: true, dropSetID: true)
         let appTree = try BuildpackStore.subtree(rootTree, path: ["app"], keg: keg)
         var processTypes = release.processTypes
         if let entry = try keg.tree(appTree).entries.first(where: { $0.nameString == "Procfile" }) {
@@ -192,7 +192,7 @@ public struct Builder: Sendable {
         record.layer = layer
         log.step("App layer \(try layer.kid().short) (\(layer.size >> 10) KiB)")
 
-        let cacheTree = try keg.put(path: cache, skipSpecialFiles: true)
+        let cacheTree = try keg.put(path: cache, skipSpecialFiles: true, dropSetID: true)
         try await refs.compareAndSwap(try Builder.cacheRef(app: job.app), to: cacheTree, expecting: .any, actor: worker)
     }
 

@@ -50,6 +50,12 @@ struct UpCommand: AsyncParsableCommand {
     @Option(help: "CPUs each node offers to processes (default: this machine's cores).")
     var nodeCpus: Double?
 
+    @Option(help: "Log bytes kept per app process (the oldest half goes past it, as it writes).")
+    var processLogCap = "64M"
+
+    @Option(help: "Log bytes kept per app on each node (the oldest output goes first).")
+    var appLogCap = "256M"
+
     @Option(help: "Rollouts: new processes allowed above the desired count.")
     var maxSurge = 1
 
@@ -119,6 +125,7 @@ struct UpCommand: AsyncParsableCommand {
 
     /// One node on the host's network (`local`), or N nodes each in a network namespace of its own.
     func nodeConfigurations(_ dataDir: DataDir) throws -> [NodeAgentConfig] {
+        let caps = (process: try parseBytes(processLogCap, what: "--process-log-cap"), app: try parseBytes(appLogCap, what: "--app-log-cap"))
         var capacity = NodeAgentConfig.hostCapacity()
         if let nodeMemory { capacity.memory = try parseBytes(nodeMemory, what: "node memory") }
         if let nodeCpus {
@@ -128,6 +135,7 @@ struct UpCommand: AsyncParsableCommand {
         if nodes == 1 {
             var config = NodeAgentConfig(name: "local", capacity: capacity, stateDir: dataDir.node("local").path)
             config.egress = EgressNetwork(dataDir: dataDir.root.path, slot: 0)
+            (config.logCapPerProcess, config.logCapPerApp) = caps
             return [config]
         }
         return try (0..<nodes).map { i in
@@ -139,6 +147,7 @@ struct UpCommand: AsyncParsableCommand {
             try JSONEncoder().encode(network).write(to: URL(fileURLWithPath: stateDir + "/network.json"))
             var config = NodeAgentConfig(name: name, address: network.nodeAddress, network: .namespace(network.namespace), capacity: capacity, stateDir: stateDir)
             config.egress = EgressNetwork(dataDir: dataDir.root.path, slot: i + 1, parent: network.namespace, publishOn: network.nodeAddress)
+            (config.logCapPerProcess, config.logCapPerApp) = caps
             return config
         }
     }

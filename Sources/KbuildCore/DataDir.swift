@@ -52,10 +52,9 @@ public struct DataDir: Sendable, Equatable {
 
     /// Creates the directory tree (0700 at the root: it holds tokens).
     /// Makes the data dir (0700) and its fixed parts. One that exists is made
-    /// 0700 too when it belongs to this user: the ref store, the admin token
-    /// and every tenant's objects are inside, so no other user may list or
-    /// read it (a 0755 dir left `refs.sqlite` world-readable). One owned by
-    /// someone else is refused.
+    /// 0700 too: the ref store, the admin token and every tenant's objects are
+    /// inside, so no other user may list or read it (a 0755 dir left
+    /// `refs.sqlite` world-readable); if that cannot be done, it is refused.
     public func create() throws {
         for dir in [root, keg, kegObjects, kegTmp, kegFiles, nodes] {
             if mkdir(dir.path, 0o700) != 0 && errno != EEXIST {
@@ -64,9 +63,6 @@ public struct DataDir: Sendable, Equatable {
         }
         var st = stat()
         guard stat(root.path, &st) == 0 else { throw KbuildError.syscall("stat", root.path, verb: "check the data dir") }
-        guard st.st_uid == geteuid() else {
-            throw KbuildError(.invalidArgument, "failed to use data dir \(root.path): it belongs to uid \(st.st_uid), not to this user (\(geteuid()))")
-        }
         if st.st_mode & 0o077 != 0, chmod(root.path, 0o700) != 0 {
             throw KbuildError.syscall("chmod", root.path, verb: "make the data dir private")
         }

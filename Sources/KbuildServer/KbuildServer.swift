@@ -3,6 +3,7 @@ public import Keg
 public import Logging
 public import RefStore
 import Foundation
+import ServiceLifecycle
 import HummingbirdCore
 
 /// The one HTTP server of a kbuild host: the Keg's objects, the registry and
@@ -14,11 +15,16 @@ public enum KbuildHTTP {
     /// The router with every route and the token check in front of them.
     public static func router(keg: Keg, refs: any RefStore, tokens: [String], git: GitHTTPRoutes<BasicRequestContext>? = nil,
                               api: (@Sendable (Router<BasicRequestContext>) -> Void)? = nil) -> Router<BasicRequestContext> {
+        router(keg: keg, refs: refs, tokens: tokens, git: git, api: api, uploads: RegistryUploads(keg: keg))
+    }
+
+    static func router(keg: Keg, refs: any RefStore, tokens: [String], git: GitHTTPRoutes<BasicRequestContext>?,
+                       api: (@Sendable (Router<BasicRequestContext>) -> Void)?, uploads: RegistryUploads) -> Router<BasicRequestContext> {
         let router = Router(context: BasicRequestContext.self)
         router.add(middleware: TokenAuthMiddleware(tokens: tokens, appTokens: AppTokens(keg: keg, refs: refs)))
         router.get("/healthz") { _, _ in "ok\n" }
         KegRoutes<BasicRequestContext>(keg: keg).register(on: router)
-        RegistryRoutes<BasicRequestContext>(keg: keg, refs: refs).register(on: router)
+        RegistryRoutes<BasicRequestContext>(keg: keg, refs: refs, uploads: uploads).register(on: router)
         git?.register(on: router)
         api?(router)
         return router
@@ -36,16 +42,34 @@ public enum KbuildHTTP {
                               limits: ConnectionLimits = ConnectionLimits(),
                               onRunning: @escaping @Sendable (String) async -> Void) -> some ApplicationProtocol {
         let count = ConnectionLimits.Count()
+        let uploads = RegistryUploads(keg: keg)
         return Application(
-            router: router(keg: keg, refs: refs, tokens: tokens, git: git, api: api),
+            router: router(keg: keg, refs: refs, tokens: tokens, git: git, api: api, uploads: uploads),
             server: .http1(configuration: .init(additionalChannelHandlers: [ConnectionGuard(limits: limits, count: count)],
                                                 idleTimeout: limits.idleTimeout)),
             configuration: .init(address: .hostname(host, port: port), serverName: "kbuild"),
+            services: [UploadSweeper(uploads: uploads)],
             onServerRunning: { channel in
                 let bound = channel.localAddress?.port ?? port
                 await onRunning("http://\(host):\(bound)")
             },
             logger: logger
         )
+    }
+}
+
+/// Drops idle registry uploads every 30 s, so what they hold goes even when
+/// no new upload starts.
+struct UploadSweeper: Service {
+    let uploads: RegistryUploads
+    func run() async throws {
+        do {
+            try await cancelWhenGracefulShutdown {
+                while !Task.isCancelled {
+                    try await Task.sleep(for: .seconds(30))
+                    await uploads.sweep()
+                }
+            }
+        } catch is CancellationError {}
     }
 }

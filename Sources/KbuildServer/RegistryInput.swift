@@ -14,12 +14,27 @@ enum RegistryInput {
     /// The digests a pushed manifest or index names (its config, layers and
     /// manifests), or nil when it is not an image manifest or index (schemaVersion 2 JSON).
     static func manifestReferences(_ body: [UInt8]) -> [String]? {
+        manifestDescriptors(body)?.compactMap(\.digest)
+    }
+
+    /// One descriptor of a pushed manifest, as it claims to be.
+    struct Descriptor: Equatable {
+        var digest: String?
+        var size: Int64?
+
+    }
+
+    /// The descriptors of a pushed manifest or index (config, layers,
+    /// manifests), or nil when it is not schemaVersion 2 JSON.
+    static func manifestDescriptors(_ body: [UInt8]) -> [Descriptor]? {
         guard let json = (try? JSONSerialization.jsonObject(with: Data(body))) as? [String: Any], json["schemaVersion"] as? Int == 2 else {
             return nil
         }
-        var named: [Any?] = [(json["config"] as? [String: Any])?["digest"]]
-        named += (json["layers"] as? [[String: Any]] ?? []).map { $0["digest"] }
-        named += (json["manifests"] as? [[String: Any]] ?? []).map { $0["digest"] }
-        return named.compactMap { $0 as? String }
+        var all: [[String: Any]] = (json["config"] as? [String: Any]).map { [$0] } ?? []
+        all += json["layers"] as? [[String: Any]] ?? []
+        all += json["manifests"] as? [[String: Any]] ?? []
+        return all.map { d in
+            Descriptor(digest: d["digest"] as? String, size: (d["size"] as? NSNumber)?.int64Value)
+        }
     }
 }

@@ -1,5 +1,5 @@
 public import Hummingbird
-public import Keg
+import Keg
 public import RefStore
 import KbuildCore
 import Foundation
@@ -29,10 +29,10 @@ public struct RegistryRoutes<Context: RequestContext>: Sendable {
     /// Largest manifest accepted (the spec suggests 4 MiB).
     static var manifestLimit: Int { Int(RegistryRoutesLimits.manifest) }
 
-    public init(keg: Keg, refs: any RefStore) {
+    init(keg: Keg, refs: any RefStore, uploads: RegistryUploads? = nil) {
         self.keg = keg
         self.refs = refs
-        self.uploads = RegistryUploads(keg: keg)
+        self.uploads = uploads ?? RegistryUploads(keg: keg)
         self.reach = RegistryReach(keg: keg, refs: refs)
     }
 
@@ -123,18 +123,27 @@ public struct RegistryRoutes<Context: RequestContext>: Sendable {
             }
         }
         let kid = KID(hashing: body)
-        guard let named = RegistryInput.manifestReferences(body) else {
+        guard let descriptors = RegistryInput.manifestDescriptors(body) else {
             throw RegistryError(.badRequest, "MANIFEST_INVALID", "not an image manifest or index (schemaVersion 2 JSON)")
         }
         if reference.hasPrefix("sha256:"), try RegistryNames.kid(digest: reference) != kid {
             throw RegistryError(.badRequest, "DIGEST_INVALID", "manifest has digest \(kid.ociDigest), not \(reference)")
         }
-        // Every blob and manifest it names must be here first.
-        for digest in named {
+        // Every blob and manifest it names must be here first, with the size its
+        // descriptor says. (A pushed `dev.kbuild.tree` annotation is kept but never
+        // trusted: what kbuild runs, stacks and releases, comes from images kbuild
+        // made itself, never from a pushed manifest.)
+        for descriptor in descriptors {
+            guard let digest = descriptor.digest else { throw RegistryError(.badRequest, "MANIFEST_INVALID", "a descriptor has no digest") }
             let part = try RegistryNames.kid(digest: digest)
             guard keg.contains(part) else {
                 throw RegistryError(.badRequest, "MANIFEST_BLOB_UNKNOWN", "the manifest names \(digest), which was not uploaded")
             }
+            let stored = try keg.logicalSize(of: part)
+            guard let size = descriptor.size, size >= 0, UInt64(size) == stored else {
+                throw RegistryError(.badRequest, "SIZE_INVALID", "the descriptor of \(digest) says size \(descriptor.size.map(String.init) ?? "none"); it is \(stored) bytes")
+            }
+
         }
         try keg.putBlob(body)
         if !reference.hasPrefix("sha256:") {

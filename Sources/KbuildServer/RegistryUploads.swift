@@ -8,8 +8,11 @@ import Foundation
 /// until it matches: a wrong digest or a truncated upload leaves no object.
 ///
 /// An upload holds up to a block (8 MiB) in memory and a staged pack on disk,
-/// so sessions are bounded: one idle for `idleTimeout` is dropped (what it
-/// staged with it), and at most `maxSessions` run at once.
+/// so sessions are bounded: one idle for `idleTimeout` (two minutes: a client
+/// that stalls longer between chunks starts again) is dropped with what it
+/// staged, at each start and by `sweep` on a timer; at most `maxSessions` run
+/// at once, and at most `maxPerRepository` in one repository, so abandoned
+/// uploads to one repository cannot block pushes to the others.
 actor RegistryUploads {
     struct Session {
         var repository: String
@@ -20,22 +23,33 @@ actor RegistryUploads {
     let keg: Keg
     let idleTimeout: Duration
     let maxSessions: Int
+    let maxPerRepository: Int
     private var sessions: [String: Session] = [:]
 
-    init(keg: Keg, idleTimeout: Duration = .seconds(900), maxSessions: Int = 64) {
+    init(keg: Keg, idleTimeout: Duration = .seconds(120), maxSessions: Int = 64, maxPerRepository: Int = 16) {
         self.keg = keg
         self.idleTimeout = idleTimeout
         self.maxSessions = maxSessions
+        self.maxPerRepository = maxPerRepository
     }
 
-    func start(repository: String) throws -> String {
+    /// Drops sessions idle for over `idleTimeout`, and what they staged.
+    func sweep() {
         let now = ContinuousClock.now
         for (id, s) in sessions where now - s.lastUsed > idleTimeout {
             s.upload.abort()
             sessions[id] = nil
         }
+    }
+
+    func start(repository: String) throws -> String {
+        let now = ContinuousClock.now
+        sweep()
         guard sessions.count < maxSessions else {
             throw RegistryError(.tooManyRequests, "TOOMANYREQUESTS", "\(sessions.count) uploads are in progress; finish or cancel one first")
+        }
+        guard sessions.values.filter({ $0.repository == repository }).count < maxPerRepository else {
+            throw RegistryError(.tooManyRequests, "TOOMANYREQUESTS", "\(maxPerRepository) uploads to \(repository) are in progress; finish or cancel one first")
         }
         let id = UUID().uuidString.lowercased()
         sessions[id] = Session(repository: repository, upload: KegUpload(keg: keg), lastUsed: now)

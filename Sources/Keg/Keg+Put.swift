@@ -11,13 +11,15 @@ extension Keg {
     /// the whole batch is committed at once: a failure or a kill leaves no
     /// new object visible. Device nodes, fifos and sockets are refused, or
     /// left out with `skipSpecialFiles` (a root filesystem's /dev).
-    public func put(path: String, skipSpecialFiles: Bool = false, progress: KegProgress? = nil) throws -> KID {
+    /// `dropSetID` stores files without their setuid and setgid bits (what a
+    /// build made: no tenant's file is anyone's root elsewhere); stacks keep them.
+    public func put(path: String, skipSpecialFiles: Bool = false, dropSetID: Bool = false, progress: KegProgress? = nil) throws -> KID {
         let root = BytePath(path)
         var st = stat()
         // The path the user names may be a symlink (e.g. /lib); follow it.
         guard root.withCString({ stat($0, &st) }) == 0 else { throw KbuildError.syscall("stat", path, verb: "put \(path)") }
         let writer = writer()
-        let ingest = Ingest(keg: self, writer: writer, progress: progress, skipSpecialFiles: skipSpecialFiles)
+        let ingest = Ingest(keg: self, writer: writer, progress: progress, skipSpecialFiles: skipSpecialFiles, dropSetID: dropSetID)
         let kid: KID
         switch st.st_mode & S_IFMT {
         case S_IFREG:
@@ -38,13 +40,15 @@ final class Ingest: Sendable {
     let writer: KegWriter
     let progress: KegProgress?
     let skipSpecialFiles: Bool
+    let dropSetID: Bool
     let pool = WorkerPool()
 
-    init(keg: Keg, writer: KegWriter, progress: KegProgress?, skipSpecialFiles: Bool = false) {
+    init(keg: Keg, writer: KegWriter, progress: KegProgress?, skipSpecialFiles: Bool = false, dropSetID: Bool = false) {
         self.keg = keg
         self.writer = writer
         self.progress = progress
         self.skipSpecialFiles = skipSpecialFiles
+        self.dropSetID = dropSetID
     }
 
     /// A directory as walked: entries with an index into `files` or `dirs`.
@@ -73,7 +77,7 @@ final class Ingest: Sendable {
                 guard BytePath(bytes: name).withCString({ fstatat(fd, $0, &st, AT_SYMLINK_NOFOLLOW) }) == 0 else {
                     throw KbuildError.syscall("lstat", child.description, verb: "put \(child)")
                 }
-                let mode = UInt32(st.st_mode) & 0o7777
+                let mode = UInt32(st.st_mode) & (dropSetID && st.st_mode & S_IFMT == S_IFREG ? 0o1777 : 0o7777)
                 switch st.st_mode & S_IFMT {
                 case S_IFREG:
                     files.append((child, childRelative))

@@ -97,7 +97,10 @@ extension ClientHandler {
                     metadata: ["app": "\(app ?? "")", "endpoint": "\(endpoint.map { "\($0)" } ?? "")"])
                 fail(.gatewayTimeout(app: app ?? ""))
             }
-        case .answering, .connecting, .streamingResponse, .closing:
+        case .answering(let page):
+            // Belt and braces: a request the router answers itself never waits longer than a head may take.
+            if now - started > configuration.headerReadTimeout { answer(page) }
+        case .connecting, .streamingResponse, .closing:
             break
         }
     }

@@ -252,8 +252,16 @@ final class ClientHandler: ChannelDuplexHandler {
             requestID = RequestID.generate(using: &pool.random)
         }
         let host = request.host ?? ""
+        // Only `chunked` is a transfer coding the router forwards: anything else
+        // (`xchunked`, `gzip, chunked`) frames the body in a way a backend may read
+        // differently (request smuggling), so it is refused, never forwarded.
+        let codings = head.headers["transfer-encoding"]
+        let framingOK = codings.isEmpty || codings.map({ $0.lowercased().filter { $0 != " " && $0 != "\t" } }) == ["chunked"]
         let route = route(host: host)
         switch route {
+        case _ where !framingOK:
+            app = nil
+            phase = .answering(.badRequest("Transfer-Encoding \(codings.joined(separator: ", ")) is not supported; send chunked or a Content-Length."))
         case .app(let name, let appEndpoints):
             app = name
             endpoints = appEndpoints
@@ -267,11 +275,14 @@ final class ClientHandler: ChannelDuplexHandler {
             app = nil
             phase = .answering(.badHost(badHost))
         }
-        if case .answering = phase {
-            // A client waiting for 100 Continue sends no body: answer now and close.
-            if request.expectsContinue {
+        if case .answering(let page) = phase {
+            // A client waiting for 100 Continue sends no body, and a body framed in a
+            // way the router refuses cannot be skipped: answer now and close. Others
+            // are answered at the end of their body (the connection stays open),
+            // or when the header timeout has passed (`tick`), however slowly it comes.
+            if request.expectsContinue || !framingOK {
                 clientKeepAlive = false
-                if case .answering(let page) = phase { answer(page) }
+                answer(page)
             }
             return
         }

@@ -4,6 +4,8 @@ import NIOHTTP1
 /// The router's own answers, when no backend answers for the app.
 enum ErrorPage {
     case badHost(String)
+    /// A request the router will not forward (its framing is ambiguous).
+    case badRequest(String)
     case unknownApp(host: String)
     case noHealthyProcess(app: String)
     case badGateway(app: String)
@@ -11,7 +13,7 @@ enum ErrorPage {
 
     var status: HTTPResponseStatus {
         switch self {
-        case .badHost: .badRequest
+        case .badHost, .badRequest: .badRequest
         case .unknownApp: .notFound
         case .noHealthyProcess: .serviceUnavailable
         case .badGateway: .badGateway
@@ -23,6 +25,8 @@ enum ErrorPage {
         switch self {
         case .badHost(let host):
             host.isEmpty ? "The request has no Host header." : "The Host header \(host) is not a valid host name."
+        case .badRequest(let why):
+            why
         case .unknownApp(let host):
             "no app is served at \(host)"
         case .noHealthyProcess(let app):

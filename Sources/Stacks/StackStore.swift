@@ -13,7 +13,13 @@ public struct Stack: Sendable, Equatable {
     public var manifest: Manifest
     /// The Keg trees of its layers, bottom first.
     public var layers: [KID]
-    public var size: Int64 { manifest.layers.reduce(0) { $0 + $1.size } }
+    /// The layers' bytes (a descriptor's size is never trusted to add up: clamped, not trapped).
+    public var size: Int64 {
+        manifest.layers.reduce(0) { sum, layer in
+            let (total, overflow) = sum.addingReportingOverflow(max(0, layer.size))
+            return overflow ? .max : total
+        }
+    }
 
     public init(name: String, image: KID, manifest: Manifest, layers: [KID]) {
         self.name = name

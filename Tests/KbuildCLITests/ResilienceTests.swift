@@ -173,3 +173,100 @@ func spawnGroup(_ path: String, _ args: [String], output: String) throws -> pid_
     guard rc == 0 else { throw NSError(domain: NSPOSIXErrorDomain, code: Int(rc)) }
     return pid
 }
+
+/// What one client or one app can hold of the host: connections, log space.
+final class LimitsTests: XCTestCase {
+    /// A TCP connection to 127.0.0.1:port (nil if refused).
+    func connect(_ port: Int) -> Int32? {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return nil }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = in_port_t(UInt16(port).bigEndian)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let ok = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 } }
+        if !ok { close(fd); return nil }
+        return fd
+    }
+
+    /// Whether the server closed `fd` (a read sees EOF or a reset within `seconds`).
+    func closedByServer(_ fd: Int32, within seconds: Int32) -> Bool {
+        var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        guard poll(&p, 1, seconds * 1000) == 1 else { return false }
+        var byte: UInt8 = 0
+        return read(fd, &byte, 1) <= 0
+    }
+
+    func testIdleAndSlowConnectionsCannotHoldTheAPI() throws {
+        let data = try makeData("conns")
+        let server = try startKbuildUp(self, data: data)
+        let port = try XCTUnwrap(URL(string: server.url)?.port)
+        // 1,100 connections that say nothing: the server still answers.
+        var idle: [Int32] = []
+        defer { idle.forEach { close($0) } }
+        for _ in 0..<1100 { if let fd = connect(port) { idle.append(fd) } }
+        XCTAssertGreaterThan(idle.count, 1000)
+        let started = Date()
+        let health = try sh("/usr/bin/curl", ["-sf", "--max-time", "5", server.url + "/healthz"])
+        XCTAssertEqual(health.status, 0, "the API answers beside 1,100 idle connections")
+        XCTAssertLessThan(Date().timeIntervalSince(started), 2)
+        // A request head sent a byte at a time, never finished: closed after the header timeout (15 s), as the idle ones are.
+        let slow = try XCTUnwrap(connect(port))
+        defer { close(slow) }
+        _ = "GET /healthz HTTP/1.1\r\nHost: x\r\n".withCString { write(slow, $0, strlen($0)) }
+        XCTAssertTrue(closedByServer(slow, within: 25), "a head never finished is closed")
+        XCTAssertTrue(closedByServer(idle[0], within: 5), "so is a connection that never said anything")
+        XCTAssertEqual(try sh("/usr/bin/curl", ["-sf", "--max-time", "5", server.url + "/healthz"]).status, 0)
+    }
+
+    /// A process that writes as fast as it can keeps its log under its cap,
+    /// the newest lines kept and the drop noted; what a build makes setuid is
+    /// stored without the bit.
+    func testLogsAreCappedAndSetuidBitsDropped() throws {
+        let data = try makeData("logcap")
+        _ = try startKbuildUp(self, data: data, extra: ["--process-log-cap", "1M", "--app-log-cap", "3M"])
+        let work = try makeApp("chatty", data: data, serve: """
+            #!/bin/sh
+            (i=0; while :; do i=$((i+1)); echo "line $i of a chatty process, padded to be a little longer than most lines are"; done) &
+            exec busybox httpd -f -p "0.0.0.0:$PORT" -h www
+            """, files: [
+                ".buildpacks": "./bp\n",
+                "bp/bin/detect": "#!/bin/sh\necho Setuid\n",
+                "bp/bin/compile": "#!/bin/sh\ncp /bin/busybox \"$1/suid\" && chmod 4755 \"$1/suid\" && ls -l \"$1/suid\"\n",
+            ])
+        try git(["update-index", "--chmod=+x", "bp/bin/detect", "bp/bin/compile"], in: work)
+        try git(["commit", "-q", "-m", "x"], in: work)
+        let push = try git(["push", "kbuild", "main"], in: work)
+        XCTAssertEqual(push.status, 0, push.stderr)
+        XCTAssertTrue(push.stderr.contains("rwsr-xr-x"), "the build made it setuid: \(push.stderr)")
+        // Stored without the bit: nothing setuid in the file cache, and the process sees 0755.
+        let setuid = try sh("/usr/bin/find", [data + "/keg/files", "-perm", "-4000", "-type", "f"])
+        XCTAssertEqual(trimmed(setuid.stdout), "", "no setuid file in the shared cache")
+        let mode = try sh(kbuildBinary, ["run", "chatty", "--", "stat", "-c", "%a", "/app/suid"], env: ["KBUILD_DATA_DIR": data])
+        XCTAssertEqual(trimmed(mode.stdout).count, 3, "no setuid, setgid or sticky bit: \(mode.stdout) \(mode.stderr)")
+
+        let logs = data + "/nodes/local/logs"
+        try waitUntil("the cap was reached and applied", timeout: 60) {
+            let files = (try? FileManager.default.contentsOfDirectory(atPath: logs)) ?? []
+            return files.contains { name in
+                ((try? String(contentsOfFile: logs + "/" + name, encoding: .utf8)) ?? "").contains("dropped the oldest")
+            }
+        }
+        for _ in 0..<5 {
+            for name in (try? FileManager.default.contentsOfDirectory(atPath: logs)) ?? [] {
+                let size = (try FileManager.default.attributesOfItem(atPath: logs + "/" + name)[.size] as? UInt64) ?? 0
+                XCTAssertLessThan(size, (1 << 20) + (64 << 10), "\(name) stays under its 1 MiB cap (and a block)")
+            }
+            usleep(500_000)
+        }
+        // The newest lines are there, through kbuild logs.
+        let tail = try kbuild(["logs", "chatty", "--lines", "3"], dataDir: data)
+        XCTAssertEqual(tail.status, 0, tail.stderr)
+        let numbers = tail.stdout.split(separator: "\n").compactMap { line -> Int? in
+            guard let r = line.range(of: "line ") else { return nil }
+            return Int(line[r.upperBound...].prefix { $0.isNumber })
+        }
+        XCTAssertFalse(numbers.isEmpty, tail.stdout)
+        XCTAssertGreaterThan(numbers.max() ?? 0, 10_000, "lines long past the first megabyte: \(tail.stdout)")
+    }
+}

@@ -194,6 +194,36 @@ final class ProxyTests: XCTestCase {
         XCTAssertEqual(served.map(\.status).sorted(), [200, 400, 400, 404, 503])
     }
 
+    /// A request to an unknown host whose body trickles in is answered within
+    /// the header timeout, not held forever; a body framed with a transfer
+    /// coding other than chunked is refused with 400 and never reaches a backend.
+    func testTrickledBodiesAndStrangeFramingAreNotHeldOrForwarded() async throws {
+        let web = try backend("shop")
+        var configuration = RouterConfiguration()
+        configuration.headerReadTimeout = .seconds(1)
+        let (_, port) = try await startRouter(["shop": [web.endpoint]], configuration: configuration)
+        try await blocking {
+            let trickle = try TestConnection(port: port, timeoutSeconds: 10)
+            try trickle.send("POST / HTTP/1.1\r\nHost: nope.localhost\r\nContent-Length: 1000\r\n\r\nab")
+            let started = Date()
+            let answered = try trickle.readResponse(method: "POST")
+            XCTAssertEqual(answered.status, 404)
+            XCTAssertLessThan(Date().timeIntervalSince(started), 5, "answered within the header timeout")
+
+            for coding in ["xchunked", "gzip, chunked", "chunked, identity"] {
+                let smuggle = try TestConnection(port: port)
+                try smuggle.send("POST / HTTP/1.1\r\nHost: shop.localhost\r\nTransfer-Encoding: \(coding)\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+                let refused = try smuggle.readResponse(method: "POST")
+                XCTAssertEqual(refused.status, 400, coding)
+                XCTAssertTrue(smuggle.isClosedByPeer(), "closed after the refusal (\(coding))")
+            }
+        }
+        // (NIO's own parser refuses some framings before the router sees a head: those are not logged.)
+        let served = try await XCTUnwrap(router).served(count: 3)
+        XCTAssertTrue(served.allSatisfy { [400, 404].contains($0.status) }, "\(served)")
+        XCTAssertTrue(served.allSatisfy { $0.endpoint == nil }, "nothing reached the backend: \(served)")
+    }
+
     func testDeadEndpointIsRetriedOnALiveOne() async throws {
         let web = try backend("shop")
         let dead = Endpoint(host: "127.0.0.1", port: try unusedPort(), process: "shop.web.dead")
