@@ -22,7 +22,7 @@ extension ClientHandler {
         if method == .HEAD { body.clear() }
         let version = requestVersion.minor == 0 ? HTTPVersion.http1_0 : .http1_1
         let head = page.head(
-            version: version, requestID: requestID, keepAlive: clientKeepAlive,
+            version: version, requestID: requestID, traceID: traceID, keepAlive: clientKeepAlive,
             retryAfter: shared.configuration.retryAfterSeconds, bodyLength: body.readableBytes)
         if method == .HEAD {
             context.write(wrapOutboundOut(.head(head)), promise: nil)
@@ -67,7 +67,7 @@ extension ClientHandler {
     /// Resets the exchange state and returns the report for `onServed`.
     func endExchange(status: Int, closing: Bool) -> ServedRequest {
         let served = ServedRequest(
-            requestID: requestID, app: app, endpoint: endpoint,
+            requestID: requestID, traceID: traceID, app: app, endpoint: endpoint,
             method: method.rawValue, uri: uri, status: status,
             duration: .nanoseconds((NIODeadline.now() - started).nanoseconds))
         phase = closing ? .closing : .idle

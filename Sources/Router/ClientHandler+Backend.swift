@@ -111,7 +111,7 @@ extension ClientHandler {
             replay.removeAll(keepingCapacity: true)
             status = Int(head.status.code)
             connection.responseKeepAlive = head.isKeepAlive
-            var headers = ForwardedHeaders.response(from: head.headers, requestID: requestID)
+            var headers = ForwardedHeaders.response(from: head.headers, requestID: requestID, traceID: traceID)
             if clientKeepAlive, requestVersion.minor == 0 {
                 // A HTTP/1.0 client can keep the connection only when the body has a length.
                 if headers.contains(name: "content-length") || method == .HEAD || !head.status.mayHaveResponseBody {

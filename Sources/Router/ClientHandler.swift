@@ -51,6 +51,8 @@ final class ClientHandler: ChannelDuplexHandler {
     var requestVersion = HTTPVersion.http1_1
     var clientKeepAlive = true
     var requestID = ""
+    /// Unique per request (a client's X-Request-Id need not be).
+    var traceID = ""
     var app: String?
     var endpoints: [Endpoint] = []
     /// The route table version the current request was routed with.
@@ -246,10 +248,11 @@ final class ClientHandler: ChannelDuplexHandler {
         status = 0
 
         let request = ForwardedHeaders.request(from: head.headers)
+        traceID = RequestID.generate(using: &pool.random)
         if let id = request.requestID, RequestID.isValid(id) {
             requestID = id
         } else {
-            requestID = RequestID.generate(using: &pool.random)
+            requestID = traceID
         }
         let host = request.host ?? ""
         // Only `chunked` is a transfer coding the router forwards: anything else

@@ -48,7 +48,7 @@ enum ErrorPage {
             """
     }
 
-    func head(version: HTTPVersion, requestID: String, keepAlive: Bool, retryAfter: Int, bodyLength: Int)
+    func head(version: HTTPVersion, requestID: String, traceID: String, keepAlive: Bool, retryAfter: Int, bodyLength: Int)
         -> HTTPResponseHead
     {
         var headers = HTTPHeaders()
@@ -57,6 +57,7 @@ enum ErrorPage {
         headers.add(name: "content-length", value: String(bodyLength))
         headers.add(name: "cache-control", value: "no-store")
         headers.add(name: "x-request-id", value: requestID)
+        if traceID != requestID { headers.add(name: "kbuild-request-id", value: traceID) }
         if case .noHealthyProcess = self { headers.add(name: "retry-after", value: String(retryAfter)) }
         if !keepAlive {
             headers.add(name: "connection", value: "close")

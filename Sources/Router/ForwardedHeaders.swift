@@ -49,7 +49,7 @@ enum ForwardedHeaders {
     /// The backend's response headers without hop-by-hop ones, with the
     /// request id. Edited in place: a response usually carries only
     /// `Connection` to drop, so copying every header would be wasted work.
-    static func response(from headers: HTTPHeaders, requestID: String) -> HTTPHeaders {
+    static func response(from headers: HTTPHeaders, requestID: String, traceID: String) -> HTTPHeaders {
         var result = headers
         var removals: [String] = []
         var connectionTokens: [Substring] = []
@@ -72,6 +72,7 @@ enum ForwardedHeaders {
         for token in connectionTokens { result.remove(name: String(token)) }
         if rewriteTransferEncoding { result.replaceOrAdd(name: "transfer-encoding", value: "chunked") }
         result.add(name: "x-request-id", value: requestID)
+        if traceID != requestID { result.add(name: "kbuild-request-id", value: traceID) }
         return result
     }
 

@@ -1,6 +1,10 @@
 /// One request the router answered, reported through `onServed` when its response ended.
 public struct ServedRequest: Sendable {
+    /// The id the client and the app see (`X-Request-Id`): the client's own when it sent a sane one.
     public var requestID: String
+    /// The router's own id for it, unique whatever the client sent (`Kbuild-Request-Id`
+    /// when it differs): what `kbuild trace` finds a request by.
+    public var traceID: String
     /// The app the Host header named; nil when it named none (400, 404).
     public var app: String?
     /// The endpoint that answered; nil for the router's own pages.
@@ -13,10 +17,11 @@ public struct ServedRequest: Sendable {
     public var duration: Duration
 
     public init(
-        requestID: String, app: String?, endpoint: Endpoint?, method: String, uri: String, status: Int,
+        requestID: String, traceID: String? = nil, app: String?, endpoint: Endpoint?, method: String, uri: String, status: Int,
         duration: Duration
     ) {
         self.requestID = requestID
+        self.traceID = traceID ?? requestID
         self.app = app
         self.endpoint = endpoint
         self.method = method

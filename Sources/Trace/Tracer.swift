@@ -93,7 +93,7 @@ public struct Tracer: Sendable {
             guard let current = try await ReleaseStore(keg: keg, refs: refs).current(app) else {
                 if try await refs.get(try RefName("apps/\(app)")) == nil {
                     // A request id may look like an app name (order-4711).
-                    if let dir = requestLog, RequestLog.find(app, in: dir) != nil { return try await fromRequest(app) }
+                    if let dir = requestLog, !RequestLog.find(app, in: dir).isEmpty { return try await fromRequest(app) }
                     throw KbuildError(.notFound, "no app named \(app), nor a request with that id")
                 }
                 throw KbuildError(.notFound, "\(app) has no release yet")
@@ -154,8 +154,14 @@ public struct Tracer: Sendable {
     /// The process that answered a request: the router wrote down the process id; the
     /// app's process list says which process had that id at that time.
     func fromRequest(_ id: String) async throws -> TraceResult {
-        guard let dir = requestLog, let entry = RequestLog.find(id, in: dir) else {
+        let found = requestLog.map { RequestLog.find(id, in: $0) } ?? []
+        guard let entry = found.first else {
             throw KbuildError(.notFound, "no request \(id) in the router's log (ids come back in each response's X-Request-Id header)")
+        }
+        // A client's own X-Request-Id need not be unique: more than one request sent it.
+        guard found.count == 1 else {
+            let list = found.suffix(10).map { "\($0.requestID) (\($0.app), \($0.method) \($0.path) → \($0.status) at \($0.time))" }
+            throw KbuildError(.ambiguous, "\(found.count) requests were sent with X-Request-Id \(id); trace one by the router's own id (Kbuild-Request-Id): \(list.joined(separator: "; "))")
         }
         let subject = "request \(id) (\(entry.method) \(entry.path) → \(entry.status) at \(entry.time))"
         for change in try await refs.history(try ClusterRefs.processes(entry.app), limit: nil) {
@@ -175,7 +181,7 @@ public struct Tracer: Sendable {
             // A name that looks like a sha may be an app.
             if try await refs.get(try RefName("apps/\(sha)")) != nil { return try await trace(.app(sha)) }
             // A request id of hex digits (the router makes 32 of them).
-            if sha.count >= 8, let dir = requestLog, RequestLog.find(sha, in: dir) != nil { return try await fromRequest(sha) }
+            if sha.count >= 8, let dir = requestLog, !RequestLog.find(sha, in: dir).isEmpty { return try await fromRequest(sha) }
             throw KbuildError(.notFound, "no pushed commit \(sha) (only commits pushed to a kbuild app are known), nor a request with that id")
         }
         guard matches.count == 1 else {

@@ -84,8 +84,9 @@ extension XCTestCase {
     }
 
     /// A request through the router with a given Host header.
-    func routed(_ port: Int, host: String, path: String = "/") -> (status: Int, body: String, headers: [String: String]) {
-        guard let r = try? sh("/usr/bin/curl", ["-s", "--max-time", "5", "-D", "-", "-H", "Host: \(host)", "http://127.0.0.1:\(port)\(path)"]),
+    func routed(_ port: Int, host: String, path: String = "/", headers extra: [String] = []) -> (status: Int, body: String, headers: [String: String]) {
+        guard let r = try? sh("/usr/bin/curl", ["-s", "--max-time", "5", "-D", "-", "-H", "Host: \(host)"] + extra.flatMap { ["-H", $0] }
+                                                + ["http://127.0.0.1:\(port)\(path)"]),
               let head = r.stdout.range(of: "\r\n\r\n") else { return (0, "", [:]) }
         let lines = r.stdout[..<head.lowerBound].split(separator: "\r\n")
         let status = lines.first.flatMap { Int($0.split(separator: " ").dropFirst().first ?? "") } ?? 0

@@ -54,6 +54,18 @@ final class TraceTests: XCTestCase {
                 return r.status == 0 && r.stdout.contains("traced.web.1") && r.stdout.contains(sha)
             }
         }
+        // A client that reuses another request's id shadows nothing: the router's own id stays unique.
+        let reused = routed(routerPort, host: "traced.localhost", path: "/", headers: ["X-Request-Id: order-4711-retry"])
+        XCTAssertEqual(reused.headers["x-request-id"], "order-4711-retry", "the client's id is kept")
+        let own = try XCTUnwrap(reused.headers["kbuild-request-id"], "\(reused.headers)")
+        XCTAssertNotEqual(own, "order-4711-retry")
+        try waitUntil("both logged", timeout: 5) {
+            let r = try kbuild(["trace", "order-4711-retry"], dataDir: data)
+            return r.status != 0 && r.stderr.contains("2 requests were sent with X-Request-Id order-4711-retry") && r.stderr.contains(own)
+        }
+        let byOwn = try kbuild(["trace", own], dataDir: data)
+        XCTAssertEqual(byOwn.status, 0, byOwn.stderr)
+        XCTAssertTrue(byOwn.stdout.contains("traced.web.1"), byOwn.stdout)
         XCTAssertTrue(try kbuild(["trace", "no-such-request-id"], dataDir: data).stderr.contains("no app named no-such-request-id, nor a request with that id"))
         XCTAssertTrue(try kbuild(["trace", "Req_0000.unknown"], dataDir: data).stderr.contains("no request Req_0000.unknown in the router's log"))
 

@@ -26,7 +26,7 @@ final class ForwardedHeadersTests: XCTestCase {
             ),
         ]
         for (backend, expected) in cases {
-            let result = ForwardedHeaders.response(from: HTTPHeaders(backend), requestID: "id-1")
+            let result = ForwardedHeaders.response(from: HTTPHeaders(backend), requestID: "id-1", traceID: "id-1")
             let pairs = result.map { "\($0.name): \($0.value)" }
             XCTAssertEqual(pairs, expected.map { "\($0.0): \($0.1)" } + ["x-request-id: id-1"], "\(backend)")
         }
