@@ -73,11 +73,31 @@ public struct BuildLimits: Codable, Sendable, Equatable {
     public var pids: Int
     /// Seconds for the whole build.
     public var timeout: Double
-    public init(memory: UInt64 = 2 << 30, cpus: Double? = nil, pids: Int = 4096, timeout: Double = 900) {
+    /// Bytes a build may write: /app, /cache and /env together, on a disk of
+    /// that size (`ScratchDisk`); the app layer and the cache kept are bounded
+    /// by it too.
+    public var disk: UInt64
+
+    public static let defaultDisk: UInt64 = 2 << 30
+
+    public init(memory: UInt64 = 2 << 30, cpus: Double? = nil, pids: Int = 4096, timeout: Double = 900, disk: UInt64 = BuildLimits.defaultDisk) {
         self.memory = memory
         self.cpus = cpus
         self.pids = pids
         self.timeout = timeout
+        self.disk = disk
+    }
+
+    enum CodingKeys: String, CodingKey { case memory, cpus, pids, timeout, disk }
+
+    /// Records written before `disk` existed get the default.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        memory = try c.decode(UInt64.self, forKey: .memory)
+        cpus = try c.decodeIfPresent(Double.self, forKey: .cpus)
+        pids = try c.decode(Int.self, forKey: .pids)
+        timeout = try c.decode(Double.self, forKey: .timeout)
+        disk = try c.decodeIfPresent(UInt64.self, forKey: .disk) ?? BuildLimits.defaultDisk
     }
 }
 

@@ -46,7 +46,8 @@ public struct Builder: Sendable {
         for dir in [dirs, dirs + "/work"] where mkdir(dir, 0o700) != 0 && errno != EEXIST {
             throw KbuildError.syscall("mkdir", dir, verb: "prepare build \(build.short)")
         }
-        defer { try? FileManager.default.removeItem(atPath: work) }
+        // Everything the build writes is on a disk of its own, of the app's size.
+        let disk = try await ScratchDisk.make(at: work, size: job.limits.disk)
 
         var record = BuildRecord(build: build, inputs: job.inputs, app: job.app, status: .failed, error: nil, log: nil, layer: nil,
                                  used: [], processTypes: [:], configVars: [:], worker: worker, startedAt: started,
@@ -59,12 +60,14 @@ public struct Builder: Sendable {
             // This worker is stopping: no result is recorded, so the claim runs out and
             // another worker (or the pusher's hook) builds it again.
             log.step("Build interrupted: this worker is stopping")
+            await disk.remove()
             throw CancellationError()
         } catch {
             let message = (error as? KbuildError)?.message ?? "\(error)"
             record.error = message
             log.write(Array("\n !     \(message)\n !     Build failed\n".utf8))
         }
+        await disk.remove()
         record.finishedAt = Date()
         record.log = try keg.put(path: log.path)
         record.links = [record.log, record.layer.flatMap { try? $0.kid() }, record.layer?.annotations?["dev.kbuild.tree"].flatMap { try? KID(parsing: $0) },
@@ -85,7 +88,8 @@ public struct Builder: Sendable {
         // The build's directories, under the data dir (only root can reach it, so the
         // sandbox's root may own what it writes there).
         let root = work + "/root", app = root + "/app", cache = work + "/cache", env = work + "/env"
-        for dir in [work, root] where mkdir(dir, 0o755) != 0 { throw KbuildError.syscall("mkdir", dir, verb: "prepare the build") }
+        guard chmod(work, 0o755) == 0 else { throw KbuildError.syscall("chmod", work, verb: "prepare the build") }
+        for dir in [root] where mkdir(dir, 0o755) != 0 { throw KbuildError.syscall("mkdir", dir, verb: "prepare the build") }
         try keg.get(inputs.source, to: app)
         if let cached = try await refs.get(try Builder.cacheRef(app: job.app)), keg.contains(cached.kid) {
             try keg.get(cached.kid, to: cache)
@@ -174,7 +178,12 @@ public struct Builder: Sendable {
         // The app layer: /app as the buildpacks left it (read back through the Keg,
         // never by following what the build wrote).
         log.step("Discovering process types")
-        let rootTree = try keg.put(path: root, skipSpecialFiles: true, dropSetID: true)
+        let rootTree: KID
+        do {
+            rootTree = try keg.put(path: root, skipSpecialFiles: true, dropSetID: true, maxBytes: job.limits.disk)
+        } catch let error as KbuildError where error.code == .tooLarge {
+            throw KbuildError(.tooLarge, "the app is over the build disk of \(job.limits.disk >> 20) MiB (sparse files count at their full size): \(error.message)")
+        }
         let appTree = try BuildpackStore.subtree(rootTree, path: ["app"], keg: keg)
         var processTypes = release.processTypes
         if let entry = try keg.tree(appTree).entries.first(where: { $0.nameString == "Procfile" }) {
@@ -192,8 +201,15 @@ public struct Builder: Sendable {
         record.layer = layer
         log.step("App layer \(try layer.kid().short) (\(layer.size >> 10) KiB)")
 
-        let cacheTree = try keg.put(path: cache, skipSpecialFiles: true, dropSetID: true)
-        try await refs.compareAndSwap(try Builder.cacheRef(app: job.app), to: cacheTree, expecting: .any, actor: worker)
+        // The cache is kept up to half the build disk; past that it is dropped
+        // (evicted whole, as Heroku clears an oversized cache) and the next build starts without one.
+        do {
+            let cacheTree = try keg.put(path: cache, skipSpecialFiles: true, dropSetID: true, maxBytes: job.limits.disk / 2)
+            try await refs.compareAndSwap(try Builder.cacheRef(app: job.app), to: cacheTree, expecting: .any, actor: worker)
+        } catch let error as KbuildError where error.code == .tooLarge {
+            log.detail("The build cache is over \(job.limits.disk >> 21) MiB (half the build disk): not kept; the next build starts without it")
+            _ = try? await refs.compareAndSwap(try Builder.cacheRef(app: job.app), to: nil, expecting: .any, actor: worker)
+        }
     }
 
     private func hasExecutable(_ pack: KID, _ step: String) throws -> Bool {

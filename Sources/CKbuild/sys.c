@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <linux/openat2.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -39,4 +40,16 @@ long long kb_drop_head(int fd, unsigned long long bytes) {
         return (long long)st.st_size;
     }
     return (long long)aligned;
+}
+
+int kb_is_zero(const void *p, size_t n) {
+    const unsigned char *b = p;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        unsigned long long w;
+        memcpy(&w, b + i, 8);
+        if (w) return 0;
+    }
+    for (; i < n; i++) if (b[i]) return 0;
+    return 1;
 }

@@ -1,5 +1,6 @@
 public import KbuildCore
 import Foundation
+import CKbuild
 import Synchronization
 
 extension Keg {
@@ -113,6 +114,8 @@ extension Keg {
             guard bytes.withUnsafeBytes({ Keg.writeAll(fd, $0) }) else { throw KbuildError.syscall("write", path.description, verb: "restore \(kid)") }
         case .chunkedFile:
             try writeChunked(kid, size: header.logicalSize, to: fd, path: path)
+            // Holes at the end are not written: the size makes them.
+            guard ftruncate(fd, off_t(header.logicalSize)) == 0 else { throw KbuildError.syscall("ftruncate", path.description, verb: "restore \(kid)") }
         }
     }
 
@@ -132,6 +135,13 @@ extension Keg {
             batches[batches.count - 1].append((chunk, inBatch))
             inBatch += Int(chunk.size)
         }
+        // Where each batch starts in the file.
+        var batchStarts: [off_t] = []
+        var at: off_t = 0
+        for batch in batches {
+            batchStarts.append(at)
+            if let last = batch.last { at += off_t(last.offset) + off_t(last.chunk.size) }
+        }
         let capacity = Keg.restoreBatch + Int(Keg.chunkParams.max_size)
         let buffers = [UnsafeMutableRawBufferPointer.allocate(byteCount: capacity, alignment: 64),
                        UnsafeMutableRawBufferPointer.allocate(byteCount: capacity, alignment: 64)]
@@ -143,11 +153,11 @@ extension Keg {
             let written = b > 0 ? batches[b - 1] : []
             try parallelFor(decode.count + 1) { job in
                 if job == 0 {
-                    // Write the batch before this one, in order.
+                    // Write the batch before this one, in order, leaving all-zero blocks as holes.
                     guard let last = written.last else { return }
                     let length = last.offset + Int(last.chunk.size)
-                    guard Keg.writeAll(fd, UnsafeRawBufferPointer(rebasing: drain[0..<length])) else {
-                        throw KbuildError.syscall("write", pathText, verb: "restore \(kid)")
+                    guard Keg.writeSparse(fd, UnsafeRawBufferPointer(rebasing: drain[0..<length]), at: batchStarts[b - 1]) else {
+                        throw KbuildError.syscall("pwrite", pathText, verb: "restore \(kid)")
                     }
                     return
                 }
@@ -155,6 +165,32 @@ extension Keg {
                 try readVerified(chunk.kid, into: UnsafeMutableRawBufferPointer(rebasing: fill[offset..<offset + Int(chunk.size)]))
             }
         }
+    }
+
+    /// Writes `bytes` at `offset` of a new file, skipping 4 KiB blocks of
+    /// zeros (they stay holes: a sparse file stays sparse on restore, and a
+    /// 4 GiB file of zeros takes no disk). False with errno on a failed write.
+    static func writeSparse(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: off_t) -> Bool {
+        let block = 4096
+        var start = 0
+        while start < bytes.count {
+            // The next run of non-zero blocks.
+            var end = start
+            while end < bytes.count, kb_is_zero(bytes.baseAddress! + end, min(block, bytes.count - end)) == 0 { end += block }
+            if end > start {
+                let run = UnsafeRawBufferPointer(rebasing: bytes[start..<min(end, bytes.count)])
+                var done = 0
+                while done < run.count {
+                    let n = pwrite(fd, run.baseAddress! + done, run.count - done, offset + off_t(start + done))
+                    if n < 0 && errno == EINTR { continue }
+                    guard n > 0 else { return false }
+                    done += n
+                }
+            }
+            start = min(end, bytes.count)
+            while start < bytes.count, kb_is_zero(bytes.baseAddress! + start, min(block, bytes.count - start)) != 0 { start += block }
+        }
+        return true
     }
 
     /// rm -rf, for cleaning up after a failed restore (makes read-only dirs writable first).

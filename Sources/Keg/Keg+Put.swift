@@ -13,13 +13,16 @@ extension Keg {
     /// left out with `skipSpecialFiles` (a root filesystem's /dev).
     /// `dropSetID` stores files without their setuid and setgid bits (what a
     /// build made: no tenant's file is anyone's root elsewhere); stacks keep them.
-    public func put(path: String, skipSpecialFiles: Bool = false, dropSetID: Bool = false, progress: KegProgress? = nil) throws -> KID {
+    /// `maxBytes` refuses a directory whose files add up to more (their
+    /// logical sizes, holes counted: checked in the walk, before a byte is read).
+    public func put(path: String, skipSpecialFiles: Bool = false, dropSetID: Bool = false, maxBytes: UInt64? = nil,
+                    progress: KegProgress? = nil) throws -> KID {
         let root = BytePath(path)
         var st = stat()
         // The path the user names may be a symlink (e.g. /lib); follow it.
         guard root.withCString({ stat($0, &st) }) == 0 else { throw KbuildError.syscall("stat", path, verb: "put \(path)") }
         let writer = writer()
-        let ingest = Ingest(keg: self, writer: writer, progress: progress, skipSpecialFiles: skipSpecialFiles, dropSetID: dropSetID)
+        let ingest = Ingest(keg: self, writer: writer, progress: progress, skipSpecialFiles: skipSpecialFiles, dropSetID: dropSetID, maxBytes: maxBytes)
         let kid: KID
         switch st.st_mode & S_IFMT {
         case S_IFREG:
@@ -41,9 +44,11 @@ final class Ingest: Sendable {
     let progress: KegProgress?
     let skipSpecialFiles: Bool
     let dropSetID: Bool
+    let maxBytes: UInt64?
     let pool = WorkerPool()
 
-    init(keg: Keg, writer: KegWriter, progress: KegProgress?, skipSpecialFiles: Bool = false, dropSetID: Bool = false) {
+    init(keg: Keg, writer: KegWriter, progress: KegProgress?, skipSpecialFiles: Bool = false, dropSetID: Bool = false, maxBytes: UInt64? = nil) {
+        self.maxBytes = maxBytes
         self.keg = keg
         self.writer = writer
         self.progress = progress
@@ -67,6 +72,7 @@ final class Ingest: Sendable {
         let rootFD = root.withCString { open($0, O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
         guard rootFD >= 0 else { throw KbuildError.syscall("open", root.description, verb: "put \(root)") }
         defer { close(rootFD) }
+        var total: UInt64 = 0
         func walk(_ fd: Int32, _ path: BytePath, _ relative: BytePath) throws -> Int {
             let index = dirs.count
             dirs.append(Dir(path: path))
@@ -80,6 +86,10 @@ final class Ingest: Sendable {
                 let mode = UInt32(st.st_mode) & (dropSetID && st.st_mode & S_IFMT == S_IFREG ? 0o1777 : 0o7777)
                 switch st.st_mode & S_IFMT {
                 case S_IFREG:
+                    total += UInt64(st.st_size)
+                    if let maxBytes, total > maxBytes {
+                        throw KbuildError(.tooLarge, "failed to put \(root): its files add up to over \(maxBytes) bytes (at \(childRelative))")
+                    }
                     files.append((child, childRelative))
                     dirs[index].entries.append((name, .file, mode, UInt64(st.st_size), files.count - 1, []))
                 case S_IFDIR:

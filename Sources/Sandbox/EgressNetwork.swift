@@ -214,7 +214,7 @@ public struct EgressNetwork: Sendable {
 
     func installFirewallNow() throws {
         var published = ""
-        if publishOn != nil, let out = try? EgressNetwork.run(nftCommand(["list", "map", "inet", table, "published"]), input: nil).output,
+        if publishOn != nil, let out = try? Tool.run(nftCommand(["list", "map", "inet", table, "published"]), input: nil).output,
            let open = out.range(of: "elements = {"), let close = out.range(of: "}", range: open.upperBound..<out.endIndex) {
             published = String(out[open.upperBound..<close.lowerBound]).trimmingCharacters(in: .whitespacesAndNewlines)
         }
@@ -236,7 +236,7 @@ public struct EgressNetwork: Sendable {
     }
 
     func nft(_ script: String, what: String) throws {
-        let r = try EgressNetwork.run(nftCommand(["-f", "-"]), input: script)
+        let r = try Tool.run(nftCommand(["-f", "-"]), input: script)
         guard r.status == 0 else { throw KbuildError(.io, "failed to \(what): nft: \(r.output.trimmingCharacters(in: .whitespacesAndNewlines))") }
     }
 
@@ -244,7 +244,7 @@ public struct EgressNetwork: Sendable {
     /// value found first is kept in `/run/kbuild-ip-forward` for `kbuild down`.
     static func enableForwarding(in namespace: String?) throws {
         if let namespace {
-            let r = try run([ipPath, "netns", "exec", namespace, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"], input: nil)
+            let r = try Tool.run([ipPath, "netns", "exec", namespace, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"], input: nil)
             guard r.status == 0 else { throw KbuildError(.io, "failed to turn on forwarding in \(namespace): \(r.output)") }
             return
         }
@@ -262,7 +262,7 @@ public struct EgressNetwork: Sendable {
     /// Puts the host's IPv4 forwarding back as kbuild found it (`kbuild down`),
     /// unless another kbuild's firewall is still there.
     public static func restoreForwarding() {
-        if let tables = try? run([nftPath, "list", "tables"], input: nil).output, tables.contains("inet kbuild_") { return }
+        if let tables = try? Tool.run([nftPath, "list", "tables"], input: nil).output, tables.contains("inet kbuild_") { return }
         guard let before = try? String(contentsOfFile: "/run/kbuild-ip-forward", encoding: .utf8) else { return }
         try? Data(before.utf8).write(to: URL(fileURLWithPath: "/proc/sys/net/ipv4/ip_forward"))
         unlink("/run/kbuild-ip-forward")
@@ -272,41 +272,9 @@ public struct EgressNetwork: Sendable {
     static let nftPath = FileManager.default.isExecutableFile(atPath: "/usr/sbin/nft") ? "/usr/sbin/nft" : "/sbin/nft"
 
     static func ip(_ args: [String], batch: [String]? = nil, what: String) throws {
-        let r = try run([ipPath] + args + (batch == nil ? [] : ["-batch", "-"]), input: batch.map { $0.joined(separator: "\n") + "\n" })
+        let r = try Tool.run([ipPath] + args + (batch == nil ? [] : ["-batch", "-"]), input: batch.map { $0.joined(separator: "\n") + "\n" })
         guard r.status == 0 else {
             throw KbuildError(.io, "failed to \(what): ip \(args.joined(separator: " ")): \(r.output.trimmingCharacters(in: .whitespacesAndNewlines))")
         }
-    }
-
-    /// Runs `body` on a thread of its own: `ip` and `nft` are child processes
-    /// waited for, which must not hold a thread of the cooperative pool.
-    func offThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-        try await withCheckedThrowingContinuation { continuation in
-            let thread = Thread { continuation.resume(with: Result { try body() }) }
-            thread.start()
-        }
-    }
-
-    /// Runs a program to its end (these take milliseconds), its stderr and stdout together.
-    static func run(_ argv: [String], input: String?) throws -> (status: Int32, output: String) {
-        guard FileManager.default.isExecutableFile(atPath: argv[0]) else {
-            throw KbuildError(.notFound, "failed to run \(argv[0]): it is not installed (kbuild needs Debian's iproute2 and nftables)")
-        }
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: argv[0])
-        p.arguments = Array(argv.dropFirst())
-        let out = Pipe()
-        p.standardOutput = out
-        p.standardError = out
-        let stdin = Pipe()
-        p.standardInput = input == nil ? FileHandle.nullDevice : stdin
-        try p.run()
-        if let input {
-            stdin.fileHandleForWriting.write(Data(input.utf8))
-            try? stdin.fileHandleForWriting.close()
-        }
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: data, as: UTF8.self))
     }
 }

@@ -31,6 +31,9 @@ int kb_open_tmpfile(const char *dir);
 /// dropped, or -1 with errno.
 long long kb_drop_head(int fd, unsigned long long bytes);
 
+/// Whether `n` bytes at `p` are all zero (a hole, when a file is restored sparse).
+int kb_is_zero(const void *p, size_t n);
+
 /// openat2(2) of `path` strictly beneath `dirfd`: no symlink in any component,
 /// no `..` out of it. Falls back to openat(O_NOFOLLOW) on kernels without openat2.
 int kb_open_beneath(int dirfd, const char *path, int flags);

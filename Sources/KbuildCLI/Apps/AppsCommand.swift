@@ -32,13 +32,18 @@ struct AppsCreate: AsyncParsableCommand {
     @Option(help: "Time limit of a build (e.g. 15m).") var buildTimeout = "15m"
     @Option(help: "Memory limit of a build.") var buildMemory = "2G"
     @Option(help: "CPU limit of a build, in cores (default: none).") var buildCpus: Double?
+    @Option(help: "Disk a build may write (/app, /cache and /env together; the app layer is at most this, the cache kept half).") var buildDisk = "2G"
     @Option(help: "Largest file a push may carry.") var maxFileSize = "100M"
 
     func run() async throws {
         try AppStore.checkName(app)
         let limits = BuildLimits(memory: try parseBytes(buildMemory, what: "build memory"), cpus: buildCpus,
-                                 timeout: try parsePositiveDuration(buildTimeout, what: "build timeout"))
+                                 timeout: try parsePositiveDuration(buildTimeout, what: "build timeout"),
+                                 disk: try parseBytes(buildDisk, what: "build disk"))
         guard limits.memory >= 16 << 20 else { throw KbuildError(.invalidArgument, "invalid build memory \(buildMemory): at least 16M") }
+        guard limits.disk >= 16 << 20, limits.disk <= 1 << 40 else {
+            throw KbuildError(.invalidArgument, "invalid build disk \(buildDisk): from 16M to 1T")
+        }
         let apps = try global.openApps()
         _ = try await global.openStacks().get(stack)
         let record = AppRecord(name: app, stack: stack, deployBranch: deployBranch, build: limits,
