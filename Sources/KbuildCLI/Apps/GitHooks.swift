@@ -59,7 +59,7 @@ struct PreReceive: AsyncParsableCommand {
                     let n = write(2, raw.baseAddress! + offset, raw.count - offset)
                     if n < 0 && errno == EINTR { continue }
                     // The pusher is gone (git, or kbuild up, died): the push ends here and deploys nothing.
-                    if n < 0 && errno == EPIPE { exit(1) }
+                    if n < 0 && errno == EPIPE { Glibc.exit(1) }
                     if n <= 0 { return }
                     offset += n
                 }
