@@ -90,8 +90,8 @@ for m in "${MODULES[@]}"; do
 done
 
 # A build step runs only when its inputs or flags changed (a stamp of their hashes).
-fresh() { # STAMP KEY
-    [[ -f $1 && $(cat "$1") == "$2" ]]
+fresh() { # STAMP KEY OUTPUT
+    [[ -f $1 && -f $3 && $(cat "$1") == "$2" ]]
 }
 key_of() { # FILES... → a hash of the compiler, flags and file contents
     { "$SWIFTC" --version 2>&1; echo "$SANITIZE ${STRICT[*]}"; cat "$@"; } | sha256sum | cut -d' ' -f1
@@ -104,9 +104,9 @@ build_support() {
     fi
     local key
     key=$(key_of "$ROOT/fuzz/support/Crypto/SHA256.swift")
-    if ! fresh "$OBJS/Crypto.stamp" "$key"; then
+    if ! fresh "$OBJS/Crypto.stamp" "$key" "$OBJS/Crypto.o"; then
         echo "  Crypto (stand-in)"
-        "$SWIFTC" "${STRICT[@]}" -parse-as-library -O -wmo -module-name Crypto \
+        "$SWIFTC" "${STRICT[@]}" -warnings-as-errors -parse-as-library -O -wmo -module-name Crypto \
             -emit-module -emit-module-path "$MODS/Crypto.swiftmodule" \
             -c "$ROOT/fuzz/support/Crypto/SHA256.swift" -o "$OBJS/Crypto.o" || return 1
         echo "$key" >"$OBJS/Crypto.stamp"
@@ -115,7 +115,7 @@ build_support() {
     cmp -s "$ATOMICS_MAP.new" "$ATOMICS_MAP" || mv "$ATOMICS_MAP.new" "$ATOMICS_MAP"
     rm -f "$ATOMICS_MAP.new"
     key=$(key_of "$NIO"/Sources/CNIOAtomics/src/*.c "$NIO"/Sources/CNIOAtomics/include/*.h "$NIO"/Sources/NIOConcurrencyHelpers/*.swift)
-    if ! fresh "$OBJS/NIOConcurrencyHelpers.stamp" "$key"; then
+    if ! fresh "$OBJS/NIOConcurrencyHelpers.stamp" "$key" "$OBJS/NIOConcurrencyHelpers.o"; then
         echo "  NIOConcurrencyHelpers (from $NIO)"
         local c
         for c in "$NIO"/Sources/CNIOAtomics/src/*.c; do
@@ -146,7 +146,7 @@ build_module() { # NAME: compiled with coverage, as its own module, after its de
     for dep in ${MOD_DEPS[$name]}; do stamps+=("$OBJS/$dep.stamp"); done
     local key
     key=$(key_of "${files[@]}" "${stamps[@]}")
-    if ! fresh "$OBJS/$name.stamp" "$key"; then
+    if ! fresh "$OBJS/$name.stamp" "$key" "$OBJS/$name.o"; then
         echo "  $name (${#files[@]} files)"
         "$SWIFTC" "${STRICT[@]}" -warnings-as-errors -parse-as-library -O -wmo -enable-testing -sanitize="$SANITIZE" \
             -module-name "$name" -I "$MODS" "${XCC[@]}" \
@@ -196,7 +196,7 @@ build_target() {
     for m in $modules; do stamps+=("$OBJS/$m.stamp"); done
     local key
     key=$(key_of "$ROOT/fuzz/targets/$name.swift" "$ROOT/fuzz/support/Fuzz.swift" "${stamps[@]}")
-    if ! fresh "$BIN/$name.stamp" "$key" || [[ ! -x $BIN/$name ]]; then
+    if ! fresh "$BIN/$name.stamp" "$key" "$BIN/$name"; then
         echo "  target $name"
         "$SWIFTC" "${STRICT[@]}" -warnings-as-errors -parse-as-library -O -sanitize="$SANITIZE" -use-ld=lld \
             -module-name "$(echo "$name" | tr -c 'A-Za-z0-9\n' '_')_fuzz" -I "$MODS" "${XCC[@]}" \
@@ -251,8 +251,14 @@ for t in "${targets[@]}"; do
         fi
     else
         crashed=1
-        kind=$(basename "$(echo "$artifacts" | head -1)" | cut -d- -f1)
-        result="FAILED (${kind:-exit $rc}): ${artifacts:-see $log}"
+        first=$(echo "$artifacts" | head -1)
+        kind=$(basename "$first" | cut -d- -f1)
+        count=$(echo "$artifacts" | grep -c .)
+        if ((count > 1)); then
+            result="FAILED (${kind}): $count inputs in $crashes/, e.g. $(basename "$first")"
+        else
+            result="FAILED (${kind:-exit $rc}): ${first:-see $log}"
+        fi
         # The stack, as the log has it.
         grep -m1 -B2 -A25 -E 'ERROR: libFuzzer|ERROR: AddressSanitizer|Fatal error|contract broken|ALARM' "$log" | sed 's/^/    /' | head -40
     fi

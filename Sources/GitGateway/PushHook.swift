@@ -87,8 +87,12 @@ public struct PushHook: Sendable {
         let lock = try PushLock(path: AppStore(keg: keg, refs: refs).repository(app) + "/kbuild-deploy.lock", app: app)
         defer { lock.release() }
         say("-----> Receiving \(update.new.prefix(7)) for \(app)\n")
+        let limits = try await AppLimits.get(app, keg: keg, refs: refs)
+        let held = limits.kegBytes == nil ? 0 : try await AppUsage.kegBytes(app, keg: keg, refs: refs)
+        try limits.check(kegBytes: held, app: app)
         let source = try GitSource.importTree(repository: nil, revision: update.new, into: keg,
                                               limits: SourceLimits(maxFileSize: record.maxFileSize))
+        try limits.check(kegBytes: held + source.bytes, app: app)
         let pushed = SourceRecord(app: app, source: source.tree, commit: source.commit, author: source.author, authorEmail: source.authorEmail,
                                   message: source.message, committedAt: source.committedAt, pushedBy: pusher, pushedAt: Date(),
                                   ref: update.ref, repository: repositoryURL, files: source.files, bytes: source.bytes)
@@ -112,6 +116,7 @@ public struct PushHook: Sendable {
             say("-----> Build \(build.short) memoised: same source, stack, buildpacks and build environment as the build of \(when); nothing to run\n")
             result = done
         } else {
+            try limits.check(builds: try await AppUsage.builds(app, keg: keg, refs: refs), app: app)
             say("-----> Build \(build.short) queued\n")
             result = try await awaitBuild(build, job: BuildJob(inputs: inputs, app: app, limits: record.build, requestedBy: pusher), queue: queue)
         }
@@ -119,6 +124,9 @@ public struct PushHook: Sendable {
             throw KbuildError(.invalidArgument, "the build failed (\(result.error ?? "see the log above")); the push is rejected and nothing that runs changed (its log: kbuild logs \(build.short))")
         }
         let image = try AppImage.assemble(result, source: pushed, keg: keg)
+        if limits.kegBytes != nil, let layer = result.layer {
+            try limits.check(kegBytes: held + source.bytes + UInt64(max(0, layer.size)), app: app)
+        }
         try await refs.compareAndSwap(try RefName("apps/\(app)/image"), to: image, expecting: .any, actor: pusher)
         try await refs.compareAndSwap(try RefName("registry/\(app):latest"), to: image, expecting: .any, actor: pusher)
         let types = result.processTypes.keys.sorted().map { "\($0): \(result.processTypes[$0]!)" }

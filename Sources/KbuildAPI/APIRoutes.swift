@@ -26,6 +26,8 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
     let sandbox: Sandbox?
     /// One-off runs' networks: each its own namespace with NAT egress only (nil: loopback only).
     public let egress: EgressNetwork?
+    /// What one-off runs hold now, per app (for the app's limits).
+    let oneOffs = OneOffLedger()
 
     public init(keg: Keg, refs: any RefStore, sandbox: Sandbox?, egress: EgressNetwork? = nil, logDirs: @escaping @Sendable () -> [String]) {
         self.keg = keg
@@ -91,6 +93,8 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
                 guard !body.changes.isEmpty else { throw KbuildError(.invalidArgument, "nothing to scale: give TYPE=COUNT, e.g. web=3") }
                 let changes = try body.changes.map(FormationChange.init(parsing:))
                 let entry = try await self.releases.scale(app: app, changes: changes, actor: self.actor(r)) { formation in
+                    try await AppLimits.get(app, keg: self.keg, refs: self.refs)
+                        .check(use: APIRoutes.total(formation) + self.oneOffs.holding(app), app: app, what: "that formation")
                     try await self.checkFits(app: app, formation: formation)
                 }
                 return API.ReleaseInfo(entry, status: "current")
@@ -128,6 +132,20 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
                 })
             } catch {
                 return ErrorBody.response(KbuildError.wrap(error))
+            }
+        }
+        router.get("\(p)/apps/:app/limits") { _, c in try await self.answer { try await self.limits(try await self.existing(c)) } }
+        router.put("\(p)/apps/:app/limits") { r, c in
+            try await self.answer {
+                let app = try await self.existing(c)
+                let body = try await self.decode(API.Limits.self, r, c)
+                if let m = body.memory, m < 16 << 20 { throw KbuildError(.invalidArgument, "invalid memory limit: at least 16M") }
+                if let k = body.kegBytes, k < 1 << 20 { throw KbuildError(.invalidArgument, "invalid Keg limit: at least 1M") }
+                if let c = body.cpus, !(c > 0 && c <= 1024) { throw KbuildError(.invalidArgument, "invalid CPU limit \(c): above 0, at most 1024") }
+                if let b = body.builds, !(1...100).contains(b) { throw KbuildError(.invalidArgument, "invalid build limit \(b): 1 to 100") }
+                let record = AppLimits(kegBytes: body.kegBytes, memory: body.memory, cpus: body.cpus, builds: body.builds)
+                try await self.refs.compareAndSwap(try AppLimits.ref(app), to: try Records.put(record, in: self.keg), expecting: .any, actor: self.actor(r))
+                return try await self.limits(app)
             }
         }
         router.get("\(p)/apps/:app/domains") { _, c in try await self.answer { try await self.domains(try await self.existing(c)) } }
@@ -237,6 +255,23 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
     }
 
     /// Refuses a formation that cannot be placed beside what other apps run.
+    /// What a formation holds: every process's memory and CPUs.
+    static func total(_ formation: [String: ProcessFormation]) -> Resources {
+        formation.values.reduce(Resources(memory: 0, cpus: 0)) { sum, f in
+            sum + Resources(memory: f.memory * UInt64(max(0, f.quantity)), cpus: f.cpus * Double(max(0, f.quantity)))
+        }
+    }
+
+    /// An app's limits and what it uses of them.
+    func limits(_ app: String) async throws -> API.Limits {
+        let limits = try await AppLimits.get(app, keg: keg, refs: refs)
+        let formation = try await releases.current(app).map { APIRoutes.total($0.release.formation) } ?? Resources(memory: 0, cpus: 0)
+        let running = formation + oneOffs.holding(app)
+        let used = API.Limits.Usage(kegBytes: try await AppUsage.kegBytes(app, keg: keg, refs: refs), memory: running.memory, cpus: running.cpus,
+                                    builds: try await AppUsage.builds(app, keg: keg, refs: refs))
+        return API.Limits(kegBytes: limits.kegBytes, memory: limits.memory, cpus: limits.cpus, builds: limits.builds, used: used)
+    }
+
     func checkFits(app: String, formation: [String: ProcessFormation]) async throws {
         let nodes = try await reader.nodes().filter { $0.record.isAlive(reporting: $0.status, at: Date()) }
         var candidates = nodes.map { n in

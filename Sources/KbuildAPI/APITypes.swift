@@ -114,6 +114,37 @@ public enum API {
         public init(type: String?) { self.type = type }
     }
 
+    /// An app's limits (`apps:limits`), and what it uses of them.
+    public struct Limits: Codable, Sendable, Equatable {
+        public var kegBytes: UInt64?
+        public var memory: UInt64?
+        public var cpus: Double?
+        public var builds: Int?
+        /// Filled in by the server: what the app uses now.
+        public var used: Usage?
+
+        public struct Usage: Codable, Sendable, Equatable {
+            public var kegBytes: UInt64
+            public var memory: UInt64
+            public var cpus: Double
+            public var builds: Int
+            public init(kegBytes: UInt64, memory: UInt64, cpus: Double, builds: Int) {
+                self.kegBytes = kegBytes
+                self.memory = memory
+                self.cpus = cpus
+                self.builds = builds
+            }
+        }
+
+        public init(kegBytes: UInt64? = nil, memory: UInt64? = nil, cpus: Double? = nil, builds: Int? = nil, used: Usage? = nil) {
+            self.kegBytes = kegBytes
+            self.memory = memory
+            self.cpus = cpus
+            self.builds = builds
+            self.used = used
+        }
+    }
+
     public struct Run: Codable, Sendable {
         public var command: [String]
         public init(command: [String]) { self.command = command }

@@ -6,6 +6,7 @@ import KbuildServer
 import NodeAgent
 import Releases
 import Sandbox
+import Synchronization
 
 /// `POST /api/v1/apps/APP/run`: a one-off process in the app's current image
 /// and config (`kbuild run APP -- CMD`), its output streamed back as frames,
@@ -44,6 +45,11 @@ extension APIRoutes {
                 // One word with spaces is a shell command line, as heroku run takes it; several words are argv.
                 let argv = body.command.count == 1 && body.command[0].contains(" ") ? ["/bin/sh", "-c", body.command[0]] : body.command
                 let size = current.release.formation["web"] ?? ProcessFormation(quantity: 1)
+                // A one-off run counts against the app's limits beside its formation, while it runs.
+                let needs = Resources(memory: size.memory, cpus: size.cpus)
+                let limits = try await AppLimits.get(app, keg: self.keg, refs: self.refs)
+                try limits.check(use: APIRoutes.total(current.release.formation) + self.oneOffs.holding(app) + needs, app: app, what: "a one-off run")
+                let ticket = self.oneOffs.take(app, needs)
                 // A network of its own, as app processes have: the outside, never the host or other apps.
                 let link = try await self.egress?.make(port: nil)
                 let mounts = link != nil && FileManager.default.fileExists(atPath: "/etc/resolv.conf")
@@ -56,6 +62,7 @@ extension APIRoutes {
                 var headers = HTTPFields()
                 headers[.contentType] = "application/vnd.kbuild.run"
                 return Response(status: .ok, headers: headers, body: ResponseBody { writer in
+                    defer { self.oneOffs.give(back: ticket) }
                     do {
                         try await self.stream(spec, sandbox: sandbox, argv: argv, app: app, version: version, to: &writer)
                     } catch {
@@ -95,6 +102,35 @@ extension APIRoutes {
             }
             for await frame in frames { try await writer.write(ByteBuffer(bytes: frame)) }
             try await group.waitForAll()
+        }
+    }
+}
+
+/// The resources one-off runs hold, per app, while they run (this server
+/// runs them all, so the ledger is its own).
+final class OneOffLedger: Sendable {
+    struct Ticket: Sendable {
+        let app: String
+        let id: UInt64
+    }
+    private let held = Mutex<(next: UInt64, byApp: [String: [UInt64: Resources]])>((0, [:]))
+
+    func holding(_ app: String) -> Resources {
+        held.withLock { $0.byApp[app]?.values.reduce(Resources(memory: 0, cpus: 0), +) ?? Resources(memory: 0, cpus: 0) }
+    }
+
+    func take(_ app: String, _ resources: Resources) -> Ticket {
+        held.withLock { state in
+            state.next += 1
+            state.byApp[app, default: [:]][state.next] = resources
+            return Ticket(app: app, id: state.next)
+        }
+    }
+
+    func give(back ticket: Ticket) {
+        held.withLock { state in
+            state.byApp[ticket.app]?[ticket.id] = nil
+            if state.byApp[ticket.app]?.isEmpty == true { state.byApp[ticket.app] = nil }
         }
     }
 }

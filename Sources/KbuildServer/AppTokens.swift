@@ -103,7 +103,13 @@ public final class AppTokens: Sendable {
     func lookup(_ token: String) async -> (name: String, apps: [String])? {
         let hash = AppTokens.hash(token)
         let now = Date()
-        if let hit = cache.withLock({ c in c.flatMap { now.timeIntervalSince($0.at) < 1 ? $0.byHash : nil } }) { return hit[hash] }
+        // A hit is good for a second (revocations are seen within one); a miss
+        // reads the store again once the cache is 100 ms old, so a token made a
+        // moment ago works at once while wrong tokens cost at most ten reads a second.
+        if let (age, hit) = cache.withLock({ c in c.map { (now.timeIntervalSince($0.at), $0.byHash) } }), age < 1,
+           hit[hash] != nil || age < 0.1 {
+            return hit[hash]
+        }
         let all = (try? await list()) ?? []
         var byHash: [String: (name: String, apps: [String])] = [:]
         for r in all { byHash[r.sha256] = (r.name, r.apps) }

@@ -11,30 +11,35 @@ enum RegistryInput {
         return start
     }
 
-    /// The digests a pushed manifest or index names (its config, layers and
-    /// manifests), or nil when it is not an image manifest or index (schemaVersion 2 JSON).
-    static func manifestReferences(_ body: [UInt8]) -> [String]? {
-        manifestDescriptors(body)?.compactMap(\.digest)
-    }
-
     /// One descriptor of a pushed manifest, as it claims to be.
-    struct Descriptor: Equatable {
+    struct Descriptor: Equatable, Decodable {
         var digest: String?
         var size: Int64?
+        /// It names a manifest (an index's entry), not a config or a layer.
+        var isManifest = false
 
+        enum CodingKeys: String, CodingKey { case digest, size }
+    }
+
+    /// A manifest or an index as kbuild reads every manifest: with
+    /// JSONDecoder, as `ImageStore` does, so the push check and every later
+    /// reader see the same values even when a key is given twice.
+    private struct Shape: Decodable {
+        var schemaVersion: Int?
+        var config: Descriptor?
+        var layers: [Descriptor]?
+        var manifests: [Descriptor]?
     }
 
     /// The descriptors of a pushed manifest or index (config, layers,
     /// manifests), or nil when it is not schemaVersion 2 JSON.
     static func manifestDescriptors(_ body: [UInt8]) -> [Descriptor]? {
-        guard let json = (try? JSONSerialization.jsonObject(with: Data(body))) as? [String: Any], json["schemaVersion"] as? Int == 2 else {
-            return nil
+        guard let shape = try? JSONDecoder().decode(Shape.self, from: Data(body)), shape.schemaVersion == 2 else { return nil }
+        let manifests = (shape.manifests ?? []).map { d in
+            var d = d
+            d.isManifest = true
+            return d
         }
-        var all: [[String: Any]] = (json["config"] as? [String: Any]).map { [$0] } ?? []
-        all += json["layers"] as? [[String: Any]] ?? []
-        all += json["manifests"] as? [[String: Any]] ?? []
-        return all.map { d in
-            Descriptor(digest: d["digest"] as? String, size: (d["size"] as? NSNumber)?.int64Value)
-        }
+        return (shape.config.map { [$0] } ?? []) + (shape.layers ?? []) + manifests
     }
 }

@@ -54,16 +54,12 @@ final class RegistryReach: Sendable {
         while let next = pending.popLast() {
             guard reachable.insert(next).inserted, manifests < manifestLimit, let bytes = load(next) else { continue }
             manifests += 1
-            guard let json = (try? JSONSerialization.jsonObject(with: Data(bytes))) as? [String: Any] else { continue }
-            func digests(_ list: Any?) -> [KID] {
-                (list as? [[String: Any]] ?? []).compactMap { ($0["digest"] as? String).flatMap { try? RegistryNames.kid(digest: $0) } }
+            // Read as the push check read it (RegistryInput): an index's manifests are
+            // manifests themselves; a manifest's config and layers are blobs.
+            for d in RegistryInput.manifestDescriptors(bytes) ?? [] {
+                guard let kid = d.digest.flatMap({ try? RegistryNames.kid(digest: $0) }) else { continue }
+                if d.isManifest { pending.append(kid) } else { reachable.insert(kid) }
             }
-            // An index's manifests are manifests themselves; a manifest's config and layers are blobs.
-            pending += digests(json["manifests"])
-            if let config = (json["config"] as? [String: Any])?["digest"] as? String, let kid = try? RegistryNames.kid(digest: config) {
-                reachable.insert(kid)
-            }
-            for layer in digests(json["layers"]) { reachable.insert(layer) }
         }
         return reachable
     }

@@ -9,7 +9,8 @@ public import HTTPTypes
 /// learns nothing else.
 ///
 /// App tokens (`AppTokens`) may act on their apps only: the API under
-/// /api/v1/apps/APP, git at /APP.git and registry pulls of APP. Anything else
+/// /api/v1/apps/APP (but not destroy the app or set its limits), git at
+/// /APP.git and registry pulls of APP. Anything else
 /// gets 403, the same answer whether or not the app exists. The handlers learn
 /// the token's apps from the `Kbuild-Scope` header this middleware sets, and
 /// its name from `Kbuild-Token-Name` (either one a client sends is dropped).
@@ -60,6 +61,8 @@ public struct TokenAuthMiddleware<Context: RequestContext>: RouterMiddleware {
         // The API of one app, but not destroying it (the admin's call, as an owner's is on Heroku).
         if parts.count >= 4, parts[0] == "api", parts[1] == "v1", parts[2] == "apps" {
             if parts.count == 4 && method == .delete { return false }
+            // Its limits are the admin's to set (it may read them).
+            if parts.count == 5 && parts[4] == "limits" && method != .get { return false }
             return apps.contains(parts[3])
         }
         // git over smart HTTP: /APP.git/…

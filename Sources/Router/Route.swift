@@ -10,11 +10,13 @@ public enum Route: Equatable, Sendable {
     case badHost(String)
 }
 
-/// App names as the rest of kbuild accepts them: `^[a-z][a-z0-9-]{0,29}$`.
+/// App names as the rest of kbuild accepts them (`Names.isAppName`, a DNS
+/// label): 1 to 63 of a-z, 0-9 and `-`, a letter first, no `-` last.
 enum AppName {
     static func isValid<S: StringProtocol>(_ name: S) -> Bool {
         let utf8 = name.utf8
-        guard let first = utf8.first, utf8.count <= 30, first >= UInt8(ascii: "a"), first <= UInt8(ascii: "z") else {
+        guard let first = utf8.first, utf8.count <= 63, first >= UInt8(ascii: "a"), first <= UInt8(ascii: "z"),
+              utf8[utf8.index(utf8.endIndex, offsetBy: -1)] != UInt8(ascii: "-") else {
             return false
         }
         for byte in utf8.dropFirst() {

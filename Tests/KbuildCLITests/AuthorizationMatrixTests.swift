@@ -60,6 +60,8 @@ final class AuthorizationMatrixTests: XCTestCase {
                                                  own: .allowed, perApp: true),
         "POST /api/v1/apps/{app}/ps/restart": Row(requests: { app in [("POST", "/api/v1/apps/\(app)/ps/restart", "{}")] }, own: .allowed, perApp: true),
         "GET /api/v1/apps/{app}/logs": Row(requests: { app in [("GET", "/api/v1/apps/\(app)/logs", nil)] }, own: .allowed, perApp: true),
+        "GET /api/v1/apps/{app}/limits": Row(requests: { app in [("GET", "/api/v1/apps/\(app)/limits", nil)] }, own: .allowed, perApp: true),
+        "PUT /api/v1/apps/{app}/limits": Row(requests: { app in [("PUT", "/api/v1/apps/\(app)/limits", #"{"builds":0}"#)] }, own: .forbidden, perApp: true),
         "GET /api/v1/apps/{app}/domains": Row(requests: { app in [("GET", "/api/v1/apps/\(app)/domains", nil)] }, own: .allowed, perApp: true),
         "POST /api/v1/apps/{app}/domains": Row(requests: { app in [("POST", "/api/v1/apps/\(app)/domains", #"{"domain":"-"}"#)] }, own: .allowed, perApp: true),
         "DELETE /api/v1/apps/{app}/domains/{domain}": Row(requests: { app in [("DELETE", "/api/v1/apps/\(app)/domains/none.example.com", nil)] },

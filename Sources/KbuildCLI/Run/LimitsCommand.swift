@@ -1,0 +1,54 @@
+import ArgumentParser
+import Foundation
+import KbuildAPI
+import KbuildCore
+
+/// `kbuild apps:limits APP [--keg 10G] [--memory 4G] [--cpus 2] [--builds 2]`.
+struct AppsLimits: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "apps:limits",
+        abstract: "Show an app's limits and what it uses; with options, set them (the admin's call).",
+        discussion: """
+            --keg: bytes of pushed sources and built images the app may hold (a push over it is refused). --memory, --cpus: \
+            all its processes at once, the formation's and one-off runs' (a ps:scale or run over them is refused). --builds: \
+            builds queued or running at once. `none` removes a limit; a limit not named stays as it is.
+            """
+    )
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "The app.") var app: String
+    @Option(help: "Keg bytes (e.g. 10G), or none.") var keg: String?
+    @Option(help: "Memory of all its processes (e.g. 4G), or none.") var memory: String?
+    @Option(help: "CPUs of all its processes (e.g. 2), or none.") var cpus: String?
+    @Option(help: "Builds queued or running at once, or none.") var builds: String?
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() async throws {
+        let client = try APIClient.resolve(global)
+        var limits: API.Limits = try await client.get("/apps/\(app)/limits")
+        if keg != nil || memory != nil || cpus != nil || builds != nil {
+            func bytes(_ text: String?, _ current: UInt64?, _ what: String) throws -> UInt64? {
+                guard let text else { return current }
+                return text == "none" ? nil : try parseBytes(text, what: what)
+            }
+            limits.kegBytes = try bytes(keg, limits.kegBytes, "--keg")
+            limits.memory = try bytes(memory, limits.memory, "--memory")
+            if let cpus {
+                guard cpus == "none" || Double(cpus) != nil else { throw ValidationError("--cpus must be a number or none, not \(cpus.debugDescription)") }
+                limits.cpus = Double(cpus)
+            }
+            if let builds {
+                guard builds == "none" || Int(builds) != nil else { throw ValidationError("--builds must be a whole number or none, not \(builds.debugDescription)") }
+                limits.builds = Int(builds)
+            }
+            limits.used = nil
+            limits = try await client.send(.PUT, "/apps/\(app)/limits", limits)
+        }
+        if json { return try printJSON(limits) }
+        let used = limits.used
+        say("=== \(app) limits")
+        say("Keg:     \(used.map { formatBytes($0.kegBytes) } ?? "-") of \(limits.kegBytes.map(formatBytes) ?? "no limit")")
+        say("Memory:  \(used.map { formatBytes($0.memory) } ?? "-") of \(limits.memory.map(formatBytes) ?? "no limit")")
+        say("CPUs:    \(used.map { String(format: "%g", $0.cpus) } ?? "-") of \(limits.cpus.map { String(format: "%g", $0) } ?? "no limit")")
+        say("Builds:  \(used.map { String($0.builds) } ?? "-") of \(limits.builds.map(String.init) ?? "no limit")")
+    }
+}
