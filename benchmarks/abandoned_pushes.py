@@ -56,6 +56,7 @@ def main():
     ap.add_argument("--bin", default=os.path.join(ROOT, ".build/release/kbuild"))
     ap.add_argument("--samples", type=int, default=500)
     a = ap.parse_args()
+    a.bin = os.path.abspath(a.bin)
     if not os.access(a.bin, os.X_OK):
         sys.exit(f"no kbuild at {a.bin}: swift build -c release --product kbuild && swift build -c release --product kbuild-sandbox")
     tmp = tempfile.mkdtemp(prefix="kbuild-bench-abandon-")

@@ -2,7 +2,6 @@ public import KbuildCore
 public import Keg
 public import RefStore
 public import Foundation
-import Sandbox
 
 /// Builds waiting, claimed and done, as refs (one machine or many share them):
 ///
@@ -151,9 +150,6 @@ public struct BuildWorker: Sendable {
     /// the worker goes on with the next; a bad entry is skipped, and reported
     /// once.
     public func run() async throws {
-        // The build disks of builds whose worker was killed.
-        let swept = await ScratchDisk.sweep(directory: queue.keg.dataDir.root.path + "/builds/work")
-        if swept > 0 { report("build worker: removed \(swept) build disks left by builds that were killed") }
         var reported = Set<String>()
         while !Task.isCancelled {
             var ran = false

@@ -100,6 +100,7 @@ public struct KbuildSystem {
         let worker = BuildWorker(queue: BuildQueue(keg: keg, refs: refs), builder: Builder(keg: keg, refs: refs, sandbox: sandbox),
                                  report: { [report, logger] message in if let report { report(message) } else { logger.warning("\(message)") } })
         addSupervised("build worker", BuildWorkerService(worker: worker))
+        addSupervised("build disk sweeper", BuildDiskSweeper(directory: keg.dataDir.root.path + "/builds/work", report: worker.report))
         return worker
     }
 
@@ -140,6 +141,26 @@ public struct KbuildSystem {
 public struct ServerHandle: Sendable {
     /// The admin token every request needs.
     public let token: String
+}
+
+/// Every 10 s, removes the build disks of builds whose process was killed (a
+/// worker, or a pusher's hook whose client hung up): while a worker is busy
+/// with a long build, the disks of abandoned ones do not wait for it.
+public struct BuildDiskSweeper: Service {
+    let directory: String
+    let report: @Sendable (String) -> Void
+
+    public func run() async throws {
+        do {
+            try await cancelWhenGracefulShutdown {
+                while !Task.isCancelled {
+                    let swept = await ScratchDisk.sweep(directory: directory)
+                    if swept > 0 { report("build disks: removed \(swept) left by builds that were killed") }
+                    try await Task.sleep(for: .seconds(10))
+                }
+            }
+        } catch is CancellationError {}
+    }
 }
 
 /// A build worker under the service group: claims and runs builds until shutdown.

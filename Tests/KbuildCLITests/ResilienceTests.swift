@@ -82,8 +82,12 @@ final class ResilienceTests: XCTestCase {
         times.sort()
         XCTAssertFalse(times.isEmpty)
         XCTAssertLessThan(times.last ?? 0, 1.0, "every /healthz within 1 s (max of \(times.count))")
-        // Only the worker's build still runs (it is the worker's, memoised for the next push); the hooks' own are gone.
+        // Only the worker's build still runs (it is the worker's, memoised for the next push); the hooks' own are gone,
+        // and so are their build disks (the worker sweeps those of dead builds every 10 s).
         try waitUntil("the hooks' builds are gone", timeout: 10) { self.processes(with: "slow-" + marker) <= 1 }
+        try waitUntil("the hooks' build disks are gone", timeout: 25) {
+            ((try? String(contentsOfFile: "/proc/self/mounts", encoding: .utf8)) ?? "").split(separator: "\n").filter { $0.contains(data) }.count <= 1
+        }
         for i in 0..<20 {
             XCTAssertNotEqual(try kbuild(["ref", "get", "apps/slow\(i)/release"], dataDir: data).status, 0, "slow\(i) deployed nothing")
         }

@@ -115,6 +115,8 @@ struct DownCommand: AsyncParsableCommand {
             networks += await EgressNetwork(dataDir: global.dir.root.path, slot: slot).sweep(keep: [])
         }
         EgressNetwork(dataDir: global.dir.root.path, slot: 0).removeFirewall()
+        // Build disks whose build was killed.
+        _ = await ScratchDisk.sweep(directory: global.dir.root.path + "/builds/work")
         EgressNetwork.restoreForwarding()
         say("Stopped \(total) process\(total == 1 ? "" : "es")" + (networks > 0 ? "; removed \(networks) network namespaces" : ""))
     }
