@@ -33,7 +33,7 @@ long long kb_drop_head(int fd, unsigned long long bytes) {
     struct stat st;
     if (fstat(fd, &st) < 0) return -1;
     unsigned long long block = st.st_blksize > 0 ? (unsigned long long)st.st_blksize : 4096;
-    unsigned long long aligned = bytes / block * block;
+    unsigned long long aligned = (bytes + block - 1) / block * block;  // at least what was asked
     if (bytes >= (unsigned long long)st.st_size || aligned == 0 ||
         fallocate(fd, FALLOC_FL_COLLAPSE_RANGE, 0, (off_t)aligned) < 0) {
         if (ftruncate(fd, 0) < 0) return -1;

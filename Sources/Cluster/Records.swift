@@ -73,7 +73,11 @@ public struct Resources: Codable, Sendable, Equatable {
     public static func - (a: Resources, b: Resources) -> Resources {
         Resources(memory: a.memory >= b.memory ? a.memory - b.memory : 0, cpus: a.cpus - b.cpus)
     }
-    public static func + (a: Resources, b: Resources) -> Resources { Resources(memory: a.memory + b.memory, cpus: a.cpus + b.cpus) }
+    /// Saturating: a sum of untrusted sizes never traps.
+    public static func + (a: Resources, b: Resources) -> Resources {
+        let (memory, overflow) = a.memory.addingReportingOverflow(b.memory)
+        return Resources(memory: overflow ? .max : memory, cpus: a.cpus + b.cpus)
+    }
     public var description: String { String(format: "%@ and %.2g CPU", formatMemory(memory), cpus) }
 }
 

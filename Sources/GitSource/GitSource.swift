@@ -69,8 +69,8 @@ public enum GitSource {
         guard git_repository_odb(&odbPointer, repo) == 0, let odb = odbPointer else { throw gitError("open the object database") }
         defer { git_odb_free(odb) }
         var walk = Walk(repo: repo, odb: odb, keg: keg, writer: keg.writer(), limits: limits)
-        let tree = try walk.tree(root, path: "", depth: 0)
-        for (path, target) in walk.links.sorted(by: { $0.key < $1.key }) {
+        let tree = try walk.tree(root, path: "", bytes: [], depth: 0)
+        for (path, target) in walk.links {
             try GitSource.checkLink(target, at: path, links: walk.links)
         }
         try walk.writer.commit()
@@ -101,8 +101,9 @@ public enum GitSource {
         var files = 0
         var entryCount = 0
         var bytes: UInt64 = 0
-        /// Every symlink in the tree by its path, checked once the whole tree is known.
-        var links: [String: [UInt8]] = [:]
+        /// Every symlink in the tree by its path's bytes (never a String: two
+        /// different names can read as one), checked once the whole tree is known.
+        var links: [[UInt8]: [UInt8]] = [:]
 
         init(repo: OpaquePointer, odb: OpaquePointer, keg: Keg, writer: KegWriter, limits: SourceLimits) {
             self.repo = repo
@@ -113,7 +114,7 @@ public enum GitSource {
         }
 
         /// Recursion is bounded by `limits.maxDepth`, checked before going down.
-        mutating func tree(_ tree: OpaquePointer, path: String, depth: Int) throws -> KID {
+        mutating func tree(_ tree: OpaquePointer, path: String, bytes pathBytes: [UInt8], depth: Int) throws -> KID {
             var entries: [Tree.Entry] = []
             entryCount += git_tree_entrycount(tree)
             guard entryCount <= limits.maxEntries else {
@@ -124,6 +125,7 @@ public enum GitSource {
                 let nameBytes = Array(UnsafeBufferPointer(start: git_tree_entry_name(entry), count: strlen(git_tree_entry_name(entry)))).map { UInt8(bitPattern: $0) }
                 let name = String(decoding: nameBytes, as: UTF8.self)
                 let full = path.isEmpty ? name : path + "/" + name
+                let fullBytes = pathBytes.isEmpty ? nameBytes : pathBytes + [UInt8(ascii: "/")] + nameBytes
                 if name == "." || name == ".." || nameBytes.contains(UInt8(ascii: "/")) {
                     throw KbuildError(.invalidArgument, "refusing the push: the tree has an entry named \(full.debugDescription)")
                 }
@@ -139,7 +141,7 @@ public enum GitSource {
                     var sub: OpaquePointer?
                     guard git_tree_lookup(&sub, repo, oid) == 0, let sub else { throw GitSource.gitError("read directory \(full)") }
                     defer { git_tree_free(sub) }
-                    entries.append(.directory(name, kid: try self.tree(sub, path: full, depth: depth + 1)))
+                    entries.append(.directory(name, kid: try self.tree(sub, path: full, bytes: fullBytes, depth: depth + 1)))
                 case GIT_FILEMODE_BLOB, GIT_FILEMODE_BLOB_EXECUTABLE:
                     let executable = git_tree_entry_filemode(entry) == GIT_FILEMODE_BLOB_EXECUTABLE
                     let content = try blob(oid, path: full)
@@ -151,7 +153,7 @@ public enum GitSource {
                     files += 1
                 case GIT_FILEMODE_LINK:
                     let target = try blob(oid, path: full)
-                    links[full] = target
+                    links[fullBytes] = target
                     var e = Tree.Entry.symlink(name, target: "")
                     e.name = nameBytes
                     e.target = target
@@ -200,26 +202,28 @@ public enum GitSource {
     /// A symlink must stay inside the tree: relative, and never climbing above
     /// the root, following the tree's other symlinks as the kernel would
     /// (`d/y -> ..` with `z -> d/y/..` is `z -> ..`, outside), at most 40 hops.
-    /// `links` is every symlink of the tree by path.
-    static func checkLink(_ target: [UInt8], at path: String, links: [String: [UInt8]] = [:]) throws {
+    /// `links` is every symlink of the tree by its path's bytes.
+    static func checkLink(_ target: [UInt8], at path: [UInt8], links: [[UInt8]: [UInt8]] = [:]) throws {
+        let slash = UInt8(ascii: "/")
+        let shown = String(decoding: path, as: UTF8.self)
         let text = String(decoding: target, as: UTF8.self)
         func outside(_ why: String = "points outside the tree") -> KbuildError {
-            KbuildError(.invalidArgument, "refusing the push: symlink \(path) \(why) (\(text.debugDescription))")
+            KbuildError(.invalidArgument, "refusing the push: symlink \(shown) \(why) (\(text.debugDescription))")
         }
-        func parts(_ bytes: [UInt8]) throws -> [String] {
-            guard !bytes.isEmpty, bytes.first != UInt8(ascii: "/"), !bytes.contains(0) else { throw outside() }
-            return String(decoding: bytes, as: UTF8.self).split(separator: "/", omittingEmptySubsequences: true).map(String.init)
+        func parts(_ bytes: [UInt8]) throws -> [[UInt8]] {
+            guard !bytes.isEmpty, bytes.first != slash, !bytes.contains(0) else { throw outside() }
+            return bytes.split(separator: slash, omittingEmptySubsequences: true).map(Array.init)
         }
-        var directory = Array(path.split(separator: "/").map(String.init).dropLast())  // the link's own directory
+        var directory = Array(path.split(separator: slash).map(Array.init).dropLast())  // the link's own directory
         var pending = try parts(target)[...]
         var hops = 0
         while let part = pending.popFirst() {
-            if part == "." { continue }
-            if part == ".." {
+            if part == [UInt8(ascii: ".")] { continue }
+            if part == [UInt8(ascii: "."), UInt8(ascii: ".")] {
                 guard directory.popLast() != nil else { throw outside() }
                 continue
             }
-            let candidate = (directory + [part]).joined(separator: "/")
+            let candidate = Array((directory + [part]).joined(separator: [slash]))
             if let next = links[candidate] {
                 hops += 1
                 guard hops <= 40 else { throw outside("goes through over 40 symlinks") }
@@ -228,5 +232,10 @@ public enum GitSource {
                 directory.append(part)
             }
         }
+    }
+
+    /// The same, with paths as text (tests and callers that have them so).
+    static func checkLink(_ target: [UInt8], at path: String, links: [String: [UInt8]] = [:]) throws {
+        try checkLink(target, at: Array(path.utf8), links: Dictionary(links.map { (Array($0.key.utf8), $0.value) }, uniquingKeysWith: { a, _ in a }))
     }
 }

@@ -49,27 +49,40 @@ extension APIRoutes {
                 let needs = Resources(memory: size.memory, cpus: size.cpus)
                 let limits = try await AppLimits.get(app, keg: self.keg, refs: self.refs)
                 try limits.check(use: APIRoutes.total(current.release.formation) + self.oneOffs.holding(app) + needs, app: app, what: "a one-off run")
-                let ticket = self.oneOffs.take(app, needs)
-                // A network of its own, as app processes have: the outside, never the host or other apps.
-                let link = try await self.egress?.make(port: nil)
-                let mounts = link != nil && FileManager.default.fileExists(atPath: "/etc/resolv.conf")
-                    ? [SandboxMount(source: "/etc/resolv.conf", target: "/etc/resolv.conf", readOnly: true)] : []
-                let spec = SandboxSpec(command: argv, lowerDirs: launch.lowerDirs, environment: launch.environment,
-                                       workingDirectory: launch.workingDirectory, hostname: "run", mounts: mounts,
-                                       network: link.map { .namespace("/run/netns/" + $0.namespace) } ?? .none,
-                                       limits: SandboxLimits(memory: size.memory, pids: 4096, cpus: size.cpus, timeout: .seconds(3600)))
+                try await self.checkRoom(forOneOff: needs)
                 let version = current.version
+                let egress = self.egress
                 var headers = HTTPFields()
                 headers[.contentType] = "application/vnd.kbuild.run"
+                // What the run holds (its share of the limits, its network) is taken when the
+                // response starts and given back when it ends, however it ends: a client that
+                // goes away before the response starts leaves nothing behind.
                 return Response(status: .ok, headers: headers, body: ResponseBody { writer in
+                    let ticket = self.oneOffs.take(app, needs)
                     defer { self.oneOffs.give(back: ticket) }
+                    // A network of its own, as app processes have: the outside, never the host or other apps.
+                    let link: EgressNetwork.Link?
+                    do {
+                        link = try await egress?.make(port: nil)
+                    } catch {
+                        try await writer.write(ByteBuffer(bytes: RunFrame.encode(RunFrame.error, Array("failed to start the run: \(error)".utf8))))
+                        try await writer.write(ByteBuffer(bytes: RunFrame.exitStatus(125)))
+                        try await writer.finish(nil)
+                        return
+                    }
+                    let mounts = link != nil && FileManager.default.fileExists(atPath: "/etc/resolv.conf")
+                        ? [SandboxMount(source: "/etc/resolv.conf", target: "/etc/resolv.conf", readOnly: true)] : []
+                    let spec = SandboxSpec(command: argv, lowerDirs: launch.lowerDirs, environment: launch.environment,
+                                           workingDirectory: launch.workingDirectory, hostname: "run", mounts: mounts,
+                                           network: link.map { .namespace("/run/netns/" + $0.namespace) } ?? .none,
+                                           limits: SandboxLimits(memory: size.memory, pids: 4096, cpus: size.cpus, timeout: .seconds(3600)))
                     do {
                         try await self.stream(spec, sandbox: sandbox, argv: argv, app: app, version: version, to: &writer)
                     } catch {
-                        if let link { await self.egress?.remove(link, port: nil) }
+                        if let link { await egress?.remove(link, port: nil) }
                         throw error
                     }
-                    if let link { await self.egress?.remove(link, port: nil) }
+                    if let link { await egress?.remove(link, port: nil) }
                     try await writer.finish(nil)
                 })
             } catch {
@@ -114,6 +127,11 @@ final class OneOffLedger: Sendable {
         let id: UInt64
     }
     private let held = Mutex<(next: UInt64, byApp: [String: [UInt64: Resources]])>((0, [:]))
+
+    /// What every app's one-off runs hold.
+    func total() -> Resources {
+        held.withLock { $0.byApp.values.flatMap(\.values).reduce(Resources(memory: 0, cpus: 0), +) }
+    }
 
     func holding(_ app: String) -> Resources {
         held.withLock { $0.byApp[app]?.values.reduce(Resources(memory: 0, cpus: 0), +) ?? Resources(memory: 0, cpus: 0) }

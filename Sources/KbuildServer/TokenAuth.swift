@@ -55,7 +55,10 @@ public struct TokenAuthMiddleware<Context: RequestContext>: RouterMiddleware {
 
     /// What an app token may reach: a pure function of its apps and the request line.
     public static func allows(apps: [String], method: HTTPRequest.Method, path: String) -> Bool {
-        let parts = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst().map(String.init)
+        // Split as the router splits (empty pieces dropped: `/api//v1/apps/x/` is
+        // `/api/v1/apps/x`), so a slash more or less never changes which rule applies.
+        if path == "/v2/" || path == "/v2" { return method == .get || method == .head }
+        let parts = path.split(separator: "/", omittingEmptySubsequences: true).map(String.init)
         // The app list (filtered by the handler to the token's apps).
         if parts == ["api", "v1", "apps"] { return method == .get }
         // The API of one app, but not destroying it (the admin's call, as an owner's is on Heroku).
@@ -67,9 +70,9 @@ public struct TokenAuthMiddleware<Context: RequestContext>: RouterMiddleware {
         }
         // git over smart HTTP: /APP.git/…
         if let first = parts.first, first.hasSuffix(".git") { return apps.contains(String(first.dropLast(4))) }
-        // Registry pulls of the app's image: /v2/ and /v2/APP/…
+        // Registry pulls of the app's image: /v2/APP/… (the repository is the app's
+        // own name or under it; `stacks/…` only for an app named so, which cannot be made).
         if method == .get || method == .head {
-            if parts == ["v2", ""] || parts == ["v2"] { return true }
             if parts.count >= 3, parts[0] == "v2" { return apps.contains(parts[1]) }
         }
         return false

@@ -37,7 +37,7 @@ public struct Supervised<Inner: Service>: Service, CustomStringConvertible {
                 try await service.run()
                 if Task.isCancelled || Task.isShuttingDownGracefully { return }
                 failure = "stopped on its own"
-            } catch is CancellationError {
+            } catch is CancellationError where Task.isCancelled || Task.isShuttingDownGracefully {
                 return
             } catch {
                 if Task.isCancelled || Task.isShuttingDownGracefully { return }

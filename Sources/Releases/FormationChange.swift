@@ -38,7 +38,9 @@ public struct FormationChange: Sendable, Equatable {
         cpus = nil
         if parts.count >= 2 {
             let m = try parseBytes(String(parts[1]), what: "memory in \(arg.debugQuoted)")
-            guard m >= 16 << 20 else { throw KbuildError(.invalidArgument, "invalid scale \(arg.debugQuoted): memory must be at least 16M") }
+            guard m >= 16 << 20, m <= 1 << 40 else {
+                throw KbuildError(.invalidArgument, "invalid scale \(arg.debugQuoted): memory must be from 16M to 1T")
+            }
             memory = m
         }
         if parts.count == 3 {

@@ -14,9 +14,11 @@ import Synchronization
 ///
 ///     input    from 100.64.0.0/10 or a kp* link: replies only (the host's
 ///              own addresses, loopback, kbuild's ports are unreachable)
-///     forward  replies; to a kp* link: a published port (DNAT) only; from
-///              100.64.0.0/10: never to 100.64.0.0/10 (another process) or a
-///              node network (10.100.0.0–10.199.255.255); IPv6: dropped
+///     forward  replies; never link to link; from 100.64.0.0/10 never to
+///              100.64.0.0/10 (another process), a node network
+///              (10.100.0.0–10.199.255.255) or link-local 169.254.0.0/16 (a
+///              cloud's metadata service); to a kp* link: a published port
+///              (DNAT, from outside a process only); IPv6: dropped
 ///     nat      masquerade 100.64.0.0/10 on the way out (the host only);
 ///              a node of its own publishes each process's port at its address
 ///
@@ -105,6 +107,11 @@ public struct EgressNetwork: Sendable {
         let link = plan(index)
         do {
             try EgressNetwork.ip(["netns", "add", link.namespace], what: "make network namespace \(link.namespace)")
+        } catch {
+            // Not ours (another kbuild's, or one being removed): leave it, and the index taken.
+            throw error
+        }
+        do {
             try EgressNetwork.ip(parent.map { ["-n", $0] } ?? [], batch: [
                 "link add \(link.interface) type veth peer name eth0 netns \(link.namespace)",
                 "addr add \(link.outside)/30 dev \(link.interface)",
@@ -176,7 +183,7 @@ public struct EgressNetwork: Sendable {
             lines += [
                 "  map published { type inet_service : ipv4_addr; }",
                 "  chain prerouting { type nat hook prerouting priority dstnat; policy accept;",
-                "    ip daddr \(publishOn) dnat ip to tcp dport map @published",
+                "    iifname != \"kp*\" ip saddr != \(range) ip daddr \(publishOn) dnat ip to tcp dport map @published",
                 "  }",
             ]
         }
@@ -189,9 +196,10 @@ public struct EgressNetwork: Sendable {
             "  }",
             "  chain forward { type filter hook forward priority filter - 5; policy accept;",
             "    ct state established,related accept",
+            "    iifname \"kp*\" oifname \"kp*\" counter reject with icmpx type admin-prohibited",
+            "    ip saddr \(range) ip daddr { \(range), 10.100.0.0-10.199.255.255, 169.254.0.0/16 } counter reject with icmpx type admin-prohibited",
             "    oifname \"kp*\" ct status dnat accept",
             "    oifname \"kp*\" counter drop",
-            "    ip saddr \(range) ip daddr { \(range), 10.100.0.0-10.199.255.255 } counter reject with icmpx type admin-prohibited",
             "    iifname \"kp*\" meta nfproto ipv6 counter drop",
             "  }",
         ]

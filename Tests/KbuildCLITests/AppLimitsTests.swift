@@ -18,6 +18,11 @@ final class AppLimitsTests: XCTestCase {
             XCTAssertNotEqual(r.status, 0, "\(args)")
             XCTAssertTrue(r.stderr.contains(message), "\(args): \(r.stderr)")
         }
+        // A formation whose sizes would overflow is refused, and the server stays up.
+        let absurd = try kbuild(["ps:scale", "capped", "web=2:16000000T"], dataDir: data)
+        XCTAssertNotEqual(absurd.status, 0)
+        XCTAssertTrue(absurd.stderr.contains("memory must be from 16M to 1T"), absurd.stderr)
+        XCTAssertEqual(try sh("/usr/bin/curl", ["-sf", server.url + "/healthz"]).status, 0)
         let set = try kbuild(["apps:limits", "capped", "--memory", "1G", "--cpus", "1", "--builds", "1", "--keg", "2M"], dataDir: data)
         XCTAssertEqual(set.status, 0, set.stderr)
         let shown = try kbuild(["apps:limits", "capped", "--json"], dataDir: data)
@@ -46,7 +51,7 @@ final class AppLimitsTests: XCTestCase {
         XCTAssertNotEqual(big.status, 0)
         XCTAssertTrue(big.stderr.contains("would hold") && big.stderr.contains("it may hold 2 MiB"), big.stderr)
         XCTAssertEqual(trimmed(try kbuild(["ref", "get", "apps/capped/image"], dataDir: data).stdout), image, "the image did not move")
-        XCTAssertTrue(healthy(try ps("capped", data), count: 1), "what ran runs")
+        try waitUntil("what ran runs") { healthy(try ps("capped", data), count: 1) }
 
         // An app token may read its limits, not set them.
         let made = try kbuild(["tokens:create", "capped-dev", "--app", "capped"], dataDir: data)
@@ -92,5 +97,18 @@ final class AppLimitsTests: XCTestCase {
         }
         XCTAssertNotEqual(second.status, 0)
         XCTAssertTrue(second.stderr.contains("queued has 1 build queued or running, its limit"), second.stderr)
+    }
+
+    /// One-off runs count against the nodes' capacity too.
+    func testAOneOffRunNeedsRoom() throws {
+        let data = try makeData("oneoffroom")
+        _ = try startKbuildUp(self, data: data, extra: ["--node-memory", "600M", "--node-cpus", "2"])
+        let work = try makeApp("full", data: data)
+        XCTAssertEqual(try git(["push", "kbuild", "main"], in: work).status, 0)
+        let run = try sh(kbuildBinary, ["run", "full", "--", "true"], env: ["KBUILD_DATA_DIR": data])
+        XCTAssertNotEqual(run.status, 0)
+        XCTAssertTrue(run.stderr.contains("no room for a one-off run of 512 MiB"), run.stderr)
+        XCTAssertEqual(try kbuild(["ps:scale", "full", "web=0"], dataDir: data).status, 0)
+        XCTAssertEqual(try sh(kbuildBinary, ["run", "full", "--", "true"], env: ["KBUILD_DATA_DIR": data]).status, 0)
     }
 }

@@ -1,5 +1,7 @@
 import Foundation
+import Hummingbird
 import KbuildCore
+import KbuildServer
 import KbuildSystem
 import Keg
 import RefStore
@@ -79,6 +81,23 @@ final class AuthorizationMatrixTests: XCTestCase {
         XCTAssertEqual(missing, [], "routes without a row in the authorization matrix: add one")
         let stale = Self.rows.keys.filter { !table.contains($0) }.sorted()
         XCTAssertEqual(stale, [], "rows for routes that do not exist")
+    }
+
+    /// A slash more or less never changes what an app token may do: the rule
+    /// sees the path as the router routes it.
+    func testExtraSlashesChangeNothing() {
+        let apps = ["mine"]
+        for (method, path, allowed) in [
+            (HTTPRequest.Method.put, "/api/v1/apps/mine/limits", false), (.put, "/api/v1/apps/mine/limits/", false),
+            (.put, "/api/v1/apps/mine//limits", false), (.put, "//api/v1/apps/mine/limits", false),
+            (.delete, "/api/v1/apps/mine", false), (.delete, "/api/v1/apps/mine/", false), (.delete, "/api//v1/apps/mine", false),
+            (.get, "/api/v1/apps/mine/limits/", true), (.get, "/api/v1/apps//mine/config", true),
+            (.get, "/api/v1/apps/theirs/", false), (.get, "/v2/", true), (.get, "/v2//theirs/manifests/latest", false),
+            (.get, "/v2/mine/manifests/latest", true), (.put, "/v2/mine/manifests/latest", false),
+            (.get, "/api/v1/nodes/", false), (.get, "/api/v1/apps/", true),
+        ] {
+            XCTAssertEqual(TokenAuthMiddleware<BasicRequestContext>.allows(apps: apps, method: method, path: path), allowed, "\(method) \(path)")
+        }
     }
 
     func testEveryRouteWithEveryKindOfToken() throws {

@@ -40,13 +40,24 @@ final class MultiNodeTests: XCTestCase {
         XCTAssertTrue(tooBig.stderr.contains("does not fit"), tooBig.stderr)
         XCTAssertEqual(routed(routerPort, host: "spread.localhost").status, 200)
 
+        // On one node, one app's process cannot reach another app's published port at the node's address.
+        let other = try makeApp("other", data: data)
+        XCTAssertEqual(try git(["push", "kbuild", "main"], in: other).status, 0)
+        try waitUntil("other healthy") { healthy(try ps("other", data), count: 1) }
+        let target = try XCTUnwrap(try ps("other", data).first)
+        let neighbour = try XCTUnwrap(try ps("spread", data).first { $0.node == target.node })
+        let probe = try sh("/usr/bin/nsenter", ["--net=/proc/\(try XCTUnwrap(neighbour.hostPID))/ns/net", "/usr/bin/curl", "-s", "-o", "/dev/null",
+                                                "--max-time", "3", "http://\(try XCTUnwrap(target.address)):\(try XCTUnwrap(target.port))/"])
+        XCTAssertFalse([0, 52, 56].contains(probe.status), "spread's process on \(target.node) reached other's port: \(probe)")
+        XCTAssertEqual(routed(routerPort, host: "other.localhost").status, 200, "the router still does")
+
         let network = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: data + "/nodes/n1/network.json"))) as? [String: Any]
         let namespace = try XCTUnwrap(network?["namespace"] as? String)
         XCTAssertTrue(try sh("/usr/sbin/ip", ["netns", "list"]).stdout.contains(namespace))
         kill(up.process.processIdentifier, SIGTERM)
         up.process.waitUntilExit()
         let down = try kbuild(["down", "--grace", "2"], dataDir: data)
-        XCTAssertTrue(down.stdout.contains("Stopped 3 processes"), down.stdout)
+        XCTAssertTrue(down.stdout.contains("Stopped 4 processes"), down.stdout)
         XCTAssertFalse(try sh("/usr/sbin/ip", ["netns", "list"]).stdout.contains(namespace), "kbuild down removes the nodes' networks")
     }
 

@@ -111,7 +111,9 @@ final class NetworkIsolationTests: XCTestCase {
         let namespaces = { (try? FileManager.default.contentsOfDirectory(atPath: "/run/netns"))?.filter { $0.hasPrefix("kbp-") } ?? [] }
         XCTAssertEqual(namespaces().count, 1, "\(namespaces())")
         // A namespace left by an agent that died before it wrote its process down.
-        let stray = try XCTUnwrap(namespaces().first).replacingOccurrences(of: "-0-", with: "-0-2") // another index of the same slot
+        let mine = try XCTUnwrap(namespaces().first)
+        let tag = mine.split(separator: "-")[1]  // kbp-<tag>-<slot>-<index>: this data dir's
+        let stray = mine.replacingOccurrences(of: "-0-", with: "-0-2") // another index of the same slot
         XCTAssertEqual(try sh("/usr/sbin/ip", ["netns", "add", stray]).status, 0)
         kill(up.process.processIdentifier, SIGKILL)
         up.process.waitUntilExit()
@@ -119,12 +121,12 @@ final class NetworkIsolationTests: XCTestCase {
         let again = try startKbuildUp(self, data: data)
         try waitUntil("the stray namespace is swept", timeout: 20) { !namespaces().contains(stray) }
         XCTAssertEqual(namespaces().count, 1, "the running process keeps its own")
-        XCTAssertTrue(try sh("/usr/sbin/nft", ["list", "tables"]).stdout.contains("kbuild_"))
+        XCTAssertTrue(try sh("/usr/sbin/nft", ["list", "tables"]).stdout.contains("kbuild_\(tag)"))
         kill(again.process.processIdentifier, SIGTERM)
         again.process.waitUntilExit()
         let down = try kbuild(["down", "--grace", "2"], dataDir: data)
         XCTAssertEqual(down.status, 0, down.stderr)
         XCTAssertEqual(namespaces(), [])
-        XCTAssertFalse(try sh("/usr/sbin/nft", ["list", "tables"]).stdout.contains("kbuild_"))
+        XCTAssertFalse(try sh("/usr/sbin/nft", ["list", "tables"]).stdout.contains("kbuild_\(tag)"))
     }
 }

@@ -31,6 +31,17 @@ final class RegistryUploadsTests: XCTestCase {
             XCTAssertTrue(error.message.contains("idle for over"), error.message)
         }
         _ = second
+        // One repository cannot take every session: its own cap is reached first.
+        let perRepository = RegistryUploads(keg: keg, idleTimeout: .seconds(60), maxSessions: 8, maxPerRepository: 1)
+        _ = try await perRepository.start(repository: "abandoned")
+        do {
+            _ = try await perRepository.start(repository: "abandoned")
+            XCTFail("a second session in one repository is refused")
+        } catch let error as RegistryError {
+            XCTAssertEqual(error.code, "TOOMANYREQUESTS")
+            XCTAssertTrue(error.message.contains("uploads to abandoned are in progress"), error.message)
+        }
+        _ = try await perRepository.start(repository: "other")
         let staged = (try? FileManager.default.contentsOfDirectory(atPath: dir + "/keg/packs")) ?? []
         XCTAssertEqual(staged.filter { $0.hasPrefix(".tmp-") }, [], "what the idle upload staged went with it")
     }

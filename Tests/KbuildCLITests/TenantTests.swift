@@ -95,5 +95,10 @@ final class TenantTests: XCTestCase {
         XCTAssertEqual(try kbuild(["apps:create", "mine", "--stack", "busybox"], dataDir: data).status, 0)
         try waitUntil("the token is gone", timeout: 5) { try curl(auth + [server.url + "/api/v1/apps/mine"]).code == 401 }
         XCTAssertFalse(try kbuild(["tokens"], dataDir: data).stdout.contains("mate"), "a token left with no app is revoked")
+        // Nor does the new app's token see the old app's image or logs.
+        let fresh = trimmed(try kbuild(["tokens:create", "newmate", "--app", "mine"], dataDir: data).stdout)
+        XCTAssertEqual(try curl(["-H", "Authorization: Bearer \(fresh)", server.url + "/v2/mine/manifests/latest"]).code, 404)
+        let logs = try sh(kbuildBinary, ["logs", "mine"], env: ["KBUILD_URL": server.url, "KBUILD_TOKEN": fresh])
+        XCTAssertFalse(logs.stdout.contains("hello") || logs.stdout.contains("serving on"), logs.stdout)
     }
 }

@@ -156,6 +156,14 @@ final class UpServerTests: XCTestCase {
         XCTAssertTrue(String(decoding: bad.body, as: UTF8.self).contains("MANIFEST_BLOB_UNKNOWN"))
         let still = try curl(auth + ["-I", server.url + "/v2/apps/pushme/manifests/v1"])
         XCTAssertTrue(still.headers.contains("docker-content-digest: \(try manifestDigest(dir + "/layout") ?? "")"), still.headers)
+        // Descriptor sizes are checked against the Keg: wrong, negative or huge.
+        for size in ["\(blob.count + 1)", "-1", "9223372036854775807"] {
+            let lying = #"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"\#(digest)","size":\#(size)},"layers":[]}"#
+            try Data(lying.utf8).write(to: URL(fileURLWithPath: dir + "/lying.json"))
+            let refused = try curl(auth + ["-X", "PUT", "--data-binary", "@\(dir)/lying.json", server.url + "/v2/apps/liar/manifests/v1"])
+            XCTAssertEqual(refused.code, 400, size)
+            XCTAssertTrue(String(decoding: refused.body, as: UTF8.self).contains("SIZE_INVALID"), "\(size): \(String(decoding: refused.body, as: UTF8.self))")
+        }
         // Stacks are not pushed over.
         let stack = try curl(auth + ["-X", "PUT", "--data-binary", "@\(dir)/manifest.json", server.url + "/v2/stacks/busybox/manifests/latest"])
         XCTAssertEqual(stack.code, 403)

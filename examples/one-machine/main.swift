@@ -1,8 +1,9 @@
 // A deployment of kbuild built from the library, as a user would write one:
 // the same start functions `kbuild up` uses, chosen and wired here by hand.
 // This one runs the API and git server, one build worker, the scheduler
-// with a cautious rollout policy, two node agents on the host's network
-// (each offering 1 CPU and 2 GiB), and the router (port 8090 unless given).
+// with a cautious rollout policy, two node agents on this host (each offering
+// 1 CPU and 2 GiB, each process in a network namespace of its own with NAT
+// egress only), and the router (port 8090 unless given).
 //
 //   swift run kbuild-example-one-machine /tmp/kbuild-example [API-PORT [ROUTER-PORT]]
 //
@@ -40,8 +41,10 @@ func main() async throws {
     system.startBuildWorker(keg: keg, refs: refs, sandbox: try Sandbox(warmHelpers: 1))
     // Never below the desired count, one new process at a time, 30 s to become healthy.
     system.startScheduler(keg: keg, refs: refs, policy: RolloutPolicy(maxSurge: 1, maxUnavailable: 0, crashLoopRestarts: 3, startTimeout: 30)) { print($0) }
-    for name in ["a", "b"] {
-        let config = NodeAgentConfig(name: name, capacity: Resources(memory: 2 << 30, cpus: 1), stateDir: dataDir.node(name).path)
+    for (slot, name) in ["a", "b"].enumerated() {
+        var config = NodeAgentConfig(name: name, capacity: Resources(memory: 2 << 30, cpus: 1), stateDir: dataDir.node(name).path)
+        // Each node its own slot of process addresses.
+        config.egress = EgressNetwork(dataDir: dataDir.root.path, slot: slot)
         system.startNodeAgent(config, keg: keg, refs: refs, sandbox: try Sandbox())
     }
     system.startRouter(keg: keg, refs: refs, host: "127.0.0.1", port: routerPort) { port in print("apps at http://APP.localhost:\(port)/") }

@@ -24,11 +24,10 @@ int kb_pipe_cloexec(int fds[2]);
 /// An unnamed file in directory `dir` (O_TMPFILE), read-write, for spooling.
 int kb_open_tmpfile(const char *dir);
 
-/// Drops about the first `bytes` of a file in place: fallocate's
-/// COLLAPSE_RANGE, rounded down to the filesystem's block size (so a line can
-/// be cut at the new start); where that cannot be done (too little, or a
-/// filesystem without it) the whole file is truncated. Returns the bytes
-/// dropped, or -1 with errno.
+/// Drops at least the first `bytes` of a file in place: fallocate's
+/// COLLAPSE_RANGE, rounded up to the filesystem's block size (so a line can
+/// be cut at the new start); where that is the whole file, or the filesystem
+/// cannot, the whole file is truncated. Returns the bytes dropped, or -1 with errno.
 long long kb_drop_head(int fd, unsigned long long bytes);
 
 /// Whether `n` bytes at `p` are all zero (a hole, when a file is restored sparse).
