@@ -74,7 +74,7 @@ final class AppLimitsTests: XCTestCase {
         let data = try makeData("buildlimit")
         _ = try startKbuildUp(self, data: data)
         let work = try makeApp("queued", data: data, files: [
-            ".buildpacks": "./bp\n", "bp/bin/detect": "#!/bin/sh\necho Slow\n", "bp/bin/compile": "#!/bin/sh\nsleep 30\n",
+            ".buildpacks": "./bp\n", "bp/bin/detect": "#!/bin/sh\necho Slow\n", "bp/bin/compile": "#!/bin/sh\nsleep 120\n",
         ])
         for file in ["bp/bin/detect", "bp/bin/compile"] { chmod(work + "/" + file, 0o755) }
         try git(["add", "-A"], in: work)
@@ -83,7 +83,11 @@ final class AppLimitsTests: XCTestCase {
         let log = try tempDir(self, "queued-log") + "/push.log"
         let first = try spawnGroup("/usr/bin/git", ["-C", work, "push", "kbuild", "main"], output: log)
         addTeardownBlock { kill(-first, SIGKILL); _ = reap(first) }
-        try waitUntil("queued", timeout: 60) { ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").contains("queued") }
+        // ("queued" is also the app's name: wait for the build line itself.)
+        try waitUntil("the build queued", timeout: 60) {
+            let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+            return text.range(of: #"Build K-[0-9a-f]+ queued"#, options: .regularExpression) != nil
+        }
         kill(-first, SIGKILL)
         _ = reap(first)
         // Another commit: its build would be a second at once.
@@ -91,7 +95,8 @@ final class AppLimitsTests: XCTestCase {
         try git(["add", "-A"], in: work)
         try git(["commit", "-q", "-m", "again"], in: work)
         var second = Result(status: 0, stdout: "", stderr: "")
-        try waitUntil("refused for the build limit, not the deploy lock", timeout: 30) {
+        // (The abandoned push's hook holds the deploy lock until the server notices the hang-up, within seconds.)
+        try waitUntil("refused for the build limit, not the deploy lock", timeout: 60) {
             second = try git(["push", "kbuild", "main"], in: work)
             return !second.stderr.contains("another push to queued")
         }
