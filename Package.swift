@@ -226,6 +226,8 @@ let package = Package(
             dependencies: [
                 "KbuildCore", "Keg", "KbuildServer", "RefStore", "KbuildSystem",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
         ),
