@@ -3,6 +3,7 @@ public import Keg
 public import RefStore
 import Builds
 import Foundation
+import OCI
 
 /// What an app may use, set by the admin (`kbuild apps:limits`), at
 /// `apps/APP/limits`. Nil: no limit beyond the host's.
@@ -72,13 +73,11 @@ public enum AppUsage {
             total += source.bytes
         }
         var blobs = Set<KID>()
+        let images = ImageStore(keg: keg)
         for change in try await refs.history(try RefName("apps/\(app)/image"), limit: nil) {
-            guard let kid = change.new, let bytes = try? keg.logicalBytes(kid, maxWhole: 4 << 20),
-                  let json = (try? JSONSerialization.jsonObject(with: Data(bytes))) as? [String: Any] else { continue }
-            let descriptors = ((json["config"] as? [String: Any]).map { [$0] } ?? []) + (json["layers"] as? [[String: Any]] ?? [])
-            for d in descriptors {
-                guard let digest = d["digest"] as? String, digest.hasPrefix("sha256:"),
-                      let blob = try? KID(parsing: "K-" + digest.dropFirst(7)), blobs.insert(blob).inserted else { continue }
+            guard let kid = change.new, let manifest = try? images.manifest(kid) else { continue }
+            for d in [manifest.config] + manifest.layers {
+                guard let blob = try? d.kid(), blobs.insert(blob).inserted else { continue }
                 total += (try? keg.logicalSize(of: blob)) ?? 0
             }
         }

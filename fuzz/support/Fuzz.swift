@@ -15,3 +15,14 @@ func require(_ condition: @autoclosure () -> Bool, _ message: @autoclosure () ->
              file: StaticString = #fileID, line: UInt = #line) {
     if !condition() { fatalError("contract broken: \(message())", file: file, line: line) }
 }
+
+/// What `parse` returns, or nil when it refused the input as its contract
+/// says (`isRefusal` holds of the error); any other error breaks the contract.
+func parsedOrRefused<T>(_ parse: () throws -> T, isRefusal: (any Error) -> Bool) -> T? {
+    do {
+        return try parse()
+    } catch {
+        require(isRefusal(error), "threw \(error), not the parser's refusal")
+        return nil
+    }
+}

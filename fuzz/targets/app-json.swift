@@ -5,16 +5,8 @@ import Releases
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzz(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
-    let checks: [String: HealthCheck]
-    do {
-        checks = try AppJSON.healthchecks(fuzzBytes(start, count))
-    } catch let error as KbuildError {
-        require(error.code == .invalidArgument, "refused with \(error.code)")
-        return 0
-    } catch {
-        require(false, "threw \(error), not a KbuildError")
-        return 0
-    }
+    let refused = { (error: any Error) in (error as? KbuildError)?.code == .invalidArgument }
+    guard let checks: [String: HealthCheck] = parsedOrRefused({ try AppJSON.healthchecks(fuzzBytes(start, count)) }, isRefusal: refused) else { return 0 }
     for (type, check) in checks {
         if let path = check.path {
             require(path.hasPrefix("/") && path.utf8.count <= 1024, "\(type): path \(path.debugQuoted)")

@@ -6,16 +6,8 @@ import KbuildCore
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzz(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
     let text = fuzzText(start, count)
-    let release: BuildFiles.Release
-    do {
-        release = try BuildFiles.parseRelease(text)
-    } catch let error as KbuildError {
-        require(error.code == .invalidArgument, "refused with \(error.code)")
-        return 0
-    } catch {
-        require(false, "threw \(error), not a KbuildError")
-        return 0
-    }
+    let refused = { (error: any Error) in (error as? KbuildError)?.code == .invalidArgument }
+    guard let release: BuildFiles.Release = parsedOrRefused({ try BuildFiles.parseRelease(text) }, isRefusal: refused) else { return 0 }
     for (name, value) in release.configVars {
         require(BuildFiles.isEnvironmentName(name), "config var name \(name.debugQuoted)")
         require(!value.contains(where: \.isNewline), "config var \(name) has a line break")

@@ -7,16 +7,8 @@ import KbuildCore
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzz(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
     let text = fuzzText(start, count)
-    let choices: [BuildFiles.BuildpackChoice]
-    do {
-        choices = try BuildFiles.parseBuildpacksFile(text)
-    } catch let error as KbuildError {
-        require(error.code == .invalidArgument, "refused with \(error.code)")
-        return 0
-    } catch {
-        require(false, "threw \(error), not a KbuildError")
-        return 0
-    }
+    let refused = { (error: any Error) in (error as? KbuildError)?.code == .invalidArgument }
+    guard let choices: [BuildFiles.BuildpackChoice] = parsedOrRefused({ try BuildFiles.parseBuildpacksFile(text) }, isRefusal: refused) else { return 0 }
     require(!choices.isEmpty, "no buildpack, yet no error")
     var lines: [String] = []
     for choice in choices {

@@ -6,16 +6,8 @@ import KbuildCore
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzz(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
     let command = fuzzText(start, count)
-    let parsed: (service: GitShell.Service, app: String)
-    do {
-        parsed = try GitShell.parse(command)
-    } catch let error as KbuildError {
-        require(error.code == .invalidArgument, "refused with \(error.code), not invalidArgument")
-        return 0
-    } catch {
-        require(false, "threw \(error), not a KbuildError")
-        return 0
-    }
+    let refused = { (error: any Error) in (error as? KbuildError)?.code == .invalidArgument }
+    guard let parsed: (service: GitShell.Service, app: String) = parsedOrRefused({ try GitShell.parse(command) }, isRefusal: refused) else { return 0 }
     // Only receive-pack and upload-pack, and only of an app: a name, never a path.
     let prefixes = parsed.service == .receivePack
         ? ["git-receive-pack ", "git receive-pack "] : ["git-upload-pack ", "git upload-pack "]

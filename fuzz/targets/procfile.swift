@@ -7,16 +7,8 @@ import KbuildCore
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzz(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
     let text = fuzzText(start, count)
-    let entries: [(type: String, command: String)]
-    do {
-        entries = try BuildFiles.parseProcfile(text)
-    } catch let error as KbuildError {
-        require(error.code == .invalidArgument, "refused with \(error.code)")
-        return 0
-    } catch {
-        require(false, "threw \(error), not a KbuildError")
-        return 0
-    }
+    let refused = { (error: any Error) in (error as? KbuildError)?.code == .invalidArgument }
+    guard let entries: [(type: String, command: String)] = parsedOrRefused({ try BuildFiles.parseProcfile(text) }, isRefusal: refused) else { return 0 }
     var seen = Set<String>()
     for (type, command) in entries {
         require(BuildFiles.isProcessType(type), "process type \(type.debugQuoted)")
