@@ -329,10 +329,19 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
         for source in sources {
             guard let handle = FileHandle(forReadingAtPath: source.path) else { continue }
             defer { try? handle.close() }
-            let size = (try? handle.seekToEnd()) ?? 0
             let window = UInt64(min(lines, 4096)) * 1024
-            try? handle.seek(toOffset: size > window ? size - window : 0)
-            var parts = String(decoding: (try? handle.readToEnd()) ?? Data(), as: UTF8.self).split(separator: "\n")
+            // A running process's helper may drop the head of its log meanwhile (the cap):
+            // a read that comes back short found a file that shrank, so it is read again.
+            var size: UInt64 = 0
+            var data = Data()
+            for _ in 0..<3 {
+                size = (try? handle.seekToEnd()) ?? 0
+                let start = size > window ? size - window : 0
+                try? handle.seek(toOffset: start)
+                data = (try? handle.readToEnd()) ?? Data()
+                if UInt64(data.count) >= size - start { break }
+            }
+            var parts = String(decoding: data, as: UTF8.self).split(separator: "\n")
             if size > window, !parts.isEmpty { parts.removeFirst() }  // a cut first line
             for line in parts.suffix(lines) {
                 guard let l = LogLine.parse(line) else { continue }
