@@ -22,22 +22,26 @@ public struct BuildInputs: Codable, Sendable, Equatable {
     /// The source tree.
     public var source: KID
     public var stackName: String
-    /// The stack image.
+    /// The stack image: the app's image is it plus the build's layers.
     public var stack: KID
+    /// The image the steps run on: the stack's build image (compilers,
+    /// headers), or nil when the stack has none and builds run on it.
+    public var buildImage: KID?
     /// In order. With `detect`, the first whose `bin/detect` succeeds is used;
     /// without (the app chose them in `.buildpacks`), all run.
     public var buildpacks: [Buildpack]
     public var detect: Bool
     /// Build config vars, given to `bin/compile` as ENV_DIR.
     public var environment: [String: String]
-    /// Whether the build could reach the network ("none" or "host").
+    /// Whether the build could reach the network: a `BuildNetwork`'s raw value.
     public var network: String
 
     public init(source: KID, stackName: String, stack: KID, buildpacks: [Buildpack], detect: Bool,
-                environment: [String: String] = [:], network: String = "none") {
+                environment: [String: String] = [:], network: String = "none", buildImage: KID? = nil) {
         self.source = source
         self.stackName = stackName
         self.stack = stack
+        self.buildImage = buildImage
         self.buildpacks = buildpacks
         self.detect = detect
         self.environment = environment
@@ -46,6 +50,21 @@ public struct BuildInputs: Codable, Sendable, Equatable {
 
     public var bytes: [UInt8] { (try? canonicalJSON(self)) ?? [] }
     public var kid: KID { KID(hashing: bytes) }
+}
+
+/// The network a build has.
+public enum BuildNetwork: String, Codable, Sendable, CaseIterable {
+    /// A namespace of its own whose only way out is NAT to the outside: never the host, kbuild or another app.
+    case egress
+    /// Loopback only.
+    case none
+
+    public init(parsing text: String) throws {
+        guard let mode = BuildNetwork(rawValue: text) else {
+            throw KbuildError(.invalidArgument, "invalid build network \(text.debugQuoted): want egress or none")
+        }
+        self = mode
+    }
 }
 
 /// What a worker needs besides the inputs: whose cache to use, and its limits.

@@ -10,21 +10,25 @@ import Synchronization
 /// Runs one build: the buildpacks' `bin/detect`, `bin/compile` and
 /// `bin/release`, each in a sandbox over the stack, with the app at /app
 /// (BUILD_DIR), the app's cache at /cache and the build config at /env
-/// (read-only), the buildpacks read-only under /buildpacks. No network
-/// unless the inputs say so; memory, pids, CPU and one deadline for the
-/// whole build. What is in /app afterwards becomes the app layer; writes
+/// (read-only), the buildpacks read-only under /buildpacks. The network the
+/// inputs say: `egress` (a namespace of the build's own whose only way out
+/// is NAT to the outside, as app processes have) or `none` (loopback only);
+/// memory, pids, CPU and one deadline for the whole build. What is in /app afterwards becomes the app layer; writes
 /// anywhere else land in the sandbox's scratch layer and are dropped.
 public struct Builder: Sendable {
     public let keg: Keg
     public let refs: any RefStore
     public let sandbox: Sandbox
+    /// Where `egress` builds get their networks (nil: such builds fail).
+    public let egress: EgressNetwork?
     /// Who runs the builds (host and pid), for the record.
     public let worker: String
 
-    public init(keg: Keg, refs: any RefStore, sandbox: Sandbox, worker: String = Builder.defaultWorkerName) {
+    public init(keg: Keg, refs: any RefStore, sandbox: Sandbox, egress: EgressNetwork?, worker: String = Builder.defaultWorkerName) {
         self.keg = keg
         self.refs = refs
         self.sandbox = sandbox
+        self.egress = egress
         self.worker = worker
     }
 
@@ -48,18 +52,27 @@ public struct Builder: Sendable {
         }
         // Everything the build writes is on a disk of its own, of the app's size.
         let disk = try await ScratchDisk.make(at: work, size: job.limits.disk)
+        // And, with egress, it reaches the outside through a network of its own.
+        let network: EgressNetwork.Held?
+        do {
+            network = try await makeNetwork(job.inputs.network)
+        } catch {
+            await disk.remove()
+            throw error
+        }
 
         var record = BuildRecord(build: build, inputs: job.inputs, app: job.app, status: .failed, error: nil, log: nil, layer: nil,
                                  used: [], processTypes: [:], configVars: [:], worker: worker, startedAt: started,
                                  finishedAt: started, links: [])
         do {
-            try await steps(job, work: work, log: log, record: &record)
+            try await steps(job, work: work, network: network?.link, log: log, record: &record)
             record.status = .succeeded
             log.step("Build \(build.short) succeeded in \(String(format: "%.1f", Date().timeIntervalSince(started))) s")
         } catch is CancellationError {
             // This worker is stopping: no result is recorded, so the claim runs out and
             // another worker (or the pusher's hook) builds it again.
             log.step("Build interrupted: this worker is stopping")
+            if let network { await egress?.remove(network) }
             await disk.remove()
             throw CancellationError()
         } catch {
@@ -67,23 +80,41 @@ public struct Builder: Sendable {
             record.error = message
             log.write(Array("\n !     \(message)\n !     Build failed\n".utf8))
         }
+        if let network { await egress?.remove(network) }
         await disk.remove()
         record.finishedAt = Date()
         record.log = try keg.put(path: log.path)
         record.links = [record.log, record.layer.flatMap { try? $0.kid() }, record.layer?.annotations?["dev.kbuild.tree"].flatMap { try? KID(parsing: $0) },
-                        job.inputs.source, job.inputs.stack].compactMap { $0 } + job.inputs.buildpacks.map(\.tree)
+                        job.inputs.source, job.inputs.stack, job.inputs.buildImage].compactMap { $0 } + job.inputs.buildpacks.map(\.tree)
         return record
     }
 
-    private func steps(_ job: BuildJob, work: String, log: BuildLog, record: inout BuildRecord) async throws {
+    /// The build's network: nil for `none`; for `egress`, a namespace held by this process.
+    func makeNetwork(_ mode: String) async throws -> EgressNetwork.Held? {
+        switch mode {
+        case BuildNetwork.none.rawValue: return nil
+        case BuildNetwork.egress.rawValue:
+            guard let egress else {
+                throw KbuildError(.unsatisfiable, "this build asks for the network (egress), which this worker cannot give: run it in `kbuild up` or `kbuild worker` as root")
+            }
+            // The rules are this kbuild's (one table, replaced whole): a worker of its own makes sure they are there.
+            try await egress.installFirewall()
+            return try await egress.makeHeld()
+        default:
+            throw KbuildError(.invalidArgument, "unknown build network \(mode.debugQuoted): want egress or none")
+        }
+    }
+
+    private func steps(_ job: BuildJob, work: String, network link: EgressNetwork.Link?, log: BuildLog, record: inout BuildRecord) async throws {
         let inputs = job.inputs
         let deadline = ContinuousClock.now + .milliseconds(Int64(job.limits.timeout * 1000))
         let stacks = StackStore(keg: keg, refs: refs)
         let images = ImageStore(keg: keg)
-        let stackManifest = try images.manifest(inputs.stack)
+        let buildImage = inputs.buildImage ?? inputs.stack
+        let stackManifest = try images.manifest(buildImage)
         let stackConfig = try images.config(of: stackManifest).config
-        let stack = Stack(name: inputs.stackName, image: inputs.stack, manifest: stackManifest, layers: try images.layerTrees(stackManifest))
-        log.step("Building on the \(inputs.stackName) stack (\(inputs.stack.short)), source \(inputs.source.short)")
+        let stack = Stack(name: inputs.stackName, image: buildImage, manifest: stackManifest, layers: try images.layerTrees(stackManifest))
+        log.step("Building on the \(inputs.stackName) stack (\(inputs.buildImage == nil ? "" : "build image \(buildImage.short), ")run image \(inputs.stack.short)), source \(inputs.source.short)")
 
         // The build's directories, under the data dir (only root can reach it, so the
         // sandbox's root may own what it writes there).
@@ -110,10 +141,15 @@ public struct Builder: Sendable {
         for pack in inputs.buildpacks {
             mounts.append(SandboxMount(source: try stacks.checkout(pack.tree), target: "/buildpacks/\(pack.name)", readOnly: true))
         }
+        // DNS through the host's resolvers, as app processes have it.
+        if link != nil, FileManager.default.fileExists(atPath: "/etc/resolv.conf") {
+            mounts.append(SandboxMount(source: "/etc/resolv.conf", target: "/etc/resolv.conf", readOnly: true))
+        }
         var environment = SandboxSpec.defaultEnvironment.merging(stackConfig?.environment ?? [:]) { _, stack in stack }
         environment["STACK"] = inputs.stackName
         let lowers = try stacks.lowerDirs(for: stack)
-        let network: SandboxNetwork = inputs.network == "host" ? .host : .none
+        let network: SandboxNetwork = link.map { .namespace("/run/netns/" + $0.namespace) } ?? .none
+        log.detail(link == nil ? "Network: none (loopback only)" : "Network: egress (the outside only, through NAT)")
 
         func spec(_ command: [String]) throws -> SandboxSpec {
             let left = deadline - ContinuousClock.now

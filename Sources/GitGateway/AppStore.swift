@@ -4,28 +4,48 @@ public import RefStore
 public import Builds
 public import Foundation
 
-/// An app: its name, stack, deploy branch and build limits. Ref `apps/NAME`.
+/// An app: its name, stack, deploy branch, build limits and build network. Ref `apps/NAME`.
 public struct AppRecord: Codable, Sendable, Equatable {
     public var kind = "kbuild.app/v1"
     public var name: String
+    /// The concrete stack (`debian-13`, never the alias `debian`): an app changes stack only when told to.
     public var stack: String
     public var deployBranch: String
     public var build: BuildLimits
+    /// What its builds reach: `egress` for apps made since builds had a network; an older record has none.
+    public var buildNetwork: BuildNetwork
     /// Largest file a push may carry.
     public var maxFileSize: UInt64
     public var createdBy: String
     public var createdAt: Date
 
     public init(name: String, stack: String, deployBranch: String = "main", build: BuildLimits = BuildLimits(),
-                maxFileSize: UInt64 = 100 << 20, createdBy: String, createdAt: Date = Date()) {
+                buildNetwork: BuildNetwork = .egress, maxFileSize: UInt64 = 100 << 20, createdBy: String, createdAt: Date = Date()) {
         self.name = name
         self.stack = stack
         self.deployBranch = deployBranch
         self.build = build
+        self.buildNetwork = buildNetwork
         self.maxFileSize = maxFileSize
         self.createdBy = createdBy
         self.createdAt = createdAt
     }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        kind = try c.decode(String.self, forKey: .kind)
+        name = try c.decode(String.self, forKey: .name)
+        stack = try c.decode(String.self, forKey: .stack)
+        deployBranch = try c.decode(String.self, forKey: .deployBranch)
+        build = try c.decode(BuildLimits.self, forKey: .build)
+        buildNetwork = try c.decodeIfPresent(BuildNetwork.self, forKey: .buildNetwork) ?? .none
+        maxFileSize = try c.decode(UInt64.self, forKey: .maxFileSize)
+        createdBy = try c.decode(String.self, forKey: .createdBy)
+        createdAt = try c.decode(Date.self, forKey: .createdAt)
+    }
+
+    /// The settings `apps:set` changes, by the names it takes.
+    public static let settings = ["build-network", "stack"]
 }
 
 /// Apps and their bare git repositories (`<data>/git/APP.git`), each with
@@ -90,6 +110,25 @@ public struct AppStore: Sendable {
             // Nothing half-made: no repository without its record.
             try? FileManager.default.removeItem(atPath: renamed ? repo : tmp)
             throw error
+        }
+    }
+
+    /// Changes an app's record by compare-and-swap (retried when another change came first).
+    @discardableResult
+    public func update(_ name: String, actor: String, _ change: @Sendable (inout AppRecord) async throws -> Void) async throws -> AppRecord {
+        let ref = try AppStore.ref(name)
+        while true {
+            guard let current = try await refs.get(ref) else {
+                throw KbuildError(.notFound, "no app named \(name.debugQuoted): create it with `kbuild apps:create \(name)`")
+            }
+            var record = try Records.get(AppRecord.self, current.kid, from: keg, what: "app")
+            try await change(&record)
+            do {
+                try await refs.compareAndSwap(ref, to: try Records.put(record, in: keg), expecting: .value(current.kid), actor: actor)
+                return record
+            } catch let error as KbuildError where error.code == .conflict {
+                continue
+            }
         }
     }
 

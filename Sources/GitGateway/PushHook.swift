@@ -161,7 +161,10 @@ public struct PushHook: Sendable {
     /// The build's inputs: the app's stack, and the buildpacks named in
     /// `.buildpacks`, else every registered one in detection order.
     func buildInputs(source: KID, app record: AppRecord) async throws -> BuildInputs {
-        let stack = try await StackStore(keg: keg, refs: refs).get(record.stack)
+        let stacks = StackStore(keg: keg, refs: refs)
+        let stack = try await stacks.get(record.stack)
+        let build = try await stacks.buildImage(of: record.stack)
+        let buildImage = build.image == stack.image ? nil : build.image
         let store = BuildpackStore(keg: keg, refs: refs)
         if let entry = try keg.tree(source).entries.first(where: { $0.nameString == ".buildpacks" }) {
             guard entry.type == .file, let kid = entry.kid else { throw KbuildError(.invalidArgument, ".buildpacks must be a regular file") }
@@ -181,7 +184,8 @@ public struct PushHook: Sendable {
                 }
                 chosen.append(pack)
             }
-            return BuildInputs(source: source, stackName: stack.name, stack: stack.image, buildpacks: chosen, detect: false)
+            return BuildInputs(source: source, stackName: stack.name, stack: stack.image, buildpacks: chosen, detect: false,
+                               network: record.buildNetwork.rawValue, buildImage: buildImage)
         }
         var all = try await store.list()
         if all.isEmpty {
@@ -191,7 +195,8 @@ public struct PushHook: Sendable {
         guard !all.isEmpty else {
             throw KbuildError(.notFound, "no buildpacks are registered: add one with `kbuild buildpack add DIR`")
         }
-        return BuildInputs(source: source, stackName: stack.name, stack: stack.image, buildpacks: all, detect: true)
+        return BuildInputs(source: source, stackName: stack.name, stack: stack.image, buildpacks: all, detect: true,
+                           network: record.buildNetwork.rawValue, buildImage: buildImage)
     }
 
     /// Waits for a worker to run the build, following its log; builds here
@@ -241,7 +246,9 @@ public struct PushHook: Sendable {
                     inline.state.withLock { $0.running = true }
                     group.addTask { [keg, refs, pusher, sandbox] in
                         do {
-                            let worker = BuildWorker(queue: queue, builder: Builder(keg: keg, refs: refs, sandbox: try sandbox(), worker: "hook:\(pusher)/\(getpid())"))
+                            let worker = BuildWorker(queue: queue, builder: Builder(keg: keg, refs: refs, sandbox: try sandbox(),
+                                                                              egress: EgressNetwork(dataDir: keg.dataDir.root.path, slot: EgressNetwork.oneOffSlot),
+                                                                              worker: "hook:\(pusher)/\(getpid())"))
                             _ = try await worker.runIfClaimable(build, job: job)
                             inline.state.withLock { $0.running = false }
                         } catch is CancellationError {

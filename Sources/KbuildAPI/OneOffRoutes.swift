@@ -61,15 +61,16 @@ extension APIRoutes {
                     let ticket = self.oneOffs.take(app, needs)
                     defer { self.oneOffs.give(back: ticket) }
                     // A network of its own, as app processes have: the outside, never the host or other apps.
-                    let link: EgressNetwork.Link?
+                    let held: EgressNetwork.Held?
                     do {
-                        link = try await egress?.make(port: nil)
+                        held = try await egress?.makeHeld()
                     } catch {
                         try await writer.write(ByteBuffer(bytes: RunFrame.encode(RunFrame.error, Array("failed to start the run: \(error)".utf8))))
                         try await writer.write(ByteBuffer(bytes: RunFrame.exitStatus(125)))
                         try await writer.finish(nil)
                         return
                     }
+                    let link = held?.link
                     let mounts = link != nil && FileManager.default.fileExists(atPath: "/etc/resolv.conf")
                         ? [SandboxMount(source: "/etc/resolv.conf", target: "/etc/resolv.conf", readOnly: true)] : []
                     let spec = SandboxSpec(command: argv, lowerDirs: launch.lowerDirs, environment: launch.environment,
@@ -79,10 +80,10 @@ extension APIRoutes {
                     do {
                         try await self.stream(spec, sandbox: sandbox, argv: argv, app: app, version: version, to: &writer)
                     } catch {
-                        if let link { await egress?.remove(link, port: nil) }
+                        if let held { await egress?.remove(held) }
                         throw error
                     }
-                    if let link { await egress?.remove(link, port: nil) }
+                    if let held { await egress?.remove(held) }
                     try await writer.finish(nil)
                 })
             } catch {

@@ -65,9 +65,10 @@ public struct KbuildSystem {
         if mkdir(spool, 0o700) != 0 && errno != EEXIST { throw KbuildError.syscall("mkdir", spool, verb: "start the git gateway") }
         let (git, api) = KbuildSystem.routes(keg: keg, refs: refs, dataDir: dataDir, sandbox: sandbox)
         if let egress = api.egress {
-            // The host's firewall for every process network of this kbuild, and the one-off runs' namespaces a kill left.
+            // The host's firewall for every process network of this kbuild, and the
+            // namespaces of one-off runs and builds that a kill left.
             try await egress.installFirewall()
-            _ = await egress.sweep(keep: [])
+            _ = await egress.sweepUnheld()
         }
         let token = try AdminToken.loadOrCreate(in: dataDir)
         ConnectionLimits.raiseFileLimit()
@@ -97,7 +98,8 @@ public struct KbuildSystem {
     /// A build worker with a warm sandbox helper: claims queued builds and runs them.
     @discardableResult
     public mutating func startBuildWorker(keg: Keg, refs: any RefStore, sandbox: Sandbox) -> BuildWorker {
-        let worker = BuildWorker(queue: BuildQueue(keg: keg, refs: refs), builder: Builder(keg: keg, refs: refs, sandbox: sandbox),
+        let worker = BuildWorker(queue: BuildQueue(keg: keg, refs: refs), builder: Builder(keg: keg, refs: refs, sandbox: sandbox,
+                                                                                               egress: EgressNetwork(dataDir: keg.dataDir.root.path, slot: EgressNetwork.oneOffSlot)),
                                  report: { [report, logger] message in if let report { report(message) } else { logger.warning("\(message)") } })
         addSupervised("build worker", BuildWorkerService(worker: worker))
         addSupervised("build disk sweeper", BuildDiskSweeper(directory: keg.dataDir.root.path + "/builds/work", report: worker.report))

@@ -35,7 +35,7 @@ import Synchronization
 public struct EgressNetwork: Sendable {
     /// Four hex digits from the data dir: names and addresses of this kbuild.
     public let tag: String
-    /// 0 the host's node, 1…16 the nodes of `--nodes N`, 17 one-off runs.
+    /// 0 the host's node, 1…16 the nodes of `--nodes N`, 17 one-off runs and builds.
     public let slot: Int
     /// The namespace the links' outer ends live in (nil: the host's).
     public let parent: String?
@@ -71,6 +71,81 @@ public struct EgressNetwork: Sendable {
         }
     }
 
+    /// A namespace held by this process for as long as it lives (a build's, a
+    /// one-off run's): an `flock` on `/run/kbuild-netns/NAME.lock` says so, so
+    /// several processes (kbuild up, `kbuild worker`, a push hook building
+    /// inline) share the slot, and a sweep removes only what a dead process
+    /// held: the kernel drops the lock with its holder, also on kill -9.
+    public final class Held: Sendable {
+        public let link: Link
+        let lock: Int32
+        init(link: Link, lock: Int32) {
+            self.link = link
+            self.lock = lock
+        }
+    }
+
+    static let lockDir = "/run/kbuild-netns"
+    static func lockPath(_ namespace: String) -> String { "\(lockDir)/\(namespace).lock" }
+
+    /// Locks `namespace`'s file without waiting: the descriptor, or nil when a live process holds it.
+    static func tryLock(_ namespace: String) throws -> Int32? {
+        if mkdir(lockDir, 0o700) != 0 && errno != EEXIST { throw KbuildError.syscall("mkdir", lockDir, verb: "make a network") }
+        let fd = open(lockPath(namespace), O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw KbuildError.syscall("open", lockPath(namespace), verb: "make a network") }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            close(fd)
+            return nil
+        }
+        return fd
+    }
+
+    /// Makes a namespace held by this process (see `Held`): the first index no
+    /// live process holds; one a dead process left is removed and made anew.
+    public func makeHeld() async throws -> Held {
+        try await offThread { try makeHeldNow() }
+    }
+
+    func makeHeldNow() throws -> Held {
+        for index in 0..<EgressNetwork.linksPerSlot {
+            let link = plan(index)
+            guard let fd = try EgressNetwork.tryLock(link.namespace) else { continue }
+            if FileManager.default.fileExists(atPath: "/run/netns/" + link.namespace) { removeNow(link, port: nil) }
+            do {
+                try makeNow(link, port: nil)
+            } catch {
+                close(fd)
+                throw error
+            }
+            return Held(link: link, lock: fd)
+        }
+        throw KbuildError(.unsatisfiable, "failed to make a network: all \(EgressNetwork.linksPerSlot) of this slot's are in use")
+    }
+
+    /// Removes a held namespace, then lets go of it.
+    public func remove(_ held: Held) async {
+        try? await offThread {
+            removeNow(held.link, port: nil)
+            unlink(EgressNetwork.lockPath(held.link.namespace))
+            close(held.lock)
+        }
+    }
+
+    /// Removes this slot's namespaces that no live process holds (what a killed build or run left).
+    public func sweepUnheld() async -> Int {
+        (try? await offThread { () -> Int in
+            var removed = 0
+            for link in existing() {
+                guard let fd = try EgressNetwork.tryLock(link.namespace) else { continue }
+                removeNow(link, port: nil)
+                unlink(EgressNetwork.lockPath(link.namespace))
+                close(fd)
+                removed += 1
+            }
+            return removed
+        }) ?? 0
+    }
+
     /// The namespaces in use, by index.
     final class Pool: Sendable {
         let used = Mutex<Set<Int>?>(nil)
@@ -104,13 +179,16 @@ public struct EgressNetwork: Sendable {
             used = set
             return free
         }
+        // When the namespace is there already (another kbuild's, or one being
+        // removed), `ip netns add` fails: it is left alone, and its index taken.
         let link = plan(index)
-        do {
-            try EgressNetwork.ip(["netns", "add", link.namespace], what: "make network namespace \(link.namespace)")
-        } catch {
-            // Not ours (another kbuild's, or one being removed): leave it, and the index taken.
-            throw error
-        }
+        try makeNow(link, port: port)
+        return link
+    }
+
+    /// Makes `link`'s namespace, veth, addresses and route (and publishes `port`).
+    func makeNow(_ link: Link, port: Int?) throws {
+        try EgressNetwork.ip(["netns", "add", link.namespace], what: "make network namespace \(link.namespace)")
         do {
             try EgressNetwork.ip(parent.map { ["-n", $0] } ?? [], batch: [
                 "link add \(link.interface) type veth peer name eth0 netns \(link.namespace)",
@@ -132,7 +210,6 @@ public struct EgressNetwork: Sendable {
             removeNow(link, port: port)
             throw error
         }
-        return link
     }
 
     /// Removes a process's namespace (its veth goes with it) and what published its port.

@@ -69,6 +69,37 @@ public struct StackStore: Sendable {
         return try stack(name: name, image: ref.kid)
     }
 
+    /// The concrete stack a name means when an app is made or moved: `debian`
+    /// is the newest `debian-N` there is (else a stack named `debian` itself);
+    /// any other name is itself. The app records the result, so a newer Debian
+    /// never moves an existing app.
+    public func resolve(_ name: String) async throws -> Stack {
+        if name == StackStore.debianAlias {
+            let newest = try await list().compactMap { stack -> (Int, Stack)? in
+                guard stack.name.hasPrefix("debian-"), let n = Int(stack.name.dropFirst("debian-".count)) else { return nil }
+                return (n, stack)
+            }.max { $0.0 < $1.0 }
+            if let newest { return newest.1 }
+        }
+        guard !name.hasSuffix(StackStore.buildSuffix) else {
+            throw KbuildError(.invalidArgument, "\(name) is the build image of the stack \(name.dropLast(StackStore.buildSuffix.count)); apps name the stack itself")
+        }
+        return try await get(name)
+    }
+
+    /// The alias of the newest Debian stack.
+    public static let debianAlias = "debian"
+    /// A stack's build image is the stack `NAME-build`: the run image plus compilers and headers.
+    public static let buildSuffix = "-build"
+
+    /// The image builds of `stack` run on: its build image when it has one, else the stack itself.
+    public func buildImage(of stack: String) async throws -> Stack {
+        if stack.count + StackStore.buildSuffix.count <= 64, let ref = try await refs.get(try StackStore.refName(stack + StackStore.buildSuffix)) {
+            return try self.stack(name: stack + StackStore.buildSuffix, image: ref.kid)
+        }
+        return try await get(stack)
+    }
+
     private func stack(name: String, image: KID) throws -> Stack {
         let manifest = try images.manifest(image)
         return Stack(name: name, image: image, manifest: manifest, layers: try images.layerTrees(manifest))

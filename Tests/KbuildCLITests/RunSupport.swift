@@ -35,7 +35,7 @@ extension XCTestCase {
             exec busybox httpd -f -p "0.0.0.0:$PORT" -h www
             """, mode: 0o755)
         try writeFile(work + "/www/index.html", "hello from \(name) \(UUID().uuidString)\n")
-        for (path, text) in files { try writeFile(work + "/" + path, text, mode: path.hasSuffix(".sh") ? 0o755 : 0o644) }
+        for (path, text) in files { try writeFile(work + "/" + path, text, mode: path.hasSuffix(".sh") || path.contains("bin/") ? 0o755 : 0o644) }
         try git(["init", "-q"], in: work)
         try git(["add", "-A"], in: work)
         try git(["commit", "-q", "-m", "First"], in: work)

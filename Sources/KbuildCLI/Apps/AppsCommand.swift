@@ -27,7 +27,8 @@ struct AppsCreate: AsyncParsableCommand {
     )
     @OptionGroup var global: GlobalOptions
     @Argument(help: "The app's name.") var app: String
-    @Option(help: "The stack it builds and runs on.") var stack = "debian"
+    @Option(help: "The stack it builds and runs on (debian: the newest debian-N there is; the app keeps the one it got).") var stack = "debian"
+    @Option(help: "What its builds reach: egress (the outside through NAT, never the host or other apps) or none (loopback only).") var buildNetwork = "egress"
     @Option(help: "The branch whose pushes are built and deployed.") var deployBranch = "main"
     @Option(help: "Time limit of a build (e.g. 15m).") var buildTimeout = "15m"
     @Option(help: "Memory limit of a build.") var buildMemory = "2G"
@@ -44,13 +45,14 @@ struct AppsCreate: AsyncParsableCommand {
         guard limits.disk >= 16 << 20, limits.disk <= 1 << 40 else {
             throw KbuildError(.invalidArgument, "invalid build disk \(buildDisk): from 16M to 1T")
         }
+        let network = try BuildNetwork(parsing: buildNetwork)
         let apps = try global.openApps()
-        _ = try await global.openStacks().get(stack)
-        let record = AppRecord(name: app, stack: stack, deployBranch: deployBranch, build: limits,
+        let stack = try await global.openStacks().resolve(self.stack).name
+        let record = AppRecord(name: app, stack: stack, deployBranch: deployBranch, build: limits, buildNetwork: network,
                                maxFileSize: try parseBytes(maxFileSize, what: "max file size"), createdBy: currentActor)
         try await apps.create(record, kbuild: kbuildExecutable, actor: currentActor)
         try await BuildpackStore(keg: apps.keg, refs: apps.refs).registerShipped(actor: currentActor)
-        say("Created \(app) (stack \(stack), deploys \(deployBranch)); repository \(apps.repository(app))")
+        say("Created \(app) (stack \(stack), builds with network \(network.rawValue), deploys \(deployBranch)); repository \(apps.repository(app))")
         say("Next: kbuild git:remote \(app) in your app's repository, then git push kbuild \(deployBranch)")
     }
 }
@@ -63,7 +65,47 @@ struct AppsList: AsyncParsableCommand {
     func run() async throws {
         let apps = try await global.openApps().list()
         if json { return try printJSON(apps) }
-        for app in apps { say("\(app.name)  stack \(app.stack)  deploys \(app.deployBranch)") }
+        for app in apps { say("\(app.name)  stack \(app.stack)  build-network \(app.buildNetwork.rawValue)  deploys \(app.deployBranch)") }
+    }
+}
+
+struct AppsSet: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "apps:set",
+        abstract: "Change an app's settings: build-network=egress|none, stack=NAME.",
+        discussion: """
+            Each takes effect at the app's next build (git push); what runs keeps running.
+            stack=debian moves it to the newest debian-N there is (Heroku's stack:set).
+            """
+    )
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "The app.") var app: String
+    @Argument(help: "KEY=VALUE, one or more.") var settings: [String] = []
+
+    func run() async throws {
+        guard !settings.isEmpty else { throw ValidationError("give at least one KEY=VALUE (\(AppRecord.settings.joined(separator: ", ")))") }
+        let apps = try global.openApps()
+        let stacks = try global.openStacks()
+        // Every setting is checked before anything changes.
+        var network: BuildNetwork?
+        var stack: String?
+        for setting in settings {
+            guard let eq = setting.firstIndex(of: "=") else {
+                throw KbuildError(.invalidArgument, "invalid setting \(setting.debugQuoted): want KEY=VALUE")
+            }
+            let (key, value) = (String(setting[..<eq]), String(setting[setting.index(after: eq)...]))
+            switch key {
+            case "build-network": network = try BuildNetwork(parsing: value)
+            case "stack": stack = try await stacks.resolve(value).name
+            default: throw KbuildError(.invalidArgument, "unknown setting \(key.debugQuoted): want one of \(AppRecord.settings.joined(separator: ", "))")
+            }
+        }
+        let (newNetwork, newStack) = (network, stack)
+        let record = try await apps.update(app, actor: currentActor) { record in
+            if let network = newNetwork { record.buildNetwork = network }
+            if let stack = newStack { record.stack = stack }
+        }
+        say("\(app): stack \(record.stack), build-network \(record.buildNetwork.rawValue) (from its next build)")
     }
 }
 

@@ -111,9 +111,11 @@ struct DownCommand: AsyncParsableCommand {
         }
         // The processes' network namespaces, and the firewall of those on the host.
         var networks = 0
-        for slot in 0...EgressNetwork.oneOffSlot {
+        for slot in 0..<EgressNetwork.oneOffSlot {
             networks += await EgressNetwork(dataDir: global.dir.root.path, slot: slot).sweep(keep: [])
         }
+        // One-off runs and builds: those a live process holds are its own to remove.
+        networks += await EgressNetwork(dataDir: global.dir.root.path, slot: EgressNetwork.oneOffSlot).sweepUnheld()
         EgressNetwork(dataDir: global.dir.root.path, slot: 0).removeFirewall()
         // Build disks whose build was killed.
         _ = await ScratchDisk.sweep(directory: global.dir.root.path + "/builds/work")
