@@ -27,6 +27,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-nio-extras", from: "1.35.2"),
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
     ],
     targets: [
         // System libraries through pkg-config (Debian: libzstd-dev, libgit2-dev, libarchive-dev).
@@ -72,7 +73,7 @@ let package = Package(
         ),
         .target(
             name: "Builds",
-            dependencies: ["KbuildCore", "Keg", "RefStore", "OCI", "Stacks", "Sandbox"],
+            dependencies: ["KbuildCore", "Keg", "RefStore", "OCI", "Stacks", "Sandbox", .product(name: "Yams", package: "Yams")],
             swiftSettings: strict
         ),
         .target(

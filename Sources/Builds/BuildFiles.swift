@@ -1,3 +1,4 @@
+import Yams
 import KbuildCore
 
 /// The small text formats an app and a buildpack hand to kbuild: `Procfile`,
@@ -48,46 +49,36 @@ public enum BuildFiles {
     }
 
     public static func parseRelease(_ text: String) throws -> Release {
+        func bad(_ why: String) -> KbuildError { KbuildError(.invalidArgument, "failed to read the output of bin/release: \(why)") }
+        let document: Node?
+        do {
+            document = try Yams.compose(yaml: text)
+        } catch let error as YamlError {
+            throw bad("not YAML (\(String(describing: error).split(separator: "\n").first ?? ""))")
+        }
         var release = Release()
-        var section: String?
-        for (number, raw) in text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline).enumerated() {
-            let line = String(raw).trimmingCharacters(in: CharacterSet(charactersIn: "\r"))
-            let trimmed = line.trimmingCharacters(in: .whitespaces)
-            if trimmed.isEmpty || trimmed.hasPrefix("#") || trimmed == "---" { continue }
-            let indented = line.first == " " || line.first == "\t"
-            guard let colon = trimmed.firstIndex(of: ":") else {
-                throw KbuildError(.invalidArgument, "failed to read the output of bin/release, line \(number + 1) \(trimmed.debugQuoted): want `key: value`")
-            }
-            let key = String(trimmed[..<colon]).trimmingCharacters(in: .whitespaces)
-            let value = unquote(String(trimmed[trimmed.index(after: colon)...]).trimmingCharacters(in: .whitespaces))
-            if !indented {
-                section = key
-                guard value.isEmpty || value == "{}" || !["config_vars", "default_process_types"].contains(key) else {
-                    throw KbuildError(.invalidArgument, "failed to read the output of bin/release, line \(number + 1): \(key) must be a map of indented `name: value` lines")
+        // `---` alone, `--- {}` and `--- ~` say nothing.
+        guard let document, !(document.scalar.map { ["", "~", "null"].contains($0.string) } ?? false) else { return release }
+        guard let root = document.mapping else { throw bad("the top level must be a map (config_vars, default_process_types, addons)") }
+        for (keyNode, value) in root {
+            guard let key = keyNode.scalar?.string else { throw bad("a top-level key is not a string") }
+            guard key == "config_vars" || key == "default_process_types" else { continue }  // addons and the like: Heroku's, not kbuild's
+            if let scalar = value.scalar, ["", "~", "null"].contains(scalar.string) { continue }
+            guard let map = value.mapping else { throw bad("\(key) must be a map of `name: value`") }
+            for (nameNode, valueNode) in map {
+                guard let name = nameNode.scalar?.string, let scalar = valueNode.scalar else {
+                    throw bad("\(key) must be a map of `name: value`, with a plain value each")
                 }
-                continue
-            }
-            switch section {
-            case "config_vars":
-                guard isEnvironmentName(key) else {
-                    throw KbuildError(.invalidArgument, "failed to read the output of bin/release, line \(number + 1): \(key.debugQuoted) is not an environment variable name")
+                if key == "config_vars" {
+                    guard isEnvironmentName(name) else { throw bad("\(name.debugQuoted) is not an environment variable name") }
+                    release.configVars[name] = scalar.string
+                } else {
+                    guard isProcessType(name), !scalar.string.isEmpty else { throw bad("want `type: command` under default_process_types, not \(name.debugQuoted)") }
+                    release.processTypes[name] = scalar.string
                 }
-                release.configVars[key] = value
-            case "default_process_types":
-                guard isProcessType(key), !value.isEmpty else {
-                    throw KbuildError(.invalidArgument, "failed to read the output of bin/release, line \(number + 1): want `type: command`")
-                }
-                release.processTypes[key] = value
-            default:
-                continue
             }
         }
         return release
-    }
-
-    static func unquote(_ s: String) -> String {
-        if s.count >= 2, let f = s.first, f == s.last, f == "\"" || f == "'" { return String(s.dropFirst().dropLast()) }
-        return s
     }
 
     /// `[A-Za-z_][A-Za-z0-9_]*`, the names a shell can use.

@@ -11,7 +11,7 @@ public struct BuildpackStore: Sendable {
     public let refs: any RefStore
 
     /// Detection order: these first, then the ones users added (by name), then `procfile`.
-    public static let firstShipped = ["python", "static"]
+    public static let firstShipped = ["python", "nodejs", "go", "static"]
     public static let lastShipped = ["procfile"]
 
     public init(keg: Keg, refs: any RefStore) {

@@ -1,3 +1,4 @@
+public import OCI
 import KbuildCore
 import Foundation
 
@@ -6,23 +7,84 @@ extension StackStore {
     public enum Builtin: String, CaseIterable, Sendable {
         /// Debian's busybox-static: one 2 MB static binary and its applets, for fast tests.
         case busybox
-        /// `debootstrap --variant=minbase` bookworm with python3 and ca-certificates (~180 MB): the default stack.
-        case debian
+        /// Debian 12 (bookworm): Python 3.11, Node 18, Go 1.19.
+        case debian12 = "debian-12"
+        /// Debian 13 (trixie): Python 3.13, Node 20, Go 1.24.
+        case debian13 = "debian-13"
+
+        /// `debian` is the newest Debian.
+        public init?(parsing name: String) {
+            self.init(rawValue: name == StackStore.debianAlias ? Builtin.debian13.rawValue : name)
+        }
+
+        var suite: String? {
+            switch self {
+            case .busybox: nil
+            case .debian12: "bookworm"
+            case .debian13: "trixie"
+            }
+        }
     }
 
-    /// Makes a built-in stack and names it `name` (the builtin's name by default).
+    /// What a Debian stack's run image holds besides minbase: the runtimes
+    /// apps run on and the shared libraries they load, no compilers.
+    public static let runPackages = ["ca-certificates", "python3", "nodejs", "libpq5", "tzdata"]
+    /// The build image: the run image plus what builds need (Heroku's
+    /// `heroku-24-build`): compilers, headers, pip and venv, npm, Go, git.
+    public static let buildPackages = ["build-essential", "python3-dev", "python3-venv", "python3-pip", "nodejs", "npm", "golang",
+                                       "git", "pkg-config", "libpq-dev", "curl"]
+
+    /// Makes a built-in stack and names it `name` (the builtin's name by
+    /// default). A Debian stack is two images: `NAME`, the run image apps run
+    /// on, and `NAME-build`, the run image's layer plus one with compilers and
+    /// headers, that builds run on: compilers never ship to nodes.
     public func create(_ builtin: Builtin, name: String? = nil, actor: String,
                        log: @Sendable (String) -> Void = { _ in }) async throws -> Stack {
         let name = name ?? builtin.rawValue
         try StackStore.checkName(name)
+        try StackStore.checkName(name + StackStore.buildSuffix)
         let work = keg.dataDir.kegTmp.path + "/stack-\(builtin.rawValue)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         defer { try? FileManager.default.removeItem(atPath: work) }
-        switch builtin {
-        case .busybox: try StackStore.makeBusyboxRoot(at: work)
-        case .debian: try StackStore.makeDebianRoot(at: work, log: log)
+        guard let suite = builtin.suite else {
+            try StackStore.makeBusyboxRoot(at: work)
+            log("storing \(name) in the keg")
+            return try await importDirectory(work, name: name, actor: actor, createdBy: "kbuild stack create \(builtin.rawValue)")
         }
-        log("storing \(name) in the keg")
-        return try await importDirectory(work, name: name, actor: actor, createdBy: "kbuild stack create \(builtin.rawValue)")
+        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
+        let run = work + "/run", build = work + "/build"
+        let versions = try StackStore.makeDebianRoots(run: run, buildLayer: build, scratch: work, suite: suite, log: log)
+        log("storing \(name) and \(name)\(StackStore.buildSuffix) in the keg")
+        let runTree = try keg.put(path: run, skipSpecialFiles: true)
+        let buildTree = try keg.put(path: build, skipSpecialFiles: true)
+        let runLayer = try images.layer(fromTree: runTree), buildLayer = try images.layer(fromTree: buildTree)
+        var labels = ["dev.kbuild.stack": name, "dev.kbuild.stack.debian": suite]
+        for (runtime, version) in versions.run { labels["dev.kbuild.stack.\(runtime)"] = version }
+        let runImage = try images.putImage(
+            layers: [runLayer], config: ImageConfig.Config(Env: StackStore.debianEnvironment, Cmd: ["/bin/sh"], WorkingDir: "/", Labels: labels),
+            createdBy: "kbuild stack create \(builtin.rawValue) (run image: minbase + \(StackStore.runPackages.joined(separator: " ")))",
+            annotations: ["org.opencontainers.image.ref.name": name])
+        var buildLabels = labels
+        buildLabels["dev.kbuild.stack"] = name + StackStore.buildSuffix
+        for (runtime, version) in versions.build { buildLabels["dev.kbuild.stack.\(runtime)"] = version }
+        let buildImage = try images.putImage(
+            layers: [runLayer, buildLayer], config: ImageConfig.Config(Env: StackStore.debianEnvironment, Cmd: ["/bin/sh"], WorkingDir: "/", Labels: buildLabels),
+            createdBy: "kbuild stack create \(builtin.rawValue) (build image: the run image + \(StackStore.buildPackages.joined(separator: " ")))",
+            annotations: ["org.opencontainers.image.ref.name": name + StackStore.buildSuffix])
+        // The build image first: a stack whose run image is there has its build image too.
+        _ = try await refs.compareAndSwap(try StackStore.refName(name + StackStore.buildSuffix), to: buildImage, expecting: .any, actor: actor)
+        _ = try await refs.compareAndSwap(try StackStore.refName(name), to: runImage, expecting: .any, actor: actor)
+        return try await get(name)
+    }
+
+    static let debianEnvironment = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8"]
+
+    /// The runtimes a Debian stack has, by the labels `create` gave its run and build images.
+    public static func runtimes(of config: ImageConfig.Config?) -> [String: String] {
+        var out: [String: String] = [:]
+        for (key, value) in config?.Labels ?? [:] where key.hasPrefix("dev.kbuild.stack.") && key != "dev.kbuild.stack.debian" {
+            out[String(key.dropFirst("dev.kbuild.stack.".count))] = value
+        }
+        return out
     }
 
     /// A root filesystem of Debian's static busybox with every applet linked.
@@ -57,27 +119,105 @@ extension StackStore {
         for (path, text) in files { try Data(text.utf8).write(to: URL(fileURLWithPath: root + "/" + path)) }
     }
 
-    /// debootstrap, then what a stack should not carry: apt lists and caches, the host's resolv.conf and hostname.
-    static func makeDebianRoot(at root: String, suite: String = "bookworm", log: @Sendable (String) -> Void) throws {
+    /// Where the .debs a stack is made of are kept, so a second `stack create` downloads nothing.
+    static let debCache = "/var/cache/kbuild/debs"
+
+    /// The run image's root at `run` (debootstrap minbase + `runPackages`)
+    /// and the build image's layer at `buildLayer`: what installing
+    /// `buildPackages` over the run root adds (an overlay's upper dir). Returns
+    /// the runtimes' versions in each.
+    static func makeDebianRoots(run runRoot: String, buildLayer: String, scratch: String, suite: String,
+                                log: @Sendable (String) -> Void) throws -> (run: [String: String], build: [String: String]) {
         guard let debootstrap = ["/usr/sbin/debootstrap", "/usr/bin/debootstrap"].first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
-            throw KbuildError(.notFound, "failed to make the debian stack: debootstrap not found (apt-get install debootstrap)")
+            throw KbuildError(.notFound, "failed to make a debian stack: debootstrap not found (apt-get install debootstrap)")
         }
-        let mirror = debianMirror()
-        log("debootstrap --variant=minbase --include=python3,ca-certificates \(suite) from \(mirror) (about half a minute)")
-        _ = try run(debootstrap, ["--variant=minbase", "--include=python3,ca-certificates", suite, root, mirror], what: "debootstrap")
         let fm = FileManager.default
-        for dir in ["var/lib/apt/lists", "var/cache/apt/archives", "var/cache/apt", "var/log"] {
+        try fm.createDirectory(atPath: debCache, withIntermediateDirectories: true)
+        let mirror = debianMirror()
+        log("debootstrap --variant=minbase \(suite) from \(mirror)")
+        _ = try run(debootstrap, ["--variant=minbase", "--cache-dir=\(debCache)", suite, runRoot, mirror], what: "debootstrap")
+        log("installing the run image's packages: \(runPackages.joined(separator: " "))")
+        try aptInstall(runPackages, root: runRoot)
+        try clean(root: runRoot)
+        let versions = try runtimeVersions(root: runRoot)
+
+        // The build image's layer: an overlay over the run root, whose upper dir is the difference.
+        let merged = scratch + "/merged", overlayWork = scratch + "/overlay-work"
+        for dir in [buildLayer, merged, overlayWork] { try fm.createDirectory(atPath: dir, withIntermediateDirectories: true) }
+        _ = try self.run("/bin/mount", ["-t", "overlay", "overlay", "-o", "lowerdir=\(runRoot),upperdir=\(buildLayer),workdir=\(overlayWork)", merged],
+                         what: "mount the build image's overlay")
+        defer { _ = try? self.run("/bin/umount", [merged]) }
+        log("installing the build image's packages: \(buildPackages.joined(separator: " "))")
+        try aptInstall(buildPackages, root: merged)
+        try clean(root: merged)
+        let buildVersions = try runtimeVersions(root: merged)
+        _ = try self.run("/bin/umount", [merged])
+        // What the overlay recorded as deleted (whiteouts, opaque marks) is not a layer's to say: the apt lists it removed are gone anyway.
+        try removeWhiteouts(buildLayer)
+        return (versions, buildVersions)
+    }
+
+    /// `apt-get install --no-install-recommends` in `root` (chrooted), with
+    /// the host's deb cache bind-mounted as apt's archive dir.
+    static func aptInstall(_ packages: [String], root: String) throws {
+        let archives = root + "/var/cache/apt/archives"
+        try FileManager.default.createDirectory(atPath: archives, withIntermediateDirectories: true)
+        // The host's resolvers while apt runs (`clean` puts the stack's own back).
+        if let resolv = FileManager.default.contents(atPath: "/etc/resolv.conf") {
+            unlink(root + "/etc/resolv.conf")
+            try resolv.write(to: URL(fileURLWithPath: root + "/etc/resolv.conf"))
+        }
+        _ = try run("/bin/mount", ["--bind", debCache, archives], what: "mount the deb cache")
+        defer { _ = try? run("/bin/umount", [archives]) }
+        let script = "export DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8; apt-get update -qq && apt-get install -y -qq --no-install-recommends \(packages.joined(separator: " ")) >/dev/null"
+        _ = try run("/usr/sbin/chroot", [root, "/bin/sh", "-c", script], what: "apt-get install \(packages.joined(separator: " "))")
+    }
+
+    /// What a stack should not carry: apt lists and caches, logs, the host's resolv.conf and hostname.
+    static func clean(root: String) throws {
+        let fm = FileManager.default
+        for dir in ["var/lib/apt/lists", "var/cache/apt/archives", "var/cache/apt", "var/log", "var/cache/debconf", "var/cache/ldconfig"] {
             for name in (try? fm.contentsOfDirectory(atPath: root + "/" + dir)) ?? [] {
                 var isDir: ObjCBool = false
                 let path = root + "/" + dir + "/" + name
-                if fm.fileExists(atPath: path, isDirectory: &isDir), !isDir.boolValue { try? fm.removeItem(atPath: path) }
+                if fm.fileExists(atPath: path, isDirectory: &isDir), !isDir.boolValue, dir != "var/cache/debconf" || name.hasSuffix("-old") {
+                    try? fm.removeItem(atPath: path)
+                }
             }
         }
-        try? fm.removeItem(atPath: root + "/var/lib/apt/lists/partial")
-        try? fm.removeItem(atPath: root + "/var/cache/apt/archives/partial")
+        for leftover in ["var/lib/apt/lists/partial", "var/cache/apt/archives/partial", "var/lib/dpkg/status-old", "var/lib/dpkg/diversions-old",
+                         "etc/machine-id", "var/lib/dbus/machine-id"] {
+            try? fm.removeItem(atPath: root + "/" + leftover)
+        }
         try Data("nameserver 127.0.0.1\n".utf8).write(to: URL(fileURLWithPath: root + "/etc/resolv.conf"))
         try Data("kbuild\n".utf8).write(to: URL(fileURLWithPath: root + "/etc/hostname"))
-        for dir in ["app"] { try fm.createDirectory(atPath: root + "/" + dir, withIntermediateDirectories: true) }
+        try fm.createDirectory(atPath: root + "/app", withIntermediateDirectories: true)
+    }
+
+    /// The versions of python3, node and go in `root` (those it has).
+    static func runtimeVersions(root: String) throws -> [String: String] {
+        var out: [String: String] = [:]
+        let probes = [("python", "python3 -c 'import platform; print(platform.python_version())'"), ("node", "node --version"),
+                      ("go", "go env GOVERSION")]
+        for (runtime, command) in probes {
+            guard let text = try? run("/usr/sbin/chroot", [root, "/bin/sh", "-c", "HOME=/root GOCACHE=/tmp/go-cache \(command) 2>/dev/null"]) else { continue }
+            let version = text.trimmingCharacters(in: .whitespacesAndNewlines).trimmingPrefix("v").trimmingPrefix("go")
+            if !version.isEmpty { out[runtime] = String(version) }
+        }
+        try? FileManager.default.removeItem(atPath: root + "/tmp/go-cache")
+        return out
+    }
+
+    /// Removes an overlay upper dir's whiteouts (0:0 character devices; the Keg keeps no xattrs, so opaque marks go anyway).
+    static func removeWhiteouts(_ dir: String) throws {
+        guard let walker = FileManager.default.enumerator(atPath: dir) else { return }
+        var whiteouts: [String] = []
+        while let rel = walker.nextObject() as? String {
+            var st = stat()
+            let path = dir + "/" + rel
+            if lstat(path, &st) == 0, st.st_mode & S_IFMT == S_IFCHR, st.st_rdev == 0 { whiteouts.append(path) }
+        }
+        for path in whiteouts { unlink(path) }
     }
 
     /// The Debian mirror apt on this host uses (deb822 or one-line sources), else deb.debian.org.
@@ -129,7 +269,7 @@ extension StackStore {
         process.waitUntilExit()
         let text = String(decoding: data, as: UTF8.self)
         guard process.terminationStatus == 0 else {
-            let tail = text.split(separator: "\n").suffix(5).joined(separator: "\n")
+            let tail = text.split(separator: "\n").suffix(12).joined(separator: "\n")
             throw KbuildError(.io, "\(what ?? executable) failed with status \(process.terminationStatus):\n\(tail)")
         }
         return text

@@ -74,15 +74,20 @@ public struct StackStore: Sendable {
     /// any other name is itself. The app records the result, so a newer Debian
     /// never moves an existing app.
     public func resolve(_ name: String) async throws -> Stack {
+        guard !name.hasSuffix(StackStore.buildSuffix) else {
+            throw KbuildError(.invalidArgument, "\(name) is the build image of the stack \(name.dropLast(StackStore.buildSuffix.count)); apps name the stack itself")
+        }
+        return try await find(name)
+    }
+
+    /// A stack by name, `debian` meaning the newest `debian-N` (build images included: `sandbox run` takes them).
+    public func find(_ name: String) async throws -> Stack {
         if name == StackStore.debianAlias {
             let newest = try await list().compactMap { stack -> (Int, Stack)? in
                 guard stack.name.hasPrefix("debian-"), let n = Int(stack.name.dropFirst("debian-".count)) else { return nil }
                 return (n, stack)
             }.max { $0.0 < $1.0 }
             if let newest { return newest.1 }
-        }
-        guard !name.hasSuffix(StackStore.buildSuffix) else {
-            throw KbuildError(.invalidArgument, "\(name) is the build image of the stack \(name.dropLast(StackStore.buildSuffix.count)); apps name the stack itself")
         }
         return try await get(name)
     }

@@ -33,8 +33,21 @@ final class BuildFilesTests: XCTestCase {
         XCTAssertEqual(release.processTypes, ["web": "python3 app.py", "worker": "python3 worker.py"])
         XCTAssertEqual(try BuildFiles.parseRelease("---\n"), BuildFiles.Release())
         XCTAssertEqual(try BuildFiles.parseRelease("default_process_types: {}\n"), BuildFiles.Release())
-        for bad in ["config_vars:\n  1BAD: x\n", "config_vars: x\n", "default_process_types:\n  web:\n", "just words\n"] {
-            XCTAssertThrowsError(try BuildFiles.parseRelease(bad), bad)
+        // What Heroku's own buildpacks print.
+        XCTAssertEqual(try BuildFiles.parseRelease("--- {}\n"), BuildFiles.Release())
+        XCTAssertEqual(try BuildFiles.parseRelease(""), BuildFiles.Release())
+        XCTAssertEqual(try BuildFiles.parseRelease("---\naddons:\n  - heroku-postgresql\ndefault_process_types:\n  web: gunicorn -b 0.0.0.0:$PORT app:app\n"),
+                       BuildFiles.Release(configVars: [:], processTypes: ["web": "gunicorn -b 0.0.0.0:$PORT app:app"]))
+        XCTAssertEqual(try BuildFiles.parseRelease("---\nconfig_vars: {PYTHONUNBUFFERED: 1, DEBUG: false, RATIO: 1.50}\ndefault_process_types: ~\n").configVars,
+                       ["PYTHONUNBUFFERED": "1", "DEBUG": "false", "RATIO": "1.50"], "scalars as written")
+        XCTAssertEqual(try BuildFiles.parseRelease("config_vars:\n  LONG: >-\n    one\n    two\n").configVars, ["LONG": "one two"])
+        for (bad, message) in [("config_vars:\n  1BAD: x\n", "is not an environment variable name"), ("config_vars: x\n", "must be a map"),
+                               ("default_process_types:\n  web:\n", "want `type: command`"), ("just words\n", "the top level must be a map"),
+                               ("config_vars: [unclosed\n", "not YAML"), ("config_vars:\n  A: [1, 2]\n", "a plain value each"),
+                               ("- a\n- b\n", "the top level must be a map")] {
+            XCTAssertThrowsError(try BuildFiles.parseRelease(bad), bad) { error in
+                XCTAssertTrue("\(error)".contains(message), "\(bad.debugDescription): \(error)")
+            }
         }
     }
 

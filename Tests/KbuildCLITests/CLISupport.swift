@@ -198,3 +198,20 @@ func reap(_ pid: pid_t) -> Int32 {
     while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
     return (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
 }
+
+/// One data dir for the whole test run with the busybox stack and the Debian
+/// stack (`stack create debian`: debootstrap trixie from this host's mirror,
+/// its run and build images, a minute or two), made once and shared by the
+/// test classes that build real apps; each uses apps of its own names.
+enum SharedStacks {
+    static let data: String = {
+        let dir = NSTemporaryDirectory() + "kbuild-cli-stacks-\(getpid())"
+        try? FileManager.default.removeItem(atPath: dir)
+        let r = try? sh(kbuildBinary, ["stack", "create", "busybox"], env: ["KBUILD_DATA_DIR": dir])
+        precondition(r?.status == 0, "stack create busybox failed: \(r?.stderr ?? "")")
+        return dir
+    }()
+
+    /// How `kbuild stack create debian` went (its stack is debian-13, with debian-13-build).
+    static let debian: Result? = try? sh(kbuildBinary, ["stack", "create", "debian"], env: ["KBUILD_DATA_DIR": data])
+}

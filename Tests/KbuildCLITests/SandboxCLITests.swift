@@ -3,21 +3,14 @@ import XCTest
 
 /// `kbuild stack` and `kbuild sandbox run` as users run them, and the stacks' OCI images with skopeo, umoci and runc.
 final class SandboxCLITests: XCTestCase {
-    /// One data dir with the busybox stack for the class.
-    static let data: String = {
-        let dir = NSTemporaryDirectory() + "kbuild-cli-sandbox-\(getpid())"
-        try? FileManager.default.removeItem(atPath: dir)
-        let r = try? sh(kbuildBinary, ["stack", "create", "busybox"], env: ["KBUILD_DATA_DIR": dir])
-        precondition(r?.status == 0, "stack create busybox failed: \(r?.stderr ?? "")")
-        return dir
-    }()
+    /// The test run's data dir with the busybox and Debian stacks.
+    static var data: String { SharedStacks.data }
 
     func run(_ args: [String]) throws -> Result {
         try sh(kbuildBinary, args, env: ["KBUILD_DATA_DIR": SandboxCLITests.data])
     }
 
-    /// The debian stack, made once for the class: debootstrap from this host's Debian mirror (about half a minute).
-    static let debian: Result? = try? sh(kbuildBinary, ["stack", "create", "debian"], env: ["KBUILD_DATA_DIR": data])
+    static var debian: Result? { SharedStacks.debian }
 
     func testDebianStackRunsPython() throws {
         let create = try XCTUnwrap(SandboxCLITests.debian)

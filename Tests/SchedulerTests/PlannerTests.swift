@@ -206,6 +206,16 @@ final class PlannerTests: XCTestCase {
         XCTAssertEqual(try AppJSON.healthchecks(Array(#"{"healthchecks":{"web":[{"path":"/up","timeout":3,"attempts":5}]}}"#.utf8)),
                        ["web": HealthCheck(path: "/up", timeout: 3, initialDelay: 0, attempts: 5)])
         XCTAssertThrowsError(try AppJSON.healthchecks(Array(#"{"healthchecks":{"web":[{"path":"up"}]}}"#.utf8)))
-        XCTAssertThrowsError(try AppJSON.healthchecks(Array("not json".utf8)))
+        for (bad, message) in [("not json", "not JSON"), (#"{"healthchecks":{"web":[{"attempts":"five"}]}}"#, "healthchecks.web[0].attempts must be a number"),
+                               (#"{"healthchecks":{"web":[{"timeout":true}]}}"#, "healthchecks.web[0].timeout must be a number"),
+                               (#"{"healthchecks":[]}"#, "healthchecks must be an object"), (#"[1]"#, "the top level must be an object"),
+                               (#"{"healthchecks":{"web":{"path":"/"}}}"#, "healthchecks.web must be a list"),
+                               (#"{"healthchecks":{"web":[{"attempts":0}]}}"#, "attempts must be a number from 1.0 to 1000.0")] {
+            XCTAssertThrowsError(try AppJSON.healthchecks(Array(bad.utf8)), bad) { error in
+                XCTAssertTrue("\(error)".contains(message), "\(bad): \(error)")
+            }
+        }
+        // Keys kbuild does not read (Heroku's scripts, env, addons, formation) are left alone.
+        XCTAssertEqual(try AppJSON.healthchecks(Array(#"{"name":"x","scripts":{"postdeploy":"true"},"env":{"A":{"value":"b"}},"addons":["heroku-postgresql"]}"#.utf8)), [:])
     }
 }

@@ -33,7 +33,7 @@ struct SandboxBench: AsyncParsableCommand {
 
     func run() async throws {
         let stacks = try global.openStacks()
-        let found = try await stacks.get(stack)
+        let found = try await stacks.find(stack)
         let lower = try stacks.lowerDirs(for: found)
         let work = global.dir.root.path + "/bench-\(getpid())"
         try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)

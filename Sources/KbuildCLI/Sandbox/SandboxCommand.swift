@@ -23,7 +23,7 @@ struct RootOptions: ParsableArguments {
         var dirs = lowers.map { $0.hasPrefix("/") ? $0 : FileManager.default.currentDirectoryPath + "/" + $0 }.reversed() as [String]
         guard stack != "none" else { return (dirs, nil) }
         let stacks = try global.openStacks()
-        let found = try await stacks.get(stack)
+        let found = try await stacks.find(stack)
         dirs += try stacks.lowerDirs(for: found)
         return (dirs, found)
     }

@@ -26,16 +26,19 @@ struct StackCreate: AsyncParsableCommand {
         discussion: """
             busybox: Debian's busybox-static and its applets (about 2 MB), for fast tests.
 
-            debian: debootstrap --variant=minbase bookworm with python3 and ca-certificates from this host's apt mirror (about 180 MB, half a minute), the default stack.
+            debian-13, debian-12: Debian trixie or bookworm from this host's apt mirror, as two images: the run image \
+            (minbase + python3, nodejs, ca-certificates, libpq5, tzdata) that apps run on, and NAME-build (the run image \
+            + build-essential, python3-dev, python3-venv, pip, npm, golang, git, pkg-config, libpq-dev) that builds run on. \
+            debian: the newest (debian-13). The .debs are kept in /var/cache/kbuild/debs for the next create.
             """
     )
     @OptionGroup var global: GlobalOptions
-    @Argument(help: ArgumentHelp("busybox or debian.", valueName: "kind")) var kind: String
+    @Argument(help: ArgumentHelp("busybox, debian-13, debian-12 or debian (the newest).", valueName: "kind")) var kind: String
     @Option(help: "The name to give it (default: the kind).") var name: String?
 
     func run() async throws {
-        guard let builtin = StackStore.Builtin(rawValue: kind) else {
-            throw KbuildError(.invalidArgument, "unknown stack kind \(kind.debugDescription): use busybox or debian (or `kbuild stack import DIR NAME`)")
+        guard let builtin = StackStore.Builtin(parsing: kind) else {
+            throw KbuildError(.invalidArgument, "unknown stack kind \(kind.debugDescription): use busybox, debian-13, debian-12 or debian (or `kbuild stack import DIR NAME`)")
         }
         let stack = try await global.openStacks().create(builtin, name: name, actor: currentActor) { say("-----> \($0)") }
         say("\(stack.name) \(stack.image) (\(formatBytes(UInt64(stack.size))))")
