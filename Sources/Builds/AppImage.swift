@@ -37,7 +37,7 @@ public enum AppImage {
             labels["dev.kbuild.process-types"] = String(decoding: try canonicalJSON(record.processTypes), as: UTF8.self)
         }
         var config = ImageConfig.Config(Env: env.keys.sorted().map { "\($0)=\(env[$0]!)" },
-                                        Cmd: record.processTypes["web"].map { ["/bin/sh", "-c", $0] },
+                                        Cmd: record.processTypes["web"].map { AppCommand.shell($0) },
                                         WorkingDir: "/app", Labels: labels)
         if record.processTypes["web"] != nil { config.ExposedPorts = ["\(env["PORT"]!)/tcp": EmptyObject()] }
         return try images.putImage(layers: stack.layers + [layer], config: config,

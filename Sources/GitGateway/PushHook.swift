@@ -165,6 +165,7 @@ public struct PushHook: Sendable {
         let stack = try await stacks.get(record.stack)
         let build = try await stacks.buildImage(of: record.stack)
         let buildImage = build.image == stack.image ? nil : build.image
+        try await checkRuntimes(source: source, app: record, stacks: stacks)
         let store = BuildpackStore(keg: keg, refs: refs)
         if let entry = try keg.tree(source).entries.first(where: { $0.nameString == ".buildpacks" }) {
             guard entry.type == .file, let kid = entry.kid else { throw KbuildError(.invalidArgument, ".buildpacks must be a regular file") }
@@ -197,6 +198,24 @@ public struct PushHook: Sendable {
         }
         return BuildInputs(source: source, stackName: stack.name, stack: stack.image, buildpacks: all, detect: true,
                            network: record.buildNetwork.rawValue, buildImage: buildImage)
+    }
+
+    /// Refuses a push whose version files ask for a runtime its stack lacks,
+    /// before anything is built (see `RuntimeVersions`).
+    func checkRuntimes(source: KID, app record: AppRecord, stacks: StackStore) async throws {
+        var files: [String: String] = [:]
+        for entry in try keg.tree(source).entries where [".python-version", "runtime.txt", "package.json", "go.mod"].contains(entry.nameString) {
+            guard entry.type == .file, let kid = entry.kid else { continue }
+            files[entry.nameString] = String(decoding: try keg.logicalBytes(kid, maxWhole: 1 << 20), as: UTF8.self)
+        }
+        let requests = try RuntimeVersions.requests(files: files)
+        guard !requests.isEmpty else { return }
+        var runtimes: [String: [String: String]] = [:]
+        for stack in try await stacks.list() where !stack.name.hasSuffix(StackStore.buildSuffix) {
+            let build = try await stacks.buildImage(of: stack.name)
+            runtimes[stack.name] = StackStore.runtimes(of: try stacks.images.config(of: build.manifest).config)
+        }
+        try RuntimeVersions.check(requests, app: record.name, stack: record.stack, stacks: runtimes)
     }
 
     /// Waits for a worker to run the build, following its log; builds here

@@ -43,7 +43,7 @@ extension APIRoutes {
                 let launch = try await ProcessLaunch.prepare(release: current.kid, image: current.release.image, config: current.release.config,
                                                              app: app, name: "run.1", id: id, port: nil, reader: self.reader, images: self.keg, remote: nil)
                 // One word with spaces is a shell command line, as heroku run takes it; several words are argv.
-                let argv = body.command.count == 1 && body.command[0].contains(" ") ? ["/bin/sh", "-c", body.command[0]] : body.command
+                let argv = body.command.count == 1 && body.command[0].contains(" ") ? AppCommand.shell(body.command[0]) : AppCommand.argv(body.command, missing: "no command \(body.command.first ?? "") in \(app) v\(current.version)'s image")
                 let size = current.release.formation["web"] ?? ProcessFormation(quantity: 1)
                 // A one-off run counts against the app's limits beside its formation, while it runs.
                 let needs = Resources(memory: size.memory, cpus: size.cpus)

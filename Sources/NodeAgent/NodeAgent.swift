@@ -311,7 +311,7 @@ actor AgentLoop {
             guard log >= 0 else { throw KbuildError.syscall("open", logPath(p.id), verb: "start \(p.id)") }
             // The sandbox gets its own copy of the log's descriptor.
             defer { close(log) }
-            let spec = SandboxSpec(command: ["/bin/sh", "-c", p.spec.command], lowerDirs: launch.lowerDirs, environment: launch.environment,
+            let spec = SandboxSpec(command: AppCommand.shell(p.spec.command), lowerDirs: launch.lowerDirs, environment: launch.environment,
                                    workingDirectory: launch.workingDirectory, hostname: p.name, mounts: mounts, network: network,
                                    limits: SandboxLimits(memory: p.spec.memory, pids: 4096, cpus: p.spec.cpus),
                                    stdout: .lines(log, cap: config.logCapPerProcess), stderr: .discard, dieWithCaller: false)
