@@ -40,7 +40,7 @@ public enum AppImage {
                                         Cmd: record.processTypes["web"].map { AppCommand.shell($0) },
                                         WorkingDir: "/app", Labels: labels)
         if record.processTypes["web"] != nil { config.ExposedPorts = ["\(env["PORT"]!)/tcp": EmptyObject()] }
-        return try images.putImage(layers: stack.layers + [layer], config: config,
+        return try images.putImage(layers: stack.layers + (record.dependencyLayers ?? []) + [layer], config: config,
                                    createdBy: "kbuild build \(record.build) (\(record.used.map(\.name).joined(separator: ", ")))")
     }
 }

@@ -33,11 +33,15 @@ public struct BuildInputs: Codable, Sendable, Equatable {
     public var detect: Bool
     /// Build config vars, given to `bin/compile` as ENV_DIR.
     public var environment: [String: String]
+    /// The app's cache epoch (`builds:cache:purge` turns it), nil before the first purge:
+    /// after a purge, nothing built before is reused.
+    public var cacheEpoch: Int?
     /// Whether the build could reach the network: a `BuildNetwork`'s raw value.
     public var network: String
 
     public init(source: KID, stackName: String, stack: KID, buildpacks: [Buildpack], detect: Bool,
-                environment: [String: String] = [:], network: String = "none", buildImage: KID? = nil) {
+                environment: [String: String] = [:], network: String = "none", buildImage: KID? = nil, cacheEpoch: Int? = nil) {
+        self.cacheEpoch = cacheEpoch
         self.source = source
         self.stackName = stackName
         self.stack = stack
@@ -135,8 +139,10 @@ public struct BuildRecord: Codable, Sendable, Equatable {
     public var error: String?
     /// The build log (a blob).
     public var log: KID?
-    /// The app layer: /app after compile.
+    /// The app layer: /app after compile (the dependency directories left out).
     public var layer: Descriptor?
+    /// Dependency layers (`DependencyLayers`), under the app layer, in order.
+    public var dependencyLayers: [Descriptor]?
     /// Buildpacks that ran, in order (the detected one, or the chosen ones).
     public var used: [Buildpack]
     /// Process types: the buildpacks' defaults overridden by the Procfile.

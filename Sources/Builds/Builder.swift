@@ -85,7 +85,7 @@ public struct Builder: Sendable {
         record.finishedAt = Date()
         record.log = try keg.put(path: log.path)
         record.links = [record.log, record.layer.flatMap { try? $0.kid() }, record.layer?.annotations?["dev.kbuild.tree"].flatMap { try? KID(parsing: $0) },
-                        job.inputs.source, job.inputs.stack, job.inputs.buildImage].compactMap { $0 } + job.inputs.buildpacks.map(\.tree)
+                        job.inputs.source, job.inputs.stack, job.inputs.buildImage].compactMap { $0 } + job.inputs.buildpacks.map(\.tree) + record.links
         return record
     }
 
@@ -141,9 +141,14 @@ public struct Builder: Sendable {
         for pack in inputs.buildpacks {
             mounts.append(SandboxMount(source: try stacks.checkout(pack.tree), target: "/buildpacks/\(pack.name)", readOnly: true))
         }
-        // DNS through the host's resolvers, as app processes have it.
-        if link != nil, FileManager.default.fileExists(atPath: "/etc/resolv.conf") {
-            mounts.append(SandboxMount(source: "/etc/resolv.conf", target: "/etc/resolv.conf", readOnly: true))
+        // DNS through the host's resolvers, as app processes have it, and the
+        // host's certificate authorities: a build's egress goes through the
+        // host's network, so it trusts what the host trusts (a proxy's CA
+        // added to the host's store included).
+        if link != nil {
+            for file in ["/etc/resolv.conf", "/etc/ssl/certs/ca-certificates.crt"] where FileManager.default.fileExists(atPath: file) {
+                mounts.append(SandboxMount(source: file, target: file, readOnly: true))
+            }
         }
         var environment = SandboxSpec.defaultEnvironment.merging(stackConfig?.environment ?? [:]) { _, stack in stack }
         environment["STACK"] = inputs.stackName
@@ -151,11 +156,11 @@ public struct Builder: Sendable {
         let network: SandboxNetwork = link.map { .namespace("/run/netns/" + $0.namespace) } ?? .none
         log.detail(link == nil ? "Network: none (loopback only)" : "Network: egress (the outside only, through NAT)")
 
-        func spec(_ command: [String]) throws -> SandboxSpec {
+        func spec(_ command: [String], mounts stepMounts: [SandboxMount]? = nil, environment extra: [String: String] = [:]) throws -> SandboxSpec {
             let left = deadline - ContinuousClock.now
             guard left > .zero else { throw KbuildError(.unsatisfiable, "the build ran out of time (limit \(Int(job.limits.timeout)) s)") }
-            return SandboxSpec(command: command, lowerDirs: lowers, environment: environment, workingDirectory: "/app",
-                               hostname: "build", mounts: mounts, network: network,
+            return SandboxSpec(command: command, lowerDirs: lowers, environment: environment.merging(extra) { _, new in new }, workingDirectory: "/app",
+                               hostname: "build", mounts: stepMounts ?? mounts, network: network,
                                limits: SandboxLimits(memory: job.limits.memory, pids: job.limits.pids, cpus: job.limits.cpus,
                                                      timeout: left, tmpSize: 1 << 30, upperSize: 2 << 30))
         }
@@ -196,9 +201,22 @@ public struct Builder: Sendable {
 
         // Compile, then release, buildpack by buildpack.
         var release = BuildFiles.Release()
-        for pack in chosen {
+        for (number, pack) in chosen.enumerated() {
             let bin = "/buildpacks/\(pack.name)/bin/"
-            try check(try await sandbox.run(try spec([bin + "compile", "/app", "/cache", "/env"])) { _, bytes in log.write(bytes) },
+            // Its dependencies as a layer of their own, when it says how (`bin/dependencies`).
+            var stepMounts = mounts, stepEnvironment: [String: String] = [:]
+            if try hasExecutable(pack.tree, "dependencies"),
+               let deps = try await dependencyLayer(pack, job: job, work: work + "/deps-\(number)", cache: cache, mounts: mounts,
+                                                    spec: spec, check: check, log: log) {
+                let directory = "/app/" + deps.declaration.directory.joined(separator: "/")
+                try FileManager.default.createDirectory(atPath: app + "/" + deps.declaration.directory.joined(separator: "/"), withIntermediateDirectories: true)
+                let tree = try BuildpackStore.subtree(deps.record.tree, path: ["app"] + deps.declaration.directory, keg: keg)
+                stepMounts.append(SandboxMount(source: try stacks.checkout(tree), target: directory, readOnly: true))
+                stepEnvironment["KBUILD_DEPENDENCIES_LAYER"] = directory
+                record.dependencyLayers = (record.dependencyLayers ?? []) + [deps.record.layer]
+                record.links += [deps.record.tree, try deps.record.layer.kid()]
+            }
+            try check(try await sandbox.run(try spec([bin + "compile", "/app", "/cache", "/env"], mounts: stepMounts, environment: stepEnvironment)) { _, bytes in log.write(bytes) },
                       "bin/compile of \(pack.name)")
             guard try hasExecutable(pack.tree, "release") else { continue }
             let out = Mutex<[UInt8]>([])
@@ -221,6 +239,7 @@ public struct Builder: Sendable {
             throw KbuildError(.tooLarge, "the app is over the build disk of \(job.limits.disk >> 20) MiB (sparse files count at their full size): \(error.message)")
         }
         let appTree = try BuildpackStore.subtree(rootTree, path: ["app"], keg: keg)
+        // (The dependency directories are empty here, mount points: their content is in their own layers.)
         var processTypes = release.processTypes
         if let entry = try keg.tree(appTree).entries.first(where: { $0.nameString == "Procfile" }) {
             guard entry.type == .file, let kid = entry.kid else { throw KbuildError(.invalidArgument, "Procfile must be a regular file") }
@@ -246,6 +265,64 @@ public struct Builder: Sendable {
             log.detail("The build cache is over \(job.limits.disk >> 21) MiB (half the build disk): not kept; the next build starts without it")
             _ = try? await refs.compareAndSwap(try Builder.cacheRef(app: job.app), to: nil, expecting: .any, actor: worker)
         }
+    }
+
+    /// A buildpack's dependency layer: reused when one was made from the same
+    /// `DependencyLayers.Key`, else installed in a sandbox that holds only the
+    /// files `bin/dependencies` names. Nil when the buildpack declares none
+    /// (its compile then installs everything, as on Heroku).
+    private func dependencyLayer(_ pack: Buildpack, job: BuildJob, work: String, cache: String, mounts: [SandboxMount],
+                                 spec: ([String], [SandboxMount]?, [String: String]) throws -> SandboxSpec,
+                                 check: (SandboxResult, String) throws -> Void,
+                                 log: BuildLog) async throws -> (declaration: DependencyLayers.Declaration, record: DependencyLayers.Record)? {
+        let bin = "/buildpacks/\(pack.name)/bin/"
+        let out = Mutex<[UInt8]>([])
+        let result = try await sandbox.run(try spec([bin + "dependencies", "/app"], nil, [:])) { stream, bytes in
+            if stream == .stdout { out.withLock { $0 += bytes.prefix(max(0, (64 << 10) - $0.count)) } } else { log.write(bytes) }
+        }
+        if result.termination == .timedOut || result.termination == .cancelled { try check(result, "bin/dependencies of \(pack.name)") }
+        guard result.termination == .exited(0) else { return nil }
+        let declaration = try DependencyLayers.parse(String(decoding: out.withLock { $0 }, as: UTF8.self))
+        let directory = "/app/" + declaration.directory.joined(separator: "/")
+        let inputs = work + "/inputs"
+        let files = try DependencyLayers.materialise(declaration, source: job.inputs.source, keg: keg, at: inputs + "/app")
+        let key = DependencyLayers.Key(buildImage: job.inputs.buildImage ?? job.inputs.stack, runImage: job.inputs.stack, buildpack: pack.tree,
+                                       directory: directory, files: files, network: job.inputs.network,
+                                       environment: job.inputs.environment, epoch: job.inputs.cacheEpoch).kid
+        let named = declaration.files.map { $0.joined(separator: "/") }.joined(separator: ", ")
+        if let found = try await DependencyLayers.find(key, app: job.app, keg: keg, refs: refs) {
+            log.step("Dependencies: layer \(try found.layer.kid().short) reused, installed before from the same \(named), build image and buildpack; nothing to install")
+            return (declaration, found)
+        }
+        log.step("Dependencies: installing from \(named) into \(directory), a layer of its own")
+        let clean = ((try? FileManager.default.contentsOfDirectory(atPath: cache)) ?? []).isEmpty
+        // The same mounts, but /app holds the declared files alone.
+        let installMounts = mounts.map { $0.target == "/app" ? SandboxMount(source: inputs + "/app", target: "/app", readOnly: false) : $0 }
+        try check(try await sandbox.run(try spec([bin + "compile", "/app", "/cache", "/env"], installMounts, ["KBUILD_DEPENDENCIES_ONLY": "1"])) { _, bytes in
+            log.write(bytes)
+        }, "bin/compile of \(pack.name) (its dependencies)")
+        // The layer holds the directory alone, at its place under /.
+        let made = inputs + "/app/" + declaration.directory.joined(separator: "/")
+        let layerRoot = work + "/layer", parent = layerRoot + "/app/" + declaration.directory.dropLast().joined(separator: "/")
+        guard FileManager.default.fileExists(atPath: made) else {
+            throw KbuildError(.invalidArgument, "bin/compile of \(pack.name) made no \(directory) when asked for its dependencies")
+        }
+        try FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true)
+        guard rename(made, layerRoot + "/app/" + declaration.directory.joined(separator: "/")) == 0 else {
+            throw KbuildError.syscall("rename", made, verb: "make the dependency layer")
+        }
+        let tree: KID
+        do {
+            tree = try keg.put(path: layerRoot, skipSpecialFiles: true, dropSetID: true, maxBytes: job.limits.disk)
+        } catch let error as KbuildError where error.code == .tooLarge {
+            throw KbuildError(.tooLarge, "the dependencies are over the build disk of \(job.limits.disk >> 20) MiB: \(error.message)")
+        }
+        let layer = try ImageStore(keg: keg).layer(fromTree: tree)
+        let record = DependencyLayers.Record(key: key, tree: tree, layer: layer, directory: directory, clean: clean, madeAt: Date())
+        try await DependencyLayers.store(record, app: job.app, keg: keg, refs: refs, actor: worker)
+        log.detail("Layer \(try layer.kid().short) (\(layer.size >> 10) KiB)\(clean ? "" : ", kept for this app: it was installed with its build cache")")
+        try? FileManager.default.removeItem(atPath: work)
+        return (declaration, record)
     }
 
     private func hasExecutable(_ pack: KID, _ step: String) throws -> Bool {

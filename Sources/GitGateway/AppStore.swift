@@ -16,6 +16,8 @@ public struct AppRecord: Codable, Sendable, Equatable {
     public var buildNetwork: BuildNetwork
     /// Largest file a push may carry.
     public var maxFileSize: UInt64
+    /// Turned by `builds:cache:purge`: an input of every build, so nothing built before is reused.
+    public var cacheEpoch: Int
     public var createdBy: String
     public var createdAt: Date
 
@@ -27,6 +29,7 @@ public struct AppRecord: Codable, Sendable, Equatable {
         self.build = build
         self.buildNetwork = buildNetwork
         self.maxFileSize = maxFileSize
+        self.cacheEpoch = 0
         self.createdBy = createdBy
         self.createdAt = createdAt
     }
@@ -40,6 +43,7 @@ public struct AppRecord: Codable, Sendable, Equatable {
         build = try c.decode(BuildLimits.self, forKey: .build)
         buildNetwork = try c.decodeIfPresent(BuildNetwork.self, forKey: .buildNetwork) ?? .none
         maxFileSize = try c.decode(UInt64.self, forKey: .maxFileSize)
+        cacheEpoch = try c.decodeIfPresent(Int.self, forKey: .cacheEpoch) ?? 0
         createdBy = try c.decode(String.self, forKey: .createdBy)
         createdAt = try c.decode(Date.self, forKey: .createdAt)
     }

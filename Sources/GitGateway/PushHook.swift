@@ -186,7 +186,8 @@ public struct PushHook: Sendable {
                 chosen.append(pack)
             }
             return BuildInputs(source: source, stackName: stack.name, stack: stack.image, buildpacks: chosen, detect: false,
-                               network: record.buildNetwork.rawValue, buildImage: buildImage)
+                               network: record.buildNetwork.rawValue, buildImage: buildImage,
+                               cacheEpoch: record.cacheEpoch == 0 ? nil : record.cacheEpoch)
         }
         var all = try await store.list()
         if all.isEmpty {
@@ -197,7 +198,8 @@ public struct PushHook: Sendable {
             throw KbuildError(.notFound, "no buildpacks are registered: add one with `kbuild buildpack add DIR`")
         }
         return BuildInputs(source: source, stackName: stack.name, stack: stack.image, buildpacks: all, detect: true,
-                           network: record.buildNetwork.rawValue, buildImage: buildImage)
+                           network: record.buildNetwork.rawValue, buildImage: buildImage,
+                               cacheEpoch: record.cacheEpoch == 0 ? nil : record.cacheEpoch)
     }
 
     /// Refuses a push whose version files ask for a runtime its stack lacks,

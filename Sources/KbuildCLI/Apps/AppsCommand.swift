@@ -228,3 +228,24 @@ struct KeysRemove: ParsableCommand {
         say("Removed \(name)")
     }
 }
+
+struct BuildsCachePurge: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "builds:cache:purge",
+        abstract: "Drop an app's build cache and its own dependency layers; its next push builds anew.",
+        discussion: """
+            Like Dokku's repo:purge-cache: the next push rebuilds even a tree built before and installs
+            its dependencies again, so unpinned requirements move forward. What runs keeps running.
+            """
+    )
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "The app.") var app: String
+
+    func run() async throws {
+        let apps = try global.openApps()
+        let record = try await apps.update(app, actor: currentActor) { $0.cacheEpoch += 1 }
+        _ = try await apps.refs.compareAndSwap(try Builder.cacheRef(app: app), to: nil, expecting: .any, actor: currentActor)
+        let layers = try await DependencyLayers.purge(app: app, refs: apps.refs, actor: currentActor)
+        say("Purged the build cache of \(app)\(layers > 0 ? " and \(layers) dependency layer\(layers == 1 ? "" : "s") of its own" : ""): its next push builds anew (cache epoch \(record.cacheEpoch))")
+    }
+}
