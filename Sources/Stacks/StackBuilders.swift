@@ -198,11 +198,11 @@ extension StackStore {
     static func runtimeVersions(root: String) throws -> [String: String] {
         var out: [String: String] = [:]
         let probes = [("python", "python3 -c 'import platform; print(platform.python_version())'"), ("node", "node --version"),
-                      ("go", "go version | cut -d' ' -f3")]  // not `go env`: it needs /proc, which the chroot has not
+                      ("go", "head -n 1 /usr/lib/go/VERSION")]  // not `go version`: it needs /proc, which the chroot has not
         for (runtime, command) in probes {
             guard let text = try? run("/usr/sbin/chroot", [root, "/bin/sh", "-c", "HOME=/root GOCACHE=/tmp/go-cache \(command) 2>/dev/null"]) else { continue }
             let version = text.trimmingCharacters(in: .whitespacesAndNewlines).trimmingPrefix("v").trimmingPrefix("go")
-            if !version.isEmpty { out[runtime] = String(version) }
+            if !version.isEmpty, version.allSatisfy({ $0.isNumber || $0 == "." }) { out[runtime] = String(version) }
         }
         try? FileManager.default.removeItem(atPath: root + "/tmp/go-cache")
         return out
