@@ -304,9 +304,8 @@ public struct Builder: Sendable {
         // The layer holds the directory alone, at its place under /.
         let made = inputs + "/app/" + declaration.directory.joined(separator: "/")
         let layerRoot = work + "/layer", parent = layerRoot + "/app/" + declaration.directory.dropLast().joined(separator: "/")
-        guard FileManager.default.fileExists(atPath: made) else {
-            throw KbuildError(.invalidArgument, "bin/compile of \(pack.name) made no \(directory) when asked for its dependencies")
-        }
+        // Nothing installed is an empty layer.
+        try FileManager.default.createDirectory(atPath: made, withIntermediateDirectories: true)
         try FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true)
         guard rename(made, layerRoot + "/app/" + declaration.directory.joined(separator: "/")) == 0 else {
             throw KbuildError.syscall("rename", made, verb: "make the dependency layer")

@@ -21,6 +21,8 @@ public enum ClusterRefs {
     public static func domains(_ app: String) throws -> RefName { try RefName("apps/\(app)/domains") }
     /// Every process started for the app: its history is the app's process list (ProcessRecords), for trace.
     public static func processes(_ app: String) throws -> RefName { try RefName("apps/\(app)/processes") }
+    /// The release phase of the app's newest release that has one (`ReleasePhaseRecord`); its history keeps every run.
+    public static func releasePhase(_ app: String) throws -> RefName { try RefName("apps/\(app)/release-phase") }
     /// Rolling restarts: process type → generation (`ps:restart`).
     public static func restarts(_ app: String) throws -> RefName { try RefName("apps/\(app)/restarts") }
 }
@@ -152,10 +154,13 @@ public struct Assignment: Codable, Sendable, Equatable {
     public var kind = "kbuild.assignment/v1"
     public var node: String
     public var processes: [AssignedProcess]
+    /// Release phases to run once each (`ReleasePhase`); nil when there are none.
+    public var tasks: [ReleaseTask]?
 
-    public init(node: String, processes: [AssignedProcess]) {
+    public init(node: String, processes: [AssignedProcess], tasks: [ReleaseTask] = []) {
         self.node = node
         self.processes = processes.sorted { $0.id < $1.id }
+        self.tasks = tasks.isEmpty ? nil : tasks.sorted { $0.id < $1.id }
     }
 }
 

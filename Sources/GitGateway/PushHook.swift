@@ -138,6 +138,22 @@ public struct PushHook: Sendable {
         let formation = release.release.runnableTypes.map { "\($0)=\(release.release.formation[$0]!.quantity)" }.joined(separator: " ")
         say("-----> Released v\(release.version) (\(formation.isEmpty ? "no processes" : formation)); rolling out\n")
         let rolloutStarted = ContinuousClock.now
+        if let command = ReleasePhase.command(of: release.release) {
+            // The release phase runs on a node before any process of the release starts; its output comes here as it runs.
+            let vars = try ReleaseStore(keg: keg, refs: refs).configVars(release.release.config).vars
+            let timeout = ReleasePhase.timeout(vars)
+            say("-----> Running the release command: \(command.terminalSafe)\n")
+            let phase = try await followReleasePhase(app: app, release: release.kid, timeout: .seconds(timeout + 90))
+            switch phase?.state {
+            case .succeeded?: say("-----> The release command succeeded; rolling out v\(release.version)\n")
+            case .failed?:
+                let why = phase?.reason ?? "it failed"
+                // The scheduler reverts the app to what ran before; the push is rejected.
+                throw KbuildError(.invalidArgument, "the release command of v\(release.version) failed (\(why)); v\(release.version) is not rolled out and what runs keeps running (its output: kbuild releases:output \(app) v\(release.version))")
+            case .running?, nil:
+                say("-----> The release command of v\(release.version) has not ended (kbuild releases:output \(app) v\(release.version) shows it)\n")
+            }
+        }
         switch try await RolloutWatch.wait(app: app, release: release.kid, keg: keg, refs: refs, timeout: .seconds(90)) {
         case .done(let r):
             let took = String(format: "%.1f", Self.seconds(ContinuousClock.now - rolloutStarted))
@@ -200,6 +216,44 @@ public struct PushHook: Sendable {
         return BuildInputs(source: source, stackName: stack.name, stack: stack.image, buildpacks: all, detect: true,
                            network: record.buildNetwork.rawValue, buildImage: buildImage,
                                cacheEpoch: record.cacheEpoch == 0 ? nil : record.cacheEpoch)
+    }
+
+    /// Follows the release phase of `release` to its end: its output as the
+    /// node writes it, then the rest from the Keg. Nil when it did not end in time
+    /// (or no node agent is up to run it).
+    func followReleasePhase(app: String, release: KID, timeout: Duration) async throws -> ReleasePhaseRecord? {
+        let reader = ClusterReader(keg: keg, refs: refs)
+        let deadline = ContinuousClock.now + timeout
+        var offset: UInt64 = 0
+        var shown = false
+        let now = Date()
+        guard try await reader.nodes().contains(where: { $0.record.isAlive(reporting: $0.status, at: now, lease: 10) }) else { return nil }
+        while ContinuousClock.now < deadline {
+            let revision = try await refs.currentRevision()
+            if let ref = try await refs.get(try ClusterRefs.releasePhase(app)) {
+                let record = try reader.record(ReleasePhaseRecord.self, ref.kid, what: "release phase")
+                if record.release == release {
+                    if !shown {
+                        say("       on node \(record.node)\n")
+                        shown = true
+                    }
+                    if let live = record.liveLog {
+                        let (bytes, next) = BuildLog.read(live, from: offset)
+                        offset = next
+                        if !bytes.isEmpty { say(String(decoding: bytes, as: UTF8.self)) }
+                    }
+                    if record.state != .running {
+                        if let output = record.output {
+                            let stored = try keg.logicalBytes(output, maxWhole: 64 << 20)
+                            if Int(offset) < stored.count { say(String(decoding: stored[Int(offset)...], as: UTF8.self)) }
+                        }
+                        return record
+                    }
+                }
+            }
+            try await reader.waitForChange(after: revision, timeout: .milliseconds(250))
+        }
+        return nil
     }
 
     /// Refuses a push whose version files ask for a runtime its stack lacks,

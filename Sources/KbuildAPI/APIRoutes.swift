@@ -78,6 +78,16 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
                 return API.ReleaseInfo(entry, status: try await self.statuses(app)[entry.version] ?? "")
             }
         }
+        router.get("\(p)/apps/:app/releases/:version/output") { _, c in
+            try await self.answer {
+                let app = try await self.existing(c)
+                let text = c.parameters.get("version") ?? ""
+                guard let v = Int64(text.hasPrefix("v") ? String(text.dropFirst()) : text), v > 0 else {
+                    throw KbuildError(.invalidArgument, "invalid release \(text.debugQuoted): want vN, e.g. v3")
+                }
+                return try await self.releaseOutput(app, version: v)
+            }
+        }
         router.post("\(p)/apps/:app/releases/rollback") { r, c in
             try await self.answer {
                 let app = try await self.existing(c)
@@ -321,6 +331,28 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
             }
         }
         return out
+    }
+
+    /// The release phase of `version` (its newest run), with the last MiB of its output.
+    func releaseOutput(_ app: String, version: Int64) async throws -> API.ReleaseOutput {
+        let entry = try await releases.get(app, version: version)
+        for change in try await refs.history(try ClusterRefs.releasePhase(app), limit: nil) {
+            guard let kid = change.new else { continue }
+            let r = try Records.get(ReleasePhaseRecord.self, kid, from: keg, what: "release phase")
+            guard r.release == entry.kid else { continue }
+            var bytes: [UInt8] = []
+            if let output = r.output {
+                bytes = try keg.logicalBytes(output, maxWhole: 64 << 20)
+            } else if let live = r.liveLog, let data = FileManager.default.contents(atPath: live) {
+                bytes = Array(data)
+            }
+            return API.ReleaseOutput(version: version, command: r.command, state: r.state.rawValue, node: r.node, exitStatus: r.exitStatus,
+                                     reason: r.reason, output: String(decoding: bytes.suffix(1 << 20), as: UTF8.self),
+                                     startedAt: r.startedAt, finishedAt: r.finishedAt)
+        }
+        let why = entry.release.processTypes[ReleasePhase.processType] == nil ? "its image has no release command"
+            : entry.release.runsReleasePhase == true ? "its release phase has not started yet" : "it was not made by a deploy, config change or rollback"
+        throw KbuildError(.notFound, "\(app) v\(version) has no release phase output: \(why)")
     }
 
     /// The last `lines` lines of the app's logs: only the end of each file is read.

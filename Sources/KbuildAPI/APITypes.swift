@@ -9,6 +9,33 @@ public enum API {
     /// Largest JSON body the API reads (a bigger one gets 413).
     public static let maxBody = 1 << 20
 
+    /// How a release's release phase went (`releases:output`): its command, state and output.
+    public struct ReleaseOutput: Codable, Sendable, Equatable {
+        public var version: Int64
+        public var command: String
+        public var state: String
+        public var node: String
+        public var exitStatus: Int32?
+        public var reason: String?
+        /// The output (its last MiB), as text.
+        public var output: String
+        public var startedAt: Date
+        public var finishedAt: Date?
+
+        public init(version: Int64, command: String, state: String, node: String, exitStatus: Int32?, reason: String?, output: String,
+                    startedAt: Date, finishedAt: Date?) {
+            self.version = version
+            self.command = command
+            self.state = state
+            self.node = node
+            self.exitStatus = exitStatus
+            self.reason = reason
+            self.output = output
+            self.startedAt = startedAt
+            self.finishedAt = finishedAt
+        }
+    }
+
     public struct ReleaseInfo: Codable, Sendable, Equatable {
         public var version: Int64
         public var kid: KID

@@ -149,6 +149,8 @@ actor AgentLoop {
     var lastReport: [ProcessStatus]?
     var lastBeat = ContinuousClock.now - .seconds(3600)
     var lastLogSweep = ContinuousClock.now - .seconds(3600)
+    /// Release phases this agent started (each runs once).
+    var releasePhasesStarted: Set<String> = []
     nonisolated var config: NodeAgentConfig { agent.config }
     var stateDir: String { config.stateDir }
 
@@ -202,6 +204,13 @@ actor AgentLoop {
     }
 
     func run() async throws {
+        // Release phases run as children of the loop: they end with it.
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            try await loop(starting: { task in group.addTask { await self.runReleasePhase(task) } })
+        }
+    }
+
+    func loop(starting releasePhase: (ReleaseTask) -> Void) async throws {
         while true {
             try Task.checkCancellation()
             let revision = try await agent.refs.currentRevision()
@@ -209,6 +218,10 @@ actor AgentLoop {
                 let assignment = try await agent.refs.get(try ClusterRefs.assignment(config.name))
                     .map { try reader.record(Assignment.self, $0.kid, what: "assignment") }
                 await reconcile(assignment?.processes ?? [])
+                for task in assignment?.tasks ?? [] where !releasePhasesStarted.contains(task.id) {
+                    releasePhasesStarted.insert(task.id)
+                    releasePhase(task)
+                }
                 await checkHealth()
                 try await report()
                 if ContinuousClock.now - lastLogSweep > .seconds(30) {
@@ -343,6 +356,82 @@ actor AgentLoop {
     }
 
     func logPath(_ id: String) -> String { stateDir + "/logs/\(id).log" }
+
+    /// Runs one release phase (`ReleasePhase`) to its end and writes how it went:
+    /// the release's image, config vars and a network of its own, as its
+    /// processes get them; its output in the node's log and, when it ends, the Keg.
+    nonisolated func runReleasePhase(_ task: ReleaseTask) async {
+        let actor = "agent \(config.name)"
+        let path = config.stateDir + "/logs/\(task.id).log"
+        func write(_ record: ReleasePhaseRecord) async {
+            do {
+                let kid = try Records.put(record, in: agent.records)
+                try await agent.refs.compareAndSwap(try ClusterRefs.releasePhase(task.app), to: kid, expecting: .any, actor: actor)
+            } catch {
+                agent.log("agent \(config.name): failed to record the release phase of \(task.app) v\(task.version): \(error)")
+            }
+        }
+        // Run once: a phase that ended (here or on another node) is not run again; one this
+        // node's previous agent was running died with it.
+        if let ref = try? await agent.refs.get(try ClusterRefs.releasePhase(task.app)),
+           let done = try? reader.record(ReleasePhaseRecord.self, ref.kid, what: "release phase"), done.release == task.release {
+            guard done.state == .running, done.node == config.name else { return }
+            var lost = done
+            lost.state = .failed
+            lost.reason = "the node agent running it stopped"
+            lost.liveLog = nil
+            lost.finishedAt = Date()
+            await write(lost)
+            return
+        }
+        var record = ReleasePhaseRecord(app: task.app, release: task.release, version: task.version, command: task.command, state: .running,
+                                        node: config.name, liveLog: path, startedAt: Date())
+        await write(record)
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        var held: EgressNetwork.Link?
+        do {
+            guard fd >= 0 else { throw KbuildError.syscall("open", path, verb: "run the release phase of \(task.app)") }
+            let launch = try await ProcessLaunch.prepare(release: task.release, image: task.image, config: task.config, app: task.app,
+                                                         name: "release", id: task.id, port: nil, reader: reader, images: agent.keg, remote: agent.remote)
+            let vars = try reader.record(ConfigVars.self, task.config, what: "config").vars
+            let timeout = ReleasePhase.timeout(vars)
+            var network = config.network
+            var mounts: [SandboxMount] = []
+            if let egress = config.egress {
+                let link = try await egress.make(port: nil)
+                held = link
+                network = .namespace("/run/netns/" + link.namespace)
+                if FileManager.default.fileExists(atPath: "/etc/resolv.conf") {
+                    mounts.append(SandboxMount(source: "/etc/resolv.conf", target: "/etc/resolv.conf", readOnly: true))
+                }
+            }
+            let spec = SandboxSpec(command: AppCommand.shell(task.command), lowerDirs: launch.lowerDirs, environment: launch.environment,
+                                   workingDirectory: launch.workingDirectory, hostname: "release", mounts: mounts, network: network,
+                                   limits: SandboxLimits(memory: task.memory, pids: 4096, cpus: task.cpus, timeout: .milliseconds(Int64(timeout * 1000))))
+            let result = try await agent.sandbox.run(spec) { _, bytes in
+                _ = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+            }
+            switch result.termination {
+            case .exited(0): record.state = .succeeded
+            case .exited(let code): record.state = .failed; record.reason = "exit status \(code)"
+            case .timedOut: record.state = .failed; record.reason = "it ran past its timeout of \(Int(timeout)) s (\(ReleasePhase.timeoutVar))"
+            case .outOfMemory: record.state = .failed; record.reason = "it ran out of memory (\(task.memory >> 20) MiB)"
+            default: record.state = .failed; record.reason = result.summary
+            }
+            record.exitStatus = result.exitStatus
+        } catch {
+            record.state = .failed
+            record.reason = "it could not start: \((error as? KbuildError)?.message ?? "\(error)")"
+        }
+        if let held { await config.egress?.remove(held, port: nil) }
+        if fd >= 0 { close(fd) }
+        record.output = try? agent.records.put(path: path)
+        record.links = [task.release] + [record.output].compactMap { $0 }
+        record.liveLog = nil
+        record.finishedAt = Date()
+        await write(record)
+        agent.log("agent \(config.name): the release phase of \(task.app) v\(task.version) \(record.state == .succeeded ? "succeeded" : "failed: \(record.reason ?? "")")")
+    }
 
     /// kbuild's own note in a process's log, in the helper's line format (tag `k`).
     func appendLog(_ id: String, _ line: String) {

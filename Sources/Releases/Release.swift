@@ -31,6 +31,10 @@ public struct Release: Codable, Sendable, Equatable {
     public var createdAt: Date
     /// Objects this record keeps alive (for gc).
     public var links: [KID]
+    /// Whether its `release:` command runs before it rolls out: true for a
+    /// deploy, a config change or a rollback of an app that has one; nil (no)
+    /// for a scale, a restart or a revert (`ReleasePhase`).
+    public var runsReleasePhase: Bool?
 
     public init(app: String, version: Int64, image: KID, config: KID, processTypes: [String: String],
                 formation: [String: ProcessFormation], healthchecks: [String: HealthCheck] = [:],
@@ -54,6 +58,12 @@ public struct Release: Codable, Sendable, Equatable {
 
     /// The formation's process types that the image can run, in name order.
     public var runnableTypes: [String] { formation.keys.filter { processTypes[$0] != nil }.sorted() }
+
+    /// The Procfile type whose command is the release phase's, not a process.
+    public static let releasePhaseType = "release"
+
+    /// Process types that run as processes: all but the release phase's `release`.
+    public static func isProcessType(_ type: String) -> Bool { type != releasePhaseType }
 }
 
 /// How many processes of one type, and what each may use. Memory and CPU are

@@ -68,11 +68,13 @@ public struct ReleaseStore: Sendable {
         try await change(app, actor: actor) { current in
             var formation = current?.release.formation ?? [:]
             if current == nil, processTypes["web"] != nil { formation["web"] = ProcessFormation(quantity: 1) }
-            for type in processTypes.keys where formation[type] == nil { formation[type] = ProcessFormation(quantity: 0) }
+            for type in processTypes.keys where formation[type] == nil && Release.isProcessType(type) { formation[type] = ProcessFormation(quantity: 0) }
             let config = try await configKID(app)
-            return Release(app: app, version: (current?.version ?? 0) + 1, image: image, config: config, processTypes: processTypes,
-                           formation: formation, healthchecks: healthchecks, sourceRecord: sourceRecord, build: build,
-                           commit: commit, description: "Deploy \(commit.prefix(7))", createdBy: actor)
+            var release = Release(app: app, version: (current?.version ?? 0) + 1, image: image, config: config, processTypes: processTypes,
+                                  formation: formation, healthchecks: healthchecks, sourceRecord: sourceRecord, build: build,
+                                  commit: commit, description: "Deploy \(commit.prefix(7))", createdBy: actor)
+            release.runsReleasePhase = processTypes[Release.releasePhaseType] != nil ? true : nil
+            return release
         }
     }
 
@@ -101,6 +103,7 @@ public struct ReleaseStore: Sendable {
             next.version += 1
             next.config = try await configKID(app)
             next.relink(description: what, actor: actor)
+            next.runsReleasePhase = next.processTypes[Release.releasePhaseType] != nil ? true : nil
             return next
         }
     }
@@ -109,6 +112,9 @@ public struct ReleaseStore: Sendable {
     public func scale(app: String, changes: [FormationChange], actor: String, check: @Sendable ([String: ProcessFormation]) async throws -> Void = { _ in }) async throws -> ReleaseEntry {
         try await change(app, actor: actor) { current in
             guard let current else { throw KbuildError(.notFound, "\(app) has no release to scale yet: git push first") }
+            for c in changes where !Release.isProcessType(c.type) {
+                throw KbuildError(.invalidArgument, "release is \(app)'s release phase command (it runs once per release), not a process type to scale")
+            }
             for c in changes where current.release.processTypes[c.type] == nil {
                 let types = current.release.processTypes.keys.sorted().joined(separator: ", ")
                 throw KbuildError(.invalidArgument, "no process type \(c.type) in \(app) v\(current.version) (its types: \(types.isEmpty ? "none" : types))")
@@ -120,6 +126,7 @@ public struct ReleaseStore: Sendable {
             next.formation = formation
             let what = changes.map { "\($0.type)=\($0.quantity)" }.joined(separator: " ")
             next.relink(description: "Scale \(what)", actor: actor)
+            next.runsReleasePhase = nil
             return next
         }
     }
@@ -134,7 +141,9 @@ public struct ReleaseStore: Sendable {
                 throw KbuildError(.invalidArgument, target == current.version ? "v\(target) is the current release of \(app)" : "\(app) has no release before v\(current.version)")
             }
             let old = try await get(app, version: target).release
-            return try await restoring(old, over: current, description: "Rollback to v\(target)", actor: actor)
+            var next = try await restoring(old, over: current, description: "Rollback to v\(target)", actor: actor)
+            next.runsReleasePhase = next.processTypes[Release.releasePhaseType] != nil ? true : nil
+            return next
         }
     }
 
@@ -144,7 +153,9 @@ public struct ReleaseStore: Sendable {
             return try await change(app, actor: actor) { current in
                 guard let current, current.kid == failed else { throw KbuildError(.conflict, "moved on") }
                 let old = try release(good)
-                return try await restoring(old, over: current, description: "Revert to v\(old.version): v\(current.version) failed (\(reason))", actor: actor)
+                var next = try await restoring(old, over: current, description: "Revert to v\(old.version): v\(current.version) failed (\(reason))", actor: actor)
+                next.runsReleasePhase = nil  // what it goes back to ran already
+                return next
             }
         } catch let e as KbuildError where e.code == .conflict {
             return nil

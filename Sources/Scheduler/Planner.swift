@@ -31,13 +31,20 @@ public struct AppState: Sendable {
     public var healthy: KID?
     /// Process type → restart generation.
     public var generations: [String: Int]
+    /// How the current release's release phase went (nil: not run yet).
+    public var phase: ReleasePhaseRecord?
+    /// The healthy release itself: what keeps running while the current one's release phase runs.
+    public var healthyRelease: Release?
 
-    public init(app: String, release: KID, current: Release, healthy: KID?, generations: [String: Int] = [:]) {
+    public init(app: String, release: KID, current: Release, healthy: KID?, generations: [String: Int] = [:],
+                phase: ReleasePhaseRecord? = nil, healthyRelease: Release? = nil) {
         self.app = app
         self.release = release
         self.current = current
         self.healthy = healthy
         self.generations = generations
+        self.phase = phase
+        self.healthyRelease = healthyRelease
     }
 }
 
@@ -126,8 +133,46 @@ public enum Planner {
             }
         }
 
+        // Release phases placed before: they stay on their node while it lives.
+        var tasks: [String: [ReleaseTask]] = [:]
+        var placedTasks: [KID: (node: String, task: ReleaseTask)] = [:]
+        for node in alive { for t in node.assignment?.tasks ?? [] { placedTasks[t.release] = (node.record.name, t) } }
+
         for app in apps.sorted(by: { $0.app < $1.app }) {
-            let release = app.current
+            var release = app.current
+            var releaseKID = app.release
+            if let command = ReleasePhase.command(of: app.current), app.phase?.release != app.release || app.phase?.state != .succeeded {
+                let phase = app.phase?.release == app.release ? app.phase : nil
+                if let phase, phase.state == .failed {
+                    let reason = "its release command failed: \(phase.reason ?? "exit status \(phase.exitStatus.map(String.init) ?? "?")")"
+                    if let good = app.healthy, good != app.release {
+                        events.append(.revert(app: app.app, failed: app.release, to: good, reason: reason))
+                    } else {
+                        events.append(.failed(app: app.app, release: app.release, reason: reason))
+                    }
+                } else if let (node, task) = placedTasks[app.release] {
+                    tasks[node, default: []].append(task)
+                } else {
+                    // On a node with room for one more of its web processes.
+                    let size = release.formation["web"] ?? ProcessFormation(quantity: 1)
+                    let needs = Resources(memory: size.memory, cpus: size.cpus)
+                    let options = candidates(app: app.app, type: ReleasePhase.processType)
+                    if let node = Placement.choose(needs, among: options) {
+                        tasks[node, default: []].append(ReleaseTask(app: app.app, release: app.release, version: release.version, image: release.image,
+                                                                    config: release.config, command: command, memory: size.memory, cpus: size.cpus,
+                                                                    assignedAt: now))
+                    } else {
+                        events.append(.unschedulable(app: app.app, type: ReleasePhase.processType, reason: Placement.whyNot(needs, among: options)))
+                    }
+                }
+                // Meanwhile what ran before keeps running, as it was; before a first release, nothing.
+                guard let held = app.healthyRelease, let heldKID = app.healthy else {
+                    for list in placed.values { for p in list where p.spec.app == app.app { remove(p) } }
+                    continue
+                }
+                release = held
+                releaseKID = heldKID
+            }
             var types = Set(release.formation.keys.filter { release.processTypes[$0] != nil })
             for list in placed.values { for p in list where p.spec.app == app.app { types.insert(p.spec.type) } }
             var failure: String?
@@ -189,27 +234,28 @@ public enum Planner {
                             events.append(.unschedulable(app: app.app, type: type, reason: Placement.whyNot(needs, among: options)))
                             break
                         }
-                        let p = AssignedProcess(index: index, spec: spec!, release: app.release, version: release.version, assignedAt: now)
+                        let p = AssignedProcess(index: index, spec: spec!, release: releaseKID, version: release.version, assignedAt: now)
                         placed[node, default: []].append(p)
                         new.append(p)
                     }
                 }
                 if new.count != desired || healthyNew != desired || remaining != 0 { converged = false }
             }
-            if let failure, app.release != app.healthy {
+            if let failure, releaseKID != app.healthy {
                 if let good = app.healthy {
-                    events.append(.revert(app: app.app, failed: app.release, to: good, reason: failure))
+                    events.append(.revert(app: app.app, failed: releaseKID, to: good, reason: failure))
                 } else {
-                    events.append(.failed(app: app.app, release: app.release, reason: failure))
+                    events.append(.failed(app: app.app, release: releaseKID, reason: failure))
                 }
-            } else if converged, app.release != app.healthy {
-                events.append(.converged(app: app.app, release: app.release))
+            } else if converged, releaseKID != app.healthy {
+                events.append(.converged(app: app.app, release: releaseKID))
             }
         }
 
         var assignments: [String: Assignment] = [:]
         for node in nodes {
-            assignments[node.record.name] = Assignment(node: node.record.name, processes: placed[node.record.name] ?? [])
+            assignments[node.record.name] = Assignment(node: node.record.name, processes: placed[node.record.name] ?? [],
+                                                       tasks: tasks[node.record.name] ?? [])
         }
         return Plan(assignments: assignments, events: events)
     }

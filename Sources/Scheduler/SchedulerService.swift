@@ -82,7 +82,10 @@ public final class SchedulerService: Service {
             guard let kid = named["release"] else { continue }
             let release = try reader.record(Release.self, kid, what: "release")
             let generations = try named["restarts"].map { try reader.record(RestartGenerations.self, $0, what: "restarts").generations } ?? [:]
-            out.append(AppState(app: app, release: kid, current: release, healthy: named["healthy"], generations: generations))
+            let phase = try named["release-phase"].map { try reader.record(ReleasePhaseRecord.self, $0, what: "release phase") }
+            let healthy = try named["healthy"].map { try reader.record(Release.self, $0, what: "release") }
+            out.append(AppState(app: app, release: kid, current: release, healthy: named["healthy"], generations: generations,
+                                phase: phase, healthyRelease: healthy))
         }
         return out
     }

@@ -55,6 +55,7 @@ final class AuthorizationMatrixTests: XCTestCase {
                                               own: .allowed, perApp: true),
         "GET /api/v1/apps/{app}/releases": Row(requests: { app in [("GET", "/api/v1/apps/\(app)/releases", nil)] }, own: .allowed, perApp: true),
         "GET /api/v1/apps/{app}/releases/{version}": Row(requests: { app in [("GET", "/api/v1/apps/\(app)/releases/v1", nil)] }, own: .allowed, perApp: true),
+        "GET /api/v1/apps/{app}/releases/{version}/output": Row(requests: { app in [("GET", "/api/v1/apps/\(app)/releases/v1/output", nil)] }, own: .allowed, perApp: true),
         "POST /api/v1/apps/{app}/releases/rollback": Row(requests: { app in [("POST", "/api/v1/apps/\(app)/releases/rollback", "{}")] },
                                                         own: .allowed, perApp: true),
         "GET /api/v1/apps/{app}/ps": Row(requests: { app in [("GET", "/api/v1/apps/\(app)/ps", nil)] }, own: .allowed, perApp: true),

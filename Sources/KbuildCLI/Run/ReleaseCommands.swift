@@ -48,6 +48,27 @@ struct ReleasesInfo: AsyncParsableCommand {
     }
 }
 
+/// `kbuild releases:output APP vN`.
+struct ReleasesOutput: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "releases:output",
+        abstract: "Show a release's release phase: its command's output and how it ended.",
+        discussion: "The Procfile's release: command runs once for each release made by a deploy, config change or rollback, before its processes start."
+    )
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "The app.") var app: String
+    @Argument(help: "The release, e.g. v3.") var version: String
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() async throws {
+        let r: API.ReleaseOutput = try await APIClient.resolve(global).get("/apps/\(app)/releases/\(version)/output")
+        if json { return try printJSON(r) }
+        let end = r.state == "running" ? "running on \(r.node)" : r.state == "succeeded" ? "succeeded" : "failed: \(r.reason ?? "")"
+        say("=== \(app) v\(r.version) release phase (\(r.command.terminalSafe)): \(end)")
+        writeOut(Array(r.output.utf8))
+    }
+}
+
 /// `kbuild releases:rollback APP [vN]`.
 struct ReleasesRollback: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
