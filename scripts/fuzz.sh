@@ -23,6 +23,8 @@ SWIFTC=${SWIFTC:-$(command -v swiftc || echo /opt/swift/usr/bin/swiftc)}
 CLANG=${CLANG:-$(dirname "$SWIFTC")/clang}
 # SwiftNIO's sources, for NIOConcurrencyHelpers (the Router's only import among the files fuzzed).
 NIO=${FUZZ_NIO_DIR:-$ROOT/.build/checkouts/swift-nio}
+# Yams' sources (libyaml and its Swift API), which BuildFiles reads bin/release with.
+YAMS=${FUZZ_YAMS_DIR:-$ROOT/.build/checkouts/Yams}
 # address: Swift traps on bounds and overflow by itself; ASan adds the unsafe-pointer code.
 SANITIZE=${FUZZ_SANITIZE:-fuzzer,address}
 
@@ -32,7 +34,7 @@ SANITIZE=${FUZZ_SANITIZE:-fuzzer,address}
 # parse (swift-crypto's SHA256, the AppStore and LayerTar namespaces).
 MODULES=(
     "KbuildCore|Crypto|Sources/KbuildCore/*.swift"
-    "Builds|KbuildCore|Sources/Builds/BuildFiles.swift"
+    "Builds|KbuildCore Yams|Sources/Builds/BuildFiles.swift"
     "Releases|KbuildCore Builds|Sources/Releases/Release.swift Sources/Releases/AppJSON.swift Sources/Releases/FormationChange.swift Sources/Releases/ConfigVars.swift"
     "RefStore|KbuildCore|Sources/RefStore/RefName.swift"
     "OCI|KbuildCore|Sources/OCI/OCI.swift fuzz/support/OCI/LayerTar.swift"
@@ -42,7 +44,7 @@ MODULES=(
     "Cluster||Sources/Cluster/LogLine.swift"
 )
 # Dependencies compiled without coverage: they are not what is fuzzed.
-declare -A SUPPORT_DEPS=([Crypto]="" [NIOConcurrencyHelpers]="CNIOAtomics" [CNIOAtomics]="")
+declare -A SUPPORT_DEPS=([Crypto]="" [NIOConcurrencyHelpers]="CNIOAtomics" [CNIOAtomics]="" [Yams]="CYaml" [CYaml]="")
 
 STRICT=(-swift-version 6 -enable-upcoming-feature ExistentialAny -enable-upcoming-feature InternalImportsByDefault)
 
@@ -80,7 +82,8 @@ done
 MODS=$OUT/modules OBJS=$OUT/objects BIN=$OUT/bin
 mkdir -p "$MODS" "$OBJS" "$BIN" "$OUT/logs" "$OUT/crashes" "$OUT/run"
 ATOMICS_MAP=$OUT/modules/CNIOAtomics.modulemap
-XCC=(-Xcc "-fmodule-map-file=$ATOMICS_MAP")
+XCC=(-Xcc "-fmodule-map-file=$ATOMICS_MAP" -Xcc "-fmodule-map-file=$YAMS/Sources/CYaml/include/module.modulemap" -Xcc -DYAML_DECLARE_STATIC
+     -Xcc -I -Xcc "$YAMS/Sources/CYaml/include")
 
 declare -A MOD_DEPS MOD_FILES
 for m in "${MODULES[@]}"; do
@@ -125,6 +128,22 @@ build_support() {
             -emit-module -emit-module-path "$MODS/NIOConcurrencyHelpers.swiftmodule" \
             -c "$NIO"/Sources/NIOConcurrencyHelpers/*.swift -o "$OBJS/NIOConcurrencyHelpers.o" || return 1
         echo "$key" >"$OBJS/NIOConcurrencyHelpers.stamp"
+    fi
+    if [[ ! -d $YAMS/Sources/Yams ]]; then
+        echo "fuzz.sh: $YAMS has no Yams sources: resolve the package first (swift package resolve), or set FUZZ_YAMS_DIR" >&2
+        return 1
+    fi
+    key=$(key_of "$YAMS"/Sources/CYaml/src/*.c "$YAMS"/Sources/CYaml/include/*.h "$YAMS"/Sources/Yams/*.swift)
+    if ! fresh "$OBJS/Yams.stamp" "$key" "$OBJS/Yams.o"; then
+        echo "  Yams (from $YAMS)"
+        local y
+        for y in "$YAMS"/Sources/CYaml/src/*.c; do
+            "$CLANG" -O2 -fPIC -DYAML_DECLARE_STATIC -I "$YAMS/Sources/CYaml/include" -c "$y" -o "$OBJS/CYaml-$(basename "$y" .c).o" || return 1
+        done
+        "$SWIFTC" -swift-version 5 -suppress-warnings -parse-as-library -O -wmo -module-name Yams "${XCC[@]}" \
+            -emit-module -emit-module-path "$MODS/Yams.swiftmodule" \
+            -c "$YAMS"/Sources/Yams/*.swift -o "$OBJS/Yams.o" || return 1
+        echo "$key" >"$OBJS/Yams.stamp"
     fi
 }
 
@@ -174,8 +193,8 @@ objects_of() { # MODULE... → the object files of them and everything they need
     local m
     for m in "$@"; do visit "$m"; done
     for m in "${order[@]}"; do
-        if [[ $m == CNIOAtomics ]]; then
-            printf '%s\n' "$OBJS"/CNIOAtomics-*.o
+        if [[ $m == CNIOAtomics || $m == CYaml ]]; then
+            printf '%s\n' "$OBJS"/"$m"-*.o
         else
             echo "$OBJS/$m.o"
         fi

@@ -69,6 +69,7 @@ public enum BuildFiles {
                 guard let name = nameNode.scalar?.string, let scalar = valueNode.scalar else {
                     throw bad("\(key) must be a map of `name: value`, with a plain value each")
                 }
+                guard !scalar.string.utf8.contains(0) else { throw bad("\(key).\(name) holds a NUL byte") }
                 if key == "config_vars" {
                     guard isEnvironmentName(name) else { throw bad("\(name.debugQuoted) is not an environment variable name") }
                     release.configVars[name] = scalar.string

@@ -198,6 +198,23 @@ public struct Builder: Sendable {
             log.step("Using the buildpacks named in .buildpacks: \(chosen.map(\.name).joined(separator: ", "))")
         }
         record.used = chosen
+        // Several buildpacks: each gets a copy of its own, writable, so that one can leave an
+        // `export` file for those after it (Heroku's multi-buildpack contract).
+        if chosen.count > 1 {
+            for pack in chosen {
+                let copy = work + "/buildpacks/" + pack.name
+                try FileManager.default.createDirectory(atPath: work + "/buildpacks", withIntermediateDirectories: true)
+                try keg.get(pack.tree, to: copy)
+                mounts = mounts.map { $0.target == "/buildpacks/\(pack.name)" ? SandboxMount(source: copy, target: $0.target, readOnly: false) : $0 }
+            }
+        }
+        var exports: [String] = []
+        /// A step's command, after sourcing the exports of the buildpacks before it.
+        func exported(_ command: [String]) -> [String] {
+            guard !exports.isEmpty else { return command }
+            let sources = exports.map { ". \($0)" }.joined(separator: " && ")
+            return ["/bin/sh", "-c", sources + " && exec \"$0\" \"$@\""] + command
+        }
 
         // Compile, then release, buildpack by buildpack.
         var release = BuildFiles.Release()
@@ -216,11 +233,16 @@ public struct Builder: Sendable {
                 record.dependencyLayers = (record.dependencyLayers ?? []) + [deps.record.layer]
                 record.links += [deps.record.tree, try deps.record.layer.kid()]
             }
-            try check(try await sandbox.run(try spec([bin + "compile", "/app", "/cache", "/env"], mounts: stepMounts, environment: stepEnvironment)) { _, bytes in log.write(bytes) },
-                      "bin/compile of \(pack.name)")
+            try check(try await sandbox.run(try spec(exported([bin + "compile", "/app", "/cache", "/env"]), mounts: stepMounts, environment: stepEnvironment)) {
+                _, bytes in log.write(bytes)
+            }, "bin/compile of \(pack.name)")
+            if chosen.count > 1, FileManager.default.fileExists(atPath: work + "/buildpacks/\(pack.name)/export") {
+                exports.append("/buildpacks/\(pack.name)/export")
+                log.detail("\(pack.name) left an export file: the buildpacks after it start from it")
+            }
             guard try hasExecutable(pack.tree, "release") else { continue }
             let out = Mutex<[UInt8]>([])
-            let result = try await sandbox.run(try spec([bin + "release", "/app"])) { stream, bytes in
+            let result = try await sandbox.run(try spec(exported([bin + "release", "/app"]))) { stream, bytes in
                 if stream == .stdout { out.withLock { $0 += bytes.prefix(max(0, (1 << 20) - $0.count)) } } else { log.write(bytes) }
             }
             try check(result, "bin/release of \(pack.name)")

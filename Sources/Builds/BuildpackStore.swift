@@ -2,6 +2,7 @@ public import KbuildCore
 public import Keg
 public import RefStore
 import Foundation
+import Sandbox
 
 /// Buildpacks stored in the Keg and named by the refs `buildpacks/NAME`.
 /// The shipped ones (the repository's `buildpacks/` folder) are registered
@@ -59,6 +60,53 @@ public struct BuildpackStore: Sendable {
             try await refs.compareAndSwap(ref, to: tree, expecting: .any, actor: actor)
         }
         return Buildpack(name: name, tree: tree)
+    }
+
+    /// Whether `source` names a git repository rather than a directory:
+    /// `https://`, `http://`, `git://`, `ssh://` or `file://`, with an
+    /// optional `#REF` (a branch or tag), as Heroku's buildpack URLs are.
+    public static func isGitURL(_ source: String) -> Bool {
+        ["https://", "http://", "git://", "ssh://", "file://"].contains { source.hasPrefix($0) }
+    }
+
+    /// Clones `url` (`#REF` for a branch or tag) once, shallow, and stores its
+    /// tree as the buildpack `name` (default: the repository's name): later
+    /// builds use the stored tree, named by its KID, and never clone again.
+    public func add(gitURL url: String, name: String? = nil, actor: String) async throws -> Buildpack {
+        let parts = url.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
+        let repository = parts[0], ref = parts.count > 1 ? parts[1] : nil
+        guard BuildpackStore.isGitURL(repository), !repository.contains(where: { $0.isWhitespace }),
+              ref.map({ !$0.isEmpty && !$0.hasPrefix("-") && !$0.contains(where: { $0.isWhitespace }) }) ?? true else {
+            throw KbuildError(.invalidArgument, "invalid buildpack URL \(url.debugQuoted): want https://HOST/PATH[.git][#BRANCH-OR-TAG]")
+        }
+        var base = URL(string: repository)?.lastPathComponent ?? ""
+        if base.hasSuffix(".git") { base.removeLast(4) }
+        let tmp = keg.dataDir.kegTmp.path + "/buildpack-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        defer { try? FileManager.default.removeItem(atPath: tmp) }
+        try await BuildpackStore.clone(repository, ref: ref, into: tmp)
+        try? FileManager.default.removeItem(atPath: tmp + "/.git")
+        return try await add(directory: tmp, name: name ?? base.lowercased(), actor: actor)
+    }
+
+    static func clone(_ repository: String, ref: String?, into directory: String) async throws {
+        let args = ["clone", "--quiet", "--depth", "1"] + (ref.map { ["--branch", $0] } ?? []) + ["--", repository, directory]
+        // On a thread of its own: git is waited for, which must not hold the cooperative pool.
+        let (status, output) = try await offThread {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: "/usr/bin/git")
+            p.arguments = args
+            p.environment = ["GIT_TERMINAL_PROMPT": "0", "PATH": "/usr/bin:/bin"]
+            let out = Pipe()
+            p.standardOutput = out
+            p.standardError = out
+            try p.run()
+            let data = out.fileHandleForReading.readDataToEndOfFile()
+            p.waitUntilExit()
+            return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+        }
+        guard status == 0 else {
+            throw KbuildError(.notFound, "failed to clone the buildpack \(repository)\(ref.map { "#\($0)" } ?? ""): \(output.trimmingCharacters(in: .whitespacesAndNewlines))")
+        }
     }
 
     /// A buildpack's tree must have executable `bin/detect` and `bin/compile` files

@@ -31,7 +31,7 @@ enum Tool {
 
 /// Runs `body` on a thread of its own: for blocking work (a child process
 /// waited for) that must not hold a thread of the cooperative pool.
-func offThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+public func offThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
     try await withCheckedThrowingContinuation { continuation in
         let thread = Thread { continuation.resume(with: Result { try body() }) }
         thread.start()

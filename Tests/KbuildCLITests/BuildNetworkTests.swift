@@ -151,3 +151,57 @@ final class BuildNetworkTests: XCTestCase {
         XCTAssertEqual(buildNamespaces(data), [])
     }
 }
+
+/// Heroku's buildpack contract beyond the three steps: a buildpack from a git
+/// URL, `export` files for the buildpacks after, `.profile.d` at process start.
+final class BuildpackContractTests: XCTestCase {
+    func testExportFilesAndProfileD() throws {
+        let data = try makeData("bp-export")
+        let routerPort = freePort()
+        _ = try startKbuildUp(self, data: data, extra: ["--router-port", String(routerPort)])
+        let work = try makeApp("exports", data: data, files: [
+            ".buildpacks": "./first\n./second\nprocfile\n",
+            "first/bin/detect": "#!/bin/sh\nexit 0\n",
+            "first/bin/compile": "#!/bin/sh\necho 'export GREETING=from-first' > \"$(dirname \"$0\")/../export\"\nmkdir -p /app/.profile.d\necho 'export PROFILED=yes-$KBUILD_APP' > /app/.profile.d/first.sh\n",
+            "second/bin/detect": "#!/bin/sh\nexit 0\n",
+            "second/bin/compile": "#!/bin/sh\necho \"       second sees GREETING=$GREETING\"\n",
+        ])
+        let push = try git(["push", "kbuild", "main"], in: work)
+        XCTAssertEqual(push.status, 0, push.stderr)
+        XCTAssertTrue(push.stderr.contains("second sees GREETING=from-first"), push.stderr)
+        // The web process started after sourcing /app/.profile.d/*.sh (serve.sh writes its environment to env.txt).
+        try waitUntil("served") { routed(routerPort, host: "exports.localhost").status == 200 }
+        let env = routed(routerPort, host: "exports.localhost", path: "/env.txt")
+        XCTAssertTrue(env.body.contains("PROFILED=yes-exports"), env.body)
+        let run = try sh(kbuildBinary, ["run", "exports", "--", "sh", "-c", "echo run sees $PROFILED"], env: ["KBUILD_DATA_DIR": data])
+        XCTAssertTrue(run.stdout.contains("run sees yes-exports"), run.stdout + run.stderr)
+    }
+
+    func testABuildpackFromAGitURLBuildsAnApp() throws {
+        let data = try makeData("bp-git")
+        let repo = try tempDir(self, "bp-repo")
+        try writeFile(repo + "/bin/detect", "#!/bin/sh\necho FromGit\n", mode: 0o755)
+        try writeFile(repo + "/bin/compile", "#!/bin/sh\necho '-----> compiled by the buildpack from git'\n", mode: 0o755)
+        try writeFile(repo + "/bin/release", "#!/bin/sh\necho '--- {}'\n", mode: 0o755)
+        try git(["init", "-q", "-b", "v1"], in: repo)
+        try git(["add", "-A"], in: repo)
+        try git(["commit", "-q", "-m", "buildpack"], in: repo)
+        let added = try kbuild(["buildpack", "add", "file://\(repo)#v1", "--name", "fromgit"], dataDir: data)
+        XCTAssertEqual(added.status, 0, added.stderr)
+        XCTAssertTrue(added.stdout.hasPrefix("fromgit K-"), added.stdout)
+        // Stored: the repository can go, builds use the tree.
+        try FileManager.default.removeItem(atPath: repo)
+        _ = try startKbuildUp(self, data: data)
+        let work = try makeApp("gitbp", data: data, files: [".buildpacks": "fromgit\nprocfile\n"])
+        let push = try git(["push", "kbuild", "main"], in: work)
+        XCTAssertEqual(push.status, 0, push.stderr)
+        XCTAssertTrue(push.stderr.contains("compiled by the buildpack from git"), push.stderr)
+        // Bad URLs: each refused, naming it.
+        for (url, message) in [("file:///nonexistent/repo.git", "failed to clone the buildpack file:///nonexistent/repo.git"),
+                               ("https://example.invalid/x.git#", "invalid buildpack URL"), ("https://a b", "invalid buildpack URL")] {
+            let r = try kbuild(["buildpack", "add", url], dataDir: data)
+            XCTAssertNotEqual(r.status, 0, url)
+            XCTAssertTrue(r.stderr.contains(message), "\(url): \(r.stderr)")
+        }
+    }
+}

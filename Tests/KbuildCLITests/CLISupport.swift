@@ -205,8 +205,15 @@ func reap(_ pid: pid_t) -> Int32 {
 /// test classes that build real apps; each uses apps of its own names.
 enum SharedStacks {
     static let data: String = {
+        // Those of earlier runs (their test process is gone) are 2 GB each: removed first.
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: NSTemporaryDirectory())) ?? [] where name.hasPrefix("kbuild-cli-stacks-") {
+            if let pid = Int32(name.dropFirst("kbuild-cli-stacks-".count)), kill(pid, 0) != 0 {
+                try? FileManager.default.removeItem(atPath: NSTemporaryDirectory() + name)
+            }
+        }
         let dir = NSTemporaryDirectory() + "kbuild-cli-stacks-\(getpid())"
         try? FileManager.default.removeItem(atPath: dir)
+        XCTestObservationCenter.shared.addTestObserver(RemoveAtEnd(dir))
         let r = try? sh(kbuildBinary, ["stack", "create", "busybox"], env: ["KBUILD_DATA_DIR": dir])
         precondition(r?.status == 0, "stack create busybox failed: \(r?.stderr ?? "")")
         return dir
@@ -214,4 +221,14 @@ enum SharedStacks {
 
     /// How `kbuild stack create debian` went (its stack is debian-13, with debian-13-build).
     static let debian: Result? = try? sh(kbuildBinary, ["stack", "create", "debian"], env: ["KBUILD_DATA_DIR": data])
+}
+
+/// Removes a directory when the test bundle finishes.
+final class RemoveAtEnd: NSObject, XCTestObservation, @unchecked Sendable {
+    let path: String
+    init(_ path: String) { self.path = path }
+    func testBundleDidFinish(_ testBundle: Bundle) {
+        _ = try? sh(kbuildBinary, ["down", "--grace", "1", "--data-dir", path])
+        try? FileManager.default.removeItem(atPath: path)
+    }
 }

@@ -19,6 +19,10 @@ final class RealAppsTests: XCTestCase {
     func app(_ name: String, example: String? = nil, files: [String: String] = [:]) throws -> String {
         let created = try kbuild(["apps:create", name], dataDir: data)
         XCTAssertEqual(created.status, 0, created.stderr)
+        // The data dir is shared by the tests: each destroys its apps (before its kbuild up stops), so
+        // their processes do not take the node's CPUs from the next test's.
+        let data = self.data
+        addTeardownBlock { _ = try? sh(kbuildBinary, ["apps:destroy", name, "--confirm", name], env: ["KBUILD_DATA_DIR": data]) }
         XCTAssertTrue(created.stdout.contains("stack debian-13"), created.stdout)
         let work = try tempDir(self, name)
         if let example { XCTAssertEqual(try sh("/bin/cp", ["-a", "\(repositoryRoot)/examples/\(example)/.", work]).status, 0) }
@@ -86,6 +90,8 @@ final class RealAppsTests: XCTestCase {
         XCTAssertTrue(first.stderr.contains("Installing requirements.txt with pip"), first.stderr)
         XCTAssertTrue(first.stderr.contains("Building wheel for cext"), "the C extension is compiled on the build image: \(first.stderr)")
         XCTAssertNotNil(layerMade(first.stderr), first.stderr)
+        XCTAssertTrue(first.stderr.contains("v1 is live"), first.stderr)
+        if !first.stderr.contains("v1 is live") { print(try kbuild(["logs", "pyidx", "--lines", "40"], dataDir: data).stdout) }
         try waitUntil("pyidx serves") { routed(routerPort, host: "pyidx.localhost").body == "answer 42\n" }
         // The run image has no compiler: the image ships the built extension, not gcc.
         let gcc = try sh(kbuildBinary, ["run", "pyidx", "--", "sh", "-c", "command -v gcc || echo no-gcc; python3 -c 'import cext; print(cext.answer())'"],
@@ -204,6 +210,8 @@ final class RealAppsTests: XCTestCase {
         let l = try push(local)
         XCTAssertEqual(l.status, 0, l.stderr)
         XCTAssertNotNil(layerMade(l.stderr), l.stderr)
+        XCTAssertTrue(l.stderr.contains("v1 is live"), l.stderr)
+        if !l.stderr.contains("v1 is live") { print(try kbuild(["logs", "node-local", "--lines", "40"], dataDir: data).stdout) }
         try waitUntil("node-local serves") { routed(routerPort, host: "node-local.localhost").body == "hello node from a local package\n" }
         let code = try push(local, ["server.js": "require('http').createServer((q, s) => s.end(require('greet')('again') + '\\n')).listen(process.env.PORT);\n"])
         XCTAssertEqual(code.status, 0, code.stderr)

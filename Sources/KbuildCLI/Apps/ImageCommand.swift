@@ -79,16 +79,23 @@ struct BuildpackCommand: ParsableCommand {
 struct BuildpackAdd: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "add",
-        abstract: "Store a buildpack directory under a name (again, to update it).",
-        discussion: "Detection tries python, static, then added buildpacks by name, then procfile; an app picks its own in .buildpacks."
+        abstract: "Store a buildpack directory or git repository under a name (again, to update it).",
+        discussion: """
+            A git URL (https://, http://, git://, ssh://, file://, with #BRANCH-OR-TAG) is cloned once and stored as a tree:
+            kbuild buildpack add https://github.com/heroku/heroku-buildpack-python#v250 --name heroku-python
+            Detection tries python, nodejs, go, static, then added buildpacks by name, then procfile; an app picks its own in .buildpacks.
+            """
     )
     @OptionGroup var global: GlobalOptions
-    @Argument(help: "The buildpack's directory.") var directory: String
-    @Option(help: "Its name (default: the directory's name).") var name: String?
+    @Argument(help: "The buildpack's directory, or a git URL.") var directory: String
+    @Option(help: "Its name (default: the directory's or repository's name).") var name: String?
 
     func run() async throws {
         let apps = try global.openApps()
-        let pack = try await BuildpackStore(keg: apps.keg, refs: apps.refs).add(directory: directory, name: name, actor: currentActor)
+        let store = BuildpackStore(keg: apps.keg, refs: apps.refs)
+        let pack = BuildpackStore.isGitURL(directory)
+            ? try await store.add(gitURL: directory, name: name, actor: currentActor)
+            : try await store.add(directory: directory, name: name, actor: currentActor)
         say("\(pack.name) \(pack.tree)")
     }
 }
