@@ -36,12 +36,18 @@ public struct BuildInputs: Codable, Sendable, Equatable {
     /// The app's cache epoch (`builds:cache:purge` turns it), nil before the first purge:
     /// after a purge, nothing built before is reused.
     public var cacheEpoch: Int?
+    /// The app whose build cache and own dependency layers the build uses, when it has
+    /// any: a tenant writes its cache, so such a build is memoised for that app alone. Nil:
+    /// the build starts from an empty cache and shared layers, and any app may reuse it.
+    public var cacheScope: String?
     /// Whether the build could reach the network: a `BuildNetwork`'s raw value.
     public var network: String
 
     public init(source: KID, stackName: String, stack: KID, buildpacks: [Buildpack], detect: Bool,
-                environment: [String: String] = [:], network: String = "none", buildImage: KID? = nil, cacheEpoch: Int? = nil) {
+                environment: [String: String] = [:], network: String = "none", buildImage: KID? = nil, cacheEpoch: Int? = nil,
+                cacheScope: String? = nil) {
         self.cacheEpoch = cacheEpoch
+        self.cacheScope = cacheScope
         self.source = source
         self.stackName = stackName
         self.stack = stack

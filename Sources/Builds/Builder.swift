@@ -122,7 +122,9 @@ public struct Builder: Sendable {
         guard chmod(work, 0o755) == 0 else { throw KbuildError.syscall("chmod", work, verb: "prepare the build") }
         for dir in [root] where mkdir(dir, 0o755) != 0 { throw KbuildError.syscall("mkdir", dir, verb: "prepare the build") }
         try keg.get(inputs.source, to: app)
-        if let cached = try await refs.get(try Builder.cacheRef(app: job.app)), keg.contains(cached.kid) {
+        // The app's cache only for a build scoped to it: an unscoped build (its KID shared by
+        // any app that pushes the same tree) depends on its inputs alone.
+        if inputs.cacheScope != nil, let cached = try await refs.get(try Builder.cacheRef(app: job.app)), keg.contains(cached.kid) {
             try keg.get(cached.kid, to: cache)
         } else if mkdir(cache, 0o755) != 0 {
             throw KbuildError.syscall("mkdir", cache, verb: "prepare the build cache")
@@ -145,11 +147,7 @@ public struct Builder: Sendable {
         // host's certificate authorities: a build's egress goes through the
         // host's network, so it trusts what the host trusts (a proxy's CA
         // added to the host's store included).
-        if link != nil {
-            for file in ["/etc/resolv.conf", "/etc/ssl/certs/ca-certificates.crt"] where FileManager.default.fileExists(atPath: file) {
-                mounts.append(SandboxMount(source: file, target: file, readOnly: true))
-            }
-        }
+        if link != nil { mounts += EgressNetwork.hostFiles(certificates: true) }
         var environment = SandboxSpec.defaultEnvironment.merging(stackConfig?.environment ?? [:]) { _, stack in stack }
         environment["STACK"] = inputs.stackName
         let lowers = try stacks.lowerDirs(for: stack)
@@ -209,6 +207,7 @@ public struct Builder: Sendable {
             }
         }
         var exports: [String] = []
+        var dependencyDirectories: [[String]] = []
         /// A step's command, after sourcing the exports of the buildpacks before it.
         func exported(_ command: [String]) -> [String] {
             guard !exports.isEmpty else { return command }
@@ -226,7 +225,10 @@ public struct Builder: Sendable {
                let deps = try await dependencyLayer(pack, job: job, work: work + "/deps-\(number)", cache: cache, mounts: mounts,
                                                     spec: spec, check: check, log: log) {
                 let directory = "/app/" + deps.declaration.directory.joined(separator: "/")
+                // The mount point, in /app as earlier steps left it (no symlink on the way: this runs as host root).
+                try Builder.refuseSymlinks(under: app, deps.declaration.directory, what: directory)
                 try FileManager.default.createDirectory(atPath: app + "/" + deps.declaration.directory.joined(separator: "/"), withIntermediateDirectories: true)
+                dependencyDirectories.append(deps.declaration.directory)
                 let tree = try BuildpackStore.subtree(deps.record.tree, path: ["app"] + deps.declaration.directory, keg: keg)
                 stepMounts.append(SandboxMount(source: try stacks.checkout(tree), target: directory, readOnly: true))
                 stepEnvironment["KBUILD_DEPENDENCIES_LAYER"] = directory
@@ -253,6 +255,14 @@ public struct Builder: Sendable {
 
         // The app layer: /app as the buildpacks left it (read back through the Keg,
         // never by following what the build wrote).
+        // A dependency directory is the layer's: what the tree had there (a committed .venv or
+        // node_modules, hidden under the mount during the build) must not shadow it in the image.
+        for dir in dependencyDirectories {
+            try Builder.refuseSymlinks(under: app, dir, what: "/app/" + dir.joined(separator: "/"))
+            let path = app + "/" + dir.joined(separator: "/")
+            try? FileManager.default.removeItem(atPath: path)
+            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        }
         log.step("Discovering process types")
         let rootTree: KID
         do {
@@ -261,7 +271,7 @@ public struct Builder: Sendable {
             throw KbuildError(.tooLarge, "the app is over the build disk of \(job.limits.disk >> 20) MiB (sparse files count at their full size): \(error.message)")
         }
         let appTree = try BuildpackStore.subtree(rootTree, path: ["app"], keg: keg)
-        // (The dependency directories are empty here, mount points: their content is in their own layers.)
+
         var processTypes = release.processTypes
         if let entry = try keg.tree(appTree).entries.first(where: { $0.nameString == "Procfile" }) {
             guard entry.type == .file, let kid = entry.kid else { throw KbuildError(.invalidArgument, "Procfile must be a regular file") }
@@ -312,21 +322,31 @@ public struct Builder: Sendable {
                                        directory: directory, files: files, network: job.inputs.network,
                                        environment: job.inputs.environment, epoch: job.inputs.cacheEpoch).kid
         let named = declaration.files.map { $0.joined(separator: "/") }.joined(separator: ", ")
-        if let found = try await DependencyLayers.find(key, app: job.app, keg: keg, refs: refs) {
+        if let found = try await DependencyLayers.find(key, app: job.inputs.cacheScope, keg: keg, refs: refs) {
             log.step("Dependencies: layer \(try found.layer.kid().short) reused, installed before from the same \(named), build image and buildpack; nothing to install")
             return (declaration, found)
         }
         log.step("Dependencies: installing from \(named) into \(directory), a layer of its own")
         let clean = ((try? FileManager.default.contentsOfDirectory(atPath: cache)) ?? []).isEmpty
-        // The same mounts, but /app holds the declared files alone.
-        let installMounts = mounts.map { $0.target == "/app" ? SandboxMount(source: inputs + "/app", target: "/app", readOnly: false) : $0 }
+        // The same mounts, but /app holds the declared files alone and every buildpack is its
+        // stored tree, read-only: nothing an earlier step of this build changed reaches the layer.
+        let stacks = StackStore(keg: keg, refs: refs)
+        let installMounts = try mounts.map { m -> SandboxMount in
+            if m.target == "/app" { return SandboxMount(source: inputs + "/app", target: "/app", readOnly: false) }
+            if let pack = job.inputs.buildpacks.first(where: { "/buildpacks/\($0.name)" == m.target }) {
+                return SandboxMount(source: try stacks.checkout(pack.tree), target: m.target, readOnly: true)
+            }
+            return m
+        }
         try check(try await sandbox.run(try spec([bin + "compile", "/app", "/cache", "/env"], installMounts, ["KBUILD_DEPENDENCIES_ONLY": "1"])) { _, bytes in
             log.write(bytes)
         }, "bin/compile of \(pack.name) (its dependencies)")
         // The layer holds the directory alone, at its place under /.
         let made = inputs + "/app/" + declaration.directory.joined(separator: "/")
         let layerRoot = work + "/layer", parent = layerRoot + "/app/" + declaration.directory.dropLast().joined(separator: "/")
-        // Nothing installed is an empty layer.
+        // Nothing installed is an empty layer. What the install left is the tenant's: no step of the
+        // path to it may be a symlink (a rename or mkdir would follow it out of the build).
+        try Builder.refuseSymlinks(under: inputs + "/app", declaration.directory, what: directory)
         try FileManager.default.createDirectory(atPath: made, withIntermediateDirectories: true)
         try FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true)
         guard rename(made, layerRoot + "/app/" + declaration.directory.joined(separator: "/")) == 0 else {
@@ -344,6 +364,24 @@ public struct Builder: Sendable {
         log.detail("Layer \(try layer.kid().short) (\(layer.size >> 10) KiB)\(clean ? "" : ", kept for this app: it was installed with its build cache")")
         try? FileManager.default.removeItem(atPath: work)
         return (declaration, record)
+    }
+
+    /// Refuses a path under `base` (as components) that passes through a symlink or a
+    /// non-directory: host-side mkdir, rename and remove must stay inside the build.
+    static func refuseSymlinks(under base: String, _ components: [String], what: String) throws {
+        var path = base
+        for (i, part) in components.enumerated() {
+            path += "/" + part
+            var st = stat()
+            guard lstat(path, &st) == 0 else { return }  // the rest does not exist yet
+            let type = st.st_mode & S_IFMT
+            guard type != S_IFLNK, type == S_IFDIR || i == components.count - 1 else {
+                throw KbuildError(.invalidArgument, "\(what) passes through \(type == S_IFLNK ? "a symlink" : "a file") at /app/\(components[...i].joined(separator: "/")): a dependency directory must be a real directory")
+            }
+            if i == components.count - 1, type != S_IFDIR {
+                throw KbuildError(.invalidArgument, "\(what) is not a directory")
+            }
+        }
     }
 
     private func hasExecutable(_ pack: KID, _ step: String) throws -> Bool {

@@ -89,7 +89,9 @@ public struct BuildpackStore: Sendable {
     }
 
     static func clone(_ repository: String, ref: String?, into directory: String) async throws {
-        let args = ["clone", "--quiet", "--depth", "1"] + (ref.map { ["--branch", $0] } ?? []) + ["--", repository, directory]
+        // A server that stalls (under 1 KB/s for 30 s) ends the clone rather than hanging it.
+        let args = ["-c", "http.lowSpeedLimit=1000", "-c", "http.lowSpeedTime=30", "clone", "--quiet", "--depth", "1"]
+            + (ref.map { ["--branch", $0] } ?? []) + ["--", repository, directory]
         // On a thread of its own: git is waited for, which must not hold the cooperative pool.
         let (status, output) = try await offThread {
             let p = Process()

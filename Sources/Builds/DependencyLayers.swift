@@ -48,6 +48,18 @@ public enum DependencyLayers {
         /// Whether it was installed from an empty cache (and so is shared).
         public var clean: Bool
         public var madeAt: Date
+        /// What gc keeps for it: the tree and the layer's tar.
+        public var links: [KID]
+
+        public init(key: KID, tree: KID, layer: Descriptor, directory: String, clean: Bool, madeAt: Date) {
+            self.key = key
+            self.tree = tree
+            self.layer = layer
+            self.directory = directory
+            self.clean = clean
+            self.madeAt = madeAt
+            self.links = [tree] + [try? layer.kid()].compactMap { $0 }
+        }
     }
 
     public static func sharedRef(_ key: KID) throws -> RefName { try RefName("builds/dependencies/\(key.hex)") }
@@ -111,11 +123,11 @@ public enum DependencyLayers {
         return try keg.put(path: root, skipSpecialFiles: true, dropSetID: true)
     }
 
-    /// The record for `key` this app may use: its own, else a shared one.
-    public static func find(_ key: KID, app: String, keg: Keg, refs: any RefStore) async throws -> Record? {
-        for name in [try appRef(app, key), try sharedRef(key)] {
+    /// The record for `key` a build may use: the app's own (for a build scoped to it), else a shared one.
+    public static func find(_ key: KID, app: String?, keg: Keg, refs: any RefStore) async throws -> Record? {
+        for name in [try app.map { try appRef($0, key) }, try sharedRef(key)].compactMap({ $0 }) {
             if let ref = try await refs.get(name), let record = try? Records.get(Record.self, ref.kid, from: keg, what: "dependency layer"),
-               keg.contains(record.tree) {
+               keg.contains(record.tree), let blob = try? record.layer.kid(), keg.contains(blob) {
                 return record
             }
         }

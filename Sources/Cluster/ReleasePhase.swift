@@ -18,6 +18,8 @@ public enum ReleasePhase {
     /// Config var: seconds the command may run (default 900).
     public static let timeoutVar = "RELEASE_PHASE_TIMEOUT"
     public static let defaultTimeout: TimeInterval = 900
+    /// Output kept of one run (the rest is counted in a last line).
+    public static let outputCap = 16 << 20
 
 
     /// The command `release` runs in its release phase, or nil when it has none to run.

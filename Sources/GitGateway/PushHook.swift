@@ -149,9 +149,12 @@ public struct PushHook: Sendable {
             case .failed?:
                 let why = phase?.reason ?? "it failed"
                 // The scheduler reverts the app to what ran before; the push is rejected.
-                throw KbuildError(.invalidArgument, "the release command of v\(release.version) failed (\(why)); v\(release.version) is not rolled out and what runs keeps running (its output: kbuild releases:output \(app) v\(release.version))")
-            case .running?, nil:
+                let before = try await refs.get(try ClusterRefs.healthy(app)) != nil ? "what runs keeps running" : "nothing of \(app) runs yet"
+                throw KbuildError(.invalidArgument, "the release command of v\(release.version) failed (\(why)); v\(release.version) is not rolled out and \(before) (its output: kbuild releases:output \(app) v\(release.version))")
+            case .running?:
                 say("-----> The release command of v\(release.version) has not ended (kbuild releases:output \(app) v\(release.version) shows it)\n")
+            case nil:
+                say("-----> The release command of v\(release.version) has not started: no node agent took it yet (it runs when one does)\n")
             }
         }
         switch try await RolloutWatch.wait(app: app, release: release.kid, keg: keg, refs: refs, timeout: .seconds(90)) {
@@ -181,6 +184,11 @@ public struct PushHook: Sendable {
         let stack = try await stacks.get(record.stack)
         let build = try await stacks.buildImage(of: record.stack)
         let buildImage = build.image == stack.image ? nil : build.image
+        // Scoped to the app when it has a build cache or dependency layers of its own (see BuildInputs.cacheScope).
+        let cached = try await refs.get(try Builder.cacheRef(app: record.name)) != nil
+        let ownLayers = try await refs.list(prefix: try RefName("apps/\(record.name)/dependencies"))
+        let hasCache = cached || !ownLayers.isEmpty
+        let scope = hasCache ? record.name : nil
         try await checkRuntimes(source: source, app: record, stacks: stacks)
         let store = BuildpackStore(keg: keg, refs: refs)
         if let entry = try keg.tree(source).entries.first(where: { $0.nameString == ".buildpacks" }) {
@@ -203,7 +211,7 @@ public struct PushHook: Sendable {
             }
             return BuildInputs(source: source, stackName: stack.name, stack: stack.image, buildpacks: chosen, detect: false,
                                network: record.buildNetwork.rawValue, buildImage: buildImage,
-                               cacheEpoch: record.cacheEpoch == 0 ? nil : record.cacheEpoch)
+                               cacheEpoch: record.cacheEpoch == 0 ? nil : record.cacheEpoch, cacheScope: scope)
         }
         var all = try await store.list()
         if all.isEmpty {
@@ -215,7 +223,7 @@ public struct PushHook: Sendable {
         }
         return BuildInputs(source: source, stackName: stack.name, stack: stack.image, buildpacks: all, detect: true,
                            network: record.buildNetwork.rawValue, buildImage: buildImage,
-                               cacheEpoch: record.cacheEpoch == 0 ? nil : record.cacheEpoch)
+                               cacheEpoch: record.cacheEpoch == 0 ? nil : record.cacheEpoch, cacheScope: scope)
     }
 
     /// Follows the release phase of `release` to its end: its output as the
@@ -271,6 +279,8 @@ public struct PushHook: Sendable {
             let build = try await stacks.buildImage(of: stack.name)
             runtimes[stack.name] = StackStore.runtimes(of: try stacks.images.config(of: build.manifest).config)
         }
+        // A stack that says nothing of its runtimes (imported, or made before they were recorded) is not checked.
+        guard let own = runtimes[record.stack], !own.isEmpty else { return }
         try RuntimeVersions.check(requests, app: record.name, stack: record.stack, stacks: runtimes)
     }
 

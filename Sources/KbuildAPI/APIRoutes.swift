@@ -70,22 +70,14 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
         router.get("\(p)/apps/:app/releases/:version") { _, c in
             try await self.answer {
                 let app = try await self.existing(c)
-                let text = c.parameters.get("version") ?? ""
-                guard let v = Int64(text.hasPrefix("v") ? String(text.dropFirst()) : text), v > 0 else {
-                    throw KbuildError(.invalidArgument, "invalid release \(text.debugQuoted): want vN, e.g. v3")
-                }
-                let entry = try await self.releases.get(app, version: v)
+                let entry = try await self.releases.get(app, version: try self.version(c))
                 return API.ReleaseInfo(entry, status: try await self.statuses(app)[entry.version] ?? "")
             }
         }
         router.get("\(p)/apps/:app/releases/:version/output") { _, c in
             try await self.answer {
                 let app = try await self.existing(c)
-                let text = c.parameters.get("version") ?? ""
-                guard let v = Int64(text.hasPrefix("v") ? String(text.dropFirst()) : text), v > 0 else {
-                    throw KbuildError(.invalidArgument, "invalid release \(text.debugQuoted): want vN, e.g. v3")
-                }
-                return try await self.releaseOutput(app, version: v)
+                return try await self.releaseOutput(app, version: try self.version(c))
             }
         }
         router.post("\(p)/apps/:app/releases/rollback") { r, c in
@@ -102,6 +94,7 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
                 let body = try await self.decode(API.Scale.self, r, c)
                 guard !body.changes.isEmpty else { throw KbuildError(.invalidArgument, "nothing to scale: give TYPE=COUNT, e.g. web=3") }
                 let changes = try body.changes.map(FormationChange.init(parsing:))
+                try await self.refuseWhileReleasePhase(app, what: "scale")
                 let entry = try await self.releases.scale(app: app, changes: changes, actor: self.actor(r)) { formation in
                     try await AppLimits.get(app, keg: self.keg, refs: self.refs)
                         .check(use: APIRoutes.total(formation) + self.oneOffs.holding(app), app: app, what: "that formation")
@@ -333,6 +326,26 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
         return out
     }
 
+    /// A scale makes a release that does not run the release phase: while the current
+    /// release's has not succeeded, it would roll the release out without it.
+    func refuseWhileReleasePhase(_ app: String, what: String) async throws {
+        guard let current = try await releases.current(app), ReleasePhase.command(of: current.release) != nil else { return }
+        if let ref = try await refs.get(try ClusterRefs.releasePhase(app)),
+           let r = try? Records.get(ReleasePhaseRecord.self, ref.kid, from: keg, what: "release phase"), r.release == current.kid, r.state != .running {
+            return  // it ended: succeeded, or failed and reverted (the revert is current then)
+        }
+        throw KbuildError(.conflict, "\(app) v\(current.version)'s release command has not ended yet: \(what) when it has (kbuild releases:output \(app) v\(current.version))")
+    }
+
+    /// The `:version` of a route, `vN` or `N`.
+    func version(_ c: Context) throws -> Int64 {
+        let text = c.parameters.get("version") ?? ""
+        guard let v = Int64(text.hasPrefix("v") ? String(text.dropFirst()) : text), v > 0 else {
+            throw KbuildError(.invalidArgument, "invalid release \(text.debugQuoted): want vN, e.g. v3")
+        }
+        return v
+    }
+
     /// The release phase of `version` (its newest run), with the last MiB of its output.
     func releaseOutput(_ app: String, version: Int64) async throws -> API.ReleaseOutput {
         let entry = try await releases.get(app, version: version)
@@ -342,9 +355,13 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
             guard r.release == entry.kid else { continue }
             var bytes: [UInt8] = []
             if let output = r.output {
-                bytes = try keg.logicalBytes(output, maxWhole: 64 << 20)
-            } else if let live = r.liveLog, let data = FileManager.default.contents(atPath: live) {
-                bytes = Array(data)
+                bytes = try keg.logicalBytes(output, maxWhole: UInt64(ReleasePhase.outputCap + 4096))
+            } else if let live = r.liveLog, let handle = FileHandle(forReadingAtPath: live) {
+                // Only the end of a live log is read.
+                defer { try? handle.close() }
+                let size = (try? handle.seekToEnd()) ?? 0
+                try? handle.seek(toOffset: size > 1 << 20 ? size - (1 << 20) : 0)
+                bytes = Array((try? handle.readToEnd()) ?? Data())
             }
             return API.ReleaseOutput(version: version, command: r.command, state: r.state.rawValue, node: r.node, exitStatus: r.exitStatus,
                                      reason: r.reason, output: String(decoding: bytes.suffix(1 << 20), as: UTF8.self),

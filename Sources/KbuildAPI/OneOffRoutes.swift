@@ -71,8 +71,7 @@ extension APIRoutes {
                         return
                     }
                     let link = held?.link
-                    let mounts = link != nil && FileManager.default.fileExists(atPath: "/etc/resolv.conf")
-                        ? [SandboxMount(source: "/etc/resolv.conf", target: "/etc/resolv.conf", readOnly: true)] : []
+                    let mounts = link != nil ? EgressNetwork.hostFiles() : []
                     let spec = SandboxSpec(command: argv, lowerDirs: launch.lowerDirs, environment: launch.environment,
                                            workingDirectory: launch.workingDirectory, hostname: "run", mounts: mounts,
                                            network: link.map { .namespace("/run/netns/" + $0.namespace) } ?? .none,

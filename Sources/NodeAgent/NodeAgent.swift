@@ -8,6 +8,7 @@ public import ServiceLifecycle
 import Builds
 import Releases
 public import Foundation
+import Synchronization
 
 /// What a node agent needs to know about its node.
 public struct NodeAgentConfig: Sendable {
@@ -149,8 +150,8 @@ actor AgentLoop {
     var lastReport: [ProcessStatus]?
     var lastBeat = ContinuousClock.now - .seconds(3600)
     var lastLogSweep = ContinuousClock.now - .seconds(3600)
-    /// Release phases this agent started (each runs once).
-    var releasePhasesStarted: Set<String> = []
+    /// Release phases this agent started, by release (each runs once).
+    var releasePhasesStarted: Set<KID> = []
     nonisolated var config: NodeAgentConfig { agent.config }
     var stateDir: String { config.stateDir }
 
@@ -205,7 +206,7 @@ actor AgentLoop {
 
     func run() async throws {
         // Release phases run as children of the loop: they end with it.
-        try await withThrowingTaskGroup(of: Void.self) { group in
+        try await withThrowingDiscardingTaskGroup { group in
             try await loop(starting: { task in group.addTask { await self.runReleasePhase(task) } })
         }
     }
@@ -218,8 +219,8 @@ actor AgentLoop {
                 let assignment = try await agent.refs.get(try ClusterRefs.assignment(config.name))
                     .map { try reader.record(Assignment.self, $0.kid, what: "assignment") }
                 await reconcile(assignment?.processes ?? [])
-                for task in assignment?.tasks ?? [] where !releasePhasesStarted.contains(task.id) {
-                    releasePhasesStarted.insert(task.id)
+                for task in assignment?.tasks ?? [] where !releasePhasesStarted.contains(task.release) {
+                    releasePhasesStarted.insert(task.release)
                     releasePhase(task)
                 }
                 await checkHealth()
@@ -315,9 +316,7 @@ actor AgentLoop {
                 entry.link = link
                 network = .namespace("/run/netns/" + link.namespace)
                 // DNS through the host's resolvers.
-                if FileManager.default.fileExists(atPath: "/etc/resolv.conf") {
-                    mounts.append(SandboxMount(source: "/etc/resolv.conf", target: "/etc/resolv.conf", readOnly: true))
-                }
+                mounts += EgressNetwork.hostFiles()
             }
             let release = launch.release
             let log = open(logPath(p.id), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
@@ -363,31 +362,38 @@ actor AgentLoop {
     nonisolated func runReleasePhase(_ task: ReleaseTask) async {
         let actor = "agent \(config.name)"
         let path = config.stateDir + "/logs/\(task.id).log"
-        func write(_ record: ReleasePhaseRecord) async {
+        /// Writes `record` if the ref still holds what it held (`expecting`): the KID written, or nil when it moved on.
+        func write(_ record: ReleasePhaseRecord, expecting: RefExpectation) async -> KID? {
             do {
                 let kid = try Records.put(record, in: agent.records)
-                try await agent.refs.compareAndSwap(try ClusterRefs.releasePhase(task.app), to: kid, expecting: .any, actor: actor)
+                try await agent.refs.compareAndSwap(try ClusterRefs.releasePhase(task.app), to: kid, expecting: expecting, actor: actor)
+                return kid
             } catch {
-                agent.log("agent \(config.name): failed to record the release phase of \(task.app) v\(task.version): \(error)")
+                agent.log("agent \(config.name): the release phase of \(task.app) v\(task.version) not recorded: \(error)")
+                return nil
             }
         }
-        // Run once: a phase that ended (here or on another node) is not run again; one this
-        // node's previous agent was running died with it.
-        if let ref = try? await agent.refs.get(try ClusterRefs.releasePhase(task.app)),
-           let done = try? reader.record(ReleasePhaseRecord.self, ref.kid, what: "release phase"), done.release == task.release {
+        // Run once: a phase that started (here or on another node) is not run again; one this
+        // node's previous agent was running died with it. Starting is a compare-and-swap, so two
+        // nodes never both start it.
+        let current = try? await agent.refs.get(try ClusterRefs.releasePhase(task.app))
+        if let current, let done = try? reader.record(ReleasePhaseRecord.self, current.kid, what: "release phase"), done.release == task.release {
             guard done.state == .running, done.node == config.name else { return }
             var lost = done
             lost.state = .failed
             lost.reason = "the node agent running it stopped"
             lost.liveLog = nil
             lost.finishedAt = Date()
-            await write(lost)
+            _ = await write(lost, expecting: .value(current.kid))
             return
         }
         var record = ReleasePhaseRecord(app: task.app, release: task.release, version: task.version, command: task.command, state: .running,
                                         node: config.name, liveLog: path, startedAt: Date())
-        await write(record)
-        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard let running = await write(record, expecting: current.map { .value($0.kid) } ?? .absent) else { return }
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0o600)
+        // Its output is kept up to a cap (the rest is counted, not written): a release command cannot fill the node.
+        let written = Mutex<Int>(0)
+        let cap = ReleasePhase.outputCap
         var held: EgressNetwork.Link?
         do {
             guard fd >= 0 else { throw KbuildError.syscall("open", path, verb: "run the release phase of \(task.app)") }
@@ -401,15 +407,23 @@ actor AgentLoop {
                 let link = try await egress.make(port: nil)
                 held = link
                 network = .namespace("/run/netns/" + link.namespace)
-                if FileManager.default.fileExists(atPath: "/etc/resolv.conf") {
-                    mounts.append(SandboxMount(source: "/etc/resolv.conf", target: "/etc/resolv.conf", readOnly: true))
-                }
+                mounts += EgressNetwork.hostFiles()
             }
             let spec = SandboxSpec(command: AppCommand.shell(task.command), lowerDirs: launch.lowerDirs, environment: launch.environment,
                                    workingDirectory: launch.workingDirectory, hostname: "release", mounts: mounts, network: network,
                                    limits: SandboxLimits(memory: task.memory, pids: 4096, cpus: task.cpus, timeout: .milliseconds(Int64(timeout * 1000))))
             let result = try await agent.sandbox.run(spec) { _, bytes in
-                _ = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+                let room = written.withLock { total -> Int in
+                    let room = max(0, min(bytes.count, cap - total))
+                    total += bytes.count
+                    return room
+                }
+                if room > 0 { _ = bytes.prefix(room).withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) } }
+            }
+            let total = written.withLock { $0 }
+            if total > cap {
+                let note = Array("\n[kbuild: \(total - cap) more bytes of output were not kept (the cap is \(cap >> 20) MiB)]\n".utf8)
+                _ = note.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
             }
             switch result.termination {
             case .exited(0): record.state = .succeeded
@@ -429,7 +443,8 @@ actor AgentLoop {
         record.links = [task.release] + [record.output].compactMap { $0 }
         record.liveLog = nil
         record.finishedAt = Date()
-        await write(record)
+        // A newer release's phase took the ref meanwhile: this one's result is moot, and is not written over it.
+        _ = await write(record, expecting: .value(running))
         agent.log("agent \(config.name): the release phase of \(task.app) v\(task.version) \(record.state == .succeeded ? "succeeded" : "failed: \(record.reason ?? "")")")
     }
 

@@ -126,7 +126,7 @@ public struct EgressNetwork: Sendable {
     public func remove(_ held: Held) async {
         try? await offThread {
             removeNow(held.link, port: nil)
-            unlink(EgressNetwork.lockPath(held.link.namespace))
+            // The lock file stays: unlinking it would let one process lock the old file and another a new one.
             close(held.lock)
         }
     }
@@ -138,7 +138,6 @@ public struct EgressNetwork: Sendable {
             for link in existing() {
                 guard let fd = try EgressNetwork.tryLock(link.namespace) else { continue }
                 removeNow(link, port: nil)
-                unlink(EgressNetwork.lockPath(link.namespace))
                 close(fd)
                 removed += 1
             }
@@ -351,6 +350,30 @@ public struct EgressNetwork: Sendable {
         guard let before = try? String(contentsOfFile: "/run/kbuild-ip-forward", encoding: .utf8) else { return }
         try? Data(before.utf8).write(to: URL(fileURLWithPath: "/proc/sys/net/ipv4/ip_forward"))
         unlink("/run/kbuild-ip-forward")
+    }
+
+    /// The host's resolvers as a namespace behind NAT can use them: /etc/resolv.conf, unless
+    /// it names only loopback resolvers (systemd-resolved's 127.0.0.53, which no other
+    /// namespace reaches); then the upstream list systemd-resolved keeps. Nil: none.
+    public static let resolvConf: String? = {
+        let etc = "/etc/resolv.conf", upstream = "/run/systemd/resolve/resolv.conf"
+        guard let text = try? String(contentsOfFile: etc, encoding: .utf8) else { return nil }
+        let servers = text.split(whereSeparator: \.isNewline).compactMap { line -> String? in
+            let words = line.split(whereSeparator: \.isWhitespace)
+            return words.count >= 2 && words[0] == "nameserver" ? String(words[1]) : nil
+        }
+        if !servers.isEmpty, servers.allSatisfy({ $0.hasPrefix("127.") || $0 == "::1" }), FileManager.default.fileExists(atPath: upstream) {
+            return upstream
+        }
+        return etc
+    }()
+
+    /// The read-only mounts a process behind NAT needs: the host's resolvers (and, with `certificates`, its CA bundle).
+    public static func hostFiles(certificates: Bool = false) -> [SandboxMount] {
+        var mounts = resolvConf.map { [SandboxMount(source: $0, target: "/etc/resolv.conf", readOnly: true)] } ?? []
+        let bundle = "/etc/ssl/certs/ca-certificates.crt"
+        if certificates, FileManager.default.fileExists(atPath: bundle) { mounts.append(SandboxMount(source: bundle, target: bundle, readOnly: true)) }
+        return mounts
     }
 
     static let ipPath = FileManager.default.isExecutableFile(atPath: "/usr/sbin/ip") ? "/usr/sbin/ip" : "/sbin/ip"

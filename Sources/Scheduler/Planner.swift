@@ -143,8 +143,11 @@ public enum Planner {
             var releaseKID = app.release
             if let command = ReleasePhase.command(of: app.current), app.phase?.release != app.release || app.phase?.state != .succeeded {
                 let phase = app.phase?.release == app.release ? app.phase : nil
-                if let phase, phase.state == .failed {
-                    let reason = "its release command failed: \(phase.reason ?? "exit status \(phase.exitStatus.map(String.init) ?? "?")")"
+                // Running on a node that is gone: it died with it (it is not run again: it may have half-run).
+                let lost = phase.map { p in p.state == .running && !alive.contains { $0.record.name == p.node } } ?? false
+                if let phase, phase.state == .failed || lost {
+                    let reason = lost ? "its release command was running on node \(phase.node), which was lost"
+                        : "its release command failed: \(phase.reason ?? "exit status \(phase.exitStatus.map(String.init) ?? "?")")"
                     if let good = app.healthy, good != app.release {
                         events.append(.revert(app: app.app, failed: app.release, to: good, reason: reason))
                     } else {

@@ -185,7 +185,7 @@ extension StackStore {
                 }
             }
         }
-        for leftover in ["var/lib/apt/lists/partial", "var/cache/apt/archives/partial", "var/lib/dpkg/status-old", "var/lib/dpkg/diversions-old",
+        for leftover in ["var/lib/apt/lists/partial", "var/lib/apt/lists/auxfiles", "var/cache/apt/archives/partial", "var/lib/dpkg/status-old", "var/lib/dpkg/diversions-old",
                          "etc/machine-id", "var/lib/dbus/machine-id"] {
             try? fm.removeItem(atPath: root + "/" + leftover)
         }

@@ -3,11 +3,18 @@ import XCTest
 
 /// The `kbuild` executable under test: $KBUILD_BIN, else the one built beside this test bundle.
 let kbuildBinary: String = {
-    if let env = ProcessInfo.processInfo.environment["KBUILD_BIN"], !env.isEmpty { return env }
-    let besideTests = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("kbuild").path
-    if FileManager.default.isExecutableFile(atPath: besideTests) { return besideTests }
-    return URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        .appendingPathComponent(".build/debug/kbuild").path
+    let path: String
+    if let env = ProcessInfo.processInfo.environment["KBUILD_BIN"], !env.isEmpty {
+        path = env
+    } else {
+        let besideTests = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("kbuild").path
+        path = FileManager.default.isExecutableFile(atPath: besideTests) ? besideTests
+            : URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+                .appendingPathComponent(".build/debug/kbuild").path
+    }
+    // The first test to run kbuild starts making the shared stacks, which take minutes, beside the tests that need none.
+    SharedStacks.start(binary: path)
+    return path
 }()
 
 struct Result {
@@ -201,34 +208,68 @@ func reap(_ pid: pid_t) -> Int32 {
 
 /// One data dir for the whole test run with the busybox stack and the Debian
 /// stack (`stack create debian`: debootstrap trixie from this host's mirror,
-/// its run and build images, a minute or two), made once and shared by the
-/// test classes that build real apps; each uses apps of its own names.
+/// its run and build images, two minutes or more), made once in the
+/// background from the start of the run and shared by the test classes that
+/// build real apps; each uses apps of its own names.
 enum SharedStacks {
-    static let data: String = {
+    static let directory = NSTemporaryDirectory() + "kbuild-cli-stacks-\(getpid())"
+    static let log = directory + ".log"
+    static let maker = UnsafeBox<Process?>(nil)
+
+    /// Starts `stack create busybox && stack create debian` in `directory` (once).
+    static func start(binary: String) {
         // Those of earlier runs (their test process is gone) are 2 GB each: removed first.
         for name in (try? FileManager.default.contentsOfDirectory(atPath: NSTemporaryDirectory())) ?? [] where name.hasPrefix("kbuild-cli-stacks-") {
-            if let pid = Int32(name.dropFirst("kbuild-cli-stacks-".count)), kill(pid, 0) != 0 {
-                try? FileManager.default.removeItem(atPath: NSTemporaryDirectory() + name)
-            }
+            let pid = Int32(name.dropFirst("kbuild-cli-stacks-".count).prefix { $0.isNumber }) ?? 0
+            if pid != getpid(), kill(pid, 0) != 0 { try? FileManager.default.removeItem(atPath: NSTemporaryDirectory() + name) }
         }
-        let dir = NSTemporaryDirectory() + "kbuild-cli-stacks-\(getpid())"
-        try? FileManager.default.removeItem(atPath: dir)
-        XCTestObservationCenter.shared.addTestObserver(RemoveAtEnd(dir))
-        let r = try? sh(kbuildBinary, ["stack", "create", "busybox"], env: ["KBUILD_DATA_DIR": dir])
-        precondition(r?.status == 0, "stack create busybox failed: \(r?.stderr ?? "")")
-        return dir
+        try? FileManager.default.removeItem(atPath: directory)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/bin/sh")
+        p.arguments = ["-c", "\"$0\" stack create busybox && \"$0\" stack create debian", binary]
+        var environment = ProcessInfo.processInfo.environment
+        environment["KBUILD_DATA_DIR"] = directory
+        p.environment = environment
+        _ = FileManager.default.createFile(atPath: log, contents: nil)
+        let out = FileHandle(forWritingAtPath: log)
+        p.standardOutput = out
+        p.standardError = out
+        p.standardInput = FileHandle.nullDevice
+        do { try p.run() } catch { print("failed to start making the shared stacks: \(error)") }
+        maker.value = p
+        XCTestObservationCenter.shared.addTestObserver(RemoveAtEnd(directory, log: log))
+    }
+
+    /// How `stack create busybox && stack create debian` went (its Debian stack is debian-13, with debian-13-build); waits for it.
+    static let debian: Result? = {
+        _ = kbuildBinary
+        guard let p = maker.value else { return nil }
+        p.waitUntilExit()
+        let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+        return Result(status: p.terminationStatus, stdout: text, stderr: text)
     }()
 
-    /// How `kbuild stack create debian` went (its stack is debian-13, with debian-13-build).
-    static let debian: Result? = try? sh(kbuildBinary, ["stack", "create", "debian"], env: ["KBUILD_DATA_DIR": data])
+    /// The data dir, once its stacks are made.
+    static var data: String {
+        let made = debian
+        precondition(made?.status == 0, "making the shared stacks failed: \(made?.stderr ?? "not started")")
+        return directory
+    }
 }
 
 /// Removes a directory when the test bundle finishes.
 final class RemoveAtEnd: NSObject, XCTestObservation, @unchecked Sendable {
     let path: String
-    init(_ path: String) { self.path = path }
+    let log: String
+    init(_ path: String, log: String) {
+        self.path = path
+        self.log = log
+    }
     func testBundleDidFinish(_ testBundle: Bundle) {
+        SharedStacks.maker.value?.terminate()
+        SharedStacks.maker.value?.waitUntilExit()
         _ = try? sh(kbuildBinary, ["down", "--grace", "1", "--data-dir", path])
         try? FileManager.default.removeItem(atPath: path)
+        try? FileManager.default.removeItem(atPath: log)
     }
 }

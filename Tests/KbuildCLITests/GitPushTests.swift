@@ -224,7 +224,7 @@ final class GitPushTests: XCTestCase {
         try git(["rm", "-q", "-r", "Procfile", "serve.sh", "www"], in: work)
         try writeFile(work + "/README", "just words\n")
         try commit("Nothing to build")
-        try rejected("no buildpack detected this app (tried python, static, procfile)")
+        try rejected("no buildpack detected this app (tried python, nodejs, go, static, procfile)")
 
         // A buildpack (brought in the app, named in .buildpacks) that fails, that hangs, that writes outside its directories.
         for (script, why) in [("echo '-----> Failing on purpose'; exit 3", "bin/compile of app-bp failed: exited with code 3"),

@@ -5,25 +5,6 @@ import XCTest
 /// through NAT, DNS through the host's resolvers, and nothing of the host's,
 /// kbuild's or another app's.
 final class NetworkIsolationTests: XCTestCase {
-    /// The host's first global IPv4 address (eth0 here).
-    func hostAddress() throws -> String {
-        let r = try sh("/usr/sbin/ip", ["-4", "-o", "addr", "show", "scope", "global"])
-        let fields = r.stdout.split(separator: "\n").first?.split(separator: " ") ?? []
-        let cidr = try XCTUnwrap(fields.firstIndex(of: "inet").map { fields[$0 + 1] }, r.stdout)
-        return String(cidr.split(separator: "/")[0])
-    }
-
-    /// A TCP listener on the host (python's http.server) on `host`, killed at teardown.
-    func listen(_ host: String) throws -> Int {
-        let port = freePort()
-        let pid = try spawnServer("/usr/bin/python3", ["-m", "http.server", String(port), "--bind", host])
-        addTeardownBlock { kill(pid, SIGKILL); _ = reap(pid) }
-        try waitUntil("listening on \(host):\(port)", timeout: 10) {
-            (try? sh("/usr/bin/curl", ["-s", "-o", "/dev/null", "--max-time", "1", "http://\(host == "0.0.0.0" ? "127.0.0.1" : host):\(port)/"]))?.status == 0
-        }
-        return port
-    }
-
     /// Whether a TCP connection from inside `pid`'s network namespace to host:port succeeds (host curl, the process's network).
     func reaches(from pid: Int32, _ host: String, _ port: Int) throws -> Bool {
         let target = host.contains(":") ? "[\(host)]" : host
@@ -104,11 +85,13 @@ final class NetworkIsolationTests: XCTestCase {
     /// A kill -9 of kbuild up leaves the namespaces of processes that keep
     /// running; `kbuild down` removes every one, the firewall and forwarding.
     func testNetworksAreSweptAfterAKill() throws {
+        // Only this test's namespaces count: another kbuild on this machine has its own.
+        let before = Set((try? FileManager.default.contentsOfDirectory(atPath: "/run/netns")) ?? [])
         let data = try makeData("netsweep")
         let up = try startKbuildUp(self, data: data)
         let work = try makeApp("swept", data: data)
         XCTAssertEqual(try git(["push", "kbuild", "main"], in: work).status, 0)
-        let namespaces = { (try? FileManager.default.contentsOfDirectory(atPath: "/run/netns"))?.filter { $0.hasPrefix("kbp-") } ?? [] }
+        let namespaces = { (try? FileManager.default.contentsOfDirectory(atPath: "/run/netns"))?.filter { $0.hasPrefix("kbp-") && !before.contains($0) } ?? [] }
         XCTAssertEqual(namespaces().count, 1, "\(namespaces())")
         // A namespace left by an agent that died before it wrote its process down.
         let mine = try XCTUnwrap(namespaces().first)

@@ -41,7 +41,7 @@ final class RealAppsTests: XCTestCase {
     /// Commits `files` (a nil text removes the file) and pushes.
     func push(_ work: String, _ files: [String: String?] = [:], message: String = "change") throws -> Result {
         for (path, text) in files {
-            if let text { try writeFile(work + "/" + path, text) } else { try? FileManager.default.removeItem(atPath: work + "/" + path) }
+            if let text { try writeFile(work + "/" + path, text, mode: path.contains("bin/") ? 0o755 : 0o644) } else { try? FileManager.default.removeItem(atPath: work + "/" + path) }
         }
         if !files.isEmpty {
             try git(["add", "-A"], in: work)

@@ -15,6 +15,26 @@ struct Proc: Decodable {
 }
 
 extension XCTestCase {
+    /// The host's first global IPv4 address (eth0 here).
+    func hostAddress() throws -> String {
+        let r = try sh("/usr/sbin/ip", ["-4", "-o", "addr", "show", "scope", "global"])
+        let fields = r.stdout.split(separator: "\n").first?.split(separator: " ") ?? []
+        let cidr = try XCTUnwrap(fields.firstIndex(of: "inet").map { fields[$0 + 1] }, r.stdout)
+        return String(cidr.split(separator: "/")[0])
+    }
+
+    /// A TCP listener on the host on `host` (python's http.server; "::" for IPv6), killed at teardown.
+    func listen(_ host: String) throws -> Int {
+        let port = freePort()
+        let pid = try spawnServer("/usr/bin/python3", ["-m", "http.server", String(port), "--bind", host])
+        addTeardownBlock { kill(pid, SIGKILL); _ = reap(pid) }
+        try waitUntil("listening on \(host):\(port)", timeout: 10) {
+            let target = host == "0.0.0.0" ? "127.0.0.1" : host == "::" ? "[::1]" : host
+            return (try? sh("/usr/bin/curl", ["-s", "-o", "/dev/null", "--max-time", "1", "http://\(target):\(port)/"]))?.status == 0
+        }
+        return port
+    }
+
     /// A fresh data dir with the busybox stack.
     func makeData(_ name: String) throws -> String {
         let dir = try tempDir(self, name)

@@ -142,7 +142,8 @@ extension SandboxCLITests {
         XCTAssertEqual(remote.status, 0, remote.stderr)
         let push = try git(["push", "kbuild", "main"], in: work)
         XCTAssertEqual(push.status, 0, push.stderr)
-        for line in ["remote: -----> Python app detected", "kbuild-greeting 1.0.0 from wheels/", "remote:        web: python3 app.py",
+        for line in ["remote: -----> Python app detected", "Installing from the wheels in the app's tree (--no-index)",
+                     "Successfully installed kbuild-greeting-1.0.0", "remote:        web: python3 app.py",
                      "remote: -----> v1 is live"] {
             XCTAssertTrue(push.stderr.contains(line), "\(line) in:\n\(push.stderr)")
         }
@@ -160,7 +161,9 @@ extension SandboxCLITests {
         let labels = info["Labels"] as? [String: String] ?? [:]
         XCTAssertEqual(labels["org.opencontainers.image.revision"], trimmed(try git(["rev-parse", "HEAD"], in: work).stdout))
         XCTAssertTrue(labels["dev.kbuild.buildpacks"]?.hasPrefix("python@K-") == true, "\(labels)")
-        XCTAssertTrue((info["Env"] as? [String] ?? []).contains("PYTHONPATH=/app/.kbuild/python"), "\(info)")
+        XCTAssertTrue((info["Env"] as? [String] ?? []).contains("VIRTUAL_ENV=/app/.venv"), "\(info)")
+        // The image is the run image, the dependency layer (/app/.venv) and the app layer.
+        XCTAssertEqual((info["Layers"] as? [Any])?.count, 3, "\(info)")
 
         let unpack = try sh("/usr/bin/umoci", ["unpack", "--image", "\(dir)/img:latest", dir + "/bundle"])
         XCTAssertEqual(unpack.status, 0, unpack.stderr)
@@ -168,7 +171,9 @@ extension SandboxCLITests {
         let config = dir + "/bundle/config.json"
         var json = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: config))) as? [String: Any])
         var process = try XCTUnwrap(json["process"] as? [String: Any])
-        XCTAssertEqual(process["args"] as? [String], ["/bin/sh", "-c", "python3 app.py"])
+        // The web command, after /app/.profile.d/*.sh is sourced, as on Heroku.
+        XCTAssertEqual((process["args"] as? [String])?.last, "python3 app.py")
+        XCTAssertTrue((process["args"] as? [String])?[2].contains("/app/.profile.d/*.sh") == true, "\(process)")
         XCTAssertEqual(process["cwd"] as? String, "/app")
         let port = freePort()
         process["env"] = (process["env"] as? [String] ?? []).filter { !$0.hasPrefix("PORT=") } + ["PORT=\(port)"]
