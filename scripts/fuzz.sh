@@ -140,7 +140,7 @@ build_support() {
         for y in "$YAMS"/Sources/CYaml/src/*.c; do
             "$CLANG" -O2 -fPIC -DYAML_DECLARE_STATIC -I "$YAMS/Sources/CYaml/include" -c "$y" -o "$OBJS/CYaml-$(basename "$y" .c).o" || return 1
         done
-        "$SWIFTC" -swift-version 5 -suppress-warnings -parse-as-library -O -wmo -module-name Yams "${XCC[@]}" \
+        "$SWIFTC" -swift-version 5 -suppress-warnings -parse-as-library -O -wmo -module-name Yams -DSWIFT_PACKAGE "${XCC[@]}" \
             -emit-module -emit-module-path "$MODS/Yams.swiftmodule" \
             -c "$YAMS"/Sources/Yams/*.swift -o "$OBJS/Yams.o" || return 1
         echo "$key" >"$OBJS/Yams.stamp"
