@@ -19,7 +19,7 @@ names a data dir that has it (`kbuild stack create debian`).
 
 Usage: python3 benchmarks/python_deps.py [--bin .build/release/kbuild] [--runs 3] [--data DIR]
 """
-import argparse, os, re, signal, statistics, subprocess, sys, tempfile, time, urllib.request, shutil
+import argparse, os, re, signal, statistics, subprocess, sys, tempfile, time, urllib.error, urllib.request, shutil
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, GIT_TERMINAL_PROMPT="0", GIT_AUTHOR_NAME="Bench", GIT_AUTHOR_EMAIL="bench@example.com",
@@ -46,8 +46,10 @@ def routed(port, host):
     try:
         with urllib.request.urlopen(req, timeout=5) as r:
             return r.read().decode()
-    except Exception:
-        return ""
+    except urllib.error.HTTPError as e:
+        return f"HTTP {e.code}: {e.read().decode(errors='replace')[:200]}"
+    except Exception as e:
+        return f"{e!r}"
 
 
 def main():
@@ -78,7 +80,7 @@ def main():
                 break
         requirements = open(os.path.join(ROOT, "examples/flask/requirements.txt")).read()
         tag = str(os.getpid())
-        plain, cold, cold_push, code, shared = [], [], [], [], []
+        plain, cold, cold_push, code, pushed, shared = [], [], [], [], [], []
         same_layer = installs_b = installs_c = 0
         for i in range(a.runs):
             # Requirements no earlier run installed (a comment makes them a new input), so both arms start cold.
@@ -116,12 +118,15 @@ def main():
             run(["git", "commit", "-q", "-am", "code"], cwd=work)
             t = time.perf_counter()
             push = run(["git", "push", "kbuild", "main"], cwd=work)
+            pushed.append(time.perf_counter() - t)
             installs_b += push.stderr.count("Successfully installed")
             streak = 0
             while streak < 10 and time.perf_counter() - t < 60:
                 streak = streak + 1 if routed(router, f"{app}.localhost").startswith(f"hello again {i}") else 0
                 time.sleep(0.005)
             code.append(time.perf_counter() - t)
+            if streak < 10:
+                print(f"  run {i}: the new version never answered; the router said {routed(router, f'{app}.localhost')[:200]!r}", flush=True)
 
             # (c) another app, the same requirements.
             other = app + "-b"
@@ -148,6 +153,7 @@ def main():
         print(f"      kbuild cold build (the build step)        {med(cold):7.2f}   ratio {med(cold) / med(plain):.2f}x (target <= 1.5x)")
         print(f"      kbuild cold push to live                  {med(cold_push):7.2f}")
         print(f"  (b) code-only change: push to all traffic new {med(code):7.2f}   (target <= 2 s; packages installed: {installs_b})")
+        print(f"      of which git push itself (build, release, the push's wait for 'live') {med(pushed):7.2f}")
         print(f"  (c) second app, same requirements: push       {med(shared):7.2f}   same layer KID {same_layer}/{a.runs}; packages installed: {installs_c}")
     finally:
         up.send_signal(signal.SIGTERM)
