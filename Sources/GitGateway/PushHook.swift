@@ -111,9 +111,14 @@ public struct PushHook: Sendable {
         let build = inputs.kid
         let queue = BuildQueue(keg: keg, refs: refs)
         let result: BuildRecord
-        if let done = try await queue.result(build), done.status == .succeeded {
+        // A build that started from an empty cache (no scope) depends on its inputs alone: any app may
+        // reuse it, this one too once it has a cache of its own.
+        var unscoped = inputs
+        unscoped.cacheScope = nil
+        let pure = inputs.cacheScope == nil ? nil : try await queue.result(unscoped.kid)
+        if let done = [try await queue.result(build), pure].compactMap({ $0 }).first(where: { $0.status == .succeeded }) {
             let when = ISO8601DateFormatter().string(from: done.finishedAt)
-            say("-----> Build \(build.short) memoised: same source, stack, buildpacks and build environment as the build of \(when); nothing to run\n")
+            say("-----> Build \(done.build.short) memoised: same source, stack, buildpacks and build environment as the build of \(when); nothing to run\n")
             result = done
         } else {
             try limits.check(builds: try await AppUsage.builds(app, keg: keg, refs: refs), app: app)
@@ -185,7 +190,10 @@ public struct PushHook: Sendable {
         let build = try await stacks.buildImage(of: record.stack)
         let buildImage = build.image == stack.image ? nil : build.image
         // Scoped to the app when it has a build cache or dependency layers of its own (see BuildInputs.cacheScope).
-        let cached = try await refs.get(try Builder.cacheRef(app: record.name)) != nil
+        // An empty cache (what a buildpack that caches nothing leaves) is no cache.
+        let cacheTree = try await refs.get(try Builder.cacheRef(app: record.name))
+        var cached = false
+        if let cacheTree, keg.contains(cacheTree.kid) { cached = !(try keg.tree(cacheTree.kid).entries.isEmpty) }
         let ownLayers = try await refs.list(prefix: try RefName("apps/\(record.name)/dependencies"))
         let hasCache = cached || !ownLayers.isEmpty
         let scope = hasCache ? record.name : nil

@@ -137,6 +137,11 @@ final class RealAppsTests: XCTestCase {
         XCTAssertEqual(first.status, 0, first.stderr)
         let layer = try XCTUnwrap(layerMade(first.stderr), first.stderr)
         try waitUntil("flask serves") { routed(routerPort, host: "flask.localhost").body.hasPrefix("hello from flask") }
+        // The same tree again, now that the app has a build cache: the first build (from an empty cache) is reused.
+        try git(["commit", "-q", "--allow-empty", "-m", "nothing changed"], in: work)
+        let again0 = try push(work)
+        XCTAssertEqual(again0.status, 0, again0.stderr)
+        XCTAssertTrue(again0.stderr.contains("memoised"), again0.stderr)
 
         // A code-only change: nothing installed, the same layer, live at once.
         let started = Date()
