@@ -58,7 +58,7 @@ let package = Package(
         ),
         .target(
             name: "OCI",
-            dependencies: ["KbuildCore", "Keg", "CArchive"],
+            dependencies: ["KbuildCore", "Keg"],
             swiftSettings: strict
         ),
         .target(

@@ -284,7 +284,7 @@ public struct Builder: Sendable {
         }
         record.processTypes = processTypes
         record.configVars = release.configVars
-        let layer = try ImageStore(keg: keg).layer(fromTree: rootTree)
+        let layer = try ImageStore(keg: keg).layer(fromTree: rootTree, source: root)
         record.layer = layer
         log.step("App layer \(try layer.kid().short) (\(layer.size >> 10) KiB)")
 
@@ -358,7 +358,7 @@ public struct Builder: Sendable {
         } catch let error as KbuildError where error.code == .tooLarge {
             throw KbuildError(.tooLarge, "the dependencies are over the build disk of \(job.limits.disk >> 20) MiB: \(error.message)")
         }
-        let layer = try ImageStore(keg: keg).layer(fromTree: tree)
+        let layer = try ImageStore(keg: keg).layer(fromTree: tree, source: layerRoot)
         let record = DependencyLayers.Record(key: key, tree: tree, layer: layer, directory: directory, clean: clean, madeAt: Date())
         try await DependencyLayers.store(record, app: job.app, keg: keg, refs: refs, actor: worker)
         log.detail("Layer \(try layer.kid().short) (\(layer.size >> 10) KiB)\(clean ? "" : ", kept for this app: it was installed with its build cache")")

@@ -41,6 +41,14 @@ extension Keg {
                 case .chunkIndex:
                     let node = try ChunkIndexNode(decoding: try decode(header: header, payload: payload, kid: kid), kid: kid)
                     for e in node.entries { wanted.append((e.kid, kid)) }
+                case .treeArchive:
+                    let record = try TreeArchiveRecord(decoding: payload, archive: kid)
+                    wanted.append((record.tree, kid))
+                    // A missing tree or file is reported below; a whole one must make the archive again.
+                    if let archive = try? self.archive(kid, header: header, payload: payload), (try? archive.digest(keg: self)) != kid,
+                       (try? archive.forEachPiece(keg: self) { _ in }) != nil {
+                        report.problems.append(.init(kind: .corrupt, kid: kid, detail: "the tar of tree \(record.tree) does not hash to the archive's KID (\(storedPath(kid)))"))
+                    }
                 case .chunkedFile:
                     let root = try chunkedFileRoot(kid, payload: payload)
                     wanted.append((root, kid))

@@ -104,7 +104,13 @@ extension Keg {
         var doomed: [(kid: KID, size: off_t, order: Int)] = []
         for (kid, size) in old where !marked.contains(kid) {
             let kind = try? self.kind(of: kid)
-            doomed.append((kid, size, kind == .tree || kind == .chunkedFile ? 0 : kind == .chunkIndex ? 1 : 2))
+            let order = switch kind {
+            case .treeArchive: 0  // names a tree
+            case .tree, .chunkedFile: 1
+            case .chunkIndex: 2
+            case .blob, nil: 3
+            }
+            doomed.append((kid, size, order))
         }
         for victim in doomed.sorted(by: { $0.order < $1.order }) {
             if dryRun || unlink(objectPath(victim.kid)) == 0 {
@@ -221,7 +227,7 @@ extension Keg {
         case .unknown:
             switch try self.kind(of: kid) {
             case .tree: return try references(of: kid, as: .tree)
-            case .chunkedFile: return try references(of: kid, as: .file)
+            case .chunkedFile, .treeArchive: return try references(of: kid, as: .file)
             case .chunkIndex: return try references(of: kid, as: .index)
             case .blob: return ociReferences(of: kid)
             }
@@ -232,6 +238,7 @@ extension Keg {
             }
         case .file:
             let (header, payload) = try readStored(kid)
+            if header.kind == .treeArchive { return [(try TreeArchiveRecord(decoding: payload, archive: kid).tree, .tree)] }
             guard header.kind == .chunkedFile else { return [] }
             return [(try chunkedFileRoot(kid, payload: payload), .index)]
         case .index:

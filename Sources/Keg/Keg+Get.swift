@@ -56,7 +56,7 @@ extension Keg {
                 for (path, mode) in dirModes.reversed() {
                     guard path.withCString({ chmod($0, mode_t(mode)) }) == 0 else { throw KbuildError.syscall("chmod", path.description, verb: verb) }
                 }
-            case .blob, .chunkedFile:
+            case .blob, .chunkedFile, .treeArchive:
                 try place(FileJob(kid: kid, path: root, mode: 0o644))
             case .chunkIndex:
                 throw KbuildError(.invalidArgument, "failed to \(verb): \(kid) is an internal chunk index, not a file or tree")
@@ -112,6 +112,10 @@ extension Keg {
             // A file whose bytes happen to equal a tree's is that same object.
             let bytes = try decode(header: header, payload: payload, kid: kid)
             guard bytes.withUnsafeBytes({ Keg.writeAll(fd, $0) }) else { throw KbuildError.syscall("write", path.description, verb: "restore \(kid)") }
+        case .treeArchive:
+            try streamArchive(kid, header: header, payload: payload) { piece in
+                guard Keg.writeAll(fd, piece) else { throw KbuildError.syscall("write", path.description, verb: "restore \(kid)") }
+            }
         case .chunkedFile:
             try writeChunked(kid, size: header.logicalSize, to: fd, path: path)
             // Holes at the end are not written: the size makes them.

@@ -144,8 +144,8 @@ public final class Keg: Sendable {
     /// The logical bytes of a blob, tree or index node, verified against the KID.
     func readVerified(_ kid: KID) throws -> [UInt8] {
         let (header, payload) = try readStored(kid)
-        guard header.kind != .chunkedFile else {
-            throw KbuildError(.invalidArgument, "failed to read object \(kid): a chunked file is read with a reader, not whole")
+        guard header.kind != .chunkedFile && header.kind != .treeArchive else {
+            throw KbuildError(.invalidArgument, "failed to read object \(kid): a \(header.kind) is read with a reader, not whole")
         }
         return try decode(header: header, payload: payload, kid: kid)
     }
@@ -176,7 +176,7 @@ public final class Keg: Sendable {
     /// Decodes a blob whose size is known into `destination` and verifies it there.
     func readVerified(_ kid: KID, into destination: UnsafeMutableRawBufferPointer) throws {
         let (header, payload) = try readStored(kid)
-        guard header.kind != .chunkedFile, header.logicalSize == UInt64(destination.count) else {
+        guard header.kind != .chunkedFile, header.kind != .treeArchive, header.logicalSize == UInt64(destination.count) else {
             throw KbuildError(.corrupt, "failed to read chunk \(kid): it is a \(header.logicalSize)-byte \(header.kind), want \(destination.count) bytes")
         }
         switch header.encoding {
@@ -198,12 +198,16 @@ public final class Keg: Sendable {
     /// stored kind. Chunked files are reassembled (at most `maxWhole` bytes).
     public func logicalBytes(_ kid: KID, maxWhole: UInt64 = 256 << 20) throws -> [UInt8] {
         let (header, payload) = try readStored(kid)
-        guard header.kind == .chunkedFile else { return try decode(header: header, payload: payload, kid: kid) }
+        guard header.kind == .chunkedFile || header.kind == .treeArchive else { return try decode(header: header, payload: payload, kid: kid) }
         guard header.logicalSize <= maxWhole else {
             throw KbuildError(.invalidArgument, "failed to read object \(kid): \(header.logicalSize) bytes is too large to read whole")
         }
         var out: [UInt8] = []
         out.reserveCapacity(Int(header.logicalSize))
+        if header.kind == .treeArchive {
+            try streamArchive(kid, header: header, payload: payload) { out.append(contentsOf: $0) }
+            return out
+        }
         for chunk in try chunks(ofChunkedFile: kid) { out += try readVerified(chunk.kid) }
         guard KID(hashing: out) == kid else { throw KbuildError(.corrupt, "failed to read file \(kid): chunks do not reassemble to it") }
         return out

@@ -10,6 +10,10 @@ public enum ObjectKind: UInt8, Sendable, CustomStringConvertible, CaseIterable {
     case chunkedFile = 3
     /// One node of a chunked file's index: (KID, size) of chunks or of lower nodes.
     case chunkIndex = 4
+    /// The reproducible tar of a tree (`TreeArchive`), stored as a recipe: the
+    /// KID is the SHA-256 of the tar; the payload names the tree, and readers
+    /// make the bytes from its files.
+    case treeArchive = 5
 
     public var description: String {
         switch self {
@@ -17,6 +21,7 @@ public enum ObjectKind: UInt8, Sendable, CustomStringConvertible, CaseIterable {
         case .tree: "tree"
         case .chunkedFile: "file"
         case .chunkIndex: "index"
+        case .treeArchive: "archive"
         }
     }
 }

@@ -3,7 +3,9 @@ import Synchronization
 
 /// Reads the logical bytes of one object at any offset, verifying every object
 /// it touches: the whole object for a blob or tree, each chunk and index node
-/// for a chunked file (whose record binds its index to its KID).
+/// for a chunked file (whose record binds its index to its KID), each file
+/// of a tree archive (whose headers follow from its verified tree; the whole
+/// archive's hash was checked when it was stored, and `fsck` checks it again).
 public final class ObjectReader: Sendable {
     public let kid: KID
     public let kind: ObjectKind
@@ -12,6 +14,8 @@ public final class ObjectReader: Sendable {
     private let whole: [UInt8]
     /// For a chunked file: chunk KIDs with their start offsets.
     private let chunks: [(kid: KID, start: UInt64, size: UInt64)]
+    /// For a tree archive: its layout.
+    private let archive: TreeArchive?
     private let cached = Mutex<(index: Int, bytes: [UInt8])?>(nil)
 
     public init(keg: Keg, kid: KID) throws {
@@ -20,7 +24,11 @@ public final class ObjectReader: Sendable {
         let (header, payload) = try keg.readStored(kid)
         kind = header.kind
         size = header.logicalSize
-        if header.kind == .chunkedFile {
+        archive = header.kind == .treeArchive ? try keg.archive(kid, header: header, payload: payload) : nil
+        if header.kind == .treeArchive {
+            whole = []
+            chunks = []
+        } else if header.kind == .chunkedFile {
             whole = []
             var start: UInt64 = 0
             chunks = try keg.chunks(ofChunkedFile: kid).map { e in
@@ -36,6 +44,12 @@ public final class ObjectReader: Sendable {
     /// Up to `maxLength` bytes from `offset` (fewer at a chunk's end; empty at the end).
     public func read(at offset: UInt64, maxLength: Int) throws -> ArraySlice<UInt8> {
         guard offset < size, maxLength > 0 else { return [] }
+        if let archive {
+            var out: [UInt8] = []
+            out.reserveCapacity(min(maxLength, Int(size - offset)))
+            try archive.forEachPiece(in: offset..<min(size, offset + UInt64(maxLength)), keg: keg) { out.append(contentsOf: $0) }
+            return out[...]
+        }
         if kind != .chunkedFile {
             let end = min(size, offset + UInt64(maxLength))
             return whole[Int(offset)..<Int(end)]

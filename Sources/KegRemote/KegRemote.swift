@@ -73,7 +73,8 @@ public struct KegRemote: Sendable {
                 }
             }
             try keg.stage(kid, tree: tree, bytes: body, in: writer)
-        case "file" where served == "file":
+        case "file" where served == "file" || served == "archive", "archive":
+            // A tree archive arrives as its bytes and is stored as a file here.
             report.bytes += try await streamToKeg(response, kid: kid, keg: keg, writer: writer)
         case "blob", "file":
             let body = try await collect(response, kid: kid)

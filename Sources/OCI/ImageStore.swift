@@ -11,10 +11,11 @@ public struct ImageStore: Sendable {
         self.keg = keg
     }
 
-    /// The layer of a tree: its reproducible tar, stored as a file, with the
+    /// The layer of a tree: its reproducible tar (`TreeArchive`), with the
     /// tree named in the descriptor so that nodes can check it out directly.
-    public func layer(fromTree tree: KID) throws -> Descriptor {
-        let (kid, size) = try LayerTar.store(tree: tree, keg: keg)
+    /// `source` is the directory the tree was just stored from, if any.
+    public func layer(fromTree tree: KID, source: String? = nil) throws -> Descriptor {
+        let (kid, size) = try LayerTar.store(tree: tree, source: source, keg: keg)
         return Descriptor(mediaType: MediaType.layer, kid: kid, size: Int64(size), annotations: [treeAnnotation: tree.description])
     }
 

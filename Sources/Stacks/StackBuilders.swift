@@ -56,7 +56,7 @@ extension StackStore {
         log("storing \(name) and \(name)\(StackStore.buildSuffix) in the keg")
         let runTree = try keg.put(path: run, skipSpecialFiles: true)
         let buildTree = try keg.put(path: build, skipSpecialFiles: true)
-        let runLayer = try images.layer(fromTree: runTree), buildLayer = try images.layer(fromTree: buildTree)
+        let runLayer = try images.layer(fromTree: runTree, source: run), buildLayer = try images.layer(fromTree: buildTree, source: build)
         var labels = ["dev.kbuild.stack": name, "dev.kbuild.stack.debian": suite]
         for (runtime, version) in versions.run { labels["dev.kbuild.stack.\(runtime)"] = version }
         let runImage = try images.putImage(

@@ -130,7 +130,7 @@ public struct StackStore: Sendable {
             throw KbuildError(.invalidArgument, "failed to import stack \(name): \(directory) is not a directory")
         }
         let tree = try keg.put(path: directory, skipSpecialFiles: true)
-        let layer = try images.layer(fromTree: tree)
+        let layer = try images.layer(fromTree: tree, source: directory)
         let image = try images.putImage(
             layers: [layer],
             config: ImageConfig.Config(Env: environment, Cmd: ["/bin/sh"], WorkingDir: "/", Labels: ["dev.kbuild.stack": name]),
