@@ -264,9 +264,9 @@ public struct Builder: Sendable {
             try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
         }
         log.step("Discovering process types")
-        let rootTree: KID
+        let rootTree: KID, layer: Descriptor
         do {
-            rootTree = try keg.put(path: root, skipSpecialFiles: true, dropSetID: true, maxBytes: job.limits.disk)
+            (rootTree, layer) = try ImageStore(keg: keg).putLayer(directory: root, dropSetID: true, maxBytes: job.limits.disk)
         } catch let error as KbuildError where error.code == .tooLarge {
             throw KbuildError(.tooLarge, "the app is over the build disk of \(job.limits.disk >> 20) MiB (sparse files count at their full size): \(error.message)")
         }
@@ -284,7 +284,6 @@ public struct Builder: Sendable {
         }
         record.processTypes = processTypes
         record.configVars = release.configVars
-        let layer = try ImageStore(keg: keg).layer(fromTree: rootTree, source: root)
         record.layer = layer
         log.step("App layer \(try layer.kid().short) (\(layer.size >> 10) KiB)")
 
@@ -352,13 +351,12 @@ public struct Builder: Sendable {
         guard rename(made, layerRoot + "/app/" + declaration.directory.joined(separator: "/")) == 0 else {
             throw KbuildError.syscall("rename", made, verb: "make the dependency layer")
         }
-        let tree: KID
+        let tree: KID, layer: Descriptor
         do {
-            tree = try keg.put(path: layerRoot, skipSpecialFiles: true, dropSetID: true, maxBytes: job.limits.disk)
+            (tree, layer) = try ImageStore(keg: keg).putLayer(directory: layerRoot, dropSetID: true, maxBytes: job.limits.disk)
         } catch let error as KbuildError where error.code == .tooLarge {
             throw KbuildError(.tooLarge, "the dependencies are over the build disk of \(job.limits.disk >> 20) MiB: \(error.message)")
         }
-        let layer = try ImageStore(keg: keg).layer(fromTree: tree, source: layerRoot)
         let record = DependencyLayers.Record(key: key, tree: tree, layer: layer, directory: directory, clean: clean, madeAt: Date())
         try await DependencyLayers.store(record, app: job.app, keg: keg, refs: refs, actor: worker)
         log.detail("Layer \(try layer.kid().short) (\(layer.size >> 10) KiB)\(clean ? "" : ", kept for this app: it was installed with its build cache")")

@@ -6,8 +6,9 @@ public import ServiceLifecycle
 public import Foundation
 
 /// Keeps the router's table in step with the cluster: each app with a
-/// release, and the web processes its nodes report healthy (a process being
-/// stopped is reported `stopping`, so it leaves the table before its SIGTERM);
+/// release, and the web processes its nodes report healthy and their
+/// assignments still hold (a process a rollout retires leaves the table as
+/// the scheduler drops it, before its node has stopped it or said so);
 /// custom domains from `apps/APP/domains`. Nodes whose heartbeat ran out
 /// contribute nothing.
 public struct RouteFeed: Service {
@@ -46,17 +47,19 @@ public struct RouteFeed: Service {
                 for d in try reader.record(DomainsRecord.self, ref.kid, what: "domains").domains { domains[d] = app }
             }
         }
-        let nodes = try await reader.nodes().map { ($0.record, $0.status) }
+        let nodes = try await reader.nodes()
         for (app, endpoints) in RouteFeed.endpoints(nodes: nodes, now: now) where apps[app] != nil { apps[app] = endpoints }
         table.update(apps: apps, domains: domains)
     }
 
-    /// App → its healthy web processes on live nodes, in a stable order.
-    public static func endpoints(nodes: [(NodeRecord, NodeStatus?)], now: Date) -> [String: [Endpoint]] {
+    /// App → its healthy web processes on live nodes that their node's
+    /// assignment still holds, in a stable order.
+    public static func endpoints(nodes: [(record: NodeRecord, status: NodeStatus?, assignment: Assignment?)], now: Date) -> [String: [Endpoint]] {
         var out: [String: [Endpoint]] = [:]
-        for (record, status) in nodes {
+        for (record, status, assignment) in nodes {
             guard let status, status.isAlive(at: now) else { continue }
-            for p in status.processes where p.type == "web" && p.state == .healthy {
+            let assigned = Set(assignment?.processes.map(\.id) ?? [])
+            for p in status.processes where p.type == "web" && p.state == .healthy && assigned.contains(p.id) {
                 guard let port = p.port else { continue }
                 out[p.app, default: []].append(Endpoint(host: p.address ?? record.address, port: port, process: p.id))
             }

@@ -34,13 +34,12 @@ struct TreeArchiveRecord: Equatable {
 }
 
 extension Keg {
-    /// Stores the tar of `tree` (`TreeArchive`) as a recipe and returns its KID
-    /// and size. `source` is the directory the tree was just stored from: the
-    /// tar is hashed from it (each file checked against the tree) instead of
-    /// from the Keg, which saves decompressing every file.
-    public func putArchive(of tree: KID, source: String? = nil) throws -> (kid: KID, size: UInt64) {
+    /// Stores the tar of a tree already in the Keg (`TreeArchive`) as a
+    /// recipe and returns its KID and size; the tar is hashed from the Keg's
+    /// files. (`putWithArchive` stores a directory and its archive at once, faster.)
+    public func putArchive(of tree: KID) throws -> (kid: KID, size: UInt64) {
         let archive = try TreeArchive(tree: tree, keg: self)
-        let kid = try source.map { try archive.digest(source: $0) } ?? archive.digest(keg: self)
+        let kid = try archive.digest(keg: self)
         if freshen(kid) { return (kid, archive.size) }
         let writer = KegWriter(keg: self, loose: true)
         try TreeArchiveRecord(tree: tree).encoded(archive: kid).withUnsafeBytes { raw in

@@ -17,23 +17,41 @@ extension Keg {
     /// logical sizes, holes counted: checked in the walk, before a byte is read).
     public func put(path: String, skipSpecialFiles: Bool = false, dropSetID: Bool = false, maxBytes: UInt64? = nil,
                     progress: KegProgress? = nil) throws -> KID {
+        try put(path: path, skipSpecialFiles: skipSpecialFiles, dropSetID: dropSetID, maxBytes: maxBytes, archive: false, progress: progress).tree
+    }
+
+    /// Stores a directory as `put` does, and the tar of its tree beside it
+    /// (`TreeArchive`, an OCI layer): the tar is hashed from the directory on
+    /// a thread of its own while the files are stored, and committed with
+    /// them. A file that changes meanwhile is refused (conflict).
+    public func putWithArchive(directory path: String, skipSpecialFiles: Bool = false, dropSetID: Bool = false,
+                               maxBytes: UInt64? = nil) throws -> (tree: KID, archive: KID, archiveSize: UInt64) {
+        let stored = try put(path: path, skipSpecialFiles: skipSpecialFiles, dropSetID: dropSetID, maxBytes: maxBytes, archive: true, progress: nil)
+        guard let archive = stored.archive else {
+            throw KbuildError(.invalidArgument, "failed to put \(path) with its archive: it is not a directory")
+        }
+        return (stored.tree, archive.kid, archive.size)
+    }
+
+    private func put(path: String, skipSpecialFiles: Bool, dropSetID: Bool, maxBytes: UInt64?, archive: Bool,
+                     progress: KegProgress?) throws -> (tree: KID, archive: (kid: KID, size: UInt64)?) {
         let root = BytePath(path)
         var st = stat()
         // The path the user names may be a symlink (e.g. /lib); follow it.
         guard root.withCString({ stat($0, &st) }) == 0 else { throw KbuildError.syscall("stat", path, verb: "put \(path)") }
         let writer = writer()
         let ingest = Ingest(keg: self, writer: writer, progress: progress, skipSpecialFiles: skipSpecialFiles, dropSetID: dropSetID, maxBytes: maxBytes)
-        let kid: KID
+        let stored: (tree: KID, archive: (kid: KID, size: UInt64)?)
         switch st.st_mode & S_IFMT {
-        case S_IFREG:
-            kid = try ingest.file(root, worker: ingest.pool.take(), followSymlink: true)
+        case S_IFREG where !archive:
+            stored = (try ingest.file(root, worker: ingest.pool.take(), followSymlink: true), nil)
         case S_IFDIR:
-            kid = try ingest.directory(root)
+            stored = try ingest.directory(root, archive: archive)
         default:
-            throw KbuildError(.invalidArgument, "failed to put \(path): it is a \(FileType.name(st.st_mode)), not a regular file, directory or symlink")
+            throw KbuildError(.invalidArgument, "failed to put \(path): it is a \(FileType.name(st.st_mode)), not \(archive ? "a directory" : "a regular file, directory or symlink")")
         }
         try writer.commit()
-        return kid
+        return stored
     }
 }
 
@@ -62,9 +80,11 @@ final class Ingest: Sendable {
         var entries: [(name: [UInt8], type: Tree.EntryType, mode: UInt32, size: UInt64, ref: Int, target: [UInt8])] = []
     }
 
-    func directory(_ root: BytePath) throws -> KID {
+    func directory(_ root: BytePath, archive: Bool = false) throws -> (tree: KID, archive: (kid: KID, size: UInt64)?) {
         var dirs: [Dir] = []
         var files: [(path: BytePath, relative: BytePath)] = []
+        var stamps: [FileStamp] = []
+        let walked = FileStamp.now()
         // The walk holds each directory open and names entries relative to it
         // (fstatat, openat with O_NOFOLLOW), and files are later opened beneath
         // the root with no symlink in any component: a directory swapped for a
@@ -91,6 +111,7 @@ final class Ingest: Sendable {
                         throw KbuildError(.tooLarge, "failed to put \(root): its files add up to over \(maxBytes) bytes (at \(childRelative))")
                     }
                     files.append((child, childRelative))
+                    stamps.append(FileStamp(st))
                     dirs[index].entries.append((name, .file, mode, UInt64(st.st_size), files.count - 1, []))
                 case S_IFDIR:
                     let sub = BytePath(bytes: name).withCString { openat(fd, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
@@ -110,7 +131,23 @@ final class Ingest: Sendable {
         }
         _ = try walk(rootFD, root, BytePath(bytes: []))
 
-        let kids = try ingestAll(files, beneath: rootFD)
+        // The archive's layout is known from the walk: its hash runs beside the ingest.
+        let layout = archive ? TreeArchive(tree: KID(hashing: []), members: Ingest.archiveMembers(dirs)) : nil
+        // A file last changed over a second before the walk, and the same at
+        // the end, was not changed in between (its ctime would have moved):
+        // the ingest and the hash read the same bytes. Others are hashed twice.
+        let settled = Set(stamps.indices.filter { stamps[$0].changed < walked - 1 })
+        let digest = layout.map { layout in
+            ArchiveDigest { try layout.digest(root: rootFD, name: root.description) { m in !settled.contains(m.file!) } }
+        }
+        let kids: [KID]
+        do {
+            kids = try ingestAll(files, beneath: rootFD)
+        } catch {
+            _ = try? digest?.wait()
+            throw error
+        }
+        var trees: [KID: Tree] = [:]
 
         // Trees bottom-up: a directory's subdirectories always have larger indices.
         var treeKIDs = [KID?](repeating: nil, count: dirs.count)
@@ -126,9 +163,45 @@ final class Ingest: Sendable {
             let kid = KID(hashing: bytes)
             try writer.add(kid, kind: .tree, bytes: bytes, compressor: compressor.zstd)
             treeKIDs[i] = kid
+            if archive { trees[kid] = tree }
         }
         pool.give(compressor)
-        return treeKIDs[0]!
+        let rootTree = treeKIDs[0]!
+        guard let layout, let digest else { return (rootTree, nil) }
+        let (kid, hashed) = try digest.wait()
+        // The tree must make exactly the bytes hashed: the same layout, each file as the ingest read it.
+        let made = try TreeArchive(tree: rootTree) { kid in
+            guard let tree = trees[kid] else { throw KbuildError(.corrupt, "failed to put \(root): tree \(kid) is not in this put") }
+            return tree
+        }
+        for i in settled {
+            var st = stat()
+            guard files[i].relative.withCString({ fstatat(rootFD, $0, &st, AT_SYMLINK_NOFOLLOW) }) == 0, FileStamp(st) == stamps[i] else {
+                throw KbuildError(.conflict, "failed to put \(root) with its archive: \(files[i].path) changed while it was stored")
+            }
+        }
+        guard layout.matches(made, files: hashed) else {
+            throw KbuildError(.conflict, "failed to put \(root) with its archive: a file changed while it was stored")
+        }
+        try TreeArchiveRecord(tree: rootTree).encoded(archive: kid).withUnsafeBytes { raw in
+            try writer.add(kid, kind: .treeArchive, bytes: raw, logicalSize: made.size, compressor: nil)
+        }
+        return (rootTree, (kid, made.size))
+    }
+
+    /// The members of the archive of the tree a walk makes, in the tree's order.
+    static func archiveMembers(_ dirs: [Dir]) -> [TreeArchive.Member] {
+        var out: [TreeArchive.Member] = []
+        func walk(_ index: Int, prefix: [UInt8]) {
+            for e in dirs[index].entries.sorted(by: { $0.name.lexicographicallyPrecedes($1.name) }) {
+                let path = prefix + e.name + (e.type == .directory ? [UInt8(ascii: "/")] : [])
+                out.append(TreeArchive.Member(path: path, type: e.type, mode: e.mode, size: e.size, kid: nil, target: e.target,
+                                              file: e.type == .file ? e.ref : nil))
+                if e.type == .directory { walk(e.ref, prefix: path) }
+            }
+        }
+        walk(0, prefix: [])
+        return out
     }
 
     /// Stores every file, spread over all cores; the first error stops the rest.
@@ -177,7 +250,7 @@ final class Ingest: Sendable {
 
         let bytes = try readExactly(fd, size, path: path, into: &worker.buffer)
         defer { progress?.add(files: 1, bytes: UInt64(size)) }
-        let kid = KID(hashing: bytes)
+        let kid = DualHasher.kid(of: bytes)
         try store(bytes, kid: kid, worker: worker)
         return kid
     }
@@ -197,7 +270,7 @@ final class Ingest: Sendable {
         while at < size {
             let n = kb_cdc_cut(bytes.baseAddress!.assumingMemoryBound(to: UInt8.self) + at, size - at, &params)
             let chunk = UnsafeRawBufferPointer(rebasing: bytes[at..<at + n])
-            let ck = KID(hashing: chunk)
+            let ck = DualHasher.kid(of: chunk)
             try writer.add(ck, kind: .blob, bytes: chunk, compressor: worker.zstd)
             chunks.append(.init(kid: ck, size: UInt64(n)))
             at += n
@@ -375,6 +448,53 @@ struct FileHasher {
             return KID(rawBytes: digest)!
         }
         return portable.finalize()
+    }
+}
+
+/// What says a file has not changed: its inode, size and times.
+struct FileStamp: Equatable {
+    var device: UInt64, inode: UInt64, size: Int64
+    /// ctime in seconds (the kernel moves it on every change; no call sets it back).
+    var changed: Double
+    var ctimeNanoseconds: Int, mtimeSeconds: Int, mtimeNanoseconds: Int
+
+    init(_ st: stat) {
+        device = UInt64(st.st_dev)
+        inode = UInt64(st.st_ino)
+        size = Int64(st.st_size)
+        changed = Double(st.st_ctim.tv_sec) + Double(st.st_ctim.tv_nsec) / 1e9
+        ctimeNanoseconds = st.st_ctim.tv_nsec
+        mtimeSeconds = st.st_mtim.tv_sec
+        mtimeNanoseconds = st.st_mtim.tv_nsec
+    }
+
+    /// Now, on the clock file times are taken from.
+    static func now() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+    }
+}
+
+/// An archive's hash, made on a thread of its own (beside the ingest, which
+/// has every core through Dispatch; a nested `concurrentPerform` would run inline).
+final class ArchiveDigest: @unchecked Sendable {
+    // Written by the thread before `done` is signalled, read after `wait`.
+    private var result: Result<(kid: KID, files: [KID?]), any Error>?
+    private let done = DispatchSemaphore(value: 0)
+
+    init(_ body: @escaping @Sendable () throws -> (kid: KID, files: [KID?])) {
+        let thread = Thread { [self] in
+            result = Result { try body() }
+            done.signal()
+        }
+        thread.start()
+    }
+
+    func wait() throws -> (kid: KID, files: [KID?]) {
+        done.wait()
+        done.signal()  // a second wait returns at once
+        return try result!.get()
     }
 }
 

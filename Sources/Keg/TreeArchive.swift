@@ -35,13 +35,17 @@ public struct TreeArchive: Sendable {
         var kid: KID?
         var target: [UInt8]
         /// Offset of its first header block.
-        var start: UInt64
+        var start: UInt64 = 0
         var headerSize: UInt64 = 0
+        /// For a layout made from a directory's walk: the file's index in the walk.
+        var file: Int?
 
         var dataStart: UInt64 { start + headerSize }
         var end: UInt64 { dataStart + TreeArchive.padded(size) }
     }
 
+    /// The tree it is made from (for a layout made from a directory's walk,
+    /// before its tree is known: the KID of no bytes).
     public let tree: KID
     let members: [Member]
     /// The archive's length in bytes.
@@ -49,27 +53,39 @@ public struct TreeArchive: Sendable {
 
     /// The layout of the archive of `tree` (reads its tree objects, no file content).
     public init(tree: KID, keg: Keg) throws {
+        try self.init(tree: tree) { try keg.tree($0) }
+    }
+
+    /// The layout of the archive of `tree`, its trees read through `lookup`.
+    init(tree: KID, lookup: (KID) throws -> Tree) throws {
         var members: [Member] = []
-        var at: UInt64 = 0
         func walk(_ kid: KID, prefix: [UInt8]) throws {
-            for e in try keg.tree(kid).entries {
-                var path = prefix + e.name
-                if e.type == .directory { path.append(UInt8(ascii: "/")) }
-                var m = Member(path: path, type: e.type,
-                               mode: e.type == .symlink ? 0o777 : e.mode & 0o7777,
-                               size: e.type == .file ? e.size : 0,
-                               kid: e.type == .file && e.size > 0 ? e.kid : nil,
-                               target: e.type == .symlink ? e.target : [], start: at)
+            for e in try lookup(kid).entries {
                 if e.type == .file && e.size > 0 && e.kid == nil {
-                    throw KbuildError(.corrupt, "failed to make the archive of \(tree): \(String(decoding: path, as: UTF8.self)) has \(e.size) bytes and no content")
+                    throw KbuildError(.corrupt, "failed to make the archive of \(tree): \(String(decoding: prefix + e.name, as: UTF8.self)) has \(e.size) bytes and no content")
                 }
-                m.headerSize = UInt64(TreeArchive.headers(m).count)
-                members.append(m)
-                at = m.end
+                let path = prefix + e.name + (e.type == .directory ? [UInt8(ascii: "/")] : [])
+                members.append(Member(path: path, type: e.type, mode: e.mode, size: e.size, kid: e.size > 0 ? e.kid : nil, target: e.target))
                 if e.type == .directory, let sub = e.kid { try walk(sub, prefix: path) }
             }
         }
         try walk(tree, prefix: [])
+        self.init(tree: tree, members: members)
+    }
+
+    /// The layout of `members` in order (offsets filled in, modes and sizes as a tar holds them).
+    init(tree: KID, members input: [Member]) {
+        var members = input
+        var at: UInt64 = 0
+        for i in members.indices {
+            let type = members[i].type
+            if type == .symlink { members[i].mode = 0o777 } else { members[i].mode &= 0o7777 }
+            if type != .file { members[i].size = 0; members[i].kid = nil }
+            if type != .symlink { members[i].target = [] }
+            members[i].start = at
+            members[i].headerSize = UInt64(TreeArchive.headers(members[i]).count)
+            at = members[i].end
+        }
         self.tree = tree
         self.members = members
         self.size = at + TreeArchive.trailer
@@ -138,14 +154,14 @@ public struct TreeArchive: Sendable {
     // MARK: bytes
 
     /// Calls `body` with the archive's bytes in `range`, in order, reading
-    /// each file through `content(member, range within the file, body)`.
-    func forEachPiece(in range: Range<UInt64>, content: (Member, Range<UInt64>, (UnsafeRawBufferPointer) throws -> Void) throws -> Void,
+    /// each file through `content(member index, range within the file, body)`.
+    func forEachPiece(in range: Range<UInt64>, content: (Int, Range<UInt64>, (UnsafeRawBufferPointer) throws -> Void) throws -> Void,
                       _ body: (UnsafeRawBufferPointer) throws -> Void) throws {
         // `content` is handed a closure that calls `body`; neither outlives this call.
         try withoutActuallyEscaping(body) { body in try pieces(in: range, content: content, body) }
     }
 
-    private func pieces(in range: Range<UInt64>, content: (Member, Range<UInt64>, (UnsafeRawBufferPointer) throws -> Void) throws -> Void,
+    private func pieces(in range: Range<UInt64>, content: (Int, Range<UInt64>, (UnsafeRawBufferPointer) throws -> Void) throws -> Void,
                         _ body: @escaping (UnsafeRawBufferPointer) throws -> Void) throws {
         guard !range.isEmpty else { return }
         let zeros = [UInt8](repeating: 0, count: Int(TreeArchive.trailer))
@@ -161,22 +177,24 @@ public struct TreeArchive: Sendable {
             let mid = (lo + hi) / 2
             if members[mid].end <= range.lowerBound { lo = mid + 1 } else { hi = mid }
         }
-        for m in members[lo...] {
+        for i in lo..<members.count {
+            let m = members[i]
             guard m.start < range.upperBound else { return }
             try emit(TreeArchive.headers(m), at: m.start)
-            if m.size > 0, let kid = m.kid {
+            if m.size > 0 {
+                let what = String(decoding: m.path, as: UTF8.self)
                 let from = max(m.dataStart, range.lowerBound), to = min(m.dataStart + m.size, range.upperBound)
                 if from < to {
                     var next = from
-                    try content(m, (from - m.dataStart)..<(to - m.dataStart)) { piece in
+                    try content(i, (from - m.dataStart)..<(to - m.dataStart)) { piece in
                         next += UInt64(piece.count)
                         guard next <= to else {
-                            throw KbuildError(.corrupt, "failed to read the archive of \(tree): \(kid) is longer than \(m.size) bytes")
+                            throw KbuildError(.corrupt, "failed to read the archive of \(tree): \(what) is longer than \(m.size) bytes")
                         }
                         try body(piece)
                     }
                     guard next == to else {
-                        throw KbuildError(.corrupt, "failed to read the archive of \(tree): \(kid) is shorter than \(m.size) bytes")
+                        throw KbuildError(.corrupt, "failed to read the archive of \(tree): \(what) is shorter than \(m.size) bytes")
                     }
                 }
             }
@@ -188,8 +206,8 @@ public struct TreeArchive: Sendable {
 
     /// Calls `body` with the archive's bytes in `range`, each file read from the Keg (and verified there).
     public func forEachPiece(in range: Range<UInt64>? = nil, keg: Keg, _ body: (UnsafeRawBufferPointer) throws -> Void) throws {
-        try forEachPiece(in: range ?? 0..<size, content: { m, part, emit in
-            try ObjectReader(keg: keg, kid: m.kid!).forEachPiece(in: part) { piece in
+        try forEachPiece(in: range ?? 0..<size, content: { i, part, emit in
+            try ObjectReader(keg: keg, kid: members[i].kid!).forEachPiece(in: part) { piece in
                 try piece.withUnsafeBytes { try emit($0) }
             }
         }, body)
@@ -202,51 +220,64 @@ public struct TreeArchive: Sendable {
         return hasher.finalize()
     }
 
-    /// The archive's KID, made from the directory the tree was stored from
-    /// (still in the page cache: no decompression). Each file is hashed once
-    /// more against its KID in the same pass, so a file changed since it was
-    /// stored is refused rather than named wrongly.
-    func digest(source: String) throws -> KID {
-        let root = open(source, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard root >= 0 else { throw KbuildError.syscall("open", source, verb: "make the archive of \(tree)") }
-        defer { close(root) }
+    /// The archive's KID, made from the directory its tree is being stored
+    /// from (`root`, an open directory; `name` for messages). Files for which
+    /// `check(member)` is true are hashed once more on their own, in the same
+    /// pass, and their KIDs returned (by member index) for the caller to hold
+    /// against the tree's; the rest are nil (the caller proves them unchanged).
+    func digest(root: Int32, name: String, check: (Member) -> Bool = { _ in true }) throws -> (kid: KID, files: [KID?]) {
         var whole = DualHasher()
+        var files = [KID?](repeating: nil, count: members.count)
         var hashed = false
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
         defer { buffer.deallocate() }
-        try forEachPiece(in: 0..<size, content: { m, part, emit in
-            var path = m.path
-            path.append(0)
-            let fd = path.withUnsafeBufferPointer { kb_open_beneath(root, UnsafeRawPointer($0.baseAddress!).assumingMemoryBound(to: CChar.self), O_RDONLY) }
-            let name = source + "/" + String(decoding: m.path, as: UTF8.self)
+        try forEachPiece(in: 0..<size, content: { index, _, emit in
+            let m = members[index]
+            let path = name + "/" + String(decoding: m.path, as: UTF8.self)
+            let fd = (m.path + [0]).withUnsafeBufferPointer { kb_open_beneath(root, UnsafeRawPointer($0.baseAddress!).assumingMemoryBound(to: CChar.self), O_RDONLY) }
             guard fd >= 0 else {
                 if [ENOENT, ELOOP, EXDEV, ENOTDIR].contains(errno) {
-                    throw KbuildError(.conflict, "failed to make the archive of \(tree): \(name) changed after it was stored (it is gone or no longer a file)")
+                    throw KbuildError(.conflict, "failed to make the archive of \(path): it changed while it was stored (it is gone or no longer a file)")
                 }
-                throw KbuildError.syscall("open", name, verb: "make the archive of \(tree)")
+                throw KbuildError.syscall("open", path, verb: "make an archive")
             }
             defer { close(fd) }
             var file = DualHasher()
+            let checked = check(m)
             var left = m.size
             while left > 0 {
                 let n = read(fd, buffer.baseAddress, Int(min(UInt64(buffer.count), left)))
                 if n < 0 && errno == EINTR { continue }
-                guard n >= 0 else { throw KbuildError.syscall("read", name, verb: "make the archive of \(tree)") }
+                guard n >= 0 else { throw KbuildError.syscall("read", path, verb: "make an archive") }
                 guard n > 0 else { break }
                 let piece = UnsafeRawBufferPointer(rebasing: buffer[..<n])
                 // Both hashes in one pass; the emitted piece is already in `whole`.
-                whole.update(piece, also: &file)
+                if checked { whole.update(piece, also: &file) } else { whole.update(piece) }
                 hashed = true
                 try emit(piece)
                 hashed = false
                 left -= UInt64(n)
             }
             var probe: UInt8 = 0
-            guard left == 0, read(fd, &probe, 1) == 0, file.finalize() == m.kid else {
-                throw KbuildError(.conflict, "failed to make the archive of \(tree): \(name) changed after it was stored")
+            guard left == 0, read(fd, &probe, 1) == 0 else {
+                throw KbuildError(.conflict, "failed to make the archive of \(path): it changed while it was stored (its size)")
             }
+            if checked { files[index] = file.finalize() }
         }, { if !hashed { whole.update($0) } })
-        return whole.finalize()
+        return (whole.finalize(), files)
+    }
+
+    /// Whether this archive, made from a directory as walked, is the one
+    /// `tree` makes, the files hashed as `files` (from `digest(root:name:)`;
+    /// nil where the caller proved the file unchanged otherwise): the recipe
+    /// then regenerates exactly the bytes that were hashed.
+    func matches(_ other: TreeArchive, files: [KID?]) -> Bool {
+        guard members.count == other.members.count, size == other.size else { return false }
+        for (i, (a, b)) in zip(members, other.members).enumerated() {
+            guard a.path == b.path, a.type == b.type, a.mode == b.mode, a.size == b.size, a.target == b.target, a.start == b.start,
+                  a.type != .file || a.size == 0 || files[i] == nil || files[i] == b.kid else { return false }
+        }
+        return true
     }
 }
 
@@ -257,6 +288,13 @@ struct DualHasher {
     private var portable = IncrementalKID()
 
     init() { kb_sha256_init(&context) }
+
+    /// The KID of `bytes`: with the x86 SHA extensions, a little faster than `KID(hashing:)`.
+    static func kid(of bytes: UnsafeRawBufferPointer) -> KID {
+        var hasher = DualHasher()
+        hasher.update(bytes)
+        return hasher.finalize()
+    }
 
     mutating func update(_ bytes: UnsafeRawBufferPointer) {
         guard bytes.count > 0 else { return }

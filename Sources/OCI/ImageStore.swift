@@ -11,12 +11,14 @@ public struct ImageStore: Sendable {
         self.keg = keg
     }
 
-    /// The layer of a tree: its reproducible tar (`TreeArchive`), with the
+    /// Stores a directory as a tree and as an OCI layer: its reproducible tar
+    /// (`TreeArchive`, kept by the Keg as a recipe naming the tree), with the
     /// tree named in the descriptor so that nodes can check it out directly.
-    /// `source` is the directory the tree was just stored from, if any.
-    public func layer(fromTree tree: KID, source: String? = nil) throws -> Descriptor {
-        let (kid, size) = try LayerTar.store(tree: tree, source: source, keg: keg)
-        return Descriptor(mediaType: MediaType.layer, kid: kid, size: Int64(size), annotations: [treeAnnotation: tree.description])
+    public func putLayer(directory: String, skipSpecialFiles: Bool = true, dropSetID: Bool = false,
+                         maxBytes: UInt64? = nil) throws -> (tree: KID, layer: Descriptor) {
+        let stored = try keg.putWithArchive(directory: directory, skipSpecialFiles: skipSpecialFiles, dropSetID: dropSetID, maxBytes: maxBytes)
+        return (stored.tree, Descriptor(mediaType: MediaType.layer, kid: stored.archive, size: Int64(stored.archiveSize),
+                                        annotations: [treeAnnotation: stored.tree.description]))
     }
 
     /// Stores the config and the manifest of an image made of `layers` (bottom first).

@@ -96,13 +96,17 @@ public struct ImageConfig: Codable, Sendable, Equatable {
     public var rootfs: RootFS
     public var history: [History]?
 
+    /// Every image's and layer's time, the one every layer's files carry
+    /// (`TreeArchive.mtime`), as Cloud Native Buildpacks do: same inputs, same KIDs.
+    public static let createdTimestamp = "1980-01-01T00:00:01Z"
+
     public init(config: Config, diffIDs: [KID], createdBy: String) {
-        self.created = LayerTar.createdTimestamp
+        self.created = ImageConfig.createdTimestamp
         self.architecture = ImageConfig.hostArchitecture
         self.os = "linux"
         self.config = config
         self.rootfs = RootFS(diff_ids: diffIDs.map(\.ociDigest))
-        self.history = diffIDs.map { _ in History(created: LayerTar.createdTimestamp, created_by: createdBy) }
+        self.history = diffIDs.map { _ in History(created: ImageConfig.createdTimestamp, created_by: createdBy) }
     }
 
     /// The OCI name of this machine's architecture (GOARCH spelling).

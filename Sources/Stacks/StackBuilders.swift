@@ -54,9 +54,8 @@ extension StackStore {
         let run = work + "/run", build = work + "/build"
         let versions = try StackStore.makeDebianRoots(run: run, buildLayer: build, scratch: work, suite: suite, log: log)
         log("storing \(name) and \(name)\(StackStore.buildSuffix) in the keg")
-        let runTree = try keg.put(path: run, skipSpecialFiles: true)
-        let buildTree = try keg.put(path: build, skipSpecialFiles: true)
-        let runLayer = try images.layer(fromTree: runTree, source: run), buildLayer = try images.layer(fromTree: buildTree, source: build)
+        let runLayer = try images.putLayer(directory: run).layer
+        let buildLayer = try images.putLayer(directory: build).layer
         var labels = ["dev.kbuild.stack": name, "dev.kbuild.stack.debian": suite]
         for (runtime, version) in versions.run { labels["dev.kbuild.stack.\(runtime)"] = version }
         let runImage = try images.putImage(

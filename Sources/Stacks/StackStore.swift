@@ -129,8 +129,7 @@ public struct StackStore: Sendable {
         guard st.st_mode & S_IFMT == S_IFDIR else {
             throw KbuildError(.invalidArgument, "failed to import stack \(name): \(directory) is not a directory")
         }
-        let tree = try keg.put(path: directory, skipSpecialFiles: true)
-        let layer = try images.layer(fromTree: tree, source: directory)
+        let layer = try images.putLayer(directory: directory).layer
         let image = try images.putImage(
             layers: [layer],
             config: ImageConfig.Config(Env: environment, Cmd: ["/bin/sh"], WorkingDir: "/", Labels: ["dev.kbuild.stack": name]),

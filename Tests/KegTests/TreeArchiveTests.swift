@@ -31,8 +31,8 @@ final class TreeArchiveTests: XCTestCase {
     func testGNUTarReadsTheArchiveBackToTheSameFiles() throws {
         let (keg, root) = try makeKeg(self)
         let src = try makeSource(root)
-        let tree = try keg.put(path: src)
-        let (kid, size) = try keg.putArchive(of: tree, source: src)
+        let (tree, kid, size) = try keg.putWithArchive(directory: src)
+        XCTAssertEqual(tree, try keg.put(path: src), "the tree is the one put makes")
         XCTAssertEqual(try keg.kind(of: kid), .treeArchive)
         XCTAssertEqual(try keg.logicalSize(of: kid), size)
         XCTAssertEqual(size % 512, 0)
@@ -76,7 +76,7 @@ final class TreeArchiveTests: XCTestCase {
     func testAnyRangeReadsAsTheSameBytesAsTheWhole() throws {
         let (keg, root) = try makeKeg(self)
         let src = try makeSource(root)
-        let (kid, size) = try keg.putArchive(of: try keg.put(path: src), source: src)
+        let (_, kid, size) = try keg.putWithArchive(directory: src)
         let reader = try ObjectReader(keg: keg, kid: kid)
         XCTAssertEqual(reader.kind, .treeArchive)
         var whole: [UInt8] = []
@@ -95,28 +95,33 @@ final class TreeArchiveTests: XCTestCase {
         XCTAssertEqual(Array(try reader.read(at: size - 1, maxLength: 10)), [0])
     }
 
-    func testAFileChangedAfterItWasStoredIsRefused() throws {
+    /// The hash made beside the ingest must be of the bytes the tree makes:
+    /// a file that differs from what the ingest read, or is gone, is refused.
+    func testAFileThatChangedWhileItWasStoredIsRefused() throws {
         let (keg, root) = try makeKeg(self)
         let src = try makeSource(root)
         let tree = try keg.put(path: src)
+        let made = try TreeArchive(tree: tree, keg: keg)
+        let fd = open(src, O_RDONLY | O_DIRECTORY)
+        defer { close(fd) }
+        XCTAssertTrue(made.matches(made, files: try made.digest(root: fd, name: src).files))
+        XCTAssertEqual(try made.digest(root: fd, name: src).kid, try keg.putArchive(of: tree).kid)
         try write(Array("hullo\n".utf8), to: src + "/hello.txt")
-        assertKbuildError(.conflict, containing: "hello.txt changed after it was stored") { try keg.putArchive(of: tree, source: src) }
+        XCTAssertFalse(made.matches(made, files: try made.digest(root: fd, name: src).files), "same size, other bytes")
         try write(Array("hello\n!".utf8), to: src + "/hello.txt")
-        assertKbuildError(.conflict, containing: "hello.txt changed after it was stored") { try keg.putArchive(of: tree, source: src) }
+        assertKbuildError(.conflict, containing: "hello.txt: it changed while it was stored") { try made.digest(root: fd, name: src) }
         XCTAssertEqual(unlink(src + "/hello.txt"), 0)
-        assertKbuildError(.conflict, containing: "hello.txt changed after it was stored") { try keg.putArchive(of: tree, source: src) }
+        assertKbuildError(.conflict, containing: "hello.txt: it changed while it was stored") { try made.digest(root: fd, name: src) }
+        // A symlink in its place is not followed.
         XCTAssertEqual(symlink("/etc/passwd", src + "/hello.txt"), 0)
-        // A symlink in the source is not followed.
-        assertKbuildError(.conflict, containing: "hello.txt changed after it was stored") {
-            try keg.putArchive(of: tree, source: src)
-        }
+        assertKbuildError(.conflict, containing: "hello.txt: it changed while it was stored") { try made.digest(root: fd, name: src) }
+        assertKbuildError(.invalidArgument, containing: "not a directory") { try keg.putWithArchive(directory: src + "/a/big.bin") }
     }
 
     func testGCKeepsTheTreeOfAKeptArchiveAndFsckChecksIt() throws {
         let (keg, root) = try makeKeg(self)
         let src = try makeSource(root)
-        let tree = try keg.put(path: src)
-        let (kid, _) = try keg.putArchive(of: tree, source: src)
+        let (tree, kid, _) = try keg.putWithArchive(directory: src)
         XCTAssertTrue(try keg.fsck().isClean)
         _ = try keg.gc(roots: [kid], grace: 0)
         XCTAssertTrue(keg.contains(tree), "the archive's tree is kept with it")

@@ -1,11 +1,47 @@
 import Cluster
 import Foundation
+import KbuildCore
 import NodeAgent
+import Router
 import Trace
 import XCTest
 
 /// Small pure decisions beside the planner: the log cap, trace's targets, log lines.
 final class SmallDecisionsTests: XCTestCase {
+    /// The router's table: healthy web processes on live nodes, and only those
+    /// their node's assignment still holds (a retired one leaves as the
+    /// scheduler drops it, before its node says it is stopping).
+    func testRoutesAreTheHealthyWebProcessesTheAssignmentsStillHold() {
+        let t = Date(timeIntervalSince1970: 1_800_000_000)
+        let image = KID(hashing: Data("image".utf8))
+        func assigned(_ app: String, _ type: String, _ index: Int) -> AssignedProcess {
+            let spec = ProcessSpec(app: app, type: type, image: image, config: image, command: "run", memory: 1 << 20, cpus: 0.1, health: nil, generation: 0)
+            return AssignedProcess(index: index, spec: spec, release: image, version: 1, assignedAt: t)
+        }
+        func status(_ p: AssignedProcess, _ state: ProcessState) -> ProcessStatus {
+            ProcessStatus(id: p.id, app: p.spec.app, type: p.spec.type, name: p.name, state: state, process: nil, hostPID: 1,
+                          port: 30000 + p.index, address: "10.0.0.\(p.index)", restarts: 0, lastExit: nil, since: t)
+        }
+        let old = assigned("a", "web", 1), new = assigned("a", "web", 2), starting = assigned("a", "web", 3)
+        let worker = assigned("a", "worker", 4), stopping = assigned("b", "web", 5), other = assigned("b", "web", 6)
+        let record = NodeRecord(name: "n1", address: "127.0.0.1", capacity: Resources(memory: 1 << 30, cpus: 2), network: "kbuild", agentPID: 1, startedAt: t)
+        let statuses = NodeStatus(node: "n1", at: t, lease: 10, processes: [
+            status(old, .healthy), status(new, .healthy), status(starting, .starting), status(worker, .healthy),
+            status(stopping, .stopping), status(other, .healthy),
+        ])
+        let holding = Assignment(node: "n1", processes: [new, starting, worker, stopping, other])
+        let routes = RouteFeed.endpoints(nodes: [(record, statuses, holding)], now: t + 1)
+        XCTAssertEqual(routes["a"]?.map(\.process), [new.id], "the retired process is out as soon as the assignment drops it")
+        XCTAssertEqual(routes["b"]?.map(\.process), [other.id])
+        XCTAssertEqual(routes["a"]?.first?.host, "10.0.0.2")
+        XCTAssertEqual(routes["a"]?.first?.port, 30002)
+        // Before the drop both serve; a node without an assignment serves nothing; a silent node serves nothing.
+        let both = Assignment(node: "n1", processes: [old, new])
+        XCTAssertEqual(RouteFeed.endpoints(nodes: [(record, statuses, both)], now: t + 1)["a"]?.map(\.process), [old.id, new.id].sorted())
+        XCTAssertTrue(RouteFeed.endpoints(nodes: [(record, statuses, nil)], now: t + 1).isEmpty)
+        XCTAssertTrue(RouteFeed.endpoints(nodes: [(record, statuses, holding)], now: t + 60).isEmpty)
+    }
+
     func testTheLogCapDropsTheOldestOutputFirst() {
         let t = Date(timeIntervalSince1970: 1_800_000_000)
         let files = [
