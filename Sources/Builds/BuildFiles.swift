@@ -90,11 +90,13 @@ public enum BuildFiles {
         }
     }
 
-    /// `.buildpacks`: one buildpack per line, by name or as a `./path` in the
-    /// app's tree; blank lines and `#` comments skipped.
+    /// `.buildpacks`: one buildpack per line, by name, as a `./path` in the
+    /// app's tree, or as a git URL (`https://…[#BRANCH-OR-TAG]`); blank lines
+    /// and `#` comments skipped.
     public enum BuildpackChoice: Sendable, Equatable {
         case named(String)
         case inTree(path: [String])
+        case git(url: String, ref: String?)
     }
 
     public static func parseBuildpacksFile(_ text: String) throws -> [BuildpackChoice] {
@@ -102,6 +104,10 @@ public enum BuildFiles {
         for (number, raw) in text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline).enumerated() {
             let line = raw.trimmingCharacters(in: .whitespaces.union(CharacterSet(charactersIn: "\r")))
             if line.isEmpty || line.hasPrefix("#") { continue }
+            if line.contains("://") {
+                out.append(try gitChoice(line, number: number + 1))
+                continue
+            }
             if line.hasPrefix("./") || line.hasPrefix("/") || line.contains("/") {
                 let parts = line.split(separator: "/", omittingEmptySubsequences: true).map(String.init).filter { $0 != "." }
                 guard line.hasPrefix("./"), !parts.isEmpty, !parts.contains(".."), !parts.contains(where: { $0.lowercased() == ".git" }) else {
@@ -117,6 +123,27 @@ public enum BuildFiles {
         }
         guard !out.isEmpty else { throw KbuildError(.invalidArgument, "failed to read .buildpacks: it names no buildpack") }
         return out
+    }
+
+    /// A git URL line: https, http or git (a build cannot use a key or a local path).
+    static func gitChoice(_ line: String, number: Int) throws -> BuildpackChoice {
+        let parts = line.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
+        let url = parts[0], ref = parts.count > 1 ? parts[1] : nil
+        let scheme = url.prefix(while: { $0 != ":" }).lowercased()
+        guard ["https", "http", "git"].contains(scheme) else {
+            throw KbuildError(.invalidArgument, "failed to read .buildpacks line \(number): \(scheme):// is not a scheme a build may clone (want https://, http:// or git://)")
+        }
+        guard let parsed = URL(string: url), let host = parsed.host, !host.isEmpty, parsed.user == nil, parsed.password == nil,
+              !url.contains(where: { $0.isWhitespace || $0.isASCII && $0.asciiValue! < 0x20 }), url.utf8.count <= 2048 else {
+            throw KbuildError(.invalidArgument, "failed to read .buildpacks line \(number): \(url.debugQuoted) is not a URL of a git repository (want https://HOST/PATH[#REF], no credentials)")
+        }
+        if let ref {
+            guard !ref.isEmpty, ref.utf8.count <= 255, !ref.hasPrefix("-"), !ref.contains(".."),
+                  ref.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "._-/".contains($0)) }) else {
+                throw KbuildError(.invalidArgument, "failed to read .buildpacks line \(number): \(ref.debugQuoted) is not a branch or tag name")
+            }
+        }
+        return .git(url: url, ref: ref)
     }
 }
 

@@ -207,6 +207,11 @@ public struct PushHook: Sendable {
                 switch choice {
                 case .named(let name):
                     pack = try await store.get(name)
+                case .git(let url, let ref):
+                    pack = try await GitBuildpacks(keg: keg, refs: refs).resolve(
+                        url: url, ref: ref, app: record.name, buildImage: build.image, network: record.buildNetwork.rawValue,
+                        sandbox: sandbox, egress: EgressNetwork(dataDir: keg.dataDir.root.path, slot: EgressNetwork.oneOffSlot), actor: pusher
+                    ) { [say] in say("-----> Buildpack \(url)\(ref.map { "#\($0)" } ?? ""): cloning it for this app (once)\n") }
                 case .inTree(let path):
                     let tree = try BuildpackStore.subtree(source, path: path, keg: keg)
                     try BuildpackStore.check(tree: tree, keg: keg, what: "./\(path.joined(separator: "/")) (named in .buildpacks)")

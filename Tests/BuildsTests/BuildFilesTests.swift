@@ -57,6 +57,27 @@ final class BuildFilesTests: XCTestCase {
         for bad in ["", "# nothing\n", "../outside\n", "./a/../../b\n", "/abs/path\n", "./.git/hooks\n", "Not A Name\n"] {
             XCTAssertThrowsError(try BuildFiles.parseBuildpacksFile(bad), bad)
         }
+        // Git URLs, as Heroku's .buildpacks names them.
+        XCTAssertEqual(try BuildFiles.parseBuildpacksFile("https://github.com/heroku/heroku-buildpack-python.git#v280\npython\nhttp://10.1.2.3:8080/p.git\n"),
+                       [.git(url: "https://github.com/heroku/heroku-buildpack-python.git", ref: "v280"), .named("python"),
+                        .git(url: "http://10.1.2.3:8080/p.git", ref: nil)])
+        XCTAssertEqual(try BuildFiles.parseBuildpacksFile("git://example.com/a.git#release/1.x\n"), [.git(url: "git://example.com/a.git", ref: "release/1.x")])
+        let refusals = [
+            "file:///etc/x.git\n": "file:// is not a scheme",
+            "ssh://git@example.com/x.git\n": "ssh:// is not a scheme",
+            "ext::sh -c touch% /tmp/x\n": "a path must start with ./",
+            "https://user:pw@example.com/x.git\n": "no credentials",
+            "https:///nohost.git\n": "no credentials",
+            "https://example.com/x.git#-u\n": "is not a branch or tag name",
+            "https://example.com/x.git#a..b\n": "is not a branch or tag name",
+            "https://example.com/x.git#\n": "is not a branch or tag name",
+            "https://example.com/x.git#a b\n": "is not a branch or tag name",
+        ]
+        for (bad, message) in refusals {
+            XCTAssertThrowsError(try BuildFiles.parseBuildpacksFile(bad), bad) { error in
+                XCTAssertTrue((error as? KbuildError)?.message.contains(message) ?? false, "\(bad): \(error)")
+            }
+        }
     }
 
     func testGitShellCommands() throws {

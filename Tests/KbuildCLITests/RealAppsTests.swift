@@ -188,6 +188,69 @@ final class RealAppsTests: XCTestCase {
 
     // MARK: Node.js and Go
 
+    /// A git URL in `.buildpacks`: cloned in a sandbox with the build's network
+    /// (from a server this test runs outside the host's reach), once per app,
+    /// again after `builds:cache:purge`; URLs a build may not use are refused,
+    /// and one that points at the host cannot reach it.
+    func testAGitBuildpackNamedInDotBuildpacksIsClonedInTheBuildNetworkOnce() throws {
+        let served = try tempDir(self, "git-served")
+        let pack = try tempDir(self, "git-pack")
+        try writeFile(pack + "/bin/detect", "#!/bin/sh\necho greeter\n", mode: 0o755)
+        try writeFile(pack + "/bin/compile", "#!/bin/sh\nset -e\nmkdir -p \"$1/bin\"\nprintf '#!/bin/sh\\nexec python3 -m http.server \"$PORT\" --directory /app/www\\n' > \"$1/bin/serve\"\nchmod +x \"$1/bin/serve\"\nmkdir -p \"$1/www\"\necho 'served by a git buildpack' > \"$1/www/index.html\"\n", mode: 0o755)
+        try writeFile(pack + "/bin/release", "#!/bin/sh\necho '---'\necho 'default_process_types:'\necho '  web: bin/serve'\n", mode: 0o755)
+        try git(["init", "-q", "-b", "main"], in: pack)
+        try git(["add", "-A"], in: pack)
+        try git(["commit", "-q", "-m", "pack"], in: pack)
+        try git(["tag", "v1"], in: pack)
+        XCTAssertEqual(try sh("/usr/bin/git", ["clone", "-q", "--bare", pack, served + "/greeter.git"]).status, 0)
+        XCTAssertEqual(try sh("/usr/bin/git", ["-C", served + "/greeter.git", "update-server-info"]).status, 0)
+        let server = try LocalIndex.start(self, serving: served)
+        let routerPort = freePort(), apiPort = freePort()
+        _ = try startKbuildUp(self, data: data, port: apiPort, extra: ["--router-port", String(routerPort)])
+
+        let url = server.url + "greeter.git"
+        let work = try app("gitpack", files: [".buildpacks": "\(url)#v1\n", "README": "static\n"])
+        let first = try push(work)
+        XCTAssertEqual(first.status, 0, first.stderr)
+        XCTAssertTrue(first.stderr.contains("Buildpack \(url)#v1: cloning it for this app (once)"), first.stderr)
+        XCTAssertTrue(first.stderr.contains("git-greeter"), first.stderr)
+        try waitUntil("the git buildpack's app serves") { routed(routerPort, host: "gitpack.localhost").body == "served by a git buildpack\n" }
+        let second = try push(work, ["README": "changed\n"])
+        XCTAssertEqual(second.status, 0, second.stderr)
+        XCTAssertFalse(second.stderr.contains("cloning it"), "cloned once: \(second.stderr)")
+        let purged = try kbuild(["builds:cache:purge", "gitpack"], dataDir: data)
+        XCTAssertTrue(purged.stdout.contains("1 git buildpack"), purged.stdout + purged.stderr)
+        let third = try push(work, ["README": "again\n"])
+        XCTAssertEqual(third.status, 0, third.stderr)
+        XCTAssertTrue(third.stderr.contains("cloning it"), "cloned again after a purge: \(third.stderr)")
+
+        // Bad input: each refused with what runs left running.
+        let serving = "served by a git buildpack"
+        try refused(work, [".buildpacks": "file:///etc#v1\n"], "file:// is not a scheme a build may clone", app: "gitpack", routerPort: routerPort, serving: serving)
+        try refused(work, [".buildpacks": "https://user:secret@example.com/x.git\n"], "no credentials", app: "gitpack", routerPort: routerPort, serving: serving)
+        try refused(work, [".buildpacks": "\(url)#--upload-pack=touch\n"], "is not a branch or tag name", app: "gitpack", routerPort: routerPort, serving: serving)
+        try refused(work, [".buildpacks": "\(url)#v9\n"], "failed to clone the buildpack \(url)#v9", app: "gitpack", routerPort: routerPort, serving: serving)
+        try refused(work, [".buildpacks": server.url + "nothing.git\n"], "failed to clone the buildpack", app: "gitpack", routerPort: routerPort, serving: serving)
+        // The host: its loopback and its own address, where kbuild's API listens, are out of reach.
+        try refused(work, [".buildpacks": "http://127.0.0.1:\(apiPort)/x.git\n"], "failed to clone the buildpack http://127.0.0.1:\(apiPort)/x.git",
+                    app: "gitpack", routerPort: routerPort, serving: serving)
+        let host = try hostAddress()
+        try refused(work, [".buildpacks": "http://\(host):\(apiPort)/x.git\n"], "failed to clone the buildpack http://\(host):\(apiPort)/x.git",
+                    app: "gitpack", routerPort: routerPort, serving: serving)
+        // Not a buildpack.
+        let plain = try tempDir(self, "git-plain")
+        try writeFile(plain + "/README", "no bin here\n")
+        try git(["init", "-q", "-b", "main"], in: plain)
+        try git(["add", "-A"], in: plain)
+        try git(["commit", "-q", "-m", "plain"], in: plain)
+        XCTAssertEqual(try sh("/usr/bin/git", ["clone", "-q", "--bare", plain, served + "/plain.git"]).status, 0)
+        XCTAssertEqual(try sh("/usr/bin/git", ["-C", served + "/plain.git", "update-server-info"]).status, 0)
+        try refused(work, [".buildpacks": server.url + "plain.git\n"], "bin/detect", app: "gitpack", routerPort: routerPort, serving: serving)
+        // An app whose builds have no network cannot clone.
+        XCTAssertEqual(try kbuild(["apps:set", "gitpack", "build-network=none"], dataDir: data).status, 0)
+        try refused(work, [".buildpacks": "\(url)#v2\n"], "this app's builds have no network", app: "gitpack", routerPort: routerPort, serving: serving)
+    }
+
     func testNodeAndGoAppsAndTheirBadInputs() throws {
         let routerPort = freePort()
         _ = try startKbuildUp(self, data: data, extra: ["--router-port", String(routerPort)])
@@ -284,11 +347,12 @@ struct LocalIndex {
     }
 
     /// Starts the index in a namespace of its own (192.168.251.x/30), removed at teardown.
-    static func start(_ test: XCTestCase) throws -> LocalIndex {
-        guard hostReachesPyPI || FileManager.default.fileExists(atPath: "/var/tmp/kbuild-test-wheels/cext-1.0.tar.gz") else {
+    /// Starts the index (or, with `serving`, a plain HTTP server of that directory).
+    static func start(_ test: XCTestCase, serving: String? = nil) throws -> LocalIndex {
+        guard serving != nil || hostReachesPyPI || FileManager.default.fileExists(atPath: "/var/tmp/kbuild-test-wheels/cext-1.0.tar.gz") else {
             throw XCTSkip("no wheels here and this host cannot reach PyPI to download them")
         }
-        let directory = try wheels.get()
+        let directory = try serving ?? wheels.get()
         let tag = String(getpid() % 10000)
         let ns = "kbt-index-\(tag)", hostSide = "kbti\(tag)"
         _ = try? sh("/usr/sbin/ip", ["netns", "del", ns])

@@ -232,7 +232,7 @@ struct KeysRemove: ParsableCommand {
 struct BuildsCachePurge: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "builds:cache:purge",
-        abstract: "Drop an app's build cache and its own dependency layers; its next push builds anew.",
+        abstract: "Drop an app's build cache, its own dependency layers and its git buildpacks' clones; its next push builds anew.",
         discussion: """
             Like Dokku's repo:purge-cache: the next push rebuilds even a tree built before and installs
             its dependencies again, so unpinned requirements move forward. What runs keeps running.
@@ -246,6 +246,9 @@ struct BuildsCachePurge: AsyncParsableCommand {
         let record = try await apps.update(app, actor: currentActor) { $0.cacheEpoch += 1 }
         _ = try await apps.refs.compareAndSwap(try Builder.cacheRef(app: app), to: nil, expecting: .any, actor: currentActor)
         let layers = try await DependencyLayers.purge(app: app, refs: apps.refs, actor: currentActor)
-        say("Purged the build cache of \(app)\(layers > 0 ? " and \(layers) dependency layer\(layers == 1 ? "" : "s") of its own" : ""): its next push builds anew (cache epoch \(record.cacheEpoch))")
+        let clones = try await GitBuildpacks.purge(app: app, refs: apps.refs, actor: currentActor)
+        let dropped = [layers > 0 ? "\(layers) dependency layer\(layers == 1 ? "" : "s") of its own" : nil,
+                       clones > 0 ? "\(clones) git buildpack\(clones == 1 ? "" : "s") (cloned again at the next push)" : nil].compactMap { $0 }
+        say("Purged the build cache of \(app)\(dropped.isEmpty ? "" : " and " + dropped.joined(separator: " and ")): its next push builds anew (cache epoch \(record.cacheEpoch))")
     }
 }
