@@ -79,22 +79,23 @@ public struct GitBuildpacks: Sendable {
             await disk.remove()
             throw error
         }
+        let tree: KID
         do {
-            let tree = try await clone(url: url, ref: ref, what: what, into: work, lowers: lowers, link: held.link, sandbox: sandbox)
-            await egress.remove(held)
-            await disk.remove()
-            var base = URL(string: url)?.lastPathComponent ?? "git"
-            if base.hasSuffix(".git") { base.removeLast(4) }
-            let packName = "git-" + String(base.lowercased().filter { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" || $0 == "." }.prefix(40))
-            let pack = Buildpack(name: packName, tree: tree)
-            let record = Record(url: url, ref: ref, buildpack: pack, clonedAt: Date(), links: [tree.description])
-            try await refs.compareAndSwap(name, to: try Records.put(record, in: keg), expecting: .any, actor: actor)
-            return pack
+            tree = try await clone(url: url, ref: ref, what: what, into: work, lowers: lowers, link: held.link, sandbox: sandbox)
         } catch {
             await egress.remove(held)
             await disk.remove()
             throw error
         }
+        await egress.remove(held)
+        await disk.remove()
+        var base = URL(string: url)?.lastPathComponent ?? "git"
+        if base.hasSuffix(".git") { base.removeLast(4) }
+        let packName = "git-" + String(base.lowercased().filter { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" || $0 == "." }.prefix(40))
+        let pack = Buildpack(name: packName, tree: tree)
+        let record = Record(url: url, ref: ref, buildpack: pack, clonedAt: Date(), links: [tree.description])
+        try await refs.compareAndSwap(name, to: try Records.put(record, in: keg), expecting: .any, actor: actor)
+        return pack
     }
 
     private func clone(url: String, ref: String?, what: String, into work: String, lowers: [String], link: EgressNetwork.Link,
@@ -107,8 +108,16 @@ public struct GitBuildpacks: Sendable {
             try? FileManager.default.removeItem(atPath: work + "/out/pack")
             try await run(clone(url: url, ref: ref, shallow: false), what: what, lowers: lowers, link: link, sandbox: sandbox, out: work + "/out")
         }
-        try? FileManager.default.removeItem(atPath: work + "/out/pack/.git")
-        let tree = try keg.put(path: work + "/out/pack", skipSpecialFiles: true, dropSetID: true, maxBytes: GitBuildpacks.limits.disk)
+        // What the sandbox left is the tenant's: a real directory, its .git removed without following anything.
+        let pack = work + "/out/pack"
+        var st = stat()
+        guard lstat(pack, &st) == 0, st.st_mode & S_IFMT == S_IFDIR else {
+            throw KbuildError(.invalidArgument, "failed to clone \(what): the clone is not a directory")
+        }
+        if lstat(pack + "/.git", &st) == 0 {
+            if st.st_mode & S_IFMT == S_IFDIR { try? FileManager.default.removeItem(atPath: pack + "/.git") } else { unlink(pack + "/.git") }
+        }
+        let tree = try keg.put(path: pack, skipSpecialFiles: true, dropSetID: true, maxBytes: GitBuildpacks.limits.disk)
         try BuildpackStore.check(tree: tree, keg: keg, what: what)
         return tree
     }

@@ -6,10 +6,16 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 #include "ckbuild.h"
 
 int kb_syncfs(int fd) { return syncfs(fd); }
+
+long kb_fs_type(int fd) {
+    struct statfs fs;
+    return fstatfs(fd, &fs) == 0 ? (long)fs.f_type : -1;
+}
 
 int kb_open_beneath(int dirfd, const char *path, int flags) {
     struct open_how how = {

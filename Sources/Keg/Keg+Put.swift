@@ -17,7 +17,7 @@ extension Keg {
     /// logical sizes, holes counted: checked in the walk, before a byte is read).
     public func put(path: String, skipSpecialFiles: Bool = false, dropSetID: Bool = false, maxBytes: UInt64? = nil,
                     progress: KegProgress? = nil) throws -> KID {
-        try put(path: path, skipSpecialFiles: skipSpecialFiles, dropSetID: dropSetID, maxBytes: maxBytes, archive: false, progress: progress).tree
+        try put(path: path, skipSpecialFiles: skipSpecialFiles, dropSetID: dropSetID, maxBytes: maxBytes, archive: nil, progress: progress).tree
     }
 
     /// Stores a directory as `put` does, and the tar of its tree beside it
@@ -26,14 +26,20 @@ extension Keg {
     /// them. A file that changes meanwhile is refused (conflict).
     public func putWithArchive(directory path: String, skipSpecialFiles: Bool = false, dropSetID: Bool = false,
                                maxBytes: UInt64? = nil) throws -> (tree: KID, archive: KID, archiveSize: UInt64) {
-        let stored = try put(path: path, skipSpecialFiles: skipSpecialFiles, dropSetID: dropSetID, maxBytes: maxBytes, archive: true, progress: nil)
+        try putWithArchive(directory: path, skipSpecialFiles: skipSpecialFiles, dropSetID: dropSetID, maxBytes: maxBytes, checks: ArchiveChecks())
+    }
+
+    /// `putWithArchive` with its checks' knobs (tests make every file settled and change one before the end).
+    func putWithArchive(directory path: String, skipSpecialFiles: Bool = false, dropSetID: Bool = false,
+                        maxBytes: UInt64? = nil, checks: ArchiveChecks) throws -> (tree: KID, archive: KID, archiveSize: UInt64) {
+        let stored = try put(path: path, skipSpecialFiles: skipSpecialFiles, dropSetID: dropSetID, maxBytes: maxBytes, archive: checks, progress: nil)
         guard let archive = stored.archive else {
             throw KbuildError(.invalidArgument, "failed to put \(path) with its archive: it is not a directory")
         }
         return (stored.tree, archive.kid, archive.size)
     }
 
-    private func put(path: String, skipSpecialFiles: Bool, dropSetID: Bool, maxBytes: UInt64?, archive: Bool,
+    private func put(path: String, skipSpecialFiles: Bool, dropSetID: Bool, maxBytes: UInt64?, archive: ArchiveChecks?,
                      progress: KegProgress?) throws -> (tree: KID, archive: (kid: KID, size: UInt64)?) {
         let root = BytePath(path)
         var st = stat()
@@ -43,12 +49,12 @@ extension Keg {
         let ingest = Ingest(keg: self, writer: writer, progress: progress, skipSpecialFiles: skipSpecialFiles, dropSetID: dropSetID, maxBytes: maxBytes)
         let stored: (tree: KID, archive: (kid: KID, size: UInt64)?)
         switch st.st_mode & S_IFMT {
-        case S_IFREG where !archive:
+        case S_IFREG where archive == nil:
             stored = (try ingest.file(root, worker: ingest.pool.take(), followSymlink: true), nil)
         case S_IFDIR:
             stored = try ingest.directory(root, archive: archive)
         default:
-            throw KbuildError(.invalidArgument, "failed to put \(path): it is a \(FileType.name(st.st_mode)), not \(archive ? "a directory" : "a regular file, directory or symlink")")
+            throw KbuildError(.invalidArgument, "failed to put \(path): it is a \(FileType.name(st.st_mode)), not \(archive != nil ? "a directory" : "a regular file, directory or symlink")")
         }
         try writer.commit()
         return stored
@@ -80,7 +86,7 @@ final class Ingest: Sendable {
         var entries: [(name: [UInt8], type: Tree.EntryType, mode: UInt32, size: UInt64, ref: Int, target: [UInt8])] = []
     }
 
-    func directory(_ root: BytePath, archive: Bool = false) throws -> (tree: KID, archive: (kid: KID, size: UInt64)?) {
+    func directory(_ root: BytePath, archive: ArchiveChecks? = nil) throws -> (tree: KID, archive: (kid: KID, size: UInt64)?) {
         var dirs: [Dir] = []
         var files: [(path: BytePath, relative: BytePath)] = []
         var stamps: [FileStamp] = []
@@ -132,21 +138,23 @@ final class Ingest: Sendable {
         _ = try walk(rootFD, root, BytePath(bytes: []))
 
         // The archive's layout is known from the walk: its hash runs beside the ingest.
-        let layout = archive ? TreeArchive(tree: KID(hashing: []), members: Ingest.archiveMembers(dirs)) : nil
-        // A file last changed over a second before the walk, and the same at
-        // the end, was not changed in between (its ctime would have moved):
-        // the ingest and the hash read the same bytes. Others are hashed twice.
-        let settled = Set(stamps.indices.filter { stamps[$0].changed < walked - 1 })
+        let layout = archive.map { _ in TreeArchive(tree: KID(hashing: []), members: Ingest.archiveMembers(dirs)) }
+        // A file last changed over a second before the walk (on a local
+        // filesystem with fine timestamps), opened by the ingest and the hash
+        // as that same inode, and the same at the end, was not changed in
+        // between: any write moves its ctime past the walk. So the ingest
+        // and the hash read the same bytes. Every other file is hashed twice.
+        let settled = archive.map { checks in
+            Set(Ingest.finelyTimed(rootFD) ? stamps.indices.filter { stamps[$0].changed < walked - checks.settledAge } : [])
+        } ?? []
+        archive?.beforeIngest?()
         let digest = layout.map { layout in
-            ArchiveDigest { try layout.digest(root: rootFD, name: root.description) { m in !settled.contains(m.file!) } }
+            ArchiveDigest { stopped in try layout.digest(root: rootFD, name: root.description, stopped: stopped) { m in !settled.contains(m.file!) } }
         }
-        let kids: [KID]
-        do {
-            kids = try ingestAll(files, beneath: rootFD)
-        } catch {
-            _ = try? digest?.wait()
-            throw error
-        }
+        // The hash's thread reads beneath rootFD: it ends before that is closed, whatever happens here.
+        defer { digest?.stopAndWait() }
+        let opened = archive.map { _ in OpenedStamps(count: files.count) }
+        let kids = try ingestAll(files, beneath: rootFD, opened: opened)
         var trees: [KID: Tree] = [:]
 
         // Trees bottom-up: a directory's subdirectories always have larger indices.
@@ -163,20 +171,26 @@ final class Ingest: Sendable {
             let kid = KID(hashing: bytes)
             try writer.add(kid, kind: .tree, bytes: bytes, compressor: compressor.zstd)
             treeKIDs[i] = kid
-            if archive { trees[kid] = tree }
+            if archive != nil { trees[kid] = tree }
         }
         pool.give(compressor)
         let rootTree = treeKIDs[0]!
-        guard let layout, let digest else { return (rootTree, nil) }
-        let (kid, hashed) = try digest.wait()
+        guard let layout, let digest, let archive else { return (rootTree, nil) }
+        let (kid, hashed, seen) = try digest.wait()
+        archive.beforeCheck?()
         // The tree must make exactly the bytes hashed: the same layout, each file as the ingest read it.
         let made = try TreeArchive(tree: rootTree) { kid in
             guard let tree = trees[kid] else { throw KbuildError(.corrupt, "failed to put \(root): tree \(kid) is not in this put") }
             return tree
         }
+        let ingested = opened?.stamps.withLock { $0 } ?? []
+        var memberOf = [Int?](repeating: nil, count: files.count)
+        for (index, m) in layout.members.enumerated() { if let file = m.file { memberOf[file] = index } }
         for i in settled {
             var st = stat()
-            guard files[i].relative.withCString({ fstatat(rootFD, $0, &st, AT_SYMLINK_NOFOLLOW) }) == 0, FileStamp(st) == stamps[i] else {
+            let member = memberOf[i]
+            guard files[i].relative.withCString({ fstatat(rootFD, $0, &st, AT_SYMLINK_NOFOLLOW) }) == 0, FileStamp(st) == stamps[i],
+                  ingested[i] == stamps[i], stamps[i].size == 0 || member.map({ seen[$0] == stamps[i] }) ?? false else {
                 throw KbuildError(.conflict, "failed to put \(root) with its archive: \(files[i].path) changed while it was stored")
             }
         }
@@ -205,12 +219,15 @@ final class Ingest: Sendable {
     }
 
     /// Stores every file, spread over all cores; the first error stops the rest.
-    func ingestAll(_ files: [(path: BytePath, relative: BytePath)], beneath rootFD: Int32) throws -> [KID] {
+    /// `opened` gets the stamp of each file as opened (by index).
+    func ingestAll(_ files: [(path: BytePath, relative: BytePath)], beneath rootFD: Int32, opened: OpenedStamps? = nil) throws -> [KID] {
         let results = Mutex([KID?](repeating: nil, count: files.count))
         try parallelFor(files.count) { i in
             let worker = pool.take()
             defer { pool.give(worker) }
-            let kid = try file(files[i].path, worker: worker, beneath: (rootFD, files[i].relative))
+            let kid = try file(files[i].path, worker: worker, beneath: (rootFD, files[i].relative)) { st in
+                opened?.stamps.withLock { $0[i] = FileStamp(st) }
+            }
             results.withLock { $0[i] = kid }
         }
         return results.withLock { $0.map { $0! } }
@@ -231,7 +248,8 @@ final class Ingest: Sendable {
     /// Stores one regular file: a blob when small, chunks and an index when large.
     /// `path` names the file in messages; with `beneath` it is opened as
     /// `relative` strictly under the directory `fd` (no symlinks, no `..`).
-    func file(_ path: BytePath, worker: Worker, followSymlink: Bool = false, beneath: (fd: Int32, relative: BytePath)? = nil) throws -> KID {
+    func file(_ path: BytePath, worker: Worker, followSymlink: Bool = false, beneath: (fd: Int32, relative: BytePath)? = nil,
+              opened: (stat) -> Void = { _ in }) throws -> KID {
         let fd: Int32
         if let beneath {
             fd = beneath.relative.withCString { kb_open_beneath(beneath.fd, $0, O_RDONLY) }
@@ -245,6 +263,7 @@ final class Ingest: Sendable {
         guard st.st_mode & S_IFMT == S_IFREG else {
             throw KbuildError(.invalidArgument, "failed to put \(path): it is a \(FileType.name(st.st_mode)), not a regular file")
         }
+        opened(st)
         let size = Int(st.st_size)
         if size >= Ingest.streamThreshold { return try streamLarge(fd, path: path, worker: worker) }
 
@@ -451,6 +470,28 @@ struct FileHasher {
     }
 }
 
+/// `putWithArchive`'s checks: how long ago a file's last change must be
+/// for its stat to prove it unchanged, and (for tests) what to do before the
+/// final check.
+struct ArchiveChecks {
+    var settledAge: Double = 1
+    var beforeIngest: (() -> Void)?
+    var beforeCheck: (() -> Void)?
+}
+
+extension Ingest {
+    /// Local filesystems whose ctime has nanoseconds and is never cached: ext4, xfs, btrfs, tmpfs, overlayfs.
+    static func finelyTimed(_ fd: Int32) -> Bool {
+        [0xEF53, 0x5846_5342, 0x9123_683E, 0x0102_1994, 0x794C_7630].contains(kb_fs_type(fd))
+    }
+}
+
+/// The stamps of the files an ingest opened, by index.
+final class OpenedStamps: Sendable {
+    let stamps: Mutex<[FileStamp?]>
+    init(count: Int) { stamps = Mutex([FileStamp?](repeating: nil, count: count)) }
+}
+
 /// What says a file has not changed: its inode, size and times.
 struct FileStamp: Equatable {
     var device: UInt64, inode: UInt64, size: Int64
@@ -479,22 +520,31 @@ struct FileStamp: Equatable {
 /// An archive's hash, made on a thread of its own (beside the ingest, which
 /// has every core through Dispatch; a nested `concurrentPerform` would run inline).
 final class ArchiveDigest: @unchecked Sendable {
+    typealias Made = (kid: KID, files: [KID?], stamps: [FileStamp?])
     // Written by the thread before `done` is signalled, read after `wait`.
-    private var result: Result<(kid: KID, files: [KID?]), any Error>?
+    private var result: Result<Made, any Error>?
     private let done = DispatchSemaphore(value: 0)
+    /// Set to make the thread give up at its next file.
+    private let stop = Atomic<Bool>(false)
 
-    init(_ body: @escaping @Sendable () throws -> (kid: KID, files: [KID?])) {
+    init(_ body: @escaping @Sendable (_ stopped: () -> Bool) throws -> Made) {
         let thread = Thread { [self] in
-            result = Result { try body() }
+            result = Result { try body { self.stop.load(ordering: .relaxed) } }
             done.signal()
         }
         thread.start()
     }
 
-    func wait() throws -> (kid: KID, files: [KID?]) {
+    func wait() throws -> Made {
         done.wait()
         done.signal()  // a second wait returns at once
         return try result!.get()
+    }
+
+    /// Ends the thread soon (it stops at its next file) and waits for it.
+    func stopAndWait() {
+        stop.store(true, ordering: .relaxed)
+        _ = try? wait()
     }
 }
 

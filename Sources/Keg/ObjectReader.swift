@@ -14,8 +14,10 @@ public final class ObjectReader: Sendable {
     private let whole: [UInt8]
     /// For a chunked file: chunk KIDs with their start offsets.
     private let chunks: [(kid: KID, start: UInt64, size: UInt64)]
-    /// For a tree archive: its layout.
+    /// For a tree archive: its layout, and the reader of the member read last
+    /// (a registry reads a layer 1 MiB at a time, often within one large file).
     private let archive: TreeArchive?
+    private let member = Mutex<(index: Int, reader: ObjectReader)?>(nil)
     private let cached = Mutex<(index: Int, bytes: [UInt8])?>(nil)
 
     public init(keg: Keg, kid: KID) throws {
@@ -47,7 +49,13 @@ public final class ObjectReader: Sendable {
         if let archive {
             var out: [UInt8] = []
             out.reserveCapacity(min(maxLength, Int(size - offset)))
-            try archive.forEachPiece(in: offset..<min(size, offset + UInt64(maxLength)), keg: keg) { out.append(contentsOf: $0) }
+            let reader = { (i: Int) throws -> ObjectReader in
+                if let hit = self.member.withLock({ $0?.index == i ? $0?.reader : nil }) { return hit }
+                let made = try ObjectReader(keg: self.keg, kid: archive.members[i].kid!)
+                self.member.withLock { $0 = (i, made) }
+                return made
+            }
+            try archive.forEachPiece(in: offset..<min(size, offset + UInt64(maxLength)), keg: keg, reader: reader) { out.append(contentsOf: $0) }
             return out[...]
         }
         if kind != .chunkedFile {

@@ -98,6 +98,11 @@ public struct TreeArchive: Sendable {
     /// A member's header blocks: a pax extended header when a field does not fit, then the ustar header.
     static func headers(_ m: Member) -> [UInt8] {
         var records: [UInt8] = []
+        // pax values are UTF-8 unless said otherwise: names are bytes, so say so when they are not.
+        let long = (m.path.count > 100 ? [m.path] : []) + (m.target.count > 100 ? [m.target] : [])
+        if long.contains(where: { String(validating: $0, as: UTF8.self) == nil }) {
+            records += paxRecord("hdrcharset", Array("BINARY".utf8))
+        }
         if m.path.count > 100 { records += paxRecord("path", m.path) }
         if m.target.count > 100 { records += paxRecord("linkpath", m.target) }
         if m.size > maxOctalSize { records += paxRecord("size", Array(String(m.size).utf8)) }
@@ -204,10 +209,12 @@ public struct TreeArchive: Sendable {
         try emit(zeros, at: size - TreeArchive.trailer)
     }
 
-    /// Calls `body` with the archive's bytes in `range`, each file read from the Keg (and verified there).
-    public func forEachPiece(in range: Range<UInt64>? = nil, keg: Keg, _ body: (UnsafeRawBufferPointer) throws -> Void) throws {
+    /// Calls `body` with the archive's bytes in `range`, each file read from
+    /// the Keg (and verified there) through `reader(member index)`.
+    public func forEachPiece(in range: Range<UInt64>? = nil, keg: Keg, reader: ((Int) throws -> ObjectReader)? = nil,
+                             _ body: (UnsafeRawBufferPointer) throws -> Void) throws {
         try forEachPiece(in: range ?? 0..<size, content: { i, part, emit in
-            try ObjectReader(keg: keg, kid: members[i].kid!).forEachPiece(in: part) { piece in
+            try (reader?(i) ?? ObjectReader(keg: keg, kid: members[i].kid!)).forEachPiece(in: part) { piece in
                 try piece.withUnsafeBytes { try emit($0) }
             }
         }, body)
@@ -225,16 +232,21 @@ public struct TreeArchive: Sendable {
     /// `check(member)` is true are hashed once more on their own, in the same
     /// pass, and their KIDs returned (by member index) for the caller to hold
     /// against the tree's; the rest are nil (the caller proves them unchanged).
-    func digest(root: Int32, name: String, check: (Member) -> Bool = { _ in true }) throws -> (kid: KID, files: [KID?]) {
+    /// Each file's stat as opened is returned too (by member index). It
+    /// gives up (cancelled) at the next file once `stopped()` is true.
+    func digest(root: Int32, name: String, stopped: () -> Bool = { false }, check: (Member) -> Bool = { _ in true }) throws -> (kid: KID, files: [KID?], stamps: [FileStamp?]) {
         var whole = DualHasher()
         var files = [KID?](repeating: nil, count: members.count)
+        var stamps = [FileStamp?](repeating: nil, count: members.count)
         var hashed = false
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
         defer { buffer.deallocate() }
         try forEachPiece(in: 0..<size, content: { index, _, emit in
+            guard !stopped() else { throw CancellationError() }
             let m = members[index]
             let path = name + "/" + String(decoding: m.path, as: UTF8.self)
-            let fd = (m.path + [0]).withUnsafeBufferPointer { kb_open_beneath(root, UnsafeRawPointer($0.baseAddress!).assumingMemoryBound(to: CChar.self), O_RDONLY) }
+            // Not blocking: a file swapped for a fifo must not hang the put.
+            let fd = (m.path + [0]).withUnsafeBufferPointer { kb_open_beneath(root, UnsafeRawPointer($0.baseAddress!).assumingMemoryBound(to: CChar.self), O_RDONLY | O_NONBLOCK) }
             guard fd >= 0 else {
                 if [ENOENT, ELOOP, EXDEV, ENOTDIR].contains(errno) {
                     throw KbuildError(.conflict, "failed to make the archive of \(path): it changed while it was stored (it is gone or no longer a file)")
@@ -242,6 +254,11 @@ public struct TreeArchive: Sendable {
                 throw KbuildError.syscall("open", path, verb: "make an archive")
             }
             defer { close(fd) }
+            var st = stat()
+            guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG else {
+                throw KbuildError(.conflict, "failed to make the archive of \(path): it changed while it was stored (no longer a regular file)")
+            }
+            stamps[index] = FileStamp(st)
             var file = DualHasher()
             let checked = check(m)
             var left = m.size
@@ -264,7 +281,7 @@ public struct TreeArchive: Sendable {
             }
             if checked { files[index] = file.finalize() }
         }, { if !hashed { whole.update($0) } })
-        return (whole.finalize(), files)
+        return (whole.finalize(), files, stamps)
     }
 
     /// Whether this archive, made from a directory as walked, is the one

@@ -118,6 +118,32 @@ final class TreeArchiveTests: XCTestCase {
         assertKbuildError(.invalidArgument, containing: "not a directory") { try keg.putWithArchive(directory: src + "/a/big.bin") }
     }
 
+    /// Files the put proves unchanged by their stat (here: all of them) make
+    /// the same archive; one changed between the walk and the end, or swapped
+    /// for another file while the ingest read it, is refused.
+    func testSettledFilesAreProvedUnchangedByTheirStat() throws {
+        let (keg, root) = try makeKeg(self)
+        let src = try makeSource(root)
+        let fd = open(src, O_RDONLY | O_DIRECTORY)
+        defer { close(fd) }
+        XCTAssertTrue(Ingest.finelyTimed(fd), "this test needs a filesystem with fine timestamps (ext4, xfs, btrfs, tmpfs, overlayfs)")
+        let all = ArchiveChecks(settledAge: -3600)
+        let (tree, kid, _) = try keg.putWithArchive(directory: src, checks: all)
+        XCTAssertEqual(try keg.putArchive(of: tree).kid, kid)
+        var grown = all
+        grown.beforeCheck = { _ = try? write(Array("hello\n!".utf8), to: src + "/hello.txt") }
+        assertKbuildError(.conflict, containing: "hello.txt changed while it was stored") { try keg.putWithArchive(directory: src, checks: grown) }
+        // Another file in its place while the ingest and the hash read, the first one back before the end.
+        var swapped = all
+        swapped.beforeIngest = {
+            rename(src + "/hello.txt", src + "/hello.orig")
+            _ = try? write(Array("HELLO\n".utf8), to: src + "/hello.txt")
+        }
+        swapped.beforeCheck = { rename(src + "/hello.orig", src + "/hello.txt") }
+        assertKbuildError(.conflict, containing: "changed while it was stored") { try keg.putWithArchive(directory: src, checks: swapped) }
+        XCTAssertTrue(try keg.fsck().isClean)
+    }
+
     func testGCKeepsTheTreeOfAKeptArchiveAndFsckChecksIt() throws {
         let (keg, root) = try makeKeg(self)
         let src = try makeSource(root)

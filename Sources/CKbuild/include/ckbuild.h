@@ -17,6 +17,8 @@ size_t kb_cdc_cut(const uint8_t *data, size_t len, const kb_cdc_params *params);
 
 /// syncfs(2): flush the filesystem holding `fd`. Swift's Glibc does not import it.
 int kb_syncfs(int fd);
+/// The filesystem type (statfs f_type) of an open file, -1 on error.
+long kb_fs_type(int fd);
 
 /// pipe2(O_CLOEXEC) (Swift's Glibc does not import pipe2): fds[0] reads, fds[1] writes.
 int kb_pipe_cloexec(int fds[2]);
