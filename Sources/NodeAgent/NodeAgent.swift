@@ -138,6 +138,8 @@ struct Entry {
     var nextCheck: ContinuousClock.Instant
     var failures = 0
     var healthySince: ContinuousClock.Instant?
+    /// Whether its CPU limit is on (a process boots without it: `bootBurst`).
+    var throttled = false
     var termAt: ContinuousClock.Instant?
     var killAt: ContinuousClock.Instant?
 }
@@ -224,6 +226,7 @@ actor AgentLoop {
                     releasePhase(task)
                 }
                 await checkHealth()
+                throttleBooted()
                 try await report()
                 if ContinuousClock.now - lastLogSweep > .seconds(30) {
                     LogCap.sweep(directory: stateDir + "/logs", capPerApp: config.logCapPerApp)
@@ -325,7 +328,8 @@ actor AgentLoop {
             defer { close(log) }
             let spec = SandboxSpec(command: AppCommand.shell(p.spec.command), lowerDirs: launch.lowerDirs, environment: launch.environment,
                                    workingDirectory: launch.workingDirectory, hostname: p.name, mounts: mounts, network: network,
-                                   limits: SandboxLimits(memory: p.spec.memory, pids: 4096, cpus: p.spec.cpus),
+                                   // The CPU limit comes on when it is healthy or after the boot burst (`throttleBooted`).
+                                   limits: SandboxLimits(memory: p.spec.memory, pids: 4096, cpus: nil),
                                    stdout: .lines(log, cap: config.logCapPerProcess), stderr: .discard, dieWithCaller: false)
             let process = try await agent.sandbox.start(spec)
             let record = ProcessRecord(id: p.id, node: config.name, hostPID: process.pid, app: p.spec.app, name: p.name,
@@ -377,6 +381,29 @@ actor AgentLoop {
         return config.ports.lowerBound
     }
 
+    /// How long a starting process may use the node's idle CPU beyond its limit.
+    static let bootBurst: Duration = .seconds(10)
+
+    /// A process boots without its CPU limit (interpreters and frameworks
+    /// import most of their code at start: under a 0.5 CPU limit gunicorn
+    /// and Flask take four times as long to answer), and gets it once it is
+    /// healthy or its boot burst is over, whichever is first; so a process
+    /// that never gets healthy, or crashes and restarts, is held to its
+    /// limit all the same after 10 s of each start (restarts back off).
+    func throttleBooted() {
+        let now = ContinuousClock.now
+        for (id, var e) in table where !e.throttled && e.state != .stopping {
+            guard let process = e.process, e.state == .healthy || now - e.startedAt >= AgentLoop.bootBurst else { continue }
+            do {
+                try process.setCPULimit(e.assigned.spec.cpus)
+                e.throttled = true
+                table[id] = e
+            } catch {
+                agent.log("agent \(config.name): \(id): \(error)")
+            }
+        }
+    }
+
     func checkHealth() async {
         let now = ContinuousClock.now
         let due = table.values.filter { e in e.process != nil && (e.state == .starting || e.state == .healthy || e.state == .unhealthy) && now >= e.nextCheck }
@@ -384,9 +411,20 @@ actor AgentLoop {
             for e in due {
                 let check = e.assigned.spec.health
                 let (id, address, port) = (e.assigned.id, address(of: e.link), e.port)
+                let starting = e.state == .starting
                 group.addTask {
                     // Without a check (non-web types), a process is healthy once it has run for a second.
                     guard let check else { return (id, ContinuousClock.now - e.startedAt >= .seconds(1)) }
+                    // A web process without a path of its own is ready once it answers HTTP at all: gunicorn,
+                    // puma and their kin bind the port before their workers can answer, so a connect alone
+                    // would send traffic (and retire the old process) seconds early. Then it is live while
+                    // its port accepts connections, with no request in its log every 2 s.
+                    if starting, check.path == nil {
+                        // One attempt waits for the first worker (up to 10 s) rather than dropping its place in the queue.
+                        var ready = check
+                        ready.timeout = max(check.timeout, 10)
+                        return (id, await HealthProbe.check(host: address, port: port, check: ready, answersHTTP: "/"))
+                    }
                     return (id, await HealthProbe.check(host: address, port: port, check: check))
                 }
             }

@@ -41,6 +41,19 @@ public final class SandboxProcess: Sendable {
 
     /// A process started by an earlier kbuild, if it still runs: nil when the PID
     /// is gone or belongs to another process now.
+    /// Sets the CPU limit of a running sandbox (nil: none), in whichever of
+    /// its cgroup directories holds the CPU controller (v1 or v2).
+    public func setCPULimit(_ cpus: Double?) throws {
+        let quota = cpus.map { max(1000, Int(($0 * 100_000).rounded())) }
+        for dir in cgroupDirectories {
+            if FileManager.default.fileExists(atPath: dir + "/cpu.max") {
+                try Cgroup.writeControl(dir + "/cpu.max", quota.map { "\($0) 100000" } ?? "max 100000", verb: "set the CPU limit")
+            } else if FileManager.default.fileExists(atPath: dir + "/cpu.cfs_quota_us") {
+                try Cgroup.writeControl(dir + "/cpu.cfs_quota_us", quota.map(String.init) ?? "-1", verb: "set the CPU limit")
+            }
+        }
+    }
+
     public static func adopt(helperPID: Int32, pid: Int32, startTime: UInt64, cgroupDirectories: [String]) -> SandboxProcess? {
         let fd = kb_sb_pidfd_open(helperPID)
         guard fd >= 0 else { return nil }

@@ -3,6 +3,24 @@ import XCTest
 
 /// Per-app limits set by the admin (`apps:limits`): Keg bytes, memory and
 /// CPUs across the formation and one-off runs, builds at once.
+/// The CPU quota of a host process's cgroup: `cpu.cfs_quota_us` (v1) or the first field of `cpu.max` (v2).
+func cpuQuota(of pid: Int32) -> String? {
+    guard let text = try? String(contentsOfFile: "/proc/\(pid)/cgroup", encoding: .utf8) else { return nil }
+    for line in text.split(separator: "\n") {
+        let parts = line.split(separator: ":", maxSplits: 2).map(String.init)
+        guard parts.count == 3 else { continue }
+        if parts[1].split(separator: ",").contains("cpu") {
+            return (try? String(contentsOfFile: "/sys/fs/cgroup/\(parts[1])\(parts[2])/cpu.cfs_quota_us", encoding: .utf8))?
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        if parts[0] == "0", parts[1].isEmpty, let max = try? String(contentsOfFile: "/sys/fs/cgroup\(parts[2])/cpu.max", encoding: .utf8),
+           let quota = max.split(separator: " ").first, quota != "max" {
+            return String(quota)
+        }
+    }
+    return nil
+}
+
 final class AppLimitsTests: XCTestCase {
     func testLimitsRefuseWhatWouldGoOverThem() throws {
         let data = try makeData("limits")
@@ -52,6 +70,9 @@ final class AppLimitsTests: XCTestCase {
         XCTAssertTrue(big.stderr.contains("would hold") && big.stderr.contains("it may hold 2 MiB"), big.stderr)
         XCTAssertEqual(trimmed(try kbuild(["ref", "get", "apps/capped/image"], dataDir: data).stdout), image, "the image did not move")
         try waitUntil("what ran runs") { healthy(try ps("capped", data), count: 1) }
+        // A healthy process is held to its CPU limit (it booted without it, for at most 10 s).
+        let pid = try XCTUnwrap(try ps("capped", data).first?.hostPID)
+        try waitUntil("the CPU limit of web.1 is on") { cpuQuota(of: pid) == "50000" }
 
         // An app token may read its limits, not set them.
         let made = try kbuild(["tokens:create", "capped-dev", "--app", "capped"], dataDir: data)
