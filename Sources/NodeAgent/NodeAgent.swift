@@ -328,8 +328,9 @@ actor AgentLoop {
             defer { close(log) }
             let spec = SandboxSpec(command: AppCommand.shell(p.spec.command), lowerDirs: launch.lowerDirs, environment: launch.environment,
                                    workingDirectory: launch.workingDirectory, hostname: p.name, mounts: mounts, network: network,
-                                   // The CPU limit comes on when it is healthy or after the boot burst (`throttleBooted`).
-                                   limits: SandboxLimits(memory: p.spec.memory, pids: 4096, cpus: nil),
+                                   // Every core to boot on (a CPU cgroup all the same); its own limit comes on when it
+                                   // is healthy or after the boot burst (`throttleBooted`).
+                                   limits: SandboxLimits(memory: p.spec.memory, pids: 4096, cpus: Double(ProcessInfo.processInfo.activeProcessorCount)),
                                    stdout: .lines(log, cap: config.logCapPerProcess), stderr: .discard, dieWithCaller: false)
             let process = try await agent.sandbox.start(spec)
             let record = ProcessRecord(id: p.id, node: config.name, hostPID: process.pid, app: p.spec.app, name: p.name,
