@@ -144,8 +144,11 @@ final class Ingest: Sendable {
         // as that same inode, and the same at the end, was not changed in
         // between: any write moves its ctime past the walk. So the ingest
         // and the hash read the same bytes. Every other file is hashed twice.
+        var rootStat = stat()
+        let rootDevice = fstat(rootFD, &rootStat) == 0 ? UInt64(rootStat.st_dev) : nil
         let settled = archive.map { checks in
-            Set(Ingest.finelyTimed(rootFD) ? stamps.indices.filter { stamps[$0].changed < walked - checks.settledAge } : [])
+            // Only files on the root's own filesystem (a mount below it may be NFS or FUSE).
+            Set(Ingest.finelyTimed(rootFD) ? stamps.indices.filter { stamps[$0].changed < walked - checks.settledAge && stamps[$0].device == rootDevice } : [])
         } ?? []
         archive?.beforeIngest?()
         let digest = layout.map { layout in
@@ -252,9 +255,10 @@ final class Ingest: Sendable {
               opened: (stat) -> Void = { _ in }) throws -> KID {
         let fd: Int32
         if let beneath {
-            fd = beneath.relative.withCString { kb_open_beneath(beneath.fd, $0, O_RDONLY) }
+            // Not blocking: a file swapped for a fifo must not hang the put (a regular file reads as ever).
+            fd = beneath.relative.withCString { kb_open_beneath(beneath.fd, $0, O_RDONLY | O_NONBLOCK) }
         } else {
-            fd = path.withCString { open($0, O_RDONLY | O_CLOEXEC | (followSymlink ? 0 : O_NOFOLLOW)) }
+            fd = path.withCString { open($0, O_RDONLY | O_CLOEXEC | O_NONBLOCK | (followSymlink ? 0 : O_NOFOLLOW)) }
         }
         guard fd >= 0 else { throw KbuildError.syscall("open", path.description, verb: "put \(path)") }
         defer { close(fd) }

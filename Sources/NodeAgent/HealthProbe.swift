@@ -3,19 +3,20 @@ import Releases
 
 /// One health check of one process: the port accepts a connection, or (with
 /// a path) an HTTP GET of it answers 2xx or 3xx, within the check's timeout;
-/// with `answersHTTP`, a GET of that path answers with any status (the app
-/// is up, whatever it makes of `/`). Blocking sockets on a thread of its own,
-/// so a hung app holds no task thread.
+/// with `answersRequest`, a GET of that path gets any answer at all (the app
+/// is up, whatever it makes of `/` and whatever it speaks: any status, a TLS
+/// alert, an HTTP/2 preface, a close). Blocking sockets on a thread of its
+/// own, so a hung app holds no task thread.
 enum HealthProbe {
-    static func check(host: String, port: Int, check: HealthCheck, answersHTTP: String? = nil) async -> Bool {
+    static func check(host: String, port: Int, check: HealthCheck, answersRequest: String? = nil) async -> Bool {
         await withCheckedContinuation { continuation in
-            let thread = Thread { continuation.resume(returning: probe(host: host, port: port, check: check, answersHTTP: answersHTTP)) }
+            let thread = Thread { continuation.resume(returning: probe(host: host, port: port, check: check, answersRequest: answersRequest)) }
             thread.name = "kbuild-health"
             thread.start()
         }
     }
 
-    static func probe(host: String, port: Int, check: HealthCheck, answersHTTP: String? = nil) -> Bool {
+    static func probe(host: String, port: Int, check: HealthCheck, answersRequest: String? = nil) -> Bool {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
         guard fd >= 0 else { return false }
         defer { close(fd) }
@@ -31,7 +32,7 @@ enum HealthProbe {
             var len = socklen_t(MemoryLayout<Int32>.size)
             guard getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0, err == 0 else { return false }
         }
-        guard let path = answersHTTP ?? check.path else { return true }
+        guard let path = answersRequest ?? check.path else { return true }
         let request = Array("GET \(path) HTTP/1.0\r\nHost: localhost\r\nUser-Agent: kbuild-health\r\n\r\n".utf8)
         var sent = 0
         while sent < request.count {
@@ -46,12 +47,14 @@ enum HealthProbe {
         while head.count < 12 {
             guard wait(fd, for: Int16(POLLIN), until: deadline) else { return false }
             let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            // Any answer, a close included, is a server at work.
+            if answersRequest != nil { return n >= 0 }
             guard n > 0 else { return false }
             head += buffer[0..<n]
         }
         let text = String(decoding: head.prefix(12), as: UTF8.self)
         guard text.hasPrefix("HTTP/1."), let code = Int(text.dropFirst(9).prefix(3)) else { return false }
-        return answersHTTP != nil ? (100..<600).contains(code) : (200..<400).contains(code)
+        return (200..<400).contains(code)
     }
 
     private static func wait(_ fd: Int32, for events: Int16, until deadline: ContinuousClock.Instant) -> Bool {

@@ -140,6 +140,10 @@ struct Entry {
     var healthySince: ContinuousClock.Instant?
     /// Whether its CPU limit is on (a process boots without it: `bootBurst`).
     var throttled = false
+    /// Taken over from an earlier agent: already ready, so checked by connect
+    /// (not by a GET /) and held to its limit at once.
+    var adopted = false
+    var throttleFailed = false
     var termAt: ContinuousClock.Instant?
     var killAt: ContinuousClock.Instant?
 }
@@ -178,7 +182,7 @@ actor AgentLoop {
             }
             table[file.assigned.id] = Entry(assigned: file.assigned, process: process, link: file.link, state: .starting, port: file.port,
                                             record: file.process, restarts: file.restarts, lastExit: nil, since: file.startedAt, startedAt: .now,
-                                            nextCheck: .now)
+                                            nextCheck: .now, adopted: true)
             agent.log("agent \(config.name): adopted \(file.assigned.id) (pid \(file.pid))")
         }
     }
@@ -385,22 +389,27 @@ actor AgentLoop {
     /// How long a starting process may use the node's idle CPU beyond its limit.
     static let bootBurst: Duration = .seconds(10)
 
-    /// A process boots without its CPU limit (interpreters and frameworks
-    /// import most of their code at start: under a 0.5 CPU limit gunicorn
-    /// and Flask take four times as long to answer), and gets it once it is
-    /// healthy or its boot burst is over, whichever is first; so a process
-    /// that never gets healthy, or crashes and restarts, is held to its
-    /// limit all the same after 10 s of each start (restarts back off).
+    /// A process's first start is without its CPU limit (interpreters and
+    /// frameworks import most of their code at start: under a 0.5 CPU limit
+    /// gunicorn and Flask took four times as long to answer), and it gets
+    /// the limit once it is healthy or its boot burst is over, whichever is
+    /// first. A restart after a crash, a process taken over from an earlier
+    /// agent and one being stopped are held to it at once.
     func throttleBooted() {
         let now = ContinuousClock.now
-        for (id, var e) in table where !e.throttled && e.state != .stopping {
-            guard let process = e.process, e.state == .healthy || now - e.startedAt >= AgentLoop.bootBurst else { continue }
+        for (id, var e) in table where !e.throttled {
+            guard let process = e.process else { continue }
+            let burst = e.restarts == 0 && !e.adopted && e.state == .starting && now - e.startedAt < AgentLoop.bootBurst
+            guard !burst else { continue }
             do {
                 try process.setCPULimit(e.assigned.spec.cpus)
                 e.throttled = true
                 table[id] = e
             } catch {
-                agent.log("agent \(config.name): \(id): \(error)")
+                // Said once; tried again on every pass.
+                if !e.throttleFailed { agent.log("agent \(config.name): \(id): \(error)") }
+                e.throttleFailed = true
+                table[id] = e
             }
         }
     }
@@ -412,19 +421,18 @@ actor AgentLoop {
             for e in due {
                 let check = e.assigned.spec.health
                 let (id, address, port) = (e.assigned.id, address(of: e.link), e.port)
-                let starting = e.state == .starting
+                // Ready by HTTP: a web process's first seconds, started by this agent (see below).
+                let byHTTP = e.state == .starting && !e.adopted && e.assigned.spec.type == "web" && now - e.startedAt < AgentLoop.bootBurst
                 group.addTask {
                     // Without a check (non-web types), a process is healthy once it has run for a second.
                     guard let check else { return (id, ContinuousClock.now - e.startedAt >= .seconds(1)) }
-                    // A web process without a path of its own is ready once it answers HTTP at all: gunicorn,
-                    // puma and their kin bind the port before their workers can answer, so a connect alone
-                    // would send traffic (and retire the old process) seconds early. Then it is live while
-                    // its port accepts connections, with no request in its log every 2 s.
-                    if starting, check.path == nil {
-                        // One attempt waits for the first worker (up to 10 s) rather than dropping its place in the queue.
-                        var ready = check
-                        ready.timeout = max(check.timeout, 10)
-                        return (id, await HealthProbe.check(host: address, port: port, check: ready, answersHTTP: "/"))
+                    // A web process without a path of its own is ready once it answers a request at all:
+                    // gunicorn, puma and their kin bind the port before their workers can answer, so a
+                    // connect alone would send traffic (and retire the old process) seconds early. A server
+                    // that says nothing to a GET / is ready by connect after the first 10 s. Then it is live
+                    // while its port accepts connections, with no request in its log every 2 s.
+                    if byHTTP, check.path == nil {
+                        return (id, await HealthProbe.check(host: address, port: port, check: check, answersRequest: "/"))
                     }
                     return (id, await HealthProbe.check(host: address, port: port, check: check))
                 }

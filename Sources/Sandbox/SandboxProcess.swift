@@ -45,12 +45,18 @@ public final class SandboxProcess: Sendable {
     /// its cgroup directories holds the CPU controller (v1 or v2).
     public func setCPULimit(_ cpus: Double?) throws {
         let quota = cpus.map { max(1000, Int(($0 * 100_000).rounded())) }
+        var set = false
         for dir in cgroupDirectories {
             if FileManager.default.fileExists(atPath: dir + "/cpu.max") {
                 try Cgroup.writeControl(dir + "/cpu.max", quota.map { "\($0) 100000" } ?? "max 100000", verb: "set the CPU limit")
+                set = true
             } else if FileManager.default.fileExists(atPath: dir + "/cpu.cfs_quota_us") {
                 try Cgroup.writeControl(dir + "/cpu.cfs_quota_us", quota.map(String.init) ?? "-1", verb: "set the CPU limit")
+                set = true
             }
+        }
+        guard set else {
+            throw KbuildError(.notFound, "failed to set the CPU limit of pid \(pid): none of its cgroups (\(cgroupDirectories.joined(separator: ", "))) has the CPU controller")
         }
     }
 

@@ -172,7 +172,9 @@ extension StackStore {
         _ = try run("/usr/sbin/chroot", [root, "/bin/sh", "-c", script], what: "apt-get install \(packages.joined(separator: " "))")
     }
 
-    /// What a stack should not carry: apt lists and caches, logs, the host's resolv.conf and hostname.
+    /// What a stack should not carry: apt lists and caches, logs, the host's
+    /// resolv.conf and hostname; nothing that says when it was made, so two
+    /// creates from the same packages give the same KIDs.
     static func clean(root: String) throws {
         let fm = FileManager.default
         for dir in ["var/lib/apt/lists", "var/cache/apt/archives", "var/cache/apt", "var/log", "var/cache/debconf", "var/cache/ldconfig"] {
@@ -182,6 +184,15 @@ extension StackStore {
                 if fm.fileExists(atPath: path, isDirectory: &isDir), !isDir.boolValue, dir != "var/cache/debconf" || name.hasSuffix("-old") {
                     try? fm.removeItem(atPath: path)
                 }
+            }
+        }
+        // Logs, at any depth (apt's history.log and term.log carry the time of the install): the
+        // directories stay, as packages expect them.
+        if let walker = fm.enumerator(atPath: root + "/var/log") {
+            while let rel = walker.nextObject() as? String {
+                var st = stat()
+                let path = root + "/var/log/" + rel
+                if lstat(path, &st) == 0, st.st_mode & S_IFMT != S_IFDIR { unlink(path) }
             }
         }
         for leftover in ["var/lib/apt/lists/partial", "var/lib/apt/lists/auxfiles", "var/cache/apt/archives/partial", "var/lib/dpkg/status-old", "var/lib/dpkg/diversions-old",

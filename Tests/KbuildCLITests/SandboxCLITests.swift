@@ -24,6 +24,29 @@ final class SandboxCLITests: XCTestCase {
         XCTAssertEqual(counts.last, 0, "apt lists removed: \(certs.stdout)")
     }
 
+    /// Same packages in, same KIDs out: a second `stack create debian` in a
+    /// data dir of its own makes the run and build images the test run's made
+    /// (a minute or two: the .debs are cached). It could fail only if the
+    /// mirror published a package between the two creates.
+    func testTwoCreatesOfTheDebianStackMakeTheSameKIDs() throws {
+        let create = try XCTUnwrap(SandboxCLITests.debian)
+        XCTAssertEqual(create.status, 0, create.stderr + create.stdout)
+        let other = try tempDir(self, "stack-again")
+        let again = try sh(kbuildBinary, ["stack", "create", "debian"], env: ["KBUILD_DATA_DIR": other])
+        XCTAssertEqual(again.status, 0, again.stderr + again.stdout)
+        func images(_ data: String) throws -> [String: String] {
+            var out: [String: String] = [:]
+            for line in try sh(kbuildBinary, ["stack", "ls"], env: ["KBUILD_DATA_DIR": data]).stdout.split(separator: "\n") {
+                let fields = line.split(whereSeparator: { $0 == "\t" || $0 == " " }).map(String.init)
+                if fields.count >= 2, fields[0].hasPrefix("debian-") { out[fields[0]] = fields[1] }
+            }
+            return out
+        }
+        let first = try images(SandboxCLITests.data), second = try images(other)
+        XCTAssertEqual(Set(first.keys), ["debian-13", "debian-13-build"])
+        XCTAssertEqual(first, second, "two creates from the same packages differ")
+    }
+
     func testExitStatusAndOutputPassThrough() throws {
         let r = try run(["sandbox", "run", "--stack", "busybox", "--", "sh", "-c", "echo out; echo err >&2; exit 42"])
         XCTAssertEqual(r.status, 42)
