@@ -7,8 +7,10 @@ import Synchronization
 ///
 /// A batch goes into one pack (`PackSet`): objects are appended to a
 /// `.tmp-…` pack file as they come, and `commit()` writes the pack's index,
-/// flushes the filesystem (syncfs), renames the pack and then its index into
-/// `keg/packs` (the index's name makes the pack visible), and flushes again.
+/// flushes the pack and its index (fsync), renames the pack and then its index
+/// into `keg/packs` (the index's name makes the pack visible), and flushes the
+/// directory. (Not `syncfs`: that would also wait for every other writer's
+/// dirty pages on the filesystem.)
 /// A writer made with `loose: true` (one object, as `putBlob`) stages a
 /// `.tmp-…` file beside the object's final name in `keg/objects` instead and
 /// renames it. A writer that is dropped or aborted unlinks what it staged; a
@@ -137,7 +139,7 @@ public final class KegWriter: Sendable {
             }
         }
         guard !staged.isEmpty else { return }
-        try sync(verb: "commit objects")
+        try flush(staged.map(\.tmp), verb: "commit objects")
         for (i, entry) in staged.enumerated() {
             if rename(entry.tmp, entry.final) != 0 {
                 let err = errno
@@ -145,7 +147,7 @@ public final class KegWriter: Sendable {
                 throw KbuildError.syscall("rename", entry.final, errno: err, verb: "commit object")
             }
         }
-        try sync(verb: "commit objects")
+        try flush(Set(staged.map { ($0.final as NSString).deletingLastPathComponent }).sorted(), verb: "commit objects")
         keg.packs.rescanIfChanged(force: true)
     }
 
@@ -163,11 +165,14 @@ public final class KegWriter: Sendable {
         }
     }
 
-    private func sync(verb: String) throws {
-        let fd = open(keg.tmpPath, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard fd >= 0 else { throw KbuildError.syscall("open", keg.tmpPath, verb: verb) }
-        defer { close(fd) }
-        guard kb_syncfs(fd) == 0 else { throw KbuildError.syscall("syncfs", keg.tmpPath, verb: verb) }
+    /// fsync of each file or directory named: what this batch wrote, and no one else's.
+    private func flush(_ paths: [String], verb: String) throws {
+        for path in paths {
+            let fd = open(path, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { throw KbuildError.syscall("open", path, verb: verb) }
+            defer { close(fd) }
+            guard fsync(fd) == 0 else { throw KbuildError.syscall("fsync", path, verb: verb) }
+        }
     }
 }
 
