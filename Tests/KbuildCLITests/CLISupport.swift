@@ -257,6 +257,16 @@ enum SharedStacks {
     }
 }
 
+/// Stops what a data dir's agents started and removes the data dir when the test bundle finishes.
+final class RemoveDataDirAtEnd: NSObject, XCTestObservation, @unchecked Sendable {
+    let path: String
+    init(_ path: String) { self.path = path }
+    func testBundleDidFinish(_ testBundle: Bundle) {
+        _ = try? sh(kbuildBinary, ["down", "--grace", "1", "--data-dir", path])
+        try? FileManager.default.removeItem(atPath: path)
+    }
+}
+
 /// Removes a directory when the test bundle finishes.
 final class RemoveAtEnd: NSObject, XCTestObservation, @unchecked Sendable {
     let path: String

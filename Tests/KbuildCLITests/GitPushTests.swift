@@ -10,6 +10,7 @@ final class GitPushTests: XCTestCase {
         try? FileManager.default.removeItem(atPath: dir)
         let r = try? sh(kbuildBinary, ["stack", "create", "busybox"], env: ["KBUILD_DATA_DIR": dir])
         precondition(r?.status == 0, "stack create busybox failed: \(r?.stderr ?? "")")
+        XCTestObservationCenter.shared.addTestObserver(RemoveDataDirAtEnd(dir))
         return dir
     }()
 

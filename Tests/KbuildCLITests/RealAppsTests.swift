@@ -373,6 +373,7 @@ struct LocalIndex {
         test.addTeardownBlock {
             kill(server, SIGKILL)
             _ = reap(server)
+            try? FileManager.default.removeItem(atPath: log)
             _ = try? sh("/usr/sbin/ip", ["netns", "del", ns])
             _ = try? sh("/usr/sbin/ip", ["link", "del", hostSide])
         }

@@ -5,6 +5,13 @@ import KbuildCore
 @testable import Sandbox
 @testable import Stacks
 
+/// Removes the fixture's directory when the test bundle finishes.
+final class RemoveFixtureAtEnd: NSObject, XCTestObservation, @unchecked Sendable {
+    let path: String
+    init(_ path: String) { self.path = path }
+    func testBundleDidFinish(_ testBundle: Bundle) { try? FileManager.default.removeItem(atPath: path) }
+}
+
 /// One busybox root filesystem (made as the busybox stack is) and one Sandbox for every test.
 enum Fixture {
     static let root: String = {
@@ -18,6 +25,7 @@ enum Fixture {
         } catch {
             fatalError("cannot make the busybox root (apt-get install busybox-static): \(error)")
         }
+        XCTestObservationCenter.shared.addTestObserver(RemoveFixtureAtEnd(dir))
         return dir
     }()
 
