@@ -142,11 +142,6 @@ public enum DependencyLayers {
 
     /// Forgets an app's own layers (`builds:cache:purge`).
     public static func purge(app: String, refs: any RefStore, actor: String) async throws -> Int {
-        var removed = 0
-        for ref in try await refs.list(prefix: try RefName("apps/\(app)/dependencies")) {
-            try await refs.compareAndSwap(ref.name, to: nil, expecting: .any, actor: actor)
-            removed += 1
-        }
-        return removed
+        try await refs.removeAll(under: try RefName("apps/\(app)/dependencies"), actor: actor)
     }
 }

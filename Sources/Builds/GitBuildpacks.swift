@@ -154,11 +154,6 @@ public struct GitBuildpacks: Sendable {
 
     /// Forgets an app's clones (`builds:cache:purge`): its next push clones again.
     public static func purge(app: String, refs: any RefStore, actor: String) async throws -> Int {
-        var removed = 0
-        for ref in try await refs.list(prefix: try RefName("apps/\(app)/buildpacks")) {
-            try await refs.compareAndSwap(ref.name, to: nil, expecting: .any, actor: actor)
-            removed += 1
-        }
-        return removed
+        try await refs.removeAll(under: try RefName("apps/\(app)/buildpacks"), actor: actor)
     }
 }

@@ -42,13 +42,13 @@ extension Keg {
                     let node = try ChunkIndexNode(decoding: try decode(header: header, payload: payload, kid: kid), kid: kid)
                     for e in node.entries { wanted.append((e.kid, kid)) }
                 case .treeArchive:
-                    let record = try TreeArchiveRecord(decoding: payload, archive: kid)
-                    wanted.append((record.tree, kid))
+                    let tree = try Keg.archivedTree(kid, payload: payload)
+                    wanted.append((tree, kid))
                     // A missing tree or file is reported below (as missing); anything else wrong is this archive's.
                     do {
                         let archive = try self.archive(kid, header: header, payload: payload)
                         if try archive.digest(keg: self) != kid {
-                            report.problems.append(.init(kind: .corrupt, kid: kid, detail: "the tar of tree \(record.tree) does not hash to the archive's KID (\(storedPath(kid)))"))
+                            report.problems.append(.init(kind: .corrupt, kid: kid, detail: "the tar of tree \(tree) does not hash to the archive's KID (\(storedPath(kid)))"))
                         }
                     } catch let error as KbuildError where error.code == .notFound {
                     }

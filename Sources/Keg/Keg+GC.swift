@@ -238,7 +238,7 @@ extension Keg {
             }
         case .file:
             let (header, payload) = try readStored(kid)
-            if header.kind == .treeArchive { return [(try TreeArchiveRecord(decoding: payload, archive: kid).tree, .tree)] }
+            if header.kind == .treeArchive { return [(try Keg.archivedTree(kid, payload: payload), .tree)] }
             guard header.kind == .chunkedFile else { return [] }
             return [(try chunkedFileRoot(kid, payload: payload), .index)]
         case .index:

@@ -200,7 +200,7 @@ final class Ingest: Sendable {
         guard layout.matches(made, files: hashed) else {
             throw KbuildError(.conflict, "failed to put \(root) with its archive: a file changed while it was stored")
         }
-        try TreeArchiveRecord(tree: rootTree).encoded(archive: kid).withUnsafeBytes { raw in
+        try BoundRecord.encoded(BoundRecord.treeArchive, object: kid, named: rootTree).withUnsafeBytes { raw in
             try writer.add(kid, kind: .treeArchive, bytes: raw, logicalSize: made.size, compressor: nil)
         }
         return (rootTree, (kid, made.size))
@@ -411,7 +411,7 @@ final class Ingest: Sendable {
                 next.append(.init(kid: nk, size: node.totalSize))
             }
             if next.count == 1 {
-                let record = ChunkedFileRecord(root: next[0].kid).encoded(file: kid)
+                let record = BoundRecord.encoded(BoundRecord.chunkedFile, object: kid, named: next[0].kid)
                 try record.withUnsafeBytes { (raw) in
                     try writer.add(kid, kind: .chunkedFile, bytes: raw, logicalSize: size, compressor: nil)
                 }

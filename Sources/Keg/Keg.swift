@@ -223,7 +223,7 @@ public final class Keg: Sendable {
     }
 
     func chunkedFileRoot(_ kid: KID, payload: [UInt8]) throws -> KID {
-        try ChunkedFileRecord(decoding: payload, file: kid).root
+        try BoundRecord.decoded(BoundRecord.chunkedFile, payload, object: kid, what: "chunked-file record")
     }
 
     /// The chunks of a chunked file in order, with their sizes (index nodes verified).

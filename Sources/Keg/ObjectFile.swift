@@ -8,7 +8,7 @@ import KbuildCore
 ///     6  reserved (0, 0)
 ///     8  logical size, u64 little-endian: the length of the bytes the KID hashes
 ///     16 payload: the logical bytes (raw or zstd), or for a chunked file the
-///        `ChunkedFileRecord`
+///        `BoundRecord` (so is a tree archive's)
 struct ObjectHeader: Equatable {
     static let size = 16
     static let magic: [UInt8] = Array("KEG1".utf8)
@@ -49,35 +49,37 @@ struct ObjectHeader: Equatable {
     }
 }
 
-/// The payload of a chunked file: its chunk index root and a binding that ties
-/// the root to the file's KID, so a damaged record cannot point at other bytes.
-struct ChunkedFileRecord: Equatable {
+/// The payload of an object that stands for another (a chunked file for its
+/// chunk index root, a tree archive for its tree): the named KID, then a
+/// binding hash of (tag, the object's own KID, the named KID), so a damaged
+/// record cannot point at other bytes. 64 bytes.
+enum BoundRecord {
     static let size = 64
-    var root: KID
+    static let chunkedFile = "kbuild-chunked-file\0"
+    static let treeArchive = "kbuild-tree-archive-v1\0"
 
-    static func binding(file: KID, root: KID) -> KID {
-        var bytes = Array("kbuild-chunked-file\0".utf8)
-        file.appendRaw(to: &bytes)
-        root.appendRaw(to: &bytes)
+    static func binding(_ tag: String, object: KID, named: KID) -> KID {
+        var bytes = Array(tag.utf8)
+        object.appendRaw(to: &bytes)
+        named.appendRaw(to: &bytes)
         return KID(hashing: bytes)
     }
 
-    func encoded(file: KID) -> [UInt8] {
+    static func encoded(_ tag: String, object: KID, named: KID) -> [UInt8] {
         var out = [UInt8]()
-        root.appendRaw(to: &out)
-        ChunkedFileRecord.binding(file: file, root: root).appendRaw(to: &out)
+        named.appendRaw(to: &out)
+        binding(tag, object: object, named: named).appendRaw(to: &out)
         return out
     }
 
-    init(root: KID) { self.root = root }
-
-    init(decoding payload: [UInt8], file: KID) throws {
-        guard payload.count == ChunkedFileRecord.size,
-              let root = KID(rawBytes: payload[0..<32]),
+    /// The named KID; `what` names the record in the error ("chunked-file record").
+    static func decoded(_ tag: String, _ payload: [UInt8], object: KID, what: String) throws -> KID {
+        guard payload.count == size,
+              let named = KID(rawBytes: payload[0..<32]),
               let binding = KID(rawBytes: payload[32..<64]),
-              binding == ChunkedFileRecord.binding(file: file, root: root)
-        else { throw KbuildError(.corrupt, "failed to read object \(file): chunked-file record does not match its KID") }
-        self.root = root
+              binding == self.binding(tag, object: object, named: named)
+        else { throw KbuildError(.corrupt, "failed to read object \(object): \(what) does not match its KID") }
+        return named
     }
 }
 

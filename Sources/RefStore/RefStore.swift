@@ -148,4 +148,15 @@ extension RefStore {
     public func set(_ name: RefName, to kid: KID, actor: String) async throws -> RefChange {
         try await compareAndSwap(name, to: kid, expecting: .any, actor: actor)
     }
+
+    /// Removes every ref under `prefix` (their history stays) and returns how many.
+    @discardableResult
+    public func removeAll(under prefix: RefName, actor: String) async throws -> Int {
+        var removed = 0
+        for ref in try await list(prefix: prefix) {
+            try await compareAndSwap(ref.name, to: nil, expecting: .any, actor: actor)
+            removed += 1
+        }
+        return removed
+    }
 }
