@@ -39,8 +39,6 @@ public final class SandboxProcess: Sendable {
         if statusFD >= 0 { close(statusFD) }
     }
 
-    /// A process started by an earlier kbuild, if it still runs: nil when the PID
-    /// is gone or belongs to another process now.
     /// Sets the CPU limit of a running sandbox (nil: none), in whichever of
     /// its cgroup directories holds the CPU controller (v1 or v2).
     public func setCPULimit(_ cpus: Double?) throws {
@@ -60,6 +58,8 @@ public final class SandboxProcess: Sendable {
         }
     }
 
+    /// A process started by an earlier kbuild, if it still runs: nil when the PID
+    /// is gone or belongs to another process now.
     public static func adopt(helperPID: Int32, pid: Int32, startTime: UInt64, cgroupDirectories: [String]) -> SandboxProcess? {
         let fd = kb_sb_pidfd_open(helperPID)
         guard fd >= 0 else { return nil }
