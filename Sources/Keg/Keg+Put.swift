@@ -273,8 +273,35 @@ final class Ingest: Sendable {
 
         let bytes = try readExactly(fd, size, path: path, into: &worker.buffer)
         defer { progress?.add(files: 1, bytes: UInt64(size)) }
+        if size >= Keg.chunkingThreshold && DualHasher.interleaved { return try storeChunked(bytes, worker: worker) }
         let kid = DualHasher.kid(of: bytes)
         try store(bytes, kid: kid, worker: worker)
+        return kid
+    }
+
+    /// A chunked file read whole, with the x86 SHA extensions: its cuts
+    /// first, then the whole-file hash and every chunk's in one interleaved
+    /// pass (as `streamLarge` does), instead of hashing the bytes twice.
+    private func storeChunked(_ bytes: UnsafeRawBufferPointer, worker: Worker) throws -> KID {
+        var cuts: [(start: Int, count: Int)] = []
+        var at = 0
+        var params = Keg.chunkParams
+        while at < bytes.count {
+            let n = kb_cdc_cut(bytes.baseAddress!.assumingMemoryBound(to: UInt8.self) + at, bytes.count - at, &params)
+            cuts.append((at, n))
+            at += n
+        }
+        var hasher = FileHasher()
+        let chunkKIDs = hasher.hash(cuts, in: bytes, fresh: bytes)
+        let kid = hasher.finalize()
+        if writer.has(kid) { return kid }
+        var chunks: [ChunkIndexNode.Entry] = []
+        for (cut, ck) in zip(cuts, chunkKIDs) {
+            try writer.add(ck, kind: .blob, bytes: UnsafeRawBufferPointer(rebasing: bytes[cut.start..<cut.start + cut.count]),
+                           compressor: worker.zstd)
+            chunks.append(.init(kid: ck, size: UInt64(cut.count)))
+        }
+        try storeIndex(file: kid, size: UInt64(bytes.count), chunks: chunks, worker: worker)
         return kid
     }
 

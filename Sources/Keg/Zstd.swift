@@ -5,18 +5,19 @@ import KbuildCore
 /// is on disk, never a KID. Level 1: decompression runs at well over 1 GB/s and
 /// compression keeps up with first ingests.
 enum Zstd {
-    static let level: Int32 = 1
+    static let level: Int32 = -1
 
     /// The compressed bytes, or nil when compression would not save at least 1/8.
     static func compress(_ input: UnsafeRawBufferPointer, context: OpaquePointer) -> [UInt8]? {
         guard input.count >= 64 else { return nil }
         let bound = ZSTD_compressBound(input.count)
-        var out = [UInt8](repeating: 0, count: bound)
-        let n = out.withUnsafeMutableBytes { dst in
-            ZSTD_compressCCtx(context, dst.baseAddress, bound, input.baseAddress, input.count, level)
+        var n = 0
+        // Not zero-filled first: zstd writes every byte it reports.
+        let out = [UInt8](unsafeUninitializedCapacity: bound) { dst, count in
+            n = ZSTD_compressCCtx(context, dst.baseAddress, bound, input.baseAddress, input.count, level)
+            count = ZSTD_isError(n) == 0 ? n : 0
         }
         guard ZSTD_isError(n) == 0, n < input.count - input.count / 8 else { return nil }
-        out.removeSubrange(n...)
         return out
     }
 
