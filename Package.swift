@@ -13,7 +13,8 @@ let package = Package(
         .executable(name: "kbuild", targets: ["kbuild"]),
         .executable(name: "kbuild-sandbox", targets: ["kbuild-sandbox"]),
         .library(name: "Keg", targets: ["Keg"]),
-        .library(name: "RefStore", targets: ["RefStore"]),
+        .library(name: "KbuildState", targets: ["KbuildState"]),
+        .library(name: "SQLiteState", targets: ["SQLiteState"]),
         .library(name: "KbuildServer", targets: ["KbuildServer"]),
     ],
     dependencies: [
@@ -53,12 +54,12 @@ let package = Package(
         ),
         .target(
             name: "Keg",
-            dependencies: ["KbuildCore", "CKbuild", "CZstd", .product(name: "Crypto", package: "swift-crypto")],
+            dependencies: ["KbuildCore", "KbuildState", "CKbuild", "CZstd", .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: strict
         ),
         .target(
             name: "OCI",
-            dependencies: ["KbuildCore", "Keg"],
+            dependencies: ["KbuildCore", "KbuildState", "Keg"],
             swiftSettings: strict
         ),
         .target(
@@ -68,40 +69,40 @@ let package = Package(
         ),
         .target(
             name: "Stacks",
-            dependencies: ["KbuildCore", "Keg", "RefStore", "OCI", "Sandbox"],
+            dependencies: ["KbuildCore", "Keg", "KbuildState", "OCI", "Sandbox"],
             swiftSettings: strict
         ),
         .target(
             name: "Builds",
-            dependencies: ["KbuildCore", "Keg", "RefStore", "OCI", "Stacks", "Sandbox", .product(name: "Yams", package: "Yams")],
+            dependencies: ["KbuildCore", "Keg", "KbuildState", "OCI", "Stacks", "Sandbox", .product(name: "Yams", package: "Yams")],
             swiftSettings: strict
         ),
         .target(
             name: "Releases",
-            dependencies: ["KbuildCore", "Keg", "RefStore", "Builds"],
+            dependencies: ["KbuildCore", "Keg", "KbuildState", "Builds"],
             swiftSettings: strict
         ),
         .target(
             name: "Cluster",
-            dependencies: ["KbuildCore", "Keg", "RefStore", "Builds", "Releases", "Router",
+            dependencies: ["KbuildCore", "Keg", "KbuildState", "Builds", "Releases", "Router",
                            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
             swiftSettings: strict
         ),
         .target(
             name: "Scheduler",
-            dependencies: ["KbuildCore", "Keg", "RefStore", "Builds", "Releases", "Cluster",
+            dependencies: ["KbuildCore", "Keg", "KbuildState", "Releases", "Cluster",
                            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
             swiftSettings: strict
         ),
         .target(
             name: "NodeAgent",
-            dependencies: ["KbuildCore", "Keg", "KegRemote", "RefStore", "Sandbox", "OCI", "Stacks", "Builds", "Releases", "Cluster", "CKbuild",
+            dependencies: ["KbuildCore", "Keg", "KegRemote", "KbuildState", "Sandbox", "OCI", "Stacks", "Builds", "Releases", "Cluster", "CKbuild",
                            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
             swiftSettings: strict
         ),
         .target(
             name: "KbuildAPI",
-            dependencies: ["KbuildCore", "Keg", "RefStore", "Builds", "Releases", "Cluster", "Scheduler", "GitGateway", "KbuildServer", "NodeAgent", "Sandbox",
+            dependencies: ["KbuildCore", "Keg", "KbuildState", "Releases", "Cluster", "Scheduler", "GitGateway", "KbuildServer", "NodeAgent", "Sandbox",
                            .product(name: "Hummingbird", package: "hummingbird"), .product(name: "HTTPTypes", package: "swift-http-types")],
             swiftSettings: strict
         ),
@@ -120,7 +121,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "trace-bench",
-            dependencies: ["KbuildCore", "Keg", "RefStore", "Builds", "Releases", "Cluster"],
+            dependencies: ["KbuildCore", "Keg", "KbuildState", "SQLiteState", "Builds", "Releases", "Cluster"],
             swiftSettings: strict
         ),
         .executableTarget(
@@ -131,7 +132,7 @@ let package = Package(
         // kbuild as parts that start (typed start functions), and `kbuild up` made of them.
         .target(
             name: "KbuildSystem",
-            dependencies: ["KbuildCore", "Keg", "KegRemote", "RefStore", "Sandbox", "Builds", "Cluster", "Scheduler", "NodeAgent", "Router",
+            dependencies: ["KbuildCore", "Keg", "KegRemote", "KbuildState", "SQLiteState", "Sandbox", "Builds", "Cluster", "Scheduler", "NodeAgent", "Router",
                            "KbuildAPI", "KbuildServer", "GitGateway",
                            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"), .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
@@ -139,12 +140,12 @@ let package = Package(
         // kbuild trace: the links between records, up to the commit and down to what runs.
         .target(
             name: "Trace",
-            dependencies: ["KbuildCore", "Keg", "RefStore", "Builds", "Releases", "Cluster"],
+            dependencies: ["KbuildCore", "Keg", "KbuildState", "Builds", "Releases", "Cluster"],
             swiftSettings: strict
         ),
         .target(
             name: "GitGateway",
-            dependencies: ["KbuildCore", "Keg", "RefStore", "OCI", "Stacks", "Sandbox", "Builds", "GitSource", "Releases", "Cluster"],
+            dependencies: ["KbuildCore", "Keg", "KbuildState", "OCI", "Stacks", "Sandbox", "Builds", "GitSource", "Releases", "Cluster"],
             swiftSettings: strict
         ),
         .target(
@@ -152,20 +153,27 @@ let package = Package(
             dependencies: ["KbuildCore", "CSandbox"],
             swiftSettings: strict
         ),
+        // The state layer: refs, the records they name, their codec and the key schema (no storage).
         .target(
-            name: "RefStore",
-            dependencies: ["KbuildCore", .product(name: "GRDB", package: "GRDB.swift")],
+            name: "KbuildState",
+            dependencies: ["KbuildCore"],
+            swiftSettings: strict
+        ),
+        // The embedded ref store: one SQLite file.
+        .target(
+            name: "SQLiteState",
+            dependencies: ["KbuildCore", "KbuildState", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: strict
         ),
         .target(
             name: "RefStoreConformance",
-            dependencies: ["KbuildCore", "RefStore"],
+            dependencies: ["KbuildCore", "KbuildState"],
             swiftSettings: strict
         ),
         .target(
             name: "KbuildServer",
             dependencies: [
-                "KbuildCore", "Keg", "RefStore", "CKbuild",
+                "KbuildCore", "Keg", "KbuildState", "CKbuild",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -186,7 +194,7 @@ let package = Package(
         .target(
             name: "KbuildCLI",
             dependencies: [
-                "KbuildCore", "Keg", "KegRemote", "RefStore", "KbuildServer", "Sandbox", "OCI", "Stacks", "GitSource", "Builds", "GitGateway", "CGit2", "CArchive",
+                "KbuildCore", "Keg", "KegRemote", "KbuildState", "SQLiteState", "KbuildServer", "Sandbox", "OCI", "Stacks", "GitSource", "Builds", "GitGateway", "CGit2", "CArchive",
                 "Releases", "Cluster", "Scheduler", "NodeAgent", "KbuildAPI", "Router", "KbuildSystem", "Trace",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -198,16 +206,16 @@ let package = Package(
         // examples/one-machine: a deployment written with the start functions, as a user would.
         .executableTarget(
             name: "kbuild-example-one-machine",
-            dependencies: ["KbuildSystem", "KbuildCore", "Keg", "RefStore", "Sandbox", "Scheduler", "NodeAgent", "Cluster",
+            dependencies: ["KbuildSystem", "KbuildCore", "Keg", "KbuildState", "SQLiteState", "Sandbox", "Scheduler", "NodeAgent", "Cluster",
                            .product(name: "Logging", package: "swift-log")],
             path: "examples/one-machine",
             swiftSettings: strict
         ),
 
-        .testTarget(name: "KegTests", dependencies: ["Keg", "KbuildCore"], swiftSettings: strict),
-        .testTarget(name: "GitSourceTests", dependencies: ["GitSource", "Keg", "KbuildCore"], swiftSettings: strict),
-        .testTarget(name: "BuildsTests", dependencies: ["Builds", "GitGateway", "KbuildCore", "Keg", "RefStore"], swiftSettings: strict),
-        .testTarget(name: "SandboxTests", dependencies: ["Sandbox", "Stacks", "Keg", "RefStore", "KbuildCore"], swiftSettings: strict),
+        .testTarget(name: "KegTests", dependencies: ["Keg", "KbuildCore", "KbuildState"], swiftSettings: strict),
+        .testTarget(name: "GitSourceTests", dependencies: ["GitSource", "Keg", "KbuildCore", "KbuildState"], swiftSettings: strict),
+        .testTarget(name: "BuildsTests", dependencies: ["Builds", "GitGateway", "KbuildCore", "Keg", "KbuildState", "SQLiteState"], swiftSettings: strict),
+        .testTarget(name: "SandboxTests", dependencies: ["Sandbox", "Stacks", "Keg", "KbuildState", "SQLiteState", "KbuildCore"], swiftSettings: strict),
         .testTarget(
             name: "RouterTests",
             dependencies: [
@@ -220,12 +228,12 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        .testTarget(name: "SchedulerTests", dependencies: ["Scheduler", "Cluster", "Releases", "KbuildCore", "NodeAgent", "Trace", "Router"], swiftSettings: strict),
-        .testTarget(name: "RefStoreTests", dependencies: ["RefStore", "RefStoreConformance", "KbuildCore"], swiftSettings: strict),
+        .testTarget(name: "SchedulerTests", dependencies: ["Scheduler", "Cluster", "Releases", "KbuildCore", "KbuildState", "NodeAgent", "Trace", "Router"], swiftSettings: strict),
+        .testTarget(name: "RefStoreTests", dependencies: ["KbuildState", "SQLiteState", "RefStoreConformance", "KbuildCore"], swiftSettings: strict),
         .testTarget(
             name: "KbuildCLITests",
             dependencies: [
-                "KbuildCore", "Keg", "KbuildServer", "RefStore", "KbuildSystem",
+                "KbuildCore", "Keg", "KbuildServer", "KbuildState", "SQLiteState", "KbuildSystem",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),

@@ -2,6 +2,7 @@ public import KbuildCore
 public import Keg
 import OCI
 import Foundation
+public import KbuildState
 
 /// The OCI image of a build: the stack's layers plus the app layer, and a
 /// config that says how to run it. Assembling is cheap (two small blobs), so

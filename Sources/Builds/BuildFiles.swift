@@ -148,3 +148,4 @@ public enum BuildFiles {
 }
 
 import Foundation
+import KbuildState

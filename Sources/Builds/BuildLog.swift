@@ -2,6 +2,7 @@ import KbuildCore
 import Foundation
 import Glibc
 import Synchronization
+import KbuildState
 
 /// A build's log as it is written: a file under `<data>/builds/logs/` that the
 /// pusher's hook follows (`BuildLog.follow`), stored in the Keg when the build ends.

@@ -1,6 +1,6 @@
 public import KbuildCore
 public import Keg
-public import RefStore
+public import KbuildState
 public import Foundation
 
 /// Builds waiting, claimed and done, as refs (one machine or many share them):

@@ -1,6 +1,6 @@
 import KbuildCore
 public import Keg
-public import RefStore
+public import KbuildState
 public import Sandbox
 import OCI
 import Stacks

@@ -1,6 +1,6 @@
 public import KbuildCore
 public import Keg
-public import RefStore
+public import KbuildState
 import Foundation
 import Sandbox
 

@@ -1,7 +1,7 @@
 public import KbuildCore
 public import Keg
 public import OCI
-public import RefStore
+public import KbuildState
 public import Foundation
 
 /// kbuild's dependency layers, beyond Heroku's API: a buildpack with a

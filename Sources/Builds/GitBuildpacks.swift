@@ -1,6 +1,6 @@
 public import KbuildCore
 public import Keg
-public import RefStore
+public import KbuildState
 public import Sandbox
 import Foundation
 import OCI

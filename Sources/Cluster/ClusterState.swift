@@ -1,7 +1,6 @@
 public import KbuildCore
 public import Keg
-public import RefStore
-import Builds
+public import KbuildState
 import Foundation
 import Synchronization
 

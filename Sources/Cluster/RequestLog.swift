@@ -2,6 +2,7 @@ public import Foundation
 public import Router
 public import ServiceLifecycle
 import Synchronization
+import KbuildState
 
 /// Which process answered each request the router served, so `kbuild trace
 /// REQUEST-ID` finds it: one line per request, `<router id> <time> <app>

@@ -1,7 +1,6 @@
 public import KbuildCore
 public import Keg
-public import RefStore
-import Builds
+public import KbuildState
 public import Foundation
 
 /// Waits for the scheduler's verdict on one release, for whoever made it

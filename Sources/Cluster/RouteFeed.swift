@@ -1,6 +1,6 @@
 import KbuildCore
 public import Keg
-public import RefStore
+public import KbuildState
 public import Router
 public import ServiceLifecycle
 public import Foundation

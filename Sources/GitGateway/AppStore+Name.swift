@@ -1,4 +1,5 @@
 import KbuildCore
+import KbuildState
 
 // Apart from AppStore.swift (which needs the Keg and the ref store) so that
 // fuzz/ compiles GitShell.parse together with the real check.

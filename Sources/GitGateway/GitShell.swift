@@ -1,5 +1,6 @@
 public import KbuildCore
 public import Foundation
+import KbuildState
 
 /// The forced command of kbuild's SSH keys (`kbuild git-shell`): sshd puts
 /// what the client asked for in SSH_ORIGINAL_COMMAND; only git's

@@ -3,6 +3,7 @@ import Foundation
 import Hummingbird
 import KbuildCore
 import Releases
+import KbuildState
 
 /// An app's limits as the API applies them: what a formation and one-off runs hold.
 extension APIRoutes {

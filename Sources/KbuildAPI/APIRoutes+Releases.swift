@@ -1,13 +1,12 @@
 import Hummingbird
 import Keg
-import RefStore
+import KbuildState
 import Cluster
 import Foundation
 import GitGateway
 import KbuildCore
 import KbuildServer
 import Releases
-import Builds
 import Scheduler
 import Sandbox
 import NodeAgent

@@ -1,13 +1,12 @@
 public import Hummingbird
 public import Keg
-public import RefStore
+public import KbuildState
 import Cluster
 import Foundation
 import GitGateway
 import KbuildCore
 import KbuildServer
 import Releases
-import Builds
 import Scheduler
 public import Sandbox
 import NodeAgent

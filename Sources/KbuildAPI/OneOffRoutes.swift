@@ -7,6 +7,7 @@ import NodeAgent
 import Releases
 import Sandbox
 import Synchronization
+import KbuildState
 
 /// `POST /api/v1/apps/APP/run`: a one-off process in the app's current image
 /// and config (`kbuild run APP -- CMD`), its output streamed back as frames,

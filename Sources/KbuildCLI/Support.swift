@@ -1,7 +1,8 @@
 import Foundation
 import KbuildCore
 import Keg
-import RefStore
+import KbuildState
+import SQLiteState
 
 extension GlobalOptions {
     var dir: DataDir { DataDir.resolve(dataDir) }

@@ -12,6 +12,7 @@ import NodeAgent
 import Sandbox
 import Scheduler
 import ServiceLifecycle
+import KbuildState
 
 /// `kbuild up`: everything on this machine, on embedded defaults, as one
 /// program: each part started by its typed start function (KbuildSystem),

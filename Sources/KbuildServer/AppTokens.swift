@@ -1,6 +1,6 @@
 import KbuildCore
 public import Keg
-public import RefStore
+public import KbuildState
 import Crypto
 import Synchronization
 public import Foundation

@@ -1,7 +1,7 @@
 public import Hummingbird
 public import Keg
 public import Logging
-public import RefStore
+public import KbuildState
 import Foundation
 import ServiceLifecycle
 import HummingbirdCore

@@ -1,6 +1,6 @@
 import KbuildCore
 import Keg
-import RefStore
+import KbuildState
 import Foundation
 import Synchronization
 import NIOPosix

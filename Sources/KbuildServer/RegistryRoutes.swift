@@ -1,6 +1,6 @@
 public import Hummingbird
 import Keg
-public import RefStore
+public import KbuildState
 import KbuildCore
 import Foundation
 import HTTPTypes

@@ -7,7 +7,8 @@ public import Keg
 public import KegRemote
 public import Logging
 public import NodeAgent
-public import RefStore
+public import KbuildState
+import SQLiteState
 public import Router
 public import Sandbox
 public import Scheduler

@@ -3,6 +3,7 @@ import KbuildCore
 import Releases
 import Sandbox
 import Foundation
+import KbuildState
 
 // The node agent's health checks and the CPU limit that follows them.
 extension AgentLoop {

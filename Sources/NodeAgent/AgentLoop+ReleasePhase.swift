@@ -2,9 +2,8 @@ import Cluster
 import KbuildCore
 import Keg
 import KegRemote
-import RefStore
+import KbuildState
 import Sandbox
-import Builds
 import Releases
 import Foundation
 import Synchronization

@@ -1,5 +1,5 @@
 import Foundation
-import Releases
+import KbuildState
 
 /// One health check of one process: the port accepts a connection, or (with
 /// a path) an HTTP GET of it answers 2xx or 3xx, within the check's timeout;

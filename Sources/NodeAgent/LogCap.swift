@@ -1,6 +1,7 @@
 public import Foundation
 import Cluster
 import CKbuild
+import KbuildState
 
 /// The size cap on an app's logs on a node.
 public enum LogCap {

@@ -1,11 +1,10 @@
-public import Cluster
+import Cluster
 import KbuildCore
 public import Keg
 public import KegRemote
-public import RefStore
+public import KbuildState
 public import Sandbox
 public import ServiceLifecycle
-import Builds
 import Releases
 public import Foundation
 import Synchronization

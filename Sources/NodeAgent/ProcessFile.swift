@@ -1,7 +1,7 @@
-import Cluster
 import Foundation
 import KbuildCore
 import Sandbox
+import KbuildState
 
 /// What an agent writes down about each process it started, in
 /// `<state-dir>/processes/ID.json`, so that the next agent (after a restart

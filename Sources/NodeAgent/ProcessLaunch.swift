@@ -2,8 +2,8 @@ public import Cluster
 public import KbuildCore
 public import Keg
 public import KegRemote
-import RefStore
-public import Releases
+public import KbuildState
+import Releases
 import Builds
 import OCI
 import Sandbox

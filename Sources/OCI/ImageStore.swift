@@ -1,6 +1,7 @@
 public import KbuildCore
 public import Keg
 import Foundation
+public import KbuildState
 
 /// OCI images in the Keg: layers made from trees, configs and manifests as
 /// blobs. An image's KID is its manifest's digest.

@@ -1,4 +1,4 @@
-public import RefStore
+public import KbuildState
 import KbuildCore
 import Foundation
 

@@ -1,5 +1,6 @@
 import KbuildCore
 import Foundation
+public import KbuildState
 
 /// The parts of app.json kbuild reads: `healthchecks`, in the form Dokku
 /// uses: `{"healthchecks": {"web": [{"type": "startup", "path": "/health",

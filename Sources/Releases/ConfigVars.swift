@@ -1,6 +1,7 @@
 import KbuildCore
 import Foundation
 import Builds
+import KbuildState
 
 /// An app's config vars (`config:set`), one object per version. Injected into
 /// each process's environment when it starts; never baked into an image.

@@ -1,5 +1,6 @@
 import KbuildCore
 import Builds
+public import KbuildState
 
 /// One `ps:scale` argument: `web=3`, `worker=0`, `web=2:1G` (memory), `web=2:1G:1.5` (memory and CPUs).
 public struct FormationChange: Sendable, Equatable {

@@ -1,17 +1,7 @@
 public import KbuildCore
 public import Keg
-public import RefStore
-import Builds
-public import Foundation
-
-/// A release as the history lists it.
-public struct ReleaseEntry: Sendable, Equatable {
-    public var kid: KID
-    public var release: Release
-    public var time: Date
-    public var actor: String
-    public var version: Int64 { release.version }
-}
+public import KbuildState
+import Foundation
 
 /// Makes and reads releases. Every change is a compare-and-swap of
 /// `apps/APP/release` from the release it was computed from, so two

@@ -1,4 +1,5 @@
-public import Cluster
+import Cluster
+public import KbuildState
 
 /// Where a new process goes: a pure function of what each node has free and
 /// what it already runs. Only nodes with room for the process's requests are

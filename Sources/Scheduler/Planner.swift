@@ -1,7 +1,8 @@
-public import Cluster
+import Cluster
 public import KbuildCore
-public import Releases
+import Releases
 public import Foundation
+public import KbuildState
 
 /// How a release replaces the one before it.
 public struct RolloutPolicy: Sendable, Equatable {

@@ -1,10 +1,9 @@
 public import Cluster
 import KbuildCore
 public import Keg
-public import RefStore
+public import KbuildState
 import Releases
 public import Foundation
-import Builds
 public import ServiceLifecycle
 
 /// The scheduler: reads releases and nodes, asks the `Planner` what each node

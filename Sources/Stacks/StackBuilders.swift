@@ -1,6 +1,7 @@
 public import OCI
 import KbuildCore
 import Foundation
+public import KbuildState
 
 /// The stacks kbuild can make from Debian's packages on this host.
 extension StackStore {

@@ -1,7 +1,7 @@
 public import KbuildCore
 public import Keg
 public import OCI
-public import RefStore
+public import KbuildState
 import Foundation
 
 /// A stack: a base root filesystem that builds and apps run on, stored as an

@@ -1,5 +1,6 @@
 public import KbuildCore
 import Builds
+import KbuildState
 
 /// What `kbuild trace X` was asked about, parsed once: a pure function of the text.
 public enum TraceTarget: Sendable, Equatable {

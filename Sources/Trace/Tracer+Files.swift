@@ -1,9 +1,9 @@
 public import KbuildCore
-import Builds
 import Cluster
 import Foundation
 import Keg
 import Releases
+import KbuildState
 
 /// What changed between two releases of an app (`kbuild trace APP@v6..v7`).
 /// Config values are never shown, only which keys changed.

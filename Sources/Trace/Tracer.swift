@@ -1,7 +1,7 @@
-public import Cluster
+import Cluster
 public import KbuildCore
 public import Keg
-public import RefStore
+public import KbuildState
 import Builds
 public import Foundation
 import Releases

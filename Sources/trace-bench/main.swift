@@ -12,7 +12,8 @@ import Cluster
 import Foundation
 import KbuildCore
 import Keg
-import RefStore
+import KbuildState
+import SQLiteState
 import Releases
 
 func arg(_ name: String, _ fallback: Int) -> Int {

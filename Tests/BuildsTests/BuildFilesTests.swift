@@ -2,6 +2,7 @@ import Builds
 import GitGateway
 import KbuildCore
 import XCTest
+import KbuildState
 
 /// The pure parts of the build and the gateway, as tables: Procfile,
 /// bin/release YAML, .buildpacks, SSH forced commands, public keys, app names.

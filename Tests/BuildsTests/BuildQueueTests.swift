@@ -2,7 +2,8 @@ import Builds
 import Foundation
 import KbuildCore
 import Keg
-import RefStore
+import KbuildState
+import SQLiteState
 import XCTest
 
 /// The build queue on a real SQLite ref store: a build is claimed by one

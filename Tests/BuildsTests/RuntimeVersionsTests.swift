@@ -1,5 +1,6 @@
 import XCTest
 @testable import Builds
+import KbuildState
 
 /// Version files against a stack's runtimes: table tests of the pure checks.
 final class RuntimeVersionsTests: XCTestCase {

@@ -4,7 +4,8 @@ import KbuildCore
 import KbuildServer
 import KbuildSystem
 import Keg
-import RefStore
+import KbuildState
+import SQLiteState
 import XCTest
 
 /// Every route the server has, against a real `kbuild up`, with no token, a

@@ -1,5 +1,5 @@
 import XCTest
-import RefStore
+import KbuildState
 import KbuildCore
 
 final class RefNameTests: XCTestCase {

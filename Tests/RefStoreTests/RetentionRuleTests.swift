@@ -1,6 +1,6 @@
 import XCTest
 import Foundation
-import RefStore
+import KbuildState
 import KbuildCore
 
 final class RetentionRuleTests: XCTestCase {

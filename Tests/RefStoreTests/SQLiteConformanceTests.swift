@@ -1,6 +1,7 @@
 import XCTest
 import Foundation
-import RefStore
+import KbuildState
+import SQLiteState
 import RefStoreConformance
 import KbuildCore
 

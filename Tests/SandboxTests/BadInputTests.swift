@@ -1,7 +1,8 @@
 import Foundation
 import XCTest
 import KbuildCore
-import RefStore
+import KbuildState
+import SQLiteState
 import Keg
 @testable import Sandbox
 @testable import Stacks

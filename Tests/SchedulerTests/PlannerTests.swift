@@ -4,6 +4,7 @@ import KbuildCore
 import Releases
 import Scheduler
 import XCTest
+import KbuildState
 
 /// The rollout planner and placement, as tables: (desired, observed) → steps.
 final class PlannerTests: XCTestCase {

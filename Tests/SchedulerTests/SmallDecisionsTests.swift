@@ -5,6 +5,7 @@ import NodeAgent
 import Router
 import Trace
 import XCTest
+import KbuildState
 
 /// Small pure decisions beside the planner: the log cap, trace's targets, log lines.
 final class SmallDecisionsTests: XCTestCase {

@@ -15,7 +15,8 @@ import KbuildSystem
 import Keg
 import Logging
 import NodeAgent
-import RefStore
+import KbuildState
+import SQLiteState
 import Sandbox
 import Scheduler
 

@@ -3,6 +3,7 @@ import Builds
 import Foundation
 import GitGateway
 import KbuildCore
+import KbuildState
 
 extension GlobalOptions {
     func openApps() throws -> AppStore {

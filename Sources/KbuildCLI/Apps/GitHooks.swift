@@ -1,9 +1,9 @@
 import ArgumentParser
-import Builds
 import Foundation
 import GitGateway
 import KbuildCore
 import Sandbox
+import KbuildState
 
 struct GitShellCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

@@ -3,7 +3,7 @@ import Builds
 import Foundation
 import KbuildCore
 import OCI
-import RefStore
+import KbuildState
 
 struct ImageCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -2,7 +2,7 @@ import ArgumentParser
 import Foundation
 import KbuildCore
 import Keg
-import RefStore
+import KbuildState
 
 struct KegGC: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

@@ -1,7 +1,7 @@
 import ArgumentParser
 import Foundation
 import KbuildCore
-import RefStore
+import KbuildState
 
 struct RefCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -4,6 +4,7 @@ import KbuildAPI
 import KbuildCore
 import NIOCore
 import NIOHTTP1
+import KbuildState
 
 /// The CLI's way to the API: where it is and the token, from (in order)
 /// $KBUILD_URL and $KBUILD_TOKEN, the file `kbuild login` writes, or the

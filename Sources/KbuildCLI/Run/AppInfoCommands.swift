@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import KbuildAPI
 import KbuildCore
+import KbuildState
 
 /// `kbuild apps:info APP`.
 struct AppsInfo: AsyncParsableCommand {

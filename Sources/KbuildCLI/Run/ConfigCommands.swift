@@ -3,6 +3,7 @@ import Foundation
 import KbuildAPI
 import KbuildCore
 import Releases
+import KbuildState
 
 /// `kbuild config APP`.
 struct ConfigList: AsyncParsableCommand {

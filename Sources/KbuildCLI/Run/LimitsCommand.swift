@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import KbuildAPI
 import KbuildCore
+import KbuildState
 
 /// `kbuild apps:limits APP [--keg 10G] [--memory 4G] [--cpus 2] [--builds 2]`.
 struct AppsLimits: AsyncParsableCommand {

@@ -6,6 +6,7 @@ import KbuildCore
 import NodeAgent
 import Sandbox
 import Trace
+import KbuildState
 
 /// `kbuild ps APP`.
 struct PsList: AsyncParsableCommand {

@@ -4,6 +4,7 @@ import KbuildAPI
 import KbuildCore
 import Releases
 import Cluster
+import KbuildState
 
 /// `kbuild releases APP`: the release history, newest first.
 struct ReleasesList: AsyncParsableCommand {

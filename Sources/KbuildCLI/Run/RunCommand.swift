@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import KbuildAPI
 import KbuildCore
+import KbuildState
 
 /// `kbuild run APP -- CMD …`: a one-off process in the app's image and config.
 struct RunCommand: AsyncParsableCommand {

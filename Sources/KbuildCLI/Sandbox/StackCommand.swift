@@ -3,6 +3,7 @@ import Foundation
 import KbuildCore
 import OCI
 import Stacks
+import KbuildState
 
 struct StackCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

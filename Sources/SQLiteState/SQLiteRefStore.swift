@@ -1,6 +1,7 @@
 public import KbuildCore
 import Foundation
 import GRDB
+public import KbuildState
 
 /// The embedded ref store: one SQLite file (WAL, synchronous=FULL) through GRDB.
 ///

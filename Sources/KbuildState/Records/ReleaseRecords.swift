@@ -108,3 +108,19 @@ public struct HealthCheck: Codable, Sendable, Equatable {
     /// The check a web process gets when app.json names none.
     public static let portAccepts = HealthCheck()
 }
+
+/// A release as the history lists it.
+public struct ReleaseEntry: Sendable, Equatable {
+    public var kid: KID
+    public var release: Release
+    public var time: Date
+    public var actor: String
+    public var version: Int64 { release.version }
+
+    public init(kid: KID, release: Release, time: Date, actor: String) {
+        self.kid = kid
+        self.release = release
+        self.time = time
+        self.actor = actor
+    }
+}

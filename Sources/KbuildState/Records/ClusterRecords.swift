@@ -1,7 +1,4 @@
 public import KbuildCore
-public import Releases
-public import RefStore
-import Builds
 public import Foundation
 
 /// The shared vocabulary of the scheduler, the node agents and the router:

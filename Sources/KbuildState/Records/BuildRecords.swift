@@ -1,6 +1,4 @@
 public import KbuildCore
-public import Keg
-public import OCI
 public import Foundation
 
 /// A buildpack as a build uses it: its name and the Keg tree of its directory.
@@ -218,30 +216,5 @@ public struct SourceRecord: Codable, Sendable, Equatable {
         self.files = files
         self.bytes = bytes
         self.links = [source]
-    }
-}
-
-/// Records are canonical JSON blobs in the Keg.
-public enum Records {
-    public static func encoder() -> JSONEncoder {
-        let e = JSONEncoder()
-        e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        e.dateEncodingStrategy = .iso8601
-        return e
-    }
-
-    public static func put(_ value: some Encodable, in keg: Keg) throws -> KID {
-        try keg.putBlob(Array(try encoder().encode(value)))
-    }
-
-    public static func get<T: Decodable>(_ type: T.Type, _ kid: KID, from keg: Keg, what: String) throws -> T {
-        let bytes = try keg.logicalBytes(kid, maxWhole: 16 << 20)
-        let decoder = JSONDecoder()
-        decoder.dateDecodingStrategy = .iso8601
-        do {
-            return try decoder.decode(type, from: Data(bytes))
-        } catch {
-            throw KbuildError(.corrupt, "object \(kid) is not a \(what) record: \(error)")
-        }
     }
 }

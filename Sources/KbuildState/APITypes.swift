@@ -1,6 +1,4 @@
-public import Cluster
 public import KbuildCore
-public import Releases
 public import Foundation
 
 /// The JSON the API speaks (`/api/v1/…`), shared by the server and the CLI.
@@ -106,6 +104,19 @@ public enum API {
         public var rollout: RolloutRecord?
         public var domains: [String]
         public var processes: [ProcessInfo]
+
+        public init(name: String, stack: String, deployBranch: String, createdBy: String, createdAt: Date, release: ReleaseInfo?,
+                    rollout: RolloutRecord?, domains: [String], processes: [ProcessInfo]) {
+            self.name = name
+            self.stack = stack
+            self.deployBranch = deployBranch
+            self.createdBy = createdBy
+            self.createdAt = createdAt
+            self.release = release
+            self.rollout = rollout
+            self.domains = domains
+            self.processes = processes
+        }
     }
 
     public struct ConfigChange: Codable, Sendable {
@@ -187,5 +198,12 @@ public enum API {
         public var alive: Bool
         public var processes: Int
         public var heartbeat: Date?
+
+        public init(record: NodeRecord, alive: Bool, processes: Int, heartbeat: Date?) {
+            self.record = record
+            self.alive = alive
+            self.processes = processes
+            self.heartbeat = heartbeat
+        }
     }
 }

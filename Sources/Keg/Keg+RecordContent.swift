@@ -1,0 +1,8 @@
+public import KbuildCore
+public import KbuildState
+
+/// The Keg holds records as plain blobs.
+extension Keg: RecordContent {
+    public func putRecordBytes(_ bytes: [UInt8]) throws -> KID { try putBlob(bytes) }
+    public func recordBytes(_ kid: KID, limit: Int) throws -> [UInt8] { try logicalBytes(kid, maxWhole: UInt64(limit)) }
+}
