@@ -33,11 +33,10 @@ public struct BuildQueue: Sendable {
         public var expired: Bool { expires < Date().timeIntervalSince1970 }
     }
 
-    static func ref(_ what: String, _ build: KID) throws -> RefName { try RefName("builds/\(what)/\(build.hex)") }
 
     /// The latest record of `build`, if it ever finished.
     public func result(_ build: KID) async throws -> BuildRecord? {
-        guard let ref = try await refs.get(try BuildQueue.ref("results", build)) else { return nil }
+        guard let ref = try await refs.get(try Schema.buildResult(build)) else { return nil }
         return try Records.get(BuildRecord.self, ref.kid, from: keg, what: "build")
     }
 
@@ -47,7 +46,7 @@ public struct BuildQueue: Sendable {
         let build = job.inputs.kid
         let kid = try Records.put(job, in: keg)
         do {
-            try await refs.compareAndSwap(try BuildQueue.ref("queue", build), to: kid, expecting: .absent, actor: actor)
+            try await refs.compareAndSwap(try Schema.buildQueued(build), to: kid, expecting: .absent, actor: actor)
         } catch let error as KbuildError where error.code == .conflict {
             // Someone queued the same build: it runs once, for both.
         }
@@ -58,8 +57,8 @@ public struct BuildQueue: Sendable {
     /// not a build KID, a record that is not a job) is reported and skipped:
     /// one bad ref must not stop every build.
     public func pending(report: (String) -> Void = { _ in }) async throws -> [(build: KID, job: BuildJob)] {
-        try await refs.list(prefix: try RefName("builds/queue")).compactMap { ref in
-            guard let build = try? KID(parsing: String(ref.name.rawValue.split(separator: "/").last ?? "")) else {
+        try await refs.list(prefix: Schema.buildQueue).compactMap { ref in
+            guard case .buildQueued(let build) = Schema.Key(ref.name) else {
                 report("skipped \(ref.name.rawValue): its name is not a build KID")
                 return nil
             }
@@ -74,13 +73,13 @@ public struct BuildQueue: Sendable {
 
     /// The current claim on `build`, if any.
     public func claim(of build: KID) async throws -> (claim: Claim, kid: KID)? {
-        guard let ref = try await refs.get(try BuildQueue.ref("claims", build)) else { return nil }
+        guard let ref = try await refs.get(try Schema.buildClaim(build)) else { return nil }
         return (try Records.get(Claim.self, ref.kid, from: keg, what: "build claim"), ref.kid)
     }
 
     /// Claims `build` for `worker`: nil when another worker holds a live claim.
     public func claim(_ build: KID, worker: String) async throws -> KID? {
-        let name = try BuildQueue.ref("claims", build)
+        let name = try Schema.buildClaim(build)
         let expecting: RefExpectation
         if let (current, kid) = try await claim(of: build) {
             guard current.expired else { return nil }
@@ -100,16 +99,16 @@ public struct BuildQueue: Sendable {
     /// Extends a claim; throws `.conflict` when it was lost.
     public func renew(_ build: KID, claim: KID, worker: String) async throws -> KID {
         let kid = try Records.put(Claim(build: build, worker: worker, expires: Date().timeIntervalSince1970 + lease), in: keg)
-        try await refs.compareAndSwap(try BuildQueue.ref("claims", build), to: kid, expecting: .value(claim), actor: worker)
+        try await refs.compareAndSwap(try Schema.buildClaim(build), to: kid, expecting: .value(claim), actor: worker)
         return kid
     }
 
     /// Records the result, takes the build off the queue, drops the claim.
     public func finish(_ build: KID, claim: KID, record: BuildRecord, worker: String) async throws {
         let kid = try Records.put(record, in: keg)
-        try await refs.compareAndSwap(try BuildQueue.ref("results", build), to: kid, expecting: .any, actor: worker)
-        _ = try? await refs.compareAndSwap(try BuildQueue.ref("queue", build), to: nil, expecting: .any, actor: worker)
-        _ = try? await refs.compareAndSwap(try BuildQueue.ref("claims", build), to: nil, expecting: .value(claim), actor: worker)
+        try await refs.compareAndSwap(try Schema.buildResult(build), to: kid, expecting: .any, actor: worker)
+        _ = try? await refs.compareAndSwap(try Schema.buildQueued(build), to: nil, expecting: .any, actor: worker)
+        _ = try? await refs.compareAndSwap(try Schema.buildClaim(build), to: nil, expecting: .value(claim), actor: worker)
     }
 
     /// Where `worker` writes the log of `build` while it runs (one file per

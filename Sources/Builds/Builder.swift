@@ -37,7 +37,6 @@ public struct Builder: Sendable {
     }
 
     /// The ref of an app's build cache (a Keg tree).
-    public static func cacheRef(app: String) throws -> RefName { try RefName("apps/\(app)/build-cache") }
 
     /// Runs `job` and returns its record (succeeded or failed); throws only
     /// when the build could not be attempted or recorded at all, or was
@@ -124,7 +123,7 @@ public struct Builder: Sendable {
         try keg.get(inputs.source, to: app)
         // The app's cache only for a build scoped to it: an unscoped build (its KID shared by
         // any app that pushes the same tree) depends on its inputs alone.
-        if inputs.cacheScope != nil, let cached = try await refs.get(try Builder.cacheRef(app: job.app)), keg.contains(cached.kid) {
+        if inputs.cacheScope != nil, let cached = try await refs.get(try Schema.buildCache(job.app)), keg.contains(cached.kid) {
             try keg.get(cached.kid, to: cache)
         } else if mkdir(cache, 0o755) != 0 {
             throw KbuildError.syscall("mkdir", cache, verb: "prepare the build cache")
@@ -291,10 +290,10 @@ public struct Builder: Sendable {
         // (evicted whole, as Heroku clears an oversized cache) and the next build starts without one.
         do {
             let cacheTree = try keg.put(path: cache, skipSpecialFiles: true, dropSetID: true, maxBytes: job.limits.disk / 2)
-            try await refs.compareAndSwap(try Builder.cacheRef(app: job.app), to: cacheTree, expecting: .any, actor: worker)
+            try await refs.compareAndSwap(try Schema.buildCache(job.app), to: cacheTree, expecting: .any, actor: worker)
         } catch let error as KbuildError where error.code == .tooLarge {
             log.detail("The build cache is over \(job.limits.disk >> 21) MiB (half the build disk): not kept; the next build starts without it")
-            _ = try? await refs.compareAndSwap(try Builder.cacheRef(app: job.app), to: nil, expecting: .any, actor: worker)
+            _ = try? await refs.compareAndSwap(try Schema.buildCache(job.app), to: nil, expecting: .any, actor: worker)
         }
     }
 

@@ -24,13 +24,14 @@ public struct BuildpackStore: Sendable {
         guard Names.isStoreName(name) else {
             throw KbuildError(.invalidArgument, "invalid buildpack name \(name.debugQuoted): use 1 to 64 of a-z, 0-9, '.', '_', '-', starting with a letter or digit")
         }
-        return try RefName("buildpacks/" + name)
+        return try Schema.buildpack(name)
     }
 
     /// Every buildpack, in detection order.
     public func list() async throws -> [Buildpack] {
-        let all = try await refs.list(prefix: try RefName("buildpacks")).map {
-            Buildpack(name: String($0.name.rawValue.dropFirst("buildpacks/".count)), tree: $0.kid)
+        let all = try await refs.list(prefix: Schema.buildpacks).compactMap { ref -> Buildpack? in
+            guard case .buildpack(let name) = Schema.Key(ref.name) else { return nil }
+            return Buildpack(name: name, tree: ref.kid)
         }
         let first = BuildpackStore.firstShipped.compactMap { n in all.first { $0.name == n } }
         let last = BuildpackStore.lastShipped.compactMap { n in all.first { $0.name == n } }

@@ -1,6 +1,6 @@
 public import KbuildCore
 public import Keg
-public import OCI
+import OCI
 public import KbuildState
 public import Foundation
 
@@ -62,8 +62,6 @@ public enum DependencyLayers {
         }
     }
 
-    public static func sharedRef(_ key: KID) throws -> RefName { try RefName("builds/dependencies/\(key.hex)") }
-    public static func appRef(_ app: String, _ key: KID) throws -> RefName { try RefName("apps/\(app)/dependencies/\(key.hex)") }
 
     /// What `bin/dependencies` printed: the directory under /app (as path
     /// components) and the files, each a relative path in the app's tree.
@@ -125,7 +123,7 @@ public enum DependencyLayers {
 
     /// The record for `key` a build may use: the app's own (for a build scoped to it), else a shared one.
     public static func find(_ key: KID, app: String?, keg: Keg, refs: any RefStore) async throws -> Record? {
-        for name in [try app.map { try appRef($0, key) }, try sharedRef(key)].compactMap({ $0 }) {
+        for name in [try app.map { try Schema.appDependency($0, key) }, try Schema.sharedDependency(key)].compactMap({ $0 }) {
             if let ref = try await refs.get(name), let record = try? Records.get(Record.self, ref.kid, from: keg, what: "dependency layer"),
                keg.contains(record.tree), let blob = try? record.layer.kid(), keg.contains(blob) {
                 return record
@@ -136,12 +134,12 @@ public enum DependencyLayers {
 
     /// Keeps a layer made: shared when installed from an empty cache, else the app's own.
     public static func store(_ record: Record, app: String, keg: Keg, refs: any RefStore, actor: String) async throws {
-        let name = record.clean ? try sharedRef(record.key) : try appRef(app, record.key)
+        let name = record.clean ? try Schema.sharedDependency(record.key) : try Schema.appDependency(app, record.key)
         try await refs.compareAndSwap(name, to: try Records.put(record, in: keg), expecting: .any, actor: actor)
     }
 
     /// Forgets an app's own layers (`builds:cache:purge`).
     public static func purge(app: String, refs: any RefStore, actor: String) async throws -> Int {
-        try await refs.removeAll(under: try RefName("apps/\(app)/dependencies"), actor: actor)
+        try await refs.removeAll(under: try Schema.appDependencies(app), actor: actor)
     }
 }

@@ -38,7 +38,7 @@ public struct GitBuildpacks: Sendable {
     }
 
     public static func refName(app: String, url: String, ref: String?) throws -> RefName {
-        try RefName("apps/\(app)/buildpacks/\(KID(hashing: Array((url + "#" + (ref ?? "")).utf8)).hex.prefix(32))")
+        try Schema.appBuildpack(app, hash: String(KID(hashing: Array((url + "#" + (ref ?? "")).utf8)).hex.prefix(32)))
     }
 
     /// The buildpack `url` (at `ref`) names for `app`: the stored clone, or a
@@ -154,6 +154,6 @@ public struct GitBuildpacks: Sendable {
 
     /// Forgets an app's clones (`builds:cache:purge`): its next push clones again.
     public static func purge(app: String, refs: any RefStore, actor: String) async throws -> Int {
-        try await refs.removeAll(under: try RefName("apps/\(app)/buildpacks"), actor: actor)
+        try await refs.removeAll(under: try Schema.appBuildpacks(app), actor: actor)
     }
 }

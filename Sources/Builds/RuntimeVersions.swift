@@ -1,6 +1,6 @@
 import KbuildCore
 import Foundation
-public import KbuildState
+import KbuildState
 
 /// The runtime versions an app asks for (`.python-version`, `runtime.txt`,
 /// `engines.node` in package.json, the `go` line of go.mod), checked against

@@ -25,11 +25,10 @@ public struct AppLimits: Codable, Sendable, Equatable {
         self.builds = builds
     }
 
-    public static func ref(_ app: String) throws -> RefName { try RefName("apps/\(app)/limits") }
 
     /// The app's limits (none set: no limits).
     public static func get(_ app: String, keg: Keg, refs: any RefStore) async throws -> AppLimits {
-        guard let ref = try await refs.get(try ref(app)) else { return AppLimits() }
+        guard let ref = try await refs.get(try Schema.limits(app)) else { return AppLimits() }
         return try Records.get(AppLimits.self, ref.kid, from: keg, what: "app limits")
     }
 
@@ -67,14 +66,14 @@ public enum AppUsage {
     public static func kegBytes(_ app: String, keg: Keg, refs: any RefStore) async throws -> UInt64 {
         var total: UInt64 = 0
         var trees = Set<KID>()
-        for change in try await refs.history(try RefName("apps/\(app)/source"), limit: nil) {
+        for change in try await refs.history(try Schema.source(app), limit: nil) {
             guard let kid = change.new, let source = try? Records.get(SourceRecord.self, kid, from: keg, what: "source"),
                   trees.insert(source.source).inserted else { continue }
             total += source.bytes
         }
         var blobs = Set<KID>()
         let images = ImageStore(keg: keg)
-        for change in try await refs.history(try RefName("apps/\(app)/image"), limit: nil) {
+        for change in try await refs.history(try Schema.image(app), limit: nil) {
             guard let kid = change.new, let manifest = try? images.manifest(kid) else { continue }
             for d in [manifest.config] + manifest.layers {
                 guard let blob = try? d.kid(), blobs.insert(blob).inserted else { continue }

@@ -28,18 +28,14 @@ public final class ClusterReader: Sendable {
 
     /// Every registered node with its status and assignment.
     public func nodes() async throws -> [(record: NodeRecord, status: NodeStatus?, assignment: Assignment?)] {
-        let all = try await refs.list(prefix: try RefName(ClusterRefs.nodes))
+        let all = try await refs.list(prefix: Schema.nodes)
         var byNode: [String: (record: NodeRecord?, status: NodeStatus?, assignment: Assignment?)] = [:]
         for ref in all {
-            let parts = ref.name.description.split(separator: "/").map(String.init)
-            guard parts.count >= 2 else { continue }
-            let node = parts[1]
-            if parts.count == 2 {
-                byNode[node, default: (nil, nil, nil)].record = try record(NodeRecord.self, ref.kid, what: "node")
-            } else if parts.count == 3, parts[2] == "status" {
-                byNode[node, default: (nil, nil, nil)].status = try record(NodeStatus.self, ref.kid, what: "node status")
-            } else if parts.count == 3, parts[2] == "assignment" {
-                byNode[node, default: (nil, nil, nil)].assignment = try record(Assignment.self, ref.kid, what: "assignment")
+            switch Schema.Key(ref.name) {
+            case .node(let node): byNode[node, default: (nil, nil, nil)].record = try record(NodeRecord.self, ref.kid, what: "node")
+            case .status(let node): byNode[node, default: (nil, nil, nil)].status = try record(NodeStatus.self, ref.kid, what: "node status")
+            case .assignment(let node): byNode[node, default: (nil, nil, nil)].assignment = try record(Assignment.self, ref.kid, what: "assignment")
+            default: continue
             }
         }
         return byNode.keys.sorted().compactMap { name in
@@ -49,7 +45,7 @@ public final class ClusterReader: Sendable {
         }
     }
 
-    /// Returns once something under one of `prefixes` changed after `revision`, or after `timeout`.
+    /// Returns once anything changed after `revision`, or after `timeout`.
     public func waitForChange(after revision: Revision, timeout: Duration) async throws {
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await Task.sleep(for: timeout) }

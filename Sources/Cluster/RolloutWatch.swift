@@ -16,7 +16,7 @@ public enum RolloutWatch {
     public static func wait(app: String, release: KID, keg: Keg, refs: any RefStore, timeout: Duration, lease: TimeInterval = 10) async throws -> Outcome {
         let reader = ClusterReader(keg: keg, refs: refs)
         let deadline = ContinuousClock.now + timeout
-        let ref = try ClusterRefs.rollout(app)
+        let ref = try Schema.rollout(app)
         var checkedNodes = false
         while ContinuousClock.now < deadline {
             let revision = try await refs.currentRevision()

@@ -38,12 +38,10 @@ public struct RouteFeed: Service {
     public func refresh(now: Date = Date()) async throws {
         var apps: [String: [Endpoint]] = [:]
         var domains: [String: String] = [:]
-        for ref in try await reader.refs.list(prefix: try RefName("apps")) {
-            let parts = ref.name.description.split(separator: "/")
-            guard parts.count == 3 else { continue }
-            let app = String(parts[1])
-            if parts[2] == "release" { apps[app, default: []] = apps[app] ?? [] }
-            if parts[2] == "domains" {
+        for ref in try await reader.refs.list(prefix: Schema.apps) {
+            guard case .appField(let app, let field) = Schema.Key(ref.name) else { continue }
+            if field == .release { apps[app, default: []] = apps[app] ?? [] }
+            if field == .domains {
                 for d in try reader.record(DomainsRecord.self, ref.kid, what: "domains").domains { domains[d] = app }
             }
         }

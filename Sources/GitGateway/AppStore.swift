@@ -17,7 +17,7 @@ public struct AppStore: Sendable {
 
     static func ref(_ name: String) throws -> RefName {
         try checkName(name)
-        return try RefName("apps/\(name)")
+        return try Schema.app(name)
     }
 
     public static func gitRoot(_ dataDir: DataDir) -> String { dataDir.root.path + "/git" }
@@ -31,8 +31,8 @@ public struct AppStore: Sendable {
     }
 
     public func list() async throws -> [AppRecord] {
-        try await refs.list(prefix: try RefName("apps")).compactMap { ref in
-            guard ref.name.rawValue.split(separator: "/").count == 2 else { return nil }
+        try await refs.list(prefix: Schema.apps).compactMap { ref in
+            guard case .app = Schema.Key(ref.name) else { return nil }
             return try Records.get(AppRecord.self, ref.kid, from: keg, what: "app")
         }
     }
@@ -72,20 +72,14 @@ public struct AppStore: Sendable {
     /// Changes an app's record by compare-and-swap (retried when another change came first).
     @discardableResult
     public func update(_ name: String, actor: String, _ change: @Sendable (inout AppRecord) async throws -> Void) async throws -> AppRecord {
-        let ref = try AppStore.ref(name)
-        while true {
-            guard let current = try await refs.get(ref) else {
+        let updated = try await refs.update(try Schema.app(name), as: AppRecord.self, in: keg, what: "app", actor: actor) { found in
+            guard var record = found else {
                 throw KbuildError(.notFound, "no app named \(name.debugQuoted): create it with `kbuild apps:create \(name)`")
             }
-            var record = try Records.get(AppRecord.self, current.kid, from: keg, what: "app")
             try await change(&record)
-            do {
-                try await refs.compareAndSwap(ref, to: try Records.put(record, in: keg), expecting: .value(current.kid), actor: actor)
-                return record
-            } catch let error as KbuildError where error.code == .conflict {
-                continue
-            }
+            return record
         }
+        return updated.record!
     }
 
     /// Writes (or rewrites, when kbuild moved) the pre-receive hook of every app.

@@ -97,8 +97,8 @@ public struct PushHook: Sendable {
                                   message: source.message, committedAt: source.committedAt, pushedBy: pusher, pushedAt: Date(),
                                   ref: update.ref, repository: repositoryURL, files: source.files, bytes: source.bytes)
         let sourceRecord = try Records.put(pushed, in: keg)
-        try await refs.compareAndSwap(try RefName("apps/\(app)/source"), to: sourceRecord, expecting: .any, actor: pusher)
-        try await refs.compareAndSwap(try RefName("commits/\(source.commit)"), to: sourceRecord, expecting: .any, actor: pusher)
+        try await refs.compareAndSwap(try Schema.source(app), to: sourceRecord, expecting: .any, actor: pusher)
+        try await refs.compareAndSwap(try Schema.commit(source.commit), to: sourceRecord, expecting: .any, actor: pusher)
         say("       Source \(source.tree.short): \(source.files) files, \(source.bytes >> 10) KiB, by \(source.author.terminalSafe)\n")
 
         // app.json's health checks are read before the build, so a bad one rejects the push at once.
@@ -132,8 +132,8 @@ public struct PushHook: Sendable {
         if limits.kegBytes != nil, let layer = result.layer {
             try limits.check(kegBytes: held + source.bytes + UInt64(max(0, layer.size)), app: app)
         }
-        try await refs.compareAndSwap(try RefName("apps/\(app)/image"), to: image, expecting: .any, actor: pusher)
-        try await refs.compareAndSwap(try RefName("registry/\(app):latest"), to: image, expecting: .any, actor: pusher)
+        try await refs.compareAndSwap(try Schema.image(app), to: image, expecting: .any, actor: pusher)
+        try await refs.compareAndSwap(try Schema.registryTag(app, "latest"), to: image, expecting: .any, actor: pusher)
         let types = result.processTypes.keys.sorted().map { "\($0): \(result.processTypes[$0]!)" }
         say("-----> Image \(image.short) (\(app):latest)\n")
         for line in types { say("       \(line)\n") }
@@ -154,7 +154,7 @@ public struct PushHook: Sendable {
             case .failed?:
                 let why = phase?.reason ?? "it failed"
                 // The scheduler reverts the app to what ran before; the push is rejected.
-                let before = try await refs.get(try ClusterRefs.healthy(app)) != nil ? "what runs keeps running" : "nothing of \(app) runs yet"
+                let before = try await refs.get(try Schema.healthy(app)) != nil ? "what runs keeps running" : "nothing of \(app) runs yet"
                 throw KbuildError(.invalidArgument, "the release command of v\(release.version) failed (\(why)); v\(release.version) is not rolled out and \(before) (its output: kbuild releases:output \(app) v\(release.version))")
             case .running?:
                 say("-----> The release command of v\(release.version) has not ended (kbuild releases:output \(app) v\(release.version) shows it)\n")
@@ -191,10 +191,10 @@ public struct PushHook: Sendable {
         let buildImage = build.image == stack.image ? nil : build.image
         // Scoped to the app when it has a build cache or dependency layers of its own (see BuildInputs.cacheScope).
         // An empty cache (what a buildpack that caches nothing leaves) is no cache.
-        let cacheTree = try await refs.get(try Builder.cacheRef(app: record.name))
+        let cacheTree = try await refs.get(try Schema.buildCache(record.name))
         var cached = false
         if let cacheTree, keg.contains(cacheTree.kid) { cached = !(try keg.tree(cacheTree.kid).entries.isEmpty) }
-        let ownLayers = try await refs.list(prefix: try RefName("apps/\(record.name)/dependencies"))
+        let ownLayers = try await refs.list(prefix: try Schema.appDependencies(record.name))
         let hasCache = cached || !ownLayers.isEmpty
         let scope = hasCache ? record.name : nil
         try await checkRuntimes(source: source, app: record, stacks: stacks)
@@ -251,7 +251,7 @@ public struct PushHook: Sendable {
         guard try await reader.nodes().contains(where: { $0.record.isAlive(reporting: $0.status, at: now, lease: 10) }) else { return nil }
         while ContinuousClock.now < deadline {
             let revision = try await refs.currentRevision()
-            if let ref = try await refs.get(try ClusterRefs.releasePhase(app)) {
+            if let ref = try await refs.get(try Schema.releasePhase(app)) {
                 let record = try reader.record(ReleasePhaseRecord.self, ref.kid, what: "release phase")
                 if record.release == release {
                     if !shown {
@@ -300,7 +300,7 @@ public struct PushHook: Sendable {
     /// Waits for a worker to run the build, following its log; builds here
     /// when no worker took it within `workerGrace`, or when its worker died.
     func awaitBuild(_ build: KID, job: BuildJob, queue: BuildQueue) async throws -> BuildRecord {
-        let resultRef = try RefName("builds/results/\(build.hex)")
+        let resultRef = try Schema.buildResult(build)
         let baseline = try await refs.get(resultRef)?.version ?? 0
         try await queue.enqueue(job, actor: pusher)
         let waitingSince = ContinuousClock.now

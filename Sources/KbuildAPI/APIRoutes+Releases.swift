@@ -18,7 +18,7 @@ extension APIRoutes {
     /// release's has not succeeded, it would roll the release out without it.
     func refuseWhileReleasePhase(_ app: String, what: String) async throws {
         guard let current = try await releases.current(app), ReleasePhase.command(of: current.release) != nil else { return }
-        if let ref = try await refs.get(try ClusterRefs.releasePhase(app)),
+        if let ref = try await refs.get(try Schema.releasePhase(app)),
            let r = try? Records.get(ReleasePhaseRecord.self, ref.kid, from: keg, what: "release phase"), r.release == current.kid, r.state != .running {
             return  // it ended: succeeded, or failed and reverted (the revert is current then)
         }
@@ -37,7 +37,7 @@ extension APIRoutes {
     /// The release phase of `version` (its newest run), with the last MiB of its output.
     func releaseOutput(_ app: String, version: Int64) async throws -> API.ReleaseOutput {
         let entry = try await releases.get(app, version: version)
-        for change in try await refs.history(try ClusterRefs.releasePhase(app), limit: nil) {
+        for change in try await refs.history(try Schema.releasePhase(app), limit: nil) {
             guard let kid = change.new else { continue }
             let r = try Records.get(ReleasePhaseRecord.self, kid, from: keg, what: "release phase")
             guard r.release == entry.kid else { continue }

@@ -146,7 +146,7 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
                 if let c = body.cpus, !(c > 0 && c <= 1024) { throw KbuildError(.invalidArgument, "invalid CPU limit \(c): above 0, at most 1024") }
                 if let b = body.builds, !(1...100).contains(b) { throw KbuildError(.invalidArgument, "invalid build limit \(b): 1 to 100") }
                 let record = AppLimits(kegBytes: body.kegBytes, memory: body.memory, cpus: body.cpus, builds: body.builds)
-                try await self.refs.compareAndSwap(try AppLimits.ref(app), to: try Records.put(record, in: self.keg), expecting: .any, actor: self.actor(r))
+                try await self.refs.compareAndSwap(try Schema.limits(app), to: try Records.put(record, in: self.keg), expecting: .any, actor: self.actor(r))
                 return try await self.limits(app)
             }
         }
@@ -201,7 +201,7 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
         let record = try await apps.get(app)
         let statuses = try await self.statuses(app)
         let current = try await releases.current(app)
-        let rollout = try await refs.get(try ClusterRefs.rollout(app)).map { try reader.record(RolloutRecord.self, $0.kid, what: "rollout") }
+        let rollout = try await refs.get(try Schema.rollout(app)).map { try reader.record(RolloutRecord.self, $0.kid, what: "rollout") }
         return API.AppInfo(name: app, stack: record.stack, deployBranch: record.deployBranch, createdBy: record.createdBy, createdAt: record.createdAt,
                            release: current.map { API.ReleaseInfo($0, status: statuses[$0.version] ?? "current") },
                            rollout: rollout, domains: try await domains(app), processes: try await processes(app))
@@ -213,13 +213,15 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
             throw KbuildError(.invalidArgument, "refusing to destroy \(app) without confirmation: pass confirm=\(app)")
         }
         // The release goes first, so the scheduler stops the processes; then everything else of the app.
-        for ref in try await refs.list(prefix: try RefName("apps/\(app)")).sorted(by: { a, _ in a.name.description.hasSuffix("/release") }) {
+        let all = try await refs.list(prefix: try Schema.app(app))
+        let releaseFirst = all.filter { Schema.Key($0.name) == .appField(app, .release) } + all.filter { Schema.Key($0.name) != .appField(app, .release) }
+        for ref in releaseFirst {
             _ = try? await refs.compareAndSwap(ref.name, to: nil, expecting: .value(ref.kid), actor: "apps:destroy")
         }
         try? FileManager.default.removeItem(atPath: apps.repository(app))
         // Its registry tags and its processes' logs go too: a new app of the same name starts with nothing of this one's.
-        for ref in try await refs.list(prefix: try RefName("registry"))
-        where ref.name.rawValue.hasPrefix("registry/\(app):") || ref.name.rawValue.hasPrefix("registry/\(app)/") {
+        for ref in try await refs.list(prefix: Schema.registry) {
+            guard case .registryTag(let repository, _) = Schema.Key(ref.name), repository == app || repository.hasPrefix(app + "/") else { continue }
             _ = try? await refs.compareAndSwap(ref.name, to: nil, expecting: .value(ref.kid), actor: "apps:destroy")
         }
         for dir in logDirs() {
@@ -241,7 +243,7 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
     /// Release version → what its rollout came to, from the rollout ref's history.
     func statuses(_ app: String) async throws -> [Int64: String] {
         var out: [Int64: String] = [:]
-        for change in try await refs.history(try ClusterRefs.rollout(app), limit: 200).reversed() {
+        for change in try await refs.history(try Schema.rollout(app), limit: 200).reversed() {
             guard let kid = change.new, let r = try? reader.record(RolloutRecord.self, kid, what: "rollout") else { continue }
             switch r.state {
             case .converged: out[r.version] = "healthy"
@@ -290,16 +292,12 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
         for t in types where current.release.processTypes[t] == nil {
             throw KbuildError(.invalidArgument, "no process type \(t) in \(app) v\(current.version)")
         }
-        let ref = try ClusterRefs.restarts(app)
-        while true {
-            let old = try await refs.get(ref)
-            var gens = try old.map { try reader.record(RestartGenerations.self, $0.kid, what: "restarts").generations } ?? [:]
+        let updated = try await refs.update(try Schema.restarts(app), as: RestartGenerations.self, in: keg, what: "restarts", actor: actor) { old in
+            var gens = old?.generations ?? [:]
             for t in types { gens[t, default: 0] += 1 }
-            do {
-                try await refs.compareAndSwap(ref, to: try Records.put(RestartGenerations(gens), in: keg), expecting: old.map { .value($0.kid) } ?? .absent, actor: actor)
-                return gens
-            } catch let e as KbuildError where e.code == .conflict { continue }
+            return RestartGenerations(gens)
         }
+        return updated.record?.generations ?? [:]
     }
 
     /// The app's log files (on this machine's nodes), each with its process name and short commit,
@@ -307,7 +305,7 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
     func logSources(_ app: String, process: String?, release: Int64?) async throws -> [LogMerge.Source] {
         // Process id → name, release and commit, from the app's process list.
         var who: [String: (name: String, version: Int64, commit: String)] = [:]
-        for change in try await refs.history(try ClusterRefs.processes(app), limit: 10_000) {
+        for change in try await refs.history(try Schema.processes(app), limit: 10_000) {
             guard let kid = change.new, let r = try? reader.record(ProcessRecord.self, kid, what: "process"), who[r.id] == nil else { continue }
             let commit = (try? reader.record(Release.self, r.release, what: "release"))?.commit.map { String($0.prefix(7)) } ?? "-"
             who[r.id] = (r.name, r.version, commit)
@@ -357,31 +355,26 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
     }
 
     func domains(_ app: String) async throws -> [String] {
-        guard let ref = try await refs.get(try ClusterRefs.domains(app)) else { return [] }
+        guard let ref = try await refs.get(try Schema.domains(app)) else { return [] }
         return try reader.record(DomainsRecord.self, ref.kid, what: "domains").domains
     }
 
     /// Which app serves `domain`, if any.
     func domainOwner(_ domain: String) async throws -> String? {
-        for ref in try await refs.list(prefix: try RefName("apps")) where ref.name.description.hasSuffix("/domains") {
-            if try reader.record(DomainsRecord.self, ref.kid, what: "domains").domains.contains(domain) {
-                return ref.name.description.split(separator: "/").dropFirst().first.map(String.init)
-            }
+        for ref in try await refs.list(prefix: Schema.apps) {
+            guard case .appField(let app, .domains) = Schema.Key(ref.name) else { continue }
+            if try reader.record(DomainsRecord.self, ref.kid, what: "domains").domains.contains(domain) { return app }
         }
         return nil
     }
 
     func changeDomains(_ app: String, actor: String, _ change: (inout [String]) throws -> Void) async throws -> [String] {
-        let ref = try ClusterRefs.domains(app)
-        while true {
-            let old = try await refs.get(ref)
-            var list = try old.map { try reader.record(DomainsRecord.self, $0.kid, what: "domains").domains } ?? []
+        let updated = try await refs.update(try Schema.domains(app), as: DomainsRecord.self, in: keg, what: "domains", actor: actor) { old in
+            var list = old?.domains ?? []
             try change(&list)
-            do {
-                try await refs.compareAndSwap(ref, to: try Records.put(DomainsRecord(list), in: keg), expecting: old.map { .value($0.kid) } ?? .absent, actor: actor)
-                return list.sorted()
-            } catch let e as KbuildError where e.code == .conflict { continue }
+            return DomainsRecord(list)
         }
+        return (updated.record?.domains ?? []).sorted()
     }
 
     // MARK: - Plumbing

@@ -46,7 +46,7 @@ public final class AppTokens: Sendable {
     public func create(name: String, apps: [String], actor: String) async throws -> String {
         guard Names.isAppName(name) else { throw KbuildError(.invalidArgument, "invalid token name \(name.debugQuoted): a-z, 0-9 and '-', starting with a letter") }
         guard !apps.isEmpty else { throw KbuildError(.invalidArgument, "a token needs at least one app (--app APP)") }
-        for app in apps where try await refs.get(try RefName("apps/\(app)")) == nil {
+        for app in apps where try await refs.get(try Schema.app(app)) == nil {
             throw KbuildError(.notFound, "no app named \(app)")
         }
         let token = AdminToken.generate(prefix: "kbt_")
@@ -56,7 +56,7 @@ public final class AppTokens: Sendable {
         encoder.dateEncodingStrategy = .iso8601
         let kid = try keg.putBlob(Array(try encoder.encode(record)))
         do {
-            try await refs.compareAndSwap(try RefName("tokens/\(name)"), to: kid, expecting: .absent, actor: actor)
+            try await refs.compareAndSwap(try Schema.token(name), to: kid, expecting: .absent, actor: actor)
         } catch let e as KbuildError where e.code == .conflict {
             throw KbuildError(.conflict, "a token named \(name) exists (revoke it first)")
         }
@@ -67,13 +67,13 @@ public final class AppTokens: Sendable {
     public func list() async throws -> [AppTokenRecord] {
         let decoder = JSONDecoder()
         decoder.dateDecodingStrategy = .iso8601
-        return try await refs.list(prefix: try RefName("tokens")).map { ref in
+        return try await refs.list(prefix: Schema.tokens).map { ref in
             try decoder.decode(AppTokenRecord.self, from: Data(try keg.logicalBytes(ref.kid, maxWhole: 1 << 20)))
         }
     }
 
     public func revoke(name: String, actor: String) async throws {
-        let ref = try RefName("tokens/\(name)")
+        let ref = try Schema.token(name)
         guard let current = try await refs.get(ref) else { throw KbuildError(.notFound, "no token named \(name)") }
         try await refs.compareAndSwap(ref, to: nil, expecting: .value(current.kid), actor: actor)
         cache.withLock { $0 = nil }
@@ -88,7 +88,7 @@ public final class AppTokens: Sendable {
         encoder.dateEncodingStrategy = .iso8601
         let decoder = JSONDecoder()
         decoder.dateDecodingStrategy = .iso8601
-        for ref in try await refs.list(prefix: try RefName("tokens")) {
+        for ref in try await refs.list(prefix: Schema.tokens) {
             guard var record = try? decoder.decode(AppTokenRecord.self, from: Data(try keg.logicalBytes(ref.kid, maxWhole: 1 << 20))),
                   record.apps.contains(app) else { continue }
             record.apps.removeAll { $0 == app }

@@ -316,7 +316,7 @@ public enum RegistryNames {
         if repository.hasPrefix("stacks/"), tag == "latest", !repository.dropFirst(7).contains("/") {
             return try RefName(repository)
         }
-        return try RefName("registry/\(repository):\(tag)")
+        return try Schema.registryTag(repository, tag)
     }
 
     static func tags(of repository: String, in refs: any RefStore) async throws -> [String] {

@@ -20,7 +20,7 @@ extension AgentLoop {
         func write(_ record: ReleasePhaseRecord, expecting: RefExpectation) async -> KID? {
             do {
                 let kid = try Records.put(record, in: agent.records)
-                try await agent.refs.compareAndSwap(try ClusterRefs.releasePhase(task.app), to: kid, expecting: expecting, actor: actor)
+                try await agent.refs.compareAndSwap(try Schema.releasePhase(task.app), to: kid, expecting: expecting, actor: actor)
                 return kid
             } catch {
                 agent.log("agent \(config.name): the release phase of \(task.app) v\(task.version) not recorded: \(error)")
@@ -30,7 +30,7 @@ extension AgentLoop {
         // Run once: a phase that started (here or on another node) is not run again; one this
         // node's previous agent was running died with it. Starting is a compare-and-swap, so two
         // nodes never both start it.
-        let current = try? await agent.refs.get(try ClusterRefs.releasePhase(task.app))
+        let current = try? await agent.refs.get(try Schema.releasePhase(task.app))
         if let current, let done = try? reader.record(ReleasePhaseRecord.self, current.kid, what: "release phase"), done.release == task.release {
             guard done.state == .running, done.node == config.name else { return }
             var lost = done

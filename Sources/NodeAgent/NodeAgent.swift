@@ -168,7 +168,7 @@ actor AgentLoop {
     func register() async throws {
         let record = NodeRecord(name: config.name, address: config.address, capacity: config.capacity,
                                 network: config.network == .host ? "host" : "\(config.network)", agentPID: getpid())
-        try await agent.refs.set(try ClusterRefs.node(config.name), to: try Records.put(record, in: agent.records), actor: "agent \(config.name)")
+        try await agent.refs.set(try Schema.node(config.name), to: try Records.put(record, in: agent.records), actor: "agent \(config.name)")
     }
 
     /// Finds the processes an earlier agent started; they are health-checked afresh.
@@ -221,7 +221,7 @@ actor AgentLoop {
             try Task.checkCancellation()
             let revision = try await agent.refs.currentRevision()
             do {
-                let assignment = try await agent.refs.get(try ClusterRefs.assignment(config.name))
+                let assignment = try await agent.refs.get(try Schema.assignment(config.name))
                     .map { try reader.record(Assignment.self, $0.kid, what: "assignment") }
                 await reconcile(assignment?.processes ?? [])
                 for task in assignment?.tasks ?? [] where !releasePhasesStarted.contains(task.release) {
@@ -340,7 +340,7 @@ actor AgentLoop {
                                        release: p.release, version: release.version, spec: p.spec, port: port, startedAt: Date())
             let kid = try Records.put(record, in: agent.records)
             // The app's process list, for trace: its history has every process ever started.
-            try await agent.refs.set(try ClusterRefs.processes(p.spec.app), to: kid, actor: "agent \(config.name)")
+            try await agent.refs.set(try Schema.processes(p.spec.app), to: kid, actor: "agent \(config.name)")
             try ProcessFile(assigned: p, helperPID: process.helperPID, pid: process.pid, startTime: process.startTime,
                             cgroupDirectories: process.cgroupDirectories, port: port, process: kid, startedAt: record.startedAt,
                             restarts: restarts, log: logPath(p.id), link: entry.link).write(to: stateDir)
@@ -393,7 +393,7 @@ actor AgentLoop {
         }.sorted { $0.id < $1.id }
         guard processes != lastReport || ContinuousClock.now - lastBeat >= config.heartbeat else { return }
         let status = NodeStatus(node: config.name, at: Date(), lease: config.lease, processes: processes)
-        try await agent.refs.set(try ClusterRefs.status(config.name), to: try Records.put(status, in: agent.records), actor: "agent \(config.name)")
+        try await agent.refs.set(try Schema.status(config.name), to: try Records.put(status, in: agent.records), actor: "agent \(config.name)")
         lastReport = processes
         lastBeat = .now
     }

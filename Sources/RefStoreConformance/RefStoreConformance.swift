@@ -31,6 +31,30 @@ public enum RefStoreConformance {
         case watchReplaysThenFollows
         case watchResumesWithoutGapsOrDuplicates
         case watchFiltersByPrefix
+        case updateCreatesChangesAndDeletes
+        case updateLosesNoConcurrentChange
+        case updateOfAnUnchangedRecordWritesNothing
+    }
+
+    /// Records kept in memory, for the `update` cases.
+    final class MemoryContent: RecordContent, @unchecked Sendable {
+        private let lock = NSLock()
+        private var objects: [KID: [UInt8]] = [:]
+        func putRecordBytes(_ bytes: [UInt8]) throws -> KID {
+            let kid = KID(hashing: bytes)
+            lock.withLock { objects[kid] = bytes }
+            return kid
+        }
+        func recordBytes(_ kid: KID, limit: Int) throws -> [UInt8] {
+            guard let bytes = lock.withLock({ objects[kid] }) else { throw KbuildError(.notFound, "no object \(kid)") }
+            return bytes
+        }
+    }
+
+    /// A record for the `update` cases.
+    struct Counter: Codable, Sendable, Equatable {
+        var count: Int
+        var by: [String]
     }
 
     static func kid(_ s: String) -> KID { KID(hashing: Array(s.utf8)) }
@@ -54,6 +78,55 @@ public enum RefStoreConformance {
     public static func run(_ c: Case, on store: any RefStore) async throws {
         let a = name("apps/web/release"), b = name("apps/web2/release"), n = name("nodes/n1/assignment")
         switch c {
+        case .updateCreatesChangesAndDeletes:
+            let content = MemoryContent()
+            let made = try await store.update(a, as: Counter.self, in: content, what: "counter", actor: "alice") { old in
+                try expect(old == nil, "update of an absent ref starts from nil")
+                return Counter(count: 1, by: ["alice"])
+            }
+            try expect(made.record == Counter(count: 1, by: ["alice"]) && made.change?.old == nil && made.change?.actor == "alice",
+                       "created: \(made)")
+            let next = try await store.update(a, as: Counter.self, in: content, what: "counter", actor: "bob") { old in
+                Counter(count: (old?.count ?? 0) + 1, by: (old?.by ?? []) + ["bob"])
+            }
+            try expect(next.record?.count == 2 && next.change?.version == 2, "changed: \(next)")
+            let found = try await store.current(Counter.self, at: a, in: content, what: "counter")
+            try expect(found?.record == Counter(count: 2, by: ["alice", "bob"]) && found?.ref.version == 2, "current: \(String(describing: found))")
+            let gone = try await store.update(a, as: Counter.self, in: content, what: "counter", actor: "carol") { _ in nil }
+            try expect(gone.record == nil && gone.change?.new == nil, "deleted: \(gone)")
+            try expect(try await store.get(a) == nil, "an update to nil deletes the ref")
+            try expect(try await store.history(a).count == 3, "history keeps create, change and delete")
+
+        case .updateLosesNoConcurrentChange:
+            let content = MemoryContent()
+            let workers = 8, rounds = 5
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for w in 0..<workers {
+                    group.addTask {
+                        for r in 0..<rounds {
+                            try await store.update(a, as: Counter.self, in: content, what: "counter", actor: "w\(w)", attempts: 1000) { old in
+                                Counter(count: (old?.count ?? 0) + 1, by: (old?.by ?? []) + ["\(w).\(r)"])
+                            }
+                        }
+                    }
+                }
+                try await group.waitForAll()
+            }
+            let final = try await store.current(Counter.self, at: a, in: content, what: "counter")
+            try expect(final?.record.count == workers * rounds && Set(final?.record.by ?? []).count == workers * rounds,
+                       "every update lands once: \(final?.record.count ?? 0) of \(workers * rounds)")
+
+        case .updateOfAnUnchangedRecordWritesNothing:
+            let content = MemoryContent()
+            try await store.update(a, as: Counter.self, in: content, what: "counter", actor: "t") { _ in Counter(count: 1, by: []) }
+            let before = try await store.currentRevision()
+            let same = try await store.update(a, as: Counter.self, in: content, what: "counter", actor: "t") { old in old }
+            try expect(same.change == nil && same.record == Counter(count: 1, by: []), "no change: \(same)")
+            try expect(try await store.currentRevision() == before, "an unchanged record moves no revision")
+            let absent = try await store.update(b, as: Counter.self, in: content, what: "counter", actor: "t") { _ in nil }
+            let stillAbsent = try await store.get(b) == nil
+            try expect(absent.change == nil && stillAbsent, "deleting an absent ref writes nothing")
+
         case .missingRefIsNil:
             try expect(try await store.get(a) == nil, "get of a missing ref should be nil")
             try expect(try await store.currentRevision() == .zero, "an empty store is at revision 0")

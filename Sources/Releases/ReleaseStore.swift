@@ -16,17 +16,15 @@ public struct ReleaseStore: Sendable {
         self.refs = refs
     }
 
-    public static func releaseRef(_ app: String) throws -> RefName { try RefName("apps/\(app)/release") }
-    public static func configRef(_ app: String) throws -> RefName { try RefName("apps/\(app)/config") }
 
     public func current(_ app: String) async throws -> ReleaseEntry? {
-        guard let change = try await refs.history(ReleaseStore.releaseRef(app), limit: 1).first, let kid = change.new else { return nil }
+        guard let change = try await refs.history(Schema.release(app), limit: 1).first, let kid = change.new else { return nil }
         return ReleaseEntry(kid: kid, release: try release(kid), time: change.time, actor: change.actor)
     }
 
     /// Newest first.
     public func list(_ app: String, limit: Int? = nil) async throws -> [ReleaseEntry] {
-        try await refs.history(ReleaseStore.releaseRef(app), limit: limit).compactMap { change in
+        try await refs.history(Schema.release(app), limit: limit).compactMap { change in
             guard let kid = change.new else { return nil }
             return ReleaseEntry(kid: kid, release: try release(kid), time: change.time, actor: change.actor)
         }
@@ -34,7 +32,7 @@ public struct ReleaseStore: Sendable {
 
     public func get(_ app: String, version: Int64) async throws -> ReleaseEntry {
         // The ref's history knows each change's version: only the one asked for is read.
-        let history = try await refs.history(ReleaseStore.releaseRef(app), limit: nil)
+        let history = try await refs.history(Schema.release(app), limit: nil)
         guard let change = history.first(where: { $0.version == version && $0.new != nil }), let kid = change.new else {
             let newest = history.first.map { "v1 to v\($0.version)" } ?? "none yet"
             throw KbuildError(.notFound, "no release v\(version) of \(app) (its releases: \(newest))")
@@ -45,7 +43,7 @@ public struct ReleaseStore: Sendable {
     public func release(_ kid: KID) throws -> Release { try Records.get(Release.self, kid, from: keg, what: "release") }
 
     public func config(_ app: String) async throws -> ConfigVars {
-        guard let ref = try await refs.get(ReleaseStore.configRef(app)) else { return ConfigVars() }
+        guard let ref = try await refs.get(Schema.config(app)) else { return ConfigVars() }
         return try Records.get(ConfigVars.self, ref.kid, from: keg, what: "config")
     }
 
@@ -71,18 +69,8 @@ public struct ReleaseStore: Sendable {
     /// config:set / config:unset. With a release, it also makes the next one.
     @discardableResult
     public func setConfig(app: String, set: [String: String], unset: [String], actor: String) async throws -> ReleaseEntry? {
-        let ref = try ReleaseStore.configRef(app)
-        while true {
-            let old = try await refs.get(ref)
-            let vars = try old.map { try configVars($0.kid) } ?? ConfigVars()
-            let next = try vars.applying(set: set, unset: unset)
-            let kid = try Records.put(next, in: keg)
-            do {
-                try await refs.compareAndSwap(ref, to: kid, expecting: old.map { .value($0.kid) } ?? .absent, actor: actor)
-                break
-            } catch let e as KbuildError where e.code == .conflict {
-                continue
-            }
+        try await refs.update(try Schema.config(app), as: ConfigVars.self, in: keg, what: "config", actor: actor) { old in
+            try (old ?? ConfigVars()).applying(set: set, unset: unset)
         }
         guard try await current(app) != nil else { return nil }
         let what = [set.isEmpty ? nil : "Set \(set.keys.sorted().joined(separator: ", "))",
@@ -159,18 +147,18 @@ public struct ReleaseStore: Sendable {
         for type in old.processTypes.keys where next.formation[type] == nil { next.formation[type] = ProcessFormation(quantity: 0) }
         next.relink(description: description, actor: actor)
         // The config comes back too, as it does on Heroku: set it first so a later config:set starts from it.
-        try await refs.set(ReleaseStore.configRef(current.release.app), to: old.config, actor: actor)
+        try await refs.set(Schema.config(current.release.app), to: old.config, actor: actor)
         return next
     }
 
     func configKID(_ app: String) async throws -> KID {
-        if let ref = try await refs.get(ReleaseStore.configRef(app)) { return ref.kid }
+        if let ref = try await refs.get(Schema.config(app)) { return ref.kid }
         return try Records.put(ConfigVars(), in: keg)
     }
 
     /// Computes the next release from the current one and swaps it in; computes again when another change won.
     func change(_ app: String, actor: String, _ make: (ReleaseEntry?) async throws -> Release) async throws -> ReleaseEntry {
-        let ref = try ReleaseStore.releaseRef(app)
+        let ref = try Schema.release(app)
         for _ in 0..<20 {
             let current = try await self.current(app)
             let next = try await make(current)

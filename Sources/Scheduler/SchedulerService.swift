@@ -60,7 +60,7 @@ public final class SchedulerService: Service {
         for node in nodes {
             guard let next = plan.assignments[node.record.name], next != node.assignment else { continue }
             let kid = try Records.put(next, in: keg)
-            let ref = try ClusterRefs.assignment(node.record.name)
+            let ref = try Schema.assignment(node.record.name)
             let current = try await refs.get(ref)
             // Lost to a concurrent scheduler: the next pass plans again from what it wrote.
             _ = try? await refs.compareAndSwap(ref, to: kid, expecting: current.map { .value($0.kid) } ?? .absent, actor: Self.actor)
@@ -69,21 +69,20 @@ public final class SchedulerService: Service {
     }
 
     func appStates() async throws -> [AppState] {
-        let refs = try await self.refs.list(prefix: try RefName("apps"))
-        var byApp: [String: [String: KID]] = [:]
+        let refs = try await self.refs.list(prefix: Schema.apps)
+        var byApp: [String: [Schema.AppField: KID]] = [:]
         for ref in refs {
-            let parts = ref.name.description.split(separator: "/")
-            guard parts.count == 3 else { continue }
-            byApp[String(parts[1]), default: [:]][String(parts[2])] = ref.kid
+            guard case .appField(let app, let field) = Schema.Key(ref.name) else { continue }
+            byApp[app, default: [:]][field] = ref.kid
         }
         var out: [AppState] = []
         for (app, named) in byApp.sorted(by: { $0.key < $1.key }) {
-            guard let kid = named["release"] else { continue }
+            guard let kid = named[.release] else { continue }
             let release = try reader.record(Release.self, kid, what: "release")
-            let generations = try named["restarts"].map { try reader.record(RestartGenerations.self, $0, what: "restarts").generations } ?? [:]
-            let phase = try named["release-phase"].map { try reader.record(ReleasePhaseRecord.self, $0, what: "release phase") }
-            let healthy = try named["healthy"].map { try reader.record(Release.self, $0, what: "release") }
-            out.append(AppState(app: app, release: kid, current: release, healthy: named["healthy"], generations: generations,
+            let generations = try named[.restarts].map { try reader.record(RestartGenerations.self, $0, what: "restarts").generations } ?? [:]
+            let phase = try named[.releasePhase].map { try reader.record(ReleasePhaseRecord.self, $0, what: "release phase") }
+            let healthy = try named[.healthy].map { try reader.record(Release.self, $0, what: "release") }
+            out.append(AppState(app: app, release: kid, current: release, healthy: named[.healthy], generations: generations,
                                 phase: phase, healthyRelease: healthy))
         }
         return out
@@ -93,7 +92,7 @@ public final class SchedulerService: Service {
         switch event {
         case .converged(let app, let release):
             let version = apps.first { $0.app == app }?.current.version ?? 0
-            try await refs.set(try ClusterRefs.healthy(app), to: release, actor: Self.actor)
+            try await refs.set(try Schema.healthy(app), to: release, actor: Self.actor)
             try await record(RolloutRecord(app: app, release: release, version: version, state: .converged))
             log("scheduler: \(app) v\(version) is healthy")
         case .revert(let app, let failed, let good, let reason):
@@ -115,7 +114,7 @@ public final class SchedulerService: Service {
 
     /// Writes the rollout record unless the same news is there already.
     func record(_ rollout: RolloutRecord) async throws {
-        let ref = try ClusterRefs.rollout(rollout.app)
+        let ref = try Schema.rollout(rollout.app)
         if let current = try await refs.get(ref) {
             let old = try reader.record(RolloutRecord.self, current.kid, what: "rollout")
             if old.release == rollout.release && old.state == rollout.state && old.reason == rollout.reason { return }

@@ -1,4 +1,4 @@
-public import OCI
+import OCI
 import KbuildCore
 import Foundation
 public import KbuildState

@@ -50,13 +50,13 @@ public struct StackStore: Sendable {
 
     static func refName(_ name: String) throws -> RefName {
         try checkName(name)
-        return try RefName("stacks/" + name)
+        return try Schema.stack(name)
     }
 
     public func list() async throws -> [Stack] {
         var out: [Stack] = []
-        for ref in try await refs.list(prefix: try RefName("stacks")) {
-            let name = String(ref.name.rawValue.dropFirst("stacks/".count))
+        for ref in try await refs.list(prefix: Schema.stacks) {
+            guard case .stack(let name) = Schema.Key(ref.name) else { continue }
             out.append(try stack(name: name, image: ref.kid))
         }
         return out

@@ -91,7 +91,7 @@ public struct Tracer: Sendable {
             return try await fromProcess(link, subject: "\(app).\(name)")
         case .app(let app):
             guard let current = try await ReleaseStore(keg: keg, refs: refs).current(app) else {
-                if try await refs.get(try RefName("apps/\(app)")) == nil {
+                if try await refs.get(try Schema.app(app)) == nil {
                     // A request id may look like an app name (order-4711).
                     if let dir = requestLog, !RequestLog.find(app, in: dir).isEmpty { return try await fromRequest(app) }
                     throw KbuildError(.notFound, "no app named \(app), nor a request with that id")
@@ -139,7 +139,7 @@ public struct Tracer: Sendable {
     }
 
     func buildLink(_ build: KID) async throws -> BuildLink? {
-        guard let ref = try await refs.get(try RefName("builds/results/\(build.hex)")) else { return nil }
+        guard let ref = try await refs.get(try Schema.buildResult(build)) else { return nil }
         let b = try reader.record(BuildRecord.self, ref.kid, what: "build")
         return BuildLink(build: build, stack: "\(b.inputs.stackName)@\(b.inputs.stack.short)", buildpacks: b.used.map { "\($0.name)@\($0.tree.short)" },
                          log: b.log, finishedAt: b.finishedAt)
@@ -164,7 +164,7 @@ public struct Tracer: Sendable {
             throw KbuildError(.ambiguous, "\(found.count) requests were sent with X-Request-Id \(id); trace one by the router's own id (Kbuild-Request-Id): \(list.joined(separator: "; "))")
         }
         let subject = "request \(id) (\(entry.method) \(entry.path) → \(entry.status) at \(entry.time))"
-        for change in try await refs.history(try ClusterRefs.processes(entry.app), limit: nil) {
+        for change in try await refs.history(try Schema.processes(entry.app), limit: nil) {
             guard let kid = change.new, let record = try? reader.record(ProcessRecord.self, kid, what: "process"),
                   record.id == entry.process, record.startedAt <= entry.time.addingTimeInterval(1) else { continue }
             let now = try await running(app: entry.app).first { $0.kid == kid }
@@ -176,10 +176,12 @@ public struct Tracer: Sendable {
     // MARK: - Down
 
     func fromCommit(_ sha: String) async throws -> TraceResult {
-        let matches = try await refs.list(prefix: try RefName("commits")).filter { $0.name.description.dropFirst("commits/".count).hasPrefix(sha) }
+        let matches = try await refs.list(prefix: Schema.commits).filter {
+            if case .commit(let commit) = Schema.Key($0.name) { commit.hasPrefix(sha) } else { false }
+        }
         guard !matches.isEmpty else {
             // A name that looks like a sha may be an app.
-            if try await refs.get(try RefName("apps/\(sha)")) != nil { return try await trace(.app(sha)) }
+            if try await refs.get(try Schema.app(sha)) != nil { return try await trace(.app(sha)) }
             // A request id of hex digits (the router makes 32 of them).
             if sha.count >= 8, let dir = requestLog, !RequestLog.find(sha, in: dir).isEmpty { return try await fromRequest(sha) }
             throw KbuildError(.notFound, "no pushed commit \(sha) (only commits pushed to a kbuild app are known), nor a request with that id")
@@ -197,7 +199,7 @@ public struct Tracer: Sendable {
         var processes: [ProcessLink] = []
         for app in try await appNames() {
             var matched: [Release] = []
-            for change in try await refs.history(try ReleaseStore.releaseRef(app), limit: nil) {
+            for change in try await refs.history(try Schema.release(app), limit: nil) {
                 guard let kid = change.new, let r = try? reader.record(Release.self, kid, what: "release"), uses(r) else { continue }
                 if !releases.contains(where: { $0.kid == kid }) {
                     releases.append(ReleaseLink(app: app, version: r.version, kid: kid, description: r.description, createdBy: r.createdBy,
@@ -218,10 +220,10 @@ public struct Tracer: Sendable {
         // Processes (every one started), releases and what they name.
         var releases: [KID: Release] = [:]
         for app in try await appNames() {
-            for change in try await refs.history(try ClusterRefs.processes(app), limit: nil) {
+            for change in try await refs.history(try Schema.processes(app), limit: nil) {
                 if let kid = change.new, kid.hex.hasPrefix(prefix.hex) { kinds[kid] = "process" }
             }
-            for change in try await refs.history(try ReleaseStore.releaseRef(app), limit: nil) {
+            for change in try await refs.history(try Schema.release(app), limit: nil) {
                 guard let kid = change.new, let r = try? reader.record(Release.self, kid, what: "release") else { continue }
                 releases[kid] = r
                 if kid.hex.hasPrefix(prefix.hex) { kinds[kid] = "release" }
@@ -307,9 +309,8 @@ public struct Tracer: Sendable {
     }
 
     func appNames() async throws -> [String] {
-        try await refs.list(prefix: try RefName("apps")).compactMap { ref in
-            let parts = ref.name.description.split(separator: "/")
-            return parts.count == 2 ? String(parts[1]) : nil
+        try await refs.list(prefix: Schema.apps).compactMap { ref in
+            if case .app(let name) = Schema.Key(ref.name) { name } else { nil }
         }
     }
 }

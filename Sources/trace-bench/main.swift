@@ -39,7 +39,7 @@ func main() async throws {
     let keg = try Keg(dataDir: dataDir)
     let refs = try SQLiteRefStore(path: dataDir.refStore.path)
     let app = "bench"
-    _ = try await refs.compareAndSwap(try RefName("apps/\(app)"), to: try Records.put(["name": app], in: keg), expecting: .any, actor: "bench")
+    _ = try await refs.compareAndSwap(try Schema.app(app), to: try Records.put(["name": app], in: keg), expecting: .any, actor: "bench")
 
     progress("making \(releases) releases and \(processes) process records")
     let store = ReleaseStore(keg: keg, refs: refs)
@@ -51,7 +51,7 @@ func main() async throws {
                                   committedAt: Date(), pushedBy: "bench", pushedAt: Date(), ref: "refs/heads/main", repository: "http://bench/\(app).git",
                                   files: 1, bytes: 1)
         let sourceKID = try Records.put(source, in: keg)
-        try await refs.set(try RefName("commits/\(commit)"), to: sourceKID, actor: "bench")
+        try await refs.set(try Schema.commit(commit), to: sourceKID, actor: "bench")
         let image = try keg.putBlob(Array("image \(v)".utf8))
         last = try await store.deploy(app: app, image: image, processTypes: ["web": "serve"], healthchecks: [:], sourceRecord: sourceKID,
                                       build: KID(hashing: Data("build \(v)".utf8)), commit: commit, actor: "bench")
@@ -72,14 +72,14 @@ func main() async throws {
         let record = ProcessRecord(id: id, node: "local", hostPID: pid, app: app, name: "web.\(i + 1)", release: release.kid, version: release.version,
                                    spec: spec, port: 20000 + i, startedAt: Date())
         let kid = try Records.put(record, in: keg)
-        try await refs.set(try ClusterRefs.processes(app), to: kid, actor: "bench")
+        try await refs.set(try Schema.processes(app), to: kid, actor: "bench")
         statuses.append(ProcessStatus(id: id, app: app, type: "web", name: "web.\(i + 1)", state: .healthy, process: kid, hostPID: pid,
                                       port: 20000 + i, restarts: 0, lastExit: nil, since: Date()))
     }
     let node = NodeRecord(name: "local", address: "127.0.0.1", capacity: Resources(memory: 1 << 40, cpus: 1000), network: "host", agentPID: getpid())
-    try await refs.set(try ClusterRefs.node("local"), to: try Records.put(node, in: keg), actor: "bench")
+    try await refs.set(try Schema.node("local"), to: try Records.put(node, in: keg), actor: "bench")
     // A long lease: the report stays "alive" while the benchmark runs.
-    try await refs.set(try ClusterRefs.status("local"), to: try Records.put(NodeStatus(node: "local", at: Date(), lease: 3600, processes: statuses), in: keg),
+    try await refs.set(try Schema.status("local"), to: try Records.put(NodeStatus(node: "local", at: Date(), lease: 3600, processes: statuses), in: keg),
                        actor: "bench")
     print(" done")
 

@@ -38,7 +38,7 @@ final class SQLiteConformanceTests: XCTestCase {
         let kid = KID(hashing: Array("v1".utf8))
         let seen = try await withThrowingTaskGroup(of: RefChange?.self) { group in
             group.addTask {
-                for try await change in watcher.watch(prefix: try RefName("apps"), after: .zero) { return change }
+                for try await change in watcher.watch(prefix: Schema.apps, after: .zero) { return change }
                 return nil
             }
             group.addTask {

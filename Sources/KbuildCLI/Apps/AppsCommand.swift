@@ -245,7 +245,7 @@ struct BuildsCachePurge: AsyncParsableCommand {
     func run() async throws {
         let apps = try global.openApps()
         let record = try await apps.update(app, actor: currentActor) { $0.cacheEpoch += 1 }
-        _ = try await apps.refs.compareAndSwap(try Builder.cacheRef(app: app), to: nil, expecting: .any, actor: currentActor)
+        _ = try await apps.refs.compareAndSwap(try Schema.buildCache(app), to: nil, expecting: .any, actor: currentActor)
         let layers = try await DependencyLayers.purge(app: app, refs: apps.refs, actor: currentActor)
         let clones = try await GitBuildpacks.purge(app: app, refs: apps.refs, actor: currentActor)
         let dropped = [layers > 0 ? "\(layers) dependency layer\(layers == 1 ? "" : "s") of its own" : nil,

@@ -33,7 +33,7 @@ struct ImageLs: AsyncParsableCommand {
         _ = try await apps.get(app)
         let images = ImageStore(keg: apps.keg)
         var rows: [Row] = []
-        for change in try await apps.refs.history(try RefName("apps/\(app)/image")) {
+        for change in try await apps.refs.history(try Schema.image(app)) {
             guard let kid = change.new else { continue }
             let manifest = try images.manifest(kid)
             let labels = try images.config(of: manifest).config?.Labels ?? [:]
@@ -165,8 +165,8 @@ struct LogsCommand: AsyncParsableCommand {
         let prefix = try KIDPrefix(parsing: target)
         let keg = try global.openKeg()
         let refs = try global.openRefs()
-        let matches = try await refs.list(prefix: try RefName("builds/results")).filter {
-            $0.name.rawValue.dropFirst("builds/results/".count).hasPrefix(prefix.hex)
+        let matches = try await refs.list(prefix: Schema.buildResults).filter {
+            if case .buildResult(let build) = Schema.Key($0.name) { build.hex.hasPrefix(prefix.hex) } else { false }
         }
         guard let ref = matches.first else {
             throw KbuildError(.notFound, "no build \(prefix) has finished here (a build KID, as a push prints it: Build K-…)")

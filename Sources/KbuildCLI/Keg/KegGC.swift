@@ -53,7 +53,7 @@ struct KegPin: AsyncParsableCommand {
     func run() async throws {
         let keg = try global.openKeg()
         let resolved = try kid.resolve(in: keg)
-        let ref = try RefName("pins/" + (name ?? resolved.hex))
+        let ref = try Schema.pin((name ?? resolved.hex))
         try await global.openRefs().set(ref, to: resolved, actor: currentActor)
         print("\(ref) -> \(resolved)")
     }
@@ -65,6 +65,6 @@ struct KegUnpin: AsyncParsableCommand {
     @Argument(help: "The pin's name.") var name: String
 
     func run() async throws {
-        try await global.openRefs().compareAndSwap(try RefName("pins/" + name), to: nil, expecting: .any, actor: currentActor)
+        try await global.openRefs().compareAndSwap(try Schema.pin(name), to: nil, expecting: .any, actor: currentActor)
     }
 }

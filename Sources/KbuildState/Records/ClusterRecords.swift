@@ -1,29 +1,6 @@
 public import KbuildCore
 public import Foundation
 
-/// The shared vocabulary of the scheduler, the node agents and the router:
-/// what each node is (`nodes/NAME`), what it should run (`nodes/NAME/assignment`,
-/// written by the scheduler) and what it runs (`nodes/NAME/status`, written by
-/// its agent, which doubles as its heartbeat).
-public enum ClusterRefs {
-    public static let nodes = "nodes"
-    public static func node(_ name: String) throws -> RefName { try RefName("nodes/\(name)") }
-    public static func assignment(_ node: String) throws -> RefName { try RefName("nodes/\(node)/assignment") }
-    public static func status(_ node: String) throws -> RefName { try RefName("nodes/\(node)/status") }
-    /// The last release of an app whose every process became healthy: where a revert goes.
-    public static func healthy(_ app: String) throws -> RefName { try RefName("apps/\(app)/healthy") }
-    /// How the current release's rollout went (`RolloutRecord`); its history is every rollout's.
-    public static func rollout(_ app: String) throws -> RefName { try RefName("apps/\(app)/rollout") }
-    /// The app's custom domains (`DomainsRecord`, `domains:add`).
-    public static func domains(_ app: String) throws -> RefName { try RefName("apps/\(app)/domains") }
-    /// Every process started for the app: its history is the app's process list (ProcessRecords), for trace.
-    public static func processes(_ app: String) throws -> RefName { try RefName("apps/\(app)/processes") }
-    /// The release phase of the app's newest release that has one (`ReleasePhaseRecord`); its history keeps every run.
-    public static func releasePhase(_ app: String) throws -> RefName { try RefName("apps/\(app)/release-phase") }
-    /// Rolling restarts: process type → generation (`ps:restart`).
-    public static func restarts(_ app: String) throws -> RefName { try RefName("apps/\(app)/restarts") }
-}
-
 /// A node as its agent registered it.
 public struct NodeRecord: Codable, Sendable, Equatable {
     public var kind = "kbuild.node/v1"
