@@ -102,7 +102,7 @@ let package = Package(
         ),
         .target(
             name: "KbuildAPI",
-            dependencies: ["KbuildCore", "Keg", "KbuildState", "Releases", "Cluster", "Scheduler", "GitGateway", "KbuildServer", "NodeAgent", "Sandbox",
+            dependencies: ["KbuildCore", "Keg", "KbuildState", "Releases", "Cluster", "Scheduler", "GitGateway", "KbuildServer", "NodeAgent", "Sandbox", "Trace",
                            .product(name: "Hummingbird", package: "hummingbird"), .product(name: "HTTPTypes", package: "swift-http-types")],
             swiftSettings: strict
         ),
@@ -186,6 +186,14 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The one client of the API: typed calls for every user verb (no data dir, no Keg).
+        .target(
+            name: "KbuildClient",
+            dependencies: ["KbuildCore", "KbuildState", .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                           .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio"),
+                           .product(name: "NIOFoundationCompat", package: "swift-nio")],
+            swiftSettings: strict
+        ),
         .target(
             name: "KegRemote",
             dependencies: ["KbuildCore", "Keg", .product(name: "AsyncHTTPClient", package: "async-http-client")],
@@ -194,7 +202,7 @@ let package = Package(
         .target(
             name: "KbuildCLI",
             dependencies: [
-                "KbuildCore", "Keg", "KegRemote", "KbuildState", "SQLiteState", "KbuildServer", "Sandbox", "OCI", "Stacks", "GitSource", "Builds", "GitGateway", "CGit2", "CArchive",
+                "KbuildCore", "Keg", "KegRemote", "KbuildClient", "KbuildState", "SQLiteState", "KbuildServer", "Sandbox", "OCI", "Stacks", "GitSource", "Builds", "GitGateway", "CGit2", "CArchive",
                 "Releases", "Cluster", "Scheduler", "NodeAgent", "KbuildAPI", "Router", "KbuildSystem", "Trace",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -233,7 +241,7 @@ let package = Package(
         .testTarget(
             name: "KbuildCLITests",
             dependencies: [
-                "KbuildCore", "Keg", "KbuildServer", "KbuildState", "SQLiteState", "KbuildSystem",
+                "KbuildCore", "Keg", "KbuildServer", "KbuildState", "SQLiteState", "KbuildSystem", "KbuildClient", "KbuildAPI", "RefStoreConformance",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),

@@ -31,13 +31,12 @@ SANITIZE=${FUZZ_SANITIZE:-fuzzer,address}
 # The modules the targets link: NAME|DEPENDENCIES|SOURCE FILES (relative to the repo).
 # The Sources/ files are the shipped code, compiled as the module they belong
 # to; fuzz/support/ holds only stand-ins for what those files need but does not
-# parse (swift-crypto's SHA256, the AppStore and LayerTar namespaces).
+# parse (swift-crypto's SHA256 and the AppStore namespace).
 MODULES=(
     "KbuildCore|Crypto|Sources/KbuildCore/*.swift"
+    "KbuildState|KbuildCore|Sources/KbuildState/RefName.swift Sources/KbuildState/Records/ReleaseRecords.swift Sources/KbuildState/Records/ImageFormat.swift"
     "Builds|KbuildCore Yams|Sources/Builds/BuildFiles.swift"
-    "Releases|KbuildCore Builds|Sources/Releases/Release.swift Sources/Releases/AppJSON.swift Sources/Releases/FormationChange.swift Sources/Releases/ConfigVars.swift"
-    "RefStore|KbuildCore|Sources/RefStore/RefName.swift"
-    "OCI|KbuildCore|Sources/OCI/OCI.swift fuzz/support/OCI/LayerTar.swift"
+    "Releases|KbuildCore KbuildState Builds|Sources/Releases/AppJSON.swift Sources/Releases/FormationChange.swift Sources/Releases/ConfigVars.swift"
     "GitGateway|KbuildCore|Sources/GitGateway/GitShell.swift Sources/GitGateway/AppStore+Name.swift fuzz/support/GitGateway/AppStore.swift"
     "KbuildServer||Sources/KbuildServer/ByteRange.swift Sources/KbuildServer/RegistryInput.swift"
     "Router|NIOConcurrencyHelpers|Sources/Router/RouteTable.swift Sources/Router/Route.swift Sources/Router/Endpoint.swift Sources/Router/RequestIdentity.swift"

@@ -1,5 +1,4 @@
 public import Foundation
-import KbuildState
 
 /// One line of a process's log as its helper writes it:
 /// `2026-11-24T10:00:00.123456Z o text` (o: stdout, e: stderr, k: kbuild's own note).

@@ -1,5 +1,4 @@
 public import Foundation
-import KbuildState
 
 /// Merges the log files of an app's processes by time, streaming: each file
 /// is already in time order (its helper wrote it), so a k-way merge reads

@@ -1,5 +1,4 @@
 import KbuildCore
-import KbuildState
 
 // Apart from AppStore.swift (which needs the Keg and the ref store) so that
 // fuzz/ compiles GitShell.parse together with the real check.

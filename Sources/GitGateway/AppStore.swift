@@ -72,7 +72,7 @@ public struct AppStore: Sendable {
     /// Changes an app's record by compare-and-swap (retried when another change came first).
     @discardableResult
     public func update(_ name: String, actor: String, _ change: @Sendable (inout AppRecord) async throws -> Void) async throws -> AppRecord {
-        let updated = try await refs.update(try Schema.app(name), as: AppRecord.self, in: keg, what: "app", actor: actor) { found in
+        let updated = try await refs.update(try AppStore.ref(name), as: AppRecord.self, in: keg, what: "app", actor: actor) { found in
             guard var record = found else {
                 throw KbuildError(.notFound, "no app named \(name.debugQuoted): create it with `kbuild apps:create \(name)`")
             }

@@ -8,6 +8,7 @@ import KbuildCore
 import KbuildServer
 import Releases
 import Scheduler
+import Trace
 public import Sandbox
 import NodeAgent
 import HTTPTypes
@@ -27,8 +28,12 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
     public let egress: EgressNetwork?
     /// What one-off runs hold now, per app (for the app's limits).
     let oneOffs = OneOffLedger()
+    /// The kbuild executable the git hooks of new apps run.
+    let kbuild: String
 
-    public init(keg: Keg, refs: any RefStore, sandbox: Sandbox?, egress: EgressNetwork? = nil, logDirs: @escaping @Sendable () -> [String]) {
+    public init(keg: Keg, refs: any RefStore, sandbox: Sandbox?, egress: EgressNetwork? = nil, kbuild: String,
+                logDirs: @escaping @Sendable () -> [String]) {
+        self.kbuild = kbuild
         self.keg = keg
         self.refs = refs
         self.sandbox = sandbox
@@ -49,6 +54,15 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
                 return try await self.listApps().filter { scope?.contains($0.name) ?? true }
             }
         }
+        router.post("\(p)/apps") { r, c in
+            try await self.answer {
+                let record = try await self.apps.create(try await self.decode(API.CreateApp.self, r, c), kbuild: self.kbuild, actor: self.actor(r))
+                // Where to push: this server as the client reached it.
+                let host = r.head.authority ?? "localhost"
+                return API.CreatedApp(app: record, gitURL: "http://\(host)/\(record.name).git")
+            }
+        }
+        router.get("\(p)/ps") { _, _ in try await self.answer { try await self.runningProcesses() } }
         router.get("\(p)/apps/:app") { _, c in try await self.answer { try await self.info(try self.app(c)) } }
         router.delete("\(p)/apps/:app") { r, c in try await self.answer { try await self.destroy(try self.app(c), confirm: r.uri.queryParameters.get("confirm")) } }
         router.get("\(p)/apps/:app/config") { _, c in
@@ -178,6 +192,7 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
             }
         }
         registerRun(on: router)
+        StateRoutes<Context>(refs: refs, content: keg).register(on: router)
         router.get("\(p)/nodes") { _, _ in
             try await self.answer {
                 let now = Date()
@@ -197,6 +212,18 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
         return out
     }
 
+    /// Every app's running processes, with the commit each came from (`ps --all`).
+    func runningProcesses() async throws -> [API.RunningProcess] {
+        let tracer = Tracer(keg: keg, refs: refs)
+        var out: [API.RunningProcess] = []
+        for p in try await tracer.running(app: nil) {
+            let chain = try await tracer.chain(release: p.record.release)
+            out.append(API.RunningProcess(app: p.record.app, name: p.record.name, node: p.record.node, hostPID: p.record.hostPID,
+                                          process: p.kid, release: p.record.version, commit: chain.source?.commit, state: p.state))
+        }
+        return out
+    }
+
     func info(_ app: String) async throws -> API.AppInfo {
         let record = try await apps.get(app)
         let statuses = try await self.statuses(app)
@@ -204,7 +231,8 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
         let rollout = try await refs.get(try Schema.rollout(app)).map { try reader.record(RolloutRecord.self, $0.kid, what: "rollout") }
         return API.AppInfo(name: app, stack: record.stack, deployBranch: record.deployBranch, createdBy: record.createdBy, createdAt: record.createdAt,
                            release: current.map { API.ReleaseInfo($0, status: statuses[$0.version] ?? "current") },
-                           rollout: rollout, domains: try await domains(app), processes: try await processes(app))
+                           rollout: rollout, domains: try await domains(app), processes: try await processes(app),
+                           buildNetwork: record.buildNetwork.rawValue)
     }
 
     func destroy(_ app: String, confirm: String?) async throws -> [String: String] {

@@ -14,7 +14,7 @@ public struct KbuildCommand: AsyncParsableCommand {
             UpCommand.self, DownCommand.self, WorkerCommand.self, AgentCommand.self, LoginCommand.self,
             AppsCreate.self, AppsList.self, AppsSet.self, BuildsCachePurge.self, AppsInfo.self, AppsLimits.self, AppsDestroy.self, GitRemote.self, KeysAdd.self, KeysList.self, KeysRemove.self, TokensCreate.self, TokensList.self, TokensRevoke.self,
             ConfigList.self, ConfigGet.self, ConfigSet.self, ConfigUnset.self, ReleasesList.self, ReleasesInfo.self, ReleasesOutput.self, ReleasesRollback.self,
-            PsList.self, PsScale.self, PsRestart.self, RunCommand.self, TraceCommand.self, DomainsList.self, DomainsAdd.self, DomainsRemove.self,
+            PsList.self, PsScale.self, PsRestart.self, NodesList.self, RunCommand.self, TraceCommand.self, DomainsList.self, DomainsAdd.self, DomainsRemove.self,
             ImageCommand.self, LogsCommand.self, BuildpackCommand.self, StackCommand.self, SandboxCommand.self, SourceCommand.self,
             KegCommand.self, RefCommand.self, VersionCommand.self,
             GitShellCommand.self, GitCredential.self, HookCommand.self,
@@ -33,6 +33,18 @@ struct GlobalOptions: ParsableArguments {
 /// The entry point of the `kbuild` executable.
 public enum KbuildMain {
     public static func run() async {
-        await KbuildCommand.main(nil)
+        do {
+            var command = try KbuildCommand.parseAsRoot()
+            if let local = command as? any ControlPlaneOnly {
+                try local.global.refuseRemote(type(of: local).verb)
+            }
+            if var async = command as? any AsyncParsableCommand {
+                try await async.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            KbuildCommand.exit(withError: error)
+        }
     }
 }

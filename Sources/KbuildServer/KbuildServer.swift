@@ -5,6 +5,7 @@ public import KbuildState
 import Foundation
 import ServiceLifecycle
 import HummingbirdCore
+import HTTPTypes
 
 /// The one HTTP server of a kbuild host: the Keg's objects, the registry and
 /// git's smart HTTP, and the API (`api` registers its routes).
@@ -21,6 +22,7 @@ public enum KbuildHTTP {
     static func router(keg: Keg, refs: any RefStore, tokens: [String], git: GitHTTPRoutes<BasicRequestContext>?,
                        api: (@Sendable (Router<BasicRequestContext>) -> Void)?, uploads: RegistryUploads) -> Router<BasicRequestContext> {
         let router = Router(context: BasicRequestContext.self)
+        router.add(middleware: APIVersionMiddleware())
         router.add(middleware: TokenAuthMiddleware(tokens: tokens, appTokens: AppTokens(keg: keg, refs: refs)))
         router.get("/healthz") { _, _ in "ok\n" }
         KegRoutes<BasicRequestContext>(keg: keg).register(on: router)
@@ -71,5 +73,23 @@ struct UploadSweeper: Service {
                 }
             }
         } catch is CancellationError {}
+    }
+}
+
+/// Marks every answer under `/api/` with the API's version (`Kbuild-API: 1`),
+/// errors and refusals too, so a client knows it reached a kbuild of its
+/// version, another version, or something that is not kbuild at all.
+struct APIVersionMiddleware<Context: RequestContext>: RouterMiddleware {
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        guard request.uri.path.hasPrefix("/api/") else { return try await next(request, context) }
+        var response: Response
+        do {
+            response = try await next(request, context)
+        } catch let error as any HTTPResponseError {
+            // The router's own answers (no such route: 404, 405) carry the version too.
+            response = try error.response(from: request, context: context)
+        }
+        response.headers[HTTPField.Name(API.versionHeader)!] = String(API.version)
+        return response
     }
 }

@@ -2,6 +2,7 @@ public import Hummingbird
 public import KbuildCore
 import Foundation
 public import HTTPTypes
+import KbuildState
 
 /// Checks the token of every request except `/healthz`: `Authorization: Bearer
 /// TOKEN`, or HTTP basic auth with the token as the password (the way git and
@@ -89,8 +90,7 @@ public struct TokenAuthMiddleware<Context: RequestContext>: RouterMiddleware {
 /// The JSON body of every error response: `{"error":{"code":…,"message":…}}`.
 public enum ErrorBody {
     static func json(_ error: KbuildError) -> String {
-        struct Body: Encodable { struct Inner: Encodable { let code: String; let message: String }; let error: Inner }
-        let data = (try? JSONEncoder().encode(Body(error: .init(code: error.code.rawValue, message: error.message)))) ?? Data()
+        let data = (try? JSONEncoder().encode(API.ErrorAnswer(code: error.code.rawValue, message: error.message))) ?? Data()
         return String(decoding: data, as: UTF8.self) + "\n"
     }
 

@@ -1,11 +1,84 @@
 public import KbuildCore
 public import Foundation
 
-/// The JSON the API speaks (`/api/v1/…`), shared by the server and the CLI.
+/// The JSON the API speaks (`/api/v1/…`), shared by the server and the client.
 public enum API {
     public static let prefix = "/api/v1"
     /// Largest JSON body the API reads (a bigger one gets 413).
     public static let maxBody = 1 << 20
+    /// The version of this API: every answer under `/api/` carries it in
+    /// `versionHeader`, and a client refuses a server of another version.
+    public static let version = 1
+    public static let versionHeader = "Kbuild-API"
+
+    /// The body of every error answer: `{"error":{"code":…,"message":…}}`.
+    public struct ErrorAnswer: Codable, Sendable, Equatable {
+        public struct Detail: Codable, Sendable, Equatable {
+            public var code: String
+            public var message: String
+        }
+        public var error: Detail
+
+        public init(code: String, message: String) { error = Detail(code: code, message: message) }
+    }
+
+    /// `POST /apps` (`apps:create`): only the name is required.
+    public struct CreateApp: Codable, Sendable, Equatable {
+        public var name: String
+        /// A stack or an alias (`debian`: the newest debian-N the server has).
+        public var stack: String?
+        public var deployBranch: String?
+        /// `egress` (the default) or `none`.
+        public var buildNetwork: String?
+        public var build: BuildLimits?
+        public var maxFileSize: UInt64?
+
+        public init(name: String, stack: String? = nil, deployBranch: String? = nil, buildNetwork: String? = nil,
+                    build: BuildLimits? = nil, maxFileSize: UInt64? = nil) {
+            self.name = name
+            self.stack = stack
+            self.deployBranch = deployBranch
+            self.buildNetwork = buildNetwork
+            self.build = build
+            self.maxFileSize = maxFileSize
+        }
+    }
+
+    /// The answer to `POST /apps`: the app as made, and where to push.
+    public struct CreatedApp: Codable, Sendable, Equatable {
+        public var app: AppRecord
+        /// The git remote over HTTP, e.g. `http://host:7070/web.git`.
+        public var gitURL: String
+
+        public init(app: AppRecord, gitURL: String) {
+            self.app = app
+            self.gitURL = gitURL
+        }
+    }
+
+    /// One running process of any app (`GET /ps`, `ps --all`): where it runs and what it came from.
+    public struct RunningProcess: Codable, Sendable, Equatable {
+        public var app: String
+        public var name: String
+        public var node: String
+        public var hostPID: Int32
+        /// The process KID (`kbuild trace` takes it).
+        public var process: KID
+        public var release: Int64
+        public var commit: String?
+        public var state: String?
+
+        public init(app: String, name: String, node: String, hostPID: Int32, process: KID, release: Int64, commit: String?, state: String?) {
+            self.app = app
+            self.name = name
+            self.node = node
+            self.hostPID = hostPID
+            self.process = process
+            self.release = release
+            self.commit = commit
+            self.state = state
+        }
+    }
 
     /// How a release's release phase went (`releases:output`): its command, state and output.
     public struct ReleaseOutput: Codable, Sendable, Equatable {
@@ -104,9 +177,12 @@ public enum API {
         public var rollout: RolloutRecord?
         public var domains: [String]
         public var processes: [ProcessInfo]
+        /// What its builds reach (`egress` or `none`); nil from a server older than this field.
+        public var buildNetwork: String?
 
         public init(name: String, stack: String, deployBranch: String, createdBy: String, createdAt: Date, release: ReleaseInfo?,
-                    rollout: RolloutRecord?, domains: [String], processes: [ProcessInfo]) {
+                    rollout: RolloutRecord?, domains: [String], processes: [ProcessInfo], buildNetwork: String? = nil) {
+            self.buildNetwork = buildNetwork
             self.name = name
             self.stack = stack
             self.deployBranch = deployBranch
@@ -205,5 +281,76 @@ public enum API {
             self.processes = processes
             self.heartbeat = heartbeat
         }
+    }
+}
+
+extension API {
+    /// `POST /api/v1/state/cas`: one compare-and-swap of a ref.
+    public struct CompareAndSwap: Codable, Sendable, Equatable {
+        public var name: RefName
+        /// The new value; nil deletes the ref.
+        public var kid: KID?
+        public var expecting: Expectation
+        public var actor: String
+
+        public init(name: RefName, kid: KID?, expecting: RefExpectation, actor: String) {
+            self.name = name
+            self.kid = kid
+            self.expecting = Expectation(expecting)
+            self.actor = actor
+        }
+    }
+
+    /// A `RefExpectation` on the wire: `{"kind":"any"|"absent"|"value"|"revision", "kid"?, "revision"?}`.
+    public struct Expectation: Codable, Sendable, Equatable {
+        public var kind: String
+        public var kid: KID?
+        public var revision: Revision?
+
+        public init(_ e: RefExpectation) {
+            switch e {
+            case .any: kind = "any"
+            case .absent: kind = "absent"
+            case .value(let k): kind = "value"; kid = k
+            case .revision(let r): kind = "revision"; revision = r
+            }
+        }
+
+        public func expectation() throws -> RefExpectation {
+            switch (kind, kid, revision) {
+            case ("any", nil, nil): return .any
+            case ("absent", nil, nil): return .absent
+            case ("value", let kid?, nil): return .value(kid)
+            case ("revision", nil, let revision?): return .revision(revision)
+            default: throw KbuildError(.invalidArgument, "invalid expectation \(kind.debugQuoted): want any, absent, value with a kid, or revision with a revision")
+            }
+        }
+    }
+
+    /// `GET /api/v1/state/changes`: the changes after a revision, and the store's revision when they were read.
+    public struct Changes: Codable, Sendable, Equatable {
+        public var changes: [RefChange]
+        public var revision: Revision
+
+        public init(changes: [RefChange], revision: Revision) {
+            self.changes = changes
+            self.revision = revision
+        }
+    }
+}
+
+extension API {
+    /// The state routes' JSON: dates as seconds since 1970 with their fraction (exact to the microsecond).
+    public static func stateEncoder() -> JSONEncoder {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        e.dateEncodingStrategy = .secondsSince1970
+        return e
+    }
+
+    public static func stateDecoder() -> JSONDecoder {
+        let d = JSONDecoder()
+        d.dateDecodingStrategy = .secondsSince1970
+        return d
     }
 }

@@ -131,7 +131,8 @@ public enum Schema {
             case ("apps", 4) where parts[2] == "dependencies": self = .appDependency(app: parts[1], key: parts[3])
             case ("apps", 4) where parts[2] == "buildpacks": self = .appBuildpack(app: parts[1], hash: parts[3])
             case ("builds", 3):
-                let kid = try? KID(parsing: parts[2])
+                // Only the bare 64 hex digits the builders write (KID(parsing:) also takes K- and sha256: forms).
+                let kid = (try? KID(parsing: parts[2])).flatMap { $0.hex == parts[2] ? $0 : nil }
                 switch (parts[1], kid) {
                 case ("queue", let kid?): self = .buildQueued(kid)
                 case ("claims", let kid?): self = .buildClaim(kid)

@@ -64,7 +64,7 @@ public struct KbuildSystem {
         try await AppStore(keg: keg, refs: refs).installHooks(kbuild: kbuild)
         let spool = dataDir.root.path + "/git-spool"
         if mkdir(spool, 0o700) != 0 && errno != EEXIST { throw KbuildError.syscall("mkdir", spool, verb: "start the git gateway") }
-        let (git, api) = KbuildSystem.routes(keg: keg, refs: refs, dataDir: dataDir, sandbox: sandbox)
+        let (git, api) = KbuildSystem.routes(keg: keg, refs: refs, dataDir: dataDir, sandbox: sandbox, kbuild: kbuild)
         if let egress = api.egress {
             // The host's firewall for every process network of this kbuild, and the
             // namespaces of one-off runs and builds that a kill left.
@@ -79,19 +79,19 @@ public struct KbuildSystem {
     }
 
     /// The git gateway's and the API's routes, as `startServer` serves them.
-    static func routes(keg: Keg, refs: any RefStore, dataDir: DataDir, sandbox: Sandbox?)
+    static func routes(keg: Keg, refs: any RefStore, dataDir: DataDir, sandbox: Sandbox?, kbuild: String)
         -> (GitHTTPRoutes<KbuildHTTP.Context>, APIRoutes<KbuildHTTP.Context>) {
         let git = KbuildHTTP.gitRoutes(projectRoot: AppStore.gitRoot(dataDir), spoolDir: dataDir.root.path + "/git-spool",
                                        environment: ["KBUILD_DATA_DIR": dataDir.root.path])
         let egress = sandbox == nil ? nil : EgressNetwork(dataDir: dataDir.root.path, slot: EgressNetwork.oneOffSlot)
-        let api = APIRoutes<KbuildHTTP.Context>(keg: keg, refs: refs, sandbox: sandbox, egress: egress) { dataDir.nodeDirectories().map { $0 + "/logs" } }
+        let api = APIRoutes<KbuildHTTP.Context>(keg: keg, refs: refs, sandbox: sandbox, egress: egress, kbuild: kbuild) { dataDir.nodeDirectories().map { $0 + "/logs" } }
         return (git, api)
     }
 
     /// Every route the server serves, as `METHOD /path` (parameters as `{name}`,
     /// `**` for the rest of a path): what the authorization test must cover.
     public static func routeTable(keg: Keg, refs: any RefStore, dataDir: DataDir) -> [String] {
-        let (git, api) = routes(keg: keg, refs: refs, dataDir: dataDir, sandbox: nil)
+        let (git, api) = routes(keg: keg, refs: refs, dataDir: dataDir, sandbox: nil, kbuild: "kbuild")
         let router = KbuildHTTP.router(keg: keg, refs: refs, tokens: [], git: git, api: { api.register(on: $0) })
         return router.routes.map { "\($0.method) \($0.path)" }.sorted()
     }

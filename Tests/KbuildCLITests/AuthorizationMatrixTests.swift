@@ -48,6 +48,21 @@ final class AuthorizationMatrixTests: XCTestCase {
         "POST /{repo}/git-upload-pack": Row(requests: { app in [("POST", "/\(app).git/git-upload-pack", "0000")] }, own: .allowed, perApp: true),
         "GET /api/v1/apps": Row(requests: { _ in [("GET", "/api/v1/apps", nil)] }, own: .allowed, perApp: false),
         "GET /api/v1/nodes": Row(requests: { _ in [("GET", "/api/v1/nodes", nil)] }, own: .forbidden, perApp: false),
+        // An invalid name: the admin gets a 400 and nothing is made.
+        "POST /api/v1/apps": Row(requests: { _ in [("POST", "/api/v1/apps", #"{"name":"-"}"#)] }, own: .forbidden, perApp: false),
+        "GET /api/v1/ps": Row(requests: { _ in [("GET", "/api/v1/ps", nil)] }, own: .forbidden, perApp: false),
+        // The state layer: the admin's (and later a node's) only.
+        "GET /api/v1/state/revision": Row(requests: { _ in [("GET", "/api/v1/state/revision", nil)] }, own: .forbidden, perApp: false),
+        "GET /api/v1/state/ref": Row(requests: { app in [("GET", "/api/v1/state/ref?name=apps/\(app)", nil)] }, own: .forbidden, perApp: false),
+        "GET /api/v1/state/refs": Row(requests: { app in [("GET", "/api/v1/state/refs?prefix=apps/\(app)", nil)] }, own: .forbidden, perApp: false),
+        "GET /api/v1/state/history": Row(requests: { app in [("GET", "/api/v1/state/history?name=apps/\(app)/release", nil)] },
+                                        own: .forbidden, perApp: false),
+        "GET /api/v1/state/changes": Row(requests: { _ in [("GET", "/api/v1/state/changes?after=0", nil)] }, own: .forbidden, perApp: false),
+        "POST /api/v1/state/cas": Row(requests: { app in [("POST", "/api/v1/state/cas",
+                                                           #"{"name":"pins/x","expecting":{"kind":"nonsense"},"actor":"t"}"#)] },
+                                      own: .forbidden, perApp: false),
+        "GET /api/v1/state/records/{kid}": Row(requests: { _ in [("GET", "/api/v1/state/records/\(zeroKID)", nil)] }, own: .forbidden, perApp: false),
+        "POST /api/v1/state/records": Row(requests: { _ in [("POST", "/api/v1/state/records", "[]")] }, own: .forbidden, perApp: false),
         "GET /api/v1/apps/{app}": Row(requests: { app in [("GET", "/api/v1/apps/\(app)", nil)] }, own: .allowed, perApp: true),
         // Without confirm=APP: the admin gets a 400 and nothing is destroyed.
         "DELETE /api/v1/apps/{app}": Row(requests: { app in [("DELETE", "/api/v1/apps/\(app)", nil)] }, own: .forbidden, perApp: true),

@@ -1,9 +1,10 @@
-// fuzz-modules: Releases Builds KbuildCore
+// fuzz-modules: Releases KbuildState Builds KbuildCore
 // `ps:scale` and `config:set` arguments, as the API takes them from any
 // token-holder → FormationChange(parsing:), ConfigVars.parseAssignments and applying.
 import Builds
 import KbuildCore
 import Releases
+import KbuildState
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzz(_ start: UnsafeRawPointer, _ count: Int) -> CInt {

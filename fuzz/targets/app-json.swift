@@ -1,7 +1,8 @@
-// fuzz-modules: Releases Builds KbuildCore
+// fuzz-modules: Releases KbuildState Builds KbuildCore
 // A pushed app.json → AppJSON.healthchecks (read before the build; a bad one rejects the push).
 import KbuildCore
 import Releases
+import KbuildState
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzz(_ start: UnsafeRawPointer, _ count: Int) -> CInt {

@@ -1,9 +1,9 @@
-// fuzz-modules: OCI KbuildCore
+// fuzz-modules: KbuildState KbuildCore
 // An image's manifest and config JSON → the OCI types' decoding, as
 // ImageStore.manifest, config(of:) and layerTrees read them.
 import Foundation
 import KbuildCore
-import OCI
+import KbuildState
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzz(_ start: UnsafeRawPointer, _ count: Int) -> CInt {

@@ -1,9 +1,9 @@
-// fuzz-modules: RefStore KbuildCore
+// fuzz-modules: KbuildState KbuildCore
 // A ref name (from the API, registry tags, app and branch names) → RefName.init,
 // checked against the grammar its doc comment states.
 import Foundation
 import KbuildCore
-import RefStore
+import KbuildState
 
 /// RefName's documented grammar, written out independently of its code.
 func documentedValid(_ text: String) -> Bool {

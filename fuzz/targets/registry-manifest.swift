@@ -1,10 +1,10 @@
-// fuzz-modules: KbuildServer OCI KbuildCore
+// fuzz-modules: KbuildServer KbuildState KbuildCore
 // A manifest or index PUT to the registry → RegistryInput.manifestDescriptors:
 // the digests and sizes the registry checks against the Keg before it stores it.
 import Foundation
 import KbuildCore
 @testable import KbuildServer
-import OCI
+import KbuildState
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzz(_ start: UnsafeRawPointer, _ count: Int) -> CInt {

@@ -2,6 +2,7 @@ import ArgumentParser
 import Builds
 import Foundation
 import GitGateway
+import KbuildClient
 import KbuildCore
 import KbuildState
 
@@ -46,15 +47,19 @@ struct AppsCreate: AsyncParsableCommand {
         guard limits.disk >= 16 << 20, limits.disk <= 1 << 40 else {
             throw KbuildError(.invalidArgument, "invalid build disk \(buildDisk): from 16M to 1T")
         }
-        let network = try BuildNetwork(parsing: buildNetwork)
+        _ = try BuildNetwork(parsing: buildNetwork)
+        let request = API.CreateApp(name: app, stack: stack, deployBranch: deployBranch, buildNetwork: buildNetwork, build: limits,
+                                    maxFileSize: try parseBytes(maxFileSize, what: "max file size"))
+        if let remote = try global.remoteClient() {
+            let made = try await remote.createApp(request)
+            say("Created \(app) on \(remote.base) (stack \(made.app.stack), builds with network \(made.app.buildNetwork.rawValue), deploys \(made.app.deployBranch))")
+            say("Next: git remote add kbuild \(made.gitURL) in your app's repository, then git push kbuild \(made.app.deployBranch) (git asks for a password: give your token)")
+            return
+        }
         let apps = try global.openApps()
-        let stack = try await global.openStacks().resolve(self.stack).name
-        let record = AppRecord(name: app, stack: stack, deployBranch: deployBranch, build: limits, buildNetwork: network,
-                               maxFileSize: try parseBytes(maxFileSize, what: "max file size"), createdBy: currentActor)
-        try await apps.create(record, kbuild: kbuildExecutable, actor: currentActor)
-        try await BuildpackStore(keg: apps.keg, refs: apps.refs).registerShipped(actor: currentActor)
-        say("Created \(app) (stack \(stack), builds with network \(network.rawValue), deploys \(deployBranch)); repository \(apps.repository(app))")
-        say("Next: kbuild git:remote \(app) in your app's repository, then git push kbuild \(deployBranch)")
+        let record = try await apps.create(request, kbuild: kbuildExecutable, actor: currentActor)
+        say("Created \(app) (stack \(record.stack), builds with network \(record.buildNetwork.rawValue), deploys \(record.deployBranch)); repository \(apps.repository(app))")
+        say("Next: kbuild git:remote \(app) in your app's repository, then git push kbuild \(record.deployBranch)")
     }
 }
 
@@ -64,6 +69,12 @@ struct AppsList: AsyncParsableCommand {
     @Flag(help: "Print JSON.") var json = false
 
     func run() async throws {
+        if let remote = try global.remoteClient() {
+            let apps = try await remote.apps()
+            if json { return try printJSON(apps) }
+            for app in apps { say("\(app.name)  stack \(app.stack)  build-network \(app.buildNetwork ?? "-")  deploys \(app.deployBranch)") }
+            return
+        }
         let apps = try await global.openApps().list()
         if json { return try printJSON(apps) }
         for app in apps { say("\(app.name)  stack \(app.stack)  build-network \(app.buildNetwork.rawValue)  deploys \(app.deployBranch)") }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Builds
 import Foundation
+import KbuildClient
 import KbuildCore
 import OCI
 import KbuildState
@@ -138,20 +139,23 @@ struct LogsCommand: AsyncParsableCommand {
         if target.hasPrefix("K-") {
             return try await buildLog()
         }
-        let client = try APIClient.resolve(global)
-        var query = "lines=\(lines)" + (ps.map { "&ps=\($0)" } ?? "") + (release.map { "&release=\($0)" } ?? "")
-        if let since { query += "&since=\(Int(try parseDuration(since)))" }
-        if since != nil && !tail {
+        let client = try global.client()
+        let sinceSeconds = try since.map { Int(try parseDuration($0)) }
+        func fetch() async throws -> String {
+            let response = try await client.logs(target, lines: lines, process: ps, release: release, since: sinceSeconds)
+            return String(decoding: Data(buffer: try await response.body.collect(upTo: 64 << 20)), as: UTF8.self)
+        }
+        if let sinceSeconds, !tail {
             // Everything since then: streamed through, however large.
-            let response = try await client.open(.GET, "/apps/\(target)/logs?\(query)", body: nil, timeout: .hours(1))
+            let response = try await client.logs(target, lines: lines, process: ps, release: release, since: sinceSeconds)
             for try await chunk in response.body { writeOut(Array(chunk.readableBytesView)) }
             return
         }
-        var seen = try await client.text("/apps/\(target)/logs?\(query)")
+        var seen = try await fetch()
         writeOut(Array(seen.utf8))
         while tail {
             try await Task.sleep(for: .milliseconds(500))
-            let now = try await client.text("/apps/\(target)/logs?\(query)")
+            let now = try await fetch()
             // Print what follows the last line already shown.
             let last = seen.split(separator: "\n").last.map(String.init)
             var fresh = now
@@ -162,6 +166,7 @@ struct LogsCommand: AsyncParsableCommand {
     }
 
     func buildLog() async throws {
+        try global.refuseRemote("logs BUILD")
         let prefix = try KIDPrefix(parsing: target)
         let keg = try global.openKeg()
         let refs = try global.openRefs()

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KbuildAPI
+import KbuildClient
 import KbuildCore
 import KbuildState
 
@@ -12,7 +13,7 @@ struct AppsInfo: AsyncParsableCommand {
     @Flag(help: "Print JSON.") var json = false
 
     func run() async throws {
-        let info: API.AppInfo = try await APIClient.resolve(global).get("/apps/\(app)")
+        let info = try await global.client().app(app)
         if json { return try printJSON(info) }
         say("=== \(info.name)")
         say("Stack:     \(info.stack) (deploys \(info.deployBranch))")
@@ -25,8 +26,9 @@ struct AppsInfo: AsyncParsableCommand {
         if let rollout = info.rollout {
             say("Rollout:   v\(rollout.version) \(rollout.state.rawValue)\(rollout.reason.map { ": \($0)" } ?? "")")
         }
-        // The router's port, when its kbuild up runs on this machine.
-        let port = (try? String(contentsOf: global.dir.routerURLFile, encoding: .utf8)).flatMap { $0.split(separator: ":").last }
+        // The router's port, when its kbuild up runs on this machine (from another machine it is not known here).
+        let local = try global.remoteClient() == nil
+        let port = (local ? try? String(contentsOf: global.dir.routerURLFile, encoding: .utf8) : nil).flatMap { $0.split(separator: ":").last }
             .map { ":" + $0.trimmingCharacters(in: .whitespacesAndNewlines) } ?? ""
         let urls = ["\(info.name).localhost"] + info.domains
         say("Web:       " + urls.map { "http://\($0)\(port)/" }.joined(separator: ", "))
@@ -53,7 +55,7 @@ struct AppsDestroy: AsyncParsableCommand {
             answer = readLine()?.trimmingCharacters(in: .whitespaces)
         }
         guard answer == app else { throw ValidationError("confirmation \(answer.map { $0.debugDescription } ?? "none") does not match \(app); nothing was deleted") }
-        let _: [String: String] = try await APIClient.resolve(global).delete("/apps/\(app)?confirm=\(app)")
+        try await global.client().destroyApp(app)
         say("Destroyed \(app)")
     }
 }
@@ -66,7 +68,7 @@ struct DomainsList: AsyncParsableCommand {
     @Flag(help: "Print JSON.") var json = false
 
     func run() async throws {
-        let list: [String] = try await APIClient.resolve(global).get("/apps/\(app)/domains")
+        let list = try await global.client().domains(app)
         if json { return try printJSON(list) }
         say("\(app).localhost")
         for d in list { say(d) }
@@ -80,7 +82,7 @@ struct DomainsAdd: AsyncParsableCommand {
     @Argument(help: "The domain, e.g. www.example.com.") var domain: String
 
     func run() async throws {
-        let _: [String] = try await APIClient.resolve(global).send(.POST, "/apps/\(app)/domains", API.Domain(domain: domain))
+        _ = try await global.client().addDomain(app, domain)
         say("Added \(domain.lowercased()) to \(app)")
     }
 }
@@ -92,7 +94,7 @@ struct DomainsRemove: AsyncParsableCommand {
     @Argument(help: "The domain.") var domain: String
 
     func run() async throws {
-        let _: [String] = try await APIClient.resolve(global).delete("/apps/\(app)/domains/\(domain.lowercased())")
+        _ = try await global.client().removeDomain(app, domain)
         say("Removed \(domain.lowercased()) from \(app)")
     }
 }
@@ -109,22 +111,20 @@ struct LoginCommand: AsyncParsableCommand {
     @Option(help: "The token (default: read from stdin).") var token: String?
 
     func run() async throws {
-        var base = url
-        if base == nil { base = (try? String(contentsOf: global.dir.serverURLFile, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) }
-        guard let base, base.hasPrefix("http://") || base.hasPrefix("https://") else {
-            throw ValidationError("give --url http://HOST:PORT (no kbuild up runs on \(global.dir.root.path))")
-        }
+        var given = url
+        if given == nil { given = (try? String(contentsOf: global.dir.serverURLFile, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) }
+        guard let given else { throw ValidationError("give --url http://HOST:PORT (no kbuild up runs on \(global.dir.root.path))") }
+        let base = try GlobalOptions.checkURL(given, from: "--url")
         var secret = token
         if secret == nil {
             if isatty(0) == 1 { FileHandle.standardError.write(Data("Token: ".utf8)) }
             secret = readLine()?.trimmingCharacters(in: .whitespaces)
         }
         guard let secret, !secret.isEmpty else { throw ValidationError("no token given") }
-        let client = APIClient(base: base, token: secret)
-        let _: [API.AppInfo] = try await client.get("/apps")
-        let path = APIClient.credentialsFile
+        _ = try await KbuildClient(base: base, token: secret, actor: currentActor).apps()
+        let path = Credentials.file
         try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-        let data = try JSONEncoder().encode(APIClient.Credentials(url: base, token: secret))
+        let data = try JSONEncoder().encode(Credentials(url: base, token: secret))
         let fd = open(path + ".tmp", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw KbuildError.syscall("open", path + ".tmp", verb: "store the token") }
         _ = data.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }

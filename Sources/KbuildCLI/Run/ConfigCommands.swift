@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KbuildAPI
+import KbuildClient
 import KbuildCore
 import Releases
 import KbuildState
@@ -14,7 +15,7 @@ struct ConfigList: AsyncParsableCommand {
     @Flag(help: "Print KEY=VALUE lines a shell can read.") var shell = false
 
     func run() async throws {
-        let answer: API.ConfigAnswer = try await APIClient.resolve(global).get("/apps/\(app)/config")
+        let answer = try await global.client().config(app)
         if json { return try printJSON(answer.vars) }
         let width = answer.vars.keys.map(\.count).max() ?? 0
         for key in answer.vars.keys.sorted() {
@@ -32,7 +33,7 @@ struct ConfigGet: AsyncParsableCommand {
     @Argument(help: "The var.") var key: String
 
     func run() async throws {
-        let answer: API.ConfigAnswer = try await APIClient.resolve(global).get("/apps/\(app)/config")
+        let answer = try await global.client().config(app)
         guard let value = answer.vars[key] else { throw KbuildError(.notFound, "\(app) has no config var \(key)") }
         print(value)
     }
@@ -55,7 +56,7 @@ struct ConfigSet: AsyncParsableCommand {
 
     func run() async throws {
         let set = try ConfigVars.parseAssignments(assignments)
-        let answer: API.ConfigAnswer = try await APIClient.resolve(global).send(.PATCH, "/apps/\(app)/config", API.ConfigChange(set: set, unset: []))
+        let answer = try await global.client().changeConfig(app, API.ConfigChange(set: set, unset: []))
         say("Set \(set.keys.sorted().joined(separator: ", ")) on \(app)\(answer.release.map { ": v\($0)" } ?? " (used from its first release)")")
     }
 }
@@ -72,7 +73,7 @@ struct ConfigUnset: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let answer: API.ConfigAnswer = try await APIClient.resolve(global).send(.PATCH, "/apps/\(app)/config", API.ConfigChange(set: [:], unset: keys))
+        let answer = try await global.client().changeConfig(app, API.ConfigChange(set: [:], unset: keys))
         say("Unset \(keys.joined(separator: ", ")) on \(app)\(answer.release.map { ": v\($0)" } ?? "")")
     }
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KbuildAPI
+import KbuildClient
 import KbuildCore
 import KbuildState
 
@@ -24,8 +25,8 @@ struct AppsLimits: AsyncParsableCommand {
     @Flag(help: "Print JSON.") var json = false
 
     func run() async throws {
-        let client = try APIClient.resolve(global)
-        var limits: API.Limits = try await client.get("/apps/\(app)/limits")
+        let client = try global.client()
+        var limits = try await client.limits(app)
         if keg != nil || memory != nil || cpus != nil || builds != nil {
             func bytes(_ text: String?, _ current: UInt64?, _ what: String) throws -> UInt64? {
                 guard let text else { return current }
@@ -42,7 +43,7 @@ struct AppsLimits: AsyncParsableCommand {
                 limits.builds = Int(builds)
             }
             limits.used = nil
-            limits = try await client.send(.PUT, "/apps/\(app)/limits", limits)
+            limits = try await client.setLimits(app, limits)
         }
         if json { return try printJSON(limits) }
         let used = limits.used

@@ -2,6 +2,7 @@ import ArgumentParser
 import Cluster
 import Foundation
 import KbuildAPI
+import KbuildClient
 import KbuildCore
 import NodeAgent
 import Sandbox
@@ -13,7 +14,7 @@ struct PsList: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "ps", abstract: "List an app's processes on every node (--all: every app's, with their chain).")
     @OptionGroup var global: GlobalOptions
     @Argument(help: "The app.") var app: String?
-    @Flag(help: "Every process on every node: host PID, process KID, release and short commit (this machine's data dir).") var all = false
+    @Flag(help: "Every process on every node: host PID, process KID, release and short commit (through the API from another machine: admin only).") var all = false
     @Flag(help: "Print JSON.") var json = false
 
     func validate() throws {
@@ -22,7 +23,7 @@ struct PsList: AsyncParsableCommand {
 
     func run() async throws {
         guard let app else { return try await listAll() }
-        let list: [API.ProcessInfo] = try await APIClient.resolve(global).get("/apps/\(app)/ps")
+        let list = try await global.client().processes(app)
         if json { return try printJSON(list) }
         guard !list.isEmpty else { return say("\(app) runs no processes") }
         for p in list {
@@ -35,6 +36,19 @@ struct PsList: AsyncParsableCommand {
 
 extension PsList {
     func listAll() async throws {
+        if let remote = try global.remoteClient() {
+            let all = try await remote.allProcesses()
+            if json {
+                return try printJSON(all.map { ["app": $0.app, "name": $0.name, "node": $0.node, "hostPID": String($0.hostPID),
+                                               "process": $0.process.description, "release": "v\($0.release)", "commit": $0.commit ?? "-",
+                                               "state": $0.state ?? ""] })
+            }
+            guard !all.isEmpty else { return say("no processes run") }
+            for p in all {
+                say("\(p.app).\(p.name)  \(p.state ?? "-")  node \(p.node)  host PID \(p.hostPID)  \(p.process.short)  v\(p.release)  \((p.commit ?? "-").prefix(7))")
+            }
+            return
+        }
         let tracer = Tracer(keg: try global.openKeg(), refs: try global.openRefs())
         let running = try await tracer.running(app: nil)
         var rows: [(link: ProcessLink, commit: String)] = []
@@ -70,7 +84,7 @@ struct PsScale: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let r: API.ReleaseInfo = try await APIClient.resolve(global).send(.PATCH, "/apps/\(app)/formation", API.Scale(changes: changes))
+        let r = try await global.client().scale(app, changes)
         let now = r.processTypes.keys.sorted().map { "\($0)=\(r.formation[$0]?.quantity ?? 0)" }.joined(separator: " ")
         say("Scaled \(app) to \(now): v\(r.version)")
     }
@@ -84,7 +98,7 @@ struct PsRestart: AsyncParsableCommand {
     @Argument(help: "Only this process type.") var type: String?
 
     func run() async throws {
-        let _: [String: Int] = try await APIClient.resolve(global).send(.POST, "/apps/\(app)/ps/restart", API.Restart(type: type))
+        _ = try await global.client().restart(app, type: type)
         say("Restarting \(type.map { "\($0) processes of " } ?? "")\(app)")
     }
 }

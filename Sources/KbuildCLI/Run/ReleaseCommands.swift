@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KbuildAPI
+import KbuildClient
 import KbuildCore
 import Releases
 import Cluster
@@ -14,7 +15,7 @@ struct ReleasesList: AsyncParsableCommand {
     @Flag(help: "Print JSON.") var json = false
 
     func run() async throws {
-        let list: [API.ReleaseInfo] = try await APIClient.resolve(global).get("/apps/\(app)/releases")
+        let list = try await global.client().releases(app)
         if json { return try printJSON(list) }
         guard !list.isEmpty else { return say("\(app) has no releases yet: git push to deploy") }
         for r in list {
@@ -33,7 +34,7 @@ struct ReleasesInfo: AsyncParsableCommand {
     @Flag(help: "Print JSON.") var json = false
 
     func run() async throws {
-        let r: API.ReleaseInfo = try await APIClient.resolve(global).get("/apps/\(app)/releases/\(version)")
+        let r = try await global.client().release(app, version: version)
         if json { return try printJSON(r) }
         say("=== \(app) v\(r.version)\(r.status.isEmpty ? "" : " [\(r.status)]")")
         say("Description:  \(r.description)")
@@ -62,7 +63,7 @@ struct ReleasesOutput: AsyncParsableCommand {
     @Flag(help: "Print JSON.") var json = false
 
     func run() async throws {
-        let r: API.ReleaseOutput = try await APIClient.resolve(global).get("/apps/\(app)/releases/\(version)/output")
+        let r = try await global.client().releaseOutput(app, version: version)
         if json { return try printJSON(r) }
         let end = r.state == "running" ? "running on \(r.node)" : r.state == "succeeded" ? "succeeded" : "failed: \(r.reason ?? "")"
         say("=== \(app) v\(r.version) release phase (\(r.command.terminalSafe)): \(end)")
@@ -89,7 +90,7 @@ struct ReleasesRollback: AsyncParsableCommand {
             }
             target = v
         }
-        let r: API.ReleaseInfo = try await APIClient.resolve(global).send(.POST, "/apps/\(app)/releases/rollback", API.Rollback(version: target))
+        let r = try await global.client().rollback(app, to: target)
         say("Rolled back \(app): \(r.description), now v\(r.version) (image \(r.image.short))")
     }
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KbuildAPI
+import KbuildClient
 import KbuildCore
 import KbuildState
 
@@ -18,8 +19,7 @@ struct RunCommand: AsyncParsableCommand {
     func run() async throws {
         let words = command
         guard !words.isEmpty else { throw ValidationError("nothing to run: kbuild run \(app) -- CMD") }
-        let client = try APIClient.resolve(global)
-        let response = try await client.open(.POST, "/apps/\(app)/run", body: Data(try JSONEncoder().encode(API.Run(command: words))), timeout: .hours(2))
+        let response = try await global.client().run(app, API.Run(command: words))
         var pending: [UInt8] = []
         var status: Int32 = 125
         for try await chunk in response.body {

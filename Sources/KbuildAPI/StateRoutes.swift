@@ -1,0 +1,150 @@
+import Hummingbird
+import Foundation
+import HTTPTypes
+import KbuildCore
+import KbuildServer
+import KbuildState
+
+/// The state layer over HTTP (`/api/v1/state/…`): the ref store's calls and
+/// the records refs name, for agents and workers on other machines
+/// (`RemoteRefStore`). Admin only for now: an app token gets 403 (the
+/// token check's rules), and node tokens, which will see only their own
+/// node's part, do not exist yet. Times travel as seconds since 1970 with
+/// their fraction, so a change's time survives the trip exactly.
+struct StateRoutes<Context: RequestContext>: Sendable {
+    let refs: any RefStore
+    let content: any RecordContent
+    /// Longest a `changes` call with `wait` holds the request open.
+    static var maxWait: Double { 30 }
+    /// Largest record stored through the API (an assignment of thousands of processes is well under it).
+    static var maxRecord: Int { 4 << 20 }
+
+    func register(on router: Router<Context>) {
+        let p = API.prefix + "/state"
+        router.get("\(p)/revision") { _, _ in try await answer { try await refs.currentRevision() } }
+        router.get("\(p)/ref") { r, _ in
+            try await answer { () -> Ref in
+                let name = try self.name(r, "name")
+                guard let ref = try await refs.get(name) else { throw KbuildError(.notFound, "no ref \(name)") }
+                return ref
+            }
+        }
+        router.get("\(p)/refs") { r, _ in try await answer { try await refs.list(prefix: try self.optionalName(r, "prefix")) } }
+        router.get("\(p)/history") { r, _ in
+            try await answer { try await refs.history(try self.name(r, "name"), limit: try self.number(r, "limit", max: 1_000_000)) }
+        }
+        router.get("\(p)/changes") { r, _ in
+            try await answer { () -> API.Changes in
+                let prefix = try self.optionalName(r, "prefix")
+                let after = Revision(Int64(try self.number(r, "after", max: Int.max) ?? 0))
+                let limit = try self.number(r, "limit", max: 10_000) ?? 1000
+                let wait = try self.seconds(r, "wait")
+                var found = try await refs.changes(prefix: prefix, after: after, limit: limit)
+                if found.isEmpty, wait > 0 {
+                    // A long poll: the first change under the prefix, or nothing after `wait`.
+                    found = try await self.firstChange(prefix: prefix, after: after, within: wait).map { [$0] } ?? []
+                }
+                return API.Changes(changes: found, revision: try await refs.currentRevision())
+            }
+        }
+        router.post("\(p)/cas") { r, c in
+            try await answer { () -> RefChange in
+                let body = try await self.decode(API.CompareAndSwap.self, r)
+                guard !body.actor.isEmpty, body.actor.utf8.count <= 64,
+                      body.actor.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "._@-:/".contains($0)) }) else {
+                    throw KbuildError(.invalidArgument, "invalid actor \(body.actor.debugQuoted): 1 to 64 of letters, digits and . _ @ - : /")
+                }
+                return try await refs.compareAndSwap(body.name, to: body.kid, expecting: try body.expecting.expectation(), actor: body.actor)
+            }
+        }
+        router.get("\(p)/records/:kid") { _, c in
+            do {
+                let kid = try KID(parsing: c.parameters.get("kid") ?? "")
+                let bytes = try content.recordBytes(kid, limit: Records.maxBytes)
+                var headers = HTTPFields()
+                headers[.contentType] = "application/json"
+                return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
+            } catch {
+                return ErrorBody.response(KbuildError.wrap(error))
+            }
+        }
+        router.post("\(p)/records") { r, _ in
+            try await answer { () -> KID in
+                let bytes = try await self.body(r, max: Self.maxRecord)
+                // Only records: JSON objects, so this is not a way to store arbitrary blobs.
+                guard (try? JSONSerialization.jsonObject(with: Data(bytes))) is [String: Any] else {
+                    throw KbuildError(.invalidArgument, "failed to store a record: the body is not a JSON object")
+                }
+                return try content.putRecordBytes(bytes)
+            }
+        }
+    }
+
+    func firstChange(prefix: RefName?, after: Revision, within seconds: Double) async throws -> RefChange? {
+        try await withThrowingTaskGroup(of: RefChange?.self) { group in
+            group.addTask {
+                try await Task.sleep(for: .milliseconds(Int(seconds * 1000)))
+                return nil
+            }
+            group.addTask {
+                for try await change in refs.watch(prefix: prefix, after: after) { return change }
+                return nil
+            }
+            let first = try await group.next() ?? nil
+            group.cancelAll()
+            return first
+        }
+    }
+
+    // MARK: - Plumbing
+
+    func name(_ r: Request, _ key: String) throws -> RefName {
+        guard let text = r.uri.queryParameters.get(key) else { throw KbuildError(.invalidArgument, "missing \(key)=REF") }
+        return try RefName(text)
+    }
+
+    func optionalName(_ r: Request, _ key: String) throws -> RefName? {
+        try r.uri.queryParameters.get(key).map { try RefName($0) }
+    }
+
+    func number(_ r: Request, _ key: String, max: Int) throws -> Int? {
+        guard let text = r.uri.queryParameters.get(key) else { return nil }
+        guard let n = Int(text), n >= 0, n <= max else { throw KbuildError(.invalidArgument, "invalid \(key) \(text.debugQuoted): a number from 0 to \(max)") }
+        return n
+    }
+
+    func seconds(_ r: Request, _ key: String) throws -> Double {
+        guard let text = r.uri.queryParameters.get(key) else { return 0 }
+        guard let s = Double(text), s >= 0, s <= Self.maxWait else {
+            throw KbuildError(.invalidArgument, "invalid \(key) \(text.debugQuoted): seconds from 0 to \(Int(Self.maxWait))")
+        }
+        return s
+    }
+
+    func body(_ r: Request, max: Int) async throws -> [UInt8] {
+        do {
+            return Array(buffer: try await r.body.collect(upTo: max))
+        } catch {
+            throw KbuildError(.tooLarge, "failed to read the request body: it is over \(max >> 20) MiB")
+        }
+    }
+
+    func decode<T: Decodable>(_ type: T.Type, _ r: Request) async throws -> T {
+        let bytes = try await body(r, max: API.maxBody)
+        do {
+            return try API.stateDecoder().decode(type, from: Data(bytes))
+        } catch {
+            throw KbuildError(.invalidArgument, "failed to read the request body: \(error)")
+        }
+    }
+
+    func answer(_ work: () async throws -> some Encodable) async throws -> Response {
+        do {
+            var headers = HTTPFields()
+            headers[.contentType] = "application/json"
+            return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: Array(try API.stateEncoder().encode(try await work())))))
+        } catch {
+            return ErrorBody.response(KbuildError.wrap(error))
+        }
+    }
+}

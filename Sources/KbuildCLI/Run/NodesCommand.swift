@@ -1,0 +1,23 @@
+import ArgumentParser
+import Foundation
+import KbuildClient
+import KbuildCore
+import KbuildState
+
+/// `kbuild nodes`: every node agent that registered, whether it is alive, and what it holds.
+struct NodesList: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "nodes", abstract: "List the nodes: address, capacity, processes, last heartbeat.")
+    @OptionGroup var global: GlobalOptions
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() async throws {
+        let nodes = try await global.client().nodes()
+        if json { return try printJSON(nodes) }
+        guard !nodes.isEmpty else { return say("no node agent has registered (kbuild up starts one; kbuild agent starts more)") }
+        let now = Date()
+        for n in nodes {
+            let heartbeat = n.heartbeat.map { "heartbeat \(Int(now.timeIntervalSince($0).rounded()))s ago" } ?? "no heartbeat"
+            say("\(n.record.name)  \(n.alive ? "alive" : "silent")  \(n.record.address)  \(formatMemory(n.record.capacity.memory)) \(n.record.capacity.cpus) CPUs  \(n.processes) processes  \(heartbeat)")
+        }
+    }
+}

@@ -1,0 +1,172 @@
+public import AsyncHTTPClient
+public import Foundation
+import KbuildCore
+public import KbuildState
+public import NIOCore
+public import NIOHTTP1
+import NIOFoundationCompat
+
+/// The one client of kbuild's API (`/api/v1`): a typed call for each user
+/// verb. The CLI, and any program that drives kbuild, goes through it; it
+/// needs only the API's URL and a token, never a data dir.
+public struct KbuildClient: Sendable {
+    /// The server, e.g. `http://10.0.0.5:7070` (no trailing slash).
+    public let base: String
+    public let token: String
+    /// Who the server records as making a change (an admin token's claim; an app token's name wins).
+    public let actor: String
+
+    public init(base: String, token: String, actor: String) {
+        var base = base
+        while base.hasSuffix("/") { base.removeLast() }
+        self.base = base
+        self.token = token
+        self.actor = actor
+    }
+
+    // MARK: - Apps
+
+    public func apps() async throws -> [API.AppInfo] { try await get("/apps") }
+    public func app(_ app: String) async throws -> API.AppInfo { try await get("/apps/\(segment(app))") }
+    public func createApp(_ request: API.CreateApp) async throws -> API.CreatedApp { try await send(.POST, "/apps", request) }
+    public func destroyApp(_ app: String) async throws {
+        let _: [String: String] = try await delete("/apps/\(segment(app))?confirm=\(segment(app))")
+    }
+    public func limits(_ app: String) async throws -> API.Limits { try await get("/apps/\(segment(app))/limits") }
+    public func setLimits(_ app: String, _ limits: API.Limits) async throws -> API.Limits {
+        try await send(.PUT, "/apps/\(segment(app))/limits", limits)
+    }
+
+    // MARK: - Config and releases
+
+    public func config(_ app: String) async throws -> API.ConfigAnswer { try await get("/apps/\(segment(app))/config") }
+    public func changeConfig(_ app: String, _ change: API.ConfigChange) async throws -> API.ConfigAnswer {
+        try await send(.PATCH, "/apps/\(segment(app))/config", change)
+    }
+    public func releases(_ app: String) async throws -> [API.ReleaseInfo] { try await get("/apps/\(segment(app))/releases") }
+    /// A release by its version, `vN` or `N`.
+    public func release(_ app: String, version: String) async throws -> API.ReleaseInfo {
+        try await get("/apps/\(segment(app))/releases/\(segment(version))")
+    }
+    public func releaseOutput(_ app: String, version: String) async throws -> API.ReleaseOutput {
+        try await get("/apps/\(segment(app))/releases/\(segment(version))/output")
+    }
+    public func rollback(_ app: String, to version: Int64?) async throws -> API.ReleaseInfo {
+        try await send(.POST, "/apps/\(segment(app))/releases/rollback", API.Rollback(version: version))
+    }
+
+    // MARK: - Processes
+
+    public func processes(_ app: String) async throws -> [API.ProcessInfo] { try await get("/apps/\(segment(app))/ps") }
+    /// Every app's processes on every node, with their release and commit (admin only).
+    public func allProcesses() async throws -> [API.RunningProcess] { try await get("/ps") }
+    public func scale(_ app: String, _ changes: [String]) async throws -> API.ReleaseInfo {
+        try await send(.PATCH, "/apps/\(segment(app))/formation", API.Scale(changes: changes))
+    }
+    public func restart(_ app: String, type: String?) async throws -> [String: Int] {
+        try await send(.POST, "/apps/\(segment(app))/ps/restart", API.Restart(type: type))
+    }
+    public func nodes() async throws -> [API.NodeInfo] { try await get("/nodes") }
+
+    // MARK: - Domains
+
+    public func domains(_ app: String) async throws -> [String] { try await get("/apps/\(segment(app))/domains") }
+    public func addDomain(_ app: String, _ domain: String) async throws -> [String] {
+        try await send(.POST, "/apps/\(segment(app))/domains", API.Domain(domain: domain))
+    }
+    public func removeDomain(_ app: String, _ domain: String) async throws -> [String] {
+        try await delete("/apps/\(segment(app))/domains/\(segment(domain.lowercased()))")
+    }
+
+    // MARK: - Logs and one-off processes (streams)
+
+    /// The app's log lines, merged by time: the last `lines`, or (with `since`, in seconds) every line
+    /// written since then, streamed however many there are.
+    public func logs(_ app: String, lines: Int, process: String?, release: String?, since: Int?) async throws -> HTTPClientResponse {
+        var query = ["lines=\(lines)"]
+        if let process { query.append("ps=\(segment(process))") }
+        if let release { query.append("release=\(segment(release))") }
+        if let since { query.append("since=\(since)") }
+        return try await open(.GET, "/apps/\(segment(app))/logs?" + query.joined(separator: "&"), body: nil,
+                              timeout: since == nil ? .seconds(60) : .hours(1))
+    }
+
+    /// Starts `kbuild run`: the response streams `RunFrame`s.
+    public func run(_ app: String, _ run: API.Run) async throws -> HTTPClientResponse {
+        try await open(.POST, "/apps/\(segment(app))/run", body: Data(try JSONEncoder().encode(run)), timeout: .hours(2))
+    }
+
+    // MARK: - Plumbing
+
+    public func get<T: Decodable>(_ path: String, as type: T.Type = T.self) async throws -> T {
+        try decode(try await request(.GET, path, body: nil), path: path)
+    }
+
+    public func send<T: Decodable>(_ method: HTTPMethod, _ path: String, _ body: some Encodable, as type: T.Type = T.self) async throws -> T {
+        try decode(try await request(method, path, body: Data(try JSONEncoder().encode(body))), path: path)
+    }
+
+    public func delete<T: Decodable>(_ path: String, as type: T.Type = T.self) async throws -> T {
+        try decode(try await request(.DELETE, path, body: nil), path: path)
+    }
+
+    func request(_ method: HTTPMethod, _ path: String, body: Data?) async throws -> Data {
+        let response = try await open(method, path, body: body, timeout: .seconds(60))
+        return Data(buffer: try await response.body.collect(upTo: 64 << 20))
+    }
+
+    /// The response as it arrives; an error status is thrown as the server's error.
+    public func open(_ method: HTTPMethod, _ path: String, body: Data?, timeout: TimeAmount) async throws -> HTTPClientResponse {
+        var request = HTTPClientRequest(url: base + API.prefix + path)
+        request.method = method
+        request.headers.add(name: "Authorization", value: "Bearer \(token)")
+        request.headers.add(name: "User-Agent", value: "kbuild-client/\(API.version)")
+        request.headers.add(name: API.versionHeader, value: String(API.version))
+        request.headers.add(name: "Kbuild-Actor", value: actor)
+        if let body {
+            request.headers.add(name: "Content-Type", value: "application/json")
+            request.body = .bytes(ByteBuffer(bytes: Array(body)))
+        }
+        let response: HTTPClientResponse
+        do {
+            response = try await HTTPClient.shared.execute(request, timeout: timeout)
+        } catch {
+            throw KbuildError(.io, "failed to reach kbuild at \(base): \(error)")
+        }
+        if let theirs = response.headers.first(name: API.versionHeader), theirs != String(API.version) {
+            throw KbuildError(.unsatisfiable, "kbuild at \(base) speaks API version \(theirs), this client \(API.version): use a kbuild of the server's version")
+        }
+        guard (200..<300).contains(response.status.code) else {
+            let bytes = Data(buffer: try await response.body.collect(upTo: 1 << 20))
+            if let body = try? JSONDecoder().decode(API.ErrorAnswer.self, from: bytes) {
+                throw KbuildError(KbuildError.Code(rawValue: body.error.code) ?? .io, body.error.message)
+            }
+            if response.headers.first(name: API.versionHeader) == nil {
+                throw KbuildError(.io, "\(base) is not a kbuild API, or a kbuild older than API version \(API.version) (it answered \(response.status.code) to \(method) \(API.prefix + path)): check KBUILD_URL")
+            }
+            throw KbuildError(.io, "kbuild at \(base) answered \(response.status.code) to \(method) \(path)")
+        }
+        guard response.headers.first(name: API.versionHeader) != nil else {
+            throw KbuildError(.io, "\(base) is not a kbuild API, or a kbuild older than API version \(API.version) (no \(API.versionHeader) header in its answer to \(method) \(API.prefix + path)): check KBUILD_URL")
+        }
+        return response
+    }
+
+    func decode<T: Decodable>(_ data: Data, path: String) throws -> T {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        do {
+            return try decoder.decode(T.self, from: data)
+        } catch {
+            throw KbuildError(.corrupt, "failed to read kbuild's answer to \(path) from \(base): \(error)")
+        }
+    }
+
+    /// RFC 3986's unreserved characters (ASCII only: `.alphanumerics` would let other scripts' letters through raw).
+    static let unreserved = CharacterSet(charactersIn: "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~")
+
+    /// One path segment, percent-encoded (names are validated by the server; this keeps `?`, `#` and `/` out).
+    func segment(_ text: String) -> String {
+        text.addingPercentEncoding(withAllowedCharacters: KbuildClient.unreserved) ?? text
+    }
+}

@@ -1,0 +1,217 @@
+import Foundation
+import XCTest
+
+/// The CLI as it runs on another machine: no data dir, an empty HOME, only
+/// KBUILD_URL and KBUILD_TOKEN, in a mount namespace where the control
+/// plane's data dir is an empty tmpfs (so a verb that read it would find
+/// nothing, not the real one). Every verb either answers through the API or
+/// refuses, saying why; none answers from a local data dir.
+final class RemoteCLITests: XCTestCase {
+    struct Remote {
+        let server: KbuildServer
+        let data: String
+        let home: String
+
+        func run(_ args: [String], env: [String: String] = [:], cwd: String? = nil) throws -> Result {
+            // sh -c SCRIPT $0 $1…: hide the data dir, then exec kbuild with the arguments.
+            let script = #"mount -t tmpfs -o size=1m,mode=0700 kbuild-hidden "$0" && exec "$@""#
+            var environment = ["HOME": home, "XDG_CONFIG_HOME": "", "KBUILD_URL": server.url, "KBUILD_TOKEN": server.token]
+            for (k, v) in env { environment[k] = v }
+            return try sh("/usr/bin/unshare", ["--mount", "--propagation", "private", "/bin/sh", "-c", script, data, kbuildBinary] + args,
+                          env: environment, cwd: cwd)
+        }
+    }
+
+    func makeRemote(_ name: String) throws -> Remote {
+        let data = try makeData(name)
+        let server = try startKbuildUp(self, data: data)
+        return Remote(server: server, data: data, home: try tempDir(self, name + "-home"))
+    }
+
+    func testAppsAreMadeListedDeployedAndListedFromAnotherMachine() throws {
+        let remote = try makeRemote("remote-verbs")
+        let made = try remote.run(["apps:create", "web", "--stack", "busybox"])
+        XCTAssertEqual(made.status, 0, made.stderr)
+        XCTAssertTrue(made.stdout.contains("Created web on \(remote.server.url)"), made.stdout)
+        XCTAssertTrue(made.stdout.contains("git remote add kbuild \(remote.server.url)/web.git"), made.stdout)
+        // The app exists on the control plane, as its own CLI sees it.
+        XCTAssertTrue(try kbuild(["apps"], dataDir: remote.data).stdout.contains("web  stack busybox"))
+
+        let apps = try remote.run(["apps"])
+        XCTAssertEqual(apps.status, 0, apps.stderr)
+        XCTAssertEqual(apps.stdout, "web  stack busybox  build-network egress  deploys main\n")
+        XCTAssertTrue(try remote.run(["apps", "--json"]).stdout.contains(#""name" : "web""#))
+
+        // A push over HTTP with the token, then every process of every app, with the commit it runs.
+        let work = try tempDir(self, "remote-src")
+        try writeFile(work + "/Procfile", "web: ./serve.sh\n")
+        try writeFile(work + "/serve.sh", "#!/bin/sh\nexec busybox httpd -f -p \"0.0.0.0:$PORT\" -h www\n", mode: 0o755)
+        try writeFile(work + "/www/index.html", "hello\n")
+        try git(["init", "-q"], in: work)
+        try git(["add", "-A"], in: work)
+        try git(["commit", "-q", "-m", "First"], in: work)
+        let commit = trimmed(try git(["rev-parse", "HEAD"], in: work).stdout)
+        let pushURL = remote.server.url.replacingOccurrences(of: "http://", with: "http://admin:\(remote.server.token)@") + "/web.git"
+        let pushed = try git(["push", pushURL, "HEAD:main"], in: work)
+        XCTAssertEqual(pushed.status, 0, pushed.stderr)
+        var all = Result(status: 1, stdout: "", stderr: "")
+        try waitUntil("web.1 runs", timeout: 60) {
+            all = try remote.run(["ps", "--all"])
+            return all.stdout.contains("web.web.1  healthy")
+        }
+        XCTAssertEqual(all.status, 0, all.stderr)
+        XCTAssertTrue(all.stdout.contains("node local") && all.stdout.contains("v1  \(commit.prefix(7))"), all.stdout)
+        XCTAssertTrue(try remote.run(["ps", "--all", "--json"]).stdout.contains(#""commit" : "\#(commit)""#))
+
+        let nodes = try remote.run(["nodes"])
+        XCTAssertEqual(nodes.status, 0, nodes.stderr)
+        XCTAssertTrue(nodes.stdout.hasPrefix("local  alive  "), nodes.stdout)
+        XCTAssertTrue(nodes.stdout.contains("1 processes"), nodes.stdout)
+
+        let releases = try remote.run(["releases", "web"])
+        XCTAssertEqual(releases.status, 0, releases.stderr)
+        XCTAssertTrue(releases.stdout.contains("v1"), releases.stdout)
+        XCTAssertEqual(try remote.run(["config:set", "web", "GREETING=hi"]).status, 0)
+        XCTAssertTrue(try remote.run(["config", "web"]).stdout.contains("GREETING"))
+
+        // Nothing was written on "this machine".
+        XCTAssertFalse(FileManager.default.fileExists(atPath: remote.home + "/.kbuild"), "the CLI made a data dir in HOME")
+    }
+
+    func testVerbsThatReadTheDataDirRefuseInsteadOfAnsweringFromAnEmptyOne() throws {
+        let remote = try makeRemote("remote-refuse")
+        XCTAssertEqual(try kbuild(["apps:create", "web", "--stack", "busybox"], dataDir: remote.data).status, 0)
+        // Each with the verb as the message names it.
+        let verbs: [(String, [String])] = [
+            ("trace", ["trace", "web"]), ("image ls", ["image", "ls", "web"]), ("image export", ["image", "export", "K-1234abcd", "/tmp/x"]),
+            ("keys", ["keys"]), ("keys:add", ["keys:add", "/dev/null"]), ("keys:remove", ["keys:remove", "me"]), ("tokens", ["tokens"]),
+            ("tokens:create", ["tokens:create", "ci", "--app", "web"]), ("tokens:revoke", ["tokens:revoke", "ci"]),
+            ("buildpack ls", ["buildpack", "ls"]), ("apps:set", ["apps:set", "web", "stack=busybox"]),
+            ("builds:cache:purge", ["builds:cache:purge", "web"]), ("git:remote", ["git:remote", "web"]), ("logs BUILD", ["logs", "K-1234abcd"]),
+            ("ref ls", ["ref", "ls"]), ("ref get", ["ref", "get", "apps/web"]), ("keg stats", ["keg", "stats"]), ("keg fsck", ["keg", "fsck"]),
+            ("stack ls", ["stack", "ls"]), ("source import", ["source", "import", "HEAD"]),
+        ]
+        for (verb, args) in verbs {
+            let r = try remote.run(args)
+            XCTAssertNotEqual(r.status, 0, "\(args) answered: \(r.stdout)")
+            XCTAssertTrue(r.stderr.contains("kbuild \(verb) works only on the control plane's machine") && r.stderr.contains(remote.server.url),
+                          "\(args): \(r.stderr)")
+            XCTAssertEqual(r.stdout, "", "\(args) printed an answer")
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: remote.home + "/.kbuild"), "a refused verb made a data dir in HOME")
+
+        // On the control plane's machine the same verbs read its data dir, whatever KBUILD_URL says: named with
+        // --data-dir or KBUILD_DATA_DIR, or with KBUILD_URL naming this machine's own server by another of its names.
+        let env = ["KBUILD_URL": remote.server.url, "KBUILD_TOKEN": remote.server.token]
+        let named = try sh(kbuildBinary, ["ref", "ls", "--data-dir", remote.data], env: env)
+        XCTAssertEqual(named.status, 0, named.stderr)
+        XCTAssertTrue(named.stdout.contains("apps/web"), named.stdout)
+        let byEnv = try sh(kbuildBinary, ["apps"], env: env.merging(["KBUILD_DATA_DIR": remote.data]) { $1 })
+        XCTAssertEqual(byEnv.stdout, "web  stack busybox  build-network egress  deploys main\n", byEnv.stderr)
+        // HOME/.kbuild is the server's data dir, and KBUILD_URL names it as localhost.
+        let home = try tempDir(self, "remote-own-home")
+        try FileManager.default.createSymbolicLink(atPath: home + "/.kbuild", withDestinationPath: remote.data)
+        let port = remote.server.url.split(separator: ":").last!
+        let ownServer = try sh(kbuildBinary, ["ref", "ls"], env: ["KBUILD_URL": "http://localhost:\(port)", "KBUILD_TOKEN": remote.server.token,
+                                                               "HOME": home])
+        XCTAssertEqual(ownServer.status, 0, ownServer.stderr)
+        XCTAssertTrue(ownServer.stdout.contains("apps/web"), ownServer.stdout)
+    }
+
+    func testAWrongURLTokenOrServerIsAClearError() throws {
+        let remote = try makeRemote("remote-bad")
+        func expect(_ env: [String: String], _ message: String, _ args: [String] = ["apps"]) throws {
+            let r = try remote.run(args, env: env)
+            XCTAssertNotEqual(r.status, 0, "\(env): \(r.stdout)")
+            XCTAssertTrue(r.stderr.contains(message), "\(env): \(r.stderr)")
+            XCTAssertEqual(r.stdout, "")
+        }
+        try expect(["KBUILD_URL": "http://127.0.0.1:1"], "failed to reach kbuild at http://127.0.0.1:1")
+        try expect(["KBUILD_URL": "ftp://example.com"], "invalid API URL \"ftp://example.com\" (from KBUILD_URL)")
+        try expect(["KBUILD_URL": remote.server.url + "/api"], "want http://HOST:PORT")
+        try expect(["KBUILD_TOKEN": ""], "KBUILD_URL is set but KBUILD_TOKEN is not")
+        // KBUILD_TOKEN alone (keg pull's) does not point the CLI anywhere: this machine has no kbuild up.
+        try expect(["KBUILD_URL": ""], "failed to find kbuild's API", ["apps:info", "web"])
+        try expect(["KBUILD_TOKEN": "wrong"], "failed to authenticate")
+        try expect(["KBUILD_TOKEN": "wrong"], "failed to authenticate", ["ps", "--all"])
+        // Something that answers HTTP but is not kbuild, and a kbuild of another API version.
+        for (version, message) in [(nil, "is not a kbuild API"), ("2", "speaks API version 2, this client 1")] as [(String?, String)] {
+            let fake = try FakeServer(self, versionHeader: version)
+            try expect(["KBUILD_URL": fake.url], message)
+            try expect(["KBUILD_URL": fake.url], message, ["nodes"])
+        }
+        // An app token may not list every process or make apps (403, said as such).
+        let made = try kbuild(["tokens:create", "ci", "--app", "web"], dataDir: remote.data)
+        XCTAssertNotEqual(made.status, 0, "no app web yet: \(made.stdout)")
+        XCTAssertEqual(try kbuild(["apps:create", "web", "--stack", "busybox"], dataDir: remote.data).status, 0)
+        let token = trimmed(try kbuild(["tokens:create", "ci", "--app", "web"], dataDir: remote.data).stdout)
+        try expect(["KBUILD_TOKEN": token], "may not do that", ["ps", "--all"])
+        try expect(["KBUILD_TOKEN": token], "may not do that", ["apps:create", "other", "--stack", "busybox"])
+        try expect(["KBUILD_TOKEN": token], "may not do that", ["nodes"])
+        // The server checks what it is sent, whatever the client checked first.
+        func post(_ body: String) throws -> (status: String, body: String) {
+            let r = try sh("/usr/bin/curl", ["-s", "-w", "\n%{http_code}", "-X", "POST", "-H", "Authorization: Bearer \(remote.server.token)",
+                                             "-H", "Content-Type: application/json", "--data-binary", body, remote.server.url + "/api/v1/apps"])
+            let lines = r.stdout.split(separator: "\n", omittingEmptySubsequences: false)
+            return (String(lines.last ?? ""), lines.dropLast().joined(separator: "\n"))
+        }
+        for (body, message) in [(#"{"name":"Bad_Name"}"#, "invalid app name"), (#"{"name":"x1","buildNetwork":"wide"}"#, "invalid build network"),
+                                (#"{"name":"x1","stack":"nosuch"}"#, "nosuch"), (#"{"name":"x1","stack":"busybox","deployBranch":"a..b"}"#, "invalid deploy branch"),
+                                (#"{"name":"x1","stack":"busybox","build":{"memory":1,"pids":4096,"timeout":900}}"#, "invalid build memory"),
+                                (#"{"name":"x1","stack":"busybox","build":{"memory":1073741824,"pids":4096,"timeout":0}}"#, "invalid build timeout"),
+                                (#"{"name":"x1","stack":"busybox","maxFileSize":1}"#, "invalid max file size"), (#"{"nom":"x1"}"#, "failed to read the request body"),
+                                ("not json", "failed to read the request body")] {
+            let answer = try post(body)
+            XCTAssertEqual(answer.status, message == "nosuch" ? "404" : "400", "\(body): \(answer.body)")
+            XCTAssertTrue(answer.body.contains(message), "\(body): \(answer.body)")
+        }
+        // Bad requests name what was wrong, and make nothing.
+        try expect([:], "invalid app name \"Bad_Name\"", ["apps:create", "Bad_Name"])
+        try expect([:], "exists already", ["apps:create", "web", "--stack", "busybox"])
+        try expect([:], "nosuch", ["apps:create", "other", "--stack", "nosuch"])
+        try expect([:], "invalid build network", ["apps:create", "other", "--stack", "busybox", "--build-network", "wide"])
+        XCTAssertEqual(try remote.run(["apps"]).stdout, "web  stack busybox  build-network egress  deploys main\n")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: remote.data + "/git/x1.git"), "a refused create left a repository")
+    }
+}
+
+/// An HTTP server that is not kbuild (or claims another API version): it answers every request with 200 and `[]`.
+struct FakeServer {
+    let url: String
+
+    init(_ test: XCTestCase, versionHeader: String?) throws {
+        let header = versionHeader.map { "self.send_header('Kbuild-API', '\($0)')" } ?? "pass"
+        let script = """
+            import http.server, sys
+            class H(http.server.BaseHTTPRequestHandler):
+                def do_GET(self):
+                    self.send_response(200)
+                    \(header)
+                    self.send_header('Content-Type', 'application/json')
+                    self.end_headers()
+                    self.wfile.write(b'[]')
+                do_POST = do_GET
+                def log_message(self, *a): pass
+            s = http.server.HTTPServer(('127.0.0.1', 0), H)
+            print(s.server_address[1], flush=True)
+            s.serve_forever()
+            """
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        p.arguments = ["-c", script]
+        let out = Pipe()
+        p.standardOutput = out
+        try p.run()
+        test.addTeardownBlock { p.terminate(); p.waitUntilExit() }
+        var line = ""
+        while !line.contains("\n") {
+            let chunk = out.fileHandleForReading.availableData
+            if chunk.isEmpty { break }
+            line += String(decoding: chunk, as: UTF8.self)
+        }
+        guard let port = Int(line.trimmingCharacters(in: .whitespacesAndNewlines)) else {
+            throw NSError(domain: "FakeServer", code: 1, userInfo: [NSLocalizedDescriptionKey: "the fake server did not start: \(line)"])
+        }
+        url = "http://127.0.0.1:\(port)"
+    }
+}
