@@ -193,6 +193,7 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
         }
         registerRun(on: router)
         StateRoutes<Context>(refs: refs, content: keg).register(on: router)
+        registerTrace(on: router)
         router.get("\(p)/nodes") { _, _ in
             try await self.answer {
                 let now = Date()

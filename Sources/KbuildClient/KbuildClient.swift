@@ -68,6 +68,17 @@ public struct KbuildClient: Sendable {
     }
     public func nodes() async throws -> [API.NodeInfo] { try await get("/nodes") }
 
+    // MARK: - Trace (admin only)
+
+    /// Up from what `target` names to its commit, and down to what runs it (`kbuild trace X`).
+    public func trace(_ target: String) async throws -> TraceResult { try await get("/trace?target=\(segment(target))") }
+    /// What changed between two releases (`APP@vN..vM`).
+    public func traceDiff(_ target: String) async throws -> ReleaseDiff { try await get("/trace/diff?target=\(segment(target))") }
+    /// A file as it is in the revision `target` runs.
+    public func traceFile(_ target: String, path: String) async throws -> [UInt8] {
+        Array(try await request(.GET, "/trace/file?target=\(segment(target))&path=\(segment(path))", body: nil))
+    }
+
     // MARK: - Domains
 
     public func domains(_ app: String) async throws -> [String] { try await get("/apps/\(segment(app))/domains") }

@@ -3,29 +3,7 @@ import Cluster
 import Foundation
 import Keg
 import Releases
-import KbuildState
-
-/// What changed between two releases of an app (`kbuild trace APP@v6..v7`).
-/// Config values are never shown, only which keys changed.
-public struct ReleaseDiff: Codable, Sendable, Equatable {
-    public struct FileChange: Codable, Sendable, Equatable {
-        /// "added", "removed" or "changed".
-        public var change: String
-        public var path: String
-    }
-    public var app: String
-    public var from: ReleaseLink
-    public var to: ReleaseLink
-    public var commits: [String]
-    public var files: [FileChange]
-    /// `diff -u` of the changed text files (each up to 256 KiB).
-    public var patch: String
-    public var stack: [String]
-    public var buildpacks: [[String]]
-    public var configAdded: [String]
-    public var configRemoved: [String]
-    public var configChanged: [String]
-}
+public import KbuildState
 
 extension Tracer {
     /// The bytes of `path` as it is in a source tree.

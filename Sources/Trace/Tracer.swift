@@ -3,65 +3,8 @@ public import KbuildCore
 public import Keg
 public import KbuildState
 import Builds
-public import Foundation
+import Foundation
 import Releases
-
-/// One process, as trace shows it.
-public struct ProcessLink: Codable, Sendable, Equatable {
-    public var kid: KID
-    public var record: ProcessRecord
-    /// Its state now, from its node's report; nil when it no longer runs.
-    public var state: String?
-}
-
-public struct ReleaseLink: Codable, Sendable, Equatable {
-    public var app: String
-    public var version: Int64
-    public var kid: KID
-    public var description: String
-    public var createdBy: String
-    public var createdAt: Date
-    public var image: KID
-    public var config: KID
-}
-
-public struct BuildLink: Codable, Sendable, Equatable {
-    public var build: KID
-    public var stack: String
-    public var buildpacks: [String]
-    public var log: KID?
-    public var finishedAt: Date
-}
-
-public struct SourceLink: Codable, Sendable, Equatable {
-    public var record: KID
-    public var source: KID
-    public var commit: String
-    public var author: String
-    public var email: String
-    public var message: String
-    public var pushedBy: String
-    public var pushedAt: Date
-    public var repository: String
-    public var ref: String
-}
-
-/// The chain from one thing up to its commit.
-public struct Chain: Codable, Sendable, Equatable {
-    public var process: ProcessLink?
-    public var release: ReleaseLink?
-    public var build: BuildLink?
-    public var source: SourceLink?
-}
-
-/// What `kbuild trace` answers: the chain up from what was asked, and down
-/// from it: the releases that used it and the processes running it now.
-public struct TraceResult: Codable, Sendable, Equatable {
-    public var subject: String
-    public var up: Chain
-    public var releases: [ReleaseLink]
-    public var processes: [ProcessLink]
-}
 
 /// Follows the links between records: process → release → image → build →
 /// source → commit, and back down. Reads only refs and immutable records.

@@ -51,6 +51,10 @@ final class AuthorizationMatrixTests: XCTestCase {
         // An invalid name: the admin gets a 400 and nothing is made.
         "POST /api/v1/apps": Row(requests: { _ in [("POST", "/api/v1/apps", #"{"name":"-"}"#)] }, own: .forbidden, perApp: false),
         "GET /api/v1/ps": Row(requests: { _ in [("GET", "/api/v1/ps", nil)] }, own: .forbidden, perApp: false),
+        // Trace may name any tenant's process (a PID, a KID, a commit): the admin's only.
+        "GET /api/v1/trace": Row(requests: { app in [("GET", "/api/v1/trace?target=\(app)", nil)] }, own: .forbidden, perApp: false),
+        "GET /api/v1/trace/diff": Row(requests: { app in [("GET", "/api/v1/trace/diff?target=\(app)@v1..v2", nil)] }, own: .forbidden, perApp: false),
+        "GET /api/v1/trace/file": Row(requests: { app in [("GET", "/api/v1/trace/file?target=\(app)&path=Procfile", nil)] }, own: .forbidden, perApp: false),
         // The state layer: the admin's (and later a node's) only.
         "GET /api/v1/state/revision": Row(requests: { _ in [("GET", "/api/v1/state/revision", nil)] }, own: .forbidden, perApp: false),
         "GET /api/v1/state/ref": Row(requests: { app in [("GET", "/api/v1/state/ref?name=apps/\(app)", nil)] }, own: .forbidden, perApp: false),

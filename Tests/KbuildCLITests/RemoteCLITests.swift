@@ -68,11 +68,29 @@ final class RemoteCLITests: XCTestCase {
         XCTAssertTrue(nodes.stdout.hasPrefix("local  alive  "), nodes.stdout)
         XCTAssertTrue(nodes.stdout.contains("1 processes"), nodes.stdout)
 
+        // Trace from another machine answers what the control plane's own CLI answers, in each of its forms.
+        for target in ["web", "web.web.1", "web@v1", commit] {
+            let there = try remote.run(["trace", target, "--json"])
+            XCTAssertEqual(there.status, 0, "\(target): \(there.stderr)")
+            XCTAssertEqual(there.stdout, try kbuild(["trace", target, "--json"], dataDir: remote.data).stdout, target)
+        }
+        let pid = try XCTUnwrap(all.stdout.split(separator: " ").drop { $0 != "PID" }.dropFirst().first.map(String.init))
+        let byPID = try remote.run(["trace", pid])
+        XCTAssertEqual(byPID.status, 0, byPID.stderr)
+        XCTAssertTrue(byPID.stdout.contains("commit   \(commit)"), byPID.stdout)
+        XCTAssertEqual(try remote.run(["trace", "web", "--file", "www/index.html"]).stdout, "hello\n")
+        let missing = try remote.run(["trace", "nosuch"])
+        XCTAssertNotEqual(missing.status, 0)
+        XCTAssertTrue(missing.stderr.contains("nosuch"), missing.stderr)
+
         let releases = try remote.run(["releases", "web"])
         XCTAssertEqual(releases.status, 0, releases.stderr)
         XCTAssertTrue(releases.stdout.contains("v1"), releases.stdout)
         XCTAssertEqual(try remote.run(["config:set", "web", "GREETING=hi"]).status, 0)
         XCTAssertTrue(try remote.run(["config", "web"]).stdout.contains("GREETING"))
+        let diff = try remote.run(["trace", "web@v1..v2"])
+        XCTAssertEqual(diff.status, 0, diff.stderr)
+        XCTAssertTrue(diff.stdout.contains("config     +GREETING (values hidden)"), diff.stdout)
 
         // Nothing was written on "this machine".
         XCTAssertFalse(FileManager.default.fileExists(atPath: remote.home + "/.kbuild"), "the CLI made a data dir in HOME")
@@ -83,7 +101,7 @@ final class RemoteCLITests: XCTestCase {
         XCTAssertEqual(try kbuild(["apps:create", "web", "--stack", "busybox"], dataDir: remote.data).status, 0)
         // Each with the verb as the message names it.
         let verbs: [(String, [String])] = [
-            ("trace", ["trace", "web"]), ("image ls", ["image", "ls", "web"]), ("image export", ["image", "export", "K-1234abcd", "/tmp/x"]),
+            ("image ls", ["image", "ls", "web"]), ("image export", ["image", "export", "K-1234abcd", "/tmp/x"]),
             ("keys", ["keys"]), ("keys:add", ["keys:add", "/dev/null"]), ("keys:remove", ["keys:remove", "me"]), ("tokens", ["tokens"]),
             ("tokens:create", ["tokens:create", "ci", "--app", "web"]), ("tokens:revoke", ["tokens:revoke", "ci"]),
             ("buildpack ls", ["buildpack", "ls"]), ("apps:set", ["apps:set", "web", "stack=busybox"]),

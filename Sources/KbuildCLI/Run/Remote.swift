@@ -133,7 +133,6 @@ extension KeysRemove: ControlPlaneOnly {}
 extension TokensCreate: ControlPlaneOnly {}
 extension TokensList: ControlPlaneOnly {}
 extension TokensRevoke: ControlPlaneOnly {}
-extension TraceCommand: ControlPlaneOnly {}
 extension ImageLs: ControlPlaneOnly { static var verb: String { "image ls" } }
 extension ImageExport: ControlPlaneOnly { static var verb: String { "image export" } }
 extension BuildpackAdd: ControlPlaneOnly { static var verb: String { "buildpack add" } }

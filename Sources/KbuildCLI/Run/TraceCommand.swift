@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
+import KbuildClient
 import KbuildCore
+import KbuildState
 import Trace
 
 /// `kbuild trace X`: from anything kbuild runs or made, up to the commit and down to what runs it.
@@ -22,8 +24,17 @@ struct TraceCommand: AsyncParsableCommand {
     @Flag(help: "Print JSON.") var json = false
 
     func run() async throws {
-        let tracer = Tracer(keg: try global.openKeg(), refs: try global.openRefs(), requestLog: global.dir.router.path)
         let parsed = try TraceTarget(parsing: target)
+        if let remote = try global.remoteClient() {
+            if case .releaseRange = parsed {
+                let diff = try await remote.traceDiff(target)
+                return json ? try printJSON(diff) : printDiff(diff)
+            }
+            if let file { return writeOut(try await remote.traceFile(target, path: file)) }
+            let result = try await remote.trace(target)
+            return json ? try printJSON(result) : printResult(result)
+        }
+        let tracer = Tracer(keg: try global.openKeg(), refs: try global.openRefs(), requestLog: global.dir.router.path)
         if case .releaseRange(let app, let from, let to) = parsed {
             let diff = try await tracer.diff(app: app, from: from, to: to)
             return json ? try printJSON(diff) : printDiff(diff)

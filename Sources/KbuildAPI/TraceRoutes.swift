@@ -1,0 +1,50 @@
+import Hummingbird
+import Foundation
+import HTTPTypes
+import KbuildCore
+import KbuildServer
+import KbuildState
+import Trace
+
+/// `kbuild trace` through the API: the same `Tracer` the control plane's CLI
+/// uses, on its data dir (a PID is looked up in this machine's /proc, where
+/// its nodes' processes run). Admin only: a PID, a KID or a commit may name
+/// any tenant's process, so an app token gets 403 (the token check's rules).
+extension APIRoutes {
+    func registerTrace(on router: Router<Context>) {
+        let p = API.prefix + "/trace"
+        router.get(RouterPath(p)) { r, _ in
+            try await self.answer { try await self.tracer.trace(try self.traceTarget(r, diff: false)) }
+        }
+        router.get("\(p)/diff") { r, _ in
+            try await self.answer { () -> ReleaseDiff in
+                guard case .releaseRange(let app, let from, let to) = try self.traceTarget(r, diff: true) else {
+                    throw KbuildError(.invalidArgument, "a diff needs APP@vN..vM")
+                }
+                return try await self.tracer.diff(app: app, from: from, to: to)
+            }
+        }
+        router.get("\(p)/file") { r, _ in
+            do {
+                guard let path = r.uri.queryParameters.get("path"), !path.isEmpty else { throw KbuildError(.invalidArgument, "missing path=FILE") }
+                let result = try await self.tracer.trace(try self.traceTarget(r, diff: false))
+                guard let source = result.up.source else { throw KbuildError(.notFound, "\(result.subject) has no pushed source to read \(path) from") }
+                let bytes = try self.tracer.file(path, in: source.source, commit: source.commit)
+                var headers = HTTPFields()
+                headers[.contentType] = "application/octet-stream"
+                return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
+            } catch {
+                return ErrorBody.response(KbuildError.wrap(error))
+            }
+        }
+    }
+
+    var tracer: Tracer { Tracer(keg: keg, refs: refs, requestLog: keg.dataDir.router.path) }
+
+    func traceTarget(_ r: Request, diff: Bool) throws -> TraceTarget {
+        guard let text = r.uri.queryParameters.get("target"), !text.isEmpty else { throw KbuildError(.invalidArgument, "missing target=WHAT") }
+        let target = try TraceTarget(parsing: text)
+        if case .releaseRange = target, !diff { throw KbuildError(.invalidArgument, "\(text) is a range of releases: ask /trace/diff") }
+        return target
+    }
+}
