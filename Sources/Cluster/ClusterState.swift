@@ -20,7 +20,7 @@ public final class ClusterReader: Sendable {
         if let hit = cache.withLock({ $0[kid] }) as? T { return hit }
         let value = try Records.get(type, kid, from: keg, what: what)
         cache.withLock { c in
-            if c.count > 4096 { c.removeAll() }
+            if c.count > 16_384 { c.removeAll() }
             c[kid] = value
         }
         return value

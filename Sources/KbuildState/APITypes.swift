@@ -176,6 +176,7 @@ public enum API {
         public var release: ReleaseInfo?
         public var rollout: RolloutRecord?
         public var domains: [String]
+        /// Its processes on every node (empty in the app list, `GET /apps`).
         public var processes: [ProcessInfo]
         /// What its builds reach (`egress` or `none`); nil from a server older than this field.
         public var buildNetwork: String?

@@ -1,4 +1,4 @@
-import Cluster
+public import Cluster
 public import KbuildCore
 public import Keg
 public import KbuildState
@@ -18,6 +18,12 @@ public struct Tracer: Sendable {
 
     public init(keg: Keg, refs: any RefStore, requestLog: String? = nil) {
         reader = ClusterReader(keg: keg, refs: refs)
+        self.requestLog = requestLog
+    }
+
+    /// A tracer sharing `reader`'s cache of decoded records (a server's, across requests: records never change).
+    public init(reader: ClusterReader, requestLog: String? = nil) {
+        self.reader = reader
         self.requestLog = requestLog
     }
 

@@ -4,9 +4,11 @@
 // report listing the M processes, one of which is a real process (a `sleep`
 // this program starts), then runs `kbuild trace PID` R times and prints the
 // median and p99 wall time (process start included), and the same for
-// `kbuild trace APP@vN`.
+// `kbuild trace APP@vN`. With `--apps N` the releases and processes are
+// spread over N apps (app0, app1, …); `--setup-only` makes the store and stops
+// (benchmarks/remote_cli.py times the CLI itself).
 //
-//   trace-bench KBUILD DATA-DIR [--releases 10000] [--processes 1000] [--runs 50]
+//   trace-bench KBUILD DATA-DIR [--releases 10000] [--processes 1000] [--runs 50] [--apps 1] [--setup-only]
 import Builds
 import Cluster
 import Foundation
@@ -34,17 +36,22 @@ func main() async throws {
     }
     let kbuild = args[1]
     let dataDir = DataDir(root: URL(fileURLWithPath: args[2]))
-    let (releases, processes, runs) = (arg("--releases", 10_000), arg("--processes", 1_000), arg("--runs", 50))
+    let (releases, processes, runs, appCount) = (arg("--releases", 10_000), arg("--processes", 1_000), arg("--runs", 50), max(1, arg("--apps", 1)))
+    let setupOnly = args.contains("--setup-only")
     try dataDir.create()
     let keg = try Keg(dataDir: dataDir)
     let refs = try SQLiteRefStore(path: dataDir.refStore.path)
-    let app = "bench"
-    _ = try await refs.compareAndSwap(try Schema.app(app), to: try Records.put(["name": app], in: keg), expecting: .any, actor: "bench")
+    let apps = appCount == 1 ? ["bench"] : (0..<appCount).map { "app\($0)" }
+    for app in apps {
+        let record = AppRecord(name: app, stack: "busybox", createdBy: "bench")
+        _ = try await refs.compareAndSwap(try Schema.app(app), to: try Records.put(record, in: keg), expecting: .any, actor: "bench")
+    }
 
-    progress("making \(releases) releases and \(processes) process records")
+    progress("making \(apps.count) apps, \(releases) releases and \(processes) process records")
     let store = ReleaseStore(keg: keg, refs: refs)
-    var last: ReleaseEntry?
+    var lastOf: [String: ReleaseEntry] = [:]
     for v in 0..<releases {
+        let app = apps[v % apps.count]
         let commit = String(format: "%040x", v + 1)
         let tree = try keg.putBlob(Array("tree \(v)".utf8))
         let source = SourceRecord(app: app, source: tree, commit: commit, author: "Bench", authorEmail: "bench@example.com", message: "commit \(v)",
@@ -53,11 +60,12 @@ func main() async throws {
         let sourceKID = try Records.put(source, in: keg)
         try await refs.set(try Schema.commit(commit), to: sourceKID, actor: "bench")
         let image = try keg.putBlob(Array("image \(v)".utf8))
-        last = try await store.deploy(app: app, image: image, processTypes: ["web": "serve"], healthchecks: [:], sourceRecord: sourceKID,
+        lastOf[app] = try await store.deploy(app: app, image: image, processTypes: ["web": "serve"], healthchecks: [:], sourceRecord: sourceKID,
                                       build: KID(hashing: Data("build \(v)".utf8)), commit: commit, actor: "bench")
         if v % 1000 == 999 { progress(".") }
     }
-    guard let release = last else { return }
+    guard let release = lastOf[apps[(releases - 1) % apps.count]] else { return }
+    let app = release.release.app
     // A real process for the PID: trace finds it as the sandbox's PID 1 of one of the records.
     let sleeper = Process()
     sleeper.executableURL = URL(fileURLWithPath: "/bin/sleep")
@@ -67,6 +75,9 @@ func main() async throws {
     var statuses: [ProcessStatus] = []
     for i in 0..<processes {
         let pid = i == processes / 2 ? sleeper.processIdentifier : Int32(4_000_000 + i)
+        // Round-robin over the apps that have a release; the PID's process belongs to the last deployed app.
+        let app = i == processes / 2 ? app : apps[i % min(apps.count, releases)]
+        let release = lastOf[app]!
         let spec = ProcessSpec.of(release.release, type: "web", generation: 0)!
         let id = "\(app).web.\(i + 1)-bench"
         let record = ProcessRecord(id: id, node: "local", hostPID: pid, app: app, name: "web.\(i + 1)", release: release.kid, version: release.version,
@@ -82,6 +93,7 @@ func main() async throws {
     try await refs.set(try Schema.status("local"), to: try Records.put(NodeStatus(node: "local", at: Date(), lease: 3600, processes: statuses), in: keg),
                        actor: "bench")
     print(" done")
+    if setupOnly { return }
 
     func time(_ label: String, _ arguments: [String], expect: String, target: Double?) throws {
         var times: [Double] = []

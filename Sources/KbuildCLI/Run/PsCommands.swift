@@ -49,12 +49,15 @@ extension PsList {
             }
             return
         }
-        let tracer = Tracer(keg: try global.openKeg(), refs: try global.openRefs())
+        let reader = ClusterReader(keg: try global.openKeg(), refs: try global.openRefs())
+        let tracer = Tracer(reader: reader)
         let running = try await tracer.running(app: nil)
         var rows: [(link: ProcessLink, commit: String)] = []
+        var commits: [KID: String] = [:]
         for p in running {
-            let chain = try await tracer.chain(release: p.record.release)
-            rows.append((p, chain.source?.commit ?? "-"))
+            // The release names its commit: no walk down its chain per process.
+            if commits[p.record.release] == nil { commits[p.record.release] = try reader.record(Release.self, p.record.release, what: "release").commit ?? "-" }
+            rows.append((p, commits[p.record.release]!))
         }
         if json {
             return try printJSON(rows.map { ["app": $0.link.record.app, "name": $0.link.record.name, "node": $0.link.record.node,
