@@ -20,7 +20,7 @@ public final class ClusterReader: Sendable {
         if let hit = cache.withLock({ $0[kid] }) as? T { return hit }
         let value = try Records.get(type, kid, from: keg, what: what)
         cache.withLock { c in
-            if c.count > 16_384 { c.removeAll() }
+            if c.count > 4096 { c.removeAll() }
             c[kid] = value
         }
         return value
@@ -33,8 +33,9 @@ public final class ClusterReader: Sendable {
         for ref in all {
             switch Schema.Key(ref.name) {
             case .node(let node): byNode[node, default: (nil, nil, nil)].record = try record(NodeRecord.self, ref.kid, what: "node")
-            case .status(let node): byNode[node, default: (nil, nil, nil)].status = try record(NodeStatus.self, ref.kid, what: "node status")
-            case .assignment(let node): byNode[node, default: (nil, nil, nil)].assignment = try record(Assignment.self, ref.kid, what: "assignment")
+            // Reports and assignments are superseded within seconds (a heartbeat is a new KID): read, not cached.
+            case .status(let node): byNode[node, default: (nil, nil, nil)].status = try Records.get(NodeStatus.self, ref.kid, from: keg, what: "node status")
+            case .assignment(let node): byNode[node, default: (nil, nil, nil)].assignment = try Records.get(Assignment.self, ref.kid, from: keg, what: "assignment")
             default: continue
             }
         }

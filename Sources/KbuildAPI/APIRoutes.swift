@@ -226,7 +226,7 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
             let rollout = try named[.rollout].map { try reader.record(RolloutRecord.self, $0.kid, what: "rollout") }
             let release = try named[.release].map { ref -> API.ReleaseInfo in
                 let r = try reader.record(Release.self, ref.kid, what: "release")
-                let status = rollout.flatMap { $0.version == r.version ? Self.status(of: $0) : nil } ?? "current"
+                let status = rollout.flatMap { $0.release == ref.kid ? Self.status(of: $0) : nil } ?? "current"
                 return API.ReleaseInfo(ReleaseEntry(kid: ref.kid, release: r, time: r.createdAt, actor: r.createdBy), status: status)
             }
             let domains = try named[.domains].map { try reader.record(DomainsRecord.self, $0.kid, what: "domains").domains } ?? []

@@ -233,7 +233,7 @@ public struct Tracer: Sendable {
     /// The process a host PID belongs to: it, or its nearest ancestor, is a sandbox kbuild started.
     func process(pid: Int32) async throws -> (ProcessLink, Int32) {
         guard ProcFS.parent(of: pid) != nil else {
-            throw KbuildError(.notFound, "no process with PID \(pid) on this machine")
+            throw KbuildError(.notFound, "no process with PID \(pid) on the control plane's machine (where a PID is looked up)")
         }
         // From the live nodes' reports: host PID → the process (its record is read only for the one found).
         var byPID: [Int32: ProcessStatus] = [:]

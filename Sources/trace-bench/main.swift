@@ -31,7 +31,7 @@ func progress(_ text: String) {
 func main() async throws {
     let args = CommandLine.arguments
     guard args.count >= 3 else {
-        FileHandle.standardError.write(Data("usage: trace-bench KBUILD DATA-DIR [--releases N] [--processes N] [--runs N]\n".utf8))
+        FileHandle.standardError.write(Data("usage: trace-bench KBUILD DATA-DIR [--releases N] [--processes N] [--runs N] [--apps N] [--setup-only]\n".utf8))
         exit(2)
     }
     let kbuild = args[1]
@@ -67,14 +67,15 @@ func main() async throws {
     guard let release = lastOf[apps[(releases - 1) % apps.count]] else { return }
     let app = release.release.app
     // A real process for the PID: trace finds it as the sandbox's PID 1 of one of the records.
+    // (Not with --setup-only: a status entry must not name a PID that dies with this program and may be reused.)
     let sleeper = Process()
     sleeper.executableURL = URL(fileURLWithPath: "/bin/sleep")
     sleeper.arguments = ["600"]
-    try sleeper.run()
-    defer { sleeper.terminate() }
+    if !setupOnly { try sleeper.run() }
+    defer { if !setupOnly { sleeper.terminate() } }
     var statuses: [ProcessStatus] = []
     for i in 0..<processes {
-        let pid = i == processes / 2 ? sleeper.processIdentifier : Int32(4_000_000 + i)
+        let pid = i == processes / 2 && !setupOnly ? sleeper.processIdentifier : Int32(4_000_000 + i)
         // Round-robin over the apps that have a release; the PID's process belongs to the last deployed app.
         let app = i == processes / 2 ? app : apps[i % min(apps.count, releases)]
         let release = lastOf[app]!

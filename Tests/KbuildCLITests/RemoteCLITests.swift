@@ -63,6 +63,20 @@ final class RemoteCLITests: XCTestCase {
         XCTAssertTrue(all.stdout.contains("node local") && all.stdout.contains("v1  \(commit.prefix(7))"), all.stdout)
         XCTAssertTrue(try remote.run(["ps", "--all", "--json"]).stdout.contains(#""commit" : "\#(commit)""#))
 
+        // The app list says of each app's release and rollout what the app's own page says.
+        func api(_ path: String) throws -> Any {
+            let r = try sh("/usr/bin/curl", ["-sf", "-H", "Authorization: Bearer \(remote.server.token)", remote.server.url + "/api/v1" + path])
+            return try JSONSerialization.jsonObject(with: Data(r.stdout.utf8))
+        }
+        let listed = try XCTUnwrap((try api("/apps") as? [[String: Any]])?.first { $0["name"] as? String == "web" })
+        let page = try XCTUnwrap(try api("/apps/web") as? [String: Any])
+        for key in ["version", "kid", "status", "commit", "image", "createdBy"] {
+            XCTAssertEqual((listed["release"] as? NSDictionary)?[key] as? NSObject, (page["release"] as? NSDictionary)?[key] as? NSObject, key)
+        }
+        XCTAssertEqual((listed["release"] as? NSDictionary)?["status"] as? String, "healthy")
+        XCTAssertEqual(listed["rollout"] as? NSDictionary, page["rollout"] as? NSDictionary)
+        XCTAssertEqual(listed["domains"] as? NSArray, page["domains"] as? NSArray)
+
         let nodes = try remote.run(["nodes"])
         XCTAssertEqual(nodes.status, 0, nodes.stderr)
         XCTAssertTrue(nodes.stdout.hasPrefix("local  alive  "), nodes.stdout)
