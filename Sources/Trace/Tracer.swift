@@ -78,6 +78,17 @@ public struct Tracer: Sendable {
     }
 
     /// release → build → source → commit.
+    /// Every app's running processes with the commit each came from (`ps --all`, here and through the API).
+    public func runningProcesses() async throws -> [API.RunningProcess] {
+        var commits: [KID: String?] = [:]
+        return try await running(app: nil).map { p in
+            // The release names its commit: no walk down its chain per process.
+            if commits[p.record.release] == nil { commits[p.record.release] = try reader.record(Release.self, p.record.release, what: "release").commit }
+            return API.RunningProcess(app: p.record.app, name: p.record.name, node: p.record.node, hostPID: p.record.hostPID,
+                                      process: p.kid, release: p.record.version, commit: commits[p.record.release] ?? nil, state: p.state)
+        }
+    }
+
     public func chain(release kid: KID) async throws -> Chain {
         let r = try reader.record(Release.self, kid, what: "release")
         var chain = Chain(release: ReleaseLink(app: r.app, version: r.version, kid: kid, description: r.description, createdBy: r.createdBy,

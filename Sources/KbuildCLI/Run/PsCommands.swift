@@ -36,37 +36,20 @@ struct PsList: AsyncParsableCommand {
 
 extension PsList {
     func listAll() async throws {
+        let all: [API.RunningProcess]
         if let remote = try global.remoteClient() {
-            let all = try await remote.allProcesses()
-            if json {
-                return try printJSON(all.map { ["app": $0.app, "name": $0.name, "node": $0.node, "hostPID": String($0.hostPID),
-                                               "process": $0.process.description, "release": "v\($0.release)", "commit": $0.commit ?? "-",
-                                               "state": $0.state ?? ""] })
-            }
-            guard !all.isEmpty else { return say("no processes run") }
-            for p in all {
-                say("\(p.app).\(p.name)  \(p.state ?? "-")  node \(p.node)  host PID \(p.hostPID)  \(p.process.short)  v\(p.release)  \((p.commit ?? "-").prefix(7))")
-            }
-            return
-        }
-        let reader = ClusterReader(keg: try global.openKeg(), refs: try global.openRefs())
-        let tracer = Tracer(reader: reader)
-        let running = try await tracer.running(app: nil)
-        var rows: [(link: ProcessLink, commit: String)] = []
-        var commits: [KID: String] = [:]
-        for p in running {
-            // The release names its commit: no walk down its chain per process.
-            if commits[p.record.release] == nil { commits[p.record.release] = try reader.record(Release.self, p.record.release, what: "release").commit ?? "-" }
-            rows.append((p, commits[p.record.release]!))
+            all = try await remote.allProcesses()
+        } else {
+            all = try await Tracer(keg: try global.openKeg(), refs: try global.openRefs()).runningProcesses()
         }
         if json {
-            return try printJSON(rows.map { ["app": $0.link.record.app, "name": $0.link.record.name, "node": $0.link.record.node,
-                                             "hostPID": String($0.link.record.hostPID), "process": $0.link.kid.description,
-                                             "release": "v\($0.link.record.version)", "commit": $0.commit, "state": $0.link.state ?? ""] })
+            return try printJSON(all.map { ["app": $0.app, "name": $0.name, "node": $0.node, "hostPID": String($0.hostPID),
+                                           "process": $0.process.description, "release": "v\($0.release)", "commit": $0.commit ?? "-",
+                                           "state": $0.state ?? ""] })
         }
-        guard !rows.isEmpty else { return say("no processes run") }
-        for r in rows {
-            say("\(r.link.record.app).\(r.link.record.name)  \(r.link.state ?? "-")  node \(r.link.record.node)  host PID \(r.link.record.hostPID)  \(r.link.kid.short)  v\(r.link.record.version)  \(r.commit.prefix(7))")
+        guard !all.isEmpty else { return say("no processes run") }
+        for p in all {
+            say("\(p.app).\(p.name)  \(p.state ?? "-")  node \(p.node)  host PID \(p.hostPID)  \(p.process.short)  v\(p.release)  \((p.commit ?? "-").prefix(7))")
         }
     }
 }
