@@ -37,14 +37,14 @@ public struct BuildQueue: Sendable {
     /// The latest record of `build`, if it ever finished.
     public func result(_ build: KID) async throws -> BuildRecord? {
         guard let ref = try await refs.get(try Schema.buildResult(build)) else { return nil }
-        return try Records.get(BuildRecord.self, ref.kid, from: keg, what: "build")
+        return try await Records.get(BuildRecord.self, ref.kid, from: keg, what: "build")
     }
 
     /// Queues `job` unless it is queued already; returns the build KID.
     @discardableResult
     public func enqueue(_ job: BuildJob, actor: String) async throws -> KID {
         let build = job.inputs.kid
-        let kid = try Records.put(job, in: keg)
+        let kid = try await Records.put(job, in: keg)
         do {
             try await refs.compareAndSwap(try Schema.buildQueued(build), to: kid, expecting: .absent, actor: actor)
         } catch let error as KbuildError where error.code == .conflict {
@@ -57,24 +57,25 @@ public struct BuildQueue: Sendable {
     /// not a build KID, a record that is not a job) is reported and skipped:
     /// one bad ref must not stop every build.
     public func pending(report: (String) -> Void = { _ in }) async throws -> [(build: KID, job: BuildJob)] {
-        try await refs.list(prefix: Schema.buildQueue).compactMap { ref in
+        var jobs: [(build: KID, job: BuildJob)] = []
+        for ref in try await refs.list(prefix: Schema.buildQueue) {
             guard case .buildQueued(let build) = Schema.Key(ref.name) else {
                 report("skipped \(ref.name.rawValue): its name is not a build KID")
-                return nil
+                continue
             }
             do {
-                return (build, try Records.get(BuildJob.self, ref.kid, from: keg, what: "build job"))
+                jobs.append((build, try await Records.get(BuildJob.self, ref.kid, from: keg, what: "build job")))
             } catch {
                 report("skipped \(ref.name.rawValue): \(error)")
-                return nil
             }
         }
+        return jobs
     }
 
     /// The current claim on `build`, if any.
     public func claim(of build: KID) async throws -> (claim: Claim, kid: KID)? {
         guard let ref = try await refs.get(try Schema.buildClaim(build)) else { return nil }
-        return (try Records.get(Claim.self, ref.kid, from: keg, what: "build claim"), ref.kid)
+        return await (try Records.get(Claim.self, ref.kid, from: keg, what: "build claim"), ref.kid)
     }
 
     /// Claims `build` for `worker`: nil when another worker holds a live claim.
@@ -87,7 +88,7 @@ public struct BuildQueue: Sendable {
         } else {
             expecting = .absent
         }
-        let kid = try Records.put(Claim(build: build, worker: worker, expires: Date().timeIntervalSince1970 + lease), in: keg)
+        let kid = try await Records.put(Claim(build: build, worker: worker, expires: Date().timeIntervalSince1970 + lease), in: keg)
         do {
             try await refs.compareAndSwap(name, to: kid, expecting: expecting, actor: worker)
             return kid
@@ -98,14 +99,14 @@ public struct BuildQueue: Sendable {
 
     /// Extends a claim; throws `.conflict` when it was lost.
     public func renew(_ build: KID, claim: KID, worker: String) async throws -> KID {
-        let kid = try Records.put(Claim(build: build, worker: worker, expires: Date().timeIntervalSince1970 + lease), in: keg)
+        let kid = try await Records.put(Claim(build: build, worker: worker, expires: Date().timeIntervalSince1970 + lease), in: keg)
         try await refs.compareAndSwap(try Schema.buildClaim(build), to: kid, expecting: .value(claim), actor: worker)
         return kid
     }
 
     /// Records the result, takes the build off the queue, drops the claim.
     public func finish(_ build: KID, claim: KID, record: BuildRecord, worker: String) async throws {
-        let kid = try Records.put(record, in: keg)
+        let kid = try await Records.put(record, in: keg)
         try await refs.compareAndSwap(try Schema.buildResult(build), to: kid, expecting: .any, actor: worker)
         _ = try? await refs.compareAndSwap(try Schema.buildQueued(build), to: nil, expecting: .any, actor: worker)
         _ = try? await refs.compareAndSwap(try Schema.buildClaim(build), to: nil, expecting: .value(claim), actor: worker)

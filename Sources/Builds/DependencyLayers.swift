@@ -124,7 +124,7 @@ public enum DependencyLayers {
     /// The record for `key` a build may use: the app's own (for a build scoped to it), else a shared one.
     public static func find(_ key: KID, app: String?, keg: Keg, refs: any RefStore) async throws -> Record? {
         for name in [try app.map { try Schema.appDependency($0, key) }, try Schema.sharedDependency(key)].compactMap({ $0 }) {
-            if let ref = try await refs.get(name), let record = try? Records.get(Record.self, ref.kid, from: keg, what: "dependency layer"),
+            if let ref = try await refs.get(name), let record = try? await Records.get(Record.self, ref.kid, from: keg, what: "dependency layer"),
                keg.contains(record.tree), let blob = try? record.layer.kid(), keg.contains(blob) {
                 return record
             }

@@ -48,7 +48,7 @@ public struct GitBuildpacks: Sendable {
                         cloning: () -> Void = {}) async throws -> Buildpack {
         let name = try GitBuildpacks.refName(app: app, url: url, ref: ref)
         if let stored = try await refs.get(name), keg.contains(stored.kid) {
-            let record = try Records.get(Record.self, stored.kid, from: keg, what: "git buildpack")
+            let record = try await Records.get(Record.self, stored.kid, from: keg, what: "git buildpack")
             if keg.contains(record.buildpack.tree) { return record.buildpack }
         }
         let what = "the buildpack \(url)\(ref.map { "#\($0)" } ?? "") (named in .buildpacks)"

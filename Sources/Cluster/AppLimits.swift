@@ -29,7 +29,7 @@ public struct AppLimits: Codable, Sendable, Equatable {
     /// The app's limits (none set: no limits).
     public static func get(_ app: String, keg: Keg, refs: any RefStore) async throws -> AppLimits {
         guard let ref = try await refs.get(try Schema.limits(app)) else { return AppLimits() }
-        return try Records.get(AppLimits.self, ref.kid, from: keg, what: "app limits")
+        return try await Records.get(AppLimits.self, ref.kid, from: keg, what: "app limits")
     }
 
     /// Refuses `use` (the formation's total, plus what one-off runs hold) when
@@ -67,7 +67,7 @@ public enum AppUsage {
         var total: UInt64 = 0
         var trees = Set<KID>()
         for change in try await refs.history(try Schema.source(app), limit: nil) {
-            guard let kid = change.new, let source = try? Records.get(SourceRecord.self, kid, from: keg, what: "source"),
+            guard let kid = change.new, let source = try? await Records.get(SourceRecord.self, kid, from: keg, what: "source"),
                   trees.insert(source.source).inserted else { continue }
             total += source.bytes
         }

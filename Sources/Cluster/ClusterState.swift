@@ -1,5 +1,5 @@
 public import KbuildCore
-public import Keg
+
 public import KbuildState
 import Foundation
 import Synchronization
@@ -7,23 +7,30 @@ import Synchronization
 /// Reads the cluster's records from the refs, decoding each object once
 /// (they are immutable, so a cache by KID never goes stale).
 public final class ClusterReader: Sendable {
-    public let keg: Keg
+    /// Where the records are: the Keg on the control plane, the API on a node of its own.
+    public let records: any RecordContent
     public let refs: any RefStore
     private let cache = Mutex<[KID: any Sendable]>([:])
 
-    public init(keg: Keg, refs: any RefStore) {
-        self.keg = keg
+    public init(records: any RecordContent, refs: any RefStore) {
+        self.records = records
         self.refs = refs
     }
 
-    public func record<T: Decodable & Sendable>(_ type: T.Type, _ kid: KID, what: String) throws -> T {
+    public func record<T: Decodable & Sendable>(_ type: T.Type, _ kid: KID, what: String) async throws -> T {
         if let hit = cache.withLock({ $0[kid] }) as? T { return hit }
-        let value = try Records.get(type, kid, from: keg, what: what)
+        let value = try await Records.get(type, kid, from: records, what: what)
         cache.withLock { c in
             if c.count > 4096 { c.removeAll() }
             c[kid] = value
         }
         return value
+    }
+
+    /// The record `kid` names, or nil when there is no KID (an absent ref).
+    public func record<T: Decodable & Sendable>(_ type: T.Type, ifAny kid: KID?, what: String) async throws -> T? {
+        guard let kid else { return nil }
+        return try await record(type, kid, what: what)
     }
 
     /// Every registered node with its status and assignment.
@@ -32,10 +39,10 @@ public final class ClusterReader: Sendable {
         var byNode: [String: (record: NodeRecord?, status: NodeStatus?, assignment: Assignment?)] = [:]
         for ref in all {
             switch Schema.Key(ref.name) {
-            case .node(let node): byNode[node, default: (nil, nil, nil)].record = try record(NodeRecord.self, ref.kid, what: "node")
+            case .node(let node): byNode[node, default: (nil, nil, nil)].record = try await record(NodeRecord.self, ref.kid, what: "node")
             // Reports and assignments are superseded within seconds (a heartbeat is a new KID): read, not cached.
-            case .status(let node): byNode[node, default: (nil, nil, nil)].status = try Records.get(NodeStatus.self, ref.kid, from: keg, what: "node status")
-            case .assignment(let node): byNode[node, default: (nil, nil, nil)].assignment = try Records.get(Assignment.self, ref.kid, from: keg, what: "assignment")
+            case .status(let node): byNode[node, default: (nil, nil, nil)].status = try await Records.get(NodeStatus.self, ref.kid, from: records, what: "node status")
+            case .assignment(let node): byNode[node, default: (nil, nil, nil)].assignment = try await Records.get(Assignment.self, ref.kid, from: records, what: "assignment")
             default: continue
             }
         }

@@ -14,7 +14,7 @@ public enum RolloutWatch {
     }
 
     public static func wait(app: String, release: KID, keg: Keg, refs: any RefStore, timeout: Duration, lease: TimeInterval = 10) async throws -> Outcome {
-        let reader = ClusterReader(keg: keg, refs: refs)
+        let reader = ClusterReader(records: keg, refs: refs)
         let deadline = ContinuousClock.now + timeout
         let ref = try Schema.rollout(app)
         var checkedNodes = false
@@ -23,7 +23,7 @@ public enum RolloutWatch {
             // The newest records first: a revert writes the failed release's record after the revert release.
             for change in try await refs.history(ref, limit: 5) {
                 guard let kid = change.new else { continue }
-                let record = try reader.record(RolloutRecord.self, kid, what: "rollout")
+                let record = try await reader.record(RolloutRecord.self, kid, what: "rollout")
                 if record.release == release { return .done(record) }
             }
             if !checkedNodes {

@@ -16,7 +16,7 @@ public struct RouteFeed: Service {
     let table: RouteTable
 
     public init(keg: Keg, refs: any RefStore, table: RouteTable) {
-        self.reader = ClusterReader(keg: keg, refs: refs)
+        self.reader = ClusterReader(records: keg, refs: refs)
         self.table = table
     }
 
@@ -42,7 +42,7 @@ public struct RouteFeed: Service {
             guard case .appField(let app, let field) = Schema.Key(ref.name) else { continue }
             if field == .release { apps[app, default: []] = apps[app] ?? [] }
             if field == .domains {
-                for d in try reader.record(DomainsRecord.self, ref.kid, what: "domains").domains { domains[d] = app }
+                for d in try await reader.record(DomainsRecord.self, ref.kid, what: "domains").domains { domains[d] = app }
             }
         }
         let nodes = try await reader.nodes()

@@ -27,14 +27,16 @@ public struct AppStore: Sendable {
         guard let ref = try await refs.get(try AppStore.ref(name)) else {
             throw KbuildError(.notFound, "no app named \(name.debugQuoted): create it with `kbuild apps:create \(name)`")
         }
-        return try Records.get(AppRecord.self, ref.kid, from: keg, what: "app")
+        return try await Records.get(AppRecord.self, ref.kid, from: keg, what: "app")
     }
 
     public func list() async throws -> [AppRecord] {
-        try await refs.list(prefix: Schema.apps).compactMap { ref in
-            guard case .app = Schema.Key(ref.name) else { return nil }
-            return try Records.get(AppRecord.self, ref.kid, from: keg, what: "app")
+        var apps: [AppRecord] = []
+        for ref in try await refs.list(prefix: Schema.apps) {
+            guard case .app = Schema.Key(ref.name) else { continue }
+            apps.append(try await Records.get(AppRecord.self, ref.kid, from: keg, what: "app"))
         }
+        return apps
     }
 
     /// Creates the app and its repository; `.conflict` when it exists.

@@ -96,7 +96,7 @@ public struct PushHook: Sendable {
         let pushed = SourceRecord(app: app, source: source.tree, commit: source.commit, author: source.author, authorEmail: source.authorEmail,
                                   message: source.message, committedAt: source.committedAt, pushedBy: pusher, pushedAt: Date(),
                                   ref: update.ref, repository: repositoryURL, files: source.files, bytes: source.bytes)
-        let sourceRecord = try Records.put(pushed, in: keg)
+        let sourceRecord = try await Records.put(pushed, in: keg)
         try await refs.compareAndSwap(try Schema.source(app), to: sourceRecord, expecting: .any, actor: pusher)
         try await refs.compareAndSwap(try Schema.commit(source.commit), to: sourceRecord, expecting: .any, actor: pusher)
         say("       Source \(source.tree.short): \(source.files) files, \(source.bytes >> 10) KiB, by \(source.author.terminalSafe)\n")
@@ -145,7 +145,7 @@ public struct PushHook: Sendable {
         let rolloutStarted = ContinuousClock.now
         if let command = ReleasePhase.command(of: release.release) {
             // The release phase runs on a node before any process of the release starts; its output comes here as it runs.
-            let vars = try ReleaseStore(keg: keg, refs: refs).configVars(release.release.config).vars
+            let vars = try await ReleaseStore(keg: keg, refs: refs).configVars(release.release.config).vars
             let timeout = ReleasePhase.timeout(vars)
             say("-----> Running the release command: \(command.terminalSafe)\n")
             let phase = try await followReleasePhase(app: app, release: release.kid, timeout: .seconds(timeout + 90))
@@ -243,7 +243,7 @@ public struct PushHook: Sendable {
     /// node writes it, then the rest from the Keg. Nil when it did not end in time
     /// (or no node agent is up to run it).
     func followReleasePhase(app: String, release: KID, timeout: Duration) async throws -> ReleasePhaseRecord? {
-        let reader = ClusterReader(keg: keg, refs: refs)
+        let reader = ClusterReader(records: keg, refs: refs)
         let deadline = ContinuousClock.now + timeout
         var offset: UInt64 = 0
         var shown = false
@@ -252,7 +252,7 @@ public struct PushHook: Sendable {
         while ContinuousClock.now < deadline {
             let revision = try await refs.currentRevision()
             if let ref = try await refs.get(try Schema.releasePhase(app)) {
-                let record = try reader.record(ReleasePhaseRecord.self, ref.kid, what: "release phase")
+                let record = try await reader.record(ReleasePhaseRecord.self, ref.kid, what: "release phase")
                 if record.release == release {
                     if !shown {
                         say("       on node \(record.node)\n")
@@ -320,7 +320,7 @@ public struct PushHook: Sendable {
             while true {
                 if let ref = try await refs.get(resultRef), ref.version > baseline {
                     // The rest of the log, from the Keg (the worker removes its live file when it is done).
-                    let record = try Records.get(BuildRecord.self, ref.kid, from: keg, what: "build")
+                    let record = try await Records.get(BuildRecord.self, ref.kid, from: keg, what: "build")
                     if let following, following != record.worker { say("       (the build started again, on \(record.worker))\n") }
                     if let log = record.log {
                         let stored = try keg.logicalBytes(log, maxWhole: 64 << 20)

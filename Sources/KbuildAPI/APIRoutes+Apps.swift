@@ -18,31 +18,34 @@ extension APIRoutes {
         var fields: [String: [Schema.AppField: Ref]] = [:]
         for ref in try await refs.list(prefix: Schema.apps) {
             switch Schema.Key(ref.name) {
-            case .app(let app): records[app] = try reader.record(AppRecord.self, ref.kid, what: "app")
+            case .app(let app): records[app] = try await reader.record(AppRecord.self, ref.kid, what: "app")
             case .appField(let app, let field): fields[app, default: [:]][field] = ref
             default: continue
             }
         }
-        return try records.keys.sorted().map { app in
+        var list: [API.AppInfo] = []
+        for app in records.keys.sorted() {
             let record = records[app]!, named = fields[app] ?? [:]
-            let rollout = try named[.rollout].map { try reader.record(RolloutRecord.self, $0.kid, what: "rollout") }
-            let release = try named[.release].map { ref -> API.ReleaseInfo in
-                let r = try reader.record(Release.self, ref.kid, what: "release")
+            let rollout = try await reader.record(RolloutRecord.self, ifAny: named[.rollout]?.kid, what: "rollout")
+            var release: API.ReleaseInfo?
+            if let ref = named[.release] {
+                let r = try await reader.record(Release.self, ref.kid, what: "release")
                 let status = rollout.flatMap { $0.release == ref.kid ? Self.status(of: $0) : nil } ?? "current"
-                return API.ReleaseInfo(ReleaseEntry(kid: ref.kid, release: r, time: r.createdAt, actor: r.createdBy), status: status)
+                release = API.ReleaseInfo(ReleaseEntry(kid: ref.kid, release: r, time: r.createdAt, actor: r.createdBy), status: status)
             }
-            let domains = try named[.domains].map { try reader.record(DomainsRecord.self, $0.kid, what: "domains").domains } ?? []
-            return API.AppInfo(name: app, stack: record.stack, deployBranch: record.deployBranch, createdBy: record.createdBy, createdAt: record.createdAt,
-                               release: release, rollout: rollout, domains: domains, processes: [],
-                               buildNetwork: record.buildNetwork.rawValue)
+            let domains = try await reader.record(DomainsRecord.self, ifAny: named[.domains]?.kid, what: "domains")?.domains ?? []
+            list.append(API.AppInfo(name: app, stack: record.stack, deployBranch: record.deployBranch, createdBy: record.createdBy, createdAt: record.createdAt,
+                                    release: release, rollout: rollout, domains: domains, processes: [],
+                                    buildNetwork: record.buildNetwork.rawValue))
         }
+        return list
     }
 
     func info(_ app: String) async throws -> API.AppInfo {
         let record = try await apps.get(app)
         let statuses = try await self.statuses(app)
         let current = try await releases.current(app)
-        let rollout = try await refs.get(try Schema.rollout(app)).map { try reader.record(RolloutRecord.self, $0.kid, what: "rollout") }
+        let rollout = try await reader.record(RolloutRecord.self, ifAny: try await refs.get(try Schema.rollout(app))?.kid, what: "rollout")
         return API.AppInfo(name: app, stack: record.stack, deployBranch: record.deployBranch, createdBy: record.createdBy, createdAt: record.createdAt,
                            release: current.map { API.ReleaseInfo($0, status: statuses[$0.version] ?? "current") },
                            rollout: rollout, domains: try await domains(app), processes: try await processes(app),
@@ -86,7 +89,7 @@ extension APIRoutes {
     func statuses(_ app: String) async throws -> [Int64: String] {
         var out: [Int64: String] = [:]
         for change in try await refs.history(try Schema.rollout(app), limit: 200).reversed() {
-            guard let kid = change.new, let r = try? reader.record(RolloutRecord.self, kid, what: "rollout") else { continue }
+            guard let kid = change.new, let r = try? await reader.record(RolloutRecord.self, kid, what: "rollout") else { continue }
             out[r.version] = Self.status(of: r)
         }
         return out
@@ -109,7 +112,8 @@ extension APIRoutes {
             let versions = Dictionary((node.assignment?.processes ?? []).map { ($0.id, $0.version) }, uniquingKeysWith: { a, _ in a })
             for status in node.status?.processes ?? [] where status.app == app {
                 // A process no longer assigned (being stopped) names its release in its own record.
-                let version = versions[status.id] ?? status.process.flatMap { try? reader.record(ProcessRecord.self, $0, what: "process").version }
+                var version = versions[status.id]
+                if version == nil { version = try? await reader.record(ProcessRecord.self, ifAny: status.process, what: "process")?.version }
                 out.append(API.ProcessInfo(node: node.record.name, status: status, release: version))
             }
         }

@@ -19,7 +19,7 @@ extension APIRoutes {
     func refuseWhileReleasePhase(_ app: String, what: String) async throws {
         guard let current = try await releases.current(app), ReleasePhase.command(of: current.release) != nil else { return }
         if let ref = try await refs.get(try Schema.releasePhase(app)),
-           let r = try? Records.get(ReleasePhaseRecord.self, ref.kid, from: keg, what: "release phase"), r.release == current.kid, r.state != .running {
+           let r = try? await Records.get(ReleasePhaseRecord.self, ref.kid, from: keg, what: "release phase"), r.release == current.kid, r.state != .running {
             return  // it ended: succeeded, or failed and reverted (the revert is current then)
         }
         throw KbuildError(.conflict, "\(app) v\(current.version)'s release command has not ended yet: \(what) when it has (kbuild releases:output \(app) v\(current.version))")
@@ -39,7 +39,7 @@ extension APIRoutes {
         let entry = try await releases.get(app, version: version)
         for change in try await refs.history(try Schema.releasePhase(app), limit: nil) {
             guard let kid = change.new else { continue }
-            let r = try Records.get(ReleasePhaseRecord.self, kid, from: keg, what: "release phase")
+            let r = try await Records.get(ReleasePhaseRecord.self, kid, from: keg, what: "release phase")
             guard r.release == entry.kid else { continue }
             var bytes: [UInt8] = []
             if let output = r.output {

@@ -38,7 +38,7 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
         self.refs = refs
         self.sandbox = sandbox
         self.egress = egress
-        self.reader = ClusterReader(keg: keg, refs: refs)
+        self.reader = ClusterReader(records: keg, refs: refs)
         self.logDirs = logDirs
     }
 
@@ -245,8 +245,8 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
         // Process id → name, release and commit, from the app's process list.
         var who: [String: (name: String, version: Int64, commit: String)] = [:]
         for change in try await refs.history(try Schema.processes(app), limit: 10_000) {
-            guard let kid = change.new, let r = try? reader.record(ProcessRecord.self, kid, what: "process"), who[r.id] == nil else { continue }
-            let commit = (try? reader.record(Release.self, r.release, what: "release"))?.commit.map { String($0.prefix(7)) } ?? "-"
+            guard let kid = change.new, let r = try? await reader.record(ProcessRecord.self, kid, what: "process"), who[r.id] == nil else { continue }
+            let commit = await (try? reader.record(Release.self, r.release, what: "release"))?.commit.map { String($0.prefix(7)) } ?? "-"
             who[r.id] = (r.name, r.version, commit)
         }
         var out: [LogMerge.Source] = []
@@ -295,14 +295,14 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
 
     func domains(_ app: String) async throws -> [String] {
         guard let ref = try await refs.get(try Schema.domains(app)) else { return [] }
-        return try reader.record(DomainsRecord.self, ref.kid, what: "domains").domains
+        return try await reader.record(DomainsRecord.self, ref.kid, what: "domains").domains
     }
 
     /// Which app serves `domain`, if any.
     func domainOwner(_ domain: String) async throws -> String? {
         for ref in try await refs.list(prefix: Schema.apps) {
             guard case .appField(let app, .domains) = Schema.Key(ref.name) else { continue }
-            if try reader.record(DomainsRecord.self, ref.kid, what: "domains").domains.contains(domain) { return app }
+            if try await reader.record(DomainsRecord.self, ref.kid, what: "domains").domains.contains(domain) { return app }
         }
         return nil
     }

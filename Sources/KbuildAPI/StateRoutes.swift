@@ -18,6 +18,8 @@ struct StateRoutes<Context: RequestContext>: Sendable {
     static var maxWait: Double { 30 }
     /// Largest record stored through the API (an assignment of thousands of processes is well under it).
     static var maxRecord: Int { 4 << 20 }
+    /// Largest log uploaded (a release phase's output, which the agent caps well below it).
+    static var maxLog: Int { 64 << 20 }
 
     func register(on router: Router<Context>) {
         let p = API.prefix + "/state"
@@ -60,7 +62,7 @@ struct StateRoutes<Context: RequestContext>: Sendable {
         router.get("\(p)/records/:kid") { _, c in
             do {
                 let kid = try KID(parsing: c.parameters.get("kid") ?? "")
-                let bytes = try content.recordBytes(kid, limit: Records.maxBytes)
+                let bytes = try await content.recordBytes(kid, limit: Records.maxBytes)
                 var headers = HTTPFields()
                 headers[.contentType] = "application/json"
                 return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
@@ -75,7 +77,13 @@ struct StateRoutes<Context: RequestContext>: Sendable {
                 guard (try? JSONSerialization.jsonObject(with: Data(bytes))) is [String: Any] else {
                     throw KbuildError(.invalidArgument, "failed to store a record: the body is not a JSON object")
                 }
-                return try content.putRecordBytes(bytes)
+                return try await content.putRecordBytes(bytes)
+            }
+        }
+        router.post("\(p)/logs") { r, _ in
+            try await answer { () -> KID in
+                let bytes = try await self.body(r, max: Self.maxLog)
+                return try await content.putRecordBytes(bytes)
             }
         }
     }

@@ -39,7 +39,7 @@ extension APIRoutes {
         }
     }
 
-    var tracer: Tracer { Tracer(reader: reader, requestLog: keg.dataDir.router.path) }
+    var tracer: Tracer { Tracer(reader: reader, keg: keg, requestLog: keg.dataDir.router.path) }
 
     func traceTarget(_ r: Request, diff: Bool) throws -> TraceTarget {
         guard let text = r.uri.queryParameters.get("target"), !text.isEmpty else { throw KbuildError(.invalidArgument, "missing target=WHAT") }

@@ -6,9 +6,17 @@ public import Foundation
 /// name records; records never change, so any copy is as good as another.
 public protocol RecordContent: Sendable {
     /// Stores `bytes` and returns their KID.
-    func putRecordBytes(_ bytes: [UInt8]) throws -> KID
+    func putRecordBytes(_ bytes: [UInt8]) async throws -> KID
     /// The bytes of `kid`, refusing anything over `limit` bytes.
-    func recordBytes(_ kid: KID, limit: Int) throws -> [UInt8]
+    func recordBytes(_ kid: KID, limit: Int) async throws -> [UInt8]
+    /// Stores a finished log (a release phase's output) as one blob and returns its KID.
+    func putLog(path: String) async throws -> KID
+}
+
+/// A local store of records that can say whether it holds one (the Keg): a
+/// node's copy of the records it read from the control plane.
+public protocol RecordCache: Sendable {
+    func hasRecord(_ kid: KID) -> Bool
 }
 
 /// The one record codec: every record is canonical JSON (sorted keys, no
@@ -44,11 +52,11 @@ public enum Records {
         }
     }
 
-    public static func put(_ value: some Encodable, in content: some RecordContent) throws -> KID {
-        try content.putRecordBytes(try encode(value))
+    public static func put(_ value: some Encodable, in content: some RecordContent) async throws -> KID {
+        try await content.putRecordBytes(try encode(value))
     }
 
-    public static func get<T: Decodable>(_ type: T.Type, _ kid: KID, from content: some RecordContent, what: String) throws -> T {
-        try decode(type, try content.recordBytes(kid, limit: maxBytes), kid: kid, what: what)
+    public static func get<T: Decodable>(_ type: T.Type, _ kid: KID, from content: some RecordContent, what: String) async throws -> T {
+        try decode(type, try await content.recordBytes(kid, limit: maxBytes), kid: kid, what: what)
     }
 }

@@ -11,7 +11,7 @@ extension RefStore {
     public func current<T: Decodable & Sendable>(_ type: T.Type, at name: RefName, in content: some RecordContent,
                                                  what: String) async throws -> Current<T>? {
         guard let ref = try await get(name) else { return nil }
-        return Current(record: try Records.get(type, ref.kid, from: content, what: what), ref: ref)
+        return await Current(record: try Records.get(type, ref.kid, from: content, what: what), ref: ref)
     }
 
     /// Changes the record at `name` by compare-and-swap: `change` gets the
@@ -31,7 +31,7 @@ extension RefStore {
             let found = try await current(type, at: name, in: content, what: what)
             let next = try await change(found?.record)
             if next == found?.record { return (next, nil) }
-            let kid = try next.map { try Records.put($0, in: content) }
+            let kid: KID? = if let next { try await Records.put(next, in: content) } else { nil }
             do {
                 let done = try await compareAndSwap(name, to: kid, expecting: found.map { .value($0.ref.kid) } ?? .absent, actor: actor)
                 return (next, done)

@@ -19,7 +19,7 @@ extension AgentLoop {
         /// Writes `record` if the ref still holds what it held (`expecting`): the KID written, or nil when it moved on.
         func write(_ record: ReleasePhaseRecord, expecting: RefExpectation) async -> KID? {
             do {
-                let kid = try Records.put(record, in: agent.records)
+                let kid = try await Records.put(record, in: agent.records)
                 try await agent.refs.compareAndSwap(try Schema.releasePhase(task.app), to: kid, expecting: expecting, actor: actor)
                 return kid
             } catch {
@@ -31,7 +31,7 @@ extension AgentLoop {
         // node's previous agent was running died with it. Starting is a compare-and-swap, so two
         // nodes never both start it.
         let current = try? await agent.refs.get(try Schema.releasePhase(task.app))
-        if let current, let done = try? reader.record(ReleasePhaseRecord.self, current.kid, what: "release phase"), done.release == task.release {
+        if let current, let done = try? await reader.record(ReleasePhaseRecord.self, current.kid, what: "release phase"), done.release == task.release {
             guard done.state == .running, done.node == config.name else { return }
             var lost = done
             lost.state = .failed
@@ -53,7 +53,7 @@ extension AgentLoop {
             guard fd >= 0 else { throw KbuildError.syscall("open", path, verb: "run the release phase of \(task.app)") }
             let launch = try await ProcessLaunch.prepare(release: task.release, image: task.image, config: task.config, app: task.app,
                                                          name: "release", id: task.id, port: nil, reader: reader, images: agent.keg, remote: agent.remote)
-            let vars = try reader.record(ConfigVars.self, task.config, what: "config").vars
+            let vars = try await reader.record(ConfigVars.self, task.config, what: "config").vars
             let timeout = ReleasePhase.timeout(vars)
             var network = config.network
             var mounts: [SandboxMount] = []
@@ -93,7 +93,7 @@ extension AgentLoop {
         }
         if let held { await config.egress?.remove(held, port: nil) }
         if fd >= 0 { close(fd) }
-        record.output = try? agent.records.put(path: path)
+        record.output = try? await agent.records.putLog(path: path)
         record.links = [task.release] + [record.output].compactMap { $0 }
         record.liveLog = nil
         record.finishedAt = Date()

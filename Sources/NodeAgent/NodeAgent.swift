@@ -68,14 +68,14 @@ public struct NodeAgent: Service {
     /// Where images and their layers are (a node of its own has its own, filled from `remote`).
     let keg: Keg
     /// Where the cluster's records are (releases, assignments; the node's reports go there).
-    let records: Keg
+    let records: any RecordContent
     let refs: any RefStore
     let sandbox: Sandbox
     let remote: KegRemote?
     let log: @Sendable (String) -> Void
 
-    /// `records`: the control plane's Keg, when the node keeps images in a Keg of its own (default: `keg`).
-    public init(config: NodeAgentConfig, keg: Keg, records: Keg? = nil, refs: any RefStore, sandbox: Sandbox, remote: KegRemote? = nil,
+    /// `records`: the control plane's records (its API, for a node that joined over the network) when the node keeps images in a Keg of its own (default: `keg`).
+    public init(config: NodeAgentConfig, keg: Keg, records: (any RecordContent)? = nil, refs: any RefStore, sandbox: Sandbox, remote: KegRemote? = nil,
                 log: @escaping @Sendable (String) -> Void = { _ in }) {
         self.config = config
         self.keg = keg
@@ -162,7 +162,7 @@ actor AgentLoop {
 
     init(agent: NodeAgent) {
         self.agent = agent
-        self.reader = ClusterReader(keg: agent.records, refs: agent.refs)
+        self.reader = ClusterReader(records: agent.records, refs: agent.refs)
     }
 
     func register() async throws {
@@ -221,8 +221,9 @@ actor AgentLoop {
             try Task.checkCancellation()
             let revision = try await agent.refs.currentRevision()
             do {
-                let assignment = try await agent.refs.get(try Schema.assignment(config.name))
-                    .map { try reader.record(Assignment.self, $0.kid, what: "assignment") }
+                let assignment: Assignment? = if let ref = try await agent.refs.get(try Schema.assignment(config.name)) {
+                    try await reader.record(Assignment.self, ref.kid, what: "assignment")
+                } else { nil }
                 await reconcile(assignment?.processes ?? [])
                 for task in assignment?.tasks ?? [] where !releasePhasesStarted.contains(task.release) {
                     releasePhasesStarted.insert(task.release)
@@ -338,7 +339,7 @@ actor AgentLoop {
             let process = try await agent.sandbox.start(spec)
             let record = ProcessRecord(id: p.id, node: config.name, hostPID: process.pid, app: p.spec.app, name: p.name,
                                        release: p.release, version: release.version, spec: p.spec, port: port, startedAt: Date())
-            let kid = try Records.put(record, in: agent.records)
+            let kid = try await Records.put(record, in: agent.records)
             // The app's process list, for trace: its history has every process ever started.
             try await agent.refs.set(try Schema.processes(p.spec.app), to: kid, actor: "agent \(config.name)")
             try ProcessFile(assigned: p, helperPID: process.helperPID, pid: process.pid, startTime: process.startTime,

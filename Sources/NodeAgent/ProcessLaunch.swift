@@ -35,10 +35,10 @@ public struct ProcessLaunch: Sendable {
         let imageConfig = try images.config(of: manifest)
         let stacks = StackStore(keg: keg, refs: reader.refs)
         let lowers = try images.layerTrees(manifest).reversed().map { try stacks.checkout($0) }
-        let release = try reader.record(Release.self, releaseKID, what: "release")
-        let vars = try reader.record(ConfigVars.self, config, what: "config").vars
+        let release = try await reader.record(Release.self, releaseKID, what: "release")
+        let vars = try await reader.record(ConfigVars.self, config, what: "config").vars
         var source: String?
-        if let s = release.sourceRecord { source = try reader.record(SourceRecord.self, s, what: "source").source.description }
+        if let s = release.sourceRecord { source = try await reader.record(SourceRecord.self, s, what: "source").source.description }
 
         var env = SandboxSpec.defaultEnvironment
         env.merge(imageConfig.config?.environment ?? [:]) { _, new in new }

@@ -49,6 +49,9 @@ public enum RefStoreConformance {
             guard let bytes = lock.withLock({ objects[kid] }) else { throw KbuildError(.notFound, "no object \(kid)") }
             return bytes
         }
+        func putLog(path: String) throws -> KID {
+            try putRecordBytes(Array(try Data(contentsOf: URL(fileURLWithPath: path))))
+        }
     }
 
     /// A record for the `update` cases.

@@ -19,15 +19,17 @@ public struct ReleaseStore: Sendable {
 
     public func current(_ app: String) async throws -> ReleaseEntry? {
         guard let change = try await refs.history(Schema.release(app), limit: 1).first, let kid = change.new else { return nil }
-        return ReleaseEntry(kid: kid, release: try release(kid), time: change.time, actor: change.actor)
+        return ReleaseEntry(kid: kid, release: try await release(kid), time: change.time, actor: change.actor)
     }
 
     /// Newest first.
     public func list(_ app: String, limit: Int? = nil) async throws -> [ReleaseEntry] {
-        try await refs.history(Schema.release(app), limit: limit).compactMap { change in
-            guard let kid = change.new else { return nil }
-            return ReleaseEntry(kid: kid, release: try release(kid), time: change.time, actor: change.actor)
+        var entries: [ReleaseEntry] = []
+        for change in try await refs.history(Schema.release(app), limit: limit) {
+            guard let kid = change.new else { continue }
+            entries.append(ReleaseEntry(kid: kid, release: try await release(kid), time: change.time, actor: change.actor))
         }
+        return entries
     }
 
     public func get(_ app: String, version: Int64) async throws -> ReleaseEntry {
@@ -37,17 +39,17 @@ public struct ReleaseStore: Sendable {
             let newest = history.first.map { "v1 to v\($0.version)" } ?? "none yet"
             throw KbuildError(.notFound, "no release v\(version) of \(app) (its releases: \(newest))")
         }
-        return ReleaseEntry(kid: kid, release: try release(kid), time: change.time, actor: change.actor)
+        return ReleaseEntry(kid: kid, release: try await release(kid), time: change.time, actor: change.actor)
     }
 
-    public func release(_ kid: KID) throws -> Release { try Records.get(Release.self, kid, from: keg, what: "release") }
+    public func release(_ kid: KID) async throws -> Release { try await Records.get(Release.self, kid, from: keg, what: "release") }
 
     public func config(_ app: String) async throws -> ConfigVars {
         guard let ref = try await refs.get(Schema.config(app)) else { return ConfigVars() }
-        return try Records.get(ConfigVars.self, ref.kid, from: keg, what: "config")
+        return try await Records.get(ConfigVars.self, ref.kid, from: keg, what: "config")
     }
 
-    public func configVars(_ kid: KID) throws -> ConfigVars { try Records.get(ConfigVars.self, kid, from: keg, what: "config") }
+    public func configVars(_ kid: KID) async throws -> ConfigVars { try await Records.get(ConfigVars.self, kid, from: keg, what: "config") }
 
     /// A pushed image becomes the next release, with the current config and
     /// formation; the first release runs one web process (when there is a web type).
@@ -130,7 +132,7 @@ public struct ReleaseStore: Sendable {
         do {
             return try await change(app, actor: actor) { current in
                 guard let current, current.kid == failed else { throw KbuildError(.conflict, "moved on") }
-                let old = try release(good)
+                let old = try await release(good)
                 var next = try await restoring(old, over: current, description: "Revert to v\(old.version): v\(current.version) failed (\(reason))", actor: actor)
                 next.runsReleasePhase = nil  // what it goes back to ran already
                 return next
@@ -153,7 +155,7 @@ public struct ReleaseStore: Sendable {
 
     func configKID(_ app: String) async throws -> KID {
         if let ref = try await refs.get(Schema.config(app)) { return ref.kid }
-        return try Records.put(ConfigVars(), in: keg)
+        return try await Records.put(ConfigVars(), in: keg)
     }
 
     /// Computes the next release from the current one and swaps it in; computes again when another change won.
@@ -162,7 +164,7 @@ public struct ReleaseStore: Sendable {
         for _ in 0..<20 {
             let current = try await self.current(app)
             let next = try await make(current)
-            let kid = try Records.put(next, in: keg)
+            let kid = try await Records.put(next, in: keg)
             do {
                 let done = try await refs.compareAndSwap(ref, to: kid, expecting: current.map { .value($0.kid) } ?? .absent, actor: actor)
                 return ReleaseEntry(kid: kid, release: next, time: done.time, actor: actor)

@@ -13,6 +13,7 @@ public import ServiceLifecycle
 /// second (timeouts and leases run out without a change).
 public final class SchedulerService: Service {
     public let reader: ClusterReader
+    let keg: Keg
     public let policy: RolloutPolicy
     public let lease: TimeInterval
     let log: @Sendable (String) -> Void
@@ -22,14 +23,14 @@ public final class SchedulerService: Service {
 
     public init(keg: Keg, refs: any RefStore, policy: RolloutPolicy = RolloutPolicy(), lease: TimeInterval = 10,
                 log: @escaping @Sendable (String) -> Void = { _ in }) {
-        self.reader = ClusterReader(keg: keg, refs: refs)
+        self.reader = ClusterReader(records: keg, refs: refs)
+        self.keg = keg
         self.policy = policy
         self.lease = lease
         self.log = log
     }
 
     var refs: any RefStore { reader.refs }
-    var keg: Keg { reader.keg }
 
     public func run() async throws {
         do {
@@ -59,7 +60,7 @@ public final class SchedulerService: Service {
                                 trustSilence: now.timeIntervalSince(started) > lease)
         for node in nodes {
             guard let next = plan.assignments[node.record.name], next != node.assignment else { continue }
-            let kid = try Records.put(next, in: keg)
+            let kid = try await Records.put(next, in: keg)
             let ref = try Schema.assignment(node.record.name)
             let current = try await refs.get(ref)
             // Lost to a concurrent scheduler: the next pass plans again from what it wrote.
@@ -78,10 +79,10 @@ public final class SchedulerService: Service {
         var out: [AppState] = []
         for (app, named) in byApp.sorted(by: { $0.key < $1.key }) {
             guard let kid = named[.release] else { continue }
-            let release = try reader.record(Release.self, kid, what: "release")
-            let generations = try named[.restarts].map { try reader.record(RestartGenerations.self, $0, what: "restarts").generations } ?? [:]
-            let phase = try named[.releasePhase].map { try reader.record(ReleasePhaseRecord.self, $0, what: "release phase") }
-            let healthy = try named[.healthy].map { try reader.record(Release.self, $0, what: "release") }
+            let release = try await reader.record(Release.self, kid, what: "release")
+            let generations = if let k = named[.restarts] { try await reader.record(RestartGenerations.self, k, what: "restarts").generations } else { [String: Int]() }
+            let phase: ReleasePhaseRecord? = if let k = named[.releasePhase] { try await reader.record(ReleasePhaseRecord.self, k, what: "release phase") } else { nil }
+            let healthy: Release? = if let k = named[.healthy] { try await reader.record(Release.self, k, what: "release") } else { nil }
             out.append(AppState(app: app, release: kid, current: release, healthy: named[.healthy], generations: generations,
                                 phase: phase, healthyRelease: healthy))
         }
@@ -116,10 +117,10 @@ public final class SchedulerService: Service {
     func record(_ rollout: RolloutRecord) async throws {
         let ref = try Schema.rollout(rollout.app)
         if let current = try await refs.get(ref) {
-            let old = try reader.record(RolloutRecord.self, current.kid, what: "rollout")
+            let old = try await reader.record(RolloutRecord.self, current.kid, what: "rollout")
             if old.release == rollout.release && old.state == rollout.state && old.reason == rollout.reason { return }
         }
-        let kid = try Records.put(rollout, in: keg)
+        let kid = try await Records.put(rollout, in: keg)
         try await refs.set(ref, to: kid, actor: Self.actor)
     }
 }

@@ -40,7 +40,7 @@ extension Tracer {
         if let sa = ca.source?.source, let sb = cb.source?.source {
             try compare(sa, sb, prefix: "", into: &files, patch: &patch)
         }
-        let va = try configVars(a.release.config), vb = try configVars(b.release.config)
+        let va = try await configVars(a.release.config), vb = try await configVars(b.release.config)
         return ReleaseDiff(
             app: app, from: ca.release!, to: cb.release!,
             commits: [ca.source?.commit, cb.source?.commit].map { $0 ?? "-" },
@@ -52,8 +52,8 @@ extension Tracer {
             configChanged: vb.keys.filter { va[$0] != nil && va[$0] != vb[$0] }.sorted())
     }
 
-    func configVars(_ kid: KID) throws -> [String: String] {
-        try reader.record(ConfigVars.self, kid, what: "config").vars
+    func configVars(_ kid: KID) async throws -> [String: String] {
+        try await reader.record(ConfigVars.self, kid, what: "config").vars
     }
 
     /// Walks two trees side by side; unchanged subtrees (same KID) are skipped whole.

@@ -10,20 +10,23 @@ import Releases
 /// source → commit, and back down. Reads only refs and immutable records.
 public struct Tracer: Sendable {
     let reader: ClusterReader
-    var keg: Keg { reader.keg }
+    /// Where images are (for `--file`) and records too.
+    let keg: Keg
     var refs: any RefStore { reader.refs }
 
     /// Where the router's request log is (`DataDir.router`), for request ids.
     let requestLog: String?
 
     public init(keg: Keg, refs: any RefStore, requestLog: String? = nil) {
-        reader = ClusterReader(keg: keg, refs: refs)
+        reader = ClusterReader(records: keg, refs: refs)
+        self.keg = keg
         self.requestLog = requestLog
     }
 
     /// A tracer sharing `reader`'s cache of decoded records (a server's, across requests: records never change).
-    public init(reader: ClusterReader, requestLog: String? = nil) {
+    public init(reader: ClusterReader, keg: Keg, requestLog: String? = nil) {
         self.reader = reader
+        self.keg = keg
         self.requestLog = requestLog
     }
 
@@ -72,7 +75,7 @@ public struct Tracer: Sendable {
 
     func fromRelease(_ kid: KID, subject: String) async throws -> TraceResult {
         let chain = try await chain(release: kid)
-        let release = try reader.record(Release.self, kid, what: "release")
+        let release = try await reader.record(Release.self, kid, what: "release")
         let now = try await running(app: release.app).filter { $0.record.spec.image == release.image && $0.record.spec.config == release.config }
         return TraceResult(subject: subject, up: chain, releases: chain.release.map { [$0] } ?? [], processes: now)
     }
@@ -81,32 +84,40 @@ public struct Tracer: Sendable {
     /// Every app's running processes with the commit each came from (`ps --all`, here and through the API).
     public func runningProcesses() async throws -> [API.RunningProcess] {
         var commits: [KID: String?] = [:]
-        return try await running(app: nil).map { p in
+        var rows: [API.RunningProcess] = []
+        for p in try await running(app: nil) {
             // The release names its commit: no walk down its chain per process.
-            if commits[p.record.release] == nil { commits[p.record.release] = try reader.record(Release.self, p.record.release, what: "release").commit }
-            return API.RunningProcess(app: p.record.app, name: p.record.name, node: p.record.node, hostPID: p.record.hostPID,
-                                      process: p.kid, release: p.record.version, commit: commits[p.record.release] ?? nil, state: p.state)
+            if commits[p.record.release] == nil { commits[p.record.release] = try await reader.record(Release.self, p.record.release, what: "release").commit }
+            rows.append(API.RunningProcess(app: p.record.app, name: p.record.name, node: p.record.node, hostPID: p.record.hostPID,
+                                           process: p.kid, release: p.record.version, commit: commits[p.record.release] ?? nil, state: p.state))
         }
+        return rows
     }
 
     public func chain(release kid: KID) async throws -> Chain {
-        let r = try reader.record(Release.self, kid, what: "release")
+        let r = try await reader.record(Release.self, kid, what: "release")
         var chain = Chain(release: ReleaseLink(app: r.app, version: r.version, kid: kid, description: r.description, createdBy: r.createdBy,
                                                createdAt: r.createdAt, image: r.image, config: r.config))
         if let build = r.build { chain.build = try await buildLink(build) }
-        if let s = r.sourceRecord { chain.source = try sourceLink(s) }
+        if let s = r.sourceRecord { chain.source = try await sourceLink(s) }
         return chain
     }
 
     func buildLink(_ build: KID) async throws -> BuildLink? {
         guard let ref = try await refs.get(try Schema.buildResult(build)) else { return nil }
-        let b = try reader.record(BuildRecord.self, ref.kid, what: "build")
+        let b = try await reader.record(BuildRecord.self, ref.kid, what: "build")
         return BuildLink(build: build, stack: "\(b.inputs.stackName)@\(b.inputs.stack.short)", buildpacks: b.used.map { "\($0.name)@\($0.tree.short)" },
                          log: b.log, finishedAt: b.finishedAt)
     }
 
-    func sourceLink(_ kid: KID) throws -> SourceLink {
-        let s = try reader.record(SourceRecord.self, kid, what: "source")
+    /// The source tree a release was built from, when its source record is readable.
+    func source(of release: Release) async -> KID? {
+        guard let s = release.sourceRecord else { return nil }
+        return try? await reader.record(SourceRecord.self, s, what: "source").source
+    }
+
+    func sourceLink(_ kid: KID) async throws -> SourceLink {
+        let s = try await reader.record(SourceRecord.self, kid, what: "source")
         return SourceLink(record: kid, source: s.source, commit: s.commit, author: s.author, email: s.authorEmail, message: s.message,
                           pushedBy: s.pushedBy, pushedAt: s.pushedAt, repository: s.repository, ref: s.ref)
     }
@@ -125,7 +136,7 @@ public struct Tracer: Sendable {
         }
         let subject = "request \(id) (\(entry.method) \(entry.path) → \(entry.status) at \(entry.time))"
         for change in try await refs.history(try Schema.processes(entry.app), limit: nil) {
-            guard let kid = change.new, let record = try? reader.record(ProcessRecord.self, kid, what: "process"),
+            guard let kid = change.new, let record = try? await reader.record(ProcessRecord.self, kid, what: "process"),
                   record.id == entry.process, record.startedAt <= entry.time.addingTimeInterval(1) else { continue }
             let now = try await running(app: entry.app).first { $0.kid == kid }
             return try await fromProcess(ProcessLink(kid: kid, record: record, state: now?.state), subject: subject)
@@ -149,18 +160,18 @@ public struct Tracer: Sendable {
         guard matches.count == 1 else {
             throw KbuildError(.ambiguous, "commit prefix \(sha) matches \(matches.count) pushed commits; give more digits")
         }
-        let link = try sourceLink(matches[0].kid)
+        let link = try await sourceLink(matches[0].kid)
         return try await down(from: link, subject: "commit \(link.commit.prefix(12))") { $0.commit == link.commit }
     }
 
     /// The releases whose record satisfies `uses`, in every app, and what runs them now.
-    func down(from source: SourceLink?, subject: String, up: Chain? = nil, _ uses: (Release) -> Bool) async throws -> TraceResult {
+    func down(from source: SourceLink?, subject: String, up: Chain? = nil, _ uses: (Release) async -> Bool) async throws -> TraceResult {
         var releases: [ReleaseLink] = []
         var processes: [ProcessLink] = []
         for app in try await appNames() {
             var matched: [Release] = []
             for change in try await refs.history(try Schema.release(app), limit: nil) {
-                guard let kid = change.new, let r = try? reader.record(Release.self, kid, what: "release"), uses(r) else { continue }
+                guard let kid = change.new, let r = try? await reader.record(Release.self, kid, what: "release"), await uses(r) else { continue }
                 if !releases.contains(where: { $0.kid == kid }) {
                     releases.append(ReleaseLink(app: app, version: r.version, kid: kid, description: r.description, createdBy: r.createdBy,
                                                 createdAt: r.createdAt, image: r.image, config: r.config))
@@ -184,14 +195,14 @@ public struct Tracer: Sendable {
                 if let kid = change.new, kid.hex.hasPrefix(prefix.hex) { kinds[kid] = "process" }
             }
             for change in try await refs.history(try Schema.release(app), limit: nil) {
-                guard let kid = change.new, let r = try? reader.record(Release.self, kid, what: "release") else { continue }
+                guard let kid = change.new, let r = try? await reader.record(Release.self, kid, what: "release") else { continue }
                 releases[kid] = r
                 if kid.hex.hasPrefix(prefix.hex) { kinds[kid] = "release" }
                 if r.image.hex.hasPrefix(prefix.hex) { kinds[r.image] = "image" }
                 if let b = r.build, b.hex.hasPrefix(prefix.hex) { kinds[b] = "build" }
                 if let s = r.sourceRecord {
                     if s.hex.hasPrefix(prefix.hex) { kinds[s] = "source record" }
-                    if let src = try? reader.record(SourceRecord.self, s, what: "source"), src.source.hex.hasPrefix(prefix.hex) { kinds[src.source] = "source" }
+                    if let src = try? await reader.record(SourceRecord.self, s, what: "source"), src.source.hex.hasPrefix(prefix.hex) { kinds[src.source] = "source" }
                 }
             }
         }
@@ -204,22 +215,30 @@ public struct Tracer: Sendable {
         }
         switch kind {
         case "process":
-            let record = try reader.record(ProcessRecord.self, kid, what: "process")
+            let record = try await reader.record(ProcessRecord.self, kid, what: "process")
             let now = try await running(app: record.app).first { $0.kid == kid }
             return try await fromProcess(ProcessLink(kid: kid, record: record, state: now?.state), subject: "process \(kid.short)")
         case "release":
             return try await fromRelease(kid, subject: "release \(kid.short)")
         default:
-            let source = releases.values.first { r in
-                r.image == kid || r.build == kid || r.sourceRecord == kid ||
-                    (r.sourceRecord.flatMap { try? reader.record(SourceRecord.self, $0, what: "source") }?.source == kid)
-            }?.sourceRecord.flatMap { try? sourceLink($0) }
+            var matching: Release?
+            for r in releases.values where r.image == kid || r.build == kid || r.sourceRecord == kid {
+                matching = r
+                break
+            }
+            if matching == nil {
+                for r in releases.values where await source(of: r) == kid {
+                    matching = r
+                    break
+                }
+            }
+            let source: SourceLink? = if let s = matching?.sourceRecord { try? await sourceLink(s) } else { nil }
             return try await down(from: source, subject: "\(kind) \(kid.short)") { r in
                 switch kind {
                 case "image": r.image == kid
                 case "build": r.build == kid
                 case "source record": r.sourceRecord == kid
-                default: r.sourceRecord.flatMap { try? reader.record(SourceRecord.self, $0, what: "source") }?.source == kid
+                default: await self.source(of: r) == kid
                 }
             }
         }
@@ -234,7 +253,7 @@ public struct Tracer: Sendable {
         for node in try await reader.nodes() {
             guard let status = node.status, node.record.isAlive(reporting: status, at: now) else { continue }
             for p in status.processes where app == nil || p.app == app {
-                guard let kid = p.process, let record = try? reader.record(ProcessRecord.self, kid, what: "process") else { continue }
+                guard let kid = p.process, let record = try? await reader.record(ProcessRecord.self, kid, what: "process") else { continue }
                 out.append(ProcessLink(kid: kid, record: record, state: p.state.rawValue))
             }
         }
@@ -257,7 +276,7 @@ public struct Tracer: Sendable {
         var hops = 0
         while current > 1 && hops < 64 {
             if let status = byPID[current], let kid = status.process {
-                let record = try reader.record(ProcessRecord.self, kid, what: "process")
+                let record = try await reader.record(ProcessRecord.self, kid, what: "process")
                 return (ProcessLink(kid: kid, record: record, state: status.state.rawValue), current)
             }
             guard let parent = ProcFS.parent(of: current) else { break }

@@ -57,7 +57,7 @@ func main() async throws {
         let source = SourceRecord(app: app, source: tree, commit: commit, author: "Bench", authorEmail: "bench@example.com", message: "commit \(v)",
                                   committedAt: Date(), pushedBy: "bench", pushedAt: Date(), ref: "refs/heads/main", repository: "http://bench/\(app).git",
                                   files: 1, bytes: 1)
-        let sourceKID = try Records.put(source, in: keg)
+        let sourceKID = try await Records.put(source, in: keg)
         try await refs.set(try Schema.commit(commit), to: sourceKID, actor: "bench")
         let image = try keg.putBlob(Array("image \(v)".utf8))
         lastOf[app] = try await store.deploy(app: app, image: image, processTypes: ["web": "serve"], healthchecks: [:], sourceRecord: sourceKID,
@@ -83,7 +83,7 @@ func main() async throws {
         let id = "\(app).web.\(i + 1)-bench"
         let record = ProcessRecord(id: id, node: "local", hostPID: pid, app: app, name: "web.\(i + 1)", release: release.kid, version: release.version,
                                    spec: spec, port: 20000 + i, startedAt: Date())
-        let kid = try Records.put(record, in: keg)
+        let kid = try await Records.put(record, in: keg)
         try await refs.set(try Schema.processes(app), to: kid, actor: "bench")
         statuses.append(ProcessStatus(id: id, app: app, type: "web", name: "web.\(i + 1)", state: .healthy, process: kid, hostPID: pid,
                                       port: 20000 + i, restarts: 0, lastExit: nil, since: Date()))

@@ -179,7 +179,7 @@ struct LogsCommand: AsyncParsableCommand {
         guard matches.count == 1 else {
             throw KbuildError(.ambiguous, "build prefix \(prefix) matches \(matches.count) builds; give more digits")
         }
-        let record = try Records.get(BuildRecord.self, ref.kid, from: keg, what: "build")
+        let record = try await Records.get(BuildRecord.self, ref.kid, from: keg, what: "build")
         guard let log = record.log else { throw KbuildError(.notFound, "build \(record.build.short) has no log") }
         writeOut(try keg.logicalBytes(log, maxWhole: 1 << 30))
     }
