@@ -53,12 +53,12 @@ public final class ClusterReader: Sendable {
         }
     }
 
-    /// Returns once anything changed after `revision`, or after `timeout`.
-    public func waitForChange(after revision: Revision, timeout: Duration) async throws {
+    /// Returns once anything (under `prefix`) changed after `revision`, or after `timeout`.
+    public func waitForChange(after revision: Revision, under prefix: RefName? = nil, timeout: Duration) async throws {
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await Task.sleep(for: timeout) }
             group.addTask { [refs] in
-                for try await _ in refs.watch(prefix: nil, after: revision) { return }
+                for try await _ in refs.watch(prefix: prefix, after: revision) { return }
             }
             _ = try await group.next()
             group.cancelAll()

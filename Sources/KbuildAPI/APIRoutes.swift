@@ -192,8 +192,16 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
             }
         }
         registerRun(on: router)
-        StateRoutes<Context>(refs: refs, content: keg).register(on: router)
+        StateRoutes<Context>(refs: refs, content: keg, reach: NodeReach(keg: keg, refs: refs)).register(on: router)
         registerTrace(on: router)
+        // A node's join token (admin only: an app token never reaches /nodes).
+        router.post("\(p)/nodes/:node/join-token") { r, c in
+            try await self.answer {
+                let node = c.parameters.get("node") ?? ""
+                let token = try await AppTokens(keg: self.keg, refs: self.refs).createJoin(node: node, actor: self.actor(r))
+                return API.JoinToken(node: node, token: token)
+            }
+        }
         router.get("\(p)/nodes") { _, _ in
             try await self.answer {
                 let now = Date()

@@ -7,13 +7,16 @@ import KbuildState
 
 /// The state layer over HTTP (`/api/v1/state/…`): the ref store's calls and
 /// the records refs name, for agents and workers on other machines
-/// (`RemoteRefStore`). Admin only for now: an app token gets 403 (the
-/// token check's rules), and node tokens, which will see only their own
-/// node's part, do not exist yet. Times travel as seconds since 1970 with
-/// their fraction, so a change's time survives the trip exactly.
+/// (`RemoteRefStore`, `RemoteRecords`). The admin reaches everything; an app
+/// token gets 403 (the token check's rules); a node's join token reaches
+/// only its own node's part (`NodeScope`, `NodeReach`): each ref, record and
+/// change is checked against its assignment, and what it writes is written
+/// as `agent NODE` whatever actor it names. Times travel as seconds since
+/// 1970 with their fraction, so a change's time survives the trip exactly.
 struct StateRoutes<Context: RequestContext>: Sendable {
     let refs: any RefStore
     let content: any RecordContent
+    let reach: NodeReach
     /// Longest a `changes` call with `wait` holds the request open.
     static var maxWait: Double { 30 }
     /// Largest record stored through the API (an assignment of thousands of processes is well under it).
@@ -27,6 +30,9 @@ struct StateRoutes<Context: RequestContext>: Sendable {
         router.get("\(p)/ref") { r, _ in
             try await answer { () -> Ref in
                 let name = try self.name(r, "name")
+                if let node = Self.node(r), !NodeScope.mayRead(name, node: node, assignment: try await reach.reach(node).assignment) {
+                    throw KbuildError(.forbidden, "node \(node) may not read \(name)")
+                }
                 guard let ref = try await refs.get(name) else { throw KbuildError(.notFound, "no ref \(name)") }
                 return ref
             }
@@ -38,6 +44,9 @@ struct StateRoutes<Context: RequestContext>: Sendable {
         router.get("\(p)/changes") { r, _ in
             try await answer { () -> API.Changes in
                 let prefix = try self.optionalName(r, "prefix")
+                if let node = Self.node(r), !NodeScope.mayWatch(prefix: prefix, node: node) {
+                    throw KbuildError(.forbidden, "node \(node) may follow changes under nodes/\(node) only, not \(prefix?.rawValue ?? "every ref")")
+                }
                 let after = Revision(Int64(try self.number(r, "after", max: Int.max) ?? 0))
                 let limit = try self.number(r, "limit", max: 10_000) ?? 1000
                 let wait = try self.seconds(r, "wait")
@@ -51,17 +60,26 @@ struct StateRoutes<Context: RequestContext>: Sendable {
         }
         router.post("\(p)/cas") { r, c in
             try await answer { () -> RefChange in
-                let body = try await self.decode(API.CompareAndSwap.self, r)
-                guard !body.actor.isEmpty, body.actor.utf8.count <= 64,
-                      body.actor.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "._@-:/".contains($0)) }) else {
-                    throw KbuildError(.invalidArgument, "invalid actor \(body.actor.debugQuoted): 1 to 64 of letters, digits and . _ @ - : /")
+                var body = try await self.decode(API.CompareAndSwap.self, r)
+                if let node = Self.node(r) {
+                    guard NodeScope.mayWrite(body.name, node: node, assignment: try await reach.reach(node).assignment) else {
+                        throw KbuildError(.forbidden, "node \(node) may not change \(body.name)")
+                    }
+                    body.actor = "agent \(node)"
+                }
+                guard !body.actor.isEmpty, body.actor.utf8.count <= 64, body.actor.first != " ", body.actor.last != " ",
+                      body.actor.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "._@-:/ ".contains($0)) }) else {
+                    throw KbuildError(.invalidArgument, "invalid actor \(body.actor.debugQuoted): 1 to 64 of letters, digits, spaces and . _ @ - : / (no space first or last)")
                 }
                 return try await refs.compareAndSwap(body.name, to: body.kid, expecting: try body.expecting.expectation(), actor: body.actor)
             }
         }
-        router.get("\(p)/records/:kid") { _, c in
+        router.get("\(p)/records/:kid") { r, c in
             do {
                 let kid = try KID(parsing: c.parameters.get("kid") ?? "")
+                if let node = Self.node(r), !(try await reach.mayReadRecord(kid, node: node)) {
+                    throw KbuildError(.forbidden, "node \(node) may not read record \(kid.short): its assignment does not name it")
+                }
                 let bytes = try await content.recordBytes(kid, limit: Records.maxBytes)
                 var headers = HTTPFields()
                 headers[.contentType] = "application/json"
@@ -105,6 +123,9 @@ struct StateRoutes<Context: RequestContext>: Sendable {
     }
 
     // MARK: - Plumbing
+
+    /// The node a join token acts as (set by the token check), or nil for the admin.
+    static func node(_ r: Request) -> String? { r.headers[TokenAuthMiddleware<Context>.nodeHeader] }
 
     func name(_ r: Request, _ key: String) throws -> RefName {
         guard let text = r.uri.queryParameters.get(key) else { throw KbuildError(.invalidArgument, "missing \(key)=REF") }

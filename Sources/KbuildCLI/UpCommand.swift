@@ -3,6 +3,7 @@ import Builds
 import Cluster
 import Foundation
 import KbuildAPI
+import KbuildClient
 import KbuildCore
 import KbuildSystem
 import Keg
@@ -184,15 +185,24 @@ struct WorkerCommand: AsyncParsableCommand {
     }
 }
 
-/// `kbuild agent`: a node agent on its own, beside a `kbuild up --nodes 0`
-/// (or on another machine that shares the ref store).
+/// `kbuild agent`: a node agent on its own, beside a `kbuild up --nodes 0` on
+/// this machine (sharing its data dir), or on another machine with `--join`
+/// (a data dir of its own; the control plane reached over HTTP only).
 struct AgentCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "agent",
         abstract: "Run a node agent: run the processes the scheduler assigns to this node until SIGINT/SIGTERM.",
-        discussion: "Its processes outlive it: a new agent with the same --name adopts them. Stop them with kbuild down."
+        discussion: """
+            Its processes outlive it: a new agent with the same --name adopts them. Stop them with kbuild down.
+            On another machine: kbuild agent --join URL --token TOKEN --name NODE (kbuild nodes:join-token NODE prints it); \
+            the agent keeps images and what it has read in its own data dir and reaches the control plane only through URL.
+            """
     )
     @OptionGroup var global: GlobalOptions
+    @Option(help: "The control plane to join (its API URL); the agent then uses the network only, never the control plane's files.")
+    var join: String?
+    @Option(help: "The node's join token (with --join; kbuild nodes:join-token NODE makes one). Default: $KBUILD_JOIN_TOKEN.")
+    var token: String?
     @Option(help: "The node's name.") var name = "local"
     @Option(help: "The address the router reaches this node's processes at.") var address = "127.0.0.1"
     @Option(help: "The network processes join: host, or a network namespace name or path.") var network = "host"
@@ -204,7 +214,17 @@ struct AgentCommand: AsyncParsableCommand {
     func validate() throws {
         guard Names.isAppName(name) else { throw ValidationError("invalid node name \(name.debugDescription): a-z, 0-9 and '-', starting with a letter") }
         guard ["egress", "shared"].contains(isolation) else { throw ValidationError("--isolation must be egress or shared, not \(isolation.debugDescription)") }
+        if let join {
+            guard let url = URL(string: join), ["http", "https"].contains(url.scheme ?? ""), url.host != nil else {
+                throw ValidationError("invalid --join \(join.debugDescription): the control plane's URL, as http://HOST:PORT")
+            }
+            guard joinToken != nil else { throw ValidationError("--join needs --token (or $KBUILD_JOIN_TOKEN): kbuild nodes:join-token \(name) on the control plane prints both") }
+        } else if token != nil {
+            throw ValidationError("--token is the join token: it needs --join URL")
+        }
     }
+
+    var joinToken: String? { token ?? ProcessInfo.processInfo.environment["KBUILD_JOIN_TOKEN"].flatMap { $0.isEmpty ? nil : $0 } }
 
     func run() async throws {
         var config = NodeAgentConfig(name: name, address: address, network: try SandboxNetwork(parsing: network),
@@ -222,11 +242,27 @@ struct AgentCommand: AsyncParsableCommand {
                 config.egress = EgressNetwork(dataDir: global.dir.root.path, slot: 0)
             }
         }
-        say("kbuild agent \(name): \(config.capacity.description), state in \(config.stateDir)")
         var logger = Logger(label: "kbuild-agent")
         logger.logLevel = .warning
         var system = KbuildSystem(logger: logger) { say($0) }
-        system.startNodeAgent(config, keg: try global.openKeg(), refs: try global.openRefs(), sandbox: try Sandbox()) { say($0) }
+        if let join, let token = joinToken {
+            // A machine of its own: its Keg holds the images it pulled and the records it read; everything else is the control plane's API.
+            try global.dir.create()
+            let keg = try Keg(dataDir: global.dir)
+            let client = KbuildClient(base: join.hasSuffix("/") ? String(join.dropLast()) : join, token: token, actor: "agent \(name)")
+            let refs = RemoteRefStore(client: client)
+            do {
+                _ = try await refs.currentRevision()
+            } catch {
+                throw KbuildError(.io, "failed to join \(join) as node \(name): \((error as? KbuildError)?.message ?? "\(error)")")
+            }
+            say("kbuild agent \(name): joined \(client.base); \(config.capacity.description), state in \(config.stateDir)")
+            system.startNodeAgent(config, keg: keg, records: RemoteRecords(client: client, cache: keg), refs: refs, sandbox: try Sandbox(),
+                                  remote: KegRemote(baseURL: URL(string: client.base)!, token: token)) { say($0) }
+        } else {
+            say("kbuild agent \(name): \(config.capacity.description), state in \(config.stateDir)")
+            system.startNodeAgent(config, keg: try global.openKeg(), refs: try global.openRefs(), sandbox: try Sandbox()) { say($0) }
+        }
         try await system.run()
     }
 }

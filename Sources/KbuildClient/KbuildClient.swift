@@ -67,6 +67,10 @@ public struct KbuildClient: Sendable {
         try await send(.POST, "/apps/\(segment(app))/ps/restart", API.Restart(type: type))
     }
     public func nodes() async throws -> [API.NodeInfo] { try await get("/nodes") }
+    /// Makes the join token of node `node` (`kbuild agent --join`).
+    public func joinToken(node: String) async throws -> API.JoinToken {
+        try await send(.POST, "/nodes/\(segment(node))/join-token", [String: String]())
+    }
 
     // MARK: - Trace (admin only)
 

@@ -6,6 +6,7 @@ import Synchronization
 public import Foundation
 
 /// A token that may act on some apps only (`kbuild tokens:create NAME --app APP`),
+/// or as one node only (`kbuild nodes:join-token NODE`: `node` set, no apps),
 /// stored as `tokens/NAME` → this record; the token itself is never stored,
 /// only its SHA-256.
 public struct AppTokenRecord: Codable, Sendable, Equatable {
@@ -13,16 +14,26 @@ public struct AppTokenRecord: Codable, Sendable, Equatable {
     public var name: String
     public var sha256: String
     public var apps: [String]
+    /// The node a join token acts as (`NodeScope` says what it may reach).
+    public var node: String?
     public var createdBy: String
     public var createdAt: Date
 
-    public init(name: String, sha256: String, apps: [String], createdBy: String, createdAt: Date = Date()) {
+    public init(name: String, sha256: String, apps: [String], node: String? = nil, createdBy: String, createdAt: Date = Date()) {
         self.name = name
         self.sha256 = sha256
         self.apps = apps.sorted()
+        self.node = node
         self.createdBy = createdBy
         self.createdAt = createdAt
     }
+}
+
+/// Who a token that is not the admin's acts as.
+public struct TokenScope: Sendable, Equatable {
+    public var name: String
+    public var apps: [String]
+    public var node: String?
 }
 
 /// The app tokens of a host: made, listed, revoked, and looked up by the
@@ -31,7 +42,7 @@ public final class AppTokens: Sendable {
     let keg: Keg
     let refs: any RefStore
     /// Token hash → apps, as read at a time (kept a second).
-    private let cache = Mutex<(at: Date, byHash: [String: (name: String, apps: [String])])?>(nil)
+    private let cache = Mutex<(at: Date, byHash: [String: TokenScope])?>(nil)
 
     public init(keg: Keg, refs: any RefStore) {
         self.keg = keg
@@ -49,8 +60,21 @@ public final class AppTokens: Sendable {
         for app in apps where try await refs.get(try Schema.app(app)) == nil {
             throw KbuildError(.notFound, "no app named \(app)")
         }
-        let token = AdminToken.generate(prefix: "kbt_")
-        let record = AppTokenRecord(name: name, sha256: AppTokens.hash(token), apps: apps, createdBy: actor)
+        return try await store(AppTokenRecord(name: name, sha256: "", apps: apps, createdBy: actor), prefix: "kbt_", actor: actor)
+    }
+
+    /// Makes the join token of node `node` (`kbuild agent --join URL --token …`),
+    /// named `node-NODE`: it may register that node and act as it, nothing else.
+    public func createJoin(node: String, actor: String) async throws -> String {
+        guard Names.isAppName(node) else { throw KbuildError(.invalidArgument, "invalid node name \(node.debugQuoted): a-z, 0-9 and '-', starting with a letter") }
+        return try await store(AppTokenRecord(name: "node-\(node)", sha256: "", apps: [], node: node, createdBy: actor), prefix: "kbn_", actor: actor)
+    }
+
+    private func store(_ template: AppTokenRecord, prefix: String, actor: String) async throws -> String {
+        let name = template.name
+        let token = AdminToken.generate(prefix: prefix)
+        var record = template
+        record.sha256 = AppTokens.hash(token)
         let encoder = JSONEncoder()
         encoder.outputFormatting = .sortedKeys
         encoder.dateEncodingStrategy = .iso8601
@@ -98,9 +122,9 @@ public final class AppTokens: Sendable {
         cache.withLock { $0 = nil }
     }
 
-    /// The token's name and the apps it may act on, or nil when it is no app
-    /// token. Revocations are seen within a second.
-    func lookup(_ token: String) async -> (name: String, apps: [String])? {
+    /// Who the token acts as, or nil when it is no app or node token.
+    /// Revocations are seen within a second.
+    func lookup(_ token: String) async -> TokenScope? {
         let hash = AppTokens.hash(token)
         let now = Date()
         // A hit is good for a second (revocations are seen within one); a miss
@@ -111,8 +135,8 @@ public final class AppTokens: Sendable {
             return hit[hash]
         }
         let all = (try? await list()) ?? []
-        var byHash: [String: (name: String, apps: [String])] = [:]
-        for r in all { byHash[r.sha256] = (r.name, r.apps) }
+        var byHash: [String: TokenScope] = [:]
+        for r in all { byHash[r.sha256] = TokenScope(name: r.name, apps: r.apps, node: r.node) }
         cache.withLock { $0 = (now, byHash) }
         return byHash[hash]
     }

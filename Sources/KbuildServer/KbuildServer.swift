@@ -25,7 +25,7 @@ public enum KbuildHTTP {
         router.add(middleware: APIVersionMiddleware())
         router.add(middleware: TokenAuthMiddleware(tokens: tokens, appTokens: AppTokens(keg: keg, refs: refs)))
         router.get("/healthz") { _, _ in "ok\n" }
-        KegRoutes<BasicRequestContext>(keg: keg).register(on: router)
+        KegRoutes<BasicRequestContext>(keg: keg, reach: NodeReach(keg: keg, refs: refs)).register(on: router)
         RegistryRoutes<BasicRequestContext>(keg: keg, refs: refs, uploads: uploads).register(on: router)
         git?.register(on: router)
         api?(router)

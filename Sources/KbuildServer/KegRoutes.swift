@@ -11,10 +11,17 @@ import NIOPosix
 /// Headers: `Content-Length`, `ETag: "K-…"`, `Accept-Ranges: bytes`,
 /// `Docker-Content-Digest: sha256:…` (the same number), and `Kbuild-Kind`
 /// (blob, tree, file). Every byte sent has been verified against its hash.
+///
+/// A node's join token gets only the objects of the images its assignment
+/// runs (`NodeReach`); anything else is 403.
 public struct KegRoutes<Context: RequestContext>: Sendable {
     let keg: Keg
+    let reach: NodeReach?
 
-    public init(keg: Keg) { self.keg = keg }
+    public init(keg: Keg, reach: NodeReach? = nil) {
+        self.keg = keg
+        self.reach = reach
+    }
 
     public func register(on router: Router<Context>) {
         router.get("/v1/objects/:kid") { request, context in try await self.serve(request, context, head: false) }
@@ -26,6 +33,11 @@ public struct KegRoutes<Context: RequestContext>: Sendable {
         let reader: ObjectReader
         do {
             let kid = try KID(parsing: text)
+            if let node = request.headers[TokenAuthMiddleware<Context>.nodeHeader] {
+                guard let reach, try await reach.reach(node).objects.contains(kid) else {
+                    throw KbuildError(.forbidden, "node \(node) may not read \(kid.short): no image it is assigned holds it")
+                }
+            }
             // Disk reads and decompression run on the blocking-I/O pool, not the
             // cooperative threads that serve every other request.
             reader = try await NIOThreadPool.singleton.runIfActive { [keg] in try ObjectReader(keg: keg, kid: kid) }

@@ -15,6 +15,11 @@ import KbuildState
 /// gets 403, the same answer whether or not the app exists. The handlers learn
 /// the token's apps from the `Kbuild-Scope` header this middleware sets, and
 /// its name from `Kbuild-Token-Name` (either one a client sends is dropped).
+///
+/// Node (join) tokens reach the state routes and the Keg's objects only
+/// (`NodeScope.allows`), and the handlers learn the node from `Kbuild-Node`:
+/// they check each ref, record and object against what that node's
+/// assignment reaches (`NodeReach`).
 public struct TokenAuthMiddleware<Context: RequestContext>: RouterMiddleware {
     let tokens: [String]
     let appTokens: AppTokens?
@@ -27,22 +32,31 @@ public struct TokenAuthMiddleware<Context: RequestContext>: RouterMiddleware {
     public static var scopeHeader: HTTPField.Name { HTTPField.Name("Kbuild-Scope")! }
     /// The app token's name, set beside the scope: who acts, whatever the client claims.
     public static var tokenNameHeader: HTTPField.Name { HTTPField.Name("Kbuild-Token-Name")! }
+    /// The node a join token acts as.
+    public static var nodeHeader: HTTPField.Name { HTTPField.Name("Kbuild-Node")! }
 
     public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         var head = request.head
-        for name in [TokenAuthMiddleware.scopeHeader, TokenAuthMiddleware.tokenNameHeader] where head.headerFields[name] != nil {
+        for name in [TokenAuthMiddleware.scopeHeader, TokenAuthMiddleware.tokenNameHeader, TokenAuthMiddleware.nodeHeader] where head.headerFields[name] != nil {
             head.headerFields[name] = nil
         }
         let request = head == request.head ? request : Request(head: head, body: request.body)
         if request.uri.path == "/healthz" { return try await next(request, context) }
         guard let given = TokenAuthMiddleware.token(from: request.headers[.authorization]) else { return TokenAuthMiddleware.unauthorized() }
         if tokens.contains(where: { AdminToken.matches(given, $0) }) { return try await next(request, context) }
-        guard let (name, apps) = await appTokens?.lookup(given) else { return TokenAuthMiddleware.unauthorized() }
-        guard TokenAuthMiddleware.allows(apps: apps, method: request.method, path: request.uri.path) else {
-            return ErrorBody.response(KbuildError(.forbidden, "this token may not do that (it is limited to some apps)"))
+        guard let scope = await appTokens?.lookup(given) else { return TokenAuthMiddleware.unauthorized() }
+        if let node = scope.node {
+            guard NodeScope.allows(method: request.method, path: request.uri.path) else {
+                return ErrorBody.response(KbuildError(.forbidden, "this token may not do that (it is node \(node)'s join token)"))
+            }
+            head.headerFields[TokenAuthMiddleware.nodeHeader] = node
+        } else {
+            guard TokenAuthMiddleware.allows(apps: scope.apps, method: request.method, path: request.uri.path) else {
+                return ErrorBody.response(KbuildError(.forbidden, "this token may not do that (it is limited to some apps)"))
+            }
+            head.headerFields[TokenAuthMiddleware.scopeHeader] = scope.apps.joined(separator: ",")
         }
-        head.headerFields[TokenAuthMiddleware.scopeHeader] = apps.joined(separator: ",")
-        head.headerFields[TokenAuthMiddleware.tokenNameHeader] = name
+        head.headerFields[TokenAuthMiddleware.tokenNameHeader] = scope.name
         return try await next(Request(head: head, body: request.body), context)
     }
 

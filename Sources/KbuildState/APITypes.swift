@@ -270,6 +270,17 @@ public enum API {
         public init(domain: String) { self.domain = domain }
     }
 
+    /// A node's join token (`kbuild nodes:join-token`), shown once.
+    public struct JoinToken: Codable, Sendable {
+        public var node: String
+        public var token: String
+
+        public init(node: String, token: String) {
+            self.node = node
+            self.token = token
+        }
+    }
+
     public struct NodeInfo: Codable, Sendable {
         public var record: NodeRecord
         public var alive: Bool

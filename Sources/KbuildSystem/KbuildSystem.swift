@@ -120,7 +120,7 @@ public struct KbuildSystem {
     /// it pulls what its Keg lacks from there (a node that is a host of its own).
     @discardableResult
     /// `records` is the control plane's Keg when `keg` is the node's own.
-    public mutating func startNodeAgent(_ config: NodeAgentConfig, keg: Keg, records: Keg? = nil, refs: any RefStore, sandbox: Sandbox,
+    public mutating func startNodeAgent(_ config: NodeAgentConfig, keg: Keg, records: (any RecordContent)? = nil, refs: any RefStore, sandbox: Sandbox,
                                         remote: KegRemote? = nil, log: @escaping @Sendable (String) -> Void = { _ in }) -> NodeAgent {
         let agent = NodeAgent(config: config, keg: keg, records: records, refs: refs, sandbox: sandbox, remote: remote, log: log)
         addSupervised("node agent \(config.name)", agent)

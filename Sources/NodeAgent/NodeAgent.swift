@@ -217,15 +217,34 @@ actor AgentLoop {
     }
 
     func loop(starting releasePhase: (ReleaseTask) -> Void) async throws {
+        // The newest state seen: the revision never goes back, so a store that
+        // answers older (a lagging replica, a restored backup) is not acted on.
+        var seen = Revision.zero
+        // The last assignment read: while the store cannot be reached, the
+        // node keeps running (and restarting) what it was last told to.
+        var assignment: Assignment?
         while true {
             try Task.checkCancellation()
-            let revision = try await agent.refs.currentRevision()
+            var revision: Revision?
             do {
-                let assignment: Assignment? = if let ref = try await agent.refs.get(try Schema.assignment(config.name)) {
-                    try await reader.record(Assignment.self, ref.kid, what: "assignment")
-                } else { nil }
+                let now = try await agent.refs.currentRevision()
+                if now < seen {
+                    agent.log("agent \(config.name): the store is at revision \(now), older than \(seen) seen before: ignored")
+                } else {
+                    seen = now
+                    revision = now
+                    assignment = if let ref = try await agent.refs.get(try Schema.assignment(config.name)) {
+                        try await reader.record(Assignment.self, ref.kid, what: "assignment")
+                    } else { nil }
+                }
+            } catch is CancellationError {
+                throw CancellationError()
+            } catch {
+                agent.log("agent \(config.name): failed to read its assignment (running what it was last assigned): \(error)")
+            }
+            do {
                 await reconcile(assignment?.processes ?? [])
-                for task in assignment?.tasks ?? [] where !releasePhasesStarted.contains(task.release) {
+                for task in assignment?.tasks ?? [] where revision != nil && !releasePhasesStarted.contains(task.release) {
                     releasePhasesStarted.insert(task.release)
                     releasePhase(task)
                 }
@@ -239,10 +258,21 @@ actor AgentLoop {
             } catch is CancellationError {
                 throw CancellationError()
             } catch {
-                // One bad pass (an unreadable record, a busy store) must not take the node down.
+                // One bad pass (an unreadable record, a busy or unreachable store) must not take the node down.
                 agent.log("agent \(config.name): \(error)")
             }
-            try await reader.waitForChange(after: revision, timeout: .milliseconds(200))
+            do {
+                // Its own refs only (its assignment): a node that joined over the network may follow nothing else.
+                if let revision {
+                    try await reader.waitForChange(after: revision, under: try Schema.node(config.name), timeout: .milliseconds(200))
+                } else {
+                    try await Task.sleep(for: .milliseconds(500))
+                }
+            } catch is CancellationError {
+                throw CancellationError()
+            } catch {
+                try await Task.sleep(for: .milliseconds(500))
+            }
         }
     }
 

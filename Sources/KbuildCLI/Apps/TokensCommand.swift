@@ -23,14 +23,17 @@ struct TokensCreate: AsyncParsableCommand {
 }
 
 struct TokensList: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "tokens", abstract: "List app tokens (names and apps, never the tokens).")
+    static let configuration = CommandConfiguration(commandName: "tokens", abstract: "List app and node join tokens (names, apps or node, never the tokens).")
     @OptionGroup var global: GlobalOptions
     @Flag(help: "Print JSON.") var json = false
 
     func run() async throws {
         let list = try await AppTokens(keg: try global.openKeg(), refs: try global.openRefs()).list()
-        if json { return try printJSON(list.map { ["name": $0.name, "apps": $0.apps.joined(separator: ","), "createdBy": $0.createdBy] }) }
-        for t in list { say("\(t.name)  apps \(t.apps.joined(separator: ","))  by \(t.createdBy) at \(shortDate(t.createdAt))") }
+        if json { return try printJSON(list.map { ["name": $0.name, "apps": $0.apps.joined(separator: ","), "node": $0.node ?? "", "createdBy": $0.createdBy] }) }
+        for t in list {
+            let reach = t.node.map { "joins as node \($0)" } ?? "apps \(t.apps.joined(separator: ","))"
+            say("\(t.name)  \(reach)  by \(t.createdBy) at \(shortDate(t.createdAt))")
+        }
     }
 }
 

@@ -21,3 +21,24 @@ struct NodesList: AsyncParsableCommand {
         }
     }
 }
+
+/// `kbuild nodes:join-token NODE`: the token a node agent on another machine joins with.
+struct NodesJoinToken: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "nodes:join-token",
+        abstract: "Make the token a node agent on another machine joins with (it may act as that node only).",
+        discussion: "Prints the command to run on the node's machine. Revoke it with kbuild tokens:revoke node-NODE."
+    )
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "The node's name.") var node: String
+
+    func validate() throws {
+        guard Names.isAppName(node) else { throw ValidationError("invalid node name \(node.debugDescription): a-z, 0-9 and '-', starting with a letter") }
+    }
+
+    func run() async throws {
+        let client = try global.client()
+        let join = try await client.joinToken(node: node)
+        say("kbuild agent --join \(client.base) --token \(join.token) --name \(join.node)")
+    }
+}
