@@ -103,7 +103,8 @@ let package = Package(
         .target(
             name: "KbuildAPI",
             dependencies: ["KbuildCore", "Keg", "KbuildState", "Releases", "Cluster", "Scheduler", "GitGateway", "KbuildServer", "NodeAgent", "Sandbox", "Trace",
-                           .product(name: "Hummingbird", package: "hummingbird"), .product(name: "HTTPTypes", package: "swift-http-types")],
+                           .product(name: "Hummingbird", package: "hummingbird"), .product(name: "HTTPTypes", package: "swift-http-types"),
+                           .product(name: "NIOPosix", package: "swift-nio")],
             swiftSettings: strict
         ),
         // The HTTP router: Host header → a healthy web process (SwiftNIO, no kbuild dependencies).

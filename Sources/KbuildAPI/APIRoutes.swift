@@ -22,6 +22,8 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
     let reader: ClusterReader
     /// Where node agents on this machine keep their logs (`<state>/logs/ID.log`).
     let logDirs: @Sendable () -> [String]
+    /// Where a node that joined over the network has its logs copied (nil: no node may send logs here).
+    let nodeLogDir: (@Sendable (String) -> String)?
     /// Runs one-off processes (`kbuild run`); nil on a host that runs none.
     let sandbox: Sandbox?
     /// One-off runs' networks: each its own namespace with NAT egress only (nil: loopback only).
@@ -32,7 +34,8 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
     let kbuild: String
 
     public init(keg: Keg, refs: any RefStore, sandbox: Sandbox?, egress: EgressNetwork? = nil, kbuild: String,
-                logDirs: @escaping @Sendable () -> [String]) {
+                nodeLogDir: (@Sendable (String) -> String)? = nil, logDirs: @escaping @Sendable () -> [String]) {
+        self.nodeLogDir = nodeLogDir
         self.kbuild = kbuild
         self.keg = keg
         self.refs = refs
@@ -194,6 +197,7 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
         registerRun(on: router)
         StateRoutes<Context>(refs: refs, content: keg, reach: NodeReach(keg: keg, refs: refs)).register(on: router)
         registerTrace(on: router)
+        if let nodeLogDir { NodeLogRoutes<Context>(directory: nodeLogDir).register(on: router) }
         // A node's join token (admin only: an app token never reaches /nodes).
         router.post("\(p)/nodes/:node/join-token") { r, c in
             try await self.answer {

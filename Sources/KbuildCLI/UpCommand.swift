@@ -258,7 +258,7 @@ struct AgentCommand: AsyncParsableCommand {
             }
             say("kbuild agent \(name): joined \(client.base); \(config.capacity.description), state in \(config.stateDir)")
             system.startNodeAgent(config, keg: keg, records: RemoteRecords(client: client, cache: keg), refs: refs, sandbox: try Sandbox(),
-                                  remote: KegRemote(baseURL: URL(string: client.base)!, token: token)) { say($0) }
+                                  remote: KegRemote(baseURL: URL(string: client.base)!, token: token), logSink: client) { say($0) }
         } else {
             say("kbuild agent \(name): \(config.capacity.description), state in \(config.stateDir)")
             system.startNodeAgent(config, keg: try global.openKeg(), refs: try global.openRefs(), sandbox: try Sandbox()) { say($0) }

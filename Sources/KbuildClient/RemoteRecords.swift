@@ -58,3 +58,17 @@ public struct RemoteRecords: RecordContent {
         return bytes
     }
 }
+
+/// A joined node's logs go to the control plane through its API
+/// (`PUT /api/v1/nodes/NODE/logs/FILE?offset=N`).
+extension KbuildClient: LogSink {
+    public func appendLog(node: String, file: String, offset: UInt64, bytes: [UInt8]) async throws -> LogAppend {
+        let response = try await open(.PUT, "/nodes/\(segment(node))/logs/\(segment(file))?offset=\(offset)", body: Data(bytes), timeout: .seconds(60))
+        let body = Data(buffer: try await response.body.collect(upTo: 1 << 16))
+        do {
+            return try JSONDecoder().decode(LogAppend.self, from: body)
+        } catch {
+            throw KbuildError(.corrupt, "failed to read kbuild's answer to a log upload from \(base): \(error)")
+        }
+    }
+}

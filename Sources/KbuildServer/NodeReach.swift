@@ -20,6 +20,8 @@ public enum NodeScope {
     public static func allows(method: HTTPRequest.Method, path: String) -> Bool {
         let parts = path.split(separator: "/", omittingEmptySubsequences: true).map(String.init)
         if parts.count == 3, parts[0] == "v1", parts[1] == "objects" { return method == .get || method == .head }
+        // Its processes' logs (the handler checks the node is its own).
+        if parts.count == 6, parts[0] == "api", parts[1] == "v1", parts[2] == "nodes", parts[4] == "logs" { return method == .put }
         guard parts.count >= 4, parts[0] == "api", parts[1] == "v1", parts[2] == "state" else { return false }
         let rest = parts.dropFirst(3).joined(separator: "/")
         switch method {

@@ -84,7 +84,8 @@ public struct KbuildSystem {
         let git = KbuildHTTP.gitRoutes(projectRoot: AppStore.gitRoot(dataDir), spoolDir: dataDir.root.path + "/git-spool",
                                        environment: ["KBUILD_DATA_DIR": dataDir.root.path])
         let egress = sandbox == nil ? nil : EgressNetwork(dataDir: dataDir.root.path, slot: EgressNetwork.oneOffSlot)
-        let api = APIRoutes<KbuildHTTP.Context>(keg: keg, refs: refs, sandbox: sandbox, egress: egress, kbuild: kbuild) { dataDir.nodeDirectories().map { $0 + "/logs" } }
+        let api = APIRoutes<KbuildHTTP.Context>(keg: keg, refs: refs, sandbox: sandbox, egress: egress, kbuild: kbuild,
+                                                nodeLogDir: { dataDir.node($0).path + "/logs" }) { dataDir.nodeDirectories().map { $0 + "/logs" } }
         return (git, api)
     }
 
@@ -121,8 +122,9 @@ public struct KbuildSystem {
     @discardableResult
     /// `records` is the control plane's Keg when `keg` is the node's own.
     public mutating func startNodeAgent(_ config: NodeAgentConfig, keg: Keg, records: (any RecordContent)? = nil, refs: any RefStore, sandbox: Sandbox,
-                                        remote: KegRemote? = nil, log: @escaping @Sendable (String) -> Void = { _ in }) -> NodeAgent {
-        let agent = NodeAgent(config: config, keg: keg, records: records, refs: refs, sandbox: sandbox, remote: remote, log: log)
+                                        remote: KegRemote? = nil, logSink: (any LogSink)? = nil,
+                                        log: @escaping @Sendable (String) -> Void = { _ in }) -> NodeAgent {
+        let agent = NodeAgent(config: config, keg: keg, records: records, refs: refs, sandbox: sandbox, remote: remote, logSink: logSink, log: log)
         addSupervised("node agent \(config.name)", agent)
         return agent
     }

@@ -72,11 +72,14 @@ public struct NodeAgent: Service {
     let refs: any RefStore
     let sandbox: Sandbox
     let remote: KegRemote?
+    /// Where the processes' logs go too, on a node that joined over the network.
+    let logSink: (any LogSink)?
     let log: @Sendable (String) -> Void
 
     /// `records`: the control plane's records (its API, for a node that joined over the network) when the node keeps images in a Keg of its own (default: `keg`).
     public init(config: NodeAgentConfig, keg: Keg, records: (any RecordContent)? = nil, refs: any RefStore, sandbox: Sandbox, remote: KegRemote? = nil,
-                log: @escaping @Sendable (String) -> Void = { _ in }) {
+                logSink: (any LogSink)? = nil, log: @escaping @Sendable (String) -> Void = { _ in }) {
+        self.logSink = logSink
         self.config = config
         self.keg = keg
         self.records = records ?? keg
@@ -95,7 +98,15 @@ public struct NodeAgent: Service {
             try await loop.register()
             await loop.adopt()
             try await loop.setUpNetworks()
-            try await cancelWhenGracefulShutdown { try await loop.run() }
+            try await cancelWhenGracefulShutdown {
+                try await withThrowingDiscardingTaskGroup { group in
+                    if let logSink {
+                        let shipper = LogShipper(node: config.name, directory: config.stateDir + "/logs", sink: logSink, log: log)
+                        group.addTask { await shipper.run() }
+                    }
+                    try await loop.run()
+                }
+            }
         } catch is CancellationError {
             // Shutting down (even while starting): the processes run on, for the next agent to adopt.
         }

@@ -1,0 +1,79 @@
+import Hummingbird
+import KbuildCore
+import KbuildServer
+import KbuildState
+import Foundation
+import NodeAgent
+import NIOPosix
+
+/// The control plane's copies of the logs of nodes that joined over the
+/// network (`LogSink`): `PUT /api/v1/nodes/NODE/logs/FILE?offset=N` writes
+/// into the node's log directory here, where `kbuild logs` reads every
+/// node's files. A node's join token writes its own node's files only; each
+/// file stays under `maxFile` and each app's logs under `capPerApp` (the
+/// oldest output goes first, as on the node).
+struct NodeLogRoutes<Context: RequestContext>: Sendable {
+    /// The log directory of a node, on this machine.
+    let directory: @Sendable (String) -> String
+    static var maxPiece: Int { 1 << 20 }
+    static var maxFile: UInt64 { 256 << 20 }
+    static var capPerApp: UInt64 { 1 << 30 }
+
+    func register(on router: Router<Context>) {
+        router.put("\(API.prefix)/nodes/:node/logs/:file") { r, c in
+            do {
+                let node = c.parameters.get("node") ?? "", file = c.parameters.get("file") ?? ""
+                if let acting = r.headers[TokenAuthMiddleware<Context>.nodeHeader], acting != node {
+                    throw KbuildError(.forbidden, "node \(acting) may not write node \(node)'s logs")
+                }
+                guard Names.isAppName(node) else { throw KbuildError(.invalidArgument, "invalid node name \(node.debugQuoted)") }
+                guard ShippedLogName.isValid(file) else {
+                    throw KbuildError(.invalidArgument, "invalid log file name \(file.debugQuoted): a-z, 0-9, '-', '_' and '.', ending in .log")
+                }
+                guard let text = r.uri.queryParameters.get("offset"), let offset = UInt64(text) else {
+                    throw KbuildError(.invalidArgument, "missing or invalid offset=BYTES")
+                }
+                let bytes: [UInt8]
+                do {
+                    bytes = Array(buffer: try await r.body.collect(upTo: Self.maxPiece))
+                } catch {
+                    throw KbuildError(.tooLarge, "failed to store a piece of \(file): it is over \(Self.maxPiece >> 20) MiB")
+                }
+                let result = try await NIOThreadPool.singleton.runIfActive { try self.write(node: node, file: file, offset: offset, bytes: bytes) }
+                var headers = HTTPFields()
+                headers[.contentType] = "application/json"
+                return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: Array(try JSONEncoder().encode(result)))))
+            } catch {
+                return ErrorBody.response(KbuildError.wrap(error))
+            }
+        }
+    }
+
+    /// The write itself (blocking file I/O: called off the cooperative threads).
+    func write(node: String, file: String, offset: UInt64, bytes: [UInt8]) throws -> LogAppend {
+        let dir = directory(node)
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        let path = dir + "/" + file
+        let fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        guard fd >= 0 else { throw KbuildError.syscall("open", path, verb: "store node \(node)'s log") }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw KbuildError.syscall("fstat", path, verb: "store node \(node)'s log") }
+        let size = UInt64(st.st_size)
+        if offset != 0 && offset != size { return .mismatch(size) }
+        guard offset + UInt64(bytes.count) <= Self.maxFile else {
+            throw KbuildError(.tooLarge, "failed to store \(file): node \(node)'s copy would pass \(Self.maxFile >> 20) MiB")
+        }
+        if offset == 0 && ftruncate(fd, 0) != 0 { throw KbuildError.syscall("ftruncate", path, verb: "store node \(node)'s log") }
+        var written = 0
+        while written < bytes.count {
+            let n = bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress! + written, bytes.count - written, off_t(offset) + off_t(written)) }
+            guard n > 0 else { throw KbuildError.syscall("pwrite", path, verb: "store node \(node)'s log") }
+            written += n
+        }
+        // Each 16 MiB a copy grows, the node's directory is held to the cap per app.
+        let step: UInt64 = 16 << 20
+        if offset / step != (offset + UInt64(bytes.count)) / step { LogCap.sweep(directory: dir, capPerApp: Self.capPerApp) }
+        return .stored(offset + UInt64(bytes.count))
+    }
+}
