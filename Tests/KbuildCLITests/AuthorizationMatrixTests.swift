@@ -9,8 +9,8 @@ import SQLiteState
 import XCTest
 
 /// Every route the server has, against a real `kbuild up`, with no token, a
-/// wrong token, an app token for another app, the app token of the app, and
-/// the admin token. The rows are checked against the route table the server
+/// wrong token, an app token for another app, the app token of the app, a
+/// node's join token, and the admin token. The rows are checked against the route table the server
 /// is built from (`KbuildSystem.routeTable`): a route added without a row
 /// here fails this test.
 final class AuthorizationMatrixTests: XCTestCase {
@@ -24,6 +24,8 @@ final class AuthorizationMatrixTests: XCTestCase {
         var own: Own
         /// Whether the path names an app (then another app's token gets 403); else it is the same for every token.
         var perApp: Bool
+        /// What node n1's join token gets (for a path naming a node, n1's own).
+        var node: Own = .forbidden
     }
 
     static let zeroKID = "K-" + String(repeating: "0", count: 64)
@@ -31,7 +33,7 @@ final class AuthorizationMatrixTests: XCTestCase {
 
     /// One row per route of the route table.
     static let rows: [String: Row] = [
-        "GET /healthz": Row(requests: { _ in [("GET", "/healthz", nil)] }, own: .allowed, perApp: false),
+        "GET /healthz": Row(requests: { _ in [("GET", "/healthz", nil)] }, own: .allowed, perApp: false, node: .allowed),
         "GET /v1/objects/{kid}": Row(requests: { _ in [("GET", "/v1/objects/\(zeroKID)", nil)] }, own: .forbidden, perApp: false),
         "HEAD /v1/objects/{kid}": Row(requests: { _ in [("HEAD", "/v1/objects/\(zeroKID)", nil)] }, own: .forbidden, perApp: false),
         "GET /v2": Row(requests: { _ in [("GET", "/v2/", nil)] }, own: .allowed, perApp: false),
@@ -56,7 +58,7 @@ final class AuthorizationMatrixTests: XCTestCase {
         "GET /api/v1/trace/diff": Row(requests: { app in [("GET", "/api/v1/trace/diff?target=\(app)@v1..v2", nil)] }, own: .forbidden, perApp: false),
         "GET /api/v1/trace/file": Row(requests: { app in [("GET", "/api/v1/trace/file?target=\(app)&path=Procfile", nil)] }, own: .forbidden, perApp: false),
         // The state layer: the admin's (and later a node's) only.
-        "GET /api/v1/state/revision": Row(requests: { _ in [("GET", "/api/v1/state/revision", nil)] }, own: .forbidden, perApp: false),
+        "GET /api/v1/state/revision": Row(requests: { _ in [("GET", "/api/v1/state/revision", nil)] }, own: .forbidden, perApp: false, node: .allowed),
         "GET /api/v1/state/ref": Row(requests: { app in [("GET", "/api/v1/state/ref?name=apps/\(app)", nil)] }, own: .forbidden, perApp: false),
         "GET /api/v1/state/refs": Row(requests: { app in [("GET", "/api/v1/state/refs?prefix=apps/\(app)", nil)] }, own: .forbidden, perApp: false),
         "GET /api/v1/state/history": Row(requests: { app in [("GET", "/api/v1/state/history?name=apps/\(app)/release", nil)] },
@@ -66,7 +68,13 @@ final class AuthorizationMatrixTests: XCTestCase {
                                                            #"{"name":"pins/x","expecting":{"kind":"nonsense"},"actor":"t"}"#)] },
                                       own: .forbidden, perApp: false),
         "GET /api/v1/state/records/{kid}": Row(requests: { _ in [("GET", "/api/v1/state/records/\(zeroKID)", nil)] }, own: .forbidden, perApp: false),
-        "POST /api/v1/state/records": Row(requests: { _ in [("POST", "/api/v1/state/records", "[]")] }, own: .forbidden, perApp: false),
+        "POST /api/v1/state/records": Row(requests: { _ in [("POST", "/api/v1/state/records", "[]")] }, own: .forbidden, perApp: false, node: .allowed),
+        "POST /api/v1/state/logs": Row(requests: { _ in [("POST", "/api/v1/state/logs", "release output")] }, own: .forbidden, perApp: false, node: .allowed),
+        // A node's join token: the admin's to make (again for n1: 409, nothing made).
+        "POST /api/v1/nodes/{node}/join-token": Row(requests: { _ in [("POST", "/api/v1/nodes/n1/join-token", "{}")] }, own: .forbidden, perApp: false),
+        // A joined node's logs: n1's token writes n1's.
+        "PUT /api/v1/nodes/{node}/logs/{file}": Row(requests: { _ in [("PUT", "/api/v1/nodes/n1/logs/mine.web.1-x.log?offset=0", "line\n")] },
+                                                   own: .forbidden, perApp: false, node: .allowed),
         "GET /api/v1/apps/{app}": Row(requests: { app in [("GET", "/api/v1/apps/\(app)", nil)] }, own: .allowed, perApp: true),
         // Without confirm=APP: the admin gets a 400 and nothing is destroyed.
         "DELETE /api/v1/apps/{app}": Row(requests: { app in [("DELETE", "/api/v1/apps/\(app)", nil)] }, own: .forbidden, perApp: true),
@@ -128,6 +136,9 @@ final class AuthorizationMatrixTests: XCTestCase {
         let made = try kbuild(["tokens:create", "mate", "--app", "mine"], dataDir: data)
         XCTAssertEqual(made.status, 0, made.stderr)
         let appToken = trimmed(made.stdout)
+        let joined = try kbuild(["nodes:join-token", "n1"], dataDir: data)
+        XCTAssertEqual(joined.status, 0, joined.stderr)
+        let nodeToken = try XCTUnwrap(joined.stdout.split(separator: " ").first { $0.hasPrefix("kbn_") }.map(String.init), joined.stdout)
 
         func status(_ method: String, _ path: String, body: String?, token: String?) throws -> Int {
             var args = ["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "20", "-X", method]
@@ -155,6 +166,12 @@ final class AuthorizationMatrixTests: XCTestCase {
                 case .allowed: XCTAssertFalse([401, 403].contains(own), "\(what) with the app's token: \(own)")
                 case .forbidden: XCTAssertEqual(own, 403, "\(what) with the app's token")
                 }
+                // Node n1's join token.
+                let node = try status(method, path, body: body, token: nodeToken)
+                switch row.node {
+                case .allowed: XCTAssertFalse([401, 403].contains(node), "\(what) with a node's join token: \(node)")
+                case .forbidden: XCTAssertEqual(node, 403, "\(what) with a node's join token")
+                }
                 checked += 1
             }
             // Another app's routes with this app's token: 403, whether or not that app exists.
@@ -167,5 +184,24 @@ final class AuthorizationMatrixTests: XCTestCase {
             }
         }
         XCTAssertGreaterThan(checked, 30)
+
+        // What a node's token reaches inside the routes it may call: its own node's part, nothing of another's.
+        for (method, path, body, code) in [
+            ("GET", "/api/v1/state/ref?name=nodes/n1/assignment", nil, 404), ("GET", "/api/v1/state/ref?name=nodes/n2/assignment", nil, 403),
+            ("GET", "/api/v1/state/ref?name=apps/mine/config", nil, 403), ("GET", "/api/v1/state/changes?after=0&prefix=nodes/n1", nil, 200),
+            ("GET", "/api/v1/state/changes?after=0&prefix=nodes/n2", nil, 403), ("GET", "/api/v1/state/changes?after=0&prefix=nodes", nil, 403),
+            ("POST", "/api/v1/state/cas", #"{"name":"nodes/n2/status","kid":"\#(Self.zeroKID)","expecting":{"kind":"any"},"actor":"agent n1"}"#, 403),
+            ("POST", "/api/v1/state/cas", #"{"name":"apps/mine/release","kid":"\#(Self.zeroKID)","expecting":{"kind":"any"},"actor":"agent n1"}"#, 403),
+            ("PUT", "/api/v1/nodes/n2/logs/mine.web.1-x.log?offset=0", "x", 403), ("PUT", "/api/v1/nodes/n1/logs/%2e%2e?offset=0", "x", 400),
+            ("PUT", "/api/v1/nodes/n1/logs/a%2Fb.log?offset=0", "x", 400), ("GET", "/api/v1/nodes/n1/logs/mine.web.1-x.log", nil, 403),
+        ] as [(String, String, String?, Int)] {
+            XCTAssertEqual(try status(method, path, body: body, token: nodeToken), code, "\(method) \(path) with node n1's token")
+        }
+        // What it wrote as n1 is n1's copy, here.
+        XCTAssertEqual(try String(contentsOfFile: data + "/nodes/n1/logs/mine.web.1-x.log", encoding: .utf8), "line\n")
+        // Revoked: 401 at once (within the token cache's second).
+        XCTAssertEqual(try kbuild(["tokens:revoke", "node-n1"], dataDir: data).status, 0)
+        usleep(1_100_000)
+        XCTAssertEqual(try status("GET", "/api/v1/state/revision", body: nil, token: nodeToken), 401)
     }
 }
