@@ -1,0 +1,181 @@
+import Foundation
+import XCTest
+
+/// Nodes on "other machines": a control plane (`kbuild up --nodes 0`), two
+/// agents that joined it with `kbuild agent --join URL --token …`, each with
+/// a data dir of its own, in a mount namespace where the control plane's data
+/// dir is an empty tmpfs, and its processes in a network namespace of its own
+/// reached over a veth pair; and the CLI as another machine runs it (only
+/// KBUILD_URL and KBUILD_TOKEN, the data dir hidden too). The agent process
+/// itself stays in the host's network namespace: the per-process networks it
+/// makes route through the node's namespace from its parent, as `kbuild up
+/// --nodes N` does; it reaches the control plane by its URL only.
+final class JoinTests: XCTestCase {
+    struct Node {
+        let name: String
+        let namespace: String
+        let hostInterface: String
+        let hostAddress: String
+        let address: String
+        let data: String
+        var agent: Process?
+    }
+
+    func ip(_ args: [String]) throws {
+        let r = try sh("/usr/sbin/ip", args)
+        XCTAssertEqual(r.status, 0, "ip \(args.joined(separator: " ")): \(r.stderr)")
+    }
+
+    /// A namespace with a veth to the host, as a machine of its own on a LAN would be; removed at teardown.
+    func makeNode(_ index: Int) throws -> Node {
+        let node = Node(name: "n\(index)", namespace: "kbj-n\(index)", hostInterface: "kbjn\(index)h", hostAddress: "10.254.9\(index).1",
+                        address: "10.254.9\(index).2", data: try tempDir(self, "join-n\(index)"))
+        // A killed run's leftovers first.
+        _ = try? sh("/usr/sbin/ip", ["netns", "del", node.namespace])
+        _ = try? sh("/usr/sbin/ip", ["link", "del", node.hostInterface])
+        try ip(["netns", "add", node.namespace])
+        try ip(["link", "add", node.hostInterface, "type", "veth", "peer", "name", "kbjn\(index)p", "netns", node.namespace])
+        try ip(["addr", "add", "\(node.hostAddress)/24", "dev", node.hostInterface])
+        try ip(["link", "set", node.hostInterface, "up"])
+        try ip(["-n", node.namespace, "addr", "add", "\(node.address)/24", "dev", "kbjn\(index)p"])
+        try ip(["-n", node.namespace, "link", "set", "kbjn\(index)p", "up"])
+        try ip(["-n", node.namespace, "link", "set", "lo", "up"])
+        try ip(["-n", node.namespace, "route", "add", "default", "via", node.hostAddress])
+        addTeardownBlock {
+            _ = try? sh(kbuildBinary, ["down", "--grace", "2", "--data-dir", node.data])
+            _ = try? sh("/usr/sbin/ip", ["netns", "del", node.namespace])
+            _ = try? sh("/usr/sbin/ip", ["link", "del", node.hostInterface])
+        }
+        return node
+    }
+
+    /// `kbuild agent --join` with the control plane's data dir hidden; stopped at teardown (its processes by `kbuild down`).
+    func startAgent(_ node: Node, url: String, token: String, hiding controlPlane: String) throws -> Process {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/unshare")
+        let script = #"mount -t tmpfs -o size=1m,mode=0700 kbuild-hidden "$0" && exec "$@""#
+        p.arguments = ["--mount", "--propagation", "private", "/bin/sh", "-c", script, controlPlane, kbuildBinary, "agent", "--join", url,
+                       "--token", token, "--name", node.name, "--network", node.namespace, "--address", node.address, "--memory", "1G",
+                       "--data-dir", node.data]
+        p.environment = ["PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": node.data]
+        XCTAssertTrue(FileManager.default.createFile(atPath: node.data + "/agent.log", contents: nil))
+        let log = try XCTUnwrap(FileHandle(forWritingAtPath: node.data + "/agent.log"))
+        p.standardOutput = log
+        p.standardError = log
+        try p.run()
+        addTeardownBlock {
+            if p.isRunning { kill(p.processIdentifier, SIGTERM) }
+            p.waitUntilExit()
+        }
+        return p
+    }
+
+    func joinToken(_ node: String, data: String) throws -> String {
+        let r = try kbuild(["nodes:join-token", node], dataDir: data)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stdout.hasPrefix("kbuild agent --join http://"), r.stdout)
+        return try XCTUnwrap(r.stdout.split(separator: " ").first { $0.hasPrefix("kbn_") }.map(String.init))
+    }
+
+    func testTwoJoinedAgentsDeployScaleRollBackTraceAndLogOverTheNetworkOnly() throws {
+        let data = try makeData("join-cp")
+        let port = freePort(), routerPort = freePort()
+        var up = try startKbuildUp(self, data: data, port: port, extra: ["--nodes", "0", "--router-port", String(routerPort)])
+        let remote = RemoteCLITests.Remote(server: up, data: data, home: try tempDir(self, "join-home"))
+        var nodes = [try makeNode(1), try makeNode(2)]
+        for i in nodes.indices {
+            nodes[i].agent = try startAgent(nodes[i], url: up.url, token: try joinToken(nodes[i].name, data: data), hiding: data)
+        }
+        try waitUntil("both nodes alive") {
+            let listed = try remote.run(["nodes"]).stdout
+            return listed.contains("n1  alive  10.254.91.2") && listed.contains("n2  alive  10.254.92.2")
+        }
+
+        // Deploy from "another machine", then one process on each node.
+        XCTAssertEqual(try remote.run(["apps:create", "web", "--stack", "busybox"]).status, 0)
+        let work = try tempDir(self, "join-src")
+        try writeFile(work + "/Procfile", "web: ./serve.sh\n")
+        try writeFile(work + "/serve.sh", """
+            #!/bin/sh
+            env | sort > www/env.txt
+            echo "serving $DYNO on $PORT"
+            exec busybox httpd -f -p "0.0.0.0:$PORT" -h www
+            """, mode: 0o755)
+        try writeFile(work + "/www/index.html", "first\n")
+        try git(["init", "-q"], in: work)
+        try git(["add", "-A"], in: work)
+        try git(["commit", "-q", "-m", "First"], in: work)
+        let first = trimmed(try git(["rev-parse", "HEAD"], in: work).stdout)
+        let pushURL = up.url.replacingOccurrences(of: "http://", with: "http://admin:\(up.token)@") + "/web.git"
+        let pushed = try git(["push", pushURL, "HEAD:main"], in: work)
+        XCTAssertEqual(pushed.status, 0, pushed.stderr)
+        XCTAssertTrue(pushed.stderr.contains("v1 is live"), pushed.stderr)
+        let scaled = try remote.run(["ps:scale", "web", "web=2"])
+        XCTAssertEqual(scaled.status, 0, scaled.stderr)
+        var procs: [Proc] = []
+        try waitUntil("2 healthy, one per node", timeout: 60) {
+            procs = try JSONDecoder().decode([Proc].self, from: Data(try remote.run(["ps", "web", "--json"]).stdout.utf8))
+            return healthy(procs, count: 2) && Set(procs.map(\.node)) == ["n1", "n2"]
+        }
+        // Each node's process answers through the router, at the node's address.
+        var served = Set<String>()
+        try waitUntil("both nodes serve") {
+            let r = routed(routerPort, host: "web.localhost", path: "/env.txt")
+            if r.status == 200, let dyno = r.body.split(separator: "\n").first(where: { $0.hasPrefix("DYNO=") }) { served.insert(String(dyno)) }
+            return served.count == 2
+        }
+        XCTAssertEqual(routed(routerPort, host: "web.localhost").body, "first\n")
+        // Each agent pulled the image into its own Keg; neither saw the control plane's.
+        for node in nodes {
+            XCTAssertTrue(FileManager.default.fileExists(atPath: node.data + "/keg"), node.name)
+            XCTAssertFalse(FileManager.default.fileExists(atPath: node.data + "/refs.sqlite"), "\(node.name) made a ref store of its own")
+        }
+
+        // A second release, then a rollback to the first: served from both nodes.
+        try writeFile(work + "/www/index.html", "second\n")
+        try git(["commit", "-q", "-am", "Second"], in: work)
+        XCTAssertEqual(try git(["push", pushURL, "HEAD:main"], in: work).status, 0)
+        try waitUntil("v2 serves") { routed(routerPort, host: "web.localhost").body == "second\n" }
+        let rolled = try remote.run(["releases:rollback", "web", "v1"])
+        XCTAssertEqual(rolled.status, 0, rolled.stderr)
+        // v2 was the scale, v3 the second push: v4 is v1's image with today's formation.
+        XCTAssertTrue(rolled.stdout.contains("now v4"), rolled.stdout)
+        try waitUntil("v4 (v1's image) serves on both", timeout: 60) {
+            procs = try JSONDecoder().decode([Proc].self, from: Data(try remote.run(["ps", "web", "--json"]).stdout.utf8))
+            return healthy(procs, count: 2, release: 4) && Set(procs.map(\.node)) == ["n1", "n2"] && routed(routerPort, host: "web.localhost").body == "first\n"
+        }
+
+        // Trace: the running release comes from the first commit.
+        let traced = try remote.run(["trace", "web"])
+        XCTAssertEqual(traced.status, 0, traced.stderr)
+        XCTAssertTrue(traced.stdout.contains(first), traced.stdout)
+
+        // Logs: both nodes' lines, sent by their agents to the control plane.
+        var logs = ""
+        try waitUntil("both processes' lines in the logs") {
+            logs = try remote.run(["logs", "web"]).stdout
+            return logs.contains("serving web.1 on") && logs.contains("serving web.2 on")
+        }
+        XCTAssertTrue(FileManager.default.fileExists(atPath: data + "/nodes/n1/logs"), "n1's copy of its logs on the control plane")
+
+        // The control plane goes away: the apps serve on (at the node's address), and when it is back the
+        // agents reconnect and restart nothing.
+        let before = Dictionary(uniqueKeysWithValues: procs.map { ($0.name, $0.hostPID) })
+        kill(up.process.processIdentifier, SIGTERM)
+        up.process.waitUntilExit()
+        for p in procs {
+            let r = try sh("/usr/bin/curl", ["-s", "--max-time", "5", "http://\(p.node == "n1" ? "10.254.91.2" : "10.254.92.2"):\(try XCTUnwrap(p.port))/"])
+            XCTAssertEqual(r.stdout, "first\n", "\(p.name) on \(p.node) while the control plane is down")
+        }
+        sleep(3)
+        up = try startKbuildUp(self, data: data, port: port, extra: ["--nodes", "0", "--router-port", String(routerPort)])
+        try waitUntil("both nodes alive again") {
+            let listed = try remote.run(["nodes"]).stdout
+            return listed.contains("n1  alive") && listed.contains("n2  alive")
+        }
+        try waitUntil("served again") { routed(routerPort, host: "web.localhost").body == "first\n" }
+        procs = try JSONDecoder().decode([Proc].self, from: Data(try remote.run(["ps", "web", "--json"]).stdout.utf8))
+        XCTAssertEqual(Dictionary(uniqueKeysWithValues: procs.map { ($0.name, $0.hostPID) }), before, "the agents restarted processes")
+        for node in nodes { XCTAssertTrue(node.agent?.isRunning ?? false, "\(node.name)'s agent exited") }
+    }
+}
