@@ -24,6 +24,8 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
     let logDirs: @Sendable () -> [String]
     /// Where a node that joined over the network has its logs copied (nil: no node may send logs here).
     let nodeLogDir: (@Sendable (String) -> String)?
+    /// The https URL and CA hash a joining node uses, once the TLS listener is up.
+    let joinVia: @Sendable () -> (url: String, caHash: String)?
     /// Runs one-off processes (`kbuild run`); nil on a host that runs none.
     let sandbox: Sandbox?
     /// One-off runs' networks: each its own namespace with NAT egress only (nil: loopback only).
@@ -34,8 +36,10 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
     let kbuild: String
 
     public init(keg: Keg, refs: any RefStore, sandbox: Sandbox?, egress: EgressNetwork? = nil, kbuild: String,
-                nodeLogDir: (@Sendable (String) -> String)? = nil, logDirs: @escaping @Sendable () -> [String]) {
+                nodeLogDir: (@Sendable (String) -> String)? = nil, joinVia: @escaping @Sendable () -> (url: String, caHash: String)? = { nil },
+                logDirs: @escaping @Sendable () -> [String]) {
         self.nodeLogDir = nodeLogDir
+        self.joinVia = joinVia
         self.kbuild = kbuild
         self.keg = keg
         self.refs = refs
@@ -203,7 +207,8 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
             try await self.answer {
                 let node = c.parameters.get("node") ?? ""
                 let token = try await AppTokens(keg: self.keg, refs: self.refs).createJoin(node: node, actor: self.actor(r))
-                return API.JoinToken(node: node, token: token)
+                let via = self.joinVia()
+                return API.JoinToken(node: node, token: token, url: via?.url, caHash: via?.caHash)
             }
         }
         router.get("\(p)/nodes") { _, _ in

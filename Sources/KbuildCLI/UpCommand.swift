@@ -14,6 +14,7 @@ import Sandbox
 import Scheduler
 import ServiceLifecycle
 import KbuildState
+import KbuildServer
 
 /// `kbuild up`: everything on this machine, on embedded defaults, as one
 /// program: each part started by its typed start function (KbuildSystem),
@@ -36,6 +37,15 @@ struct UpCommand: AsyncParsableCommand {
 
     @Option(help: "Port of the HTTP server: API, git, registry (0 picks a free one).")
     var port = 7070
+
+    @Option(help: "Port of the HTTPS server for other machines (the same API, git and registry, with a certificate kbuild's own CA signs; 0 picks a free one).")
+    var tlsPort = 7443
+
+    @Option(help: "Address the HTTPS server listens on.")
+    var tlsHost = "0.0.0.0"
+
+    @Option(help: "The address other machines reach this one at, in join commands and the certificate (default: this machine's first global IPv4 address).")
+    var advertiseAddress: String?
 
     @Option(help: "Port of the router, which serves apps at http://APP.localhost:PORT (0 picks a free one).")
     var routerPort = 8080
@@ -68,6 +78,7 @@ struct UpCommand: AsyncParsableCommand {
         guard (0...1).contains(workers) else { throw ValidationError("--workers must be 0 or 1, not \(workers)") }
         guard (0...16).contains(nodes) else { throw ValidationError("--nodes must be 0 to 16, not \(nodes)") }
         guard (0...65535).contains(port) else { throw ValidationError("--port must be 0 to 65535, not \(port)") }
+        guard (0...65535).contains(tlsPort) else { throw ValidationError("--tls-port must be 0 to 65535, not \(tlsPort)") }
         guard (0...65535).contains(routerPort) else { throw ValidationError("--router-port must be 0 to 65535, not \(routerPort)") }
         guard maxSurge >= 0, maxUnavailable >= 0, maxSurge + maxUnavailable > 0 else {
             throw ValidationError("--max-surge and --max-unavailable must be 0 or more, and not both 0")
@@ -90,8 +101,20 @@ struct UpCommand: AsyncParsableCommand {
         let serverURL = "http://\(host):\(port)"
 
         var system = KbuildSystem(logger: logger) { say($0) }
+        // Between machines: HTTPS with kbuild's own CA; plain HTTP is for this machine.
+        let advertised = advertiseAddress ?? hostAddresses().first ?? "127.0.0.1"
+        let identity = try ServerTLS.loadOrCreate(directory: dataDir.tls.path, hosts: [advertised] + hostAddresses() + [ProcessInfo.processInfo.hostName])
+        if !["127.0.0.1", "localhost", "::1"].contains(host) {
+            say("warning: plain HTTP on \(host): tokens cross the network in the clear there; other machines should use the https port")
+        }
+        let tls = KbuildHTTP.TLSListener(host: tlsHost, port: tlsPort, identity: identity) { url in
+            let port = url.split(separator: ":").last.map(String.init) ?? ""
+            let reachable = "https://\(advertised):\(port)"
+            try? Data((reachable + "\n").utf8).write(to: dataDir.tlsURLFile, options: .atomic)
+            say("tls       \(reachable) (other machines; CA \(identity.caHash) in \(dataDir.tls.path)/ca.crt; kbuild nodes:join-token NODE)")
+        }
         let server = try await system.startServer(keg: keg, refs: refs, dataDir: dataDir, kbuild: kbuildExecutable, host: host, port: port,
-                                                  sandbox: try Sandbox()) { [workers, nodes] url in
+                                                  sandbox: try Sandbox(), tls: tls) { [workers, nodes] url in
             try? Data((url + "\n").utf8).write(to: dataDir.serverURLFile, options: .atomic)
             say("kbuild up: data dir \(dataDir.root.path) (admin token in \(dataDir.adminToken.path))")
             say("keg       \(url)/v1/objects/")
@@ -119,6 +142,7 @@ struct UpCommand: AsyncParsableCommand {
             say("router    http://APP.localhost:\(bound)/ (by Host header; custom domains with kbuild domains:add)")
         }
         defer {
+            try? FileManager.default.removeItem(at: dataDir.tlsURLFile)
             try? FileManager.default.removeItem(at: dataDir.serverURLFile)
             try? FileManager.default.removeItem(at: dataDir.routerURLFile)
         }
@@ -153,6 +177,26 @@ struct UpCommand: AsyncParsableCommand {
             return config
         }
     }
+}
+
+/// This machine's global IPv4 addresses (not loopback), in interface order.
+func hostAddresses() -> [String] {
+    var list: UnsafeMutablePointer<ifaddrs>?
+    guard getifaddrs(&list) == 0, let first = list else { return [] }
+    defer { freeifaddrs(list) }
+    var out: [String] = []
+    for entry in sequence(first: first, next: { $0.pointee.ifa_next }) {
+        guard let addr = entry.pointee.ifa_addr, addr.pointee.sa_family == sa_family_t(AF_INET),
+              Int32(entry.pointee.ifa_flags) & Int32(IFF_LOOPBACK) == 0, Int32(entry.pointee.ifa_flags) & Int32(IFF_UP) != 0 else { continue }
+        var text = [CChar](repeating: 0, count: Int(INET_ADDRSTRLEN))
+        addr.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { sin in
+            var a = sin.pointee.sin_addr
+            _ = inet_ntop(AF_INET, &a, &text, socklen_t(INET_ADDRSTRLEN))
+        }
+        let address = String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        if !out.contains(address) { out.append(address) }
+    }
+    return out
 }
 
 /// A TCP port nothing listens on now.
@@ -203,6 +247,8 @@ struct AgentCommand: AsyncParsableCommand {
     var join: String?
     @Option(help: "The node's join token (with --join; kbuild nodes:join-token NODE makes one). Default: $KBUILD_JOIN_TOKEN.")
     var token: String?
+    @Option(help: "The hash of the control plane's CA (sha256:…), which an https --join URL's certificate must chain to (the join command names it).")
+    var caHash: String?
     @Option(help: "The node's name.") var name = "local"
     @Option(help: "The address the router reaches this node's processes at.") var address = "127.0.0.1"
     @Option(help: "The network processes join: host, or a network namespace name or path.") var network = "host"
@@ -219,8 +265,16 @@ struct AgentCommand: AsyncParsableCommand {
                 throw ValidationError("invalid --join \(join.debugDescription): the control plane's URL, as http://HOST:PORT")
             }
             guard joinToken != nil else { throw ValidationError("--join needs --token (or $KBUILD_JOIN_TOKEN): kbuild nodes:join-token \(name) on the control plane prints both") }
-        } else if token != nil {
-            throw ValidationError("--token is the join token: it needs --join URL")
+            if url.scheme == "https" {
+                guard let caHash else { throw ValidationError("an https --join needs --ca-hash sha256:… (kbuild nodes:join-token \(name) prints it), so the first connection is pinned") }
+                guard ClientTLS.isHash(caHash) else { throw ValidationError("invalid --ca-hash \(caHash.debugDescription): sha256: and 64 lowercase hex digits") }
+            } else if caHash != nil {
+                throw ValidationError("--ca-hash pins an https --join URL; \(join) is plain http")
+            } else if !["127.0.0.1", "localhost", "::1"].contains(url.host ?? "") {
+                say("warning: joining \(join) over plain http: the join token crosses the network in the clear (use the control plane's https URL and --ca-hash)")
+            }
+        } else if token != nil || caHash != nil {
+            throw ValidationError("--token and --ca-hash are for joining: they need --join URL")
         }
     }
 
@@ -249,16 +303,30 @@ struct AgentCommand: AsyncParsableCommand {
             // A machine of its own: its Keg holds the images it pulled and the records it read; everything else is the control plane's API.
             try global.dir.create()
             let keg = try Keg(dataDir: global.dir)
-            let client = KbuildClient(base: join.hasSuffix("/") ? String(join.dropLast()) : join, token: token, actor: "agent \(name)")
-            let refs = RemoteRefStore(client: client)
+            let base = join.hasSuffix("/") ? String(join.dropLast()) : join
+            let client: KbuildClient
+            let refs: RemoteRefStore
             do {
+                // https: the control plane's CA, fetched once and checked against the pinned hash, then the only root trusted.
+                var ca: String?
+                if let caHash {
+                    let saved = global.dir.root.path + "/control-plane-ca.crt"
+                    if let kept = try? String(contentsOfFile: saved, encoding: .utf8), (try? ClientTLS.hash(pem: kept)) == caHash {
+                        ca = kept
+                    } else {
+                        ca = try await ClientTLS.fetchCA(from: base, pin: caHash)
+                        try Data(ca!.utf8).write(to: URL(fileURLWithPath: saved), options: .atomic)
+                    }
+                }
+                client = try KbuildClient(base: base, token: token, actor: "agent \(name)", trusting: ca)
+                refs = RemoteRefStore(client: client)
                 _ = try await refs.currentRevision()
             } catch {
                 throw KbuildError(.io, "failed to join \(join) as node \(name): \((error as? KbuildError)?.message ?? "\(error)")")
             }
             say("kbuild agent \(name): joined \(client.base); \(config.capacity.description), state in \(config.stateDir)")
             system.startNodeAgent(config, keg: keg, records: RemoteRecords(client: client, cache: keg), refs: refs, sandbox: try Sandbox(),
-                                  remote: KegRemote(baseURL: URL(string: client.base)!, token: token), logSink: client) { say($0) }
+                                  remote: KegRemote(baseURL: URL(string: client.base)!, token: token, client: client.http), logSink: client) { say($0) }
         } else {
             say("kbuild agent \(name): \(config.capacity.description), state in \(config.stateDir)")
             system.startNodeAgent(config, keg: try global.openKeg(), refs: try global.openRefs(), sandbox: try Sandbox()) { say($0) }

@@ -5,6 +5,7 @@ public import KbuildState
 public import NIOCore
 public import NIOHTTP1
 import NIOFoundationCompat
+import NIOSSL
 
 /// The one client of kbuild's API (`/api/v1`): a typed call for each user
 /// verb. The CLI, and any program that drives kbuild, goes through it; it
@@ -15,13 +16,17 @@ public struct KbuildClient: Sendable {
     public let token: String
     /// Who the server records as making a change (an admin token's claim; an app token's name wins).
     public let actor: String
+    /// The HTTP client (`ClientTLS`): for an https base, one that trusts only kbuild's own CA when it is given.
+    public let http: HTTPClient
 
-    public init(base: String, token: String, actor: String) {
+    /// `caPEM`: the CA an https server's certificate must chain to (kbuild's own, pinned by its hash when a node joins).
+    public init(base: String, token: String, actor: String, trusting caPEM: String? = nil) throws {
         var base = base
         while base.hasSuffix("/") { base.removeLast() }
         self.base = base
         self.token = token
         self.actor = actor
+        self.http = try ClientTLS.client(trusting: caPEM)
     }
 
     // MARK: - Apps
@@ -144,7 +149,9 @@ public struct KbuildClient: Sendable {
         }
         let response: HTTPClientResponse
         do {
-            response = try await HTTPClient.shared.execute(request, timeout: timeout)
+            response = try await http.execute(request, timeout: timeout)
+        } catch let error as NIOSSLError {
+            throw KbuildError(.io, "failed to reach kbuild at \(base) over TLS (\(error)): is its certificate kbuild's own? Set KBUILD_CA_FILE to the control plane's DATA/tls/ca.crt")
         } catch {
             throw KbuildError(.io, "failed to reach kbuild at \(base): \(error)")
         }

@@ -47,6 +47,10 @@ public struct DataDir: Sendable, Equatable {
     public var adminToken: URL { root.appendingPathComponent("admin.token") }
     /// Where `kbuild up` writes the URL of its HTTP server, so the CLI can find it.
     public var serverURLFile: URL { root.appendingPathComponent("server.url") }
+    /// The https URL other machines reach the API at (`kbuild up` writes it once bound).
+    public var tlsURLFile: URL { root.appendingPathComponent("tls.url") }
+    /// The API's TLS identity: its CA and the server certificate (`ServerTLS`).
+    public var tls: URL { root.appendingPathComponent("tls") }
     /// Where `kbuild up` writes the URL of its router (apps at http://APP.localhost:PORT/).
     public var routerURLFile: URL { root.appendingPathComponent("router.url") }
 

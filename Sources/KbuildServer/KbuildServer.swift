@@ -3,8 +3,9 @@ public import Keg
 public import Logging
 public import KbuildState
 import Foundation
-import ServiceLifecycle
+public import ServiceLifecycle
 import HummingbirdCore
+import HummingbirdTLS
 import HTTPTypes
 
 /// The one HTTP server of a kbuild host: the Keg's objects, the registry and
@@ -20,11 +21,13 @@ public enum KbuildHTTP {
     }
 
     static func router(keg: Keg, refs: any RefStore, tokens: [String], git: GitHTTPRoutes<BasicRequestContext>?,
-                       api: (@Sendable (Router<BasicRequestContext>) -> Void)?, uploads: RegistryUploads) -> Router<BasicRequestContext> {
+                       api: (@Sendable (Router<BasicRequestContext>) -> Void)?, uploads: RegistryUploads, caPEM: String? = nil) -> Router<BasicRequestContext> {
         let router = Router(context: BasicRequestContext.self)
         router.add(middleware: APIVersionMiddleware())
         router.add(middleware: TokenAuthMiddleware(tokens: tokens, appTokens: AppTokens(keg: keg, refs: refs)))
         router.get("/healthz") { _, _ in "ok\n" }
+        // The CA, for a client to check against the hash it was given (public: it is a certificate).
+        router.get("/tls/ca.crt") { _, _ in caPEM ?? "" }
         KegRoutes<BasicRequestContext>(keg: keg, reach: NodeReach(keg: keg, refs: refs)).register(on: router)
         RegistryRoutes<BasicRequestContext>(keg: keg, refs: refs, uploads: uploads).register(on: router)
         git?.register(on: router)
@@ -37,18 +40,34 @@ public enum KbuildHTTP {
         GitHTTPRoutes(projectRoot: projectRoot, spoolDir: spoolDir, environment: environment)
     }
 
-    /// The HTTP server as a `Service`, ready for a `ServiceGroup`. `onRunning`
-    /// gets the base URL once the socket is bound (useful with port 0).
-    public static func server(keg: Keg, refs: any RefStore, tokens: [String], git: GitHTTPRoutes<BasicRequestContext>? = nil,
-                              api: (@Sendable (Router<BasicRequestContext>) -> Void)? = nil, host: String, port: Int, logger: Logger,
-                              limits: ConnectionLimits = ConnectionLimits(),
-                              onRunning: @escaping @Sendable (String) async -> Void) -> some ApplicationProtocol {
+    /// Where and how the TLS listener serves: the same routes as the plain one.
+    public struct TLSListener: Sendable {
+        public var host: String
+        public var port: Int
+        public var identity: ServerTLS
+        public var onRunning: @Sendable (String) async -> Void
+        public init(host: String, port: Int, identity: ServerTLS, onRunning: @escaping @Sendable (String) async -> Void) {
+            self.host = host
+            self.port = port
+            self.identity = identity
+            self.onRunning = onRunning
+        }
+    }
+
+    /// The HTTP servers as `Service`s, ready for a `ServiceGroup`: the plain one (for 127.0.0.1) and, with `tls`, the HTTPS one
+    /// between machines, serving one set of routes (their registry uploads
+    /// and connection limits shared). `onRunning` gets each base URL once bound (useful with port 0).
+    public static func servers(keg: Keg, refs: any RefStore, tokens: [String], git: GitHTTPRoutes<BasicRequestContext>? = nil,
+                               api: (@Sendable (Router<BasicRequestContext>) -> Void)? = nil, host: String, port: Int, logger: Logger,
+                               limits: ConnectionLimits = ConnectionLimits(), tls: TLSListener? = nil,
+                               onRunning: @escaping @Sendable (String) async -> Void) throws -> [any Service] {
         let count = ConnectionLimits.Count()
         let uploads = RegistryUploads(keg: keg)
-        return Application(
-            router: router(keg: keg, refs: refs, tokens: tokens, git: git, api: api, uploads: uploads),
-            server: .http1(configuration: .init(additionalChannelHandlers: [ConnectionGuard(limits: limits, count: count)],
-                                                idleTimeout: limits.idleTimeout)),
+        let http1 = HTTPServerBuilder.http1(configuration: .init(additionalChannelHandlers: [ConnectionGuard(limits: limits, count: count)],
+                                                                 idleTimeout: limits.idleTimeout))
+        var apps: [any Service] = [Application(
+            router: router(keg: keg, refs: refs, tokens: tokens, git: git, api: api, uploads: uploads, caPEM: tls?.identity.caPEM),
+            server: http1,
             configuration: .init(address: .hostname(host, port: port), serverName: "kbuild"),
             services: [UploadSweeper(uploads: uploads)],
             onServerRunning: { channel in
@@ -56,7 +75,20 @@ public enum KbuildHTTP {
                 await onRunning("http://\(host):\(bound)")
             },
             logger: logger
-        )
+        )]
+        if let tls {
+            apps.append(Application(
+                router: router(keg: keg, refs: refs, tokens: tokens, git: git, api: api, uploads: uploads, caPEM: tls.identity.caPEM),
+                server: try .tls(http1, tlsConfiguration: tls.identity.configuration()),
+                configuration: .init(address: .hostname(tls.host, port: tls.port), serverName: "kbuild"),
+                onServerRunning: { channel in
+                    let bound = channel.localAddress?.port ?? tls.port
+                    await tls.onRunning("https://\(tls.host):\(bound)")
+                },
+                logger: logger
+            ))
+        }
+        return apps
     }
 }
 

@@ -32,6 +32,8 @@ public struct TokenAuthMiddleware<Context: RequestContext>: RouterMiddleware {
     public static var scopeHeader: HTTPField.Name { HTTPField.Name("Kbuild-Scope")! }
     /// The app token's name, set beside the scope: who acts, whatever the client claims.
     public static var tokenNameHeader: HTTPField.Name { HTTPField.Name("Kbuild-Token-Name")! }
+    /// The CA of the API's TLS certificate (public, like /healthz): what a client checks its pinned hash against.
+    public static var caPath: String { "/tls/ca.crt" }
     /// The node a join token acts as.
     public static var nodeHeader: HTTPField.Name { HTTPField.Name("Kbuild-Node")! }
 
@@ -41,7 +43,7 @@ public struct TokenAuthMiddleware<Context: RequestContext>: RouterMiddleware {
             head.headerFields[name] = nil
         }
         let request = head == request.head ? request : Request(head: head, body: request.body)
-        if request.uri.path == "/healthz" { return try await next(request, context) }
+        if request.uri.path == "/healthz" || request.uri.path == Self.caPath { return try await next(request, context) }
         guard let given = TokenAuthMiddleware.token(from: request.headers[.authorization]) else { return TokenAuthMiddleware.unauthorized() }
         if tokens.contains(where: { AdminToken.matches(given, $0) }) { return try await next(request, context) }
         guard let scope = await appTokens?.lookup(given) else { return TokenAuthMiddleware.unauthorized() }

@@ -274,10 +274,15 @@ public enum API {
     public struct JoinToken: Codable, Sendable {
         public var node: String
         public var token: String
+        /// The control plane's https URL and its CA's hash (nil when it serves no TLS).
+        public var url: String?
+        public var caHash: String?
 
-        public init(node: String, token: String) {
+        public init(node: String, token: String, url: String?, caHash: String?) {
             self.node = node
             self.token = token
+            self.url = url
+            self.caHash = caHash
         }
     }
 

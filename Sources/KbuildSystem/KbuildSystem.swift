@@ -2,7 +2,7 @@ public import Builds
 public import Cluster
 import KbuildAPI
 public import KbuildCore
-import KbuildServer
+public import KbuildServer
 public import Keg
 public import KegRemote
 public import Logging
@@ -59,8 +59,10 @@ public struct KbuildSystem {
     /// The HTTP server: the Keg's objects, the registry, git over smart HTTP, the API.
     /// Its git hooks point at `kbuild`; `onRunning` gets the base URL once bound.
     @discardableResult
+    /// With `tls`, the same routes are served over HTTPS too, for other machines.
     public mutating func startServer(keg: Keg, refs: any RefStore, dataDir: DataDir, kbuild: String, host: String, port: Int,
-                                     sandbox: Sandbox?, onRunning: @escaping @Sendable (String) async -> Void = { _ in }) async throws -> ServerHandle {
+                                     sandbox: Sandbox?, tls: KbuildHTTP.TLSListener? = nil,
+                                     onRunning: @escaping @Sendable (String) async -> Void = { _ in }) async throws -> ServerHandle {
         try await AppStore(keg: keg, refs: refs).installHooks(kbuild: kbuild)
         let spool = dataDir.root.path + "/git-spool"
         if mkdir(spool, 0o700) != 0 && errno != EEXIST { throw KbuildError.syscall("mkdir", spool, verb: "start the git gateway") }
@@ -73,8 +75,10 @@ public struct KbuildSystem {
         }
         let token = try AdminToken.loadOrCreate(in: dataDir)
         ConnectionLimits.raiseFileLimit()
-        add(KbuildHTTP.server(keg: keg, refs: refs, tokens: [token], git: git, api: { api.register(on: $0) },
-                              host: host, port: port, logger: logger, onRunning: onRunning))
+        for server in try KbuildHTTP.servers(keg: keg, refs: refs, tokens: [token], git: git, api: { api.register(on: $0) },
+                                             host: host, port: port, logger: logger, tls: tls, onRunning: onRunning) {
+            add(server)
+        }
         return ServerHandle(token: token)
     }
 
@@ -85,7 +89,13 @@ public struct KbuildSystem {
                                        environment: ["KBUILD_DATA_DIR": dataDir.root.path])
         let egress = sandbox == nil ? nil : EgressNetwork(dataDir: dataDir.root.path, slot: EgressNetwork.oneOffSlot)
         let api = APIRoutes<KbuildHTTP.Context>(keg: keg, refs: refs, sandbox: sandbox, egress: egress, kbuild: kbuild,
-                                                nodeLogDir: { dataDir.node($0).path + "/logs" }) { dataDir.nodeDirectories().map { $0 + "/logs" } }
+                                                nodeLogDir: { dataDir.node($0).path + "/logs" },
+                                                joinVia: {
+                                                    guard let url = try? String(contentsOf: dataDir.tlsURLFile, encoding: .utf8),
+                                                          let ca = try? String(contentsOf: dataDir.tls.appendingPathComponent("ca.crt"), encoding: .utf8),
+                                                          let hash = try? ServerTLS.hash(pem: ca) else { return nil }
+                                                    return (url.trimmingCharacters(in: .whitespacesAndNewlines), hash)
+                                                }) { dataDir.nodeDirectories().map { $0 + "/logs" } }
         return (git, api)
     }
 

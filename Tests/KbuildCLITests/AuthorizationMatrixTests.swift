@@ -34,6 +34,8 @@ final class AuthorizationMatrixTests: XCTestCase {
     /// One row per route of the route table.
     static let rows: [String: Row] = [
         "GET /healthz": Row(requests: { _ in [("GET", "/healthz", nil)] }, own: .allowed, perApp: false, node: .allowed),
+        // The CA of the https port: public (a certificate), for a client to check against its pinned hash.
+        "GET /tls/ca.crt": Row(requests: { _ in [("GET", "/tls/ca.crt", nil)] }, own: .allowed, perApp: false, node: .allowed),
         "GET /v1/objects/{kid}": Row(requests: { _ in [("GET", "/v1/objects/\(zeroKID)", nil)] }, own: .forbidden, perApp: false),
         "HEAD /v1/objects/{kid}": Row(requests: { _ in [("HEAD", "/v1/objects/\(zeroKID)", nil)] }, own: .forbidden, perApp: false),
         "GET /v2": Row(requests: { _ in [("GET", "/v2/", nil)] }, own: .allowed, perApp: false),
@@ -151,7 +153,7 @@ final class AuthorizationMatrixTests: XCTestCase {
         for (route, row) in Self.rows.sorted(by: { $0.key < $1.key }) {
             for (method, path, body) in row.requests("mine") {
                 let what = "\(route): \(method) \(path)"
-                let open = route == "GET /healthz"
+                let open = route == "GET /healthz" || route == "GET /tls/ca.crt"
                 // No token, a wrong one, a made-up app token: 401 (healthz answers everyone).
                 for token in [nil, "wrong", "kbt_" + String(repeating: "a", count: 40)] as [String?] {
                     let code = try status(method, path, body: body, token: token)

@@ -97,7 +97,8 @@ func startKbuildUp(_ test: XCTestCase, data: String, port: Int = 0, extra: [Stri
     p.executableURL = URL(fileURLWithPath: kbuildBinary)
     // Tests run several kbuild ups: each router gets a port of its own unless one is asked for.
     let router = extra.contains("--router-port") ? [] : ["--router-port", "0"]
-    p.arguments = ["up", "--port", String(port), "--data-dir", data] + router + extra
+    let tls = extra.contains("--tls-port") ? [] : ["--tls-port", "0"]
+    p.arguments = ["up", "--port", String(port), "--data-dir", data] + router + tls + extra
     var environment = ProcessInfo.processInfo.environment
     environment.removeValue(forKey: "KBUILD_DATA_DIR")
     p.environment = environment

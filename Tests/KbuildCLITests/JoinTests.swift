@@ -50,13 +50,12 @@ final class JoinTests: XCTestCase {
     }
 
     /// `kbuild agent --join` with the control plane's data dir hidden; stopped at teardown (its processes by `kbuild down`).
-    func startAgent(_ node: Node, url: String, token: String, hiding controlPlane: String) throws -> Process {
+    func startAgent(_ node: Node, join: [String], hiding controlPlane: String) throws -> Process {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/unshare")
         let script = #"mount -t tmpfs -o size=1m,mode=0700 kbuild-hidden "$0" && exec "$@""#
-        p.arguments = ["--mount", "--propagation", "private", "/bin/sh", "-c", script, controlPlane, kbuildBinary, "agent", "--join", url,
-                       "--token", token, "--name", node.name, "--network", node.namespace, "--address", node.address, "--memory", "1G",
-                       "--data-dir", node.data]
+        p.arguments = ["--mount", "--propagation", "private", "/bin/sh", "-c", script, controlPlane, kbuildBinary, "agent"] + join
+            + ["--network", node.namespace, "--address", node.address, "--memory", "1G", "--data-dir", node.data]
         p.environment = ["PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": node.data]
         XCTAssertTrue(FileManager.default.createFile(atPath: node.data + "/agent.log", contents: nil))
         let log = try XCTUnwrap(FileHandle(forWritingAtPath: node.data + "/agent.log"))
@@ -70,21 +69,25 @@ final class JoinTests: XCTestCase {
         return p
     }
 
-    func joinToken(_ node: String, data: String) throws -> String {
+    /// The arguments of the join command `nodes:join-token` prints (over https, pinned by the CA's hash).
+    func joinCommand(_ node: String, data: String) throws -> [String] {
         let r = try kbuild(["nodes:join-token", node], dataDir: data)
         XCTAssertEqual(r.status, 0, r.stderr)
-        XCTAssertTrue(r.stdout.hasPrefix("kbuild agent --join http://"), r.stdout)
-        return try XCTUnwrap(r.stdout.split(separator: " ").first { $0.hasPrefix("kbn_") }.map(String.init))
+        XCTAssertTrue(r.stdout.hasPrefix("kbuild agent --join https://"), r.stdout)
+        XCTAssertTrue(r.stdout.contains(" --ca-hash sha256:") && r.stdout.contains(" --token kbn_") && r.stdout.hasSuffix(" --name \(node)\n"), r.stdout)
+        return Array(r.stdout.split(whereSeparator: \.isWhitespace).map(String.init).dropFirst(2))
     }
 
     func testTwoJoinedAgentsDeployScaleRollBackTraceAndLogOverTheNetworkOnly() throws {
         let data = try makeData("join-cp")
-        let port = freePort(), routerPort = freePort()
-        var up = try startKbuildUp(self, data: data, port: port, extra: ["--nodes", "0", "--router-port", String(routerPort)])
+        // Fixed ports: the agents find the control plane where they joined it after its restart below.
+        let port = freePort(), routerPort = freePort(), tlsPort = freePort()
+        let upArguments = ["--nodes", "0", "--router-port", String(routerPort), "--tls-port", String(tlsPort)]
+        var up = try startKbuildUp(self, data: data, port: port, extra: upArguments)
         let remote = RemoteCLITests.Remote(server: up, data: data, home: try tempDir(self, "join-home"))
         var nodes = [try makeNode(1), try makeNode(2)]
         for i in nodes.indices {
-            nodes[i].agent = try startAgent(nodes[i], url: up.url, token: try joinToken(nodes[i].name, data: data), hiding: data)
+            nodes[i].agent = try startAgent(nodes[i], join: try joinCommand(nodes[i].name, data: data), hiding: data)
         }
         try waitUntil("both nodes alive") {
             let listed = try remote.run(["nodes"]).stdout
@@ -168,7 +171,7 @@ final class JoinTests: XCTestCase {
             XCTAssertEqual(r.stdout, "first\n", "\(p.name) on \(p.node) while the control plane is down")
         }
         sleep(3)
-        up = try startKbuildUp(self, data: data, port: port, extra: ["--nodes", "0", "--router-port", String(routerPort)])
+        up = try startKbuildUp(self, data: data, port: port, extra: upArguments)
         try waitUntil("both nodes alive again") {
             let listed = try remote.run(["nodes"]).stdout
             return listed.contains("n1  alive") && listed.contains("n2  alive")
@@ -177,5 +180,53 @@ final class JoinTests: XCTestCase {
         procs = try JSONDecoder().decode([Proc].self, from: Data(try remote.run(["ps", "web", "--json"]).stdout.utf8))
         XCTAssertEqual(Dictionary(uniqueKeysWithValues: procs.map { ($0.name, $0.hostPID) }), before, "the agents restarted processes")
         for node in nodes { XCTAssertTrue(node.agent?.isRunning ?? false, "\(node.name)'s agent exited") }
+    }
+
+    /// The https port between machines: a join is pinned to the CA's hash, the CLI trusts the CA it is given, and nothing else.
+    func testTLSBetweenMachinesIsPinnedToKbuildsOwnCA() throws {
+        let data = try makeData("join-tls")
+        let up = try startKbuildUp(self, data: data)
+        let join = try joinCommand("n1", data: data)
+        // --join URL --ca-hash HASH --token TOKEN --name n1
+        let url = join[1], hash = join[3], token = join[5]
+        XCTAssertTrue(url.hasPrefix("https://"), url)
+        // The CA is public and is what the hash names.
+        let ca = try String(contentsOfFile: data + "/tls/ca.crt", encoding: .utf8)
+        XCTAssertEqual(try sh("/usr/bin/curl", ["-sk", url + "/tls/ca.crt"]).stdout, ca)
+        let der = try sh("/usr/bin/openssl", ["x509", "-outform", "DER"], stdin: Data(ca.utf8))
+        XCTAssertEqual(der.status, 0)
+        XCTAssertTrue(try sh("/usr/bin/openssl", ["x509", "-noout", "-fingerprint", "-sha256", "-in", data + "/tls/ca.crt"]).stdout
+            .lowercased().replacingOccurrences(of: ":", with: "").contains(hash.dropFirst(7)), hash)
+        // The server's certificate chains to it for the advertised address.
+        let verify = try sh("/usr/bin/curl", ["-s", "--cacert", data + "/tls/ca.crt", "-H", "Authorization: Bearer \(up.token)", url + "/api/v1/apps"])
+        XCTAssertEqual(verify.status, 0, verify.stderr)
+        XCTAssertEqual(trimmed(verify.stdout), "[]")
+        XCTAssertNotEqual(try sh("/usr/bin/curl", ["-s", url + "/api/v1/apps"]).status, 0, "a client without the CA trusted it")
+
+        // A wrong pin: refused before anything is sent, saying why.
+        var wrong = join
+        wrong[3] = "sha256:" + String(repeating: "0", count: 64)
+        let node = try tempDir(self, "join-tls-n1")
+        let refused = try sh("/usr/bin/timeout", ["60", kbuildBinary, "agent"] + wrong + ["--isolation", "shared", "--data-dir", node])
+        XCTAssertNotEqual(refused.status, 0)
+        XCTAssertTrue(refused.stderr.contains("refusing to join") && refused.stderr.contains(hash), refused.stderr)
+        // No pin for an https URL: refused up front.
+        let unpinned = try sh(kbuildBinary, ["agent", "--join", url, "--token", token, "--name", "n1", "--data-dir", node])
+        XCTAssertNotEqual(unpinned.status, 0)
+        XCTAssertTrue(unpinned.stderr.contains("needs --ca-hash"), unpinned.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: node + "/control-plane-ca.crt"))
+
+        // The CLI from another machine over https: with the CA it works; without, it says what to do.
+        let home = try tempDir(self, "join-tls-home")
+        let env = ["HOME": home, "KBUILD_URL": url, "KBUILD_TOKEN": up.token]
+        var withCA = env
+        withCA["KBUILD_CA_FILE"] = data + "/tls/ca.crt"
+        let apps = try sh(kbuildBinary, ["nodes"], env: withCA)
+        XCTAssertEqual(apps.status, 0, apps.stderr)
+        let untrusted = try sh(kbuildBinary, ["nodes"], env: env)
+        XCTAssertNotEqual(untrusted.status, 0)
+        XCTAssertTrue(untrusted.stderr.contains("KBUILD_CA_FILE"), untrusted.stderr)
+        // Plain HTTP stays for this machine.
+        XCTAssertTrue(up.url.hasPrefix("http://127.0.0.1:"), up.url)
     }
 }

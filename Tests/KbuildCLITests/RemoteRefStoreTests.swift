@@ -129,7 +129,7 @@ final class RemoteRefStoreTests: XCTestCase {
             XCTAssertEqual(String(decoding: bytes, as: UTF8.self), #"{"kind":"test"}"#)
             await expect(.notFound, "not in the Keg") { _ = try await raw.open(.GET, "/state/records/\(KID(hashing: [9]))", body: nil, timeout: .seconds(10)) }
             // A wrong token: 401, said as such.
-            let stranger = RemoteRefStore(client: KbuildClient(base: client.base, token: "wrong", actor: "x"))
+            let stranger = RemoteRefStore(client: try KbuildClient(base: client.base, token: "wrong", actor: "x"))
             await expect(.unauthorized, "failed to authenticate") { _ = try await stranger.currentRevision() }
         }
     }

@@ -27,7 +27,7 @@ struct NodesJoinToken: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "nodes:join-token",
         abstract: "Make the token a node agent on another machine joins with (it may act as that node only).",
-        discussion: "Prints the command to run on the node's machine. Revoke it with kbuild tokens:revoke node-NODE."
+        discussion: "Prints the command to run on the node's machine: the https URL and the hash of the CA that pins it. Revoke the token with kbuild tokens:revoke node-NODE."
     )
     @OptionGroup var global: GlobalOptions
     @Argument(help: "The node's name.") var node: String
@@ -39,6 +39,10 @@ struct NodesJoinToken: AsyncParsableCommand {
     func run() async throws {
         let client = try global.client()
         let join = try await client.joinToken(node: node)
-        say("kbuild agent --join \(client.base) --token \(join.token) --name \(join.node)")
+        if let url = join.url, let hash = join.caHash {
+            say("kbuild agent --join \(url) --ca-hash \(hash) --token \(join.token) --name \(join.node)")
+        } else {
+            say("kbuild agent --join \(client.base) --token \(join.token) --name \(join.node)")
+        }
     }
 }

@@ -25,7 +25,7 @@ extension GlobalOptions {
         guard let url = localServerURL(), !url.isEmpty else {
             throw KbuildError(.notFound, "failed to find kbuild's API: no `kbuild up` is running on \(dir.root.path) (start one, set KBUILD_URL and KBUILD_TOKEN, or kbuild login URL)")
         }
-        return KbuildClient(base: url, token: try AdminToken.loadOrCreate(in: dir), actor: currentActor)
+        return try KbuildClient(base: url, token: try AdminToken.loadOrCreate(in: dir), actor: currentActor)
     }
 
     /// The API of another machine, when the CLI is pointed at one (by
@@ -56,14 +56,24 @@ extension GlobalOptions {
         let url = env["KBUILD_URL"] ?? "", token = env["KBUILD_TOKEN"] ?? ""
         if !url.isEmpty {
             guard !token.isEmpty else { throw KbuildError(.invalidArgument, "KBUILD_URL is set but KBUILD_TOKEN is not: set both (or neither)") }
-            return KbuildClient(base: try Self.checkURL(url, from: "KBUILD_URL"), token: token, actor: currentActor)
+            return try KbuildClient(base: try Self.checkURL(url, from: "KBUILD_URL"), token: token, actor: currentActor, trusting: try Self.trustedCA())
         }
         // An explicit data dir means that machine's kbuild, whatever login says.
         guard dataDir == nil && env["KBUILD_DATA_DIR"] == nil, let data = FileManager.default.contents(atPath: Credentials.file) else { return nil }
         guard let saved = try? JSONDecoder().decode(Credentials.self, from: data) else {
             throw KbuildError(.corrupt, "failed to read \(Credentials.file): not what kbuild login writes (log in again)")
         }
-        return KbuildClient(base: try Self.checkURL(saved.url, from: Credentials.file), token: saved.token, actor: currentActor)
+        return try KbuildClient(base: try Self.checkURL(saved.url, from: Credentials.file), token: saved.token, actor: currentActor,
+                                trusting: try Self.trustedCA())
+    }
+
+    /// The CA an https kbuild's certificate must chain to: $KBUILD_CA_FILE (the control plane's DATA/tls/ca.crt), if set.
+    static func trustedCA() throws -> String? {
+        guard let path = ProcessInfo.processInfo.environment["KBUILD_CA_FILE"], !path.isEmpty else { return nil }
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+            throw KbuildError(.notFound, "failed to read KBUILD_CA_FILE \(path): copy the control plane's DATA/tls/ca.crt here, or unset it")
+        }
+        return text
     }
 
     private func localServerURL() -> String? {
