@@ -105,7 +105,7 @@ let package = Package(
         ),
         .target(
             name: "KbuildAPI",
-            dependencies: ["KbuildCore", "Keg", "KbuildState", "Releases", "Cluster", "Scheduler", "GitGateway", "KbuildServer", "NodeAgent", "Sandbox", "Trace",
+            dependencies: ["KbuildCore", "Keg", "KbuildState", "OCI", "Releases", "Cluster", "Scheduler", "GitGateway", "KbuildServer", "NodeAgent", "Sandbox", "Trace",
                            .product(name: "Hummingbird", package: "hummingbird"), .product(name: "HTTPTypes", package: "swift-http-types"),
                            .product(name: "NIOPosix", package: "swift-nio")],
             swiftSettings: strict

@@ -201,6 +201,7 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
         registerRun(on: router)
         StateRoutes<Context>(refs: refs, content: keg, reach: NodeReach(keg: keg, refs: refs)).register(on: router)
         registerTrace(on: router)
+        registerAdmin(on: router)
         if let nodeLogDir { NodeLogRoutes<Context>(directory: nodeLogDir).register(on: router) }
         // A node's join token (admin only: an app token never reaches /nodes).
         router.post("\(p)/nodes/:node/join-token") { r, c in

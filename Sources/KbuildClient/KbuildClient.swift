@@ -72,6 +72,28 @@ public struct KbuildClient: Sendable {
         try await send(.POST, "/apps/\(segment(app))/ps/restart", API.Restart(type: type))
     }
     public func nodes() async throws -> [API.NodeInfo] { try await get("/nodes") }
+    /// `apps:set`: the build network and/or stack of the app's next build.
+    public func changeSettings(_ app: String, _ settings: API.AppSettings) async throws -> AppRecord {
+        try await send(.PATCH, "/apps/\(segment(app))", settings)
+    }
+    /// `builds:cache:purge`.
+    public func purgeBuildCache(_ app: String) async throws -> API.CachePurged {
+        try await send(.POST, "/apps/\(segment(app))/build-cache/purge", [String: String]())
+    }
+    /// `image ls`: the app's images, newest first.
+    public func images(_ app: String) async throws -> [API.ImageInfo] { try await get("/apps/\(segment(app))/images") }
+    /// `logs BUILD`: a finished build's log (admin only).
+    public func buildLog(_ build: String) async throws -> [UInt8] {
+        let response = try await open(.GET, "/builds/\(segment(build))/log", body: nil, timeout: .seconds(300))
+        return Array(Data(buffer: try await response.body.collect(upTo: 1 << 30)))
+    }
+    /// `tokens`, `tokens:create`, `tokens:revoke` (admin only).
+    public func tokens() async throws -> [API.TokenInfo] { try await get("/tokens") }
+    public func createToken(_ request: API.CreateToken) async throws -> API.CreatedToken { try await send(.POST, "/tokens", request) }
+    public func revokeToken(_ name: String) async throws {
+        let _: [String: String] = try await delete("/tokens/\(segment(name))")
+    }
+
     /// Makes the join token of node `node` (`kbuild agent --join`).
     public func joinToken(node: String) async throws -> API.JoinToken {
         try await send(.POST, "/nodes/\(segment(node))/join-token", [String: String]())

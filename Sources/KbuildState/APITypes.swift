@@ -44,6 +44,90 @@ public enum API {
         }
     }
 
+    /// `apps:set` (`PATCH /apps/APP`): the settings to change, each optional.
+    public struct AppSettings: Codable, Sendable, Equatable {
+        /// `egress` or `none`.
+        public var buildNetwork: String?
+        /// A stack name (`debian` is the newest `debian-N`).
+        public var stack: String?
+
+        public init(buildNetwork: String?, stack: String?) {
+            self.buildNetwork = buildNetwork
+            self.stack = stack
+        }
+    }
+
+    /// What `builds:cache:purge` dropped (`POST /apps/APP/build-cache/purge`).
+    public struct CachePurged: Codable, Sendable, Equatable {
+        public var cacheEpoch: Int
+        public var dependencyLayers: Int
+        public var gitBuildpacks: Int
+
+        public init(cacheEpoch: Int, dependencyLayers: Int, gitBuildpacks: Int) {
+            self.cacheEpoch = cacheEpoch
+            self.dependencyLayers = dependencyLayers
+            self.gitBuildpacks = gitBuildpacks
+        }
+    }
+
+    /// One of an app's images (`image ls`, `GET /apps/APP/images`), newest first.
+    public struct ImageInfo: Codable, Sendable, Equatable {
+        public var image: String
+        public var createdAt: Date
+        public var commit: String?
+        public var source: String?
+        public var build: String?
+        public var size: Int64
+
+        public init(image: String, createdAt: Date, commit: String?, source: String?, build: String?, size: Int64) {
+            self.image = image
+            self.createdAt = createdAt
+            self.commit = commit
+            self.source = source
+            self.build = build
+            self.size = size
+        }
+    }
+
+    /// A token as `tokens` lists it (never the token itself).
+    public struct TokenInfo: Codable, Sendable, Equatable {
+        public var name: String
+        public var apps: [String]
+        public var node: String?
+        public var createdBy: String
+        public var createdAt: Date
+
+        public init(name: String, apps: [String], node: String?, createdBy: String, createdAt: Date) {
+            self.name = name
+            self.apps = apps
+            self.node = node
+            self.createdBy = createdBy
+            self.createdAt = createdAt
+        }
+    }
+
+    /// `tokens:create` (`POST /tokens`).
+    public struct CreateToken: Codable, Sendable, Equatable {
+        public var name: String
+        public var apps: [String]
+
+        public init(name: String, apps: [String]) {
+            self.name = name
+            self.apps = apps
+        }
+    }
+
+    /// A token just made: shown once.
+    public struct CreatedToken: Codable, Sendable, Equatable {
+        public var name: String
+        public var token: String
+
+        public init(name: String, token: String) {
+            self.name = name
+            self.token = token
+        }
+    }
+
     /// The answer to `POST /apps`: the app as made, and where to push.
     public struct CreatedApp: Codable, Sendable, Equatable {
         public var app: AppRecord

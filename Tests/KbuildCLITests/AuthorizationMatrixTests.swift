@@ -99,6 +99,16 @@ final class AuthorizationMatrixTests: XCTestCase {
         "POST /api/v1/apps/{app}/domains": Row(requests: { app in [("POST", "/api/v1/apps/\(app)/domains", #"{"domain":"-"}"#)] }, own: .allowed, perApp: true),
         "DELETE /api/v1/apps/{app}/domains/{domain}": Row(requests: { app in [("DELETE", "/api/v1/apps/\(app)/domains/none.example.com", nil)] },
                                                         own: .allowed, perApp: true),
+        // apps:set with no setting: the admin gets a 400 and nothing changes.
+        "PATCH /api/v1/apps/{app}": Row(requests: { app in [("PATCH", "/api/v1/apps/\(app)", "{}")] }, own: .allowed, perApp: true),
+        "POST /api/v1/apps/{app}/build-cache/purge": Row(requests: { app in [("POST", "/api/v1/apps/\(app)/build-cache/purge", "{}")] },
+                                                       own: .allowed, perApp: true),
+        "GET /api/v1/apps/{app}/images": Row(requests: { app in [("GET", "/api/v1/apps/\(app)/images", nil)] }, own: .allowed, perApp: true),
+        // Build logs and tokens: the admin's.
+        "GET /api/v1/builds/{build}/log": Row(requests: { _ in [("GET", "/api/v1/builds/\(zeroKID)/log", nil)] }, own: .forbidden, perApp: false),
+        "GET /api/v1/tokens": Row(requests: { _ in [("GET", "/api/v1/tokens", nil)] }, own: .forbidden, perApp: false),
+        "POST /api/v1/tokens": Row(requests: { _ in [("POST", "/api/v1/tokens", #"{"name":"-","apps":[]}"#)] }, own: .forbidden, perApp: false),
+        "DELETE /api/v1/tokens/{name}": Row(requests: { _ in [("DELETE", "/api/v1/tokens/nosuch", nil)] }, own: .forbidden, perApp: false),
         "POST /api/v1/apps/{app}/run": Row(requests: { app in [("POST", "/api/v1/apps/\(app)/run", #"{"command":["true"]}"#)] }, own: .allowed, perApp: true),
     ]
 

@@ -18,7 +18,7 @@ final class RemoteCLITests: XCTestCase {
             var environment = ["HOME": home, "XDG_CONFIG_HOME": "", "KBUILD_URL": server.url, "KBUILD_TOKEN": server.token]
             for (k, v) in env { environment[k] = v }
             return try sh("/usr/bin/unshare", ["--mount", "--propagation", "private", "/bin/sh", "-c", script, data, kbuildBinary] + args,
-                          env: environment, cwd: cwd)
+                          env: environment, cwd: cwd ?? home)  // never the test's own directory (a git:remote would change its repository)
         }
     }
 
@@ -106,6 +106,42 @@ final class RemoteCLITests: XCTestCase {
         XCTAssertEqual(diff.status, 0, diff.stderr)
         XCTAssertTrue(diff.stdout.contains("config     +GREETING (values hidden)"), diff.stdout)
 
+        // The verbs that read the control plane's data dir before, through the API now.
+        let images = try remote.run(["image", "ls", "web"])
+        XCTAssertEqual(images.status, 0, images.stderr)
+        XCTAssertTrue(images.stdout.contains("commit \(commit.prefix(7))"), images.stdout)
+        let build = try XCTUnwrap(pushed.stderr.components(separatedBy: "Build ").dropFirst().first?.split(separator: " ").first.map(String.init), pushed.stderr)
+        let buildLog = try remote.run(["logs", build])
+        XCTAssertEqual(buildLog.status, 0, buildLog.stderr)
+        XCTAssertEqual(buildLog.stdout, try kbuild(["logs", build], dataDir: remote.data).stdout)
+        XCTAssertTrue(buildLog.stdout.contains("Procfile"), buildLog.stdout)
+        let set = try remote.run(["apps:set", "web", "build-network=none"])
+        XCTAssertEqual(set.status, 0, set.stderr)
+        XCTAssertTrue(set.stdout.contains("build-network none"), set.stdout)
+        XCTAssertTrue(try kbuild(["apps"], dataDir: remote.data).stdout.contains("build-network none"))
+        let badSet = try remote.run(["apps:set", "web", "stack=nosuch"])
+        XCTAssertNotEqual(badSet.status, 0)
+        XCTAssertTrue(badSet.stderr.contains("nosuch"), badSet.stderr)
+        let purged = try remote.run(["builds:cache:purge", "web"])
+        XCTAssertEqual(purged.status, 0, purged.stderr)
+        XCTAssertTrue(purged.stdout.contains("cache epoch 1"), purged.stdout)
+        let token = try remote.run(["tokens:create", "ci", "--app", "web"])
+        XCTAssertEqual(token.status, 0, token.stderr)
+        XCTAssertTrue(token.stdout.hasPrefix("kbt_"), token.stdout)
+        XCTAssertTrue(try remote.run(["tokens"]).stdout.contains("ci  apps web  by "))
+        XCTAssertEqual(try remote.run(["tokens:revoke", "ci"]).stdout, "Revoked ci\n")
+        XCTAssertFalse(try kbuild(["tokens"], dataDir: remote.data).stdout.contains("ci "))
+        // git:remote names the server the CLI is pointed at; git gets the token from the CLI's own (KBUILD_TOKEN), never from .git/config.
+        let added = try remote.run(["git:remote", "web", "--remote", "there"], cwd: work)
+        XCTAssertEqual(added.status, 0, added.stderr)
+        XCTAssertEqual(trimmed(try git(["remote", "get-url", "there"], in: work).stdout), remote.server.url + "/web.git")
+        XCTAssertFalse(try String(contentsOfFile: work + "/.git/config", encoding: .utf8).contains(remote.server.token))
+        try writeFile(work + "/www/index.html", "again\n")
+        try git(["commit", "-q", "-am", "Again"], in: work)
+        let viaRemote = try git(["push", "there", "HEAD:main"], in: work,
+                                env: ["HOME": remote.home, "KBUILD_URL": remote.server.url, "KBUILD_TOKEN": remote.server.token])
+        XCTAssertEqual(viaRemote.status, 0, viaRemote.stderr)
+
         // Nothing was written on "this machine".
         XCTAssertFalse(FileManager.default.fileExists(atPath: remote.home + "/.kbuild"), "the CLI made a data dir in HOME")
     }
@@ -115,11 +151,9 @@ final class RemoteCLITests: XCTestCase {
         XCTAssertEqual(try kbuild(["apps:create", "web", "--stack", "busybox"], dataDir: remote.data).status, 0)
         // Each with the verb as the message names it.
         let verbs: [(String, [String])] = [
-            ("image ls", ["image", "ls", "web"]), ("image export", ["image", "export", "K-1234abcd", "/tmp/x"]),
-            ("keys", ["keys"]), ("keys:add", ["keys:add", "/dev/null"]), ("keys:remove", ["keys:remove", "me"]), ("tokens", ["tokens"]),
-            ("tokens:create", ["tokens:create", "ci", "--app", "web"]), ("tokens:revoke", ["tokens:revoke", "ci"]),
-            ("buildpack ls", ["buildpack", "ls"]), ("apps:set", ["apps:set", "web", "stack=busybox"]),
-            ("builds:cache:purge", ["builds:cache:purge", "web"]), ("git:remote", ["git:remote", "web"]), ("logs BUILD", ["logs", "K-1234abcd"]),
+            ("image export", ["image", "export", "K-1234abcd", "/tmp/x"]),
+            ("keys", ["keys"]), ("keys:add", ["keys:add", "/dev/null"]), ("keys:remove", ["keys:remove", "me"]),
+            ("buildpack ls", ["buildpack", "ls"]),
             ("ref ls", ["ref", "ls"]), ("ref get", ["ref", "get", "apps/web"]), ("keg stats", ["keg", "stats"]), ("keg fsck", ["keg", "fsck"]),
             ("stack ls", ["stack", "ls"]), ("source import", ["source", "import", "HEAD"]),
         ]

@@ -96,26 +96,22 @@ struct AppsSet: AsyncParsableCommand {
 
     func run() async throws {
         guard !settings.isEmpty else { throw ValidationError("give at least one KEY=VALUE (\(AppRecord.settings.joined(separator: ", ")))") }
-        let apps = try global.openApps()
-        let stacks = try global.openStacks()
-        // Every setting is checked before anything changes.
-        var network: BuildNetwork?
-        var stack: String?
+        var change = API.AppSettings(buildNetwork: nil, stack: nil)
         for setting in settings {
             guard let eq = setting.firstIndex(of: "=") else {
                 throw KbuildError(.invalidArgument, "invalid setting \(setting.debugQuoted): want KEY=VALUE")
             }
             let (key, value) = (String(setting[..<eq]), String(setting[setting.index(after: eq)...]))
             switch key {
-            case "build-network": network = try BuildNetwork(parsing: value)
-            case "stack": stack = try await stacks.resolve(value).name
+            case "build-network": change.buildNetwork = value
+            case "stack": change.stack = value
             default: throw KbuildError(.invalidArgument, "unknown setting \(key.debugQuoted): want one of \(AppRecord.settings.joined(separator: ", "))")
             }
         }
-        let (newNetwork, newStack) = (network, stack)
-        let record = try await apps.update(app, actor: currentActor) { record in
-            if let network = newNetwork { record.buildNetwork = network }
-            if let stack = newStack { record.stack = stack }
+        let record = if let client = try global.remoteClient() {
+            try await client.changeSettings(app, change)
+        } else {
+            try await global.openApps().changeSettings(app, change, actor: currentActor)
         }
         say("\(app): stack \(record.stack), build-network \(record.buildNetwork.rawValue) (from its next build)")
     }
@@ -137,7 +133,8 @@ struct GitRemote: AsyncParsableCommand {
     @Option(help: "Push over SSH to USER@HOST[:PORT] instead of HTTP.") var ssh: String?
 
     func run() async throws {
-        _ = try await global.openApps().get(app)
+        let remoteClient = try global.remoteClient()
+        if let remoteClient { _ = try await remoteClient.app(app) } else { _ = try await global.openApps().get(app) }
         let url: String
         var config: [(String, String)] = []
         if let ssh {
@@ -145,6 +142,14 @@ struct GitRemote: AsyncParsableCommand {
                 throw KbuildError(.invalidArgument, "invalid --ssh \(ssh.debugQuoted): want USER@HOST or USER@HOST:PORT")
             }
             url = "ssh://\(ssh)/\(app).git"
+        } else if let remoteClient {
+            // Another machine's kbuild: its URL, the token from KBUILD_TOKEN or kbuild login (never written into .git/config),
+            // and over https the CA kbuild was given (KBUILD_CA_FILE).
+            url = remoteClient.base + "/\(app).git"
+            config.append(("credential.\(remoteClient.base).helper", "!\(shellQuote(kbuildExecutable)) git-credential"))
+            if let ca = ProcessInfo.processInfo.environment["KBUILD_CA_FILE"], !ca.isEmpty, remoteClient.base.hasPrefix("https://") {
+                config.append(("http.\(remoteClient.base).sslCAInfo", URL(fileURLWithPath: ca).standardizedFileURL.path))
+            }
         } else {
             guard let server = try? String(contentsOf: global.dir.serverURLFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines),
                   server.hasPrefix("http://")
@@ -179,7 +184,8 @@ struct GitCredential: ParsableCommand {
             if line.isEmpty { break }
             if line.hasPrefix("username=") { user = String(line.dropFirst(9)) }
         }
-        let token = try AdminToken.loadOrCreate(in: global.dir)
+        // The CLI's own token when it is pointed at another machine (KBUILD_TOKEN, kbuild login), else this data dir's.
+        let token = try global.remoteClient()?.token ?? AdminToken.loadOrCreate(in: global.dir)
         print("username=\(user ?? "kbuild")")
         print("password=\(token)")
     }
@@ -254,13 +260,14 @@ struct BuildsCachePurge: AsyncParsableCommand {
     @Argument(help: "The app.") var app: String
 
     func run() async throws {
-        let apps = try global.openApps()
-        let record = try await apps.update(app, actor: currentActor) { $0.cacheEpoch += 1 }
-        _ = try await apps.refs.compareAndSwap(try Schema.buildCache(app), to: nil, expecting: .any, actor: currentActor)
-        let layers = try await DependencyLayers.purge(app: app, refs: apps.refs, actor: currentActor)
-        let clones = try await GitBuildpacks.purge(app: app, refs: apps.refs, actor: currentActor)
+        let purged = if let client = try global.remoteClient() {
+            try await client.purgeBuildCache(app)
+        } else {
+            try await global.openApps().purgeBuildCache(app, actor: currentActor)
+        }
+        let (layers, clones) = (purged.dependencyLayers, purged.gitBuildpacks)
         let dropped = [layers > 0 ? "\(layers) dependency layer\(layers == 1 ? "" : "s") of its own" : nil,
                        clones > 0 ? "\(clones) git buildpack\(clones == 1 ? "" : "s") (cloned again at the next push)" : nil].compactMap { $0 }
-        say("Purged the build cache of \(app)\(dropped.isEmpty ? "" : " and " + dropped.joined(separator: " and ")): its next push builds anew (cache epoch \(record.cacheEpoch))")
+        say("Purged the build cache of \(app)\(dropped.isEmpty ? "" : " and " + dropped.joined(separator: " and ")): its next push builds anew (cache epoch \(purged.cacheEpoch))")
     }
 }

@@ -20,27 +20,14 @@ struct ImageLs: AsyncParsableCommand {
     @Argument(help: "The app.") var app: String
     @Flag(help: "Print JSON.") var json = false
 
-    struct Row: Encodable {
-        var image: String
-        var createdAt: Date
-        var commit: String?
-        var source: String?
-        var build: String?
-        var size: Int64
-    }
-
     func run() async throws {
-        let apps = try global.openApps()
-        _ = try await apps.get(app)
-        let images = ImageStore(keg: apps.keg)
-        var rows: [Row] = []
-        for change in try await apps.refs.history(try Schema.image(app)) {
-            guard let kid = change.new else { continue }
-            let manifest = try images.manifest(kid)
-            let labels = try images.config(of: manifest).config?.Labels ?? [:]
-            rows.append(Row(image: kid.description, createdAt: change.time, commit: labels["org.opencontainers.image.revision"],
-                            source: labels["dev.kbuild.source"], build: labels["dev.kbuild.build"],
-                            size: manifest.layers.reduce(0) { $0 + $1.size }))
+        let rows: [API.ImageInfo]
+        if let client = try global.remoteClient() {
+            rows = try await client.images(app)
+        } else {
+            let apps = try global.openApps()
+            _ = try await apps.get(app)
+            rows = try await ImageStore(keg: apps.keg).history(app: app, refs: apps.refs)
         }
         if json { return try printJSON(rows) }
         let time = ISO8601DateFormatter()
@@ -166,8 +153,8 @@ struct LogsCommand: AsyncParsableCommand {
     }
 
     func buildLog() async throws {
-        try global.refuseRemote("logs BUILD")
         let prefix = try KIDPrefix(parsing: target)
+        if let client = try global.remoteClient() { return writeOut(try await client.buildLog(prefix.description)) }
         let keg = try global.openKeg()
         let refs = try global.openRefs()
         let matches = try await refs.list(prefix: Schema.buildResults).filter {

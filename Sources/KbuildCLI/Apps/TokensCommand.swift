@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import KbuildCore
 import KbuildServer
+import KbuildState
 
 /// `kbuild tokens:create NAME --app APP…`: a token that may act on those apps only.
 struct TokensCreate: AsyncParsableCommand {
@@ -15,8 +16,11 @@ struct TokensCreate: AsyncParsableCommand {
     @Option(name: .customLong("app"), help: "An app it may act on (repeat for more).") var apps: [String] = []
 
     func run() async throws {
-        let tokens = AppTokens(keg: try global.openKeg(), refs: try global.openRefs())
-        let token = try await tokens.create(name: name, apps: apps, actor: currentActor)
+        let token = if let client = try global.remoteClient() {
+            try await client.createToken(API.CreateToken(name: name, apps: apps)).token
+        } else {
+            try await AppTokens(keg: try global.openKeg(), refs: try global.openRefs()).create(name: name, apps: apps, actor: currentActor)
+        }
         say(token)
         FileHandle.standardError.write(Data("Token \(name) may act on \(apps.sorted().joined(separator: ", ")); it is shown only now.\n".utf8))
     }
@@ -28,7 +32,13 @@ struct TokensList: AsyncParsableCommand {
     @Flag(help: "Print JSON.") var json = false
 
     func run() async throws {
-        let list = try await AppTokens(keg: try global.openKeg(), refs: try global.openRefs()).list()
+        let list = if let client = try global.remoteClient() {
+            try await client.tokens()
+        } else {
+            try await AppTokens(keg: try global.openKeg(), refs: try global.openRefs()).list().map {
+                API.TokenInfo(name: $0.name, apps: $0.apps, node: $0.node, createdBy: $0.createdBy, createdAt: $0.createdAt)
+            }
+        }
         if json { return try printJSON(list.map { ["name": $0.name, "apps": $0.apps.joined(separator: ","), "node": $0.node ?? "", "createdBy": $0.createdBy] }) }
         for t in list {
             let reach = t.node.map { "joins as node \($0)" } ?? "apps \(t.apps.joined(separator: ","))"
@@ -43,7 +53,11 @@ struct TokensRevoke: AsyncParsableCommand {
     @Argument(help: "The token's name.") var name: String
 
     func run() async throws {
-        try await AppTokens(keg: try global.openKeg(), refs: try global.openRefs()).revoke(name: name, actor: currentActor)
+        if let client = try global.remoteClient() {
+            try await client.revokeToken(name)
+        } else {
+            try await AppTokens(keg: try global.openKeg(), refs: try global.openRefs()).revoke(name: name, actor: currentActor)
+        }
         say("Revoked \(name)")
     }
 }

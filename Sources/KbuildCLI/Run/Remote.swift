@@ -134,16 +134,9 @@ extension ControlPlaneOnly {
     static var verb: String { configuration.commandName ?? "" }
 }
 
-extension AppsSet: ControlPlaneOnly {}
-extension BuildsCachePurge: ControlPlaneOnly {}
-extension GitRemote: ControlPlaneOnly {}
 extension KeysAdd: ControlPlaneOnly {}
 extension KeysList: ControlPlaneOnly {}
 extension KeysRemove: ControlPlaneOnly {}
-extension TokensCreate: ControlPlaneOnly {}
-extension TokensList: ControlPlaneOnly {}
-extension TokensRevoke: ControlPlaneOnly {}
-extension ImageLs: ControlPlaneOnly { static var verb: String { "image ls" } }
 extension ImageExport: ControlPlaneOnly { static var verb: String { "image export" } }
 extension BuildpackAdd: ControlPlaneOnly { static var verb: String { "buildpack add" } }
 extension BuildpackLs: ControlPlaneOnly { static var verb: String { "buildpack ls" } }

@@ -1,0 +1,72 @@
+import Hummingbird
+import KbuildCore
+import KbuildServer
+import KbuildState
+import OCI
+
+/// The routes of the verbs that once read the control plane's data dir:
+/// an app's settings, build cache and images (its token may), a build's log
+/// and the tokens (the admin's only: the token check keeps app and node
+/// tokens out of /builds and /tokens).
+extension APIRoutes {
+    func registerAdmin(on router: Router<Context>) {
+        let p = API.prefix
+        router.patch("\(p)/apps/:app") { r, c in
+            try await self.answer {
+                let app = try await self.existing(c)
+                return try await self.apps.changeSettings(app, try await self.decode(API.AppSettings.self, r, c), actor: self.actor(r))
+            }
+        }
+        router.post("\(p)/apps/:app/build-cache/purge") { r, c in
+            try await self.answer { try await self.apps.purgeBuildCache(try await self.existing(c), actor: self.actor(r)) }
+        }
+        router.get("\(p)/apps/:app/images") { _, c in
+            try await self.answer { try await ImageStore(keg: self.keg).history(app: try await self.existing(c), refs: self.refs) }
+        }
+        router.get("\(p)/builds/:build/log") { _, c in
+            do {
+                let log = try await self.buildLog(try KIDPrefix(parsing: c.parameters.get("build") ?? ""))
+                var headers = HTTPFields()
+                headers[.contentType] = "text/plain; charset=utf-8"
+                return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: log)))
+            } catch {
+                return ErrorBody.response(KbuildError.wrap(error))
+            }
+        }
+        router.get("\(p)/tokens") { _, _ in
+            try await self.answer {
+                try await AppTokens(keg: self.keg, refs: self.refs).list().map {
+                    API.TokenInfo(name: $0.name, apps: $0.apps, node: $0.node, createdBy: $0.createdBy, createdAt: $0.createdAt)
+                }
+            }
+        }
+        router.post("\(p)/tokens") { r, c in
+            try await self.answer {
+                let body = try await self.decode(API.CreateToken.self, r, c)
+                let token = try await AppTokens(keg: self.keg, refs: self.refs).create(name: body.name, apps: body.apps, actor: self.actor(r))
+                return API.CreatedToken(name: body.name, token: token)
+            }
+        }
+        router.delete("\(p)/tokens/:name") { r, c in
+            try await self.answer { () -> [String: String] in
+                let name = c.parameters.get("name") ?? ""
+                try await AppTokens(keg: self.keg, refs: self.refs).revoke(name: name, actor: self.actor(r))
+                return ["revoked": name]
+            }
+        }
+    }
+
+    /// A finished build's log, by its KID or a prefix of it (at most 1 GiB).
+    func buildLog(_ prefix: KIDPrefix) async throws -> [UInt8] {
+        let matches = try await refs.list(prefix: Schema.buildResults).filter {
+            if case .buildResult(let build) = Schema.Key($0.name) { build.hex.hasPrefix(prefix.hex) } else { false }
+        }
+        guard let ref = matches.first else {
+            throw KbuildError(.notFound, "no build \(prefix) has finished here (a build KID, as a push prints it: Build K-…)")
+        }
+        guard matches.count == 1 else { throw KbuildError(.ambiguous, "build prefix \(prefix) matches \(matches.count) builds; give more digits") }
+        let record = try await reader.record(BuildRecord.self, ref.kid, what: "build")
+        guard let log = record.log else { throw KbuildError(.notFound, "build \(record.build.short) has no log") }
+        return try keg.logicalBytes(log, maxWhole: 1 << 30)
+    }
+}
