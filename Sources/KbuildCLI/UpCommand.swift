@@ -113,7 +113,7 @@ struct UpCommand: AsyncParsableCommand {
             try? Data((reachable + "\n").utf8).write(to: dataDir.tlsURLFile, options: .atomic)
             say("tls       \(reachable) (other machines; CA \(identity.caHash) in \(dataDir.tls.path)/ca.crt; kbuild nodes:join-token NODE)")
         }
-        let server = try await system.startServer(keg: keg, refs: refs, dataDir: dataDir, kbuild: kbuildExecutable, host: host, port: port,
+        try await system.startServer(keg: keg, refs: refs, dataDir: dataDir, kbuild: kbuildExecutable, host: host, port: port,
                                                   sandbox: try Sandbox(), tls: tls) { [workers, nodes] url in
             try? Data((url + "\n").utf8).write(to: dataDir.serverURLFile, options: .atomic)
             say("kbuild up: data dir \(dataDir.root.path) (admin token in \(dataDir.adminToken.path))")
@@ -130,11 +130,17 @@ struct UpCommand: AsyncParsableCommand {
             if nodes == 1 {
                 system.startNodeAgent(config, keg: keg, refs: refs, sandbox: try Sandbox(), log: log)
             } else {
-                // A host of its own: its own Keg, filled over HTTP from this server.
+                // A host of its own, reached as one on another machine is: its own Keg and records cache, the
+                // control plane's state through the API with the node's own join token (made anew at each start).
                 let own = DataDir(root: URL(fileURLWithPath: config.stateDir + "/host"))
                 try own.create()
-                let remote = KegRemote(baseURL: URL(string: serverURL)!, token: server.token)
-                system.startNodeAgent(config, keg: try Keg(dataDir: own), records: keg, refs: refs, sandbox: try Sandbox(), remote: remote, log: log)
+                let tokens = AppTokens(keg: keg, refs: refs)
+                try? await tokens.revoke(name: "node-\(config.name)", actor: "kbuild up")
+                let token = try await tokens.createJoin(node: config.name, actor: "kbuild up")
+                let ownKeg = try Keg(dataDir: own)
+                let client = try KbuildClient(base: serverURL, token: token, actor: "agent \(config.name)")
+                system.startNodeAgent(config, keg: ownKeg, records: RemoteRecords(client: client, cache: ownKeg), refs: RemoteRefStore(client: client),
+                                      sandbox: try Sandbox(), remote: KegRemote(baseURL: URL(string: serverURL)!, token: token, client: client.http), log: log)
             }
         }
         system.startRouter(keg: keg, refs: refs, host: host, port: routerPort, requestLog: RequestLog(directory: dataDir.router.path)) { bound in

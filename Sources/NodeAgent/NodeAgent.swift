@@ -95,10 +95,21 @@ public struct NodeAgent: Service {
         }
         let loop = AgentLoop(agent: self)
         do {
-            try await loop.register()
-            await loop.adopt()
-            try await loop.setUpNetworks()
             try await cancelWhenGracefulShutdown {
+                // The control plane may not answer yet (it starts beside this agent, or is away): try again each second.
+                var failures = 0
+                while true {
+                    do {
+                        try await loop.register()
+                        break
+                    } catch let error where !(error is CancellationError) {
+                        if failures == 0 { log("agent \(config.name): failed to register, trying again each second: \(error)") }
+                        failures += 1
+                        try await Task.sleep(for: .seconds(1))
+                    }
+                }
+                await loop.adopt()
+                try await loop.setUpNetworks()
                 try await withThrowingDiscardingTaskGroup { group in
                     if let logSink {
                         let shipper = LogShipper(node: config.name, directory: config.stateDir + "/logs", sink: logSink, log: log)

@@ -21,9 +21,11 @@ final class MultiNodeTests: XCTestCase {
         try waitUntil("3 healthy") { healthy(try ps("spread", data), count: 3) }
         let procs = try ps("spread", data)
         XCTAssertEqual(Set(procs.map(\.node)), ["n1", "n2", "n3"], "one replica per node")
-        // Each node filled its own Keg over HTTP.
+        // Each node filled its own Keg over HTTP, and reached the state through the API as a joined node does, with a join token of its own.
+        let tokens = try kbuild(["tokens"], dataDir: data).stdout
         for node in ["n1", "n2", "n3"] {
             XCTAssertTrue(FileManager.default.fileExists(atPath: "\(data)/nodes/\(node)/host/keg"), node)
+            XCTAssertTrue(tokens.contains("node-\(node)  joins as node \(node)"), tokens)
         }
         // The router reaches every node's process at its own address: all three answer.
         var served = Set<String>()
