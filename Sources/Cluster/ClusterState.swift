@@ -38,11 +38,17 @@ public final class ClusterReader: Sendable {
         let all = try await refs.list(prefix: Schema.nodes)
         var byNode: [String: (record: NodeRecord?, status: NodeStatus?, assignment: Assignment?)] = [:]
         for ref in all {
+            // A record that is not what its ref says (or names another node) is skipped: one bad node must not stop every reader.
             switch Schema.Key(ref.name) {
-            case .node(let node): byNode[node, default: (nil, nil, nil)].record = try await record(NodeRecord.self, ref.kid, what: "node")
+            case .node(let node):
+                guard let r = try? await record(NodeRecord.self, ref.kid, what: "node"), r.name == node else { continue }
+                byNode[node, default: (nil, nil, nil)].record = r
             // Reports and assignments are superseded within seconds (a heartbeat is a new KID): read, not cached.
-            case .status(let node): byNode[node, default: (nil, nil, nil)].status = try await Records.get(NodeStatus.self, ref.kid, from: records, what: "node status")
-            case .assignment(let node): byNode[node, default: (nil, nil, nil)].assignment = try await Records.get(Assignment.self, ref.kid, from: records, what: "assignment")
+            case .status(let node):
+                guard let s = try? await Records.get(NodeStatus.self, ref.kid, from: records, what: "node status"), s.node == node else { continue }
+                byNode[node, default: (nil, nil, nil)].status = s
+            case .assignment(let node):
+                byNode[node, default: (nil, nil, nil)].assignment = try await Records.get(Assignment.self, ref.kid, from: records, what: "assignment")
             default: continue
             }
         }

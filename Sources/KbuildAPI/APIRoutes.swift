@@ -24,6 +24,8 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
     let logDirs: @Sendable () -> [String]
     /// Where a node that joined over the network has its logs copied (nil: no node may send logs here).
     let nodeLogDir: (@Sendable (String) -> String)?
+    /// What each node's join token reaches (one cache for the state and log routes).
+    let reach: NodeReach
     /// The https URL and CA hash a joining node uses, once the TLS listener is up.
     let joinVia: @Sendable () -> (url: String, caHash: String)?
     /// Runs one-off processes (`kbuild run`); nil on a host that runs none.
@@ -40,6 +42,7 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
                 logDirs: @escaping @Sendable () -> [String]) {
         self.nodeLogDir = nodeLogDir
         self.joinVia = joinVia
+        self.reach = NodeReach(keg: keg, refs: refs)
         self.kbuild = kbuild
         self.keg = keg
         self.refs = refs
@@ -144,6 +147,9 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
                     }
                     return v
                 }
+                if q.get("follow") == "1" {
+                    return try await self.followResponse(app, process: q.get("ps"), release: release, lines: max(0, min(lines, 100_000)))
+                }
                 let sources = try await self.logSources(app, process: q.get("ps"), release: release)
                 guard let since else { return self.text(try self.tail(sources, lines: max(1, min(lines, 100_000)))) }
                 // Everything since then: streamed, merged by time, in bounded memory.
@@ -199,10 +205,10 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
             }
         }
         registerRun(on: router)
-        StateRoutes<Context>(refs: refs, content: keg, reach: NodeReach(keg: keg, refs: refs)).register(on: router)
+        StateRoutes<Context>(refs: refs, content: keg, reach: reach, nodeLogDir: nodeLogDir).register(on: router)
         registerTrace(on: router)
         registerAdmin(on: router)
-        if let nodeLogDir { NodeLogRoutes<Context>(directory: nodeLogDir).register(on: router) }
+        if let nodeLogDir { NodeLogRoutes<Context>(directory: nodeLogDir, reach: reach).register(on: router) }
         // A node's join token (admin only: an app token never reaches /nodes).
         router.post("\(p)/nodes/:node/join-token") { r, c in
             try await self.answer {
@@ -281,25 +287,34 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
     }
 
     /// The last `lines` lines of the app's logs: only the end of each file is read.
-    func tail(_ sources: [LogMerge.Source], lines: Int) throws -> String {
+    func tail(_ sources: [LogMerge.Source], lines: Int) throws -> String { tailAndEnds(sources, lines: lines).text }
+
+    /// The last `lines` whole lines, and where in each file they end (what a follow reads on from).
+    func tailAndEnds(_ sources: [LogMerge.Source], lines: Int) -> (text: String, ends: [String: UInt64]) {
         var out: [(Date, String)] = []
+        var ends: [String: UInt64] = [:]
         for source in sources {
             guard let handle = FileHandle(forReadingAtPath: source.path) else { continue }
             defer { try? handle.close() }
-            let window = UInt64(min(lines, 4096)) * 1024
+            let window = UInt64(min(max(lines, 1), 4096)) * 1024
             // A running process's helper may drop the head of its log meanwhile (the cap):
             // a read that comes back short found a file that shrank, so it is read again.
             var size: UInt64 = 0
+            var start: UInt64 = 0
             var data = Data()
             for _ in 0..<3 {
                 size = (try? handle.seekToEnd()) ?? 0
-                let start = size > window ? size - window : 0
+                start = size > window ? size - window : 0
                 try? handle.seek(toOffset: start)
                 data = (try? handle.readToEnd()) ?? Data()
                 if UInt64(data.count) >= size - start { break }
             }
-            var parts = String(decoding: data, as: UTF8.self).split(separator: "\n")
-            if size > window, !parts.isEmpty { parts.removeFirst() }  // a cut first line
+            // Whole lines only: a line still being written is the follow's.
+            let whole = data.lastIndex(of: UInt8(ascii: "\n")).map { data.startIndex..<($0 + 1) } ?? data.startIndex..<data.startIndex
+            ends[source.path] = start + UInt64(whole.count)
+            guard lines > 0 else { continue }
+            var parts = String(decoding: data[whole], as: UTF8.self).split(separator: "\n")
+            if start > 0, !parts.isEmpty { parts.removeFirst() }  // a cut first line
             for line in parts.suffix(lines) {
                 guard let l = LogLine.parse(line) else { continue }
                 var formatted: [UInt8] = []
@@ -308,7 +323,7 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
             }
         }
         out.sort { $0.0 < $1.0 }
-        return out.suffix(lines).map(\.1).joined()
+        return (out.suffix(lines).map(\.1).joined(), ends)
     }
 
     func domains(_ app: String) async throws -> [String] {

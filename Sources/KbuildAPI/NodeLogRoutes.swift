@@ -3,21 +3,24 @@ import KbuildCore
 import KbuildServer
 import KbuildState
 import Foundation
-import NodeAgent
 import NIOPosix
 
 /// The control plane's copies of the logs of nodes that joined over the
 /// network (`LogSink`): `PUT /api/v1/nodes/NODE/logs/FILE?offset=N` writes
 /// into the node's log directory here, where `kbuild logs` reads every
-/// node's files. A node's join token writes its own node's files only; each
-/// file stays under `maxFile` and each app's logs under `capPerApp` (the
-/// oldest output goes first, as on the node).
+/// node's files. A node's join token writes its own node's files only, and
+/// starts a file only for a process or release phase of its assignment (so
+/// it cannot put lines into another app's logs); each copy stays under
+/// `maxFile`. The node caps its own files; a copy is never cut here (that
+/// would move the offsets the node resumes from): past `maxPerNode`, the
+/// node's oldest copies go whole.
 struct NodeLogRoutes<Context: RequestContext>: Sendable {
     /// The log directory of a node, on this machine.
     let directory: @Sendable (String) -> String
+    let reach: NodeReach
     static var maxPiece: Int { 1 << 20 }
     static var maxFile: UInt64 { 256 << 20 }
-    static var capPerApp: UInt64 { 1 << 30 }
+    static var maxPerNode: UInt64 { 4 << 30 }
 
     func register(on router: Router<Context>) {
         router.put("\(API.prefix)/nodes/:node/logs/:file") { r, c in
@@ -29,6 +32,14 @@ struct NodeLogRoutes<Context: RequestContext>: Sendable {
                 guard Names.isAppName(node) else { throw KbuildError(.invalidArgument, "invalid node name \(node.debugQuoted)") }
                 guard ShippedLogName.isValid(file) else {
                     throw KbuildError(.invalidArgument, "invalid log file name \(file.debugQuoted): a-z, 0-9, '-', '_' and '.', ending in .log")
+                }
+                if let acting = r.headers[TokenAuthMiddleware<Context>.nodeHeader] {
+                    let id = String(file.dropLast(4))
+                    let assignment = try await reach.reach(acting).assignment
+                    let assigned = (assignment?.processes.contains { $0.id == id } ?? false) || (assignment?.tasks?.contains { $0.id == id } ?? false)
+                    guard assigned || FileManager.default.fileExists(atPath: directory(node) + "/" + file) else {
+                        throw KbuildError(.forbidden, "node \(acting) may start a log only for a process of its assignment, not \(file)")
+                    }
                 }
                 guard let text = r.uri.queryParameters.get("offset"), let offset = UInt64(text) else {
                     throw KbuildError(.invalidArgument, "missing or invalid offset=BYTES")
@@ -46,6 +57,19 @@ struct NodeLogRoutes<Context: RequestContext>: Sendable {
             } catch {
                 return ErrorBody.response(KbuildError.wrap(error))
             }
+        }
+    }
+
+    /// Removes the oldest copies (by last write) while the directory is over `maxPerNode`, never `keeping`.
+    static func holdToCap(_ dir: String, keeping: String) {
+        var files: [(name: String, size: UInt64, modified: Date)] = []
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [] {
+            guard let attrs = try? FileManager.default.attributesOfItem(atPath: dir + "/" + name) else { continue }
+            files.append((name, (attrs[.size] as? UInt64) ?? 0, (attrs[.modificationDate] as? Date) ?? .distantPast))
+        }
+        var total = files.reduce(0) { $0 + $1.size }
+        for f in files.sorted(by: { $0.modified < $1.modified }) where total > maxPerNode && f.name != keeping {
+            if unlink(dir + "/" + f.name) == 0 { total -= f.size }
         }
     }
 
@@ -71,9 +95,9 @@ struct NodeLogRoutes<Context: RequestContext>: Sendable {
             guard n > 0 else { throw KbuildError.syscall("pwrite", path, verb: "store node \(node)'s log") }
             written += n
         }
-        // Each 16 MiB a copy grows, the node's directory is held to the cap per app.
+        // A new copy, and each 16 MiB a copy grows: the node's directory is held to its cap, oldest copies first.
         let step: UInt64 = 16 << 20
-        if offset / step != (offset + UInt64(bytes.count)) / step { LogCap.sweep(directory: dir, capPerApp: Self.capPerApp) }
+        if offset == 0 || offset / step != (offset + UInt64(bytes.count)) / step { Self.holdToCap(dir, keeping: file) }
         return .stored(offset + UInt64(bytes.count))
     }
 }

@@ -17,6 +17,8 @@ struct StateRoutes<Context: RequestContext>: Sendable {
     let refs: any RefStore
     let content: any RecordContent
     let reach: NodeReach
+    /// Where node NODE's logs are on this machine: the only place a release phase's live log may name.
+    let nodeLogDir: (@Sendable (String) -> String)?
     /// Longest a `changes` call with `wait` holds the request open.
     static var maxWait: Double { 30 }
     /// Largest record stored through the API (an assignment of thousands of processes is well under it).
@@ -62,9 +64,11 @@ struct StateRoutes<Context: RequestContext>: Sendable {
             try await answer { () -> RefChange in
                 var body = try await self.decode(API.CompareAndSwap.self, r)
                 if let node = Self.node(r) {
-                    guard NodeScope.mayWrite(body.name, node: node, assignment: try await reach.reach(node).assignment) else {
+                    let assignment = try await reach.reach(node).assignment
+                    guard NodeScope.mayWrite(body.name, node: node, assignment: assignment) else {
                         throw KbuildError(.forbidden, "node \(node) may not change \(body.name)")
                     }
+                    try await self.checkNodeWrite(body.name, to: body.kid, node: node, assignment: assignment)
                     body.actor = "agent \(node)"
                 }
                 guard !body.actor.isEmpty, body.actor.utf8.count <= 64, body.actor.first != " ", body.actor.last != " ",
@@ -91,6 +95,7 @@ struct StateRoutes<Context: RequestContext>: Sendable {
         router.post("\(p)/records") { r, _ in
             try await answer { () -> KID in
                 let bytes = try await self.body(r, max: Self.maxRecord)
+                if let node = Self.node(r) { try reach.charge(node, bytes: bytes.count) }
                 // Only records: JSON objects, so this is not a way to store arbitrary blobs.
                 guard (try? JSONSerialization.jsonObject(with: Data(bytes))) is [String: Any] else {
                     throw KbuildError(.invalidArgument, "failed to store a record: the body is not a JSON object")
@@ -101,6 +106,7 @@ struct StateRoutes<Context: RequestContext>: Sendable {
         router.post("\(p)/logs") { r, _ in
             try await answer { () -> KID in
                 let bytes = try await self.body(r, max: Self.maxLog)
+                if let node = Self.node(r) { try reach.charge(node, bytes: bytes.count) }
                 return try await content.putRecordBytes(bytes)
             }
         }
@@ -119,6 +125,47 @@ struct StateRoutes<Context: RequestContext>: Sendable {
             let first = try await group.next() ?? nil
             group.cancelAll()
             return first
+        }
+    }
+
+    /// What a node may point a ref at: a record of the ref's kind that names the
+    /// node itself (and a process or release phase of its assignment), never a
+    /// deletion. So a node cannot plant another node's identity, break every
+    /// reader with a record of the wrong kind, make its refs name a record it
+    /// may not read (and then read it), or name a file for the control plane to open.
+    func checkNodeWrite(_ name: RefName, to kid: KID?, node: String, assignment: Assignment?) async throws {
+        guard let kid else { throw KbuildError(.forbidden, "node \(node) may not delete \(name)") }
+        func record<T: Decodable>(_ type: T.Type, _ what: String) async throws -> T {
+            do {
+                return try await Records.get(type, kid, from: content, what: what)
+            } catch {
+                throw KbuildError(.invalidArgument, "node \(node) may set \(name) only to a \(what) record it stored: \((error as? KbuildError)?.message ?? "\(error)")")
+            }
+        }
+        func refuse(_ why: String) -> KbuildError { KbuildError(.forbidden, "node \(node) may not set \(name) to \(kid.short): \(why)") }
+        switch Schema.Key(name) {
+        case .node:
+            guard try await record(NodeRecord.self, "node").name == node else { throw refuse("it names another node") }
+        case .status:
+            guard try await record(NodeStatus.self, "node status").node == node else { throw refuse("it names another node") }
+        case .appField(let app, .processes):
+            let p = try await record(ProcessRecord.self, "process")
+            guard p.app == app, p.node == node, assignment?.processes.contains(where: { $0.id == p.id }) ?? false else {
+                throw refuse("it is not a process of \(app) assigned to it")
+            }
+        case .appField(let app, .releasePhase):
+            let phase = try await record(ReleasePhaseRecord.self, "release phase")
+            guard phase.app == app, phase.node == node, assignment?.tasks?.contains(where: { $0.app == app && $0.release == phase.release }) ?? false else {
+                throw refuse("it is not a release phase of \(app) assigned to it")
+            }
+            if let live = phase.liveLog {
+                // Read by the API and the pusher's hook: only a file in the node's own log directory here.
+                guard let dir = nodeLogDir?(node), live.hasPrefix(dir + "/"), ShippedLogName.isValid(String(live.dropFirst(dir.count + 1))) else {
+                    throw refuse("its live log \(live.debugQuoted) is not in the node's log directory")
+                }
+            }
+        default:
+            throw refuse("not a ref a node writes")
         }
     }
 

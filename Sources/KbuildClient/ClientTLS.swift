@@ -44,9 +44,15 @@ public enum ClientTLS {
         }
     }
 
-    /// "sha256:HEX" of a PEM certificate's DER bytes.
+    /// "sha256:HEX" of a PEM holding exactly one certificate (its DER bytes). A
+    /// PEM with more is refused: every certificate in it would be trusted, and
+    /// only the first hashed, so a pinned CA could smuggle in another.
     public static func hash(pem: String) throws -> String {
-        let der = try NIOSSLCertificate(bytes: Array(pem.utf8), format: .pem).toDERBytes()
+        let certificates = try NIOSSLCertificate.fromPEMBytes(Array(pem.utf8))
+        guard certificates.count == 1 else {
+            throw KbuildError(.invalidArgument, "a CA file must hold exactly one certificate, not \(certificates.count)")
+        }
+        let der = try certificates[0].toDERBytes()
         return "sha256:" + SHA256.hash(data: der).map { String(format: "%02x", $0) }.joined()
     }
 
@@ -82,7 +88,7 @@ public enum ClientTLS {
         case .failure(let error):
             throw KbuildError(.io, "failed to fetch kbuild's CA from \(base): \((error as? KbuildError)?.message ?? "\(error)")")
         }
-        let got = (try? hash(pem: pem)) ?? "none (no certificate in the answer)"
+        let got = (try? hash(pem: pem)) ?? "not one certificate"
         guard got == pin else {
             throw KbuildError(.forbidden, "the CA of \(base) is \(got), not \(pin): refusing to join (a wrong --ca-hash, or someone between this machine and the control plane)")
         }

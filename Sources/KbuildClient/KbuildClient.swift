@@ -124,13 +124,15 @@ public struct KbuildClient: Sendable {
 
     /// The app's log lines, merged by time: the last `lines`, or (with `since`, in seconds) every line
     /// written since then, streamed however many there are.
-    public func logs(_ app: String, lines: Int, process: String?, release: String?, since: Int?) async throws -> HTTPClientResponse {
+    /// `follow`: after the recent lines the response stays open and the server pushes new ones as they are written (`--tail`).
+    public func logs(_ app: String, lines: Int, process: String?, release: String?, since: Int?, follow: Bool = false) async throws -> HTTPClientResponse {
         var query = ["lines=\(lines)"]
         if let process { query.append("ps=\(segment(process))") }
         if let release { query.append("release=\(segment(release))") }
         if let since { query.append("since=\(since)") }
+        if follow { query.append("follow=1") }
         return try await open(.GET, "/apps/\(segment(app))/logs?" + query.joined(separator: "&"), body: nil,
-                              timeout: since == nil ? .seconds(60) : .hours(1))
+                              timeout: since == nil && !follow ? .seconds(60) : .hours(2))
     }
 
     /// Starts `kbuild run`: the response streams `RunFrame`s.

@@ -4,6 +4,7 @@ public import Keg
 public import KbuildState
 import Foundation
 import Synchronization
+import NIOPosix
 
 /// What a node's join token may do: pure functions of the node, its
 /// assignment and the request, so the rules are read (and tested) in one place.
@@ -90,10 +91,30 @@ public final class NodeReach: Sendable {
 
     private let byNode = Mutex<[String: (assignment: KID?, reach: Reach)]>([:])
     private let byImage = Mutex<[KID: Set<KID>]>([:])
+    /// Bytes each node stored through the API (records, logs) in the current hour.
+    private let stored = Mutex<[String: (hour: Int, bytes: Int)]>([:])
+    /// What a node may store through the API in an hour (its reports are a few KB each; this is room for thousands).
+    public static let bytesPerHour = 512 << 20
 
     public init(keg: Keg, refs: any RefStore) {
         self.keg = keg
         self.refs = refs
+    }
+
+    /// Counts `bytes` a node stores (a record, a release phase's output), refusing past `bytesPerHour`:
+    /// a node's token cannot fill the control plane's disk.
+    public func charge(_ node: String, bytes: Int) throws {
+        let hour = Int(Date().timeIntervalSince1970 / 3600)
+        let ok = stored.withLock { s in
+            var entry: (hour: Int, bytes: Int) = s[node].flatMap { $0.hour == hour ? $0 : nil } ?? (hour, 0)
+            guard entry.bytes + bytes <= Self.bytesPerHour else { return false }
+            entry.bytes += bytes
+            s[node] = entry
+            return true
+        }
+        guard ok else {
+            throw KbuildError(.tooLarge, "node \(node) stored \(Self.bytesPerHour >> 20) MiB through the API this hour, its limit; try again next hour")
+        }
     }
 
     /// What `node` reaches now.
@@ -101,17 +122,24 @@ public final class NodeReach: Sendable {
         let ref = try await refs.get(try Schema.assignment(node))
         if let hit = byNode.withLock({ $0[node] }), hit.assignment == ref?.kid { return hit.reach }
         var reach = Reach(assignment: nil, records: [], objects: [])
+        var complete = true
         if let ref {
             let assignment = try await Records.get(Assignment.self, ref.kid, from: keg, what: "assignment")
             reach.assignment = assignment
             reach.records = NodeScope.namedRecords(assignment).union([ref.kid])
             for release in assignment.processes.map(\.release) + (assignment.tasks ?? []).map(\.release) {
-                guard let r = try? await Records.get(Release.self, release, from: keg, what: "release") else { continue }
+                guard let r = try? await Records.get(Release.self, release, from: keg, what: "release") else {
+                    complete = false  // not kept: asked again next time
+                    continue
+                }
                 reach.records.formUnion([r.config, r.sourceRecord].compactMap { $0 })
             }
-            for image in NodeScope.images(assignment) { reach.objects.formUnion(try objects(of: image)) }
+            for image in NodeScope.images(assignment) {
+                // Reading trees is blocking disk I/O: off the cooperative threads.
+                reach.objects.formUnion(try await NIOThreadPool.singleton.runIfActive { try self.objects(of: image) })
+            }
         }
-        byNode.withLock { $0[node] = (ref?.kid, reach) }
+        if complete { byNode.withLock { $0[node] = (ref?.kid, reach) } }
         return reach
     }
 

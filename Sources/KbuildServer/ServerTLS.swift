@@ -55,12 +55,18 @@ public struct ServerTLS: Sendable {
         }
         let names = Self.names(hosts)
         var current: Certificate? = nil
+        var currentKey: P256.Signing.PrivateKey? = nil
         if FileManager.default.fileExists(atPath: certPath), FileManager.default.fileExists(atPath: keyPath) {
             current = try? Certificate(pemEncoded: try String(contentsOfFile: certPath, encoding: .utf8))
+            currentKey = try? P256.Signing.PrivateKey(pemRepresentation: try String(contentsOfFile: keyPath, encoding: .utf8))
         }
+        // Made again when the names changed, it runs out within 30 days, the CA did not sign it, or its key is not its own
+        // (a crash between the two renames below).
         let renew = current.map { c in
             let have = (try? c.extensions.subjectAlternativeNames).flatMap { $0 }.map { Set($0) } ?? []
-            return have != Set(names) || c.notValidAfter < Date() + 30 * 86400 || c.issuer != ca.subject
+            let signed = ca.publicKey.isValidSignature(c.signature, for: c)
+            let ownKey = currentKey.map { Certificate.PublicKey($0.publicKey) == c.publicKey } ?? false
+            return have != Set(names) || c.notValidAfter < Date() + 30 * 86400 || c.issuer != ca.subject || !signed || !ownKey
         } ?? true
         if renew {
             let key = P256.Signing.PrivateKey()
@@ -102,14 +108,18 @@ public struct ServerTLS: Sendable {
         return "sha256:" + SHA256.hash(data: der).map { String(format: "%02x", $0) }.joined()
     }
 
+    /// Writes `text` whole, durably, under a temporary name of its own, then renames it into place.
     static func write(_ text: String, to path: String, mode: mode_t) throws {
-        let tmp = path + ".tmp"
-        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
+        let tmp = path + ".\(getpid()).tmp"
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode)
         guard fd >= 0 else { throw KbuildError.syscall("open", tmp, verb: "write the API's TLS identity") }
         let bytes = Array(text.utf8)
         let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
-        fchmod(fd, mode)
+        let synced = fchmod(fd, mode) == 0 && fsync(fd) == 0
         close(fd)
-        guard n == bytes.count, rename(tmp, path) == 0 else { throw KbuildError.syscall("write", path, verb: "write the API's TLS identity") }
+        guard n == bytes.count, synced, rename(tmp, path) == 0 else {
+            unlink(tmp)
+            throw KbuildError.syscall("write", path, verb: "write the API's TLS identity")
+        }
     }
 }

@@ -41,8 +41,10 @@ extension AgentLoop {
             _ = await write(lost, expecting: .value(current.kid))
             return
         }
+        // The live log is a path the control plane reads while it runs: only when it shares this node's disk (a node
+        // that joined over the network sends the output when it ends).
         var record = ReleasePhaseRecord(app: task.app, release: task.release, version: task.version, command: task.command, state: .running,
-                                        node: config.name, liveLog: path, startedAt: Date())
+                                        node: config.name, liveLog: agent.logSink == nil ? path : nil, startedAt: Date())
         guard let running = await write(record, expecting: current.map { .value($0.kid) } ?? .absent) else { return }
         let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0o600)
         // Its output is kept up to a cap (the rest is counted, not written): a release command cannot fill the node.

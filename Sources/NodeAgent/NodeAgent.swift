@@ -243,21 +243,28 @@ actor AgentLoop {
         // answers older (a lagging replica, a restored backup) is not acted on.
         var seen = Revision.zero
         // The last assignment read: while the store cannot be reached, the
-        // node keeps running (and restarting) what it was last told to.
+        // node keeps running (and restarting) what it was last told to; until
+        // one is read, nothing is started or stopped (a restarted agent whose
+        // store is away keeps the processes it adopted).
         var assignment: Assignment?
+        var read = false
+        var saidOlder = false
         while true {
             try Task.checkCancellation()
             var revision: Revision?
             do {
                 let now = try await agent.refs.currentRevision()
                 if now < seen {
-                    agent.log("agent \(config.name): the store is at revision \(now), older than \(seen) seen before: ignored")
+                    if !saidOlder { agent.log("agent \(config.name): the store is at revision \(now), older than \(seen) seen before: ignored") }
+                    saidOlder = true
                 } else {
                     seen = now
                     revision = now
                     assignment = if let ref = try await agent.refs.get(try Schema.assignment(config.name)) {
                         try await reader.record(Assignment.self, ref.kid, what: "assignment")
                     } else { nil }
+                    read = true
+                    saidOlder = false
                 }
             } catch is CancellationError {
                 throw CancellationError()
@@ -265,7 +272,7 @@ actor AgentLoop {
                 agent.log("agent \(config.name): failed to read its assignment (running what it was last assigned): \(error)")
             }
             do {
-                await reconcile(assignment?.processes ?? [])
+                if read { await reconcile(assignment?.processes ?? []) }
                 for task in assignment?.tasks ?? [] where revision != nil && !releasePhasesStarted.contains(task.release) {
                     releasePhasesStarted.insert(task.release)
                     releasePhase(task)

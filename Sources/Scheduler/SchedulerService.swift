@@ -81,7 +81,8 @@ public final class SchedulerService: Service {
             guard let kid = named[.release] else { continue }
             let release = try await reader.record(Release.self, kid, what: "release")
             let generations = if let k = named[.restarts] { try await reader.record(RestartGenerations.self, k, what: "restarts").generations } else { [String: Int]() }
-            let phase: ReleasePhaseRecord? = if let k = named[.releasePhase] { try await reader.record(ReleasePhaseRecord.self, k, what: "release phase") } else { nil }
+            // Written by a node: one that does not read is as if absent (the phase runs again), not a stop for every app.
+            let phase: ReleasePhaseRecord? = if let k = named[.releasePhase] { try? await reader.record(ReleasePhaseRecord.self, k, what: "release phase") } else { nil }
             let healthy: Release? = if let k = named[.healthy] { try await reader.record(Release.self, k, what: "release") } else { nil }
             out.append(AppState(app: app, release: kid, current: release, healthy: named[.healthy], generations: generations,
                                 phase: phase, healthyRelease: healthy))

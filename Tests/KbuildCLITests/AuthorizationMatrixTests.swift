@@ -74,7 +74,8 @@ final class AuthorizationMatrixTests: XCTestCase {
         "POST /api/v1/state/logs": Row(requests: { _ in [("POST", "/api/v1/state/logs", "release output")] }, own: .forbidden, perApp: false, node: .allowed),
         // A node's join token: the admin's to make (again for n1: 409, nothing made).
         "POST /api/v1/nodes/{node}/join-token": Row(requests: { _ in [("POST", "/api/v1/nodes/n1/join-token", "{}")] }, own: .forbidden, perApp: false),
-        // A joined node's logs: n1's token writes n1's.
+        // A joined node's logs: n1's token writes n1's copies (this one the admin's request has just made; starting
+        // one only for a process of its assignment, and never another node's, is checked after the table).
         "PUT /api/v1/nodes/{node}/logs/{file}": Row(requests: { _ in [("PUT", "/api/v1/nodes/n1/logs/mine.web.1-x.log?offset=0", "line\n")] },
                                                    own: .forbidden, perApp: false, node: .allowed),
         "GET /api/v1/apps/{app}": Row(requests: { app in [("GET", "/api/v1/apps/\(app)", nil)] }, own: .allowed, perApp: true),
@@ -209,8 +210,32 @@ final class AuthorizationMatrixTests: XCTestCase {
         ] as [(String, String, String?, Int)] {
             XCTAssertEqual(try status(method, path, body: body, token: nodeToken), code, "\(method) \(path) with node n1's token")
         }
-        // What it wrote as n1 is n1's copy, here.
-        XCTAssertEqual(try String(contentsOfFile: data + "/nodes/n1/logs/mine.web.1-x.log", encoding: .utf8), "line\n")
+        // A copy that exists (the admin's PUT above made it) n1 may append to; it may start none for a process it does not run.
+        XCTAssertEqual(try status("PUT", "/api/v1/nodes/n1/logs/mine.web.1-x.log?offset=5", body: "more\n", token: nodeToken), 200)
+        XCTAssertEqual(try String(contentsOfFile: data + "/nodes/n1/logs/mine.web.1-x.log", encoding: .utf8), "line\nmore\n")
+        XCTAssertEqual(try status("PUT", "/api/v1/nodes/n1/logs/theirs.web.1-y.log?offset=0", body: "forged\n", token: nodeToken), 403)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: data + "/nodes/n1/logs/theirs.web.1-y.log"))
+
+        // What n1 points its refs at must be a record of the ref's kind naming n1: not another node's identity, not some other record.
+        func store(_ json: String) throws -> String {
+            let r = try sh("/usr/bin/curl", ["-s", "-H", "Authorization: Bearer \(nodeToken)", "--data-binary", json, server.url + "/api/v1/state/records"])
+            return trimmed(r.stdout).trimmingCharacters(in: CharacterSet(charactersIn: "\""))
+        }
+        let node = #"{"kind":"kbuild.node/v1","name":"NAME","address":"127.0.0.1","capacity":{"memory":1,"cpus":1},"network":"host","agentPID":1,"startedAt":"2026-01-01T00:00:00Z"}"#
+        let asN2 = try store(node.replacingOccurrences(of: "NAME", with: "n2")), asN1 = try store(node.replacingOccurrences(of: "NAME", with: "n1"))
+        let other = try store(#"{"kind":"kbuild.config/v1","vars":{"A":"b"}}"#)
+        func cas(_ name: String, _ kid: String?) throws -> Int {
+            let value = kid.map { #""kid":"\#($0)","# } ?? ""
+            return try status("POST", "/api/v1/state/cas", body: #"{"name":"\#(name)",\#(value)"expecting":{"kind":"any"},"actor":"agent n1"}"#, token: nodeToken)
+        }
+        XCTAssertEqual(try cas("nodes/n1", asN2), 403, "n1 registered as n2")
+        XCTAssertEqual(try cas("nodes/n1", other), 400, "n1's registration pointed at a config record")
+        XCTAssertEqual(try cas("nodes/n1/status", asN1), 400, "a node record as n1's status")
+        XCTAssertEqual(try cas("nodes/n1", nil), 403, "n1 deleted its registration")
+        XCTAssertEqual(try cas("nodes/n1", asN1), 200)
+        // And then reads it back (a ref it may read names it); the config record it stored, no.
+        XCTAssertEqual(try status("GET", "/api/v1/state/records/\(asN1)", body: nil, token: nodeToken), 200)
+        XCTAssertEqual(try status("GET", "/api/v1/state/records/\(other)", body: nil, token: nodeToken), 403)
         // Revoked: 401 at once (within the token cache's second).
         XCTAssertEqual(try kbuild(["tokens:revoke", "node-n1"], dataDir: data).status, 0)
         usleep(1_100_000)

@@ -3,6 +3,51 @@ import XCTest
 
 /// `kbuild logs APP`: every line, whole and timed, across a redeploy and a restart of kbuild.
 final class LogsTests: XCTestCase {
+    /// `--tail`: one response the server pushes lines down as they are written, in order, none twice or
+    /// lost, the lines of a process started meanwhile too.
+    func testTailIsPushedAsLinesAreWrittenIncludingANewProcesss() throws {
+        let data = try makeData("logs-tail")
+        _ = try startKbuildUp(self, data: data)
+        let serve = """
+            #!/bin/sh
+            (n=0; while true; do echo "tick-$n"; n=$((n+1)); sleep 0.1; done) &
+            exec busybox httpd -f -p "0.0.0.0:$PORT" -h www
+            """
+        let work = try makeApp("ticker", data: data, serve: serve)
+        XCTAssertEqual(try git(["push", "kbuild", "main"], in: work).status, 0)
+        try waitUntil("a tick in the logs") { try kbuild(["logs", "ticker"], dataDir: data).stdout.contains("tick-") }
+        let out = try tempDir(self, "tail-out") + "/out"
+        XCTAssertTrue(FileManager.default.createFile(atPath: out, contents: nil))
+        let tail = Process()
+        tail.executableURL = URL(fileURLWithPath: kbuildBinary)
+        tail.arguments = ["logs", "ticker", "--tail", "--lines", "1", "--data-dir", data]
+        tail.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: out))
+        try tail.run()
+        defer { if tail.isRunning { tail.terminate() }; tail.waitUntilExit() }
+        func ticks(of process: String) throws -> [Int] {
+            try String(contentsOfFile: out, encoding: .utf8).split(separator: "\n").filter { $0.contains(" \(process) ") && $0.contains(": tick-") }
+                .compactMap { Int($0.split(separator: "-").last ?? "") }
+        }
+        try waitUntil("30 ticks pushed", timeout: 20) { try ticks(of: "web.1").count >= 30 }
+        // A restart: the new process's lines come down the same response.
+        let before = try String(contentsOfFile: out, encoding: .utf8).count
+        XCTAssertEqual(try kbuild(["ps:restart", "ticker"], dataDir: data).status, 0)
+        try waitUntil("the new process's first ticks", timeout: 30) {
+            let text = try String(contentsOfFile: out, encoding: .utf8)
+            return text.count > before && text.dropFirst(before).contains(": tick-0\n")
+        }
+        XCTAssertTrue(tail.isRunning, "the tail ended")
+        tail.terminate()
+        tail.waitUntilExit()
+        // In order, each once, no gap, for the first process (the second one's numbering starts again at 0).
+        let text = try String(contentsOfFile: out, encoding: .utf8)
+        let firstRun = text.split(separator: "\n").filter { $0.contains(": tick-") }.map { Int($0.split(separator: "-").last!)! }
+        let restartAt = try XCTUnwrap(firstRun.dropFirst().firstIndex(of: 0))
+        let ticksBefore = Array(firstRun[..<restartAt])
+        XCTAssertEqual(ticksBefore, Array(ticksBefore.first!...ticksBefore.last!), "ticks lost, repeated or out of order: \(ticksBefore)")
+        XCTAssertGreaterThanOrEqual(ticksBefore.count, 30)
+    }
+
     func testLinesAreWholeTimedAndSurviveRedeployAndRestart() throws {
         let data = try makeData("logs")
         var up = try startKbuildUp(self, data: data)

@@ -3,6 +3,8 @@ import HTTPTypes
 import KbuildCore
 import KbuildServer
 import KbuildState
+import Keg
+import SQLiteState
 import XCTest
 
 /// The rules of a node's join token, as a table: what node n1 may read,
@@ -69,5 +71,20 @@ final class NodeScopeTests: XCTestCase {
         for bad in ["..", "../x.log", "a/b.log", ".hidden.log", "a.web.1", "A.web.log", "a b.log", String(repeating: "a", count: 300) + ".log", ""] {
             XCTAssertFalse(ShippedLogName.isValid(bad), bad)
         }
+    }
+
+    /// What a node stores through the API is counted per hour: past the limit, refused; another node is not affected.
+    func testANodesBytesPerHourAreLimited() throws {
+        let dir = try tempDir(self, "node-charge")
+        let dataDir = DataDir(root: URL(fileURLWithPath: dir))
+        try dataDir.create()
+        let reach = NodeReach(keg: try Keg(dataDir: dataDir), refs: try SQLiteRefStore(path: dataDir.refStore.path))
+        XCTAssertNoThrow(try reach.charge("n1", bytes: NodeReach.bytesPerHour - 10))
+        XCTAssertNoThrow(try reach.charge("n1", bytes: 10))
+        XCTAssertThrowsError(try reach.charge("n1", bytes: 1)) { error in
+            XCTAssertEqual((error as? KbuildError)?.code, .tooLarge)
+            XCTAssertTrue("\(error)".contains("node n1"), "\(error)")
+        }
+        XCTAssertNoThrow(try reach.charge("n2", bytes: 1))
     }
 }

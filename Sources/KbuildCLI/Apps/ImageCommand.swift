@@ -138,17 +138,20 @@ struct LogsCommand: AsyncParsableCommand {
             for try await chunk in response.body { writeOut(Array(chunk.readableBytesView)) }
             return
         }
-        var seen = try await fetch()
-        writeOut(Array(seen.utf8))
-        while tail {
-            try await Task.sleep(for: .milliseconds(500))
-            let now = try await fetch()
-            // Print what follows the last line already shown.
-            let last = seen.split(separator: "\n").last.map(String.init)
-            var fresh = now
-            if let last, let range = now.range(of: last + "\n", options: .backwards) { fresh = String(now[range.upperBound...]) }
-            if !fresh.isEmpty { writeOut(Array(fresh.utf8)) }
-            seen = now
+        guard tail else { return writeOut(Array(try await fetch().utf8)) }
+        // --tail: one response the server keeps pushing new lines down; asked again (without the recent lines) when it ends.
+        var backlog = lines
+        while true {
+            do {
+                let response = try await client.logs(target, lines: backlog, process: ps, release: release, since: nil, follow: true)
+                for try await chunk in response.body { writeOut(Array(chunk.readableBytesView)) }
+            } catch let error as KbuildError where error.code == .notFound || error.code == .unauthorized || error.code == .forbidden {
+                throw error
+            } catch {
+                FileHandle.standardError.write(Data("kbuild logs: \((error as? KbuildError)?.message ?? "\(error)"); following again\n".utf8))
+            }
+            backlog = 0
+            try await Task.sleep(for: .seconds(1))
         }
     }
 
