@@ -213,7 +213,8 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
         router.post("\(p)/nodes/:node/join-token") { r, c in
             try await self.answer {
                 let node = c.parameters.get("node") ?? ""
-                let token = try await AppTokens(keg: self.keg, refs: self.refs).createJoin(node: node, actor: self.actor(r))
+                let body = try await self.decode(API.JoinRequest.self, r, c)
+                let token = try await AppTokens(keg: self.keg, refs: self.refs).createJoin(node: node, address: body.address, actor: self.actor(r))
                 let via = self.joinVia()
                 return API.JoinToken(node: node, token: token, url: via?.url, caHash: via?.caHash)
             }

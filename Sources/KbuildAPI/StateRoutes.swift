@@ -68,7 +68,8 @@ struct StateRoutes<Context: RequestContext>: Sendable {
                     guard NodeScope.mayWrite(body.name, node: node, assignment: assignment) else {
                         throw KbuildError(.forbidden, "node \(node) may not change \(body.name)")
                     }
-                    try await self.checkNodeWrite(body.name, to: body.kid, node: node, assignment: assignment)
+                    try await self.checkNodeWrite(body.name, to: body.kid, node: node, assignment: assignment,
+                                                  address: r.headers[TokenAuthMiddleware<Context>.nodeAddressHeader])
                     body.actor = "agent \(node)"
                 }
                 guard !body.actor.isEmpty, body.actor.utf8.count <= 64, body.actor.first != " ", body.actor.last != " ",
@@ -133,7 +134,8 @@ struct StateRoutes<Context: RequestContext>: Sendable {
     /// deletion. So a node cannot plant another node's identity, break every
     /// reader with a record of the wrong kind, make its refs name a record it
     /// may not read (and then read it), or name a file for the control plane to open.
-    func checkNodeWrite(_ name: RefName, to kid: KID?, node: String, assignment: Assignment?) async throws {
+    /// `address`: the only address the node's token lets it register; its report's process addresses must be its registered one.
+    func checkNodeWrite(_ name: RefName, to kid: KID?, node: String, assignment: Assignment?, address: String?) async throws {
         guard let kid else { throw KbuildError(.forbidden, "node \(node) may not delete \(name)") }
         func record<T: Decodable>(_ type: T.Type, _ what: String) async throws -> T {
             do {
@@ -145,9 +147,18 @@ struct StateRoutes<Context: RequestContext>: Sendable {
         func refuse(_ why: String) -> KbuildError { KbuildError(.forbidden, "node \(node) may not set \(name) to \(kid.short): \(why)") }
         switch Schema.Key(name) {
         case .node:
-            guard try await record(NodeRecord.self, "node").name == node else { throw refuse("it names another node") }
+            let r = try await record(NodeRecord.self, "node")
+            guard r.name == node else { throw refuse("it names another node") }
+            if let address, r.address != address { throw refuse("its token lets it register address \(address) only, not \(r.address)") }
         case .status:
-            guard try await record(NodeStatus.self, "node status").node == node else { throw refuse("it names another node") }
+            let r = try await record(NodeStatus.self, "node status")
+            guard r.node == node else { throw refuse("it names another node") }
+            // The router sends requests where a report says: only to the node's own registered address.
+            let registered = try await refs.get(try Schema.node(node))
+            let own: NodeRecord? = if let registered { try? await Records.get(NodeRecord.self, registered.kid, from: content, what: "node") } else { nil }
+            for p in r.processes {
+                if let a = p.address, a != own?.address { throw refuse("process \(p.name) is at \(a), not the node's address") }
+            }
         case .appField(let app, .processes):
             let p = try await record(ProcessRecord.self, "process")
             guard p.app == app, p.node == node, assignment?.processes.contains(where: { $0.id == p.id }) ?? false else {

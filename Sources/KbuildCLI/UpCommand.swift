@@ -136,7 +136,7 @@ struct UpCommand: AsyncParsableCommand {
                 try own.create()
                 let tokens = AppTokens(keg: keg, refs: refs)
                 try? await tokens.revoke(name: "node-\(config.name)", actor: "kbuild up")
-                let token = try await tokens.createJoin(node: config.name, actor: "kbuild up")
+                let token = try await tokens.createJoin(node: config.name, address: config.address, actor: "kbuild up")
                 let ownKeg = try Keg(dataDir: own)
                 let client = try KbuildClient(base: serverURL, token: token, actor: "agent \(config.name)")
                 system.startNodeAgent(config, keg: ownKeg, records: RemoteRecords(client: client, cache: ownKeg), refs: RemoteRefStore(client: client),

@@ -95,8 +95,8 @@ public struct KbuildClient: Sendable {
     }
 
     /// Makes the join token of node `node` (`kbuild agent --join`).
-    public func joinToken(node: String) async throws -> API.JoinToken {
-        try await send(.POST, "/nodes/\(segment(node))/join-token", [String: String]())
+    public func joinToken(node: String, address: String? = nil) async throws -> API.JoinToken {
+        try await send(.POST, "/nodes/\(segment(node))/join-token", API.JoinRequest(address: address))
     }
 
     // MARK: - Trace (admin only)

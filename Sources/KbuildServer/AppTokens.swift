@@ -16,14 +16,17 @@ public struct AppTokenRecord: Codable, Sendable, Equatable {
     public var apps: [String]
     /// The node a join token acts as (`NodeScope` says what it may reach).
     public var node: String?
+    /// The only address that node may register (where the router will send its apps' requests), when given.
+    public var address: String?
     public var createdBy: String
     public var createdAt: Date
 
-    public init(name: String, sha256: String, apps: [String], node: String? = nil, createdBy: String, createdAt: Date = Date()) {
+    public init(name: String, sha256: String, apps: [String], node: String? = nil, address: String? = nil, createdBy: String, createdAt: Date = Date()) {
         self.name = name
         self.sha256 = sha256
         self.apps = apps.sorted()
         self.node = node
+        self.address = address
         self.createdBy = createdBy
         self.createdAt = createdAt
     }
@@ -34,6 +37,7 @@ public struct TokenScope: Sendable, Equatable {
     public var name: String
     public var apps: [String]
     public var node: String?
+    public var address: String?
 }
 
 /// The app tokens of a host: made, listed, revoked, and looked up by the
@@ -64,10 +68,17 @@ public final class AppTokens: Sendable {
     }
 
     /// Makes the join token of node `node` (`kbuild agent --join URL --token …`),
-    /// named `node-NODE`: it may register that node and act as it, nothing else.
-    public func createJoin(node: String, actor: String) async throws -> String {
+    /// named `node-NODE`: it may register that node and act as it, nothing else;
+    /// with `address`, it may register only that address (the router sends the
+    /// node's apps' requests there, so a node cannot point them elsewhere).
+    public func createJoin(node: String, address: String? = nil, actor: String) async throws -> String {
         guard Names.isAppName(node) else { throw KbuildError(.invalidArgument, "invalid node name \(node.debugQuoted): a-z, 0-9 and '-', starting with a letter") }
-        return try await store(AppTokenRecord(name: "node-\(node)", sha256: "", apps: [], node: node, createdBy: actor), prefix: "kbn_", actor: actor)
+        if let address {
+            var v4 = in_addr()
+            guard inet_pton(AF_INET, address, &v4) == 1 else { throw KbuildError(.invalidArgument, "invalid node address \(address.debugQuoted): an IPv4 address") }
+        }
+        return try await store(AppTokenRecord(name: "node-\(node)", sha256: "", apps: [], node: node, address: address, createdBy: actor),
+                               prefix: "kbn_", actor: actor)
     }
 
     private func store(_ template: AppTokenRecord, prefix: String, actor: String) async throws -> String {
@@ -136,7 +147,7 @@ public final class AppTokens: Sendable {
         }
         let all = (try? await list()) ?? []
         var byHash: [String: TokenScope] = [:]
-        for r in all { byHash[r.sha256] = TokenScope(name: r.name, apps: r.apps, node: r.node) }
+        for r in all { byHash[r.sha256] = TokenScope(name: r.name, apps: r.apps, node: r.node, address: r.address) }
         cache.withLock { $0 = (now, byHash) }
         return byHash[hash]
     }

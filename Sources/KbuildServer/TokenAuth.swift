@@ -36,10 +36,13 @@ public struct TokenAuthMiddleware<Context: RequestContext>: RouterMiddleware {
     public static var caPath: String { "/tls/ca.crt" }
     /// The node a join token acts as.
     public static var nodeHeader: HTTPField.Name { HTTPField.Name("Kbuild-Node")! }
+    /// The only address that node may register, when its token names one.
+    public static var nodeAddressHeader: HTTPField.Name { HTTPField.Name("Kbuild-Node-Address")! }
 
     public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         var head = request.head
-        for name in [TokenAuthMiddleware.scopeHeader, TokenAuthMiddleware.tokenNameHeader, TokenAuthMiddleware.nodeHeader] where head.headerFields[name] != nil {
+        for name in [TokenAuthMiddleware.scopeHeader, TokenAuthMiddleware.tokenNameHeader, TokenAuthMiddleware.nodeHeader,
+                     TokenAuthMiddleware.nodeAddressHeader] where head.headerFields[name] != nil {
             head.headerFields[name] = nil
         }
         let request = head == request.head ? request : Request(head: head, body: request.body)
@@ -52,6 +55,7 @@ public struct TokenAuthMiddleware<Context: RequestContext>: RouterMiddleware {
                 return ErrorBody.response(KbuildError(.forbidden, "this token may not do that (it is node \(node)'s join token)"))
             }
             head.headerFields[TokenAuthMiddleware.nodeHeader] = node
+            head.headerFields[TokenAuthMiddleware.nodeAddressHeader] = scope.address
         } else {
             guard TokenAuthMiddleware.allows(apps: scope.apps, method: request.method, path: request.uri.path) else {
                 return ErrorBody.response(KbuildError(.forbidden, "this token may not do that (it is limited to some apps)"))

@@ -354,6 +354,12 @@ public enum API {
         public init(domain: String) { self.domain = domain }
     }
 
+    /// `nodes:join-token NODE [--address ADDR]`: the only address the node may register.
+    public struct JoinRequest: Codable, Sendable, Equatable {
+        public var address: String?
+        public init(address: String?) { self.address = address }
+    }
+
     /// A node's join token (`kbuild nodes:join-token`), shown once.
     public struct JoinToken: Codable, Sendable {
         public var node: String

@@ -236,6 +236,24 @@ final class AuthorizationMatrixTests: XCTestCase {
         // And then reads it back (a ref it may read names it); the config record it stored, no.
         XCTAssertEqual(try status("GET", "/api/v1/state/records/\(asN1)", body: nil, token: nodeToken), 200)
         XCTAssertEqual(try status("GET", "/api/v1/state/records/\(other)", body: nil, token: nodeToken), 403)
+
+        // A token made for one address: the node registers that one only, and reports its processes nowhere else.
+        let pinned = try kbuild(["nodes:join-token", "n3", "--address", "10.9.9.9"], dataDir: data)
+        XCTAssertEqual(pinned.status, 0, pinned.stderr)
+        let n3 = try XCTUnwrap(pinned.stdout.split(separator: " ").first { $0.hasPrefix("kbn_") }.map(String.init))
+        XCTAssertTrue(pinned.stdout.hasSuffix(" --name n3 --address 10.9.9.9\n"), pinned.stdout)
+        let n3Node = #"{"kind":"kbuild.node/v1","name":"n3","address":"ADDR","capacity":{"memory":1,"cpus":1},"network":"host","agentPID":1,"startedAt":"2026-01-01T00:00:00Z"}"#
+        func casAsN3(_ name: String, _ json: String) throws -> Int {
+            let stored = try sh("/usr/bin/curl", ["-s", "-H", "Authorization: Bearer \(n3)", "--data-binary", json, server.url + "/api/v1/state/records"])
+            let kid = trimmed(stored.stdout).trimmingCharacters(in: CharacterSet(charactersIn: "\""))
+            return try status("POST", "/api/v1/state/cas", body: #"{"name":"\#(name)","kid":"\#(kid)","expecting":{"kind":"any"},"actor":"agent n3"}"#, token: n3)
+        }
+        XCTAssertEqual(try casAsN3("nodes/n3", n3Node.replacingOccurrences(of: "ADDR", with: "127.0.0.1")), 403, "n3 registered another address")
+        XCTAssertEqual(try casAsN3("nodes/n3", n3Node.replacingOccurrences(of: "ADDR", with: "10.9.9.9")), 200)
+        let report = #"{"kind":"kbuild.node-status/v1","node":"n3","at":"2026-01-01T00:00:00Z","lease":10,"processes":[{"id":"mine.web.1-x","app":"mine","type":"web","name":"web.1","state":"healthy","address":"ADDR","port":80,"restarts":0,"since":"2026-01-01T00:00:00Z"}]}"#
+        XCTAssertEqual(try casAsN3("nodes/n3/status", report.replacingOccurrences(of: "ADDR", with: "127.0.0.1")), 403, "a process reported elsewhere")
+        XCTAssertEqual(try casAsN3("nodes/n3/status", report.replacingOccurrences(of: "ADDR", with: "10.9.9.9")), 200)
+        XCTAssertEqual(try kbuild(["nodes:join-token", "n4", "--address", "not-an-ip"], dataDir: data).status, 1)
         // Revoked: 401 at once (within the token cache's second).
         XCTAssertEqual(try kbuild(["tokens:revoke", "node-n1"], dataDir: data).status, 0)
         usleep(1_100_000)

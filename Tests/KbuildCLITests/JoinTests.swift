@@ -55,7 +55,7 @@ final class JoinTests: XCTestCase {
         p.executableURL = URL(fileURLWithPath: "/usr/bin/unshare")
         let script = #"mount -t tmpfs -o size=1m,mode=0700 kbuild-hidden "$0" && exec "$@""#
         p.arguments = ["--mount", "--propagation", "private", "/bin/sh", "-c", script, controlPlane, kbuildBinary, "agent"] + join
-            + ["--network", node.namespace, "--address", node.address, "--memory", "1G", "--data-dir", node.data]
+            + ["--network", node.namespace, "--memory", "1G", "--data-dir", node.data]
         p.environment = ["PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": node.data]
         XCTAssertTrue(FileManager.default.createFile(atPath: node.data + "/agent.log", contents: nil))
         let log = try XCTUnwrap(FileHandle(forWritingAtPath: node.data + "/agent.log"))
@@ -70,11 +70,12 @@ final class JoinTests: XCTestCase {
     }
 
     /// The arguments of the join command `nodes:join-token` prints (over https, pinned by the CA's hash).
-    func joinCommand(_ node: String, data: String) throws -> [String] {
-        let r = try kbuild(["nodes:join-token", node], dataDir: data)
+    func joinCommand(_ node: String, address: String? = nil, data: String) throws -> [String] {
+        let r = try kbuild(["nodes:join-token", node] + (address.map { ["--address", $0] } ?? []), dataDir: data)
         XCTAssertEqual(r.status, 0, r.stderr)
         XCTAssertTrue(r.stdout.hasPrefix("kbuild agent --join https://"), r.stdout)
-        XCTAssertTrue(r.stdout.contains(" --ca-hash sha256:") && r.stdout.contains(" --token kbn_") && r.stdout.hasSuffix(" --name \(node)\n"), r.stdout)
+        XCTAssertTrue(r.stdout.contains(" --ca-hash sha256:") && r.stdout.contains(" --token kbn_") &&
+                      r.stdout.hasSuffix(" --name \(node)\(address.map { " --address \($0)" } ?? "")\n"), r.stdout)
         return Array(r.stdout.split(whereSeparator: \.isWhitespace).map(String.init).dropFirst(2))
     }
 
@@ -87,7 +88,8 @@ final class JoinTests: XCTestCase {
         let remote = RemoteCLITests.Remote(server: up, data: data, home: try tempDir(self, "join-home"))
         var nodes = [try makeNode(1), try makeNode(2)]
         for i in nodes.indices {
-            nodes[i].agent = try startAgent(nodes[i], join: try joinCommand(nodes[i].name, data: data), hiding: data)
+            // Each token pins its node's address: the only one it may register, where the router sends its requests.
+            nodes[i].agent = try startAgent(nodes[i], join: try joinCommand(nodes[i].name, address: nodes[i].address, data: data), hiding: data)
         }
         try waitUntil("both nodes alive") {
             let listed = try remote.run(["nodes"]).stdout

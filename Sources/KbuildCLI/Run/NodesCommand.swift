@@ -31,6 +31,8 @@ struct NodesJoinToken: AsyncParsableCommand {
     )
     @OptionGroup var global: GlobalOptions
     @Argument(help: "The node's name.") var node: String
+    @Option(help: "The address the node serves its processes at (the router sends them requests there): the only one it may register.")
+    var address: String?
 
     func validate() throws {
         guard Names.isAppName(node) else { throw ValidationError("invalid node name \(node.debugDescription): a-z, 0-9 and '-', starting with a letter") }
@@ -38,11 +40,12 @@ struct NodesJoinToken: AsyncParsableCommand {
 
     func run() async throws {
         let client = try global.client()
-        let join = try await client.joinToken(node: node)
+        let join = try await client.joinToken(node: node, address: address)
+        let at = address.map { " --address \($0)" } ?? ""
         if let url = join.url, let hash = join.caHash {
-            say("kbuild agent --join \(url) --ca-hash \(hash) --token \(join.token) --name \(join.node)")
+            say("kbuild agent --join \(url) --ca-hash \(hash) --token \(join.token) --name \(join.node)\(at)")
         } else {
-            say("kbuild agent --join \(client.base) --token \(join.token) --name \(join.node)")
+            say("kbuild agent --join \(client.base) --token \(join.token) --name \(join.node)\(at)")
         }
     }
 }
