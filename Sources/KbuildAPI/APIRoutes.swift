@@ -222,10 +222,32 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
         router.get("\(p)/nodes") { _, _ in
             try await self.answer {
                 let now = Date()
+                let drained = try await self.drainedNodes()
                 return try await self.reader.nodes().map { n in
                     API.NodeInfo(record: n.record, alive: n.record.isAlive(reporting: n.status, at: now),
-                                 processes: n.status?.processes.count ?? 0, heartbeat: n.status?.at)
+                                 processes: n.status?.processes.count ?? 0, heartbeat: n.status?.at, draining: drained.contains(n.record.name))
                 }
+            }
+        }
+        // nodes:drain and nodes:undrain (admin only: an app or node token never reaches /nodes).
+        router.post("\(p)/nodes/:node/drain") { r, c in
+            try await self.answer { () -> DrainRecord in
+                let node = c.parameters.get("node") ?? ""
+                guard try await self.reader.nodes().contains(where: { $0.record.name == node }) else {
+                    throw KbuildError(.notFound, "no node \(node.debugQuoted) has registered (kbuild nodes lists them)")
+                }
+                let record = DrainRecord(node: node, by: self.actor(r))
+                try await self.refs.set(try Schema.drain(node), to: try await Records.put(record, in: self.keg), actor: self.actor(r))
+                return record
+            }
+        }
+        router.delete("\(p)/nodes/:node/drain") { r, c in
+            try await self.answer { () -> [String: String] in
+                let node = c.parameters.get("node") ?? ""
+                let name = try Schema.drain(node)
+                guard let current = try await self.refs.get(name) else { throw KbuildError(.notFound, "node \(node) is not drained") }
+                try await self.refs.compareAndSwap(name, to: nil, expecting: .value(current.kid), actor: self.actor(r))
+                return ["undrained": node]
             }
         }
     }
@@ -234,7 +256,8 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
 
     /// Refuses a formation that cannot be placed beside what other apps run.
     func checkFits(app: String, formation: [String: ProcessFormation]) async throws {
-        let nodes = try await reader.nodes().filter { $0.record.isAlive(reporting: $0.status, at: Date()) }
+        let drained = try await drainedNodes()
+        let nodes = try await reader.nodes().filter { $0.record.isAlive(reporting: $0.status, at: Date()) && !drained.contains($0.record.name) }
         var candidates = nodes.map { n in
             let others = (n.assignment?.processes ?? []).filter { $0.spec.app != app }.reduce(Resources(memory: 0, cpus: 0)) { $0 + $1.spec.resources }
             return Placement.Candidate(node: n.record.name, free: n.record.capacity - others, siblings: 0)
@@ -248,6 +271,13 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
                 candidates[k].free = candidates[k].free - needs
             }
         }
+    }
+
+    /// The nodes the admin drained (`nodes:drain`).
+    func drainedNodes() async throws -> Set<String> {
+        Set(try await refs.list(prefix: Schema.nodes).compactMap { ref -> String? in
+            if case .drain(let node) = Schema.Key(ref.name) { node } else { nil }
+        })
     }
 
     func restart(_ app: String, type: String?, actor: String) async throws -> [String: Int] {

@@ -94,6 +94,13 @@ public struct KbuildClient: Sendable {
         let _: [String: String] = try await delete("/tokens/\(segment(name))")
     }
 
+    /// `nodes:drain`: nothing new is placed on `node`, and what runs there moves.
+    public func drain(node: String) async throws -> DrainRecord { try await send(.POST, "/nodes/\(segment(node))/drain", [String: String]()) }
+    /// `nodes:undrain`.
+    public func undrain(node: String) async throws {
+        let _: [String: String] = try await delete("/nodes/\(segment(node))/drain")
+    }
+
     /// Makes the join token of node `node` (`kbuild agent --join`).
     public func joinToken(node: String, address: String? = nil) async throws -> API.JoinToken {
         try await send(.POST, "/nodes/\(segment(node))/join-token", API.JoinRequest(address: address))

@@ -381,12 +381,15 @@ public enum API {
         public var alive: Bool
         public var processes: Int
         public var heartbeat: Date?
+        /// Drained by the admin (`nodes:drain`).
+        public var draining: Bool
 
-        public init(record: NodeRecord, alive: Bool, processes: Int, heartbeat: Date?) {
+        public init(record: NodeRecord, alive: Bool, processes: Int, heartbeat: Date?, draining: Bool) {
             self.record = record
             self.alive = alive
             self.processes = processes
             self.heartbeat = heartbeat
+            self.draining = draining
         }
     }
 }

@@ -30,6 +30,7 @@ public import KbuildCore
 //     <node>                       NodeRecord: the agent's registration
 //     <node>/assignment            Assignment: what the scheduler wants the node to run
 //     <node>/status                NodeStatus: what the node runs; also its heartbeat (only the last is kept)
+//     <node>/drain                 DrainRecord: the admin took the node out of placement (`nodes:drain`)
 //   registry/<repository>:<tag>    an OCI manifest or index: a registry tag (<repository> may hold "/")
 //   stacks/<name>                  an OCI image manifest: a stack's run image
 //   stacks/<name>-build            an OCI image manifest: that stack's build image
@@ -94,6 +95,8 @@ public enum Schema {
     public static func node(_ name: String) throws -> RefName { try RefName("nodes/\(name)") }
     public static func assignment(_ node: String) throws -> RefName { try RefName("nodes/\(node)/assignment") }
     public static func status(_ node: String) throws -> RefName { try RefName("nodes/\(node)/status") }
+    /// Present while the node is drained: nothing new is placed there and what runs there moves.
+    public static func drain(_ node: String) throws -> RefName { try RefName("nodes/\(node)/drain") }
     public static func registryTag(_ repository: String, _ tag: String) throws -> RefName { try RefName("registry/\(repository):\(tag)") }
     public static func stack(_ name: String) throws -> RefName { try RefName("stacks/\(name)") }
     public static func buildpack(_ name: String) throws -> RefName { try RefName("buildpacks/\(name)") }
@@ -114,6 +117,7 @@ public enum Schema {
         case node(String)
         case assignment(node: String)
         case status(node: String)
+        case drain(node: String)
         case registryTag(repository: String, tag: String)
         case stack(String)
         case buildpack(String)
@@ -144,6 +148,7 @@ public enum Schema {
             case ("nodes", 2): self = .node(parts[1])
             case ("nodes", 3) where parts[2] == "assignment": self = .assignment(node: parts[1])
             case ("nodes", 3) where parts[2] == "status": self = .status(node: parts[1])
+            case ("nodes", 3) where parts[2] == "drain": self = .drain(node: parts[1])
             case ("registry", 2...):
                 let path = rest(from: 1)
                 guard let colon = path.lastIndex(of: ":"), !path[colon...].contains("/") else { self = .other; return }

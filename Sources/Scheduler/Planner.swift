@@ -54,11 +54,14 @@ public struct NodeState: Sendable {
     public var record: NodeRecord
     public var status: NodeStatus?
     public var assignment: Assignment?
+    /// Drained by the admin: nothing new is placed here, and what runs here moves.
+    public var draining: Bool
 
-    public init(record: NodeRecord, status: NodeStatus?, assignment: Assignment?) {
+    public init(record: NodeRecord, status: NodeStatus?, assignment: Assignment?, draining: Bool = false) {
         self.record = record
         self.status = status
         self.assignment = assignment
+        self.draining = draining
     }
 
     /// Alive while its heartbeat is fresh; an agent that (re)registered gets
@@ -125,8 +128,10 @@ public enum Planner {
         func remove(_ p: AssignedProcess) {
             for (node, list) in placed { placed[node] = list.filter { $0.id != p.id } }
         }
+        let drained = Set(alive.filter(\.draining).map(\.record.name))
+        func onDrainedNode(_ p: AssignedProcess) -> Bool { drained.contains { placed[$0]?.contains { $0.id == p.id } ?? false } }
         func candidates(app: String, type: String) -> [Placement.Candidate] {
-            alive.map { node in
+            alive.filter { !$0.draining }.map { node in
                 let list = placed[node.record.name] ?? []
                 let used = list.reduce(Resources(memory: 0, cpus: 0)) { $0 + $1.spec.resources }
                 return Placement.Candidate(node: node.record.name, free: node.record.capacity - used,
@@ -185,8 +190,9 @@ public enum Planner {
                 let spec = ProcessSpec.of(release, type: type, generation: app.generations[type] ?? 0)
                 let desired = spec == nil ? 0 : (release.formation[type]?.quantity ?? 0)
                 let instances = placed.values.flatMap { $0 }.filter { $0.spec.app == app.app && $0.spec.type == type }
-                var new = instances.filter { $0.spec == spec }.sorted { $0.index < $1.index }
-                let old = instances.filter { $0.spec != spec }
+                // A process on a drained node is old whatever its spec: it is replaced as a rollout replaces one.
+                var new = instances.filter { $0.spec == spec && !onDrainedNode($0) }.sorted { $0.index < $1.index }
+                let old = instances.filter { $0.spec != spec || onDrainedNode($0) }
 
                 for p in new {
                     guard let s = status[p.id] else {
@@ -229,8 +235,9 @@ public enum Planner {
                     let want = desired - new.count
                     let running = old.count + stopping["\(app.app)/\(type)", default: 0]
                     let room = running == 0 ? want : max(0, desired + policy.maxSurge - new.count - running)
-                    let used = Set(new.map(\.index))
-                    let indices = (1...desired).filter { !used.contains($0) }.prefix(min(want, room))
+                    // A process of this spec still on a drained node has its number's id: its replacement takes another number.
+                    let used = Set(new.map(\.index)).union(old.filter { $0.spec == spec }.map(\.index))
+                    let indices = (1...(desired + old.count)).filter { !used.contains($0) }.prefix(min(want, room))
                     for index in indices {
                         let needs = spec!.resources
                         let options = candidates(app: app.app, type: type)

@@ -74,6 +74,9 @@ final class AuthorizationMatrixTests: XCTestCase {
         "POST /api/v1/state/logs": Row(requests: { _ in [("POST", "/api/v1/state/logs", "release output")] }, own: .forbidden, perApp: false, node: .allowed),
         // A node's join token: the admin's to make (again for n1: 409, nothing made).
         "POST /api/v1/nodes/{node}/join-token": Row(requests: { _ in [("POST", "/api/v1/nodes/n1/join-token", "{}")] }, own: .forbidden, perApp: false),
+        // nodes:drain and undrain: the admin's (n1 has not registered: a 404, nothing drained).
+        "POST /api/v1/nodes/{node}/drain": Row(requests: { _ in [("POST", "/api/v1/nodes/n1/drain", "{}")] }, own: .forbidden, perApp: false),
+        "DELETE /api/v1/nodes/{node}/drain": Row(requests: { _ in [("DELETE", "/api/v1/nodes/n1/drain", nil)] }, own: .forbidden, perApp: false),
         // A joined node's logs: n1's token writes n1's copies (this one the admin's request has just made; starting
         // one only for a process of its assignment, and never another node's, is checked after the table).
         "PUT /api/v1/nodes/{node}/logs/{file}": Row(requests: { _ in [("PUT", "/api/v1/nodes/n1/logs/mine.web.1-x.log?offset=0", "line\n")] },

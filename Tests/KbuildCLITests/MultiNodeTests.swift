@@ -53,6 +53,20 @@ final class MultiNodeTests: XCTestCase {
         XCTAssertFalse([0, 52, 56].contains(probe.status), "spread's process on \(target.node) reached other's port: \(probe)")
         XCTAssertEqual(routed(routerPort, host: "other.localhost").status, 200, "the router still does")
 
+        // A drained node's process moves (healthy elsewhere first), and the app serves throughout.
+        let drainedNode = try XCTUnwrap(try ps("spread", data).first?.node)
+        let drained = try kbuild(["nodes:drain", drainedNode], dataDir: data)
+        XCTAssertEqual(drained.status, 0, drained.stderr)
+        XCTAssertTrue(try kbuild(["nodes"], dataDir: data).stdout.contains("\(drainedNode)  alive (drained)"))
+        try waitUntil("spread's processes off \(drainedNode)", timeout: 60) {
+            let now = try ps("spread", data).filter { $0.name.hasPrefix("web.") }
+            XCTAssertEqual(routed(routerPort, host: "spread.localhost").status, 200, "a request failed during the drain")
+            return now.count == 3 && healthy(now, count: 3) && !now.contains { $0.node == drainedNode }
+        }
+        XCTAssertEqual(try kbuild(["nodes:undrain", drainedNode], dataDir: data).status, 0)
+        XCTAssertFalse(try kbuild(["nodes"], dataDir: data).stdout.contains("(drained)"))
+        XCTAssertNotEqual(try kbuild(["nodes:drain", "nosuch"], dataDir: data).status, 0)
+
         let network = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: data + "/nodes/n1/network.json"))) as? [String: Any]
         let namespace = try XCTUnwrap(network?["namespace"] as? String)
         XCTAssertTrue(try sh("/usr/sbin/ip", ["netns", "list"]).stdout.contains(namespace))

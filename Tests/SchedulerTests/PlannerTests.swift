@@ -193,6 +193,44 @@ final class PlannerTests: XCTestCase {
         XCTAssertEqual(fresh.events, [])
     }
 
+    /// A drained node: its process is replaced elsewhere as a rollout replaces one (the new one healthy first,
+    /// then the old one retired), and nothing new is placed there, also with room to spare.
+    func testDrainedNodesProcessesMoveHealthyFirstAndNothingNewGoesThere() {
+        let (kid, r) = release(1, image: image1, web: 2)
+        let first = Planner.plan(apps: [AppState(app: "py", release: kid, current: r, healthy: nil)], nodes: [node("n1"), node("n2"), node("n3")], now: t0)
+        let byNode = first.assignments.mapValues(\.processes)
+        let healthy = Dictionary(uniqueKeysWithValues: all(first).map { ($0.id, (ProcessState.healthy, 0)) })
+        let app = AppState(app: "py", release: kid, current: r, healthy: kid)
+        func nodes(_ placed: [String: [AssignedProcess]], states: [String: (ProcessState, Int)], drained: String) -> [NodeState] {
+            ["n1", "n2", "n3"].map { name in
+                var n = node(name, processes: placed[name] ?? [], states: states)
+                n.draining = name == drained
+                return n
+            }
+        }
+        let onN1 = byNode["n1"] ?? []
+        XCTAssertEqual(onN1.count, 1, "\(byNode)")
+        // Step 1: n1 drained: a replacement starts on n3 (the node without one), n1's keeps running.
+        var step = Planner.plan(apps: [app], nodes: nodes(byNode, states: healthy, drained: "n1"), now: t0)
+        XCTAssertEqual(step.assignments["n1"]?.processes.map(\.id), onN1.map(\.id), "the old one runs until its replacement is healthy")
+        let replacement = step.assignments["n3"]?.processes ?? []
+        XCTAssertEqual(replacement.count, 1)
+        XCTAssertFalse(replacement.contains { r in onN1.contains { $0.id == r.id } }, "the replacement has an id of its own")
+        XCTAssertEqual(step.events, [])
+        // Step 2: the replacement is healthy: n1's process is retired.
+        var states = healthy
+        for p in replacement { states[p.id] = (.healthy, 0) }
+        step = Planner.plan(apps: [app], nodes: nodes(step.assignments.mapValues(\.processes), states: states, drained: "n1"), now: t0)
+        XCTAssertEqual(step.assignments["n1"]?.processes ?? [], [])
+        XCTAssertEqual(all(step).count, 2)
+        // Scaling up while n1 is drained: nothing goes to n1.
+        let (kid3, r3) = release(2, image: image1, web: 6, memory: 256 << 20)
+        step = Planner.plan(apps: [AppState(app: "py", release: kid3, current: r3, healthy: kid)],
+                            nodes: nodes(step.assignments.mapValues(\.processes), states: states, drained: "n1"), now: t0)
+        XCTAssertEqual(step.assignments["n1"]?.processes ?? [], [], "placed on a drained node")
+        XCTAssertGreaterThan(all(step).count, 2)
+    }
+
     func testFormationChangeParsing() throws {
         XCTAssertEqual(try FormationChange(parsing: "web=3"), FormationChange(type: "web", quantity: 3))
         XCTAssertEqual(try FormationChange(parsing: "worker=2:1G:1.5"), FormationChange(type: "worker", quantity: 2, memory: 1 << 30, cpus: 1.5))

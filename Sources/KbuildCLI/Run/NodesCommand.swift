@@ -17,7 +17,7 @@ struct NodesList: AsyncParsableCommand {
         let now = Date()
         for n in nodes {
             let heartbeat = n.heartbeat.map { "heartbeat \(Int(now.timeIntervalSince($0).rounded()))s ago" } ?? "no heartbeat"
-            say("\(n.record.name)  \(n.alive ? "alive" : "silent")  \(n.record.address)  \(formatMemory(n.record.capacity.memory)) \(n.record.capacity.cpus) CPUs  \(n.processes) processes  \(heartbeat)")
+            say("\(n.record.name)  \(n.alive ? "alive" : "silent")\(n.draining ? " (drained)" : "")  \(n.record.address)  \(formatMemory(n.record.capacity.memory)) \(n.record.capacity.cpus) CPUs  \(n.processes) processes  \(heartbeat)")
         }
     }
 }
@@ -47,5 +47,32 @@ struct NodesJoinToken: AsyncParsableCommand {
         } else {
             say("kbuild agent --join \(client.base) --token \(join.token) --name \(join.node)\(at)")
         }
+    }
+}
+
+/// `kbuild nodes:drain NODE`: take a node out of placement; what runs there moves, as a rollout moves it.
+struct NodesDrain: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "nodes:drain",
+        abstract: "Take a node out of placement: nothing new goes there, and its processes move to other nodes.",
+        discussion: "Each moves as a rollout moves it: a new process healthy elsewhere first, then the old one stopped. Undo with kbuild nodes:undrain NODE."
+    )
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "The node's name.") var node: String
+
+    func run() async throws {
+        _ = try await global.client().drain(node: node)
+        say("Drained \(node): its processes move to other nodes (kbuild ps shows them)")
+    }
+}
+
+struct NodesUndrain: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "nodes:undrain", abstract: "Put a drained node back into placement.")
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "The node's name.") var node: String
+
+    func run() async throws {
+        try await global.client().undrain(node: node)
+        say("Undrained \(node): new processes may be placed there again")
     }
 }

@@ -298,3 +298,19 @@ public struct DomainsRecord: Codable, Sendable, Equatable {
         }
     }
 }
+
+/// A node the admin took out of placement (`nodes:drain`): nothing new goes
+/// there, and what runs there moves elsewhere as a rollout does (a new
+/// process healthy first, then the old one stopped).
+public struct DrainRecord: Codable, Sendable, Equatable {
+    public var kind = "kbuild.drain/v1"
+    public var node: String
+    public var by: String
+    public var at: Date
+
+    public init(node: String, by: String, at: Date = Date()) {
+        self.node = node
+        self.by = by
+        self.at = at
+    }
+}
