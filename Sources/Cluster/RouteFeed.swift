@@ -56,10 +56,11 @@ public struct RouteFeed: Service {
         var out: [String: [Endpoint]] = [:]
         for (record, status, assignment) in nodes {
             guard let status, status.isAlive(at: now) else { continue }
-            let assigned = Set(assignment?.processes.map(\.id) ?? [])
-            for p in status.processes where p.type == "web" && p.state == .healthy && assigned.contains(p.id) {
-                guard let port = p.port else { continue }
-                out[p.app, default: []].append(Endpoint(host: p.address ?? record.address, port: port, process: p.id))
+            // The app and type come from the assignment, not from what the node reports.
+            let assigned = Dictionary((assignment?.processes ?? []).map { ($0.id, $0.spec) }, uniquingKeysWith: { a, _ in a })
+            for p in status.processes where p.state == .healthy {
+                guard let spec = assigned[p.id], spec.type == "web", spec.app == p.app, let port = p.port else { continue }
+                out[spec.app, default: []].append(Endpoint(host: p.address ?? record.address, port: port, process: p.id))
             }
         }
         return out.mapValues { $0.sorted { $0.process < $1.process } }

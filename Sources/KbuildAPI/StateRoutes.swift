@@ -158,6 +158,10 @@ struct StateRoutes<Context: RequestContext>: Sendable {
             let own: NodeRecord? = if let registered { try? await Records.get(NodeRecord.self, registered.kid, from: content, what: "node") } else { nil }
             for p in r.processes {
                 if let a = p.address, a != own?.address { throw refuse("process \(p.name) is at \(a), not the node's address") }
+                // An assigned process is reported as what it was assigned (not as another app's).
+                if let a = assignment?.processes.first(where: { $0.id == p.id }), a.spec.app != p.app || a.spec.type != p.type {
+                    throw refuse("process \(p.id) is \(a.spec.app)'s \(a.spec.type), not \(p.app)'s \(p.type)")
+                }
             }
         case .appField(let app, .processes):
             let p = try await record(ProcessRecord.self, "process")

@@ -279,6 +279,15 @@ struct AgentCommand: AsyncParsableCommand {
             } else if !["127.0.0.1", "localhost", "::1"].contains(url.host ?? "") {
                 say("warning: joining \(join) over plain http: the join token crosses the network in the clear (use the control plane's https URL and --ca-hash)")
             }
+            // On this machine's own network, each process's namespace (100.64.0.0/10) is reachable from here only:
+            // a router on another machine could not reach it.
+            if network == "host" && isolation == "egress" {
+                throw ValidationError("""
+                    a joined node's processes must be reachable from the control plane's router: give --network NS (a \
+                    network namespace routed from --address, as kbuild up --nodes N makes) or --isolation shared (its processes \
+                    on this machine's network, at --address)
+                    """)
+            }
         } else if token != nil || caHash != nil {
             throw ValidationError("--token and --ca-hash are for joining: they need --join URL")
         }

@@ -93,8 +93,9 @@ public final class NodeReach: Sendable {
     private let byImage = Mutex<[KID: Set<KID>]>([:])
     /// Bytes each node stored through the API (records, logs) in the current hour.
     private let stored = Mutex<[String: (hour: Int, bytes: Int)]>([:])
-    /// What a node may store through the API in an hour (its reports are a few KB each; this is room for thousands).
-    public static let bytesPerHour = 512 << 20
+    /// What a node may store through the API in an hour: its report every 2 s is about 300 bytes a process, so
+    /// this is room for a node of 3,000 processes, with release output besides.
+    public static let bytesPerHour = 2 << 30
 
     public init(keg: Keg, refs: any RefStore) {
         self.keg = keg

@@ -398,12 +398,20 @@ actor AgentLoop {
             let process = try await agent.sandbox.start(spec)
             let record = ProcessRecord(id: p.id, node: config.name, hostPID: process.pid, app: p.spec.app, name: p.name,
                                        release: p.release, version: release.version, spec: p.spec, port: port, startedAt: Date())
-            let kid = try await Records.put(record, in: agent.records)
-            // The app's process list, for trace: its history has every process ever started.
-            try await agent.refs.set(try Schema.processes(p.spec.app), to: kid, actor: "agent \(config.name)")
+            // Written down here first (the record's KID is its hash): a process that started is never left untracked,
+            // whatever the store answers next.
+            let bytes = try Records.encode(record)
+            let kid = KID(hashing: bytes)
             try ProcessFile(assigned: p, helperPID: process.helperPID, pid: process.pid, startTime: process.startTime,
                             cgroupDirectories: process.cgroupDirectories, port: port, process: kid, startedAt: record.startedAt,
                             restarts: restarts, log: logPath(p.id), link: entry.link).write(to: stateDir)
+            do {
+                _ = try await agent.records.putRecordBytes(bytes)
+                // The app's process list, for trace: its history has every process ever started.
+                try await agent.refs.set(try Schema.processes(p.spec.app), to: kid, actor: "agent \(config.name)")
+            } catch {
+                agent.log("agent \(config.name): \(p.id) runs, but its record did not reach the store (trace will not list it): \(error)")
+            }
             entry.process = process
             entry.record = kid
             if let h = p.spec.health { entry.nextCheck = now + .milliseconds(Int(h.initialDelay * 1000)) }

@@ -110,7 +110,11 @@ public enum Planner {
             if count > 0 { events.append(.nodeLost(node: node.record.name, processes: count)) }
         }
         var status: [String: ProcessStatus] = [:]
-        for node in alive { for p in node.status?.processes ?? [] { status[p.id] = p } }
+        // A process's state as the node it is assigned to reports it (another node's word about it does not count).
+        for node in alive {
+            let own = Set(node.assignment?.processes.map(\.id) ?? [])
+            for p in node.status?.processes ?? [] where own.contains(p.id) || status[p.id] == nil { status[p.id] = p }
+        }
         let appNames = Set(apps.map(\.app))
         // What stays placed: alive nodes' processes of apps that still exist.
         var placed: [String: [AssignedProcess]] = [:]

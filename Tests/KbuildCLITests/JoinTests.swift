@@ -217,6 +217,10 @@ final class JoinTests: XCTestCase {
         XCTAssertNotEqual(unpinned.status, 0)
         XCTAssertTrue(unpinned.stderr.contains("needs --ca-hash"), unpinned.stderr)
         XCTAssertFalse(FileManager.default.fileExists(atPath: node + "/control-plane-ca.crt"))
+        // Pinned, but with its processes where the router could not reach them (this machine's own namespaces): refused, saying how.
+        let unreachable = try sh(kbuildBinary, ["agent"] + join + ["--data-dir", node])
+        XCTAssertNotEqual(unreachable.status, 0)
+        XCTAssertTrue(unreachable.stderr.contains("--network NS") && unreachable.stderr.contains("--isolation shared"), unreachable.stderr)
 
         // The CLI from another machine over https: with the CA it works; without, it says what to do.
         let home = try tempDir(self, "join-tls-home")

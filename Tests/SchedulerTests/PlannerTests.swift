@@ -231,6 +231,24 @@ final class PlannerTests: XCTestCase {
         XCTAssertGreaterThan(all(step).count, 2)
     }
 
+    /// What a node says about another node's process does not count: only the node it is assigned to reports it.
+    func testOnlyTheAssignedNodesReportCounts() {
+        let (kid, r) = release(1, image: image1, web: 1)
+        let first = Planner.plan(apps: [AppState(app: "py", release: kid, current: r, healthy: nil)], nodes: [node("n1")], now: t0)
+        let p = all(first)[0]
+        // n1 says it is healthy; n2 (assigned nothing) claims it crash-loops: no revert, converged.
+        let honest = node("n1", processes: [p], states: [p.id: (.healthy, 0)])
+        var liar = node("n2")
+        liar.status = NodeStatus(node: "n2", at: t0, lease: 10, processes: [
+            ProcessStatus(id: p.id, app: "py", type: "web", name: p.name, state: .backoff, process: nil, hostPID: 1, port: 1,
+                          restarts: 50, lastExit: 1, since: t0),
+        ])
+        for order in [[liar, honest], [honest, liar]] {
+            let plan = Planner.plan(apps: [AppState(app: "py", release: kid, current: r, healthy: nil)], nodes: order, now: t0 + 1)
+            XCTAssertEqual(plan.events, [.converged(app: "py", release: kid)], "\(order.map(\.record.name))")
+        }
+    }
+
     func testFormationChangeParsing() throws {
         XCTAssertEqual(try FormationChange(parsing: "web=3"), FormationChange(type: "web", quantity: 3))
         XCTAssertEqual(try FormationChange(parsing: "worker=2:1G:1.5"), FormationChange(type: "worker", quantity: 2, memory: 1 << 30, cpus: 1.5))

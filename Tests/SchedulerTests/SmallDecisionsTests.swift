@@ -41,6 +41,13 @@ final class SmallDecisionsTests: XCTestCase {
         XCTAssertEqual(RouteFeed.endpoints(nodes: [(record, statuses, both)], now: t + 1)["a"]?.map(\.process), [old.id, new.id].sorted())
         XCTAssertTrue(RouteFeed.endpoints(nodes: [(record, statuses, nil)], now: t + 1).isEmpty)
         XCTAssertTrue(RouteFeed.endpoints(nodes: [(record, statuses, holding)], now: t + 60).isEmpty)
+        // A node that reports its assigned process as another app's routes nothing to that app (nor to its own).
+        var forged = status(other, .healthy)
+        forged.app = "victim"
+        let lying = NodeStatus(node: "n1", at: t, lease: 10, processes: [forged])
+        let hijack = RouteFeed.endpoints(nodes: [(record, lying, holding)], now: t + 1)
+        XCTAssertNil(hijack["victim"])
+        XCTAssertNil(hijack["b"])
     }
 
     func testTheLogCapDropsTheOldestOutputFirst() {

@@ -180,12 +180,24 @@ struct GitCredential: ParsableCommand {
     func run() throws {
         guard action == "get" else { return }  // store and erase: the token lives in the data dir
         var user: String?
+        var asked: (scheme: String?, host: String?) = (nil, nil)
         while let line = readLine() {
             if line.isEmpty { break }
             if line.hasPrefix("username=") { user = String(line.dropFirst(9)) }
+            if line.hasPrefix("protocol=") { asked.scheme = String(line.dropFirst(9)) }
+            if line.hasPrefix("host=") { asked.host = String(line.dropFirst(5)) }
         }
-        // The CLI's own token when it is pointed at another machine (KBUILD_TOKEN, kbuild login), else this data dir's.
-        let token = try global.remoteClient()?.token ?? AdminToken.loadOrCreate(in: global.dir)
+        // The CLI's own token when it is pointed at another machine (KBUILD_TOKEN, kbuild login), else this data
+        // dir's; given only to the server it belongs to (after a login elsewhere, nothing for the old remote).
+        let token: String
+        if let remote = try global.remoteClient() {
+            let base = URL(string: remote.base)
+            let host = base.map { u in u.port.map { "\(u.host ?? ""):\($0)" } ?? (u.host ?? "") }
+            guard asked.host == nil || (asked.host == host && asked.scheme == base?.scheme) else { return }
+            token = remote.token
+        } else {
+            token = try AdminToken.loadOrCreate(in: global.dir)
+        }
         print("username=\(user ?? "kbuild")")
         print("password=\(token)")
     }

@@ -132,15 +132,15 @@ struct LogsCommand: AsyncParsableCommand {
             let response = try await client.logs(target, lines: lines, process: ps, release: release, since: sinceSeconds)
             return String(decoding: Data(buffer: try await response.body.collect(upTo: 64 << 20)), as: UTF8.self)
         }
-        if let sinceSeconds, !tail {
+        if let sinceSeconds {
             // Everything since then: streamed through, however large.
             let response = try await client.logs(target, lines: lines, process: ps, release: release, since: sinceSeconds)
             for try await chunk in response.body { writeOut(Array(chunk.readableBytesView)) }
-            return
+            guard tail else { return }
         }
         guard tail else { return writeOut(Array(try await fetch().utf8)) }
         // --tail: one response the server keeps pushing new lines down; asked again (without the recent lines) when it ends.
-        var backlog = lines
+        var backlog = sinceSeconds == nil ? lines : 0
         while true {
             do {
                 let response = try await client.logs(target, lines: backlog, process: ps, release: release, since: nil, follow: true)
