@@ -59,6 +59,13 @@ public final class ClusterReader: Sendable {
         }
     }
 
+    /// The nodes the admin drained (`nodes:drain`: a `nodes/NODE/drain` ref).
+    public func drainedNodes() async throws -> Set<String> {
+        Set(try await refs.list(prefix: Schema.nodes).compactMap { ref -> String? in
+            if case .drain(let node) = Schema.Key(ref.name) { node } else { nil }
+        })
+    }
+
     /// Returns once anything (under `prefix`) changed after `revision`, or after `timeout`.
     public func waitForChange(after revision: Revision, under prefix: RefName? = nil, timeout: Duration) async throws {
         try await withThrowingTaskGroup(of: Void.self) { group in

@@ -222,7 +222,7 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
         router.get("\(p)/nodes") { _, _ in
             try await self.answer {
                 let now = Date()
-                let drained = try await self.drainedNodes()
+                let drained = try await self.reader.drainedNodes()
                 return try await self.reader.nodes().map { n in
                     API.NodeInfo(record: n.record, alive: n.record.isAlive(reporting: n.status, at: now),
                                  processes: n.status?.processes.count ?? 0, heartbeat: n.status?.at, draining: drained.contains(n.record.name))
@@ -256,7 +256,7 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
 
     /// Refuses a formation that cannot be placed beside what other apps run.
     func checkFits(app: String, formation: [String: ProcessFormation]) async throws {
-        let drained = try await drainedNodes()
+        let drained = try await reader.drainedNodes()
         let nodes = try await reader.nodes().filter { $0.record.isAlive(reporting: $0.status, at: Date()) && !drained.contains($0.record.name) }
         var candidates = nodes.map { n in
             let others = (n.assignment?.processes ?? []).filter { $0.spec.app != app }.reduce(Resources(memory: 0, cpus: 0)) { $0 + $1.spec.resources }
@@ -271,13 +271,6 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
                 candidates[k].free = candidates[k].free - needs
             }
         }
-    }
-
-    /// The nodes the admin drained (`nodes:drain`).
-    func drainedNodes() async throws -> Set<String> {
-        Set(try await refs.list(prefix: Schema.nodes).compactMap { ref -> String? in
-            if case .drain(let node) = Schema.Key(ref.name) { node } else { nil }
-        })
     }
 
     func restart(_ app: String, type: String?, actor: String) async throws -> [String: Int] {

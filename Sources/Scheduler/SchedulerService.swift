@@ -55,9 +55,7 @@ public final class SchedulerService: Service {
     /// One pass: plan from what the refs say now, write what changed.
     public func step(now: Date = Date()) async throws {
         let apps = try await appStates()
-        let drained = Set(try await refs.list(prefix: Schema.nodes).compactMap { ref -> String? in
-            if case .drain(let node) = Schema.Key(ref.name) { node } else { nil }
-        })
+        let drained = try await reader.drainedNodes()
         let nodes = try await reader.nodes().map {
             NodeState(record: $0.record, status: $0.status, assignment: $0.assignment, draining: drained.contains($0.record.name))
         }

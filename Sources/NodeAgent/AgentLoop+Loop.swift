@@ -1,0 +1,81 @@
+import Cluster
+import Foundation
+import KbuildCore
+import KbuildState
+
+/// The agent's loop: read the assignment, converge to it, check health, report, wait for a change.
+extension AgentLoop {
+    func run() async throws {
+        // Release phases run as children of the loop: they end with it.
+        try await withThrowingDiscardingTaskGroup { group in
+            try await loop(starting: { task in group.addTask { await self.runReleasePhase(task) } })
+        }
+    }
+
+    func loop(starting releasePhase: (ReleaseTask) -> Void) async throws {
+        // The newest state seen: the revision never goes back, so a store that
+        // answers older (a lagging replica, a restored backup) is not acted on.
+        var seen = Revision.zero
+        // The last assignment read: while the store cannot be reached, the
+        // node keeps running (and restarting) what it was last told to; until
+        // one is read, nothing is started or stopped (a restarted agent whose
+        // store is away keeps the processes it adopted).
+        var assignment: Assignment?
+        var read = false
+        var saidOlder = false
+        while true {
+            try Task.checkCancellation()
+            var revision: Revision?
+            do {
+                let now = try await agent.refs.currentRevision()
+                if now < seen {
+                    if !saidOlder { agent.log("agent \(config.name): the store is at revision \(now), older than \(seen) seen before: ignored") }
+                    saidOlder = true
+                } else {
+                    seen = now
+                    revision = now
+                    assignment = if let ref = try await agent.refs.get(try Schema.assignment(config.name)) {
+                        try await reader.record(Assignment.self, ref.kid, what: "assignment")
+                    } else { nil }
+                    read = true
+                    saidOlder = false
+                }
+            } catch is CancellationError {
+                throw CancellationError()
+            } catch {
+                agent.log("agent \(config.name): failed to read its assignment (running what it was last assigned): \(error)")
+            }
+            do {
+                if read { await reconcile(assignment?.processes ?? []) }
+                for task in assignment?.tasks ?? [] where revision != nil && !releasePhasesStarted.contains(task.release) {
+                    releasePhasesStarted.insert(task.release)
+                    releasePhase(task)
+                }
+                await checkHealth()
+                throttleBooted()
+                try await report()
+                if ContinuousClock.now - lastLogSweep > .seconds(30) {
+                    LogCap.sweep(directory: stateDir + "/logs", capPerApp: config.logCapPerApp)
+                    lastLogSweep = .now
+                }
+            } catch is CancellationError {
+                throw CancellationError()
+            } catch {
+                // One bad pass (an unreadable record, a busy or unreachable store) must not take the node down.
+                agent.log("agent \(config.name): \(error)")
+            }
+            do {
+                // Its own refs only (its assignment): a node that joined over the network may follow nothing else.
+                if let revision {
+                    try await reader.waitForChange(after: revision, under: try Schema.node(config.name), timeout: .milliseconds(200))
+                } else {
+                    try await Task.sleep(for: .milliseconds(500))
+                }
+            } catch is CancellationError {
+                throw CancellationError()
+            } catch {
+                try await Task.sleep(for: .milliseconds(500))
+            }
+        }
+    }
+}
