@@ -105,7 +105,7 @@ let package = Package(
         ),
         .target(
             name: "KbuildAPI",
-            dependencies: ["KbuildCore", "Keg", "KbuildState", "OCI", "Releases", "Cluster", "Scheduler", "GitGateway", "KbuildServer", "NodeAgent", "Sandbox", "Trace",
+            dependencies: ["KbuildCore", "Keg", "KbuildState", "OCI", "Builds", "Releases", "Cluster", "Scheduler", "GitGateway", "KbuildServer", "NodeAgent", "Sandbox", "Trace",
                            .product(name: "Hummingbird", package: "hummingbird"), .product(name: "HTTPTypes", package: "swift-http-types"),
                            .product(name: "NIOPosix", package: "swift-nio")],
             swiftSettings: strict
@@ -205,7 +205,9 @@ let package = Package(
         ),
         .target(
             name: "KegRemote",
-            dependencies: ["KbuildCore", "Keg", .product(name: "AsyncHTTPClient", package: "async-http-client")],
+            dependencies: ["KbuildCore", "Keg", .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                           .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+                           .product(name: "NIOFoundationCompat", package: "swift-nio")],
             swiftSettings: strict
         ),
         .target(

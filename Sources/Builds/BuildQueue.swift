@@ -13,13 +13,17 @@ public import Foundation
 /// once; it renews its lease while it runs, and a claim whose lease ran out
 /// (the worker died) can be taken over by the next one.
 public struct BuildQueue: Sendable {
+    /// This machine's Keg (where a worker's live logs are written).
     public let keg: Keg
+    /// Where jobs, claims and results are stored: the Keg here, or the control plane's API for a worker that joined.
+    public let records: any RecordContent
     public let refs: any RefStore
     /// How long a claim holds without renewal.
     public let lease: TimeInterval
 
-    public init(keg: Keg, refs: any RefStore, lease: TimeInterval = 15) {
+    public init(keg: Keg, records: (any RecordContent)? = nil, refs: any RefStore, lease: TimeInterval = 15) {
         self.keg = keg
+        self.records = records ?? keg
         self.refs = refs
         self.lease = lease
     }
@@ -37,14 +41,14 @@ public struct BuildQueue: Sendable {
     /// The latest record of `build`, if it ever finished.
     public func result(_ build: KID) async throws -> BuildRecord? {
         guard let ref = try await refs.get(try Schema.buildResult(build)) else { return nil }
-        return try await Records.get(BuildRecord.self, ref.kid, from: keg, what: "build")
+        return try await Records.get(BuildRecord.self, ref.kid, from: records, what: "build")
     }
 
     /// Queues `job` unless it is queued already; returns the build KID.
     @discardableResult
     public func enqueue(_ job: BuildJob, actor: String) async throws -> KID {
         let build = job.inputs.kid
-        let kid = try await Records.put(job, in: keg)
+        let kid = try await Records.put(job, in: records)
         do {
             try await refs.compareAndSwap(try Schema.buildQueued(build), to: kid, expecting: .absent, actor: actor)
         } catch let error as KbuildError where error.code == .conflict {
@@ -64,7 +68,7 @@ public struct BuildQueue: Sendable {
                 continue
             }
             do {
-                jobs.append((build, try await Records.get(BuildJob.self, ref.kid, from: keg, what: "build job")))
+                jobs.append((build, try await Records.get(BuildJob.self, ref.kid, from: records, what: "build job")))
             } catch {
                 report("skipped \(ref.name.rawValue): \(error)")
             }
@@ -75,7 +79,7 @@ public struct BuildQueue: Sendable {
     /// The current claim on `build`, if any.
     public func claim(of build: KID) async throws -> (claim: Claim, kid: KID)? {
         guard let ref = try await refs.get(try Schema.buildClaim(build)) else { return nil }
-        return await (try Records.get(Claim.self, ref.kid, from: keg, what: "build claim"), ref.kid)
+        return await (try Records.get(Claim.self, ref.kid, from: records, what: "build claim"), ref.kid)
     }
 
     /// Claims `build` for `worker`: nil when another worker holds a live claim.
@@ -88,7 +92,7 @@ public struct BuildQueue: Sendable {
         } else {
             expecting = .absent
         }
-        let kid = try await Records.put(Claim(build: build, worker: worker, expires: Date().timeIntervalSince1970 + lease), in: keg)
+        let kid = try await Records.put(Claim(build: build, worker: worker, expires: Date().timeIntervalSince1970 + lease), in: records)
         do {
             try await refs.compareAndSwap(name, to: kid, expecting: expecting, actor: worker)
             return kid
@@ -99,14 +103,14 @@ public struct BuildQueue: Sendable {
 
     /// Extends a claim; throws `.conflict` when it was lost.
     public func renew(_ build: KID, claim: KID, worker: String) async throws -> KID {
-        let kid = try await Records.put(Claim(build: build, worker: worker, expires: Date().timeIntervalSince1970 + lease), in: keg)
+        let kid = try await Records.put(Claim(build: build, worker: worker, expires: Date().timeIntervalSince1970 + lease), in: records)
         try await refs.compareAndSwap(try Schema.buildClaim(build), to: kid, expecting: .value(claim), actor: worker)
         return kid
     }
 
     /// Records the result, takes the build off the queue, drops the claim.
     public func finish(_ build: KID, claim: KID, record: BuildRecord, worker: String) async throws {
-        let kid = try await Records.put(record, in: keg)
+        let kid = try await Records.put(record, in: records)
         try await refs.compareAndSwap(try Schema.buildResult(build), to: kid, expecting: .any, actor: worker)
         _ = try? await refs.compareAndSwap(try Schema.buildQueued(build), to: nil, expecting: .any, actor: worker)
         _ = try? await refs.compareAndSwap(try Schema.buildClaim(build), to: nil, expecting: .value(claim), actor: worker)
@@ -136,12 +140,16 @@ public struct BuildWorker: Sendable {
 
     /// Where a build that could not run, a lost claim or a skipped record is reported.
     public let report: @Sendable (String) -> Void
+    /// Where the log of a build goes while it runs, for a worker on another
+    /// machine (the control plane keeps a copy the pusher follows); nil on the control plane's machine.
+    public let liveLog: (any BuildLogSink)?
 
-    public init(queue: BuildQueue, builder: Builder, poll: Duration = .milliseconds(200),
+    public init(queue: BuildQueue, builder: Builder, poll: Duration = .milliseconds(200), liveLog: (any BuildLogSink)? = nil,
                 report: @escaping @Sendable (String) -> Void = { _ in }) {
         self.queue = queue
         self.builder = builder
         self.poll = poll
+        self.liveLog = liveLog
         self.report = report
     }
 
@@ -153,6 +161,7 @@ public struct BuildWorker: Sendable {
         var reported = Set<String>()
         while !Task.isCancelled {
             var ran = false
+            let revision = try await queue.refs.currentRevision()
             let pending = try await queue.pending { message in
                 if reported.insert(message).inserted { report("build worker: \(message)") }
             }
@@ -166,7 +175,20 @@ public struct BuildWorker: Sendable {
                     if reported.insert(message).inserted { report("build worker: \(message)") }
                 }
             }
-            if !ran { try await Task.sleep(for: poll) }
+            if !ran { try await waitForWork(after: revision) }
+        }
+    }
+
+    /// Sleeps until a build is queued, or `poll` passes (a claim that ran out
+    /// changes nothing under the queue, so it is looked at again then).
+    func waitForWork(after revision: Revision) async throws {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { [poll] in try await Task.sleep(for: poll) }
+            group.addTask { [queue] in
+                for try await _ in queue.refs.watch(prefix: Schema.buildQueue, after: revision) { return }
+            }
+            defer { group.cancelAll() }
+            _ = try await group.next()
         }
     }
 
@@ -189,6 +211,12 @@ public struct BuildWorker: Sendable {
         let outcome = try await withThrowingTaskGroup(of: Attempt.self) { group in
             let current = claim
             group.addTask { .built(try await builder.run(job, log: log)) }
+            if let liveLog {
+                group.addTask { [report] in
+                    await BuildWorker.ship(path, of: build, to: liveLog, report: report)
+                    throw CancellationError()
+                }
+            }
             group.addTask { [queue, builder] in
                 var held = current
                 while true {
@@ -213,5 +241,34 @@ public struct BuildWorker: Sendable {
         try await queue.finish(build, claim: claim, record: record, worker: builder.worker)
         unlink(path)  // the log is in the Keg now, named by the record
         return true
+    }
+
+    /// Sends the log's new bytes to `sink` every 250 ms until cancelled (1 MiB
+    /// a call at most). The control plane's copy is only for following: when it
+    /// cannot be reached the build goes on, and the whole log is in its record.
+    static func ship(_ path: String, of build: KID, to sink: any BuildLogSink, report: @Sendable (String) -> Void) async {
+        var offset: UInt64 = 0
+        var failing = false
+        while !Task.isCancelled {
+            do {
+                while let handle = FileHandle(forReadingAtPath: path) {
+                    defer { try? handle.close() }
+                    try handle.seek(toOffset: offset)
+                    let bytes = [UInt8](handle.readData(ofLength: 1 << 20))
+                    guard !bytes.isEmpty else { break }
+                    switch try await sink.appendBuildLog(build: build, offset: offset, bytes: bytes) {
+                    case .stored(let size): offset = size
+                    case .mismatch(let size): offset = size
+                    }
+                }
+                failing = false
+            } catch is CancellationError {
+                return
+            } catch {
+                if !failing { report("build worker: failed to send the live log of build \(build.short) (it goes whole with the result): \(error)") }
+                failing = true
+            }
+            try? await Task.sleep(for: .milliseconds(250))
+        }
     }
 }

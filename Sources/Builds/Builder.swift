@@ -16,17 +16,26 @@ import Synchronization
 /// memory, pids, CPU and one deadline for the whole build. What is in /app afterwards becomes the app layer; writes
 /// anywhere else land in the sandbox's scratch layer and are dropped.
 public struct Builder: Sendable {
+    /// This machine's Keg: the build's inputs are checked out from it and its outputs stored in it.
     public let keg: Keg
+    /// Where records go: the Keg, or the control plane's API for a worker that joined.
+    public let records: any RecordContent
     public let refs: any RefStore
+    /// The control plane's Keg, for a worker on another machine: inputs are
+    /// fetched from it before the build, and outputs published to it before any ref names them.
+    public let upstream: (any KegUpstream)?
     public let sandbox: Sandbox
     /// Where `egress` builds get their networks (nil: such builds fail).
     public let egress: EgressNetwork?
     /// Who runs the builds (host and pid), for the record.
     public let worker: String
 
-    public init(keg: Keg, refs: any RefStore, sandbox: Sandbox, egress: EgressNetwork?, worker: String = Builder.defaultWorkerName) {
+    public init(keg: Keg, records: (any RecordContent)? = nil, refs: any RefStore, upstream: (any KegUpstream)? = nil,
+                sandbox: Sandbox, egress: EgressNetwork?, worker: String = Builder.defaultWorkerName) {
         self.keg = keg
+        self.records = records ?? keg
         self.refs = refs
+        self.upstream = upstream
         self.sandbox = sandbox
         self.egress = egress
         self.worker = worker
@@ -35,8 +44,6 @@ public struct Builder: Sendable {
     public static var defaultWorkerName: String {
         "\(ProcessInfo.processInfo.hostName)/\(getpid())"
     }
-
-    /// The ref of an app's build cache (a Keg tree).
 
     /// Runs `job` and returns its record (succeeded or failed); throws only
     /// when the build could not be attempted or recorded at all, or was
@@ -83,8 +90,10 @@ public struct Builder: Sendable {
         await disk.remove()
         record.finishedAt = Date()
         record.log = try keg.put(path: log.path)
-        record.links = [record.log, record.layer.flatMap { try? $0.kid() }, record.layer?.annotations?["dev.kbuild.tree"].flatMap { try? KID(parsing: $0) },
-                        job.inputs.source, job.inputs.stack, job.inputs.buildImage].compactMap { $0 } + job.inputs.buildpacks.map(\.tree) + record.links
+        let made = [record.log, record.layer.flatMap { try? $0.kid() }, record.layer?.annotations?["dev.kbuild.tree"].flatMap { try? KID(parsing: $0) }]
+        record.links = (made + [job.inputs.source, job.inputs.stack, job.inputs.buildImage]).compactMap { $0 } + job.inputs.buildpacks.map(\.tree) + record.links
+        // A worker on another machine: what the record names must be on the control plane before the record is.
+        try await upstream?.publish(made.compactMap { $0 }, from: keg)
         return record
     }
 
@@ -110,6 +119,11 @@ public struct Builder: Sendable {
         let stacks = StackStore(keg: keg, refs: refs)
         let images = ImageStore(keg: keg)
         let buildImage = inputs.buildImage ?? inputs.stack
+        let cached = inputs.cacheScope == nil ? nil : try await refs.get(try Schema.buildCache(job.app))
+        if let upstream {
+            log.step("Fetching the build's inputs from the control plane")
+            try await fetchInputs(inputs, cache: cached?.kid, from: upstream)
+        }
         let stackManifest = try images.manifest(buildImage)
         let stackConfig = try images.config(of: stackManifest).config
         let stack = Stack(name: inputs.stackName, image: buildImage, manifest: stackManifest, layers: try images.layerTrees(stackManifest))
@@ -123,7 +137,7 @@ public struct Builder: Sendable {
         try keg.get(inputs.source, to: app)
         // The app's cache only for a build scoped to it: an unscoped build (its KID shared by
         // any app that pushes the same tree) depends on its inputs alone.
-        if inputs.cacheScope != nil, let cached = try await refs.get(try Schema.buildCache(job.app)), keg.contains(cached.kid) {
+        if let cached, keg.contains(cached.kid) {
             try keg.get(cached.kid, to: cache)
         } else if mkdir(cache, 0o755) != 0 {
             throw KbuildError.syscall("mkdir", cache, verb: "prepare the build cache")
@@ -290,6 +304,7 @@ public struct Builder: Sendable {
         // (evicted whole, as Heroku clears an oversized cache) and the next build starts without one.
         do {
             let cacheTree = try keg.put(path: cache, skipSpecialFiles: true, dropSetID: true, maxBytes: job.limits.disk / 2)
+            try await upstream?.publish([cacheTree], from: keg)
             try await refs.compareAndSwap(try Schema.buildCache(job.app), to: cacheTree, expecting: .any, actor: worker)
         } catch let error as KbuildError where error.code == .tooLarge {
             log.detail("The build cache is over \(job.limits.disk >> 21) MiB (half the build disk): not kept; the next build starts without it")
@@ -320,7 +335,7 @@ public struct Builder: Sendable {
                                        directory: directory, files: files, network: job.inputs.network,
                                        environment: job.inputs.environment, epoch: job.inputs.cacheEpoch).kid
         let named = declaration.files.map { $0.joined(separator: "/") }.joined(separator: ", ")
-        if let found = try await DependencyLayers.find(key, app: job.inputs.cacheScope, keg: keg, refs: refs) {
+        if let found = try await DependencyLayers.find(key, app: job.inputs.cacheScope, records: records, keg: keg, refs: refs, upstream: upstream) {
             log.step("Dependencies: layer \(try found.layer.kid().short) reused, installed before from the same \(named), build image and buildpack; nothing to install")
             return (declaration, found)
         }
@@ -357,10 +372,27 @@ public struct Builder: Sendable {
             throw KbuildError(.tooLarge, "the dependencies are over the build disk of \(job.limits.disk >> 20) MiB: \(error.message)")
         }
         let record = DependencyLayers.Record(key: key, tree: tree, layer: layer, directory: directory, clean: clean, madeAt: Date())
-        try await DependencyLayers.store(record, app: job.app, keg: keg, refs: refs, actor: worker)
+        try await upstream?.publish([tree, try layer.kid()], from: keg)
+        try await DependencyLayers.store(record, app: job.app, records: records, refs: refs, actor: worker)
         log.detail("Layer \(try layer.kid().short) (\(layer.size >> 10) KiB)\(clean ? "" : ", kept for this app: it was installed with its build cache")")
         try? FileManager.default.removeItem(atPath: work)
         return (declaration, record)
+    }
+
+    /// Brings what a build reads into this machine's Keg: the source, the
+    /// stack's build and run images (manifest, config, layer trees), the
+    /// buildpacks and the app's cache. Each object is checked against its KID.
+    private func fetchInputs(_ inputs: BuildInputs, cache: KID?, from upstream: any KegUpstream) async throws {
+        // A cache the control plane no longer holds is no cache (the build starts without one).
+        if let cache { _ = try? await upstream.fetch(cache, into: keg) }
+        var kids = [inputs.source] + inputs.buildpacks.map(\.tree)
+        let images = ImageStore(keg: keg)
+        for image in Set([inputs.stack, inputs.buildImage ?? inputs.stack]) {
+            try await upstream.fetch(image, into: keg)
+            let manifest = try images.manifest(image)
+            kids += [try manifest.config.kid()] + (try images.layerTrees(manifest))
+        }
+        for kid in kids { try await upstream.fetch(kid, into: keg) }
     }
 
     /// Refuses a path under `base` (as components) that passes through a symlink or a

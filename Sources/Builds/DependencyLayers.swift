@@ -122,10 +122,16 @@ public enum DependencyLayers {
     }
 
     /// The record for `key` a build may use: the app's own (for a build scoped to it), else a shared one.
-    public static func find(_ key: KID, app: String?, keg: Keg, refs: any RefStore) async throws -> Record? {
+    /// With `upstream` (a worker on another machine), the layer's tree is fetched
+    /// from the control plane, which holds the layer itself.
+    public static func find(_ key: KID, app: String?, records: any RecordContent, keg: Keg, refs: any RefStore,
+                            upstream: (any KegUpstream)? = nil) async throws -> Record? {
         for name in [try app.map { try Schema.appDependency($0, key) }, try Schema.sharedDependency(key)].compactMap({ $0 }) {
-            if let ref = try await refs.get(name), let record = try? await Records.get(Record.self, ref.kid, from: keg, what: "dependency layer"),
-               keg.contains(record.tree), let blob = try? record.layer.kid(), keg.contains(blob) {
+            guard let ref = try await refs.get(name),
+                  let record = try? await Records.get(Record.self, ref.kid, from: records, what: "dependency layer") else { continue }
+            if let upstream {
+                if (try? await upstream.fetch(record.tree, into: keg)) != nil { return record }
+            } else if keg.contains(record.tree), let blob = try? record.layer.kid(), keg.contains(blob) {
                 return record
             }
         }
@@ -133,9 +139,9 @@ public enum DependencyLayers {
     }
 
     /// Keeps a layer made: shared when installed from an empty cache, else the app's own.
-    public static func store(_ record: Record, app: String, keg: Keg, refs: any RefStore, actor: String) async throws {
+    public static func store(_ record: Record, app: String, records: any RecordContent, refs: any RefStore, actor: String) async throws {
         let name = record.clean ? try Schema.sharedDependency(record.key) : try Schema.appDependency(app, record.key)
-        try await refs.compareAndSwap(name, to: try Records.put(record, in: keg), expecting: .any, actor: actor)
+        try await refs.compareAndSwap(name, to: try Records.put(record, in: records), expecting: .any, actor: actor)
     }
 
     /// Forgets an app's own layers (`builds:cache:purge`).

@@ -13,8 +13,8 @@ import Synchronization
 
 /// The pre-receive hook of an app's repository: for a push to the deploy
 /// branch, reads the pushed tree into the Keg (the source KID), records the
-/// push, builds it (or finds the build memoised) while streaming the log
-/// back to the pusher, and makes the image. A failed build rejects the push,
+/// push, has a build worker build it (or finds the build memoised) while
+/// streaming the log back to the pusher, and makes the image. A failed build rejects the push,
 /// so the branch does not move and nothing that runs changes.
 public struct PushHook: Sendable {
     public struct Update: Sendable, Equatable {
@@ -30,13 +30,15 @@ public struct PushHook: Sendable {
     public let repositoryURL: String
     /// Text for the pusher (git shows it as `remote:` lines).
     public let say: @Sendable (String) -> Void
-    /// A sandbox for building here when no worker takes the build.
+    /// A sandbox for cloning a git buildpack that `.buildpacks` names (once per app).
     public let sandbox: @Sendable () throws -> Sandbox
-    /// How long to wait for a worker before building here.
+    /// How long a build may wait for a worker before the pusher is told none is connected.
     public let workerGrace: Duration
+    /// How long a push waits for a worker to take its build before it is refused (the build stays queued).
+    public let queueWait: Duration
 
     public init(keg: Keg, refs: any RefStore, app: String, pusher: String, repositoryURL: String,
-                workerGrace: Duration = .seconds(2),
+                workerGrace: Duration = .seconds(2), queueWait: Duration = .seconds(600),
                 say: @escaping @Sendable (String) -> Void, sandbox: @escaping @Sendable () throws -> Sandbox) {
         self.keg = keg
         self.refs = refs
@@ -44,6 +46,7 @@ public struct PushHook: Sendable {
         self.pusher = pusher
         self.repositoryURL = repositoryURL
         self.workerGrace = workerGrace
+        self.queueWait = queueWait
         self.say = say
         self.sandbox = sandbox
     }
@@ -297,15 +300,20 @@ public struct PushHook: Sendable {
         try RuntimeVersions.check(requests, app: record.name, stack: record.stack, stacks: runtimes)
     }
 
-    /// Waits for a worker to run the build, following its log; builds here
-    /// when no worker took it within `workerGrace`, or when its worker died.
+    /// Waits for a worker to run the build, following its log (the copy on
+    /// this machine: a worker here writes it, one on another machine sends it
+    /// through the API). Builds run on workers only: while none holds the
+    /// build the pusher is told it waits in the queue, and it runs when a
+    /// worker joins; a worker that stops renewing its claim loses it to the next.
     func awaitBuild(_ build: KID, job: BuildJob, queue: BuildQueue) async throws -> BuildRecord {
         let resultRef = try Schema.buildResult(build)
         let baseline = try await refs.get(resultRef)?.version ?? 0
         try await queue.enqueue(job, actor: pusher)
         let waitingSince = ContinuousClock.now
-        let deadline = waitingSince + .seconds(job.limits.timeout + 3 * queue.lease + 60)
-        let inline = InlineBuild()
+        // Unclaimed, the push waits up to `queueWait`; once a worker holds it, up to the build's own limit.
+        var deadline = waitingSince + queueWait
+        var toldWaiting = false
+        var toldExpired: String?
         // The log of the worker that holds the claim; a worker that takes the build over writes its own.
         var following: String?
         var offset: UInt64 = 0
@@ -315,58 +323,47 @@ public struct PushHook: Sendable {
             offset = next
             if !bytes.isEmpty { say(String(decoding: bytes, as: UTF8.self)) }
         }
-        return try await withThrowingTaskGroup(of: Void.self) { group in
-            defer { group.cancelAll() }
-            while true {
-                if let ref = try await refs.get(resultRef), ref.version > baseline {
-                    // The rest of the log, from the Keg (the worker removes its live file when it is done).
-                    let record = try await Records.get(BuildRecord.self, ref.kid, from: keg, what: "build")
-                    if let following, following != record.worker { say("       (the build started again, on \(record.worker))\n") }
-                    if let log = record.log {
-                        let stored = try keg.logicalBytes(log, maxWhole: 64 << 20)
-                        let from = following == record.worker ? Int(min(offset, UInt64(stored.count))) : 0
-                        if from < stored.count { say(String(decoding: stored[from...], as: UTF8.self)) }
-                    }
-                    return record
+        while true {
+            if let ref = try await refs.get(resultRef), ref.version > baseline {
+                // The rest of the log, from the Keg (the live copy goes when the result is in).
+                let record = try await Records.get(BuildRecord.self, ref.kid, from: keg, what: "build")
+                if let following, following != record.worker { say("       (the build started again, on \(record.worker))\n") }
+                if let log = record.log {
+                    let stored = try keg.logicalBytes(log, maxWhole: 64 << 20)
+                    let from = following == record.worker ? Int(min(offset, UInt64(stored.count))) : 0
+                    if from < stored.count { say(String(decoding: stored[from...], as: UTF8.self)) }
                 }
-                let claim = try await queue.claim(of: build)
-                if let worker = claim?.claim.worker, worker != following {
-                    if following != nil { say("       (the build started again, on \(worker))\n") }
-                    following = worker
-                    offset = 0
-                }
-                follow()
-                let state = inline.state.withLock { $0 }
-                if let error = state.error { throw KbuildError(.io, "failed to run the build here: \(error)") }
-                if !state.running, ContinuousClock.now - waitingSince > workerGrace, claim == nil || claim!.claim.expired {
-                    say(claim == nil ? "       (no build worker took it: building here)\n"
-                                      : "       (its worker \(claim!.claim.worker) stopped renewing its claim: building here)\n")
-                    inline.state.withLock { $0.running = true }
-                    group.addTask { [keg, refs, pusher, sandbox] in
-                        do {
-                            let worker = BuildWorker(queue: queue, builder: Builder(keg: keg, refs: refs, sandbox: try sandbox(),
-                                                                              egress: EgressNetwork(dataDir: keg.dataDir.root.path, slot: EgressNetwork.oneOffSlot),
-                                                                              worker: "hook:\(pusher)/\(getpid())"))
-                            _ = try await worker.runIfClaimable(build, job: job)
-                            inline.state.withLock { $0.running = false }
-                        } catch is CancellationError {
-                        } catch {
-                            inline.state.withLock { $0.error = (error as? KbuildError)?.message ?? "\(error)" }
-                        }
-                    }
-                }
-                guard ContinuousClock.now < deadline else {
-                    throw KbuildError(.unsatisfiable, "build \(build.short) did not finish in time")
-                }
-                try await Task.sleep(for: .milliseconds(100))
+                return record
             }
+            let claim = try await queue.claim(of: build)
+            if let held = claim?.claim, !held.expired {
+                if held.worker != following {
+                    if following != nil { say("       (the build started again, on \(held.worker))\n") }
+                    following = held.worker
+                    offset = 0
+                    deadline = max(deadline, ContinuousClock.now + .seconds(job.limits.timeout + 3 * queue.lease + 60))
+                }
+            } else if let held = claim?.claim, toldExpired != held.worker {
+                say("       (its worker \(held.worker) stopped renewing its claim: the next worker takes it over)\n")
+                toldExpired = held.worker
+                deadline = max(deadline, ContinuousClock.now + queueWait)
+            } else if claim == nil, !toldWaiting, ContinuousClock.now - waitingSince > workerGrace {
+                say("""
+                    -----> No build worker is connected: build \(build.short) waits in the queue and runs when one joins \
+                    (kbuild up runs one; on another machine, kbuild workers:join-token NAME prints the command)\n
+                    """)
+                toldWaiting = true
+            }
+            follow()
+            guard ContinuousClock.now < deadline else {
+                if following == nil || claim?.claim.expired ?? true {
+                    throw KbuildError(.unsatisfiable, "no build worker took build \(build.short) in \(Int(queueWait.components.seconds)) s; it stays queued and is used when a worker has built it (push again then)")
+                }
+                throw KbuildError(.unsatisfiable, "build \(build.short) did not finish in time")
+            }
+            try await Task.sleep(for: .milliseconds(100))
         }
     }
-}
-
-/// Whether the hook is running the build itself, and how that ended.
-private final class InlineBuild: Sendable {
-    let state = Mutex<(running: Bool, error: String?)>((false, nil))
 }
 
 /// An exclusive `flock` on a file in the app's repository, held while a push deploys.

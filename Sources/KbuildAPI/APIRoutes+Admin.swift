@@ -36,7 +36,7 @@ extension APIRoutes {
         router.get("\(p)/tokens") { _, _ in
             try await self.answer {
                 try await AppTokens(keg: self.keg, refs: self.refs).list().map {
-                    API.TokenInfo(name: $0.name, apps: $0.apps, node: $0.node, createdBy: $0.createdBy, createdAt: $0.createdAt)
+                    API.TokenInfo(name: $0.name, apps: $0.apps, node: $0.node, worker: $0.worker, createdBy: $0.createdBy, createdAt: $0.createdAt)
                 }
             }
         }

@@ -1,6 +1,7 @@
 public import Hummingbird
 public import Keg
 public import KbuildState
+import Builds
 import Cluster
 import Foundation
 import GitGateway
@@ -205,7 +206,11 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
             }
         }
         registerRun(on: router)
-        StateRoutes<Context>(refs: refs, content: keg, reach: reach, nodeLogDir: nodeLogDir).register(on: router)
+        let queue = BuildQueue(keg: keg, refs: refs)
+        let workers = WorkerClaims(refs: refs, content: keg, has: { [keg] in keg.contains($0) },
+                                   liveLog: { queue.liveLogPath($0, worker: $1) })
+        StateRoutes<Context>(refs: refs, content: keg, reach: reach, nodeLogDir: nodeLogDir, workers: workers).register(on: router)
+        BuildLogRoutes<Context>(queue: queue, workers: workers).register(on: router)
         registerTrace(on: router)
         registerAdmin(on: router)
         if let nodeLogDir { NodeLogRoutes<Context>(directory: nodeLogDir, reach: reach).register(on: router) }
@@ -217,6 +222,15 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
                 let token = try await AppTokens(keg: self.keg, refs: self.refs).createJoin(node: node, address: body.address, actor: self.actor(r))
                 let via = self.joinVia()
                 return API.JoinToken(node: node, token: token, url: via?.url, caHash: via?.caHash)
+            }
+        }
+        // A build worker's join token (admin only).
+        router.post("\(p)/workers/:worker/join-token") { r, c in
+            try await self.answer {
+                let worker = c.parameters.get("worker") ?? ""
+                let token = try await AppTokens(keg: self.keg, refs: self.refs).createWorkerJoin(worker: worker, actor: self.actor(r))
+                let via = self.joinVia()
+                return API.WorkerJoinToken(worker: worker, token: token, url: via?.url, caHash: via?.caHash)
             }
         }
         router.get("\(p)/nodes") { _, _ in

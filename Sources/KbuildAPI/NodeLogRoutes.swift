@@ -77,27 +77,36 @@ struct NodeLogRoutes<Context: RequestContext>: Sendable {
     func write(node: String, file: String, offset: UInt64, bytes: [UInt8]) throws -> LogAppend {
         let dir = directory(node)
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-        let path = dir + "/" + file
+        let result = try LogCopy.write(dir + "/" + file, offset: offset, bytes: bytes, max: Self.maxFile, what: "node \(node)'s log")
+        // A new copy, and each 16 MiB a copy grows: the node's directory is held to its cap, oldest copies first.
+        let step: UInt64 = 16 << 20
+        if case .stored = result, offset == 0 || offset / step != (offset + UInt64(bytes.count)) / step { Self.holdToCap(dir, keeping: file) }
+        return result
+    }
+}
+
+/// A copy of a log that another machine appends to: a fresh copy at offset 0,
+/// an append at its size, nothing (and its size, to resume from) at any other.
+enum LogCopy {
+    /// Blocking file I/O: call it off the cooperative threads.
+    static func write(_ path: String, offset: UInt64, bytes: [UInt8], max: UInt64, what: String) throws -> LogAppend {
         let fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
-        guard fd >= 0 else { throw KbuildError.syscall("open", path, verb: "store node \(node)'s log") }
+        guard fd >= 0 else { throw KbuildError.syscall("open", path, verb: "store \(what)") }
         defer { close(fd) }
         var st = stat()
-        guard fstat(fd, &st) == 0 else { throw KbuildError.syscall("fstat", path, verb: "store node \(node)'s log") }
+        guard fstat(fd, &st) == 0 else { throw KbuildError.syscall("fstat", path, verb: "store \(what)") }
         let size = UInt64(st.st_size)
         if offset != 0 && offset != size { return .mismatch(size) }
-        guard offset + UInt64(bytes.count) <= Self.maxFile else {
-            throw KbuildError(.tooLarge, "failed to store \(file): node \(node)'s copy would pass \(Self.maxFile >> 20) MiB")
+        guard offset + UInt64(bytes.count) <= max else {
+            throw KbuildError(.tooLarge, "failed to store \(what): the copy would pass \(max >> 20) MiB")
         }
-        if offset == 0 && ftruncate(fd, 0) != 0 { throw KbuildError.syscall("ftruncate", path, verb: "store node \(node)'s log") }
+        if offset == 0 && ftruncate(fd, 0) != 0 { throw KbuildError.syscall("ftruncate", path, verb: "store \(what)") }
         var written = 0
         while written < bytes.count {
             let n = bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress! + written, bytes.count - written, off_t(offset) + off_t(written)) }
-            guard n > 0 else { throw KbuildError.syscall("pwrite", path, verb: "store node \(node)'s log") }
+            guard n > 0 else { throw KbuildError.syscall("pwrite", path, verb: "store \(what)") }
             written += n
         }
-        // A new copy, and each 16 MiB a copy grows: the node's directory is held to its cap, oldest copies first.
-        let step: UInt64 = 16 << 20
-        if offset == 0 || offset / step != (offset + UInt64(bytes.count)) / step { Self.holdToCap(dir, keeping: file) }
         return .stored(offset + UInt64(bytes.count))
     }
 }

@@ -11,7 +11,9 @@ import KbuildState
 /// token gets 403 (the token check's rules); a node's join token reaches
 /// only its own node's part (`NodeScope`, `NodeReach`): each ref, record and
 /// change is checked against its assignment, and what it writes is written
-/// as `agent NODE` whatever actor it names. Times travel as seconds since
+/// as `agent NODE` whatever actor it names. A build worker's token reaches
+/// the build refs only (`WorkerScope`), and writes only for the builds it
+/// holds (`WorkerClaims`), as itself. Times travel as seconds since
 /// 1970 with their fraction, so a change's time survives the trip exactly.
 struct StateRoutes<Context: RequestContext>: Sendable {
     let refs: any RefStore
@@ -19,6 +21,8 @@ struct StateRoutes<Context: RequestContext>: Sendable {
     let reach: NodeReach
     /// Where node NODE's logs are on this machine: the only place a release phase's live log may name.
     let nodeLogDir: (@Sendable (String) -> String)?
+    /// What a build worker's token may write (`WorkerScope`, then this).
+    let workers: WorkerClaims
     /// Longest a `changes` call with `wait` holds the request open.
     static var maxWait: Double { 30 }
     /// Largest record stored through the API (an assignment of thousands of processes is well under it).
@@ -35,11 +39,22 @@ struct StateRoutes<Context: RequestContext>: Sendable {
                 if let node = Self.node(r), !NodeScope.mayRead(name, node: node, assignment: try await reach.reach(node).assignment) {
                     throw KbuildError(.forbidden, "node \(node) may not read \(name)")
                 }
+                if let worker = Self.worker(r), !WorkerScope.mayRead(name) {
+                    throw KbuildError(.forbidden, "build worker \(worker) may not read \(name)")
+                }
                 guard let ref = try await refs.get(name) else { throw KbuildError(.notFound, "no ref \(name)") }
                 return ref
             }
         }
-        router.get("\(p)/refs") { r, _ in try await answer { try await refs.list(prefix: try self.optionalName(r, "prefix")) } }
+        router.get("\(p)/refs") { r, _ in
+            try await answer { () -> [Ref] in
+                let prefix = try self.optionalName(r, "prefix")
+                if let worker = Self.worker(r), !(prefix.map(WorkerScope.mayRead) ?? false) {
+                    throw KbuildError(.forbidden, "build worker \(worker) may not list \(prefix?.rawValue ?? "every ref")")
+                }
+                return try await refs.list(prefix: prefix)
+            }
+        }
         router.get("\(p)/history") { r, _ in
             try await answer { try await refs.history(try self.name(r, "name"), limit: try self.number(r, "limit", max: 1_000_000)) }
         }
@@ -48,6 +63,9 @@ struct StateRoutes<Context: RequestContext>: Sendable {
                 let prefix = try self.optionalName(r, "prefix")
                 if let node = Self.node(r), !NodeScope.mayWatch(prefix: prefix, node: node) {
                     throw KbuildError(.forbidden, "node \(node) may follow changes under nodes/\(node) only, not \(prefix?.rawValue ?? "every ref")")
+                }
+                if let worker = Self.worker(r), !(prefix.map(WorkerScope.mayRead) ?? false) {
+                    throw KbuildError(.forbidden, "build worker \(worker) may follow changes under builds/ only, not \(prefix?.rawValue ?? "every ref")")
                 }
                 let after = Revision(Int64(try self.number(r, "after", max: Int.max) ?? 0))
                 let limit = try self.number(r, "limit", max: 10_000) ?? 1000
@@ -72,11 +90,18 @@ struct StateRoutes<Context: RequestContext>: Sendable {
                                                   address: r.headers[TokenAuthMiddleware<Context>.nodeAddressHeader])
                     body.actor = "agent \(node)"
                 }
+                if let worker = Self.worker(r) {
+                    guard WorkerScope.mayWrite(body.name) else { throw KbuildError(.forbidden, "build worker \(worker) may not change \(body.name)") }
+                    try await workers.checkWrite(body.name, to: body.kid, worker: worker)
+                    body.actor = worker
+                }
                 guard !body.actor.isEmpty, body.actor.utf8.count <= 64, body.actor.first != " ", body.actor.last != " ",
                       body.actor.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "._@-:/ ".contains($0)) }) else {
                     throw KbuildError(.invalidArgument, "invalid actor \(body.actor.debugQuoted): 1 to 64 of letters, digits, spaces and . _ @ - : / (no space first or last)")
                 }
-                return try await refs.compareAndSwap(body.name, to: body.kid, expecting: try body.expecting.expectation(), actor: body.actor)
+                let change = try await refs.compareAndSwap(body.name, to: body.kid, expecting: try body.expecting.expectation(), actor: body.actor)
+                if let worker = Self.worker(r), case .buildResult(let build) = Schema.Key(body.name) { workers.finished(build, worker: worker) }
+                return change
             }
         }
         router.get("\(p)/records/:kid") { r, c in
@@ -97,6 +122,7 @@ struct StateRoutes<Context: RequestContext>: Sendable {
             try await answer { () -> KID in
                 let bytes = try await self.body(r, max: Self.maxRecord)
                 if let node = Self.node(r) { try reach.charge(node, bytes: bytes.count) }
+                if let worker = Self.worker(r) { try reach.charge(worker: worker, bytes: bytes.count) }
                 // Only records: JSON objects, so this is not a way to store arbitrary blobs.
                 guard (try? JSONSerialization.jsonObject(with: Data(bytes))) is [String: Any] else {
                     throw KbuildError(.invalidArgument, "failed to store a record: the body is not a JSON object")
@@ -188,6 +214,8 @@ struct StateRoutes<Context: RequestContext>: Sendable {
 
     /// The node a join token acts as (set by the token check), or nil for the admin.
     static func node(_ r: Request) -> String? { r.headers[TokenAuthMiddleware<Context>.nodeHeader] }
+    /// The build worker a worker token acts as, or nil.
+    static func worker(_ r: Request) -> String? { r.headers[TokenAuthMiddleware<Context>.workerHeader] }
 
     func name(_ r: Request, _ key: String) throws -> RefName {
         guard let text = r.uri.queryParameters.get(key) else { throw KbuildError(.invalidArgument, "missing \(key)=REF") }

@@ -50,7 +50,7 @@ struct UpCommand: AsyncParsableCommand {
     @Option(help: "Port of the router, which serves apps at http://APP.localhost:PORT (0 picks a free one).")
     var routerPort = 8080
 
-    @Option(help: "Build workers to run here (0 or 1; pushes then build in their own hook when none is running).")
+    @Option(help: "Build workers to run here (0 or 1; with 0, pushes wait in the queue for a worker that joins: kbuild worker, or kbuild workers:join-token NAME).")
     var workers = 1
 
     @Option(help: "Node agents to run here (0: none, run `kbuild agent` beside it; above 1: each in a network namespace of its own).")
@@ -217,24 +217,6 @@ func freeTCPPort() throws -> Int {
     return Int(UInt16(bigEndian: addr.sin_port))
 }
 
-/// `kbuild worker`: a build worker on its own, beside (or instead of) the one in `kbuild up`.
-struct WorkerCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "worker",
-        abstract: "Run a build worker: claim queued builds and run them until SIGINT/SIGTERM."
-    )
-    @OptionGroup var global: GlobalOptions
-
-    func run() async throws {
-        var logger = Logger(label: "kbuild-worker")
-        logger.logLevel = .warning
-        var system = KbuildSystem(logger: logger) { say($0) }
-        let worker = system.startBuildWorker(keg: try global.openKeg(), refs: try global.openRefs(), sandbox: try Sandbox(warmHelpers: 1))
-        say("kbuild worker \(worker.builder.worker): waiting for builds in \(global.dir.root.path)")
-        try await system.run()
-    }
-}
-
 /// `kbuild agent`: a node agent on its own, beside a `kbuild up --nodes 0` on
 /// this machine (sharing its data dir), or on another machine with `--join`
 /// (a data dir of its own; the control plane reached over HTTP only).
@@ -267,18 +249,7 @@ struct AgentCommand: AsyncParsableCommand {
         guard Names.isAppName(name) else { throw ValidationError("invalid node name \(name.debugDescription): a-z, 0-9 and '-', starting with a letter") }
         guard ["egress", "shared"].contains(isolation) else { throw ValidationError("--isolation must be egress or shared, not \(isolation.debugDescription)") }
         if let join {
-            guard let url = URL(string: join), ["http", "https"].contains(url.scheme ?? ""), url.host != nil else {
-                throw ValidationError("invalid --join \(join.debugDescription): the control plane's URL, as http://HOST:PORT")
-            }
-            guard joinToken != nil else { throw ValidationError("--join needs --token (or $KBUILD_JOIN_TOKEN): kbuild nodes:join-token \(name) on the control plane prints both") }
-            if url.scheme == "https" {
-                guard let caHash else { throw ValidationError("an https --join needs --ca-hash sha256:… (kbuild nodes:join-token \(name) prints it), so the first connection is pinned") }
-                guard ClientTLS.isHash(caHash) else { throw ValidationError("invalid --ca-hash \(caHash.debugDescription): sha256: and 64 lowercase hex digits") }
-            } else if caHash != nil {
-                throw ValidationError("--ca-hash pins an https --join URL; \(join) is plain http")
-            } else if !["127.0.0.1", "localhost", "::1"].contains(url.host ?? "") {
-                say("warning: joining \(join) over plain http: the join token crosses the network in the clear (use the control plane's https URL and --ca-hash)")
-            }
+            try ControlPlaneJoin.validate(join: join, token: joinToken, caHash: caHash, hint: "kbuild nodes:join-token \(name)")
             // On this machine's own network, each process's namespace (100.64.0.0/10) is reachable from here only:
             // a router on another machine could not reach it.
             if network == "host" && isolation == "egress" {
@@ -318,27 +289,9 @@ struct AgentCommand: AsyncParsableCommand {
             // A machine of its own: its Keg holds the images it pulled and the records it read; everything else is the control plane's API.
             try global.dir.create()
             let keg = try Keg(dataDir: global.dir)
-            let base = join.hasSuffix("/") ? String(join.dropLast()) : join
-            let client: KbuildClient
-            let refs: RemoteRefStore
-            do {
-                // https: the control plane's CA, fetched once and checked against the pinned hash, then the only root trusted.
-                var ca: String?
-                if let caHash {
-                    let saved = global.dir.root.path + "/control-plane-ca.crt"
-                    if let kept = try? String(contentsOfFile: saved, encoding: .utf8), (try? ClientTLS.hash(pem: kept)) == caHash {
-                        ca = kept
-                    } else {
-                        ca = try await ClientTLS.fetchCA(from: base, pin: caHash)
-                        try Data(ca!.utf8).write(to: URL(fileURLWithPath: saved), options: .atomic)
-                    }
-                }
-                client = try KbuildClient(base: base, token: token, actor: "agent \(name)", trusting: ca)
-                refs = RemoteRefStore(client: client)
-                _ = try await refs.currentRevision()
-            } catch {
-                throw KbuildError(.io, "failed to join \(join) as node \(name): \((error as? KbuildError)?.message ?? "\(error)")")
-            }
+            let client = try await ControlPlaneJoin.connect(join: join, token: token, caHash: caHash, dataDir: global.dir,
+                                                           what: "node \(name)", actor: "agent \(name)")
+            let refs = RemoteRefStore(client: client)
             say("kbuild agent \(name): joined \(client.base); \(config.capacity.description), state in \(config.stateDir)")
             system.startNodeAgent(config, keg: keg, records: RemoteRecords(client: client, cache: keg), refs: refs, sandbox: try Sandbox(),
                                   remote: KegRemote(baseURL: URL(string: client.base)!, token: token, client: client.http), logSink: client) { say($0) }

@@ -106,6 +106,11 @@ public struct KbuildClient: Sendable {
         try await send(.POST, "/nodes/\(segment(node))/join-token", API.JoinRequest(address: address))
     }
 
+    /// Makes the join token of build worker `worker` (`kbuild worker --join`).
+    public func workerJoinToken(worker: String) async throws -> API.WorkerJoinToken {
+        try await send(.POST, "/workers/\(segment(worker))/join-token", [String: String]())
+    }
+
     // MARK: - Trace (admin only)
 
     /// Up from what `target` names to its commit, and down to what runs it (`kbuild trace X`).

@@ -72,3 +72,17 @@ extension KbuildClient: LogSink {
         }
     }
 }
+
+/// A joined worker's live build log goes to the control plane through its API
+/// (`PUT /api/v1/builds/BUILD/live-log?offset=N`), where the pusher follows it.
+extension KbuildClient: BuildLogSink {
+    public func appendBuildLog(build: KID, offset: UInt64, bytes: [UInt8]) async throws -> LogAppend {
+        let response = try await open(.PUT, "/builds/\(build.hex)/live-log?offset=\(offset)", body: Data(bytes), timeout: .seconds(60))
+        let body = Data(buffer: try await response.body.collect(upTo: 1 << 16))
+        do {
+            return try JSONDecoder().decode(LogAppend.self, from: body)
+        } catch {
+            throw KbuildError(.corrupt, "failed to read kbuild's answer to a build log upload from \(base): \(error)")
+        }
+    }
+}

@@ -7,6 +7,7 @@ public import Foundation
 
 /// A token that may act on some apps only (`kbuild tokens:create NAME --app APP`),
 /// or as one node only (`kbuild nodes:join-token NODE`: `node` set, no apps),
+/// or as one build worker (`kbuild workers:join-token NAME`: `worker` set),
 /// stored as `tokens/NAME` → this record; the token itself is never stored,
 /// only its SHA-256.
 public struct AppTokenRecord: Codable, Sendable, Equatable {
@@ -18,15 +19,19 @@ public struct AppTokenRecord: Codable, Sendable, Equatable {
     public var node: String?
     /// The only address that node may register (where the router will send its apps' requests), when given.
     public var address: String?
+    /// The build worker a worker join token acts as (`WorkerScope` says what it may reach).
+    public var worker: String?
     public var createdBy: String
     public var createdAt: Date
 
-    public init(name: String, sha256: String, apps: [String], node: String? = nil, address: String? = nil, createdBy: String, createdAt: Date = Date()) {
+    public init(name: String, sha256: String, apps: [String], node: String? = nil, address: String? = nil, worker: String? = nil,
+                createdBy: String, createdAt: Date = Date()) {
         self.name = name
         self.sha256 = sha256
         self.apps = apps.sorted()
         self.node = node
         self.address = address
+        self.worker = worker
         self.createdBy = createdBy
         self.createdAt = createdAt
     }
@@ -38,6 +43,7 @@ public struct TokenScope: Sendable, Equatable {
     public var apps: [String]
     public var node: String?
     public var address: String?
+    public var worker: String?
 }
 
 /// The app tokens of a host: made, listed, revoked, and looked up by the
@@ -79,6 +85,13 @@ public final class AppTokens: Sendable {
         }
         return try await store(AppTokenRecord(name: "node-\(node)", sha256: "", apps: [], node: node, address: address, createdBy: actor),
                                prefix: "kbn_", actor: actor)
+    }
+
+    /// Makes the join token of build worker `worker` (`kbuild worker --join URL --token …`),
+    /// named `worker-NAME`: it may claim and run builds as that worker, nothing else.
+    public func createWorkerJoin(worker: String, actor: String) async throws -> String {
+        guard Names.isAppName(worker) else { throw KbuildError(.invalidArgument, "invalid worker name \(worker.debugQuoted): a-z, 0-9 and '-', starting with a letter") }
+        return try await store(AppTokenRecord(name: "worker-\(worker)", sha256: "", apps: [], worker: worker, createdBy: actor), prefix: "kbw_", actor: actor)
     }
 
     private func store(_ template: AppTokenRecord, prefix: String, actor: String) async throws -> String {
@@ -147,7 +160,7 @@ public final class AppTokens: Sendable {
         }
         let all = (try? await list()) ?? []
         var byHash: [String: TokenScope] = [:]
-        for r in all { byHash[r.sha256] = TokenScope(name: r.name, apps: r.apps, node: r.node, address: r.address) }
+        for r in all { byHash[r.sha256] = TokenScope(name: r.name, apps: r.apps, node: r.node, address: r.address, worker: r.worker) }
         cache.withLock { $0 = (now, byHash) }
         return byHash[hash]
     }

@@ -102,19 +102,31 @@ public final class NodeReach: Sendable {
         self.refs = refs
     }
 
+    /// What a build worker may store in an hour: app layers, caches and dependency layers of every build it runs.
+    public static let workerBytesPerHour = 64 << 30
+
     /// Counts `bytes` a node stores (a record, a release phase's output), refusing past `bytesPerHour`:
     /// a node's token cannot fill the control plane's disk.
     public func charge(_ node: String, bytes: Int) throws {
+        try charge(who: "node \(node)", bytes: bytes, limit: Self.bytesPerHour)
+    }
+
+    /// Counts `bytes` a build worker stores (objects, records), refusing past `workerBytesPerHour`.
+    public func charge(worker: String, bytes: Int) throws {
+        try charge(who: "build worker \(worker)", bytes: bytes, limit: Self.workerBytesPerHour)
+    }
+
+    func charge(who: String, bytes: Int, limit: Int) throws {
         let hour = Int(Date().timeIntervalSince1970 / 3600)
         let ok = stored.withLock { s in
-            var entry: (hour: Int, bytes: Int) = s[node].flatMap { $0.hour == hour ? $0 : nil } ?? (hour, 0)
-            guard entry.bytes + bytes <= Self.bytesPerHour else { return false }
+            var entry: (hour: Int, bytes: Int) = s[who].flatMap { $0.hour == hour ? $0 : nil } ?? (hour, 0)
+            guard entry.bytes + bytes <= limit else { return false }
             entry.bytes += bytes
-            s[node] = entry
+            s[who] = entry
             return true
         }
         guard ok else {
-            throw KbuildError(.tooLarge, "node \(node) stored \(Self.bytesPerHour >> 20) MiB through the API this hour, its limit; try again next hour")
+            throw KbuildError(.tooLarge, "\(who) stored \(limit >> 20) MiB through the API this hour, its limit; try again next hour")
         }
     }
 

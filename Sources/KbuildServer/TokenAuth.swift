@@ -19,7 +19,8 @@ import KbuildState
 /// Node (join) tokens reach the state routes and the Keg's objects only
 /// (`NodeScope.allows`), and the handlers learn the node from `Kbuild-Node`:
 /// they check each ref, record and object against what that node's
-/// assignment reaches (`NodeReach`).
+/// assignment reaches (`NodeReach`). Build workers' tokens reach what
+/// `WorkerScope.allows` says, and the handlers learn the worker from `Kbuild-Worker`.
 public struct TokenAuthMiddleware<Context: RequestContext>: RouterMiddleware {
     let tokens: [String]
     let appTokens: AppTokens?
@@ -38,11 +39,13 @@ public struct TokenAuthMiddleware<Context: RequestContext>: RouterMiddleware {
     public static var nodeHeader: HTTPField.Name { HTTPField.Name("Kbuild-Node")! }
     /// The only address that node may register, when its token names one.
     public static var nodeAddressHeader: HTTPField.Name { HTTPField.Name("Kbuild-Node-Address")! }
+    /// The build worker a worker join token acts as.
+    public static var workerHeader: HTTPField.Name { HTTPField.Name("Kbuild-Worker")! }
 
     public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         var head = request.head
         for name in [TokenAuthMiddleware.scopeHeader, TokenAuthMiddleware.tokenNameHeader, TokenAuthMiddleware.nodeHeader,
-                     TokenAuthMiddleware.nodeAddressHeader] where head.headerFields[name] != nil {
+                     TokenAuthMiddleware.nodeAddressHeader, TokenAuthMiddleware.workerHeader] where head.headerFields[name] != nil {
             head.headerFields[name] = nil
         }
         let request = head == request.head ? request : Request(head: head, body: request.body)
@@ -56,6 +59,11 @@ public struct TokenAuthMiddleware<Context: RequestContext>: RouterMiddleware {
             }
             head.headerFields[TokenAuthMiddleware.nodeHeader] = node
             head.headerFields[TokenAuthMiddleware.nodeAddressHeader] = scope.address
+        } else if let worker = scope.worker {
+            guard WorkerScope.allows(method: request.method, path: request.uri.path) else {
+                return ErrorBody.response(KbuildError(.forbidden, "this token may not do that (it is build worker \(worker)'s join token)"))
+            }
+            head.headerFields[TokenAuthMiddleware.workerHeader] = worker
         } else {
             guard TokenAuthMiddleware.allows(apps: scope.apps, method: request.method, path: request.uri.path) else {
                 return ErrorBody.response(KbuildError(.forbidden, "this token may not do that (it is limited to some apps)"))

@@ -94,13 +94,15 @@ public enum API {
         public var name: String
         public var apps: [String]
         public var node: String?
+        public var worker: String?
         public var createdBy: String
         public var createdAt: Date
 
-        public init(name: String, apps: [String], node: String?, createdBy: String, createdAt: Date) {
+        public init(name: String, apps: [String], node: String?, worker: String? = nil, createdBy: String, createdAt: Date) {
             self.name = name
             self.apps = apps
             self.node = node
+            self.worker = worker
             self.createdBy = createdBy
             self.createdAt = createdAt
         }
@@ -370,6 +372,22 @@ public enum API {
 
         public init(node: String, token: String, url: String?, caHash: String?) {
             self.node = node
+            self.token = token
+            self.url = url
+            self.caHash = caHash
+        }
+    }
+
+    /// A build worker's join token (`kbuild workers:join-token`), shown once.
+    public struct WorkerJoinToken: Codable, Sendable {
+        public var worker: String
+        public var token: String
+        /// The control plane's https URL and its CA's hash (nil when it serves no TLS).
+        public var url: String?
+        public var caHash: String?
+
+        public init(worker: String, token: String, url: String?, caHash: String?) {
+            self.worker = worker
             self.token = token
             self.url = url
             self.caHash = caHash

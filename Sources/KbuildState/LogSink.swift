@@ -1,3 +1,5 @@
+public import KbuildCore
+
 /// Where a node that joined over the network sends its processes' logs: the
 /// control plane keeps a copy of each log file (as Heroku's dynos send to
 /// its log router), so `kbuild logs` reads every node's lines in one place,
@@ -24,4 +26,12 @@ public enum ShippedLogName {
         name.hasSuffix(".log") && name.utf8.count <= 200 && !name.hasPrefix(".") &&
             name.utf8.allSatisfy { ($0 >= 0x61 && $0 <= 0x7a) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2d || $0 == 0x2e || $0 == 0x5f }
     }
+}
+
+/// Where a build worker on another machine sends the log of the build it
+/// runs, as it grows: the control plane keeps a copy that the pusher (and
+/// `kbuild logs BUILD`) follow. Offsets work as `LogSink`'s do; only the
+/// worker holding the build's claim may write it.
+public protocol BuildLogSink: Sendable {
+    func appendBuildLog(build: KID, offset: UInt64, bytes: [UInt8]) async throws -> LogAppend
 }

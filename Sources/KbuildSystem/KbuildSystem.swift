@@ -108,10 +108,17 @@ public struct KbuildSystem {
     }
 
     /// A build worker with a warm sandbox helper: claims queued builds and runs them.
+    /// With `remote`, a worker on another machine: records, objects and the
+    /// live log go through the control plane's API, and it waits on the queue
+    /// through a long poll (a second at most between looks at expired claims).
     @discardableResult
-    public mutating func startBuildWorker(keg: Keg, refs: any RefStore, sandbox: Sandbox) -> BuildWorker {
-        let worker = BuildWorker(queue: BuildQueue(keg: keg, refs: refs), builder: Builder(keg: keg, refs: refs, sandbox: sandbox,
-                                                                                               egress: EgressNetwork(dataDir: keg.dataDir.root.path, slot: EgressNetwork.oneOffSlot)),
+    public mutating func startBuildWorker(keg: Keg, refs: any RefStore, sandbox: Sandbox, name: String? = nil,
+                                          remote: BuildWorkerRemote? = nil) -> BuildWorker {
+        let builder = Builder(keg: keg, records: remote?.records, refs: refs, upstream: remote?.upstream, sandbox: sandbox,
+                              egress: EgressNetwork(dataDir: keg.dataDir.root.path, slot: EgressNetwork.oneOffSlot),
+                              worker: name ?? Builder.defaultWorkerName)
+        let worker = BuildWorker(queue: BuildQueue(keg: keg, records: remote?.records, refs: refs), builder: builder,
+                                 poll: remote == nil ? .milliseconds(200) : .seconds(1), liveLog: remote?.liveLog,
                                  report: { [report, logger] message in if let report { report(message) } else { logger.warning("\(message)") } })
         addSupervised("build worker", BuildWorkerService(worker: worker))
         addSupervised("build disk sweeper", BuildDiskSweeper(directory: keg.dataDir.root.path + "/builds/work", report: worker.report))
@@ -175,6 +182,19 @@ public struct BuildDiskSweeper: Service {
                 }
             }
         } catch is CancellationError {}
+    }
+}
+
+/// What a build worker on another machine reaches the control plane through.
+public struct BuildWorkerRemote: Sendable {
+    public let records: any RecordContent
+    public let upstream: any KegUpstream
+    public let liveLog: any BuildLogSink
+
+    public init(records: any RecordContent, upstream: any KegUpstream, liveLog: any BuildLogSink) {
+        self.records = records
+        self.upstream = upstream
+        self.liveLog = liveLog
     }
 }
 

@@ -26,6 +26,8 @@ final class AuthorizationMatrixTests: XCTestCase {
         var perApp: Bool
         /// What node n1's join token gets (for a path naming a node, n1's own).
         var node: Own = .forbidden
+        /// What build worker w1's join token gets (for the row's request; what it reaches inside is checked after the table).
+        var worker: Own = .forbidden
     }
 
     static let zeroKID = "K-" + String(repeating: "0", count: 64)
@@ -33,11 +35,18 @@ final class AuthorizationMatrixTests: XCTestCase {
 
     /// One row per route of the route table.
     static let rows: [String: Row] = [
-        "GET /healthz": Row(requests: { _ in [("GET", "/healthz", nil)] }, own: .allowed, perApp: false, node: .allowed),
+        "GET /healthz": Row(requests: { _ in [("GET", "/healthz", nil)] }, own: .allowed, perApp: false, node: .allowed, worker: .allowed),
         // The CA of the https port: public (a certificate), for a client to check against its pinned hash.
-        "GET /tls/ca.crt": Row(requests: { _ in [("GET", "/tls/ca.crt", nil)] }, own: .allowed, perApp: false, node: .allowed),
-        "GET /v1/objects/{kid}": Row(requests: { _ in [("GET", "/v1/objects/\(zeroKID)", nil)] }, own: .forbidden, perApp: false),
-        "HEAD /v1/objects/{kid}": Row(requests: { _ in [("HEAD", "/v1/objects/\(zeroKID)", nil)] }, own: .forbidden, perApp: false),
+        "GET /tls/ca.crt": Row(requests: { _ in [("GET", "/tls/ca.crt", nil)] }, own: .allowed, perApp: false, node: .allowed, worker: .allowed),
+        "GET /v1/objects/{kid}": Row(requests: { _ in [("GET", "/v1/objects/\(zeroKID)", nil)] }, own: .forbidden, perApp: false, worker: .allowed),
+        "HEAD /v1/objects/{kid}": Row(requests: { _ in [("HEAD", "/v1/objects/\(zeroKID)", nil)] }, own: .forbidden, perApp: false, worker: .allowed),
+        // What a build worker made, sent to the control plane: the admin's and a worker's (no kind: 400).
+        "PUT /v1/objects/{kid}": Row(requests: { _ in [("PUT", "/v1/objects/\(zeroKID)", "x")] }, own: .forbidden, perApp: false, worker: .allowed),
+        "POST /v1/objects/missing": Row(requests: { _ in [("POST", "/v1/objects/missing", "[]")] }, own: .forbidden, perApp: false, worker: .allowed),
+        // A build's live log: only the worker holding its claim (w1 holds none here: 403; JoinTests writes one).
+        "PUT /api/v1/builds/{build}/live-log": Row(requests: { _ in [("PUT", "/api/v1/builds/\(zeroKID)/live-log?offset=0", "x")] },
+                                                   own: .forbidden, perApp: false),
+        "POST /api/v1/workers/{worker}/join-token": Row(requests: { _ in [("POST", "/api/v1/workers/w1/join-token", "{}")] }, own: .forbidden, perApp: false),
         "GET /v2": Row(requests: { _ in [("GET", "/v2/", nil)] }, own: .allowed, perApp: false),
         "GET /v2/**": Row(requests: { app in [("GET", "/v2/\(app)/tags/list", nil), ("GET", "/v2/\(app)/manifests/latest", nil),
                                               ("GET", "/v2/\(app)/blobs/\(zeroDigest)", nil)] }, own: .allowed, perApp: true),
@@ -60,7 +69,8 @@ final class AuthorizationMatrixTests: XCTestCase {
         "GET /api/v1/trace/diff": Row(requests: { app in [("GET", "/api/v1/trace/diff?target=\(app)@v1..v2", nil)] }, own: .forbidden, perApp: false),
         "GET /api/v1/trace/file": Row(requests: { app in [("GET", "/api/v1/trace/file?target=\(app)&path=Procfile", nil)] }, own: .forbidden, perApp: false),
         // The state layer: the admin's (and later a node's) only.
-        "GET /api/v1/state/revision": Row(requests: { _ in [("GET", "/api/v1/state/revision", nil)] }, own: .forbidden, perApp: false, node: .allowed),
+        "GET /api/v1/state/revision": Row(requests: { _ in [("GET", "/api/v1/state/revision", nil)] }, own: .forbidden, perApp: false, node: .allowed,
+                                           worker: .allowed),
         "GET /api/v1/state/ref": Row(requests: { app in [("GET", "/api/v1/state/ref?name=apps/\(app)", nil)] }, own: .forbidden, perApp: false),
         "GET /api/v1/state/refs": Row(requests: { app in [("GET", "/api/v1/state/refs?prefix=apps/\(app)", nil)] }, own: .forbidden, perApp: false),
         "GET /api/v1/state/history": Row(requests: { app in [("GET", "/api/v1/state/history?name=apps/\(app)/release", nil)] },
@@ -69,8 +79,10 @@ final class AuthorizationMatrixTests: XCTestCase {
         "POST /api/v1/state/cas": Row(requests: { app in [("POST", "/api/v1/state/cas",
                                                            #"{"name":"pins/x","expecting":{"kind":"nonsense"},"actor":"t"}"#)] },
                                       own: .forbidden, perApp: false),
-        "GET /api/v1/state/records/{kid}": Row(requests: { _ in [("GET", "/api/v1/state/records/\(zeroKID)", nil)] }, own: .forbidden, perApp: false),
-        "POST /api/v1/state/records": Row(requests: { _ in [("POST", "/api/v1/state/records", "[]")] }, own: .forbidden, perApp: false, node: .allowed),
+        "GET /api/v1/state/records/{kid}": Row(requests: { _ in [("GET", "/api/v1/state/records/\(zeroKID)", nil)] }, own: .forbidden, perApp: false,
+                                                worker: .allowed),
+        "POST /api/v1/state/records": Row(requests: { _ in [("POST", "/api/v1/state/records", "[]")] }, own: .forbidden, perApp: false, node: .allowed,
+                                           worker: .allowed),
         "POST /api/v1/state/logs": Row(requests: { _ in [("POST", "/api/v1/state/logs", "release output")] }, own: .forbidden, perApp: false, node: .allowed),
         // A node's join token: the admin's to make (again for n1: 409, nothing made).
         "POST /api/v1/nodes/{node}/join-token": Row(requests: { _ in [("POST", "/api/v1/nodes/n1/join-token", "{}")] }, own: .forbidden, perApp: false),
@@ -155,6 +167,10 @@ final class AuthorizationMatrixTests: XCTestCase {
         let joined = try kbuild(["nodes:join-token", "n1"], dataDir: data)
         XCTAssertEqual(joined.status, 0, joined.stderr)
         let nodeToken = try XCTUnwrap(joined.stdout.split(separator: " ").first { $0.hasPrefix("kbn_") }.map(String.init), joined.stdout)
+        let workerJoined = try kbuild(["workers:join-token", "w1"], dataDir: data)
+        XCTAssertEqual(workerJoined.status, 0, workerJoined.stderr)
+        XCTAssertTrue(workerJoined.stdout.hasPrefix("kbuild worker --join https://") && workerJoined.stdout.hasSuffix(" --name w1\n"), workerJoined.stdout)
+        let workerToken = try XCTUnwrap(workerJoined.stdout.split(separator: " ").first { $0.hasPrefix("kbw_") }.map(String.init), workerJoined.stdout)
 
         func status(_ method: String, _ path: String, body: String?, token: String?) throws -> Int {
             var args = ["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "20", "-X", method]
@@ -187,6 +203,12 @@ final class AuthorizationMatrixTests: XCTestCase {
                 switch row.node {
                 case .allowed: XCTAssertFalse([401, 403].contains(node), "\(what) with a node's join token: \(node)")
                 case .forbidden: XCTAssertEqual(node, 403, "\(what) with a node's join token")
+                }
+                // Build worker w1's join token.
+                let worker = try status(method, path, body: body, token: workerToken)
+                switch row.worker {
+                case .allowed: XCTAssertFalse([401, 403].contains(worker), "\(what) with a worker's join token: \(worker)")
+                case .forbidden: XCTAssertEqual(worker, 403, "\(what) with a worker's join token")
                 }
                 checked += 1
             }
@@ -261,5 +283,71 @@ final class AuthorizationMatrixTests: XCTestCase {
         XCTAssertEqual(try kbuild(["tokens:revoke", "node-n1"], dataDir: data).status, 0)
         usleep(1_100_000)
         XCTAssertEqual(try status("GET", "/api/v1/state/revision", body: nil, token: nodeToken), 401)
+
+        try checkWorkerReach(server: server, data: data, token: workerToken) { try status($0, $1, body: $2, token: $3) }
+    }
+
+    /// What a build worker's token reaches inside the routes it may call: the build refs, only for builds it holds;
+    /// objects only when they check out against their KIDs.
+    func checkWorkerReach(server: KbuildServer, data: String, token: String,
+                          status: (String, String, String?, String?) throws -> Int) throws {
+        let zero = Self.zeroKID, hex = String(repeating: "0", count: 64)
+        for (method, path, body, code) in [
+            ("GET", "/api/v1/state/ref?name=builds/queue/\(hex)", nil, 404), ("GET", "/api/v1/state/ref?name=apps/mine/config", nil, 403),
+            ("GET", "/api/v1/state/ref?name=apps/mine/build-cache", nil, 404), ("GET", "/api/v1/state/ref?name=nodes/n1/assignment", nil, 403),
+            ("GET", "/api/v1/state/refs?prefix=builds/queue", nil, 200), ("GET", "/api/v1/state/refs", nil, 403),
+            ("GET", "/api/v1/state/refs?prefix=apps", nil, 403), ("GET", "/api/v1/state/changes?after=0&prefix=builds/queue", nil, 200),
+            ("GET", "/api/v1/state/changes?after=0", nil, 403), ("GET", "/api/v1/state/history?name=builds/queue/\(hex)", nil, 403),
+            ("POST", "/api/v1/state/cas", #"{"name":"apps/mine/release","kid":"\#(zero)","expecting":{"kind":"any"},"actor":"w1"}"#, 403),
+            ("POST", "/api/v1/state/cas", #"{"name":"builds/queue/\#(hex)","kid":"\#(zero)","expecting":{"kind":"any"},"actor":"w1"}"#, 403),
+            ("POST", "/api/v1/state/cas", #"{"name":"apps/mine/build-cache","kid":"\#(zero)","expecting":{"kind":"any"},"actor":"w1"}"#, 403),
+            ("POST", "/api/v1/state/cas", #"{"name":"builds/results/\#(hex)","expecting":{"kind":"any"},"actor":"w1"}"#, 403),
+            ("PUT", "/api/v1/builds/\(zero)/live-log?offset=0", "x", 403), ("GET", "/api/v1/apps", nil, 403),
+            ("POST", "/api/v1/apps/mine/run", #"{"command":["true"]}"#, 403), ("PUT", "/api/v1/nodes/n1/logs/mine.web.1-x.log?offset=0", "x", 403),
+        ] as [(String, String, String?, Int)] {
+            XCTAssertEqual(try status(method, path, body, token), code, "\(method) \(path) with worker w1's token")
+        }
+        // A claim is its own, on a queued build, never over a live one of another worker.
+        func store(_ json: String) throws -> String {
+            let r = try sh("/usr/bin/curl", ["-s", "-H", "Authorization: Bearer \(token)", "--data-binary", json, server.url + "/api/v1/state/records"])
+            return trimmed(r.stdout).trimmingCharacters(in: CharacterSet(charactersIn: "\""))
+        }
+        let later = Date().timeIntervalSince1970 + 10
+        let asW2 = try store(#"{"kind":"kbuild.build.claim/v1","build":"\#(zero)","worker":"w2","expires":\#(later)}"#)
+        let asW1 = try store(#"{"kind":"kbuild.build.claim/v1","build":"\#(zero)","worker":"w1","expires":\#(later)}"#)
+        let forever = try store(#"{"kind":"kbuild.build.claim/v1","build":"\#(zero)","worker":"w1","expires":\#(later + 86400)}"#)
+        func claim(_ kid: String) throws -> Int {
+            try status("POST", "/api/v1/state/cas", #"{"name":"builds/claims/\#(hex)","kid":"\#(kid)","expecting":{"kind":"any"},"actor":"w1"}"#, token)
+        }
+        XCTAssertEqual(try claim(asW2), 403, "w1 claimed as w2")
+        XCTAssertEqual(try claim(asW1), 403, "w1 claimed a build nobody queued")
+        XCTAssertEqual(try claim(forever), 403, "w1 gave itself a day's lease")
+
+        // Objects: a file whose bytes hash to its KID is kept; other bytes, a tree naming what is not here, an unknown kind are not.
+        func put(_ kid: String, kind: String?, _ body: String) throws -> Int {
+            var args = ["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT", "-H", "Authorization: Bearer \(token)", "--data-binary", body]
+            if let kind { args += ["-H", "Kbuild-Kind: \(kind)"] }
+            return Int(try sh("/usr/bin/curl", args + [server.url + "/v1/objects/\(kid)"]).stdout) ?? -1
+        }
+        let hello = KID(hashing: Array("hello worker\n".utf8)).description
+        XCTAssertEqual(try put(hello, kind: "file", "not these bytes\n"), 400)
+        XCTAssertEqual(try put(hello, kind: "elephant", "hello worker\n"), 400)
+        XCTAssertEqual(try put(hello, kind: "file", "hello worker\n"), 201)
+        XCTAssertEqual(try sh("/usr/bin/curl", ["-s", "-H", "Authorization: Bearer \(token)", server.url + "/v1/objects/\(hello)"]).stdout, "hello worker\n")
+        let missing = try sh("/usr/bin/curl", ["-s", "-H", "Authorization: Bearer \(token)", "--data-binary", #"["\#(hello)","\#(zero)"]"#,
+                                              server.url + "/v1/objects/missing"])
+        XCTAssertEqual(trimmed(missing.stdout), #"["\#(zero)"]"#)
+        let tree = try Tree(entries: [.file("a", kid: try KID(parsing: zero), size: 1)])
+        let treeFile = try tempDir(self, "worker-tree") + "/tree"
+        XCTAssertTrue(FileManager.default.createFile(atPath: treeFile, contents: Data(tree.encoded())))
+        let treeKID = KID(hashing: tree.encoded()).description
+        let sentTree = try sh("/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT", "-H", "Authorization: Bearer \(token)",
+                                               "-H", "Kbuild-Kind: tree", "--data-binary", "@" + treeFile, server.url + "/v1/objects/\(treeKID)"])
+        XCTAssertEqual(sentTree.stdout, "409", "a tree naming an object that is not there")
+        // The admin lists the worker's token; revoked, it gets 401.
+        XCTAssertTrue(try kbuild(["tokens"], dataDir: data).stdout.contains("worker-w1  joins as build worker w1"))
+        XCTAssertEqual(try kbuild(["tokens:revoke", "worker-w1"], dataDir: data).status, 0)
+        usleep(1_100_000)
+        XCTAssertEqual(try status("GET", "/api/v1/state/revision", nil, token), 401)
     }
 }

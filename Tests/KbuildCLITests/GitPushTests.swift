@@ -325,13 +325,21 @@ final class GitPushTests: XCTestCase {
         XCTAssertNotEqual(notAKey.status, 0)
         XCTAssertTrue(notAKey.stderr.contains("failed to read the public key"), notAKey.stderr)
 
-        // No kbuild up: the hook builds the push itself.
+        // No kbuild up and no worker: the push waits in the queue, the pusher is told, and it is built when a worker starts.
         let work = try makeApp("sshapp", example: "procfile", files: ["www/id.txt": UUID().uuidString], httpRemote: false)
         let ssh = "ssh -i \(dir)/grace -p \(port) -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o BatchMode=yes"
-        let push = try git(["push", "ssh://root@127.0.0.1:\(port)/sshapp.git", "main"], in: work, env: ["GIT_SSH_COMMAND": ssh])
-        XCTAssertEqual(push.status, 0, push.stderr)
-        XCTAssertTrue(push.stderr.contains("no build worker took it: building here"), push.stderr)
-        XCTAssertTrue(push.stderr.contains("remote: -----> Image K-"), push.stderr)
+        let pushLog = dir + "/push.log"
+        let pushing = try spawnServer("/usr/bin/env", ["GIT_SSH_COMMAND=" + ssh, "git", "-C", work, "push", "ssh://root@127.0.0.1:\(port)/sshapp.git", "main"],
+                                      output: pushLog)
+        try waitUntil("the pusher is told no worker is connected", timeout: 60) {
+            ((try? String(contentsOfFile: pushLog, encoding: .utf8)) ?? "").contains("No build worker is connected: build K-")
+        }
+        let worker = try spawnServer(kbuildBinary, ["worker", "--data-dir", GitPushTests.data], output: dir + "/worker.log")
+        addTeardownBlock { kill(worker, SIGTERM); _ = reap(worker) }
+        let pushStatus = reap(pushing)
+        let pushed = try String(contentsOfFile: pushLog, encoding: .utf8)
+        XCTAssertEqual(pushStatus, 0, pushed)
+        XCTAssertTrue(pushed.contains("remote: -----> Image K-"), pushed)
         let source = try kb(["ref", "get", "apps/sshapp/source"])
         let record = try kb(["keg", "cat", trimmed(source.stdout)])
         XCTAssertTrue(record.stdout.contains("\"pushedBy\":\"grace\""), record.stdout)
@@ -353,8 +361,8 @@ final class GitPushTests: XCTestCase {
         XCTAssertEqual(try kb(["keys"]).stdout, "")
     }
 
-    /// A worker killed in the middle of a build: its claim runs out and the
-    /// pusher's hook builds it instead; the push still succeeds.
+    /// A worker killed in the middle of a build: its claim runs out and
+    /// another worker takes the build over; the push still succeeds.
     func testAWorkerThatDiesReleasesItsClaim() throws {
         try workerStops(with: SIGKILL, app: "survivor")
     }
@@ -391,11 +399,13 @@ final class GitPushTests: XCTestCase {
         let workerStatus = reap(worker)
         reaped = true
         if signal == SIGTERM { XCTAssertEqual(workerStatus, 0, "a graceful stop: \((try? String(contentsOfFile: workerLog, encoding: .utf8)) ?? "")") }
+        // Another worker joins and takes the build over once the first one's claim has run out.
+        let second = try spawnServer(kbuildBinary, ["worker", "--data-dir", GitPushTests.data, "--name", "second"], output: workerLog + ".2")
+        addTeardownBlock { kill(second, SIGTERM); _ = reap(second) }
         let status = reap(push)
         let output = try String(contentsOfFile: log, encoding: .utf8)
         XCTAssertEqual(status, 0, output)
-        XCTAssertTrue(output.contains("stopped renewing its claim: building here"), output)
-        XCTAssertTrue(output.contains("(the build started again, on hook:"), output)
+        XCTAssertTrue(output.contains("(the build started again, on second)"), output)
         XCTAssertEqual(output.components(separatedBy: "Compiling slowly").count - 1, 2, "both attempts' logs reached the pusher: \(output)")
         XCTAssertTrue(output.contains("remote: -----> Compiled"), output)
         XCTAssertTrue(output.contains("remote: -----> Image K-"), output)

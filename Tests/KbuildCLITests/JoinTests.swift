@@ -69,6 +69,36 @@ final class JoinTests: XCTestCase {
         return p
     }
 
+    /// `kbuild worker --join` with the control plane's data dir hidden, in a data dir of its own; stopped at teardown.
+    func startWorker(_ name: String, join: [String], hiding controlPlane: String) throws -> (process: Process, data: String) {
+        let dir = try tempDir(self, "join-\(name)")
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/unshare")
+        let script = #"mount -t tmpfs -o size=1m,mode=0700 kbuild-hidden "$0" && exec "$@""#
+        p.arguments = ["--mount", "--propagation", "private", "/bin/sh", "-c", script, controlPlane, kbuildBinary, "worker"] + join + ["--data-dir", dir]
+        p.environment = ["PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": dir]
+        XCTAssertTrue(FileManager.default.createFile(atPath: dir + "/worker.log", contents: nil))
+        let log = try XCTUnwrap(FileHandle(forWritingAtPath: dir + "/worker.log"))
+        p.standardOutput = log
+        p.standardError = log
+        try p.run()
+        addTeardownBlock {
+            if p.isRunning { kill(p.processIdentifier, SIGTERM) }
+            p.waitUntilExit()
+            _ = try? sh(kbuildBinary, ["down", "--grace", "2", "--data-dir", dir])
+        }
+        return (p, dir)
+    }
+
+    /// The arguments of the join command `workers:join-token` prints (over https, pinned).
+    func workerJoinCommand(_ name: String, data: String) throws -> [String] {
+        let r = try kbuild(["workers:join-token", name], dataDir: data)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stdout.hasPrefix("kbuild worker --join https://") && r.stdout.contains(" --ca-hash sha256:") &&
+                      r.stdout.contains(" --token kbw_") && r.stdout.hasSuffix(" --name \(name)\n"), r.stdout)
+        return Array(r.stdout.split(whereSeparator: \.isWhitespace).map(String.init).dropFirst(2))
+    }
+
     /// The arguments of the join command `nodes:join-token` prints (over https, pinned by the CA's hash).
     func joinCommand(_ node: String, address: String? = nil, data: String) throws -> [String] {
         let r = try kbuild(["nodes:join-token", node] + (address.map { ["--address", $0] } ?? []), dataDir: data)
@@ -83,9 +113,11 @@ final class JoinTests: XCTestCase {
         let data = try makeData("join-cp")
         // Fixed ports: the agents find the control plane where they joined it after its restart below.
         let port = freePort(), routerPort = freePort(), tlsPort = freePort()
-        let upArguments = ["--nodes", "0", "--router-port", String(routerPort), "--tls-port", String(tlsPort)]
+        let upArguments = ["--nodes", "0", "--workers", "0", "--router-port", String(routerPort), "--tls-port", String(tlsPort)]
         var up = try startKbuildUp(self, data: data, port: port, extra: upArguments)
         let remote = RemoteCLITests.Remote(server: up, data: data, home: try tempDir(self, "join-home"))
+        // The only build worker joins too: builds run where the control plane's files are not.
+        let worker = try startWorker("w1", join: try workerJoinCommand("w1", data: data), hiding: data)
         var nodes = [try makeNode(1), try makeNode(2)]
         for i in nodes.indices {
             // Each token pins its node's address: the only one it may register, where the router sends its requests.
@@ -115,6 +147,11 @@ final class JoinTests: XCTestCase {
         let pushed = try git(["push", pushURL, "HEAD:main"], in: work)
         XCTAssertEqual(pushed.status, 0, pushed.stderr)
         XCTAssertTrue(pushed.stderr.contains("v1 is live"), pushed.stderr)
+        // Built by w1 from inputs it fetched; its layer, cache and log sent back; no live copy left behind.
+        XCTAssertTrue(pushed.stderr.contains("Fetching the build's inputs from the control plane"), pushed.stderr)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: worker.data + "/keg"))
+        XCTAssertFalse(FileManager.default.fileExists(atPath: worker.data + "/refs.sqlite"), "the worker made a ref store of its own")
+        XCTAssertEqual((try? FileManager.default.contentsOfDirectory(atPath: data + "/builds/logs")) ?? [], [])
         let scaled = try remote.run(["ps:scale", "web", "web=2"])
         XCTAssertEqual(scaled.status, 0, scaled.stderr)
         var procs: [Proc] = []
@@ -182,6 +219,45 @@ final class JoinTests: XCTestCase {
         procs = try JSONDecoder().decode([Proc].self, from: Data(try remote.run(["ps", "web", "--json"]).stdout.utf8))
         XCTAssertEqual(Dictionary(uniqueKeysWithValues: procs.map { ($0.name, $0.hostPID) }), before, "the agents restarted processes")
         for node in nodes { XCTAssertTrue(node.agent?.isRunning ?? false, "\(node.name)'s agent exited") }
+        XCTAssertTrue(worker.process.isRunning, "the worker exited: \((try? String(contentsOfFile: worker.data + "/worker.log", encoding: .utf8)) ?? "")")
+    }
+
+    /// A joined worker killed mid-build on its own "machine": the pusher saw
+    /// its log as it ran (sent through the API), its claim runs out, a worker
+    /// that joins later takes the build over, and the push succeeds.
+    func testAJoinedWorkerKilledMidBuildLosesItsBuildToTheNext() throws {
+        let data = try makeData("join-kill")
+        let up = try startKbuildUp(self, data: data, extra: ["--nodes", "0", "--workers", "0", "--tls-port", String(freePort())])
+        XCTAssertEqual(try kbuild(["apps:create", "slow", "--stack", "busybox"], dataDir: data).status, 0)
+        XCTAssertEqual(try kbuild(["apps:set", "slow", "build-network=none"], dataDir: data).status, 0)
+        let work = try tempDir(self, "join-kill-src")
+        try writeFile(work + "/.buildpacks", "./bp\n")
+        try writeFile(work + "/Procfile", "web: httpd -f -p $PORT\n")
+        try writeFile(work + "/id.txt", UUID().uuidString)
+        try writeFile(work + "/bp/bin/detect", "#!/bin/sh\necho Slow\n", mode: 0o755)
+        try writeFile(work + "/bp/bin/compile", "#!/bin/sh\necho '-----> Compiling slowly'\nsleep 4\necho '-----> Compiled'\n", mode: 0o755)
+        try git(["init", "-q"], in: work)
+        try git(["add", "-A"], in: work)
+        try git(["commit", "-q", "-m", "Slow"], in: work)
+        let first = try startWorker("w1", join: try workerJoinCommand("w1", data: data), hiding: data)
+        let log = try tempDir(self, "join-kill-log") + "/push.log"
+        let pushURL = up.url.replacingOccurrences(of: "http://", with: "http://admin:\(up.token)@") + "/slow.git"
+        let push = try spawnServer("/usr/bin/git", ["-C", work, "push", pushURL, "HEAD:main"], output: log)
+        try waitUntil("the pusher follows w1's build", timeout: 60) {
+            ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").contains("Compiling slowly")
+        }
+        kill(first.process.processIdentifier, SIGKILL)
+        first.process.waitUntilExit()
+        _ = try startWorker("w2", join: try workerJoinCommand("w2", data: data), hiding: data)
+        let status = reap(push)
+        let output = try String(contentsOfFile: log, encoding: .utf8)
+        XCTAssertEqual(status, 0, output)
+        XCTAssertTrue(output.contains("(the build started again, on w2)"), output)
+        XCTAssertEqual(output.components(separatedBy: "Compiling slowly").count - 1, 2, "both attempts' logs reached the pusher: \(output)")
+        XCTAssertTrue(output.contains("remote: -----> Image K-"), output)
+        XCTAssertEqual(try kbuild(["ref", "ls", "builds/claims"], dataDir: data).stdout, "", "no claim is left behind")
+        XCTAssertEqual((try? FileManager.default.contentsOfDirectory(atPath: data + "/builds/logs")) ?? [], [],
+                       "the live copies (the dead w1's too) went with the result")
     }
 
     /// The https port between machines: a join is pinned to the CA's hash, the CLI trusts the CA it is given, and nothing else.

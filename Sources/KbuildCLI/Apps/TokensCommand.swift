@@ -27,7 +27,7 @@ struct TokensCreate: AsyncParsableCommand {
 }
 
 struct TokensList: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "tokens", abstract: "List app and node join tokens (names, apps or node, never the tokens).")
+    static let configuration = CommandConfiguration(commandName: "tokens", abstract: "List app tokens and node and worker join tokens (names, apps, node or worker, never the tokens).")
     @OptionGroup var global: GlobalOptions
     @Flag(help: "Print JSON.") var json = false
 
@@ -36,12 +36,12 @@ struct TokensList: AsyncParsableCommand {
             try await client.tokens()
         } else {
             try await AppTokens(keg: try global.openKeg(), refs: try global.openRefs()).list().map {
-                API.TokenInfo(name: $0.name, apps: $0.apps, node: $0.node, createdBy: $0.createdBy, createdAt: $0.createdAt)
+                API.TokenInfo(name: $0.name, apps: $0.apps, node: $0.node, worker: $0.worker, createdBy: $0.createdBy, createdAt: $0.createdAt)
             }
         }
-        if json { return try printJSON(list.map { ["name": $0.name, "apps": $0.apps.joined(separator: ","), "node": $0.node ?? "", "createdBy": $0.createdBy] }) }
+        if json { return try printJSON(list.map { ["name": $0.name, "apps": $0.apps.joined(separator: ","), "node": $0.node ?? "", "worker": $0.worker ?? "", "createdBy": $0.createdBy] }) }
         for t in list {
-            let reach = t.node.map { "joins as node \($0)" } ?? "apps \(t.apps.joined(separator: ","))"
+            let reach = t.node.map { "joins as node \($0)" } ?? t.worker.map { "joins as build worker \($0)" } ?? "apps \(t.apps.joined(separator: ","))"
             say("\(t.name)  \(reach)  by \(t.createdBy) at \(shortDate(t.createdAt))")
         }
     }

@@ -1,0 +1,113 @@
+import KbuildCore
+import KbuildState
+import Builds
+import Foundation
+import OCI
+
+/// What a build worker holds now, read from the store: the checks behind
+/// every write of a worker's token (`StateRoutes`, `BuildLogRoutes`), so a
+/// worker acts only on the builds it claimed, while its claim is live.
+struct WorkerClaims: Sendable {
+    let refs: any RefStore
+    let content: any RecordContent
+    /// Whether this machine's Keg holds an object: what a worker's records name must be here first.
+    let has: @Sendable (KID) -> Bool
+    /// Where the live log of a build a worker runs is copied here (`BuildLogRoutes`).
+    let liveLog: @Sendable (KID, String) -> String
+
+    /// The build's result is in: its live copies go, those of attempts by
+    /// workers that died included (the whole log is in the Keg, named by the result).
+    func finished(_ build: KID, worker: String) {
+        let own = liveLog(build, worker)
+        let dir = (own as NSString).deletingLastPathComponent
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [] where name.hasPrefix(build.hex + "-") {
+            unlink(dir + "/" + name)
+        }
+    }
+    /// Longest lease a worker may give itself (the queue's is 15 s): a claim cannot be held forever.
+    static var maxLease: Double { 120 }
+
+    func claim(of build: KID) async throws -> BuildQueue.Claim? {
+        guard let ref = try await refs.get(try Schema.buildClaim(build)) else { return nil }
+        return try? await Records.get(BuildQueue.Claim.self, ref.kid, from: content, what: "build claim")
+    }
+
+    /// Whether `worker` holds a live claim on `build`.
+    func holds(_ build: KID, worker: String) async throws -> Bool {
+        guard let claim = try await claim(of: build) else { return false }
+        return claim.worker == worker && !claim.expired
+    }
+
+    /// Whether `worker` holds a live claim on a build of `app` (any build when nil).
+    func holdsBuild(of app: String?, worker: String) async throws -> Bool {
+        for ref in try await refs.list(prefix: try RefName("builds/claims")) {
+            guard case .buildClaim(let build) = Schema.Key(ref.name),
+                  let claim = try? await Records.get(BuildQueue.Claim.self, ref.kid, from: content, what: "build claim"),
+                  claim.worker == worker, !claim.expired else { continue }
+            guard let app else { return true }
+            if let queued = try await refs.get(try Schema.buildQueued(build)),
+               let job = try? await Records.get(BuildJob.self, queued.kid, from: content, what: "build job"), job.app == app {
+                return true
+            }
+        }
+        return false
+    }
+
+    /// What a worker may point a ref at: its own claim on a queued build (never
+    /// over another worker's live one, never longer than `maxLease`), the result
+    /// of a build it holds naming itself, the queue entry of a build it holds
+    /// (deleted only), the cache and dependency layers of an app whose build it holds.
+    func checkWrite(_ name: RefName, to kid: KID?, worker: String) async throws {
+        func refuse(_ why: String) -> KbuildError {
+            KbuildError(.forbidden, "build worker \(worker) may not set \(name) to \(kid?.short ?? "nothing"): \(why)")
+        }
+        func record<T: Decodable>(_ type: T.Type, _ what: String) async throws -> T {
+            guard let kid else { throw refuse("it may not delete it") }
+            do {
+                return try await Records.get(type, kid, from: content, what: what)
+            } catch {
+                throw KbuildError(.invalidArgument, "build worker \(worker) may set \(name) only to a \(what) record it stored: \((error as? KbuildError)?.message ?? "\(error)")")
+            }
+        }
+        func present(_ kids: [KID?]) throws {
+            if let absent = kids.compactMap({ $0 }).first(where: { !has($0) }) {
+                throw KbuildError(.conflict, "build worker \(worker) may not set \(name): object \(absent.short) it names is not here (publish it first)")
+            }
+        }
+        switch Schema.Key(name) {
+        case .buildClaim(let build):
+            if kid == nil {
+                guard try await holds(build, worker: worker) else { throw refuse("it does not hold the claim") }
+                return
+            }
+            let claim = try await record(BuildQueue.Claim.self, "build claim")
+            guard claim.worker == worker, claim.build == build else { throw refuse("the claim names another worker or build") }
+            guard claim.expires <= Date().timeIntervalSince1970 + Self.maxLease else { throw refuse("a lease may be \(Int(Self.maxLease)) s at most") }
+            guard try await refs.get(try Schema.buildQueued(build)) != nil else { throw refuse("build \(build.short) is not queued") }
+            if let current = try await self.claim(of: build), current.worker != worker, !current.expired {
+                throw refuse("build worker \(current.worker) holds it")
+            }
+        case .buildResult(let build):
+            let result = try await record(BuildRecord.self, "build")
+            guard result.build == build, result.worker == worker else { throw refuse("the record names another build or worker") }
+            try present([result.log, try result.layer?.kid(), result.layer?.annotations?[treeAnnotation].flatMap { try? KID(parsing: $0) }])
+            guard try await holds(build, worker: worker) else { throw refuse("it does not hold the claim on build \(build.short)") }
+        case .buildQueued(let build):
+            guard kid == nil else { throw refuse("builds are queued by pushes, not workers") }
+            guard try await holds(build, worker: worker) else { throw refuse("it does not hold the claim on build \(build.short)") }
+        case .appField(let app, .buildCache):
+            guard try await holdsBuild(of: app, worker: worker) else { throw refuse("it holds no build of \(app)") }
+            try present([kid])
+        case .appDependency(let app, _):
+            let layer = try await record(DependencyLayers.Record.self, "dependency layer")
+            guard try await holdsBuild(of: app, worker: worker) else { throw refuse("it holds no build of \(app)") }
+            try present([layer.tree, try layer.layer.kid()])
+        case .sharedDependency:
+            let layer = try await record(DependencyLayers.Record.self, "dependency layer")
+            guard try await holdsBuild(of: nil, worker: worker) else { throw refuse("it holds no build") }
+            try present([layer.tree, try layer.layer.kid()])
+        default:
+            throw refuse("not a ref a build worker writes")
+        }
+    }
+}
