@@ -63,6 +63,18 @@ public struct BuildpackStore: Sendable {
         return Buildpack(name: name, tree: tree)
     }
 
+    /// Names a tree already in the Keg (sent from another machine) as buildpack `name`, after the same checks.
+    @discardableResult
+    public func add(tree: KID, name: String, actor: String) async throws -> Buildpack {
+        let ref = try BuildpackStore.refName(name)
+        guard keg.contains(tree) else { throw KbuildError(.notFound, "failed to add buildpack \(name): tree \(tree.short) is not in the Keg (send it first)") }
+        try BuildpackStore.check(tree: tree, keg: keg, what: "tree \(tree.short)")
+        if try await refs.get(ref)?.kid != tree {
+            try await refs.compareAndSwap(ref, to: tree, expecting: .any, actor: actor)
+        }
+        return Buildpack(name: name, tree: tree)
+    }
+
     /// Whether `source` names a git repository rather than a directory:
     /// `https://`, `http://`, `git://`, `ssh://` or `file://`, with an
     /// optional `#REF` (a branch or tag), as Heroku's buildpack URLs are.

@@ -1,4 +1,7 @@
 import Hummingbird
+import NIOPosix
+import Builds
+import GitGateway
 import KbuildCore
 import KbuildServer
 import KbuildState
@@ -33,6 +36,46 @@ extension APIRoutes {
                 return ErrorBody.response(KbuildError.wrap(error))
             }
         }
+        // SSH keys that may push (admin only: an app token never reaches /keys).
+        router.get("\(p)/keys") { _, _ in
+            try await self.answer { try await self.sshKeys { try $0.list().map(API.SSHKey.init) } }
+        }
+        router.post("\(p)/keys") { r, c in
+            try await self.answer {
+                let body = try await self.decode(API.AddKey.self, r, c)
+                return try await self.sshKeys { API.SSHKey(try $0.add(publicKey: body.publicKey, name: body.name)) }
+            }
+        }
+        router.delete("\(p)/keys/:name") { _, c in
+            try await self.answer { () -> [String: String] in
+                let name = c.parameters.get("name") ?? ""
+                try await self.sshKeys { try $0.remove(name: name) }
+                return ["removed": name]
+            }
+        }
+        // Buildpacks (admin only): the list in detection order, and adding one by a tree sent to the Keg or a git URL.
+        router.get("\(p)/buildpacks") { r, _ in
+            try await self.answer { () -> [Buildpack] in
+                let store = BuildpackStore(keg: self.keg, refs: self.refs)
+                _ = try await store.registerShipped(actor: self.actor(r))
+                return try await store.list()
+            }
+        }
+        router.post("\(p)/buildpacks") { r, c in
+            try await self.answer { () -> Buildpack in
+                let body = try await self.decode(API.AddBuildpack.self, r, c)
+                let store = BuildpackStore(keg: self.keg, refs: self.refs)
+                switch (body.tree, body.gitURL) {
+                case (let tree?, nil):
+                    guard let name = body.name else { throw KbuildError(.invalidArgument, "a buildpack sent as a tree needs a name") }
+                    return try await store.add(tree: tree, name: name, actor: self.actor(r))
+                case (nil, let url?):
+                    return try await store.add(gitURL: url, name: body.name, actor: self.actor(r))
+                default:
+                    throw KbuildError(.invalidArgument, "give a buildpack as tree (sent to the Keg first) or gitURL, one of them")
+                }
+            }
+        }
         router.get("\(p)/tokens") { _, _ in
             try await self.answer {
                 try await AppTokens(keg: self.keg, refs: self.refs).list().map {
@@ -56,6 +99,12 @@ extension APIRoutes {
         }
     }
 
+    /// The SSH keys file of this control plane (small file I/O, off the cooperative threads).
+    func sshKeys<T: Sendable>(_ work: @escaping @Sendable (SSHKeys) throws -> T) async throws -> T {
+        let keys = SSHKeys(dataDir: keg.dataDir, kbuild: kbuild)
+        return try await NIOThreadPool.singleton.runIfActive { try work(keys) }
+    }
+
     /// A finished build's log, by its KID or a prefix of it (at most 1 GiB).
     func buildLog(_ prefix: KIDPrefix) async throws -> [UInt8] {
         let matches = try await refs.list(prefix: Schema.buildResults).filter {
@@ -69,4 +118,8 @@ extension APIRoutes {
         guard let log = record.log else { throw KbuildError(.notFound, "build \(record.build.short) has no log") }
         return try keg.logicalBytes(log, maxWhole: 1 << 30)
     }
+}
+
+extension API.SSHKey {
+    init(_ key: SSHKeys.Key) { self.init(name: key.name, type: key.type, fingerprint: key.fingerprint) }
 }

@@ -106,6 +106,19 @@ public struct KbuildClient: Sendable {
         try await send(.POST, "/nodes/\(segment(node))/join-token", API.JoinRequest(address: address))
     }
 
+    // MARK: - SSH keys and buildpacks (admin only)
+
+    public func keys() async throws -> [API.SSHKey] { try await get("/keys") }
+    public func addKey(publicKey: String, name: String) async throws -> API.SSHKey {
+        try await send(.POST, "/keys", API.AddKey(publicKey: publicKey, name: name))
+    }
+    public func removeKey(name: String) async throws {
+        let _: [String: String] = try await delete("/keys/\(segment(name))")
+    }
+    public func buildpacks() async throws -> [Buildpack] { try await get("/buildpacks") }
+    /// Adds a buildpack: a tree already sent to the control plane's Keg, or a git URL it clones.
+    public func addBuildpack(_ request: API.AddBuildpack) async throws -> Buildpack { try await send(.POST, "/buildpacks", request) }
+
     /// Makes the join token of build worker `worker` (`kbuild worker --join`).
     public func workerJoinToken(worker: String) async throws -> API.WorkerJoinToken {
         try await send(.POST, "/workers/\(segment(worker))/join-token", [String: String]())

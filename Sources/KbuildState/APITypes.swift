@@ -378,6 +378,41 @@ public enum API {
         }
     }
 
+    /// An SSH key that may push (`kbuild keys`).
+    public struct SSHKey: Codable, Sendable, Equatable {
+        public var name: String
+        public var type: String
+        public var fingerprint: String
+        public init(name: String, type: String, fingerprint: String) {
+            self.name = name
+            self.type = type
+            self.fingerprint = fingerprint
+        }
+    }
+
+    /// `keys:add`: the public key's line, and the name it is kept under.
+    public struct AddKey: Codable, Sendable {
+        public var publicKey: String
+        public var name: String
+        public init(publicKey: String, name: String) {
+            self.publicKey = publicKey
+            self.name = name
+        }
+    }
+
+    /// `buildpack add`: a tree already sent to the control plane's Keg (a
+    /// directory on the CLI's machine), or a git URL the control plane clones.
+    public struct AddBuildpack: Codable, Sendable {
+        public var name: String?
+        public var tree: KID?
+        public var gitURL: String?
+        public init(name: String?, tree: KID? = nil, gitURL: String? = nil) {
+            self.name = name
+            self.tree = tree
+            self.gitURL = gitURL
+        }
+    }
+
     /// A build worker's join token (`kbuild workers:join-token`), shown once.
     public struct WorkerJoinToken: Codable, Sendable {
         public var worker: String

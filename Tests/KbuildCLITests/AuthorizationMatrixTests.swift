@@ -122,6 +122,12 @@ final class AuthorizationMatrixTests: XCTestCase {
         "GET /api/v1/apps/{app}/images": Row(requests: { app in [("GET", "/api/v1/apps/\(app)/images", nil)] }, own: .allowed, perApp: true),
         // Build logs and tokens: the admin's.
         "GET /api/v1/builds/{build}/log": Row(requests: { _ in [("GET", "/api/v1/builds/\(zeroKID)/log", nil)] }, own: .forbidden, perApp: false),
+        // SSH keys and buildpacks: the admin's (removing a key that is not there: 404).
+        "GET /api/v1/keys": Row(requests: { _ in [("GET", "/api/v1/keys", nil)] }, own: .forbidden, perApp: false),
+        "POST /api/v1/keys": Row(requests: { _ in [("POST", "/api/v1/keys", #"{"publicKey":"x","name":"x"}"#)] }, own: .forbidden, perApp: false),
+        "DELETE /api/v1/keys/{name}": Row(requests: { _ in [("DELETE", "/api/v1/keys/nosuch", nil)] }, own: .forbidden, perApp: false),
+        "GET /api/v1/buildpacks": Row(requests: { _ in [("GET", "/api/v1/buildpacks", nil)] }, own: .forbidden, perApp: false),
+        "POST /api/v1/buildpacks": Row(requests: { _ in [("POST", "/api/v1/buildpacks", "{}")] }, own: .forbidden, perApp: false),
         "GET /api/v1/tokens": Row(requests: { _ in [("GET", "/api/v1/tokens", nil)] }, own: .forbidden, perApp: false),
         "POST /api/v1/tokens": Row(requests: { _ in [("POST", "/api/v1/tokens", #"{"name":"-","apps":[]}"#)] }, own: .forbidden, perApp: false),
         "DELETE /api/v1/tokens/{name}": Row(requests: { _ in [("DELETE", "/api/v1/tokens/nosuch", nil)] }, own: .forbidden, perApp: false),

@@ -131,6 +131,32 @@ final class RemoteCLITests: XCTestCase {
         XCTAssertTrue(try remote.run(["tokens"]).stdout.contains("ci  apps web  by "))
         XCTAssertEqual(try remote.run(["tokens:revoke", "ci"]).stdout, "Revoked ci\n")
         XCTAssertFalse(try kbuild(["tokens"], dataDir: remote.data).stdout.contains("ci "))
+        // SSH keys, on the control plane's authorized_keys file; a bad key and an unknown name are errors naming them.
+        let keyDir = try tempDir(self, "remote-key")
+        XCTAssertEqual(try sh("/usr/bin/ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "ada@laptop", "-f", keyDir + "/ada"]).status, 0)
+        let addedKey = try remote.run(["keys:add", keyDir + "/ada.pub"])
+        XCTAssertEqual(addedKey.status, 0, addedKey.stderr)
+        XCTAssertTrue(addedKey.stdout.hasPrefix("Added ssh-ed25519 key SHA256:") && addedKey.stdout.hasSuffix(" as ada\n"), addedKey.stdout)
+        XCTAssertTrue(try String(contentsOfFile: remote.data + "/ssh/authorized_keys", encoding: .utf8).contains("git-shell --key ada "))
+        XCTAssertTrue(try remote.run(["keys"]).stdout.hasPrefix("ada  ssh-ed25519  SHA256:"))
+        let privateKey = try remote.run(["keys:add", keyDir + "/ada"])
+        XCTAssertNotEqual(privateKey.status, 0)
+        XCTAssertTrue(privateKey.stderr.contains("failed to read the public key"), privateKey.stderr)
+        XCTAssertEqual(try remote.run(["keys:remove", "ada"]).status, 0)
+        XCTAssertEqual(try remote.run(["keys"]).stdout, "")
+        XCTAssertNotEqual(try remote.run(["keys:remove", "nobody"]).status, 0)
+        // Buildpacks: listed; one added from a directory on this machine (its objects sent, checked there) and used by name.
+        XCTAssertTrue(try remote.run(["buildpack", "ls"]).stdout.contains("procfile  K-"))
+        let pack = try tempDir(self, "remote-pack")
+        try writeFile(pack + "/bin/detect", "#!/bin/sh\necho Remote\n", mode: 0o755)
+        try writeFile(pack + "/bin/compile", "#!/bin/sh\necho '-----> Built by a buildpack sent from afar'\n", mode: 0o755)
+        let addedPack = try remote.run(["buildpack", "add", pack, "--name", "afar"])
+        XCTAssertEqual(addedPack.status, 0, addedPack.stderr)
+        XCTAssertTrue(try kbuild(["buildpack", "ls"], dataDir: remote.data).stdout.contains("afar  K-"))
+        let notAPack = try remote.run(["buildpack", "add", keyDir, "--name", "broken"])
+        XCTAssertNotEqual(notAPack.status, 0)
+        XCTAssertTrue(notAPack.stderr.contains("bin/detect") || notAPack.stderr.contains("bin/compile"), notAPack.stderr)
+        XCTAssertFalse(try kbuild(["buildpack", "ls"], dataDir: remote.data).stdout.contains("broken"))
         // git:remote names the server the CLI is pointed at; git gets the token from the CLI's own (KBUILD_TOKEN), never from .git/config.
         let added = try remote.run(["git:remote", "web", "--remote", "there"], cwd: work)
         XCTAssertEqual(added.status, 0, added.stderr)
@@ -152,8 +178,6 @@ final class RemoteCLITests: XCTestCase {
         // Each with the verb as the message names it.
         let verbs: [(String, [String])] = [
             ("image export", ["image", "export", "K-1234abcd", "/tmp/x"]),
-            ("keys", ["keys"]), ("keys:add", ["keys:add", "/dev/null"]), ("keys:remove", ["keys:remove", "me"]),
-            ("buildpack ls", ["buildpack", "ls"]),
             ("ref ls", ["ref", "ls"]), ("ref get", ["ref", "get", "apps/web"]), ("keg stats", ["keg", "stats"]), ("keg fsck", ["keg", "fsck"]),
             ("stack ls", ["stack", "ls"]), ("source import", ["source", "import", "HEAD"]),
         ]

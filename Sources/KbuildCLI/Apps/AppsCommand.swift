@@ -203,7 +203,7 @@ struct GitCredential: ParsableCommand {
     }
 }
 
-struct KeysAdd: ParsableCommand {
+struct KeysAdd: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "keys:add",
         abstract: "Allow an SSH public key to push (written to <data-dir>/ssh/authorized_keys).",
@@ -219,7 +219,7 @@ struct KeysAdd: ParsableCommand {
     @Argument(help: ArgumentHelp("The public key file (e.g. ~/.ssh/id_ed25519.pub), or - for stdin.", valueName: "file")) var file: String
     @Option(help: "Who the key belongs to (default: the key's comment, else your login name).") var name: String?
 
-    func run() throws {
+    func run() async throws {
         let text: String
         if file == "-" {
             text = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
@@ -230,31 +230,45 @@ struct KeysAdd: ParsableCommand {
             text = read
         }
         let comment = (try? SSHKeys.parsePublicKey(text).comment)?.split(separator: "@").first.map(String.init)
-        try global.dir.create()
-        let key = try SSHKeys(dataDir: global.dir, kbuild: kbuildExecutable).add(publicKey: text, name: name ?? comment ?? currentActor)
+        let named = name ?? comment ?? currentActor
+        let key: API.SSHKey
+        if let client = try global.remoteClient() {
+            key = try await client.addKey(publicKey: text, name: named)
+        } else {
+            try global.dir.create()
+            key = API.SSHKey(try SSHKeys(dataDir: global.dir, kbuild: kbuildExecutable).add(publicKey: text, name: named))
+        }
         say("Added \(key.type) key \(key.fingerprint) as \(key.name)")
     }
 }
 
-struct KeysList: ParsableCommand {
+struct KeysList: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "keys", abstract: "List the SSH keys that may push.")
     @OptionGroup var global: GlobalOptions
     @Flag(help: "Print JSON.") var json = false
 
-    func run() throws {
-        let keys = try SSHKeys(dataDir: global.dir, kbuild: kbuildExecutable).list()
+    func run() async throws {
+        let keys = if let client = try global.remoteClient() {
+            try await client.keys()
+        } else {
+            try SSHKeys(dataDir: global.dir, kbuild: kbuildExecutable).list().map(API.SSHKey.init)
+        }
         if json { return try printJSON(keys) }
         for key in keys { say("\(key.name)  \(key.type)  \(key.fingerprint)") }
     }
 }
 
-struct KeysRemove: ParsableCommand {
+struct KeysRemove: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "keys:remove", abstract: "Remove an SSH key by name.")
     @OptionGroup var global: GlobalOptions
     @Argument(help: "The key's name.") var name: String
 
-    func run() throws {
-        try SSHKeys(dataDir: global.dir, kbuild: kbuildExecutable).remove(name: name)
+    func run() async throws {
+        if let client = try global.remoteClient() {
+            try await client.removeKey(name: name)
+        } else {
+            try SSHKeys(dataDir: global.dir, kbuild: kbuildExecutable).remove(name: name)
+        }
         say("Removed \(name)")
     }
 }
@@ -282,4 +296,8 @@ struct BuildsCachePurge: AsyncParsableCommand {
                        clones > 0 ? "\(clones) git buildpack\(clones == 1 ? "" : "s") (cloned again at the next push)" : nil].compactMap { $0 }
         say("Purged the build cache of \(app)\(dropped.isEmpty ? "" : " and " + dropped.joined(separator: " and ")): its next push builds anew (cache epoch \(purged.cacheEpoch))")
     }
+}
+
+extension API.SSHKey {
+    init(_ key: SSHKeys.Key) { self.init(name: key.name, type: key.type, fingerprint: key.fingerprint) }
 }

@@ -5,6 +5,8 @@ import KbuildClient
 import KbuildCore
 import OCI
 import KbuildState
+import Keg
+import KegRemote
 
 struct ImageCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -79,6 +81,32 @@ struct BuildpackAdd: AsyncParsableCommand {
     @Option(help: "Its name (default: the directory's or repository's name).") var name: String?
 
     func run() async throws {
+        if let client = try global.remoteClient() {
+            let pack: Buildpack
+            if BuildpackStore.isGitURL(directory) {
+                pack = try await client.addBuildpack(API.AddBuildpack(name: name, gitURL: directory))  // cloned by the control plane
+            } else {
+                // Stored in a Keg of its own here, sent object by object (each checked against its KID there), then named.
+                var template = Array((NSTemporaryDirectory() + "/kbuild-buildpack-XXXXXX").utf8CString)
+                guard let made = mkdtemp(&template) else { throw KbuildError.syscall("mkdtemp", NSTemporaryDirectory(), verb: "stage the buildpack") }
+                let scratch = String(cString: made)
+                defer { try? FileManager.default.removeItem(atPath: scratch) }
+                let dir = DataDir(root: URL(fileURLWithPath: scratch))
+                try dir.create()
+                let keg = try Keg(dataDir: dir)
+                var st = stat()
+                guard stat(directory, &st) == 0, st.st_mode & S_IFMT == S_IFDIR else {
+                    throw KbuildError(.notFound, "failed to add buildpack: \(directory) is not a directory")
+                }
+                let tree = try keg.put(path: directory)
+                try BuildpackStore.check(tree: tree, keg: keg, what: directory)
+                try await KegRemote(baseURL: URL(string: client.base)!, token: client.token, client: client.http).publish([tree], from: keg)
+                let named = name ?? URL(fileURLWithPath: directory).standardizedFileURL.lastPathComponent
+                pack = try await client.addBuildpack(API.AddBuildpack(name: named, tree: tree))
+            }
+            say("\(pack.name) \(pack.tree)")
+            return
+        }
         let apps = try global.openApps()
         let store = BuildpackStore(keg: apps.keg, refs: apps.refs)
         let pack = BuildpackStore.isGitURL(directory)
@@ -94,10 +122,15 @@ struct BuildpackLs: AsyncParsableCommand {
     @Flag(help: "Print JSON.") var json = false
 
     func run() async throws {
-        let apps = try global.openApps()
-        let store = BuildpackStore(keg: apps.keg, refs: apps.refs)
-        try await store.registerShipped(actor: currentActor)
-        let packs = try await store.list()
+        let packs: [Buildpack]
+        if let client = try global.remoteClient() {
+            packs = try await client.buildpacks()
+        } else {
+            let apps = try global.openApps()
+            let store = BuildpackStore(keg: apps.keg, refs: apps.refs)
+            try await store.registerShipped(actor: currentActor)
+            packs = try await store.list()
+        }
         if json { return try printJSON(packs) }
         for pack in packs { say("\(pack.name)  \(pack.tree)") }
     }

@@ -134,12 +134,7 @@ extension ControlPlaneOnly {
     static var verb: String { configuration.commandName ?? "" }
 }
 
-extension KeysAdd: ControlPlaneOnly {}
-extension KeysList: ControlPlaneOnly {}
-extension KeysRemove: ControlPlaneOnly {}
 extension ImageExport: ControlPlaneOnly { static var verb: String { "image export" } }
-extension BuildpackAdd: ControlPlaneOnly { static var verb: String { "buildpack add" } }
-extension BuildpackLs: ControlPlaneOnly { static var verb: String { "buildpack ls" } }
 extension SourceImportCommand: ControlPlaneOnly { static var verb: String { "source import" } }
 extension StackCreate: ControlPlaneOnly { static var verb: String { "stack create" } }
 extension StackImport: ControlPlaneOnly { static var verb: String { "stack import" } }
