@@ -77,7 +77,8 @@ let package = Package(
         ),
         .target(
             name: "Builds",
-            dependencies: ["KbuildCore", "Keg", "KbuildState", "OCI", "Stacks", "Sandbox", .product(name: "Yams", package: "Yams")],
+            dependencies: ["KbuildCore", "Keg", "KbuildState", "OCI", "Stacks", "Sandbox", .product(name: "Yams", package: "Yams"),
+                           .product(name: "NIOPosix", package: "swift-nio")],
             swiftSettings: strict
         ),
         .target(

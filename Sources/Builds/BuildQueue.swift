@@ -2,6 +2,7 @@ public import KbuildCore
 public import Keg
 public import KbuildState
 public import Foundation
+import NIOPosix
 
 /// Builds waiting, claimed and done, as refs (one machine or many share them):
 ///
@@ -217,14 +218,24 @@ public struct BuildWorker: Sendable {
                     throw CancellationError()
                 }
             }
-            group.addTask { [queue, builder] in
+            group.addTask { [queue, builder, report] in
                 var held = current
+                // A renewal that fails for another reason (the control plane away a moment) is tried again
+                // until the lease would have run out; a refused or conflicting one means the claim is lost.
+                var renewed = ContinuousClock.now
                 while true {
-                    try await Task.sleep(for: .seconds(queue.lease / 3))
+                    try await Task.sleep(for: .seconds(queue.lease / 6))
+                    guard ContinuousClock.now - renewed >= .seconds(queue.lease / 3) else { continue }
                     do {
                         held = try await queue.renew(build, claim: held, worker: builder.worker)
-                    } catch let error as KbuildError where error.code == .conflict {
+                        renewed = ContinuousClock.now
+                    } catch let error as KbuildError where error.code == .conflict || error.code == .forbidden {
                         return .lost
+                    } catch is CancellationError {
+                        throw CancellationError()
+                    } catch {
+                        if ContinuousClock.now - renewed >= .seconds(queue.lease) { return .lost }
+                        report("build worker: failed to renew the claim on build \(build.short) (trying again): \(error)")
                     }
                 }
             }
@@ -251,10 +262,15 @@ public struct BuildWorker: Sendable {
         var failing = false
         while !Task.isCancelled {
             do {
-                while let handle = FileHandle(forReadingAtPath: path) {
-                    defer { try? handle.close() }
-                    try handle.seek(toOffset: offset)
-                    let bytes = [UInt8](handle.readData(ofLength: 1 << 20))
+                while true {
+                    let from = offset
+                    // A read of the log file is blocking I/O: on the blocking-I/O pool.
+                    let bytes = try await NIOThreadPool.singleton.runIfActive { () -> [UInt8] in
+                        guard let handle = FileHandle(forReadingAtPath: path) else { return [] }
+                        defer { try? handle.close() }
+                        try handle.seek(toOffset: from)
+                        return [UInt8](handle.readData(ofLength: 1 << 20))
+                    }
                     guard !bytes.isEmpty else { break }
                     switch try await sink.appendBuildLog(build: build, offset: offset, bytes: bytes) {
                     case .stored(let size): offset = size

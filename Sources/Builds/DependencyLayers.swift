@@ -138,10 +138,21 @@ public enum DependencyLayers {
         return nil
     }
 
-    /// Keeps a layer made: shared when installed from an empty cache, else the app's own.
+    /// Keeps a layer made: shared when installed from an empty cache, else the
+    /// app's own. The first shared layer of a key stays (builds of other apps
+    /// may use it already); the app's own is replaced by its newer one.
     public static func store(_ record: Record, app: String, records: any RecordContent, refs: any RefStore, actor: String) async throws {
-        let name = record.clean ? try Schema.sharedDependency(record.key) : try Schema.appDependency(app, record.key)
-        try await refs.compareAndSwap(name, to: try Records.put(record, in: records), expecting: .any, actor: actor)
+        if record.clean {
+            let name = try Schema.sharedDependency(record.key)
+            guard try await refs.get(name) == nil else { return }
+            do {
+                try await refs.compareAndSwap(name, to: try Records.put(record, in: records), expecting: .absent, actor: actor)
+            } catch let error as KbuildError where error.code == .conflict {
+                // Another build made it first: that one stays.
+            }
+        } else {
+            try await refs.compareAndSwap(try Schema.appDependency(app, record.key), to: try Records.put(record, in: records), expecting: .any, actor: actor)
+        }
     }
 
     /// Forgets an app's own layers (`builds:cache:purge`).

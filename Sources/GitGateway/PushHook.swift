@@ -314,6 +314,8 @@ public struct PushHook: Sendable {
         var deadline = waitingSince + queueWait
         var toldWaiting = false
         var toldExpired: String?
+        // Seen expired: a live claim after it is a new attempt, even by the same worker (restarted under its name).
+        var sawExpired = false
         // The log of the worker that holds the claim; a worker that takes the build over writes its own.
         var following: String?
         var offset: UInt64 = 0
@@ -337,20 +339,26 @@ public struct PushHook: Sendable {
             }
             let claim = try await queue.claim(of: build)
             if let held = claim?.claim, !held.expired {
-                if held.worker != following {
+                if held.worker != following || sawExpired {
                     if following != nil { say("       (the build started again, on \(held.worker))\n") }
                     following = held.worker
                     offset = 0
-                    deadline = max(deadline, ContinuousClock.now + .seconds(job.limits.timeout + 3 * queue.lease + 60))
+                    sawExpired = false
                 }
-            } else if let held = claim?.claim, toldExpired != held.worker {
-                say("       (its worker \(held.worker) stopped renewing its claim: the next worker takes it over)\n")
-                toldExpired = held.worker
-                deadline = max(deadline, ContinuousClock.now + queueWait)
+                // A worker that keeps renewing its claim is still at it (fetching inputs and sending what it made
+                // count too); it ends the build at the build's own time limit.
+                deadline = max(deadline, ContinuousClock.now + .seconds(3 * queue.lease + 60))
+            } else if let held = claim?.claim {
+                if toldExpired != held.worker {
+                    say("       (its worker \(held.worker) stopped renewing its claim: the next worker takes it over)\n")
+                    toldExpired = held.worker
+                    deadline = max(deadline, ContinuousClock.now + queueWait)
+                }
+                sawExpired = true
             } else if claim == nil, !toldWaiting, ContinuousClock.now - waitingSince > workerGrace {
                 say("""
-                    -----> No build worker is connected: build \(build.short) waits in the queue and runs when one joins \
-                    (kbuild up runs one; on another machine, kbuild workers:join-token NAME prints the command)\n
+                    -----> No build worker has taken build \(build.short) (none is connected, or all are busy): it waits in the \
+                    queue and runs when one is free (kbuild up runs one; on another machine, kbuild workers:join-token NAME prints the command)\n
                     """)
                 toldWaiting = true
             }

@@ -92,7 +92,9 @@ struct StateRoutes<Context: RequestContext>: Sendable {
                 }
                 if let worker = Self.worker(r) {
                     guard WorkerScope.mayWrite(body.name) else { throw KbuildError(.forbidden, "build worker \(worker) may not change \(body.name)") }
-                    try await workers.checkWrite(body.name, to: body.kid, worker: worker)
+                    if let expected = try await workers.checkWrite(body.name, to: body.kid, worker: worker) {
+                        body.expecting = API.Expectation(expected)
+                    }
                     body.actor = worker
                 }
                 guard !body.actor.isEmpty, body.actor.utf8.count <= 64, body.actor.first != " ", body.actor.last != " ",
@@ -100,7 +102,7 @@ struct StateRoutes<Context: RequestContext>: Sendable {
                     throw KbuildError(.invalidArgument, "invalid actor \(body.actor.debugQuoted): 1 to 64 of letters, digits, spaces and . _ @ - : / (no space first or last)")
                 }
                 let change = try await refs.compareAndSwap(body.name, to: body.kid, expecting: try body.expecting.expectation(), actor: body.actor)
-                if let worker = Self.worker(r), case .buildResult(let build) = Schema.Key(body.name) { workers.finished(build, worker: worker) }
+                if let worker = Self.worker(r), case .buildResult(let build) = Schema.Key(body.name) { await workers.finished(build, worker: worker) }
                 return change
             }
         }

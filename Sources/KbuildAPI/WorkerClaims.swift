@@ -3,6 +3,7 @@ import KbuildState
 import Builds
 import Foundation
 import OCI
+import NIOPosix
 
 /// What a build worker holds now, read from the store: the checks behind
 /// every write of a worker's token (`StateRoutes`, `BuildLogRoutes`), so a
@@ -17,8 +18,12 @@ struct WorkerClaims: Sendable {
 
     /// The build's result is in: its live copies go, those of attempts by
     /// workers that died included (the whole log is in the Keg, named by the result).
-    func finished(_ build: KID, worker: String) {
+    func finished(_ build: KID, worker: String) async {
         let own = liveLog(build, worker)
+        _ = try? await NIOThreadPool.singleton.runIfActive { Self.removeCopies(of: build, beside: own) }
+    }
+
+    static func removeCopies(of build: KID, beside own: String) {
         let dir = (own as NSString).deletingLastPathComponent
         for name in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [] where name.hasPrefix(build.hex + "-") {
             unlink(dir + "/" + name)
@@ -53,11 +58,13 @@ struct WorkerClaims: Sendable {
         return false
     }
 
-    /// What a worker may point a ref at: its own claim on a queued build (never
+    /// What a worker may point a ref at (and, for a claim, the only expectation
+    /// its compare-and-swap may have: the claim the check read, so a takeover won
+    /// by another worker between the check and the write is never overwritten): its own claim on a queued build (never
     /// over another worker's live one, never longer than `maxLease`), the result
     /// of a build it holds naming itself, the queue entry of a build it holds
     /// (deleted only), the cache and dependency layers of an app whose build it holds.
-    func checkWrite(_ name: RefName, to kid: KID?, worker: String) async throws {
+    func checkWrite(_ name: RefName, to kid: KID?, worker: String) async throws -> RefExpectation? {
         func refuse(_ why: String) -> KbuildError {
             KbuildError(.forbidden, "build worker \(worker) may not set \(name) to \(kid?.short ?? "nothing"): \(why)")
         }
@@ -76,17 +83,27 @@ struct WorkerClaims: Sendable {
         }
         switch Schema.Key(name) {
         case .buildClaim(let build):
+            let current = try await refs.get(name)
+            let held = current == nil ? nil : try await self.claim(of: build)
             if kid == nil {
-                guard try await holds(build, worker: worker) else { throw refuse("it does not hold the claim") }
-                return
+                guard let current, held?.worker == worker, !(held?.expired ?? true) else { throw refuse("it does not hold the claim") }
+                return .value(current.kid)
             }
             let claim = try await record(BuildQueue.Claim.self, "build claim")
             guard claim.worker == worker, claim.build == build else { throw refuse("the claim names another worker or build") }
-            guard claim.expires <= Date().timeIntervalSince1970 + Self.maxLease else { throw refuse("a lease may be \(Int(Self.maxLease)) s at most") }
-            guard try await refs.get(try Schema.buildQueued(build)) != nil else { throw refuse("build \(build.short) is not queued") }
-            if let current = try await self.claim(of: build), current.worker != worker, !current.expired {
-                throw refuse("build worker \(current.worker) holds it")
+            // The lease is judged by this machine's clock: a worker's clock far off it is refused, saying so.
+            let now = Date().timeIntervalSince1970
+            guard claim.expires > now else {
+                throw refuse("its lease ended \(Int(now - claim.expires)) s ago by the control plane's clock (is the worker's clock behind?)")
             }
+            guard claim.expires <= now + Self.maxLease else {
+                throw refuse("a lease may be \(Int(Self.maxLease)) s at most by the control plane's clock (is the worker's clock ahead?)")
+            }
+            guard try await refs.get(try Schema.buildQueued(build)) != nil else { throw refuse("build \(build.short) is not queued") }
+            if let held, held.worker != worker, !held.expired {
+                throw refuse("build worker \(held.worker) holds it")
+            }
+            return current.map { .value($0.kid) } ?? .absent
         case .buildResult(let build):
             let result = try await record(BuildRecord.self, "build")
             guard result.build == build, result.worker == worker else { throw refuse("the record names another build or worker") }
@@ -98,16 +115,23 @@ struct WorkerClaims: Sendable {
         case .appField(let app, .buildCache):
             guard try await holdsBuild(of: app, worker: worker) else { throw refuse("it holds no build of \(app)") }
             try present([kid])
-        case .appDependency(let app, _):
+        case .appDependency(let app, let key):
             let layer = try await record(DependencyLayers.Record.self, "dependency layer")
+            guard layer.key.hex == key else { throw refuse("the layer is for key \(layer.key.short)") }
             guard try await holdsBuild(of: app, worker: worker) else { throw refuse("it holds no build of \(app)") }
             try present([layer.tree, try layer.layer.kid()])
-        case .sharedDependency:
+        case .sharedDependency(let key):
+            // Shared by every app: only a layer installed from an empty cache, only under its own key, and the first one
+            // made stays (a worker cannot replace a layer other apps' builds already use).
             let layer = try await record(DependencyLayers.Record.self, "dependency layer")
+            guard layer.key.hex == key, layer.clean else { throw refuse("a shared layer must be installed clean, under its own key") }
             guard try await holdsBuild(of: nil, worker: worker) else { throw refuse("it holds no build") }
             try present([layer.tree, try layer.layer.kid()])
+            guard try await refs.get(name) == nil else { throw KbuildError(.conflict, "\(name) exists: the first shared layer made stays") }
+            return .absent
         default:
             throw refuse("not a ref a build worker writes")
         }
+        return nil
     }
 }

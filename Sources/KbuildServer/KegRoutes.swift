@@ -68,7 +68,7 @@ public struct KegRoutes<Context: RequestContext>: Sendable {
             let worker = request.headers[TokenAuthMiddleware<Context>.workerHeader]
             let kind = request.headers[HTTPField.Name("Kbuild-Kind")!] ?? ""
             if keg.contains(kid) {
-                for try await _ in request.body {}
+                _ = try? await request.body.collect(upTo: 0)
                 return Response(status: .ok)
             }
             switch kind {
@@ -126,7 +126,7 @@ public struct KegRoutes<Context: RequestContext>: Sendable {
                 total += UInt64(buffer.readableBytes)
                 guard total <= Self.maxFile else { throw KbuildError(.tooLarge, "failed to take \(kid.short): it is over \(Self.maxFile >> 30) GiB") }
                 if let worker { try reach?.charge(worker: worker, bytes: buffer.readableBytes) }
-                let ok = buffer.withUnsafeReadableBytes { Keg.writeAll(fd, $0) }
+                let ok = try await NIOThreadPool.singleton.runIfActive { buffer.withUnsafeReadableBytes { Keg.writeAll(fd, $0) } }
                 guard ok else { throw KbuildError.syscall("write", path, verb: "take \(kid.short)") }
             }
         }

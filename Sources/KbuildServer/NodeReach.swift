@@ -91,8 +91,9 @@ public final class NodeReach: Sendable {
 
     private let byNode = Mutex<[String: (assignment: KID?, reach: Reach)]>([:])
     private let byImage = Mutex<[KID: Set<KID>]>([:])
-    /// Bytes each node stored through the API (records, logs) in the current hour.
-    private let stored = Mutex<[String: (hour: Int, bytes: Int)]>([:])
+    /// Bytes each node or worker stored through the API (records, logs, objects) in the current hour: one
+    /// ledger for the process, so the object routes and the state routes count against the same limit.
+    private static let stored = Mutex<[String: (hour: Int, bytes: Int)]>([:])
     /// What a node may store through the API in an hour: its report every 2 s is about 300 bytes a process, so
     /// this is room for a node of 3,000 processes, with release output besides.
     public static let bytesPerHour = 2 << 30
@@ -118,7 +119,7 @@ public final class NodeReach: Sendable {
 
     func charge(who: String, bytes: Int, limit: Int) throws {
         let hour = Int(Date().timeIntervalSince1970 / 3600)
-        let ok = stored.withLock { s in
+        let ok = Self.stored.withLock { s in
             var entry: (hour: Int, bytes: Int) = s[who].flatMap { $0.hour == hour ? $0 : nil } ?? (hour, 0)
             guard entry.bytes + bytes <= limit else { return false }
             entry.bytes += bytes

@@ -149,17 +149,18 @@ extension KegRemote: KegUpstream {
             let lacking = Set(try await missing(batch))
             for kid in batch where !lacking.contains(kid) { present.insert(kid) }
             for kid in batch where lacking.contains(kid) && !present.contains(kid) {
-                let (kind, archived) = try keg.storedKind(kid)
+                let (kind, archived) = try await NIOThreadPool.singleton.runIfActive { try keg.storedKind(kid) }
                 switch kind {
                 case .tree:
-                    try await send(try keg.tree(kid).entries.compactMap(\.kid), from: keg, present: &present)
-                    try await put(kid, kind: "tree", body: .bytes(ByteBuffer(bytes: try keg.logicalBytes(kid))))
+                    let bytes = try await NIOThreadPool.singleton.runIfActive { try keg.logicalBytes(kid) }
+                    try await send(try Tree(decoding: bytes, kid: kid).entries.compactMap(\.kid), from: keg, present: &present)
+                    try await put(kid, kind: "tree", body: .bytes(ByteBuffer(bytes: bytes)))
                 case .treeArchive:
                     guard let tree = archived else { throw KbuildError(.corrupt, "archive \(kid) names no tree") }
                     try await send([tree], from: keg, present: &present)
                     try await put(kid, kind: "archive", body: .bytes(ByteBuffer(string: tree.description)))
                 case .blob, .chunkedFile:
-                    try await put(kid, kind: "file", body: .stream(try ObjectReader(keg: keg, kid: kid)))
+                    try await put(kid, kind: "file", body: .stream(try await NIOThreadPool.singleton.runIfActive { try ObjectReader(keg: keg, kid: kid) }))
                 case .chunkIndex:
                     throw KbuildError(.invalidArgument, "failed to publish \(kid): a chunk index is part of a file, not an object of its own")
                 }

@@ -332,7 +332,7 @@ final class GitPushTests: XCTestCase {
         let pushing = try spawnServer("/usr/bin/env", ["GIT_SSH_COMMAND=" + ssh, "git", "-C", work, "push", "ssh://root@127.0.0.1:\(port)/sshapp.git", "main"],
                                       output: pushLog)
         try waitUntil("the pusher is told no worker is connected", timeout: 60) {
-            ((try? String(contentsOfFile: pushLog, encoding: .utf8)) ?? "").contains("No build worker is connected: build K-")
+            ((try? String(contentsOfFile: pushLog, encoding: .utf8)) ?? "").contains("No build worker has taken build K-")
         }
         let worker = try spawnServer(kbuildBinary, ["worker", "--data-dir", GitPushTests.data], output: dir + "/worker.log")
         addTeardownBlock { kill(worker, SIGTERM); _ = reap(worker) }
