@@ -36,10 +36,14 @@ public struct PushHook: Sendable {
     public let workerGrace: Duration
     /// How long a push waits for a worker to take its build before it is refused (the build stays queued).
     public let queueWait: Duration
+    /// Whether the pusher is gone (the HTTP server that runs git died), asked each second while the build is awaited.
+    public let pusherGone: @Sendable () -> Bool
 
     public init(keg: Keg, refs: any RefStore, app: String, pusher: String, repositoryURL: String,
                 workerGrace: Duration = .seconds(2), queueWait: Duration = .seconds(600),
+                pusherGone: @escaping @Sendable () -> Bool = { false },
                 say: @escaping @Sendable (String) -> Void, sandbox: @escaping @Sendable () throws -> Sandbox) {
+        self.pusherGone = pusherGone
         self.keg = keg
         self.refs = refs
         self.app = app
@@ -316,6 +320,7 @@ public struct PushHook: Sendable {
         var toldExpired: String?
         // Seen expired: a live claim after it is a new attempt, even by the same worker (restarted under its name).
         var sawExpired = false
+        var lastWord = ContinuousClock.now, lastLook = ContinuousClock.now
         // The log of the worker that holds the claim; a worker that takes the build over writes its own.
         var following: String?
         var offset: UInt64 = 0
@@ -363,6 +368,18 @@ public struct PushHook: Sendable {
                 toldWaiting = true
             }
             follow()
+            // While no worker has it, a line every 10 s: the pusher sees the wait (and a pusher that is gone ends
+            // this hook at the write). Each second: the server that runs git is still there (else the push is over).
+            if following == nil || sawExpired, ContinuousClock.now - lastWord >= .seconds(10) {
+                say("       (build \(build.short) waiting for a worker: \(Int((ContinuousClock.now - waitingSince).components.seconds)) s)\n")
+                lastWord = ContinuousClock.now
+            }
+            if ContinuousClock.now - lastLook >= .seconds(1) {
+                guard !pusherGone() else {
+                    throw KbuildError(.io, "the server this push came through stopped; build \(build.short) stays queued for the next push")
+                }
+                lastLook = ContinuousClock.now
+            }
             guard ContinuousClock.now < deadline else {
                 if following == nil || claim?.claim.expired ?? true {
                     throw KbuildError(.unsatisfiable, "no build worker took build \(build.short) in \(Int(queueWait.components.seconds)) s; it stays queued and is used when a worker has built it (push again then)")

@@ -14,7 +14,7 @@ extension APIRoutes {
     func registerTrace(on router: Router<Context>) {
         let p = API.prefix + "/trace"
         router.get(RouterPath(p)) { r, _ in
-            try await self.answer { try await self.tracer.trace(try self.traceTarget(r, diff: false)) }
+            try await self.answer { try await self.tracer.trace(try self.traceTarget(r, diff: false), lookup: try self.pidLookup(r)) }
         }
         router.get("\(p)/diff") { r, _ in
             try await self.answer { () -> ReleaseDiff in
@@ -27,7 +27,7 @@ extension APIRoutes {
         router.get("\(p)/file") { r, _ in
             do {
                 guard let path = r.uri.queryParameters.get("path"), !path.isEmpty else { throw KbuildError(.invalidArgument, "missing path=FILE") }
-                let result = try await self.tracer.trace(try self.traceTarget(r, diff: false))
+                let result = try await self.tracer.trace(try self.traceTarget(r, diff: false), lookup: try self.pidLookup(r))
                 guard let source = result.up.source else { throw KbuildError(.notFound, "\(result.subject) has no pushed source to read \(path) from") }
                 let bytes = try self.tracer.file(path, in: source.source, commit: source.commit)
                 var headers = HTTPFields()
@@ -40,6 +40,23 @@ extension APIRoutes {
     }
 
     var tracer: Tracer { Tracer(reader: reader, keg: keg, requestLog: keg.dataDir.router.path) }
+
+    /// `node=NAME` and `ancestors=PID,PID,…` (the PID first, as the CLI on the PID's machine read them).
+    func pidLookup(_ r: Request) throws -> PIDLookup {
+        let q = r.uri.queryParameters
+        let node = q.get("node").flatMap { $0.isEmpty ? nil : $0 }
+        if let node, !Names.isAppName(node) { throw KbuildError(.invalidArgument, "invalid node name \(node.debugQuoted)") }
+        var ancestors: [Int32]?
+        if let text = q.get("ancestors"), !text.isEmpty {
+            let parts = text.split(separator: ",")
+            let pids = parts.compactMap { Int32($0) }
+            guard parts.count <= 64, pids.count == parts.count, pids.allSatisfy({ $0 > 0 }) else {
+                throw KbuildError(.invalidArgument, "invalid ancestors \(text.debugQuoted): at most 64 PIDs, comma-separated")
+            }
+            ancestors = pids
+        }
+        return PIDLookup(node: node, ancestors: ancestors)
+    }
 
     func traceTarget(_ r: Request, diff: Bool) throws -> TraceTarget {
         guard let text = r.uri.queryParameters.get("target"), !text.isEmpty else { throw KbuildError(.invalidArgument, "missing target=WHAT") }

@@ -127,7 +127,13 @@ public struct KbuildClient: Sendable {
     // MARK: - Trace (admin only)
 
     /// Up from what `target` names to its commit, and down to what runs it (`kbuild trace X`).
-    public func trace(_ target: String) async throws -> TraceResult { try await get("/trace?target=\(segment(target))") }
+    /// For a PID: `node` limits the lookup to one node; `ancestors` are the PID's on its machine (the PID first).
+    public func trace(_ target: String, node: String? = nil, ancestors: [Int32]? = nil) async throws -> TraceResult {
+        var query = "target=\(segment(target))"
+        if let node { query += "&node=\(segment(node))" }
+        if let ancestors { query += "&ancestors=" + ancestors.map(String.init).joined(separator: ",") }
+        return try await get("/trace?" + query)
+    }
     /// What changed between two releases (`APP@vN..vM`).
     public func traceDiff(_ target: String) async throws -> ReleaseDiff { try await get("/trace/diff?target=\(segment(target))") }
     /// A file as it is in the revision `target` runs.

@@ -74,6 +74,8 @@ public struct GitHTTPRoutes<Context: RequestContext>: Sendable {
         env["REMOTE_ADDR"] = "127.0.0.1"
         env["SERVER_PROTOCOL"] = "HTTP/1.1"
         env["KBUILD_PUSHER"] = user
+        // The hook ends its wait when this server is gone (its pipes may be held open by the hook's own ancestors).
+        env["KBUILD_SERVER_PID"] = String(getpid())
         env["KBUILD_REPOSITORY_URL"] = "http://\(host)/\(app).git"
         if let type = request.headers[.contentType] { env["CONTENT_TYPE"] = type }
         if let encoding = request.headers[.contentEncoding] { env["HTTP_CONTENT_ENCODING"] = encoding }

@@ -30,10 +30,11 @@ public struct Tracer: Sendable {
         self.requestLog = requestLog
     }
 
-    public func trace(_ target: TraceTarget) async throws -> TraceResult {
+    /// `lookup` says where a PID is looked up (see `PIDLookup`).
+    public func trace(_ target: TraceTarget, lookup: PIDLookup = PIDLookup()) async throws -> TraceResult {
         switch target {
         case .pid(let pid):
-            let (link, via) = try await process(pid: pid)
+            let (link, via) = try await process(pid: pid, lookup: lookup)
             return try await fromProcess(link, subject: via == pid ? "PID \(pid)" : "PID \(pid) (in the sandbox of PID \(via))")
         case .process(let app, let name):
             let now = try await running(app: app).filter { $0.record.name == name }
@@ -260,31 +261,39 @@ public struct Tracer: Sendable {
         return out.sorted { ($0.record.app, $0.record.name) < ($1.record.app, $1.record.name) }
     }
 
-    /// The process a host PID belongs to: it, or its nearest ancestor, is a sandbox kbuild started.
-    func process(pid: Int32) async throws -> (ProcessLink, Int32) {
-        guard ProcFS.parent(of: pid) != nil else {
-            throw KbuildError(.notFound, "no process with PID \(pid) on the control plane's machine (where a PID is looked up)")
-        }
-        // From the live nodes' reports: host PID → the process (its record is read only for the one found).
-        var byPID: [Int32: ProcessStatus] = [:]
+    /// The process a host PID belongs to: it, or its nearest ancestor, is the
+    /// sandbox of a process a node reports (by its host PID). The ancestors are
+    /// the machine's the PID runs on: sent by a CLI run there, else read from
+    /// this machine's /proc (nodes of `kbuild up --nodes N` share it), else the
+    /// PID alone (the top process of a sandbox, as any node reports it). PIDs
+    /// are per machine: one that names processes on two nodes is ambiguous
+    /// until `lookup.node` says which.
+    func process(pid: Int32, lookup: PIDLookup) async throws -> (ProcessLink, Int32) {
+        // From the live nodes' reports: host PID → the processes with it (a record is read only for the one found).
+        var byPID: [Int32: [(node: String, status: ProcessStatus)]] = [:]
         let now = Date()
-        for node in try await reader.nodes() {
+        for node in try await reader.nodes() where lookup.node == nil || node.record.name == lookup.node {
             guard let status = node.status, node.record.isAlive(reporting: status, at: now) else { continue }
-            for p in status.processes { if let pid = p.hostPID { byPID[pid] = p } }
+            for p in status.processes { if let pid = p.hostPID { byPID[pid, default: []].append((node.record.name, p)) } }
         }
-        var current: Int32 = pid
-        var hops = 0
-        while current > 1 && hops < 64 {
-            if let status = byPID[current], let kid = status.process {
+        let chain = lookup.ancestors ?? ProcFS.ancestry(of: pid) ?? [pid]
+        for current in chain {
+            let found = byPID[current] ?? []
+            if found.count > 1 {
+                let named = found.map { "\($0.node) (\($0.status.app).\($0.status.name))" }.joined(separator: ", ")
+                throw KbuildError(.ambiguous, "PID \(current) runs on more than one node: \(named); name one with --node NODE")
+            }
+            if let (_, status) = found.first, let kid = status.process {
                 let record = try await reader.record(ProcessRecord.self, kid, what: "process")
                 return (ProcessLink(kid: kid, record: record, state: status.state.rawValue), current)
             }
-            guard let parent = ProcFS.parent(of: current) else { break }
-            current = parent
-            hops += 1
         }
-        let name = ProcFS.command(of: pid) ?? "?"
-        throw KbuildError(.notFound, "PID \(pid) (\(name)) is not a kbuild process: kbuild did not start it, nor any process above it")
+        let where_ = lookup.node.map { "node \($0)" } ?? "any live node"
+        if lookup.ancestors == nil, ProcFS.parent(of: pid) == nil {
+            throw KbuildError(.notFound, "PID \(pid) is no process \(where_) reports, nor one on the control plane's machine (run kbuild trace PID on the node's machine, or give --node NODE)")
+        }
+        let name = lookup.ancestors == nil ? " (\(ProcFS.command(of: pid) ?? "?"))" : ""
+        throw KbuildError(.notFound, "PID \(pid)\(name) is not a kbuild process on \(where_): kbuild did not start it, nor any process above it")
     }
 
     func appNames() async throws -> [String] {
@@ -294,8 +303,32 @@ public struct Tracer: Sendable {
     }
 }
 
+/// Where `kbuild trace PID` looks a PID up: on one node (nil: every live
+/// node), and the PID's ancestors on the machine it runs on (the PID first),
+/// as the CLI read them there (nil: this machine's /proc, when it has the PID).
+public struct PIDLookup: Sendable, Equatable {
+    public var node: String?
+    public var ancestors: [Int32]?
+    public init(node: String? = nil, ancestors: [Int32]? = nil) {
+        self.node = node
+        self.ancestors = ancestors
+    }
+}
+
 /// What /proc says about a PID.
-enum ProcFS {
+public enum ProcFS {
+    /// The PID and its ancestors up to init (at most 64), or nil when this machine has no such process.
+    public static func ancestry(of pid: Int32) -> [Int32]? {
+        guard parent(of: pid) != nil else { return nil }
+        var chain = [pid]
+        var current = pid
+        while current > 1, chain.count < 64, let up = parent(of: current) {
+            chain.append(up)
+            current = up
+        }
+        return chain
+    }
+
     /// The parent PID (field 4 of /proc/PID/stat), nil if there is no such process.
     static func parent(of pid: Int32) -> Int32? {
         guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = text.lastIndex(of: ")") else { return nil }

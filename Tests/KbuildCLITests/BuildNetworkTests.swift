@@ -122,7 +122,7 @@ final class BuildNetworkTests: XCTestCase {
         up.process.waitUntilExit()
         push.terminate()
         push.waitUntilExit()
-        // Whatever still builds (a hook taking the build over) holds a network of its own; the killed one's goes.
+        // Whatever still builds (the next worker taking the build over) holds a network of its own; the killed one's goes.
         up = try startKbuildUp(self, data: data)
         try waitUntil("no build network is left", timeout: 90) { buildNamespaces(data).isEmpty }
         kill(up.process.processIdentifier, SIGTERM)

@@ -191,6 +191,20 @@ final class JoinTests: XCTestCase {
         let traced = try remote.run(["trace", "web"])
         XCTAssertEqual(traced.status, 0, traced.stderr)
         XCTAssertTrue(traced.stdout.contains(first), traced.stdout)
+        // A PID, named with the node it runs on; one no node reports, an unknown one, a bad node name: errors saying so.
+        for p in procs {
+            let pid = try XCTUnwrap(p.hostPID)
+            let byPID = try remote.run(["trace", String(pid), "--node", p.node])
+            XCTAssertEqual(byPID.status, 0, byPID.stderr)
+            XCTAssertTrue(byPID.stdout.contains("web.\(p.name) on node \(p.node), host PID \(pid)") && byPID.stdout.contains(first),
+                          byPID.stdout)
+        }
+        let notOurs = try remote.run(["trace", "1", "--node", "n1"])
+        XCTAssertNotEqual(notOurs.status, 0)
+        XCTAssertTrue(notOurs.stderr.contains("PID 1 is not a kbuild process on node n1"), notOurs.stderr)
+        let gone = try remote.run(["trace", "4194300", "--node", "n2"])
+        XCTAssertTrue(gone.stderr.contains("PID 4194300 is no process node n2 reports"), gone.stderr)
+        XCTAssertTrue(try remote.run(["trace", "1", "--node", "Not_A_Node"]).stderr.contains("invalid node name"))
 
         // Logs: both nodes' lines, sent by their agents to the control plane.
         var logs = ""

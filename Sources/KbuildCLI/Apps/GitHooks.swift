@@ -40,6 +40,17 @@ struct HookCommand: ParsableCommand {
     )
 }
 
+extension PreReceive {
+    /// Whether the server that ran git (`KBUILD_SERVER_PID`) has exited: no such
+    /// process, or a zombie (its parent has not reaped it yet). An SSH push names
+    /// none: sshd closes the pipes, and the next write ends the hook.
+    static func isGone(_ pid: Int32?) -> Bool {
+        guard let pid else { return false }
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { return true }
+        return stat[stat.index(after: close)...].split(separator: " ").first == "Z"
+    }
+}
+
 struct PreReceive: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pre-receive",
@@ -70,6 +81,7 @@ struct PreReceive: AsyncParsableCommand {
             let hook = PushHook(keg: apps.keg, refs: apps.refs, app: app,
                                 pusher: env["KBUILD_PUSHER"] ?? env["REMOTE_USER"] ?? currentActor,
                                 repositoryURL: env["KBUILD_REPOSITORY_URL"] ?? apps.repository(app),
+                                pusherGone: { PreReceive.isGone(env["KBUILD_SERVER_PID"].flatMap { Int32($0) }) },
                                 say: say, sandbox: { try Sandbox() })
             try await hook.run(try PushHook.parseUpdates(input))
         } catch {

@@ -21,6 +21,8 @@ struct TraceCommand: AsyncParsableCommand {
     @OptionGroup var global: GlobalOptions
     @Argument(help: "What to trace.") var target: String
     @Option(help: "Print this file of the traced revision, byte for byte.") var file: String?
+    @Option(help: "For a PID: the node it runs on (PIDs are per machine; run on the node's machine, the PID's parents are found too).")
+    var node: String?
     @Flag(help: "Print JSON.") var json = false
 
     func run() async throws {
@@ -31,7 +33,10 @@ struct TraceCommand: AsyncParsableCommand {
                 return json ? try printJSON(diff) : printDiff(diff)
             }
             if let file { return writeOut(try await remote.traceFile(target, path: file)) }
-            let result = try await remote.trace(target)
+            // A PID on this machine: its ancestors go along, so the control plane finds the sandbox it runs in.
+            var ancestors: [Int32]?
+            if case .pid(let pid) = parsed { ancestors = ProcFS.ancestry(of: pid) }
+            let result = try await remote.trace(target, node: node, ancestors: ancestors)
             return json ? try printJSON(result) : printResult(result)
         }
         let tracer = Tracer(keg: try global.openKeg(), refs: try global.openRefs(), requestLog: global.dir.router.path)
@@ -39,7 +44,7 @@ struct TraceCommand: AsyncParsableCommand {
             let diff = try await tracer.diff(app: app, from: from, to: to)
             return json ? try printJSON(diff) : printDiff(diff)
         }
-        let result = try await tracer.trace(parsed)
+        let result = try await tracer.trace(parsed, lookup: PIDLookup(node: node))
         if let file {
             guard let source = result.up.source else { throw KbuildError(.notFound, "\(result.subject) has no pushed source to read \(file) from") }
             return writeOut(try tracer.file(file, in: source.source, commit: source.commit))
