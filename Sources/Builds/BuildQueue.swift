@@ -222,18 +222,25 @@ public struct BuildWorker: Sendable {
                 var held = current
                 // A renewal that fails for another reason (the control plane away a moment) is tried again
                 // until the lease would have run out; a refused or conflicting one means the claim is lost.
+                // `renewed`: when the lease now held was asked for (it ends a lease after that).
                 var renewed = ContinuousClock.now
                 while true {
                     try await Task.sleep(for: .seconds(queue.lease / 6))
                     guard ContinuousClock.now - renewed >= .seconds(queue.lease / 3) else { continue }
+                    let asked = ContinuousClock.now
+                    // A renewal that hangs is given up when the lease it would extend has run out.
+                    let left = .seconds(queue.lease) - (asked - renewed) - .seconds(1)
                     do {
-                        held = try await queue.renew(build, claim: held, worker: builder.worker)
-                        renewed = ContinuousClock.now
+                        let last = held
+                        guard let next = try await BuildWorker.within(left, { try await queue.renew(build, claim: last, worker: builder.worker) }) else {
+                            return .lost
+                        }
+                        held = next
+                        renewed = asked
                     } catch let error as KbuildError where error.code == .conflict || error.code == .forbidden {
                         return .lost
-                    } catch is CancellationError {
-                        throw CancellationError()
                     } catch {
+                        if Task.isCancelled { throw CancellationError() }
                         if ContinuousClock.now - renewed >= .seconds(queue.lease) { return .lost }
                         report("build worker: failed to renew the claim on build \(build.short) (trying again): \(error)")
                     }
@@ -252,6 +259,20 @@ public struct BuildWorker: Sendable {
         try await queue.finish(build, claim: claim, record: record, worker: builder.worker)
         unlink(path)  // the log is in the Keg now, named by the record
         return true
+    }
+
+    /// `work`'s result, or nil when `limit` passes first (`work` is cancelled then).
+    static func within<T: Sendable>(_ limit: Duration, _ work: @escaping @Sendable () async throws -> T) async throws -> T? {
+        guard limit > .zero else { return nil }
+        return try await withThrowingTaskGroup(of: T?.self) { group in
+            group.addTask { try await work() }
+            group.addTask {
+                try await Task.sleep(for: limit)
+                return nil
+            }
+            defer { group.cancelAll() }
+            return try await group.next() ?? nil
+        }
     }
 
     /// Sends the log's new bytes to `sink` every 250 ms until cancelled (1 MiB

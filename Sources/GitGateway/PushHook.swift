@@ -36,7 +36,8 @@ public struct PushHook: Sendable {
     public let workerGrace: Duration
     /// How long a push waits for a worker to take its build before it is refused (the build stays queued).
     public let queueWait: Duration
-    /// Whether the pusher is gone (the HTTP server that runs git died), asked each second while the build is awaited.
+    /// Whether the pusher is gone (it hung up, or the HTTP server that runs git died): asked each second while the
+    /// build is awaited, and before the release is made (a push whose pusher left deploys nothing).
     public let pusherGone: @Sendable () -> Bool
 
     public init(keg: Keg, refs: any RefStore, app: String, pusher: String, repositoryURL: String,
@@ -132,6 +133,7 @@ public struct PushHook: Sendable {
             say("-----> Build \(build.short) queued\n")
             result = try await awaitBuild(build, job: BuildJob(inputs: inputs, app: app, limits: record.build, requestedBy: pusher), queue: queue)
         }
+        guard !pusherGone() else { throw KbuildError(.io, "the pusher hung up before the release: nothing was deployed") }
         guard result.status == .succeeded else {
             throw KbuildError(.invalidArgument, "the build failed (\(result.error ?? "see the log above")); the push is rejected and nothing that runs changed (its log: kbuild logs \(build.short))")
         }
@@ -318,15 +320,23 @@ public struct PushHook: Sendable {
         var deadline = waitingSince + queueWait
         var toldWaiting = false
         var toldExpired: String?
-        // Seen expired: a live claim after it is a new attempt, even by the same worker (restarted under its name).
         var sawExpired = false
         var lastWord = ContinuousClock.now, lastLook = ContinuousClock.now
-        // The log of the worker that holds the claim; a worker that takes the build over writes its own.
+        // The log of the worker that holds the claim; a worker that takes the build over writes its own, and one
+        // that starts it again under the same name starts its copy again (which is then shorter than what was read).
         var following: String?
+        var attemptStarted = ContinuousClock.now
         var offset: UInt64 = 0
         func follow() {
             guard let following else { return }
-            let (bytes, next) = BuildLog.read(queue.liveLogPath(build, worker: following), from: offset)
+            let path = queue.liveLogPath(build, worker: following)
+            var st = stat()
+            if offset > 0, stat(path, &st) == 0, UInt64(st.st_size) < offset {
+                say("       (the build started again, on \(following))\n")
+                offset = 0
+                attemptStarted = ContinuousClock.now
+            }
+            let (bytes, next) = BuildLog.read(path, from: offset)
             offset = next
             if !bytes.isEmpty { say(String(decoding: bytes, as: UTF8.self)) }
         }
@@ -344,15 +354,17 @@ public struct PushHook: Sendable {
             }
             let claim = try await queue.claim(of: build)
             if let held = claim?.claim, !held.expired {
-                if held.worker != following || sawExpired {
+                if held.worker != following {
                     if following != nil { say("       (the build started again, on \(held.worker))\n") }
                     following = held.worker
                     offset = 0
-                    sawExpired = false
+                    attemptStarted = ContinuousClock.now
                 }
+                sawExpired = false
                 // A worker that keeps renewing its claim is still at it (fetching inputs and sending what it made
-                // count too); it ends the build at the build's own time limit.
-                deadline = max(deadline, ContinuousClock.now + .seconds(3 * queue.lease + 60))
+                // count too), up to the build's own time limit and 10 minutes for the transfers.
+                let attemptEnd = attemptStarted + .seconds(job.limits.timeout + 600)
+                deadline = max(deadline, min(ContinuousClock.now + .seconds(3 * queue.lease + 60), attemptEnd))
             } else if let held = claim?.claim {
                 if toldExpired != held.worker {
                     say("       (its worker \(held.worker) stopped renewing its claim: the next worker takes it over)\n")
@@ -375,8 +387,12 @@ public struct PushHook: Sendable {
                 lastWord = ContinuousClock.now
             }
             if ContinuousClock.now - lastLook >= .seconds(1) {
-                guard !pusherGone() else {
-                    throw KbuildError(.io, "the server this push came through stopped; build \(build.short) stays queued for the next push")
+                if pusherGone() {
+                    // Nobody waits for it now: a build no worker has taken leaves the queue (one a worker runs is kept, memoised).
+                    if try await queue.claim(of: build) == nil, let queued = try await refs.get(try Schema.buildQueued(build)) {
+                        _ = try? await refs.compareAndSwap(queued.name, to: nil, expecting: .value(queued.kid), actor: pusher)
+                    }
+                    throw KbuildError(.io, "the pusher hung up; build \(build.short) was not deployed")
                 }
                 lastLook = ContinuousClock.now
             }

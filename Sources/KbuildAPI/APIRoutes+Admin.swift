@@ -1,4 +1,5 @@
 import Hummingbird
+import Foundation
 import NIOPosix
 import Builds
 import GitGateway
@@ -57,8 +58,8 @@ extension APIRoutes {
         router.get("\(p)/buildpacks") { r, _ in
             try await self.answer { () -> [Buildpack] in
                 let store = BuildpackStore(keg: self.keg, refs: self.refs)
-                _ = try await store.registerShipped(actor: self.actor(r))
-                return try await store.list()
+                let all = try await store.list()
+                return all.isEmpty ? try await store.registerShipped(actor: self.actor(r)) : all
             }
         }
         router.post("\(p)/buildpacks") { r, c in
@@ -70,6 +71,10 @@ extension APIRoutes {
                     guard let name = body.name else { throw KbuildError(.invalidArgument, "a buildpack sent as a tree needs a name") }
                     return try await store.add(tree: tree, name: name, actor: self.actor(r))
                 case (nil, let url?):
+                    // Cloned by this server, on its network: an https URL only (no file://, ssh:// or git:// from afar).
+                    guard url.hasPrefix("https://") else {
+                        throw KbuildError(.invalidArgument, "a buildpack added through the API must be an https:// URL, not \(url.debugQuoted)")
+                    }
                     return try await store.add(gitURL: url, name: body.name, actor: self.actor(r))
                 default:
                     throw KbuildError(.invalidArgument, "give a buildpack as tree (sent to the Keg first) or gitURL, one of them")
@@ -102,7 +107,8 @@ extension APIRoutes {
     /// The SSH keys file of this control plane (small file I/O, off the cooperative threads).
     func sshKeys<T: Sendable>(_ work: @escaping @Sendable (SSHKeys) throws -> T) async throws -> T {
         let keys = SSHKeys(dataDir: keg.dataDir, kbuild: kbuild)
-        return try await NIOThreadPool.singleton.runIfActive { try work(keys) }
+        // One change at a time: each reads, changes and rewrites the whole file.
+        return try await NIOThreadPool.singleton.runIfActive { try sshKeysLock.withLock { try work(keys) } }
     }
 
     /// A finished build's log, by its KID or a prefix of it (at most 1 GiB).
@@ -123,3 +129,6 @@ extension APIRoutes {
 extension API.SSHKey {
     init(_ key: SSHKeys.Key) { self.init(name: key.name, type: key.type, fingerprint: key.fingerprint) }
 }
+
+/// Serializes this server's changes to the SSH keys file.
+private let sshKeysLock = NSLock()

@@ -93,6 +93,11 @@ struct StateRoutes<Context: RequestContext>: Sendable {
                 if let worker = Self.worker(r) {
                     guard WorkerScope.mayWrite(body.name) else { throw KbuildError(.forbidden, "build worker \(worker) may not change \(body.name)") }
                     if let expected = try await workers.checkWrite(body.name, to: body.kid, worker: worker) {
+                        // The server's reading stands; a worker that expected something else lost a race (a conflict, as in the store).
+                        let asked = try body.expecting.expectation()
+                        if asked != .any && asked != expected {
+                            throw KbuildError(.conflict, "\(body.name) is not what build worker \(worker) expected")
+                        }
                         body.expecting = API.Expectation(expected)
                     }
                     body.actor = worker

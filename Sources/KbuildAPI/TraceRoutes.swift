@@ -55,6 +55,9 @@ extension APIRoutes {
             }
             ancestors = pids
         }
+        if let first = ancestors?.first, let target = q.get("target"), Int32(target) != first {
+            throw KbuildError(.invalidArgument, "ancestors must start with the PID traced, \(target)")
+        }
         return PIDLookup(node: node, ancestors: ancestors)
     }
 

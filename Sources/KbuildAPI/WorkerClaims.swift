@@ -29,8 +29,10 @@ struct WorkerClaims: Sendable {
             unlink(dir + "/" + name)
         }
     }
-    /// Longest lease a worker may give itself (the queue's is 15 s): a claim cannot be held forever.
-    static var maxLease: Double { 120 }
+    /// The span a claim's lease must end in, from now (the queue's lease is 15 s, renewed every 5 s): a claim
+    /// cannot be held forever, nor one that already looks run out here be written.
+    static var minLease: Double { 5 }
+    static var maxLease: Double { 25 }
 
     func claim(of build: KID) async throws -> BuildQueue.Claim? {
         guard let ref = try await refs.get(try Schema.buildClaim(build)) else { return nil }
@@ -61,7 +63,7 @@ struct WorkerClaims: Sendable {
     /// What a worker may point a ref at (and, for a claim, the only expectation
     /// its compare-and-swap may have: the claim the check read, so a takeover won
     /// by another worker between the check and the write is never overwritten): its own claim on a queued build (never
-    /// over another worker's live one, never longer than `maxLease`), the result
+    /// over another worker's live one, ending within `minLease`…`maxLease`), the result
     /// of a build it holds naming itself, the queue entry of a build it holds
     /// (deleted only), the cache and dependency layers of an app whose build it holds.
     func checkWrite(_ name: RefName, to kid: KID?, worker: String) async throws -> RefExpectation? {
@@ -84,24 +86,27 @@ struct WorkerClaims: Sendable {
         switch Schema.Key(name) {
         case .buildClaim(let build):
             let current = try await refs.get(name)
-            let held = current == nil ? nil : try await self.claim(of: build)
+            var held: BuildQueue.Claim?
+            if let current { held = try? await Records.get(BuildQueue.Claim.self, current.kid, from: content, what: "build claim") }
             if kid == nil {
-                guard let current, held?.worker == worker, !(held?.expired ?? true) else { throw refuse("it does not hold the claim") }
+                // Its own claim, live or run out (finishing late is not a reason to leave it behind).
+                guard let current, held?.worker == worker else { throw refuse("it does not hold the claim") }
                 return .value(current.kid)
             }
             let claim = try await record(BuildQueue.Claim.self, "build claim")
             guard claim.worker == worker, claim.build == build else { throw refuse("the claim names another worker or build") }
-            // The lease is judged by this machine's clock: a worker's clock far off it is refused, saying so.
+            // The lease is judged by this machine's clock: a claim must end between `minLease` and `maxLease` from
+            // now, so a worker whose clock is more than a few seconds off is refused, saying so.
             let now = Date().timeIntervalSince1970
-            guard claim.expires > now else {
-                throw refuse("its lease ended \(Int(now - claim.expires)) s ago by the control plane's clock (is the worker's clock behind?)")
+            guard claim.expires >= now + Self.minLease else {
+                throw refuse("its lease ends \(Int(claim.expires - now)) s from now by the control plane's clock, under \(Int(Self.minLease)) s (is the worker's clock behind?)")
             }
             guard claim.expires <= now + Self.maxLease else {
-                throw refuse("a lease may be \(Int(Self.maxLease)) s at most by the control plane's clock (is the worker's clock ahead?)")
+                throw refuse("a lease may end \(Int(Self.maxLease)) s from now at most by the control plane's clock (is the worker's clock ahead?)")
             }
             guard try await refs.get(try Schema.buildQueued(build)) != nil else { throw refuse("build \(build.short) is not queued") }
             if let held, held.worker != worker, !held.expired {
-                throw refuse("build worker \(held.worker) holds it")
+                throw KbuildError(.conflict, "build worker \(held.worker) holds build \(build.short)")
             }
             return current.map { .value($0.kid) } ?? .absent
         case .buildResult(let build):

@@ -103,7 +103,7 @@ final class TraceTests: XCTestCase {
 
         // Bad input: a clear message naming what was not found.
         for (target, message) in [
-            ("999999", "no process with PID 999999 on the control plane's machine"),
+            ("999999", "PID 999999 is no process any live node reports, nor one on the control plane's machine"),
             ("1", "is not a kbuild process"),
             ("traced@v99", "no release v99 of traced"),
             ("traced@7", "want vN"),

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Synchronization
 import GitGateway
 import KbuildCore
 import Sandbox
@@ -62,6 +63,11 @@ struct PreReceive: AsyncParsableCommand {
     func run() async throws {
         let env = ProcessInfo.processInfo.environment
         let input = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
+        // The pusher is gone (git, or kbuild up, died): noted at the write, and the hook ends at its next look
+        // (`PushHook.pusherGone`), deploying nothing and leaving no build queued for it alone.
+        let hungUp = Atomic<Bool>(false)
+        // A write to a pusher that is gone must fail with EPIPE (and be noted), not kill the hook before it tidies up.
+        signal(SIGPIPE, SIG_IGN)
         let say: @Sendable (String) -> Void = { text in
             let bytes = Array(text.utf8)
             bytes.withUnsafeBytes { raw in
@@ -69,19 +75,19 @@ struct PreReceive: AsyncParsableCommand {
                 while offset < raw.count {
                     let n = write(2, raw.baseAddress! + offset, raw.count - offset)
                     if n < 0 && errno == EINTR { continue }
-                    // The pusher is gone (git, or kbuild up, died): the push ends here and deploys nothing.
-                    if n < 0 && errno == EPIPE { Glibc.exit(1) }
+                    if n < 0 && errno == EPIPE { hungUp.store(true, ordering: .relaxed) }
                     if n <= 0 { return }
                     offset += n
                 }
             }
         }
+        let serverPID = env["KBUILD_SERVER_PID"].flatMap { Int32($0) }
         do {
             let apps = try global.openApps()
             let hook = PushHook(keg: apps.keg, refs: apps.refs, app: app,
                                 pusher: env["KBUILD_PUSHER"] ?? env["REMOTE_USER"] ?? currentActor,
                                 repositoryURL: env["KBUILD_REPOSITORY_URL"] ?? apps.repository(app),
-                                pusherGone: { PreReceive.isGone(env["KBUILD_SERVER_PID"].flatMap { Int32($0) }) },
+                                pusherGone: { hungUp.load(ordering: .relaxed) || PreReceive.isGone(serverPID) },
                                 say: say, sandbox: { try Sandbox() })
             try await hook.run(try PushHook.parseUpdates(input))
         } catch {
