@@ -36,24 +36,13 @@ struct BuildLogRoutes<Context: RequestContext>: Sendable {
                     }
                     worker = claim.worker
                 }
-                guard let text = r.uri.queryParameters.get("offset"), let offset = UInt64(text) else {
-                    throw KbuildError(.invalidArgument, "missing or invalid offset=BYTES")
-                }
-                let bytes: [UInt8]
-                do {
-                    bytes = Array(buffer: try await r.body.collect(upTo: Self.maxPiece))
-                } catch {
-                    throw KbuildError(.tooLarge, "failed to store a piece of build \(build.short)'s log: it is over \(Self.maxPiece >> 20) MiB")
-                }
+                let (offset, bytes) = try await LogCopy.piece(of: r, max: Self.maxPiece, what: "build \(build.short)'s log")
                 let path = queue.liveLogPath(build, worker: worker)
-                let result = try await NIOThreadPool.singleton.runIfActive {
+                return try LogCopy.response(try await NIOThreadPool.singleton.runIfActive {
                     let dir = (path as NSString).deletingLastPathComponent
                     try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
                     return try LogCopy.write(path, offset: offset, bytes: bytes, max: Self.maxFile, what: "the log of build \(build.short)")
-                }
-                var headers = HTTPFields()
-                headers[.contentType] = "application/json"
-                return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: Array(try JSONEncoder().encode(result)))))
+                })
             } catch {
                 return ErrorBody.response(KbuildError.wrap(error))
             }

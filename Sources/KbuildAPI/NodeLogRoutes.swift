@@ -41,19 +41,10 @@ struct NodeLogRoutes<Context: RequestContext>: Sendable {
                         throw KbuildError(.forbidden, "node \(acting) may start a log only for a process of its assignment, not \(file)")
                     }
                 }
-                guard let text = r.uri.queryParameters.get("offset"), let offset = UInt64(text) else {
-                    throw KbuildError(.invalidArgument, "missing or invalid offset=BYTES")
-                }
-                let bytes: [UInt8]
-                do {
-                    bytes = Array(buffer: try await r.body.collect(upTo: Self.maxPiece))
-                } catch {
-                    throw KbuildError(.tooLarge, "failed to store a piece of \(file): it is over \(Self.maxPiece >> 20) MiB")
-                }
-                let result = try await NIOThreadPool.singleton.runIfActive { try self.write(node: node, file: file, offset: offset, bytes: bytes) }
-                var headers = HTTPFields()
-                headers[.contentType] = "application/json"
-                return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: Array(try JSONEncoder().encode(result)))))
+                let (offset, bytes) = try await LogCopy.piece(of: r, max: Self.maxPiece, what: file)
+                return try LogCopy.response(try await NIOThreadPool.singleton.runIfActive {
+                    try self.write(node: node, file: file, offset: offset, bytes: bytes)
+                })
             } catch {
                 return ErrorBody.response(KbuildError.wrap(error))
             }
@@ -88,6 +79,25 @@ struct NodeLogRoutes<Context: RequestContext>: Sendable {
 /// A copy of a log that another machine appends to: a fresh copy at offset 0,
 /// an append at its size, nothing (and its size, to resume from) at any other.
 enum LogCopy {
+    /// A request's `offset=N` and its body (one piece, at most `max` bytes).
+    static func piece(of r: Request, max: Int, what: String) async throws -> (offset: UInt64, bytes: [UInt8]) {
+        guard let text = r.uri.queryParameters.get("offset"), let offset = UInt64(text) else {
+            throw KbuildError(.invalidArgument, "missing or invalid offset=BYTES")
+        }
+        do {
+            return (offset, Array(buffer: try await r.body.collect(upTo: max)))
+        } catch {
+            throw KbuildError(.tooLarge, "failed to store a piece of \(what): it is over \(max >> 20) MiB")
+        }
+    }
+
+    /// What was done with a piece, as JSON.
+    static func response(_ result: LogAppend) throws -> Response {
+        var headers = HTTPFields()
+        headers[.contentType] = "application/json"
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: Array(try JSONEncoder().encode(result)))))
+    }
+
     /// Blocking file I/O: call it off the cooperative threads.
     static func write(_ path: String, offset: UInt64, bytes: [UInt8], max: UInt64, what: String) throws -> LogAppend {
         let fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
