@@ -150,7 +150,7 @@ let package = Package(
         ),
         .target(
             name: "GitGateway",
-            dependencies: ["KbuildCore", "Keg", "KbuildState", "OCI", "Stacks", "Sandbox", "Builds", "GitSource", "Releases", "Cluster"],
+            dependencies: ["KbuildCore", "Keg", "KbuildState", "KbuildClient", "OCI", "Stacks", "Sandbox", "Builds", "GitSource", "Releases", "Cluster"],
             swiftSettings: strict
         ),
         .target(

@@ -22,6 +22,8 @@ public struct SourceLimits: Sendable {
     public var maxFileSize: UInt64
     /// Largest whole tree.
     public var maxTotalSize: UInt64
+    /// What a tree over `maxTotalSize` is told, when the cap is not the tree limit itself (an app's Keg limit).
+    public var overTotal: String?
     /// Deepest directory nesting (Linux refuses paths over 4 KiB anyway).
     public var maxDepth: Int
     /// Most entries in the whole tree (files, directories and links).
@@ -194,6 +196,7 @@ public enum GitSource {
                 throw KbuildError(.invalidArgument, "refusing the push: \(path) is \(size) bytes, over the limit of \(limits.maxFileSize)")
             }
             guard bytes + size <= limits.maxTotalSize else {
+                if let overTotal = limits.overTotal { throw KbuildError(.tooLarge, overTotal) }
                 throw KbuildError(.invalidArgument, "refusing the push: the tree is over the limit of \(limits.maxTotalSize) bytes (at \(path))")
             }
         }

@@ -27,16 +27,6 @@ extension APIRoutes {
         router.get("\(p)/apps/:app/images") { _, c in
             try await self.answer { try await ImageStore(keg: self.keg).history(app: try await self.existing(c), refs: self.refs) }
         }
-        router.get("\(p)/builds/:build/log") { _, c in
-            do {
-                let log = try await self.buildLog(try KIDPrefix(parsing: c.parameters.get("build") ?? ""))
-                var headers = HTTPFields()
-                headers[.contentType] = "text/plain; charset=utf-8"
-                return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: log)))
-            } catch {
-                return ErrorBody.response(KbuildError.wrap(error))
-            }
-        }
         // SSH keys that may push (admin only: an app token never reaches /keys).
         router.get("\(p)/keys") { _, _ in
             try await self.answer { try await self.sshKeys { try $0.list().map(API.SSHKey.init) } }
@@ -109,20 +99,6 @@ extension APIRoutes {
         let keys = SSHKeys(dataDir: keg.dataDir, kbuild: kbuild)
         // One change at a time: each reads, changes and rewrites the whole file.
         return try await NIOThreadPool.singleton.runIfActive { try sshKeysLock.withLock { try work(keys) } }
-    }
-
-    /// A finished build's log, by its KID or a prefix of it (at most 1 GiB).
-    func buildLog(_ prefix: KIDPrefix) async throws -> [UInt8] {
-        let matches = try await refs.list(prefix: Schema.buildResults).filter {
-            if case .buildResult(let build) = Schema.Key($0.name) { build.hex.hasPrefix(prefix.hex) } else { false }
-        }
-        guard let ref = matches.first else {
-            throw KbuildError(.notFound, "no build \(prefix) has finished here (a build KID, as a push prints it: Build K-…)")
-        }
-        guard matches.count == 1 else { throw KbuildError(.ambiguous, "build prefix \(prefix) matches \(matches.count) builds; give more digits") }
-        let record = try await reader.record(BuildRecord.self, ref.kid, what: "build")
-        guard let log = record.log else { throw KbuildError(.notFound, "build \(record.build.short) has no log") }
-        return try keg.logicalBytes(log, maxWhole: 1 << 30)
     }
 }
 

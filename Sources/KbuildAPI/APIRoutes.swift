@@ -37,6 +37,8 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
     let oneOffs = OneOffLedger()
     /// The kbuild executable the git hooks of new apps run.
     let kbuild: String
+    /// Deploys what the git hooks hand over (`PushRoutes`): one pipeline, so one deploy per app at a time.
+    let pipeline: DeployPipeline
 
     public init(keg: Keg, refs: any RefStore, sandbox: Sandbox?, egress: EgressNetwork? = nil, kbuild: String,
                 nodeLogDir: (@Sendable (String) -> String)? = nil, joinVia: @escaping @Sendable () -> (url: String, caHash: String)? = { nil },
@@ -51,6 +53,8 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
         self.egress = egress
         self.reader = ClusterReader(records: keg, refs: refs)
         self.logDirs = logDirs
+        let cloning: (@Sendable () throws -> Sandbox)? = sandbox.map { sandbox in { @Sendable in sandbox } }
+        self.pipeline = DeployPipeline(keg: keg, refs: refs, sandbox: cloning)
     }
 
     var releases: ReleaseStore { ReleaseStore(keg: keg, refs: refs) }
@@ -206,6 +210,7 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
             }
         }
         registerRun(on: router)
+        registerPushes(on: router)
         let queue = BuildQueue(keg: keg, refs: refs)
         let workers = WorkerClaims(refs: refs, content: keg, has: { [keg] in keg.contains($0) },
                                    liveLog: { queue.liveLogPath($0, worker: $1) })

@@ -6,20 +6,43 @@ import Builds
 import Foundation
 import NIOPosix
 
-/// The live log of a build that a worker on another machine runs: `PUT
-/// /api/v1/builds/BUILD/live-log?offset=N` appends to the control plane's
-/// copy, at the path the pusher's hook follows (`BuildQueue.liveLogPath`),
-/// so a push shows its build as it runs wherever the worker is. Only the
-/// worker holding the build's live claim may write it (or the admin, into
-/// that worker's copy); the copy is removed
-/// when the build's result is in (the whole log is in the Keg then).
+/// A build's log, kept by the control plane wherever the build runs:
+///
+/// - `PUT /api/v1/builds/BUILD/live-log?offset=N`: a worker on another
+///   machine appends to the control plane's live copy (`BuildQueue.liveLogPath`,
+///   where a worker here writes its own). Only the worker holding the build's
+///   live claim may write it (or the admin, into that worker's copy); the copy
+///   is removed when the build's result is in (the whole log is in the Keg then).
+/// - `GET /api/v1/builds/BUILD/log` (admin only; BUILD a KID or a prefix): a
+///   finished build's log; with `follow=1`, a queued or running build's log
+///   from its start, pushed as it is written (`BuildLogFollower`, as a push
+///   shows it), until the build ends.
 struct BuildLogRoutes<Context: RequestContext>: Sendable {
     let queue: BuildQueue
+    var refs: any RefStore { queue.refs }
     let workers: WorkerClaims
     static var maxPiece: Int { 1 << 20 }
     static var maxFile: UInt64 { 64 << 20 }
 
     func register(on router: Router<Context>) {
+        router.get("\(API.prefix)/builds/:build/log") { r, c in
+            do {
+                let prefix = try KIDPrefix(parsing: c.parameters.get("build") ?? "")
+                var headers = HTTPFields()
+                headers[.contentType] = "text/plain; charset=utf-8"
+                guard r.uri.queryParameters.get("follow") == "1" else {
+                    return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: try await finishedLog(prefix))))
+                }
+                let build = try await find(prefix)
+                headers[.cacheControl] = "no-store"
+                return Response(status: .ok, headers: headers, body: ResponseBody { writer in
+                    try await follow(build) { try await writer.write(ByteBuffer(bytes: $0)) }
+                    try await writer.finish(nil)
+                })
+            } catch {
+                return ErrorBody.response(KbuildError.wrap(error))
+            }
+        }
         router.put("\(API.prefix)/builds/:build/live-log") { r, c in
             do {
                 let build = try KID(parsing: c.parameters.get("build") ?? "")
@@ -46,6 +69,66 @@ struct BuildLogRoutes<Context: RequestContext>: Sendable {
             } catch {
                 return ErrorBody.response(KbuildError.wrap(error))
             }
+        }
+    }
+
+    /// A finished build's log, by its KID or a prefix of it (at most 1 GiB).
+    func finishedLog(_ prefix: KIDPrefix) async throws -> [UInt8] {
+        let matches = try await builds(prefix, under: Schema.buildResults)
+        guard let build = matches.first else {
+            if let running = try await builds(prefix, under: Schema.buildQueue).first {
+                throw KbuildError(.notFound, "build \(running.short) has not finished: kbuild logs \(running.short) --tail follows it")
+            }
+            throw KbuildError(.notFound, "no build \(prefix) has finished here (a build KID, as a push prints it: Build K-…)")
+        }
+        guard matches.count == 1 else { throw KbuildError(.ambiguous, "build prefix \(prefix) matches \(matches.count) builds; give more digits") }
+        guard let record = try await queue.result(build) else { throw KbuildError(.notFound, "build \(build.short) has no result") }
+        guard let log = record.log else { throw KbuildError(.notFound, "build \(record.build.short) has no log") }
+        return try queue.keg.logicalBytes(log, maxWhole: 1 << 30)
+    }
+
+    /// The one build `prefix` names, queued, running or finished.
+    func find(_ prefix: KIDPrefix) async throws -> KID {
+        var matches = Set(try await builds(prefix, under: Schema.buildQueue))
+        matches.formUnion(try await builds(prefix, under: Schema.buildResults))
+        guard let build = matches.first else {
+            throw KbuildError(.notFound, "no build \(prefix) is queued, running or finished here (a build KID, as a push prints it: Build K-…)")
+        }
+        guard matches.count == 1 else { throw KbuildError(.ambiguous, "build prefix \(prefix) matches \(matches.count) builds; give more digits") }
+        return build
+    }
+
+    func builds(_ prefix: KIDPrefix, under root: RefName) async throws -> [KID] {
+        try await refs.list(prefix: root).compactMap {
+            switch Schema.Key($0.name) {
+            case .buildQueued(let build) where build.hex.hasPrefix(prefix.hex): build
+            case .buildResult(let build) where build.hex.hasPrefix(prefix.hex): build
+            default: nil
+            }
+        }
+    }
+
+    /// Sends `build`'s log from its start until it ends: the live copy of the
+    /// worker that holds it, then the rest from the Keg. It ends when the build
+    /// is off the queue (done, or taken off with nobody waiting for it).
+    func follow(_ build: KID, send: (_ bytes: [UInt8]) async throws -> Void) async throws {
+        var log = BuildLogFollower(queue: queue, build: build)
+        while !Task.isCancelled {
+            // finish() writes the result before it takes the build off the queue: off the queue, the result is in.
+            let queued = try await refs.get(try Schema.buildQueued(build)) != nil
+            let claim = try await queue.claim(of: build)?.claim
+            guard queued || !(claim?.expired ?? true) else {
+                if let record = try await queue.result(build) {
+                    let rest = try await log.last(of: record)
+                    try await send(rest + Array("-----> Build \(build.short) \(record.status == .succeeded ? "succeeded" : "failed")\n".utf8))
+                } else {
+                    try await send(Array("-----> Build \(build.short) was taken off the queue before it ran\n".utf8))
+                }
+                return
+            }
+            let bytes = try await log.next(holder: claim.flatMap { $0.expired ? nil : $0.worker })
+            if !bytes.isEmpty { try await send(bytes) }
+            try await Task.sleep(for: .milliseconds(250))
         }
     }
 }

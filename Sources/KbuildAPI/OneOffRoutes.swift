@@ -10,25 +10,8 @@ import Synchronization
 import KbuildState
 
 /// `POST /api/v1/apps/APP/run`: a one-off process in the app's current image
-/// and config (`kbuild run APP -- CMD`), its output streamed back as frames,
+/// and config (`kbuild run APP -- CMD`), its output streamed back as `Frame`s,
 /// the last one its exit status. The process dies if the client goes away.
-///
-/// Frame: one byte of kind (1 stdout, 2 stderr, 3 exit status as 4 bytes
-/// big-endian, 4 error text), four bytes of length, big-endian, then the bytes.
-public enum RunFrame {
-    public static let stdout: UInt8 = 1, stderr: UInt8 = 2, exit: UInt8 = 3, error: UInt8 = 4
-
-    public static func encode(_ kind: UInt8, _ payload: some Collection<UInt8>) -> [UInt8] {
-        let n = UInt32(payload.count)
-        return [kind, UInt8(n >> 24), UInt8(n >> 16 & 0xff), UInt8(n >> 8 & 0xff), UInt8(n & 0xff)] + payload
-    }
-
-    public static func exitStatus(_ code: Int32) -> [UInt8] {
-        let v = UInt32(bitPattern: code)
-        return encode(exit, [UInt8(v >> 24), UInt8(v >> 16 & 0xff), UInt8(v >> 8 & 0xff), UInt8(v & 0xff)])
-    }
-}
-
 extension APIRoutes {
     func registerRun(on router: Router<Context>) {
         router.post("\(API.prefix)/apps/:app/run") { request, context in
@@ -66,8 +49,8 @@ extension APIRoutes {
                     do {
                         held = try await egress?.makeHeld()
                     } catch {
-                        try await writer.write(ByteBuffer(bytes: RunFrame.encode(RunFrame.error, Array("failed to start the run: \(error)".utf8))))
-                        try await writer.write(ByteBuffer(bytes: RunFrame.exitStatus(125)))
+                        try await writer.write(ByteBuffer(bytes: Frame.encode(Frame.error, Array("failed to start the run: \(error)".utf8))))
+                        try await writer.write(ByteBuffer(bytes: Frame.exitStatus(125)))
                         try await writer.finish(nil)
                         return
                     }
@@ -103,15 +86,15 @@ extension APIRoutes {
                 defer { continuation.finish() }
                 do {
                     let result = try await sandbox.run(spec) { s, bytes in
-                        continuation.yield(RunFrame.encode(s == .stdout ? RunFrame.stdout : RunFrame.stderr, bytes))
+                        continuation.yield(Frame.encode(s == .stdout ? Frame.stdout : Frame.stderr, bytes))
                     }
-                    continuation.yield(RunFrame.exitStatus(result.exitStatus))
+                    continuation.yield(Frame.exitStatus(result.exitStatus))
                 } catch let e as KbuildError where e.code == .notFound {
-                    continuation.yield(RunFrame.encode(RunFrame.error, Array("no command \(argv[0]) in \(app) v\(version)'s image (\(e.message))".utf8)))
-                    continuation.yield(RunFrame.exitStatus(127))
+                    continuation.yield(Frame.encode(Frame.error, Array("no command \(argv[0]) in \(app) v\(version)'s image (\(e.message))".utf8)))
+                    continuation.yield(Frame.exitStatus(127))
                 } catch {
-                    continuation.yield(RunFrame.encode(RunFrame.error, Array("\(error)".utf8)))
-                    continuation.yield(RunFrame.exitStatus(125))
+                    continuation.yield(Frame.encode(Frame.error, Array("\(error)".utf8)))
+                    continuation.yield(Frame.exitStatus(125))
                 }
             }
             for await frame in frames { try await writer.write(ByteBuffer(bytes: frame)) }

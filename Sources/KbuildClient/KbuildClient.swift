@@ -87,6 +87,10 @@ public struct KbuildClient: Sendable {
         let response = try await open(.GET, "/builds/\(segment(build))/log", body: nil, timeout: .seconds(300))
         return Array(Data(buffer: try await response.body.collect(upTo: 1 << 30)))
     }
+    /// `logs BUILD --tail`: a queued, running or finished build's log from its start, pushed as it is written until the build ends.
+    public func followBuildLog(_ build: String) async throws -> HTTPClientResponse {
+        try await open(.GET, "/builds/\(segment(build))/log?follow=1", body: nil, timeout: .hours(4))
+    }
     /// `tokens`, `tokens:create`, `tokens:revoke` (admin only).
     public func tokens() async throws -> [API.TokenInfo] { try await get("/tokens") }
     public func createToken(_ request: API.CreateToken) async throws -> API.CreatedToken { try await send(.POST, "/tokens", request) }
@@ -166,9 +170,33 @@ public struct KbuildClient: Sendable {
                               timeout: since == nil && !follow ? .seconds(60) : .hours(2))
     }
 
-    /// Starts `kbuild run`: the response streams `RunFrame`s.
+    /// Starts `kbuild run`: the response streams `Frame`s.
     public func run(_ app: String, _ run: API.Run) async throws -> HTTPClientResponse {
         try await open(.POST, "/apps/\(segment(app))/run", body: Data(try JSONEncoder().encode(run)), timeout: .hours(2))
+    }
+
+    // MARK: - Pushes (the git hook of the control plane's machine)
+
+    /// What the hook needs before it reads a push of `app` into the Keg.
+    public func pushTerms(_ app: String) async throws -> API.PushTerms { try await get("/apps/\(segment(app))/push-terms") }
+
+    /// Hands a push, its tree already in the Keg, to the control plane's deploy pipeline; `say` gets its progress as
+    /// it streams back. Returns when the push is deployed; throws the control plane's reason when it is rejected.
+    public func push(_ app: String, _ push: API.Push, say: @Sendable (String) -> Void) async throws {
+        // As long as a build may take, the transfers and the rollout.
+        let response = try await open(.POST, "/apps/\(segment(app))/pushes", body: Data(try JSONEncoder().encode(push)), timeout: .hours(4))
+        var reader = Frame.Reader()
+        for try await chunk in response.body {
+            for (kind, payload) in reader.frames(adding: chunk.readableBytesView) {
+                switch kind {
+                case Frame.stderr where !payload.isEmpty: say(String(decoding: payload, as: UTF8.self))
+                case Frame.error: throw KbuildError(.invalidArgument, String(decoding: payload, as: UTF8.self))
+                case Frame.exit: return
+                default: break
+                }
+            }
+        }
+        throw KbuildError(.io, "kbuild at \(base) ended the push without a verdict (did it stop?): the push is refused; push again")
     }
 
     // MARK: - Plumbing

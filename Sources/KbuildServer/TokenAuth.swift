@@ -95,6 +95,8 @@ public struct TokenAuthMiddleware<Context: RequestContext>: RouterMiddleware {
             if parts.count == 4 && method == .delete { return false }
             // Its limits are the admin's to set (it may read them).
             if parts.count == 5 && parts[4] == "limits" && method != .get { return false }
+            // A push is handed over by the git hook, with the admin token: an app token pushes with git.
+            if parts.count == 5 && (parts[4] == "pushes" || parts[4] == "push-terms") { return false }
             return apps.contains(parts[3])
         }
         // git over smart HTTP: /APP.git/…

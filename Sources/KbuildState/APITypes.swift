@@ -429,6 +429,36 @@ public enum API {
         }
     }
 
+    /// `GET /api/v1/apps/APP/push-terms`: what the git hook needs before it
+    /// reads a push into the Keg (the branch that deploys, and how much the
+    /// tree may hold).
+    public struct PushTerms: Codable, Sendable, Equatable {
+        public var deployBranch: String
+        public var maxFileSize: UInt64
+        /// Bytes the app may still add to the Keg (`apps:limits --keg`); nil: no limit.
+        public var kegBytesLeft: UInt64?
+        /// The app's Keg limit, for the message when a tree is over what is left.
+        public var kegBytes: UInt64?
+
+        public init(deployBranch: String, maxFileSize: UInt64, kegBytesLeft: UInt64?, kegBytes: UInt64?) {
+            self.deployBranch = deployBranch
+            self.maxFileSize = maxFileSize
+            self.kegBytesLeft = kegBytesLeft
+            self.kegBytes = kegBytes
+        }
+    }
+
+    /// `POST /api/v1/apps/APP/pushes` (admin only: the git hook of the
+    /// control plane's machine): a push to the deploy branch, its tree
+    /// already in the Keg. The answer streams `Frame`s: progress text as
+    /// `stderr`, a rejection as `error`, and the exit status last.
+    public struct Push: Codable, Sendable, Equatable {
+        /// The pushed commit, its tree (the source KID) and who pushed it.
+        public var source: SourceRecord
+
+        public init(source: SourceRecord) { self.source = source }
+    }
+
     public struct NodeInfo: Codable, Sendable {
         public var record: NodeRecord
         public var alive: Bool
@@ -515,5 +545,49 @@ extension API {
         let d = JSONDecoder()
         d.dateDecodingStrategy = .secondsSince1970
         return d
+    }
+}
+
+/// The frames of a streamed answer (`kbuild run`'s output, a push's
+/// progress): one byte of kind (1 stdout, 2 stderr, 3 exit status as 4 bytes
+/// big-endian, 4 error text), four bytes of length, big-endian, then the
+/// bytes. An empty frame is a keepalive.
+public enum Frame {
+    public static let stdout: UInt8 = 1, stderr: UInt8 = 2, exit: UInt8 = 3, error: UInt8 = 4
+
+    public static func encode(_ kind: UInt8, _ payload: some Collection<UInt8>) -> [UInt8] {
+        let n = UInt32(payload.count)
+        return [kind, UInt8(n >> 24), UInt8(n >> 16 & 0xff), UInt8(n >> 8 & 0xff), UInt8(n & 0xff)] + payload
+    }
+
+    public static func exitStatus(_ code: Int32) -> [UInt8] {
+        let v = UInt32(bitPattern: code)
+        return encode(exit, [UInt8(v >> 24), UInt8(v >> 16 & 0xff), UInt8(v >> 8 & 0xff), UInt8(v & 0xff)])
+    }
+
+    /// The exit status a frame of kind `exit` carries.
+    public static func status(_ payload: [UInt8]) -> Int32? {
+        guard payload.count == 4 else { return nil }
+        return Int32(bitPattern: UInt32(payload[0]) << 24 | UInt32(payload[1]) << 16 | UInt32(payload[2]) << 8 | UInt32(payload[3]))
+    }
+
+    /// Cuts whole frames off the bytes received so far; what is left waits for more.
+    public struct Reader: Sendable {
+        private var pending: [UInt8] = []
+        public init() {}
+
+        public mutating func frames(adding bytes: some Sequence<UInt8>) -> [(kind: UInt8, payload: [UInt8])] {
+            pending += bytes
+            var out: [(kind: UInt8, payload: [UInt8])] = []
+            var at = 0
+            while pending.count - at >= 5 {
+                let n = Int(pending[at + 1]) << 24 | Int(pending[at + 2]) << 16 | Int(pending[at + 3]) << 8 | Int(pending[at + 4])
+                guard pending.count - at >= 5 + n else { break }
+                out.append((pending[at], Array(pending[(at + 5)..<(at + 5 + n)])))
+                at += 5 + n
+            }
+            pending.removeFirst(at)
+            return out
+        }
     }
 }

@@ -131,6 +131,11 @@ final class AuthorizationMatrixTests: XCTestCase {
         "GET /api/v1/tokens": Row(requests: { _ in [("GET", "/api/v1/tokens", nil)] }, own: .forbidden, perApp: false),
         "POST /api/v1/tokens": Row(requests: { _ in [("POST", "/api/v1/tokens", #"{"name":"-","apps":[]}"#)] }, own: .forbidden, perApp: false),
         "DELETE /api/v1/tokens/{name}": Row(requests: { _ in [("DELETE", "/api/v1/tokens/nosuch", nil)] }, own: .forbidden, perApp: false),
+        // The git hook hands a push to the control plane with the admin token; an app token pushes with git only
+        // (a push names a tree in the Keg, so one that could post it could deploy another tenant's source).
+        // The admin's body is not a push: a 400, nothing deployed.
+        "GET /api/v1/apps/{app}/push-terms": Row(requests: { app in [("GET", "/api/v1/apps/\(app)/push-terms", nil)] }, own: .forbidden, perApp: true),
+        "POST /api/v1/apps/{app}/pushes": Row(requests: { app in [("POST", "/api/v1/apps/\(app)/pushes", #"{"source":{}}"#)] }, own: .forbidden, perApp: true),
         "POST /api/v1/apps/{app}/run": Row(requests: { app in [("POST", "/api/v1/apps/\(app)/run", #"{"command":["true"]}"#)] }, own: .allowed, perApp: true),
     ]
 
@@ -158,6 +163,7 @@ final class AuthorizationMatrixTests: XCTestCase {
             (.get, "/api/v1/apps/theirs/", false), (.get, "/v2/", true), (.get, "/v2//theirs/manifests/latest", false),
             (.get, "/v2/mine/manifests/latest", true), (.put, "/v2/mine/manifests/latest", false),
             (.get, "/api/v1/nodes/", false), (.get, "/api/v1/apps/", true),
+            (.post, "/api/v1/apps/mine/pushes", false), (.post, "/api/v1/apps/mine//pushes/", false), (.get, "/api/v1/apps/mine/push-terms", false),
         ] {
             XCTAssertEqual(TokenAuthMiddleware<BasicRequestContext>.allows(apps: apps, method: method, path: path), allowed, "\(method) \(path)")
         }

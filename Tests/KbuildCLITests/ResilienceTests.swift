@@ -87,9 +87,13 @@ final class ResilienceTests: XCTestCase {
         times.sort()
         XCTAssertFalse(times.isEmpty)
         XCTAssertLessThan(times.last ?? 0, 1.0, "every /healthz within 1 s (max of \(times.count))")
-        // Only the worker's build runs (memoised for the next push). (The server kills an abandoned push's processes
-        // at once, so the builds they queued stay queued for the worker: a known gap.)
+        // Only the worker's build runs (memoised for the next push). The control plane finds each hook gone at its
+        // next keepalive and takes the builds no worker started off the queue: only the running one is left.
         try waitUntil("no build runs but the worker's", timeout: 10) { self.processes(with: "slow-" + marker) <= 1 }
+        try waitUntil("the abandoned pushes' builds left the queue", timeout: 10) {
+            let queued = try kbuild(["ref", "ls", "builds/queue"], dataDir: data)
+            return queued.status == 0 && queued.stdout.split(separator: "\n").count <= 1
+        }
         try waitUntil("the hooks' build disks are gone", timeout: 25) {
             ((try? String(contentsOfFile: "/proc/self/mounts", encoding: .utf8)) ?? "").split(separator: "\n").filter { $0.contains(data) }.count <= 1
         }
@@ -101,8 +105,8 @@ final class ResilienceTests: XCTestCase {
         try git(["update-index", "--chmod=+x", "bp/bin/detect", "bp/bin/compile"], in: busy)
         try git(["commit", "-q", "-m", "x"], in: busy)
         let first = try spawnGroup("/usr/bin/git", ["-C", busy, "push", "kbuild", "main"], output: logs + "/busy.log")
-        try waitUntil("the first push builds", timeout: 60) {
-            ((try? String(contentsOfFile: logs + "/busy.log", encoding: .utf8)) ?? "").contains("Receiving")
+        try waitUntil("the first push is deploying", timeout: 60) {
+            ((try? String(contentsOfFile: logs + "/busy.log", encoding: .utf8)) ?? "").contains(" queued")
         }
         let second = try git(["push", "kbuild", "main:other-then-main", "--force"], in: busy)  // another branch is not a deploy
         XCTAssertEqual(second.status, 0, second.stderr)

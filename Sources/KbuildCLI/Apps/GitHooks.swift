@@ -5,6 +5,7 @@ import GitGateway
 import KbuildCore
 import Sandbox
 import KbuildState
+import KbuildClient
 
 struct GitShellCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -63,8 +64,8 @@ struct PreReceive: AsyncParsableCommand {
     func run() async throws {
         let env = ProcessInfo.processInfo.environment
         let input = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
-        // The pusher is gone (git, or kbuild up, died): noted at the write, and the hook ends at its next look
-        // (`PushHook.pusherGone`), deploying nothing and leaving no build queued for it alone.
+        // The pusher is gone (git, or kbuild up, died): noted at the write, and the hook hangs up on the control
+        // plane at its next look (`PushHook.pusherGone`), which then deploys nothing and leaves no build queued for it alone.
         let hungUp = Atomic<Bool>(false)
         // A write to a pusher that is gone must fail with EPIPE (and be noted), not kill the hook before it tidies up.
         signal(SIGPIPE, SIG_IGN)
@@ -83,12 +84,18 @@ struct PreReceive: AsyncParsableCommand {
         }
         let serverPID = env["KBUILD_SERVER_PID"].flatMap { Int32($0) }
         do {
-            let apps = try global.openApps()
-            let hook = PushHook(keg: apps.keg, refs: apps.refs, app: app,
-                                pusher: env["KBUILD_PUSHER"] ?? env["REMOTE_USER"] ?? currentActor,
-                                repositoryURL: env["KBUILD_REPOSITORY_URL"] ?? apps.repository(app),
+            // The control plane of this machine's data dir, as the admin, on the pusher's behalf.
+            let dir = global.dir
+            guard let url = (try? String(contentsOf: dir.serverURLFile, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines),
+                  !url.isEmpty else {
+                throw KbuildError(.unsatisfiable, "kbuild is not running on \(dir.root.path) (no \(dir.serverURLFile.path)): nothing can deploy this push")
+            }
+            let pusher = env["KBUILD_PUSHER"] ?? env["REMOTE_USER"] ?? currentActor
+            let hook = PushHook(keg: try global.openKeg(), client: try KbuildClient(base: url, token: try AdminToken.loadOrCreate(in: dir), actor: pusher),
+                                app: app, pusher: pusher,
+                                repositoryURL: env["KBUILD_REPOSITORY_URL"] ?? AppStore.gitRoot(dir) + "/\(app).git",
                                 pusherGone: { hungUp.load(ordering: .relaxed) || PreReceive.isGone(serverPID) },
-                                say: say, sandbox: { try Sandbox() })
+                                say: say)
             try await hook.run(try PushHook.parseUpdates(input))
         } catch {
             let message = (error as? KbuildError)?.message ?? "\(error)"

@@ -144,7 +144,8 @@ struct LogsCommand: AsyncParsableCommand {
             kbuild logs APP [--ps web.1] [--lines N] [--since 10m] [--release v7] [--tail]: the output of the app's
             processes, stopped ones and earlier releases' too, merged by time, each line prefixed with its time,
             process and short commit. kbuild logs BUILD: a build's log, kept in the Keg for good; BUILD is a
-            build KID or a unique prefix of one (as pushes print it: Build K-1234abcd).
+            build KID or a unique prefix of one (as pushes print it: Build K-1234abcd). kbuild logs BUILD --tail:
+            a queued or running build's log from its start, as its worker writes it, until the build ends.
             """
     )
     @OptionGroup var global: GlobalOptions
@@ -153,7 +154,7 @@ struct LogsCommand: AsyncParsableCommand {
     @Option(help: "How many recent lines.") var lines = 100
     @Option(help: "Every line since then (e.g. 10m, 1h).") var since: String?
     @Option(help: "Only processes of this release (e.g. v7).") var release: String?
-    @Flag(help: "Keep printing new lines until interrupted.") var tail = false
+    @Flag(help: "Keep printing new lines until interrupted (a build's: until it ends).") var tail = false
 
     func run() async throws {
         if target.hasPrefix("K-") {
@@ -190,6 +191,12 @@ struct LogsCommand: AsyncParsableCommand {
 
     func buildLog() async throws {
         let prefix = try KIDPrefix(parsing: target)
+        if tail {
+            // Pushed by the control plane as the worker writes it, wherever the worker is.
+            let response = try await global.client().followBuildLog(prefix.description)
+            for try await chunk in response.body { writeOut(Array(chunk.readableBytesView)) }
+            return
+        }
         if let client = try global.remoteClient() { return writeOut(try await client.buildLog(prefix.description)) }
         let keg = try global.openKeg()
         let refs = try global.openRefs()

@@ -1,6 +1,5 @@
 import ArgumentParser
 import Foundation
-import KbuildAPI
 import KbuildClient
 import KbuildCore
 import KbuildState
@@ -20,23 +19,17 @@ struct RunCommand: AsyncParsableCommand {
         let words = command
         guard !words.isEmpty else { throw ValidationError("nothing to run: kbuild run \(app) -- CMD") }
         let response = try await global.client().run(app, API.Run(command: words))
-        var pending: [UInt8] = []
+        var reader = Frame.Reader()
         var status: Int32 = 125
         for try await chunk in response.body {
-            pending += chunk.readableBytesView
-            while pending.count >= 5 {
-                let n = Int(pending[1]) << 24 | Int(pending[2]) << 16 | Int(pending[3]) << 8 | Int(pending[4])
-                guard pending.count >= 5 + n else { break }
-                let payload = Array(pending[5..<(5 + n)])
-                switch pending[0] {
-                case RunFrame.stdout: writeOut(payload)
-                case RunFrame.stderr: FileHandle.standardError.write(Data(payload))
-                case RunFrame.error: FileHandle.standardError.write(Data(("kbuild run: " + String(decoding: payload, as: UTF8.self) + "\n").utf8))
-                case RunFrame.exit where payload.count == 4:
-                    status = Int32(bitPattern: UInt32(payload[0]) << 24 | UInt32(payload[1]) << 16 | UInt32(payload[2]) << 8 | UInt32(payload[3]))
+            for (kind, payload) in reader.frames(adding: chunk.readableBytesView) {
+                switch kind {
+                case Frame.stdout: writeOut(payload)
+                case Frame.stderr: FileHandle.standardError.write(Data(payload))
+                case Frame.error: FileHandle.standardError.write(Data(("kbuild run: " + String(decoding: payload, as: UTF8.self) + "\n").utf8))
+                case Frame.exit: status = Frame.status(payload) ?? status
                 default: break
                 }
-                pending.removeFirst(5 + n)
             }
         }
         throw ExitCode(status)
