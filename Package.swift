@@ -150,7 +150,8 @@ let package = Package(
         ),
         .target(
             name: "GitGateway",
-            dependencies: ["KbuildCore", "Keg", "KbuildState", "KbuildClient", "OCI", "Stacks", "Sandbox", "Builds", "GitSource", "Releases", "Cluster"],
+            dependencies: ["KbuildCore", "Keg", "KbuildState", "KbuildClient", "OCI", "Stacks", "Sandbox", "Builds", "GitSource", "Releases", "Cluster",
+                           .product(name: "NIOPosix", package: "swift-nio")],
             swiftSettings: strict
         ),
         .target(

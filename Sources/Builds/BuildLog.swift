@@ -38,17 +38,18 @@ public final class BuildLog: Sendable {
     /// A detail under a step, indented to line up with the step's text.
     public func detail(_ text: String) { write(Array("       \(text)\n".utf8)) }
 
-    /// Reads what is new in the log at `path` from `offset`, returning the
-    /// bytes and the next offset (empty when nothing is new or no file yet).
-    public static func read(_ path: String, from offset: UInt64) -> ([UInt8], UInt64) {
+    /// Reads what is new in the log at `path` from `offset` (at most `max`
+    /// bytes), returning the bytes and the next offset (empty when nothing is
+    /// new or no file yet).
+    public static func read(_ path: String, from offset: UInt64, max: Int = .max) -> ([UInt8], UInt64) {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return ([], offset) }
         defer { close(fd) }
         var out: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 65536)
         var at = offset
-        while true {
-            let n = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, off_t(at)) }
+        while out.count < max {
+            let n = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, Swift.min($0.count, max - out.count), off_t(at)) }
             if n <= 0 { break }
             out.append(contentsOf: buffer[0..<n])
             at += UInt64(n)

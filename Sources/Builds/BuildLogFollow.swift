@@ -44,7 +44,8 @@ public struct BuildLogFollower: Sendable {
             offset = 0
             attemptStarted = .now
         }
-        let (bytes, next) = BuildLog.read(path, from: offset)
+        // A piece at a time: a reader far behind catches up over several looks, holding 1 MiB at most.
+        let (bytes, next) = BuildLog.read(path, from: offset, max: 1 << 20)
         offset = next
         return out + bytes
     }

@@ -8,6 +8,7 @@ import OCI
 import Stacks
 import Sandbox
 import Foundation
+import Synchronization
 
 /// The steps of the deploy pipeline that take more than a few lines: the
 /// build's inputs, waiting for a worker to build, and following the release phase.
@@ -38,7 +39,6 @@ extension DeployPipeline {
                 case .named(let name):
                     pack = try await store.get(name)
                 case .git(let url, let ref):
-                    guard let sandbox else { throw KbuildError(.unsatisfiable, ".buildpacks names \(url), and this control plane runs no sandbox to clone it in") }
                     pack = try await GitBuildpacks(keg: keg, refs: refs).resolve(
                         url: url, ref: ref, app: record.name, buildImage: build.image, network: record.buildNetwork.rawValue,
                         sandbox: sandbox, egress: EgressNetwork(dataDir: keg.dataDir.root.path, slot: EgressNetwork.oneOffSlot), actor: pusher
@@ -99,6 +99,9 @@ extension DeployPipeline {
         let build = job.inputs.kid
         let resultRef = try Schema.buildResult(build)
         let baseline = try await refs.get(resultRef)?.version ?? 0
+        // Pushes of apps with no cache share a build: the last one waiting may take it off the queue.
+        BuildWaiters.shared.add(build)
+        defer { BuildWaiters.shared.remove(build) }
         try await queue.enqueue(job, actor: pusher)
         let waitingSince = ContinuousClock.now
         // Unclaimed, the push waits up to `queueWait`; once a worker holds it, up to the build's own limit.
@@ -108,11 +111,19 @@ extension DeployPipeline {
         var sawExpired = false
         var lastWord = ContinuousClock.now, lastLook = ContinuousClock.now
         var log = BuildLogFollower(queue: queue, build: build)
-        func tell(_ bytes: [UInt8]) { if !bytes.isEmpty { say(String(decoding: bytes, as: UTF8.self)) } }
+        // The log goes out in whole lines, so no character is cut in two (the rest once the build is done).
+        var partial: [UInt8] = []
+        func tell(_ bytes: [UInt8], last: Bool = false) {
+            partial += bytes
+            let cut = last || partial.count > 64 << 10 ? partial.endIndex : (partial.lastIndex(of: UInt8(ascii: "\n")).map { $0 + 1 } ?? 0)
+            guard cut > 0 else { return }
+            say(String(decoding: partial[..<cut], as: UTF8.self))
+            partial.removeFirst(cut)
+        }
         while true {
             if let ref = try await refs.get(resultRef), ref.version > baseline {
                 let record = try await Records.get(BuildRecord.self, ref.kid, from: keg, what: "build")
-                tell(try await log.last(of: record))
+                tell(try await log.last(of: record), last: true)
                 return record
             }
             let claim = try await queue.claim(of: build)
@@ -148,7 +159,8 @@ extension DeployPipeline {
             if ContinuousClock.now - lastLook >= .seconds(1) {
                 if let why = abandoned() {
                     // Nobody waits for it now: a build no worker has taken leaves the queue (one a worker runs is kept, memoised).
-                    if try await queue.claim(of: build) == nil, let queued = try await refs.get(try Schema.buildQueued(build)) {
+                    if BuildWaiters.shared.count(build) == 1, try await queue.claim(of: build) == nil,
+                       let queued = try await refs.get(try Schema.buildQueued(build)) {
                         _ = try? await refs.compareAndSwap(queued.name, to: nil, expecting: .value(queued.kid), actor: pusher)
                     }
                     throw KbuildError(.io, "\(why); build \(build.short) was not deployed")
@@ -202,4 +214,14 @@ extension DeployPipeline {
         }
         return nil
     }
+}
+
+/// How many pushes in this process wait for each build.
+final class BuildWaiters: Sendable {
+    static let shared = BuildWaiters()
+    private let waiting = Mutex<[KID: Int]>([:])
+
+    func add(_ build: KID) { waiting.withLock { $0[build, default: 0] += 1 } }
+    func remove(_ build: KID) { waiting.withLock { $0[build] = ($0[build] ?? 1) > 1 ? $0[build]! - 1 : nil } }
+    func count(_ build: KID) -> Int { waiting.withLock { $0[build] ?? 0 } }
 }

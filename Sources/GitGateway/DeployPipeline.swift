@@ -6,7 +6,7 @@ import Builds
 import Releases
 import Cluster
 import Foundation
-import Synchronization
+import NIOPosix
 
 /// The control plane's deploy pipeline. The git hook reads a push into the
 /// Keg (it must: git keeps the pushed objects in a quarantine only the hook
@@ -22,16 +22,14 @@ import Synchronization
 public struct DeployPipeline: Sendable {
     public let keg: Keg
     public let refs: any RefStore
-    /// A sandbox for cloning a git buildpack that `.buildpacks` names (once per app); nil where none can run.
-    public let sandbox: (@Sendable () throws -> Sandbox)?
+    /// A sandbox for cloning a git buildpack that `.buildpacks` names (once per app).
+    public let sandbox: @Sendable () throws -> Sandbox
     /// How long a build may wait for a worker before the pusher is told none is connected.
     public let workerGrace: Duration
     /// How long a push waits for a worker to take its build before it is refused (the build stays queued).
     public let queueWait: Duration
-    /// The apps a push is deploying now: one at a time per app.
-    let deploying = DeployLocks()
 
-    public init(keg: Keg, refs: any RefStore, sandbox: (@Sendable () throws -> Sandbox)?,
+    public init(keg: Keg, refs: any RefStore, sandbox: @escaping @Sendable () throws -> Sandbox,
                 workerGrace: Duration = .seconds(2), queueWait: Duration = .seconds(600)) {
         self.keg = keg
         self.refs = refs
@@ -44,13 +42,13 @@ public struct DeployPipeline: Sendable {
     public func terms(_ app: String) async throws -> API.PushTerms {
         let record = try await AppStore(keg: keg, refs: refs).get(app)
         let limits = try await AppLimits.get(app, keg: keg, refs: refs)
-        var left: UInt64?
+        var left: UInt64?, held: UInt64 = 0
         if let cap = limits.kegBytes {
-            let held = try await AppUsage.kegBytes(app, keg: keg, refs: refs)
-            try limits.check(kegBytes: held, app: app)
+            held = try await AppUsage.kegBytes(app, keg: keg, refs: refs)
             left = cap - min(cap, held)
         }
-        return API.PushTerms(deployBranch: record.deployBranch, maxFileSize: record.maxFileSize, kegBytesLeft: left, kegBytes: limits.kegBytes)
+        return API.PushTerms(deployBranch: record.deployBranch, maxFileSize: record.maxFileSize, kegBytesLeft: left, kegBytes: limits.kegBytes,
+                             kegBytesHeld: held)
     }
 
     /// Deploys `push` to `app`; returns the image. `abandoned` (why nobody waits
@@ -61,12 +59,12 @@ public struct DeployPipeline: Sendable {
     public func deploy(_ push: API.Push, app: String, say: @escaping @Sendable (String) -> Void,
                        abandoned: @escaping @Sendable () -> String? = { nil }) async throws -> KID {
         let started = ContinuousClock.now
-        let record = try await AppStore(keg: keg, refs: refs).get(app)
+        let record = try await check(push, app: app)
         var pushed = push.source
-        try check(pushed, app: record)
-        // One deploy per app at a time: a second push is told, not queued behind a build it cannot see.
-        try deploying.take(app)
-        defer { deploying.release(app) }
+        // One deploy per app at a time, whichever process serves the push (the lock is the kernel's, on the app's
+        // repository): a second push is told, not queued behind a build it cannot see.
+        let lock = try DeployLock(path: AppStore(keg: keg, refs: refs).repository(app) + "/kbuild-deploy.lock", app: app)
+        defer { lock.release() }
         let pusher = pushed.pushedBy
         pushed.pushedAt = Date()
 
@@ -80,13 +78,14 @@ public struct DeployPipeline: Sendable {
         say("       Source \(pushed.source.short): \(pushed.files) files, \(pushed.bytes >> 10) KiB, by \(pushed.author.terminalSafe)\n")
 
         // app.json's health checks are read before the build, so a bad one rejects the push at once.
-        var healthchecks: [String: HealthCheck] = [:]
-        if let entry = try keg.tree(pushed.source).entries.first(where: { $0.nameString == "app.json" }) {
+        let healthchecks = try await NIOThreadPool.singleton.runIfActive { [keg, tree = pushed.source] () throws -> [String: HealthCheck] in
+            guard let entry = try keg.tree(tree).entries.first(where: { $0.nameString == "app.json" }) else { return [:] }
             guard entry.type == .file, let kid = entry.kid else { throw KbuildError(.invalidArgument, "app.json must be a regular file") }
-            healthchecks = try AppJSON.healthchecks(try keg.logicalBytes(kid, maxWhole: 1 << 20))
+            return try AppJSON.healthchecks(try keg.logicalBytes(kid, maxWhole: 1 << 20))
         }
 
         // The build: memoised when these inputs were built before, else queued for a worker and followed.
+        if let why = abandoned() { throw KbuildError(.io, "\(why) before the build: nothing was deployed") }
         let inputs = try await buildInputs(source: pushed.source, app: record, pusher: pusher, say: say)
         let build = inputs.kid
         let queue = BuildQueue(keg: keg, refs: refs)
@@ -112,7 +111,7 @@ public struct DeployPipeline: Sendable {
         }
 
         // The image: the run image, the build's layer and the source's record, named as the app's latest.
-        let image = try AppImage.assemble(result, source: pushed, keg: keg)
+        let image = try await NIOThreadPool.singleton.runIfActive { [keg, pushed] in try AppImage.assemble(result, source: pushed, keg: keg) }
         if limits.kegBytes != nil, let layer = result.layer {
             try limits.check(kegBytes: held + pushed.bytes + UInt64(max(0, layer.size)), app: app)
         }
@@ -133,7 +132,9 @@ public struct DeployPipeline: Sendable {
         if let command = ReleasePhase.command(of: release.release) {
             let vars = try await ReleaseStore(keg: keg, refs: refs).configVars(release.release.config).vars
             say("-----> Running the release command: \(command.terminalSafe)\n")
-            let phase = try await followReleasePhase(app: app, release: release.kid, timeout: .seconds(ReleasePhase.timeout(vars) + 90), say: say)
+            let phase = try await unlessAbandoned(abandoned, released: release.version) {
+                try await followReleasePhase(app: app, release: release.kid, timeout: .seconds(ReleasePhase.timeout(vars) + 90), say: say)
+            }
             switch phase?.state {
             case .succeeded?: say("-----> The release command succeeded; rolling out v\(release.version)\n")
             case .failed?:
@@ -149,7 +150,10 @@ public struct DeployPipeline: Sendable {
         }
 
         // The verdict: every process healthy, reverted, or still going when the pusher stops waiting.
-        switch try await RolloutWatch.wait(app: app, release: release.kid, keg: keg, refs: refs, timeout: .seconds(90)) {
+        let verdict = try await unlessAbandoned(abandoned, released: release.version) { [keg, refs] in
+            try await RolloutWatch.wait(app: app, release: release.kid, keg: keg, refs: refs, timeout: .seconds(90))
+        }
+        switch verdict {
         case .done(let r):
             let took = String(format: "%.1f", Self.seconds(ContinuousClock.now - rolloutStarted))
             switch r.state {
@@ -166,8 +170,11 @@ public struct DeployPipeline: Sendable {
     }
 
     /// A push the hook handed over must be of this app, to its deploy branch,
-    /// of a commit, with its tree in the Keg.
-    func check(_ source: SourceRecord, app record: AppRecord) throws {
+    /// of a commit, with its tree in the Keg. Returns the app.
+    @discardableResult
+    public func check(_ push: API.Push, app: String) async throws -> AppRecord {
+        let record = try await AppStore(keg: keg, refs: refs).get(app)
+        let source = push.source
         guard source.app == record.name else {
             throw KbuildError(.invalidArgument, "the push names app \(source.app.debugQuoted), not \(record.name)")
         }
@@ -180,6 +187,24 @@ public struct DeployPipeline: Sendable {
         guard keg.contains(source.source), (try? keg.tree(source.source)) != nil else {
             throw KbuildError(.notFound, "the pushed tree \(source.source) is not in the Keg: the hook reads it in before it hands the push over")
         }
+        return record
+    }
+
+    /// Runs a step that follows a release already made, until it ends or
+    /// nobody waits for the push any more (then the release stands and rolls
+    /// out; only the following stops).
+    func unlessAbandoned<T: Sendable>(_ abandoned: @escaping @Sendable () -> String?, released version: Int64,
+                                      _ step: @escaping @Sendable () async throws -> T) async throws -> T {
+        try await withThrowingTaskGroup(of: T?.self) { group in
+            group.addTask { try await step() }
+            group.addTask {
+                while abandoned() == nil { try await Task.sleep(for: .seconds(1)) }
+                return nil
+            }
+            defer { group.cancelAll() }
+            if let done = try await group.next(), let value = done { return value }
+            throw KbuildError(.io, "\(abandoned() ?? "the push was abandoned"); v\(version) is released and rolls out without it (kbuild ps shows how)")
+        }
     }
 
     static func seconds(_ d: Duration) -> Double {
@@ -187,15 +212,22 @@ public struct DeployPipeline: Sendable {
     }
 }
 
-/// The apps a push deploys now, in this control plane.
-final class DeployLocks: Sendable {
-    private let apps = Mutex<Set<String>>([])
+/// An exclusive `flock` on a file in the app's repository, held while a push deploys.
+struct DeployLock {
+    let fd: Int32
 
-    func take(_ app: String) throws {
-        guard apps.withLock({ $0.insert(app).inserted }) else {
-            throw KbuildError(.conflict, "another push to \(app) is being built and deployed; push again when it is done (kbuild releases \(app))")
+    init(path: String, app: String) throws {
+        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw KbuildError.syscall("open", path, verb: "lock the deploy of \(app)") }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            let busy = errno == EWOULDBLOCK
+            close(fd)
+            if busy {
+                throw KbuildError(.conflict, "another push to \(app) is being built and deployed; push again when it is done (kbuild releases \(app))")
+            }
+            throw KbuildError.syscall("flock", path, verb: "lock the deploy of \(app)")
         }
     }
 
-    func release(_ app: String) { _ = apps.withLock { $0.remove(app) } }
+    func release() { close(fd) }
 }

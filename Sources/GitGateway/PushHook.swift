@@ -52,6 +52,15 @@ public struct PushHook: Sendable {
 
     static func isZero(_ sha: String) -> Bool { sha.allSatisfy { $0 == "0" } }
 
+    /// Bytes as people read them: exact under 1 KiB or in whole KiB or MiB, else in KiB or MiB with one decimal.
+    static func size(_ bytes: UInt64) -> String {
+        if bytes < 1024 { return "\(bytes) bytes" }
+        if bytes % (1 << 20) == 0 { return "\(bytes >> 20) MiB" }
+        if bytes % 1024 == 0 && bytes < 1 << 20 { return "\(bytes >> 10) KiB" }
+        if bytes < 1 << 20 { return String(format: "%.1f KiB", Double(bytes) / 1024) }
+        return String(format: "%.1f MiB", Double(bytes) / 1_048_576)
+    }
+
     /// Deploys the deploy branch, if it was pushed; throws to reject the push.
     public func run(_ updates: [Update]) async throws {
         let terms = try await client.pushTerms(app)
@@ -75,7 +84,11 @@ public struct PushHook: Sendable {
         var limits = SourceLimits(maxFileSize: terms.maxFileSize)
         if let left = terms.kegBytesLeft, left < limits.maxTotalSize {
             limits.maxTotalSize = left
-            limits.overTotal = "\(app) would hold more than \((terms.kegBytes ?? 0) >> 20) MiB of sources and images in the Keg with this push; it may hold \((terms.kegBytes ?? 0) >> 20) MiB (kbuild apps:limits \(app)); the push is refused"
+            limits.overTotal = """
+                \(app) would hold more than its limit of sources and images in the Keg with this push: it holds \(Self.size(terms.kegBytesHeld)) \
+                and it may hold \(Self.size(terms.kegBytes ?? 0)) (kbuild apps:limits \(app)), so this tree may have \(Self.size(left)) at most; \
+                the push is refused
+                """
         }
         let source = try GitSource.importTree(repository: nil, revision: update.new, into: keg, limits: limits)
         let record = SourceRecord(app: app, source: source.tree, commit: source.commit, author: source.author, authorEmail: source.authorEmail,

@@ -53,7 +53,8 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
         self.egress = egress
         self.reader = ClusterReader(records: keg, refs: refs)
         self.logDirs = logDirs
-        let cloning: (@Sendable () throws -> Sandbox)? = sandbox.map { sandbox in { @Sendable in sandbox } }
+        // A git buildpack is cloned in this server's sandbox (one of its own where it runs no processes).
+        let cloning: @Sendable () throws -> Sandbox = { try sandbox ?? Sandbox() }
         self.pipeline = DeployPipeline(keg: keg, refs: refs, sandbox: cloning)
     }
 

@@ -5,6 +5,7 @@ import KbuildState
 import Builds
 import Foundation
 import NIOPosix
+import ServiceLifecycle
 
 /// A build's log, kept by the control plane wherever the build runs:
 ///
@@ -84,7 +85,7 @@ struct BuildLogRoutes<Context: RequestContext>: Sendable {
         guard matches.count == 1 else { throw KbuildError(.ambiguous, "build prefix \(prefix) matches \(matches.count) builds; give more digits") }
         guard let record = try await queue.result(build) else { throw KbuildError(.notFound, "build \(build.short) has no result") }
         guard let log = record.log else { throw KbuildError(.notFound, "build \(record.build.short) has no log") }
-        return try queue.keg.logicalBytes(log, maxWhole: 1 << 30)
+        return try await NIOThreadPool.singleton.runIfActive { [keg = queue.keg] in try keg.logicalBytes(log, maxWhole: 1 << 30) }
     }
 
     /// The one build `prefix` names, queued, running or finished.
@@ -113,7 +114,11 @@ struct BuildLogRoutes<Context: RequestContext>: Sendable {
     /// is off the queue (done, or taken off with nobody waiting for it).
     func follow(_ build: KID, send: (_ bytes: [UInt8]) async throws -> Void) async throws {
         var log = BuildLogFollower(queue: queue, build: build)
-        while !Task.isCancelled {
+        let started = ContinuousClock.now
+        var lastWrite = ContinuousClock.now
+        // Until the build ends, the client goes (a write throws: while no worker has the build, a line every
+        // 10 s says so), the server stops, or an hour is over.
+        while !Task.isCancelled && !Task.isShuttingDownGracefully && ContinuousClock.now - started < APIRoutes<Context>.followFor {
             // finish() writes the result before it takes the build off the queue: off the queue, the result is in.
             let queued = try await refs.get(try Schema.buildQueued(build)) != nil
             let claim = try await queue.claim(of: build)?.claim
@@ -126,8 +131,15 @@ struct BuildLogRoutes<Context: RequestContext>: Sendable {
                 }
                 return
             }
-            let bytes = try await log.next(holder: claim.flatMap { $0.expired ? nil : $0.worker })
-            if !bytes.isEmpty { try await send(bytes) }
+            let holder = claim.flatMap { $0.expired ? nil : $0.worker }
+            let bytes = try await log.next(holder: holder)
+            if !bytes.isEmpty {
+                try await send(bytes)
+                lastWrite = .now
+            } else if holder == nil, ContinuousClock.now - lastWrite >= .seconds(10) {
+                try await send(Array("       (build \(build.short) waiting for a worker: \((ContinuousClock.now - started).components.seconds) s)\n".utf8))
+                lastWrite = .now
+            }
             try await Task.sleep(for: .milliseconds(250))
         }
     }

@@ -26,6 +26,8 @@ extension APIRoutes {
             do {
                 let app = try await self.existing(c)
                 let push = try await self.decode(API.Push.self, r, c)
+                // Refused before the answer starts, with the status that says why.
+                try await self.pipeline.check(push, app: app)
                 var headers = HTTPFields()
                 headers[.contentType] = "application/vnd.kbuild.frames"
                 return Response(status: .ok, headers: headers, body: ResponseBody { writer in

@@ -183,18 +183,27 @@ public struct KbuildClient: Sendable {
     /// Hands a push, its tree already in the Keg, to the control plane's deploy pipeline; `say` gets its progress as
     /// it streams back. Returns when the push is deployed; throws the control plane's reason when it is rejected.
     public func push(_ app: String, _ push: API.Push, say: @Sendable (String) -> Void) async throws {
-        // As long as a build may take, the transfers and the rollout.
-        let response = try await open(.POST, "/apps/\(segment(app))/pushes", body: Data(try JSONEncoder().encode(push)), timeout: .hours(4))
+        // As long as a build may take (its limit is at most 7 days), the transfers and the rollout: the keepalive
+        // frames show the control plane is there all along.
+        let response = try await open(.POST, "/apps/\(segment(app))/pushes", body: Data(try JSONEncoder().encode(push)), timeout: .hours(24 * 8))
         var reader = Frame.Reader()
-        for try await chunk in response.body {
-            for (kind, payload) in reader.frames(adding: chunk.readableBytesView) {
-                switch kind {
-                case Frame.stderr where !payload.isEmpty: say(String(decoding: payload, as: UTF8.self))
-                case Frame.error: throw KbuildError(.invalidArgument, String(decoding: payload, as: UTF8.self))
-                case Frame.exit: return
-                default: break
+        do {
+            for try await chunk in response.body {
+                for (kind, payload) in reader.frames(adding: chunk.readableBytesView) {
+                    switch kind {
+                    case Frame.stderr where !payload.isEmpty: say(String(decoding: payload, as: UTF8.self))
+                    case Frame.error: throw KbuildError(.invalidArgument, String(decoding: payload, as: UTF8.self))
+                    case Frame.exit:
+                        guard Frame.status(payload) == 0 else { throw KbuildError(.invalidArgument, "kbuild at \(base) refused the push") }
+                        return
+                    default: break
+                    }
                 }
             }
+        } catch let error as KbuildError {
+            throw error
+        } catch {
+            throw KbuildError(.io, "lost kbuild at \(base) while it deployed the push (\(error)): the push is refused; kbuild releases shows what was released")
         }
         throw KbuildError(.io, "kbuild at \(base) ended the push without a verdict (did it stop?): the push is refused; push again")
     }

@@ -437,14 +437,16 @@ public enum API {
         public var maxFileSize: UInt64
         /// Bytes the app may still add to the Keg (`apps:limits --keg`); nil: no limit.
         public var kegBytesLeft: UInt64?
-        /// The app's Keg limit, for the message when a tree is over what is left.
+        /// The app's Keg limit and what it holds, for the message when a tree is over what is left.
         public var kegBytes: UInt64?
+        public var kegBytesHeld: UInt64
 
-        public init(deployBranch: String, maxFileSize: UInt64, kegBytesLeft: UInt64?, kegBytes: UInt64?) {
+        public init(deployBranch: String, maxFileSize: UInt64, kegBytesLeft: UInt64?, kegBytes: UInt64?, kegBytesHeld: UInt64) {
             self.deployBranch = deployBranch
             self.maxFileSize = maxFileSize
             self.kegBytesLeft = kegBytesLeft
             self.kegBytes = kegBytes
+            self.kegBytesHeld = kegBytesHeld
         }
     }
 

@@ -325,9 +325,14 @@ final class GitPushTests: XCTestCase {
         XCTAssertNotEqual(notAKey.status, 0)
         XCTAssertTrue(notAKey.stderr.contains("failed to read the public key"), notAKey.stderr)
 
-        // No kbuild up and no worker: the push waits in the queue, the pusher is told, and it is built when a worker starts.
+        // No kbuild up: the hook has no control plane to hand the push to, says so, and the branch does not move.
         let work = try makeApp("sshapp", example: "procfile", files: ["www/id.txt": UUID().uuidString], httpRemote: false)
         let ssh = "ssh -i \(dir)/grace -p \(port) -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o BatchMode=yes"
+        let down = try git(["push", "ssh://root@127.0.0.1:\(port)/sshapp.git", "main"], in: work, env: ["GIT_SSH_COMMAND": ssh])
+        XCTAssertNotEqual(down.status, 0)
+        XCTAssertTrue(down.stderr.contains("kbuild is not running on \(GitPushTests.data)"), down.stderr)
+        // kbuild up with no worker: the push waits in the queue, the pusher is told, and it is built when a worker starts.
+        _ = try startKbuildUp(self, data: GitPushTests.data, extra: ["--workers", "0"])
         let pushLog = dir + "/push.log"
         let pushing = try spawnServer("/usr/bin/env", ["GIT_SSH_COMMAND=" + ssh, "git", "-C", work, "push", "ssh://root@127.0.0.1:\(port)/sshapp.git", "main"],
                                       output: pushLog)

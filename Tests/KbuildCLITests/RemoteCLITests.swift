@@ -263,6 +263,73 @@ final class RemoteCLITests: XCTestCase {
         XCTAssertEqual(try remote.run(["apps"]).stdout, "web  stack busybox  build-network egress  deploys main\n")
         XCTAssertFalse(FileManager.default.fileExists(atPath: remote.data + "/git/x1.git"), "a refused create left a repository")
     }
+
+    /// A build's log from another machine: `logs K-… --tail` follows a running
+    /// build from its start as the control plane keeps it, and ends when the
+    /// build ends; without --tail a build still running is told so. The push
+    /// route checks what the hook hands over, whatever the hook checked.
+    func testABuildIsFollowedAndAPushIsCheckedByTheControlPlane() throws {
+        let remote = try makeRemote("remote-follow")
+        let work = try makeApp("slowlog", data: remote.data, files: [
+            ".buildpacks": "./bp\n", "bp/bin/detect": "#!/bin/sh\necho Slow\n",
+            "bp/bin/compile": "#!/bin/sh\necho '-----> Compiling slowly'\nsleep 6\necho '-----> Compiled after the wait'\n",
+        ])
+        try git(["update-index", "--chmod=+x", "bp/bin/detect", "bp/bin/compile"], in: work)
+        try git(["commit", "-q", "-m", "slow"], in: work)
+        let log = try tempDir(self, "follow-log") + "/push.log"
+        let pushing = try spawnGroup("/usr/bin/git", ["-C", work, "push", "kbuild", "main"], output: log)
+        addTeardownBlock { kill(-pushing, SIGKILL); _ = reap(pushing) }
+        var build = ""
+        try waitUntil("the build is queued", timeout: 60) {
+            let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+            guard let line = text.split(separator: "\n").first(where: { $0.contains("-----> Build K-") && $0.contains(" queued") }) else { return false }
+            build = String(line.split(separator: " ").first { $0.hasPrefix("K-") } ?? "")
+            return true
+        }
+        let unfinished = try remote.run(["logs", build])
+        XCTAssertNotEqual(unfinished.status, 0)
+        XCTAssertTrue(unfinished.stderr.contains("build \(build) has not finished: kbuild logs \(build) --tail follows it"), unfinished.stderr)
+        let followed = try remote.run(["logs", build, "--tail"])
+        XCTAssertEqual(followed.status, 0, followed.stderr)
+        XCTAssertTrue(followed.stdout.contains("-----> Compiling slowly"), followed.stdout)
+        XCTAssertTrue(followed.stdout.contains("-----> Compiled after the wait"), followed.stdout)
+        XCTAssertTrue(followed.stdout.hasSuffix("-----> Build \(build) succeeded\n"), followed.stdout)
+        XCTAssertEqual(followed.stdout.components(separatedBy: "Compiling slowly").count, 2, "each line once: \(followed.stdout)")
+        XCTAssertEqual(reap(pushing), 0, (try? String(contentsOfFile: log, encoding: .utf8)) ?? "")
+        // Finished, the same log without --tail; a prefix nothing matches is a 404 naming it.
+        let stored = try remote.run(["logs", build])
+        XCTAssertEqual(stored.status, 0, stored.stderr)
+        XCTAssertTrue(stored.stdout.contains("-----> Compiled after the wait"), stored.stdout)
+        let none = try remote.run(["logs", "K-00000000", "--tail"])
+        XCTAssertNotEqual(none.status, 0)
+        XCTAssertTrue(none.stderr.contains("no build K-00000000 is queued, running or finished here"), none.stderr)
+
+        // What the hook hands over is checked again: the app, the deploy branch, the commit, the tree in the Keg.
+        let source = trimmed(try kbuild(["ref", "get", "apps/slowlog/source"], dataDir: remote.data).stdout)
+        let tree = try XCTUnwrap(try kbuild(["keg", "cat", source], dataDir: remote.data).stdout
+            .components(separatedBy: "\"source\":\"").dropFirst().first?.prefix(while: { $0 != "\"" }), "the source record names its tree")
+        let commit = trimmed(try git(["rev-parse", "HEAD"], in: work).stdout)
+        func push(_ app: String = "slowlog", tree: String = String(tree), commit: String = commit, ref: String = "refs/heads/main") -> String {
+            #"{"source":{"kind":"kbuild.source/v1","app":"\#(app)","source":"\#(tree)","commit":"\#(commit)","author":"a","authorEmail":"a@x","#
+                + #""message":"m","committedAt":0,"pushedBy":"admin","pushedAt":0,"ref":"\#(ref)","repository":"r","files":1,"bytes":1,"links":[]}}"#
+        }
+        let zero = "K-" + String(repeating: "0", count: 64)
+        for (body, status, message) in [
+            (push("other"), "400", "the push names app"),
+            (push(ref: "refs/heads/dev"), "400", "not slowlog's deploy branch main"),
+            (push(commit: "HEAD"), "400", "not a git object id"),
+            (push(tree: zero), "404", "is not in the Keg"),
+            ("not json", "400", "failed to read the request body"),
+        ] {
+            let r = try sh("/usr/bin/curl", ["-s", "-w", "\n%{http_code}", "-X", "POST", "-H", "Authorization: Bearer \(remote.server.token)",
+                                             "--data-binary", body, remote.server.url + "/api/v1/apps/slowlog/pushes"])
+            let lines = r.stdout.split(separator: "\n", omittingEmptySubsequences: false)
+            XCTAssertEqual(String(lines.last ?? ""), status, "\(body): \(r.stdout)")
+            XCTAssertTrue(lines.dropLast().joined(separator: "\n").contains(message), "\(body): \(r.stdout)")
+        }
+        let releases = try remote.run(["releases", "slowlog"])
+        XCTAssertEqual(releases.stdout.split(separator: "\n").filter { $0.hasPrefix("v") }.count, 1, "only the real push released: \(releases.stdout)")
+    }
 }
 
 /// An HTTP server that is not kbuild (or claims another API version): it answers every request with 200 and `[]`.
