@@ -4,7 +4,8 @@
 // report listing the M processes, one of which is a real process (a `sleep`
 // this program starts), then runs `kbuild trace PID` R times and prints the
 // median and p99 wall time (process start included), and the same for
-// `kbuild trace APP@vN`. With `--apps N` the releases and processes are
+// `kbuild trace APP@vN`; then `kbuild trace PID` through the API of a
+// `kbuild up` on the same data dir, with the ratio. With `--apps N` the releases and processes are
 // spread over N apps (app0, app1, …); `--setup-only` makes the store and stops
 // (benchmarks/remote_cli.py times the CLI itself).
 //
@@ -96,12 +97,24 @@ func main() async throws {
     print(" done")
     if setupOnly { return }
 
-    func time(_ label: String, _ arguments: [String], expect: String, target: Double?) throws {
+    /// Times `kbuild ARGUMENTS` end to end: on this data dir, or through the API (`remote`: KBUILD_URL and KBUILD_TOKEN,
+    /// no data dir, an empty HOME). Returns p50 and p99 in ms.
+    @discardableResult
+    func time(_ label: String, _ arguments: [String], expect: String, target: Double?, remote: (url: String, token: String, home: String)? = nil) throws
+        -> (p50: Double, p99: Double) {
         var times: [Double] = []
-        for _ in 0..<runs {
+        var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("KBUILD_") }
+        if let remote {
+            environment["KBUILD_URL"] = remote.url
+            environment["KBUILD_TOKEN"] = remote.token
+            environment["HOME"] = remote.home
+            environment["XDG_CONFIG_HOME"] = ""
+        }
+        for run in -1..<runs {
             let p = Process()
             p.executableURL = URL(fileURLWithPath: kbuild)
-            p.arguments = arguments + ["--data-dir", dataDir.root.path]
+            p.arguments = arguments + (remote == nil ? ["--data-dir", dataDir.root.path] : [])
+            p.environment = environment
             let out = Pipe()
             p.standardOutput = out
             let t0 = ContinuousClock.now
@@ -109,7 +122,8 @@ func main() async throws {
             let data = out.fileHandleForReading.readDataToEndOfFile()
             p.waitUntilExit()
             let d = ContinuousClock.now - t0
-            times.append(Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15)
+            // The first run is not counted (the server's caches, the page cache).
+            if run >= 0 { times.append(Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15) }
             guard p.terminationStatus == 0, String(decoding: data, as: UTF8.self).contains(expect) else {
                 FileHandle.standardError.write(Data("\(label) failed: \(String(decoding: data, as: UTF8.self))\n".utf8))
                 exit(1)
@@ -119,10 +133,37 @@ func main() async throws {
         let p50 = times[times.count / 2], p99 = times[min(times.count - 1, Int(Double(times.count) * 0.99))]
         let verdict = target.map { p99 <= $0 ? " (target p99 <= \(Int($0)) ms: met)" : " (target p99 <= \(Int($0)) ms: NOT met)" } ?? ""
         print("\(label): p50 \(String(format: "%.1f", p50)) ms, p99 \(String(format: "%.1f", p99)) ms over \(runs) runs\(verdict)")
+        return (p50, p99)
     }
     let lastCommit = release.release.commit ?? ""
-    try time("kbuild trace PID (\(processes) processes, \(releases) releases)", ["trace", String(sleeper.processIdentifier)], expect: lastCommit, target: 100)
+    let byPID = "(\(processes) processes, \(releases) releases)"
+    let local = try time("kbuild trace PID \(byPID)", ["trace", String(sleeper.processIdentifier)], expect: lastCommit, target: 100)
     try time("kbuild trace \(app)@v\(releases / 2)", ["trace", "\(app)@v\(releases / 2)"], expect: "commit", target: nil)
+
+    // The same through the API: `kbuild up` on this data dir (no nodes, no workers: nothing but the API runs),
+    // the CLI with only its URL and a token, as on another machine (the PID is this machine's: the CLI sends its parents).
+    let up = Process()
+    up.executableURL = URL(fileURLWithPath: kbuild)
+    up.arguments = ["up", "--data-dir", dataDir.root.path, "--port", "0", "--router-port", "0", "--tls-port", "0", "--nodes", "0", "--workers", "0"]
+    up.standardOutput = FileHandle.nullDevice
+    up.standardError = FileHandle.nullDevice
+    try up.run()
+    defer { up.terminate(); up.waitUntilExit() }
+    var url = ""
+    for _ in 0..<600 where url.isEmpty {
+        url = ((try? String(contentsOf: dataDir.serverURLFile, encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+        if url.isEmpty { try await Task.sleep(for: .milliseconds(100)) }
+    }
+    guard !url.isEmpty, let token = try? String(contentsOf: dataDir.root.appendingPathComponent("admin.token"), encoding: .utf8) else {
+        FileHandle.standardError.write(Data("kbuild up did not start on \(dataDir.root.path)\n".utf8))
+        exit(1)
+    }
+    let home = NSTemporaryDirectory() + "trace-bench-home-\(getpid())"
+    try FileManager.default.createDirectory(atPath: home, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(atPath: home) }
+    let remote = try time("kbuild trace PID \(byPID) through the API", ["trace", String(sleeper.processIdentifier)], expect: lastCommit, target: 100,
+                          remote: (url, token.trimmingCharacters(in: .whitespacesAndNewlines), home))
+    print("through the API / local: p50 \(String(format: "%.2f", remote.p50 / local.p50)), p99 \(String(format: "%.2f", remote.p99 / local.p99))")
 }
 
 try await main()

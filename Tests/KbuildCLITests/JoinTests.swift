@@ -123,9 +123,17 @@ final class JoinTests: XCTestCase {
             // Each token pins its node's address: the only one it may register, where the router sends its requests.
             nodes[i].agent = try startAgent(nodes[i], join: try joinCommand(nodes[i].name, address: nodes[i].address, data: data), hiding: data)
         }
-        try waitUntil("both nodes alive") {
-            let listed = try remote.run(["nodes"]).stdout
-            return listed.contains("n1  alive  10.254.91.2") && listed.contains("n2  alive  10.254.92.2")
+        var listed = ""
+        do {
+            try waitUntil("both nodes alive", timeout: 60) {
+                listed = try remote.run(["nodes"]).stdout
+                return listed.contains("n1  alive  10.254.91.2") && listed.contains("n2  alive  10.254.92.2")
+            }
+        } catch {
+            // What the agents said, for the failure's reader.
+            let said = nodes.map { "\($0.name): " + ((try? String(contentsOfFile: $0.data + "/agent.log", encoding: .utf8)) ?? "(no log)") }
+            XCTFail("nodes: \(listed)\n" + said.joined(separator: "\n"))
+            throw error
         }
 
         // Deploy from "another machine", then one process on each node.
@@ -219,6 +227,12 @@ final class JoinTests: XCTestCase {
         let before = Dictionary(uniqueKeysWithValues: procs.map { ($0.name, $0.hostPID) })
         kill(up.process.processIdentifier, SIGTERM)
         up.process.waitUntilExit()
+        // The state as it is now, copied while nothing writes it: restored below, it is older than what the agents will have seen.
+        let backup = try tempDir(self, "join-state-backup")
+        let stateFiles = ["refs.sqlite", "refs.sqlite-wal", "refs.sqlite-shm"]
+        for file in stateFiles where FileManager.default.fileExists(atPath: data + "/" + file) {
+            try FileManager.default.copyItem(atPath: data + "/" + file, toPath: backup + "/" + file)
+        }
         for p in procs {
             let r = try sh("/usr/bin/curl", ["-s", "--max-time", "5", "http://\(p.node == "n1" ? "10.254.91.2" : "10.254.92.2"):\(try XCTUnwrap(p.port))/"])
             XCTAssertEqual(r.stdout, "first\n", "\(p.name) on \(p.node) while the control plane is down")
@@ -234,6 +248,29 @@ final class JoinTests: XCTestCase {
         XCTAssertEqual(Dictionary(uniqueKeysWithValues: procs.map { ($0.name, $0.hostPID) }), before, "the agents restarted processes")
         for node in nodes { XCTAssertTrue(node.agent?.isRunning ?? false, "\(node.name)'s agent exited") }
         XCTAssertTrue(worker.process.isRunning, "the worker exited: \((try? String(contentsOfFile: worker.data + "/worker.log", encoding: .utf8)) ?? "")")
+
+        // The control plane restored from that older copy (a restored backup, a lagging replica): each agent finds
+        // the store at a revision older than one it saw and does not act on it; its processes keep running.
+        // (Both agents have reported since the restart: each report is a write, so they have seen revisions past the copy's.)
+        sleep(2)
+        kill(up.process.processIdentifier, SIGTERM)
+        up.process.waitUntilExit()
+        for file in stateFiles {
+            try? FileManager.default.removeItem(atPath: data + "/" + file)
+            if FileManager.default.fileExists(atPath: backup + "/" + file) { try FileManager.default.copyItem(atPath: backup + "/" + file, toPath: data + "/" + file) }
+        }
+        up = try startKbuildUp(self, data: data, port: port, extra: upArguments)
+        try waitUntil("each agent ignored the older state", timeout: 30) {
+            nodes.allSatisfy { node in
+                ((try? String(contentsOfFile: node.data + "/agent.log", encoding: .utf8)) ?? "").contains("seen before: ignored")
+            }
+        }
+        procs = try JSONDecoder().decode([Proc].self, from: Data(try remote.run(["ps", "web", "--json"]).stdout.utf8))
+        XCTAssertEqual(Dictionary(uniqueKeysWithValues: procs.map { ($0.name, $0.hostPID) }), before, "an agent acted on the older state")
+        for p in procs {
+            let r = try sh("/usr/bin/curl", ["-s", "--max-time", "5", "http://\(p.node == "n1" ? "10.254.91.2" : "10.254.92.2"):\(try XCTUnwrap(p.port))/"])
+            XCTAssertEqual(r.stdout, "first\n", "\(p.name) on \(p.node) after the restore")
+        }
     }
 
     /// A joined worker killed mid-build on its own "machine": the pusher saw
