@@ -11,6 +11,9 @@ public final class ClusterReader: Sendable {
     public let records: any RecordContent
     public let refs: any RefStore
     private let cache = Mutex<[KID: any Sendable]>([:])
+    /// Each node's last report and assignment as decoded, by its ref: superseded within seconds (a heartbeat is a
+    /// new KID), so only the newest is kept, one per ref (bounded by the nodes), and read again when the KID moves.
+    private let latest = Mutex<[RefName: (kid: KID, value: any Sendable)]>([:])
 
     public init(records: any RecordContent, refs: any RefStore) {
         self.records = records
@@ -43,12 +46,11 @@ public final class ClusterReader: Sendable {
             case .node(let node):
                 guard let r = try? await record(NodeRecord.self, ref.kid, what: "node"), r.name == node else { continue }
                 byNode[node, default: (nil, nil, nil)].record = r
-            // Reports and assignments are superseded within seconds (a heartbeat is a new KID): read, not cached.
             case .status(let node):
-                guard let s = try? await Records.get(NodeStatus.self, ref.kid, from: records, what: "node status"), s.node == node else { continue }
+                guard let s = try? await newest(NodeStatus.self, ref, what: "node status"), s.node == node else { continue }
                 byNode[node, default: (nil, nil, nil)].status = s
             case .assignment(let node):
-                byNode[node, default: (nil, nil, nil)].assignment = try await Records.get(Assignment.self, ref.kid, from: records, what: "assignment")
+                byNode[node, default: (nil, nil, nil)].assignment = try await newest(Assignment.self, ref, what: "assignment")
             default: continue
             }
         }
@@ -57,6 +59,14 @@ public final class ClusterReader: Sendable {
             guard let record = n.record else { return nil }
             return (record, n.status, n.assignment)
         }
+    }
+
+    /// The record `ref` names now, decoded once per KID it names.
+    func newest<T: Decodable & Sendable>(_ type: T.Type, _ ref: Ref, what: String) async throws -> T {
+        if let (kid, value) = latest.withLock({ $0[ref.name] }), kid == ref.kid, let hit = value as? T { return hit }
+        let value = try await Records.get(type, ref.kid, from: records, what: what)
+        latest.withLock { $0[ref.name] = (ref.kid, value) }
+        return value
     }
 
     /// The nodes the admin drained (`nodes:drain`: a `nodes/NODE/drain` ref).

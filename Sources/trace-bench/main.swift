@@ -148,7 +148,18 @@ func main() async throws {
     up.standardOutput = FileHandle.nullDevice
     up.standardError = FileHandle.nullDevice
     try up.run()
-    defer { up.terminate(); up.waitUntilExit() }
+    defer {
+        up.terminate()
+        up.waitUntilExit()
+        // What kbuild up set up for the machine (its firewall table) goes with `kbuild down`, as after any kbuild up.
+        let down = Process()
+        down.executableURL = URL(fileURLWithPath: kbuild)
+        down.arguments = ["down", "--grace", "1", "--data-dir", dataDir.root.path]
+        down.standardOutput = FileHandle.nullDevice
+        down.standardError = FileHandle.nullDevice
+        try? down.run()
+        down.waitUntilExit()
+    }
     var url = ""
     for _ in 0..<600 where url.isEmpty {
         url = ((try? String(contentsOf: dataDir.serverURLFile, encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
