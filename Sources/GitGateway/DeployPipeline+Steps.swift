@@ -8,6 +8,7 @@ import OCI
 import Stacks
 import Sandbox
 import Foundation
+import NIOPosix
 import Synchronization
 
 /// The steps of the deploy pipeline that take more than a few lines: the
@@ -101,7 +102,8 @@ extension DeployPipeline {
         let baseline = try await refs.get(resultRef)?.version ?? 0
         // Pushes of apps with no cache share a build: the last one waiting may take it off the queue.
         BuildWaiters.shared.add(build)
-        defer { BuildWaiters.shared.remove(build) }
+        var waiting = true
+        defer { if waiting { _ = BuildWaiters.shared.leave(build) } }
         try await queue.enqueue(job, actor: pusher)
         let waitingSince = ContinuousClock.now
         // Unclaimed, the push waits up to `queueWait`; once a worker holds it, up to the build's own limit.
@@ -111,11 +113,11 @@ extension DeployPipeline {
         var sawExpired = false
         var lastWord = ContinuousClock.now, lastLook = ContinuousClock.now
         var log = BuildLogFollower(queue: queue, build: build)
-        // The log goes out in whole lines, so no character is cut in two (the rest once the build is done).
+        // The log goes out as it comes, but never with a character cut in two (its first bytes wait for the rest).
         var partial: [UInt8] = []
         func tell(_ bytes: [UInt8], last: Bool = false) {
             partial += bytes
-            let cut = last || partial.count > 64 << 10 ? partial.endIndex : (partial.lastIndex(of: UInt8(ascii: "\n")).map { $0 + 1 } ?? 0)
+            let cut = last ? partial.endIndex : UTF8Cut.whole(partial)
             guard cut > 0 else { return }
             say(String(decoding: partial[..<cut], as: UTF8.self))
             partial.removeFirst(cut)
@@ -158,12 +160,19 @@ extension DeployPipeline {
             }
             if ContinuousClock.now - lastLook >= .seconds(1) {
                 if let why = abandoned() {
-                    // Nobody waits for it now: a build no worker has taken leaves the queue (one a worker runs is kept, memoised).
-                    if BuildWaiters.shared.count(build) == 1, try await queue.claim(of: build) == nil,
+                    // Nobody waits for it now: a build no worker has taken leaves the queue (one a worker runs is kept,
+                    // memoised), unless another push still waits for it.
+                    waiting = false
+                    if BuildWaiters.shared.leave(build), try await queue.claim(of: build) == nil,
                        let queued = try await refs.get(try Schema.buildQueued(build)) {
                         _ = try? await refs.compareAndSwap(queued.name, to: nil, expecting: .value(queued.kid), actor: pusher)
                     }
                     throw KbuildError(.io, "\(why); build \(build.short) was not deployed")
+                }
+                // Another push that gave up on the same build may have taken it off the queue meanwhile: queued again.
+                if claim == nil, try await refs.get(try Schema.buildQueued(build)) == nil,
+                   (try await refs.get(resultRef)?.version ?? 0) <= baseline {
+                    try await queue.enqueue(job, actor: pusher)
                 }
                 lastLook = ContinuousClock.now
             }
@@ -197,13 +206,15 @@ extension DeployPipeline {
                         shown = true
                     }
                     if let live = record.liveLog {
-                        let (bytes, next) = BuildLog.read(live, from: offset)
-                        offset = next
-                        if !bytes.isEmpty { say(String(decoding: bytes, as: UTF8.self)) }
+                        // 1 MiB a look, off the cooperative threads, never a character cut in two.
+                        let (bytes, next) = try await NIOThreadPool.singleton.runIfActive { [offset] in BuildLog.read(live, from: offset, max: 1 << 20) }
+                        let whole = UTF8Cut.whole(bytes)
+                        offset = next - UInt64(bytes.count - whole)
+                        if whole > 0 { say(String(decoding: bytes[..<whole], as: UTF8.self)) }
                     }
                     if record.state != .running {
                         if let output = record.output {
-                            let stored = try keg.logicalBytes(output, maxWhole: 64 << 20)
+                            let stored = try await NIOThreadPool.singleton.runIfActive { [keg] in try keg.logicalBytes(output, maxWhole: 64 << 20) }
                             if Int(offset) < stored.count { say(String(decoding: stored[Int(offset)...], as: UTF8.self)) }
                         }
                         return record
@@ -222,6 +233,31 @@ final class BuildWaiters: Sendable {
     private let waiting = Mutex<[KID: Int]>([:])
 
     func add(_ build: KID) { waiting.withLock { $0[build, default: 0] += 1 } }
-    func remove(_ build: KID) { waiting.withLock { $0[build] = ($0[build] ?? 1) > 1 ? $0[build]! - 1 : nil } }
-    func count(_ build: KID) -> Int { waiting.withLock { $0[build] ?? 0 } }
+
+    /// One push stops waiting; true when it was the last.
+    func leave(_ build: KID) -> Bool {
+        waiting.withLock {
+            let left = ($0[build] ?? 1) - 1
+            $0[build] = left > 0 ? left : nil
+            return left <= 0
+        }
+    }
+}
+
+/// Where bytes may be cut without splitting a UTF-8 character.
+enum UTF8Cut {
+    /// The length of the longest prefix of `bytes` that ends on a whole character (what is left waits for more).
+    static func whole(_ bytes: [UInt8]) -> Int {
+        // Back over continuation bytes to the last lead byte: is its sequence complete?
+        var i = bytes.count - 1
+        var continuation = 0
+        while i >= 0, continuation < 3, bytes[i] & 0xC0 == 0x80 {
+            i -= 1
+            continuation += 1
+        }
+        guard i >= 0 else { return bytes.count }
+        let lead = bytes[i]
+        let length = lead < 0x80 ? 1 : lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1
+        return continuation + 1 >= length ? bytes.count : i
+    }
 }

@@ -38,6 +38,9 @@ public struct DeployPipeline: Sendable {
         self.queueWait = queueWait
     }
 
+    /// What `abandoned` says when the control plane is stopping (the push is then accepted once its release is made).
+    public static let stopping = "kbuild is stopping"
+
     /// What the hook needs before it reads a push of `app` into the Keg.
     public func terms(_ app: String) async throws -> API.PushTerms {
         let record = try await AppStore(keg: keg, refs: refs).get(app)
@@ -128,6 +131,23 @@ public struct DeployPipeline: Sendable {
         say("-----> Released v\(release.version) (\(formation.isEmpty ? "no processes" : formation)); rolling out\n")
         let rolloutStarted = ContinuousClock.now
 
+        do {
+            try await followRelease(release, app: app, started: rolloutStarted, say: say, abandoned: abandoned)
+        } catch let gone as Abandoned {
+            // kbuild stopping (the hook is still there): the push is accepted, the release rolls out without it
+            // watching. A pusher that hung up sees nothing either way.
+            guard gone.why == Self.stopping else {
+                throw KbuildError(.io, "\(gone.why); v\(gone.version) is released and rolls out without this push (kbuild ps \(app) shows how)")
+            }
+            say("-----> kbuild is stopping: v\(gone.version) is released and rolls out without this push watching (kbuild ps \(app) shows how)\n")
+        }
+        say("-----> Done in \(String(format: "%.1f", Self.seconds(ContinuousClock.now - started))) s: \(app) \(pushed.commit.prefix(7)) is image \(image)\n")
+        return image
+    }
+
+    /// After the release: its release phase, if the Procfile has one, then the rollout's verdict.
+    func followRelease(_ release: ReleaseEntry, app: String, started rolloutStarted: ContinuousClock.Instant,
+                       say: @escaping @Sendable (String) -> Void, abandoned: @escaping @Sendable () -> String?) async throws {
         // The release phase, if the Procfile has one: on a node, before any process of the release starts.
         if let command = ReleasePhase.command(of: release.release) {
             let vars = try await ReleaseStore(keg: keg, refs: refs).configVars(release.release.config).vars
@@ -165,8 +185,6 @@ public struct DeployPipeline: Sendable {
         case .noNodes: say("-----> No node agent is up: v\(release.version) rolls out when one starts\n")
         case .timedOut: say("-----> v\(release.version) is still rolling out (kbuild ps \(app) shows how it goes)\n")
         }
-        say("-----> Done in \(String(format: "%.1f", Self.seconds(ContinuousClock.now - started))) s: \(app) \(pushed.commit.prefix(7)) is image \(image)\n")
-        return image
     }
 
     /// A push the hook handed over must be of this app, to its deploy branch,
@@ -203,13 +221,19 @@ public struct DeployPipeline: Sendable {
             }
             defer { group.cancelAll() }
             if let done = try await group.next(), let value = done { return value }
-            throw KbuildError(.io, "\(abandoned() ?? "the push was abandoned"); v\(version) is released and rolls out without it (kbuild ps shows how)")
+            throw Abandoned(why: abandoned() ?? "the push was abandoned", version: version)
         }
     }
 
     static func seconds(_ d: Duration) -> Double {
         Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
     }
+}
+
+/// Nobody waits for a push any more, after its release was made: the release stands.
+struct Abandoned: Error {
+    let why: String
+    let version: Int64
 }
 
 /// An exclusive `flock` on a file in the app's repository, held while a push deploys.

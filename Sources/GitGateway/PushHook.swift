@@ -85,7 +85,7 @@ public struct PushHook: Sendable {
         if let left = terms.kegBytesLeft, left < limits.maxTotalSize {
             limits.maxTotalSize = left
             limits.overTotal = """
-                \(app) would hold more than its limit of sources and images in the Keg with this push: it holds \(Self.size(terms.kegBytesHeld)) \
+                \(app) would hold more than its limit of sources and images in the Keg with this push: it holds \(Self.size(terms.kegBytesHeld ?? 0)) \
                 and it may hold \(Self.size(terms.kegBytes ?? 0)) (kbuild apps:limits \(app)), so this tree may have \(Self.size(left)) at most; \
                 the push is refused
                 """

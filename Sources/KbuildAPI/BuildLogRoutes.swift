@@ -142,5 +142,7 @@ struct BuildLogRoutes<Context: RequestContext>: Sendable {
             }
             try await Task.sleep(for: .milliseconds(250))
         }
+        // Cut off, not ended: said, so the reader does not take it for the build's end.
+        try await send(Array("       (stopped following build \(build.short) before it ended: kbuild logs \(build.short) --tail again)\n".utf8))
     }
 }

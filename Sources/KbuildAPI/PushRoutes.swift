@@ -52,7 +52,7 @@ extension APIRoutes {
                     try await pipeline.deploy(push, app: app, say: { out.yield(Frame.encode(Frame.stderr, Array($0.utf8))) },
                                               abandoned: {
                                                   if watch.hungUp.load(ordering: .relaxed) { return "the pusher hung up" }
-                                                  return watch.stopping.load(ordering: .relaxed) ? "kbuild is stopping" : nil
+                                                  return watch.stopping.load(ordering: .relaxed) ? DeployPipeline.stopping : nil
                                               })
                     out.yield(Frame.exitStatus(0))
                 } catch {

@@ -439,9 +439,9 @@ public enum API {
         public var kegBytesLeft: UInt64?
         /// The app's Keg limit and what it holds, for the message when a tree is over what is left.
         public var kegBytes: UInt64?
-        public var kegBytesHeld: UInt64
+        public var kegBytesHeld: UInt64?
 
-        public init(deployBranch: String, maxFileSize: UInt64, kegBytesLeft: UInt64?, kegBytes: UInt64?, kegBytesHeld: UInt64) {
+        public init(deployBranch: String, maxFileSize: UInt64, kegBytesLeft: UInt64?, kegBytes: UInt64?, kegBytesHeld: UInt64?) {
             self.deployBranch = deployBranch
             self.maxFileSize = maxFileSize
             self.kegBytesLeft = kegBytesLeft

@@ -29,6 +29,11 @@ func progress(_ text: String) {
     FileHandle.standardOutput.write(Data(text.utf8))
 }
 
+struct BenchFailure: Error, CustomStringConvertible {
+    let message: String
+    var description: String { message }
+}
+
 func main() async throws {
     let args = CommandLine.arguments
     guard args.count >= 3 else {
@@ -125,8 +130,8 @@ func main() async throws {
             // The first run is not counted (the server's caches, the page cache).
             if run >= 0 { times.append(Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15) }
             guard p.terminationStatus == 0, String(decoding: data, as: UTF8.self).contains(expect) else {
-                FileHandle.standardError.write(Data("\(label) failed: \(String(decoding: data, as: UTF8.self))\n".utf8))
-                exit(1)
+                // Thrown, not exit(1): the kbuild up below is stopped and its firewall removed on the way out.
+                throw BenchFailure(message: "\(label) failed: \(String(decoding: data, as: UTF8.self))")
             }
         }
         times.sort()
@@ -166,8 +171,7 @@ func main() async throws {
         if url.isEmpty { try await Task.sleep(for: .milliseconds(100)) }
     }
     guard !url.isEmpty, let token = try? String(contentsOf: dataDir.root.appendingPathComponent("admin.token"), encoding: .utf8) else {
-        FileHandle.standardError.write(Data("kbuild up did not start on \(dataDir.root.path)\n".utf8))
-        exit(1)
+        throw BenchFailure(message: "kbuild up did not start on \(dataDir.root.path)")
     }
     let home = NSTemporaryDirectory() + "trace-bench-home-\(getpid())"
     try FileManager.default.createDirectory(atPath: home, withIntermediateDirectories: true)

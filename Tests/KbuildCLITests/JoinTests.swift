@@ -221,6 +221,27 @@ final class JoinTests: XCTestCase {
             return logs.contains("serving web.1 on") && logs.contains("serving web.2 on")
         }
         XCTAssertTrue(FileManager.default.fileExists(atPath: data + "/nodes/n1/logs"), "n1's copy of its logs on the control plane")
+        // --tail from "another machine": new lines are pushed as the nodes' agents send them, here the first lines of
+        // both processes restarted meanwhile.
+        let tailOut = try tempDir(self, "join-tail") + "/out"
+        let hide = #"mount -t tmpfs -o size=1m,mode=0700 kbuild-hidden "$0" && exec "$@""#
+        let tailing = try spawnGroup("/usr/bin/env", ["-u", "KBUILD_DATA_DIR", "HOME=\(remote.home)", "XDG_CONFIG_HOME=", "KBUILD_URL=\(up.url)",
+                                                      "KBUILD_TOKEN=\(up.token)", "/usr/bin/unshare", "--mount", "--propagation", "private",
+                                                      "/bin/sh", "-c", hide, data, kbuildBinary, "logs", "web", "--tail", "--lines", "0"], output: tailOut)
+        addTeardownBlock { kill(-tailing, SIGKILL); _ = reap(tailing) }
+        sleep(1)
+        let oldPIDs = Set(procs.compactMap(\.hostPID))
+        XCTAssertEqual(try remote.run(["ps:restart", "web"]).status, 0)
+        try waitUntil("the restarted processes' first lines pushed to the tail", timeout: 60) {
+            let text = (try? String(contentsOfFile: tailOut, encoding: .utf8)) ?? ""
+            return text.contains("serving web.1 on") && text.contains("serving web.2 on")
+        }
+        kill(-tailing, SIGTERM)
+        _ = reap(tailing)
+        try waitUntil("2 healthy again after the restart", timeout: 60) {
+            procs = try JSONDecoder().decode([Proc].self, from: Data(try remote.run(["ps", "web", "--json"]).stdout.utf8))
+            return healthy(procs, count: 2) && Set(procs.compactMap(\.hostPID)).isDisjoint(with: oldPIDs)
+        }
 
         // The control plane goes away: the apps serve on (at the node's address), and when it is back the
         // agents reconnect and restart nothing.

@@ -12,12 +12,14 @@ final class RemoteCLITests: XCTestCase {
         let data: String
         let home: String
 
-        func run(_ args: [String], env: [String: String] = [:], cwd: String? = nil) throws -> Result {
+        /// `within`: stopped (SIGTERM) after that many seconds, for a verb that runs until interrupted (`logs --tail`).
+        func run(_ args: [String], env: [String: String] = [:], cwd: String? = nil, within seconds: Int? = nil) throws -> Result {
             // sh -c SCRIPT $0 $1…: hide the data dir, then exec kbuild with the arguments.
             let script = #"mount -t tmpfs -o size=1m,mode=0700 kbuild-hidden "$0" && exec "$@""#
             var environment = ["HOME": home, "XDG_CONFIG_HOME": "", "KBUILD_URL": server.url, "KBUILD_TOKEN": server.token]
             for (k, v) in env { environment[k] = v }
-            return try sh("/usr/bin/unshare", ["--mount", "--propagation", "private", "/bin/sh", "-c", script, data, kbuildBinary] + args,
+            let stop = seconds.map { ["/usr/bin/timeout", String($0)] } ?? []
+            return try sh("/usr/bin/unshare", ["--mount", "--propagation", "private", "/bin/sh", "-c", script, data] + stop + [kbuildBinary] + args,
                           env: environment, cwd: cwd ?? home)  // never the test's own directory (a git:remote would change its repository)
         }
     }
