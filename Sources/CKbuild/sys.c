@@ -8,6 +8,9 @@
 #include <sys/syscall.h>
 #include <sys/vfs.h>
 #include <unistd.h>
+#include <stdlib.h>
+#include <sys/ioctl.h>
+#include <termios.h>
 #include "ckbuild.h"
 
 int kb_syncfs(int fd) { return syncfs(fd); }
@@ -58,4 +61,55 @@ int kb_is_zero(const void *p, size_t n) {
     }
     for (; i < n; i++) if (b[i]) return 0;
     return 1;
+}
+
+int kb_openpty(int *master, int *slave, unsigned short rows, unsigned short cols) {
+    int m = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (m < 0) return -1;
+    char name[128];
+    if (grantpt(m) < 0 || unlockpt(m) < 0 || ptsname_r(m, name, sizeof name) != 0) goto fail;
+    int s = open(name, O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (s < 0) goto fail;
+    if (kb_set_winsize(m, rows, cols) < 0 || fcntl(m, F_SETFL, fcntl(m, F_GETFL) | O_NONBLOCK) < 0) {
+        int e = errno;
+        close(s);
+        errno = e;
+        goto fail;
+    }
+    *master = m;
+    *slave = s;
+    return 0;
+fail:;
+    int e = errno;
+    close(m);
+    errno = e;
+    return -1;
+}
+
+int kb_set_winsize(int fd, unsigned short rows, unsigned short cols) {
+    struct winsize ws = {.ws_row = rows, .ws_col = cols};
+    return ioctl(fd, TIOCSWINSZ, &ws);
+}
+
+int kb_get_winsize(int fd, unsigned short *rows, unsigned short *cols) {
+    struct winsize ws;
+    if (ioctl(fd, TIOCGWINSZ, &ws) < 0) return -1;
+    *rows = ws.ws_row;
+    *cols = ws.ws_col;
+    return 0;
+}
+
+int kb_tty_raw(int fd, void *saved, int size) {
+    if (size < (int)sizeof(struct termios)) { errno = EINVAL; return -1; }
+    struct termios t;
+    if (tcgetattr(fd, &t) < 0) return -1;
+    memcpy(saved, &t, sizeof t);
+    cfmakeraw(&t);
+    return tcsetattr(fd, TCSAFLUSH, &t);
+}
+
+int kb_tty_restore(int fd, const void *saved) {
+    struct termios t;
+    memcpy(&t, saved, sizeof t);
+    return tcsetattr(fd, TCSAFLUSH, &t);
 }

@@ -443,6 +443,10 @@ __attribute__((noreturn)) static void command_main(int report, const kb_sb_spec 
     }
     for (int i = 0; i < 3; i++)
         if (dup2(fds[i], i) < 0) die(report, "set up stdio", NULL, errno);
+    // A terminal on stdin (kbuild run with a TTY) becomes the new session's controlling terminal, so ^C and ^Z
+    // reach its foreground job as on any terminal. (One that is already another session's, a caller's own
+    // terminal passed through, stays only stdin: the kernel refuses, and that is no error.)
+    if (isatty(0)) (void)ioctl(0, TIOCSCTTY, 0);
     for (int i = 0; i < s->nrlimits; i++) {
         struct rlimit rl = {.rlim_cur = s->rlimit_values[2 * i], .rlim_max = s->rlimit_values[2 * i + 1]};
         if (setrlimit(s->rlimit_resources[i], &rl) < 0) die(report, "setrlimit", NULL, errno);

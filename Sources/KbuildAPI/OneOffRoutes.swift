@@ -1,4 +1,5 @@
 import Hummingbird
+import HTTPTypes
 import Cluster
 import Foundation
 import KbuildCore
@@ -12,12 +13,18 @@ import KbuildState
 /// `POST /api/v1/apps/APP/run`: a one-off process in the app's current image
 /// and config (`kbuild run APP -- CMD`), its output streamed back as `Frame`s,
 /// the last one its exit status. The process dies if the client goes away.
+/// With the request in a `Kbuild-Run` header, the request body is its input
+/// (`Frame.stdin`), streamed while the output comes back; with `tty`, the
+/// process runs on a pseudo-terminal of its own (its controlling terminal:
+/// ^C reaches its foreground job), sized by `Frame.resize`.
 extension APIRoutes {
     func registerRun(on router: Router<Context>) {
         router.post("\(API.prefix)/apps/:app/run") { request, context in
             do {
                 let app = try await self.existing(context)
-                let body = try await self.decode(API.Run.self, request, context)
+                // The input streams in the body when the request is in the header.
+                let interactive = request.headers[HTTPField.Name(API.Run.header)!] != nil
+                let body = try interactive ? Self.runHeader(request.headers[HTTPField.Name(API.Run.header)!]!) : await self.decode(API.Run.self, request, context)
                 guard !body.command.isEmpty, !body.command[0].isEmpty else { throw KbuildError(.invalidArgument, "nothing to run: give a command") }
                 guard let sandbox = self.sandbox else { throw KbuildError(.unsatisfiable, "this kbuild runs no processes (no sandbox)") }
                 guard let current = try await self.releases.current(app) else {
@@ -61,7 +68,14 @@ extension APIRoutes {
                                            network: link.map { .namespace("/run/netns/" + $0.namespace) } ?? .none,
                                            limits: SandboxLimits(memory: size.memory, pids: 4096, cpus: size.cpus, timeout: .seconds(3600)))
                     do {
-                        try await self.stream(spec, sandbox: sandbox, argv: argv, app: app, version: version, to: &writer)
+                        if interactive {
+                            var spec = spec
+                            if body.tty == true { spec.environment["TERM"] = body.term.flatMap { Self.validTerm($0) } ?? "xterm" }
+                            try await OneOffInput.stream(spec, sandbox: sandbox, tty: body.tty == true, rows: body.rows, columns: body.columns,
+                                                         input: request.body, argv: argv, app: app, version: version, to: &writer)
+                        } else {
+                            try await self.stream(spec, sandbox: sandbox, argv: argv, app: app, version: version, to: &writer)
+                        }
                     } catch {
                         if let held { await egress?.remove(held) }
                         throw error
@@ -73,6 +87,23 @@ extension APIRoutes {
                 return ErrorBody.response(KbuildError.wrap(error))
             }
         }
+    }
+
+    /// The run request of an interactive run: base64 JSON, at most 64 KiB.
+    static func runHeader(_ value: String) throws -> API.Run {
+        guard value.utf8.count <= 64 << 10, let data = Data(base64Encoded: value) else {
+            throw KbuildError(.invalidArgument, "invalid \(API.Run.header) header: not base64 of at most 64 KiB")
+        }
+        do {
+            return try JSONDecoder().decode(API.Run.self, from: data)
+        } catch {
+            throw KbuildError(.invalidArgument, "invalid \(API.Run.header) header: \(error)")
+        }
+    }
+
+    /// A TERM as terminals name themselves (`xterm-256color`), else none.
+    static func validTerm(_ term: String) -> String? {
+        term.utf8.count <= 64 && !term.isEmpty && term.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-+._".contains($0)) }) ? term : nil
     }
 
     /// Runs the one-off process as a child of the response and streams its

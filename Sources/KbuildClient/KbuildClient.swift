@@ -175,6 +175,14 @@ public struct KbuildClient: Sendable {
         try await open(.POST, "/apps/\(segment(app))/run", body: Data(try JSONEncoder().encode(run)), timeout: .hours(2))
     }
 
+    /// Starts `kbuild run` with input: `input`'s frames (`Frame.stdin`, `Frame.resize`) go as they are made while
+    /// the response streams the output's `Frame`s. Finish `input` once the exit status has come.
+    public func run(_ app: String, _ run: API.Run, input: AsyncStream<[UInt8]>) async throws -> HTTPClientResponse {
+        let header = Data(try JSONEncoder().encode(run)).base64EncodedString()
+        return try await open(.POST, "/apps/\(segment(app))/run", body: nil, timeout: .hours(24),
+                              stream: .stream(input.map { ByteBuffer(bytes: $0) }, length: .unknown), headers: [(API.Run.header, header)])
+    }
+
     // MARK: - Pushes (the git hook of the control plane's machine)
 
     /// What the hook needs before it reads a push of `app` into the Keg.
@@ -228,16 +236,22 @@ public struct KbuildClient: Sendable {
     }
 
     /// The response as it arrives; an error status is thrown as the server's error.
-    public func open(_ method: HTTPMethod, _ path: String, body: Data?, timeout: TimeAmount) async throws -> HTTPClientResponse {
+    /// `stream`: a body sent as it is made (with `headers`), while the response comes.
+    public func open(_ method: HTTPMethod, _ path: String, body: Data?, timeout: TimeAmount,
+                     stream: HTTPClientRequest.Body? = nil, headers: [(String, String)] = []) async throws -> HTTPClientResponse {
         var request = HTTPClientRequest(url: base + API.prefix + path)
         request.method = method
         request.headers.add(name: "Authorization", value: "Bearer \(token)")
         request.headers.add(name: "User-Agent", value: "kbuild-client/\(API.version)")
         request.headers.add(name: API.versionHeader, value: String(API.version))
         request.headers.add(name: "Kbuild-Actor", value: actor)
+        for (name, value) in headers { request.headers.add(name: name, value: value) }
         if let body {
             request.headers.add(name: "Content-Type", value: "application/json")
             request.body = .bytes(ByteBuffer(bytes: Array(body)))
+        } else if let stream {
+            request.headers.add(name: "Content-Type", value: "application/vnd.kbuild.frames")
+            request.body = stream
         }
         let response: HTTPClientResponse
         do {

@@ -346,9 +346,28 @@ public enum API {
         }
     }
 
+    /// `POST /api/v1/apps/APP/run`. As JSON, the command runs with no input. Sent
+    /// in a `Kbuild-Run` header (base64 JSON) with a body of `Frame`s, the body is
+    /// its input as it is typed: `stdin` frames (an empty one ends the input) and
+    /// `resize` frames (rows and columns, 2 bytes each, big-endian) for a terminal.
     public struct Run: Codable, Sendable {
         public var command: [String]
-        public init(command: [String]) { self.command = command }
+        /// Run on a terminal of its own (as `heroku run bash` does): its output is the terminal's, one stream.
+        public var tty: Bool?
+        public var rows: UInt16?
+        public var columns: UInt16?
+        /// The TERM of the terminal the client is on.
+        public var term: String?
+
+        public init(command: [String], tty: Bool? = nil, rows: UInt16? = nil, columns: UInt16? = nil, term: String? = nil) {
+            self.command = command
+            self.tty = tty
+            self.rows = rows
+            self.columns = columns
+            self.term = term
+        }
+
+        public static let header = "Kbuild-Run"
     }
 
     public struct Domain: Codable, Sendable {
@@ -550,12 +569,19 @@ extension API {
     }
 }
 
-/// The frames of a streamed answer (`kbuild run`'s output, a push's
+/// The frames of a stream (`kbuild run`'s output and input, a push's
 /// progress): one byte of kind (1 stdout, 2 stderr, 3 exit status as 4 bytes
-/// big-endian, 4 error text), four bytes of length, big-endian, then the
-/// bytes. An empty frame is a keepalive.
+/// big-endian, 4 error text; from the client 5 stdin, 6 a terminal's size),
+/// four bytes of length, big-endian, then the bytes. An empty frame is a
+/// keepalive (an empty stdin frame: the end of the input).
 public enum Frame {
     public static let stdout: UInt8 = 1, stderr: UInt8 = 2, exit: UInt8 = 3, error: UInt8 = 4
+    /// From a client (`kbuild run`'s input): what was typed or piped, and a terminal's new size.
+    public static let stdin: UInt8 = 5, resize: UInt8 = 6
+
+    public static func resize(rows: UInt16, columns: UInt16) -> [UInt8] {
+        encode(resize, [UInt8(rows >> 8), UInt8(rows & 0xff), UInt8(columns >> 8), UInt8(columns & 0xff)])
+    }
 
     public static func encode(_ kind: UInt8, _ payload: some Collection<UInt8>) -> [UInt8] {
         let n = UInt32(payload.count)

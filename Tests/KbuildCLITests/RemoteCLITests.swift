@@ -13,14 +13,14 @@ final class RemoteCLITests: XCTestCase {
         let home: String
 
         /// `within`: stopped (SIGTERM) after that many seconds, for a verb that runs until interrupted (`logs --tail`).
-        func run(_ args: [String], env: [String: String] = [:], cwd: String? = nil, within seconds: Int? = nil) throws -> Result {
+        func run(_ args: [String], env: [String: String] = [:], cwd: String? = nil, within seconds: Int? = nil, stdin: Data? = nil) throws -> Result {
             // sh -c SCRIPT $0 $1…: hide the data dir, then exec kbuild with the arguments.
             let script = #"mount -t tmpfs -o size=1m,mode=0700 kbuild-hidden "$0" && exec "$@""#
             var environment = ["HOME": home, "XDG_CONFIG_HOME": "", "KBUILD_URL": server.url, "KBUILD_TOKEN": server.token]
             for (k, v) in env { environment[k] = v }
             let stop = seconds.map { ["/usr/bin/timeout", String($0)] } ?? []
             return try sh("/usr/bin/unshare", ["--mount", "--propagation", "private", "/bin/sh", "-c", script, data] + stop + [kbuildBinary] + args,
-                          env: environment, cwd: cwd ?? home)  // never the test's own directory (a git:remote would change its repository)
+                          env: environment, stdin: stdin, cwd: cwd ?? home)  // never the test's own directory (a git:remote would change its repository)
         }
     }
 
@@ -172,6 +172,48 @@ final class RemoteCLITests: XCTestCase {
 
         // Nothing was written on "this machine".
         XCTAssertFalse(FileManager.default.fileExists(atPath: remote.home + "/.kbuild"), "the CLI made a data dir in HOME")
+    }
+
+    /// `kbuild run` from another machine, as `heroku run`: what is piped in is
+    /// the command's input; on a terminal the command gets one of its own (its
+    /// size, ^C to its foreground job); the exit status is kbuild's.
+    func testRunTakesInputAndATerminalFromAnotherMachine() throws {
+        let remote = try makeRemote("remote-run")
+        let work = try makeApp("shell", data: remote.data)
+        XCTAssertEqual(try git(["push", "kbuild", "main"], in: work).status, 0)
+        // Piped input, read as it comes; stdout and stderr apart; the input's end ends `cat`.
+        let piped = try remote.run(["run", "shell", "--", "sh", "-c", "read first; echo \"got $first\"; cat; echo done >&2; exit 3"],
+                                   stdin: Data("hello\nthe rest\n".utf8))
+        XCTAssertEqual(piped.status, 3, piped.stderr)
+        XCTAssertEqual(piped.stdout, "got hello\nthe rest\n")
+        XCTAssertEqual(piped.stderr, "done\n")
+        XCTAssertEqual(try remote.run(["run", "shell", "--", "true"], stdin: Data()).status, 0)
+        // A run request that is not one: 400, naming the header, nothing run.
+        for header in ["not base64!", Data("{\"command\":".utf8).base64EncodedString()] {
+            let r = try sh("/usr/bin/curl", ["-s", "-w", "\n%{http_code}", "-X", "POST", "-H", "Authorization: Bearer \(remote.server.token)",
+                                             "-H", "Kbuild-Run: \(header)", "--data-binary", "", remote.server.url + "/api/v1/apps/shell/run"])
+            XCTAssertTrue(r.stdout.hasSuffix("\n400") && r.stdout.contains("invalid Kbuild-Run header"), "\(header): \(r.stdout)")
+        }
+
+        // On a terminal (script(1) gives the CLI one, 30 rows by 100 columns): the command's is a terminal of that size,
+        // its output one stream, and --no-tty gives it none.
+        func onTerminal(_ command: String, input: Data? = nil) throws -> Result {
+            let env = "HOME=\(remote.home) XDG_CONFIG_HOME= KBUILD_URL=\(remote.server.url) KBUILD_TOKEN=\(remote.server.token)"
+            return try sh("/usr/bin/script", ["-qefc", "stty rows 30 cols 100; env -u KBUILD_DATA_DIR \(env) \(kbuildBinary) \(command)", "/dev/null"],
+                          stdin: input)
+        }
+        let sized = try onTerminal("run shell -- sh -c 'test -t 0 && test -t 1 && echo on-a-terminal; stty size; echo to-stderr >&2'")
+        XCTAssertEqual(sized.status, 0, sized.stdout + sized.stderr)
+        XCTAssertTrue(sized.stdout.contains("on-a-terminal"), sized.stdout)
+        XCTAssertTrue(sized.stdout.contains("30 100"), sized.stdout)
+        XCTAssertTrue(sized.stdout.contains("to-stderr"), "the terminal is one stream: \(sized.stdout)")
+        let plain = try onTerminal("run --no-tty shell -- sh -c 'test -t 1 || echo no-terminal'")
+        XCTAssertTrue(plain.stdout.contains("no-terminal"), plain.stdout)
+        // ^C typed on the terminal reaches the command's foreground job: sleep ends at once, by SIGINT (130).
+        let started = Date()
+        let interrupted = try sh("/bin/sh", ["-c", "(sleep 4; printf '\\003'; sleep 2) | /usr/bin/script -qefc 'env -u KBUILD_DATA_DIR HOME=\(remote.home) XDG_CONFIG_HOME= KBUILD_URL=\(remote.server.url) KBUILD_TOKEN=\(remote.server.token) \(kbuildBinary) run shell -- sleep 60' /dev/null"])
+        XCTAssertEqual(interrupted.status, 130, interrupted.stdout + interrupted.stderr)
+        XCTAssertLessThan(Date().timeIntervalSince(started), 30, "^C ended the command")
     }
 
     func testVerbsThatReadTheDataDirRefuseInsteadOfAnsweringFromAnEmptyOne() throws {

@@ -48,6 +48,16 @@ typedef struct {
     uint64_t total;
 } kb_sha256;
 
+/// A pseudo-terminal of `rows` x `cols` (master and slave, close-on-exec, no controlling terminal taken):
+/// 0, or -1 with errno. The master is non-blocking.
+int kb_openpty(int *master, int *slave, unsigned short rows, unsigned short cols);
+/// A terminal's size: set it (on a pty's master), or read it (on the client's terminal): 0, or -1 with errno.
+int kb_set_winsize(int fd, unsigned short rows, unsigned short cols);
+int kb_get_winsize(int fd, unsigned short *rows, unsigned short *cols);
+/// The terminal on `fd` in raw mode, its old settings in `saved` (a struct termios, at least 128 bytes); and back.
+int kb_tty_raw(int fd, void *saved, int size);
+int kb_tty_restore(int fd, const void *saved);
+
 int kb_sha256_hw(void);
 void kb_sha256_init(kb_sha256 *c);
 void kb_sha256_update(kb_sha256 *c, const uint8_t *p, size_t len);
