@@ -70,7 +70,8 @@ int kb_openpty(int *master, int *slave, unsigned short rows, unsigned short cols
     if (grantpt(m) < 0 || unlockpt(m) < 0 || ptsname_r(m, name, sizeof name) != 0) goto fail;
     int s = open(name, O_RDWR | O_NOCTTY | O_CLOEXEC);
     if (s < 0) goto fail;
-    if (kb_set_winsize(m, rows, cols) < 0 || fcntl(m, F_SETFL, fcntl(m, F_GETFL) | O_NONBLOCK) < 0) {
+    int fl = fcntl(m, F_GETFL);
+    if (kb_set_winsize(m, rows, cols) < 0 || fl < 0 || fcntl(m, F_SETFL, fl | O_NONBLOCK) < 0) {
         int e = errno;
         close(s);
         errno = e;
@@ -111,5 +112,5 @@ int kb_tty_raw(int fd, void *saved, int size) {
 int kb_tty_restore(int fd, const void *saved) {
     struct termios t;
     memcpy(&t, saved, sizeof t);
-    return tcsetattr(fd, TCSAFLUSH, &t);
+    return tcsetattr(fd, TCSADRAIN, &t);
 }

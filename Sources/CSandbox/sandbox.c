@@ -443,10 +443,10 @@ __attribute__((noreturn)) static void command_main(int report, const kb_sb_spec 
     }
     for (int i = 0; i < 3; i++)
         if (dup2(fds[i], i) < 0) die(report, "set up stdio", NULL, errno);
-    // A terminal on stdin (kbuild run with a TTY) becomes the new session's controlling terminal, so ^C and ^Z
-    // reach its foreground job as on any terminal. (One that is already another session's, a caller's own
-    // terminal passed through, stays only stdin: the kernel refuses, and that is no error.)
-    if (isatty(0)) (void)ioctl(0, TIOCSCTTY, 0);
+    // A terminal made for this command (kbuild run with a TTY) becomes the new session's controlling terminal, so
+    // ^C and ^Z reach its foreground job as on any terminal. Only when asked: a caller's own terminal passed
+    // through must never become the sandbox's (TIOCSTI could then type into the caller's shell).
+    if (s->take_terminal && isatty(0) && ioctl(0, TIOCSCTTY, 0) < 0) die(report, "take the terminal", NULL, errno);
     for (int i = 0; i < s->nrlimits; i++) {
         struct rlimit rl = {.rlim_cur = s->rlimit_values[2 * i], .rlim_max = s->rlimit_values[2 * i + 1]};
         if (setrlimit(s->rlimit_resources[i], &rl) < 0) die(report, "setrlimit", NULL, errno);

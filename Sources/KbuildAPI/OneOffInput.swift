@@ -32,13 +32,17 @@ enum OneOffInput {
             }
             ends = Ends(ours: master, theirs: slave)
             spec.stdin = .fd(slave)
+            spec.stdinIsOwnTerminal = true
             spec.stdout = .fd(slave)
             spec.stderr = .fd(slave)
         } else {
             var fds: [Int32] = [-1, -1]
             guard kb_pipe_cloexec(&fds) == 0 else { throw KbuildError.syscall("pipe", "", verb: "give the run its input") }
-            _ = fcntl(fds[1], F_SETFL, fcntl(fds[1], F_GETFL) | O_NONBLOCK)
             ends = Ends(ours: fds[1], theirs: fds[0])
+            guard fcntl(fds[1], F_SETFL, fcntl(fds[1], F_GETFL) | O_NONBLOCK) == 0 else {
+                ends.closeAll()
+                throw KbuildError.syscall("fcntl", "", verb: "give the run its input")
+            }
             spec.stdin = .fd(fds[0])
         }
         defer { ends.closeAll() }
@@ -46,25 +50,30 @@ enum OneOffInput {
         let ended = Ended()
         let launched = spec
         try await withThrowingTaskGroup(of: Void.self) { group in
-            // The input, as the client sends it (cancelled when the output is done).
+            // The input, as the client sends it (cancelled when the output is done). A body that breaks (the client
+            // went) ends the run: the output stops, and leaving the group kills the process. On a terminal the client
+            // sends until the exit status has come, so a body that ends before is a client gone too; a pipe's input
+            // ends with the body (the process reads EOF).
             group.addTask {
-                var reader = Frame.Reader()
+                var reader = Frame.Reader(maxFrame: 64 << 10)
                 do {
                     for try await chunk in input {
-                        for (kind, payload) in reader.frames(adding: chunk.readableBytesView) {
+                        for (kind, payload) in try reader.frames(adding: chunk.readableBytesView) {
                             switch kind {
                             case Frame.stdin where payload.isEmpty && !tty: ends.closeOurs()
-                            case Frame.stdin: try await write(payload, to: ends)
+                            case Frame.stdin: try await write(payload, to: ends, until: ended)
                             case Frame.resize where tty && payload.count == 4:
                                 _ = kb_set_winsize(ends.ours, UInt16(payload[0]) << 8 | UInt16(payload[1]), UInt16(payload[2]) << 8 | UInt16(payload[3]))
-                            default: break
+                            default: break  // an empty resize frame: the client's keepalive
                             }
                         }
                         if Task.isCancelled { return }
                     }
                 } catch {
-                    // The client stopped sending (it went, or its input ended): the process decides what that means.
+                    if !Task.isCancelled { out.finish() }
+                    return
                 }
+                if tty, !ended.value.load(ordering: .acquiring) { out.finish() }
                 if !tty { ends.closeOurs() }
             }
             // The process, and on a terminal its output from the master until it has ended and nothing is left.
@@ -72,9 +81,10 @@ enum OneOffInput {
                 try await withThrowingTaskGroup(of: Void.self) { run in
                     if tty {
                         run.addTask {
+                            var buffer = [UInt8](repeating: 0, count: 65536)
                             while true {
                                 let done = ended.value.load(ordering: .acquiring)
-                                let bytes = readAvailable(ends.ours)
+                                let bytes = readAvailable(ends.ours, buffer: &buffer)
                                 if !bytes.isEmpty { out.yield(Frame.encode(Frame.stdout, bytes)) }
                                 if done { return }
                                 if bytes.isEmpty { try await Task.sleep(for: .milliseconds(10)) }
@@ -133,10 +143,11 @@ enum OneOffInput {
         var oursOpen: Bool { open.withLock { $0.ours } }
     }
 
-    /// Writes all of `bytes` to our non-blocking end, waiting a little while it is full (a process not reading).
-    static func write(_ bytes: [UInt8], to ends: Ends) async throws {
+    /// Writes all of `bytes` to our non-blocking end, waiting a little while it is full (a process not reading);
+    /// what is left when the process has ended is dropped.
+    static func write(_ bytes: [UInt8], to ends: Ends, until ended: Ended) async throws {
         var offset = 0
-        while offset < bytes.count, ends.oursOpen {
+        while offset < bytes.count, ends.oursOpen, !ended.value.load(ordering: .acquiring) {
             let n = bytes[offset...].withUnsafeBytes { Glibc.write(ends.ours, $0.baseAddress, $0.count) }
             if n > 0 {
                 offset += n
@@ -148,13 +159,12 @@ enum OneOffInput {
         }
     }
 
-    /// What can be read from a non-blocking descriptor now (at most 1 MiB).
-    static func readAvailable(_ fd: Int32) -> [UInt8] {
+    /// What can be read from a non-blocking descriptor now (at most 1 MiB), into `buffer`'s room.
+    static func readAvailable(_ fd: Int32, buffer: inout [UInt8]) -> [UInt8] {
         var out: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 65536)
         while out.count < 1 << 20 {
             let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if n <= 0 { break }  // EAGAIN: nothing now; EIO: no process holds the terminal
+            if n <= 0 { break }  // EAGAIN: nothing now
             out += buffer[0..<n]
         }
         return out

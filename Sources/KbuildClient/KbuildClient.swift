@@ -177,10 +177,13 @@ public struct KbuildClient: Sendable {
 
     /// Starts `kbuild run` with input: `input`'s frames (`Frame.stdin`, `Frame.resize`) go as they are made while
     /// the response streams the output's `Frame`s. Finish `input` once the exit status has come.
-    public func run(_ app: String, _ run: API.Run, input: AsyncStream<[UInt8]>) async throws -> HTTPClientResponse {
+    /// `sent` is called with each frame of input as it goes (a reader of the input may then read more).
+    public func run(_ app: String, _ run: API.Run, input: AsyncStream<[UInt8]>,
+                    sent: @escaping @Sendable ([UInt8]) -> Void = { _ in }) async throws -> HTTPClientResponse {
         let header = Data(try JSONEncoder().encode(run)).base64EncodedString()
         return try await open(.POST, "/apps/\(segment(app))/run", body: nil, timeout: .hours(24),
-                              stream: .stream(input.map { ByteBuffer(bytes: $0) }, length: .unknown), headers: [(API.Run.header, header)])
+                              stream: .stream(input.map { bytes in sent(bytes); return ByteBuffer(bytes: bytes) }, length: .unknown),
+                              headers: [(API.Run.header, header)])
     }
 
     // MARK: - Pushes (the git hook of the control plane's machine)
@@ -197,7 +200,7 @@ public struct KbuildClient: Sendable {
         var reader = Frame.Reader()
         do {
             for try await chunk in response.body {
-                for (kind, payload) in reader.frames(adding: chunk.readableBytesView) {
+                for (kind, payload) in try reader.frames(adding: chunk.readableBytesView) {
                     switch kind {
                     case Frame.stderr where !payload.isEmpty: say(String(decoding: payload, as: UTF8.self))
                     case Frame.error: throw KbuildError(.invalidArgument, String(decoding: payload, as: UTF8.self))

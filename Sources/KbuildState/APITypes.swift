@@ -600,16 +600,19 @@ public enum Frame {
     }
 
     /// Cuts whole frames off the bytes received so far; what is left waits for more.
+    /// A frame over `maxFrame` bytes is refused (a sender may not make the reader hold gigabytes).
     public struct Reader: Sendable {
         private var pending: [UInt8] = []
-        public init() {}
+        private let maxFrame: Int
+        public init(maxFrame: Int = 64 << 20) { self.maxFrame = maxFrame }
 
-        public mutating func frames(adding bytes: some Sequence<UInt8>) -> [(kind: UInt8, payload: [UInt8])] {
+        public mutating func frames(adding bytes: some Sequence<UInt8>) throws -> [(kind: UInt8, payload: [UInt8])] {
             pending += bytes
             var out: [(kind: UInt8, payload: [UInt8])] = []
             var at = 0
             while pending.count - at >= 5 {
                 let n = Int(pending[at + 1]) << 24 | Int(pending[at + 2]) << 16 | Int(pending[at + 3]) << 8 | Int(pending[at + 4])
+                guard n <= maxFrame else { throw KbuildError(.tooLarge, "a frame of \(n) bytes, over the limit of \(maxFrame)") }
                 guard pending.count - at >= 5 + n else { break }
                 out.append((pending[at], Array(pending[(at + 5)..<(at + 5 + n)])))
                 at += 5 + n

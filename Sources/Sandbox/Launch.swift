@@ -217,6 +217,7 @@ final class Launch: @unchecked Sendable {
         var flags: UInt32 = spec.dieWithCaller ? 1 : 0
         var logCap: UInt64 = 0
         if case .fd(let fd) = spec.stdin { passed.append(fd); flags |= 2 }
+        if spec.stdinIsOwnTerminal { flags |= 32 }
         for (output, pipe, bit) in [(spec.stdout, stdoutPipe, UInt32(4)), (spec.stderr, stderrPipe, UInt32(8))] {
             switch output {
             case .discard: break

@@ -23,6 +23,8 @@ public struct SandboxSpec: Sendable {
     public var network: SandboxNetwork
     public var limits: SandboxLimits
     public var stdin: SandboxInput
+    /// stdin is a terminal made for this command alone (kbuild run's): the command takes it as its controlling terminal.
+    public var stdinIsOwnTerminal = false
     public var stdout: SandboxOutput
     public var stderr: SandboxOutput
     /// Kill the sandbox when this process exits (builds, `sandbox run`). App

@@ -4,7 +4,7 @@ import Foundation
 /// The spec as the helper reads it from its control socket (little-endian;
 /// strings are a u32 length and bytes), its descriptors attached:
 ///
-///     "KBS3" uid gid net flags(1 die with caller, 2 stdin, 4 stdout, 8 stderr, 16 log lines)
+///     "KBS3" uid gid net flags(1 die with caller, 2 stdin, 4 stdout, 8 stderr, 16 log lines, 32 stdin a terminal made for the command)
 ///     upper_tmpfs_bytes:u64 tmp_bytes:u64 log_cap:u64
 ///     nlower has_upper has_netns nmounts ncgroups nrlimits
 ///     cwd hostname upper_name uid_map gid_map  argc argv…  envc env…

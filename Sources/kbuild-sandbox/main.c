@@ -56,7 +56,7 @@
 #include <unistd.h>
 
 enum { FD_CONTROL = 3, MAX_FDS = 128 };
-enum { DIE_WITH_CALLER = 1, HAS_STDIN = 2, HAS_STDOUT = 4, HAS_STDERR = 8, LOG_LINES = 16 };
+enum { DIE_WITH_CALLER = 1, HAS_STDIN = 2, HAS_STDOUT = 4, HAS_STDERR = 8, LOG_LINES = 16, TAKE_TERMINAL = 32 };
 
 /// One message's strings live in one arena, freed when its sandbox is over.
 typedef struct {
@@ -305,6 +305,7 @@ static int run_one(unsigned char *buf, size_t len, int *fds, int nfds, int sfd, 
         stdio[2] = pe[1];
     }
     s.stdin_fd = stdio[0];
+    s.take_terminal = (flags & TAKE_TERMINAL) && stdio[0] >= 0;
     s.stdout_fd = stdio[1];
     s.stderr_fd = stdio[2];
     if (sfd < 0) report_and_exit(errno, "signalfd");

@@ -214,6 +214,21 @@ final class RemoteCLITests: XCTestCase {
         let interrupted = try sh("/bin/sh", ["-c", "(sleep 4; printf '\\003'; sleep 2) | /usr/bin/script -qefc 'env -u KBUILD_DATA_DIR HOME=\(remote.home) XDG_CONFIG_HOME= KBUILD_URL=\(remote.server.url) KBUILD_TOKEN=\(remote.server.token) \(kbuildBinary) run shell -- sleep 60' /dev/null"])
         XCTAssertEqual(interrupted.status, 130, interrupted.stdout + interrupted.stderr)
         XCTAssertLessThan(Date().timeIntervalSince(started), 30, "^C ended the command")
+        // A command that runs past the server's 60 s idle limit with its input open and nothing typed: the CLI's
+        // keepalives hold the request, and the command ends on its own.
+        let long = Process()
+        long.executableURL = URL(fileURLWithPath: kbuildBinary)
+        long.arguments = ["run", "shell", "--", "sh", "-c", "sleep 65; echo still-here"]
+        long.environment = ["HOME": remote.home, "KBUILD_URL": remote.server.url, "KBUILD_TOKEN": remote.server.token, "PATH": "/usr/bin:/bin"]
+        let open = Pipe(), output = Pipe()
+        long.standardInput = open  // held open, never written
+        long.standardOutput = output
+        try long.run()
+        let printed = output.fileHandleForReading.readDataToEndOfFile()
+        long.waitUntilExit()
+        try open.fileHandleForWriting.close()
+        XCTAssertEqual(long.terminationStatus, 0)
+        XCTAssertEqual(String(decoding: printed, as: UTF8.self), "still-here\n")
     }
 
     func testVerbsThatReadTheDataDirRefuseInsteadOfAnsweringFromAnEmptyOne() throws {

@@ -53,6 +53,9 @@ typedef struct {
     int nrlimits;
 
     int stdin_fd, stdout_fd, stderr_fd;
+    /// stdin is a terminal made for this command (kbuild run's): it becomes the command's controlling terminal.
+    /// Never set for a terminal passed through from a caller (a sandbox with it could type into the caller's shell).
+    int take_terminal;
 } kb_sb_spec;
 
 typedef struct {

@@ -21,6 +21,7 @@ struct RunCommand: AsyncParsableCommand {
     )
     @OptionGroup var global: GlobalOptions
     @Flag(name: .customLong("no-tty"), help: "No terminal for the command, even when this is one (its stdout and stderr stay apart).") var noTTY = false
+    @Flag(name: [.customShort("n"), .customLong("no-stdin")], help: "No input for the command (it reads EOF), whatever this one is.") var noStdin = false
     @Argument(help: "The app.") var app: String
     @Argument(parsing: .postTerminator, help: "The command and its arguments, after --.") var command: [String] = []
 
@@ -28,64 +29,106 @@ struct RunCommand: AsyncParsableCommand {
         let words = command
         guard !words.isEmpty else { throw ValidationError("nothing to run: kbuild run \(app) -- CMD") }
         let client = try global.client()
-        let terminal = !noTTY && isatty(0) == 1 && isatty(1) == 1
+        // A kbuild run in the background of its terminal (&) leaves the terminal alone: no input, no terminal.
+        let background = isatty(0) == 1 && tcgetpgrp(0) != getpgrp()
+        let reading = !noStdin && !background
+        let terminal = reading && !noTTY && isatty(0) == 1 && isatty(1) == 1
         var rows: UInt16 = 24, columns: UInt16 = 80
         if terminal { _ = kb_get_winsize(1, &rows, &columns) }
         let request = API.Run(command: words, tty: terminal ? true : nil, rows: terminal ? rows : nil, columns: terminal ? columns : nil,
                               term: terminal ? ProcessInfo.processInfo.environment["TERM"] : nil)
         let (input, feed) = AsyncStream<[UInt8]>.makeStream()
-        // This input, read on a thread of its own (a read that blocks until something is typed); its end ends the command's.
-        let reader = Thread {
-            var buffer = [UInt8](repeating: 0, count: 16384)
-            while true {
-                let n = buffer.withUnsafeMutableBytes { read(0, $0.baseAddress, $0.count) }
-                if n > 0 {
-                    feed.yield(Frame.encode(Frame.stdin, buffer[0..<n]))
-                } else if n < 0 && errno == EINTR {
-                    continue
-                } else {
-                    feed.yield(Frame.encode(Frame.stdin, []))
-                    return
+        // This input, read on a thread of its own (a read blocks until something is typed), at most 8 pieces ahead of
+        // what has been sent. Its end ends the request: the command reads EOF.
+        // (Made at 0 and raised: dispatch traps when a semaphore made higher goes while below its start.)
+        let room = DispatchSemaphore(value: 0)
+        for _ in 0..<8 { room.signal() }
+        if reading {
+            let reader = Thread {
+                var buffer = [UInt8](repeating: 0, count: 16384)
+                while true {
+                    room.wait()
+                    let n = buffer.withUnsafeMutableBytes { read(0, $0.baseAddress, $0.count) }
+                    if n > 0 {
+                        feed.yield(Frame.encode(Frame.stdin, buffer[0..<n]))
+                    } else if n < 0 && errno == EINTR {
+                        room.signal()
+                    } else {
+                        feed.yield(Frame.encode(Frame.stdin, []))
+                        if !terminal { feed.finish() }
+                        return
+                    }
                 }
             }
+            reader.start()
+        } else {
+            feed.yield(Frame.encode(Frame.stdin, []))
+            feed.finish()
         }
-        reader.start()
-        // This terminal in raw mode while the command has it (every key goes there, ^C too), as it was after.
+        // This terminal in raw mode while the command has it (every key goes there, ^C too), as it was after,
+        // also when kbuild is told to stop.
         var saved = [UInt8](repeating: 0, count: 256)
         let raw = terminal && kb_tty_raw(0, &saved, Int32(saved.count)) == 0
-        defer { if raw { _ = kb_tty_restore(0, saved) } }
-        // The window's new size when it changes.
-        // (A signal source is made only to be resumed: dispatch traps when one never resumed goes.)
-        var resized: (any DispatchSourceSignal)?
-        if terminal {
+        var watched: [any DispatchSourceSignal] = []
+        if raw {
+            let original = saved
+            for sig in [SIGTERM, SIGHUP, SIGQUIT] {
+                signal(sig, SIG_IGN)
+                let source = DispatchSource.makeSignalSource(signal: sig)
+                source.setEventHandler {
+                    _ = kb_tty_restore(0, original)
+                    signal(sig, SIG_DFL)
+                    raise(sig)
+                }
+                source.resume()
+                watched.append(source)
+            }
+            // The window's new size when it changes.
             signal(SIGWINCH, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: SIGWINCH)
-            source.setEventHandler {
+            let resized = DispatchSource.makeSignalSource(signal: SIGWINCH)
+            resized.setEventHandler {
                 var rows: UInt16 = 0, columns: UInt16 = 0
                 if kb_get_winsize(1, &rows, &columns) == 0 { feed.yield(Frame.resize(rows: rows, columns: columns)) }
             }
-            source.resume()
-            resized = source
+            resized.resume()
+            watched.append(resized)
         }
-        defer { resized?.cancel() }
-        let response = try await client.run(app, request, input: input)
-        var frames = Frame.Reader()
+        // (A signal source is made only to be resumed: dispatch traps when one never resumed goes.)
+        defer {
+            for source in watched { source.cancel() }
+            if raw { _ = kb_tty_restore(0, saved) }
+        }
         var status: Int32 = 125
-        for try await chunk in response.body {
-            for (kind, payload) in frames.frames(adding: chunk.readableBytesView) {
-                switch kind {
-                case Frame.stdout: writeOut(payload)
-                case Frame.stderr: FileHandle.standardError.write(Data(payload))
-                case Frame.error: FileHandle.standardError.write(Data(("kbuild run: " + String(decoding: payload, as: UTF8.self) + (raw ? "\r\n" : "\n")).utf8))
-                case Frame.exit:
-                    // The command is over, so is its input: the request ends, then the answer does.
-                    status = Frame.status(payload) ?? status
-                    feed.finish()
-                default: break
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            // While the request is open, a keepalive every 20 s: a command that runs long with no input typed is no
+            // idle connection to the server.
+            group.addTask {
+                while !Task.isCancelled {
+                    try await Task.sleep(for: .seconds(20))
+                    feed.yield(Frame.encode(Frame.resize, []))
                 }
             }
+            let response = try await client.run(app, request, input: input, sent: { frame in
+                if frame.first == Frame.stdin && frame.count > 5 { room.signal() }  // a piece read: room for the next
+            })
+            var frames = Frame.Reader()
+            for try await chunk in response.body {
+                for (kind, payload) in try frames.frames(adding: chunk.readableBytesView) {
+                    switch kind {
+                    case Frame.stdout: writeOut(payload)
+                    case Frame.stderr: FileHandle.standardError.write(Data(payload))
+                    case Frame.error: FileHandle.standardError.write(Data(("kbuild run: " + String(decoding: payload, as: UTF8.self) + (raw ? "\r\n" : "\n")).utf8))
+                    case Frame.exit:
+                        // The command is over, so is its input: the request ends, then the answer does.
+                        status = Frame.status(payload) ?? status
+                        feed.finish()
+                    default: break
+                    }
+                }
+            }
+            feed.finish()
+            group.cancelAll()
         }
-        feed.finish()
         throw ExitCode(status)
     }
 }
