@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
   pkg-config libgit2-dev libarchive-dev libzstd-dev libsqlite3-dev  # linked libraries
-  git curl util-linux diffutils findutils tar                        # used by kbuild and its tests
+  git curl util-linux e2fsprogs diffutils findutils tar              # used by kbuild (mount, mkfs.ext4) and its tests
   busybox-static debootstrap iproute2 nftables                       # stacks; network namespaces and their firewall
   runc umoci skopeo                                                  # OCI peers: tests and the sandbox benchmark
   openssh-server openssh-client                                      # git push over SSH (kbuild git-shell) and its test

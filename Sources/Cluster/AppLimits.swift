@@ -17,12 +17,23 @@ public struct AppLimits: Codable, Sendable, Equatable {
     public var cpus: Double?
     /// Builds queued or running at once.
     public var builds: Int?
+    /// Bytes of volumes (nil: `VolumeRecord.defaultAppLimit`, so that no app fills its nodes' disks unless the admin says so).
+    public var volumeBytes: UInt64?
 
-    public init(kegBytes: UInt64? = nil, memory: UInt64? = nil, cpus: Double? = nil, builds: Int? = nil) {
+    public init(kegBytes: UInt64? = nil, memory: UInt64? = nil, cpus: Double? = nil, builds: Int? = nil, volumeBytes: UInt64? = nil) {
         self.kegBytes = kegBytes
         self.memory = memory
         self.cpus = cpus
         self.builds = builds
+        self.volumeBytes = volumeBytes
+    }
+
+    /// Refuses a volume that would take the app's volumes past its limit.
+    public func check(volumeBytes use: UInt64, app: String) throws {
+        let limit = volumeBytes ?? VolumeRecord.defaultAppLimit
+        if use > limit {
+            throw KbuildError(.tooLarge, "\(app)'s volumes would take \(formatMemory(use)); it may have \(formatMemory(limit)) (kbuild apps:limits \(app) --volumes SIZE); nothing was made")
+        }
     }
 
 

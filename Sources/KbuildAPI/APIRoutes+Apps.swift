@@ -52,11 +52,18 @@ extension APIRoutes {
                            buildNetwork: record.buildNetwork.rawValue)
     }
 
-    func destroy(_ app: String, confirm: String?) async throws -> [String: String] {
+    func destroy(_ app: String, confirm: String?, volumes destroyVolumes: Bool) async throws -> [String: String] {
         _ = try await apps.get(app)
         guard confirm == app else {
             throw KbuildError(.invalidArgument, "refusing to destroy \(app) without confirmation: pass confirm=\(app)")
         }
+        // Volumes hold data: they go only when asked, and then after the processes that use them (their node deletes them).
+        let volumes = try await volumeRecords(app)
+        if !volumes.isEmpty && !destroyVolumes {
+            let names = volumes.map(\.name).joined(separator: ", ")
+            throw KbuildError(.conflict, "\(app) has volumes (\(names)): destroy them with it (--volumes), or one by one with volumes:destroy; nothing was deleted")
+        }
+        for v in volumes { try await markDestroying(app, v.name, actor: "apps:destroy") }
         // The release goes first, so the scheduler stops the processes; then everything else of the app.
         let all = try await refs.list(prefix: try Schema.app(app))
         let releaseFirst = all.filter { Schema.Key($0.name) == .appField(app, .release) } + all.filter { Schema.Key($0.name) != .appField(app, .release) }

@@ -21,8 +21,10 @@ extension APIRoutes {
         let formation = try await releases.current(app).map { APIRoutes.total($0.release.formation) } ?? Resources(memory: 0, cpus: 0)
         let running = formation + oneOffs.holding(app)
         let used = API.Limits.Usage(kegBytes: try await AppUsage.kegBytes(app, keg: keg, refs: refs), memory: running.memory, cpus: running.cpus,
-                                    builds: try await AppUsage.builds(app, keg: keg, refs: refs))
-        return API.Limits(kegBytes: limits.kegBytes, memory: limits.memory, cpus: limits.cpus, builds: limits.builds, used: used)
+                                    builds: try await AppUsage.builds(app, keg: keg, refs: refs),
+                                    volumeBytes: try await volumeRecords(app).reduce(0) { $0 + $1.size })
+        return API.Limits(kegBytes: limits.kegBytes, memory: limits.memory, cpus: limits.cpus, builds: limits.builds,
+                          volumeBytes: limits.volumeBytes, used: used)
     }
 
     /// A one-off run takes room beside the nodes' processes: it must fit in

@@ -80,7 +80,12 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
         }
         router.get("\(p)/ps") { _, _ in try await self.answer { try await self.tracer.runningProcesses() } }
         router.get("\(p)/apps/:app") { _, c in try await self.answer { try await self.info(try self.app(c)) } }
-        router.delete("\(p)/apps/:app") { r, c in try await self.answer { try await self.destroy(try self.app(c), confirm: r.uri.queryParameters.get("confirm")) } }
+        router.delete("\(p)/apps/:app") { r, c in
+            try await self.answer {
+                let q = r.uri.queryParameters
+                return try await self.destroy(try self.app(c), confirm: q.get("confirm"), volumes: q.get("volumes") == "1")
+            }
+        }
         router.get("\(p)/apps/:app/config") { _, c in
             try await self.answer {
                 let app = try await self.existing(c)
@@ -127,7 +132,7 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
                 let entry = try await self.releases.scale(app: app, changes: changes, actor: self.actor(r)) { formation in
                     try await AppLimits.get(app, keg: self.keg, refs: self.refs)
                         .check(use: APIRoutes.total(formation) + self.oneOffs.holding(app), app: app, what: "that formation")
-                    try await self.checkFits(app: app, formation: formation)
+                    try await self.checkFits(app: app, formation: formation, release: try await self.releases.current(app)?.release)
                 }
                 return API.ReleaseInfo(entry, status: "current")
             }
@@ -178,7 +183,10 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
                 if let k = body.kegBytes, k < 1 << 20 { throw KbuildError(.invalidArgument, "invalid Keg limit: at least 1M") }
                 if let c = body.cpus, !(c > 0 && c <= 1024) { throw KbuildError(.invalidArgument, "invalid CPU limit \(c): above 0, at most 1024") }
                 if let b = body.builds, !(1...100).contains(b) { throw KbuildError(.invalidArgument, "invalid build limit \(b): 1 to 100") }
-                let record = AppLimits(kegBytes: body.kegBytes, memory: body.memory, cpus: body.cpus, builds: body.builds)
+                if let v = body.volumeBytes, v < VolumeRecord.minimumSize {
+                    throw KbuildError(.invalidArgument, "invalid volume limit: at least \(formatMemory(VolumeRecord.minimumSize))")
+                }
+                let record = AppLimits(kegBytes: body.kegBytes, memory: body.memory, cpus: body.cpus, builds: body.builds, volumeBytes: body.volumeBytes)
                 try await self.refs.compareAndSwap(try Schema.limits(app), to: try Records.put(record, in: self.keg), expecting: .any, actor: self.actor(r))
                 return try await self.limits(app)
             }
@@ -210,6 +218,7 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
                 }
             }
         }
+        registerVolumes(on: router)
         registerRun(on: router)
         registerPushes(on: router)
         let queue = BuildQueue(keg: keg, refs: refs)
@@ -275,17 +284,27 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
     // MARK: - Handlers
 
     /// Refuses a formation that cannot be placed beside what other apps run.
-    func checkFits(app: String, formation: [String: ProcessFormation]) async throws {
+    /// The types that mount volumes (`release`: the one it would run with) must
+    /// fit on their volumes' node.
+    func checkFits(app: String, formation: [String: ProcessFormation], release: Release? = nil) async throws {
         let drained = try await reader.drainedNodes()
         let nodes = try await reader.nodes().filter { $0.record.isAlive(reporting: $0.status, at: Date()) && !drained.contains($0.record.name) }
         var candidates = nodes.map { n in
             let others = (n.assignment?.processes ?? []).filter { $0.spec.app != app }.reduce(Resources(memory: 0, cpus: 0)) { $0 + $1.spec.resources }
             return Placement.Candidate(node: n.record.name, free: n.record.capacity - others, siblings: 0)
         }
+        let mounts = release?.mounts ?? []
         for (type, f) in formation.sorted(by: { $0.key < $1.key }) {
             let needs = Resources(memory: f.memory, cpus: f.cpus)
+            let volume = mounts.first { $0.applies(to: type) }
             for i in 0..<f.quantity {
-                guard let node = Placement.choose(needs, among: candidates), let k = candidates.firstIndex(where: { $0.node == node }) else {
+                let options = candidates.filter { volume == nil || $0.node == volume?.node }
+                guard let node = Placement.choose(needs, among: options), let k = candidates.firstIndex(where: { $0.node == node }) else {
+                    if let volume {
+                        let why = options.isEmpty ? "node \(volume.node) is not reporting or is drained"
+                            : "the node has \(options[0].free.description) free for it"
+                        throw KbuildError(.unsatisfiable, "cannot run \(type)=\(f.quantity): \(type) mounts volume \(volume.volume), so every \(type) process runs on node \(volume.node), and \(type).\(i + 1) does not fit there (\(why)); nothing changed")
+                    }
                     throw KbuildError(.unsatisfiable, "cannot run \(type)=\(f.quantity): \(type).\(i + 1) does not fit: \(Placement.whyNot(needs, among: candidates)); nothing changed")
                 }
                 candidates[k].free = candidates[k].free - needs

@@ -34,8 +34,24 @@ public struct KbuildClient: Sendable {
     public func apps() async throws -> [API.AppInfo] { try await get("/apps") }
     public func app(_ app: String) async throws -> API.AppInfo { try await get("/apps/\(segment(app))") }
     public func createApp(_ request: API.CreateApp) async throws -> API.CreatedApp { try await send(.POST, "/apps", request) }
-    public func destroyApp(_ app: String) async throws {
-        let _: [String: String] = try await delete("/apps/\(segment(app))?confirm=\(segment(app))")
+    /// `volumes`: its volumes go too (else a destroy of an app with volumes is refused).
+    public func destroyApp(_ app: String, volumes: Bool = false) async throws {
+        let _: [String: String] = try await delete("/apps/\(segment(app))?confirm=\(segment(app))" + (volumes ? "&volumes=1" : ""))
+    }
+    public func volumes(_ app: String) async throws -> [API.VolumeInfo] { try await get("/apps/\(segment(app))/volumes") }
+    public func volume(_ app: String, _ name: String) async throws -> API.VolumeInfo { try await get("/apps/\(segment(app))/volumes/\(segment(name))") }
+    public func createVolume(_ app: String, _ body: API.VolumeCreate) async throws -> API.VolumeInfo {
+        try await send(.POST, "/apps/\(segment(app))/volumes", body)
+    }
+    public func mountVolume(_ app: String, _ name: String, _ body: API.VolumeMountRequest) async throws -> API.ReleaseInfo {
+        try await send(.POST, "/apps/\(segment(app))/volumes/\(segment(name))/mount", body)
+    }
+    public func unmountVolume(_ app: String, _ name: String) async throws -> API.ReleaseInfo {
+        try await send(.POST, "/apps/\(segment(app))/volumes/\(segment(name))/unmount", [String: String]())
+    }
+    /// `volumes:destroy`: ["destroyed": NAME], or ["destroying": NAME, "node": N] when its node has not deleted it yet.
+    public func destroyVolume(_ app: String, _ name: String) async throws -> [String: String] {
+        try await delete("/apps/\(segment(app))/volumes/\(segment(name))?confirm=\(segment(name))")
     }
     public func limits(_ app: String) async throws -> API.Limits { try await get("/apps/\(segment(app))/limits") }
     public func setLimits(_ app: String, _ limits: API.Limits) async throws -> API.Limits {

@@ -321,6 +321,8 @@ public enum API {
         public var memory: UInt64?
         public var cpus: Double?
         public var builds: Int?
+        /// Bytes of volumes (nil: `VolumeRecord.defaultAppLimit`).
+        public var volumeBytes: UInt64?
         /// Filled in by the server: what the app uses now.
         public var used: Usage?
 
@@ -329,19 +331,22 @@ public enum API {
             public var memory: UInt64
             public var cpus: Double
             public var builds: Int
-            public init(kegBytes: UInt64, memory: UInt64, cpus: Double, builds: Int) {
+            public var volumeBytes: UInt64?
+            public init(kegBytes: UInt64, memory: UInt64, cpus: Double, builds: Int, volumeBytes: UInt64? = nil) {
                 self.kegBytes = kegBytes
                 self.memory = memory
                 self.cpus = cpus
                 self.builds = builds
+                self.volumeBytes = volumeBytes
             }
         }
 
-        public init(kegBytes: UInt64? = nil, memory: UInt64? = nil, cpus: Double? = nil, builds: Int? = nil, used: Usage? = nil) {
+        public init(kegBytes: UInt64? = nil, memory: UInt64? = nil, cpus: Double? = nil, builds: Int? = nil, volumeBytes: UInt64? = nil, used: Usage? = nil) {
             self.kegBytes = kegBytes
             self.memory = memory
             self.cpus = cpus
             self.builds = builds
+            self.volumeBytes = volumeBytes
             self.used = used
         }
     }
@@ -368,6 +373,45 @@ public enum API {
         }
 
         public static let header = "Kbuild-Run"
+    }
+
+    /// `volumes:create APP NAME --size 1G [--node N]`.
+    public struct VolumeCreate: Codable, Sendable {
+        public var name: String
+        public var size: UInt64
+        public var node: String?
+        public init(name: String, size: UInt64, node: String? = nil) {
+            self.name = name
+            self.size = size
+            self.node = node
+        }
+    }
+
+    /// `volumes:mount APP NAME PATH [--type web]`.
+    public struct VolumeMountRequest: Codable, Sendable {
+        public var path: String
+        public var types: [String]?
+        public init(path: String, types: [String]? = nil) {
+            self.path = path
+            self.types = types
+        }
+    }
+
+    /// A volume with what its node says of it and where the current release mounts it.
+    public struct VolumeInfo: Codable, Sendable, Equatable {
+        public var record: VolumeRecord
+        /// creating, ready, failed, destroying, or unknown (its node is not reporting).
+        public var state: String
+        public var used: UInt64?
+        public var error: String?
+        public var mounts: [VolumeMount]
+        public init(record: VolumeRecord, state: String, used: UInt64?, error: String?, mounts: [VolumeMount]) {
+            self.record = record
+            self.state = state
+            self.used = used
+            self.error = error
+            self.mounts = mounts
+        }
     }
 
     public struct Domain: Codable, Sendable {

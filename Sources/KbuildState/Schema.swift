@@ -31,6 +31,7 @@ public import KbuildCore
 //     <node>/assignment            Assignment: what the scheduler wants the node to run
 //     <node>/status                NodeStatus: what the node runs; also its heartbeat (only the last is kept)
 //     <node>/drain                 DrainRecord: the admin took the node out of placement (`nodes:drain`)
+//   volumes/<app>/<name>           VolumeRecord: a persistent volume (outlives its app until its node deleted it)
 //   registry/<repository>:<tag>    an OCI manifest or index: a registry tag (<repository> may hold "/")
 //   stacks/<name>                  an OCI image manifest: a stack's run image
 //   stacks/<name>-build            an OCI image manifest: that stack's build image
@@ -48,6 +49,7 @@ public enum Schema {
     public static let buildpacks = try! RefName("buildpacks")
     public static let tokens = try! RefName("tokens")
     public static let registry = try! RefName("registry")
+    public static let volumes = try! RefName("volumes")
     public static let buildQueue = try! RefName("builds/queue")
     public static let buildResults = try! RefName("builds/results")
 
@@ -97,6 +99,8 @@ public enum Schema {
     public static func status(_ node: String) throws -> RefName { try RefName("nodes/\(node)/status") }
     /// Present while the node is drained: nothing new is placed there and what runs there moves.
     public static func drain(_ node: String) throws -> RefName { try RefName("nodes/\(node)/drain") }
+    public static func volumes(_ app: String) throws -> RefName { try RefName("volumes/\(app)") }
+    public static func volume(_ app: String, _ name: String) throws -> RefName { try RefName("volumes/\(app)/\(name)") }
     public static func registryTag(_ repository: String, _ tag: String) throws -> RefName { try RefName("registry/\(repository):\(tag)") }
     public static func stack(_ name: String) throws -> RefName { try RefName("stacks/\(name)") }
     public static func buildpack(_ name: String) throws -> RefName { try RefName("buildpacks/\(name)") }
@@ -118,6 +122,7 @@ public enum Schema {
         case assignment(node: String)
         case status(node: String)
         case drain(node: String)
+        case volume(app: String, name: String)
         case registryTag(repository: String, tag: String)
         case stack(String)
         case buildpack(String)
@@ -149,6 +154,7 @@ public enum Schema {
             case ("nodes", 3) where parts[2] == "assignment": self = .assignment(node: parts[1])
             case ("nodes", 3) where parts[2] == "status": self = .status(node: parts[1])
             case ("nodes", 3) where parts[2] == "drain": self = .drain(node: parts[1])
+            case ("volumes", 3): self = .volume(app: parts[1], name: parts[2])
             case ("registry", 2...):
                 let path = rest(from: 1)
                 guard let colon = path.lastIndex(of: ":"), !path[colon...].contains("/") else { self = .other; return }

@@ -46,7 +46,11 @@ extension AgentLoop {
                 agent.log("agent \(config.name): failed to read its assignment (running what it was last assigned): \(error)")
             }
             do {
-                if read { await reconcile(assignment?.processes ?? []) }
+                if read {
+                    // Volumes first: a process that mounts one starts only once it is there.
+                    await convergeVolumes(assignment?.volumes ?? [])
+                    await reconcile(assignment?.processes ?? [])
+                }
                 for task in assignment?.tasks ?? [] where revision != nil && !releasePhasesStarted.contains(task.release) {
                     releasePhasesStarted.insert(task.release)
                     releasePhase(task)

@@ -138,6 +138,8 @@ public struct NodeAgent: Service {
             _ = await p.wait()
         }
         for f in files { ProcessFile.remove(stateDir, id: f.assigned.id) }
+        // Volumes are unmounted (their data stays; the next agent mounts them again).
+        for disk in VolumeDisk.all(in: stateDir + "/volumes") { await disk.unmount() }
         return processes.count
     }
 }
@@ -175,10 +177,13 @@ actor AgentLoop {
     let reader: ClusterReader
     var table: [String: Entry] = [:]
     var lastReport: [ProcessStatus]?
+    var lastVolumes: [String: VolumeStatus] = [:]
     var lastBeat = ContinuousClock.now - .seconds(3600)
     var lastLogSweep = ContinuousClock.now - .seconds(3600)
     /// Release phases this agent started, by release (each runs once).
     var releasePhasesStarted: Set<KID> = []
+    /// The assigned volumes as this node has them (`convergeVolumes`).
+    var volumes: [String: VolumeStatus] = [:]
     nonisolated var config: NodeAgentConfig { agent.config }
     var stateDir: String { config.stateDir }
 
@@ -302,7 +307,7 @@ actor AgentLoop {
             let launch = try await ProcessLaunch.prepare(release: p.release, image: p.spec.image, config: p.spec.config, app: p.spec.app,
                                                          name: p.name, id: p.id, port: port, reader: reader, images: agent.keg, remote: agent.remote)
             var network = config.network
-            var mounts: [SandboxMount] = []
+            var mounts = try volumeMounts(p.spec)
             if let egress = config.egress {
                 let link = try await egress.make(port: port)
                 entry.link = link
@@ -385,10 +390,12 @@ actor AgentLoop {
                           process: e.record, hostPID: e.process?.pid, port: e.port, address: e.link.map { address(of: $0) },
                           restarts: e.restarts, lastExit: e.lastExit, since: e.since)
         }.sorted { $0.id < $1.id }
-        guard processes != lastReport || ContinuousClock.now - lastBeat >= config.heartbeat else { return }
-        let status = NodeStatus(node: config.name, at: Date(), lease: config.lease, processes: processes)
+        guard processes != lastReport || volumes != lastVolumes || ContinuousClock.now - lastBeat >= config.heartbeat else { return }
+        let status = NodeStatus(node: config.name, at: Date(), lease: config.lease, processes: processes,
+                                volumes: Array(volumes.values), volumeSpace: VolumeDisk.space(in: volumeDirectory))
         try await agent.refs.set(try Schema.status(config.name), to: try Records.put(status, in: agent.records), actor: "agent \(config.name)")
         lastReport = processes
+        lastVolumes = volumes
         lastBeat = .now
     }
 }

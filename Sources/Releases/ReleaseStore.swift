@@ -113,6 +113,24 @@ public struct ReleaseStore: Sendable {
 
     /// releases:rollback: the image and config of `version` (default: the one
     /// before the current), with the current formation.
+    /// `volumes:mount` and `volumes:unmount`: the current release with its mounts changed
+    /// (`change` gets them and returns what the release says, e.g. "Mount data at /data").
+    public func changeMounts(app: String, actor: String, check: @Sendable (Release) async throws -> Void = { _ in },
+                             _ change: @Sendable (inout [VolumeMount]) throws -> String) async throws -> ReleaseEntry {
+        try await self.change(app, actor: actor) { current in
+            guard let current else { throw KbuildError(.notFound, "\(app) has no release yet: git push first, then mount volumes") }
+            var mounts = current.release.mounts ?? []
+            let what = try change(&mounts)
+            var next = current.release
+            next.version += 1
+            next.mounts = mounts.isEmpty ? nil : mounts.sorted { $0.path < $1.path }
+            next.relink(description: what, actor: actor)
+            next.runsReleasePhase = nil
+            try await check(next)
+            return next
+        }
+    }
+
     public func rollback(app: String, to version: Int64?, actor: String) async throws -> ReleaseEntry {
         try await change(app, actor: actor) { current in
             guard let current else { throw KbuildError(.notFound, "\(app) has no release to roll back") }
@@ -122,6 +140,9 @@ public struct ReleaseStore: Sendable {
             }
             let old = try await get(app, version: target).release
             var next = try await restoring(old, over: current, description: "Rollback to v\(target)", actor: actor)
+            // The volumes mounted now stay (as the formation does): data is never rolled back with a release.
+            // (A revert takes the healthy release's mounts: those ran.)
+            next.mounts = current.release.mounts
             next.runsReleasePhase = next.processTypes[Release.releasePhaseType] != nil ? true : nil
             return next
         }

@@ -83,6 +83,8 @@ public enum PlanEvent: Sendable, Equatable {
     case unschedulable(app: String, type: String, reason: String)
     /// A node stopped heartbeating; its processes are placed elsewhere.
     case nodeLost(node: String, processes: Int)
+    /// A destroyed volume's node deleted it: its record can go.
+    case volumeRemoved(app: String, name: String, id: String)
 }
 
 public struct Plan: Sendable, Equatable {
@@ -100,8 +102,13 @@ public enum Planner {
     /// `trustSilence`: whether a node whose heartbeat ran out is lost. A
     /// scheduler that just started (a restart of `kbuild up`) gives agents one
     /// lease to report first, rather than moving every process at once.
-    public static func plan(apps: [AppState], nodes: [NodeState], now: Date, policy: RolloutPolicy = RolloutPolicy(), lease: TimeInterval = 10,
-                            trustSilence: Bool = true) -> Plan {
+    ///
+    /// A process that mounts volumes runs only on their node (`ProcessSpec.pinnedNode`):
+    /// when that node is lost or drained it is not started anywhere else
+    /// (an `unschedulable` event says why), and it is replaced stop-then-start,
+    /// never two at once on one volume (a second Postgres on one data directory).
+    public static func plan(apps: [AppState], nodes: [NodeState], volumes: [VolumeRecord] = [], now: Date, policy: RolloutPolicy = RolloutPolicy(),
+                            lease: TimeInterval = 10, trustSilence: Bool = true) -> Plan {
         var events: [PlanEvent] = []
         let isAlive = { (node: NodeState) in !trustSilence || node.isAlive(at: now, lease: lease) }
         let alive = nodes.filter(isAlive).sorted { $0.record.name < $1.record.name }
@@ -134,13 +141,30 @@ public enum Planner {
         }
         let drained = Set(alive.filter(\.draining).map(\.record.name))
         func onDrainedNode(_ p: AssignedProcess) -> Bool { drained.contains { placed[$0]?.contains { $0.id == p.id } ?? false } }
-        func candidates(app: String, type: String) -> [Placement.Candidate] {
-            alive.filter { !$0.draining }.map { node in
+        func candidates(app: String, type: String, pinned: String? = nil) -> [Placement.Candidate] {
+            alive.filter { !$0.draining && (pinned == nil || $0.record.name == pinned) }.map { node in
                 let list = placed[node.record.name] ?? []
                 let used = list.reduce(Resources(memory: 0, cpus: 0)) { $0 + $1.spec.resources }
                 return Placement.Candidate(node: node.record.name, free: node.record.capacity - used,
                                            siblings: list.filter { $0.spec.app == app && $0.spec.type == type }.count)
             }
+        }
+
+        /// Why a process with these mounts cannot start on `node` now; nil: it can.
+        func whyNotOn(_ node: String, mounts: [VolumeMount]) -> String? {
+            for m in mounts {
+                guard let v = volumes.first(where: { $0.id == m.id }) else { return "volume \(m.volume) no longer exists" }
+                if v.state == .destroying { return "volume \(m.volume) is being destroyed" }
+                if m.node != node { return "its volumes are on two nodes (\(node) and \(m.node))" }
+            }
+            guard let state = nodes.first(where: { $0.record.name == node }) else {
+                return "its volume \(mounts[0].volume) is on node \(node), which is not registered"
+            }
+            if !isAlive(state) {
+                return "its volume \(mounts[0].volume) is on node \(node), which is not reporting; it is not started elsewhere without its data"
+            }
+            if state.draining { return "its volume \(mounts[0].volume) is on node \(node), which is drained" }
+            return nil
         }
 
         // Release phases placed before: they stay on their node while it lives.
@@ -193,6 +217,11 @@ public enum Planner {
             for type in types.sorted() {
                 let spec = ProcessSpec.of(release, type: type, generation: app.generations[type] ?? 0)
                 let desired = spec == nil ? 0 : (release.formation[type]?.quantity ?? 0)
+                // Volumes: only their node, one process at a time on them, and none while a volume is unusable.
+                let pinned = spec?.pinnedNode
+                let blocked = pinned.flatMap { node in whyNotOn(node, mounts: spec?.mounts ?? []) }
+                let maxSurge = pinned == nil ? policy.maxSurge : 0
+                let maxUnavailable = pinned == nil ? policy.maxUnavailable : max(1, policy.maxUnavailable)
                 let instances = placed.values.flatMap { $0 }.filter { $0.spec.app == app.app && $0.spec.type == type }
                 // A process on a drained node is old whatever its spec: it is replaced as a rollout replaces one.
                 var new = instances.filter { $0.spec == spec && !onDrainedNode($0) }.sorted { $0.index < $1.index }
@@ -223,9 +252,11 @@ public enum Planner {
                 // within the surge allowance.
                 let healthyNew = new.filter(isHealthy).count
                 var available = healthyNew + old.filter(isHealthy).count
-                let minimum = max(0, desired - policy.maxUnavailable)
+                let minimum = max(0, desired - maxUnavailable)
                 var remaining = old.count
                 for p in old.sorted(by: { (isHealthy($0) ? 1 : 0, $0.index) < (isHealthy($1) ? 1 : 0, $1.index) }) {
+                    // What runs keeps running while its replacement cannot be placed (its volume's node is gone or drained).
+                    if blocked != nil && desired > 0 { continue }
                     if !isHealthy(p) {
                         remove(p)
                         remaining -= 1
@@ -235,16 +266,18 @@ public enum Planner {
                         available -= 1
                     }
                 }
-                if new.count < desired {
+                if new.count < desired, let blocked {
+                    events.append(.unschedulable(app: app.app, type: type, reason: blocked))
+                } else if new.count < desired {
                     let want = desired - new.count
                     let running = old.count + stopping["\(app.app)/\(type)", default: 0]
-                    let room = running == 0 ? want : max(0, desired + policy.maxSurge - new.count - running)
+                    let room = running == 0 ? want : max(0, desired + maxSurge - new.count - running)
                     // A process of this spec still on a drained node has its number's id: its replacement takes another number.
                     let used = Set(new.map(\.index)).union(old.filter { $0.spec == spec }.map(\.index))
                     let indices = (1...(desired + old.count)).filter { !used.contains($0) }.prefix(min(want, room))
                     for index in indices {
                         let needs = spec!.resources
-                        let options = candidates(app: app.app, type: type)
+                        let options = candidates(app: app.app, type: type, pinned: pinned)
                         guard let node = Placement.choose(needs, among: options) else {
                             events.append(.unschedulable(app: app.app, type: type, reason: Placement.whyNot(needs, among: options)))
                             break
@@ -267,10 +300,21 @@ public enum Planner {
             }
         }
 
+        // Each node keeps its volumes; a destroyed one goes once no process there mounts it, and its record once its node says it went.
+        var kept: [String: [AssignedVolume]] = [:]
+        let reported = Dictionary(nodes.flatMap { n in (n.status?.volumes ?? []).map { ("\(n.record.name)/\($0.id)", $0) } }, uniquingKeysWith: { a, _ in a })
+        for v in volumes {
+            let destroying = v.state == .destroying
+            if destroying, reported["\(v.node)/\(v.id)"]?.state == .removed {
+                events.append(.volumeRemoved(app: v.app, name: v.name, id: v.id))
+                continue
+            }
+            kept[v.node, default: []].append(AssignedVolume(id: v.id, app: v.app, name: v.name, size: v.size, remove: destroying))
+        }
         var assignments: [String: Assignment] = [:]
         for node in nodes {
             assignments[node.record.name] = Assignment(node: node.record.name, processes: placed[node.record.name] ?? [],
-                                                       tasks: tasks[node.record.name] ?? [])
+                                                       tasks: tasks[node.record.name] ?? [], volumes: kept[node.record.name] ?? [])
         }
         return Plan(assignments: assignments, events: events)
     }

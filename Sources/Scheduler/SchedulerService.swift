@@ -59,7 +59,8 @@ public final class SchedulerService: Service {
         let nodes = try await reader.nodes().map {
             NodeState(record: $0.record, status: $0.status, assignment: $0.assignment, draining: drained.contains($0.record.name))
         }
-        let plan = Planner.plan(apps: apps, nodes: nodes, now: now, policy: policy, lease: lease,
+        let volumes = try await volumeRecords()
+        let plan = Planner.plan(apps: apps, nodes: nodes, volumes: volumes, now: now, policy: policy, lease: lease,
                                 trustSilence: now.timeIntervalSince(started) > lease)
         for node in nodes {
             guard let next = plan.assignments[node.record.name], next != node.assignment else { continue }
@@ -93,8 +94,23 @@ public final class SchedulerService: Service {
         return out
     }
 
+    func volumeRecords() async throws -> [VolumeRecord] {
+        var out: [VolumeRecord] = []
+        for ref in try await refs.list(prefix: Schema.volumes) {
+            guard case .volume = Schema.Key(ref.name) else { continue }
+            out.append(try await reader.record(VolumeRecord.self, ref.kid, what: "volume"))
+        }
+        return out
+    }
+
     func apply(_ event: PlanEvent, apps: [AppState]) async throws {
         switch event {
+        case .volumeRemoved(let app, let name, let id):
+            let ref = try Schema.volume(app, name)
+            guard let current = try await refs.get(ref),
+                  (try await reader.record(VolumeRecord.self, current.kid, what: "volume")).id == id else { return }
+            _ = try? await refs.compareAndSwap(ref, to: nil, expecting: .value(current.kid), actor: Self.actor)
+            log("scheduler: volume \(name) of \(app) is deleted")
         case .converged(let app, let release):
             let version = apps.first { $0.app == app }?.current.version ?? 0
             try await refs.set(try Schema.healthy(app), to: release, actor: Self.actor)

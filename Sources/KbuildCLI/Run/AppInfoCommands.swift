@@ -46,6 +46,7 @@ struct AppsDestroy: AsyncParsableCommand {
     @OptionGroup var global: GlobalOptions
     @Argument(help: "The app.") var app: String
     @Option(help: "The app's name again, to confirm without a prompt.") var confirm: String?
+    @Flag(help: "Destroy its volumes and their data too (without it, an app with volumes is not destroyed).") var volumes = false
 
     func run() async throws {
         var answer = confirm
@@ -55,7 +56,7 @@ struct AppsDestroy: AsyncParsableCommand {
             answer = readLine()?.trimmingCharacters(in: .whitespaces)
         }
         guard answer == app else { throw ValidationError("confirmation \(answer.map { $0.debugDescription } ?? "none") does not match \(app); nothing was deleted") }
-        try await global.client().destroyApp(app)
+        try await global.client().destroyApp(app, volumes: volumes)
         say("Destroyed \(app)")
     }
 }

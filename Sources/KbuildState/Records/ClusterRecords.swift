@@ -74,8 +74,11 @@ public struct ProcessSpec: Codable, Sendable, Equatable {
     public var health: HealthCheck?
     /// Bumped by `ps:restart`.
     public var generation: Int
+    /// The volumes it mounts (all on one node: the only node it may run on); nil when none.
+    public var mounts: [VolumeMount]?
 
-    public init(app: String, type: String, image: KID, config: KID, command: String, memory: UInt64, cpus: Double, health: HealthCheck?, generation: Int) {
+    public init(app: String, type: String, image: KID, config: KID, command: String, memory: UInt64, cpus: Double, health: HealthCheck?, generation: Int,
+                mounts: [VolumeMount]? = nil) {
         self.app = app
         self.type = type
         self.image = image
@@ -85,15 +88,21 @@ public struct ProcessSpec: Codable, Sendable, Equatable {
         self.cpus = cpus
         self.health = health
         self.generation = generation
+        self.mounts = mounts.flatMap { $0.isEmpty ? nil : $0 }
     }
 
     /// The spec of each process type a release runs.
     public static func of(_ release: Release, type: String, generation: Int) -> ProcessSpec? {
         guard let command = release.processTypes[type], let f = release.formation[type] else { return nil }
         let health = release.healthchecks[type] ?? (type == "web" ? HealthCheck.portAccepts : nil)
+        // Only the mounts of this type, each without its type list: mounting a volume into `worker` restarts no web process.
+        let mounts = (release.mounts ?? []).filter { $0.applies(to: type) }.map { VolumeMount(volume: $0.volume, id: $0.id, node: $0.node, path: $0.path) }
         return ProcessSpec(app: release.app, type: type, image: release.image, config: release.config, command: command,
-                           memory: f.memory, cpus: f.cpus, health: health, generation: generation)
+                           memory: f.memory, cpus: f.cpus, health: health, generation: generation, mounts: mounts)
     }
+
+    /// The node its volumes are on, where alone it may run (nil: anywhere).
+    public var pinnedNode: String? { mounts?.first?.node }
 
     public var key: KID { KID(hashing: (try? Records.encoder().encode(self)) ?? Data()) }
     public var resources: Resources { Resources(memory: memory, cpus: cpus) }
@@ -130,11 +139,14 @@ public struct Assignment: Codable, Sendable, Equatable {
     public var processes: [AssignedProcess]
     /// Release phases to run once each (`ReleasePhase`); nil when there are none.
     public var tasks: [ReleaseTask]?
+    /// The volumes this node keeps; nil when none.
+    public var volumes: [AssignedVolume]?
 
-    public init(node: String, processes: [AssignedProcess], tasks: [ReleaseTask] = []) {
+    public init(node: String, processes: [AssignedProcess], tasks: [ReleaseTask] = [], volumes: [AssignedVolume] = []) {
         self.node = node
         self.processes = processes.sorted { $0.id < $1.id }
         self.tasks = tasks.isEmpty ? nil : tasks.sorted { $0.id < $1.id }
+        self.volumes = volumes.isEmpty ? nil : volumes.sorted { $0.id < $1.id }
     }
 }
 
@@ -194,12 +206,18 @@ public struct NodeStatus: Codable, Sendable, Equatable {
     public var at: Date
     public var lease: Double
     public var processes: [ProcessStatus]
+    /// The volumes it keeps (nil: none).
+    public var volumes: [VolumeStatus]?
+    /// Bytes free where its volumes are (nil: an agent that keeps none).
+    public var volumeSpace: UInt64?
 
-    public init(node: String, at: Date, lease: Double, processes: [ProcessStatus]) {
+    public init(node: String, at: Date, lease: Double, processes: [ProcessStatus], volumes: [VolumeStatus] = [], volumeSpace: UInt64? = nil) {
         self.node = node
         self.at = at
         self.lease = lease
         self.processes = processes.sorted { $0.id < $1.id }
+        self.volumes = volumes.isEmpty ? nil : volumes.sorted { $0.id < $1.id }
+        self.volumeSpace = volumeSpace
     }
 
     public func isAlive(at now: Date) -> Bool { now.timeIntervalSince(at) <= lease }

@@ -35,6 +35,8 @@ public struct Release: Codable, Sendable, Equatable {
     /// deploy, a config change or a rollback of an app that has one; nil (no)
     /// for a scale, a restart or a revert (`ReleasePhase`).
     public var runsReleasePhase: Bool?
+    /// Volumes mounted into its processes (`volumes:mount`); nil when none.
+    public var mounts: [VolumeMount]?
 
     public init(app: String, version: Int64, image: KID, config: KID, processTypes: [String: String],
                 formation: [String: ProcessFormation], healthchecks: [String: HealthCheck] = [:],
