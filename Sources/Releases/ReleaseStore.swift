@@ -64,6 +64,8 @@ public struct ReleaseStore: Sendable {
                                   formation: formation, healthchecks: healthchecks, sourceRecord: sourceRecord, build: build,
                                   commit: commit, description: "Deploy \(commit.prefix(7))", createdBy: actor)
             release.runsReleasePhase = processTypes[Release.releasePhaseType] != nil ? true : nil
+            // The app's volumes stay mounted (a type the new image no longer has simply runs nowhere).
+            release.mounts = current?.release.mounts
             return release
         }
     }

@@ -35,7 +35,7 @@ struct VolumesInfo: AsyncParsableCommand {
         if json { return try printJSON(v) }
         say("=== \(app) volume \(v.record.name)")
         say("State:    \(v.state)\(v.error.map { ": \($0)" } ?? "")")
-        say("Size:     \(v.used.map { "\(formatBytes($0)) used of " } ?? "")\(formatBytes(v.record.size))")
+        say("Size:     \(v.used.map { "\(formatBytes($0)) used of " } ?? "")\(formatMemory(v.record.size))")
         say("Node:     \(v.record.node) (its processes run there only)")
         say("Id:       \(v.record.id)")
         say("Created:  \(shortDate(v.record.createdAt)) by \(v.record.createdBy)")
@@ -47,7 +47,7 @@ struct VolumesInfo: AsyncParsableCommand {
     static func line(_ v: API.VolumeInfo) -> String {
         let use = v.used.map { "\(formatBytes($0)) of " } ?? ""
         let mounted = v.mounts.first.map { " at \(mountText($0))" } ?? " (not mounted)"
-        return "\(v.record.name)  \(use)\(formatBytes(v.record.size))  \(v.state)  node \(v.record.node)\(mounted)"
+        return "\(v.record.name)  \(use)\(formatMemory(v.record.size))  \(v.state)  node \(v.record.node)\(mounted)"
     }
 }
 
@@ -65,7 +65,7 @@ struct VolumesCreate: AsyncParsableCommand {
     func run() async throws {
         let bytes = try parseBytes(size, what: "--size")
         let v = try await global.client().createVolume(app, API.VolumeCreate(name: name, size: bytes, node: node))
-        say("Created volume \(name) of \(app): \(formatBytes(v.record.size)) on node \(v.record.node) (\(v.state))")
+        say("Created volume \(name) of \(app): \(formatMemory(v.record.size)) on node \(v.record.node) (\(v.state))")
         say("Mount it with: kbuild volumes:mount \(app) \(name) /data")
     }
 }
