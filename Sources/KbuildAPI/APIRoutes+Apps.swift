@@ -58,7 +58,7 @@ extension APIRoutes {
             throw KbuildError(.invalidArgument, "refusing to destroy \(app) without confirmation: pass confirm=\(app)")
         }
         // Volumes hold data: they go only when asked, and then after the processes that use them (their node deletes them).
-        let volumes = try await volumeRecords(app)
+        let volumes = try await volumeRecords(app).filter { $0.state == .active }
         if !volumes.isEmpty && !destroyVolumes {
             let names = volumes.map(\.name).joined(separator: ", ")
             throw KbuildError(.conflict, "\(app) has volumes (\(names)): destroy them with it (--volumes), or one by one with volumes:destroy; nothing was deleted")

@@ -132,7 +132,8 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
                 let entry = try await self.releases.scale(app: app, changes: changes, actor: self.actor(r)) { formation in
                     try await AppLimits.get(app, keg: self.keg, refs: self.refs)
                         .check(use: APIRoutes.total(formation) + self.oneOffs.holding(app), app: app, what: "that formation")
-                    try await self.checkFits(app: app, formation: formation, release: try await self.releases.current(app)?.release)
+                    try await self.checkFits(app: app, formation: formation, release: try await self.releases.current(app)?.release,
+                                             only: Set(changes.map(\.type)))
                 }
                 return API.ReleaseInfo(entry, status: "current")
             }
@@ -286,7 +287,7 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
     /// Refuses a formation that cannot be placed beside what other apps run.
     /// The types that mount volumes (`release`: the one it would run with) must
     /// fit on their volumes' node.
-    func checkFits(app: String, formation: [String: ProcessFormation], release: Release? = nil) async throws {
+    func checkFits(app: String, formation: [String: ProcessFormation], release: Release? = nil, only: Set<String>? = nil) async throws {
         let drained = try await reader.drainedNodes()
         let nodes = try await reader.nodes().filter { $0.record.isAlive(reporting: $0.status, at: Date()) && !drained.contains($0.record.name) }
         var candidates = nodes.map { n in
@@ -297,6 +298,8 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
         for (type, f) in formation.sorted(by: { $0.key < $1.key }) {
             let needs = Resources(memory: f.memory, cpus: f.cpus)
             let volume = mounts.first { $0.applies(to: type) }
+            // A type not changing keeps what it has: its volume's node being away does not stop another type's change.
+            if let only, !only.contains(type), volume != nil { continue }
             for i in 0..<f.quantity {
                 let options = candidates.filter { volume == nil || $0.node == volume?.node }
                 guard let node = Placement.choose(needs, among: options), let k = candidates.firstIndex(where: { $0.node == node }) else {

@@ -55,6 +55,8 @@ extension APIRoutes {
                     let held: EgressNetwork.Held?
                     do {
                         held = try await egress?.makeHeld()
+                        // The app's add-ons (psql against its database), until the link is removed.
+                        if let held { try await egress?.grant(held.link, current.release.reaches ?? []) }
                     } catch {
                         try await writer.write(ByteBuffer(bytes: Frame.encode(Frame.error, Array("failed to start the run: \(error)".utf8))))
                         try await writer.write(ByteBuffer(bytes: Frame.exitStatus(125)))

@@ -5,6 +5,7 @@ import KbuildState
 import Releases
 import Scheduler
 import Cluster
+import KbuildServer
 
 /// Volumes (`volumes:*`): a volume record is made here and its node makes
 /// the disk (it is in the node's assignment); these routes wait for the
@@ -17,7 +18,12 @@ extension APIRoutes {
         router.post(RouterPath(p)) { r, c in
             try await self.answer {
                 let app = try await self.existing(c)
-                return try await self.createVolume(app, try await self.decode(API.VolumeCreate.self, r, c), actor: self.actor(r))
+                let body = try await self.decode(API.VolumeCreate.self, r, c)
+                // Which node is the admin's to say: an app token's volume goes where there is room.
+                if body.node != nil, r.headers[TokenAuthMiddleware<Context>.tokenNameHeader] != nil {
+                    throw KbuildError(.forbidden, "only the admin token may choose a volume's node (--node)")
+                }
+                return try await self.createVolume(app, body, actor: self.actor(r))
             }
         }
         router.get(RouterPath(p + "/:volume")) { _, c in
@@ -97,13 +103,17 @@ extension APIRoutes {
 
     func createVolume(_ app: String, _ body: API.VolumeCreate, actor: String) async throws -> API.VolumeInfo {
         try VolumeRecord.check(name: body.name)
-        guard body.size >= VolumeRecord.minimumSize else {
-            throw KbuildError(.invalidArgument, "invalid volume size \(body.size) bytes: at least \(formatMemory(VolumeRecord.minimumSize))")
+        guard (VolumeRecord.minimumSize...VolumeRecord.maximumSize).contains(body.size) else {
+            throw KbuildError(.invalidArgument, "invalid volume size \(body.size) bytes: at least \(formatMemory(VolumeRecord.minimumSize)), at most \(formatMemory(VolumeRecord.maximumSize))")
         }
         let existing = try await volumeRecords(app)
         if existing.contains(where: { $0.name == body.name }) {
             throw KbuildError(.conflict, "\(app) has a volume \(body.name) already")
         }
+        guard existing.count < VolumeRecord.maximumPerApp else {
+            throw KbuildError(.tooLarge, "\(app) has \(existing.count) volumes, as many as an app may have; nothing was made")
+        }
+        // Each at most maximumSize, at most maximumPerApp of them: the sum cannot overflow.
         try await AppLimits.get(app, keg: keg, refs: refs).check(volumeBytes: existing.reduce(body.size) { $0 + $1.size }, app: app)
         let node = try await chooseVolumeNode(size: body.size, asked: body.node)
         let id = "\(app)-\(body.name)-\(KID(hashing: Data(UUID().uuidString.utf8)).hex.prefix(8))"
@@ -170,8 +180,21 @@ extension APIRoutes {
         for t in types ?? [] where !Release.isProcessType(t) {
             throw KbuildError(.invalidArgument, "release is \(app)'s release phase command: volumes are mounted into processes")
         }
+        if let types, let current = try await releases.current(app)?.release {
+            for t in types where current.processTypes[t] == nil {
+                let known = current.processTypes.keys.filter(Release.isProcessType).sorted().joined(separator: ", ")
+                throw KbuildError(.invalidArgument, "no process type \(t) in \(app) v\(current.version) (its types: \(known))")
+            }
+        }
         let mount = VolumeMount(volume: name, id: volume.id, node: volume.node, path: path, types: types)
-        return try await releases.changeMounts(app: app, actor: actor, check: { next in try await self.checkFits(next) }) { mounts in
+        let check: @Sendable (Release) async throws -> Void = { next in
+            // Destroyed meanwhile (volumes:destroy checks the release after it marks the volume, this after it reads the release).
+            guard try await self.volumeRecord(app, name).record.state == .active else {
+                throw KbuildError(.conflict, "volume \(name) is being destroyed")
+            }
+            try await self.checkFits(next)
+        }
+        return try await releases.changeMounts(app: app, actor: actor, check: check) { mounts in
             if let m = mounts.first(where: { $0.id == volume.id }) {
                 throw KbuildError(.conflict, "volume \(name) is mounted at \(m.path) already (volumes:unmount first)")
             }
@@ -209,10 +232,19 @@ extension APIRoutes {
         guard confirm == name else {
             throw KbuildError(.invalidArgument, "refusing to destroy volume \(name) without confirmation: pass confirm=\(name)")
         }
-        if let m = try await releases.current(app)?.release.mounts?.first(where: { $0.id == volume.id }) {
-            throw KbuildError(.conflict, "volume \(name) is mounted at \(m.path) (kbuild volumes:unmount \(app) \(name) first); nothing was deleted")
-        }
+        try await refuseWhileMounted(app, volume)
         try await markDestroying(app, name, actor: actor)
+        // A mount that raced this one: the volume stays.
+        do {
+            try await refuseWhileMounted(app, volume)
+        } catch {
+            _ = try await refs.update(try Schema.volume(app, name), as: VolumeRecord.self, in: keg, what: "volume", actor: actor) { old in
+                guard var v = old, v.id == volume.id else { return old }
+                v.state = .active
+                return v
+            }
+            throw error
+        }
         // Its node deletes it, then the scheduler drops the record: wait a little for that.
         let deadline = Date().addingTimeInterval(30)
         while Date() < deadline {
@@ -220,6 +252,17 @@ extension APIRoutes {
             try await Task.sleep(for: .milliseconds(200))
         }
         return ["destroying": name, "node": volume.node]
+    }
+
+    /// Refuses while the current release mounts it, or the healthy one (a failed release would revert to it).
+    func refuseWhileMounted(_ app: String, _ volume: VolumeRecord) async throws {
+        var releases = [try await self.releases.current(app)?.release].compactMap { $0 }
+        if let healthy = try await refs.get(try Schema.healthy(app)) { releases.append(try await reader.record(Release.self, healthy.kid, what: "release")) }
+        for r in releases {
+            if let m = r.mounts?.first(where: { $0.id == volume.id }) {
+                throw KbuildError(.conflict, "volume \(volume.name) is mounted at \(m.path) in v\(r.version) (kbuild volumes:unmount \(app) \(volume.name) first, and let that release roll out); nothing was deleted")
+            }
+        }
     }
 
     func markDestroying(_ app: String, _ name: String, actor: String) async throws {

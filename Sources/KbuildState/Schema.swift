@@ -31,6 +31,7 @@ public import KbuildCore
 //     <node>/assignment            Assignment: what the scheduler wants the node to run
 //     <node>/status                NodeStatus: what the node runs; also its heartbeat (only the last is kept)
 //     <node>/drain                 DrainRecord: the admin took the node out of placement (`nodes:drain`)
+//   addons/<name>                  AddonRecord: an add-on (its own app runs it), its service address and attachments
 //   volumes/<app>/<name>           VolumeRecord: a persistent volume (outlives its app until its node deleted it)
 //   registry/<repository>:<tag>    an OCI manifest or index: a registry tag (<repository> may hold "/")
 //   stacks/<name>                  an OCI image manifest: a stack's run image
@@ -50,6 +51,7 @@ public enum Schema {
     public static let tokens = try! RefName("tokens")
     public static let registry = try! RefName("registry")
     public static let volumes = try! RefName("volumes")
+    public static let addons = try! RefName("addons")
     public static let buildQueue = try! RefName("builds/queue")
     public static let buildResults = try! RefName("builds/results")
 
@@ -99,6 +101,7 @@ public enum Schema {
     public static func status(_ node: String) throws -> RefName { try RefName("nodes/\(node)/status") }
     /// Present while the node is drained: nothing new is placed there and what runs there moves.
     public static func drain(_ node: String) throws -> RefName { try RefName("nodes/\(node)/drain") }
+    public static func addon(_ name: String) throws -> RefName { try RefName("addons/\(name)") }
     public static func volumes(_ app: String) throws -> RefName { try RefName("volumes/\(app)") }
     public static func volume(_ app: String, _ name: String) throws -> RefName { try RefName("volumes/\(app)/\(name)") }
     public static func registryTag(_ repository: String, _ tag: String) throws -> RefName { try RefName("registry/\(repository):\(tag)") }
@@ -123,6 +126,7 @@ public enum Schema {
         case status(node: String)
         case drain(node: String)
         case volume(app: String, name: String)
+        case addon(String)
         case registryTag(repository: String, tag: String)
         case stack(String)
         case buildpack(String)
@@ -155,6 +159,7 @@ public enum Schema {
             case ("nodes", 3) where parts[2] == "status": self = .status(node: parts[1])
             case ("nodes", 3) where parts[2] == "drain": self = .drain(node: parts[1])
             case ("volumes", 3): self = .volume(app: parts[1], name: parts[2])
+            case ("addons", 2): self = .addon(parts[1])
             case ("registry", 2...):
                 let path = rest(from: 1)
                 guard let colon = path.lastIndex(of: ":"), !path[colon...].contains("/") else { self = .other; return }

@@ -64,6 +64,8 @@ extension AgentLoop {
                 held = link
                 network = .namespace("/run/netns/" + link.namespace)
                 mounts += EgressNetwork.hostFiles()
+                // Migrations reach the app's database.
+                try await egress.grant(link, launch.release.reaches ?? [])
             }
             let spec = SandboxSpec(command: AppCommand.shell(task.command), lowerDirs: launch.lowerDirs, environment: launch.environment,
                                    workingDirectory: launch.workingDirectory, hostname: "release", mounts: mounts, network: network,

@@ -15,7 +15,8 @@ extension AgentLoop {
         for v in assigned {
             let disk = VolumeDisk(directory: volumeDirectory, id: v.id)
             if v.remove == true {
-                if table.values.contains(where: { e in e.process != nil && (e.assigned.spec.mounts ?? []).contains { $0.id == v.id } }) {
+                // Not while a process of this node has it, runs or waits to run again.
+                if table.values.contains(where: { e in (e.assigned.spec.mounts ?? []).contains { $0.id == v.id } }) {
                     // Still mounted by a process being stopped: the next pass.
                     next[v.id] = VolumeStatus(id: v.id, state: .ready, size: v.size, used: disk.used)
                     continue
@@ -31,9 +32,15 @@ extension AgentLoop {
                 }
                 continue
             }
+            // A volume that failed is tried again every 10 s, not on every pass.
+            if let failed = volumes[v.id], failed.state == .failed, let last = volumeTried[v.id], ContinuousClock.now - last < .seconds(10) {
+                next[v.id] = failed
+                continue
+            }
+            volumeTried[v.id] = .now
             do {
                 let made = !disk.exists
-                try await disk.ensure(size: v.size, owner: agent.sandbox.ids)
+                try await disk.ensure(size: v.size, owner: agent.sandbox.ids, make: v.make == true)
                 if made { agent.log("agent \(config.name): made volume \(v.name) of \(v.app) (\(v.id), \(formatMemory(v.size)))") }
                 next[v.id] = VolumeStatus(id: v.id, state: .ready, size: v.size, used: disk.used)
             } catch {
@@ -42,6 +49,7 @@ extension AgentLoop {
             }
         }
         volumes = next
+        volumeTried = volumeTried.filter { next[$0.key]?.state == .failed }
     }
 
     /// The bind mounts of a process's volumes; throws when one is not ready here.

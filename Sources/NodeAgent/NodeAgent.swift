@@ -184,6 +184,8 @@ actor AgentLoop {
     var releasePhasesStarted: Set<KID> = []
     /// The assigned volumes as this node has them (`convergeVolumes`).
     var volumes: [String: VolumeStatus] = [:]
+    /// When each failed volume was last tried.
+    var volumeTried: [String: ContinuousClock.Instant] = [:]
     nonisolated var config: NodeAgentConfig { agent.config }
     var stateDir: String { config.stateDir }
 
@@ -233,7 +235,10 @@ actor AgentLoop {
     /// A process that ended: its record, and its network.
     func forget(_ e: Entry) async {
         ProcessFile.remove(stateDir, id: e.assigned.id)
-        if let link = e.link { await config.egress?.remove(link, port: e.port) }
+        if let link = e.link, let egress = config.egress {
+            if let s = e.assigned.spec.serves { await egress.unserve(s, at: link, port: e.port) }
+            await egress.remove(link, port: e.port)
+        }
     }
 
     func reconcile(_ assigned: [AssignedProcess]) async {
@@ -314,6 +319,9 @@ actor AgentLoop {
                 network = .namespace("/run/netns/" + link.namespace)
                 // DNS through the host's resolvers.
                 mounts += EgressNetwork.hostFiles()
+                // Its app's add-ons; an add-on's own service address, to this process's port.
+                try await egress.grant(link, p.spec.reaches ?? [])
+                if let s = p.spec.serves { try await egress.serve(s, at: link, port: port) }
             }
             let release = launch.release
             let log = open(logPath(p.id), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
@@ -350,7 +358,10 @@ actor AgentLoop {
         } catch {
             // A start that fails counts as a crash: backoff, and the scheduler sees the restarts.
             appendLog(p.id, "failed to start \(p.name): \(error)")
-            if let link = entry.link { await config.egress?.remove(link, port: port) }
+            if let link = entry.link, let egress = config.egress {
+                if let s = p.spec.serves { await egress.unserve(s, at: link, port: port) }
+                await egress.remove(link, port: port)
+            }
             entry.link = nil
             agent.log("agent \(config.name): failed to start \(p.id): \(error)")
             entry.state = .backoff

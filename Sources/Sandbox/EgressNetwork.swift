@@ -1,4 +1,4 @@
-import KbuildCore
+public import KbuildCore
 import Foundation
 import Synchronization
 
@@ -21,6 +21,12 @@ import Synchronization
 ///              (DNAT, from outside a process only); IPv6: dropped
 ///     nat      masquerade 100.64.0.0/10 on the way out (the host only);
 ///              a node of its own publishes each process's port at its address
+///     services an add-on's service address (198.18.0.0/15, `ServiceAddress`)
+///              and port → where its process listens now (`services`, DNAT);
+///              forwarded only from a process granted it (`grants`: the
+///              process's address . the service address, for the apps
+///              attached to the add-on); any other traffic to 198.18.0.0/15
+///              is refused
 ///
 /// DNS goes to the host's resolvers (its resolv.conf is mounted in), which
 /// sit outside the host (here 10.255.255.53: only the node networks' part
@@ -187,6 +193,9 @@ public struct EgressNetwork: Sendable {
 
     /// Makes `link`'s namespace, veth, addresses and route (and publishes `port`).
     func makeNow(_ link: Link, port: Int?) throws {
+        // A process that died while nothing watched it (a killed agent) may have left grants on this address:
+        // they were its app's, not the next process's.
+        revokeAllNow(link.inside)
         try EgressNetwork.ip(["netns", "add", link.namespace], what: "make network namespace \(link.namespace)")
         do {
             try EgressNetwork.ip(parent.map { ["-n", $0] } ?? [], batch: [
@@ -217,6 +226,8 @@ public struct EgressNetwork: Sendable {
     }
 
     func removeNow(_ link: Link, port: Int?) {
+        // Its add-ons close with it: the next process at this address is another's.
+        revokeAllNow(link.inside)
         if publishOn != nil {
             if let port { try? nft("delete element inet \(table) published { \(port) }\n", what: "unpublish port \(port)") }
             try? EgressNetwork.ip([], batch: ["route del \(link.subnet)"], what: "remove the route to \(link.namespace)")
@@ -264,6 +275,11 @@ public struct EgressNetwork: Sendable {
             ]
         }
         lines += [
+            "  map services { type ipv4_addr . inet_service : ipv4_addr . inet_service; }",
+            "  set grants { type ipv4_addr . ipv4_addr; }",
+            "  chain service_dnat { type nat hook prerouting priority dstnat - 5; policy accept;",
+            "    ip saddr \(range) ip daddr \(ServiceAddress.range) dnat ip to ip daddr . tcp dport map @services",
+            "  }",
             "  chain input { type filter hook input priority filter - 5; policy accept;",
             "    ip saddr \(range) ct state established,related accept",
             "    ip saddr \(range) counter reject with icmpx type admin-prohibited",
@@ -272,6 +288,8 @@ public struct EgressNetwork: Sendable {
             "  }",
             "  chain forward { type filter hook forward priority filter - 5; policy accept;",
             "    ct state established,related accept",
+            "    ct status dnat ip saddr . ct original ip daddr @grants accept",
+            "    ip daddr \(ServiceAddress.range) counter reject with icmpx type admin-prohibited",
             "    iifname \"kp*\" oifname \"kp*\" counter reject with icmpx type admin-prohibited",
             "    ip saddr \(range) ip daddr { \(range), 10.100.0.0-10.199.255.255, 169.254.0.0/16 } counter reject with icmpx type admin-prohibited",
             "    oifname \"kp*\" ct status dnat accept",
@@ -297,18 +315,59 @@ public struct EgressNetwork: Sendable {
     }
 
     func installFirewallNow() throws {
-        var published = ""
-        if publishOn != nil, let out = try? Tool.run(nftCommand(["list", "map", "inet", table, "published"]), input: nil).output,
-           let open = out.range(of: "elements = {"), let close = out.range(of: "}", range: open.upperBound..<out.endIndex) {
-            published = String(out[open.upperBound..<close.lowerBound]).trimmingCharacters(in: .whitespacesAndNewlines)
+        // What the table holds for processes that run on (ports, services, grants) is kept across the replace.
+        func elements(_ kind: String, _ name: String) -> String {
+            guard let out = try? Tool.run(nftCommand(["list", kind, "inet", table, name]), input: nil).output,
+                  let open = out.range(of: "elements = {"), let close = out.range(of: "}", range: open.upperBound..<out.endIndex) else { return "" }
+            return String(out[open.upperBound..<close.lowerBound]).trimmingCharacters(in: .whitespacesAndNewlines)
         }
+        var kept: [(String, String)] = [("services", elements("map", "services")), ("grants", elements("set", "grants"))]
+        if publishOn != nil { kept.append(("published", elements("map", "published"))) }
         // Declaring the table first makes the delete valid whether or not it existed: one atomic replace.
         var script = "table inet \(table)\ndelete table inet \(table)\n"
             + EgressNetwork.ruleset(table: table, masquerade: parent == nil, publishOn: publishOn)
-        if !published.isEmpty { script += "add element inet \(table) published { \(published) }\n" }
+        for (name, list) in kept where !list.isEmpty { script += "add element inet \(table) \(name) { \(list) }\n" }
         try nft(script, what: "install the firewall of kbuild's process networks")
         try EgressNetwork.enableForwarding(in: parent)
     }
+
+    /// An add-on's process answers at its service address: `service` → `link`'s address, `port`.
+    public func serve(_ service: ServiceAddress, at link: Link, port: Int) async throws {
+        try await offThread {
+            // Replaced whole: a restarted add-on listens at another address and port.
+            try? nft("delete element inet \(table) services { \(service.address) . \(service.port) }\n", what: "")
+            try nft("add element inet \(table) services { \(service.address) . \(service.port) : \(link.inside) . \(port) }\n",
+                    what: "map service \(service.address):\(service.port)")
+        }
+    }
+
+    /// Takes the service address away from `link` (only if it still maps there).
+    public func unserve(_ service: ServiceAddress, at link: Link, port: Int) async {
+        _ = try? await offThread {
+            let key = "\(service.address) . \(service.port)"
+            guard let now = try? Tool.run(nftCommand(["get", "element", "inet", table, "services", "{ \(key) }"]), input: nil).output,
+                  now.contains(": \(link.inside) . \(port)") else { return }
+            try nft("delete element inet \(table) services { \(key) }\n", what: "unmap a service")
+        }
+    }
+
+    /// Lets the process at `link` reach these services (its app's add-ons), until its link is removed.
+    public func grant(_ link: Link, _ services: [ServiceAddress]) async throws {
+        guard !services.isEmpty else { return }
+        let list = Set(services.map(\.address)).sorted().map { "\(link.inside) . \($0)" }.joined(separator: ", ")
+        try await offThread { try nft("add element inet \(table) grants { \(list) }\n", what: "open the add-ons of \(link.namespace)") }
+    }
+
+    /// Every grant of `address`.
+    func revokeAllNow(_ address: String) {
+        guard let out = try? Tool.run(nftCommand(["list", "set", "inet", table, "grants"]), input: nil).output,
+              let open = out.range(of: "elements = {"), let close = out.range(of: "}", range: open.upperBound..<out.endIndex) else { return }
+        let mine = out[open.upperBound..<close.lowerBound].split(separator: ",").map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
+            .filter { $0.hasPrefix(address + " . ") }
+        guard !mine.isEmpty else { return }
+        try? nft("delete element inet \(table) grants { \(mine.joined(separator: ", ")) }\n", what: "close a gone process's add-ons")
+    }
+
 
     /// Removes this kbuild's table (`kbuild down`, tests).
     public func removeFirewall() {

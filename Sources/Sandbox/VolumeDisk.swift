@@ -28,15 +28,20 @@ public struct VolumeDisk: Sendable {
 
     public var exists: Bool { access(image, F_OK) == 0 }
 
-    /// Makes the image when there is none, and mounts it when it is not mounted.
-    public func ensure(size: UInt64, owner: IDRange = .default) async throws {
+    /// Mounts it when it is not mounted; makes the image first when there is
+    /// none and `make` says this is its first making (a volume made once is
+    /// never made again empty: a missing image is an error).
+    public func ensure(size: UInt64, owner: IDRange = .default, make: Bool) async throws {
         if isMounted { return }
-        try await offThread { try ensureNow(size: size, owner: owner) }
+        try await offThread { try ensureNow(size: size, owner: owner, make: make) }
     }
 
-    func ensureNow(size: UInt64, owner: IDRange) throws {
+    func ensureNow(size: UInt64, owner: IDRange, make: Bool) throws {
         if isMounted { return }
         if mkdir(directory, 0o700) != 0 && errno != EEXIST { throw KbuildError.syscall("mkdir", directory, verb: "make volume \(id)") }
+        if !exists && !make {
+            throw KbuildError(.notFound, "volume \(id)'s disk \(image) is not on this node; it was made before, so it is not made again empty")
+        }
         if !exists {
             let temporary = path + ".new.img"
             unlink(temporary)
@@ -44,7 +49,12 @@ public struct VolumeDisk: Sendable {
             guard fd >= 0 else { throw KbuildError.syscall("open", temporary, verb: "make volume \(id)") }
             do {
                 defer { close(fd) }
-                guard ftruncate(fd, off_t(size)) == 0 else { throw KbuildError.syscall("ftruncate", temporary, verb: "make volume \(id)") }
+                // Every block taken now: a sparse image on a host disk that fills up would fail under its file system.
+                let allocated = posix_fallocate(fd, 0, off_t(size))
+                guard allocated == 0 else {
+                    errno = allocated
+                    throw KbuildError.syscall("fallocate", temporary, verb: "make volume \(id) (\(size >> 20) MiB)")
+                }
                 // A journal; no blocks reserved (root inside is not root here); the sandbox's root owns the top.
                 try ScratchDisk.tool(["/usr/sbin/mkfs.ext4", "-q", "-F", "-m", "0", "-L", String(id.suffix(16)),
                                       "-E", "lazy_itable_init=1,lazy_journal_init=1,root_owner=\(owner.base):\(owner.base)", temporary],
@@ -96,7 +106,11 @@ public struct VolumeDisk: Sendable {
     public func remove() async throws {
         try await offThread {
             unmountNow()
-            guard !isMounted else { throw KbuildError(.conflict, "failed to remove volume \(id): it is still in use on this node") }
+            // A sandbox's mount is a clone of ours: the host's unmount succeeds under it, but its loop device stays bound.
+            let bound = (try? Tool.run(["/usr/sbin/losetup", "-j", image], input: nil).output) ?? ""
+            guard !isMounted, bound.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else {
+                throw KbuildError(.conflict, "failed to remove volume \(id): it is still in use on this node")
+            }
             if unlink(image) != 0 && errno != ENOENT { throw KbuildError.syscall("unlink", image, verb: "remove volume \(id)") }
             unlink(path + ".new.img")
         }

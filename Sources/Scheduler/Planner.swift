@@ -85,6 +85,8 @@ public enum PlanEvent: Sendable, Equatable {
     case nodeLost(node: String, processes: Int)
     /// A destroyed volume's node deleted it: its record can go.
     case volumeRemoved(app: String, name: String, id: String)
+    /// A volume's node made it: from now on it is never made again (`VolumeRecord.madeAt`).
+    case volumeMade(app: String, name: String, id: String)
 }
 
 public struct Plan: Sendable, Equatable {
@@ -103,10 +105,11 @@ public enum Planner {
     /// scheduler that just started (a restart of `kbuild up`) gives agents one
     /// lease to report first, rather than moving every process at once.
     ///
-    /// A process that mounts volumes runs only on their node (`ProcessSpec.pinnedNode`):
-    /// when that node is lost or drained it is not started anywhere else
-    /// (an `unschedulable` event says why), and it is replaced stop-then-start,
-    /// never two at once on one volume (a second Postgres on one data directory).
+    /// A process that mounts volumes runs only on their node (`ProcessSpec.pinnedNode`),
+    /// whose room is held for it: when that node is lost or drained it is not
+    /// started anywhere else (an `unschedulable` event says why), and it is
+    /// replaced stop-then-start: a new process never starts beside the one it
+    /// replaces (a second Postgres on one data directory).
     public static func plan(apps: [AppState], nodes: [NodeState], volumes: [VolumeRecord] = [], now: Date, policy: RolloutPolicy = RolloutPolicy(),
                             lease: TimeInterval = 10, trustSilence: Bool = true) -> Plan {
         var events: [PlanEvent] = []
@@ -141,10 +144,23 @@ public enum Planner {
         }
         let drained = Set(alive.filter(\.draining).map(\.record.name))
         func onDrainedNode(_ p: AssignedProcess) -> Bool { drained.contains { placed[$0]?.contains { $0.id == p.id } ?? false } }
+        // Room on a volume's node is held for the processes that can run nowhere else (what they want, less what
+        // of theirs is placed): a process that can go anywhere does not take it while they are stopped or away.
+        var held: [String: Resources] = [:]
+        for app in apps {
+            let release = app.current
+            for type in release.runnableTypes {
+                guard let spec = ProcessSpec.of(release, type: type, generation: 0), let node = spec.pinnedNode else { continue }
+                let want = release.formation[type]?.quantity ?? 0
+                let have = placed.values.flatMap { $0 }.filter { $0.spec.app == app.app && $0.spec.type == type }.count
+                for _ in 0..<max(0, want - have) { held[node] = (held[node] ?? Resources(memory: 0, cpus: 0)) + spec.resources }
+            }
+        }
         func candidates(app: String, type: String, pinned: String? = nil) -> [Placement.Candidate] {
             alive.filter { !$0.draining && (pinned == nil || $0.record.name == pinned) }.map { node in
                 let list = placed[node.record.name] ?? []
-                let used = list.reduce(Resources(memory: 0, cpus: 0)) { $0 + $1.spec.resources }
+                var used = list.reduce(Resources(memory: 0, cpus: 0)) { $0 + $1.spec.resources }
+                if pinned == nil, let h = held[node.record.name] { used = used + h }
                 return Placement.Candidate(node: node.record.name, free: node.record.capacity - used,
                                            siblings: list.filter { $0.spec.app == app && $0.spec.type == type }.count)
             }
@@ -309,7 +325,11 @@ public enum Planner {
                 events.append(.volumeRemoved(app: v.app, name: v.name, id: v.id))
                 continue
             }
-            kept[v.node, default: []].append(AssignedVolume(id: v.id, app: v.app, name: v.name, size: v.size, remove: destroying))
+            if !destroying, v.madeAt == nil, reported["\(v.node)/\(v.id)"]?.state == .ready {
+                events.append(.volumeMade(app: v.app, name: v.name, id: v.id))
+            }
+            kept[v.node, default: []].append(AssignedVolume(id: v.id, app: v.app, name: v.name, size: v.size, remove: destroying,
+                                                            make: v.madeAt == nil))
         }
         var assignments: [String: Assignment] = [:]
         for node in nodes {

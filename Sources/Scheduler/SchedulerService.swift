@@ -105,6 +105,12 @@ public final class SchedulerService: Service {
 
     func apply(_ event: PlanEvent, apps: [AppState]) async throws {
         switch event {
+        case .volumeMade(let app, let name, let id):
+            _ = try await refs.update(try Schema.volume(app, name), as: VolumeRecord.self, in: keg, what: "volume", actor: Self.actor) { old in
+                guard var v = old, v.id == id, v.madeAt == nil else { return old }
+                v.madeAt = Date()
+                return v
+            }
         case .volumeRemoved(let app, let name, let id):
             let ref = try Schema.volume(app, name)
             guard let current = try await refs.get(ref),

@@ -31,8 +31,9 @@ final class VolumeTests: XCTestCase {
 
         // Bad input: each refused with the reason, and nothing made.
         for (args, message) in [(["volumes:create", "notes", "pg", "--size", "0"], "at least 16M"),
+                                (["volumes:create", "notes", "pg", "--size", "100000T"], "at most 65536G"),
                                 (["volumes:create", "notes", "pg", "--size=-1G"], "--size"),
-                                (["volumes:create", "notes", "pg", "--size", "900T"], "it may have 10G (kbuild apps:limits notes --volumes SIZE)"),
+                                (["volumes:create", "notes", "pg", "--size", "60T"], "it may have 10G (kbuild apps:limits notes --volumes SIZE)"),
                                 (["volumes:create", "notes", "Bad_Name", "--size", "64M"], "invalid volume name"),
                                 (["volumes:create", "nosuch", "pg", "--size", "64M"], "nosuch"),
                                 (["volumes:create", "notes", "pg", "--size", "64M", "--node", "elsewhere"], "no node \"elsewhere\""),
@@ -44,8 +45,8 @@ final class VolumeTests: XCTestCase {
         XCTAssertTrue(try kbuild(["volumes", "notes"], dataDir: data).stdout.contains("no volumes"))
         // Past what the node has, once the app's limit allows it.
         XCTAssertEqual(try kbuild(["apps:limits", "notes", "--volumes", "2000T"], dataDir: data).status, 0)
-        let huge = try kbuild(["volumes:create", "notes", "pg", "--size", "900T"], dataDir: data)
-        XCTAssertTrue(huge.stderr.contains("a volume of 921600G does not fit: the most any node has for volumes is"), huge.stderr)
+        let huge = try kbuild(["volumes:create", "notes", "pg", "--size", "60T"], dataDir: data)
+        XCTAssertTrue(huge.stderr.contains("a volume of 61440G does not fit: the most any node has for volumes is"), huge.stderr)
 
         let made = try kbuild(["volumes:create", "notes", "data", "--size", "64M"], dataDir: data)
         XCTAssertEqual(made.status, 0, made.stderr)

@@ -10,7 +10,7 @@ final class VolumeDiskTests: XCTestCase {
         let dir = Fixture.scratch("volumes")
         let disk = VolumeDisk(directory: dir, id: "py-data-0011aabb")
         let before = VolumeDisk.space(in: dir)!
-        try await disk.ensure(size: 64 << 20)
+        try await disk.ensure(size: 64 << 20, make: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         XCTAssertTrue(disk.isMounted)
         XCTAssertLessThanOrEqual(VolumeDisk.space(in: dir)!, before - (60 << 20), "the volume's size is promised, though the image is sparse")
@@ -41,7 +41,7 @@ final class VolumeDiskTests: XCTestCase {
         await disk.unmount()
         XCTAssertFalse(disk.isMounted)
         XCTAssertTrue(disk.exists)
-        try await disk.ensure(size: 64 << 20)
+        try await disk.ensure(size: 64 << 20, make: false)
         out = try await sh("cat /data/pg/row; rm /data/fill; echo more > /data/pg/more && echo wrote") { $0.mounts = [mount] }
         XCTAssertEqual(out.stdout, "kept\nwrote\n", out.stderr)
         XCTAssertEqual(VolumeDisk.all(in: dir).map(\.id), [disk.id])
@@ -53,13 +53,37 @@ final class VolumeDiskTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: disk.path))
         let loops = try String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)
         XCTAssertFalse(loops.contains(disk.path))
+        // Made once, never again empty: its node says the disk is missing.
+        do {
+            try await disk.ensure(size: 64 << 20, make: false)
+            XCTFail("a volume that was made was made again empty")
+        } catch {
+            XCTAssertTrue("\(error)".contains("not made again empty"), "\(error)")
+        }
+        XCTAssertFalse(disk.exists)
     }
 
     func testAVolumeInUseIsNotRemovedUnderItsWriter() async throws {
         let dir = Fixture.scratch("volumes")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let disk = VolumeDisk(directory: dir, id: "py-busy-0011aabb")
-        try await disk.ensure(size: 32 << 20)
+        try await disk.ensure(size: 32 << 20, make: true)
+        // A sandbox that has it mounted: the host's unmount succeeds under its clone of the mount, but the disk is not deleted.
+        let running = Task { try await sh("echo started > /data/started; sleep 30") {
+            $0.mounts = [SandboxMount(source: disk.path, target: "/data", readOnly: false, idmap: false)]
+        } }
+        while !FileManager.default.fileExists(atPath: disk.path + "/started") { try await Task.sleep(for: .milliseconds(50)) }
+        do {
+            try await disk.remove()
+            XCTFail("removed while a sandbox has it")
+        } catch {
+            XCTAssertTrue("\(error)".contains("in use"), "\(error)")
+        }
+        XCTAssertTrue(disk.exists)
+        running.cancel()
+        _ = try? await running.value
+        try await disk.ensure(size: 32 << 20, make: false)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: disk.path + "/started"), "its data is there")
         // A file held open on it: umount fails (not lazily), remove says so, and the data stays.
         let fd = open(disk.path + "/held", O_CREAT | O_WRONLY | O_CLOEXEC, 0o600)
         XCTAssertGreaterThanOrEqual(fd, 0)

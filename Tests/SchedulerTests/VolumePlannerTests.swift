@@ -24,7 +24,7 @@ extension PlannerTests {
                                 nodes: [node("n1"), node("n2"), node("n3")], volumes: [v], now: t0)
         XCTAssertEqual(plan.assignments["n2"]?.processes.filter { $0.spec.type == "web" }.count, 2, "both web processes on the volume's node")
         XCTAssertEqual(all(plan).filter { $0.spec.type == "web" && $0.spec.pinnedNode != "n2" }, [])
-        XCTAssertEqual(plan.assignments["n2"]?.volumes, [AssignedVolume(id: v.id, app: "py", name: "data", size: 1 << 30)])
+        XCTAssertEqual(plan.assignments["n2"]?.volumes, [AssignedVolume(id: v.id, app: "py", name: "data", size: 1 << 30, make: true)])
         XCTAssertNil(plan.assignments["n1"]?.volumes)
         // The worker does not mount it: its spec is what it was without the volume (mounting into web restarts no worker).
         let worker = all(plan).first { $0.spec.type == "worker" }!
@@ -111,6 +111,38 @@ extension PlannerTests {
         p = Planner.plan(apps: [AppState(app: "py", release: kid2, current: r2, healthy: nil)], nodes: [node("n2")], volumes: [volume(state: .destroying)], now: t0)
         XCTAssertEqual(all(p), [])
         XCTAssertTrue(p.events.contains { if case .unschedulable(_, _, let reason) = $0 { return reason.contains("being destroyed") } else { return false } })
+    }
+
+    /// A volume is made once: when its node says it is ready the scheduler notes it, and from then on the
+    /// node is never told to make it (a missing disk is reported, not replaced by an empty one).
+    func testAVolumeIsMadeOnlyUntilItsNodeMadeIt() {
+        var v = volume()
+        let (kid, r) = release(1, image: image1, web: 1)
+        var n2 = node("n2")
+        n2.status?.volumes = [VolumeStatus(id: v.id, state: .ready, size: v.size, used: 0)]
+        var p = Planner.plan(apps: [AppState(app: "py", release: kid, current: r, healthy: nil)], nodes: [n2], volumes: [v], now: t0)
+        XCTAssertEqual(p.events, [.volumeMade(app: "py", name: "data", id: v.id)])
+        XCTAssertEqual(p.assignments["n2"]?.volumes?.first?.make, true)
+        v.madeAt = t0
+        p = Planner.plan(apps: [AppState(app: "py", release: kid, current: r, healthy: nil)], nodes: [n2], volumes: [v], now: t0)
+        XCTAssertEqual(p.events, [])
+        XCTAssertNil(p.assignments["n2"]?.volumes?.first?.make, "made once, never again")
+    }
+
+    /// The room a pinned process needs on its volume's node is held for it while it is away (stopped for a
+    /// rollout, its node rebooting): a process that can run anywhere goes elsewhere.
+    func testRoomOnAVolumesNodeIsHeldForTheProcessesPinnedThere() {
+        let v = volume()
+        let (kid, r) = mounted(release(1, image: image1, web: 1, memory: 1 << 30), v)
+        var other = release(1, image: image2, web: 1, memory: 1 << 30)
+        other.1.app = "other"
+        // n2 has the most room, but only for one: the pinned web is not placed yet (it is being replaced), the other app's web arrives.
+        let p = Planner.plan(apps: [AppState(app: "other", release: other.0, current: other.1, healthy: nil),
+                                    AppState(app: "py", release: kid, current: r, healthy: nil)],
+                             nodes: [node("n1", memory: 1 << 30), node("n2", memory: 3 << 29)], volumes: [v], now: t0)
+        XCTAssertEqual(p.assignments["n2"]?.processes.map(\.spec.app), ["py"])
+        XCTAssertEqual(p.assignments["n1"]?.processes.map(\.spec.app), ["other"])
+        XCTAssertEqual(p.events, [])
     }
 
     func testMountPathsAndNamesAreChecked() throws {

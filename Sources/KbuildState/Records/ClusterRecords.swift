@@ -76,9 +76,12 @@ public struct ProcessSpec: Codable, Sendable, Equatable {
     public var generation: Int
     /// The volumes it mounts (all on one node: the only node it may run on); nil when none.
     public var mounts: [VolumeMount]?
+    /// The add-ons it may reach, and, for an add-on, where it answers (`Release`).
+    public var reaches: [ServiceAddress]?
+    public var serves: ServiceAddress?
 
     public init(app: String, type: String, image: KID, config: KID, command: String, memory: UInt64, cpus: Double, health: HealthCheck?, generation: Int,
-                mounts: [VolumeMount]? = nil) {
+                mounts: [VolumeMount]? = nil, reaches: [ServiceAddress]? = nil, serves: ServiceAddress? = nil) {
         self.app = app
         self.type = type
         self.image = image
@@ -89,6 +92,8 @@ public struct ProcessSpec: Codable, Sendable, Equatable {
         self.health = health
         self.generation = generation
         self.mounts = mounts.flatMap { $0.isEmpty ? nil : $0 }
+        self.reaches = reaches.flatMap { $0.isEmpty ? nil : $0 }
+        self.serves = serves
     }
 
     /// The spec of each process type a release runs.
@@ -98,7 +103,8 @@ public struct ProcessSpec: Codable, Sendable, Equatable {
         // Only the mounts of this type, each without its type list: mounting a volume into `worker` restarts no web process.
         let mounts = (release.mounts ?? []).filter { $0.applies(to: type) }.map { VolumeMount(volume: $0.volume, id: $0.id, node: $0.node, path: $0.path) }
         return ProcessSpec(app: release.app, type: type, image: release.image, config: release.config, command: command,
-                           memory: f.memory, cpus: f.cpus, health: health, generation: generation, mounts: mounts)
+                           memory: f.memory, cpus: f.cpus, health: health, generation: generation, mounts: mounts,
+                           reaches: release.reaches, serves: release.serves)
     }
 
     /// The node its volumes are on, where alone it may run (nil: anywhere).

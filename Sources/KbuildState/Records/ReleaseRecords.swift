@@ -37,6 +37,10 @@ public struct Release: Codable, Sendable, Equatable {
     public var runsReleasePhase: Bool?
     /// Volumes mounted into its processes (`volumes:mount`); nil when none.
     public var mounts: [VolumeMount]?
+    /// The add-ons its processes, one-off runs and release phase may reach (its attachments); nil when none.
+    public var reaches: [ServiceAddress]?
+    /// An add-on's own release: the service address its process answers at.
+    public var serves: ServiceAddress?
 
     public init(app: String, version: Int64, image: KID, config: KID, processTypes: [String: String],
                 formation: [String: ProcessFormation], healthchecks: [String: HealthCheck] = [:],

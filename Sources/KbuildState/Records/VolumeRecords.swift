@@ -22,6 +22,10 @@ public struct VolumeRecord: Codable, Sendable, Equatable {
     /// Bytes; writes past this fail with ENOSPC.
     public var size: UInt64
     public var state: State
+    /// When its node first said it was made (nil: not yet). From then on a
+    /// node that cannot find its disk reports it failed: it never makes an
+    /// empty one in its place.
+    public var madeAt: Date?
     public var createdBy: String
     public var createdAt: Date
 
@@ -38,6 +42,10 @@ public struct VolumeRecord: Codable, Sendable, Equatable {
 
     /// The smallest volume: ext4 needs room for its own metadata.
     public static let minimumSize: UInt64 = 16 << 20
+    /// The largest: ext4's own limit is far above, a typo is not.
+    public static let maximumSize: UInt64 = 64 << 40
+    /// Volumes one app may have (each is a loop device and a mount on its node).
+    public static let maximumPerApp = 20
     /// What an app may hold in volumes when the admin set no limit (`apps:limits --volumes`).
     public static let defaultAppLimit: UInt64 = 10 << 30
 
@@ -105,13 +113,16 @@ public struct AssignedVolume: Codable, Sendable, Equatable {
     public var size: UInt64
     /// `volumes:destroy`: delete it once no process of this node uses it.
     public var remove: Bool?
+    /// Make it if its disk is not there: only until its node first made it.
+    public var make: Bool?
 
-    public init(id: String, app: String, name: String, size: UInt64, remove: Bool = false) {
+    public init(id: String, app: String, name: String, size: UInt64, remove: Bool = false, make: Bool = false) {
         self.id = id
         self.app = app
         self.name = name
         self.size = size
         self.remove = remove ? true : nil
+        self.make = make && !remove ? true : nil
     }
 }
 
