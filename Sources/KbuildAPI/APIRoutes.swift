@@ -220,6 +220,7 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
             }
         }
         registerVolumes(on: router)
+        registerAddons(on: router)
         registerRun(on: router)
         registerPushes(on: router)
         let queue = BuildQueue(keg: keg, refs: refs)

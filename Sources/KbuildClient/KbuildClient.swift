@@ -38,6 +38,22 @@ public struct KbuildClient: Sendable {
     public func destroyApp(_ app: String, volumes: Bool = false) async throws {
         let _: [String: String] = try await delete("/apps/\(segment(app))?confirm=\(segment(app))" + (volumes ? "&volumes=1" : ""))
     }
+    public func addons(_ app: String) async throws -> [API.AddonInfo] { try await get("/apps/\(segment(app))/addons") }
+    public func addon(_ app: String, _ name: String) async throws -> API.AddonInfo { try await get("/apps/\(segment(app))/addons/\(segment(name))") }
+    public func createAddon(_ app: String, _ body: API.AddonCreate) async throws -> API.AddonInfo {
+        // It answers once the add-on's server is up (or after 40 s): a longer wait than other calls'.
+        let response = try await open(.POST, "/apps/\(segment(app))/addons", body: Data(try JSONEncoder().encode(body)), timeout: .seconds(150))
+        return try decode(Data(buffer: try await response.body.collect(upTo: 1 << 20)), path: "/apps/\(app)/addons")
+    }
+    public func attachAddon(_ addon: String, to app: String, as name: String?) async throws -> API.AddonInfo {
+        try await send(.POST, "/apps/\(segment(app))/attachments", API.AddonAttach(addon: addon, as: name))
+    }
+    public func detachAddon(_ name: String, from app: String) async throws -> API.AddonInfo {
+        try await delete("/apps/\(segment(app))/attachments/\(segment(name))")
+    }
+    public func destroyAddon(_ name: String, app: String, force: Bool) async throws {
+        let _: [String: String] = try await delete("/apps/\(segment(app))/addons/\(segment(name))?confirm=\(segment(name))" + (force ? "&force=1" : ""))
+    }
     public func volumes(_ app: String) async throws -> [API.VolumeInfo] { try await get("/apps/\(segment(app))/volumes") }
     public func volume(_ app: String, _ name: String) async throws -> API.VolumeInfo { try await get("/apps/\(segment(app))/volumes/\(segment(name))") }
     public func createVolume(_ app: String, _ body: API.VolumeCreate) async throws -> API.VolumeInfo {

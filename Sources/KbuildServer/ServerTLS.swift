@@ -89,6 +89,24 @@ public struct ServerTLS: Sendable {
                          chain: try NIOSSLCertificate.fromPEMFile(certPath), key: try NIOSSLPrivateKey(file: keyPath, format: .pem))
     }
 
+    /// A self-signed certificate and its key (PEM) for a server of kbuild's
+    /// own making (an add-on's PostgreSQL), naming `hosts`; ten years.
+    public static func selfSigned(commonName: String, hosts: [String]) throws -> (certificate: String, key: String) {
+        let key = P256.Signing.PrivateKey()
+        let name = try DistinguishedName { OrganizationName("kbuild"); CommonName(commonName) }
+        let cert = try Certificate(version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: .init(key.publicKey),
+                                   notValidBefore: Date() - 3600, notValidAfter: Date() + 3650 * 86400, issuer: name, subject: name,
+                                   signatureAlgorithm: .ecdsaWithSHA256,
+                                   extensions: try Certificate.Extensions {
+                                       Critical(BasicConstraints.notCertificateAuthority)
+                                       Critical(KeyUsage(digitalSignature: true))
+                                       try ExtendedKeyUsage([.serverAuth])
+                                       SubjectAlternativeNames(names(hosts))
+                                   },
+                                   issuerPrivateKey: .init(key))
+        return (try cert.serializeAsPEM().pemString, key.pemRepresentation)
+    }
+
     /// The names a server certificate carries: each host as an IP address or a DNS name, always localhost and 127.0.0.1.
     static func names(_ hosts: [String]) -> [GeneralName] {
         var out: [GeneralName] = []

@@ -375,6 +375,43 @@ public enum API {
         public static let header = "Kbuild-Run"
     }
 
+    /// `addons:create KIND --app APP [--as NAME] [--stack S] [--size 1G]`.
+    public struct AddonCreate: Codable, Sendable {
+        public var kind: String
+        public var `as`: String?
+        public var stack: String?
+        public var size: UInt64?
+        public init(kind: String, as name: String? = nil, stack: String? = nil, size: UInt64? = nil) {
+            self.kind = kind
+            self.as = name
+            self.stack = stack
+            self.size = size
+        }
+    }
+
+    /// `addons:attach ADDON --app APP [--as NAME]` (`POST /apps/APP/attachments`).
+    public struct AddonAttach: Codable, Sendable {
+        public var addon: String
+        public var `as`: String?
+        public init(addon: String, as name: String? = nil) {
+            self.addon = addon
+            self.as = name
+        }
+    }
+
+    /// An add-on with how its process is (its password is never in it).
+    public struct AddonInfo: Codable, Sendable, Equatable {
+        public var record: AddonRecord
+        /// Its process's state (starting, healthy, …), or "not running" / "unavailable: …".
+        public var state: String
+        public var node: String?
+        public init(record: AddonRecord, state: String, node: String?) {
+            self.record = record
+            self.state = state
+            self.node = node
+        }
+    }
+
     /// `volumes:create APP NAME --size 1G [--node N]`.
     public struct VolumeCreate: Codable, Sendable {
         public var name: String

@@ -64,8 +64,10 @@ public struct ReleaseStore: Sendable {
                                   formation: formation, healthchecks: healthchecks, sourceRecord: sourceRecord, build: build,
                                   commit: commit, description: "Deploy \(commit.prefix(7))", createdBy: actor)
             release.runsReleasePhase = processTypes[Release.releasePhaseType] != nil ? true : nil
-            // The app's volumes stay mounted (a type the new image no longer has simply runs nowhere).
+            // The app's volumes stay mounted (a type the new image no longer has simply runs nowhere), and its add-ons
+            // reachable: a first deploy reaches those attached before it.
             release.mounts = current?.release.mounts
+            release.reaches = if let current { current.release.reaches } else { try await attachedServices(app) }
             return release
         }
     }
@@ -115,6 +117,48 @@ public struct ReleaseStore: Sendable {
 
     /// releases:rollback: the image and config of `version` (default: the one
     /// before the current), with the current formation.
+    /// The service addresses of the add-ons attached to `app` (from their records).
+    public func attachedServices(_ app: String) async throws -> [ServiceAddress]? {
+        var out: [ServiceAddress] = []
+        for ref in try await refs.list(prefix: Schema.addons) {
+            guard case .addon = Schema.Key(ref.name) else { continue }
+            let addon = try await Records.get(AddonRecord.self, ref.kid, from: keg, what: "add-on")
+            if addon.attachments.contains(where: { $0.app == app }) || addon.name == app { out.append(addon.service) }
+        }
+        return out.isEmpty ? nil : Array(Set(out)).sorted { $0.address < $1.address }
+    }
+
+    /// `addons:attach` and `addons:detach`: the config var set or unset and the
+    /// add-ons the app reaches changed, in one release (none before a first deploy,
+    /// which reaches what is attached then).
+    @discardableResult
+    public func changeAttachments(app: String, set: [String: String], unset: [String], description: String, actor: String) async throws -> ReleaseEntry? {
+        try await refs.update(try Schema.config(app), as: ConfigVars.self, in: keg, what: "config", actor: actor) { old in
+            try (old ?? ConfigVars()).applying(set: set, unset: unset)
+        }
+        guard try await current(app) != nil else { return nil }
+        return try await change(app, actor: actor) { current in
+            guard var next = current?.release else { throw KbuildError(.notFound, "no release of \(app)") }
+            next.version += 1
+            next.config = try await configKID(app)
+            next.reaches = try await attachedServices(app)
+            next.relink(description: description, actor: actor)
+            next.runsReleasePhase = next.processTypes[Release.releasePhaseType] != nil ? true : nil
+            return next
+        }
+    }
+
+    /// An app's first release, made by kbuild rather than a push (an add-on's).
+    public func create(_ release: Release, actor: String) async throws -> ReleaseEntry {
+        try await change(release.app, actor: actor) { current in
+            guard current == nil else { throw KbuildError(.conflict, "\(release.app) has a release already") }
+            var first = release
+            first.version = 1
+            first.relink(description: release.description, actor: actor)
+            return first
+        }
+    }
+
     /// `volumes:mount` and `volumes:unmount`: the current release with its mounts changed
     /// (`change` gets them and returns what the release says, e.g. "Mount data at /data").
     public func changeMounts(app: String, actor: String, check: @Sendable (Release) async throws -> Void = { _ in },
@@ -170,13 +214,26 @@ public struct ReleaseStore: Sendable {
         next.version = current.version + 1
         next.formation = current.release.formation
         for type in old.processTypes.keys where next.formation[type] == nil { next.formation[type] = ProcessFormation(quantity: 0) }
+        // The config comes back too, as it does on Heroku: set it first so a later config:set starts from it. The
+        // add-ons attached now are not rolled back: their URLs stay as they are, and reachable.
+        let app = current.release.app
+        var config = try await configVars(old.config)
+        let now = try await configVars(current.release.config)
+        var attached: Set<String> = []
+        for ref in try await refs.list(prefix: Schema.addons) {
+            guard case .addon = Schema.Key(ref.name) else { continue }
+            let addon = try await Records.get(AddonRecord.self, ref.kid, from: keg, what: "add-on")
+            for a in addon.attachments where a.app == app { attached.insert(a.variable) }
+        }
+        for name in attached { config.vars[name] = now.vars[name] }
+        next.config = config == (try await configVars(old.config)) ? old.config : try await Records.put(config, in: keg)
+        next.reaches = current.release.reaches
         next.relink(description: description, actor: actor)
-        // The config comes back too, as it does on Heroku: set it first so a later config:set starts from it.
-        try await refs.set(Schema.config(current.release.app), to: old.config, actor: actor)
+        try await refs.set(Schema.config(app), to: next.config, actor: actor)
         return next
     }
 
-    func configKID(_ app: String) async throws -> KID {
+    public func configKID(_ app: String) async throws -> KID {
         if let ref = try await refs.get(Schema.config(app)) { return ref.kid }
         return try await Records.put(ConfigVars(), in: keg)
     }

@@ -12,6 +12,9 @@ extension StackStore {
         case debian12 = "debian-12"
         /// Debian 13 (trixie): Python 3.13, Node 20, Go 1.24.
         case debian13 = "debian-13"
+        /// Add-on stacks over those: PostgreSQL 15 and Redis 7; PostgreSQL 17 and Redis 8.
+        case debian12Addons = "debian-12-addons"
+        case debian13Addons = "debian-13-addons"
 
         /// `debian` is the newest Debian.
         public init?(parsing name: String) {
@@ -20,9 +23,18 @@ extension StackStore {
 
         var suite: String? {
             switch self {
-            case .busybox: nil
+            case .busybox, .debian12Addons, .debian13Addons: nil
             case .debian12: "bookworm"
             case .debian13: "trixie"
+            }
+        }
+
+        /// For an add-on stack, the stack it is made over.
+        var addonsBase: Builtin? {
+            switch self {
+            case .debian12Addons: .debian12
+            case .debian13Addons: .debian13
+            default: nil
             }
         }
     }
@@ -42,6 +54,9 @@ extension StackStore {
     public func create(_ builtin: Builtin, name: String? = nil, actor: String,
                        log: @Sendable (String) -> Void = { _ in }) async throws -> Stack {
         let name = name ?? builtin.rawValue
+        if let base = builtin.addonsBase {
+            return try await createAddons(base: base.rawValue, name: name, actor: actor, log: log)
+        }
         try StackStore.checkName(name)
         try StackStore.checkName(name + StackStore.buildSuffix)
         let work = keg.dataDir.kegTmp.path + "/stack-\(builtin.rawValue)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"

@@ -111,6 +111,16 @@ final class AuthorizationMatrixTests: XCTestCase {
         "GET /api/v1/apps/{app}/logs": Row(requests: { app in [("GET", "/api/v1/apps/\(app)/logs", nil)] }, own: .allowed, perApp: true),
         "GET /api/v1/apps/{app}/limits": Row(requests: { app in [("GET", "/api/v1/apps/\(app)/limits", nil)] }, own: .allowed, perApp: true),
         "PUT /api/v1/apps/{app}/limits": Row(requests: { app in [("PUT", "/api/v1/apps/\(app)/limits", #"{"builds":0}"#)] }, own: .forbidden, perApp: true),
+        // Add-ons: an app's own (attaching another app's add-on is checked in AddonTests: the answer is 404, as for none).
+        "GET /api/v1/apps/{app}/addons": Row(requests: { app in [("GET", "/api/v1/apps/\(app)/addons", nil)] }, own: .allowed, perApp: true),
+        "POST /api/v1/apps/{app}/addons": Row(requests: { app in [("POST", "/api/v1/apps/\(app)/addons", #"{"kind":"mysql"}"#)] }, own: .allowed, perApp: true),
+        "GET /api/v1/apps/{app}/addons/{addon}": Row(requests: { app in [("GET", "/api/v1/apps/\(app)/addons/none", nil)] }, own: .allowed, perApp: true),
+        "DELETE /api/v1/apps/{app}/addons/{addon}": Row(requests: { app in [("DELETE", "/api/v1/apps/\(app)/addons/none?confirm=none", nil)] },
+                                                        own: .allowed, perApp: true),
+        "POST /api/v1/apps/{app}/attachments": Row(requests: { app in [("POST", "/api/v1/apps/\(app)/attachments", #"{"addon":"none"}"#)] },
+                                                   own: .allowed, perApp: true),
+        "DELETE /api/v1/apps/{app}/attachments/{name}": Row(requests: { app in [("DELETE", "/api/v1/apps/\(app)/attachments/NONE", nil)] },
+                                                            own: .allowed, perApp: true),
         // Volumes: an app's own (its limit, `apps:limits --volumes`, bounds what its token may make).
         "GET /api/v1/apps/{app}/volumes": Row(requests: { app in [("GET", "/api/v1/apps/\(app)/volumes", nil)] }, own: .allowed, perApp: true),
         "POST /api/v1/apps/{app}/volumes": Row(requests: { app in [("POST", "/api/v1/apps/\(app)/volumes", #"{"name":"-","size":0}"#)] },

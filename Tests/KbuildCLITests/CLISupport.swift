@@ -217,7 +217,7 @@ enum SharedStacks {
     static let log = directory + ".log"
     static let maker = UnsafeBox<Process?>(nil)
 
-    /// Starts `stack create busybox && stack create debian` in `directory` (once).
+    /// Starts `stack create busybox && stack create debian && stack create debian-13-addons` in `directory` (once).
     static func start(binary: String) {
         // Those of earlier runs (their test process is gone) are 2 GB each: removed first.
         for name in (try? FileManager.default.contentsOfDirectory(atPath: NSTemporaryDirectory())) ?? [] where name.hasPrefix("kbuild-cli-stacks-") {
@@ -227,7 +227,7 @@ enum SharedStacks {
         try? FileManager.default.removeItem(atPath: directory)
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/bin/sh")
-        p.arguments = ["-c", "\"$0\" stack create busybox && \"$0\" stack create debian", binary]
+        p.arguments = ["-c", "\"$0\" stack create busybox && \"$0\" stack create debian && \"$0\" stack create debian-13-addons", binary]
         var environment = ProcessInfo.processInfo.environment
         environment["KBUILD_DATA_DIR"] = directory
         p.environment = environment

@@ -26,7 +26,11 @@ struct RunCommand: AsyncParsableCommand {
     @Argument(parsing: .postTerminator, help: "The command and its arguments, after --.") var command: [String] = []
 
     func run() async throws {
-        let words = command
+        try await Self.oneOff(global: global, app: app, words: command, noTTY: noTTY, noStdin: noStdin)
+    }
+
+    /// Runs `words` in a one-off process of `app` (also what `pg:psql` runs), this terminal or input attached.
+    static func oneOff(global: GlobalOptions, app: String, words: [String], noTTY: Bool, noStdin: Bool) async throws {
         guard !words.isEmpty else { throw ValidationError("nothing to run: kbuild run \(app) -- CMD") }
         let client = try global.client()
         // A kbuild run in the background of its terminal (&) leaves the terminal alone: no input, no terminal.

@@ -31,15 +31,18 @@ struct StackCreate: AsyncParsableCommand {
             (minbase + python3, nodejs, ca-certificates, libpq5, tzdata) that apps run on, and NAME-build (the run image \
             + build-essential, python3-dev, python3-venv, pip, npm, golang, git, pkg-config, libpq-dev) that builds run on. \
             debian: the newest (debian-13). The .debs are kept in /var/cache/kbuild/debs for the next create.
+
+            debian-12-addons, debian-13-addons: what add-ons run on (kbuild addons:create): that Debian stack's run image \
+            (made first) + postgresql and redis-server (PostgreSQL 15 and Redis 7; PostgreSQL 17 and Redis 8).
             """
     )
     @OptionGroup var global: GlobalOptions
-    @Argument(help: ArgumentHelp("busybox, debian-13, debian-12 or debian (the newest).", valueName: "kind")) var kind: String
+    @Argument(help: ArgumentHelp("busybox, debian-13, debian-12, debian (the newest), debian-12-addons or debian-13-addons.", valueName: "kind")) var kind: String
     @Option(help: "The name to give it (default: the kind).") var name: String?
 
     func run() async throws {
         guard let builtin = StackStore.Builtin(parsing: kind) else {
-            throw KbuildError(.invalidArgument, "unknown stack kind \(kind.debugDescription): use busybox, debian-13, debian-12 or debian (or `kbuild stack import DIR NAME`)")
+            throw KbuildError(.invalidArgument, "unknown stack kind \(kind.debugDescription): use busybox, debian-13, debian-12, debian, debian-12-addons or debian-13-addons (or `kbuild stack import DIR NAME`)")
         }
         let stack = try await global.openStacks().create(builtin, name: name, actor: currentActor) { say("-----> \($0)") }
         say("\(stack.name) \(stack.image) (\(formatBytes(UInt64(stack.size))))")
