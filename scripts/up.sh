@@ -19,7 +19,7 @@ install -m 0755 .build/release/kbuild-sandbox /usr/local/bin/kbuild-sandbox
 rm -rf /usr/local/share/kbuild/buildpacks
 mkdir -p /usr/local/share/kbuild
 cp -r buildpacks /usr/local/share/kbuild/buildpacks
-for stack in busybox debian-13; do
+for stack in busybox debian-13 debian-13-addons; do
   if ! /usr/local/bin/kbuild stack ls | grep -q "^$stack\b"; then
     echo "-----> making the $stack stack"
     /usr/local/bin/kbuild stack create "$stack"

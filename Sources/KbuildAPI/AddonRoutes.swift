@@ -110,8 +110,18 @@ extension APIRoutes {
         let attachment = body.as ?? kind.defaultAs
         try AddonRecord.check(attachmentName: attachment)
         try await checkAttachmentFree(attachment, app: owner)
-        let stackName = body.stack ?? "debian-12" + StackStore.addonsSuffix
         let stacks = StackStore(keg: keg, refs: refs)
+        // Without --stack: the newest add-on stack here.
+        var stackName = body.stack ?? ""
+        if body.stack == nil {
+            for candidate in [StackStore.Builtin.debian13Addons, .debian12Addons] where try await refs.get(try Schema.stack(candidate.rawValue)) != nil {
+                stackName = candidate.rawValue
+                break
+            }
+            guard !stackName.isEmpty else {
+                throw KbuildError(.notFound, "no add-on stack here: make one with kbuild stack create debian-12-addons (PostgreSQL 15, Redis 7) or debian-13-addons (PostgreSQL 17, Redis 8)")
+            }
+        }
         let stack: Stack
         do {
             stack = try await stacks.get(stackName)

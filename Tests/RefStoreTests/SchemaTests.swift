@@ -29,6 +29,8 @@ final class SchemaTests: XCTestCase {
             (try Schema.buildpack("python"), .buildpack("python")),
             (try Schema.token("ci"), .token("ci")),
             (try Schema.pin("keep/this"), .pin("keep/this")),
+            (try Schema.volume("web", "data"), .volume(app: "web", name: "data")),
+            (try Schema.addon("web-postgres"), .addon("web-postgres")),
         ]
         for (name, key) in table { XCTAssertEqual(Schema.Key(name), key, name.rawValue) }
         for field in Schema.AppField.allCases {

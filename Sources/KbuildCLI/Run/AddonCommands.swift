@@ -53,8 +53,9 @@ struct AddonsCreate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "addons:create", abstract: "Run a PostgreSQL or Redis server for an app, on a volume, and attach it (DATABASE_URL or REDIS_URL).",
         discussion: """
-            KIND: postgres or redis. It runs as an app of its own (APP-KIND) on an add-on stack (default debian-12-addons: \
-            PostgreSQL 15, Redis 7; make it with kbuild stack create debian-12-addons), on a volume of --size, with a \
+            KIND: postgres or redis. It runs as an app of its own (APP-KIND) on an add-on stack (default: the newest here; \
+            debian-12-addons has PostgreSQL 15 and Redis 7, debian-13-addons PostgreSQL 17 and Redis 8: kbuild stack create \
+            debian-12-addons makes one), on a volume of --size (default 1G), with a \
             password of its own; PostgreSQL accepts TLS (sslmode=require). Attaching sets AS_URL on the app and opens its \
             processes', one-off runs' and release phase's network to the add-on's address alone: a new release.
             """)
