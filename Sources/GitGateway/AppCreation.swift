@@ -11,6 +11,10 @@ extension AppStore {
     /// repository, and registers the shipped buildpacks.
     public func create(_ request: API.CreateApp, kbuild: String, actor: String) async throws -> AppRecord {
         try AppStore.checkName(request.name)
+        // An add-on's name stays its own while the add-on is there (its app, its backups): no other app takes it.
+        if try await refs.get(try Schema.addon(request.name)) != nil {
+            throw KbuildError(.conflict, "\(request.name) is the name of an add-on; choose another name")
+        }
         let limits = request.build ?? BuildLimits()
         guard limits.memory >= 16 << 20 else {
             throw KbuildError(.invalidArgument, "invalid build memory \(limits.memory) bytes: at least 16M")

@@ -52,10 +52,20 @@ extension APIRoutes {
                            buildNetwork: record.buildNetwork.rawValue)
     }
 
-    func destroy(_ app: String, confirm: String?, volumes destroyVolumes: Bool) async throws -> [String: String] {
+    /// `addon`: the add-on's own app, destroyed by `addons:destroy` (no other way).
+    func destroy(_ app: String, confirm: String?, volumes destroyVolumes: Bool, addon: Bool = false) async throws -> [String: String] {
         _ = try await apps.get(app)
         guard confirm == app else {
             throw KbuildError(.invalidArgument, "refusing to destroy \(app) without confirmation: pass confirm=\(app)")
+        }
+        // Add-ons: an add-on's app goes with its add-on only; an owner's add-ons go first (their data is not a side effect).
+        let addons = try await addonRecords()
+        if !addon, let own = addons.first(where: { $0.name == app }) {
+            throw KbuildError(.conflict, "\(app) runs add-on \(own.name) of \(own.owner): destroy it with kbuild addons:destroy \(own.name) --app \(own.owner); nothing was deleted")
+        }
+        let owned = addons.filter { $0.owner == app && $0.name != app }
+        if !owned.isEmpty {
+            throw KbuildError(.conflict, "\(app) has add-ons (\(owned.map(\.name).joined(separator: ", "))): destroy them first with kbuild addons:destroy NAME --app \(app) --force; nothing was deleted")
         }
         // Volumes hold data: they go only when asked, and then after the processes that use them (their node deletes them).
         let volumes = try await volumeRecords(app).filter { $0.state == .active }
@@ -64,6 +74,14 @@ extension APIRoutes {
             throw KbuildError(.conflict, "\(app) has volumes (\(names)): destroy them with it (--volumes), or one by one with volumes:destroy; nothing was deleted")
         }
         for v in volumes { try await markDestroying(app, v.name, actor: "apps:destroy") }
+        // Attached to another's add-on: no more (a new app of this name is not attached to anything).
+        for a in addons where a.attachments.contains(where: { $0.app == app }) {
+            _ = try await refs.update(try Schema.addon(a.name), as: AddonRecord.self, in: keg, what: "add-on", actor: "apps:destroy") { old in
+                guard var r = old else { return old }
+                r.attachments.removeAll { $0.app == app }
+                return r
+            }
+        }
         // The release goes first, so the scheduler stops the processes; then everything else of the app.
         let all = try await refs.list(prefix: try Schema.app(app))
         let releaseFirst = all.filter { Schema.Key($0.name) == .appField(app, .release) } + all.filter { Schema.Key($0.name) != .appField(app, .release) }

@@ -16,6 +16,7 @@ import Keg
 /// config and opens its processes' network to the add-on: one release.
 extension APIRoutes {
     func registerAddons(on router: Router<Context>) {
+        registerBackups(on: router)
         let p = "/api/v1/apps/:app"
         router.get(RouterPath(p + "/addons")) { _, c in
             try await self.answer {
@@ -141,7 +142,12 @@ extension APIRoutes {
         for n in 1...50 {
             let candidate = "\(owner)-\(kind.rawValue)" + (n == 1 ? "" : "-\(n)")
             guard candidate.utf8.count <= 63 else { break }
-            if try await refs.get(try Schema.app(candidate)) == nil, try await refs.get(try Schema.addon(candidate)) == nil { name = candidate; break }
+            // Not a name whose last add-on's volume is still being deleted.
+            if try await refs.get(try Schema.app(candidate)) == nil, try await refs.get(try Schema.addon(candidate)) == nil,
+               try await refs.list(prefix: try Schema.volumes(candidate)).isEmpty {
+                name = candidate
+                break
+            }
         }
         guard !name.isEmpty else { throw KbuildError(.conflict, "failed to name a \(kind.rawValue) add-on of \(owner): too many, or its name too long") }
         // Its service address: one no other add-on has.
@@ -182,7 +188,7 @@ extension APIRoutes {
         } catch {
             // Nothing half-made stays: its app, volume and record go.
             _ = try? await refs.compareAndSwap(try Schema.addon(name), to: nil, expecting: .any, actor: actor)
-            _ = try? await destroy(name, confirm: name, volumes: true)
+            _ = try? await destroy(name, confirm: name, volumes: true, addon: true)
             throw error
         }
         _ = try await attach(name, to: owner, as: attachment, scope: nil, actor: actor)
@@ -267,7 +273,11 @@ extension APIRoutes {
             throw KbuildError(.conflict, "add-on \(name) is attached to \(list): detach it, or destroy it with --force (each of those apps gets a new release); nothing was deleted")
         }
         for a in addon.attachments { _ = try await detach(a.name, from: a.app, actor: actor) }
-        _ = try await destroy(name, confirm: name, volumes: true)
+        _ = try await destroy(name, confirm: name, volumes: true, addon: true)
+        // Its backups go with it: a later add-on of this name starts with none of this one's.
+        for ref in try await refs.list(prefix: try Schema.backups(name)) {
+            _ = try? await refs.compareAndSwap(ref.name, to: nil, expecting: .value(ref.kid), actor: actor)
+        }
         _ = try? await refs.compareAndSwap(try Schema.addon(name), to: nil, expecting: .any, actor: actor)
         return ["destroyed": name]
     }

@@ -16,7 +16,7 @@ public struct KbuildCommand: AsyncParsableCommand {
             ConfigList.self, ConfigGet.self, ConfigSet.self, ConfigUnset.self, ReleasesList.self, ReleasesInfo.self, ReleasesOutput.self, ReleasesRollback.self,
             PsList.self, PsScale.self, PsRestart.self, NodesList.self, NodesJoinToken.self, WorkersJoinToken.self, NodesDrain.self, NodesUndrain.self, RunCommand.self, TraceCommand.self, DomainsList.self, DomainsAdd.self, DomainsRemove.self,
             VolumesList.self, VolumesInfo.self, VolumesCreate.self, VolumesMount.self, VolumesUnmount.self, VolumesDestroy.self,
-            AddonsList.self, AddonsInfo.self, AddonsCreate.self, AddonsAttach.self, AddonsDetach.self, AddonsDestroy.self, PgPsql.self, PgInfo.self,
+            AddonsList.self, AddonsInfo.self, AddonsCreate.self, AddonsAttach.self, AddonsDetach.self, AddonsDestroy.self, PgPsql.self, PgInfo.self, PgBackups.self, PgBackupsCapture.self, PgBackupsRestore.self, PgBackupsDownload.self,
             ImageCommand.self, LogsCommand.self, BuildpackCommand.self, StackCommand.self, SandboxCommand.self, SourceCommand.self,
             KegCommand.self, RefCommand.self, VersionCommand.self,
             GitShellCommand.self, GitCredential.self, HookCommand.self,

@@ -1,3 +1,4 @@
+import ArgumentParser
 import Foundation
 import KbuildCore
 import Keg
@@ -67,4 +68,16 @@ func writeOut(_ bytes: [UInt8]) {
         if n <= 0 { exit(errno == EPIPE ? 0 : 1) }
         done += n
     }
+}
+
+/// The typed confirmation a destroying verb asks for: `--confirm NAME`, or
+/// NAME typed on this terminal after `warning`; anything else stops it.
+func confirmDestroy(_ name: String, given: String?, warning: String) throws {
+    var answer = given
+    if answer == nil {
+        guard isatty(0) == 1 else { throw ValidationError("refusing to destroy \(name) without confirmation: pass --confirm \(name)") }
+        FileHandle.standardError.write(Data(" !  \(warning) Type \(name) to confirm: ".utf8))
+        answer = readLine()?.trimmingCharacters(in: .whitespaces)
+    }
+    guard answer == name else { throw ValidationError("confirmation \(answer.map { $0.debugDescription } ?? "none") does not match \(name); nothing was deleted") }
 }

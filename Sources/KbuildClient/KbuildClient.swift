@@ -54,6 +54,24 @@ public struct KbuildClient: Sendable {
     public func destroyAddon(_ name: String, app: String, force: Bool) async throws {
         let _: [String: String] = try await delete("/apps/\(segment(app))/addons/\(segment(name))?confirm=\(segment(name))" + (force ? "&force=1" : ""))
     }
+    public func backups(_ app: String, addon: String) async throws -> [BackupRecord] {
+        try await get("/apps/\(segment(app))/addons/\(segment(addon))/backups")
+    }
+    /// Dumps, stores and test-restores: as long as the database takes.
+    public func captureBackup(_ app: String, addon: String) async throws -> BackupRecord {
+        let path = "/apps/\(segment(app))/addons/\(segment(addon))/backups"
+        let response = try await open(.POST, path, body: Data("{}".utf8), timeout: .hours(6))
+        return try decode(Data(buffer: try await response.body.collect(upTo: 1 << 20)), path: path)
+    }
+    public func restoreBackup(_ app: String, addon: String, backup: String) async throws -> BackupRecord {
+        let path = "/apps/\(segment(app))/addons/\(segment(addon))/backups/\(segment(backup))/restore?confirm=\(segment(addon))"
+        let response = try await open(.POST, path, body: Data("{}".utf8), timeout: .hours(6))
+        return try decode(Data(buffer: try await response.body.collect(upTo: 1 << 20)), path: path)
+    }
+    /// The dump's bytes as they come.
+    public func downloadBackup(_ app: String, addon: String, backup: String) async throws -> HTTPClientResponse {
+        try await open(.GET, "/apps/\(segment(app))/addons/\(segment(addon))/backups/\(segment(backup))/dump", body: nil, timeout: .hours(6))
+    }
     public func volumes(_ app: String) async throws -> [API.VolumeInfo] { try await get("/apps/\(segment(app))/volumes") }
     public func volume(_ app: String, _ name: String) async throws -> API.VolumeInfo { try await get("/apps/\(segment(app))/volumes/\(segment(name))") }
     public func createVolume(_ app: String, _ body: API.VolumeCreate) async throws -> API.VolumeInfo {

@@ -32,6 +32,7 @@ public import KbuildCore
 //     <node>/status                NodeStatus: what the node runs; also its heartbeat (only the last is kept)
 //     <node>/drain                 DrainRecord: the admin took the node out of placement (`nodes:drain`)
 //   addons/<name>                  AddonRecord: an add-on (its own app runs it), its service address and attachments
+//   backups/<addon>/<id>           BackupRecord: one backup of an add-on (its dump in the Keg), verified or failed
 //   volumes/<app>/<name>           VolumeRecord: a persistent volume (outlives its app until its node deleted it)
 //   registry/<repository>:<tag>    an OCI manifest or index: a registry tag (<repository> may hold "/")
 //   stacks/<name>                  an OCI image manifest: a stack's run image
@@ -102,6 +103,8 @@ public enum Schema {
     /// Present while the node is drained: nothing new is placed there and what runs there moves.
     public static func drain(_ node: String) throws -> RefName { try RefName("nodes/\(node)/drain") }
     public static func addon(_ name: String) throws -> RefName { try RefName("addons/\(name)") }
+    public static func backups(_ addon: String) throws -> RefName { try RefName("backups/\(addon)") }
+    public static func backup(_ addon: String, _ id: String) throws -> RefName { try RefName("backups/\(addon)/\(id)") }
     public static func volumes(_ app: String) throws -> RefName { try RefName("volumes/\(app)") }
     public static func volume(_ app: String, _ name: String) throws -> RefName { try RefName("volumes/\(app)/\(name)") }
     public static func registryTag(_ repository: String, _ tag: String) throws -> RefName { try RefName("registry/\(repository):\(tag)") }
@@ -127,6 +130,7 @@ public enum Schema {
         case drain(node: String)
         case volume(app: String, name: String)
         case addon(String)
+        case backup(addon: String, id: String)
         case registryTag(repository: String, tag: String)
         case stack(String)
         case buildpack(String)
@@ -160,6 +164,7 @@ public enum Schema {
             case ("nodes", 3) where parts[2] == "drain": self = .drain(node: parts[1])
             case ("volumes", 3): self = .volume(app: parts[1], name: parts[2])
             case ("addons", 2): self = .addon(parts[1])
+            case ("backups", 3): self = .backup(addon: parts[1], id: parts[2])
             case ("registry", 2...):
                 let path = rest(from: 1)
                 guard let colon = path.lastIndex(of: ":"), !path[colon...].contains("/") else { self = .other; return }

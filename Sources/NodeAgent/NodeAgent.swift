@@ -237,7 +237,7 @@ actor AgentLoop {
         ProcessFile.remove(stateDir, id: e.assigned.id)
         if let link = e.link, let egress = config.egress {
             if let s = e.assigned.spec.serves { await egress.unserve(s, at: link, port: e.port) }
-            await egress.remove(link, port: e.port)
+            await egress.remove(link, port: e.assigned.spec.serves == nil ? e.port : nil)
         }
     }
 
@@ -313,8 +313,12 @@ actor AgentLoop {
                                                          name: p.name, id: p.id, port: port, reader: reader, images: agent.keg, remote: agent.remote)
             var network = config.network
             var mounts = try volumeMounts(p.spec)
+            if p.spec.serves != nil && config.egress == nil {
+                throw KbuildError(.unsatisfiable, "an add-on runs only on a node whose processes have networks of their own (--isolation egress): on this one anything could reach it")
+            }
             if let egress = config.egress {
-                let link = try await egress.make(port: port)
+                // An add-on's port is never published at the node's address: only its service address reaches it, from its grants.
+                let link = try await egress.make(port: p.spec.serves == nil ? port : nil)
                 entry.link = link
                 network = .namespace("/run/netns/" + link.namespace)
                 // DNS through the host's resolvers.
@@ -360,7 +364,7 @@ actor AgentLoop {
             appendLog(p.id, "failed to start \(p.name): \(error)")
             if let link = entry.link, let egress = config.egress {
                 if let s = p.spec.serves { await egress.unserve(s, at: link, port: port) }
-                await egress.remove(link, port: port)
+                await egress.remove(link, port: p.spec.serves == nil ? port : nil)
             }
             entry.link = nil
             agent.log("agent \(config.name): failed to start \(p.id): \(error)")

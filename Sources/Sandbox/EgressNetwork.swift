@@ -358,14 +358,18 @@ public struct EgressNetwork: Sendable {
         try await offThread { try nft("add element inet \(table) grants { \(list) }\n", what: "open the add-ons of \(link.namespace)") }
     }
 
-    /// Every grant of `address`.
+    /// Every grant of `address`, and every service mapped to it (a process gone without its agent).
     func revokeAllNow(_ address: String) {
-        guard let out = try? Tool.run(nftCommand(["list", "set", "inet", table, "grants"]), input: nil).output,
-              let open = out.range(of: "elements = {"), let close = out.range(of: "}", range: open.upperBound..<out.endIndex) else { return }
-        let mine = out[open.upperBound..<close.lowerBound].split(separator: ",").map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
-            .filter { $0.hasPrefix(address + " . ") }
-        guard !mine.isEmpty else { return }
-        try? nft("delete element inet \(table) grants { \(mine.joined(separator: ", ")) }\n", what: "close a gone process's add-ons")
+        func elements(_ kind: String, _ name: String) -> [String] {
+            guard let out = try? Tool.run(nftCommand(["list", kind, "inet", table, name]), input: nil).output,
+                  let open = out.range(of: "elements = {"), let close = out.range(of: "}", range: open.upperBound..<out.endIndex) else { return [] }
+            return out[open.upperBound..<close.lowerBound].split(separator: ",").map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
+        }
+        let grants = elements("set", "grants").filter { $0.hasPrefix(address + " . ") }
+        if !grants.isEmpty { try? nft("delete element inet \(table) grants { \(grants.joined(separator: ", ")) }\n", what: "close a gone process's add-ons") }
+        // `SERVICE . PORT : ADDRESS . PORT`: deleted by key.
+        let served = elements("map", "services").filter { $0.contains(": \(address) . ") }.compactMap { $0.split(separator: ":").first }
+        if !served.isEmpty { try? nft("delete element inet \(table) services { \(served.joined(separator: ", ")) }\n", what: "unmap a gone process's service") }
     }
 
 

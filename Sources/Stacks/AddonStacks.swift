@@ -96,26 +96,30 @@ extension StackStore {
                 if [ ! -s "$data/PG_VERSION" ]; then
                   rm -rf "$data.new" && mkdir -p "$data.new" && chown postgres:postgres "$data.new" && chmod 700 "$data.new"
                   umask 077
-                  printf '%s\\n' "$KBUILD_ADDON_PASSWORD" > /tmp/pw && chown postgres /tmp/pw
-                  as_postgres "$bin/initdb" -D "$data.new" -U \(AddonRecord.user) --pwfile=/tmp/pw --auth-local=peer --auth-host=scram-sha-256 \\
-                    -E UTF8 --locale=C.UTF-8 >/dev/null
-                  rm -f /tmp/pw
-                  echo "CREATE DATABASE \(AddonRecord.database);" | as_postgres "$bin/postgres" --single -D "$data.new" -j postgres >/dev/null
+                  # The superuser is postgres, reached only by peer on the socket inside; the app's role owns its database, no more.
+                  as_postgres "$bin/initdb" -D "$data.new" -U postgres --auth-local=peer --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 >/dev/null
+                  printf 'CREATE ROLE \(AddonRecord.user) LOGIN CREATEDB;\\nCREATE DATABASE \(AddonRecord.database) OWNER \(AddonRecord.user);\\n' \\
+                    | as_postgres "$bin/postgres" --single -D "$data.new" -j postgres >/dev/null
                   # Whole or not at all: a start that died half-way begins again.
                   mv "$data.new" "$data"
                   echo "kbuild: made a new PostgreSQL $(cat "$data/PG_VERSION") cluster"
                 fi
-                umask 077
-                printf '%s\\n' "$KBUILD_ADDON_TLS_CERT" > "$data/server.crt"
-                printf '%s\\n' "$KBUILD_ADDON_TLS_KEY" > "$data/server.key"
-                chown postgres:postgres "$data/server.crt" "$data/server.key"
-                printf 'local all all peer\\nhost all all 0.0.0.0/0 scram-sha-256\\nhost all all ::/0 scram-sha-256\\n' > "$data/pg_hba.conf"
-                chown postgres:postgres "$data/pg_hba.conf"
-                echo "ALTER ROLE \(AddonRecord.user) PASSWORD '$KBUILD_ADDON_PASSWORD';" | as_postgres "$bin/postgres" --single -D "$data" -j postgres >/dev/null
+                # Certificate, key and pg_hba in a directory of root's, made at each start (never in the data directory
+                # postgres owns, where root would follow its links): TLS only over TCP, and passwords.
+                conf=/etc/kbuild-postgres
+                rm -rf "$conf" && mkdir -m 0750 "$conf" && chgrp postgres "$conf"
+                umask 027
+                printf '%s\\n' "$KBUILD_ADDON_TLS_CERT" > "$conf/server.crt"
+                printf '%s\\n' "$KBUILD_ADDON_TLS_KEY" > "$conf/server.key"
+                printf 'local all all peer\\nhostssl all all 0.0.0.0/0 scram-sha-256\\nhostssl all all ::/0 scram-sha-256\\n' > "$conf/pg_hba.conf"
+                chgrp postgres "$conf/server.crt" "$conf/server.key" "$conf/pg_hba.conf"
+                # The password again (a rotation takes effect with the restart it causes); a failure does not print the statement.
+                echo "ALTER ROLE \(AddonRecord.user) PASSWORD '$KBUILD_ADDON_PASSWORD';" \\
+                  | as_postgres "$bin/postgres" --single -D "$data" -j -c log_min_error_statement=panic postgres >/dev/null
                 exec setpriv --reuid=postgres --regid=postgres --init-groups -- "$bin/postgres" -D "$data" \\
                   -c listen_addresses='*' -c port="$PORT" -c unix_socket_directories=/run/postgresql \\
-                  -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key -c password_encryption=scram-sha-256 \\
-                  -c hba_file="$data/pg_hba.conf" -c logging_collector=off -c log_destination=stderr
+                  -c ssl=on -c ssl_cert_file="$conf/server.crt" -c ssl_key_file="$conf/server.key" -c password_encryption=scram-sha-256 \\
+                  -c hba_file="$conf/pg_hba.conf" -c logging_collector=off -c log_destination=stderr
                 """
         case .redis:
             return """

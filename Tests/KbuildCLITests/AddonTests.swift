@@ -36,7 +36,9 @@ final class AddonTests: XCTestCase {
 
     /// Whether a one-off run of `app` opens a TCP connection to `address:port`.
     func reaches(_ app: String, _ address: String, _ port: Int) throws -> Bool {
-        let r = try run(app, "echo | nc -w 3 \(address) \(port) >/dev/null 2>&1 && echo open || echo closed")
+        // busybox's nc, or Python's socket on the Debian stack (whose minbase has no nc).
+        let r = try run(app, "if command -v nc >/dev/null; then echo | nc -w 3 \(address) \(port) >/dev/null 2>&1; "
+                            + "else python3 -c \"import socket; socket.create_connection(('\(address)', \(port)), 3)\" 2>/dev/null; fi && echo open || echo closed")
         XCTAssertEqual(r.status, 0, r.stderr)
         return trimmed(r.stdout) == "open"
     }
@@ -47,9 +49,11 @@ final class AddonTests: XCTestCase {
         XCTAssertEqual(made.status, 0, made.stderr)
         let data = self.data
         let routerPort = freePort()
-        _ = try startKbuildUp(self, data: data, extra: ["--router-port", String(routerPort)])
+        // Room for the two apps, two add-ons and the one-off runs beside them (each takes half a CPU of the node's).
+        _ = try startKbuildUp(self, data: data, extra: ["--router-port", String(routerPort), "--node-cpus", "8"])
         XCTAssertEqual(try kbuild(["apps:create", "notesdb"], dataDir: data).status, 0)
-        XCTAssertEqual(try kbuild(["apps:create", "notesbox", "--stack", "busybox"], dataDir: data).status, 0)
+        let box = try makeApp("notesbox", data: data)
+        XCTAssertEqual(try git(["push", "kbuild", "main"], in: box).status, 0)
         addTeardownBlock {
             _ = try? sh(kbuildBinary, ["addons:destroy", "notesdb-postgres", "--app", "notesdb", "--confirm", "notesdb-postgres", "--force"], env: ["KBUILD_DATA_DIR": data])
             for app in ["notesdb", "notesbox"] { _ = try? sh(kbuildBinary, ["apps:destroy", app, "--confirm", app, "--volumes"], env: ["KBUILD_DATA_DIR": data]) }
@@ -126,6 +130,37 @@ final class AddonTests: XCTestCase {
         let info = try kbuild(["pg:info", "notesdb"], dataDir: data)
         XCTAssertTrue(info.stdout.contains("Version:     17.") && info.stdout.contains("Tables:      1"), info.stdout + info.stderr)
 
+        // Backups in the Keg, each verified by a test restore into a scratch database; a restore brings the rows back.
+        let capture = try kbuild(["pg:backups:capture", "notesdb"], dataDir: data)
+        XCTAssertEqual(capture.status, 0, capture.stderr)
+        XCTAssertTrue(capture.stdout.contains("b001") && capture.stdout.contains("verified"), capture.stdout)
+        try add(routerPort, "fifth, after the backup")
+        try waitForNotes(routerPort, ["first", "second", "third", "fourth", "fifth, after the backup"], "a write after the backup")
+        for (args, message) in [(["pg:backups:restore", "notesdb", "b099", "--confirm", "notesdb-postgres"], "has no backup \"b099\""),
+                                (["pg:backups:restore", "notesdb", "b001"], "without confirmation"),
+                                (["pg:backups:restore", "notesdb", "b001", "--confirm", "notesdb"], "does not match notesdb-postgres")] {
+            let r = try kbuild(args, dataDir: data)
+            XCTAssertNotEqual(r.status, 0, "\(args)")
+            XCTAssertTrue(r.stderr.contains(message), "\(args): \(r.stderr)")
+        }
+        let restored = try kbuild(["pg:backups:restore", "notesdb", "b001", "--confirm", "notesdb-postgres"], dataDir: data)
+        XCTAssertEqual(restored.status, 0, restored.stderr)
+        try waitForNotes(routerPort, ["first", "second", "third", "fourth"], "the rows as the backup had them")
+        let dumpFile = work + "/b001.dump"
+        XCTAssertEqual(try kbuild(["pg:backups:download", "notesdb", "b001", "-o", dumpFile], dataDir: data).status, 0)
+        XCTAssertEqual(FileManager.default.contents(atPath: dumpFile)?.prefix(5), Data("PGDMP".utf8), "a pg_dump custom-format file")
+        // A backup that fails is recorded as failed, with the reason, and is never restored.
+        XCTAssertEqual(try kbuild(["ps:scale", "notesdb-postgres", "postgres=0"], dataDir: data).status, 0)
+        try waitUntil("the add-on stopped") { try ps("notesdb-postgres", data).isEmpty }
+        let failed = try kbuild(["pg:backups:capture", "notesdb"], dataDir: data)
+        XCTAssertNotEqual(failed.status, 0)
+        XCTAssertTrue(failed.stdout.contains("b002") && failed.stdout.contains("FAILED: psql failed"), failed.stdout)
+        XCTAssertTrue(try kbuild(["pg:backups:restore", "notesdb", "b002", "--confirm", "notesdb-postgres"], dataDir: data).stderr.contains("cannot be restored"))
+        XCTAssertEqual(try kbuild(["ps:scale", "notesdb-postgres", "postgres=1"], dataDir: data).status, 0)
+        try waitForNotes(routerPort, ["first", "second", "third", "fourth"], "the add-on back")
+        let listed = try kbuild(["pg:backups", "notesdb"], dataDir: data).stdout
+        XCTAssertTrue(listed.contains("b001") && listed.contains("verified") && listed.contains("b002") && listed.contains("FAILED"), listed)
+
         // Only attached apps reach it; attaching opens it, detaching closes it again.
         XCTAssertFalse(try reaches("notesbox", address, 5432), "an app not attached reached the database")
         XCTAssertTrue(try reaches("notesdb", address, 5432))
@@ -164,13 +199,20 @@ final class AddonTests: XCTestCase {
         XCTAssertFalse(push.stderr.contains(password) || second.stderr.contains(password))
         XCTAssertTrue(try kbuild(["ps", "notesdb-postgres"], dataDir: data).stdout.contains("postgres.1"), "the add-on's process is in ps")
 
-        // Destroying it while attached is refused; with --force it goes, with its volume.
+        // Its app goes only with it, and its owner only after it.
+        let direct = try kbuild(["apps:destroy", "notesdb-postgres", "--confirm", "notesdb-postgres", "--volumes"], dataDir: data)
+        XCTAssertTrue(direct.stderr.contains("runs add-on notesdb-postgres of notesdb: destroy it with kbuild addons:destroy"), direct.stderr)
+        let owner = try kbuild(["apps:destroy", "notesdb", "--confirm", "notesdb"], dataDir: data)
+        XCTAssertTrue(owner.stderr.contains("has add-ons (notesdb-postgres)"), owner.stderr)
+
+        // Destroying it while attached is refused; with --force it goes, with its volume and backups.
         let attached = try kbuild(["addons:destroy", "notesdb-postgres", "--app", "notesdb", "--confirm", "notesdb-postgres"], dataDir: data)
         XCTAssertTrue(attached.stderr.contains("is attached to notesdb as DATABASE"), attached.stderr)
         let destroyed = try kbuild(["addons:destroy", "notesdb-postgres", "--app", "notesdb", "--confirm", "notesdb-postgres", "--force"], dataDir: data)
         XCTAssertEqual(destroyed.status, 0, destroyed.stderr)
         XCTAssertTrue(try kbuild(["config:get", "notesdb", "DATABASE_URL"], dataDir: data).stdout.isEmpty)
         try waitUntil("the add-on's volume deleted") { trimmed(try kbuild(["ref", "ls", "volumes/notesdb-postgres/"], dataDir: data).stdout).isEmpty }
+        XCTAssertTrue(trimmed(try kbuild(["ref", "ls", "backups/notesdb-postgres/"], dataDir: data).stdout).isEmpty, "its backups stayed")
     }
 
     /// The host's processes of an app (by KBUILD_APP in their environment), with their command lines.

@@ -31,6 +31,7 @@ final class SchemaTests: XCTestCase {
             (try Schema.pin("keep/this"), .pin("keep/this")),
             (try Schema.volume("web", "data"), .volume(app: "web", name: "data")),
             (try Schema.addon("web-postgres"), .addon("web-postgres")),
+            (try Schema.backup("web-postgres", "b001"), .backup(addon: "web-postgres", id: "b001")),
         ]
         for (name, key) in table { XCTAssertEqual(Schema.Key(name), key, name.rawValue) }
         for field in Schema.AppField.allCases {

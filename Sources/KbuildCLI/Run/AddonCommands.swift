@@ -116,13 +116,7 @@ struct AddonsDestroy: AsyncParsableCommand {
     @Flag(help: "Detach it from every app first.") var force = false
 
     func run() async throws {
-        var answer = confirm
-        if answer == nil {
-            guard isatty(0) == 1 else { throw ValidationError("refusing to destroy \(addon) without confirmation: pass --confirm \(addon)") }
-            FileHandle.standardError.write(Data(" !  This deletes add-on \(addon) and all its data. Type \(addon) to confirm: ".utf8))
-            answer = readLine()?.trimmingCharacters(in: .whitespaces)
-        }
-        guard answer == addon else { throw ValidationError("confirmation \(answer.map { $0.debugDescription } ?? "none") does not match \(addon); nothing was deleted") }
+        try confirmDestroy(addon, given: confirm, warning: "This deletes add-on \(addon) and all its data.")
         try await global.client().destroyAddon(addon, app: app, force: force)
         say("Destroyed \(addon)")
     }
@@ -154,7 +148,7 @@ func psqlLine(_ a: AddonRecord, arguments: String = "") -> String {
 struct PgPsql: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pg:psql", abstract: "Open psql against an app's PostgreSQL add-on (run beside it, attached to this terminal).",
-        discussion: "Works from another machine too: psql runs in a one-off process of the add-on's app. Piped input is run as a script; -c runs one command.")
+        discussion: "Works from another machine too: psql runs in a one-off process of the add-on's app (with the admin token: an app token does not reach the add-on's app, whose config holds its password and key). Piped input is run as a script; -c runs one command.")
     @OptionGroup var global: GlobalOptions
     @Argument(help: "The app.") var app: String
     @Argument(help: "The attachment or add-on (default DATABASE).") var database: String?
@@ -186,3 +180,105 @@ struct PgInfo: AsyncParsableCommand {
 }
 
 func shellQuote(_ s: String) -> String { "'" + s.replacingOccurrences(of: "'", with: "'\\''") + "'" }
+
+/// `kbuild pg:backups APP [DATABASE]`.
+struct PgBackups: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "pg:backups", abstract: "List the backups of an app's PostgreSQL add-on: verified, or the error.",
+        discussion: "Each is a pg_dump stored in the Keg (custom format, uncompressed: successive backups share its chunks), counted only once a test restore of it into a scratch database succeeded.")
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "The app.") var app: String
+    @Argument(help: "The attachment or add-on (default DATABASE).") var database: String?
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() async throws {
+        let client = try global.client()
+        let a = try await postgresAddon(client, app: app, name: database)
+        let list = try await client.backups(app, addon: a.name)
+        if json { return try printJSON(list) }
+        guard !list.isEmpty else { return say("\(a.name) has no backups (kbuild pg:backups:capture \(app))") }
+        say("=== \(a.name) backups")
+        for b in list.reversed() { say(PgBackups.line(b)) }
+    }
+
+    static func line(_ b: BackupRecord) -> String {
+        let what = b.state == .verified ? "verified" : "FAILED: \(b.error ?? "")"
+        let size = b.databaseSize.map { "database \(formatBytes($0)), " } ?? ""
+        return "\(b.id)  \(shortDate(b.createdAt))  \(size)dump \(formatBytes(b.size))  \(what)  by \(b.createdBy) (\(b.source))"
+    }
+}
+
+/// `kbuild pg:backups:capture APP [DATABASE]`.
+struct PgBackupsCapture: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "pg:backups:capture", abstract: "Back up an app's PostgreSQL add-on into the Keg, then test-restore it.")
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "The app.") var app: String
+    @Argument(help: "The attachment or add-on (default DATABASE).") var database: String?
+
+    func run() async throws {
+        let client = try global.client()
+        let a = try await postgresAddon(client, app: app, name: database)
+        let b = try await client.captureBackup(app, addon: a.name)
+        say(PgBackups.line(b))
+        if b.state != .verified { throw ExitCode(1) }
+        say("Dump \(b.dump?.description ?? "")")
+    }
+}
+
+/// `kbuild pg:backups:restore APP BACKUP [DATABASE] --confirm ADDON`.
+struct PgBackupsRestore: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "pg:backups:restore", abstract: "Restore a verified backup over an app's PostgreSQL add-on (its tables replace those of the same names).",
+        discussion: "Asks you to type the add-on's name; --confirm NAME answers in advance. In one transaction: a restore that fails (or waits over a minute for a lock the app holds) changes nothing. Tables made since the backup stay.")
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "The app.") var app: String
+    @Argument(help: "The backup (b001, …).") var backup: String
+    @Argument(help: "The attachment or add-on (default DATABASE).") var database: String?
+    @Option(help: "The add-on's name, to confirm without a prompt.") var confirm: String?
+
+    func run() async throws {
+        let client = try global.client()
+        let a = try await postgresAddon(client, app: app, name: database)
+        try confirmDestroy(a.name, given: confirm, warning: "This replaces the data of \(a.name) with backup \(backup).")
+        let b = try await client.restoreBackup(app, addon: a.name, backup: backup)
+        say("Restored \(b.id) (\(shortDate(b.createdAt))) into \(a.name)")
+    }
+}
+
+/// `kbuild pg:backups:download APP BACKUP [DATABASE] [-o FILE]`.
+struct PgBackupsDownload: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "pg:backups:download", abstract: "Write a backup's dump to a file (pg_restore reads it).")
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "The app.") var app: String
+    @Argument(help: "The backup (b001, …).") var backup: String
+    @Argument(help: "The attachment or add-on (default DATABASE).") var database: String?
+    @Option(name: .shortAndLong, help: "The file (default ADDON-BACKUP.dump).") var output: String?
+
+    func run() async throws {
+        let client = try global.client()
+        let a = try await postgresAddon(client, app: app, name: database)
+        let path = output ?? "\(a.name)-\(backup).dump"
+        let response = try await client.downloadBackup(app, addon: a.name, backup: backup)
+        // Whole or not at all: written beside it, renamed once complete.
+        let temporary = path + ".part"
+        guard FileManager.default.createFile(atPath: temporary, contents: nil), let file = FileHandle(forWritingAtPath: temporary) else {
+            throw KbuildError(.io, "failed to write \(temporary)")
+        }
+        var written: UInt64 = 0
+        do {
+            for try await chunk in response.body {
+                try file.write(contentsOf: Data(buffer: chunk))
+                written += UInt64(chunk.readableBytes)
+            }
+            try file.synchronize()
+            try file.close()
+            guard rename(temporary, path) == 0 else { throw KbuildError.syscall("rename", path, verb: "write the dump") }
+        } catch {
+            try? file.close()
+            unlink(temporary)
+            throw error
+        }
+        say("Wrote \(formatBytes(written)) to \(path)")
+    }
+}

@@ -49,13 +49,7 @@ struct AppsDestroy: AsyncParsableCommand {
     @Flag(help: "Destroy its volumes and their data too (without it, an app with volumes is not destroyed).") var volumes = false
 
     func run() async throws {
-        var answer = confirm
-        if answer == nil {
-            guard isatty(0) == 1 else { throw ValidationError("refusing to destroy \(app) without confirmation: pass --confirm \(app)") }
-            FileHandle.standardError.write(Data(" !  This deletes \(app), its processes and its repository. Type \(app) to confirm: ".utf8))
-            answer = readLine()?.trimmingCharacters(in: .whitespaces)
-        }
-        guard answer == app else { throw ValidationError("confirmation \(answer.map { $0.debugDescription } ?? "none") does not match \(app); nothing was deleted") }
+        try confirmDestroy(app, given: confirm, warning: "This deletes \(app), its processes and its repository\(volumes ? ", and its volumes' data" : "").")
         try await global.client().destroyApp(app, volumes: volumes)
         say("Destroyed \(app)")
     }

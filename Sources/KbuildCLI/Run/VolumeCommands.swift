@@ -111,13 +111,7 @@ struct VolumesDestroy: AsyncParsableCommand {
     @Option(help: "The volume's name again, to confirm without a prompt.") var confirm: String?
 
     func run() async throws {
-        var answer = confirm
-        if answer == nil {
-            guard isatty(0) == 1 else { throw ValidationError("refusing to destroy volume \(name) without confirmation: pass --confirm \(name)") }
-            FileHandle.standardError.write(Data(" !  This deletes volume \(name) of \(app) and all its data. Type \(name) to confirm: ".utf8))
-            answer = readLine()?.trimmingCharacters(in: .whitespaces)
-        }
-        guard answer == name else { throw ValidationError("confirmation \(answer.map { $0.debugDescription } ?? "none") does not match \(name); nothing was deleted") }
+        try confirmDestroy(name, given: confirm, warning: "This deletes volume \(name) of \(app) and all its data.")
         let done = try await global.client().destroyVolume(app, name)
         if done["destroyed"] != nil {
             say("Destroyed volume \(name) of \(app)")

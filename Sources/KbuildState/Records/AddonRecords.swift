@@ -93,3 +93,61 @@ public struct AddonRecord: Codable, Sendable, Equatable {
         }
     }
 }
+
+/// One backup of an add-on (`pg:backups:capture`), at `backups/ADDON/ID`:
+/// its dump in the Keg (PostgreSQL's custom format, uncompressed so that the
+/// Keg's chunks are shared between successive backups; Redis's RDB file), and
+/// whether a test restore of it into a scratch database succeeded. Only a
+/// verified backup is one: a failed one says why.
+public struct BackupRecord: Codable, Sendable, Equatable {
+    public enum State: String, Codable, Sendable {
+        /// Dumped, and restored into a scratch database without an error.
+        case verified
+        /// The dump or its test restore failed (`error`).
+        case failed
+    }
+    public var kind = "kbuild.addon-backup/v1"
+    /// `b001`, `b002`, … in the order they were taken.
+    public var id: String
+    public var addon: String
+    public var addonKind: AddonKind
+    /// The server's version when it was taken.
+    public var version: String
+    public var dump: KID?
+    public var size: UInt64
+    /// The database's size as the server said (pg_database_size; a Redis one's keys).
+    public var databaseSize: UInt64?
+    public var state: State
+    public var error: String?
+    /// capture, schedule, import.
+    public var source: String
+    /// Seconds the dump into the Keg took, and its test restore.
+    public var dumpSeconds: Double?
+    public var verifySeconds: Double?
+    public var createdBy: String
+    public var createdAt: Date
+    public var finishedAt: Date
+    public var links: [KID]
+
+    public init(id: String, addon: String, addonKind: AddonKind, version: String, dump: KID?, size: UInt64, databaseSize: UInt64?, state: State,
+                error: String?, source: String, createdBy: String, createdAt: Date, finishedAt: Date = Date()) {
+        self.id = id
+        self.addon = addon
+        self.addonKind = addonKind
+        self.version = version
+        self.dump = dump
+        self.size = size
+        self.databaseSize = databaseSize
+        self.state = state
+        self.error = error
+        self.source = source
+        self.createdBy = createdBy
+        self.createdAt = createdAt
+        self.finishedAt = finishedAt
+        self.links = dump.map { [$0] } ?? []
+    }
+
+    /// `b` and a number of at least three digits.
+    public static func id(_ n: Int) -> String { "b" + String(format: "%03d", n) }
+    public static func number(_ id: String) -> Int? { id.hasPrefix("b") ? Int(id.dropFirst()) : nil }
+}
