@@ -98,8 +98,9 @@ extension StackStore {
                   umask 077
                   # The superuser is postgres, reached only by peer on the socket inside; the app's role owns its database, no more.
                   as_postgres "$bin/initdb" -D "$data.new" -U postgres --auth-local=peer --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 >/dev/null
+                  # One statement per line, each its own command (CREATE DATABASE runs in no transaction block).
                   printf 'CREATE ROLE \(AddonRecord.user) LOGIN CREATEDB;\\nCREATE DATABASE \(AddonRecord.database) OWNER \(AddonRecord.user);\\n' \\
-                    | as_postgres "$bin/postgres" --single -D "$data.new" -j postgres >/dev/null
+                    | as_postgres "$bin/postgres" --single -D "$data.new" postgres >/dev/null
                   # Whole or not at all: a start that died half-way begins again.
                   mv "$data.new" "$data"
                   echo "kbuild: made a new PostgreSQL $(cat "$data/PG_VERSION") cluster"
@@ -115,7 +116,7 @@ extension StackStore {
                 chgrp postgres "$conf/server.crt" "$conf/server.key" "$conf/pg_hba.conf"
                 # The password again (a rotation takes effect with the restart it causes); a failure does not print the statement.
                 echo "ALTER ROLE \(AddonRecord.user) PASSWORD '$KBUILD_ADDON_PASSWORD';" \\
-                  | as_postgres "$bin/postgres" --single -D "$data" -j -c log_min_error_statement=panic postgres >/dev/null
+                  | as_postgres "$bin/postgres" --single -D "$data" -c log_min_error_statement=panic postgres >/dev/null
                 exec setpriv --reuid=postgres --regid=postgres --init-groups -- "$bin/postgres" -D "$data" \\
                   -c listen_addresses='*' -c port="$PORT" -c unix_socket_directories=/run/postgresql \\
                   -c ssl=on -c ssl_cert_file="$conf/server.crt" -c ssl_key_file="$conf/server.key" -c password_encryption=scram-sha-256 \\
