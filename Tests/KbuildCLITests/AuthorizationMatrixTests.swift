@@ -117,6 +117,15 @@ final class AuthorizationMatrixTests: XCTestCase {
         "GET /api/v1/apps/{app}/addons/{addon}": Row(requests: { app in [("GET", "/api/v1/apps/\(app)/addons/none", nil)] }, own: .allowed, perApp: true),
         "DELETE /api/v1/apps/{app}/addons/{addon}": Row(requests: { app in [("DELETE", "/api/v1/apps/\(app)/addons/none?confirm=none", nil)] },
                                                         own: .allowed, perApp: true),
+        // Backups of an add-on the app has or is attached to (none here: 404 for the own token).
+        "GET /api/v1/apps/{app}/addons/{addon}/backups": Row(requests: { app in [("GET", "/api/v1/apps/\(app)/addons/none/backups", nil)] },
+                                                             own: .allowed, perApp: true),
+        "POST /api/v1/apps/{app}/addons/{addon}/backups": Row(requests: { app in [("POST", "/api/v1/apps/\(app)/addons/none/backups", "{}")] },
+                                                              own: .allowed, perApp: true),
+        "POST /api/v1/apps/{app}/addons/{addon}/backups/{backup}/restore": Row(requests: { app in
+            [("POST", "/api/v1/apps/\(app)/addons/none/backups/b001/restore?confirm=none", "{}")] }, own: .allowed, perApp: true),
+        "GET /api/v1/apps/{app}/addons/{addon}/backups/{backup}/dump": Row(requests: { app in
+            [("GET", "/api/v1/apps/\(app)/addons/none/backups/b001/dump", nil)] }, own: .allowed, perApp: true),
         "POST /api/v1/apps/{app}/attachments": Row(requests: { app in [("POST", "/api/v1/apps/\(app)/attachments", #"{"addon":"none"}"#)] },
                                                    own: .allowed, perApp: true),
         "DELETE /api/v1/apps/{app}/attachments/{name}": Row(requests: { app in [("DELETE", "/api/v1/apps/\(app)/attachments/NONE", nil)] },

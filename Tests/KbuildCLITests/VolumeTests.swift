@@ -104,8 +104,14 @@ final class VolumeTests: XCTestCase {
 
         // Unmounted and destroyed: its disk is gone from the node.
         XCTAssertTrue(try kbuild(["volumes:unmount", "notes", "data"], dataDir: data).stdout.contains("Unmounted data from notes: v5"))
-        let destroyed = try kbuild(["volumes:destroy", "notes", "data", "--confirm", "data"], dataDir: data)
-        XCTAssertEqual(destroyed.status, 0, destroyed.stderr)
+        // Refused until the release without it has rolled out (a revert would go back to the one with it).
+        var destroyed = try kbuild(["volumes:destroy", "notes", "data", "--confirm", "data"], dataDir: data)
+        try waitUntil("v5 rolled out, so the volume can go") {
+            if destroyed.status == 0 { return true }
+            XCTAssertTrue(destroyed.stderr.contains("let that release roll out"), destroyed.stderr)
+            destroyed = try kbuild(["volumes:destroy", "notes", "data", "--confirm", "data"], dataDir: data)
+            return destroyed.status == 0
+        }
         XCTAssertTrue(destroyed.stdout.contains("Destroyed volume data of notes"), destroyed.stdout)
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: data + "/nodes/local/volumes"), [])
         XCTAssertTrue(try kbuild(["volumes", "notes"], dataDir: data).stdout.contains("no volumes"))
