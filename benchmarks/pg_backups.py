@@ -22,7 +22,7 @@ whole dump then), kbuild / gzip (target <= 0.1); median capture seconds
 (the dump into the Keg) / pg_dump alone (target <= 1.5); and the restore of
 the last backup, `pg:backups:restore` against gunzip | pg_restore --clean.
 
-Usage: python3 benchmarks/pg_backups.py [--mb 500] [--backups 20] [--data DIR]
+Usage: python3 benchmarks/pg_backups.py [--mb 500] [--backups 20] [--changes spread|block] [--data DIR]
 Needs root; builds nothing: run `swift build -c release` first (it uses .build/release/kbuild).
 """
 import argparse, os, re, shutil, statistics, subprocess, sys, tempfile, time
@@ -59,6 +59,8 @@ def main():
     ap.add_argument("--mb", type=int, default=500)
     ap.add_argument("--backups", type=int, default=20)
     ap.add_argument("--data", help="a data dir to use (kept); default: a new one (removed)")
+    ap.add_argument("--changes", choices=["spread", "block"], default="spread",
+                    help="spread: every 100th row (1%% of rows, in every part of the table); block: 1%% of the rows in one id range")
     args = ap.parse_args()
     if not os.access(KBUILD, os.X_OK):
         sys.exit(f"{KBUILD} is missing: swift build -c release --product kbuild && swift build -c release --product kbuild-sandbox")
@@ -70,13 +72,18 @@ def main():
         kb(data, "stack", "create", "busybox")
         kb(data, "stack", "create", "debian-13")
         kb(data, "stack", "create", "debian-13-addons")
-    up = subprocess.Popen([KBUILD, "up", "--data-dir", data, "--port", "0", "--router-port", "0", "--tls-port", "0"],
+    # Room on the node for the add-on and the one-off runs beside it, whatever this machine's cores.
+    up = subprocess.Popen([KBUILD, "up", "--data-dir", data, "--port", "0", "--router-port", "0", "--tls-port", "0", "--node-cpus", "16"],
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         for _ in range(100):
             if os.path.exists(os.path.join(data, "server.url")):
                 break
             time.sleep(0.2)
+        # What an earlier run in a kept data dir left goes first.
+        kb(data, "addons:destroy", "pgbench-postgres", "--app", "pgbench", "--confirm", "pgbench-postgres", "--force", check=False)
+        kb(data, "apps:destroy", "pgbench", "--confirm", "pgbench", "--volumes", check=False)
+        time.sleep(5)
         kb(data, "apps:create", "pgbench", "--stack", "busybox")
         made = kb(data, "addons:create", "postgres", "--app", "pgbench", "--size", f"{max(2, args.mb * 6 // 1024)}G").stdout
         addon = "pgbench-postgres"
@@ -88,13 +95,14 @@ def main():
         rows = args.mb * 1024 * 1024 // 330
         print(f"filling {args.mb} MB ({rows} rows)", flush=True)
         beside(data, addon, f"{conn} -c \"create table t (id bigint primary key, v int not null, pad text not null); "
-                            f"insert into t select g, 0, repeat(md5(g::text), 8) from generate_series(1, {rows}) g; vacuum analyze t\"")
+                            f"insert into t select g, 0, repeat(md5(g::text), 8) from generate_series(1, {rows}) g\" -c \"vacuum analyze t\"")
         size = beside(data, addon, f"{conn} -c \"select pg_database_size('kbuild')\"").stdout.strip()
         print(f"database: {int(size) / 1e6:.0f} MB", flush=True)
 
         keg_growth, gzip_sizes, capture_s, alone_s = [], [], [], []
         for i in range(1, args.backups + 1):
-            beside(data, addon, f"{conn} -c \"update t set v = v + 1, pad = repeat(md5(random()::text), 8) where id % 100 = {i % 100}\"")
+            where = f"id % 100 = {i % 100}" if args.changes == "spread" else f"id > {(i * rows // 7) % rows} and id <= {(i * rows // 7) % rows + rows // 100}"
+            beside(data, addon, f"{conn} -c \"update t set v = v + 1, pad = repeat(md5(random()::text), 8) where {where}\"")
             before = packs_bytes(data)
             t = time.perf_counter()
             out = kb(data, "pg:backups:capture", "pgbench").stdout
@@ -125,7 +133,7 @@ def main():
         extra_keg = statistics.median(keg_growth[1:]) if len(keg_growth) > 1 else keg_growth[0]
         extra_gzip = statistics.median(gzip_sizes[1:]) if len(gzip_sizes) > 1 else gzip_sizes[0]
         print()
-        print(f"| {args.backups} backups of {int(size) / 1e6:.0f} MB, ~1% rows changed each | kbuild (Keg) | gzip files | ratio | target |")
+        print(f"| {args.backups} backups of {int(size) / 1e6:.0f} MB, ~1% rows changed each ({args.changes}) | kbuild (Keg) | gzip files | ratio | target |")
         print("|---|---|---|---|---|")
         print(f"| bytes stored per extra backup (median) | {extra_keg / 1e6:.2f} MB | {extra_gzip / 1e6:.2f} MB | {extra_keg / extra_gzip:.3f} | <= 0.1 |")
         print(f"| all {args.backups} backups | {sum(keg_growth) / 1e6:.1f} MB | {sum(gzip_sizes) / 1e6:.1f} MB | {sum(keg_growth) / sum(gzip_sizes):.3f} | |")
