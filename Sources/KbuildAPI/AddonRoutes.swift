@@ -129,7 +129,7 @@ extension APIRoutes {
         } catch let e as KbuildError where e.code == .notFound || e.code == .invalidArgument {
             throw KbuildError(.notFound, "no add-on stack \(stackName.debugQuoted) here: make it with kbuild stack create \(stackName)")
         }
-        let labels = try ImageStoreAccess.labels(of: stack, keg: keg)
+        let labels = try ImageStore(keg: keg).config(of: stack.manifest).config?.Labels ?? [:]
         guard let version = labels["dev.kbuild.addon.\(kind.rawValue)"] else {
             throw KbuildError(.invalidArgument, "stack \(stackName) is not an add-on stack (it has no \(kind.rawValue)): use debian-12-addons or debian-13-addons")
         }
@@ -280,13 +280,6 @@ extension APIRoutes {
         }
         _ = try? await refs.compareAndSwap(try Schema.addon(name), to: nil, expecting: .any, actor: actor)
         return ["destroyed": name]
-    }
-}
-
-/// An image's labels, for the add-on routes.
-enum ImageStoreAccess {
-    static func labels(of stack: Stack, keg: Keg) throws -> [String: String] {
-        try ImageStore(keg: keg).config(of: stack.manifest).config?.Labels ?? [:]
     }
 }
 

@@ -87,8 +87,7 @@ extension APIRoutes {
     func capture(_ addon: AddonRecord, source: String, actor: String) async throws -> BackupRecord {
         guard addon.addon == .postgres else { throw KbuildError(.invalidArgument, "\(addon.name) is a \(addon.addon.rawValue) add-on: pg:backups are PostgreSQL's") }
         let started = Date()
-        let connect = "PGPASSWORD=\"$KBUILD_ADDON_PASSWORD\" PGSSLMODE=require"
-        let target = "-h \(addon.service.address) -p \(addon.service.port) -U \(AddonRecord.user)"
+        let (connect, target) = Self.connection(addon)
         var size: UInt64?
         var dump: KID?
         var bytes: UInt64 = 0
@@ -180,6 +179,11 @@ extension APIRoutes {
         throw KbuildError(.conflict, "failed to record a backup of \(addon.name): too many at once")
     }
 
+    /// What psql, pg_dump and pg_restore beside an add-on start with: its password from its config, TLS; and its address and role.
+    static func connection(_ addon: AddonRecord) -> (environment: String, target: String) {
+        ("PGPASSWORD=\"$KBUILD_ADDON_PASSWORD\" PGSSLMODE=require", "-h \(addon.service.address) -p \(addon.service.port) -U \(AddonRecord.user)")
+    }
+
     static func seconds(since start: ContinuousClock.Instant) -> Double {
         let d = ContinuousClock.now - start
         return Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
@@ -194,8 +198,7 @@ extension APIRoutes {
         guard backup.state == .verified, let dump = backup.dump else {
             throw KbuildError(.invalidArgument, "backup \(id) of \(addon.name) failed (\(backup.error ?? "")): it cannot be restored; nothing changed")
         }
-        let connect = "PGPASSWORD=\"$KBUILD_ADDON_PASSWORD\" PGSSLMODE=require"
-        let target = "-h \(addon.service.address) -p \(addon.service.port) -U \(AddonRecord.user)"
+        let (connect, target) = Self.connection(addon)
         // A lock the app holds fails the restore after a minute (and changes nothing) rather than waiting for ever.
         let r = try await besideAddon(addon, script: "PGOPTIONS='-c lock_timeout=60s' \(connect) exec pg_restore \(target) -d \(AddonRecord.database) --clean --if-exists --no-owner --exit-on-error --single-transaction",
                                       input: dump) { _ in }

@@ -42,8 +42,7 @@ public struct KbuildClient: Sendable {
     public func addon(_ app: String, _ name: String) async throws -> API.AddonInfo { try await get("/apps/\(segment(app))/addons/\(segment(name))") }
     public func createAddon(_ app: String, _ body: API.AddonCreate) async throws -> API.AddonInfo {
         // It answers once the add-on's server is up (or after 40 s): a longer wait than other calls'.
-        let response = try await open(.POST, "/apps/\(segment(app))/addons", body: Data(try JSONEncoder().encode(body)), timeout: .seconds(150))
-        return try decode(Data(buffer: try await response.body.collect(upTo: 1 << 20)), path: "/apps/\(app)/addons")
+        try await send(.POST, "/apps/\(segment(app))/addons", body, timeout: .seconds(150))
     }
     public func attachAddon(_ addon: String, to app: String, as name: String?) async throws -> API.AddonInfo {
         try await send(.POST, "/apps/\(segment(app))/attachments", API.AddonAttach(addon: addon, as: name))
@@ -59,14 +58,11 @@ public struct KbuildClient: Sendable {
     }
     /// Dumps, stores and test-restores: as long as the database takes.
     public func captureBackup(_ app: String, addon: String) async throws -> BackupRecord {
-        let path = "/apps/\(segment(app))/addons/\(segment(addon))/backups"
-        let response = try await open(.POST, path, body: Data("{}".utf8), timeout: .hours(6))
-        return try decode(Data(buffer: try await response.body.collect(upTo: 1 << 20)), path: path)
+        try await send(.POST, "/apps/\(segment(app))/addons/\(segment(addon))/backups", [String: String](), timeout: .hours(6))
     }
     public func restoreBackup(_ app: String, addon: String, backup: String) async throws -> BackupRecord {
-        let path = "/apps/\(segment(app))/addons/\(segment(addon))/backups/\(segment(backup))/restore?confirm=\(segment(addon))"
-        let response = try await open(.POST, path, body: Data("{}".utf8), timeout: .hours(6))
-        return try decode(Data(buffer: try await response.body.collect(upTo: 1 << 20)), path: path)
+        try await send(.POST, "/apps/\(segment(app))/addons/\(segment(addon))/backups/\(segment(backup))/restore?confirm=\(segment(addon))",
+                       [String: String](), timeout: .hours(6))
     }
     /// The dump's bytes as they come.
     public func downloadBackup(_ app: String, addon: String, backup: String) async throws -> HTTPClientResponse {
@@ -275,16 +271,17 @@ public struct KbuildClient: Sendable {
         try decode(try await request(.GET, path, body: nil), path: path)
     }
 
-    public func send<T: Decodable>(_ method: HTTPMethod, _ path: String, _ body: some Encodable, as type: T.Type = T.self) async throws -> T {
-        try decode(try await request(method, path, body: Data(try JSONEncoder().encode(body))), path: path)
+    public func send<T: Decodable>(_ method: HTTPMethod, _ path: String, _ body: some Encodable, as type: T.Type = T.self,
+                                   timeout: TimeAmount = .seconds(60)) async throws -> T {
+        try decode(try await request(method, path, body: Data(try JSONEncoder().encode(body)), timeout: timeout), path: path)
     }
 
     public func delete<T: Decodable>(_ path: String, as type: T.Type = T.self) async throws -> T {
         try decode(try await request(.DELETE, path, body: nil), path: path)
     }
 
-    func request(_ method: HTTPMethod, _ path: String, body: Data?) async throws -> Data {
-        let response = try await open(method, path, body: body, timeout: .seconds(60))
+    func request(_ method: HTTPMethod, _ path: String, body: Data?, timeout: TimeAmount = .seconds(60)) async throws -> Data {
+        let response = try await open(method, path, body: body, timeout: timeout)
         return Data(buffer: try await response.body.collect(upTo: 64 << 20))
     }
 

@@ -117,15 +117,21 @@ public struct ReleaseStore: Sendable {
 
     /// releases:rollback: the image and config of `version` (default: the one
     /// before the current), with the current formation.
-    /// The service addresses of the add-ons attached to `app` (from their records).
-    public func attachedServices(_ app: String) async throws -> [ServiceAddress]? {
-        var out: [ServiceAddress] = []
+    /// The add-ons attached to `app`, or that it runs (from their records).
+    func addons(of app: String) async throws -> [AddonRecord] {
+        var out: [AddonRecord] = []
         for ref in try await refs.list(prefix: Schema.addons) {
             guard case .addon = Schema.Key(ref.name) else { continue }
             let addon = try await Records.get(AddonRecord.self, ref.kid, from: keg, what: "add-on")
-            if addon.attachments.contains(where: { $0.app == app }) || addon.name == app { out.append(addon.service) }
+            if addon.attachments.contains(where: { $0.app == app }) || addon.name == app { out.append(addon) }
         }
-        return out.isEmpty ? nil : Array(Set(out)).sorted { $0.address < $1.address }
+        return out
+    }
+
+    /// The service addresses of the add-ons attached to `app` (an add-on's app: its own).
+    public func attachedServices(_ app: String) async throws -> [ServiceAddress]? {
+        let out = Set(try await addons(of: app).map(\.service))
+        return out.isEmpty ? nil : out.sorted { $0.address < $1.address }
     }
 
     /// `addons:attach` and `addons:detach`: the config var set or unset and the
@@ -219,13 +225,9 @@ public struct ReleaseStore: Sendable {
         let app = current.release.app
         var config = try await configVars(old.config)
         let now = try await configVars(current.release.config)
-        var attached: Set<String> = []
-        for ref in try await refs.list(prefix: Schema.addons) {
-            guard case .addon = Schema.Key(ref.name) else { continue }
-            let addon = try await Records.get(AddonRecord.self, ref.kid, from: keg, what: "add-on")
-            for a in addon.attachments where a.app == app { attached.insert(a.variable) }
+        for addon in try await addons(of: app) {
+            for a in addon.attachments where a.app == app { config.vars[a.variable] = now.vars[a.variable] }
         }
-        for name in attached { config.vars[name] = now.vars[name] }
         next.config = config == (try await configVars(old.config)) ? old.config : try await Records.put(config, in: keg)
         next.reaches = current.release.reaches
         next.relink(description: description, actor: actor)

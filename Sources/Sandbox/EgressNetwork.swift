@@ -316,17 +316,12 @@ public struct EgressNetwork: Sendable {
 
     func installFirewallNow() throws {
         // What the table holds for processes that run on (ports, services, grants) is kept across the replace.
-        func elements(_ kind: String, _ name: String) -> String {
-            guard let out = try? Tool.run(nftCommand(["list", kind, "inet", table, name]), input: nil).output,
-                  let open = out.range(of: "elements = {"), let close = out.range(of: "}", range: open.upperBound..<out.endIndex) else { return "" }
-            return String(out[open.upperBound..<close.lowerBound]).trimmingCharacters(in: .whitespacesAndNewlines)
-        }
-        var kept: [(String, String)] = [("services", elements("map", "services")), ("grants", elements("set", "grants"))]
+        var kept: [(String, [String])] = [("services", elements("map", "services")), ("grants", elements("set", "grants"))]
         if publishOn != nil { kept.append(("published", elements("map", "published"))) }
         // Declaring the table first makes the delete valid whether or not it existed: one atomic replace.
         var script = "table inet \(table)\ndelete table inet \(table)\n"
             + EgressNetwork.ruleset(table: table, masquerade: parent == nil, publishOn: publishOn)
-        for (name, list) in kept where !list.isEmpty { script += "add element inet \(table) \(name) { \(list) }\n" }
+        for (name, list) in kept where !list.isEmpty { script += "add element inet \(table) \(name) { \(list.joined(separator: ", ")) }\n" }
         try nft(script, what: "install the firewall of kbuild's process networks")
         try EgressNetwork.enableForwarding(in: parent)
     }
@@ -358,13 +353,15 @@ public struct EgressNetwork: Sendable {
         try await offThread { try nft("add element inet \(table) grants { \(list) }\n", what: "open the add-ons of \(link.namespace)") }
     }
 
+    /// The elements of this table's set or map `name` (`kind`: set or map), as nft prints them; none when there is none.
+    func elements(_ kind: String, _ name: String) -> [String] {
+        guard let out = try? Tool.run(nftCommand(["list", kind, "inet", table, name]), input: nil).output,
+              let open = out.range(of: "elements = {"), let close = out.range(of: "}", range: open.upperBound..<out.endIndex) else { return [] }
+        return out[open.upperBound..<close.lowerBound].split(separator: ",").map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
+    }
+
     /// Every grant of `address`, and every service mapped to it (a process gone without its agent).
     func revokeAllNow(_ address: String) {
-        func elements(_ kind: String, _ name: String) -> [String] {
-            guard let out = try? Tool.run(nftCommand(["list", kind, "inet", table, name]), input: nil).output,
-                  let open = out.range(of: "elements = {"), let close = out.range(of: "}", range: open.upperBound..<out.endIndex) else { return [] }
-            return out[open.upperBound..<close.lowerBound].split(separator: ",").map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
-        }
         let grants = elements("set", "grants").filter { $0.hasPrefix(address + " . ") }
         if !grants.isEmpty { try? nft("delete element inet \(table) grants { \(grants.joined(separator: ", ")) }\n", what: "close a gone process's add-ons") }
         // `SERVICE . PORT : ADDRESS . PORT`: deleted by key.
