@@ -44,6 +44,19 @@ extension APIRoutes {
                                                    actor: self.actor(r))
             }
         }
+        router.post(RouterPath(p + "/addons/:addon/credentials")) { r, c in
+            try await self.answer {
+                let app = try await self.existing(c)
+                return try await self.rotateCredentials(c.parameters.get("addon") ?? "", owner: app, actor: self.actor(r))
+            }
+        }
+        router.post(RouterPath(p + "/addons/:addon/upgrade")) { r, c in
+            try await self.answer {
+                let app = try await self.existing(c)
+                let body = try await self.decode(API.AddonUpgrade.self, r, c)
+                return try await self.upgradeAddon(c.parameters.get("addon") ?? "", owner: app, to: body.version, actor: self.actor(r))
+            }
+        }
         router.post(RouterPath(p + "/attachments")) { r, c in
             try await self.answer {
                 let app = try await self.existing(c)
@@ -106,11 +119,12 @@ extension APIRoutes {
 
     // MARK: - Making and destroying
 
-    func createAddon(owner: String, _ body: API.AddonCreate, actor: String) async throws -> API.AddonInfo {
+    /// With `attaching` false (an upgrade's new instance), it is attached to nothing yet.
+    func createAddon(owner: String, _ body: API.AddonCreate, attaching: Bool = true, actor: String) async throws -> API.AddonInfo {
         let kind = try AddonKind(parsing: body.kind)
         let attachment = body.as ?? kind.defaultAs
         try AddonRecord.check(attachmentName: attachment)
-        try await checkAttachmentFree(attachment, app: owner)
+        if attaching { try await checkAttachmentFree(attachment, app: owner) }
         let stacks = StackStore(keg: keg, refs: refs)
         // Without --stack: the newest add-on stack here.
         var stackName = body.stack ?? ""
@@ -160,7 +174,7 @@ extension APIRoutes {
 
         _ = try await apps.create(API.CreateApp(name: name, stack: stackName), kbuild: kbuild, actor: actor)
         do {
-            let password = (0..<2).map { _ in KID(hashing: Data(UUID().uuidString.utf8)).hex.prefix(16) }.joined()
+            let password = Self.newAddonPassword()
             var vars = ["KBUILD_ADDON_PASSWORD": password]
             if kind == .postgres {
                 let tls = try ServerTLS.selfSigned(commonName: name, hosts: [address])
@@ -191,7 +205,7 @@ extension APIRoutes {
             _ = try? await destroy(name, confirm: name, volumes: true, addon: true)
             throw error
         }
-        _ = try await attach(name, to: owner, as: attachment, scope: nil, actor: actor)
+        if attaching { _ = try await attach(name, to: owner, as: attachment, scope: nil, actor: actor) }
         // Ready to use when this answers: wait (bounded) for its server.
         let deadline = Date().addingTimeInterval(40)
         var info = try await addonInfo(try await addon(name, seenBy: owner).record)

@@ -31,13 +31,49 @@ extension APIRoutes {
                 return try await self.capture(addon, source: "capture", actor: self.actor(r))
             }
         }
-        router.post(RouterPath(p + "/:backup/restore")) { r, c in
+        router.post(RouterPath(p + "/import")) { r, c in
             try await self.answer {
                 let (_, addon) = try await self.addon(c.parameters.get("addon") ?? "", seenBy: try await self.existing(c))
+                return try await self.importBackup(addon, body: r.body, actor: self.actor(r))
+            }
+        }
+        router.post(RouterPath(p + "/:backup/restore")) { r, c in
+            try await self.answer {
+                let app = try await self.existing(c)
+                let (_, addon) = try await self.addon(c.parameters.get("addon") ?? "", seenBy: app)
                 guard r.uri.queryParameters.get("confirm") == addon.name else {
                     throw KbuildError(.invalidArgument, "refusing to restore over \(addon.name)'s data without confirmation: pass confirm=\(addon.name)")
                 }
-                return try await self.restore(addon, backup: c.parameters.get("backup") ?? "")
+                let backup = try await self.backup(c.parameters.get("backup") ?? "", for: addon, seenBy: app)
+                try await self.restore(backup, into: addon)
+                return backup
+            }
+        }
+        router.delete(RouterPath(p + "/:backup")) { r, c in
+            try await self.answer {
+                let (_, addon) = try await self.addon(c.parameters.get("addon") ?? "", seenBy: try await self.existing(c))
+                let backup = try await self.backup(addon.name, c.parameters.get("backup") ?? "")
+                guard r.uri.queryParameters.get("confirm") == addon.name else {
+                    throw KbuildError(.invalidArgument, "refusing to delete backup \(backup.id) of \(addon.name) without confirmation: pass confirm=\(addon.name)")
+                }
+                try await self.deleteBackup(backup, actor: self.actor(r))
+                return backup
+            }
+        }
+        let schedule = "/api/v1/apps/:app/addons/:addon/schedule"
+        router.put(RouterPath(schedule)) { r, c in
+            try await self.answer {
+                let (_, addon) = try await self.addon(c.parameters.get("addon") ?? "", seenBy: try await self.existing(c))
+                let body = try await self.decode(API.BackupScheduleSet.self, r, c)
+                let parsed = try BackupSchedule(parsing: body.at, keep: body.keep, since: Date())
+                return try await self.setSchedule(addon, parsed, actor: self.actor(r))
+            }
+        }
+        router.delete(RouterPath(schedule)) { r, c in
+            try await self.answer {
+                let (_, addon) = try await self.addon(c.parameters.get("addon") ?? "", seenBy: try await self.existing(c))
+                guard addon.schedule != nil else { throw KbuildError(.notFound, "\(addon.name) has no backup schedule") }
+                return try await self.setSchedule(addon, nil, actor: self.actor(r))
             }
         }
         router.get(RouterPath(p + "/:backup/dump")) { _, c in
@@ -83,18 +119,18 @@ extension APIRoutes {
         return try await reader.record(BackupRecord.self, ref.kid, what: "backup")
     }
 
-    /// Dumps the add-on into the Keg, restores the dump into a scratch database, and records which it came to.
+    /// Takes a backup of the add-on into the Keg and records whether it is one:
+    /// PostgreSQL's dump once a test restore of it succeeded, Redis's RDB
+    /// snapshot once `redis-check-rdb` loaded it whole.
     func capture(_ addon: AddonRecord, source: String, actor: String) async throws -> BackupRecord {
-        guard addon.addon == .postgres else { throw KbuildError(.invalidArgument, "\(addon.name) is a \(addon.addon.rawValue) add-on: pg:backups are PostgreSQL's") }
+        addon.addon == .postgres ? try await capturePostgres(addon, source: source, actor: actor) : try await captureRedis(addon, source: source, actor: actor)
+    }
+
+    /// Dumps the add-on into the Keg, restores the dump into a scratch database, and records which it came to.
+    func capturePostgres(_ addon: AddonRecord, source: String, actor: String) async throws -> BackupRecord {
         let started = Date()
         let (connect, target) = Self.connection(addon)
         var size: UInt64?
-        var dump: KID?
-        var bytes: UInt64 = 0
-        var failure: String?
-        var recorded: BackupRecord?
-        var dumpSeconds: Double?
-        var verifySeconds: Double?
         do {
             let sized = Mutex<[UInt8]>([])
             let s = try await besideAddon(addon, script: "\(connect) psql \(target) -At -c \"select pg_database_size('\(AddonRecord.database)')\" \(AddonRecord.database)") { out in
@@ -106,31 +142,42 @@ extension APIRoutes {
             let dumpStart = ContinuousClock.now
             let upload = UploadBox(KegUpload(keg: keg))
             let d = try await besideAddon(addon, script: "\(connect) exec pg_dump \(target) -Fc -Z0 \(AddonRecord.database)") { out in
-                try upload.lock.withLock { _ in try out.withUnsafeBytes { try upload.value.append($0) } }
+                try upload.append(out)
             }
-            guard d.status == 0 else { throw KbuildError(.io, "pg_dump failed (exit status \(d.status)): \(d.stderr)") }
-            let kid = try upload.lock.withLock { _ -> KID in
-                let kid = try upload.value.seal()
-                try upload.value.commit()
-                return kid
+            guard d.status == 0 else {
+                upload.abort()
+                throw KbuildError(.io, "pg_dump failed (exit status \(d.status)): \(d.stderr)")
             }
-            bytes = upload.lock.withLock { _ in upload.value.size }
-            dump = kid
-            dumpSeconds = Self.seconds(since: dumpStart)
-            // Recorded now, as not verified yet: the record keeps the dump from gc, and a capture cut short says so.
-            recorded = try await recordBackup(addon, dump: kid, size: bytes, databaseSize: size, state: .failed,
-                                              error: "its test restore did not finish (kbuild stopped during it)", source: source, actor: actor,
-                                              started: started, dumpSeconds: dumpSeconds, verifySeconds: nil)
+            let (kid, bytes) = try upload.commit()
+            return try await verify(addon, dump: kid, size: bytes, databaseSize: size, source: source, actor: actor, started: started,
+                                    dumpSeconds: Self.seconds(since: dumpStart))
+        } catch {
+            return try await recordBackup(addon, dump: nil, size: 0, databaseSize: size, state: .failed, error: Self.reason(error), source: source,
+                                          actor: actor, started: started, dumpSeconds: nil, verifySeconds: nil)
+        }
+    }
+
+    /// Records a dump that is in the Keg, restores it into a scratch database beside the add-on, and records the verdict.
+    func verify(_ addon: AddonRecord, dump kid: KID, size bytes: UInt64, databaseSize size: UInt64?, source: String, actor: String, started: Date,
+                dumpSeconds: Double?) async throws -> BackupRecord {
+        // Recorded now, as not verified yet: the record keeps the dump from gc, and a capture cut short says so.
+        var record = try await recordBackup(addon, dump: kid, size: bytes, databaseSize: size, state: .failed,
+                                            error: "its test restore did not finish (kbuild stopped during it)", source: source, actor: actor,
+                                            started: started, dumpSeconds: dumpSeconds, verifySeconds: nil)
+        var failure: String?
+        let verifyStart = ContinuousClock.now
+        do {
             // Room on the add-on's volume for a second copy, beside the live database.
-            if let size, let volume = try? await volumeInfo(addon.name, addon.volume), let used = volume.used {
+            if let volume = try? await volumeInfo(addon.name, addon.volume), let used = volume.used {
                 let free = volume.record.size > used ? volume.record.size - used : 0
-                guard size + size / 4 < free else {
-                    throw KbuildError(.tooLarge, "its test restore needs about \(formatMemory(size)) on volume \(addon.volume), which has \(formatMemory(free)) free: the database is not copied onto a full disk (a larger volume is a new add-on for now)")
+                let need = size ?? bytes
+                guard need + need / 4 < free else {
+                    throw KbuildError(.tooLarge, "its test restore needs about \(formatMemory(need)) on volume \(addon.volume), which has \(formatMemory(free)) free: the database is not copied onto a full disk (a larger volume is a new add-on for now)")
                 }
             }
-            let verifyStart = ContinuousClock.now
             // The test restore: with the flags a restore has, into a database of its own, dropped after whatever came of it
             // (and any a capture cut short left).
+            let (connect, target) = Self.connection(addon)
             let scratch = "kbuild_verify_\(UInt32.random(in: 0...UInt32.max))"
             let verify = """
                 for old in $(\(connect) psql \(target) -At -c "select datname from pg_database where datname like 'kbuild_verify_%'" \(AddonRecord.database)); do
@@ -142,23 +189,91 @@ extension APIRoutes {
                 exit $rc
                 """
             let v = try await besideAddon(addon, script: verify, input: kid) { _ in }
-            verifySeconds = Self.seconds(since: verifyStart)
             guard v.status == 0 else { throw KbuildError(.io, "its test restore into a scratch database failed (exit status \(v.status)): \(v.stderr)") }
         } catch {
-            failure = (error as? KbuildError)?.message ?? "\(error)"
+            failure = Self.reason(error)
         }
-        if var record = recorded {
-            // The verdict, over the record made before the test restore.
-            record.state = failure == nil ? .verified : .failed
-            record.error = failure
-            record.verifySeconds = verifySeconds
-            record.finishedAt = Date()
-            try await refs.set(try Schema.backup(addon.name, record.id), to: try await Records.put(record, in: keg), actor: actor)
-            return record
-        }
-        return try await recordBackup(addon, dump: dump, size: bytes, databaseSize: size, state: .failed, error: failure, source: source, actor: actor,
-                                      started: started, dumpSeconds: dumpSeconds, verifySeconds: verifySeconds)
+        // The verdict, over the record made before the test restore.
+        record.state = failure == nil ? .verified : .failed
+        record.error = failure
+        record.verifySeconds = Self.seconds(since: verifyStart)
+        record.finishedAt = Date()
+        try await refs.set(try Schema.backup(addon.name, record.id), to: try await Records.put(record, in: keg), actor: actor)
+        return record
     }
+
+    /// Redis: an RDB snapshot fetched from the server as a replica would (`redis-cli --rdb`), loaded whole by
+    /// `redis-check-rdb` beside it, then streamed into the Keg. Only a snapshot that loaded is stored.
+    func captureRedis(_ addon: AddonRecord, source: String, actor: String) async throws -> BackupRecord {
+        let started = Date()
+        var keys: UInt64?
+        do {
+            let auth = "REDISCLI_AUTH=\"$KBUILD_ADDON_PASSWORD\" redis-cli -h \(addon.service.address) -p \(addon.service.port)"
+            let counted = Mutex<[UInt8]>([])
+            let c = try await besideAddon(addon, script: "\(auth) dbsize") { out in counted.withLock { $0 += out } }
+            guard c.status == 0 else { throw KbuildError(.io, "redis-cli failed: \(c.stderr)") }
+            keys = UInt64(String(decoding: counted.withLock { $0 }, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))
+            let dumpStart = ContinuousClock.now
+            let upload = UploadBox(KegUpload(keg: keg))
+            let script = """
+                \(auth) --rdb /tmp/dump.rdb >/dev/null || exit 3
+                redis-check-rdb /tmp/dump.rdb >/tmp/check.log 2>&1 || { tail -n 5 /tmp/check.log >&2; exit 4; }
+                exec cat /tmp/dump.rdb
+                """
+            let d = try await besideAddon(addon, script: script) { out in try upload.append(out) }
+            guard d.status == 0 else {
+                upload.abort()
+                let what = d.status == 4 ? "its snapshot did not load (redis-check-rdb)" : "redis-cli --rdb failed (exit status \(d.status))"
+                throw KbuildError(.io, "\(what): \(d.stderr)")
+            }
+            let (kid, bytes) = try upload.commit()
+            return try await recordBackup(addon, dump: kid, size: bytes, databaseSize: keys, state: .verified, error: nil, source: source, actor: actor,
+                                          started: started, dumpSeconds: Self.seconds(since: dumpStart), verifySeconds: nil)
+        } catch {
+            return try await recordBackup(addon, dump: nil, size: 0, databaseSize: keys, state: .failed, error: Self.reason(error), source: source,
+                                          actor: actor, started: started, dumpSeconds: nil, verifySeconds: nil)
+        }
+    }
+
+    /// `pg:backups:import`: a dump file the client streams (pg_dump's custom format), stored and verified as a capture is.
+    func importBackup(_ addon: AddonRecord, body: RequestBody, actor: String) async throws -> BackupRecord {
+        guard addon.addon == .postgres else {
+            throw KbuildError(.invalidArgument, "\(addon.name) is a \(addon.addon.rawValue) add-on: pg:backups:import takes PostgreSQL dumps")
+        }
+        let started = Date()
+        // No larger than the add-on's volume (which a restore of it would have to hold): the Keg is not a tenant's to fill.
+        let limit = try await volumeInfo(addon.name, addon.volume).record.size
+        let upload = UploadBox(KegUpload(keg: keg))
+        var head: [UInt8] = []
+        var received: UInt64 = 0
+        do {
+            for try await buffer in body {
+                let bytes = Array(buffer.readableBytesView)
+                received += UInt64(bytes.count)
+                guard received <= limit else {
+                    throw KbuildError(.tooLarge, "the dump is larger than \(addon.name)'s volume (\(formatMemory(limit))), which a restore of it could not hold; nothing stored")
+                }
+                if head.count < 5 {
+                    head += bytes.prefix(5 - head.count)
+                    if head.count == 5, head != Array("PGDMP".utf8) {
+                        throw KbuildError(.invalidArgument, "not a pg_dump custom-format file (it does not start with PGDMP): make it with pg_dump -Fc; nothing stored")
+                    }
+                }
+                try upload.append(bytes)
+            }
+            guard head.count == 5 else {
+                throw KbuildError(.invalidArgument, "not a pg_dump custom-format file (\(head.count) bytes): make it with pg_dump -Fc; nothing stored")
+            }
+        } catch {
+            upload.abort()
+            throw error
+        }
+        let (kid, bytes) = try upload.commit()
+        return try await verify(addon, dump: kid, size: bytes, databaseSize: nil, source: BackupRecord.Source.importFile, actor: actor,
+                                started: started, dumpSeconds: nil)
+    }
+
+    static func reason(_ error: any Error) -> String { (error as? KbuildError)?.message ?? "\(error)" }
 
     /// A new backup record, numbered after those there are (a capture beside this one takes the next number).
     func recordBackup(_ addon: AddonRecord, dump: KID?, size: UInt64, databaseSize: UInt64?, state: BackupRecord.State, error: String?, source: String,
@@ -179,9 +294,11 @@ extension APIRoutes {
         throw KbuildError(.conflict, "failed to record a backup of \(addon.name): too many at once")
     }
 
-    /// What psql, pg_dump and pg_restore beside an add-on start with: its password from its config, TLS; and its address and role.
-    static func connection(_ addon: AddonRecord) -> (environment: String, target: String) {
-        ("PGPASSWORD=\"$KBUILD_ADDON_PASSWORD\" PGSSLMODE=require", "-h \(addon.service.address) -p \(addon.service.port) -U \(AddonRecord.user)")
+    /// What psql, pg_dump and pg_restore beside an add-on start with: its password from its config, TLS, writes allowed
+    /// (an add-on an upgrade left read-only can still be restored into), `options`; and its address and role.
+    static func connection(_ addon: AddonRecord, options: String = "") -> (environment: String, target: String) {
+        ("PGOPTIONS='-c default_transaction_read_only=off\(options)' PGPASSWORD=\"$KBUILD_ADDON_PASSWORD\" PGSSLMODE=require",
+         "-h \(addon.service.address) -p \(addon.service.port) -U \(AddonRecord.user)")
     }
 
     static func seconds(since start: ContinuousClock.Instant) -> Double {
@@ -189,21 +306,67 @@ extension APIRoutes {
         return Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
     }
 
-    /// Restores a verified backup over the add-on's database.
-    func restore(_ addon: AddonRecord, backup id: String) async throws -> BackupRecord {
-        let backup = try await backup(addon.name, id)
-        guard backup.addonKind == addon.addon, backup.addonKind == .postgres else {
-            throw KbuildError(.invalidArgument, "backup \(id) is a \(backup.addonKind.rawValue) backup, not a PostgreSQL one; nothing changed")
+    /// A backup to restore into `addon`: one of its own (`b001`), or any backup of an add-on `app` may see, named by
+    /// its record's or its dump's KID (a full KID, or a prefix of at least 8 digits); it must be of the add-on's kind.
+    func backup(_ name: String, for addon: AddonRecord, seenBy app: String) async throws -> BackupRecord {
+        let found: BackupRecord
+        if BackupRecord.number(name) != nil {
+            found = try await backup(addon.name, name)
+        } else {
+            let prefix: KIDPrefix
+            do { prefix = try KIDPrefix(parsing: name) } catch {
+                throw KbuildError(.invalidArgument, "invalid backup \(name.debugQuoted): want an id such as b001 or a backup's KID; nothing changed")
+            }
+            var matches: [BackupRecord] = []
+            for other in try await addonRecords() where Self.concerns(other, app) {
+                for ref in try await refs.list(prefix: try Schema.backups(other.name)) {
+                    guard case .backup = Schema.Key(ref.name) else { continue }
+                    let b = try await reader.record(BackupRecord.self, ref.kid, what: "backup")
+                    if ref.kid.hex.hasPrefix(prefix.hex) || (b.dump?.hex.hasPrefix(prefix.hex) ?? false) { matches.append(b) }
+                }
+            }
+            guard !matches.isEmpty else {
+                throw KbuildError(.notFound, "\(name) is not a backup of any add-on \(app) has (kbuild pg:backups \(app) lists them); nothing changed")
+            }
+            guard matches.count == 1 else { throw KbuildError(.ambiguous, "\(name) names \(matches.count) backups: give more digits; nothing changed") }
+            found = matches[0]
+        }
+        guard found.addonKind == addon.addon else {
+            throw KbuildError(.invalidArgument, "\(name) is a \(found.addonKind.rawValue) backup (of \(found.addon)), not a \(addon.addon.rawValue) one: it cannot be restored into \(addon.name); nothing changed")
+        }
+        return found
+    }
+
+    /// Restores a verified PostgreSQL backup over the add-on's database, in one transaction.
+    func restore(_ backup: BackupRecord, into addon: AddonRecord) async throws {
+        guard addon.addon == .postgres else {
+            throw KbuildError(.invalidArgument, "\(addon.name) is a \(addon.addon.rawValue) add-on: kbuild restores PostgreSQL backups only; nothing changed")
         }
         guard backup.state == .verified, let dump = backup.dump else {
-            throw KbuildError(.invalidArgument, "backup \(id) of \(addon.name) failed (\(backup.error ?? "")): it cannot be restored; nothing changed")
+            throw KbuildError(.invalidArgument, "backup \(backup.id) of \(backup.addon) failed (\(backup.error ?? "")): it cannot be restored; nothing changed")
         }
-        let (connect, target) = Self.connection(addon)
         // A lock the app holds fails the restore after a minute (and changes nothing) rather than waiting for ever.
-        let r = try await besideAddon(addon, script: "PGOPTIONS='-c lock_timeout=60s' \(connect) exec pg_restore \(target) -d \(AddonRecord.database) --clean --if-exists --no-owner --exit-on-error --single-transaction",
+        let (connect, target) = Self.connection(addon, options: " -c lock_timeout=60s")
+        let r = try await besideAddon(addon, script: "\(connect) exec pg_restore \(target) -d \(AddonRecord.database) --clean --if-exists --no-owner --exit-on-error --single-transaction",
                                       input: dump) { _ in }
-        guard r.status == 0 else { throw KbuildError(.io, "failed to restore backup \(id) into \(addon.name) (exit status \(r.status)): \(r.stderr); its database is as it was") }
-        return backup
+        guard r.status == 0 else {
+            throw KbuildError(.io, "failed to restore backup \(backup.id) into \(addon.name) (exit status \(r.status)): \(r.stderr); its database is as it was")
+        }
+    }
+
+    /// Deletes a backup's record; its dump goes at the next `keg gc` (unless another backup shares it).
+    func deleteBackup(_ backup: BackupRecord, actor: String) async throws {
+        guard let ref = try await refs.get(try Schema.backup(backup.addon, backup.id)) else { return }
+        try await refs.compareAndSwap(ref.name, to: nil, expecting: .value(ref.kid), actor: actor)
+    }
+
+    func setSchedule(_ addon: AddonRecord, _ schedule: BackupSchedule?, actor: String) async throws -> API.AddonInfo {
+        let updated = try await refs.update(try Schema.addon(addon.name), as: AddonRecord.self, in: keg, what: "add-on", actor: actor) { old in
+            guard var a = old else { throw KbuildError(.notFound, "add-on \(addon.name) was destroyed meanwhile") }
+            a.schedule = schedule
+            return a
+        }
+        return try await addonInfo(updated.record ?? addon)
     }
 
     /// Runs `script` beside an add-on: a one-off of its app on this server (its image, its config, a network of its own
@@ -272,7 +435,49 @@ extension APIRoutes {
 
 /// A `KegUpload` fed from the sandbox's output callback (one caller at a time, under the lock).
 final class UploadBox: @unchecked Sendable {
-    let value: KegUpload
-    let lock = Mutex<Void>(())
+    private let value: KegUpload
+    private let lock = Mutex<Void>(())
     init(_ value: KegUpload) { self.value = value }
+
+    func append(_ bytes: [UInt8]) throws {
+        try lock.withLock { _ in try bytes.withUnsafeBytes { try value.append($0) } }
+    }
+
+    /// Sealed and committed: its KID and size.
+    func commit() throws -> (KID, UInt64) {
+        try lock.withLock { _ in
+            let kid = try value.seal()
+            try value.commit()
+            return (kid, value.size)
+        }
+    }
+
+    func abort() { lock.withLock { _ in value.abort() } }
+}
+
+extension APIRoutes {
+    /// The scheduler's pass (`BackupScheduleService`, every 20 s): each add-on
+    /// whose schedule is due is backed up, one after another, then its
+    /// retention applied. Returns what it did, for the log.
+    public func takeScheduledBackups() async -> [String] {
+        let now = Date()
+        var done: [String] = []
+        guard let addons = try? await addonRecords() else { return done }
+        for addon in addons {
+            guard let schedule = addon.schedule, let taken = try? await backups(addon.name) else { continue }
+            let last = taken.filter { $0.source == BackupRecord.Source.schedule }.map(\.createdAt).max()
+            guard schedule.isDue(at: now, lastScheduled: last) else { continue }
+            do {
+                let b = try await capture(addon, source: BackupRecord.Source.schedule, actor: "schedule")
+                done.append("backup schedule: \(addon.name) \(b.id) \(b.state == .verified ? "verified" : "FAILED: \(b.error ?? "")")")
+                for old in BackupSchedule.expired(try await backups(addon.name), keep: schedule.keep) {
+                    try await deleteBackup(old, actor: "schedule")
+                    done.append("backup schedule: \(addon.name) \(old.id) deleted (--keep \(schedule.keep ?? 0))")
+                }
+            } catch {
+                done.append("backup schedule: \(addon.name): \(Self.reason(error))")
+            }
+        }
+        return done
+    }
 }

@@ -64,6 +64,36 @@ public struct KbuildClient: Sendable {
         try await send(.POST, "/apps/\(segment(app))/addons/\(segment(addon))/backups/\(segment(backup))/restore?confirm=\(segment(addon))",
                        [String: String](), timeout: .hours(6))
     }
+    public func deleteBackup(_ app: String, addon: String, backup: String) async throws -> BackupRecord {
+        try await delete("/apps/\(segment(app))/addons/\(segment(addon))/backups/\(segment(backup))?confirm=\(segment(addon))")
+    }
+    /// Streams a dump file to be stored and test-restored as a backup.
+    public func importBackup(_ app: String, addon: String, file: String) async throws -> BackupRecord {
+        guard let handle = FileHandle(forReadingAtPath: file) else { throw KbuildError(.notFound, "failed to open \(file): no such file, or not readable") }
+        defer { try? handle.close() }
+        let size = try handle.seekToEnd()
+        try handle.seek(toOffset: 0)
+        let chunks = AsyncThrowingStream<ByteBuffer, any Error>(unfolding: {
+            let piece = try handle.read(upToCount: 1 << 20) ?? Data()
+            return piece.isEmpty ? nil : ByteBuffer(bytes: piece)
+        })
+        let response = try await open(.POST, "/apps/\(segment(app))/addons/\(segment(addon))/backups/import", body: nil, timeout: .hours(6),
+                                      stream: .stream(chunks, length: .known(Int64(size))), contentType: "application/octet-stream")
+        return try decode(Data(buffer: try await response.body.collect(upTo: 1 << 20)), path: "/backups/import")
+    }
+    public func setBackupSchedule(_ app: String, addon: String, _ body: API.BackupScheduleSet) async throws -> API.AddonInfo {
+        try await send(.PUT, "/apps/\(segment(app))/addons/\(segment(addon))/schedule", body)
+    }
+    public func removeBackupSchedule(_ app: String, addon: String) async throws -> API.AddonInfo {
+        try await delete("/apps/\(segment(app))/addons/\(segment(addon))/schedule")
+    }
+    public func rotateCredentials(_ app: String, addon: String) async throws -> API.AddonInfo {
+        try await send(.POST, "/apps/\(segment(app))/addons/\(segment(addon))/credentials", [String: String](), timeout: .seconds(300))
+    }
+    /// New instance, dump, restore, switch: as long as the database takes.
+    public func upgradeAddon(_ app: String, addon: String, version: String) async throws -> API.AddonInfo {
+        try await send(.POST, "/apps/\(segment(app))/addons/\(segment(addon))/upgrade", API.AddonUpgrade(version: version), timeout: .hours(6))
+    }
     /// The dump's bytes as they come.
     public func downloadBackup(_ app: String, addon: String, backup: String) async throws -> HTTPClientResponse {
         try await open(.GET, "/apps/\(segment(app))/addons/\(segment(addon))/backups/\(segment(backup))/dump", body: nil, timeout: .hours(6))
@@ -288,7 +318,8 @@ public struct KbuildClient: Sendable {
     /// The response as it arrives; an error status is thrown as the server's error.
     /// `stream`: a body sent as it is made (with `headers`), while the response comes.
     public func open(_ method: HTTPMethod, _ path: String, body: Data?, timeout: TimeAmount,
-                     stream: HTTPClientRequest.Body? = nil, headers: [(String, String)] = []) async throws -> HTTPClientResponse {
+                     stream: HTTPClientRequest.Body? = nil, contentType: String = "application/vnd.kbuild.frames",
+                     headers: [(String, String)] = []) async throws -> HTTPClientResponse {
         var request = HTTPClientRequest(url: base + API.prefix + path)
         request.method = method
         request.headers.add(name: "Authorization", value: "Bearer \(token)")
@@ -300,7 +331,7 @@ public struct KbuildClient: Sendable {
             request.headers.add(name: "Content-Type", value: "application/json")
             request.body = .bytes(ByteBuffer(bytes: Array(body)))
         } else if let stream {
-            request.headers.add(name: "Content-Type", value: "application/vnd.kbuild.frames")
+            request.headers.add(name: "Content-Type", value: contentType)
             request.body = stream
         }
         let response: HTTPClientResponse

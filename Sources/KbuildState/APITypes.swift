@@ -390,6 +390,22 @@ public enum API {
     }
 
     /// `addons:attach ADDON --app APP [--as NAME]` (`POST /apps/APP/attachments`).
+    /// `pg:backups:schedule`: `at` as `HH:MM [ZONE]`.
+    public struct BackupScheduleSet: Codable, Sendable {
+        public var at: String
+        public var keep: Int?
+        public init(at: String, keep: Int?) {
+            self.at = at
+            self.keep = keep
+        }
+    }
+
+    /// `addons:upgrade`: the major version to move to.
+    public struct AddonUpgrade: Codable, Sendable {
+        public var version: String
+        public init(version: String) { self.version = version }
+    }
+
     public struct AddonAttach: Codable, Sendable {
         public var addon: String
         public var `as`: String?

@@ -73,6 +73,7 @@ public struct KbuildSystem {
             try await egress.installFirewall()
             _ = await egress.sweepUnheld()
         }
+        if sandbox != nil { addSupervised("backup schedule", BackupScheduleService(take: { await api.takeScheduledBackups() }, report: report ?? { _ in })) }
         let token = try AdminToken.loadOrCreate(in: dataDir)
         ConnectionLimits.raiseFileLimit()
         for server in try KbuildHTTP.servers(keg: keg, refs: refs, tokens: [token], git: git, api: { api.register(on: $0) },
@@ -179,6 +180,23 @@ public struct BuildDiskSweeper: Service {
                     let swept = await ScratchDisk.sweep(directory: directory)
                     if swept > 0 { report("build disks: removed \(swept) left by builds that were killed") }
                     try await Task.sleep(for: .seconds(10))
+                }
+            }
+        } catch is CancellationError {}
+    }
+}
+
+/// Every 20 s, takes the add-on backups whose schedule is due (`pg:backups:schedule`).
+public struct BackupScheduleService: Service {
+    let take: @Sendable () async -> [String]
+    let report: @Sendable (String) -> Void
+
+    public func run() async throws {
+        do {
+            try await cancelWhenGracefulShutdown {
+                while !Task.isCancelled {
+                    for line in await take() { report(line) }
+                    try await Task.sleep(for: .seconds(20))
                 }
             }
         } catch is CancellationError {}

@@ -111,7 +111,7 @@ final class AuthorizationMatrixTests: XCTestCase {
         "GET /api/v1/apps/{app}/logs": Row(requests: { app in [("GET", "/api/v1/apps/\(app)/logs", nil)] }, own: .allowed, perApp: true),
         "GET /api/v1/apps/{app}/limits": Row(requests: { app in [("GET", "/api/v1/apps/\(app)/limits", nil)] }, own: .allowed, perApp: true),
         "PUT /api/v1/apps/{app}/limits": Row(requests: { app in [("PUT", "/api/v1/apps/\(app)/limits", #"{"builds":0}"#)] }, own: .forbidden, perApp: true),
-        // Add-ons: an app's own (attaching another app's add-on is checked in AddonTests: the answer is 404, as for none).
+        // Add-ons: an app's own (attaching another app's add-on is checked in StatefulAddonTests: the answer is 404, as for none).
         "GET /api/v1/apps/{app}/addons": Row(requests: { app in [("GET", "/api/v1/apps/\(app)/addons", nil)] }, own: .allowed, perApp: true),
         "POST /api/v1/apps/{app}/addons": Row(requests: { app in [("POST", "/api/v1/apps/\(app)/addons", #"{"kind":"mysql"}"#)] }, own: .allowed, perApp: true),
         "GET /api/v1/apps/{app}/addons/{addon}": Row(requests: { app in [("GET", "/api/v1/apps/\(app)/addons/none", nil)] }, own: .allowed, perApp: true),
@@ -126,6 +126,19 @@ final class AuthorizationMatrixTests: XCTestCase {
             [("POST", "/api/v1/apps/\(app)/addons/none/backups/b001/restore?confirm=none", "{}")] }, own: .allowed, perApp: true),
         "GET /api/v1/apps/{app}/addons/{addon}/backups/{backup}/dump": Row(requests: { app in
             [("GET", "/api/v1/apps/\(app)/addons/none/backups/b001/dump", nil)] }, own: .allowed, perApp: true),
+        "POST /api/v1/apps/{app}/addons/{addon}/backups/import": Row(requests: { app in
+            [("POST", "/api/v1/apps/\(app)/addons/none/backups/import", "PGDMP")] }, own: .allowed, perApp: true),
+        "DELETE /api/v1/apps/{app}/addons/{addon}/backups/{backup}": Row(requests: { app in
+            [("DELETE", "/api/v1/apps/\(app)/addons/none/backups/b001?confirm=none", nil)] }, own: .allowed, perApp: true),
+        "PUT /api/v1/apps/{app}/addons/{addon}/schedule": Row(requests: { app in
+            [("PUT", "/api/v1/apps/\(app)/addons/none/schedule", #"{"at":"02:00"}"#)] }, own: .allowed, perApp: true),
+        "DELETE /api/v1/apps/{app}/addons/{addon}/schedule": Row(requests: { app in
+            [("DELETE", "/api/v1/apps/\(app)/addons/none/schedule", nil)] }, own: .allowed, perApp: true),
+        // A new password and a new major version: the owner's (another app attached to it gets 403, checked in StatefulAddonTests).
+        "POST /api/v1/apps/{app}/addons/{addon}/credentials": Row(requests: { app in
+            [("POST", "/api/v1/apps/\(app)/addons/none/credentials", "{}")] }, own: .allowed, perApp: true),
+        "POST /api/v1/apps/{app}/addons/{addon}/upgrade": Row(requests: { app in
+            [("POST", "/api/v1/apps/\(app)/addons/none/upgrade", #"{"version":"17"}"#)] }, own: .allowed, perApp: true),
         "POST /api/v1/apps/{app}/attachments": Row(requests: { app in [("POST", "/api/v1/apps/\(app)/attachments", #"{"addon":"none"}"#)] },
                                                    own: .allowed, perApp: true),
         "DELETE /api/v1/apps/{app}/attachments/{name}": Row(requests: { app in [("DELETE", "/api/v1/apps/\(app)/attachments/NONE", nil)] },

@@ -217,7 +217,8 @@ enum SharedStacks {
     static let log = directory + ".log"
     static let maker = UnsafeBox<Process?>(nil)
 
-    /// Starts `stack create busybox && stack create debian && stack create debian-13-addons` in `directory` (once).
+    /// Starts `stack create busybox && stack create debian && stack create debian-13-addons`, then `debian-12` and
+    /// `debian-12-addons` (for the PostgreSQL 15 → 17 upgrade), in `directory` (once).
     static func start(binary: String) {
         // Those of earlier runs (their test process is gone) are 2 GB each: removed first.
         for name in (try? FileManager.default.contentsOfDirectory(atPath: NSTemporaryDirectory())) ?? [] where name.hasPrefix("kbuild-cli-stacks-") {
@@ -225,9 +226,11 @@ enum SharedStacks {
             if pid != getpid(), kill(pid, 0) != 0 { try? FileManager.default.removeItem(atPath: NSTemporaryDirectory() + name) }
         }
         try? FileManager.default.removeItem(atPath: directory)
+        try? FileManager.default.removeItem(atPath: firstDone)
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/bin/sh")
-        p.arguments = ["-c", "\"$0\" stack create busybox && \"$0\" stack create debian && \"$0\" stack create debian-13-addons", binary]
+        p.arguments = ["-c", "\"$0\" stack create busybox && \"$0\" stack create debian && \"$0\" stack create debian-13-addons && touch \"$1\" "
+                       + "&& \"$0\" stack create debian-12 && \"$0\" stack create debian-12-addons", binary, firstDone]
         var environment = ProcessInfo.processInfo.environment
         environment["KBUILD_DATA_DIR"] = directory
         p.environment = environment
@@ -241,9 +244,23 @@ enum SharedStacks {
         XCTestObservationCenter.shared.addTestObserver(RemoveAtEnd(directory, log: log))
     }
 
-    /// How `stack create busybox && stack create debian` went (its Debian stack is debian-13, with debian-13-build); waits for it.
+    /// Made once busybox, debian-13 and debian-13-addons are (debian-12 is made after, in the same data dir).
+    static let firstDone = directory + ".first-done"
+
+    /// How `stack create busybox && stack create debian && stack create debian-13-addons` went (its Debian stack is
+    /// debian-13, with debian-13-build); waits for it, not for debian-12.
     static let debian: Result? = {
         _ = kbuildBinary
+        guard let p = maker.value else { return nil }
+        while p.isRunning && !FileManager.default.fileExists(atPath: firstDone) { usleep(200_000) }
+        let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+        if FileManager.default.fileExists(atPath: firstDone) { return Result(status: 0, stdout: text, stderr: text) }
+        return Result(status: p.terminationStatus == 0 ? 1 : p.terminationStatus, stdout: text, stderr: text)
+    }()
+
+    /// How the whole chain went, debian-12 and debian-12-addons too; waits for it.
+    static let debian12: Result? = {
+        _ = debian
         guard let p = maker.value else { return nil }
         p.waitUntilExit()
         let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
@@ -282,5 +299,6 @@ final class RemoveAtEnd: NSObject, XCTestObservation, @unchecked Sendable {
         _ = try? sh(kbuildBinary, ["down", "--grace", "1", "--data-dir", path])
         try? FileManager.default.removeItem(atPath: path)
         try? FileManager.default.removeItem(atPath: log)
+        try? FileManager.default.removeItem(atPath: SharedStacks.firstDone)
     }
 }

@@ -38,8 +38,8 @@ final class SandboxCLITests: XCTestCase {
             var out: [String: String] = [:]
             for line in try sh(kbuildBinary, ["stack", "ls"], env: ["KBUILD_DATA_DIR": data]).stdout.split(separator: "\n") {
                 let fields = line.split(whereSeparator: { $0 == "\t" || $0 == " " }).map(String.init)
-                // The run and build images (the test run's data dir also has the add-on stack, made over them).
-                if fields.count >= 2, fields[0].hasPrefix("debian-"), !fields[0].hasSuffix("-addons") { out[fields[0]] = fields[1] }
+                // The run and build images of debian-13 (the test run's data dir also has debian-12 and the add-on stacks).
+                if fields.count >= 2, fields[0].hasPrefix("debian-13"), !fields[0].hasSuffix("-addons") { out[fields[0]] = fields[1] }
             }
             return out
         }

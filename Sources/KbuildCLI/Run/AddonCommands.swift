@@ -44,6 +44,8 @@ struct AddonsInfo: AsyncParsableCommand {
         say("Data:      volume \(r.volume) of app \(r.name) (kbuild volumes \(r.name))")
         say("Owner:     \(r.owner)")
         say("Attached:  " + (r.attachments.isEmpty ? "nothing" : r.attachments.map { "\($0.app) as \($0.variable)" }.joined(separator: ", ")))
+        if let s = r.schedule { say("Backups:   daily at \(s.description)\(s.keep.map { ", the newest \($0) kept" } ?? "")") }
+        if let from = r.upgradedFrom { say("Upgraded:  from \(from) (kept, read-only, until you destroy it)") }
         say("Created:   \(shortDate(r.createdAt)) by \(r.createdBy)")
     }
 }
@@ -124,17 +126,24 @@ struct AddonsDestroy: AsyncParsableCommand {
 
 /// The app's PostgreSQL add-on: the one attached as `name` (default DATABASE), else its only one.
 func postgresAddon(_ client: KbuildClient, app: String, name: String?) async throws -> AddonRecord {
-    let all = try await client.addons(app).map(\.record).filter { $0.addon == .postgres }
+    try await addonOf(.postgres, client, app: app, name: name)
+}
+
+/// The app's add-on (of `kind`, if given) attached as `name` or named so; without a name, the one attached as the kind's
+/// default (DATABASE, REDIS), else its only one.
+func addonOf(_ kind: AddonKind?, _ client: KbuildClient, app: String, name: String?) async throws -> AddonRecord {
+    let label = kind.map { $0 == .postgres ? "PostgreSQL add-on" : "Redis add-on" } ?? "add-on"
+    let all = try await client.addons(app).map(\.record).filter { kind == nil || $0.addon == kind }
     if let name {
         guard let a = all.first(where: { r in r.attachments.contains { $0.app == app && $0.name == name } } ) ?? all.first(where: { $0.name == name }) else {
-            throw KbuildError(.notFound, "\(app) has no PostgreSQL add-on \(name) (kbuild addons \(app))")
+            throw KbuildError(.notFound, "\(app) has no \(label) \(name) (kbuild addons \(app))")
         }
         return a
     }
-    if let a = all.first(where: { r in r.attachments.contains { $0.app == app && $0.name == "DATABASE" } }) { return a }
+    if let kind, let a = all.first(where: { r in r.attachments.contains { $0.app == app && $0.name == kind.defaultAs } }) { return a }
     guard all.count == 1 else {
-        throw KbuildError(all.isEmpty ? .notFound : .ambiguous, all.isEmpty ? "\(app) has no PostgreSQL add-on (kbuild addons:create postgres --app \(app))"
-                                                                        : "\(app) has \(all.count) PostgreSQL add-ons: name one")
+        throw KbuildError(all.isEmpty ? .notFound : .ambiguous, all.isEmpty ? "\(app) has no \(label) (kbuild addons:create \(kind?.rawValue ?? "postgres") --app \(app))"
+                                                                        : "\(app) has \(all.count) of them (\(label)s): name one")
     }
     return all[0]
 }
@@ -196,14 +205,15 @@ struct PgBackups: AsyncParsableCommand {
         let a = try await postgresAddon(client, app: app, name: database)
         let list = try await client.backups(app, addon: a.name)
         if json { return try printJSON(list) }
+        if let s = a.schedule { say("Scheduled daily at \(s.description)\(s.keep.map { ", the newest \($0) kept" } ?? "")") }
         guard !list.isEmpty else { return say("\(a.name) has no backups (kbuild pg:backups:capture \(app))") }
         say("=== \(a.name) backups")
         for b in list.reversed() { say(PgBackups.line(b)) }
     }
 
-    static func line(_ b: BackupRecord) -> String {
+    static func line(_ b: BackupRecord, unit: String? = nil) -> String {
         let what = b.state == .verified ? "verified" : "FAILED: \(b.error ?? "")"
-        let size = b.databaseSize.map { "database \(formatBytes($0)), " } ?? ""
+        let size = b.databaseSize.map { n in unit.map { "\(n) \($0), " } ?? "database \(formatBytes(n)), " } ?? ""
         return "\(b.id)  \(shortDate(b.createdAt))  \(size)dump \(formatBytes(b.size))  \(what)  by \(b.createdBy) (\(b.source))"
     }
 }
@@ -248,7 +258,7 @@ struct PgBackupsRestore: AsyncParsableCommand {
 /// `kbuild pg:backups:download APP BACKUP [DATABASE] [-o FILE]`.
 struct PgBackupsDownload: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "pg:backups:download", abstract: "Write a backup's dump to a file (pg_restore reads it).")
+        commandName: "pg:backups:download", abstract: "Write a backup's dump to a file (pg_restore reads it; a Redis add-on's: its RDB snapshot).")
     @OptionGroup var global: GlobalOptions
     @Argument(help: "The app.") var app: String
     @Argument(help: "The backup (b001, …).") var backup: String
@@ -257,8 +267,9 @@ struct PgBackupsDownload: AsyncParsableCommand {
 
     func run() async throws {
         let client = try global.client()
-        let a = try await postgresAddon(client, app: app, name: database)
-        let path = output ?? "\(a.name)-\(backup).dump"
+        // A named add-on of either kind (a Redis one's snapshots too); by default the app's PostgreSQL one.
+        let a = database == nil ? try await postgresAddon(client, app: app, name: nil) : try await addonOf(nil, client, app: app, name: database)
+        let path = output ?? "\(a.name)-\(backup).\(a.addon == .postgres ? "dump" : "rdb")"
         let response = try await client.downloadBackup(app, addon: a.name, backup: backup)
         // Whole or not at all: written beside it, renamed once complete.
         let temporary = path + ".part"
@@ -281,4 +292,171 @@ struct PgBackupsDownload: AsyncParsableCommand {
         }
         say("Wrote \(formatBytes(written)) to \(path)")
     }
+}
+
+/// `kbuild pg:backups:import APP FILE [DATABASE]`.
+struct PgBackupsImport: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "pg:backups:import", abstract: "Store a pg_dump file (custom format: pg_dump -Fc) as a backup of an app's PostgreSQL add-on, test-restored.",
+        discussion: "It becomes a backup like any other (verified only once its test restore succeeded); kbuild pg:backups:restore APP BACKUP loads it into the database.")
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "The app.") var app: String
+    @Argument(help: "The dump file.") var file: String
+    @Argument(help: "The attachment or add-on (default DATABASE).") var database: String?
+
+    func run() async throws {
+        // Checked here first, so a wrong file is not sent at all (the server checks again).
+        guard let handle = FileHandle(forReadingAtPath: file) else { throw KbuildError(.notFound, "failed to open \(file): no such file, or not readable") }
+        let head = try handle.read(upToCount: 5) ?? Data()
+        try handle.close()
+        guard head == Data("PGDMP".utf8) else {
+            throw KbuildError(.invalidArgument, "\(file) is not a pg_dump custom-format file (it does not start with PGDMP): make it with pg_dump -Fc; nothing stored")
+        }
+        let client = try global.client()
+        let a = try await postgresAddon(client, app: app, name: database)
+        let b = try await client.importBackup(app, addon: a.name, file: file)
+        say(PgBackups.line(b))
+        if b.state != .verified { throw ExitCode(1) }
+    }
+}
+
+/// `kbuild pg:backups:delete APP BACKUP [DATABASE] --confirm ADDON`.
+struct PgBackupsDelete: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "pg:backups:delete", abstract: "Delete a backup (its dump goes at the next keg gc).",
+        discussion: "Asks you to type the add-on's name; --confirm NAME answers in advance.")
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "The app.") var app: String
+    @Argument(help: "The backup (b001, …).") var backup: String
+    @Argument(help: "The attachment or add-on (default DATABASE).") var database: String?
+    @Option(help: "The add-on's name, to confirm without a prompt.") var confirm: String?
+
+    func run() async throws {
+        let client = try global.client()
+        let a = try await postgresAddon(client, app: app, name: database)
+        try confirmDestroy(a.name, given: confirm, warning: "This deletes backup \(backup) of \(a.name).")
+        let b = try await client.deleteBackup(app, addon: a.name, backup: backup)
+        say("Deleted \(b.id) of \(a.name)")
+    }
+}
+
+/// `kbuild pg:backups:schedule APP [DATABASE] --at "02:00 [ZONE]" [--keep N]`.
+struct PgBackupsSchedule: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "pg:backups:schedule", abstract: "Back up an app's PostgreSQL add-on daily (kbuild up takes them).",
+        discussion: "--at is a time of day, HH:MM, in UTC or in the zone named after it (\"02:00 Europe/Paris\"). A backup missed while kbuild was down is taken when it is back. --keep N keeps the newest N verified scheduled backups and deletes the older scheduled ones; backups taken by hand or imported stay.")
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "The app.") var app: String
+    @Argument(help: "The attachment or add-on (default DATABASE).") var database: String?
+    @Option(help: "The time of day: HH:MM [ZONE].") var at: String
+    @Option(help: "How many scheduled backups to keep (default: all).") var keep: Int?
+
+    func run() async throws {
+        _ = try BackupSchedule(parsing: at, keep: keep, since: Date())
+        let client = try global.client()
+        let a = try await postgresAddon(client, app: app, name: database)
+        let info = try await client.setBackupSchedule(app, addon: a.name, API.BackupScheduleSet(at: at, keep: keep))
+        let s = info.record.schedule
+        say("Scheduled daily backups of \(a.name) at \(s?.description ?? at)\(keep.map { ", the newest \($0) kept" } ?? "")")
+    }
+}
+
+/// `kbuild pg:backups:unschedule APP [DATABASE]`.
+struct PgBackupsUnschedule: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "pg:backups:unschedule", abstract: "Stop the daily backups of an app's PostgreSQL add-on (its backups stay).")
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "The app.") var app: String
+    @Argument(help: "The attachment or add-on (default DATABASE).") var database: String?
+
+    func run() async throws {
+        let client = try global.client()
+        let a = try await postgresAddon(client, app: app, name: database)
+        _ = try await client.removeBackupSchedule(app, addon: a.name)
+        say("Stopped the daily backups of \(a.name)")
+    }
+}
+
+/// `kbuild redis:backups APP [NAME]`.
+struct RedisBackups: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "redis:backups", abstract: "List the backups of an app's Redis add-on: verified, or the error.",
+        discussion: "Each is an RDB snapshot stored in the Keg, counted only once redis-check-rdb loaded it whole. kbuild pg:backups:download reads them too.")
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "The app.") var app: String
+    @Argument(help: "The attachment or add-on (default REDIS).") var name: String?
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() async throws {
+        let client = try global.client()
+        let a = try await addonOf(.redis, client, app: app, name: name)
+        let list = try await client.backups(app, addon: a.name)
+        if json { return try printJSON(list) }
+        guard !list.isEmpty else { return say("\(a.name) has no backups (kbuild redis:backups:capture \(app))") }
+        say("=== \(a.name) backups")
+        for b in list.reversed() { say(PgBackups.line(b, unit: "keys")) }
+    }
+}
+
+/// `kbuild redis:backups:capture APP [NAME]`.
+struct RedisBackupsCapture: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "redis:backups:capture", abstract: "Back up an app's Redis add-on (an RDB snapshot) into the Keg, checked by loading it.")
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "The app.") var app: String
+    @Argument(help: "The attachment or add-on (default REDIS).") var name: String?
+
+    func run() async throws {
+        let client = try global.client()
+        let a = try await addonOf(.redis, client, app: app, name: name)
+        let b = try await client.captureBackup(app, addon: a.name)
+        say(PgBackups.line(b, unit: "keys"))
+        if b.state != .verified { throw ExitCode(1) }
+        say("Snapshot \(b.dump?.description ?? "")")
+    }
+}
+
+/// `kbuild addons:rotate-credentials APP [NAME]`.
+struct AddonsRotateCredentials: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "addons:rotate-credentials", abstract: "Give an add-on a new password: it restarts with it, and each attached app gets a new release with the new URL.",
+        discussion: "Sessions opened with the old password end with the add-on's restart. NAME is the attachment (DATABASE, REDIS, …) or the add-on; the app must own it.")
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "The app that owns it.") var app: String
+    @Argument(help: "The attachment or add-on (default: the app's only one).") var name: String?
+
+    func run() async throws {
+        let client = try global.client()
+        let a = try await addonOf(nil, client, app: app, name: name)
+        _ = try await client.rotateCredentials(app, addon: a.name)
+        say("Rotated the credentials of \(a.name); new releases of \(a.attachments.map(\.app).joined(separator: ", ").nonEmpty ?? "no app")")
+    }
+}
+
+/// `kbuild addons:upgrade APP DATABASE --version N`.
+struct AddonsUpgrade: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "addons:upgrade", abstract: "Move an app's PostgreSQL add-on to another major version: a new instance, its data copied, its attachments switched.",
+        discussion: """
+            The add-on stack that has --version runs the new instance (debian-12-addons has PostgreSQL 15, debian-13-addons 17). \
+            The old instance is made read-only first (its sessions end: writes fail rather than being lost), backed up, the \
+            backup verified and restored into the new one; then each attached app gets a new release with the new URL. The old \
+            instance stays, read-only and detached, until you destroy it (kbuild addons:destroy). A failure leaves it as it was.
+            """)
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "The app that owns it.") var app: String
+    @Argument(help: "The attachment or add-on (default DATABASE).") var database: String?
+    @Option(help: "The PostgreSQL major version to move to (such as 17).") var version: String
+
+    func run() async throws {
+        let client = try global.client()
+        let a = try await postgresAddon(client, app: app, name: database)
+        let info = try await client.upgradeAddon(app, addon: a.name, version: version)
+        say("Upgraded \(a.name) (PostgreSQL \(a.version)) to \(info.record.name) (PostgreSQL \(info.record.version)), \(info.state)")
+        say("Attached to \(info.record.attachments.map { "\($0.app) as \($0.variable)" }.joined(separator: ", ").nonEmpty ?? "nothing")")
+        say("\(a.name) is kept, read-only: kbuild addons:destroy \(a.name) --app \(app) once you are done with it")
+    }
+}
+
+extension String {
+    var nonEmpty: String? { isEmpty ? nil : self }
 }

@@ -54,6 +54,10 @@ public struct AddonRecord: Codable, Sendable, Equatable {
     /// The volume of its app that holds its data.
     public var volume: String
     public var attachments: [AddonAttachment]
+    /// Daily backups (`pg:backups:schedule`), if any.
+    public var schedule: BackupSchedule?
+    /// The add-on this one replaced (`addons:upgrade`), kept until its owner destroys it.
+    public var upgradedFrom: String?
     public var createdBy: String
     public var createdAt: Date
 
@@ -119,8 +123,14 @@ public struct BackupRecord: Codable, Sendable, Equatable {
     public var databaseSize: UInt64?
     public var state: State
     public var error: String?
-    /// capture, schedule, import.
+    /// How it was taken: `Source.capture`, `.schedule`, `.importFile`, `.upgrade`.
     public var source: String
+    public enum Source {
+        public static let capture = "capture"
+        public static let schedule = "schedule"
+        public static let importFile = "import"
+        public static let upgrade = "upgrade"
+    }
     /// Seconds the dump into the Keg took, and its test restore.
     public var dumpSeconds: Double?
     public var verifySeconds: Double?

@@ -7,7 +7,7 @@ import XCTest
 /// and keeps its rows across a restart, a redeploy, a rollback and a kill -9
 /// of PostgreSQL; the add-on reached over TLS by the apps attached to it and
 /// by no other; its password in no release, log or push output.
-final class AddonTests: XCTestCase {
+final class StatefulAddonTests: XCTestCase {
     var data: String { SharedStacks.data }
 
     func notes(_ port: Int) -> (notes: [String], ssl: Bool?, release: String?)? {
@@ -213,6 +213,162 @@ final class AddonTests: XCTestCase {
         XCTAssertTrue(try kbuild(["config:get", "notesdb", "DATABASE_URL"], dataDir: data).stdout.isEmpty)
         try waitUntil("the add-on's volume deleted") { trimmed(try kbuild(["ref", "ls", "volumes/notesdb-postgres/"], dataDir: data).stdout).isEmpty }
         XCTAssertTrue(trimmed(try kbuild(["ref", "ls", "backups/notesdb-postgres/"], dataDir: data).stdout).isEmpty, "its backups stayed")
+    }
+
+    /// psql beside an app's PostgreSQL add-on (`pg:psql APP [NAME] -c SQL`), its output unaligned.
+    func psql(_ app: String, _ sql: String, on name: String? = nil) throws -> Result {
+        try kbuild(["pg:psql", app] + (name.map { [$0] } ?? []) + ["-c", sql], dataDir: data)
+    }
+
+    /// The second life of an add-on, on PostgreSQL 15 (debian-12-addons) moved to 17 (debian-13-addons): scheduled
+    /// backups, an imported dump, Redis snapshots, a new password, and the upgrade, each with its bad input.
+    func testScheduledImportedAndRedisBackupsRotatedCredentialsAndAnUpgradeFrom15To17() throws {
+        let made = try XCTUnwrap(SharedStacks.debian12, "kbuild stack create did not run")
+        XCTAssertEqual(made.status, 0, made.stderr)
+        let data = self.data
+        _ = try startKbuildUp(self, data: data, extra: ["--node-cpus", "8"])
+        XCTAssertEqual(try kbuild(["apps:create", "ledger", "--stack", "debian-12"], dataDir: data).status, 0)
+        XCTAssertEqual(try kbuild(["apps:create", "ledgerpeer", "--stack", "debian-12"], dataDir: data).status, 0)
+        addTeardownBlock {
+            for addon in ["ledger-postgres-2", "ledger-postgres", "ledger-redis"] {
+                _ = try? sh(kbuildBinary, ["addons:destroy", addon, "--app", "ledger", "--confirm", addon, "--force"], env: ["KBUILD_DATA_DIR": data])
+            }
+            for app in ["ledger", "ledgerpeer"] { _ = try? sh(kbuildBinary, ["apps:destroy", app, "--confirm", app, "--volumes"], env: ["KBUILD_DATA_DIR": data]) }
+        }
+        let created = try kbuild(["addons:create", "postgres", "--app", "ledger", "--stack", "debian-12-addons"], dataDir: data)
+        XCTAssertEqual(created.status, 0, created.stderr)
+        XCTAssertTrue(created.stdout.contains("Created ledger-postgres: postgres 15, healthy"), created.stdout)
+        XCTAssertEqual(try kbuild(["addons:attach", "ledger-postgres", "--app", "ledgerpeer", "--as", "LEDGER"], dataDir: data).status, 0)
+        let made15 = try psql("ledger", "create table entries (n int primary key); insert into entries values (1), (2)")
+        XCTAssertEqual(made15.status, 0, made15.stderr)
+
+        // A schedule that does not parse, and a --keep out of range: refused with the reason, nothing set.
+        for (at, keep, message) in [("25:00", nil, "no such time of day"), ("2am", nil, "not a time of day"),
+                                    ("02:00 Mars/Olympus", nil, "unknown time zone \"Mars/Olympus\""), ("02:00", "0", "invalid --keep 0")] as [(String, String?, String)] {
+            let r = try kbuild(["pg:backups:schedule", "ledger", "--at", at] + (keep.map { ["--keep", $0] } ?? []), dataDir: data)
+            XCTAssertNotEqual(r.status, 0, at)
+            XCTAssertTrue(r.stderr.contains(message), "\(at): \(r.stderr)")
+        }
+        let server = trimmed(try String(contentsOfFile: data + "/server.url", encoding: .utf8))
+        let admin = trimmed(try String(contentsOfFile: data + "/admin.token", encoding: .utf8))
+        let direct = try sh("/usr/bin/curl", ["-s", "-X", "PUT", "-H", "Authorization: Bearer \(admin)", "-d", #"{"at":"7pm"}"#,
+                                              server + "/api/v1/apps/ledger/addons/ledger-postgres/schedule"])
+        XCTAssertTrue(direct.stdout.contains("invalid backup schedule \"7pm\""), "the server checks too: \(direct.stdout)")
+        XCTAssertFalse(try kbuild(["addons:info", "ledger", "ledger-postgres"], dataDir: data).stdout.contains("Backups:"), "a refused schedule was set")
+
+        // Daily at the current minute (UTC): kbuild up takes one within its 20 s pass, verified, as the schedule's.
+        var clock = Date()
+        if Calendar(identifier: .gregorian).component(.second, from: clock) > 45 { Thread.sleep(forTimeInterval: 16); clock = Date() }
+        var utc = Calendar(identifier: .gregorian)
+        utc.timeZone = TimeZone(identifier: "UTC")!
+        let at = String(format: "%02d:%02d", utc.component(.hour, from: clock), utc.component(.minute, from: clock))
+        let scheduled = try kbuild(["pg:backups:schedule", "ledger", "--at", at, "--keep", "3"], dataDir: data)
+        XCTAssertEqual(scheduled.status, 0, scheduled.stderr)
+        XCTAssertTrue(scheduled.stdout.contains("at \(at) UTC, the newest 3 kept"), scheduled.stdout)
+        try waitUntil("a scheduled backup", timeout: 90) {
+            try kbuild(["pg:backups", "ledger"], dataDir: data).stdout.contains("verified  by schedule (schedule)")
+        }
+        let listed = try kbuild(["pg:backups", "ledger"], dataDir: data).stdout
+        XCTAssertTrue(listed.contains("Scheduled daily at \(at) UTC, the newest 3 kept") && listed.contains("b001"), listed)
+        XCTAssertEqual(try kbuild(["pg:backups:unschedule", "ledger"], dataDir: data).status, 0)
+        XCTAssertFalse(try kbuild(["pg:backups", "ledger"], dataDir: data).stdout.contains("Scheduled"))
+
+        // A dump file imported: stored and test-restored as a capture is, then restored. A file that is not one is refused.
+        let work = try tempDir(self, "ledger")
+        XCTAssertEqual(try kbuild(["pg:backups:download", "ledger", "b001", "-o", work + "/b001.dump"], dataDir: data).status, 0)
+        try writeFile(work + "/notes.txt", "not a dump\n")
+        for (file, message) in [(work + "/notes.txt", "is not a pg_dump custom-format file"), (work + "/nosuch.dump", "failed to open")] {
+            let r = try kbuild(["pg:backups:import", "ledger", file], dataDir: data)
+            XCTAssertNotEqual(r.status, 0, file)
+            XCTAssertTrue(r.stderr.contains(message), "\(file): \(r.stderr)")
+        }
+        let sneaked = try sh("/usr/bin/curl", ["-s", "-X", "POST", "-H", "Authorization: Bearer \(admin)", "--data-binary", "@" + work + "/notes.txt",
+                                               server + "/api/v1/apps/ledger/addons/ledger-postgres/backups/import"])
+        XCTAssertTrue(sneaked.stdout.contains("not a pg_dump custom-format file"), sneaked.stdout)
+        XCTAssertEqual(try psql("ledger", "insert into entries values (3)").status, 0)
+        let imported = try kbuild(["pg:backups:import", "ledger", work + "/b001.dump"], dataDir: data)
+        XCTAssertEqual(imported.status, 0, imported.stderr)
+        XCTAssertTrue(imported.stdout.contains("b002") && imported.stdout.contains("verified") && imported.stdout.contains("(import)"), imported.stdout)
+        XCTAssertFalse(try kbuild(["pg:backups", "ledger"], dataDir: data).stdout.contains("b003"), "a refused import left a backup")
+        XCTAssertEqual(try kbuild(["pg:backups:restore", "ledger", "b002", "--confirm", "ledger-postgres"], dataDir: data).status, 0)
+        XCTAssertTrue(try psql("ledger", "select string_agg(n::text, ',' order by n) from entries").stdout.contains("1,2\n"))
+
+        // Redis: an RDB snapshot, loaded whole before it counts; not a PostgreSQL backup, whatever names it.
+        let redis = try kbuild(["addons:create", "redis", "--app", "ledger", "--stack", "debian-12-addons", "--size", "64M"], dataDir: data)
+        XCTAssertEqual(redis.status, 0, redis.stderr)
+        XCTAssertTrue(redis.stdout.contains("Created ledger-redis: redis 7"), redis.stdout)
+        let redisURL = trimmed(try kbuild(["config:get", "ledger", "REDIS_URL"], dataDir: data).stdout)
+        let redisAddress = try XCTUnwrap(redisURL.split(separator: "@").last?.split(separator: ":").first.map(String.init))
+        let set = try sh(kbuildBinary, ["run", "ledger-redis", "-n", "--", "sh", "-c",
+                                        "for k in a b c; do REDISCLI_AUTH=\"$KBUILD_ADDON_PASSWORD\" redis-cli -h \(redisAddress) set $k v-$k; done"],
+                         env: ["KBUILD_DATA_DIR": data])
+        XCTAssertEqual(set.stdout, "OK\nOK\nOK\n", set.stderr)
+        let snapshot = try kbuild(["redis:backups:capture", "ledger"], dataDir: data)
+        XCTAssertEqual(snapshot.status, 0, snapshot.stderr)
+        XCTAssertTrue(snapshot.stdout.contains("b001") && snapshot.stdout.contains("3 keys") && snapshot.stdout.contains("verified"), snapshot.stdout)
+        let rdb = try XCTUnwrap(snapshot.stdout.split(separator: "\n").first { $0.hasPrefix("Snapshot K-") }?.dropFirst("Snapshot ".count))
+        XCTAssertTrue(try kbuild(["redis:backups", "ledger"], dataDir: data).stdout.contains("b001"))
+        XCTAssertEqual(try kbuild(["pg:backups:download", "ledger", "b001", "ledger-redis", "-o", work + "/r.rdb"], dataDir: data).status, 0,
+                       "pg:backups:download names the Redis add-on")
+        for (backup, message) in [(String(rdb.prefix(12)), "is a redis backup (of ledger-redis), not a postgres one"),
+                                  ("K-" + String(repeating: "0", count: 64), "is not a backup of any add-on ledger has"),
+                                  ("yesterday", "invalid backup \"yesterday\"")] {
+            let r = try kbuild(["pg:backups:restore", "ledger", backup, "--confirm", "ledger-postgres"], dataDir: data)
+            XCTAssertNotEqual(r.status, 0, backup)
+            XCTAssertTrue(r.stderr.contains(message), "\(backup): \(r.stderr)")
+        }
+        XCTAssertTrue(try psql("ledger", "select count(*) from entries").stdout.contains("2"), "a refused restore changed the data")
+
+        // A new password: the add-on restarts with it, each attached app gets the new URL, the old one no longer logs in.
+        let oldURL = trimmed(try kbuild(["config:get", "ledgerpeer", "LEDGER_URL"], dataDir: data).stdout)
+        let oldPassword = try XCTUnwrap(oldURL.split(separator: ":").dropFirst(2).first?.split(separator: "@").first.map(String.init))
+        let peerToken = trimmed(try kbuild(["tokens:create", "peer", "--app", "ledgerpeer"], dataDir: data).stdout)
+        let notOwner = try sh("/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", "-H", "Authorization: Bearer \(peerToken)",
+                                                "-d", "{}", server + "/api/v1/apps/ledgerpeer/addons/ledger-postgres/credentials"])
+        XCTAssertEqual(notOwner.stdout, "403", "an app attached to it, not its owner, rotated its password")
+        let rotated = try kbuild(["addons:rotate-credentials", "ledger", "DATABASE"], dataDir: data)
+        XCTAssertEqual(rotated.status, 0, rotated.stderr)
+        let newURL = trimmed(try kbuild(["config:get", "ledgerpeer", "LEDGER_URL"], dataDir: data).stdout)
+        XCTAssertNotEqual(newURL, oldURL)
+        XCTAssertEqual(trimmed(try kbuild(["config:get", "ledger", "DATABASE_URL"], dataDir: data).stdout), newURL)
+        XCTAssertTrue(try kbuild(["releases", "ledger-postgres"], dataDir: data).stdout.contains("Set KBUILD_ADDON_PASSWORD"), "the add-on's new release")
+        try waitUntil("the add-on serving with its new password", timeout: 60) {
+            try self.psql("ledger", "select count(*) from entries").stdout.contains("2")
+        }
+        let stale = try sh(kbuildBinary, ["run", "ledger-postgres", "-n", "--", "sh", "-c",
+                                          "PGPASSWORD=\(oldPassword) PGSSLMODE=require psql -h \(try XCTUnwrap(newURL.split(separator: "@").last?.split(separator: ":").first)) -U kbuild -c 'select 1' kbuild"],
+                           env: ["KBUILD_DATA_DIR": data])
+        XCTAssertTrue(stale.stderr.contains("password authentication failed"), stale.stdout + stale.stderr)
+
+        // The upgrade: bad input first, then 15 → 17 with the data, the attachments switched, the old one kept read-only.
+        XCTAssertEqual(try kbuild(["pg:backups:schedule", "ledger", "--at", "03:00"], dataDir: data).status, 0)
+        for (args, message) in [(["addons:upgrade", "ledger", "--version", "14"], "an upgrade goes to a later major version, not 14"),
+                                (["addons:upgrade", "ledger", "--version", "16"], "no add-on stack here has PostgreSQL 16"),
+                                (["addons:upgrade", "ledger", "--version", "seventeen"], "invalid --version \"seventeen\""),
+                                (["addons:upgrade", "ledger", "NOSUCH", "--version", "17"], "ledger has no PostgreSQL add-on NOSUCH")] {
+            let r = try kbuild(args, dataDir: data)
+            XCTAssertNotEqual(r.status, 0, "\(args)")
+            XCTAssertTrue(r.stderr.contains(message), "\(args): \(r.stderr)")
+        }
+        let redisUpgrade = try sh("/usr/bin/curl", ["-s", "-X", "POST", "-H", "Authorization: Bearer \(admin)", "-d", #"{"version":"8"}"#,
+                                                    server + "/api/v1/apps/ledger/addons/ledger-redis/upgrade"])
+        XCTAssertTrue(redisUpgrade.stdout.contains("addons:upgrade moves PostgreSQL"), redisUpgrade.stdout)
+        XCTAssertTrue(trimmed(try kbuild(["ref", "ls", "addons/ledger-postgres-2"], dataDir: data).stdout).isEmpty, "a refused upgrade made an add-on")
+        let upgraded = try kbuild(["addons:upgrade", "ledger", "DATABASE", "--version", "17"], dataDir: data)
+        XCTAssertEqual(upgraded.status, 0, upgraded.stderr)
+        XCTAssertTrue(upgraded.stdout.contains("Upgraded ledger-postgres (PostgreSQL 15) to ledger-postgres-2 (PostgreSQL 17), healthy"), upgraded.stdout)
+        let version = try psql("ledger", "select current_setting('server_version_num')::int / 10000, string_agg(n::text, ',' order by n) from entries")
+        XCTAssertTrue(version.stdout.contains("17 | 1,2"), version.stdout + version.stderr)
+        let upgradedURL = trimmed(try kbuild(["config:get", "ledgerpeer", "LEDGER_URL"], dataDir: data).stdout)
+        XCTAssertNotEqual(upgradedURL, newURL, "the attachment of another app moved too")
+        let info = try kbuild(["addons:info", "ledger", "ledger-postgres-2"], dataDir: data).stdout
+        XCTAssertTrue(info.contains("ledger as DATABASE_URL") && info.contains("ledgerpeer as LEDGER_URL") && info.contains("Backups:   daily at 03:00 UTC")
+                      && info.contains("Upgraded:  from ledger-postgres"), info)
+        let old = try kbuild(["addons:info", "ledger", "ledger-postgres"], dataDir: data).stdout
+        XCTAssertTrue(old.contains("Attached:  nothing") && old.contains("postgres 15"), old)
+        let readOnly = try psql("ledger", "insert into entries values (9)", on: "ledger-postgres")
+        XCTAssertTrue(readOnly.stderr.contains("read-only transaction"), "the old instance took a write: \(readOnly.stdout) \(readOnly.stderr)")
+        XCTAssertTrue(try kbuild(["pg:backups", "ledger", "ledger-postgres"], dataDir: data).stdout.contains("(upgrade)"), "the backup the upgrade took")
     }
 
     /// The host's processes of an app (by KBUILD_APP in their environment), with their command lines.
