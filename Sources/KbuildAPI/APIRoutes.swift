@@ -35,6 +35,8 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
     public let egress: EgressNetwork?
     /// What one-off runs hold now, per app (for the app's limits).
     let oneOffs = OneOffLedger()
+    /// The add-ons a backup, import, restore or upgrade is running on here: one at a time each.
+    let addonsBusy = BusyNames()
     /// The kbuild executable the git hooks of new apps run.
     let kbuild: String
     /// Deploys what the git hooks hand over (`PushRoutes`): one pipeline, so one deploy per app at a time.

@@ -18,7 +18,7 @@ extension APIRoutes {
     /// attached app one with the new URL. Connections made with the old password fail from the restart on.
     func rotateCredentials(_ name: String, owner: String, actor: String) async throws -> API.AddonInfo {
         let (_, addon) = try await addon(name, seenBy: owner)
-        guard addon.owner == owner else { throw KbuildError(.forbidden, "\(name) is \(addon.owner)'s add-on: only its owner rotates its credentials") }
+        guard addon.owner == owner else { throw KbuildError(.forbidden, "\(name) is \(addon.owner)'s add-on: only its owner may rotate its credentials") }
         let password = Self.newAddonPassword()
         _ = try await releases.setConfig(app: addon.name, set: ["KBUILD_ADDON_PASSWORD": password], unset: [], actor: actor)
         for a in addon.attachments {
@@ -34,7 +34,7 @@ extension APIRoutes {
     /// read-only and attached to nothing, until its owner destroys it. A failure leaves the old one as it was.
     func upgradeAddon(_ name: String, owner: String, to version: String, actor: String) async throws -> API.AddonInfo {
         let (_, old) = try await addon(name, seenBy: owner)
-        guard old.owner == owner else { throw KbuildError(.forbidden, "\(name) is \(old.owner)'s add-on: only its owner upgrades it") }
+        guard old.owner == owner else { throw KbuildError(.forbidden, "\(name) is \(old.owner)'s add-on: only its owner may upgrade it") }
         guard old.addon == .postgres else {
             throw KbuildError(.invalidArgument, "\(name) is a \(old.addon.rawValue) add-on: addons:upgrade moves PostgreSQL between major versions")
         }
@@ -54,23 +54,36 @@ extension APIRoutes {
             let list = offered.sorted { $0.key < $1.key }.map { "\($0.key) has \($0.value)" }.joined(separator: ", ")
             throw KbuildError(.notFound, "no add-on stack here has PostgreSQL \(version) (\(list.isEmpty ? "none has PostgreSQL" : list)): kbuild stack create debian-13-addons makes one with 17")
         }
+        return try await addonsBusy.holding(old.name, doing: "an upgrade") {
+            try await upgrading(old, owner: owner, to: version, stack: stack, actor: actor)
+        }
+    }
+
+    private func upgrading(_ old: AddonRecord, owner: String, to version: String, stack: String, actor: String) async throws -> API.AddonInfo {
+        let name = old.name
         let size = try await volumeInfo(old.name, old.volume).record.size
         let fresh = try await createAddon(owner: owner, API.AddonCreate(kind: AddonKind.postgres.rawValue, stack: stack, size: size), attaching: false, actor: actor)
         do {
             guard fresh.state == ProcessState.healthy.rawValue else { throw KbuildError(.io, "its new instance \(fresh.record.name) is \(fresh.state)") }
             try await setReadOnly(old, true)
-            let backup = try await capture(old, source: BackupRecord.Source.upgrade, actor: actor)
+            // The dump's restore into the new instance is its test: verified only if that succeeded.
+            let backup = try await capturePostgres(old, source: BackupRecord.Source.upgrade, actor: actor, restoringInto: fresh.record)
             guard backup.state == .verified else { throw KbuildError(.io, "its backup \(backup.id) failed: \(backup.error ?? "")") }
-            try await restore(backup, into: fresh.record)
         } catch {
-            try? await setReadOnly(old, false)
+            var after = "\(name) is as it was (writable, attached as before)"
+            do { try await setReadOnly(old, false) } catch {
+                after = "\(name) is attached as before but still read-only (\(Self.reason(error))): kbuild pg:psql \(owner) \(name) -c 'alter database kbuild reset default_transaction_read_only'"
+            }
             _ = try? await destroyAddon(fresh.record.name, owner: owner, confirm: fresh.record.name, force: true, actor: actor)
-            throw KbuildError(.io, "failed to upgrade \(name) to PostgreSQL \(version): \(Self.reason(error)); \(name) is as it was (writable, attached as before)")
+            throw KbuildError(.io, "failed to upgrade \(name) to PostgreSQL \(version): \(Self.reason(error)); \(after)")
         }
         // The switch: the records first (an app's release reaches what its records attach), then one release per app.
-        let moved = old.attachments
-        _ = try await refs.update(try Schema.addon(old.name), as: AddonRecord.self, in: keg, what: "add-on", actor: actor) { record in
+        // The attachments moved are those there are now (one made or removed during the dump counts).
+        var moved = old.attachments
+        var schedule = old.schedule
+        try await refs.update(try Schema.addon(old.name), as: AddonRecord.self, in: keg, what: "add-on", actor: actor) { record in
             guard var a = record else { throw KbuildError(.notFound, "add-on \(name) was destroyed meanwhile") }
+            (moved, schedule) = (a.attachments, a.schedule)
             a.attachments = []
             a.schedule = nil
             return a
@@ -78,14 +91,22 @@ extension APIRoutes {
         let updated = try await refs.update(try Schema.addon(fresh.record.name), as: AddonRecord.self, in: keg, what: "add-on", actor: actor) { record in
             guard var a = record else { throw KbuildError(.notFound, "add-on \(fresh.record.name) was destroyed meanwhile") }
             a.attachments = moved
-            a.schedule = old.schedule
+            a.schedule = schedule
             a.upgradedFrom = old.name
             return a
         }
         let password = try await addonPassword(fresh.record)
+        var failed: [String] = []
         for a in moved {
-            _ = try await releases.changeAttachments(app: a.app, set: [a.variable: fresh.record.url(password: password)], unset: [],
-                                                     description: "Upgrade \(a.name) to PostgreSQL \(version) (\(old.name) → \(fresh.record.name))", actor: actor)
+            do {
+                _ = try await releases.changeAttachments(app: a.app, set: [a.variable: fresh.record.url(password: password)], unset: [],
+                                                         description: "Upgrade \(a.name) to PostgreSQL \(version) (\(old.name) → \(fresh.record.name))", actor: actor)
+            } catch {
+                failed.append("\(a.app) (\(Self.reason(error)))")
+            }
+        }
+        guard failed.isEmpty else {
+            throw KbuildError(.io, "upgraded \(name) to \(fresh.record.name), but these apps did not get their new release: \(failed.joined(separator: "; ")); set their URL again with kbuild addons:detach and addons:attach")
         }
         return try await addonInfo(updated.record ?? fresh.record)
     }

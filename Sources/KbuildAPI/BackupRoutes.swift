@@ -9,6 +9,7 @@ import Keg
 import NodeAgent
 import Sandbox
 import Synchronization
+import NIOPosix
 
 /// PostgreSQL backups in the Keg (`pg:backups:*`): `pg_dump` in PostgreSQL's
 /// custom format, uncompressed (`-Z0`) so that successive dumps share the
@@ -28,30 +29,29 @@ extension APIRoutes {
         router.post(RouterPath(p)) { r, c in
             try await self.answer {
                 let (_, addon) = try await self.addon(c.parameters.get("addon") ?? "", seenBy: try await self.existing(c))
-                return try await self.capture(addon, source: "capture", actor: self.actor(r))
+                return try await self.capture(addon, source: BackupRecord.Source.capture, actor: self.actor(r))
             }
         }
         router.post(RouterPath(p + "/import")) { r, c in
             try await self.answer {
-                let (_, addon) = try await self.addon(c.parameters.get("addon") ?? "", seenBy: try await self.existing(c))
+                let addon = try await self.ownedAddon(c, to: "import backups into it")
                 return try await self.importBackup(addon, body: r.body, actor: self.actor(r))
             }
         }
         router.post(RouterPath(p + "/:backup/restore")) { r, c in
             try await self.answer {
-                let app = try await self.existing(c)
-                let (_, addon) = try await self.addon(c.parameters.get("addon") ?? "", seenBy: app)
+                let addon = try await self.ownedAddon(c, to: "restore backups over it")
                 guard r.uri.queryParameters.get("confirm") == addon.name else {
                     throw KbuildError(.invalidArgument, "refusing to restore over \(addon.name)'s data without confirmation: pass confirm=\(addon.name)")
                 }
-                let backup = try await self.backup(c.parameters.get("backup") ?? "", for: addon, seenBy: app)
-                try await self.restore(backup, into: addon)
+                let backup = try await self.backup(c.parameters.get("backup") ?? "", for: addon, seenBy: addon.owner)
+                try await self.addonsBusy.holding(addon.name, doing: "a backup or restore") { try await self.restore(backup, into: addon) }
                 return backup
             }
         }
         router.delete(RouterPath(p + "/:backup")) { r, c in
             try await self.answer {
-                let (_, addon) = try await self.addon(c.parameters.get("addon") ?? "", seenBy: try await self.existing(c))
+                let addon = try await self.ownedAddon(c, to: "delete its backups")
                 let backup = try await self.backup(addon.name, c.parameters.get("backup") ?? "")
                 guard r.uri.queryParameters.get("confirm") == addon.name else {
                     throw KbuildError(.invalidArgument, "refusing to delete backup \(backup.id) of \(addon.name) without confirmation: pass confirm=\(addon.name)")
@@ -63,7 +63,7 @@ extension APIRoutes {
         let schedule = "/api/v1/apps/:app/addons/:addon/schedule"
         router.put(RouterPath(schedule)) { r, c in
             try await self.answer {
-                let (_, addon) = try await self.addon(c.parameters.get("addon") ?? "", seenBy: try await self.existing(c))
+                let addon = try await self.ownedAddon(c, to: "schedule its backups")
                 let body = try await self.decode(API.BackupScheduleSet.self, r, c)
                 let parsed = try BackupSchedule(parsing: body.at, keep: body.keep, since: Date())
                 return try await self.setSchedule(addon, parsed, actor: self.actor(r))
@@ -71,7 +71,7 @@ extension APIRoutes {
         }
         router.delete(RouterPath(schedule)) { r, c in
             try await self.answer {
-                let (_, addon) = try await self.addon(c.parameters.get("addon") ?? "", seenBy: try await self.existing(c))
+                let addon = try await self.ownedAddon(c, to: "change its backup schedule")
                 guard addon.schedule != nil else { throw KbuildError(.notFound, "\(addon.name) has no backup schedule") }
                 return try await self.setSchedule(addon, nil, actor: self.actor(r))
             }
@@ -119,21 +119,37 @@ extension APIRoutes {
         return try await reader.record(BackupRecord.self, ref.kid, what: "backup")
     }
 
-    /// Takes a backup of the add-on into the Keg and records whether it is one:
-    /// PostgreSQL's dump once a test restore of it succeeded, Redis's RDB
-    /// snapshot once `redis-check-rdb` loaded it whole.
-    func capture(_ addon: AddonRecord, source: String, actor: String) async throws -> BackupRecord {
-        addon.addon == .postgres ? try await capturePostgres(addon, source: source, actor: actor) : try await captureRedis(addon, source: source, actor: actor)
+    /// An add-on the path's app owns: what changes its backups is its owner's to do, not an attached app's (which
+    /// could otherwise delete the owner's way back).
+    func ownedAddon(_ c: Context, to what: String) async throws -> AddonRecord {
+        let app = try await existing(c)
+        let (_, addon) = try await addon(c.parameters.get("addon") ?? "", seenBy: app)
+        guard addon.owner == app else {
+            throw KbuildError(.forbidden, "\(addon.name) is \(addon.owner)'s add-on: only its owner may \(what)")
+        }
+        return addon
     }
 
-    /// Dumps the add-on into the Keg, restores the dump into a scratch database, and records which it came to.
-    func capturePostgres(_ addon: AddonRecord, source: String, actor: String) async throws -> BackupRecord {
+    /// Takes a backup of the add-on into the Keg and records whether it is one:
+    /// PostgreSQL's dump once a test restore of it succeeded, Redis's RDB
+    /// snapshot once `redis-check-rdb` loaded it whole. One at a time per add-on.
+    func capture(_ addon: AddonRecord, source: String, actor: String) async throws -> BackupRecord {
+        try await addonsBusy.holding(addon.name, doing: "a backup or restore") {
+            addon.addon == .postgres ? try await capturePostgres(addon, source: source, actor: actor)
+                                     : try await captureRedis(addon, source: source, actor: actor)
+        }
+    }
+
+    /// Dumps the add-on into the Keg, restores the dump into a scratch database (or, for an upgrade, into
+    /// `restoringInto`: that restore is its test), and records which it came to.
+    func capturePostgres(_ addon: AddonRecord, source: String, actor: String, restoringInto target: AddonRecord? = nil) async throws -> BackupRecord {
         let started = Date()
-        let (connect, target) = Self.connection(addon)
+        let (connect, target_) = Self.connection(addon)
         var size: UInt64?
+        let dumped: (kid: KID, bytes: UInt64, seconds: Double)
         do {
             let sized = Mutex<[UInt8]>([])
-            let s = try await besideAddon(addon, script: "\(connect) psql \(target) -At -c \"select pg_database_size('\(AddonRecord.database)')\" \(AddonRecord.database)") { out in
+            let s = try await besideAddon(addon, script: "\(connect) psql \(target_) -At -c \"select pg_database_size('\(AddonRecord.database)')\" \(AddonRecord.database)") { out in
                 sized.withLock { $0 += out }
             }
             guard s.status == 0 else { throw KbuildError(.io, "psql failed: \(s.stderr)") }
@@ -141,7 +157,7 @@ extension APIRoutes {
             // The dump goes into the Keg as it comes: chunked, hashed, deduplicated against the backups before it.
             let dumpStart = ContinuousClock.now
             let upload = UploadBox(KegUpload(keg: keg))
-            let d = try await besideAddon(addon, script: "\(connect) exec pg_dump \(target) -Fc -Z0 \(AddonRecord.database)") { out in
+            let d = try await besideAddon(addon, script: "\(connect) exec pg_dump \(target_) -Fc -Z0 \(AddonRecord.database)") { out in
                 try upload.append(out)
             }
             guard d.status == 0 else {
@@ -149,17 +165,19 @@ extension APIRoutes {
                 throw KbuildError(.io, "pg_dump failed (exit status \(d.status)): \(d.stderr)")
             }
             let (kid, bytes) = try upload.commit()
-            return try await verify(addon, dump: kid, size: bytes, databaseSize: size, source: source, actor: actor, started: started,
-                                    dumpSeconds: Self.seconds(since: dumpStart))
+            dumped = (kid, bytes, Self.seconds(since: dumpStart))
         } catch {
             return try await recordBackup(addon, dump: nil, size: 0, databaseSize: size, state: .failed, error: Self.reason(error), source: source,
                                           actor: actor, started: started, dumpSeconds: nil, verifySeconds: nil)
         }
+        return try await verify(addon, dump: dumped.kid, size: dumped.bytes, databaseSize: size, source: source, actor: actor, started: started,
+                                dumpSeconds: dumped.seconds, restoringInto: target)
     }
 
-    /// Records a dump that is in the Keg, restores it into a scratch database beside the add-on, and records the verdict.
+    /// Records a dump that is in the Keg, restores it into a scratch database beside the add-on (or into `target`'s
+    /// database, for an upgrade), and records the verdict. A failed one keeps no dump (nothing can restore it).
     func verify(_ addon: AddonRecord, dump kid: KID, size bytes: UInt64, databaseSize size: UInt64?, source: String, actor: String, started: Date,
-                dumpSeconds: Double?) async throws -> BackupRecord {
+                dumpSeconds: Double?, restoringInto target: AddonRecord? = nil) async throws -> BackupRecord {
         // Recorded now, as not verified yet: the record keeps the dump from gc, and a capture cut short says so.
         var record = try await recordBackup(addon, dump: kid, size: bytes, databaseSize: size, state: .failed,
                                             error: "its test restore did not finish (kbuild stopped during it)", source: source, actor: actor,
@@ -167,35 +185,45 @@ extension APIRoutes {
         var failure: String?
         let verifyStart = ContinuousClock.now
         do {
-            // Room on the add-on's volume for a second copy, beside the live database.
-            if let volume = try? await volumeInfo(addon.name, addon.volume), let used = volume.used {
+            let into = target ?? addon
+            // Room on the volume the restore writes to, beside the live database there. An imported dump may be
+            // compressed (pg_dump -Fc compresses by default): its data is taken as four times its size.
+            if let volume = try? await volumeInfo(into.name, into.volume), let used = volume.used {
                 let free = volume.record.size > used ? volume.record.size - used : 0
-                let need = size ?? bytes
+                let need = size ?? bytes.multipliedReportingOverflow(by: 4).partialValue
                 guard need + need / 4 < free else {
-                    throw KbuildError(.tooLarge, "its test restore needs about \(formatMemory(need)) on volume \(addon.volume), which has \(formatMemory(free)) free: the database is not copied onto a full disk (a larger volume is a new add-on for now)")
+                    throw KbuildError(.tooLarge, "its test restore needs about \(formatMemory(need)) on volume \(into.volume) of \(into.name), which has \(formatMemory(free)) free: the database is not copied onto a full disk (a larger volume is a new add-on for now)")
                 }
             }
-            // The test restore: with the flags a restore has, into a database of its own, dropped after whatever came of it
-            // (and any a capture cut short left).
-            let (connect, target) = Self.connection(addon)
-            let scratch = "kbuild_verify_\(UInt32.random(in: 0...UInt32.max))"
-            let verify = """
-                for old in $(\(connect) psql \(target) -At -c "select datname from pg_database where datname like 'kbuild_verify_%'" \(AddonRecord.database)); do
-                  \(connect) psql \(target) -q -c "drop database $old" \(AddonRecord.database)
-                done
-                \(connect) psql \(target) -q -c 'create database \(scratch)' \(AddonRecord.database) || exit 3
-                \(connect) pg_restore \(target) -d \(scratch) --no-owner --exit-on-error --single-transaction; rc=$?
-                \(connect) psql \(target) -q -c 'drop database \(scratch)' \(AddonRecord.database)
-                exit $rc
-                """
-            let v = try await besideAddon(addon, script: verify, input: kid) { _ in }
-            guard v.status == 0 else { throw KbuildError(.io, "its test restore into a scratch database failed (exit status \(v.status)): \(v.stderr)") }
+            if let target {
+                try await restoreDump(kid, id: record.id, into: target)
+            } else {
+                // The test restore: with the flags a restore has, into a database of its own, dropped after whatever came of
+                // it (and any a capture cut short left: this add-on runs one at a time).
+                let (connect, target) = Self.connection(addon)
+                let scratch = "kbuild_verify_\(UInt32.random(in: 0...UInt32.max))"
+                let verify = """
+                    for old in $(\(connect) psql \(target) -At -c "select datname from pg_database where left(datname, 14) = 'kbuild_verify_'" \(AddonRecord.database)); do
+                      \(connect) psql \(target) -q -c "drop database \\"$old\\"" \(AddonRecord.database)
+                    done
+                    \(connect) psql \(target) -q -c 'create database \(scratch)' \(AddonRecord.database) || exit 3
+                    \(connect) pg_restore \(target) -d \(scratch) --no-owner --exit-on-error --single-transaction; rc=$?
+                    \(connect) psql \(target) -q -c 'drop database \(scratch)' \(AddonRecord.database)
+                    exit $rc
+                    """
+                let v = try await besideAddon(addon, script: verify, input: kid) { _ in }
+                guard v.status == 0 else { throw KbuildError(.io, "its test restore into a scratch database failed (exit status \(v.status)): \(v.stderr)") }
+            }
         } catch {
             failure = Self.reason(error)
         }
         // The verdict, over the record made before the test restore.
         record.state = failure == nil ? .verified : .failed
         record.error = failure
+        if failure != nil {
+            record.dump = nil
+            record.links = []
+        }
         record.verifySeconds = Self.seconds(since: verifyStart)
         record.finishedAt = Date()
         try await refs.set(try Schema.backup(addon.name, record.id), to: try await Records.put(record, in: keg), actor: actor)
@@ -203,36 +231,40 @@ extension APIRoutes {
     }
 
     /// Redis: an RDB snapshot fetched from the server as a replica would (`redis-cli --rdb`), loaded whole by
-    /// `redis-check-rdb` beside it, then streamed into the Keg. Only a snapshot that loaded is stored.
+    /// `redis-check-rdb` beside it, then streamed into the Keg. Only a snapshot that loaded is stored. It is written
+    /// to the one-off's disk (not its /tmp, a tmpfs in its memory), sized to the add-on's volume.
     func captureRedis(_ addon: AddonRecord, source: String, actor: String) async throws -> BackupRecord {
         let started = Date()
         var keys: UInt64?
+        let dumped: (kid: KID, bytes: UInt64, seconds: Double)
         do {
             let auth = "REDISCLI_AUTH=\"$KBUILD_ADDON_PASSWORD\" redis-cli -h \(addon.service.address) -p \(addon.service.port)"
             let counted = Mutex<[UInt8]>([])
             let c = try await besideAddon(addon, script: "\(auth) dbsize") { out in counted.withLock { $0 += out } }
             guard c.status == 0 else { throw KbuildError(.io, "redis-cli failed: \(c.stderr)") }
             keys = UInt64(String(decoding: counted.withLock { $0 }, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))
+            let room = (try? await volumeInfo(addon.name, addon.volume).record.size).map { max($0 + $0 / 4, 1 << 30) } ?? 1 << 30
             let dumpStart = ContinuousClock.now
             let upload = UploadBox(KegUpload(keg: keg))
             let script = """
-                \(auth) --rdb /tmp/dump.rdb >/dev/null || exit 3
-                redis-check-rdb /tmp/dump.rdb >/tmp/check.log 2>&1 || { tail -n 5 /tmp/check.log >&2; exit 4; }
-                exec cat /tmp/dump.rdb
+                \(auth) --rdb /var/tmp/dump.rdb >/dev/null || exit 3
+                redis-check-rdb /var/tmp/dump.rdb >/var/tmp/check.log 2>&1 || { tail -n 5 /var/tmp/check.log >&2; exit 4; }
+                exec cat /var/tmp/dump.rdb
                 """
-            let d = try await besideAddon(addon, script: script) { out in try upload.append(out) }
+            let d = try await besideAddon(addon, script: script, disk: room) { out in try upload.append(out) }
             guard d.status == 0 else {
                 upload.abort()
                 let what = d.status == 4 ? "its snapshot did not load (redis-check-rdb)" : "redis-cli --rdb failed (exit status \(d.status))"
                 throw KbuildError(.io, "\(what): \(d.stderr)")
             }
             let (kid, bytes) = try upload.commit()
-            return try await recordBackup(addon, dump: kid, size: bytes, databaseSize: keys, state: .verified, error: nil, source: source, actor: actor,
-                                          started: started, dumpSeconds: Self.seconds(since: dumpStart), verifySeconds: nil)
+            dumped = (kid, bytes, Self.seconds(since: dumpStart))
         } catch {
             return try await recordBackup(addon, dump: nil, size: 0, databaseSize: keys, state: .failed, error: Self.reason(error), source: source,
                                           actor: actor, started: started, dumpSeconds: nil, verifySeconds: nil)
         }
+        return try await recordBackup(addon, dump: dumped.kid, size: dumped.bytes, databaseSize: keys, state: .verified, error: nil, source: source,
+                                      actor: actor, started: started, dumpSeconds: dumped.seconds, verifySeconds: nil)
     }
 
     /// `pg:backups:import`: a dump file the client streams (pg_dump's custom format), stored and verified as a capture is.
@@ -240,6 +272,10 @@ extension APIRoutes {
         guard addon.addon == .postgres else {
             throw KbuildError(.invalidArgument, "\(addon.name) is a \(addon.addon.rawValue) add-on: pg:backups:import takes PostgreSQL dumps")
         }
+        return try await addonsBusy.holding(addon.name, doing: "a backup or restore") { try await importing(addon, body: body, actor: actor) }
+    }
+
+    private func importing(_ addon: AddonRecord, body: RequestBody, actor: String) async throws -> BackupRecord {
         let started = Date()
         // No larger than the add-on's volume (which a restore of it would have to hold): the Keg is not a tenant's to fill.
         let limit = try await volumeInfo(addon.name, addon.volume).record.size
@@ -259,7 +295,8 @@ extension APIRoutes {
                         throw KbuildError(.invalidArgument, "not a pg_dump custom-format file (it does not start with PGDMP): make it with pg_dump -Fc; nothing stored")
                     }
                 }
-                try upload.append(bytes)
+                // Chunking, hashing and writing on the blocking-I/O pool, not the threads that serve requests.
+                try await NIOThreadPool.singleton.runIfActive { try upload.append(bytes) }
             }
             guard head.count == 5 else {
                 throw KbuildError(.invalidArgument, "not a pg_dump custom-format file (\(head.count) bytes): make it with pg_dump -Fc; nothing stored")
@@ -268,30 +305,30 @@ extension APIRoutes {
             upload.abort()
             throw error
         }
-        let (kid, bytes) = try upload.commit()
+        let (kid, bytes) = try await NIOThreadPool.singleton.runIfActive { try upload.commit() }
         return try await verify(addon, dump: kid, size: bytes, databaseSize: nil, source: BackupRecord.Source.importFile, actor: actor,
                                 started: started, dumpSeconds: nil)
     }
 
     static func reason(_ error: any Error) -> String { (error as? KbuildError)?.message ?? "\(error)" }
 
-    /// A new backup record, numbered after those there are (a capture beside this one takes the next number).
+    /// A new backup record, numbered from the add-on's count of backups (a number is never given twice, even after
+    /// the newest is deleted).
     func recordBackup(_ addon: AddonRecord, dump: KID?, size: UInt64, databaseSize: UInt64?, state: BackupRecord.State, error: String?, source: String,
                       actor: String, started: Date, dumpSeconds: Double?, verifySeconds: Double?) async throws -> BackupRecord {
-        for _ in 0..<20 {
-            let n = (try await backups(addon.name).compactMap { BackupRecord.number($0.id) }.max() ?? 0) + 1
-            var record = BackupRecord(id: BackupRecord.id(n), addon: addon.name, addonKind: addon.addon, version: addon.version, dump: dump, size: size,
-                                      databaseSize: databaseSize, state: state, error: error, source: source, createdBy: actor, createdAt: started)
-            record.dumpSeconds = dumpSeconds
-            record.verifySeconds = verifySeconds
-            do {
-                try await refs.compareAndSwap(try Schema.backup(addon.name, record.id), to: try await Records.put(record, in: keg), expecting: .absent, actor: actor)
-                return record
-            } catch let e as KbuildError where e.code == .conflict {
-                continue
-            }
+        let highest = try await backups(addon.name).compactMap { BackupRecord.number($0.id) }.max() ?? 0
+        let numbered = try await refs.update(try Schema.addon(addon.name), as: AddonRecord.self, in: keg, what: "add-on", actor: actor) { old in
+            guard var a = old else { throw KbuildError(.notFound, "add-on \(addon.name) was destroyed meanwhile") }
+            a.backupsTaken = max(a.backupsTaken ?? 0, highest) + 1
+            return a
         }
-        throw KbuildError(.conflict, "failed to record a backup of \(addon.name): too many at once")
+        let n = numbered.record?.backupsTaken ?? highest + 1
+        var record = BackupRecord(id: BackupRecord.id(n), addon: addon.name, addonKind: addon.addon, version: addon.version, dump: dump, size: size,
+                                  databaseSize: databaseSize, state: state, error: error, source: source, createdBy: actor, createdAt: started)
+        record.dumpSeconds = dumpSeconds
+        record.verifySeconds = verifySeconds
+        try await refs.compareAndSwap(try Schema.backup(addon.name, record.id), to: try await Records.put(record, in: keg), expecting: .absent, actor: actor)
+        return record
     }
 
     /// What psql, pg_dump and pg_restore beside an add-on start with: its password from its config, TLS, writes allowed
@@ -310,7 +347,8 @@ extension APIRoutes {
     /// its record's or its dump's KID (a full KID, or a prefix of at least 8 digits); it must be of the add-on's kind.
     func backup(_ name: String, for addon: AddonRecord, seenBy app: String) async throws -> BackupRecord {
         let found: BackupRecord
-        if BackupRecord.number(name) != nil {
+        // An id (b001) is shorter than the shortest KID prefix (8 digits, which b0123456 could be).
+        if BackupRecord.number(name) != nil && name.utf8.count < 8 {
             found = try await backup(addon.name, name)
         } else {
             let prefix: KIDPrefix
@@ -345,12 +383,16 @@ extension APIRoutes {
         guard backup.state == .verified, let dump = backup.dump else {
             throw KbuildError(.invalidArgument, "backup \(backup.id) of \(backup.addon) failed (\(backup.error ?? "")): it cannot be restored; nothing changed")
         }
+        try await restoreDump(dump, id: backup.id, into: addon)
+    }
+
+    func restoreDump(_ dump: KID, id: String, into addon: AddonRecord) async throws {
         // A lock the app holds fails the restore after a minute (and changes nothing) rather than waiting for ever.
         let (connect, target) = Self.connection(addon, options: " -c lock_timeout=60s")
         let r = try await besideAddon(addon, script: "\(connect) exec pg_restore \(target) -d \(AddonRecord.database) --clean --if-exists --no-owner --exit-on-error --single-transaction",
                                       input: dump) { _ in }
         guard r.status == 0 else {
-            throw KbuildError(.io, "failed to restore backup \(backup.id) into \(addon.name) (exit status \(r.status)): \(r.stderr); its database is as it was")
+            throw KbuildError(.io, "failed to restore backup \(id) into \(addon.name) (exit status \(r.status)): \(r.stderr); its database is as it was")
         }
     }
 
@@ -372,12 +414,13 @@ extension APIRoutes {
     /// Runs `script` beside an add-on: a one-off of its app on this server (its image, its config, a network of its own
     /// that reaches the add-on), `input` (a Keg object) on its stdin, its stdout to `output`. Returns its exit status and
     /// the end of its stderr.
-    func besideAddon(_ addon: AddonRecord, script: String, input: KID? = nil,
+    /// `disk`: the size of its writable root (default 1G).
+    func besideAddon(_ addon: AddonRecord, script: String, input: KID? = nil, disk: UInt64 = 1 << 30,
                      output: @escaping @Sendable ([UInt8]) throws -> Void) async throws -> (status: Int32, stderr: String) {
         guard let sandbox else { throw KbuildError(.unsatisfiable, "this kbuild runs no processes (no sandbox)") }
         guard let current = try await releases.current(addon.name) else { throw KbuildError(.notFound, "add-on \(addon.name) has no release") }
         let launch = try await ProcessLaunch.prepare(release: current.kid, image: current.release.image, config: current.release.config, app: addon.name,
-                                                     name: "backup.1", id: "\(addon.name).backup", port: nil, reader: reader, images: keg, remote: nil)
+                                                     name: "backup.1", id: "\(addon.name).backup.\(UInt32.random(in: 0...UInt32.max))", port: nil, reader: reader, images: keg, remote: nil)
         let held = try await egress?.makeHeld()
         var stdinRead: Int32 = -1
         var feeder: Thread?
@@ -409,7 +452,7 @@ extension APIRoutes {
             let spec = SandboxSpec(command: ["/bin/sh", "-c", script], lowerDirs: launch.lowerDirs, environment: launch.environment,
                                    workingDirectory: "/", hostname: "backup", mounts: held != nil ? EgressNetwork.hostFiles() : [],
                                    network: held.map { .namespace("/run/netns/" + $0.link.namespace) } ?? .none,
-                                   limits: SandboxLimits(memory: 512 << 20, pids: 256, cpus: 1, timeout: .seconds(6 * 3600)),
+                                   limits: SandboxLimits(memory: 512 << 20, pids: 256, cpus: 1, timeout: .seconds(6 * 3600), upperSize: disk),
                                    stdin: stdinRead >= 0 ? .fd(stdinRead) : .null)
             let errors = Mutex<[UInt8]>([])
             let failed = Mutex<(any Error)?>(nil)
@@ -464,10 +507,14 @@ extension APIRoutes {
         var done: [String] = []
         guard let addons = try? await addonRecords() else { return done }
         for addon in addons {
-            guard let schedule = addon.schedule, let taken = try? await backups(addon.name) else { continue }
-            let last = taken.filter { $0.source == BackupRecord.Source.schedule }.map(\.createdAt).max()
-            guard schedule.isDue(at: now, lastScheduled: last) else { continue }
+            guard let schedule = addon.schedule, schedule.isDue(at: now), !addonsBusy.contains(addon.name) else { continue }
             do {
+                // Marked as run before it starts: a backup that fails (or cannot even be recorded) waits for the next day.
+                _ = try await refs.update(try Schema.addon(addon.name), as: AddonRecord.self, in: keg, what: "add-on", actor: "schedule") { old in
+                    guard var a = old, a.schedule != nil else { throw KbuildError(.notFound, "its schedule was removed meanwhile") }
+                    a.schedule?.lastRun = now
+                    return a
+                }
                 let b = try await capture(addon, source: BackupRecord.Source.schedule, actor: "schedule")
                 done.append("backup schedule: \(addon.name) \(b.id) \(b.state == .verified ? "verified" : "FAILED: \(b.error ?? "")")")
                 for old in BackupSchedule.expired(try await backups(addon.name), keep: schedule.keep) {
@@ -479,5 +526,22 @@ extension APIRoutes {
             }
         }
         return done
+    }
+}
+
+/// Names something is being done to, one at a time each (an add-on's backups, restores and upgrade).
+final class BusyNames: Sendable {
+    private let names = Mutex<[String: String]>([:])
+
+    func contains(_ name: String) -> Bool { names.withLock { $0[name] != nil } }
+
+    /// Runs `body` holding `name`; refused with what holds it when something else does.
+    func holding<T: Sendable>(_ name: String, doing what: String, _ body: () async throws -> T) async throws -> T {
+        try names.withLock { held in
+            if let other = held[name] { throw KbuildError(.conflict, "\(other) of \(name) is running: try again once it is done; nothing changed") }
+            held[name] = what
+        }
+        defer { names.withLock { _ = $0.removeValue(forKey: name) } }
+        return try await body()
     }
 }

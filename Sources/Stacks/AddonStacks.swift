@@ -39,7 +39,19 @@ extension StackStore {
         try Data("#!/bin/sh\nexit 101\n".utf8).write(to: URL(fileURLWithPath: merged + "/usr/sbin/policy-rc.d"))
         chmod(merged + "/usr/sbin/policy-rc.d", 0o755)
         log("installing the add-on layer's packages: \(StackStore.addonPackages.joined(separator: " "))")
+        // The stored image has no device nodes (bookworm's apt-key writes to /dev/null): a /dev of their own while apt runs, not in the layer.
+        try fm.createDirectory(atPath: merged + "/dev", withIntermediateDirectories: true)
+        try StackStore.run("/bin/mount", ["-t", "tmpfs", "-o", "mode=0755,size=64k,nosuid,noexec", "tmpfs", merged + "/dev"], what: "mount /dev for apt")
+        var devMounted = true
+        defer { if devMounted { _ = try? StackStore.run("/bin/umount", [merged + "/dev"]) } }
+        for (node, minor) in [("null", 3), ("zero", 5), ("full", 7), ("random", 8), ("urandom", 9)] {
+            guard mknod(merged + "/dev/" + node, S_IFCHR | 0o666, dev_t((1 << 8) | minor)) == 0, chmod(merged + "/dev/" + node, 0o666) == 0 else {
+                throw KbuildError.syscall("mknod", merged + "/dev/" + node, verb: "make the add-on stack")
+            }
+        }
         try StackStore.aptInstall(StackStore.addonPackages, root: merged)
+        try StackStore.run("/bin/umount", [merged + "/dev"], what: "unmount apt's /dev")
+        devMounted = false
         unlink(merged + "/usr/sbin/policy-rc.d")
         try fm.createDirectory(atPath: merged + "/usr/local/lib/kbuild", withIntermediateDirectories: true)
         for kind in AddonKind.allCases {

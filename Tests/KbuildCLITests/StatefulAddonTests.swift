@@ -253,7 +253,7 @@ final class StatefulAddonTests: XCTestCase {
         let admin = trimmed(try String(contentsOfFile: data + "/admin.token", encoding: .utf8))
         let direct = try sh("/usr/bin/curl", ["-s", "-X", "PUT", "-H", "Authorization: Bearer \(admin)", "-d", #"{"at":"7pm"}"#,
                                               server + "/api/v1/apps/ledger/addons/ledger-postgres/schedule"])
-        XCTAssertTrue(direct.stdout.contains("invalid backup schedule \"7pm\""), "the server checks too: \(direct.stdout)")
+        XCTAssertTrue(direct.stdout.contains(#"invalid backup schedule \"7pm\""#), "the server checks too: \(direct.stdout)")
         XCTAssertFalse(try kbuild(["addons:info", "ledger", "ledger-postgres"], dataDir: data).stdout.contains("Backups:"), "a refused schedule was set")
 
         // Daily at the current minute (UTC): kbuild up takes one within its 20 s pass, verified, as the schedule's.
@@ -270,6 +270,17 @@ final class StatefulAddonTests: XCTestCase {
         }
         let listed = try kbuild(["pg:backups", "ledger"], dataDir: data).stdout
         XCTAssertTrue(listed.contains("Scheduled daily at \(at) UTC, the newest 3 kept") && listed.contains("b001"), listed)
+        // An app attached to it, not its owner, may take backups but not delete them, change the schedule, import or restore.
+        let peerToken = trimmed(try kbuild(["tokens:create", "peer", "--app", "ledgerpeer"], dataDir: data).stdout)
+        let addonPath = server + "/api/v1/apps/ledgerpeer/addons/ledger-postgres"
+        for (method, path, body) in [("DELETE", "/backups/b001?confirm=ledger-postgres", ""), ("PUT", "/schedule", #"{"at":"04:00","keep":1}"#),
+                                     ("DELETE", "/schedule", ""), ("POST", "/backups/import", "PGDMP"),
+                                     ("POST", "/backups/b001/restore?confirm=ledger-postgres", "{}"), ("POST", "/credentials", "{}")] {
+            let r = try sh("/usr/bin/curl", ["-s", "-w", "\n%{http_code}", "-X", method, "-H", "Authorization: Bearer \(peerToken)", "--data-binary", body,
+                                             addonPath + path])
+            XCTAssertTrue(r.stdout.hasSuffix("\n403") && r.stdout.contains("only its owner may"), "\(method) \(path): \(r.stdout)")
+        }
+        XCTAssertTrue(try kbuild(["pg:backups", "ledger"], dataDir: data).stdout.contains("Scheduled daily at \(at) UTC, the newest 3 kept"), "a refused change")
         XCTAssertEqual(try kbuild(["pg:backups:unschedule", "ledger"], dataDir: data).status, 0)
         XCTAssertFalse(try kbuild(["pg:backups", "ledger"], dataDir: data).stdout.contains("Scheduled"))
 
@@ -322,7 +333,6 @@ final class StatefulAddonTests: XCTestCase {
         // A new password: the add-on restarts with it, each attached app gets the new URL, the old one no longer logs in.
         let oldURL = trimmed(try kbuild(["config:get", "ledgerpeer", "LEDGER_URL"], dataDir: data).stdout)
         let oldPassword = try XCTUnwrap(oldURL.split(separator: ":").dropFirst(2).first?.split(separator: "@").first.map(String.init))
-        let peerToken = trimmed(try kbuild(["tokens:create", "peer", "--app", "ledgerpeer"], dataDir: data).stdout)
         let notOwner = try sh("/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", "-H", "Authorization: Bearer \(peerToken)",
                                                 "-d", "{}", server + "/api/v1/apps/ledgerpeer/addons/ledger-postgres/credentials"])
         XCTAssertEqual(notOwner.stdout, "403", "an app attached to it, not its owner, rotated its password")

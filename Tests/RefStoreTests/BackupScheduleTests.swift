@@ -61,6 +61,19 @@ final class BackupScheduleTests: XCTestCase {
         XCTAssertEqual(paris.lastOccurrence(atOrBefore: date("2026-12-08T00:59:00Z")), date("2026-12-07T01:00:00Z"))
         XCTAssertFalse(paris.isDue(at: date("2026-12-08T00:59:00Z"), lastScheduled: nil))
         XCTAssertTrue(paris.isDue(at: date("2026-12-08T01:00:00Z"), lastScheduled: nil))
+        // Across DST changes the wall-clock time holds: 05:00 in Paris is 03:00 UTC on 29 March 2026 (summer time began
+        // at 02:00 that night) and 04:00 UTC on 25 October (it ended at 03:00).
+        let five = BackupSchedule(minute: 300, timeZone: "Europe/Paris", keep: nil, since: date("2026-01-01T00:00:00Z"))
+        XCTAssertEqual(five.lastOccurrence(atOrBefore: date("2026-03-29T12:00:00Z")), date("2026-03-29T03:00:00Z"))
+        XCTAssertEqual(five.lastOccurrence(atOrBefore: date("2026-03-28T12:00:00Z")), date("2026-03-28T04:00:00Z"))
+        XCTAssertEqual(five.lastOccurrence(atOrBefore: date("2026-10-25T12:00:00Z")), date("2026-10-25T04:00:00Z"))
+        XCTAssertEqual(five.lastOccurrence(atOrBefore: date("2026-10-24T12:00:00Z")), date("2026-10-24T03:00:00Z"))
+        XCTAssertEqual(five.lastOccurrence(atOrBefore: date("2026-03-29T02:59:00Z")), date("2026-03-28T04:00:00Z"))
+        // The scheduler's own mark: a run it began counts, whatever became of its backup.
+        var marked = at2
+        marked.lastRun = date("2026-12-08T02:00:01Z")
+        XCTAssertFalse(marked.isDue(at: date("2026-12-08T02:00:30Z")))
+        XCTAssertTrue(marked.isDue(at: date("2026-12-09T02:00:00Z")))
     }
 
     func testWhatKeepDeletes() throws {

@@ -58,6 +58,8 @@ public struct AddonRecord: Codable, Sendable, Equatable {
     public var schedule: BackupSchedule?
     /// The add-on this one replaced (`addons:upgrade`), kept until its owner destroys it.
     public var upgradedFrom: String?
+    /// How many backups were numbered (b001 …): a number is never given twice.
+    public var backupsTaken: Int?
     public var createdBy: String
     public var createdAt: Date
 

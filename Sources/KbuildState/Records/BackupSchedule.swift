@@ -14,6 +14,9 @@ public struct BackupSchedule: Codable, Sendable, Equatable {
     public var keep: Int?
     /// When the schedule was set: a time of day before it, that day, is not owed.
     public var since: Date
+    /// When the scheduler last began a backup for it (written before the backup starts, so a backup that cannot even
+    /// be recorded is not retried every pass).
+    public var lastRun: Date?
 
     public static let maximumKeep = 1000
 
@@ -47,22 +50,29 @@ public struct BackupSchedule: Codable, Sendable, Equatable {
     /// `02:00 UTC`.
     public var description: String { String(format: "%02d:%02d", minute / 60, minute % 60) + " " + timeZone }
 
-    /// The latest time at or before `now` that is this schedule's time of day in its zone.
+    /// The latest time at or before `now` that is this schedule's time of day in its zone (wall-clock time: across a
+    /// DST change it stays at the same hour; a time the change skips is taken as the calendar resolves it, an hour on).
     public func lastOccurrence(atOrBefore now: Date) -> Date {
         var calendar = Calendar(identifier: .gregorian)
         calendar.timeZone = TimeZone(identifier: timeZone) ?? TimeZone(identifier: "UTC")!
-        let day = calendar.startOfDay(for: now)
-        // Adding hours and minutes to the day's start (not setting them): a time a DST change skips is taken an hour late.
-        let today = day.addingTimeInterval(TimeInterval(minute * 60))
+        func occurrence(on day: Date) -> Date {
+            var parts = calendar.dateComponents([.year, .month, .day], from: day)
+            parts.hour = minute / 60
+            parts.minute = minute % 60
+            return calendar.date(from: parts) ?? day
+        }
+        let today = occurrence(on: now)
         if today <= now { return today }
-        let yesterday = calendar.date(byAdding: .day, value: -1, to: day) ?? day.addingTimeInterval(-86400)
-        return yesterday.addingTimeInterval(TimeInterval(minute * 60))
+        let yesterday = calendar.date(byAdding: .day, value: -1, to: calendar.startOfDay(for: now)) ?? now.addingTimeInterval(-86400)
+        return occurrence(on: yesterday)
     }
 
     /// Whether a scheduled backup is owed at `now`: the last occurrence came
     /// after the schedule was set (to the minute) and after the last scheduled
     /// backup started. One missed while kbuild was down is taken when it is
     /// back, once, however many days it missed.
+    public func isDue(at now: Date) -> Bool { isDue(at: now, lastScheduled: lastRun) }
+
     public func isDue(at now: Date, lastScheduled: Date?) -> Bool {
         let occurrence = lastOccurrence(atOrBefore: now)
         let setMinute = Date(timeIntervalSince1970: (since.timeIntervalSince1970 / 60).rounded(.down) * 60)
