@@ -20,7 +20,7 @@ extension APIRoutes {
         let (_, addon) = try await addon(name, seenBy: owner)
         guard addon.owner == owner else { throw KbuildError(.forbidden, "\(name) is \(addon.owner)'s add-on: only its owner may rotate its credentials") }
         let password = Self.newAddonPassword()
-        _ = try await releases.setConfig(app: addon.name, set: ["KBUILD_ADDON_PASSWORD": password], unset: [], actor: actor)
+        try await releases.setOwnConfig(app: addon.name, set: ["KBUILD_ADDON_PASSWORD": password], description: "Rotate the password", actor: actor)
         for a in addon.attachments {
             _ = try await releases.changeAttachments(app: a.app, set: [a.variable: addon.url(password: password)], unset: [],
                                                      description: "Rotate the credentials of \(addon.name) (\(a.name))", actor: actor)

@@ -92,6 +92,26 @@ public struct ReleaseStore: Sendable {
         }
     }
 
+    /// kbuild's own config vars of an app (an add-on's `KBUILD_ADDON_*`, which no user sets): changed, in a new release.
+    @discardableResult
+    public func setOwnConfig(app: String, set: [String: String], description: String, actor: String) async throws -> ReleaseEntry? {
+        guard set.keys.allSatisfy(ConfigVars.isReserved) else { throw KbuildError(.invalidArgument, "not kbuild's own config vars: \(set.keys.sorted())") }
+        try await refs.update(try Schema.config(app), as: ConfigVars.self, in: keg, what: "config", actor: actor) { old in
+            var vars = (old ?? ConfigVars()).vars
+            for (name, value) in set { vars[name] = value }
+            return ConfigVars(vars)
+        }
+        guard try await current(app) != nil else { return nil }
+        return try await change(app, actor: actor) { current in
+            guard var next = current?.release else { throw KbuildError(.notFound, "no release of \(app)") }
+            next.version += 1
+            next.config = try await configKID(app)
+            next.relink(description: description, actor: actor)
+            next.runsReleasePhase = nil
+            return next
+        }
+    }
+
     /// ps:scale: the next release with a changed formation. Refuses types the release cannot run.
     public func scale(app: String, changes: [FormationChange], actor: String, check: @Sendable ([String: ProcessFormation]) async throws -> Void = { _ in }) async throws -> ReleaseEntry {
         try await change(app, actor: actor) { current in

@@ -67,7 +67,7 @@ extension StackStore {
         try StackStore.run("/bin/umount", [merged], what: "unmount the add-on layer's overlay")
         mounted = false
         try StackStore.removeWhiteouts(upper)
-        log("storing \(name) in the keg (PostgreSQL \(postgres), Redis \(redis))")
+        log("storing \(name) in the keg (PostgreSQL \(postgres), Redis \(StackStore.upstreamVersion(redis)))")
         let layer = try images.putLayer(directory: upper).layer
         let baseConfig = try images.config(of: baseStack.manifest).config
         var labels = baseConfig?.Labels ?? [:]

@@ -213,7 +213,10 @@ func reap(_ pid: pid_t) -> Int32 {
 /// background from the start of the run and shared by the test classes that
 /// build real apps; each uses apps of its own names.
 enum SharedStacks {
-    static let directory = NSTemporaryDirectory() + "kbuild-cli-stacks-\(getpid())"
+    /// `KBUILD_TEST_STACKS=DIR` (a developer's shortcut, never set in CI): the stacks are made in DIR once and kept,
+    /// and later runs reuse them instead of making them again.
+    static let kept = ProcessInfo.processInfo.environment["KBUILD_TEST_STACKS"].flatMap { $0.isEmpty ? nil : $0 }
+    static let directory = kept ?? NSTemporaryDirectory() + "kbuild-cli-stacks-\(getpid())"
     static let log = directory + ".log"
     static let maker = UnsafeBox<Process?>(nil)
 
@@ -225,12 +228,15 @@ enum SharedStacks {
             let pid = Int32(name.dropFirst("kbuild-cli-stacks-".count).prefix { $0.isNumber }) ?? 0
             if pid != getpid(), kill(pid, 0) != 0 { try? FileManager.default.removeItem(atPath: NSTemporaryDirectory() + name) }
         }
-        try? FileManager.default.removeItem(atPath: directory)
-        try? FileManager.default.removeItem(atPath: firstDone)
+        if kept == nil {
+            try? FileManager.default.removeItem(atPath: directory)
+            try? FileManager.default.removeItem(atPath: firstDone)
+        }
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/bin/sh")
-        p.arguments = ["-c", "\"$0\" stack create busybox && \"$0\" stack create debian && \"$0\" stack create debian-13-addons && touch \"$1\" "
-                       + "&& \"$0\" stack create debian-12 && \"$0\" stack create debian-12-addons", binary, firstDone]
+        p.arguments = ["-c", "test -e \"$2\" && touch \"$1\" && exit 0; "
+                       + "\"$0\" stack create busybox && \"$0\" stack create debian && \"$0\" stack create debian-13-addons && touch \"$1\" "
+                       + "&& \"$0\" stack create debian-12 && \"$0\" stack create debian-12-addons && touch \"$2\"", binary, firstDone, directory + "/.stacks-made"]
         var environment = ProcessInfo.processInfo.environment
         environment["KBUILD_DATA_DIR"] = directory
         p.environment = environment
@@ -241,7 +247,7 @@ enum SharedStacks {
         p.standardInput = FileHandle.nullDevice
         do { try p.run() } catch { print("failed to start making the shared stacks: \(error)") }
         maker.value = p
-        XCTestObservationCenter.shared.addTestObserver(RemoveAtEnd(directory, log: log))
+        if kept == nil { XCTestObservationCenter.shared.addTestObserver(RemoveAtEnd(directory, log: log)) }
     }
 
     /// Made once busybox, debian-13 and debian-13-addons are (debian-12 is made after, in the same data dir).

@@ -341,7 +341,7 @@ final class StatefulAddonTests: XCTestCase {
         let newURL = trimmed(try kbuild(["config:get", "ledgerpeer", "LEDGER_URL"], dataDir: data).stdout)
         XCTAssertNotEqual(newURL, oldURL)
         XCTAssertEqual(trimmed(try kbuild(["config:get", "ledger", "DATABASE_URL"], dataDir: data).stdout), newURL)
-        XCTAssertTrue(try kbuild(["releases", "ledger-postgres"], dataDir: data).stdout.contains("Set KBUILD_ADDON_PASSWORD"), "the add-on's new release")
+        XCTAssertTrue(try kbuild(["releases", "ledger-postgres"], dataDir: data).stdout.contains("Rotate the password"), "the add-on's new release")
         try waitUntil("the add-on serving with its new password", timeout: 60) {
             try self.psql("ledger", "select count(*) from entries").stdout.contains("2")
         }
