@@ -20,8 +20,18 @@ import KbuildState
 extension APIRoutes {
     func registerRun(on router: Router<Context>) {
         router.post("\(API.prefix)/apps/:app/run") { request, context in
+            await self.oneOff(request, context) { try await self.existing(context) }
+        }
+        // Beside an add-on the app owns (`pg:psql` with the owner's token): a one-off of the add-on's app.
+        router.post("\(API.prefix)/apps/:app/addons/:addon/run") { request, context in
+            await self.oneOff(request, context) { try await self.ownedAddon(context, to: "run commands beside it").name }
+        }
+    }
+
+    /// A one-off run of the app `resolve` names, as the response streams it.
+    func oneOff(_ request: Request, _ context: Context, in resolve: () async throws -> String) async -> Response {
             do {
-                let app = try await self.existing(context)
+                let app = try await resolve()
                 // The input streams in the body when the request is in the header.
                 let interactive = request.headers[HTTPField.Name(API.Run.header)!] != nil
                 let body = try interactive ? Self.runHeader(request.headers[HTTPField.Name(API.Run.header)!]!) : await self.decode(API.Run.self, request, context)
@@ -88,7 +98,6 @@ extension APIRoutes {
             } catch {
                 return ErrorBody.response(KbuildError.wrap(error))
             }
-        }
     }
 
     /// The run request of an interactive run: base64 JSON, at most 64 KiB.

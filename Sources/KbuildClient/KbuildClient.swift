@@ -254,10 +254,12 @@ public struct KbuildClient: Sendable {
     /// Starts `kbuild run` with input: `input`'s frames (`Frame.stdin`, `Frame.resize`) go as they are made while
     /// the response streams the output's `Frame`s. Finish `input` once the exit status has come.
     /// `sent` is called with each frame of input as it goes (a reader of the input may then read more).
-    public func run(_ app: String, _ run: API.Run, input: AsyncStream<[UInt8]>,
+    /// With `addon`, the process runs beside that add-on of `app` (in the add-on's app: its tools, its network).
+    public func run(_ app: String, addon: String? = nil, _ run: API.Run, input: AsyncStream<[UInt8]>,
                     sent: @escaping @Sendable ([UInt8]) -> Void = { _ in }) async throws -> HTTPClientResponse {
         let header = Data(try JSONEncoder().encode(run)).base64EncodedString()
-        return try await open(.POST, "/apps/\(segment(app))/run", body: nil, timeout: .hours(24),
+        let path = "/apps/\(segment(app))" + (addon.map { "/addons/\(segment($0))" } ?? "") + "/run"
+        return try await open(.POST, path, body: nil, timeout: .hours(24),
                               stream: .stream(input.map { bytes in sent(bytes); return ByteBuffer(bytes: bytes) }, length: .unknown),
                               headers: [(API.Run.header, header)])
     }

@@ -129,8 +129,11 @@ extension StackStore {
                 # The password again (a rotation takes effect with the restart it causes); a failure does not print the statement.
                 echo "ALTER ROLE \(AddonRecord.user) PASSWORD '$KBUILD_ADDON_PASSWORD';" \\
                   | as_postgres "$bin/postgres" --single -D "$data" -c log_min_error_statement=panic postgres >/dev/null
+                # wal_level=minimal (no replicas here): a restore's COPY into the tables it makes in its one transaction
+                # writes no WAL, so a test restore beside the live database cannot fill the volume with WAL.
                 exec setpriv --reuid=postgres --regid=postgres --init-groups -- "$bin/postgres" -D "$data" \\
                   -c listen_addresses='*' -c port="$PORT" -c unix_socket_directories=/run/postgresql \\
+                  -c wal_level=minimal -c max_wal_senders=0 \\
                   -c ssl=on -c ssl_cert_file="$conf/server.crt" -c ssl_key_file="$conf/server.key" -c password_encryption=scram-sha-256 \\
                   -c hba_file="$conf/pg_hba.conf" -c logging_collector=off -c log_destination=stderr
                 """

@@ -137,6 +137,8 @@ final class AuthorizationMatrixTests: XCTestCase {
         // A new password and a new major version: the owner's (another app attached to it gets 403, checked in StatefulAddonTests).
         "POST /api/v1/apps/{app}/addons/{addon}/credentials": Row(requests: { app in
             [("POST", "/api/v1/apps/\(app)/addons/none/credentials", "{}")] }, own: .allowed, perApp: true),
+        "POST /api/v1/apps/{app}/addons/{addon}/run": Row(requests: { app in
+            [("POST", "/api/v1/apps/\(app)/addons/none/run", #"{"command":["true"]}"#)] }, own: .allowed, perApp: true),
         "POST /api/v1/apps/{app}/addons/{addon}/upgrade": Row(requests: { app in
             [("POST", "/api/v1/apps/\(app)/addons/none/upgrade", #"{"version":"17"}"#)] }, own: .allowed, perApp: true),
         "POST /api/v1/apps/{app}/attachments": Row(requests: { app in [("POST", "/api/v1/apps/\(app)/attachments", #"{"addon":"none"}"#)] },

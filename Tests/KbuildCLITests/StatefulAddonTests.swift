@@ -226,7 +226,7 @@ final class StatefulAddonTests: XCTestCase {
         let made = try XCTUnwrap(SharedStacks.debian12, "kbuild stack create did not run")
         XCTAssertEqual(made.status, 0, made.stderr)
         let data = self.data
-        _ = try startKbuildUp(self, data: data, extra: ["--node-cpus", "8"])
+        var up = try startKbuildUp(self, data: data, extra: ["--node-cpus", "8"])
         XCTAssertEqual(try kbuild(["apps:create", "ledger", "--stack", "debian-12"], dataDir: data).status, 0)
         XCTAssertEqual(try kbuild(["apps:create", "ledgerpeer", "--stack", "debian-12"], dataDir: data).status, 0)
         addTeardownBlock {
@@ -249,7 +249,7 @@ final class StatefulAddonTests: XCTestCase {
             XCTAssertNotEqual(r.status, 0, at)
             XCTAssertTrue(r.stderr.contains(message), "\(at): \(r.stderr)")
         }
-        let server = trimmed(try String(contentsOfFile: data + "/server.url", encoding: .utf8))
+        var server = up.url
         let admin = trimmed(try String(contentsOfFile: data + "/admin.token", encoding: .utf8))
         let direct = try sh("/usr/bin/curl", ["-s", "-X", "PUT", "-H", "Authorization: Bearer \(admin)", "-d", #"{"at":"7pm"}"#,
                                               server + "/api/v1/apps/ledger/addons/ledger-postgres/schedule"])
@@ -281,6 +281,14 @@ final class StatefulAddonTests: XCTestCase {
             XCTAssertTrue(r.stdout.hasSuffix("\n403") && r.stdout.contains("only its owner may"), "\(method) \(path): \(r.stdout)")
         }
         XCTAssertTrue(try kbuild(["pg:backups", "ledger"], dataDir: data).stdout.contains("Scheduled daily at \(at) UTC, the newest 3 kept"), "a refused change")
+        // pg:psql from another machine with the owner app's token (not the admin's); the attached app's token does not get it.
+        let ownerToken = trimmed(try kbuild(["tokens:create", "owner", "--app", "ledger"], dataDir: data).stdout)
+        let remote = ["HOME": try tempDir(self, "ledger-home"), "KBUILD_URL": server]
+        let owned = try sh(kbuildBinary, ["pg:psql", "ledger", "-c", "select 'from the owner'"], env: remote.merging(["KBUILD_TOKEN": ownerToken]) { $1 })
+        XCTAssertTrue(owned.stdout.contains("from the owner"), owned.stdout + owned.stderr)
+        let peerPsql = try sh("/usr/bin/curl", ["-s", "-w", "\n%{http_code}", "-X", "POST", "-H", "Authorization: Bearer \(peerToken)",
+                                                "-d", #"{"command":["true"]}"#, addonPath + "/run"])
+        XCTAssertTrue(peerPsql.stdout.hasSuffix("\n403"), "an attached app ran a command beside the owner's add-on: \(peerPsql.stdout)")
         XCTAssertEqual(try kbuild(["pg:backups:unschedule", "ledger"], dataDir: data).status, 0)
         XCTAssertFalse(try kbuild(["pg:backups", "ledger"], dataDir: data).stdout.contains("Scheduled"))
 
@@ -329,6 +337,28 @@ final class StatefulAddonTests: XCTestCase {
             XCTAssertTrue(r.stderr.contains(message), "\(backup): \(r.stderr)")
         }
         XCTAssertTrue(try psql("ledger", "select count(*) from entries").stdout.contains("2"), "a refused restore changed the data")
+
+        // Faults. A full volume: the write fails inside with ENOSPC and PostgreSQL says so; it keeps serving, unrestarted.
+        let small = try kbuild(["addons:create", "postgres", "--app", "ledgerpeer", "--as", "SMALL", "--size", "64M", "--stack", "debian-12-addons"], dataDir: data)
+        XCTAssertEqual(small.status, 0, small.stderr)
+        let fill = try psql("ledgerpeer", "create table filler as select repeat(md5(g::text), 30) as pad from generate_series(1, 200000) g", on: "SMALL")
+        XCTAssertNotEqual(fill.status, 0, fill.stdout)
+        XCTAssertTrue(fill.stderr.contains("No space left on device"), fill.stderr)
+        XCTAssertTrue(try psql("ledgerpeer", "select 'still serving'", on: "SMALL").stdout.contains("still serving"))
+        XCTAssertEqual(try ps("ledgerpeer-postgres", data).first?.restarts, 0, "the full volume restarted PostgreSQL")
+        XCTAssertEqual(try kbuild(["addons:destroy", "ledgerpeer-postgres", "--app", "ledgerpeer", "--confirm", "ledgerpeer-postgres", "--force"],
+                                  dataDir: data).status, 0)
+        // kill -9 of kbuild up (its agent with it): PostgreSQL keeps running; the next kbuild up adopts it, data and all.
+        let postmaster = try XCTUnwrap(hostProcesses(app: "ledger-postgres").first { $0.cmdline.contains("-D\u{0}/data/postgres") }, "no postgres process")
+        kill(up.process.processIdentifier, SIGKILL)
+        up.process.waitUntilExit()
+        Thread.sleep(forTimeInterval: 2)
+        XCTAssertEqual(kill(postmaster.pid, 0), 0, "PostgreSQL died with kbuild up")
+        up = try startKbuildUp(self, data: data, extra: ["--node-cpus", "8"])
+        server = up.url
+        XCTAssertTrue(try psql("ledger", "select count(*) from entries").stdout.contains("2"), "the data after kbuild up came back")
+        XCTAssertEqual(hostProcesses(app: "ledger-postgres").first { $0.cmdline.contains("-D\u{0}/data/postgres") }?.pid, postmaster.pid,
+                       "the same PostgreSQL, adopted, not restarted")
 
         // A new password: the add-on restarts with it, each attached app gets the new URL, the old one no longer logs in.
         let oldURL = trimmed(try kbuild(["config:get", "ledgerpeer", "LEDGER_URL"], dataDir: data).stdout)

@@ -157,7 +157,7 @@ func psqlLine(_ a: AddonRecord, arguments: String = "") -> String {
 struct PgPsql: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pg:psql", abstract: "Open psql against an app's PostgreSQL add-on (run beside it, attached to this terminal).",
-        discussion: "Works from another machine too: psql runs in a one-off process of the add-on's app (with the admin token: an app token does not reach the add-on's app, whose config holds its password and key). Piped input is run as a script; -c runs one command.")
+        discussion: "Works from another machine too, with the owner app's token: psql runs in a one-off process beside the add-on (of the add-on's app, whose image has psql and whose network reaches it). Piped input is run as a script; -c runs one command.")
     @OptionGroup var global: GlobalOptions
     @Argument(help: "The app.") var app: String
     @Argument(help: "The attachment or add-on (default DATABASE).") var database: String?
@@ -166,7 +166,7 @@ struct PgPsql: AsyncParsableCommand {
     func run() async throws {
         let a = try await postgresAddon(try global.client(), app: app, name: database)
         let extra = command.map { "-c " + shellQuote($0) } ?? ""
-        try await RunCommand.oneOff(global: global, app: a.name, words: ["sh", "-c", psqlLine(a, arguments: extra)], noTTY: command != nil, noStdin: command != nil)
+        try await RunCommand.oneOff(global: global, app: a.owner, addon: a.name, words: ["sh", "-c", psqlLine(a, arguments: extra)], noTTY: command != nil, noStdin: command != nil)
     }
 }
 
@@ -184,7 +184,7 @@ struct PgInfo: AsyncParsableCommand {
         say("=== \(a.name) (\(a.attachments.map(\.variable).joined(separator: ", ")))")
         say("Status:      \(info.state)\(info.node.map { " on node \($0)" } ?? "")")
         let sql = "select 'Version:     ' || current_setting('server_version') union all select 'Data Size:   ' || pg_size_pretty(pg_database_size('\(AddonRecord.database)')) union all select 'Tables:      ' || count(*) from information_schema.tables where table_schema = 'public' union all select 'Connections: ' || count(*) || '/' || current_setting('max_connections') from pg_stat_activity where backend_type = 'client backend'"
-        try await RunCommand.oneOff(global: global, app: a.name, words: ["sh", "-c", psqlLine(a, arguments: "-At -c " + shellQuote(sql))], noTTY: true, noStdin: true)
+        try await RunCommand.oneOff(global: global, app: a.owner, addon: a.name, words: ["sh", "-c", psqlLine(a, arguments: "-At -c " + shellQuote(sql))], noTTY: true, noStdin: true)
     }
 }
 

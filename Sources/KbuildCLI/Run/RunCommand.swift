@@ -29,8 +29,9 @@ struct RunCommand: AsyncParsableCommand {
         try await Self.oneOff(global: global, app: app, words: command, noTTY: noTTY, noStdin: noStdin)
     }
 
-    /// Runs `words` in a one-off process of `app` (also what `pg:psql` runs), this terminal or input attached.
-    static func oneOff(global: GlobalOptions, app: String, words: [String], noTTY: Bool, noStdin: Bool) async throws {
+    /// Runs `words` in a one-off process of `app` (with `addon`, beside that add-on of `app`: what `pg:psql` runs),
+    /// this terminal or input attached.
+    static func oneOff(global: GlobalOptions, app: String, addon: String? = nil, words: [String], noTTY: Bool, noStdin: Bool) async throws {
         guard !words.isEmpty else { throw ValidationError("nothing to run: kbuild run \(app) -- CMD") }
         let client = try global.client()
         // A kbuild run in the background of its terminal (&) leaves the terminal alone: no input, no terminal.
@@ -112,7 +113,7 @@ struct RunCommand: AsyncParsableCommand {
                     feed.yield(Frame.encode(Frame.resize, []))
                 }
             }
-            let response = try await client.run(app, request, input: input, sent: { frame in
+            let response = try await client.run(app, addon: addon, request, input: input, sent: { frame in
                 if frame.first == Frame.stdin && frame.count > 5 { room.signal() }  // a piece read: room for the next
             })
             var frames = Frame.Reader()
