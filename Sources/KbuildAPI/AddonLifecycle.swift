@@ -62,16 +62,24 @@ extension APIRoutes {
     private func upgrading(_ old: AddonRecord, owner: String, to version: String, stack: String, actor: String) async throws -> API.AddonInfo {
         let name = old.name
         let size = try await volumeInfo(old.name, old.volume).record.size
-        let fresh = try await createAddon(owner: owner, API.AddonCreate(kind: AddonKind.postgres.rawValue, stack: stack, size: size), attaching: false, actor: actor)
+        var fresh = try await createAddon(owner: owner, API.AddonCreate(kind: AddonKind.postgres.rawValue, stack: stack, size: size), attaching: false, actor: actor)
+        var madeReadOnly = false
         do {
+            // A first start on a large volume may take longer than addons:create waits: up to two minutes more here.
+            let deadline = Date().addingTimeInterval(120)
+            while fresh.state != ProcessState.healthy.rawValue && Date() < deadline && !fresh.state.hasPrefix("unavailable") {
+                try await Task.sleep(for: .seconds(1))
+                fresh = try await addonInfo(try await addon(fresh.record.name, seenBy: owner).record)
+            }
             guard fresh.state == ProcessState.healthy.rawValue else { throw KbuildError(.io, "its new instance \(fresh.record.name) is \(fresh.state)") }
+            madeReadOnly = true
             try await setReadOnly(old, true)
             // The dump's restore into the new instance is its test: verified only if that succeeded.
             let backup = try await capturePostgres(old, source: BackupRecord.Source.upgrade, actor: actor, restoringInto: fresh.record)
             guard backup.state == .verified else { throw KbuildError(.io, "its backup \(backup.id) failed: \(backup.error ?? "")") }
         } catch {
             var after = "\(name) is as it was (writable, attached as before)"
-            do { try await setReadOnly(old, false) } catch {
+            do { if madeReadOnly { try await setReadOnly(old, false) } } catch {
                 after = "\(name) is attached as before but still read-only (\(Self.reason(error))): kbuild pg:psql \(owner) \(name) -c 'alter database kbuild reset default_transaction_read_only'"
             }
             _ = try? await destroyAddon(fresh.record.name, owner: owner, confirm: fresh.record.name, force: true, actor: actor)

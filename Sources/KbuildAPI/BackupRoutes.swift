@@ -134,10 +134,13 @@ extension APIRoutes {
     /// PostgreSQL's dump once a test restore of it succeeded, Redis's RDB
     /// snapshot once `redis-check-rdb` loaded it whole. One at a time per add-on.
     func capture(_ addon: AddonRecord, source: String, actor: String) async throws -> BackupRecord {
-        try await addonsBusy.holding(addon.name, doing: "a backup or restore") {
-            addon.addon == .postgres ? try await capturePostgres(addon, source: source, actor: actor)
-                                     : try await captureRedis(addon, source: source, actor: actor)
-        }
+        try await addonsBusy.holding(addon.name, doing: "a backup or restore") { try await captureHeld(addon, source: source, actor: actor) }
+    }
+
+    /// `capture`, by a caller that holds the add-on in `addonsBusy`.
+    func captureHeld(_ addon: AddonRecord, source: String, actor: String) async throws -> BackupRecord {
+        addon.addon == .postgres ? try await capturePostgres(addon, source: source, actor: actor)
+                                 : try await captureRedis(addon, source: source, actor: actor)
     }
 
     /// Dumps the add-on into the Keg, restores the dump into a scratch database (or, for an upgrade, into
@@ -190,9 +193,12 @@ extension APIRoutes {
             // compressed (pg_dump -Fc compresses by default): its data is taken as four times its size.
             if let volume = try? await volumeInfo(into.name, into.volume), let used = volume.used {
                 let free = volume.record.size > used ? volume.record.size - used : 0
-                // The copy, its indexes being built, and what WAL the restore still writes (the add-on runs wal_level=minimal).
-                let need = size ?? bytes.multipliedReportingOverflow(by: 4).partialValue
-                guard need + need / 2 + (256 << 20) < free else {
+                // The copy (pg_database_size counts its indexes), a quarter more while they are built, and a margin for
+                // what WAL the restore still writes (the add-on runs wal_level=minimal). Capped at the volume's size: the
+                // size psql reports is the tenant's to fake, and no sum here may overflow.
+                let volumeSize = volume.record.size
+                let need = min(size ?? (bytes > volumeSize / 4 ? volumeSize : bytes * 4), volumeSize)
+                guard need + need / 4 + min(256 << 20, volumeSize / 8) < free else {
                     throw KbuildError(.tooLarge, "its test restore needs about \(formatMemory(need)) on volume \(into.volume) of \(into.name), which has \(formatMemory(free)) free: the database is not copied onto a full disk (a larger volume is a new add-on for now)")
                 }
             }
@@ -233,7 +239,8 @@ extension APIRoutes {
 
     /// Redis: an RDB snapshot fetched from the server as a replica would (`redis-cli --rdb`), loaded whole by
     /// `redis-check-rdb` beside it, then streamed into the Keg. Only a snapshot that loaded is stored. It is written
-    /// to the one-off's disk (not its /tmp, a tmpfs in its memory), sized to the add-on's volume.
+    /// to the one-off's writable root, a tmpfs charged to its memory: both are sized to the add-on's volume (which
+    /// bounds the snapshot), so a large Redis is not killed for memory mid-snapshot.
     func captureRedis(_ addon: AddonRecord, source: String, actor: String) async throws -> BackupRecord {
         let started = Date()
         var keys: UInt64?
@@ -252,7 +259,7 @@ extension APIRoutes {
                 redis-check-rdb /var/tmp/dump.rdb >/var/tmp/check.log 2>&1 || { tail -n 5 /var/tmp/check.log >&2; exit 4; }
                 exec cat /var/tmp/dump.rdb
                 """
-            let d = try await besideAddon(addon, script: script, disk: room) { out in try upload.append(out) }
+            let d = try await besideAddon(addon, script: script, disk: room, memory: room + (512 << 20)) { out in try upload.append(out) }
             guard d.status == 0 else {
                 upload.abort()
                 let what = d.status == 4 ? "its snapshot did not load (redis-check-rdb)" : "redis-cli --rdb failed (exit status \(d.status))"
@@ -415,8 +422,8 @@ extension APIRoutes {
     /// Runs `script` beside an add-on: a one-off of its app on this server (its image, its config, a network of its own
     /// that reaches the add-on), `input` (a Keg object) on its stdin, its stdout to `output`. Returns its exit status and
     /// the end of its stderr.
-    /// `disk`: the size of its writable root (default 1G).
-    func besideAddon(_ addon: AddonRecord, script: String, input: KID? = nil, disk: UInt64 = 1 << 30,
+    /// `disk`: the size of its writable root (a tmpfs; default 1G), `memory` its memory limit (which that counts in).
+    func besideAddon(_ addon: AddonRecord, script: String, input: KID? = nil, disk: UInt64 = 1 << 30, memory: UInt64 = 512 << 20,
                      output: @escaping @Sendable ([UInt8]) throws -> Void) async throws -> (status: Int32, stderr: String) {
         guard let sandbox else { throw KbuildError(.unsatisfiable, "this kbuild runs no processes (no sandbox)") }
         guard let current = try await releases.current(addon.name) else { throw KbuildError(.notFound, "add-on \(addon.name) has no release") }
@@ -453,7 +460,7 @@ extension APIRoutes {
             let spec = SandboxSpec(command: ["/bin/sh", "-c", script], lowerDirs: launch.lowerDirs, environment: launch.environment,
                                    workingDirectory: "/", hostname: "backup", mounts: held != nil ? EgressNetwork.hostFiles() : [],
                                    network: held.map { .namespace("/run/netns/" + $0.link.namespace) } ?? .none,
-                                   limits: SandboxLimits(memory: 512 << 20, pids: 256, cpus: 1, timeout: .seconds(6 * 3600), upperSize: disk),
+                                   limits: SandboxLimits(memory: memory, pids: 256, cpus: 1, timeout: .seconds(6 * 3600), upperSize: disk),
                                    stdin: stdinRead >= 0 ? .fd(stdinRead) : .null)
             let errors = Mutex<[UInt8]>([])
             let failed = Mutex<(any Error)?>(nil)
@@ -510,13 +517,16 @@ extension APIRoutes {
         for addon in addons {
             guard let schedule = addon.schedule, schedule.isDue(at: now), !addonsBusy.contains(addon.name) else { continue }
             do {
-                // Marked as run before it starts: a backup that fails (or cannot even be recorded) waits for the next day.
-                _ = try await refs.update(try Schema.addon(addon.name), as: AddonRecord.self, in: keg, what: "add-on", actor: "schedule") { old in
-                    guard var a = old, a.schedule != nil else { throw KbuildError(.notFound, "its schedule was removed meanwhile") }
-                    a.schedule?.lastRun = now
-                    return a
+                let b = try await addonsBusy.holding(addon.name, doing: "a scheduled backup") {
+                    // Marked as run before it starts (once it holds the add-on): a backup that fails, or cannot even be
+                    // recorded, waits for the next day.
+                    try await refs.update(try Schema.addon(addon.name), as: AddonRecord.self, in: keg, what: "add-on", actor: "schedule") { old in
+                        guard var a = old, a.schedule != nil else { throw KbuildError(.notFound, "its schedule was removed meanwhile") }
+                        a.schedule?.lastRun = now
+                        return a
+                    }
+                    return try await captureHeld(addon, source: BackupRecord.Source.schedule, actor: "schedule")
                 }
-                let b = try await capture(addon, source: BackupRecord.Source.schedule, actor: "schedule")
                 done.append("backup schedule: \(addon.name) \(b.id) \(b.state == .verified ? "verified" : "FAILED: \(b.error ?? "")")")
                 for old in BackupSchedule.expired(try await backups(addon.name), keep: schedule.keep) {
                     try await deleteBackup(old, actor: "schedule")

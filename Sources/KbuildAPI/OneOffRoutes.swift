@@ -20,18 +20,19 @@ import KbuildState
 extension APIRoutes {
     func registerRun(on router: Router<Context>) {
         router.post("\(API.prefix)/apps/:app/run") { request, context in
-            await self.oneOff(request, context) { try await self.existing(context) }
+            await self.oneOff(request, context) { let app = try await self.existing(context); return (app, app) }
         }
         // Beside an add-on the app owns (`pg:psql` with the owner's token): a one-off of the add-on's app.
         router.post("\(API.prefix)/apps/:app/addons/:addon/run") { request, context in
-            await self.oneOff(request, context) { try await self.ownedAddon(context, to: "run commands beside it").name }
+            await self.oneOff(request, context) { let addon = try await self.ownedAddon(context, to: "run commands beside it"); return (addon.name, addon.owner) }
         }
     }
 
-    /// A one-off run of the app `resolve` names, as the response streams it.
-    func oneOff(_ request: Request, _ context: Context, in resolve: () async throws -> String) async -> Response {
+    /// A one-off run in the app `resolve` names, charged to the app it names second (beside an add-on: its owner's
+    /// limits), as the response streams it.
+    func oneOff(_ request: Request, _ context: Context, in resolve: () async throws -> (runIn: String, chargeTo: String)) async -> Response {
             do {
-                let app = try await resolve()
+                let (app, charged) = try await resolve()
                 // The input streams in the body when the request is in the header.
                 let interactive = request.headers[HTTPField.Name(API.Run.header)!] != nil
                 let body = try interactive ? Self.runHeader(request.headers[HTTPField.Name(API.Run.header)!]!) : await self.decode(API.Run.self, request, context)
@@ -48,8 +49,9 @@ extension APIRoutes {
                 let size = current.release.formation["web"] ?? ProcessFormation(quantity: 1)
                 // A one-off run counts against the app's limits beside its formation, while it runs.
                 let needs = Resources(memory: size.memory, cpus: size.cpus)
-                let limits = try await AppLimits.get(app, keg: self.keg, refs: self.refs)
-                try limits.check(use: APIRoutes.total(current.release.formation) + self.oneOffs.holding(app) + needs, app: app, what: "a one-off run")
+                let limits = try await AppLimits.get(charged, keg: self.keg, refs: self.refs)
+                let formation = charged == app ? current.release.formation : try await self.releases.current(charged)?.release.formation ?? [:]
+                try limits.check(use: APIRoutes.total(formation) + self.oneOffs.holding(charged) + needs, app: charged, what: "a one-off run")
                 try await self.checkRoom(forOneOff: needs)
                 let version = current.version
                 let egress = self.egress
@@ -59,7 +61,7 @@ extension APIRoutes {
                 // response starts and given back when it ends, however it ends: a client that
                 // goes away before the response starts leaves nothing behind.
                 return Response(status: .ok, headers: headers, body: ResponseBody { writer in
-                    let ticket = self.oneOffs.take(app, needs)
+                    let ticket = self.oneOffs.take(charged, needs)
                     defer { self.oneOffs.give(back: ticket) }
                     // A network of its own, as app processes have: the outside, never the host or other apps.
                     let held: EgressNetwork.Held?
@@ -75,7 +77,9 @@ extension APIRoutes {
                     }
                     let link = held?.link
                     let mounts = link != nil ? EgressNetwork.hostFiles() : []
-                    let spec = SandboxSpec(command: argv, lowerDirs: launch.lowerDirs, environment: launch.environment,
+                    // Beside an add-on: its password (the owner's DATABASE_URL has it), not its server's TLS key.
+                    let environment = charged == app ? launch.environment : launch.environment.filter { !$0.key.hasPrefix("KBUILD_ADDON_TLS_") }
+                    let spec = SandboxSpec(command: argv, lowerDirs: launch.lowerDirs, environment: environment,
                                            workingDirectory: launch.workingDirectory, hostname: "run", mounts: mounts,
                                            network: link.map { .namespace("/run/netns/" + $0.namespace) } ?? .none,
                                            limits: SandboxLimits(memory: size.memory, pids: 4096, cpus: size.cpus, timeout: .seconds(3600)))

@@ -214,7 +214,8 @@ func reap(_ pid: pid_t) -> Int32 {
 /// build real apps; each uses apps of its own names.
 enum SharedStacks {
     /// `KBUILD_TEST_STACKS=DIR` (a developer's shortcut, never set in CI): the stacks are made in DIR once and kept,
-    /// and later runs reuse them instead of making them again.
+    /// and later runs reuse them instead of making them again, as an older build made them (remove DIR, or
+    /// `kbuild stack create` the one you changed there, after changing how a stack is made).
     static let kept = ProcessInfo.processInfo.environment["KBUILD_TEST_STACKS"].flatMap { $0.isEmpty ? nil : $0 }
     static let directory = kept ?? NSTemporaryDirectory() + "kbuild-cli-stacks-\(getpid())"
     static let log = directory + ".log"

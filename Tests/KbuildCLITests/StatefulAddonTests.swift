@@ -229,12 +229,14 @@ final class StatefulAddonTests: XCTestCase {
         var up = try startKbuildUp(self, data: data, extra: ["--node-cpus", "8"])
         XCTAssertEqual(try kbuild(["apps:create", "ledger", "--stack", "debian-12"], dataDir: data).status, 0)
         XCTAssertEqual(try kbuild(["apps:create", "ledgerpeer", "--stack", "debian-12"], dataDir: data).status, 0)
-        addTeardownBlock {
-            for addon in ["ledger-postgres-2", "ledger-postgres", "ledger-redis"] {
-                _ = try? sh(kbuildBinary, ["addons:destroy", addon, "--app", "ledger", "--confirm", addon, "--force"], env: ["KBUILD_DATA_DIR": data])
+        // What it made goes before its kbuild up stops (teardown blocks run last first: registered again after a restart).
+        let cleanUp = {
+            for (addon, owner) in [("ledger-postgres-2", "ledger"), ("ledger-postgres", "ledger"), ("ledger-redis", "ledger"), ("ledgerpeer-postgres", "ledgerpeer")] {
+                _ = try? sh(kbuildBinary, ["addons:destroy", addon, "--app", owner, "--confirm", addon, "--force"], env: ["KBUILD_DATA_DIR": data])
             }
             for app in ["ledger", "ledgerpeer"] { _ = try? sh(kbuildBinary, ["apps:destroy", app, "--confirm", app, "--volumes"], env: ["KBUILD_DATA_DIR": data]) }
         }
+        addTeardownBlock(cleanUp)
         let created = try kbuild(["addons:create", "postgres", "--app", "ledger", "--stack", "debian-12-addons"], dataDir: data)
         XCTAssertEqual(created.status, 0, created.stderr)
         XCTAssertTrue(created.stdout.contains("Created ledger-postgres: postgres 15, healthy"), created.stdout)
@@ -341,11 +343,15 @@ final class StatefulAddonTests: XCTestCase {
         // Faults. A full volume: the write fails inside with ENOSPC and PostgreSQL says so; it keeps serving, unrestarted.
         let small = try kbuild(["addons:create", "postgres", "--app", "ledgerpeer", "--as", "SMALL", "--size", "64M", "--stack", "debian-12-addons"], dataDir: data)
         XCTAssertEqual(small.status, 0, small.stderr)
+        try waitUntil("the small add-on healthy", timeout: 60) { (try ps("ledgerpeer-postgres", data)).contains { $0.state == "healthy" } }
         let fill = try psql("ledgerpeer", "create table filler as select repeat(md5(g::text), 30) as pad from generate_series(1, 200000) g", on: "SMALL")
         XCTAssertNotEqual(fill.status, 0, fill.stdout)
         XCTAssertTrue(fill.stderr.contains("No space left on device"), fill.stderr)
         XCTAssertTrue(try psql("ledgerpeer", "select 'still serving'", on: "SMALL").stdout.contains("still serving"))
         XCTAssertEqual(try ps("ledgerpeer-postgres", data).first?.restarts, 0, "the full volume restarted PostgreSQL")
+        let smallLog = try kbuild(["logs", "ledgerpeer-postgres", "--lines", "10000"], dataDir: data).stdout
+        XCTAssertTrue(smallLog.contains("No space left on device") && !smallLog.contains("PANIC") && !smallLog.contains("reinitializing"),
+                      "PostgreSQL crashed on the full volume: \(smallLog.suffix(1500))")
         XCTAssertEqual(try kbuild(["addons:destroy", "ledgerpeer-postgres", "--app", "ledgerpeer", "--confirm", "ledgerpeer-postgres", "--force"],
                                   dataDir: data).status, 0)
         // kill -9 of kbuild up (its agent with it): PostgreSQL keeps running; the next kbuild up adopts it, data and all.
@@ -355,8 +361,10 @@ final class StatefulAddonTests: XCTestCase {
         Thread.sleep(forTimeInterval: 2)
         XCTAssertEqual(kill(postmaster.pid, 0), 0, "PostgreSQL died with kbuild up")
         up = try startKbuildUp(self, data: data, extra: ["--node-cpus", "8"])
+        addTeardownBlock(cleanUp)
         server = up.url
-        XCTAssertTrue(try psql("ledger", "select count(*) from entries").stdout.contains("2"), "the data after kbuild up came back")
+        let counted = try psql("ledger", "select count(*) from entries").stdout
+        XCTAssertTrue(counted.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.contains("2"), "the data after kbuild up came back: \(counted)")
         XCTAssertEqual(hostProcesses(app: "ledger-postgres").first { $0.cmdline.contains("-D\u{0}/data/postgres") }?.pid, postmaster.pid,
                        "the same PostgreSQL, adopted, not restarted")
 
