@@ -242,7 +242,7 @@ struct PgBackupsRestore: AsyncParsableCommand {
         discussion: "Asks you to type the add-on's name; --confirm NAME answers in advance. In one transaction: a restore that fails (or waits over a minute for a lock the app holds) changes nothing. Tables made since the backup stay.")
     @OptionGroup var global: GlobalOptions
     @Argument(help: "The app.") var app: String
-    @Argument(help: "The backup (b001, …).") var backup: String
+    @Argument(help: "The backup: b001, …, or the KID (or 8+ digits of it) of any backup of an add-on the app has.") var backup: String
     @Argument(help: "The attachment or add-on (default DATABASE).") var database: String?
     @Option(help: "The add-on's name, to confirm without a prompt.") var confirm: String?
 
