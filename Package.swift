@@ -111,6 +111,14 @@ let package = Package(
                            .product(name: "NIOPosix", package: "swift-nio")],
             swiftSettings: strict
         ),
+        // The dashboard: HTML pages at / on the API port, one more client of the API (KbuildClient with the session's token).
+        .target(
+            name: "Dashboard",
+            dependencies: ["KbuildCore", "KbuildState", "KbuildServer", "KbuildClient",
+                           .product(name: "Hummingbird", package: "hummingbird"), .product(name: "HummingbirdCore", package: "hummingbird"), .product(name: "HTTPTypes", package: "swift-http-types"),
+                           .product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: strict
+        ),
         // The HTTP router: Host header → a healthy web process (SwiftNIO, no kbuild dependencies).
         .target(
             name: "Router",
@@ -138,7 +146,7 @@ let package = Package(
         .target(
             name: "KbuildSystem",
             dependencies: ["KbuildCore", "Keg", "KegRemote", "KbuildState", "SQLiteState", "Sandbox", "Builds", "Cluster", "Scheduler", "NodeAgent", "Router",
-                           "KbuildAPI", "KbuildServer", "GitGateway",
+                           "KbuildAPI", "KbuildServer", "GitGateway", "Dashboard",
                            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"), .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),

@@ -19,8 +19,9 @@ import HTTPTypes
 /// token check; handlers are thin, the work is in ReleaseStore and friends.
 public struct APIRoutes<Context: RequestContext>: Sendable {
     let keg: Keg
-    let refs: any RefStore
-    let reader: ClusterReader
+    /// The state; a read with `?at=N` swaps in its past (`viewing`).
+    var refs: any RefStore
+    var reader: ClusterReader
     /// Where node agents on this machine keep their logs (`<state>/logs/ID.log`).
     let logDirs: @Sendable () -> [String]
     /// Where a node that joined over the network has its logs copied (nil: no node may send logs here).
@@ -67,9 +68,10 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
         let p = API.prefix
         router.get("\(p)/apps") { r, _ in
             try await self.answer {
+                let view = try await self.viewing(r)
                 // An app token sees its own apps only.
                 let scope = r.headers[TokenAuthMiddleware<Context>.scopeHeader].map { Set($0.split(separator: ",").map(String.init)) }
-                return try await self.listApps().filter { scope?.contains($0.name) ?? true }
+                return try await view.listApps().filter { scope?.contains($0.name) ?? true }
             }
         }
         router.post("\(p)/apps") { r, c in
@@ -80,8 +82,13 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
                 return API.CreatedApp(app: record, gitURL: "http://\(host)/\(record.name).git")
             }
         }
-        router.get("\(p)/ps") { _, _ in try await self.answer { try await self.tracer.runningProcesses() } }
-        router.get("\(p)/apps/:app") { _, c in try await self.answer { try await self.info(try self.app(c)) } }
+        router.get("\(p)/ps") { r, _ in try await self.answer { try await self.viewing(r).tracer.runningProcesses() } }
+        router.get("\(p)/apps/:app") { r, c in
+            try await self.answer {
+                let view = try await self.viewing(r)
+                return try await view.info(try await view.existing(c))
+            }
+        }
         router.delete("\(p)/apps/:app") { r, c in
             try await self.answer {
                 let q = r.uri.queryParameters
@@ -102,12 +109,38 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
                 return API.ConfigAnswer(vars: try await self.releases.config(app).vars, release: entry?.version)
             }
         }
-        router.get("\(p)/apps/:app/releases") { _, c in try await self.answer { try await self.releaseList(try await self.existing(c)) } }
-        router.get("\(p)/apps/:app/releases/:version") { _, c in
+        // Config values shown on purpose (the dashboard's "show values"): the showing is recorded first.
+        router.post("\(p)/apps/:app/config/reveal") { r, c in
             try await self.answer {
                 let app = try await self.existing(c)
-                let entry = try await self.releases.get(app, version: try self.version(c))
-                return API.ReleaseInfo(entry, status: try await self.statuses(app)[entry.version] ?? "")
+                let config = try await self.releases.config(app)
+                let record = ConfigAccessRecord(app: app, by: self.actor(r), keys: config.vars.keys.sorted())
+                try await self.refs.set(try Schema.app(app, .configAccess), to: try await Records.put(record, in: self.keg), actor: self.actor(r))
+                return API.ConfigAnswer(vars: config.vars, release: try await self.releases.current(app)?.version)
+            }
+        }
+        // What one release changed from the one before it (the trace diff, for the app's own token too).
+        router.get("\(p)/apps/:app/releases/:version/diff") { r, c in
+            try await self.answer { () -> ReleaseDiff in
+                let view = try await self.viewing(r)
+                let app = try await view.existing(c)
+                let version = try self.version(c)
+                guard version > 1 else { throw KbuildError(.notFound, "\(app) v1 is the first release: there is nothing before it to compare") }
+                return try await view.tracer.diff(app: app, from: version - 1, to: version)
+            }
+        }
+        router.get("\(p)/apps/:app/releases") { r, c in
+            try await self.answer {
+                let view = try await self.viewing(r)
+                return try await view.releaseList(try await view.existing(c))
+            }
+        }
+        router.get("\(p)/apps/:app/releases/:version") { r, c in
+            try await self.answer {
+                let view = try await self.viewing(r)
+                let app = try await view.existing(c)
+                let entry = try await view.releases.get(app, version: try self.version(c))
+                return API.ReleaseInfo(entry, status: try await view.statuses(app)[entry.version] ?? "")
             }
         }
         router.get("\(p)/apps/:app/releases/:version/output") { _, c in
@@ -123,7 +156,12 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
                 return API.ReleaseInfo(try await self.releases.rollback(app: app, to: body.version, actor: self.actor(r)), status: "current")
             }
         }
-        router.get("\(p)/apps/:app/ps") { _, c in try await self.answer { try await self.processes(try await self.existing(c)) } }
+        router.get("\(p)/apps/:app/ps") { r, c in
+            try await self.answer {
+                let view = try await self.viewing(r)
+                return try await view.processes(try await view.existing(c))
+            }
+        }
         router.patch("\(p)/apps/:app/formation") { r, c in
             try await self.answer {
                 let app = try await self.existing(c)
@@ -194,7 +232,12 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
                 return try await self.limits(app)
             }
         }
-        router.get("\(p)/apps/:app/domains") { _, c in try await self.answer { try await self.domains(try await self.existing(c)) } }
+        router.get("\(p)/apps/:app/domains") { r, c in
+            try await self.answer {
+                let view = try await self.viewing(r)
+                return try await view.domains(try await view.existing(c))
+            }
+        }
         router.post("\(p)/apps/:app/domains") { r, c in
             try await self.answer {
                 let app = try await self.existing(c)
@@ -229,7 +272,10 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
         let workers = WorkerClaims(refs: refs, content: keg, has: { [keg] in keg.contains($0) },
                                    liveLog: { queue.liveLogPath($0, worker: $1) })
         StateRoutes<Context>(refs: refs, content: keg, reach: reach, nodeLogDir: nodeLogDir, workers: workers).register(on: router)
-        BuildLogRoutes<Context>(queue: queue, workers: workers).register(on: router)
+        let buildLogs = BuildLogRoutes<Context>(queue: queue, workers: workers)
+        buildLogs.register(on: router)
+        registerBuilds(on: router, logs: buildLogs)
+        registerEvents(on: router)
         registerTrace(on: router)
         registerAdmin(on: router)
         if let nodeLogDir { NodeLogRoutes<Context>(directory: nodeLogDir, reach: reach).register(on: router) }
@@ -252,11 +298,13 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
                 return API.WorkerJoinToken(worker: worker, token: token, url: via?.url, caHash: via?.caHash)
             }
         }
-        router.get("\(p)/nodes") { _, _ in
+        router.get("\(p)/nodes") { r, _ in
             try await self.answer {
-                let now = Date()
-                let drained = try await self.reader.drainedNodes()
-                return try await self.reader.nodes().map { n in
+                let view = try await self.viewing(r)
+                // Alive as of then: at a past revision, judged by the time of that revision's change.
+                let now = try await view.time(of: r)
+                let drained = try await view.reader.drainedNodes()
+                return try await view.reader.nodes().map { n in
                     API.NodeInfo(record: n.record, alive: n.record.isAlive(reporting: n.status, at: now),
                                  processes: n.status?.processes.count ?? 0, heartbeat: n.status?.at, draining: drained.contains(n.record.name))
                 }
@@ -419,6 +467,22 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
     }
 
     // MARK: - Plumbing
+
+    /// These routes reading the state as it was right after revision `?at=N`
+    /// (read-only, from the ref store's permanent history), or now.
+    func viewing(_ r: Request) async throws -> APIRoutes {
+        guard let at = r.uri.queryParameters.get("at") else { return self }
+        var past = self
+        past.refs = try await RefStoreAsOf.parse(at, of: refs)
+        past.reader = ClusterReader(records: keg, refs: past.refs)
+        return past
+    }
+
+    /// When the state `viewing` shows was current: now, or the time of revision `?at=N`.
+    func time(of r: Request) async throws -> Date {
+        guard let view = refs as? RefStoreAsOf else { return Date() }
+        return try await view.base.changes(prefix: nil, after: Revision(view.revision.value - 1), limit: 1).first?.time ?? Date()
+    }
 
     func app(_ context: Context) throws -> String {
         let name = context.parameters.get("app") ?? ""

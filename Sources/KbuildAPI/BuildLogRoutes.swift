@@ -29,17 +29,10 @@ struct BuildLogRoutes<Context: RequestContext>: Sendable {
         router.get("\(API.prefix)/builds/:build/log") { r, c in
             do {
                 let prefix = try KIDPrefix(parsing: c.parameters.get("build") ?? "")
-                var headers = HTTPFields()
-                headers[.contentType] = "text/plain; charset=utf-8"
                 guard r.uri.queryParameters.get("follow") == "1" else {
-                    return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: try await finishedLog(prefix))))
+                    return Self.plain(try await finishedLog(prefix))
                 }
-                let build = try await find(prefix)
-                headers[.cacheControl] = "no-store"
-                return Response(status: .ok, headers: headers, body: ResponseBody { writer in
-                    try await follow(build) { try await writer.write(ByteBuffer(bytes: $0)) }
-                    try await writer.finish(nil)
-                })
+                return try await response(try await find(prefix), follow: true)
             } catch {
                 return ErrorBody.response(KbuildError.wrap(error))
             }
@@ -71,6 +64,24 @@ struct BuildLogRoutes<Context: RequestContext>: Sendable {
                 return ErrorBody.response(KbuildError.wrap(error))
             }
         }
+    }
+
+    /// `build`'s log: the stored one, or with `follow` the live one from its start until it ends.
+    func response(_ build: KID, follow: Bool) async throws -> Response {
+        guard follow else { return Self.plain(try await finishedLog(KIDPrefix(parsing: build.description))) }
+        var headers = HTTPFields()
+        headers[.contentType] = "text/plain; charset=utf-8"
+        headers[.cacheControl] = "no-store"
+        return Response(status: .ok, headers: headers, body: ResponseBody { writer in
+            try await self.follow(build) { try await writer.write(ByteBuffer(bytes: $0)) }
+            try await writer.finish(nil)
+        })
+    }
+
+    static func plain(_ bytes: [UInt8]) -> Response {
+        var headers = HTTPFields()
+        headers[.contentType] = "text/plain; charset=utf-8"
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
     }
 
     /// A finished build's log, by its KID or a prefix of it (at most 1 GiB).

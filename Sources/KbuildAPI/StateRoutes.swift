@@ -42,6 +42,10 @@ struct StateRoutes<Context: RequestContext>: Sendable {
                 if let worker = Self.worker(r), !WorkerScope.mayRead(name) {
                     throw KbuildError(.forbidden, "build worker \(worker) may not read \(name)")
                 }
+                if let at = try self.revision(r) {
+                    guard let ref = try await refs.get(name, at: at) else { throw KbuildError(.notFound, "no ref \(name) at revision \(at)") }
+                    return ref
+                }
                 guard let ref = try await refs.get(name) else { throw KbuildError(.notFound, "no ref \(name)") }
                 return ref
             }
@@ -52,6 +56,7 @@ struct StateRoutes<Context: RequestContext>: Sendable {
                 if let worker = Self.worker(r), !(prefix.map(WorkerScope.mayRead) ?? false) {
                     throw KbuildError(.forbidden, "build worker \(worker) may not list \(prefix?.rawValue ?? "every ref")")
                 }
+                if let at = try self.revision(r) { return try await refs.list(prefix: prefix, at: at) }
                 return try await refs.list(prefix: prefix)
             }
         }
@@ -231,6 +236,13 @@ struct StateRoutes<Context: RequestContext>: Sendable {
 
     func optionalName(_ r: Request, _ key: String) throws -> RefName? {
         try r.uri.queryParameters.get(key).map { try RefName($0) }
+    }
+
+    /// `at`: a past revision to read at (the admin's only: what a node or worker reaches is decided on the present).
+    func revision(_ r: Request) throws -> Revision? {
+        guard let n = try number(r, "at", max: Int.max) else { return nil }
+        if Self.node(r) != nil || Self.worker(r) != nil { throw KbuildError(.forbidden, "only the admin token reads refs at a past revision") }
+        return Revision(Int64(n))
     }
 
     func number(_ r: Request, _ key: String, max: Int) throws -> Int? {

@@ -14,7 +14,7 @@ extension APIRoutes {
     func registerTrace(on router: Router<Context>) {
         let p = API.prefix + "/trace"
         router.get(RouterPath(p)) { r, _ in
-            try await self.answer { try await self.tracer.trace(try self.traceTarget(r, diff: false), lookup: try self.pidLookup(r)) }
+            try await self.answer { try await self.viewing(r).tracer.trace(try self.traceTarget(r, diff: false), lookup: try self.pidLookup(r)) }
         }
         router.get("\(p)/diff") { r, _ in
             try await self.answer { () -> ReleaseDiff in

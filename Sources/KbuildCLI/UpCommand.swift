@@ -122,6 +122,7 @@ struct UpCommand: AsyncParsableCommand {
             say("git       \(url)/APP.git (kbuild apps:create APP; kbuild git:remote APP; git push kbuild main)")
             say("builds    \(workers) worker\(workers == 1 ? "" : "s"); buildpacks \(buildpacks.map(\.name).joined(separator: ", "))")
             say("api       \(url)\(API.prefix)/ (kbuild apps, releases, config, ps …)")
+            say("dashboard \(url)/ (log in with a token, or kbuild dashboard for a one-time link)")
             say("nodes     \(nodes == 0 ? "none here (kbuild agent)" : nodeConfigs.map { "\($0.name) \($0.address) (\($0.capacity.description))" }.joined(separator: ", "))")
         }
         if workers > 0 { system.startBuildWorker(keg: keg, refs: refs, sandbox: try Sandbox(warmHelpers: 1)) }

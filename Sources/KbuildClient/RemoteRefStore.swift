@@ -31,6 +31,18 @@ public struct RemoteRefStore: RefStore {
         try await call(.GET, "/state/refs" + (prefix.map { "?prefix=\(query($0))" } ?? ""))
     }
 
+    public func get(_ name: RefName, at: Revision) async throws -> Ref? {
+        do {
+            return try await call(.GET, "/state/ref?name=\(query(name))&at=\(at.value)")
+        } catch let e as KbuildError where e.code == .notFound {
+            return nil
+        }
+    }
+
+    public func list(prefix: RefName?, at: Revision) async throws -> [Ref] {
+        try await call(.GET, "/state/refs?at=\(at.value)" + (prefix.map { "&prefix=\(query($0))" } ?? ""))
+    }
+
     @discardableResult
     public func compareAndSwap(_ name: RefName, to kid: KID?, expecting: RefExpectation, actor: String) async throws -> RefChange {
         try await call(.POST, "/state/cas", body: API.CompareAndSwap(name: name, kid: kid, expecting: expecting, actor: actor))

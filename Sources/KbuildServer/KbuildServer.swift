@@ -20,10 +20,15 @@ public enum KbuildHTTP {
         router(keg: keg, refs: refs, tokens: tokens, git: git, api: api, uploads: RegistryUploads(keg: keg))
     }
 
+    /// Middleware in front of the token check (the dashboard's sessions, which turn a cookie into a token).
+    public typealias Front = any MiddlewareProtocol<Request, Response, BasicRequestContext>
+
     static func router(keg: Keg, refs: any RefStore, tokens: [String], git: GitHTTPRoutes<BasicRequestContext>?,
-                       api: (@Sendable (Router<BasicRequestContext>) -> Void)?, uploads: RegistryUploads, caPEM: String? = nil) -> Router<BasicRequestContext> {
+                       api: (@Sendable (Router<BasicRequestContext>) -> Void)?, uploads: RegistryUploads, caPEM: String? = nil,
+                       front: [Front] = []) -> Router<BasicRequestContext> {
         let router = Router(context: BasicRequestContext.self)
         router.add(middleware: APIVersionMiddleware())
+        for middleware in front { router.add(middleware: middleware) }
         router.add(middleware: TokenAuthMiddleware(tokens: tokens, appTokens: AppTokens(keg: keg, refs: refs)))
         router.get("/healthz") { _, _ in "ok\n" }
         // The CA, for a client to check against the hash it was given (public: it is a certificate).
@@ -60,13 +65,15 @@ public enum KbuildHTTP {
     public static func servers(keg: Keg, refs: any RefStore, tokens: [String], git: GitHTTPRoutes<BasicRequestContext>? = nil,
                                api: (@Sendable (Router<BasicRequestContext>) -> Void)? = nil, host: String, port: Int, logger: Logger,
                                limits: ConnectionLimits = ConnectionLimits(), tls: TLSListener? = nil,
+                               front: @Sendable (_ tls: Bool) -> [Front] = { _ in [] },
                                onRunning: @escaping @Sendable (String) async -> Void) throws -> [any Service] {
         let count = ConnectionLimits.Count()
         let uploads = RegistryUploads(keg: keg)
         let http1 = HTTPServerBuilder.http1(configuration: .init(additionalChannelHandlers: [ConnectionGuard(limits: limits, count: count)],
                                                                  idleTimeout: limits.idleTimeout))
         var apps: [any Service] = [Application(
-            router: router(keg: keg, refs: refs, tokens: tokens, git: git, api: api, uploads: uploads, caPEM: tls?.identity.caPEM),
+            router: router(keg: keg, refs: refs, tokens: tokens, git: git, api: api, uploads: uploads, caPEM: tls?.identity.caPEM,
+                           front: front(false)),
             server: http1,
             configuration: .init(address: .hostname(host, port: port), serverName: "kbuild"),
             services: [UploadSweeper(uploads: uploads)],
@@ -78,7 +85,8 @@ public enum KbuildHTTP {
         )]
         if let tls {
             apps.append(Application(
-                router: router(keg: keg, refs: refs, tokens: tokens, git: git, api: api, uploads: uploads, caPEM: tls.identity.caPEM),
+                router: router(keg: keg, refs: refs, tokens: tokens, git: git, api: api, uploads: uploads, caPEM: tls.identity.caPEM,
+                               front: front(true)),
                 server: try .tls(http1, tlsConfiguration: tls.identity.configuration()),
                 configuration: .init(address: .hostname(tls.host, port: tls.port), serverName: "kbuild"),
                 onServerRunning: { channel in

@@ -49,7 +49,9 @@ public struct TokenAuthMiddleware<Context: RequestContext>: RouterMiddleware {
             head.headerFields[name] = nil
         }
         let request = head == request.head ? request : Request(head: head, body: request.body)
-        if request.uri.path == "/healthz" || request.uri.path == Self.caPath { return try await next(request, context) }
+        if request.uri.path == "/healthz" || request.uri.path == Self.caPath || DashboardPaths.isPublic(request.uri.path) {
+            return try await next(request, context)
+        }
         guard let given = TokenAuthMiddleware.token(from: request.headers[.authorization]) else { return TokenAuthMiddleware.unauthorized() }
         if tokens.contains(where: { AdminToken.matches(given, $0) }) { return try await next(request, context) }
         guard let scope = await appTokens?.lookup(given) else { return TokenAuthMiddleware.unauthorized() }
@@ -88,8 +90,13 @@ public struct TokenAuthMiddleware<Context: RequestContext>: RouterMiddleware {
         // `/api/v1/apps/x`), so a slash more or less never changes which rule applies.
         if path == "/v2/" || path == "/v2" { return method == .get || method == .head }
         let parts = path.split(separator: "/", omittingEmptySubsequences: true).map(String.init)
+        if DashboardPaths.isDashboard(path), let answer = DashboardPaths.allows(apps: apps, method: method, parts: parts) { return answer }
         // The app list (filtered by the handler to the token's apps).
         if parts == ["api", "v1", "apps"] { return method == .get }
+        // Builds across apps and the event stream (filtered by the handlers to the token's apps).
+        if parts == ["api", "v1", "builds"] || parts == ["api", "v1", "events"] || parts == ["api", "v1", "revision"] { return method == .get }
+        // A one-time dashboard login for this token.
+        if parts == ["api", "v1", "dashboard", "login-codes"] { return method == .post }
         // The API of one app, but not destroying it (the admin's call, as an owner's is on Heroku).
         if parts.count >= 4, parts[0] == "api", parts[1] == "v1", parts[2] == "apps" {
             if parts.count == 4 && method == .delete { return false }

@@ -98,6 +98,12 @@ public protocol RefStore: Sendable {
     /// The revision of the latest change in the store (zero when empty).
     func currentRevision() async throws -> Revision
 
+    /// The ref as it was right after revision `at` (nil: absent then), from its permanent history.
+    func get(_ name: RefName, at: Revision) async throws -> Ref?
+
+    /// The refs at or under `prefix` as they were right after revision `at`, sorted by name.
+    func list(prefix: RefName?, at: Revision) async throws -> [Ref]
+
     /// The changes at or under `prefix` after `after`, then live ones as they
     /// happen, until the consuming task is cancelled.
     func watch(prefix: RefName?, after: Revision) -> RefWatch

@@ -61,6 +61,8 @@ public enum Schema {
         case release, config, source, image, healthy, rollout, processes, restarts, domains, limits
         case releasePhase = "release-phase"
         case buildCache = "build-cache"
+        /// The last time someone was shown the config's values (each a change: the history is the access log).
+        case configAccess = "config-access"
     }
 
     public static func app(_ app: String) throws -> RefName { try RefName("apps/\(app)") }

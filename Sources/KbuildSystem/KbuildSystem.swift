@@ -1,6 +1,8 @@
 public import Builds
 public import Cluster
 import KbuildAPI
+import Dashboard
+import Synchronization
 public import KbuildCore
 public import KbuildServer
 public import Keg
@@ -76,11 +78,29 @@ public struct KbuildSystem {
         if sandbox != nil { addSupervised("backup schedule", BackupScheduleService(take: { await api.takeScheduledBackups() }, report: report ?? { _ in })) }
         let token = try AdminToken.loadOrCreate(in: dataDir)
         ConnectionLimits.raiseFileLimit()
-        for server in try KbuildHTTP.servers(keg: keg, refs: refs, tokens: [token], git: git, api: { api.register(on: $0) },
-                                             host: host, port: port, logger: logger, tls: tls, onRunning: onRunning) {
+        // The dashboard asks the API over this host's loopback, once the plain listener is bound.
+        let bound = APIBase()
+        let dashboard = try Dashboard(dataDir: dataDir, apiBase: { bound.url })
+        for server in try KbuildHTTP.servers(keg: keg, refs: refs, tokens: [token], git: git,
+                                             api: { api.register(on: $0); dashboard.register(on: $0) },
+                                             host: host, port: port, logger: logger, tls: tls, front: { [dashboard.middleware(tls: $0)] },
+                                             onRunning: { url in
+                                                 bound.set(url)
+                                                 await onRunning(url)
+                                             }) {
             add(server)
         }
         return ServerHandle(token: token)
+    }
+
+    /// The plain listener's URL as this host reaches it (a wildcard address is reached at loopback).
+    final class APIBase: Sendable {
+        private let value = Mutex<String?>(nil)
+        var url: String? { value.withLock { $0 } }
+        func set(_ url: String) {
+            let local = url.replacingOccurrences(of: "//0.0.0.0:", with: "//127.0.0.1:").replacingOccurrences(of: "//[::]:", with: "//[::1]:")
+            value.withLock { $0 = local }
+        }
     }
 
     /// The git gateway's and the API's routes, as `startServer` serves them.
@@ -104,7 +124,8 @@ public struct KbuildSystem {
     /// `**` for the rest of a path): what the authorization test must cover.
     public static func routeTable(keg: Keg, refs: any RefStore, dataDir: DataDir) -> [String] {
         let (git, api) = routes(keg: keg, refs: refs, dataDir: dataDir, sandbox: nil, kbuild: "kbuild")
-        let router = KbuildHTTP.router(keg: keg, refs: refs, tokens: [], git: git, api: { api.register(on: $0) })
+        let dashboard = try? Dashboard(dataDir: dataDir, apiBase: { nil })
+        let router = KbuildHTTP.router(keg: keg, refs: refs, tokens: [], git: git, api: { api.register(on: $0); dashboard?.register(on: $0) })
         return router.routes.map { "\($0.method) \($0.path)" }.sorted()
     }
 

@@ -34,6 +34,7 @@ public enum RefStoreConformance {
         case updateCreatesChangesAndDeletes
         case updateLosesNoConcurrentChange
         case updateOfAnUnchangedRecordWritesNothing
+        case readsAtAPastRevision
     }
 
     /// Records kept in memory, for the `update` cases.
@@ -201,6 +202,26 @@ public enum RefStoreConformance {
             try expect(try await store.list(prefix: name("apps")).map(\.name) == [a, b], "list apps")
             try expect(try await store.list(prefix: nil).count == 3, "list all")
             try expect(try await store.list(prefix: a).map(\.name) == [a], "a prefix matches the ref itself")
+
+        case .readsAtAPastRevision:
+            let r1 = try await store.set(a, to: kid("1"), actor: "t").revision
+            let r2 = try await store.set(b, to: kid("2"), actor: "t").revision
+            let r3 = try await store.set(a, to: kid("3"), actor: "t").revision
+            let r4 = try await store.compareAndSwap(b, to: nil, expecting: .any, actor: "t").revision
+            try await store.set(n, to: kid("4"), actor: "t")
+            try expect(try await store.get(a, at: .zero) == nil, "nothing at revision 0")
+            let a1 = try await store.get(a, at: r1), a2 = try await store.get(a, at: r2), a3 = try await store.get(a, at: r3)
+            try expect(a1?.kid == kid("1") && a1?.version == 1 && a2?.kid == kid("1") && a2?.revision == r1, "a at r1, r2: \(String(describing: a1)) \(String(describing: a2))")
+            try expect(a3?.kid == kid("3") && a3?.version == 2, "a at r3: \(String(describing: a3))")
+            try expect(try await store.get(b, at: r4) == nil, "b was deleted at r4")
+            let apps2 = try await store.list(prefix: name("apps"), at: r2)
+            try expect(apps2.map(\.name) == [a, b] && apps2.map(\.kid) == [kid("1"), kid("2")], "apps at r2: \(apps2)")
+            let apps4 = try await store.list(prefix: name("apps"), at: r4)
+            try expect(apps4.map(\.name) == [a] && apps4[0].kid == kid("3"), "apps at r4 (b deleted, n not under apps): \(apps4)")
+            try expect(try await store.list(prefix: name("apps/web"), at: r3).map(\.name) == [a], "a prefix at a revision respects segments")
+            try expect(try await store.list(prefix: nil, at: r4).count == 1, "everything at r4")
+            try expect(try await store.list(prefix: nil, at: try await store.currentRevision()) == (try await store.list(prefix: nil)),
+                       "at the current revision is now")
 
         case .changesAfterRevision:
             let c1 = try await store.set(a, to: kid("1"), actor: "t")

@@ -115,6 +115,28 @@ public final class SQLiteRefStore: RefStore {
         try await read("read the current revision") { db in Revision(try Int64.fetchOne(db, sql: "SELECT MAX(revision) FROM changes") ?? 0) }
     }
 
+    public func get(_ name: RefName, at: Revision) async throws -> Ref? {
+        try await read("get ref \(name) at revision \(at)") { db in
+            try Row.fetchOne(db, sql: """
+                SELECT name, new AS kid, revision, version FROM changes WHERE name = ? AND revision <= ?
+                ORDER BY revision DESC LIMIT 1
+                """, arguments: [name.rawValue, at.value]).flatMap(SQLiteRefStore.refThen)
+        }
+    }
+
+    public func list(prefix: RefName?, at: Revision) async throws -> [Ref] {
+        try await read("list refs under \(prefix?.rawValue ?? "/") at revision \(at)") { db in
+            let (clause, args) = SQLiteRefStore.prefixClause(prefix)
+            // Each name's last change at or before `at` (the name and revision index answers it); a delete means absent.
+            return try Row.fetchAll(db, sql: """
+                SELECT c.name, c.new AS kid, c.revision, c.version FROM changes c
+                JOIN (SELECT name, MAX(revision) AS last FROM changes WHERE revision <= ? AND (\(clause)) GROUP BY name) m
+                  ON c.revision = m.last
+                ORDER BY c.name
+                """, arguments: [at.value] + args).compactMap(SQLiteRefStore.refThen)
+        }
+    }
+
     public func watch(prefix: RefName?, after: Revision) -> RefWatch {
         let notifier = self.notifier
         let poll = pollInterval
@@ -165,6 +187,12 @@ public final class SQLiteRefStore: RefStore {
 
     static func ref(_ row: Row) throws -> Ref {
         Ref(name: try RefName(row["name"]), kid: try kid(row["kid"])!, revision: Revision(row["revision"]), version: row["version"])
+    }
+
+    /// A ref from its last change, nil when that change deleted it.
+    static func refThen(_ row: Row) throws -> Ref? {
+        guard let kid = try kid(row["kid"]) else { return nil }
+        return Ref(name: try RefName(row["name"]), kid: kid, revision: Revision(row["revision"]), version: row["version"])
     }
 
     static func change(_ row: Row) throws -> RefChange {

@@ -48,3 +48,21 @@ public struct AppRecord: Codable, Sendable, Equatable {
     /// The settings `apps:set` changes, by the names it takes.
     public static let settings = ["build-network", "stack"]
 }
+
+/// Who was shown an app's config values, and which keys (the dashboard's
+/// "show values"): each showing is a change of `apps/APP/config-access`, so
+/// its history is the access log, with the actor beside each.
+public struct ConfigAccessRecord: Codable, Sendable, Equatable {
+    public var kind = "kbuild.config-access/v1"
+    public var app: String
+    public var by: String
+    public var at: Date
+    public var keys: [String]
+
+    public init(app: String, by: String, at: Date = Date(), keys: [String]) {
+        self.app = app
+        self.by = by
+        self.at = at
+        self.keys = keys
+    }
+}

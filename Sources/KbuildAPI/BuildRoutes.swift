@@ -1,0 +1,137 @@
+import Hummingbird
+import Builds
+import Foundation
+import KbuildCore
+import KbuildServer
+import KbuildState
+
+/// Every build, queued, running and finished, as the dashboard's builds page
+/// and `kbuild builds` list them, and cancelling one:
+///
+/// - `GET /api/v1/builds?page=N&per=M`: across apps (an app token: its apps only), newest first.
+/// - `GET /api/v1/apps/APP/builds`: one app's.
+/// - `GET /api/v1/apps/APP/builds/BUILD/log[?follow=1]`: a build's log, for a token of its app.
+/// - `POST /api/v1/apps/APP/builds/BUILD/cancel`: a queued build is taken off
+///   the queue; a running one loses its claim, so its worker stops it within a
+///   third of the lease. Either way its result says who cancelled it, and the
+///   push waiting for it is refused.
+extension APIRoutes {
+    func registerBuilds(on router: Router<Context>, logs: BuildLogRoutes<Context>) {
+        let p = API.prefix
+        router.get("\(p)/builds") { r, _ in
+            try await self.answer {
+                let scope = r.headers[TokenAuthMiddleware<Context>.scopeHeader].map { Set($0.split(separator: ",").map(String.init)) }
+                return try await self.buildPage(r, apps: scope)
+            }
+        }
+        router.get("\(p)/apps/:app/builds") { r, c in
+            try await self.answer { try await self.buildPage(r, apps: [try await self.existing(c)]) }
+        }
+        router.get("\(p)/apps/:app/builds/:build/log") { r, c in
+            do {
+                let build = try await self.appBuild(c, logs: logs)
+                return try await logs.response(build, follow: r.uri.queryParameters.get("follow") == "1")
+            } catch {
+                return ErrorBody.response(KbuildError.wrap(error))
+            }
+        }
+        router.post("\(p)/apps/:app/builds/:build/cancel") { r, c in
+            try await self.answer { try await self.cancel(try await self.appBuild(c, logs: logs), app: try self.app(c), actor: self.actor(r)) }
+        }
+    }
+
+    /// The build named in the path (a KID or prefix), which must be the path's app's.
+    func appBuild(_ c: Context, logs: BuildLogRoutes<Context>) async throws -> KID {
+        let app = try await existing(c)
+        let build = try await logs.find(try KIDPrefix(parsing: c.parameters.get("build") ?? ""))
+        guard try await buildInfo(build)?.app == app else { throw KbuildError(.notFound, "\(app) has no build \(build.short)") }
+        return build
+    }
+
+    /// One page of builds of `apps` (nil: every app), newest change first.
+    func buildPage(_ r: Request, apps: Set<String>?) async throws -> API.BuildPage {
+        let q = r.uri.queryParameters
+        let page = try Self.count(q.get("page"), "page", default: 1, max: 1_000_000)
+        let per = try Self.count(q.get("per"), "per", default: 100, max: 1000)
+        // Each build by its latest ref (queue, claim or result), newest first; only the page's records are read.
+        var latest: [KID: Ref] = [:]
+        for root in [Schema.buildQueue, try RefName("builds/claims"), Schema.buildResults] {
+            for ref in try await refs.list(prefix: root) {
+                let build: KID
+                switch Schema.Key(ref.name) {
+                case .buildQueued(let b), .buildClaim(let b), .buildResult(let b): build = b
+                default: continue
+                }
+                if (latest[build]?.revision ?? .zero) < ref.revision { latest[build] = ref }
+            }
+        }
+        var infos: [API.BuildInfo] = []
+        var total = 0
+        let skip = (page - 1) * per
+        for build in latest.keys.sorted(by: { latest[$0]!.revision > latest[$1]!.revision }) {
+            // An app filter reads each build's app; without one only the page's builds are read.
+            if apps == nil {
+                total += 1
+                guard total > skip, infos.count < per, let info = try await buildInfo(build) else { continue }
+                infos.append(info)
+            } else {
+                guard let info = try await buildInfo(build), apps?.contains(info.app) ?? true else { continue }
+                total += 1
+                if total > skip, infos.count < per { infos.append(info) }
+            }
+        }
+        return API.BuildPage(builds: infos, total: total, page: page, perPage: per)
+    }
+
+    /// What is known of `build`: queued or running while it is on the queue, else its result.
+    func buildInfo(_ build: KID) async throws -> API.BuildInfo? {
+        if let queued = try await refs.get(try Schema.buildQueued(build)) {
+            let job = try await reader.record(BuildJob.self, queued.kid, what: "build job")
+            let claim = try? await BuildQueue(keg: keg, refs: refs).claim(of: build)
+            let running = claim.map { !$0.claim.expired } ?? false
+            var info = API.BuildInfo(build: build, app: job.app, state: running ? .running : .queued, inputs: job.inputs, revision: queued.revision)
+            info.requestedBy = job.requestedBy
+            info.requestedAt = job.requestedAt
+            info.worker = running ? claim?.claim.worker : nil
+            return info
+        }
+        guard let result = try await refs.get(try Schema.buildResult(build)) else { return nil }
+        let record = try await reader.record(BuildRecord.self, result.kid, what: "build")
+        var info = API.BuildInfo(build: build, app: record.app, state: record.status == .succeeded ? .succeeded : .failed,
+                                 inputs: record.inputs, revision: result.revision)
+        info.worker = record.worker
+        info.startedAt = record.startedAt
+        info.finishedAt = record.finishedAt
+        info.error = record.error
+        info.log = record.log
+        return info
+    }
+
+    func cancel(_ build: KID, app: String, actor: String) async throws -> API.BuildInfo {
+        guard let info = try await buildInfo(build) else { throw KbuildError(.notFound, "\(app) has no build \(build.short)") }
+        guard info.state == .queued || info.state == .running else {
+            throw KbuildError(.conflict, "build \(build.short) has finished (\(info.state.rawValue)): there is nothing to cancel")
+        }
+        let queueName = try Schema.buildQueued(build)
+        guard let queued = try await refs.get(queueName) else { throw KbuildError(.conflict, "build \(build.short) has just finished") }
+        let job = try await reader.record(BuildJob.self, queued.kid, what: "build job")
+        let now = Date()
+        let record = BuildRecord(build: build, inputs: job.inputs, app: job.app, status: .failed, error: "cancelled by \(actor)",
+                                 log: nil, layer: nil, used: [], processTypes: [:], configVars: [:], worker: info.worker ?? "-",
+                                 startedAt: now, finishedAt: now)
+        // The result first (the waiting push reads it), then off the queue, then the claim: its worker's renewal fails and it stops.
+        try await refs.compareAndSwap(try Schema.buildResult(build), to: try await Records.put(record, in: keg),
+                                      expecting: .absent, actor: actor)
+        _ = try? await refs.compareAndSwap(queueName, to: nil, expecting: .value(queued.kid), actor: actor)
+        if let claim = try await refs.get(try Schema.buildClaim(build)) {
+            _ = try? await refs.compareAndSwap(claim.name, to: nil, expecting: .value(claim.kid), actor: actor)
+        }
+        return try await buildInfo(build) ?? info
+    }
+
+    static func count(_ text: String?, _ what: String, default value: Int, max: Int) throws -> Int {
+        guard let text else { return value }
+        guard let n = Int(text), n >= 1, n <= max else { throw KbuildError(.invalidArgument, "invalid \(what) \(text.debugQuoted): a number from 1 to \(max)") }
+        return n
+    }
+}
