@@ -258,6 +258,8 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(name: "SchedulerTests", dependencies: ["Scheduler", "Cluster", "Releases", "KbuildCore", "KbuildState", "NodeAgent", "Trace", "Router"], swiftSettings: strict),
+        .testTarget(name: "DashboardTests", dependencies: ["Dashboard", "KbuildServer", .product(name: "Hummingbird", package: "hummingbird"),
+                                                             .product(name: "HTTPTypes", package: "swift-http-types")], swiftSettings: strict),
         .testTarget(name: "RefStoreTests", dependencies: ["KbuildState", "SQLiteState", "RefStoreConformance", "KbuildCore"], swiftSettings: strict),
         .testTarget(
             name: "KbuildCLITests",

@@ -94,8 +94,10 @@ public struct Dashboard: Sendable {
         if let at, at > revision.value {
             throw KbuildError(.notFound, "revision \(at) is out of range: the store is at revision \(revision.value)")
         }
-        return PageContext(client: client, csrf: session.map { keys.csrf($0) } ?? "", who: session?.who ?? "token",
-                           isAdmin: session?.admin ?? true, at: at, revision: revision.value, request: request)
+        // The token check said which apps an app token reaches; the admin token has no such limit.
+        let scoped = request.headers[TokenAuthMiddleware<BasicRequestContext>.scopeHeader] != nil
+        return PageContext(client: client, csrf: session.map { keys.csrf($0) } ?? "", who: session?.who ?? (scoped ? "app token" : "admin"),
+                           isAdmin: !scoped, at: at, revision: revision.value, request: request)
     }
 
     static func name(_ c: BasicRequestContext) throws -> String {

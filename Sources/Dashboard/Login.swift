@@ -51,7 +51,7 @@ extension Dashboard {
             let admin = (try? await client.tokens()) != nil
             let who = admin ? "admin" : "app token (\(apps.map(\.name).joined(separator: ", ")))"
             let session = Session(id: SessionKeys.newID(), token: token, expires: Date().timeIntervalSince1970 + SessionKeys.lifetime,
-                                  who: String(who.prefix(200)), admin: admin)
+                                  who: String(who.prefix(200)))
             var response = Layout.redirect(next)
             response.headers[values: .setCookie] = [SessionMiddleware(keys: keys, tls: Self.isTLS(r)).setCookie(try keys.seal(session))]
             return response

@@ -15,8 +15,6 @@ struct Session: Codable, Sendable, Equatable {
     var expires: Double
     /// "admin", or the apps an app token reaches, for the page header.
     var who: String
-    /// The admin token (the nodes and trace pages are for it only).
-    var admin: Bool
 }
 
 final class SessionKeys: Sendable {

@@ -28,6 +28,18 @@ final class AuthorizationMatrixTests: XCTestCase {
         var node: Own = .forbidden
         /// What build worker w1's join token gets (for the row's request; what it reaches inside is checked after the table).
         var worker: Own = .forbidden
+        /// A dashboard page or action: without any token a page sends the browser to log in (303) and an action is refused (403).
+        var dashboard = false
+        /// Served to everyone with this status whatever the token (the login form and the dashboard's static files).
+        var publicCode: Int? = nil
+        /// An answer that streams until the client goes (curl gives up after a moment and the status is what counts).
+        var stream = false
+    }
+
+    /// A dashboard route: `own` for the app's token; a page without a login is sent to log in.
+    static func page(_ requests: @escaping @Sendable (String) -> [(method: String, path: String, body: String?)], own: Own = .allowed,
+                     perApp: Bool = true, stream: Bool = false) -> Row {
+        Row(requests: requests, own: own, perApp: perApp, dashboard: true, stream: stream)
     }
 
     static let zeroKID = "K-" + String(repeating: "0", count: 64)
@@ -182,6 +194,48 @@ final class AuthorizationMatrixTests: XCTestCase {
         "GET /api/v1/apps/{app}/push-terms": Row(requests: { app in [("GET", "/api/v1/apps/\(app)/push-terms", nil)] }, own: .forbidden, perApp: true),
         "POST /api/v1/apps/{app}/pushes": Row(requests: { app in [("POST", "/api/v1/apps/\(app)/pushes", #"{"source":{}}"#)] }, own: .forbidden, perApp: true),
         "POST /api/v1/apps/{app}/run": Row(requests: { app in [("POST", "/api/v1/apps/\(app)/run", #"{"command":["true"]}"#)] }, own: .allowed, perApp: true),
+        // Builds across apps, the event stream and the revision (filtered to an app token's apps), a one-time dashboard login.
+        "GET /api/v1/builds": Row(requests: { _ in [("GET", "/api/v1/builds", nil)] }, own: .allowed, perApp: false),
+        "GET /api/v1/events": Row(requests: { _ in [("GET", "/api/v1/events", nil)] }, own: .allowed, perApp: false, stream: true),
+        "GET /api/v1/revision": Row(requests: { _ in [("GET", "/api/v1/revision", nil)] }, own: .allowed, perApp: false),
+        "POST /api/v1/dashboard/login-codes": Row(requests: { _ in [("POST", "/api/v1/dashboard/login-codes", "{}")] }, own: .allowed, perApp: false),
+        // An app's builds (none here: 404 for one), its config values shown on purpose, a release's diff (v1 of none: 404).
+        "GET /api/v1/apps/{app}/builds": Row(requests: { app in [("GET", "/api/v1/apps/\(app)/builds", nil)] }, own: .allowed, perApp: true),
+        "GET /api/v1/apps/{app}/builds/{build}/log": Row(requests: { app in [("GET", "/api/v1/apps/\(app)/builds/\(zeroKID)/log", nil)] },
+                                                        own: .allowed, perApp: true),
+        "POST /api/v1/apps/{app}/builds/{build}/cancel": Row(requests: { app in [("POST", "/api/v1/apps/\(app)/builds/\(zeroKID)/cancel", "{}")] },
+                                                            own: .allowed, perApp: true),
+        "POST /api/v1/apps/{app}/config/reveal": Row(requests: { app in [("POST", "/api/v1/apps/\(app)/config/reveal", "{}")] }, own: .allowed, perApp: true),
+        "GET /api/v1/apps/{app}/releases/{version}/diff": Row(requests: { app in [("GET", "/api/v1/apps/\(app)/releases/v2/diff", nil)] },
+                                                             own: .allowed, perApp: true),
+        // The dashboard: public login form and static files; pages and actions behind the same token rules as the API.
+        "GET /login": Row(requests: { _ in [("GET", "/login", nil)] }, own: .allowed, perApp: false, publicCode: 200),
+        "POST /login": Row(requests: { _ in [("POST", "/login", "token=wrong")] }, own: .allowed, perApp: false, publicCode: 401),
+        "GET /static/kbuild.css": Row(requests: { _ in [("GET", "/static/kbuild.css", nil)] }, own: .allowed, perApp: false, publicCode: 200),
+        "GET /static/kbuild.js": Row(requests: { _ in [("GET", "/static/kbuild.js", nil)] }, own: .allowed, perApp: false, publicCode: 200),
+        "POST /logout": page({ _ in [("POST", "/logout", "")] }, perApp: false),
+        "GET /": page({ _ in [("GET", "/", nil)] }, perApp: false),
+        "GET /events": page({ _ in [("GET", "/events", nil)] }, perApp: false, stream: true),
+        "GET /builds": page({ _ in [("GET", "/builds", nil)] }, perApp: false),
+        "GET /nodes": page({ _ in [("GET", "/nodes", nil)] }, own: .forbidden, perApp: false),
+        "GET /trace": page({ app in [("GET", "/trace?q=\(app)", nil)] }, own: .forbidden, perApp: false),
+        "GET /apps/{app}": page({ app in [("GET", "/apps/\(app)", nil)] }),
+        "GET /apps/{app}/releases/{version}": page({ app in [("GET", "/apps/\(app)/releases/1", nil)] }),
+        "GET /apps/{app}/builds/{build}": page({ app in [("GET", "/apps/\(app)/builds/\(zeroKID)", nil)] }),
+        "GET /apps/{app}/builds/{build}/log": page({ app in [("GET", "/apps/\(app)/builds/\(zeroKID)/log", nil)] }),
+        "GET /apps/{app}/logs": page({ app in [("GET", "/apps/\(app)/logs", nil)] }),
+        "GET /apps/{app}/logs/stream": page({ app in [("GET", "/apps/\(app)/logs/stream", nil)] }, stream: true),
+        "GET /apps/{app}/logs/download": page({ app in [("GET", "/apps/\(app)/logs/download", nil)] }),
+        // Actions with no fields: a 400 page for whoever may act, nothing changed.
+        "POST /apps/{app}/scale": page({ app in [("POST", "/apps/\(app)/scale", "")] }),
+        "POST /apps/{app}/config": page({ app in [("POST", "/apps/\(app)/config", "")] }),
+        "POST /apps/{app}/config/unset": page({ app in [("POST", "/apps/\(app)/config/unset", "")] }),
+        "POST /apps/{app}/config/reveal": page({ app in [("POST", "/apps/\(app)/config/reveal", "")] }),
+        "POST /apps/{app}/restart": page({ app in [("POST", "/apps/\(app)/restart", "type=nosuch")] }),
+        "POST /apps/{app}/rollback": page({ app in [("POST", "/apps/\(app)/rollback", "")] }),
+        "POST /apps/{app}/domains": page({ app in [("POST", "/apps/\(app)/domains", "")] }),
+        "POST /apps/{app}/domains/remove": page({ app in [("POST", "/apps/\(app)/domains/remove", "")] }),
+        "POST /apps/{app}/builds/{build}/cancel": page({ app in [("POST", "/apps/\(app)/builds/\(zeroKID)/cancel", "")] }),
     ]
 
     func testEveryRouteHasARow() throws {
@@ -229,8 +283,8 @@ final class AuthorizationMatrixTests: XCTestCase {
         XCTAssertTrue(workerJoined.stdout.hasPrefix("kbuild worker --join https://") && workerJoined.stdout.hasSuffix(" --name w1\n"), workerJoined.stdout)
         let workerToken = try XCTUnwrap(workerJoined.stdout.split(separator: " ").first { $0.hasPrefix("kbw_") }.map(String.init), workerJoined.stdout)
 
-        func status(_ method: String, _ path: String, body: String?, token: String?) throws -> Int {
-            var args = ["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "20", "-X", method]
+        func status(_ method: String, _ path: String, body: String?, token: String?, stream: Bool = false) throws -> Int {
+            var args = ["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", stream ? "2" : "20", "-X", method]
             if method == "HEAD" { args = ["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "20", "-I"] }
             if let token { args += ["-H", "Authorization: Bearer \(token)"] }
             if let body { args += ["-H", "Content-Type: application/json", "--data-binary", body] }
@@ -240,29 +294,38 @@ final class AuthorizationMatrixTests: XCTestCase {
         for (route, row) in Self.rows.sorted(by: { $0.key < $1.key }) {
             for (method, path, body) in row.requests("mine") {
                 let what = "\(route): \(method) \(path)"
+                if let code = row.publicCode {
+                    for token in [nil, "wrong", appToken, nodeToken, workerToken, server.token] as [String?] {
+                        XCTAssertEqual(try status(method, path, body: body, token: token, stream: row.stream), code, "\(what) (public) with token \(token ?? "none")")
+                    }
+                    checked += 1
+                    continue
+                }
                 let open = route == "GET /healthz" || route == "GET /tls/ca.crt"
-                // No token, a wrong one, a made-up app token: 401 (healthz answers everyone).
+                // No token, a wrong one, a made-up app token: 401 (healthz answers everyone; a dashboard page without
+                // any token sends the browser to log in, an action without one is refused).
                 for token in [nil, "wrong", "kbt_" + String(repeating: "a", count: 40)] as [String?] {
-                    let code = try status(method, path, body: body, token: token)
-                    XCTAssertEqual(code, open ? 200 : 401, "\(what) with token \(token ?? "none")")
+                    let code = try status(method, path, body: body, token: token, stream: row.stream)
+                    let want = open ? 200 : row.dashboard && token == nil ? (method == "GET" ? 303 : 403) : 401
+                    XCTAssertEqual(code, want, "\(what) with token \(token ?? "none")")
                 }
                 // The admin: never 401 or 403.
-                let admin = try status(method, path, body: body, token: server.token)
+                let admin = try status(method, path, body: body, token: server.token, stream: row.stream)
                 XCTAssertFalse([401, 403].contains(admin), "\(what) as admin: \(admin)")
                 // The app's own token.
-                let own = try status(method, path, body: body, token: appToken)
+                let own = try status(method, path, body: body, token: appToken, stream: row.stream)
                 switch row.own {
                 case .allowed: XCTAssertFalse([401, 403].contains(own), "\(what) with the app's token: \(own)")
                 case .forbidden: XCTAssertEqual(own, 403, "\(what) with the app's token")
                 }
                 // Node n1's join token.
-                let node = try status(method, path, body: body, token: nodeToken)
+                let node = try status(method, path, body: body, token: nodeToken, stream: row.stream)
                 switch row.node {
                 case .allowed: XCTAssertFalse([401, 403].contains(node), "\(what) with a node's join token: \(node)")
                 case .forbidden: XCTAssertEqual(node, 403, "\(what) with a node's join token")
                 }
                 // Build worker w1's join token.
-                let worker = try status(method, path, body: body, token: workerToken)
+                let worker = try status(method, path, body: body, token: workerToken, stream: row.stream)
                 switch row.worker {
                 case .allowed: XCTAssertFalse([401, 403].contains(worker), "\(what) with a worker's join token: \(worker)")
                 case .forbidden: XCTAssertEqual(worker, 403, "\(what) with a worker's join token")
@@ -273,7 +336,8 @@ final class AuthorizationMatrixTests: XCTestCase {
             if row.perApp {
                 for other in ["theirs", "nosuch"] {
                     for (method, path, body) in row.requests(other) {
-                        XCTAssertEqual(try status(method, path, body: body, token: appToken), 403, "\(route): \(method) \(path) with another app's token")
+                        XCTAssertEqual(try status(method, path, body: body, token: appToken, stream: row.stream), 403,
+                                       "\(route): \(method) \(path) with another app's token")
                     }
                 }
             }
