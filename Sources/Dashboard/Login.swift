@@ -68,7 +68,9 @@ extension Dashboard {
                 return Layout.error(.unauthorized, "no token")
             }
             let (code, expires) = keys.makeCode(for: token)
-            let body = try JSONEncoder().encode(API.LoginCode(path: "/login?code=\(code)", expires: expires))
+            let encoder = JSONEncoder()
+            encoder.dateEncodingStrategy = .iso8601
+            let body = try encoder.encode(API.LoginCode(path: "/login?code=\(code)", expires: expires))
             return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: Array(body))))
         }
     }

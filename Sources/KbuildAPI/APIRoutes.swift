@@ -140,7 +140,12 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
                 let view = try await self.viewing(r)
                 let app = try await view.existing(c)
                 let entry = try await view.releases.get(app, version: try self.version(c))
-                return API.ReleaseInfo(entry, status: try await view.statuses(app)[entry.version] ?? "")
+                var info = API.ReleaseInfo(entry, status: try await view.statuses(app)[entry.version] ?? "")
+                if let source = entry.release.sourceRecord, let record = try? await view.reader.record(SourceRecord.self, source, what: "source") {
+                    info.message = record.message
+                    info.author = "\(record.author) <\(record.authorEmail)>"
+                }
+                return info
             }
         }
         router.get("\(p)/apps/:app/releases/:version/output") { _, c in

@@ -208,6 +208,9 @@ public enum API {
         public var status: String
         /// The build its image came from (nil for a release that changed only config or formation of one without).
         public var build: KID?
+        /// The commit's message and author (in the answer for one release, `GET …/releases/vN`).
+        public var message: String?
+        public var author: String?
 
         public init(_ entry: ReleaseEntry, status: String) {
             build = entry.release.build

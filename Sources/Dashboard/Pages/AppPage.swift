@@ -91,7 +91,8 @@ enum AppPage {
             \(editable ? Layout.form(ctx, "/apps/\(app)/domains", "<label>Domain <input name=\"domain\" required autocomplete=\"off\"></label>", button: "Add domain") : .empty)
             </section>
             """
-        return Layout.page(app, ctx, watch: ["apps/\(app)/", "builds/"], main: main)
+        // Its processes are in the nodes' reports: a restart or a move shows as a change of a node's status.
+        return Layout.page(app, ctx, watch: ["apps/\(app)/", "builds/", "nodes/"], main: main)
     }
 
     /// `/apps/APP/releases/N`: one release and what it changed from the one before.
@@ -124,6 +125,7 @@ enum AppPage {
             <h1>\(app) v\(version)</h1>
             <dl><dt>Change</dt><dd>\(r.description)</dd><dt>By</dt><dd>\(r.createdBy)</dd><dt>When</dt><dd>\(Show.time(r.createdAt))</dd>
             <dt>Status</dt><dd>\(r.status.isEmpty ? "–" : r.status)</dd><dt>Commit</dt><dd><code>\(r.commit ?? "–")</code></dd>
+            \(r.message.map { HTML("<dt>Message</dt><dd class=\"message\">\($0)</dd>") } ?? .empty)\(r.author.map { HTML("<dt>Author</dt><dd>\($0)</dd>") } ?? .empty)
             <dt>Image</dt><dd><code>\(r.image.description)</code></dd><dt>Release KID</dt><dd><code>\(r.kid.description)</code></dd></dl>
             \(ctx.isAdmin ? HTML("<p><a href=\"\(ctx.href("/trace?q=\(HTML.query("\(app)@v\(version)"))"))\">Trace v\(version)</a></p>") : .empty)
             \(rollback)\(diff)
