@@ -9,6 +9,7 @@ packages=(
   busybox-static debootstrap iproute2 nftables                       # stacks; network namespaces and their firewall
   runc umoci skopeo                                                  # OCI peers: tests and the sandbox benchmark
   openssh-server openssh-client                                      # git push over SSH (kbuild git-shell) and its test
+  chromium python3-pip                                               # the dashboard's browser tests (Playwright drives Debian's Chromium)
 )
 if [[ "${1:-}" == "--bench" ]]; then
   packages+=(casync restic python3 docker-registry)                  # benchmark peers
@@ -23,6 +24,16 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Playwright and axe-core for the browser tests, from PyPI (`playwright install` cannot download browsers
+# here: the tests drive Debian's /usr/bin/chromium).
+if ! python3 -c "import playwright, axe_playwright_python" 2>/dev/null; then
+  echo "-----> installing playwright and axe-playwright-python from PyPI"
+  # Debian's own python3 refuses installs into the system (PEP 668) unless told; a pyenv or venv python does not.
+  pip=(python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore playwright axe-playwright-python)
+  "${pip[@]}" 2>/dev/null || "${pip[@]}" --break-system-packages
+  python3 -c "import playwright, axe_playwright_python" || { echo "error: failed to install playwright from PyPI" >&2; exit 1; }
 fi
 
 if ! command -v swift >/dev/null; then
