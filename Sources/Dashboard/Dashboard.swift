@@ -6,6 +6,7 @@ import HTTPTypes
 import KbuildClient
 import KbuildState
 import NIOCore
+import NIOFoundationCompat
 import HummingbirdCore
 
 /// The dashboard: every node, app, release, build and process in a browser,
@@ -182,6 +183,18 @@ struct PageContext: Sendable {
     func api<T: Decodable>(_ path: String, as type: T.Type = T.self) async throws -> T {
         guard let at else { return try await client.get(path) }
         return try await client.get(path + (path.contains("?") ? "&" : "?") + "at=\(at)")
+    }
+
+    /// An API read of a paged list: the items and how many there are in all (`Kbuild-Total`).
+    func paged<T: Decodable>(_ path: String, as type: [T].Type = [T].self) async throws -> (items: [T], total: Int) {
+        let full = at.map { path + (path.contains("?") ? "&" : "?") + "at=\($0)" } ?? path
+        let response = try await client.open(.GET, full, body: nil, timeout: .seconds(60))
+        let total = response.headers.first(name: API.totalHeader).flatMap { Int($0) }
+        let bytes = try await response.body.collect(upTo: 256 << 20)
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        let items = try decoder.decode([T].self, from: Data(buffer: bytes))
+        return (items, total ?? items.count)
     }
 
     /// This page with `changes` to its query (nil removes a key).

@@ -13,19 +13,33 @@ extension APIRoutes {
     /// and `GET /ps` have them), from one listing of `apps/` (not a dozen reads
     /// per app: 200 apps answer in milliseconds). The release's status is its
     /// latest rollout's verdict.
-    func listApps() async throws -> [API.AppInfo] {
-        var records: [String: AppRecord] = [:]
+    /// The apps by name, each with its release, rollout and domains: those `scope` names (nil: all), those whose rollout
+    /// is in `rollouts` (nil: any), and of those one page (`page` from 1, `per` to a page; nil: all). `total`: how many matched.
+    func listApps(scope: Set<String>? = nil, rollouts: Set<String>? = nil, page: Int? = nil, per: Int = 100) async throws
+        -> (apps: [API.AppInfo], total: Int) {
+        var records: [String: KID] = [:]
         var fields: [String: [Schema.AppField: Ref]] = [:]
         for ref in try await refs.list(prefix: Schema.apps) {
             switch Schema.Key(ref.name) {
-            case .app(let app): records[app] = try await reader.record(AppRecord.self, ref.kid, what: "app")
+            case .app(let app): records[app] = ref.kid
             case .appField(let app, let field): fields[app, default: [:]][field] = ref
             default: continue
             }
         }
+        var names = records.keys.sorted().filter { scope?.contains($0) ?? true }
+        if let rollouts {
+            var matching: [String] = []
+            for app in names {
+                let rollout = try await reader.record(RolloutRecord.self, ifAny: fields[app]?[.rollout]?.kid, what: "rollout")
+                if let state = rollout?.state.rawValue, rollouts.contains(state) { matching.append(app) }
+            }
+            names = matching
+        }
+        let total = names.count
+        if let page { names = Array(names.dropFirst((page - 1) * per).prefix(per)) }
         var list: [API.AppInfo] = []
-        for app in records.keys.sorted() {
-            let record = records[app]!, named = fields[app] ?? [:]
+        for app in names {
+            let record = try await reader.record(AppRecord.self, records[app]!, what: "app"), named = fields[app] ?? [:]
             let rollout = try await reader.record(RolloutRecord.self, ifAny: named[.rollout]?.kid, what: "rollout")
             var release: API.ReleaseInfo?
             if let ref = named[.release] {
@@ -38,7 +52,7 @@ extension APIRoutes {
                                     release: release, rollout: rollout, domains: domains, processes: [],
                                     buildNetwork: record.buildNetwork.rawValue))
         }
-        return list
+        return (list, total)
     }
 
     func info(_ app: String) async throws -> API.AppInfo {

@@ -67,12 +67,22 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
     public func register(on router: Router<Context>) {
         let p = API.prefix
         router.get("\(p)/apps") { r, _ in
-            try await self.answer {
+            var count = 0
+            var response = try await self.answer {
                 let view = try await self.viewing(r)
                 // An app token sees its own apps only.
                 let scope = r.headers[TokenAuthMiddleware<Context>.scopeHeader].map { Set($0.split(separator: ",").map(String.init)) }
-                return try await view.listApps().filter { scope?.contains($0.name) ?? true }
+                // Paged (`page`, `per`) and filtered by rollout state (`rollout=reverted,failed`) on request; the count in Kbuild-Total.
+                let q = r.uri.queryParameters
+                let page = try q.get("page").map { try Self.count($0, "page", default: 1, max: 1_000_000) }
+                let per = try Self.count(q.get("per"), "per", default: 100, max: 1000)
+                let rollouts = q.get("rollout").map { Set($0.split(separator: ",").map(String.init)) }
+                let (apps, total) = try await view.listApps(scope: scope, rollouts: rollouts, page: page, per: per)
+                count = total
+                return apps
             }
+            response.headers[HTTPField.Name(API.totalHeader)!] = String(count)
+            return response
         }
         router.post("\(p)/apps") { r, c in
             try await self.answer {

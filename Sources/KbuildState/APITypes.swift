@@ -228,6 +228,9 @@ public enum API {
         }
     }
 
+    /// How many a paged list has in all (`GET /apps?page=N`).
+    public static let totalHeader = "Kbuild-Total"
+
     /// A one-time dashboard login (`kbuild dashboard`): the path to open on the server, good until `expires`.
     public struct LoginCode: Codable, Sendable, Equatable {
         public var path: String

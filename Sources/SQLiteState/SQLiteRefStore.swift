@@ -1,6 +1,7 @@
 public import KbuildCore
 import Foundation
 import GRDB
+import Synchronization
 public import KbuildState
 
 /// The embedded ref store: one SQLite file (WAL, synchronous=FULL) through GRDB.
@@ -140,9 +141,14 @@ public final class SQLiteRefStore: RefStore {
     public func watch(prefix: RefName?, after: Revision) -> RefWatch {
         let notifier = self.notifier
         let poll = pollInterval
+        // The generation is read before each look, and the wait is for a notification after it.
+        let looked = Looked()
         return RefWatch(after: after,
-                        fetch: { [self] last in try await self.changes(prefix: prefix, after: last, limit: 1000) },
-                        wait: { try await notifier.wait(atMost: poll) })
+                        fetch: { [self] last in
+                            looked.value.withLock { $0 = notifier.generation }
+                            return try await self.changes(prefix: prefix, after: last, limit: 1000)
+                        },
+                        wait: { try await notifier.wait(after: looked.value.withLock { $0 }, atMost: poll) })
     }
 
     // MARK: helpers
@@ -199,4 +205,9 @@ public final class SQLiteRefStore: RefStore {
         RefChange(revision: Revision(row["revision"]), name: try RefName(row["name"]), old: try kid(row["old"]), new: try kid(row["new"]),
                   version: row["version"], time: Date(timeIntervalSince1970: row["time"]), actor: row["actor"])
     }
+}
+
+/// The notifier's generation when a watch last looked for changes.
+final class Looked: Sendable {
+    let value = Mutex<UInt64>(0)
 }

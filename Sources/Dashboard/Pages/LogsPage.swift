@@ -17,7 +17,9 @@ enum LogsPage {
         let ps = q.get("ps") ?? ""
         let release = q.get("release") ?? ""
         let (page, per) = ctx.page(per: perPage)
-        var path = "/logs?lines=\(window)"
+        // Without a search only the lines up to this page are read; a search reads the whole window.
+        let reach = search.isEmpty ? min(window, page * per + 1) : window
+        var path = "/logs?lines=\(reach)"
         if !ps.isEmpty { path += "&ps=\(HTML.query(ps))" }
         if !release.isEmpty { path += "&release=\(HTML.query(release))" }
         let response = try await ctx.client.open(.GET, "/apps/\(app)\(path)", body: nil, timeout: .seconds(60))
@@ -42,11 +44,18 @@ enum LogsPage {
             <label>Process <input name="ps" value="\(ps)" placeholder="web.1"></label>
             <label>Release <input name="release" value="\(release)" placeholder="v3"></label>
             <button type="submit">Filter</button></form>
-            <p class="count">\(lines.count) matching line\(lines.count == 1 ? "" : "s") (of the last \(window))\
-            \(search.isEmpty ? HTML.empty : " for “\(search)”") · <a href="/apps/\(app)/logs/download">Download every line</a></p>
+            <p class="count">\(search.isEmpty ? "Newest lines" : "\(lines.count) matching line\(lines.count == 1 ? "" : "s") for “\(search)” (in the last \(window))")\
+             · <a href="/apps/\(app)/logs/download">Download every line</a></p>
             <pre id="log" class="log" tabindex="0" data-follow="\(live ? stream : "")">\(body)</pre>
-            \(Layout.pager(ctx, page: page, per: per, total: lines.count))
+            \(search.isEmpty ? older(ctx, page: page, more: lines.count > page * per) : Layout.pager(ctx, page: page, per: per, total: lines.count))
             """
         return Layout.page("Logs of \(app)", ctx, watch: ["apps/\(app)/processes"], main: main)
+    }
+
+    /// Newer and older pages when the total is not known (only the lines up to this page were read).
+    static func older(_ ctx: PageContext, page: Int, more: Bool) -> HTML {
+        let newer: HTML = page > 1 ? "<a rel=\"prev\" href=\"\(ctx.link(page: page - 1))\">Newer</a>" : ""
+        let older: HTML = more ? "<a rel=\"next\" href=\"\(ctx.link(page: page + 1))\">Older</a>" : ""
+        return "<nav class=\"pager\" aria-label=\"Pages\">\(newer) <span>Page \(page)</span> \(older)</nav>"
     }
 }

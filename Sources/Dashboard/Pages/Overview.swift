@@ -8,42 +8,40 @@ import KbuildState
 /// its release, formation and health, 100 to a page.
 enum Overview {
     static func render(_ ctx: PageContext) async throws -> Response {
-        let apps: [API.AppInfo] = try await ctx.api("/apps")
         let (page, per) = ctx.page()
-        let shown = Array(apps.dropFirst((page - 1) * per).prefix(per))
-        // Processes: every app's at once for the admin; an app token asks for each of its apps.
+        // The page's apps, the unwell ones across all, every process (the admin's), recent builds and the nodes: asked at once.
+        async let listed = ctx.paged("/apps?page=\(page)&per=\(per)", as: [API.AppInfo].self)
+        async let unwell: [API.AppInfo] = ctx.api("/apps?rollout=reverted,failed")
+        async let recent: API.BuildPage = ctx.api("/builds?per=50")
+        async let everyProcess: [API.RunningProcess] = ctx.isAdmin ? ctx.api("/ps") : []
+        async let everyNode: [API.NodeInfo] = ctx.isAdmin ? ctx.api("/nodes") : []
+        let (shown, total) = try await listed
+        // Processes: every app's at once for the admin; an app token asks for each of its apps on the page.
         var processes: [String: [Proc]] = [:]
         if ctx.isAdmin {
-            let running: [API.RunningProcess] = try await ctx.api("/ps")
-            for p in running {
-                processes[p.app, default: []].append(Proc(name: p.name, node: p.node, state: p.state ?? "starting", restarts: 0))
+            for p in try await everyProcess {
+                processes[p.app, default: []].append(Proc(app: p.app, name: p.name, node: p.node, state: p.state ?? "starting", restarts: 0))
             }
         } else {
-            for app in apps {
+            for app in shown {
                 let list: [API.ProcessInfo] = try await ctx.api("/apps/\(app.name)/ps")
-                processes[app.name] = list.map { Proc(name: $0.name, node: $0.node, state: $0.state.rawValue, restarts: $0.restarts) }
+                processes[app.name] = list.map { Proc(app: app.name, name: $0.name, node: $0.node, state: $0.state.rawValue, restarts: $0.restarts) }
             }
         }
         var attention: [HTML] = []
-        let builds: API.BuildPage = try await ctx.api("/builds?per=50")
-        for b in builds.builds where b.state == .failed && (b.finishedAt ?? .distantPast) > Date().addingTimeInterval(-86400) {
+        for b in try await recent.builds where b.state == .failed && (b.finishedAt ?? .distantPast) > Date().addingTimeInterval(-86400) {
             attention.append("<li><a href=\"\(ctx.href("/apps/\(b.app)/builds/\(b.build.hex)"))\">Build \(b.build.short)</a> of \(b.app) failed: \(b.error ?? "see its log")</li>")
         }
-        for app in apps {
-            let status = app.release?.status ?? ""
-            if status.hasPrefix("reverted") || status.hasPrefix("failed") {
-                attention.append("<li><a href=\"\(ctx.href("/apps/\(app.name)"))\">\(app.name)</a> v\(app.release?.version ?? 0): \(status)</li>")
-            }
-            for p in processes[app.name] ?? [] where p.state == "unhealthy" || p.state == "backoff" || p.restarts >= 3 {
-                let why = p.state == "backoff" ? "crash-looping" : p.state == "unhealthy" ? "unhealthy" : "\(p.restarts) restarts"
-                attention.append("<li><a href=\"\(ctx.href("/apps/\(app.name)"))\">\(app.name)</a> \(p.name) on \(p.node): \(why)</li>")
-            }
+        for app in try await unwell {
+            attention.append("<li><a href=\"\(ctx.href("/apps/\(app.name)"))\">\(app.name)</a> v\(app.release?.version ?? 0): \(app.release?.status ?? app.rollout?.state.rawValue ?? "")</li>")
         }
-        if ctx.isAdmin {
-            let nodes: [API.NodeInfo] = try await ctx.api("/nodes")
-            for node in nodes where !node.alive {
-                attention.append("<li><a href=\"\(ctx.href("/nodes"))\">Node \(node.record.name)</a> is silent: last report \(Show.age(node.heartbeat))</li>")
-            }
+        for p in processes.values.joined().sorted(by: { ($0.app, $0.name) < ($1.app, $1.name) })
+            where p.state == "unhealthy" || p.state == "backoff" || p.restarts >= 3 {
+            let why = p.state == "backoff" ? "crash-looping" : p.state == "unhealthy" ? "unhealthy" : "\(p.restarts) restarts"
+            attention.append("<li><a href=\"\(ctx.href("/apps/\(p.app)"))\">\(p.app)</a> \(p.name) on \(p.node): \(why)</li>")
+        }
+        for node in try await everyNode where !node.alive {
+            attention.append("<li><a href=\"\(ctx.href("/nodes"))\">Node \(node.record.name)</a> is silent: last report \(Show.age(node.heartbeat))</li>")
         }
         let rows = shown.map { app -> HTML in
             let ps = processes[app.name] ?? []
@@ -66,7 +64,7 @@ enum Overview {
             <section aria-labelledby="apps-h"><h2 id="apps-h">Apps</h2>
             \(Layout.table("Every app, its release, formation and health", head: ["App", "Release", "Formation", "Health", "Rollout"], rows: rows,
                            empty: "No apps yet: kbuild apps:create APP, then git push."))
-            \(Layout.pager(ctx, page: page, per: per, total: apps.count))
+            \(Layout.pager(ctx, page: page, per: per, total: total))
             </section>
             """
         return Layout.page("Overview", ctx, main: main)
@@ -75,6 +73,7 @@ enum Overview {
 
 /// A process as the overview judges it.
 struct Proc {
+    var app: String
     var name: String
     var node: String
     var state: String
