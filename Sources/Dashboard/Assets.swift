@@ -90,11 +90,13 @@ enum Assets {
           const seen = (id) => { const n = Number(id); if (n > revision) revision = n; shown.textContent = String(revision); };
 
           // The page's <main> made again by the server, unless the user is typing in one of its fields.
-          let pending = null;
+          // At most one a second: a busy store (every node's heartbeat is a change) costs one render a second, not one each.
+          let pending = null, lastRefresh = 0;
           const refresh = () => {
             if (pending) return;
             pending = setTimeout(async () => {
               pending = null;
+              lastRefresh = Date.now();
               const main = document.getElementById("main");
               const active = document.activeElement;
               if (active && main.contains(active) && /INPUT|SELECT|TEXTAREA/.test(active.tagName)) { refresh(); return; }
@@ -109,7 +111,7 @@ enum Assets {
               if (oldLog && newLog && !oldLog.dataset.ended) main.querySelector("pre#log").replaceWith(oldLog);
               main.querySelectorAll("pre[data-follow]").forEach(follow);
               body.dataset.refreshedAt = String(revision);
-            }, 150);
+            }, Math.max(150, 1000 - (Date.now() - lastRefresh)));
           };
 
           let source = null;

@@ -14,8 +14,16 @@ extension Dashboard {
         router.get("/login") { r, _ in
             let q = r.uri.queryParameters
             let next = Self.safeNext(q.get("next"))
-            if SessionMiddleware.cookie(r).flatMap({ keys.open($0) }) != nil, q.get("code") == nil { return Layout.redirect(next) }
-            return Self.loginPage(next: next, code: q.get("code"), message: nil)
+            let current = SessionMiddleware.cookie(r).flatMap { keys.open($0) }
+            guard let code = q.get("code") else {
+                if current != nil { return Layout.redirect(next) }
+                return Self.loginPage(next: next, code: nil, message: nil)
+            }
+            // Whose link this is, said before it is used: a link someone else made would log this browser in as them.
+            guard let token = keys.peek(code), let base = apiBase(), case .success(let who) = await Self.identify(token, base: base) else {
+                return Self.loginPage(next: next, code: nil, message: "that login link was used already or has expired: run kbuild dashboard again, or log in with a token", status: .unauthorized)
+            }
+            return Self.loginPage(next: next, code: code, as: who, replacing: current?.who, message: nil)
         }
         router.post("/login") { r, _ in
             // A login form posted from another site would log this browser in as someone else.
@@ -35,29 +43,21 @@ extension Dashboard {
             }
             guard !token.isEmpty else { return Self.loginPage(next: next, code: nil, message: "give a token (the admin token, or an app token)", status: .badRequest) }
             guard let base = apiBase() else { return Layout.error(.serviceUnavailable, "the API is not listening yet: try again in a moment") }
-            let client: KbuildClient
-            let apps: [API.AppInfo]
-            do {
-                client = try KbuildClient(base: base, token: token, actor: "dashboard")
-                apps = try await client.apps()
-            } catch let error as KbuildError where error.code == .unauthorized {
-                return Self.loginPage(next: next, code: nil, message: "that token is not valid here", status: .unauthorized)
-            } catch let error as KbuildError where error.code == .forbidden {
-                return Self.loginPage(next: next, code: nil, message: "that token cannot log in to the dashboard (it is a node's or a build worker's join token)", status: .forbidden)
-            } catch {
-                return Layout.error(.internalServerError, "failed to check the token: \(error)")
+            let who: String
+            switch await Self.identify(token, base: base) {
+            case .success(let name): who = name
+            case .failure(let refusal): return Self.loginPage(next: next, code: nil, message: refusal.message, status: refusal.status)
             }
-            // The admin token reads the token list; an app token may not.
-            let admin = (try? await client.tokens()) != nil
-            let who = admin ? "admin" : "app token (\(apps.map(\.name).joined(separator: ", ")))"
             let session = Session(id: SessionKeys.newID(), token: token, expires: Date().timeIntervalSince1970 + SessionKeys.lifetime,
-                                  who: String(who.prefix(200)))
+                                  who: who)
             var response = Layout.redirect(next)
             response.headers[values: .setCookie] = [SessionMiddleware(keys: keys, tls: Self.isTLS(r)).setCookie(try keys.seal(session))]
             return response
         }
         router.post("/logout") { r, _ in
-            if let session = SessionMiddleware.cookie(r).flatMap({ keys.open($0) }) { keys.revoke(session) }
+            if let session = SessionMiddleware.cookie(r).flatMap({ keys.open($0) }) {
+                do { try keys.revoke(session) } catch { return Layout.error(.internalServerError, "\(error)") }
+            }
             var response = Layout.redirect("/login")
             response.headers[values: .setCookie] = [SessionMiddleware(keys: keys, tls: Self.isTLS(r)).expiredCookie]
             return response
@@ -75,12 +75,37 @@ extension Dashboard {
         }
     }
 
-    static func loginPage(next: String, code: String?, message: String?, status: HTTPResponse.Status = .ok) -> Response {
+    struct Refusal: Error {
+        var status: HTTPResponse.Status
+        var message: String
+    }
+
+    /// Who a token is, as the page header says it ("admin", or an app token's apps), or why it cannot log in.
+    static func identify(_ token: String, base: String) async -> Result<String, Refusal> {
+        do {
+            let client = try KbuildClient(base: base, token: token, actor: "dashboard")
+            let apps = try await client.apps()
+            // The admin token reads the token list; an app token may not.
+            let admin = (try? await client.tokens()) != nil
+            return .success(String((admin ? "admin" : "app token (\(apps.map(\.name).joined(separator: ", ")))").prefix(200)))
+        } catch let error as KbuildError where error.code == .unauthorized {
+            return .failure(Refusal(status: .unauthorized, message: "that token is not valid here"))
+        } catch let error as KbuildError where error.code == .forbidden {
+            return .failure(Refusal(status: .forbidden, message: "that token cannot log in to the dashboard (it is a node's or a build worker's join token)"))
+        } catch {
+            return .failure(Refusal(status: .internalServerError, message: "failed to check the token: \(error)"))
+        }
+    }
+
+    static func loginPage(next: String, code: String?, as who: String? = nil, replacing current: String? = nil, message: String?,
+                          status: HTTPResponse.Status = .ok) -> Response {
         let alert: HTML = message.map { "<p class=\"error\" role=\"alert\">\($0)</p>" } ?? ""
         let form: HTML
         if let code {
             form = """
-                <p>This one-time link logs this browser in with the token of the <code>kbuild dashboard</code> that made it.</p>
+                <p>This one-time link logs this browser in as <strong>\(who ?? "the token of the kbuild dashboard that made it")</strong>. \
+                Continue only if you made it with <code>kbuild dashboard</code>.</p>
+                \(current.map { HTML("<p class=\"warn\">This browser is logged in as \($0): continuing logs it in as the link's token instead.</p>") } ?? .empty)
                 <form method="post" action="/login"><input type="hidden" name="code" value="\(code)"><input type="hidden" name="next" value="\(next)">
                 <button type="submit">Continue to the dashboard</button></form>
                 """
@@ -104,9 +129,11 @@ extension Dashboard {
     }
 
     /// Where to go after logging in: a path on this site only.
+    /// No control character, space or backslash anywhere (a browser drops tabs and newlines from a URL and reads
+    /// `\\` as `/`, so `/\t/evil.example` would become `//evil.example`), then not `//`.
     static func safeNext(_ text: String?) -> String {
-        guard let text, text.hasPrefix("/"), !text.hasPrefix("//"), !text.hasPrefix("/\\"), !text.contains("\r"), !text.contains("\n"),
-              text.utf8.count <= 2048 else { return "/" }
+        guard let text, text.hasPrefix("/"), text.utf8.count <= 2048,
+              text.utf8.allSatisfy({ $0 > 0x20 && $0 != 0x7f && $0 != UInt8(ascii: "\\") }), !text.hasPrefix("//") else { return "/" }
         return text
     }
 

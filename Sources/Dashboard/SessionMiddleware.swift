@@ -26,6 +26,9 @@ struct SessionMiddleware: RouterMiddleware {
         var head = request.head
         // Whether this listener is the TLS one (its cookies are Secure), said by the server only.
         head.headerFields[Self.tlsHeader] = tls ? "1" : nil
+        // Only a bearer token stands in for a session here: basic credentials are what a browser caches and
+        // sends again by itself (to any site's form), so on these paths they are dropped, never trusted without CSRF.
+        if let auth = head.headerFields[.authorization], !auth.lowercased().hasPrefix("bearer ") { head.headerFields[.authorization] = nil }
         guard !DashboardPaths.isPublic(path) else { return try await next(Request(head: head, body: request.body), context) }
         var body = request.body
         let cookie = Self.cookie(request)

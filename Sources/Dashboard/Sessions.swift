@@ -30,12 +30,27 @@ final class SessionKeys: Sendable {
     private let revoked = Mutex<[String: Double]>([:])
     private let codes = Mutex<[String: (token: String, expires: Double)]>([:])
 
-    init(key: SymmetricKey) { keyBytes = key.withUnsafeBytes { Array($0) } }
+    /// Where logged-out session ids are kept until they would have expired (nil: in memory only), so a
+    /// restart does not bring a logged-out cookie back.
+    private let revokedFile: String?
+
+    init(key: SymmetricKey, revokedFile: String? = nil) {
+        keyBytes = key.withUnsafeBytes { Array($0) }
+        self.revokedFile = revokedFile
+        guard let revokedFile, let text = try? String(contentsOfFile: revokedFile, encoding: .utf8) else { return }
+        let now = Date().timeIntervalSince1970
+        var list: [String: Double] = [:]
+        for line in text.split(separator: "\n") {
+            let parts = line.split(separator: " ")
+            if parts.count == 2, let expires = Double(parts[1]), expires > now { list[String(parts[0])] = expires }
+        }
+        revoked.withLock { $0 = list }
+    }
 
     /// The key in `path` (32 random bytes, root only), made on first use.
     static func loadOrCreate(path: String) throws -> SessionKeys {
         if let data = FileManager.default.contents(atPath: path), data.count == 32 {
-            return SessionKeys(key: SymmetricKey(data: data))
+            return SessionKeys(key: SymmetricKey(data: data), revokedFile: path + ".revoked")
         }
         let key = SymmetricKey(size: .bits256)
         let data = key.withUnsafeBytes { Data($0) }
@@ -44,7 +59,7 @@ final class SessionKeys: Sendable {
             throw KbuildError(.io, "failed to write the dashboard's session key \(temp)")
         }
         guard rename(temp, path) == 0 else { throw KbuildError.syscall("rename", path, verb: "keep the dashboard's session key") }
-        return SessionKeys(key: key)
+        return SessionKeys(key: key, revokedFile: path + ".revoked")
     }
 
     func seal(_ session: Session) throws -> String {
@@ -61,11 +76,19 @@ final class SessionKeys: Sendable {
         return revoked.withLock { $0[session.id] == nil } ? session : nil
     }
 
-    func revoke(_ session: Session) {
-        revoked.withLock { list in
+    /// Logs a session out: its cookie opens no more, here and after a restart.
+    func revoke(_ session: Session) throws {
+        let text = revoked.withLock { list -> String in
             let now = Date().timeIntervalSince1970
             list = list.filter { $0.value > now }
             list[session.id] = session.expires
+            return list.map { "\($0.key) \($0.value)\n" }.sorted().joined()
+        }
+        guard let revokedFile else { return }
+        let temp = revokedFile + ".tmp"
+        guard FileManager.default.createFile(atPath: temp, contents: Data(text.utf8), attributes: [.posixPermissions: 0o600]),
+              rename(temp, revokedFile) == 0 else {
+            throw KbuildError(.io, "failed to keep the logout in \(revokedFile): the session ends now, but would come back after a restart")
         }
     }
 
@@ -92,6 +115,14 @@ final class SessionKeys: Sendable {
             list[code] = (token, expires.timeIntervalSince1970)
         }
         return (code, expires)
+    }
+
+    /// The token a code stands for, without spending it (the page that asks to continue says whose it is).
+    func peek(_ code: String) -> String? {
+        codes.withLock { list in
+            guard let entry = list[code], entry.expires > Date().timeIntervalSince1970 else { return nil }
+            return entry.token
+        }
     }
 
     /// The token a code stands for, once: using it spends it.

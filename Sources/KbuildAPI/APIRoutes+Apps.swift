@@ -117,10 +117,12 @@ extension APIRoutes {
         return ["destroyed": app]
     }
 
-    func releaseList(_ app: String) async throws -> [API.ReleaseInfo] {
+    /// The app's releases, newest first: all, or one page (`page` from 1).
+    func releaseList(_ app: String, page: Int? = nil, per: Int = 50) async throws -> [API.ReleaseInfo] {
         let statuses = try await self.statuses(app)
-        return try await releases.list(app).enumerated().map { i, entry in
-            API.ReleaseInfo(entry, status: statuses[entry.version] ?? (i == 0 ? "current" : ""))
+        let skip = page.map { ($0 - 1) * per } ?? 0
+        return try await releases.list(app, skip: skip, limit: page == nil ? nil : per).enumerated().map { i, entry in
+            API.ReleaseInfo(entry, status: statuses[entry.version] ?? (i + skip == 0 ? "current" : ""))
         }
     }
 

@@ -71,12 +71,18 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
             var response = try await self.answer {
                 let view = try await self.viewing(r)
                 // An app token sees its own apps only.
-                let scope = r.headers[TokenAuthMiddleware<Context>.scopeHeader].map { Set($0.split(separator: ",").map(String.init)) }
+                var scope = r.headers[TokenAuthMiddleware<Context>.scopeHeader].map { Set($0.split(separator: ",").map(String.init)) }
                 // Paged (`page`, `per`) and filtered by rollout state (`rollout=reverted,failed`) on request; the count in Kbuild-Total.
                 let q = r.uri.queryParameters
                 let page = try q.get("page").map { try Self.count($0, "page", default: 1, max: 1_000_000) }
                 let per = try Self.count(q.get("per"), "per", default: 100, max: 1000)
                 let rollouts = q.get("rollout").map { Set($0.split(separator: ",").map(String.init)) }
+                if let past = view.refs as? RefStoreAsOf, let apps = scope {
+                    // In the past, an app token's apps as they were made since: not an earlier app of the same name.
+                    var made: Set<String> = []
+                    for app in apps where try await self.releases.created(app) <= past.revision { made.insert(app) }
+                    scope = made
+                }
                 let (apps, total) = try await view.listApps(scope: scope, rollouts: rollouts, page: page, per: per)
                 count = total
                 return apps
@@ -95,7 +101,7 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
         router.get("\(p)/ps") { r, _ in try await self.answer { try await self.viewing(r).tracer.runningProcesses() } }
         router.get("\(p)/apps/:app") { r, c in
             try await self.answer {
-                let view = try await self.viewing(r)
+                let view = try await self.viewing(r, app: try self.app(c))
                 return try await view.info(try await view.existing(c))
             }
         }
@@ -105,10 +111,13 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
                 return try await self.destroy(try self.app(c), confirm: q.get("confirm"), volumes: q.get("volumes") == "1")
             }
         }
-        router.get("\(p)/apps/:app/config") { _, c in
+        router.get("\(p)/apps/:app/config") { r, c in
             try await self.answer {
                 let app = try await self.existing(c)
-                return API.ConfigAnswer(vars: try await self.releases.config(app).vars, release: try await self.releases.current(app)?.version)
+                var vars = try await self.releases.config(app).vars
+                // `keys=1`: the names only (what the dashboard lists; values come by `config/reveal`, recorded).
+                if r.uri.queryParameters.get("keys") == "1" { vars = vars.mapValues { _ in "" } }
+                return API.ConfigAnswer(vars: vars, release: try await self.releases.current(app)?.version)
             }
         }
         router.patch("\(p)/apps/:app/config") { r, c in
@@ -132,7 +141,7 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
         // What one release changed from the one before it (the trace diff, for the app's own token too).
         router.get("\(p)/apps/:app/releases/:version/diff") { r, c in
             try await self.answer { () -> ReleaseDiff in
-                let view = try await self.viewing(r)
+                let view = try await self.viewing(r, app: try self.app(c))
                 let app = try await view.existing(c)
                 let version = try self.version(c)
                 guard version > 1 else { throw KbuildError(.notFound, "\(app) v1 is the first release: there is nothing before it to compare") }
@@ -140,14 +149,23 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
             }
         }
         router.get("\(p)/apps/:app/releases") { r, c in
-            try await self.answer {
-                let view = try await self.viewing(r)
-                return try await view.releaseList(try await view.existing(c))
+            var count = 0
+            var response = try await self.answer {
+                let view = try await self.viewing(r, app: try self.app(c))
+                let app = try await view.existing(c)
+                // Paged on request (`page`, `per`); how many in all in Kbuild-Total.
+                let q = r.uri.queryParameters
+                let page = try q.get("page").map { try Self.count($0, "page", default: 1, max: 1_000_000) }
+                let per = try Self.count(q.get("per"), "per", default: 50, max: 1000)
+                count = try await view.releases.count(app)
+                return try await view.releaseList(app, page: page, per: per)
             }
+            response.headers[HTTPField.Name(API.totalHeader)!] = String(count)
+            return response
         }
         router.get("\(p)/apps/:app/releases/:version") { r, c in
             try await self.answer {
-                let view = try await self.viewing(r)
+                let view = try await self.viewing(r, app: try self.app(c))
                 let app = try await view.existing(c)
                 let entry = try await view.releases.get(app, version: try self.version(c))
                 var info = API.ReleaseInfo(entry, status: try await view.statuses(app)[entry.version] ?? "")
@@ -173,7 +191,7 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
         }
         router.get("\(p)/apps/:app/ps") { r, c in
             try await self.answer {
-                let view = try await self.viewing(r)
+                let view = try await self.viewing(r, app: try self.app(c))
                 return try await view.processes(try await view.existing(c))
             }
         }
@@ -249,7 +267,7 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
         }
         router.get("\(p)/apps/:app/domains") { r, c in
             try await self.answer {
-                let view = try await self.viewing(r)
+                let view = try await self.viewing(r, app: try self.app(c))
                 return try await view.domains(try await view.existing(c))
             }
         }
@@ -485,10 +503,16 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
 
     /// These routes reading the state as it was right after revision `?at=N`
     /// (read-only, from the ref store's permanent history), or now.
-    func viewing(_ r: Request) async throws -> APIRoutes {
+    /// An app token sees `app` only as it has been since it was made: a revision before that shows an
+    /// earlier app of the same name (destroyed, the name taken again), another tenant's.
+    func viewing(_ r: Request, app: String? = nil) async throws -> APIRoutes {
         guard let at = r.uri.queryParameters.get("at") else { return self }
         var past = self
-        past.refs = try await RefStoreAsOf.parse(at, of: refs)
+        let view = try await RefStoreAsOf.parse(at, of: refs)
+        if let app, r.headers[TokenAuthMiddleware<Context>.scopeHeader] != nil, try await releases.created(app) > view.revision {
+            throw KbuildError(.notFound, "no app named \(app.debugQuoted) at revision \(view.revision): it was made later")
+        }
+        past.refs = view
         past.reader = ClusterReader(records: keg, refs: past.refs)
         return past
     }

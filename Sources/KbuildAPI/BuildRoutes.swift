@@ -9,7 +9,7 @@ import KbuildState
 /// and `kbuild builds` list them, and cancelling one:
 ///
 /// - `GET /api/v1/builds?page=N&per=M`: across apps (an app token: its apps only), newest first.
-/// - `GET /api/v1/apps/APP/builds`: one app's.
+/// - `GET /api/v1/apps/APP/builds`: one app's; `…/builds/BUILD` one of them (a KID or prefix).
 /// - `GET /api/v1/apps/APP/builds/BUILD/log[?follow=1]`: a build's log, for a token of its app.
 /// - `POST /api/v1/apps/APP/builds/BUILD/cancel`: a queued build is taken off
 ///   the queue; a running one loses its claim, so its worker stops it within a
@@ -21,30 +21,53 @@ extension APIRoutes {
         router.get("\(p)/builds") { r, _ in
             try await self.answer {
                 let scope = r.headers[TokenAuthMiddleware<Context>.scopeHeader].map { Set($0.split(separator: ",").map(String.init)) }
-                return try await self.buildPage(r, apps: scope)
+                return try await self.viewing(r).buildPage(r, apps: scope)
             }
         }
         router.get("\(p)/apps/:app/builds") { r, c in
-            try await self.answer { try await self.buildPage(r, apps: [try await self.existing(c)]) }
+            try await self.answer {
+                let view = try await self.viewing(r, app: try self.app(c))
+                return try await view.buildPage(r, apps: [try await view.existing(c)])
+            }
         }
         router.get("\(p)/apps/:app/builds/:build/log") { r, c in
             do {
-                let build = try await self.appBuild(c, logs: logs)
+                let build = try await self.appBuild(r, c, logs: logs)
                 return try await logs.response(build, follow: r.uri.queryParameters.get("follow") == "1")
             } catch {
                 return ErrorBody.response(KbuildError.wrap(error))
             }
         }
+        router.get("\(p)/apps/:app/builds/:build") { r, c in
+            try await self.answer { () -> API.BuildInfo in
+                let view = try await self.viewing(r, app: try self.app(c))
+                let build = try await view.appBuild(r, c, logs: logs)
+                guard let info = try await view.buildInfo(build) else { throw KbuildError(.notFound, "no build \(build.short)") }
+                return info
+            }
+        }
         router.post("\(p)/apps/:app/builds/:build/cancel") { r, c in
-            try await self.answer { try await self.cancel(try await self.appBuild(c, logs: logs), app: try self.app(c), actor: self.actor(r)) }
+            try await self.answer { try await self.cancel(try await self.appBuild(r, c, logs: logs), app: try self.app(c), actor: self.actor(r)) }
         }
     }
 
-    /// The build named in the path (a KID or prefix), which must be the path's app's.
-    func appBuild(_ c: Context, logs: BuildLogRoutes<Context>) async throws -> KID {
+    /// The build named in the path (a KID or prefix) among the path's app's own builds: another app's
+    /// builds are never matched, so the answer says nothing of them.
+    func appBuild(_ r: Request, _ c: Context, logs: BuildLogRoutes<Context>) async throws -> KID {
         let app = try await existing(c)
-        let build = try await logs.find(try KIDPrefix(parsing: c.parameters.get("build") ?? ""))
-        guard try await buildInfo(build)?.app == app else { throw KbuildError(.notFound, "\(app) has no build \(build.short)") }
+        let prefix = try KIDPrefix(parsing: c.parameters.get("build") ?? "")
+        var matches: Set<KID> = []
+        for build in try await logs.builds(prefix, under: Schema.buildQueue) + (try await logs.builds(prefix, under: Schema.buildResults))
+            where try await buildInfo(build)?.app == app {
+            matches.insert(build)
+        }
+        // An app token: only the builds of the app as it is now.
+        if r.headers[TokenAuthMiddleware<Context>.scopeHeader] != nil {
+            let born = try await releases.created(app)
+            for build in matches where (try await buildInfo(build)?.revision ?? .zero) < born { matches.remove(build) }
+        }
+        guard let build = matches.first else { throw KbuildError(.notFound, "\(app) has no build \(prefix)") }
+        guard matches.count == 1 else { throw KbuildError(.ambiguous, "build prefix \(prefix) matches \(matches.count) of \(app)'s builds; give more digits") }
         return build
     }
 
@@ -65,6 +88,11 @@ extension APIRoutes {
                 if (latest[build]?.revision ?? .zero) < ref.revision { latest[build] = ref }
             }
         }
+        // An app token sees its apps' builds since each was made (not an earlier app's of the same name).
+        var born: [String: Revision] = [:]
+        if r.headers[TokenAuthMiddleware<Context>.scopeHeader] != nil, let apps {
+            for app in apps { born[app] = try await releases.created(app) }
+        }
         var infos: [API.BuildInfo] = []
         var total = 0
         let skip = (page - 1) * per
@@ -75,7 +103,7 @@ extension APIRoutes {
                 guard total > skip, infos.count < per, let info = try await buildInfo(build) else { continue }
                 infos.append(info)
             } else {
-                guard let info = try await buildInfo(build), apps?.contains(info.app) ?? true else { continue }
+                guard let info = try await buildInfo(build), apps?.contains(info.app) ?? true, info.revision >= born[info.app] ?? .zero else { continue }
                 total += 1
                 if total > skip, infos.count < per { infos.append(info) }
             }
@@ -107,24 +135,31 @@ extension APIRoutes {
         return info
     }
 
+    /// Cancels a queued or running build. The claim goes first (its worker's next renewal fails and it stops the
+    /// build), then the queue entry, then the result is written over what was there: a build that finished in
+    /// between keeps its own result, and the cancel says it came too late.
     func cancel(_ build: KID, app: String, actor: String) async throws -> API.BuildInfo {
-        guard let info = try await buildInfo(build) else { throw KbuildError(.notFound, "\(app) has no build \(build.short)") }
-        guard info.state == .queued || info.state == .running else {
-            throw KbuildError(.conflict, "build \(build.short) has finished (\(info.state.rawValue)): there is nothing to cancel")
+        guard let info = try await buildInfo(build), info.state == .queued || info.state == .running else {
+            throw KbuildError(.conflict, "build \(build.short) has finished: there is nothing to cancel")
         }
-        let queueName = try Schema.buildQueued(build)
+        let queueName = try Schema.buildQueued(build), resultName = try Schema.buildResult(build)
         guard let queued = try await refs.get(queueName) else { throw KbuildError(.conflict, "build \(build.short) has just finished") }
         let job = try await reader.record(BuildJob.self, queued.kid, what: "build job")
+        let earlier = try await refs.get(resultName)
+        if let claim = try await refs.get(try Schema.buildClaim(build)) {
+            _ = try? await refs.compareAndSwap(claim.name, to: nil, expecting: .value(claim.kid), actor: actor)
+        }
+        _ = try? await refs.compareAndSwap(queueName, to: nil, expecting: .value(queued.kid), actor: actor)
         let now = Date()
         let record = BuildRecord(build: build, inputs: job.inputs, app: job.app, status: .failed, error: "cancelled by \(actor)",
                                  log: nil, layer: nil, used: [], processTypes: [:], configVars: [:], worker: info.worker ?? "-",
                                  startedAt: now, finishedAt: now)
-        // The result first (the waiting push reads it), then off the queue, then the claim: its worker's renewal fails and it stops.
-        try await refs.compareAndSwap(try Schema.buildResult(build), to: try await Records.put(record, in: keg),
-                                      expecting: .absent, actor: actor)
-        _ = try? await refs.compareAndSwap(queueName, to: nil, expecting: .value(queued.kid), actor: actor)
-        if let claim = try await refs.get(try Schema.buildClaim(build)) {
-            _ = try? await refs.compareAndSwap(claim.name, to: nil, expecting: .value(claim.kid), actor: actor)
+        // A build retried with the same inputs has a result from before: that is what is expected there, not nothing.
+        do {
+            try await refs.compareAndSwap(resultName, to: try await Records.put(record, in: keg),
+                                          expecting: earlier.map { .value($0.kid) } ?? .absent, actor: actor)
+        } catch let error as KbuildError where error.code == .conflict {
+            throw KbuildError(.conflict, "build \(build.short) finished before it could be cancelled")
         }
         return try await buildInfo(build) ?? info
     }

@@ -65,10 +65,15 @@ extension APIRoutes {
                 var apps = EventApps()
                 do {
                     for try await change in self.refs.watch(prefix: nil, after: start) {
-                        last.value = change.revision.value
-                        guard let event = try await apps.event(change, scope: scope, reader: self) else { continue }
-                        guard case .enqueued = feed.yield(event) else { return }
-                        last.mark()
+                        // The revision reached moves on only once its change is sent or left out, so a
+                        // progress event can never name a revision whose change has not gone out yet.
+                        if let event = try await apps.event(change, scope: scope, reader: self) {
+                            guard case .enqueued = feed.yield(event) else { return }
+                            last.value = change.revision.value
+                            last.mark()
+                        } else {
+                            last.value = change.revision.value
+                        }
                     }
                 } catch {}
             }
@@ -116,9 +121,16 @@ struct EventApps {
         var deleted: Bool
     }
 
+    /// When each app as it is now was made: an app token hears nothing of an earlier app of the same name.
+    var born: [String: Revision] = [:]
+
     mutating func event<C>(_ change: RefChange, scope: Set<String>?, reader: APIRoutes<C>) async throws -> String? {
         let app = try await appOf(change, reader: reader)
-        if let scope { guard let app, scope.contains(app) else { return nil } }
+        if let scope {
+            guard let app, scope.contains(app) else { return nil }
+            if born[app] == nil { born[app] = try await reader.releases.created(app) }
+            guard change.revision >= born[app]! else { return nil }
+        }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         encoder.dateEncodingStrategy = .iso8601

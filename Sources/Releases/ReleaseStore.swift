@@ -22,19 +22,33 @@ public struct ReleaseStore: Sendable {
         return ReleaseEntry(kid: kid, release: try await release(kid), time: change.time, actor: change.actor)
     }
 
-    /// Newest first.
-    public func list(_ app: String, limit: Int? = nil) async throws -> [ReleaseEntry] {
+    /// Newest first: `skip` of them left out, then at most `limit`. Only the app as it is now: the releases of
+    /// an earlier app of the same name (destroyed, its name taken again) are another tenant's history.
+    public func list(_ app: String, skip: Int = 0, limit: Int? = nil) async throws -> [ReleaseEntry] {
         var entries: [ReleaseEntry] = []
-        for change in try await refs.history(Schema.release(app), limit: limit) {
+        let born = try await created(app)
+        for change in try await refs.history(Schema.release(app), limit: limit.map { $0 + skip }).dropFirst(skip) where change.revision > born {
             guard let kid = change.new else { continue }
             entries.append(ReleaseEntry(kid: kid, release: try await release(kid), time: change.time, actor: change.actor))
         }
         return entries
     }
 
+    /// How many releases the app has had (its release ref's version; 0 before the first).
+    public func count(_ app: String) async throws -> Int {
+        guard let change = try await refs.history(Schema.release(app), limit: 1).first, change.revision > (try await created(app)) else { return 0 }
+        return Int(change.version)
+    }
+
+    /// The revision that made the app as it is now (zero when it has no record).
+    public func created(_ app: String) async throws -> Revision {
+        try await refs.history(Schema.app(app), limit: nil).first { $0.old == nil && $0.new != nil }?.revision ?? .zero
+    }
+
     public func get(_ app: String, version: Int64) async throws -> ReleaseEntry {
         // The ref's history knows each change's version: only the one asked for is read.
-        let history = try await refs.history(Schema.release(app), limit: nil)
+        let born = try await created(app)
+        let history = try await refs.history(Schema.release(app), limit: nil).filter { $0.revision > born }
         guard let change = history.first(where: { $0.version == version && $0.new != nil }), let kid = change.new else {
             let newest = history.first.map { "v1 to v\($0.version)" } ?? "none yet"
             throw KbuildError(.notFound, "no release v\(version) of \(app) (its releases: \(newest))")

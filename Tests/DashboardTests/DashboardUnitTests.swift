@@ -62,10 +62,13 @@ final class DashboardUnitTests: XCTestCase {
         var second = session
         second.id = SessionKeys.newID()
         XCTAssertFalse(keys.checkCSRF(csrf, second))
-        // Logged out: the cookie no longer opens.
-        keys.revoke(session)
+        // Logged out: the cookie no longer opens, nor after a restart (the key loaded again).
+        try keys.revoke(session)
         XCTAssertNil(keys.open(cookie))
         XCTAssertNotNil(keys.open(try keys.seal(second)))
+        let restarted = try SessionKeys.loadOrCreate(path: dir + "/dashboard.key")
+        XCTAssertNil(restarted.open(cookie), "a logout outlives a restart")
+        XCTAssertNotNil(restarted.open(try keys.seal(second)))
     }
 
     func testOneTimeCodesWorkOnce() {
@@ -79,7 +82,8 @@ final class DashboardUnitTests: XCTestCase {
 
     func testLoginGoesBackToThisSiteOnly() {
         XCTAssertEqual(Dashboard.safeNext("/apps/web?page=2"), "/apps/web?page=2")
-        for bad in [nil, "", "https://evil.example/", "//evil.example/", "/\\evil.example", "apps", "/x\r\nSet-Cookie: a=b"] as [String?] {
+        for bad in [nil, "", "https://evil.example/", "//evil.example/", "/\\evil.example", "apps", "/x\r\nSet-Cookie: a=b", "/\t/evil.example/",
+                    "/\n/evil.example", "/ /evil.example", "/a\\b", "/\u{7f}/evil.example"] as [String?] {
             XCTAssertEqual(Dashboard.safeNext(bad), "/", bad ?? "nil")
         }
         XCTAssertTrue(Dashboard.sameOrigin("http://127.0.0.1:7070", host: "127.0.0.1:7070"))

@@ -201,6 +201,8 @@ final class AuthorizationMatrixTests: XCTestCase {
         "POST /api/v1/dashboard/login-codes": Row(requests: { _ in [("POST", "/api/v1/dashboard/login-codes", "{}")] }, own: .allowed, perApp: false),
         // An app's builds (none here: 404 for one), its config values shown on purpose, a release's diff (v1 of none: 404).
         "GET /api/v1/apps/{app}/builds": Row(requests: { app in [("GET", "/api/v1/apps/\(app)/builds", nil)] }, own: .allowed, perApp: true),
+        "GET /api/v1/apps/{app}/builds/{build}": Row(requests: { app in [("GET", "/api/v1/apps/\(app)/builds/\(zeroKID)", nil)] },
+                                                    own: .allowed, perApp: true),
         "GET /api/v1/apps/{app}/builds/{build}/log": Row(requests: { app in [("GET", "/api/v1/apps/\(app)/builds/\(zeroKID)/log", nil)] },
                                                         own: .allowed, perApp: true),
         "POST /api/v1/apps/{app}/builds/{build}/cancel": Row(requests: { app in [("POST", "/api/v1/apps/\(app)/builds/\(zeroKID)/cancel", "{}")] },

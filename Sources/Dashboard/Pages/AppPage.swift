@@ -9,22 +9,23 @@ import KbuildState
 /// forms that scale, set config, restart and change domains.
 enum AppPage {
     static func render(_ ctx: PageContext, app: String) async throws -> Response {
-        let info: API.AppInfo = try await ctx.api("/apps/\(app)")
-        let releases: [API.ReleaseInfo] = try await ctx.api("/apps/\(app)/releases")
-        let builds: API.BuildPage = try await ctx.api("/apps/\(app)/builds?per=10")
-        // Config keys as of now (the values never reach the page unless asked for).
-        let keys = ctx.at == nil ? (try await ctx.client.config(app)).vars.keys.sorted() : nil
         let (page, per) = ctx.page(per: 50)
+        async let infoRead: API.AppInfo = ctx.api("/apps/\(app)")
+        async let releasesRead = ctx.paged("/apps/\(app)/releases?page=\(page)&per=\(per)", as: [API.ReleaseInfo].self)
+        async let buildsRead: API.BuildPage = ctx.api("/apps/\(app)/builds?per=10")
+        // Config keys as of now, names only (the values never reach the page unless asked for).
+        async let configRead: API.ConfigAnswer? = ctx.at == nil ? ctx.client.get("/apps/\(app)/config?keys=1") : nil
+        let info = try await infoRead, (shown, total) = try await releasesRead, builds = try await buildsRead
+        let keys = try await configRead?.vars.keys.sorted()
         let current = info.release?.version
-        let shown = releases.dropFirst((page - 1) * per).prefix(per)
         let editable = ctx.at == nil
         let releaseRows = shown.map { r -> HTML in
             let rollback: HTML = editable && r.version != current
                 ? Layout.form(ctx, "/apps/\(app)/rollback", "<input type=\"hidden\" name=\"version\" value=\"\(r.version)\">",
                               button: "Roll back to v\(r.version)", confirm: true, inline: true)
                 : ""
-            // A release whose build an older release of this app already had: the build was memoised (or it changed only config).
-            let reused = r.build.map { b in releases.contains { $0.version < r.version && $0.build == b } } ?? false
+            // A release with the build of the release before it: nothing was built (memoised, or a config or formation change).
+            let reused = r.build.map { b in shown.first { $0.version < r.version }?.build == b } ?? false
             let build: HTML = r.build.map { b in
                 "<a href=\"\(ctx.href("/apps/\(app)/builds/\(b.hex)"))\">\(b.short)</a>\(reused ? HTML(raw: " <span class=\"muted\">(reused)</span>") : "")"
             } ?? "–"
@@ -80,7 +81,7 @@ enum AppPage {
             \(scale)\(restart)</section>
             <section aria-labelledby="rel-h"><h2 id="rel-h">Releases</h2>
             \(Layout.table("Releases of \(app), newest first", head: ["Release", "Change", "By", "When", "Commit", "Build", "Status", ""], rows: Array(releaseRows), empty: "No releases yet: git push."))
-            \(Layout.pager(ctx, page: page, per: per, total: releases.count))
+            \(Layout.pager(ctx, page: page, per: per, total: total))
             </section>
             <section aria-labelledby="builds-h"><h2 id="builds-h">Builds</h2>
             \(buildRows.isEmpty ? HTML("<p class=\"empty\">No builds yet.</p>") : "<ul>\(buildRows)</ul>")
@@ -103,19 +104,12 @@ enum AppPage {
         let r: API.ReleaseInfo = try await ctx.api("/apps/\(app)/releases/\(version)")
         var diff: HTML = "<p class=\"muted\">v1 is the first release: nothing before it to compare.</p>"
         if version > 1 {
-            let d: ReleaseDiff = try await ctx.api("/apps/\(app)/releases/\(version)/diff")
-            let files = d.files.prefix(500).map { f -> HTML in "<li><span class=\"change-\(f.change)\">\(f.change)</span> <code>\(f.path)</code></li>" }
-            let keys = d.configAdded.map { HTML("<li>added <code>\($0)</code></li>") } + d.configRemoved.map { HTML("<li>removed <code>\($0)</code></li>") }
-                + d.configChanged.map { HTML("<li>changed <code>\($0)</code></li>") }
-            diff = """
-                <h2>What changed from v\(version - 1)</h2>
-                <h3>Commits</h3>\(d.commits.isEmpty ? HTML("<p class=\"empty\">None.</p>") : "<ul>\(d.commits.map { HTML("<li><code>\($0)</code></li>") })</ul>")
-                <h3>Files</h3>\(files.isEmpty ? HTML("<p class=\"empty\">None.</p>") : "<ul>\(Array(files))</ul>")
-                <h3>Stack</h3><p>\(d.stack.joined(separator: " → "))</p>
-                <h3>Buildpacks</h3><p>\(d.buildpacks.map { $0.joined(separator: ", ") }.joined(separator: " → "))</p>
-                <h3>Config keys (values hidden)</h3>\(keys.isEmpty ? HTML("<p class=\"empty\">None.</p>") : "<ul>\(keys)</ul>")
-                \(d.patch.isEmpty ? HTML.empty : "<details><summary>Patch</summary><pre>\(d.patch)</pre></details>")
-                """
+            do {
+                diff = render(try await ctx.api("/apps/\(app)/releases/\(version)/diff"), from: version - 1)
+            } catch let error as KbuildError {
+                // The release is still shown: only its comparison is missing (a source gc has dropped, say).
+                diff = "<h2>What changed from v\(version - 1)</h2><p class=\"error\" role=\"alert\">The diff could not be made: \(error.message)</p>"
+            }
         }
         let rollback: HTML = ctx.at == nil
             ? Layout.form(ctx, "/apps/\(app)/rollback", "<input type=\"hidden\" name=\"version\" value=\"\(version)\">", button: "Roll back to v\(version)", confirm: true)
@@ -131,6 +125,22 @@ enum AppPage {
             \(rollback)\(diff)
             """
         return Layout.page("\(app) v\(version)", ctx, watch: ["apps/\(app)/"], main: main)
+    }
+
+    /// What a release changed from `from`: commits, files, stack, buildpacks, config keys (values hidden), the patch.
+    static func render(_ d: ReleaseDiff, from: Int64) -> HTML {
+        let files = d.files.prefix(500).map { f -> HTML in "<li><span class=\"change-\(f.change)\">\(f.change)</span> <code>\(f.path)</code></li>" }
+        let keys = d.configAdded.map { HTML("<li>added <code>\($0)</code></li>") } + d.configRemoved.map { HTML("<li>removed <code>\($0)</code></li>") }
+            + d.configChanged.map { HTML("<li>changed <code>\($0)</code></li>") }
+        return """
+            <h2>What changed from v\(from)</h2>
+            <h3>Commits</h3>\(d.commits.isEmpty ? HTML("<p class=\"empty\">None.</p>") : "<ul>\(d.commits.map { HTML("<li><code>\($0)</code></li>") })</ul>")
+            <h3>Files</h3>\(files.isEmpty ? HTML("<p class=\"empty\">None.</p>") : "<ul>\(Array(files))</ul>")
+            <h3>Stack</h3><p>\(d.stack.joined(separator: " → "))</p>
+            <h3>Buildpacks</h3><p>\(d.buildpacks.map { $0.joined(separator: ", ") }.joined(separator: " → "))</p>
+            <h3>Config keys (values hidden)</h3>\(keys.isEmpty ? HTML("<p class=\"empty\">None.</p>") : "<ul>\(keys)</ul>")
+            \(d.patch.isEmpty ? HTML.empty : "<details><summary>Patch</summary><pre>\(d.patch)</pre></details>")
+            """
     }
 
     /// The config's values, shown once on purpose (the API recorded who asked).

@@ -27,11 +27,7 @@ enum BuildsPage {
     }
 
     static func one(_ ctx: PageContext, app: String, build: String) async throws -> Response {
-        let prefix = try KIDPrefix(parsing: build)
-        let builds: API.BuildPage = try await ctx.api("/apps/\(app)/builds?per=1000")
-        guard let b = builds.builds.first(where: { $0.build.hex.hasPrefix(prefix.hex) }) else {
-            throw KbuildError(.notFound, "\(app) has no build \(build)")
-        }
+        let b: API.BuildInfo = try await ctx.api("/apps/\(app)/builds/\(HTML.query(build))")
         let running = b.state == .queued || b.state == .running
         let cancel: HTML = running && ctx.at == nil
             ? Layout.form(ctx, "/apps/\(app)/builds/\(b.build.hex)/cancel", .empty, button: "Cancel build", confirm: true) : ""
@@ -40,9 +36,14 @@ enum BuildsPage {
         // A finished build's stored log is on the page itself (its last 1 MiB): readable without JavaScript.
         var stored = ""
         if !running, b.log != nil {
+            // Read through, keeping only the last 1 MiB (a log may be up to a GiB).
             let response = try await ctx.client.open(.GET, "/apps/\(app)/builds/\(b.build.hex)/log", body: nil, timeout: .seconds(60))
-            let bytes = try await response.body.collect(upTo: 1 << 30)
-            stored = String(decoding: bytes.readableBytesView.suffix(1 << 20), as: UTF8.self)
+            var tail: [UInt8] = []
+            for try await piece in response.body {
+                tail.append(contentsOf: piece.readableBytesView)
+                if tail.count > 2 << 20 { tail.removeFirst(tail.count - (1 << 20)) }
+            }
+            stored = String(decoding: tail.suffix(1 << 20), as: UTF8.self)
         }
         let main: HTML = """
             <p><a href="\(ctx.href("/apps/\(app)"))">\(app)</a> · <a href="\(ctx.href("/builds"))">Builds</a></p>

@@ -39,6 +39,7 @@ enum LogsPage {
         let main: HTML = """
             <p><a href="\(ctx.href("/apps/\(app)"))">\(app)</a></p>
             <h1>Logs of \(app)</h1>
+            \(ctx.at == nil ? HTML.empty : "<p class=\"muted\">Logs are files, not part of the ref store's history: these lines are as of now.</p>")
             <form method="get" action="/apps/\(app)/logs" role="search" class="filters">
             <label>Search <input name="q" value="\(search)" type="search"></label>
             <label>Process <input name="ps" value="\(ps)" placeholder="web.1"></label>
