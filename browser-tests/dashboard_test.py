@@ -73,6 +73,12 @@ def served(host):
         return r.read().decode()
 
 
+def request_id(host):
+    req = urllib.request.Request(ROUTER + "/", headers={"Host": host})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return r.headers["X-Request-Id"]
+
+
 def shot(page, name):
     pages.append(name)
     page.screenshot(path=os.path.join(args.artifacts, name + ".png"), full_page=True)
@@ -92,6 +98,10 @@ work = args.work
 subprocess.run(["cp", "-a", os.path.join(args.examples, "procfile") + "/.", work], check=True)
 with open(os.path.join(work, "www", "index.html"), "w") as f:
     f.write("<p>version one</p>\n")
+# A log line that is markup and an escape sequence: the logs page must show it as text.
+serve = open(os.path.join(work, "serve.sh")).read()
+with open(os.path.join(work, "serve.sh"), "w") as f:
+    f.write(serve.replace("set -eu\n", "set -eu\necho '<script>window.__xss=3</script> boot \033[31mred'\n", 1))
 git("init", "-q", "-b", "main", cwd=work)
 git("add", "-A", cwd=work)
 XSS = '<script>window.__xss=1</script><img src=x onerror="window.__xss=2"> first'
@@ -253,6 +263,8 @@ with sync_playwright() as p:
     # --- Logs: live lines, server-side search, download.
     page.goto(URL + "/apps/web/logs")
     expect(page.locator("pre#log")).to_contain_text("busybox httpd serving")
+    expect(page.locator("pre#log")).to_contain_text("<script>window.__xss=3</script> boot \ufffd[31mred")
+    check(page.evaluate("window.__xss") is None, "a log line ran as script")
     served("web.localhost")
     expect(page.locator("pre#log")).to_contain_text("response:200")
     scan(page, "logs")
@@ -282,6 +294,14 @@ with sync_playwright() as p:
     expect(page.locator("pre.file")).to_contain_text("<p>version two</p>")
     scan(page, "trace")
     shot(page, "trace")
+    # A request, by the id the router gave it: the chain from the process that answered to its commit.
+    rid = request_id("web.localhost")
+    check(bool(rid), "the router names each request")
+    page.goto(URL + "/trace")
+    page.get_by_label("PID, KID, APP@vN, commit or request id").fill(rid)
+    page.get_by_role("button", name="Trace").click()
+    expect(page.locator("ol.chain")).to_contain_text("Process")
+    expect(page.locator("ol.chain")).to_contain_text("Commit")
     page.goto(URL + "/trace?q=" + "zz-nonsense-zz")
     expect(page.get_by_role("alert")).to_be_visible()
 

@@ -286,7 +286,7 @@ final class AuthorizationMatrixTests: XCTestCase {
         let workerToken = try XCTUnwrap(workerJoined.stdout.split(separator: " ").first { $0.hasPrefix("kbw_") }.map(String.init), workerJoined.stdout)
 
         func status(_ method: String, _ path: String, body: String?, token: String?, stream: Bool = false) throws -> Int {
-            var args = ["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", stream ? "2" : "20", "-X", method]
+            var args = ["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", stream ? "1" : "20", "-X", method]
             if method == "HEAD" { args = ["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "20", "-I"] }
             if let token { args += ["-H", "Authorization: Bearer \(token)"] }
             if let body { args += ["-H", "Content-Type: application/json", "--data-binary", body] }

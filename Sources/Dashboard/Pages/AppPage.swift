@@ -15,6 +15,8 @@ enum AppPage {
         async let buildsRead: API.BuildPage = ctx.api("/apps/\(app)/builds?per=10")
         // Config keys as of now, names only (the values never reach the page unless asked for).
         async let configRead: API.ConfigAnswer? = ctx.at == nil ? ctx.client.get("/apps/\(app)/config?keys=1") : nil
+        async let addonsRead: [API.AddonInfo] = ctx.at == nil ? ctx.api("/apps/\(app)/addons") : []
+        async let volumesRead: [API.VolumeInfo] = ctx.at == nil ? ctx.api("/apps/\(app)/volumes") : []
         let info = try await infoRead, (shown, total) = try await releasesRead, builds = try await buildsRead
         let keys = try await configRead?.vars.keys.sorted()
         let current = info.release?.version
@@ -71,6 +73,7 @@ enum AppPage {
         let domains: HTML = HTML.join(info.domains.map { d in
             "<li>\(d) \(editable ? Layout.form(ctx, "/apps/\(app)/domains/remove", "<input type=\"hidden\" name=\"domain\" value=\"\(d)\">", button: "Remove", confirm: true, inline: true) : .empty)</li>"
         })
+        let data = try await dataSection(ctx, app: app, addons: try await addonsRead, volumes: try await volumesRead)
         let done: HTML = ctx.query.get("done").map { "<p class=\"done\" role=\"status\">\($0)</p>" } ?? ""
         let main: HTML = """
             <h1>\(app)</h1>\(done)
@@ -87,6 +90,7 @@ enum AppPage {
             \(buildRows.isEmpty ? HTML("<p class=\"empty\">No builds yet.</p>") : "<ul>\(buildRows)</ul>")
             <p><a href="\(ctx.href("/builds"))">Every build</a></p></section>
             <section aria-labelledby="config-h"><h2 id="config-h">Config</h2>\(config)</section>
+            \(data)
             <section aria-labelledby="domains-h"><h2 id="domains-h">Domains</h2>
             \(info.domains.isEmpty ? HTML("<p class=\"empty\">No custom domains (it serves as \(app).localhost).</p>") : "<ul>\(domains)</ul>")
             \(editable ? Layout.form(ctx, "/apps/\(app)/domains", "<label>Domain <input name=\"domain\" required autocomplete=\"off\"></label>", button: "Add domain") : .empty)
@@ -94,6 +98,42 @@ enum AppPage {
             """
         // Its processes are in the nodes' reports: a restart or a move shows as a change of a node's status.
         return Layout.page(app, ctx, watch: ["apps/\(app)/", "builds/", "nodes/"], main: main)
+    }
+
+    /// Its add-ons (with their latest backup, flagged when it is not verified) and volumes (now only: they are not
+    /// read at a past revision).
+    static func dataSection(_ ctx: PageContext, app: String, addons: [API.AddonInfo], volumes: [API.VolumeInfo]) async throws -> HTML {
+        guard ctx.at == nil else { return "<section aria-labelledby=\"data-h\"><h2 id=\"data-h\">Add-ons and volumes</h2><p class=\"muted\">Shown as of now only.</p></section>" }
+        var addonRows: [HTML] = []
+        for a in addons.sorted(by: { $0.record.name < $1.record.name }) {
+            let backups: [BackupRecord] = (try? await ctx.api("/apps/\(app)/addons/\(HTML.query(a.record.name))/backups")) ?? []
+            let latest = backups.max { $0.id < $1.id }
+            let backup: HTML = latest.map { b in
+                let ok = b.state.rawValue == "verified"
+                return "<span class=\"\(ok ? "ok" : "warn")\">\(b.id) \(b.state.rawValue)\(b.error.map { ": \($0)" } ?? "")</span>"
+            } ?? "<span class=\"muted\">none</span>"
+            addonRows.append("""
+                <tr><th scope="row">\(a.record.name)</th><td>\(a.record.addon.rawValue) \(a.record.version)</td><td>\(a.state)</td><td>\(a.node ?? "–")</td>\
+                <td>\(a.record.owner == app ? "its own" : "attached, \(a.record.owner)'s")</td><td>\(a.record.schedule.map { "daily at \($0.description)" } ?? "–")</td><td>\(backup)</td></tr>
+                """)
+        }
+        let volumeRows = volumes.sorted { $0.record.name < $1.record.name }.map { v -> HTML in
+            let mounts = v.mounts.map { "\($0.path)" + ($0.types.map { " (\($0.joined(separator: ", ")))" } ?? "") }.joined(separator: "; ")
+            return """
+                <tr><th scope="row">\(v.record.name)</th><td>\(formatBytes(v.record.size))</td><td>\(v.used.map(formatBytes) ?? "–")</td><td>\(v.record.node)</td>\
+                <td>\(v.state)\(v.error.map { ": \($0)" } ?? "")</td><td>\(mounts.isEmpty ? "–" : mounts)</td></tr>
+                """
+        }
+        return """
+            <section aria-labelledby="data-h"><h2 id="data-h">Add-ons and volumes</h2>
+            \(Layout.table("Add-ons of \(app)", head: ["Add-on", "Kind", "State", "Node", "Whose", "Backups", "Latest backup"], rows: addonRows, empty: "No add-ons."))
+            \(Layout.table("Volumes of \(app)", head: ["Volume", "Size", "Used", "Node", "State", "Mounted at"], rows: volumeRows, empty: "No volumes."))
+            </section>
+            """
+    }
+
+    static func formatBytes(_ n: UInt64) -> String {
+        n >= 1 << 30 ? String(format: "%.1fG", Double(n) / Double(1 << 30)) : n >= 1 << 20 ? "\(n >> 20)M" : "\(n >> 10)K"
     }
 
     /// `/apps/APP/releases/N`: one release and what it changed from the one before.

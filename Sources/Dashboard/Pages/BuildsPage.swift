@@ -28,6 +28,12 @@ enum BuildsPage {
 
     static func one(_ ctx: PageContext, app: String, build: String) async throws -> Response {
         let b: API.BuildInfo = try await ctx.api("/apps/\(app)/builds/\(HTML.query(build))")
+        // The releases made from it: the first was built, any later one memoised (same inputs, nothing ran).
+        let (releases, _) = try await ctx.paged("/apps/\(app)/releases?page=1&per=1000", as: [API.ReleaseInfo].self)
+        let using = releases.filter { $0.build == b.build }.sorted { $0.version < $1.version }
+        let uses: HTML = using.isEmpty ? "none (of its newest 1,000 releases)" : HTML.join(using.enumerated().map { i, r in
+            "<a href=\"\(ctx.href("/apps/\(app)/releases/\(r.version)"))\">v\(r.version)</a> (\(i == 0 ? "built" : "memoised"))"
+        }, ", ")
         let running = b.state == .queued || b.state == .running
         let cancel: HTML = running && ctx.at == nil
             ? Layout.form(ctx, "/apps/\(app)/builds/\(b.build.hex)/cancel", .empty, button: "Cancel build", confirm: true) : ""
@@ -54,6 +60,7 @@ enum BuildsPage {
             \(b.error.map { HTML("<dt>Error</dt><dd>\($0)</dd>") } ?? .empty)
             <dt>Build KID</dt><dd><code>\(b.build.description)</code></dd><dt>Source</dt><dd><code>\(b.source.description)</code></dd>
             <dt>Stack</dt><dd>\(b.stack)</dd><dt>Buildpacks</dt><dd>\(b.buildpacks.joined(separator: ", "))</dd>
+            <dt>Released as</dt><dd>\(uses)</dd>
             <dt>Log</dt><dd>\(b.log.map { HTML("<code>\($0.description)</code>") } ?? (running ? "live below" : "none"))</dd></dl>
             \(cancel)
             <h2>Log</h2>
