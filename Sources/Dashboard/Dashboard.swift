@@ -74,7 +74,7 @@ public struct Dashboard: Sendable {
         do {
             return try await render(try await context(request))
         } catch let error as KbuildError {
-            return Layout.error(ErrorBodyStatus.status(error.code), error.message)
+            return Layout.error(ErrorBody.status(for: error.code), error.message)
         } catch {
             return Layout.error(.internalServerError, "\(error)")
         }
@@ -134,7 +134,7 @@ public struct Dashboard: Sendable {
                 try await writer.finish(nil)
             })
         } catch let error as KbuildError {
-            return Layout.error(ErrorBodyStatus.status(error.code), error.message)
+            return Layout.error(ErrorBody.status(for: error.code), error.message)
         } catch {
             return Layout.error(.internalServerError, "\(error)")
         }
@@ -146,22 +146,6 @@ enum TokenAuthBearer {
     static func token(_ request: Request) -> String? {
         guard let header = request.headers[.authorization], header.lowercased().hasPrefix("bearer ") else { return nil }
         return String(header.dropFirst(7))
-    }
-}
-
-/// The HTTP status of each error code (the API's mapping).
-enum ErrorBodyStatus {
-    static func status(_ code: KbuildError.Code) -> HTTPResponse.Status {
-        switch code {
-        case .invalidArgument, .ambiguous: .badRequest
-        case .notFound: .notFound
-        case .conflict: .conflict
-        case .unauthorized: .unauthorized
-        case .forbidden: .forbidden
-        case .unsatisfiable: .rangeNotSatisfiable
-        case .tooLarge: .contentTooLarge
-        case .corrupt, .io: .internalServerError
-        }
     }
 }
 

@@ -131,7 +131,8 @@ public enum ErrorBody {
         return String(decoding: data, as: UTF8.self) + "\n"
     }
 
-    static func status(for code: KbuildError.Code) -> HTTPResponse.Status {
+    /// The HTTP status of each error code (the dashboard's pages answer with the same).
+    public static func status(for code: KbuildError.Code) -> HTTPResponse.Status {
         switch code {
         case .invalidArgument: .badRequest
         case .notFound: .notFound
