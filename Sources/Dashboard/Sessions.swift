@@ -78,17 +78,19 @@ final class SessionKeys: Sendable {
 
     /// Logs a session out: its cookie opens no more, here and after a restart.
     func revoke(_ session: Session) throws {
-        let text = revoked.withLock { list -> String in
+        // Written under the lock: two logouts at once cannot put an older list on disk last.
+        let kept = revoked.withLock { list -> Bool in
             let now = Date().timeIntervalSince1970
             list = list.filter { $0.value > now }
             list[session.id] = session.expires
-            return list.map { "\($0.key) \($0.value)\n" }.sorted().joined()
+            guard let revokedFile else { return true }
+            let temp = revokedFile + ".tmp"
+            let text = list.map { "\($0.key) \($0.value)\n" }.sorted().joined()
+            return FileManager.default.createFile(atPath: temp, contents: Data(text.utf8), attributes: [.posixPermissions: 0o600])
+                && rename(temp, revokedFile) == 0
         }
-        guard let revokedFile else { return }
-        let temp = revokedFile + ".tmp"
-        guard FileManager.default.createFile(atPath: temp, contents: Data(text.utf8), attributes: [.posixPermissions: 0o600]),
-              rename(temp, revokedFile) == 0 else {
-            throw KbuildError(.io, "failed to keep the logout in \(revokedFile): the session ends now, but would come back after a restart")
+        guard kept else {
+            throw KbuildError(.io, "failed to keep the logout in \(revokedFile ?? ""): the session ends now, but would come back after a restart")
         }
     }
 

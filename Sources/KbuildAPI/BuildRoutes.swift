@@ -1,5 +1,6 @@
 import Hummingbird
 import Builds
+import Releases
 import Foundation
 import KbuildCore
 import KbuildServer
@@ -91,7 +92,9 @@ extension APIRoutes {
         // An app token sees its apps' builds since each was made (not an earlier app's of the same name).
         var born: [String: Revision] = [:]
         if r.headers[TokenAuthMiddleware<Context>.scopeHeader] != nil, let apps {
-            for app in apps { born[app] = try await releases.created(app) }
+            // From the store as it is now (a past view would give an earlier app's making).
+            let now = ReleaseStore(keg: keg, refs: (refs as? RefStoreAsOf)?.base ?? refs)
+            for app in apps { born[app] = try await now.created(app) }
         }
         var infos: [API.BuildInfo] = []
         var total = 0
@@ -135,8 +138,8 @@ extension APIRoutes {
         return info
     }
 
-    /// Cancels a queued or running build. The claim goes first (its worker's next renewal fails and it stops the
-    /// build), then the queue entry, then the result is written over what was there: a build that finished in
+    /// Cancels a queued or running build. The queue entry goes first, then the claim (its worker's next renewal
+    /// fails and it stops the build), then the result is written over what was there: a build that finished in
     /// between keeps its own result, and the cancel says it came too late.
     func cancel(_ build: KID, app: String, actor: String) async throws -> API.BuildInfo {
         guard let info = try await buildInfo(build), info.state == .queued || info.state == .running else {
@@ -146,10 +149,11 @@ extension APIRoutes {
         guard let queued = try await refs.get(queueName) else { throw KbuildError(.conflict, "build \(build.short) has just finished") }
         let job = try await reader.record(BuildJob.self, queued.kid, what: "build job")
         let earlier = try await refs.get(resultName)
+        // Off the queue first (no idle worker may claim it then), then the claim (its worker's renewal fails).
+        _ = try? await refs.compareAndSwap(queueName, to: nil, expecting: .value(queued.kid), actor: actor)
         if let claim = try await refs.get(try Schema.buildClaim(build)) {
             _ = try? await refs.compareAndSwap(claim.name, to: nil, expecting: .value(claim.kid), actor: actor)
         }
-        _ = try? await refs.compareAndSwap(queueName, to: nil, expecting: .value(queued.kid), actor: actor)
         let now = Date()
         let record = BuildRecord(build: build, inputs: job.inputs, app: job.app, status: .failed, error: "cancelled by \(actor)",
                                  log: nil, layer: nil, used: [], processTypes: [:], configVars: [:], worker: info.worker ?? "-",

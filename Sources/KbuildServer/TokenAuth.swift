@@ -53,6 +53,12 @@ public struct TokenAuthMiddleware<Context: RequestContext>: RouterMiddleware {
             return try await next(request, context)
         }
         guard let given = TokenAuthMiddleware.token(from: request.headers[.authorization]) else { return TokenAuthMiddleware.unauthorized() }
+        // A browser sends credentials it cached (basic auth) with another site's forms too: a change to the API
+        // asked from another site is refused (browsers say so in Sec-Fetch-Site; kbuild's clients send none).
+        if request.uri.path.hasPrefix("/api/"), request.method != .get, request.method != .head,
+           let site = request.headers[HTTPField.Name("Sec-Fetch-Site")!], site == "cross-site" || site == "same-site" {
+            return ErrorBody.response(KbuildError(.forbidden, "a change to the API from another site's page is refused"))
+        }
         if tokens.contains(where: { AdminToken.matches(given, $0) }) { return try await next(request, context) }
         guard let scope = await appTokens?.lookup(given) else { return TokenAuthMiddleware.unauthorized() }
         if let node = scope.node {

@@ -34,11 +34,17 @@ public struct ReleaseStore: Sendable {
         return entries
     }
 
-    /// How many releases the app has had (its release ref's version; 0 before the first).
+    /// How many releases the app has had (0 before the first).
     public func count(_ app: String) async throws -> Int {
-        guard let change = try await refs.history(Schema.release(app), limit: 1).first, change.revision > (try await created(app)) else { return 0 }
-        return Int(change.version)
+        let born = try await created(app)
+        let history = try await refs.history(Schema.release(app), limit: nil).filter { $0.revision > born }
+        guard let newest = history.first else { return 0 }
+        return Int(newest.version - Self.offset(history))
     }
+
+    /// What the ref's version runs ahead of the releases' own: a ref counts on across an earlier app of the
+    /// same name, while a new app's releases start again at v1.
+    static func offset(_ history: [RefChange]) -> Int64 { (history.last?.version ?? 1) - 1 }
 
     /// The revision that made the app as it is now (zero when it has no record).
     public func created(_ app: String) async throws -> Revision {
@@ -49,8 +55,9 @@ public struct ReleaseStore: Sendable {
         // The ref's history knows each change's version: only the one asked for is read.
         let born = try await created(app)
         let history = try await refs.history(Schema.release(app), limit: nil).filter { $0.revision > born }
-        guard let change = history.first(where: { $0.version == version && $0.new != nil }), let kid = change.new else {
-            let newest = history.first.map { "v1 to v\($0.version)" } ?? "none yet"
+        let offset = Self.offset(history)
+        guard let change = history.first(where: { $0.version - offset == version && $0.new != nil }), let kid = change.new else {
+            let newest = history.first.map { "v1 to v\($0.version - offset)" } ?? "none yet"
             throw KbuildError(.notFound, "no release v\(version) of \(app) (its releases: \(newest))")
         }
         return ReleaseEntry(kid: kid, release: try await release(kid), time: change.time, actor: change.actor)

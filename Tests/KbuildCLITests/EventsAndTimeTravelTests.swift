@@ -36,17 +36,43 @@ final class EventsAndTimeTravelTests: XCTestCase {
             let r = try kbuild(args, dataDir: data)
             XCTAssertEqual(r.status, 0, "\(args): \(r.stderr)")
         }
-        // The first tenant's app "reused", with a secret in its config; then destroyed.
-        try kb(["apps:create", "reused", "--stack", "busybox"])
+        // The first tenant's app "reused": pushed (v1), a secret in its config (v2); then destroyed.
+        let first = try makeApp("reused", data: data)
+        XCTAssertEqual(try git(["push", "-q", "kbuild", "main"], in: first).status, 0)
         try kb(["config:set", "reused", "OLD_SECRET=first-tenant"])
         let oldTimes = try revision(server)
         try kb(["apps:destroy", "reused", "--confirm", "reused"])
-        // The name taken again by another tenant, with a token of its own.
-        try kb(["apps:create", "reused", "--stack", "busybox"])
+        // The name taken again by another tenant, with a token of its own: its own v1 and v2.
+        let second = try makeApp("reused", data: data)
+        let pushed = try git(["push", "-q", "kbuild", "main"], in: second)
+        XCTAssertEqual(pushed.status, 0, pushed.stderr)
+        let commit = trimmed(try git(["rev-parse", "HEAD"], in: second).stdout)
         let made = try kbuild(["tokens:create", "second", "--app", "reused"], dataDir: data)
         XCTAssertEqual(made.status, 0, made.stderr)
         let token = trimmed(made.stdout)
         try kb(["config:set", "reused", "NEW=1"])
+
+        // Its releases are its own, numbered from v1 (the ref's own count runs on past the first app's).
+        let v1 = try curl(server, "/api/v1/apps/reused/releases/1", token: token)
+        XCTAssertEqual(v1.code, 200, v1.body)
+        XCTAssertTrue(v1.body.contains(commit), "v1 is the second tenant's push: \(v1.body)")
+        XCTAssertEqual(try curl(server, "/api/v1/apps/reused/releases/3", token: token).code, 404)
+        let list = try curl(server, "/api/v1/apps/reused/releases", token: token).body
+        XCTAssertEqual(list.components(separatedBy: "\"version\":").count - 1, 2, list)
+        XCTAssertFalse(list.contains("OLD_SECRET"), list)
+        let totals = try sh("/usr/bin/curl", ["-s", "-D", "-", "-o", "/dev/null", "-H", "Authorization: Bearer \(token)",
+                                              server.url + "/api/v1/apps/reused/releases?page=1&per=1"]).stdout
+        XCTAssertTrue(totals.lowercased().contains("kbuild-total: 2"), totals)
+        let rolled = try kbuild(["releases:rollback", "reused", "v1"], dataDir: data)
+        XCTAssertEqual(rolled.status, 0, rolled.stderr)
+        // Its builds as of the first app's time: none of the first app's.
+        let builds = try curl(server, "/api/v1/builds?at=\(oldTimes)", token: token)
+        XCTAssertEqual(builds.code, 200, builds.body)
+        XCTAssertTrue(builds.body.contains("\"total\":0"), "the first app's builds are not the token's: \(builds.body)")
+        // A change asked of the API from another site's page is refused (cached basic credentials would ride along).
+        let crossSite = try sh("/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", "-u", "x:\(server.token)",
+                                                 "-H", "Sec-Fetch-Site: cross-site", "-d", "{}", server.url + "/api/v1/apps/reused/ps/restart"]).stdout
+        XCTAssertEqual(crossSite, "403")
 
         // Its token: no past before the app was made; its stream from 0 carries nothing of the first app.
         let past = try curl(server, "/api/v1/apps/reused?at=\(oldTimes)", token: token)
@@ -100,7 +126,8 @@ final class EventsAndTimeTravelTests: XCTestCase {
 
         // Config keys without their values; paged lists say how many there are.
         let keys = try curl(server, "/api/v1/apps/reused/config?keys=1", token: token)
-        XCTAssertTrue(keys.body.contains("\"NEW\":\"\"") && !keys.body.contains("\"NEW\":\"1\""), keys.body)
+        // (The rollback to v1 took NEW away; A was set after it.)
+        XCTAssertTrue(keys.body.contains("\"A\":\"\"") && !keys.body.contains("\"A\":\"1\""), keys.body)
         for i in 0..<5 { try kb(["apps:create", "many\(i)", "--stack", "busybox"]) }
         let head = try sh("/usr/bin/curl", ["-s", "-D", "-", "-o", "/dev/null", "-H", "Authorization: Bearer \(server.token)",
                                             server.url + "/api/v1/apps?page=2&per=2"]).stdout
