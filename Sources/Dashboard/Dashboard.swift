@@ -80,11 +80,16 @@ public struct Dashboard: Sendable {
         }
     }
 
-    func context(_ request: Request) async throws -> PageContext {
+    /// The API client with the token of `request`'s session (or its bearer token).
+    func client(_ request: Request) throws -> KbuildClient {
         guard let base = apiBase() else { throw KbuildError(.io, "the API is not listening yet: try again in a moment") }
         let session = SessionMiddleware.cookie(request).flatMap { keys.open($0) }
-        let token = session?.token ?? TokenAuthBearer.token(request) ?? ""
-        let client = try KbuildClient(base: base, token: token, actor: "dashboard")
+        return try KbuildClient(base: base, token: session?.token ?? TokenAuthBearer.token(request) ?? "", actor: "dashboard")
+    }
+
+    func context(_ request: Request) async throws -> PageContext {
+        let session = SessionMiddleware.cookie(request).flatMap { keys.open($0) }
+        let client = try client(request)
         var at: Int64?
         if let text = request.uri.queryParameters.get("at") {
             guard let n = Int64(text), n >= 1 else { throw KbuildError(.invalidArgument, "invalid revision \(text.debugQuoted) in ?at=: a number from 1") }
@@ -123,8 +128,7 @@ public struct Dashboard: Sendable {
     /// An API answer passed through as it arrives (a log, a followed build, the events).
     func proxy(_ request: Request, _ path: String, follow: Bool, headers: [(String, String)] = []) async -> Response {
         do {
-            let ctx = try await context(request)
-            let upstream = try await ctx.client.open(.GET, path, body: nil, timeout: follow ? .hours(2) : .seconds(60), headers: headers)
+            let upstream = try await client(request).open(.GET, path, body: nil, timeout: follow ? .hours(2) : .seconds(60), headers: headers)
             var out = HTTPFields()
             out[.contentType] = upstream.headers.first(name: "Content-Type") ?? "text/plain; charset=utf-8"
             out[.cacheControl] = "no-store"

@@ -21,7 +21,7 @@ extension APIRoutes {
         let p = API.prefix
         router.get("\(p)/builds") { r, _ in
             try await self.answer {
-                let scope = r.headers[TokenAuthMiddleware<Context>.scopeHeader].map { Set($0.split(separator: ",").map(String.init)) }
+                let scope = self.scope(r).map(Set.init)
                 return try await self.viewing(r).buildPage(r, apps: scope)
             }
         }

@@ -19,7 +19,7 @@ extension APIRoutes {
         router.get("\(API.prefix)/revision") { _, _ in try await self.answer { try await self.refs.currentRevision() } }
         router.get("\(API.prefix)/events") { r, _ in
             do {
-                let scope = r.headers[TokenAuthMiddleware<Context>.scopeHeader].map { Set($0.split(separator: ",").map(String.init)) }
+                let scope = self.scope(r).map(Set.init)
                 let now = try await self.refs.currentRevision()
                 let given = r.headers[HTTPField.Name("Last-Event-ID")!] ?? r.uri.queryParameters.get("after")
                 var start = now
