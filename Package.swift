@@ -175,6 +175,13 @@ let package = Package(
         ),
         // The embedded ref store: one SQLite file.
         .target(
+            name: "EtcdState",
+            dependencies: ["KbuildCore", "KbuildState", .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                           .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio"),
+                           .product(name: "NIOFoundationCompat", package: "swift-nio")],
+            swiftSettings: strict
+        ),
+        .target(
             name: "SQLiteState",
             dependencies: ["KbuildCore", "KbuildState", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: strict
@@ -260,7 +267,7 @@ let package = Package(
         .testTarget(name: "SchedulerTests", dependencies: ["Scheduler", "Cluster", "Releases", "KbuildCore", "KbuildState", "NodeAgent", "Trace", "Router"], swiftSettings: strict),
         .testTarget(name: "DashboardTests", dependencies: ["Dashboard", "KbuildServer", .product(name: "Hummingbird", package: "hummingbird"),
                                                              .product(name: "HTTPTypes", package: "swift-http-types")], swiftSettings: strict),
-        .testTarget(name: "RefStoreTests", dependencies: ["KbuildState", "SQLiteState", "RefStoreConformance", "KbuildCore"], swiftSettings: strict),
+        .testTarget(name: "RefStoreTests", dependencies: ["KbuildState", "SQLiteState", "EtcdState", "RefStoreConformance", "KbuildCore"], swiftSettings: strict),
         .testTarget(
             name: "KbuildCLITests",
             dependencies: [

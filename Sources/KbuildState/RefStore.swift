@@ -65,6 +65,23 @@ public enum RefExpectation: Sendable, Equatable {
     case revision(Revision)
 }
 
+extension RefExpectation {
+    /// Throws `.conflict`, naming what was found, unless `current` is what this expects: the one
+    /// rule every store applies before it writes.
+    public func check(current: Ref?, name: RefName) throws {
+        let found = current.map { "\($0.kid) at revision \($0.revision)" } ?? "no ref"
+        switch self {
+        case .any: return
+        case .absent:
+            if current != nil { throw KbuildError(.conflict, "failed to create ref \(name): it exists (\(found))") }
+        case .value(let kid):
+            if current?.kid != kid { throw KbuildError(.conflict, "failed to update ref \(name): expected \(kid), found \(found)") }
+        case .revision(let rev):
+            if current?.revision != rev { throw KbuildError(.conflict, "failed to update ref \(name): expected revision \(rev), found \(found)") }
+        }
+    }
+}
+
 /// The system's state: names that point at KIDs, changed only by
 /// compare-and-swap, with the full history of every name and a watch by prefix.
 ///
@@ -75,8 +92,8 @@ public enum RefExpectation: Sendable, Equatable {
 /// follows live ones: a watcher that was cut off resumes from the last
 /// revision it saw and misses nothing.
 ///
-/// Two implementations: `SQLiteRefStore` (embedded, one machine) and later one
-/// on etcd. Both must pass `RefStoreConformance`.
+/// Two implementations: `SQLiteRefStore` (embedded, one machine) and
+/// `EtcdRefStore` (many machines). Both pass `RefStoreConformance`.
 public protocol RefStore: Sendable {
     /// The ref's current value, or nil.
     func get(_ name: RefName) async throws -> Ref?

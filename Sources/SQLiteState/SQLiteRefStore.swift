@@ -74,7 +74,7 @@ public final class SQLiteRefStore: RefStore {
     public func compareAndSwap(_ name: RefName, to kid: KID?, expecting: RefExpectation, actor: String) async throws -> RefChange {
         let change: RefChange = try await write("update ref \(name)") { db in
             let current = try Row.fetchOne(db, sql: "SELECT name, kid, revision, version FROM refs WHERE name = ?", arguments: [name.rawValue]).map(SQLiteRefStore.ref)
-            try SQLiteRefStore.check(expecting, current: current, name: name)
+            try expecting.check(current: current, name: name)
             if current == nil && kid == nil {
                 throw KbuildError(.notFound, "failed to delete ref \(name): no such ref")
             }
@@ -164,19 +164,6 @@ public final class SQLiteRefStore: RefStore {
     private func translate(_ error: any Error, _ verb: String) -> KbuildError {
         if let e = error as? KbuildError { return e }
         return KbuildError(.io, "failed to \(verb) in ref store \(path): \(error)")
-    }
-
-    static func check(_ expectation: RefExpectation, current: Ref?, name: RefName) throws {
-        let found = current.map { "\($0.kid) at revision \($0.revision)" } ?? "no ref"
-        switch expectation {
-        case .any: return
-        case .absent:
-            if current != nil { throw KbuildError(.conflict, "failed to create ref \(name): it exists (\(found))") }
-        case .value(let kid):
-            if current?.kid != kid { throw KbuildError(.conflict, "failed to update ref \(name): expected \(kid), found \(found)") }
-        case .revision(let rev):
-            if current?.revision != rev { throw KbuildError(.conflict, "failed to update ref \(name): expected revision \(rev), found \(found)") }
-        }
     }
 
     static func prefixClause(_ prefix: RefName?) -> (String, StatementArguments) {
