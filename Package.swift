@@ -230,7 +230,7 @@ let package = Package(
         .target(
             name: "KbuildCLI",
             dependencies: [
-                "KbuildCore", "CKbuild", "Keg", "KegRemote", "KbuildClient", "KbuildState", "SQLiteState", "KbuildServer", "Sandbox", "OCI", "Stacks", "GitSource", "Builds", "GitGateway", "CGit2", "CArchive",
+                "KbuildCore", "EtcdState", "CKbuild", "Keg", "KegRemote", "KbuildClient", "KbuildState", "SQLiteState", "KbuildServer", "Sandbox", "OCI", "Stacks", "GitSource", "Builds", "GitGateway", "CGit2", "CArchive",
                 "Releases", "Cluster", "Scheduler", "NodeAgent", "KbuildAPI", "Router", "KbuildSystem", "Trace",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

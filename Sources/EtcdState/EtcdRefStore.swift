@@ -26,6 +26,16 @@ public struct EtcdRefStore: RefStore {
     public let keys: EtcdKeys
     /// How long one watch request is held open when nothing changes.
     var watchHold: TimeAmount = .seconds(20)
+    /// A term this store writes in (`EtcdElection`): each compare-and-swap also holds only while this
+    /// key still has this create revision, so a holder that lost its role writes nothing more.
+    var term: (key: Data, createRevision: Int64)?
+
+    /// This store, writing only while `key` (a role's leader key) is the one made at `createRevision`.
+    func fenced(by key: Data, createRevision: Int64) -> EtcdRefStore {
+        var s = self
+        s.term = (key, createRevision)
+        return s
+    }
 
     public init(etcd: EtcdClient, keys: EtcdKeys = EtcdKeys()) {
         self.etcd = etcd
@@ -63,9 +73,12 @@ public struct EtcdRefStore: RefStore {
             // Read the ref and its sequence in one snapshot.
             let read = try await etcd.call("/v3/kv/txn", EtcdWire.TxnRequest(success: [
                 .range(.init(key: keys.ref(name))), .range(.init(key: keys.seq(name))),
-            ]), idempotent: true) as EtcdWire.TxnResponse
+            ] + (term.map { [.range(.init(key: $0.key, keys_only: true))] } ?? [])), idempotent: true) as EtcdWire.TxnResponse
             let ranges = read.ranges
             let refKV = ranges.first?.all.first, seqKV = ranges.dropFirst().first?.all.first
+            if let term, ranges.dropFirst(2).first?.all.first?.createRevision != term.createRevision {
+                throw KbuildError(.conflict, "failed to update ref \(name): the term that began at revision \(term.createRevision) is over (\(String(decoding: term.key, as: UTF8.self)) moved on)")
+            }
             let current = try refKV.map { try ref(name, $0) }
             try expecting.check(current: current, name: name)
             if current == nil && kid == nil {
@@ -79,7 +92,7 @@ public struct EtcdRefStore: RefStore {
             txn.compare = [
                 refKV.map { .modRevision(keys.ref(name), is: $0.modRevision) } ?? .createRevision(keys.ref(name), is: 0),
                 seqKV.map { .modRevision(keys.seq(name), is: $0.modRevision) } ?? .createRevision(keys.seq(name), is: 0),
-            ]
+            ] + (term.map { [.createRevision($0.key, is: $0.createRevision)] } ?? [])
             txn.success = [
                 kid.map { .put(.init(key: keys.ref(name), value: try! encode(RefValue(kid: $0, version: version)))) } ?? .delete(keys.ref(name)),
                 .put(.init(key: keys.seq(name), value: try encode(SeqValue(seq: seq.seq + 1, version: max(seq.version, version))))),

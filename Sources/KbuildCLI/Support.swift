@@ -4,15 +4,25 @@ import KbuildCore
 import Keg
 import KbuildState
 import SQLiteState
+import EtcdState
 
 extension GlobalOptions {
     var dir: DataDir { DataDir.resolve(dataDir) }
 
-    func openKeg() throws -> Keg { try Keg(dataDir: dir) }
+    /// The Keg of this data dir; with the state on etcd, records are kept there too.
+    func openKeg() throws -> Keg { try Keg(dataDir: dir, records: try etcdState().map { EtcdRecords(etcd: $0) }) }
 
-    func openRefs() throws -> SQLiteRefStore {
+    /// The ref store this data dir's `kbuild up` uses: etcd when it was started with `--state etcd://…`, else SQLite.
+    func openRefs() throws -> any RefStore {
         try dir.create()
+        if let etcd = try etcdState() { return EtcdRefStore(etcd: etcd) }
         return try SQLiteRefStore(path: dir.refStore.path)
+    }
+
+    /// The etcd this data dir's state is in (what its `kbuild up --state` remembered), or nil (SQLite).
+    func etcdState() throws -> EtcdClient? {
+        guard let remembered = try EtcdCluster.Remembered.read(dir), remembered.state.hasPrefix("etcd://") else { return nil }
+        return try EtcdClient(remembered.state)
     }
 }
 

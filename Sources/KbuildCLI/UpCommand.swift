@@ -15,6 +15,8 @@ import Scheduler
 import ServiceLifecycle
 import KbuildState
 import KbuildServer
+import EtcdState
+import SQLiteState
 
 /// `kbuild up`: everything on this machine, on embedded defaults, as one
 /// program: each part started by its typed start function (KbuildSystem),
@@ -68,6 +70,15 @@ struct UpCommand: AsyncParsableCommand {
     @Option(help: "Log bytes kept per app on each node (the oldest output goes first).")
     var appLogCap = "256M"
 
+    @Option(help: ArgumentHelp("Where the state is: sqlite (embedded, this machine; the default) or etcd://host:2379[,host2:2379,…] for many control planes sharing one etcd cluster (default: $KBUILD_STATE, else what this data dir used).", valueName: "store"))
+    var state: String?
+
+    @Flag(help: "Make kbuild's state in an etcd that holds other data, or none although this data dir remembers a kbuild cluster.")
+    var initState = false
+
+    @Option(help: "The node agent's name with --nodes 1 (each control plane sharing an etcd needs its own).")
+    var nodeName = "local"
+
     @Option(help: "Rollouts: new processes allowed above the desired count.")
     var maxSurge = 1
 
@@ -77,6 +88,11 @@ struct UpCommand: AsyncParsableCommand {
     func validate() throws {
         guard (0...1).contains(workers) else { throw ValidationError("--workers must be 0 or 1, not \(workers)") }
         guard (0...16).contains(nodes) else { throw ValidationError("--nodes must be 0 to 16, not \(nodes)") }
+        if let state, state != "sqlite" { _ = try EtcdClient.parse(state) }
+        guard !nodeName.isEmpty, nodeName.count <= 63, nodeName.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-") }),
+              nodeName.first?.isLetter == true else {
+            throw ValidationError("--node-name must be letters, digits and dashes, starting with a letter, not \(nodeName.debugQuoted)")
+        }
         guard (0...65535).contains(port) else { throw ValidationError("--port must be 0 to 65535, not \(port)") }
         guard (0...65535).contains(tlsPort) else { throw ValidationError("--tls-port must be 0 to 65535, not \(tlsPort)") }
         guard (0...65535).contains(routerPort) else { throw ValidationError("--router-port must be 0 to 65535, not \(routerPort)") }
@@ -92,8 +108,7 @@ struct UpCommand: AsyncParsableCommand {
         logger.logLevel = ProcessInfo.processInfo.environment["KBUILD_LOG"].flatMap(Logger.Level.init(rawValue:)) ?? .warning
         let verbose = logger.logLevel <= .info
         let log: @Sendable (String) -> Void = { line in if verbose { say(line) } }
-        let keg = try Keg(dataDir: dataDir)
-        let refs = try global.openRefs()
+        let (keg, refs, etcd) = try await openState(dataDir)
         let buildpacks = try await BuildpackStore(keg: keg, refs: refs).registerShipped(actor: "kbuild up")
         // Nodes that are hosts of their own pull from this server, so its port is known up front.
         let port = nodes > 1 && self.port == 0 ? try freeTCPPort() : self.port
@@ -123,10 +138,13 @@ struct UpCommand: AsyncParsableCommand {
             say("builds    \(workers) worker\(workers == 1 ? "" : "s"); buildpacks \(buildpacks.map(\.name).joined(separator: ", "))")
             say("api       \(url)\(API.prefix)/ (kbuild apps, releases, config, ps …)")
             say("dashboard \(url)/ (log in with a token, or kbuild dashboard for a one-time link)")
+            say("state     \(etcd.map { "\($0.spec) (etcd; kbuild up on other machines with the same --state share it)" } ?? "\(dataDir.refStore.path) (SQLite)")")
             say("nodes     \(nodes == 0 ? "none here (kbuild agent)" : nodeConfigs.map { "\($0.name) \($0.address) (\($0.capacity.description))" }.joined(separator: ", "))")
         }
         if workers > 0 { system.startBuildWorker(keg: keg, refs: refs, sandbox: try Sandbox(warmHelpers: 1)) }
-        system.startScheduler(keg: keg, refs: refs, policy: RolloutPolicy(maxSurge: maxSurge, maxUnavailable: maxUnavailable)) { say($0) }
+        // With the state on etcd, any number of control planes share it and one scheduler is active, elected.
+        let election = etcd.map { EtcdElection(store: EtcdRefStore(etcd: $0), holder: "\(ProcessInfo.processInfo.hostName) \(advertised):\(port) \(dataDir.root.path)", say: say) }
+        system.startScheduler(keg: keg, refs: refs, policy: RolloutPolicy(maxSurge: maxSurge, maxUnavailable: maxUnavailable), election: election) { say($0) }
         for config in nodeConfigs {
             if nodes == 1 {
                 system.startNodeAgent(config, keg: keg, refs: refs, sandbox: try Sandbox(), log: log)
@@ -156,6 +174,28 @@ struct UpCommand: AsyncParsableCommand {
         try await system.run()
     }
 
+    /// The Keg and ref store: SQLite in the data dir, or etcd (checked to hold this data dir's kbuild
+    /// cluster, or none yet), whose client is returned too. Waits while etcd is down.
+    func openState(_ dataDir: DataDir) async throws -> (Keg, any RefStore, EtcdClient?) {
+        let remembered = try EtcdCluster.Remembered.read(dataDir)
+        let spec = state ?? ProcessInfo.processInfo.environment["KBUILD_STATE"].flatMap { $0.isEmpty ? nil : $0 } ?? remembered?.state ?? "sqlite"
+        guard spec != "sqlite" else {
+            if let remembered, remembered.state != "sqlite" {
+                throw KbuildError(.conflict, "this data dir's state is in \(remembered.state): start with --state \(remembered.state), or use another data dir")
+            }
+            return (try Keg(dataDir: dataDir), try global.openRefs(), nil)
+        }
+        let etcd = try EtcdClient(spec)
+        if remembered == nil, FileManager.default.fileExists(atPath: dataDir.refStore.path),
+           let revision = try? await SQLiteRefStore(path: dataDir.refStore.path).currentRevision(), revision > .zero {
+            throw KbuildError(.conflict, "this data dir's state is in \(dataDir.refStore.path) (revision \(revision)); kbuild does not move it to etcd: use a new data dir with --state \(spec)")
+        }
+        let cluster = try await EtcdCluster.open(etcd, remembered: remembered?.cluster, initialize: initState, wait: true) { say($0) }
+        try EtcdCluster.Remembered(state: etcd.spec, cluster: cluster).write(dataDir)
+        let records = EtcdRecords(etcd: etcd)
+        return (try Keg(dataDir: dataDir, records: records), EtcdRefStore(etcd: etcd), etcd)
+    }
+
     /// One node on the host's network (`local`), or N nodes each in a network namespace of its own.
     func nodeConfigurations(_ dataDir: DataDir) throws -> [NodeAgentConfig] {
         let caps = (process: try parseBytes(processLogCap, what: "--process-log-cap"), app: try parseBytes(appLogCap, what: "--app-log-cap"))
@@ -166,7 +206,7 @@ struct UpCommand: AsyncParsableCommand {
             capacity.cpus = nodeCpus
         }
         if nodes == 1 {
-            var config = NodeAgentConfig(name: "local", capacity: capacity, stateDir: dataDir.node("local").path)
+            var config = NodeAgentConfig(name: nodeName, capacity: capacity, stateDir: dataDir.node(nodeName).path)
             config.egress = EgressNetwork(dataDir: dataDir.root.path, slot: 0)
             (config.logCapPerProcess, config.logCapPerApp) = caps
             return [config]

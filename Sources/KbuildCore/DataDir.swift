@@ -5,6 +5,7 @@ public import Foundation
 ///     ~/.kbuild/
 ///       admin.token          the first admin token (0600), read by the CLI on this machine
 ///       refs.sqlite          the embedded ref store (SQLite, WAL)
+///       state.json           where the state is when not in refs.sqlite (etcd://…) and the kbuild cluster it holds
 ///       keg/objects/ab/…     immutable objects, named by the hex of their KID
 ///                            (and `.tmp-…` files: objects being written, renamed once durable)
 ///       keg/tmp/             cache files and pulls being written
@@ -44,6 +45,8 @@ public struct DataDir: Sendable, Equatable {
     /// The router's request log (`requests.log`: request id → the process that answered).
     public var router: URL { root.appendingPathComponent("router") }
     public var refStore: URL { root.appendingPathComponent("refs.sqlite") }
+    /// Where the state is, when `kbuild up --state etcd://…` put it elsewhere (`EtcdCluster.Remembered`).
+    public var stateFile: URL { root.appendingPathComponent("state.json") }
     public var adminToken: URL { root.appendingPathComponent("admin.token") }
     /// Where `kbuild up` writes the URL of its HTTP server, so the CLI can find it.
     public var serverURLFile: URL { root.appendingPathComponent("server.url") }

@@ -19,6 +19,18 @@ public protocol RecordCache: Sendable {
     func hasRecord(_ kid: KID) -> Bool
 }
 
+/// Where records are kept beside a machine's own Keg so that they live with
+/// the state (etcd, when the state is there): a control plane that lost its
+/// disk, or one that never had the record, reads it back from here.
+public protocol RecordReplica: Sendable {
+    /// The largest record it keeps (larger ones stay in the Keg only).
+    var maxRecordBytes: Int { get }
+    /// Keeps `bytes` under `kid` (their hash); keeping one twice is no change.
+    func putRecord(_ kid: KID, _ bytes: [UInt8]) async throws
+    /// The bytes kept under `kid`, or nil.
+    func record(_ kid: KID) async throws -> [UInt8]?
+}
+
 /// The one record codec: every record is canonical JSON (sorted keys, no
 /// escaped slashes, ISO 8601 dates), so the same record has the same KID on
 /// every machine.

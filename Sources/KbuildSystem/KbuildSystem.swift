@@ -150,8 +150,9 @@ public struct KbuildSystem {
     /// The scheduler: releases and nodes → assignments, rollouts, reverts.
     @discardableResult
     public mutating func startScheduler(keg: Keg, refs: any RefStore, policy: RolloutPolicy = RolloutPolicy(),
+                                        election: (any LeaderElection)? = nil,
                                         log: @escaping @Sendable (String) -> Void = { _ in }) -> SchedulerService {
-        let scheduler = SchedulerService(keg: keg, refs: refs, policy: policy, log: log)
+        let scheduler = SchedulerService(keg: keg, refs: refs, policy: policy, election: election, log: log)
         addSupervised("scheduler", scheduler)
         return scheduler
     }

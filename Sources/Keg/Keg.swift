@@ -2,6 +2,7 @@ public import KbuildCore
 public import Foundation
 import CKbuild
 import CZstd
+public import KbuildState
 
 /// The Keg: kbuild's one content-addressed store. Every source tree, file,
 /// layer, image, log and record is an immutable object here, named by its KID.
@@ -28,9 +29,13 @@ public final class Keg: Sendable {
     public static let chunkingThreshold = 1 << 20
     static let chunkParams = kb_cdc_params(min_size: 16 << 10, avg_size: 64 << 10, max_size: 256 << 10)
 
-    /// Opens the Keg in `dataDir`, creating its directories on first use.
-    public init(dataDir: DataDir) throws {
+    /// Where records are kept beside this Keg (etcd, when the state is there), or nil.
+    public let records: (any RecordReplica)?
+
+    /// Opens the Keg in `dataDir`, creating its directories on first use; `records`: see `Keg+RecordContent`.
+    public init(dataDir: DataDir, records: (any RecordReplica)? = nil) throws {
         self.dataDir = dataDir
+        self.records = records
         objectsPath = dataDir.kegObjects.path
         tmpPath = dataDir.kegTmp.path
         filesPath = dataDir.kegFiles.path

@@ -23,6 +23,9 @@ extension AgentLoop {
         var assignment: Assignment?
         var read = false
         var saidOlder = false
+        // The newest scheduler term acted on (`Assignment.fence`): an assignment a deposed scheduler
+        // wrote after a newer one's is not acted on.
+        var term: Int64 = 0
         while true {
             try Task.checkCancellation()
             var revision: Revision?
@@ -34,11 +37,18 @@ extension AgentLoop {
                 } else {
                     seen = now
                     revision = now
-                    assignment = if let ref = try await agent.refs.get(try Schema.assignment(config.name)) {
+                    let latest: Assignment? = if let ref = try await agent.refs.get(try Schema.assignment(config.name)) {
                         try await reader.record(Assignment.self, ref.kid, what: "assignment")
                     } else { nil }
-                    read = true
-                    saidOlder = false
+                    if let older = latest?.fence, older < term {
+                        if !saidOlder { agent.log("agent \(config.name): an assignment of scheduler term \(older), older than term \(term) acted on: ignored") }
+                        saidOlder = true
+                    } else {
+                        term = max(term, latest?.fence ?? 0)
+                        assignment = latest
+                        read = true
+                        saidOlder = false
+                    }
                 }
             } catch is CancellationError {
                 throw CancellationError()

@@ -20,13 +20,19 @@ public final class SchedulerService: Service {
     /// When this scheduler started: silent nodes are not lost until one lease after.
     let started = Date()
     static let actor = "scheduler"
+    /// Who elects the one active scheduler among many control planes; nil: this is the only one.
+    let election: (any LeaderElection)?
+    /// The term this scheduler writes in (`LeaderTerm.fence`), carried by every assignment.
+    let fence: Int64?
 
     public init(keg: Keg, refs: any RefStore, policy: RolloutPolicy = RolloutPolicy(), lease: TimeInterval = 10,
-                log: @escaping @Sendable (String) -> Void = { _ in }) {
+                election: (any LeaderElection)? = nil, fence: Int64? = nil, log: @escaping @Sendable (String) -> Void = { _ in }) {
         self.reader = ClusterReader(records: keg, refs: refs)
         self.keg = keg
         self.policy = policy
         self.lease = lease
+        self.election = election
+        self.fence = fence
         self.log = log
     }
 
@@ -35,20 +41,39 @@ public final class SchedulerService: Service {
     public func run() async throws {
         do {
             try await cancelWhenGracefulShutdown {
-                while !Task.isCancelled {
-                    let revision = try await self.refs.currentRevision()
-                    do {
-                        try await self.step()
-                    } catch is CancellationError {
-                        return
-                    } catch {
-                        self.log("scheduler: \(error)")
-                    }
-                    try await self.reader.waitForChange(after: revision, timeout: .seconds(1))
+                guard let election = self.election else { return try await self.schedule() }
+                // Elected: each term schedules through the term's store (every write checks the term still
+                // holds) and stamps its assignments with the term's fence.
+                try await election.lead("scheduler") { [keg = self.keg, policy = self.policy, lease = self.lease, log = self.log] term in
+                    log("scheduler: active here (term \(term.fence))")
+                    try await SchedulerService(keg: keg, refs: term.refs, policy: policy, lease: lease, fence: term.fence, log: log).schedule()
                 }
             }
         } catch is CancellationError {
             // Shutting down; the next scheduler plans from the refs.
+        }
+    }
+
+    /// Plans on every change, and at least once a second, until cancelled.
+    func schedule() async throws {
+        while !Task.isCancelled {
+            do {
+                let revision = try await refs.currentRevision()
+                do {
+                    try await step()
+                } catch is CancellationError {
+                    return
+                } catch {
+                    log("scheduler: \(error)")
+                }
+                try await reader.waitForChange(after: revision, timeout: .seconds(1))
+            } catch is CancellationError {
+                return
+            } catch {
+                // The store is away (etcd lost its quorum, the network is cut): try again in a moment.
+                log("scheduler: \(error)")
+                try await Task.sleep(for: .milliseconds(500))
+            }
         }
     }
 
@@ -63,7 +88,9 @@ public final class SchedulerService: Service {
         let plan = Planner.plan(apps: apps, nodes: nodes, volumes: volumes, now: now, policy: policy, lease: lease,
                                 trustSilence: now.timeIntervalSince(started) > lease)
         for node in nodes {
-            guard let next = plan.assignments[node.record.name], next != node.assignment else { continue }
+            guard var next = plan.assignments[node.record.name] else { continue }
+            next.fence = fence
+            guard next != node.assignment else { continue }
             let kid = try await Records.put(next, in: keg)
             let ref = try Schema.assignment(node.record.name)
             let current = try await refs.get(ref)

@@ -147,9 +147,13 @@ public struct Assignment: Codable, Sendable, Equatable {
     public var tasks: [ReleaseTask]?
     /// The volumes this node keeps; nil when none.
     public var volumes: [AssignedVolume]?
+    /// The term of the scheduler that wrote it (`LeaderTerm.fence`); nil from one without an election.
+    /// A node acts on no assignment of an older term than one it has acted on.
+    public var fence: Int64?
 
-    public init(node: String, processes: [AssignedProcess], tasks: [ReleaseTask] = [], volumes: [AssignedVolume] = []) {
+    public init(node: String, processes: [AssignedProcess], tasks: [ReleaseTask] = [], volumes: [AssignedVolume] = [], fence: Int64? = nil) {
         self.node = node
+        self.fence = fence
         self.processes = processes.sorted { $0.id < $1.id }
         self.tasks = tasks.isEmpty ? nil : tasks.sorted { $0.id < $1.id }
         self.volumes = volumes.isEmpty ? nil : volumes.sorted { $0.id < $1.id }
