@@ -47,12 +47,25 @@ public struct AppStore: Sendable {
         guard !app.deployBranch.isEmpty, !app.deployBranch.contains(".."), !app.deployBranch.hasPrefix("/"),
               app.deployBranch.utf8.allSatisfy({ $0 > 0x20 && $0 != 0x7f && !"~^:?*[\\".utf8.contains($0) })
         else { throw KbuildError(.invalidArgument, "invalid deploy branch \(app.deployBranch.debugQuoted)") }
+        let repo = repository(app.name)
+        try makeRepository(app, kbuild: kbuild)
+        do {
+            try await refs.compareAndSwap(ref, to: try Records.put(app, in: keg), expecting: .absent, actor: actor)
+        } catch {
+            // Nothing half-made: no repository without its record.
+            try? FileManager.default.removeItem(atPath: repo)
+            throw error
+        }
+    }
+
+    /// Makes the app's bare repository with kbuild's hook (built aside, renamed into place); one that exists is kept.
+    public func makeRepository(_ app: AppRecord, kbuild: String) throws {
         let root = AppStore.gitRoot(keg.dataDir)
         if mkdir(root, 0o700) != 0 && errno != EEXIST { throw KbuildError.syscall("mkdir", root, verb: "create app \(app.name)") }
         let repo = repository(app.name)
+        if FileManager.default.fileExists(atPath: repo) { return }
         let tmp = root + "/.tmp-\(app.name)-\(getpid())"
         try? FileManager.default.removeItem(atPath: tmp)
-        var renamed = false
         do {
             try Git.run(["init", "--quiet", "--bare", "--initial-branch=\(app.deployBranch)", tmp])
             // Pushes of any size over HTTP; no deleting or rewriting the deploy branch behind kbuild's back.
@@ -62,11 +75,8 @@ public struct AppStore: Sendable {
             if rename(tmp, repo) != 0 {
                 throw KbuildError.syscall("rename", repo, verb: "create app \(app.name)")
             }
-            renamed = true
-            try await refs.compareAndSwap(ref, to: try Records.put(app, in: keg), expecting: .absent, actor: actor)
         } catch {
-            // Nothing half-made: no repository without its record.
-            try? FileManager.default.removeItem(atPath: renamed ? repo : tmp)
+            try? FileManager.default.removeItem(atPath: tmp)
             throw error
         }
     }
@@ -118,11 +128,12 @@ public enum Git {
         (try? run(args)) != nil
     }
 
-    /// Runs git; a failure throws with git's own message.
-    public static func run(_ args: [String]) throws {
+    /// Runs git; a failure throws with git's own message. `environment` is added to kbuild's own.
+    public static func run(_ args: [String], environment: [String: String] = [:]) throws {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/git")
         p.arguments = args
+        if !environment.isEmpty { p.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new } }
         let err = Pipe()
         p.standardError = err
         p.standardOutput = FileHandle.nullDevice

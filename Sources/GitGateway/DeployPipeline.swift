@@ -3,6 +3,8 @@ public import Keg
 public import KbuildState
 public import Sandbox
 import Builds
+import OCI
+import Stacks
 import Releases
 import Cluster
 import Foundation
@@ -21,6 +23,8 @@ import NIOPosix
 /// the push is rejected, the branch does not move, and nothing that runs changes.
 public struct DeployPipeline: Sendable {
     public let keg: Keg
+    /// The other control planes' Kegs (sharing the state on etcd): a push's objects go to them before it is acknowledged.
+    let replicas: (any KegUpstream)?
     public let refs: any RefStore
     /// A sandbox for cloning a git buildpack that `.buildpacks` names (once per app).
     public let sandbox: @Sendable () throws -> Sandbox
@@ -30,7 +34,8 @@ public struct DeployPipeline: Sendable {
     public let queueWait: Duration
 
     public init(keg: Keg, refs: any RefStore, sandbox: @escaping @Sendable () throws -> Sandbox,
-                workerGrace: Duration = .seconds(2), queueWait: Duration = .seconds(600)) {
+                workerGrace: Duration = .seconds(2), queueWait: Duration = .seconds(600), replicas: (any KegUpstream)? = nil) {
+        self.replicas = replicas
         self.keg = keg
         self.refs = refs
         self.sandbox = sandbox
@@ -75,6 +80,9 @@ public struct DeployPipeline: Sendable {
         let limits = try await AppLimits.get(app, keg: keg, refs: refs)
         let held = limits.kegBytes == nil ? 0 : try await AppUsage.kegBytes(app, keg: keg, refs: refs)
         try limits.check(kegBytes: held + pushed.bytes, app: app)
+        // On a control plane sharing its state, the source goes to the others before anything names it: a
+        // worker of any of them can build it, and losing this machine loses no push.
+        try await replicas?.publish([pushed.source], from: keg)
         let sourceRecord = try await Records.put(pushed, in: keg)
         try await refs.compareAndSwap(try Schema.source(app), to: sourceRecord, expecting: .any, actor: pusher)
         try await refs.compareAndSwap(try Schema.commit(pushed.commit), to: sourceRecord, expecting: .any, actor: pusher)
@@ -89,6 +97,7 @@ public struct DeployPipeline: Sendable {
 
         // The build: memoised when these inputs were built before, else queued for a worker and followed.
         if let why = abandoned() { throw KbuildError(.io, "\(why) before the build: nothing was deployed") }
+        if let replicas { try await fetchStack(record.stack, from: replicas) }
         let inputs = try await buildInputs(source: pushed.source, app: record, pusher: pusher, say: say)
         let build = inputs.kid
         let queue = BuildQueue(keg: keg, refs: refs)
@@ -114,7 +123,10 @@ public struct DeployPipeline: Sendable {
         }
 
         // The image: the run image, the build's layer and the source's record, named as the app's latest.
+        if let replicas { try await fetchBuilt(result, from: replicas) }
         let image = try await NIOThreadPool.singleton.runIfActive { [keg, pushed] in try AppImage.assemble(result, source: pushed, keg: keg) }
+        // The image goes to the other control planes before the release names it (its layers and log went with the build).
+        if let replicas { try await replicas.publish(try ImageStore(keg: keg).objectRoots(image), from: keg) }
         if limits.kegBytes != nil, let layer = result.layer {
             try limits.check(kegBytes: held + pushed.bytes + UInt64(max(0, layer.size)), app: app)
         }
@@ -223,6 +235,30 @@ public struct DeployPipeline: Sendable {
             if let done = try await group.next(), let value = done { return value }
             throw Abandoned(why: abandoned() ?? "the push was abandoned", version: version)
         }
+    }
+
+    /// Brings the app's stack (its run and build images: manifest, config, layer trees) into this Keg
+    /// when another control plane made it.
+    func fetchStack(_ name: String, from replicas: any KegUpstream) async throws {
+        for stack in [name, name + StackStore.buildSuffix] {
+            guard let ref = try await refs.get(try Schema.stack(stack)) else { continue }
+            try await replicas.fetch(ref.kid, into: keg)
+            let manifest = try ImageStore(keg: keg).manifest(ref.kid)
+            for kid in [try manifest.config.kid()] + (try ImageStore(keg: keg).layerTrees(manifest)) { try await replicas.fetch(kid, into: keg) }
+        }
+    }
+
+    /// Brings what the image is made of into this Keg when a worker of another control plane built it:
+    /// the stack's run image (manifest, config, layer trees), the build's layers and its log.
+    func fetchBuilt(_ result: BuildRecord, from replicas: any KegUpstream) async throws {
+        try await replicas.fetch(result.inputs.stack, into: keg)
+        let stack = try ImageStore(keg: keg).manifest(result.inputs.stack)
+        var kids = [try stack.config.kid()] + (try ImageStore(keg: keg).layerTrees(stack))
+        for layer in [result.layer].compactMap({ $0 }) + (result.dependencyLayers ?? []) {
+            if let tree = layer.annotations?[treeAnnotation] { kids.append(try KID(parsing: tree)) }
+        }
+        if let log = result.log { kids.append(log) }
+        for kid in kids { try await replicas.fetch(kid, into: keg) }
     }
 
     static func seconds(_ d: Duration) -> Double {

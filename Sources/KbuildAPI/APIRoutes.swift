@@ -43,7 +43,7 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
     /// Deploys what the git hooks hand over (`PushRoutes`): one pipeline, so one deploy per app at a time.
     let pipeline: DeployPipeline
 
-    public init(keg: Keg, refs: any RefStore, sandbox: Sandbox?, egress: EgressNetwork? = nil, kbuild: String,
+    public init(keg: Keg, refs: any RefStore, sandbox: Sandbox?, egress: EgressNetwork? = nil, kbuild: String, replicas: (any KegUpstream)? = nil,
                 nodeLogDir: (@Sendable (String) -> String)? = nil, joinVia: @escaping @Sendable () -> (url: String, caHash: String)? = { nil },
                 logDirs: @escaping @Sendable () -> [String]) {
         self.nodeLogDir = nodeLogDir
@@ -58,7 +58,7 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
         self.logDirs = logDirs
         // A git buildpack is cloned in this server's sandbox (one of its own where it runs no processes).
         let cloning: @Sendable () throws -> Sandbox = { try sandbox ?? Sandbox() }
-        self.pipeline = DeployPipeline(keg: keg, refs: refs, sandbox: cloning)
+        self.pipeline = DeployPipeline(keg: keg, refs: refs, sandbox: cloning, replicas: replicas)
     }
 
     var releases: ReleaseStore { ReleaseStore(keg: keg, refs: refs) }

@@ -16,6 +16,7 @@ import ServiceLifecycle
 import KbuildState
 import KbuildServer
 import EtcdState
+import GitGateway
 import SQLiteState
 
 /// `kbuild up`: everything on this machine, on embedded defaults, as one
@@ -110,14 +111,19 @@ struct UpCommand: AsyncParsableCommand {
         let log: @Sendable (String) -> Void = { line in if verbose { say(line) } }
         let (keg, refs, etcd) = try await openState(dataDir)
         let buildpacks = try await BuildpackStore(keg: keg, refs: refs).registerShipped(actor: "kbuild up")
-        // Nodes that are hosts of their own pull from this server, so its port is known up front.
-        let port = nodes > 1 && self.port == 0 ? try freeTCPPort() : self.port
+        // Nodes that are hosts of their own pull from this server, and control planes sharing etcd are
+        // named by it, so its port is known up front.
+        let port = (nodes > 1 || etcd != nil) && self.port == 0 ? try freeTCPPort() : self.port
         let nodeConfigs = try nodeConfigurations(dataDir)
         let serverURL = "http://\(host):\(port)"
 
         var system = KbuildSystem(logger: logger) { say($0) }
         // Between machines: HTTPS with kbuild's own CA; plain HTTP is for this machine.
         let advertised = advertiseAddress ?? hostAddresses().first ?? "127.0.0.1"
+        // Sharing etcd: one admin token for every control plane, and their Kegs and repositories kept alike.
+        let planes: ControlPlanes? = if let etcd {
+            try await ControlPlanes.join(etcd: etcd, name: "\(advertised):\(port)", dataDir: dataDir)
+        } else { nil }
         let identity = try ServerTLS.loadOrCreate(directory: dataDir.tls.path, hosts: [advertised] + hostAddresses() + [ProcessInfo.processInfo.hostName])
         if !["127.0.0.1", "localhost", "::1"].contains(host) {
             say("warning: plain HTTP on \(host): tokens cross the network in the clear there; other machines should use the https port")
@@ -126,10 +132,11 @@ struct UpCommand: AsyncParsableCommand {
             let port = url.split(separator: ":").last.map(String.init) ?? ""
             let reachable = "https://\(advertised):\(port)"
             try? Data((reachable + "\n").utf8).write(to: dataDir.tlsURLFile, options: .atomic)
+            planes?.bound(reachable)
             say("tls       \(reachable) (other machines; CA \(identity.caHash) in \(dataDir.tls.path)/ca.crt; kbuild nodes:join-token NODE)")
         }
         try await system.startServer(keg: keg, refs: refs, dataDir: dataDir, kbuild: kbuildExecutable, host: host, port: port,
-                                                  sandbox: try Sandbox(), tls: tls) { [workers, nodes] url in
+                                                  sandbox: try Sandbox(), tls: tls, replicas: planes?.kegs) { [workers, nodes] url in
             try? Data((url + "\n").utf8).write(to: dataDir.serverURLFile, options: .atomic)
             say("kbuild up: data dir \(dataDir.root.path) (admin token in \(dataDir.adminToken.path))")
             say("keg       \(url)/v1/objects/")
@@ -141,13 +148,18 @@ struct UpCommand: AsyncParsableCommand {
             say("state     \(etcd.map { "\($0.spec) (etcd; kbuild up on other machines with the same --state share it)" } ?? "\(dataDir.refStore.path) (SQLite)")")
             say("nodes     \(nodes == 0 ? "none here (kbuild agent)" : nodeConfigs.map { "\($0.name) \($0.address) (\($0.capacity.description))" }.joined(separator: ", "))")
         }
-        if workers > 0 { system.startBuildWorker(keg: keg, refs: refs, sandbox: try Sandbox(warmHelpers: 1)) }
+        if workers > 0 { system.startBuildWorker(keg: keg, refs: refs, sandbox: try Sandbox(warmHelpers: 1), peers: planes?.kegs) }
+        if let planes {
+            system.addSupervised("control plane registration", ControlPlanes.Registration(planes: planes, say: say))
+            system.addSupervised("git mirror", ControlPlanes.Mirror(mirror: GitMirror(apps: AppStore(keg: keg, refs: refs), kbuild: kbuildExecutable,
+                                                                                     peers: planes.gitPeers, say: say)))
+        }
         // With the state on etcd, any number of control planes share it and one scheduler is active, elected.
         let election = etcd.map { EtcdElection(store: EtcdRefStore(etcd: $0), holder: "\(ProcessInfo.processInfo.hostName) \(advertised):\(port) \(dataDir.root.path)", say: say) }
         system.startScheduler(keg: keg, refs: refs, policy: RolloutPolicy(maxSurge: maxSurge, maxUnavailable: maxUnavailable), election: election) { say($0) }
         for config in nodeConfigs {
             if nodes == 1 {
-                system.startNodeAgent(config, keg: keg, refs: refs, sandbox: try Sandbox(), log: log)
+                system.startNodeAgent(config, keg: keg, refs: refs, sandbox: try Sandbox(), remote: planes?.kegs, log: log)
             } else {
                 // A host of its own, reached as one on another machine is: its own Keg and records cache, the
                 // control plane's state through the API with the node's own join token (made anew at each start).

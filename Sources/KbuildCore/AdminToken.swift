@@ -30,6 +30,23 @@ public enum AdminToken {
         return token
     }
 
+    /// Replaces the token in the data dir (0600, atomically): a control plane that shares its state
+    /// with others takes their admin token.
+    public static func replace(in dataDir: DataDir, with token: String) throws {
+        let tmp = dataDir.adminToken.path + ".tmp.\(getpid())"
+        unlink(tmp)
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw KbuildError.syscall("open", tmp, verb: "replace the admin token") }
+        let line = Array((token + "\n").utf8)
+        let written = line.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        let synced = fsync(fd)
+        close(fd)
+        guard written == line.count, synced == 0, rename(tmp, dataDir.adminToken.path) == 0 else {
+            unlink(tmp)
+            throw KbuildError.syscall("write", dataDir.adminToken.path, verb: "replace the admin token")
+        }
+    }
+
     /// A new token: the prefix and 256 random bits in hex.
     public static func generate(prefix: String) -> String {
         var rng = SystemRandomNumberGenerator()

@@ -63,12 +63,12 @@ public struct KbuildSystem {
     @discardableResult
     /// With `tls`, the same routes are served over HTTPS too, for other machines.
     public mutating func startServer(keg: Keg, refs: any RefStore, dataDir: DataDir, kbuild: String, host: String, port: Int,
-                                     sandbox: Sandbox?, tls: KbuildHTTP.TLSListener? = nil,
+                                     sandbox: Sandbox?, tls: KbuildHTTP.TLSListener? = nil, replicas: (any KegUpstream)? = nil,
                                      onRunning: @escaping @Sendable (String) async -> Void = { _ in }) async throws -> ServerHandle {
         try await AppStore(keg: keg, refs: refs).installHooks(kbuild: kbuild)
         let spool = dataDir.root.path + "/git-spool"
         if mkdir(spool, 0o700) != 0 && errno != EEXIST { throw KbuildError.syscall("mkdir", spool, verb: "start the git gateway") }
-        let (git, api) = KbuildSystem.routes(keg: keg, refs: refs, dataDir: dataDir, sandbox: sandbox, kbuild: kbuild)
+        let (git, api) = KbuildSystem.routes(keg: keg, refs: refs, dataDir: dataDir, sandbox: sandbox, kbuild: kbuild, replicas: replicas)
         if let egress = api.egress {
             // The host's firewall for every process network of this kbuild, and the
             // namespaces of one-off runs and builds that a kill left.
@@ -104,12 +104,12 @@ public struct KbuildSystem {
     }
 
     /// The git gateway's and the API's routes, as `startServer` serves them.
-    static func routes(keg: Keg, refs: any RefStore, dataDir: DataDir, sandbox: Sandbox?, kbuild: String)
+    static func routes(keg: Keg, refs: any RefStore, dataDir: DataDir, sandbox: Sandbox?, kbuild: String, replicas: (any KegUpstream)? = nil)
         -> (GitHTTPRoutes<KbuildHTTP.Context>, APIRoutes<KbuildHTTP.Context>) {
         let git = KbuildHTTP.gitRoutes(projectRoot: AppStore.gitRoot(dataDir), spoolDir: dataDir.root.path + "/git-spool",
                                        environment: ["KBUILD_DATA_DIR": dataDir.root.path])
         let egress = sandbox == nil ? nil : EgressNetwork(dataDir: dataDir.root.path, slot: EgressNetwork.oneOffSlot)
-        let api = APIRoutes<KbuildHTTP.Context>(keg: keg, refs: refs, sandbox: sandbox, egress: egress, kbuild: kbuild,
+        let api = APIRoutes<KbuildHTTP.Context>(keg: keg, refs: refs, sandbox: sandbox, egress: egress, kbuild: kbuild, replicas: replicas,
                                                 nodeLogDir: { dataDir.node($0).path + "/logs" },
                                                 joinVia: {
                                                     guard let url = try? String(contentsOf: dataDir.tlsURLFile, encoding: .utf8),
@@ -134,9 +134,11 @@ public struct KbuildSystem {
     /// live log go through the control plane's API, and it waits on the queue
     /// through a long poll (a second at most between looks at expired claims).
     @discardableResult
+    /// With `peers` (the other control planes sharing the state), a worker of one of them: what a build
+    /// reads and this Keg lacks comes from them, and what it makes goes to them before it is named.
     public mutating func startBuildWorker(keg: Keg, refs: any RefStore, sandbox: Sandbox, name: String? = nil,
-                                          remote: BuildWorkerRemote? = nil) -> BuildWorker {
-        let builder = Builder(keg: keg, records: remote?.records, refs: refs, upstream: remote?.upstream, sandbox: sandbox,
+                                          remote: BuildWorkerRemote? = nil, peers: (any KegUpstream)? = nil) -> BuildWorker {
+        let builder = Builder(keg: keg, records: remote?.records, refs: refs, upstream: remote?.upstream ?? peers, sandbox: sandbox,
                               egress: EgressNetwork(dataDir: keg.dataDir.root.path, slot: EgressNetwork.oneOffSlot),
                               worker: name ?? Builder.defaultWorkerName)
         let worker = BuildWorker(queue: BuildQueue(keg: keg, records: remote?.records, refs: refs), builder: builder,
@@ -162,7 +164,7 @@ public struct KbuildSystem {
     @discardableResult
     /// `records` is the control plane's Keg when `keg` is the node's own.
     public mutating func startNodeAgent(_ config: NodeAgentConfig, keg: Keg, records: (any RecordContent)? = nil, refs: any RefStore, sandbox: Sandbox,
-                                        remote: KegRemote? = nil, logSink: (any LogSink)? = nil,
+                                        remote: (any KegUpstream)? = nil, logSink: (any LogSink)? = nil,
                                         log: @escaping @Sendable (String) -> Void = { _ in }) -> NodeAgent {
         let agent = NodeAgent(config: config, keg: keg, records: records, refs: refs, sandbox: sandbox, remote: remote, logSink: logSink, log: log)
         addSupervised("node agent \(config.name)", agent)

@@ -71,13 +71,15 @@ public struct NodeAgent: Service {
     let records: any RecordContent
     let refs: any RefStore
     let sandbox: Sandbox
-    let remote: KegRemote?
+    /// Where the images' objects this Keg lacks come from: the control plane (a node that is a host of its
+    /// own), or the other control planes (the node of a control plane sharing its state on etcd).
+    let remote: (any KegUpstream)?
     /// Where the processes' logs go too, on a node that joined over the network.
     let logSink: (any LogSink)?
     let log: @Sendable (String) -> Void
 
     /// `records`: the control plane's records (its API, for a node that joined over the network) when the node keeps images in a Keg of its own (default: `keg`).
-    public init(config: NodeAgentConfig, keg: Keg, records: (any RecordContent)? = nil, refs: any RefStore, sandbox: Sandbox, remote: KegRemote? = nil,
+    public init(config: NodeAgentConfig, keg: Keg, records: (any RecordContent)? = nil, refs: any RefStore, sandbox: Sandbox, remote: (any KegUpstream)? = nil,
                 logSink: (any LogSink)? = nil, log: @escaping @Sendable (String) -> Void = { _ in }) {
         self.logSink = logSink
         self.config = config

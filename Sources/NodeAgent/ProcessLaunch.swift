@@ -23,13 +23,13 @@ public struct ProcessLaunch: Sendable {
     /// Records come through `reader`; the image's objects from `images`, and
     /// what is missing there is pulled from `remote` first (a node that is a host of its own).
     public static func prepare(release releaseKID: KID, image: KID, config: KID, app: String, name: String, id: String, port: Int?,
-                               reader: ClusterReader, images keg: Keg, remote: KegRemote?) async throws -> ProcessLaunch {
-        if let remote, !keg.contains(image) { _ = try await remote.pull(image, into: keg) }
+                               reader: ClusterReader, images keg: Keg, remote: (any KegUpstream)?) async throws -> ProcessLaunch {
+        if let remote, !keg.contains(image) { try await remote.fetch(image, into: keg) }
         let images = ImageStore(keg: keg)
         let manifest = try images.manifest(image)
         if let remote {
             for kid in [try manifest.config.kid()] + (try images.layerTrees(manifest)) where !keg.contains(kid) {
-                _ = try await remote.pull(kid, into: keg)
+                try await remote.fetch(kid, into: keg)
             }
         }
         let imageConfig = try images.config(of: manifest)

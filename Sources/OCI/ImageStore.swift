@@ -59,6 +59,13 @@ public struct ImageStore: Sendable {
         }
     }
 
+    /// What makes an image whole on another machine, children first: each layer's archive (its tree
+    /// goes with it), the config, the manifest. What `KegUpstream.publish` is given.
+    public func objectRoots(_ image: KID) throws -> [KID] {
+        let manifest = try manifest(image)
+        return try manifest.layers.map { try $0.kid() } + [try manifest.config.kid(), image]
+    }
+
     /// The Keg trees of an image's layers, bottom first.
     public func layerTrees(_ manifest: Manifest) throws -> [KID] {
         try manifest.layers.map { layer in
