@@ -271,7 +271,7 @@ let package = Package(
         .testTarget(
             name: "KbuildCLITests",
             dependencies: [
-                "KbuildCore", "Keg", "KbuildServer", "KbuildState", "SQLiteState", "KbuildSystem", "KbuildClient", "KbuildAPI", "RefStoreConformance",
+                "KbuildCore", "Keg", "KbuildServer", "KbuildState", "SQLiteState", "EtcdState", "KbuildSystem", "KbuildClient", "KbuildAPI", "RefStoreConformance",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
