@@ -120,7 +120,10 @@ final class EtcdStateTests: XCTestCase {
         p.standardOutput = out
         p.standardError = err
         try p.run()
-        addTeardownBlock { if p.isRunning { p.terminate(); p.waitUntilExit() } }
+        addTeardownBlock {
+            if p.isRunning { p.terminate(); p.waitUntilExit() }
+            _ = try? kbuild(["down", "--grace", "1"], dataDir: data) // its firewall table
+        }
         var said = ""
         let deadline = Date().addingTimeInterval(15)
         while Date() < deadline && !said.contains("waiting for etcd") {
