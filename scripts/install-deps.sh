@@ -10,6 +10,7 @@ packages=(
   runc umoci skopeo                                                  # OCI peers: tests and the sandbox benchmark
   openssh-server openssh-client                                      # git push over SSH (kbuild git-shell) and its test
   chromium python3-pip                                               # the dashboard's browser tests (Playwright drives Debian's Chromium)
+  etcd-server etcd-client                                            # the state on many machines (kbuild up --state etcd://…, kbuild etcd)
 )
 if [[ "${1:-}" == "--bench" ]]; then
   packages+=(casync restic python3 docker-registry)                  # benchmark peers
@@ -24,6 +25,8 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # The package may start an etcd of its own on 2379 (an init script): kbuild starts the etcd it wants.
+  if [[ " ${missing[*]} " == *" etcd-server "* && -x /etc/init.d/etcd ]]; then /etc/init.d/etcd stop >/dev/null 2>&1 || true; fi
 fi
 
 # Playwright and axe-core for the browser tests, from PyPI (`playwright install` cannot download browsers

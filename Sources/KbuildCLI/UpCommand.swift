@@ -80,6 +80,9 @@ struct UpCommand: AsyncParsableCommand {
     @Option(help: "The node agent's name with --nodes 1 (each control plane sharing an etcd needs its own).")
     var nodeName = "local"
 
+    @Option(help: "Seconds without a report from a node before its processes are placed elsewhere (nodes report every second).")
+    var nodeLostAfter: Double = NodeRecord.defaultLease
+
     @Option(help: "Rollouts: new processes allowed above the desired count.")
     var maxSurge = 1
 
@@ -94,6 +97,7 @@ struct UpCommand: AsyncParsableCommand {
               nodeName.first?.isLetter == true else {
             throw ValidationError("--node-name must be letters, digits and dashes, starting with a letter, not \(nodeName.debugQuoted)")
         }
+        guard (2...3600).contains(nodeLostAfter) else { throw ValidationError("--node-lost-after must be 2 to 3600 seconds, not \(nodeLostAfter)") }
         guard (0...65535).contains(port) else { throw ValidationError("--port must be 0 to 65535, not \(port)") }
         guard (0...65535).contains(tlsPort) else { throw ValidationError("--tls-port must be 0 to 65535, not \(tlsPort)") }
         guard (0...65535).contains(routerPort) else { throw ValidationError("--router-port must be 0 to 65535, not \(routerPort)") }
@@ -156,7 +160,7 @@ struct UpCommand: AsyncParsableCommand {
         }
         // With the state on etcd, any number of control planes share it and one scheduler is active, elected.
         let election = etcd.map { EtcdElection(store: EtcdRefStore(etcd: $0), holder: "\(ProcessInfo.processInfo.hostName) \(advertised):\(port) \(dataDir.root.path)", say: say) }
-        system.startScheduler(keg: keg, refs: refs, policy: RolloutPolicy(maxSurge: maxSurge, maxUnavailable: maxUnavailable), election: election) { say($0) }
+        system.startScheduler(keg: keg, refs: refs, policy: RolloutPolicy(maxSurge: maxSurge, maxUnavailable: maxUnavailable), election: election, nodeLostAfter: nodeLostAfter) { say($0) }
         for config in nodeConfigs {
             if nodes == 1 {
                 system.startNodeAgent(config, keg: keg, refs: refs, sandbox: try Sandbox(), remote: planes?.kegs, log: log)
@@ -221,6 +225,7 @@ struct UpCommand: AsyncParsableCommand {
             var config = NodeAgentConfig(name: nodeName, capacity: capacity, stateDir: dataDir.node(nodeName).path)
             config.egress = EgressNetwork(dataDir: dataDir.root.path, slot: 0)
             (config.logCapPerProcess, config.logCapPerApp) = caps
+            config.lease = nodeLostAfter
             return [config]
         }
         return try (0..<nodes).map { i in
@@ -233,6 +238,7 @@ struct UpCommand: AsyncParsableCommand {
             var config = NodeAgentConfig(name: name, address: network.nodeAddress, network: .namespace(network.namespace), capacity: capacity, stateDir: stateDir)
             config.egress = EgressNetwork(dataDir: dataDir.root.path, slot: i + 1, parent: network.namespace, publishOn: network.nodeAddress)
             (config.logCapPerProcess, config.logCapPerApp) = caps
+            config.lease = nodeLostAfter
             return config
         }
     }

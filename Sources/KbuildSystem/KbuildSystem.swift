@@ -6,7 +6,7 @@ import Synchronization
 public import KbuildCore
 public import KbuildServer
 public import Keg
-public import KegRemote
+import KegRemote
 public import Logging
 public import NodeAgent
 public import KbuildState
@@ -15,7 +15,7 @@ public import Router
 public import Sandbox
 public import Scheduler
 public import ServiceLifecycle
-import Foundation
+public import Foundation
 import GitGateway
 
 /// kbuild as a library of parts that start: each `start…` function takes
@@ -152,9 +152,9 @@ public struct KbuildSystem {
     /// The scheduler: releases and nodes → assignments, rollouts, reverts.
     @discardableResult
     public mutating func startScheduler(keg: Keg, refs: any RefStore, policy: RolloutPolicy = RolloutPolicy(),
-                                        election: (any LeaderElection)? = nil,
+                                        election: (any LeaderElection)? = nil, nodeLostAfter: TimeInterval = NodeRecord.defaultLease,
                                         log: @escaping @Sendable (String) -> Void = { _ in }) -> SchedulerService {
-        let scheduler = SchedulerService(keg: keg, refs: refs, policy: policy, election: election, log: log)
+        let scheduler = SchedulerService(keg: keg, refs: refs, policy: policy, lease: nodeLostAfter, election: election, log: log)
         addSupervised("scheduler", scheduler)
         return scheduler
     }

@@ -8,7 +8,19 @@ extension AgentLoop {
     func run() async throws {
         // Release phases run as children of the loop: they end with it.
         try await withThrowingDiscardingTaskGroup { group in
+            // The heartbeat does not wait for a pass of the loop (a long image checkout, a slow health check):
+            // the node is lost only when the agent is.
+            group.addTask { try await self.heartbeats() }
             try await loop(starting: { task in group.addTask { await self.runReleasePhase(task) } })
+        }
+    }
+
+    /// Reports again whenever a heartbeat is due and the loop has not (once it has reported at all).
+    func heartbeats() async throws {
+        while true {
+            try await Task.sleep(for: config.heartbeat / 2)
+            guard lastReport != nil, ContinuousClock.now - lastBeat >= config.heartbeat else { continue }
+            do { try await report() } catch { agent.log("agent \(config.name): heartbeat: \(error)") }
         }
     }
 

@@ -23,8 +23,10 @@ public struct NodeAgentConfig: Sendable {
     public var capacity: Resources
     /// The agent's state: process files and logs.
     public var stateDir: String
-    public var heartbeat: Duration = .seconds(2)
-    public var lease: TimeInterval = 10
+    /// How often the node reports while nothing changes (its heartbeat), and how long after its last
+    /// report it counts as lost (the scheduler uses the shorter of this and its own `--node-lost-after`).
+    public var heartbeat: Duration = .seconds(1)
+    public var lease: TimeInterval = 6
     /// How long a process is out of routing before it gets SIGTERM.
     public var drain: Duration = .seconds(1)
     /// How long after SIGTERM before SIGKILL.

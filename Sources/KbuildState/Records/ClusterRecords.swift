@@ -24,13 +24,14 @@ public struct NodeRecord: Codable, Sendable, Equatable {
 }
 
 extension NodeRecord {
-    /// How long a node that has not reported yet counts as alive from its registration.
-    public static let defaultLease: TimeInterval = 10
+    /// How long after its last report a node counts as lost (`kbuild up --node-lost-after`), and how long one
+    /// that has not reported yet counts as alive from its registration.
+    public static let defaultLease: TimeInterval = 6
 
-    /// Alive while its report is fresh; an agent that (re)registered gets one
-    /// lease from then to report.
+    /// Alive while its report is fresh (within the shorter of its own lease and `lease`); an agent that
+    /// (re)registered gets one lease from then to report.
     public func isAlive(reporting status: NodeStatus?, at now: Date, lease: TimeInterval = NodeRecord.defaultLease) -> Bool {
-        if let status, status.isAlive(at: now) { return true }
+        if let status, now.timeIntervalSince(status.at) <= min(status.lease, lease) { return true }
         return now.timeIntervalSince(startedAt) <= lease
     }
 }
