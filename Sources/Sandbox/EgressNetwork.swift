@@ -210,14 +210,25 @@ public struct EgressNetwork: Sendable {
                 "route add default via \(link.outside)",
             ], what: "set up network namespace \(link.namespace)")
             if let publishOn {
-                // The host reaches (and answers) the process through its node.
-                try EgressNetwork.ip([], batch: ["route replace \(link.subnet) via \(publishOn)"], what: "route to \(link.namespace)")
+                // The host reaches (and answers) the process through its node: a route in the agent's own network
+                // namespace, unless that is the node's (an agent on the machine the node is).
+                if !EgressNetwork.inNamespace(parent) {
+                    try EgressNetwork.ip([], batch: ["route replace \(link.subnet) via \(publishOn)"], what: "route to \(link.namespace)")
+                }
                 if let port { try nft("add element inet \(table) published { \(port) : \(link.inside) }\n", what: "publish port \(port)") }
             }
         } catch {
             removeNow(link, port: port)
             throw error
         }
+    }
+
+    /// Whether this process runs in the named network namespace (`/run/netns/NAME` is its own).
+    static func inNamespace(_ name: String?) -> Bool {
+        guard let name else { return false }
+        var own = stat(), named = stat()
+        guard stat("/proc/self/ns/net", &own) == 0, stat("/run/netns/" + name, &named) == 0 else { return false }
+        return own.st_ino == named.st_ino && own.st_dev == named.st_dev
     }
 
     /// Removes a process's namespace (its veth goes with it) and what published its port.
@@ -230,7 +241,9 @@ public struct EgressNetwork: Sendable {
         revokeAllNow(link.inside)
         if publishOn != nil {
             if let port { try? nft("delete element inet \(table) published { \(port) }\n", what: "unpublish port \(port)") }
-            try? EgressNetwork.ip([], batch: ["route del \(link.subnet)"], what: "remove the route to \(link.namespace)")
+            if !EgressNetwork.inNamespace(parent) {
+                try? EgressNetwork.ip([], batch: ["route del \(link.subnet) via \(publishOn!)"], what: "remove the route to \(link.namespace)")
+            }
         }
         try? EgressNetwork.ip(parent.map { ["-n", $0] } ?? [], batch: ["link del \(link.interface)"], what: "remove \(link.interface)")
         try? EgressNetwork.ip(["netns", "del", link.namespace], what: "remove network namespace \(link.namespace)")
@@ -271,6 +284,11 @@ public struct EgressNetwork: Sendable {
                 "  map published { type inet_service : ipv4_addr; }",
                 "  chain prerouting { type nat hook prerouting priority dstnat; policy accept;",
                 "    iifname != \"kp*\" ip saddr != \(range) ip daddr \(publishOn) dnat ip to tcp dport map @published",
+                "  }",
+                // What runs in the namespace itself (an agent whose machine it is: its health checks) reaches a
+                // published port at the node's address too.
+                "  chain output { type nat hook output priority -100; policy accept;",
+                "    ip daddr \(publishOn) dnat ip to tcp dport map @published",
                 "  }",
             ]
         }

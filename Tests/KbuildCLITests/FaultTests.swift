@@ -1,0 +1,135 @@
+import XCTest
+import Foundation
+import EtcdState
+
+/// The fault suite: the state on a real 3-member etcd, nodes that are
+/// machines of their own (each agent inside a network namespace, reaching
+/// the control plane over a veth pair, as across a LAN), and faults made by
+/// cutting that veth or killing processes with -9.
+final class FaultTests: XCTestCase {
+    struct Node {
+        let name: String
+        let namespace: String
+        let hostInterface: String
+        let hostAddress: String
+        let address: String
+        let data: String
+    }
+
+    func ip(_ args: [String]) throws {
+        let r = try sh("/usr/sbin/ip", args)
+        XCTAssertEqual(r.status, 0, "ip \(args.joined(separator: " ")): \(r.stderr)")
+    }
+
+    func startEtcd(members: Int) async throws -> LocalEtcd {
+        try XCTSkipIf(LocalEtcd.executable == nil, "etcd-server is not installed (scripts/install-deps.sh installs it)")
+        LocalEtcd.sweep(under: EtcdStateTests.base)
+        let client = freePort(), peer = freePort()
+        let etcd = LocalEtcd(dir: EtcdStateTests.base + "/\(getpid())-\(UUID().uuidString.prefix(6))", members: members,
+                             clientPort: client, peerPort: peer > client && peer < client + members ? client + members : peer)
+        addTeardownBlock { etcd.destroy() }
+        try etcd.start()
+        try await etcd.waitReady()
+        return etcd
+    }
+
+    /// A namespace with a veth to the host and a default route through it; removed at teardown (and a killed run's first).
+    func makeNode(_ index: Int) throws -> Node {
+        let node = Node(name: "n\(index)", namespace: "kbf-n\(index)", hostInterface: "kbfn\(index)h", hostAddress: "10.254.8\(index).1",
+                        address: "10.254.8\(index).2", data: try tempDir(self, "fault-n\(index)"))
+        _ = try? sh("/usr/sbin/ip", ["netns", "del", node.namespace])
+        _ = try? sh("/usr/sbin/ip", ["link", "del", node.hostInterface])
+        try ip(["netns", "add", node.namespace])
+        try ip(["link", "add", node.hostInterface, "type", "veth", "peer", "name", "kbfn\(index)p", "netns", node.namespace])
+        try ip(["addr", "add", "\(node.hostAddress)/24", "dev", node.hostInterface])
+        try ip(["link", "set", node.hostInterface, "up"])
+        try ip(["-n", node.namespace, "addr", "add", "\(node.address)/24", "dev", "kbfn\(index)p"])
+        try ip(["-n", node.namespace, "link", "set", "kbfn\(index)p", "up"])
+        try ip(["-n", node.namespace, "link", "set", "lo", "up"])
+        try ip(["-n", node.namespace, "route", "add", "default", "via", node.hostAddress])
+        addTeardownBlock {
+            _ = try? sh(kbuildBinary, ["down", "--grace", "2", "--data-dir", node.data])
+            _ = try? sh("/usr/sbin/ip", ["netns", "del", node.namespace])
+            _ = try? sh("/usr/sbin/ip", ["link", "del", node.hostInterface])
+        }
+        return node
+    }
+
+    /// `kbuild agent --join …` run inside the node's namespace: cutting its veth cuts the agent off too.
+    func startAgent(_ node: Node, controlPlane data: String) throws {
+        let r = try kbuild(["nodes:join-token", node.name, "--address", node.address], dataDir: data)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let join = Array(r.stdout.split(whereSeparator: \.isWhitespace).map(String.init).dropFirst(2))
+        let p = Process()
+        // nsenter, not `ip netns exec`: that mounts a sysfs of the namespace's own, without the cgroup hierarchy.
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/nsenter")
+        p.arguments = ["--net=/run/netns/\(node.namespace)", kbuildBinary, "agent"] + join + ["--network", node.namespace, "--memory", "1G", "--data-dir", node.data]
+        p.environment = ["PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": node.data]
+        FileManager.default.createFile(atPath: node.data + "/agent.log", contents: nil)
+        let log = try XCTUnwrap(FileHandle(forWritingAtPath: node.data + "/agent.log"))
+        p.standardOutput = log
+        p.standardError = log
+        try p.run()
+        addTeardownBlock {
+            if p.isRunning { kill(p.processIdentifier, SIGTERM) }
+            p.waitUntilExit()
+        }
+    }
+
+    /// A node cut off by its veth: its processes serve from the other node within 10 s of its last report,
+    /// and when the link comes back it stops the copies that were moved (the newer assignment wins), while
+    /// the app never has fewer healthy processes than its formation.
+    func testAPartitionedNodesProcessesMoveAndItStopsThemWhenHealed() async throws {
+        let etcd = try await startEtcd(members: 3)
+        let data = try tempDir(self, "fault-cp")
+        let routerPort = freePort()
+        _ = try startKbuildUp(self, data: data, extra: ["--state", etcd.spec, "--nodes", "0", "--router-port", String(routerPort)])
+        XCTAssertEqual(try kbuild(["stack", "create", "busybox"], dataDir: data).status, 0)
+        let nodes = try [makeNode(1), makeNode(2)]
+        for node in nodes { try startAgent(node, controlPlane: data) }
+        try waitUntil("both nodes joined", timeout: 30) {
+            let r = try kbuild(["nodes"], dataDir: data)
+            return r.stdout.contains("n1") && r.stdout.contains("n2")
+        }
+        let work = try makeApp("moving", data: data)
+        let push = try git(["push", "kbuild", "main"], in: work)
+        XCTAssertEqual(push.status, 0, push.stderr)
+        XCTAssertEqual(try kbuild(["ps:scale", "moving", "web=2"], dataDir: data).status, 0)
+        do {
+            try waitUntil("one on each node", timeout: 60) {
+                let p = try ps("moving", data)
+                return p.filter { $0.state == "healthy" }.count == 2 && Set(p.map(\.node)) == ["n1", "n2"]
+            }
+        } catch {
+            for node in nodes { print("\(node.name): " + ((try? String(contentsOfFile: node.data + "/agent.log", encoding: .utf8)) ?? "")) }
+            print(try kbuild(["ps", "moving"], dataDir: data).stdout, try kbuild(["nodes"], dataDir: data).stdout)
+            throw error
+        }
+        let stale = try XCTUnwrap(try ps("moving", data).first { $0.node == "n2" }?.hostPID)
+
+        // The partition: n2's veth goes down; its agent and its process keep running, cut off.
+        try ip(["link", "set", nodes[1].hostInterface, "down"])
+        let cut = Date()
+        try waitUntil("both serving on n1", timeout: 30) {
+            let p = try ps("moving", data).filter { $0.node == "n1" && $0.state == "healthy" }
+            return p.count == 2
+        }
+        let moved = Date().timeIntervalSince(cut)
+        XCTAssertLessThanOrEqual(moved, 10, "from the node's last report to its process serving elsewhere")
+        XCTAssertGreaterThan(moved, 3, "not before the node was lost")
+        for _ in 0..<10 { XCTAssertEqual(routed(routerPort, host: "moving.localhost").status, 200) }
+        XCTAssertEqual(kill(stale, 0), 0, "the cut-off node still runs its copy")
+
+        // Healed: the node hears its newer assignment and stops its stale copy; the app keeps 2 healthy meanwhile.
+        try ip(["link", "set", nodes[1].hostInterface, "up"])
+        let healed = Date()
+        var fewest = 2
+        while Date().timeIntervalSince(healed) < 30 && kill(stale, 0) == 0 {
+            fewest = min(fewest, try ps("moving", data).filter { $0.state == "healthy" }.count)
+            for _ in 0..<3 { XCTAssertEqual(routed(routerPort, host: "moving.localhost").status, 200) }
+        }
+        XCTAssertNotEqual(kill(stale, 0), 0, "the healed node stopped the copy that was moved")
+        XCTAssertEqual(fewest, 2, "never below the formation while the node came back")
+        print("node loss: \(String(format: "%.1f", moved)) s from the cut to serving elsewhere")
+    }
+}
