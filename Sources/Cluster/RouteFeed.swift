@@ -9,18 +9,41 @@ public import Foundation
 /// release, and the web processes its nodes report healthy and their
 /// assignments still hold (a process a rollout retires leaves the table as
 /// the scheduler drops it, before its node has stopped it or said so);
-/// custom domains from `apps/APP/domains`. Nodes whose heartbeat ran out
-/// contribute nothing.
+/// custom domains from `apps/APP/domains`. A node's processes leave the
+/// table when the scheduler takes them from its assignment (a lost node's
+/// are moved, so they go), not when the router's own reads of its reports
+/// stop: with the control plane away, nothing changes the assignments, and
+/// the router keeps serving what it last knew.
+///
+/// With `saveTo`, each table is written to that file and read back at start,
+/// so a router restarted while the control plane is away serves its last
+/// table (`kbuild router --join`).
 public struct RouteFeed: Service {
     let reader: ClusterReader
     let table: RouteTable
+    let saveTo: String?
 
     public init(keg: Keg, refs: any RefStore, table: RouteTable) {
-        self.reader = ClusterReader(records: keg, refs: refs)
+        self.init(records: keg, refs: refs, table: table, saveTo: nil)
+    }
+
+    public init(records: any RecordContent, refs: any RefStore, table: RouteTable, saveTo: String?) {
+        self.reader = ClusterReader(records: records, refs: refs)
         self.table = table
+        self.saveTo = saveTo
+    }
+
+    /// The table as saved: apps' endpoints and custom domains.
+    struct Saved: Codable, Equatable {
+        struct Point: Codable, Equatable { var host: String; var port: Int; var process: String }
+        var apps: [String: [Point]]
+        var domains: [String: String]
     }
 
     public func run() async throws {
+        if let saveTo, let data = FileManager.default.contents(atPath: saveTo), let saved = try? JSONDecoder().decode(Saved.self, from: data) {
+            table.update(apps: saved.apps.mapValues { $0.map { Endpoint(host: $0.host, port: $0.port, process: $0.process) } }, domains: saved.domains)
+        }
         do {
             try await cancelWhenGracefulShutdown {
                 while !Task.isCancelled {
@@ -48,14 +71,21 @@ public struct RouteFeed: Service {
         let nodes = try await reader.nodes()
         for (app, endpoints) in RouteFeed.endpoints(nodes: nodes, now: now) where apps[app] != nil { apps[app] = endpoints }
         table.update(apps: apps, domains: domains)
+        if let saveTo {
+            let saved = Saved(apps: apps.mapValues { $0.map { Saved.Point(host: $0.host, port: $0.port, process: $0.process) } }, domains: domains)
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = .sortedKeys
+            let bytes = try encoder.encode(saved)
+            if FileManager.default.contents(atPath: saveTo) != bytes { try bytes.write(to: URL(fileURLWithPath: saveTo), options: .atomic) }
+        }
     }
 
-    /// App → its healthy web processes on live nodes that their node's
-    /// assignment still holds, in a stable order.
+    /// App → its healthy web processes that their node's assignment still
+    /// holds, in a stable order.
     public static func endpoints(nodes: [(record: NodeRecord, status: NodeStatus?, assignment: Assignment?)], now: Date) -> [String: [Endpoint]] {
         var out: [String: [Endpoint]] = [:]
         for (record, status, assignment) in nodes {
-            guard let status, status.isAlive(at: now) else { continue }
+            guard let status else { continue }
             // The app and type come from the assignment, not from what the node reports.
             let assigned = Dictionary((assignment?.processes ?? []).map { ($0.id, $0.spec) }, uniquingKeysWith: { a, _ in a })
             for p in status.processes where p.state == .healthy {

@@ -20,7 +20,7 @@ public struct KbuildCommand: AsyncParsableCommand {
             PgBackups.self, PgBackupsCapture.self, PgBackupsRestore.self, PgBackupsDownload.self, PgBackupsImport.self, PgBackupsDelete.self,
             PgBackupsSchedule.self, PgBackupsUnschedule.self, RedisBackups.self, RedisBackupsCapture.self,
             ImageCommand.self, LogsCommand.self, BuildpackCommand.self, StackCommand.self, SandboxCommand.self, SourceCommand.self,
-            KegCommand.self, RefCommand.self, VersionCommand.self, DashboardCommand.self, EtcdCommand.self,
+            KegCommand.self, RefCommand.self, VersionCommand.self, DashboardCommand.self, EtcdCommand.self, RouterCommand.self,
             GitShellCommand.self, GitCredential.self, HookCommand.self,
         ]
     )

@@ -174,10 +174,13 @@ public struct KbuildSystem {
     /// The router on `port`, fed from the nodes' reports; its table is the handle.
     /// With `requestLog`, which process answered each request is written down (for `kbuild trace REQUEST-ID`).
     @discardableResult
-    public mutating func startRouter(keg: Keg, refs: any RefStore, host: String, port: Int, configuration: RouterConfiguration = RouterConfiguration(),
+    /// `records` and `saveTo`: a router on a machine of its own (`kbuild router --join`) reads records through the
+    /// API and keeps its last table in a file, serving it while the control plane is away.
+    public mutating func startRouter(keg: Keg, records: (any RecordContent)? = nil, refs: any RefStore, host: String, port: Int,
+                                     configuration: RouterConfiguration = RouterConfiguration(), saveTo: String? = nil,
                                      requestLog: RequestLog? = nil, onBound: @escaping @Sendable (Int) -> Void = { _ in }) -> RouteTable {
         let table = RouteTable()
-        addSupervised("route feed", RouteFeed(keg: keg, refs: refs, table: table))
+        addSupervised("route feed", RouteFeed(records: records ?? keg, refs: refs, table: table, saveTo: saveTo))
         if let requestLog { addSupervised("request log", requestLog) }
         addSupervised("router", RouterService(host: host, port: port, table: table, logger: logger, configuration: configuration, onBound: onBound,
                           onServed: { served in requestLog?.record(served) }))

@@ -132,4 +132,49 @@ final class FaultTests: XCTestCase {
         XCTAssertEqual(fewest, 2, "never below the formation while the node came back")
         print("node loss: \(String(format: "%.1f", moved)) s from the cut to serving elsewhere")
     }
+
+    /// The control plane entirely down for 60 s (kbuild up killed with -9: API, scheduler, git): a router on its
+    /// own (`kbuild router --join`) keeps every app serving from the nodes, with no failed request under load,
+    /// through the outage and the control plane's return.
+    func testAppsServeThroughAMinuteWithoutAControlPlane() async throws {
+        let etcd = try await startEtcd(members: 1)
+        let data = try tempDir(self, "fault-down")
+        let (port, tlsPort) = (freePort(), freePort())
+        let up = ["--state", etcd.spec, "--nodes", "0", "--port", String(port), "--tls-port", String(tlsPort)]
+        let cp = try startKbuildUp(self, data: data, port: port, extra: up)
+        XCTAssertEqual(try kbuild(["stack", "create", "busybox"], dataDir: data).status, 0)
+        let node = try makeNode(3)
+        let r = try kbuild(["nodes:join-token", node.name, "--address", node.address], dataDir: data)
+        let token = try XCTUnwrap(r.stdout.split(separator: " ").drop { $0 != "--token" }.dropFirst().first.map(String.init))
+        let agent = try spawnServer(kbuildBinary, ["agent", "--join", cp.url, "--token", token, "--name", node.name, "--address", node.address,
+                                                   "--network", node.namespace, "--memory", "1G", "--data-dir", node.data], output: node.data + "/agent.log")
+        addTeardownBlock { kill(agent, SIGTERM); _ = reap(agent) }
+        let work = try makeApp("steady", data: data)
+        XCTAssertEqual(try git(["push", "kbuild", "main"], in: work).status, 0)
+        XCTAssertEqual(try kbuild(["ps:scale", "steady", "web=2"], dataDir: data).status, 0)
+        try waitUntil("two healthy", timeout: 60) { try ps("steady", data).filter { $0.state == "healthy" }.count == 2 }
+
+        // The router on its own, with a data dir of its own.
+        let routerData = try tempDir(self, "fault-router"), routerPort = freePort()
+        let router = try spawnServer(kbuildBinary, ["router", "--join", cp.url, "--token", cp.token, "--host", "127.0.0.1", "--port", String(routerPort),
+                                                    "--data-dir", routerData], output: routerData + "/router.log")
+        addTeardownBlock { kill(router, SIGTERM); _ = reap(router) }
+        try waitUntil("the router serves", timeout: 20) { routed(routerPort, host: "steady.localhost").status == 200 }
+
+        // Load: two clients in a loop for the whole minute and the return, every answer's status counted.
+        let statuses = data + "/statuses"
+        let script = "end=$(( $(date +%s) + 75 )); while [ $(date +%s) -lt $end ]; do curl -s -o /dev/null -w '%{http_code}\\n' --max-time 5 -H 'Host: steady.localhost' http://127.0.0.1:\(routerPort)/ >> \(statuses).$0; done"
+        let clients = try (1...2).map { i in try spawnServer("/bin/sh", ["-c", script, String(i)]) }
+        addTeardownBlock { for c in clients { kill(c, SIGKILL); _ = reap(c) } }
+        try await Task.sleep(for: .seconds(2))
+        kill(cp.process.processIdentifier, SIGKILL)
+        cp.process.waitUntilExit()
+        try await Task.sleep(for: .seconds(60))
+        _ = try startKbuildUp(self, data: data, port: port, extra: up)
+        for c in clients { _ = reap(c) }
+        let answers = try (1...2).flatMap { i in try String(contentsOfFile: statuses + ".\(i)", encoding: .utf8).split(separator: "\n") }
+        XCTAssertGreaterThan(answers.count, 1000, "under load: \(answers.count) requests")
+        XCTAssertEqual(answers.filter { $0 != "200" }.count, 0, "failed requests: \(Dictionary(grouping: answers, by: { $0 }).mapValues(\.count))")
+        print("control plane down 60 s: \(answers.count) requests through the router on its own, \(answers.filter { $0 != "200" }.count) failed")
+    }
 }
