@@ -138,6 +138,11 @@ let package = Package(
             swiftSettings: strict
         ),
         .executableTarget(
+            name: "scheduler-bench",
+            dependencies: ["KbuildCore", "Keg", "KbuildState", "SQLiteState", "EtcdState"],
+            swiftSettings: strict
+        ),
+        .executableTarget(
             name: "router-bench",
             dependencies: ["Router", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"), .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict

@@ -1,6 +1,6 @@
 import KbuildCore
 import AsyncHTTPClient
-import Foundation
+public import Foundation
 import NIOCore
 import NIOFoundationCompat
 import NIOHTTP1
@@ -81,6 +81,12 @@ public struct EtcdClient: Sendable {
         struct Answer: Decodable { var header: EtcdWire.Header? }
         let a: Answer = try await call("/v3/kv/put", p)
         return a.header
+    }
+
+    /// One txn that puts every pair, unconditionally (the benchmark's ceiling); its revision.
+    @discardableResult
+    public func putAll(_ pairs: [(key: Data, value: Data)]) async throws -> Int64 {
+        try await txn(.init(success: pairs.map { .put(.init(key: $0.key, value: $0.value)) })).header?.rev ?? 0
     }
 
     func status() async throws -> EtcdWire.StatusResponse {

@@ -120,6 +120,16 @@ public final class LocalEtcd: @unchecked Sendable {
         throw KbuildError(.io, "etcd at \(spec) was not ready within \(timeout): \(last); its logs are in \(dir)")
     }
 
+    /// The member that leads now (asked of each member that answers), or nil.
+    public func leader() async -> String? {
+        for m in members {
+            guard let client = try? EtcdClient(m.clientURL), let status = try? await client.status() else { continue }
+            guard let leader = status.leader, leader != "0" else { continue }
+            if status.header?.member_id == leader { return m.name }
+        }
+        return nil
+    }
+
     /// Kills the members of every cluster under `base` whose owner process is gone, and removes their dirs.
     public static func sweep(under base: String) {
         guard let entries = try? FileManager.default.contentsOfDirectory(atPath: base) else { return }

@@ -105,32 +105,47 @@ final class FaultTests: XCTestCase {
             print(try kbuild(["ps", "moving"], dataDir: data).stdout, try kbuild(["nodes"], dataDir: data).stdout)
             throw error
         }
-        let stale = try XCTUnwrap(try ps("moving", data).first { $0.node == "n2" }?.hostPID)
+        // KBUILD_NODE_LOSS_RUNS (benchmarks/scheduler.py) repeats the cut and the heal for a median.
+        let runs = Int(ProcessInfo.processInfo.environment["KBUILD_NODE_LOSS_RUNS"] ?? "") ?? 1
+        var times: [Double] = []
+        for run in 0..<runs {
+            let (cutNode, keptNode) = run % 2 == 0 ? (nodes[1], nodes[0]) : (nodes[0], nodes[1])
+            let stale = try XCTUnwrap(try ps("moving", data).first { $0.node == cutNode.name }?.hostPID)
 
-        // The partition: n2's veth goes down; its agent and its process keep running, cut off.
-        try ip(["link", "set", nodes[1].hostInterface, "down"])
-        let cut = Date()
-        try waitUntil("both serving on n1", timeout: 30) {
-            let p = try ps("moving", data).filter { $0.node == "n1" && $0.state == "healthy" }
-            return p.count == 2
-        }
-        let moved = Date().timeIntervalSince(cut)
-        XCTAssertLessThanOrEqual(moved, 10, "from the node's last report to its process serving elsewhere")
-        XCTAssertGreaterThan(moved, 3, "not before the node was lost")
-        for _ in 0..<10 { XCTAssertEqual(routed(routerPort, host: "moving.localhost").status, 200) }
-        XCTAssertEqual(kill(stale, 0), 0, "the cut-off node still runs its copy")
+            // The partition: the node's veth goes down; its agent and its process keep running, cut off.
+            try ip(["link", "set", cutNode.hostInterface, "down"])
+            let cut = Date()
+            try waitUntil("both serving on \(keptNode.name)", timeout: 30) {
+                try ps("moving", data).filter { $0.node == keptNode.name && $0.state == "healthy" }.count == 2
+            }
+            let moved = Date().timeIntervalSince(cut)
+            times.append(moved)
+            XCTAssertLessThanOrEqual(moved, 10, "from the node's last report to its process serving elsewhere")
+            XCTAssertGreaterThan(moved, 3, "not before the node was lost")
+            for _ in 0..<10 { XCTAssertEqual(routed(routerPort, host: "moving.localhost").status, 200) }
+            XCTAssertEqual(kill(stale, 0), 0, "the cut-off node still runs its copy")
 
-        // Healed: the node hears its newer assignment and stops its stale copy; the app keeps 2 healthy meanwhile.
-        try ip(["link", "set", nodes[1].hostInterface, "up"])
-        let healed = Date()
-        var fewest = 2
-        while Date().timeIntervalSince(healed) < 30 && kill(stale, 0) == 0 {
-            fewest = min(fewest, try ps("moving", data).filter { $0.state == "healthy" }.count)
-            for _ in 0..<3 { XCTAssertEqual(routed(routerPort, host: "moving.localhost").status, 200) }
+            // Healed: the node hears its newer assignment and stops its stale copy; the app keeps 2 healthy meanwhile.
+            try ip(["link", "set", cutNode.hostInterface, "up"])
+            let healed = Date()
+            var fewest = 2
+            while Date().timeIntervalSince(healed) < 30 && kill(stale, 0) == 0 {
+                fewest = min(fewest, try ps("moving", data).filter { $0.state == "healthy" }.count)
+                for _ in 0..<3 { XCTAssertEqual(routed(routerPort, host: "moving.localhost").status, 200) }
+            }
+            XCTAssertNotEqual(kill(stale, 0), 0, "the healed node stopped the copy that was moved")
+            XCTAssertEqual(fewest, 2, "never below the formation while the node came back")
+            guard run + 1 < runs else { break }
+            // Spread again for the next run: one more, then back to two (the scheduler places the new one on the empty node).
+            XCTAssertEqual(try kbuild(["ps:scale", "moving", "web=3"], dataDir: data).status, 0)
+            try waitUntil("three healthy", timeout: 30) { try ps("moving", data).filter { $0.state == "healthy" }.count == 3 }
+            XCTAssertEqual(try kbuild(["ps:scale", "moving", "web=2"], dataDir: data).status, 0)
+            try waitUntil("one on each node again", timeout: 30) {
+                let p = try ps("moving", data)
+                return p.count == 2 && p.allSatisfy { $0.state == "healthy" } && Set(p.map(\.node)) == ["n1", "n2"]
+            }
         }
-        XCTAssertNotEqual(kill(stale, 0), 0, "the healed node stopped the copy that was moved")
-        XCTAssertEqual(fewest, 2, "never below the formation while the node came back")
-        print("node loss: \(String(format: "%.1f", moved)) s from the cut to serving elsewhere")
+        print("node loss: " + times.map { String(format: "%.1f", $0) }.joined(separator: " ") + " s from the cut to serving elsewhere")
     }
 
     /// The control plane entirely down for 60 s (kbuild up killed with -9: API, scheduler, git): a router on its
