@@ -12,9 +12,8 @@ import Synchronization
 /// It knows several members and sends each call to the last one that
 /// answered, moving on to the next when a member cannot be reached, so the
 /// loss of one member of three costs a caller one failed connection, not an
-/// error. A call is never retried after a member received it (a txn may
-/// have been applied): that is the caller's to decide, with a
-/// compare-and-swap that cannot apply twice.
+/// error. A txn is never sent again once a member may have received it (it
+/// may have been applied): its caller gets an error saying so.
 public struct EtcdClient: Sendable {
     /// The members' base URLs, `http://host:port`.
     public let endpoints: [String]
@@ -155,12 +154,12 @@ public struct EtcdClient: Sendable {
                 return (response, endpoints[i])
             } catch {
                 try Task.checkCancellation()
-                if EtcdClient.isConnectFailure(error) || (idempotent && EtcdClient.isTimeout(error)) {
+                if EtcdClient.isConnectFailure(error) || (idempotent && (EtcdClient.isTimeout(error) || EtcdClient.wasCut(error))) {
                     failures.append("\(endpoints[i]): \(error)")
                     continue
                 }
-                if EtcdClient.isTimeout(error) {
-                    throw KbuildError(.io, "etcd at \(endpoints[i]) did not answer \(path) in time (the change may or may not have been made)")
+                if EtcdClient.isTimeout(error) || EtcdClient.wasCut(error) {
+                    throw KbuildError(.io, "etcd at \(endpoints[i]) did not answer \(path) (the change may or may not have been made)")
                 }
                 throw KbuildError(.io, "\(endpoints[i]) is not an etcd v3 gateway: \(error)")
             }
@@ -173,9 +172,14 @@ public struct EtcdClient: Sendable {
         return false
     }
 
-    /// A refused, unroutable or timed-out connection: the member is away, try the next.
+    /// A connection closed after the request may have been sent: a txn may have been applied.
+    static func wasCut(_ error: any Error) -> Bool {
+        (error as? HTTPClientError) == .remoteConnectionClosed
+    }
+
+    /// A refused, unroutable or timed-out connection: the request was never sent, try the next member.
     static func isConnectFailure(_ error: any Error) -> Bool {
-        if let e = error as? HTTPClientError, e == .connectTimeout || e == .remoteConnectionClosed { return true }
+        if let e = error as? HTTPClientError, e == .connectTimeout { return true }
         let text = String(describing: error)
         return text.contains("connectionRefused") || text.contains("Connection refused") || text.contains("connectTimeout")
             || text.contains("NIOConnectionError") || text.contains("No route to host") || text.contains("Network is unreachable")

@@ -46,8 +46,9 @@ public struct EtcdElection: LeaderElection {
                 continue
             }
             let term: Int64?
+            var lastRenewed = renewed
             do {
-                term = try await campaign(key: key, lease: lease, granted: granted, renewed: renewed, saidWaiting: &saidWaiting)
+                term = try await campaign(key: key, lease: lease, granted: granted, renewed: &lastRenewed, saidWaiting: &saidWaiting)
             } catch is CancellationError {
                 await release(lease)
                 throw CancellationError()
@@ -58,7 +59,7 @@ public struct EtcdElection: LeaderElection {
             do {
                 try await withThrowingTaskGroup(of: Bool.self) { group in
                     group.addTask { try await body(LeaderTerm(fence: term, refs: fenced)); return true }
-                    group.addTask { try await self.hold(lease: lease, granted: granted); return false }
+                    group.addTask { [lastRenewed] in try await self.hold(lease: lease, granted: granted, renewed: lastRenewed); return false }
                     let finished = try await group.next() ?? false
                     group.cancelAll()
                     if !finished { throw LostRole() }
@@ -76,8 +77,7 @@ public struct EtcdElection: LeaderElection {
 
     /// Creates the leader key under `lease`, or waits (renewing the lease) while another holds it.
     /// Returns the term (the key's create revision), or nil when the lease ran out meanwhile.
-    func campaign(key: Data, lease: Int64, granted: Int64, renewed: ContinuousClock.Instant, saidWaiting: inout Bool) async throws -> Int64? {
-        var renewed = renewed
+    func campaign(key: Data, lease: Int64, granted: Int64, renewed: inout ContinuousClock.Instant, saidWaiting: inout Bool) async throws -> Int64? {
         while true {
             try Task.checkCancellation()
             do {
@@ -86,13 +86,16 @@ public struct EtcdElection: LeaderElection {
                     success: [.put(.init(key: key, value: Data(holder.utf8), lease: .init(lease)))],
                     failure: [.range(.init(key: key))]))
                 if answer.ok { return answer.header?.rev }
+                // Our own key: an earlier create that went through though its answer was lost.
+                if let held = answer.ranges.first?.all.first, held.lease?.value == lease { return held.createRevision }
                 if !saidWaiting, let other = answer.ranges.first?.all.first {
                     say("standby: \(String(decoding: other.bytes, as: UTF8.self)) holds \(String(decoding: key, as: UTF8.self))")
                     saidWaiting = true
                 }
                 if ContinuousClock.now - renewed > .seconds(granted) / 3 {
+                    let asked = ContinuousClock.now
                     guard try await store.etcd.keepAlive(lease: lease) != nil else { return nil }
-                    renewed = .now
+                    renewed = asked
                 }
             } catch let e as KbuildError {
                 say("campaign: \(e.message)")
@@ -102,20 +105,35 @@ public struct EtcdElection: LeaderElection {
         }
     }
 
-    /// Renews the lease every third of its length; returns when it was lost: etcd said it expired,
-    /// or it could not be renewed for its length less a second (it may be expiring on etcd's side).
-    func hold(lease: Int64, granted: Int64) async throws {
-        var renewed = ContinuousClock.now
+    /// Renews the lease every third of its length; returns when it was lost: etcd said it expired, or it
+    /// was not renewed within its length less a second of the last renewal's request (it may be expiring
+    /// on etcd's side), however long a keepalive takes to answer.
+    func hold(lease: Int64, granted: Int64, renewed: ContinuousClock.Instant) async throws {
+        var renewed = renewed
         while true {
-            try await Task.sleep(for: .seconds(granted) / 3)
-            do {
-                let asked = ContinuousClock.now
-                guard try await store.etcd.keepAlive(lease: lease) != nil else { return }
-                renewed = asked
-            } catch let e as KbuildError {
-                say("lease: \(e.message)")
+            try await Task.sleep(until: min(renewed + .seconds(granted) / 3, renewed + .seconds(granted) - .seconds(1)))
+            let asked = ContinuousClock.now
+            let deadline = renewed + .seconds(granted) - .seconds(1)
+            let kept: Bool? = try await withThrowingTaskGroup(of: Bool?.self) { group in
+                group.addTask {
+                    do { return try await self.store.etcd.keepAlive(lease: lease) != nil } catch let e as KbuildError {
+                        self.say("lease: \(e.message)")
+                        return nil
+                    }
+                }
+                group.addTask {
+                    try await Task.sleep(until: deadline)
+                    return false
+                }
+                let first = try await group.next() ?? false
+                group.cancelAll()
+                return first
             }
-            if ContinuousClock.now - renewed >= .seconds(granted) - .seconds(1) { return }
+            switch kept {
+            case true?: renewed = asked
+            case false?: return
+            case nil: if ContinuousClock.now >= deadline { return }
+            }
         }
     }
 

@@ -16,9 +16,11 @@ import Foundation
 ///     kbuild/leader/<role>         the holder of a role (the scheduler), under its lease
 ///     kbuild/members/<name>        a control plane that is up, under its lease: its URL
 ///
-/// `#` sorts before `/` and cannot be in a ref name, so a name's own changes
-/// are the range [log/<name>#, log/<name>$) and its children's start at
-/// log/<name>/; nothing else falls between.
+/// `#` cannot be in a ref name, so a name's own changes are exactly the
+/// range [log/<name>#, log/<name>$) and its children's the range under
+/// log/<name>/. A watch takes the one range [log/<name>#, log/<name>0),
+/// which also holds siblings such as `<name>-x` and `<name>.x`: the reader
+/// drops them.
 public struct EtcdKeys: Sendable {
     public let root: String
 

@@ -173,47 +173,75 @@ public struct EtcdRefStore: RefStore {
         while true {
             let (start, end) = keys.watchRange(prefix)
             let create = EtcdWire.WatchRequest(create_request: .init(key: start, range_end: end, start_revision: .init(from + 1)))
-            let (response, url) = try await etcd.open("/v3/watch", try JSONEncoder().encode(create), timeout: watchHold, idempotent: true)
+            let (response, url) = try await etcd.open("/v3/watch", try JSONEncoder().encode(create), timeout: .seconds(15), idempotent: true)
             guard response.status == .ok else {
                 let body = Data(buffer: try await response.body.collect(upTo: 1 << 20))
                 let _: EtcdWire.WatchMessage = try EtcdClient.decode(EtcdWire.WatchMessage.self, body, status: response.status, url: url)
                 throw KbuildError(.io, "etcd at \(url) refused a watch: \(response.status.code)")
             }
-            var pending = Data()
-            do {
-                reading: for try await chunk in response.body {
-                    pending.append(contentsOf: chunk.readableBytesView)
-                    while let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
-                        let line = pending[pending.startIndex..<newline]
-                        pending = Data(pending[(newline + 1)...])
-                        if line.allSatisfy({ $0 == 0x20 || $0 == 0x0d }) { continue }
-                        let message = try EtcdClient.decode(EtcdWire.WatchMessage.self, Data(line), status: .ok, url: url)
-                        if let error = message.error {
-                            throw KbuildError(.io, "etcd at \(url) ended a watch: \(error.message ?? error.error ?? "no reason given")")
-                        }
-                        guard let result = message.result else { continue }
-                        if result.canceled == true {
-                            guard result.compact_revision != nil else {
-                                throw KbuildError(.io, "etcd at \(url) cancelled a watch: \(result.cancel_reason ?? "no reason given")")
-                            }
-                            // Compacted past `from`: the log keys still hold every change.
-                            let missed = try await changesAndRevision(prefix: prefix, after: Revision(from), limit: 1000)
-                            if !missed.changes.isEmpty { return missed.changes }
-                            from = max(from, missed.revision)
-                            break reading
-                        }
-                        let changes = (result.events ?? []).filter(\.isPut).compactMap { $0.kv.flatMap(change) }
-                            .filter { within(prefix, $0.name) }
-                        if !changes.isEmpty { return changes }
-                    }
+            // The request's deadline ends with the answer's head: the stream is held for `watchHold` here,
+            // so a member that went silent (cut off, half-open) holds a watcher no longer than that.
+            let outcome = try await withThrowingTaskGroup(of: WatchOutcome.self) { group in
+                group.addTask { try await self.read(response.body, url: url, prefix: prefix) }
+                group.addTask {
+                    try await Task.sleep(for: .nanoseconds(self.watchHold.nanoseconds))
+                    return .ended
                 }
-            } catch let e as HTTPClientError where e == .deadlineExceeded || e == .readTimeout || e == .cancelled {
+                let first = try await group.next() ?? .ended
+                group.cancelAll()
+                return first
+            }
+            switch outcome {
+            case .changes(let changes):
+                return changes
+            case .ended:
                 try Task.checkCancellation()
                 return []
+            case .compacted:
+                // Compacted past `from`: the log keys still hold every change.
+                let missed = try await changesAndRevision(prefix: prefix, after: Revision(from), limit: 1000)
+                if !missed.changes.isEmpty { return missed.changes }
+                guard missed.revision > from else { return [] }
+                from = missed.revision
             }
-            try Task.checkCancellation()
-            if from == last.value { return [] }
         }
+    }
+
+    enum WatchOutcome: Sendable {
+        case changes([RefChange])
+        case compacted
+        case ended
+    }
+
+    /// Reads one watch stream until it brings changes under `prefix`, is cancelled for compaction, or ends.
+    func read(_ body: HTTPClientResponse.Body, url: String, prefix: RefName?) async throws -> WatchOutcome {
+        var pending = Data()
+        do {
+            for try await chunk in body {
+                pending.append(contentsOf: chunk.readableBytesView)
+                while let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
+                    let line = pending[pending.startIndex..<newline]
+                    pending = Data(pending[(newline + 1)...])
+                    if line.allSatisfy({ $0 == 0x20 || $0 == 0x0d }) { continue }
+                    let message = try EtcdClient.decode(EtcdWire.WatchMessage.self, Data(line), status: .ok, url: url)
+                    if let error = message.error {
+                        throw KbuildError(.io, "etcd at \(url) ended a watch: \(error.message ?? error.error ?? "no reason given")")
+                    }
+                    guard let result = message.result else { continue }
+                    if result.canceled == true {
+                        guard result.compact_revision != nil else {
+                            throw KbuildError(.io, "etcd at \(url) cancelled a watch: \(result.cancel_reason ?? "no reason given")")
+                        }
+                        return .compacted
+                    }
+                    let changes = (result.events ?? []).filter(\.isPut).compactMap { $0.kv.flatMap(change) }.filter { within(prefix, $0.name) }
+                    if !changes.isEmpty { return .changes(changes) }
+                }
+            }
+        } catch let e as HTTPClientError where e == .deadlineExceeded || e == .readTimeout || e == .cancelled || e == .remoteConnectionClosed {
+            return .ended
+        }
+        return .ended
     }
 
     // MARK: - Plumbing

@@ -128,6 +128,21 @@ public enum Git {
         (try? run(args)) != nil
     }
 
+    /// What git prints (trimmed), or nil when it fails.
+    public static func output(_ args: [String]) -> String? {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/git")
+        p.arguments = args
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = FileHandle.nullDevice
+        guard (try? p.run()) != nil else { return nil }
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        let text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        return p.terminationStatus == 0 && !text.isEmpty ? text : nil
+    }
+
     /// Runs git; a failure throws with git's own message. `environment` is added to kbuild's own.
     public static func run(_ args: [String], environment: [String: String] = [:]) throws {
         let p = Process()

@@ -103,7 +103,10 @@ public struct GitMirror: Sendable {
             let fetched = await git {
                 try Git.run(["--git-dir", repo, "fetch", "--quiet", "--no-tags", "\(peer.url)/\(app).git", "+\(branch):refs/kbuild/mirror"], environment: env)
                 try Git.run(["--git-dir", repo, "merge-base", "--is-ancestor", source.commit, "refs/kbuild/mirror"])
-                try Git.run(["--git-dir", repo, "update-ref", branch, source.commit])
+                // Only forward, and only from what the branch is now (a push taken here meanwhile wins).
+                let now = Git.output(["--git-dir", repo, "rev-parse", "--verify", "--quiet", branch])
+                if let now { try Git.run(["--git-dir", repo, "merge-base", "--is-ancestor", now, source.commit]) }
+                try Git.run(["--git-dir", repo, "update-ref", branch, source.commit, now ?? String(repeating: "0", count: 40)])
             }
             if fetched { return true }
         }

@@ -41,15 +41,19 @@ final class ControlPlanes: Sendable {
     /// Called with the HTTPS listener's reachable URL.
     func bound(_ url: String) { self.url.withLock { $0 = url } }
 
-    /// The others that are up, with their CA written where git can read it.
+    /// The others that are up (a record whose name or URL is not one is skipped).
     func others() async throws -> [EtcdMembers.Member] {
-        try await members.list().filter { $0.name != name }
+        try await members.list().filter { m in
+            m.name != name && m.name.allSatisfy { $0.isLetter || $0.isNumber || ".:-_[]".contains($0) }
+                && URL(string: m.url).map { $0.scheme == "https" && $0.host != nil } == true
+        }
     }
 
     var kegs: PeerKegs {
         PeerKegs { [self] in
-            try await others().map { m in
-                KegRemote(baseURL: URL(string: m.url)!, token: token, client: try ClientTLS.client(trusting: m.ca))
+            try await others().compactMap { m in
+                guard let url = URL(string: m.url) else { return nil }
+                return KegRemote(baseURL: url, token: token, client: try ClientTLS.client(trusting: m.ca))
             }
         }
     }
@@ -79,6 +83,21 @@ final class ControlPlanes: Sendable {
                         try await Task.sleep(for: .milliseconds(100))
                     }
                 }, say: say)
+            }
+        }
+    }
+
+    /// Prunes old node reports from etcd, on whichever control plane is elected to, until shutdown.
+    struct Pruning: Service {
+        let etcd: EtcdClient
+        let holder: String
+        let say: @Sendable (String) -> Void
+        func run() async throws {
+            let store = EtcdRefStore(etcd: etcd)
+            try await cancelWhenGracefulShutdown { [store, holder, say] in
+                try await EtcdElection(store: store, holder: holder, say: { _ in }).lead("pruner") { _ in
+                    try await EtcdPruner(store: store).run(say: say)
+                }
             }
         }
     }

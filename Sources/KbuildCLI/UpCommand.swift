@@ -155,6 +155,7 @@ struct UpCommand: AsyncParsableCommand {
         if workers > 0 { system.startBuildWorker(keg: keg, refs: refs, sandbox: try Sandbox(warmHelpers: 1), peers: planes?.kegs) }
         if let planes {
             system.addSupervised("control plane registration", ControlPlanes.Registration(planes: planes, say: say))
+            system.addSupervised("pruner", ControlPlanes.Pruning(etcd: planes.members.etcd, holder: planes.name, say: say))
             system.addSupervised("git mirror", ControlPlanes.Mirror(mirror: GitMirror(apps: AppStore(keg: keg, refs: refs), kbuild: kbuildExecutable,
                                                                                      peers: planes.gitPeers, say: say)))
         }

@@ -19,7 +19,7 @@ extension AgentLoop {
     func heartbeats() async throws {
         while true {
             try await Task.sleep(for: config.heartbeat / 2)
-            guard lastReport != nil, ContinuousClock.now - lastBeat >= config.heartbeat else { continue }
+            guard lastReport != nil, !reporting, ContinuousClock.now - lastBeat >= config.heartbeat else { continue }
             do { try await report() } catch { agent.log("agent \(config.name): heartbeat: \(error)") }
         }
     }
@@ -46,6 +46,9 @@ extension AgentLoop {
                 if now < seen {
                     if !saidOlder { agent.log("agent \(config.name): the store is at revision \(now), older than \(seen) seen before: ignored") }
                     saidOlder = true
+                    // A store that went back (restored from a snapshot) elects its schedulers afresh: once it has
+                    // passed what was seen, their terms are the ones to follow, however they compare with older ones.
+                    term = 0
                 } else {
                     seen = now
                     revision = now

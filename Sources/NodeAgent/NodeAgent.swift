@@ -183,6 +183,8 @@ actor AgentLoop {
     var lastReport: [ProcessStatus]?
     var lastVolumes: [String: VolumeStatus] = [:]
     var lastBeat = ContinuousClock.now - .seconds(3600)
+    /// A report is being written.
+    var reporting = false
     var lastLogSweep = ContinuousClock.now - .seconds(3600)
     /// Release phases this agent started, by release (each runs once).
     var releasePhasesStarted: Set<KID> = []
@@ -404,6 +406,11 @@ actor AgentLoop {
     }
 
     func report() async throws {
+        // One report at a time (the heartbeat task and the loop both report): a snapshot taken earlier never lands
+        // after a later one.
+        while reporting { try await Task.sleep(for: .milliseconds(5)) }
+        reporting = true
+        defer { reporting = false }
         let processes = table.values.map { e in
             ProcessStatus(id: e.assigned.id, app: e.assigned.spec.app, type: e.assigned.spec.type, name: e.assigned.name, state: e.state,
                           process: e.record, hostPID: e.process?.pid, port: e.port, address: e.link.map { address(of: $0) },

@@ -310,6 +310,8 @@ public struct EgressNetwork: Sendable {
             "    ip daddr \(ServiceAddress.range) counter reject with icmpx type admin-prohibited",
             "    iifname \"kp*\" oifname \"kp*\" counter reject with icmpx type admin-prohibited",
             "    ip saddr \(range) ip daddr { \(range), 10.100.0.0-10.199.255.255, 169.254.0.0/16 } counter reject with icmpx type admin-prohibited",
+            // etcd's client and peer ports: the state of every tenant, for whoever reaches it.
+            "    ip saddr \(range) tcp dport { 2379, 2380 } counter reject with icmpx type admin-prohibited",
             "    oifname \"kp*\" ct status dnat accept",
             "    oifname \"kp*\" counter drop",
             "    iifname \"kp*\" meta nfproto ipv6 counter drop",

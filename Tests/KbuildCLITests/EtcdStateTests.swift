@@ -103,7 +103,41 @@ final class EtcdStateTests: XCTestCase {
         let third = try tempDir(self, "etcd-bad3")
         _ = try startKbuildUp(self, data: third, extra: ["--state", other.spec, "--nodes", "0", "--workers", "0"])
         r = try upThatFails(second, ["--state", other.spec])
+        XCTAssertNotEqual(r.status, 0)
         XCTAssertTrue(r.stderr.contains("holds kbuild cluster") && r.stderr.contains("but this data dir was used with cluster"), r.stderr)
+    }
+
+    /// `etcdctl snapshot save`, then `snapshot restore` into a new etcd: the control plane starts on it (the same
+    /// kbuild cluster) with the state as it was at the snapshot.
+    func testAStateRestoredFromAnEtcdSnapshot() async throws {
+        let etcd = try await startEtcd(members: 1)
+        let data = try tempDir(self, "etcd-restore")
+        let up = try startKbuildUp(self, data: data, extra: ["--state", etcd.spec, "--nodes", "0", "--workers", "0"])
+        XCTAssertEqual(try kbuild(["stack", "create", "busybox"], dataDir: data).status, 0)
+        let made = try kbuild(["apps:create", "web", "--stack", "busybox"], dataDir: data)
+        XCTAssertEqual(made.status, 0, made.stderr)
+        XCTAssertEqual(try kbuild(["config:set", "web", "BEFORE=1"], dataDir: data).status, 0)
+        let snapshot = data + "/kbuild.db"
+        _ = try etcdctl(etcd, ["snapshot", "save", snapshot])
+        XCTAssertEqual(try kbuild(["config:set", "web", "AFTER=1"], dataDir: data).status, 0)
+        kill(up.process.processIdentifier, SIGTERM)
+        up.process.waitUntilExit()
+        etcd.stop()
+
+        // Restored into a new etcd on the same addresses, as after losing every member.
+        let restored = LocalEtcd(dir: EtcdStateTests.base + "/\(getpid())-\(UUID().uuidString.prefix(6))", members: 1,
+                                 clientPort: Int(etcd.members[0].clientURL.split(separator: ":").last!)!,
+                                 peerPort: Int(etcd.members[0].peerURL.split(separator: ":").last!)!)
+        addTeardownBlock { restored.destroy() }
+        let m = restored.members[0]
+        let r = try sh("/usr/bin/etcdctl", ["snapshot", "restore", snapshot, "--name", m.name, "--data-dir", m.dataDir,
+                                            "--initial-cluster", "\(m.name)=\(m.peerURL)", "--initial-advertise-peer-urls", m.peerURL])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        try restored.start()
+        try await restored.waitReady()
+        _ = try startKbuildUp(self, data: data, extra: ["--state", restored.spec, "--nodes", "0", "--workers", "0"])
+        let config = try kbuild(["config", "web", "--json"], dataDir: data)
+        XCTAssertTrue(config.stdout.contains("BEFORE") && !config.stdout.contains("AFTER"), config.stdout + config.stderr)
     }
 
     /// etcd down at start: kbuild up waits, says so, and starts when etcd does.

@@ -104,6 +104,37 @@ final class EtcdConformanceTests: XCTestCase {
         }
     }
 
+    /// Old node reports are dropped (their changes and records); the newest are kept, and other refs' history whole.
+    func testThePrunerDropsOldNodeReportsOnly() async throws {
+        try await withEtcd { etcd in
+            let client = try EtcdClient(etcd.spec)
+            let store = EtcdRefStore(etcd: client, keys: EtcdKeys(root: "prune/"))
+            let records = EtcdRecords(etcd: client, keys: EtcdKeys(root: "prune/"))
+            let status = try Schema.status("n1"), release = try RefName("apps/a/release")
+            var kids: [KID] = []
+            for i in 0..<30 {
+                let bytes = Array("{\"report\":\(i)}".utf8)
+                let kid = KID(hashing: bytes)
+                try await records.putRecord(kid, bytes)
+                try await store.set(status, to: kid, actor: "agent n1")
+                try await store.set(release, to: KID(hashing: Array("r\(i)".utf8)), actor: "alice")
+                kids.append(kid)
+            }
+            let dropped = try await EtcdPruner(store: store, keep: 10).prune()
+            XCTAssertEqual(dropped, 20)
+            let statusHistory = try await store.history(status), releaseHistory = try await store.history(release)
+            XCTAssertEqual(statusHistory.map(\.new), kids.suffix(10).reversed().map { Optional($0) }, "the newest ten reports are kept")
+            XCTAssertEqual(releaseHistory.count, 30, "releases keep their whole history")
+            let current = try await store.get(status)
+            XCTAssertEqual(current?.kid, kids.last)
+            let gone = try await records.record(kids[0]), kept = try await records.record(kids[29])
+            XCTAssertNil(gone, "a pruned report's record is gone")
+            XCTAssertNotNil(kept)
+            let again = try await EtcdPruner(store: store, keep: 10).prune()
+            XCTAssertEqual(again, 0, "nothing more to drop")
+        }
+    }
+
     /// What `--state` accepts, and what it says about a URL that is not etcd.
     func testBadStateURLsAreNamed() async throws {
         for bad in ["", "etcd://", "etcd://host", "etcd://host:notaport", "etcd://h:1,", "https://h:2379", "etcd://user@h:1"] {

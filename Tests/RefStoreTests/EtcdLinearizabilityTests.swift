@@ -102,8 +102,8 @@ final class EtcdLinearizabilityTests: XCTestCase {
             let mine = ops.filter { $0.key == key }
             XCTAssertTrue(EtcdLinearizabilityTests.linearizable(mine), "the history of \(names[key]) (\(mine.count) operations) is not linearizable")
         }
-        // Nothing stalls longer than an election and a retry on the next member.
-        XCTAssertLessThan(recorder.slowest.withLock { $0 }, .seconds(5))
+        // Nothing stalls longer than an election and a retry on the next member (etcd's own request timeout is 7 s).
+        XCTAssertLessThan(recorder.slowest.withLock { $0 }, .seconds(10))
         XCTAssertEqual(recorder.faults.withLock { $0.count }, 2)
         print("linearizability: \(recorder.faults.withLock { $0 }.joined(separator: ", ")); \(ops.count) operations, \(swaps) successful swaps, slowest \(recorder.slowest.withLock { $0 })")
     }

@@ -13,7 +13,7 @@ struct EtcdCommand: AsyncParsableCommand {
         commandName: "etcd",
         abstract: "Run a local etcd cluster (1 or 3 members) for kbuild up --state, until SIGINT/SIGTERM.",
         discussion: """
-            Members listen on 127.0.0.1 (or --host): clients on --client-port and up, peers on --peer-port and up.
+            Members listen on 127.0.0.1 (or --host): clients on --client-port and up (2379, 2380, 2381), peers on --peer-port and up (2479…).
             Their data stays in --dir (default DATA/etcd), so a restart keeps the state. Prints the --state value to use.
             """
     )
@@ -29,23 +29,25 @@ struct EtcdCommand: AsyncParsableCommand {
     @Option(help: "The first member's client port (the others take the next ones).")
     var clientPort = 2379
 
-    @Option(help: "The first member's peer port (the others take the next ones).")
-    var peerPort = 2380
+    @Option(help: "The first member's peer port (the others take the next ones; default: the client port plus 100).")
+    var peerPort: Int?
 
     @Option(help: "Where the members keep their data (default DATA/etcd).")
     var dir: String?
 
     func validate() throws {
         guard [1, 3, 5].contains(members) else { throw ValidationError("--members must be 1, 3 or 5, not \(members)") }
-        guard (1...65535 - members).contains(clientPort), (1...65535 - members).contains(peerPort) else {
+        guard (1...65535 - members).contains(clientPort), (1...65535 - members).contains(peers) else {
             throw ValidationError("--client-port and --peer-port must be ports")
         }
-        guard abs(clientPort - peerPort) >= members else { throw ValidationError("--client-port and --peer-port ranges overlap") }
+        guard abs(clientPort - peers) >= members else { throw ValidationError("--client-port and --peer-port ranges overlap") }
     }
+
+    var peers: Int { peerPort ?? clientPort + 100 }
 
     func run() async throws {
         let directory = dir ?? global.dir.root.appendingPathComponent("etcd").path
-        let etcd = LocalEtcd(dir: directory, members: members, host: host, clientPort: clientPort, peerPort: peerPort)
+        let etcd = LocalEtcd(dir: directory, members: members, host: host, clientPort: clientPort, peerPort: peers)
         try etcd.start()
         do {
             try await etcd.waitReady()
