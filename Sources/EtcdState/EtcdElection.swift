@@ -59,7 +59,7 @@ public struct EtcdElection: LeaderElection {
             do {
                 try await withThrowingTaskGroup(of: Bool.self) { group in
                     group.addTask { try await body(LeaderTerm(fence: term, refs: fenced)); return true }
-                    group.addTask { [lastRenewed] in try await self.hold(lease: lease, granted: granted, renewed: lastRenewed); return false }
+                    group.addTask { [lastRenewed] in try await self.hold(lease: lease, granted: granted, renewed: lastRenewed, key: key, term: term); return false }
                     let finished = try await group.next() ?? false
                     group.cancelAll()
                     if !finished { throw LostRole() }
@@ -108,7 +108,8 @@ public struct EtcdElection: LeaderElection {
     /// Renews the lease every third of its length; returns when it was lost: etcd said it expired, or it
     /// was not renewed within its length less a second of the last renewal's request (it may be expiring
     /// on etcd's side), however long a keepalive takes to answer.
-    func hold(lease: Int64, granted: Int64, renewed: ContinuousClock.Instant) async throws {
+    /// It is lost too when the leader key is gone or another's (deleted by hand, or a restore).
+    func hold(lease: Int64, granted: Int64, renewed: ContinuousClock.Instant, key: Data, term: Int64) async throws {
         var renewed = renewed
         while true {
             try await Task.sleep(until: min(renewed + .seconds(granted) / 3, renewed + .seconds(granted) - .seconds(1)))
@@ -130,7 +131,9 @@ public struct EtcdElection: LeaderElection {
                 return first
             }
             switch kept {
-            case true?: renewed = asked
+            case true?:
+                renewed = asked
+                if let held = try? await store.etcd.range(.init(key: key)), held.all.first?.createRevision != term { return }
             case false?: return
             case nil: if ContinuousClock.now >= deadline { return }
             }

@@ -135,6 +135,53 @@ final class EtcdConformanceTests: XCTestCase {
         }
     }
 
+    /// One holder at a time: the second campaigns until the first's key is gone; the first's term then
+    /// writes nothing (its fenced compare-and-swap is refused), and it notices and gives the role up.
+    func testAnElectionFencesTheTermItEnded() async throws {
+        try await withEtcd { etcd in
+            let client = try EtcdClient(etcd.spec)
+            let store = EtcdRefStore(etcd: client, keys: EtcdKeys(root: "elect/"))
+            let name = try RefName("nodes/n1/assignment")
+            let terms = Terms()
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    try await EtcdElection(store: store, holder: "a", ttl: 2).lead("scheduler") { term in
+                        terms.add("a", term)
+                        try await term.refs.set(name, to: KID(hashing: Array("a".utf8)), actor: "a")
+                        try await Task.sleep(for: .seconds(3600))
+                    }
+                }
+                while terms.get("a") == nil { try await Task.sleep(for: .milliseconds(20)) }
+                group.addTask {
+                    try await EtcdElection(store: store, holder: "b", ttl: 2).lead("scheduler") { term in
+                        terms.add("b", term)
+                        try await Task.sleep(for: .seconds(3600))
+                    }
+                }
+                try await Task.sleep(for: .seconds(1))
+                XCTAssertNil(terms.get("b"), "one holder at a time")
+                // a's key goes (as when its lease runs out unseen): its term is over.
+                _ = try await client.txn(.init(success: [.delete(store.keys.leader("scheduler"))]))
+                let a = try XCTUnwrap(terms.get("a"))
+                do {
+                    try await a.refs.set(name, to: KID(hashing: Array("late".utf8)), actor: "a")
+                    XCTFail("a write of an ended term must be refused")
+                } catch let e as KbuildError {
+                    XCTAssertEqual(e.code, .conflict)
+                    XCTAssertTrue(e.message.contains("term that began at revision \(a.fence)"), e.message)
+                }
+                let deadline = ContinuousClock.now + .seconds(10)
+                while terms.get("b") == nil && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
+                let b = try XCTUnwrap(terms.get("b"), "b takes the role")
+                XCTAssertGreaterThan(b.fence, a.fence)
+                try await b.refs.set(name, to: KID(hashing: Array("b".utf8)), actor: "b")
+                let now = try await store.get(name)
+                XCTAssertEqual(now?.kid, KID(hashing: Array("b".utf8)))
+                group.cancelAll()
+            }
+        }
+    }
+
     /// What `--state` accepts, and what it says about a URL that is not etcd.
     func testBadStateURLsAreNamed() async throws {
         for bad in ["", "etcd://", "etcd://host", "etcd://host:notaport", "etcd://h:1,", "https://h:2379", "etcd://user@h:1"] {
@@ -167,6 +214,14 @@ final class EtcdConformanceTests: XCTestCase {
             XCTAssertTrue(e.message.contains("is not an etcd v3 gateway"), e.message)
         }
     }
+}
+
+/// Terms handed to the election's bodies, by holder.
+final class Terms: @unchecked Sendable {
+    private let lock = NSLock()
+    private var byHolder: [String: LeaderTerm] = [:]
+    func add(_ holder: String, _ term: LeaderTerm) { lock.withLock { byHolder[holder] = term } }
+    func get(_ holder: String) -> LeaderTerm? { lock.withLock { byHolder[holder] } }
 }
 
 /// Free TCP ports on 127.0.0.1 (bound, then released).
