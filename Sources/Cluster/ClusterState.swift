@@ -54,10 +54,51 @@ public final class ClusterReader: Sendable {
             default: continue
             }
         }
+        let now = Date()
         return byNode.keys.sorted().compactMap { name in
             let n = byNode[name]!
             guard let record = n.record else { return nil }
-            return (record, n.status, n.assignment)
+            return (ClusterReader.arrivals.rebase(record, now: now), n.status.map { ClusterReader.arrivals.rebase($0, now: now) }, n.assignment)
+        }
+    }
+
+    /// When this process saw each node's reports arrive, shared by every reader in it.
+    static let arrivals = Arrivals()
+
+    /// A node's times on this process's clock. A node stamps its reports with its own clock, which may be
+    /// minutes off; once this process has seen a node's stamp change, it takes the new report as having
+    /// arrived when it saw it, and moves every time in it by the difference. So in a long-lived process
+    /// (the scheduler, the API, the router) a node is alive while its reports keep arriving, whatever its
+    /// clock says. A stamp seen for the first time is taken as it is (a short-lived CLI has nothing else).
+    final class Arrivals: Sendable {
+        private let seen = Mutex<[String: (stamp: Date, offset: TimeInterval)]>([:])
+
+        func offset(_ key: String, stamp: Date, now: Date) -> TimeInterval {
+            seen.withLock { seen in
+                if let s = seen[key] {
+                    if s.stamp == stamp { return s.offset }
+                    let offset = now.timeIntervalSince(stamp)
+                    seen[key] = (stamp, offset)
+                    return offset
+                }
+                seen[key] = (stamp, 0)
+                return 0
+            }
+        }
+
+        func rebase(_ status: NodeStatus, now: Date) -> NodeStatus {
+            let delta = offset("status/" + status.node, stamp: status.at, now: now)
+            guard delta != 0 else { return status }
+            var s = status
+            s.at += delta
+            for i in s.processes.indices { s.processes[i].since += delta }
+            return s
+        }
+
+        func rebase(_ record: NodeRecord, now: Date) -> NodeRecord {
+            var r = record
+            r.startedAt += offset("node/" + record.name, stamp: record.startedAt, now: now)
+            return r
         }
     }
 

@@ -11,9 +11,9 @@ public import Foundation
 /// the scheduler drops it, before its node has stopped it or said so);
 /// custom domains from `apps/APP/domains`. A node's processes leave the
 /// table when the scheduler takes them from its assignment (a lost node's
-/// are moved, so they go), not when the router's own reads of its reports
-/// stop: with the control plane away, nothing changes the assignments, and
-/// the router keeps serving what it last knew.
+/// are moved, so they go), or when it has been silent for minutes: with the
+/// control plane away, nothing changes the assignments, and the router keeps
+/// serving what it last knew.
 ///
 /// With `saveTo`, each table is written to that file and read back at start,
 /// so a router restarted while the control plane is away serves its last
@@ -80,12 +80,17 @@ public struct RouteFeed: Service {
         }
     }
 
+    /// How long a node may be silent before the router stops sending to it on its own: far longer than a
+    /// node takes to be lost (the scheduler moves its processes first), so a control plane away for minutes
+    /// does not empty the table, yet a node that died while no scheduler ran is not sent to for ever.
+    public static let silentFor: TimeInterval = 300
+
     /// App → its healthy web processes that their node's assignment still
-    /// holds, in a stable order.
+    /// holds and that reported in the last `silentFor`, in a stable order.
     public static func endpoints(nodes: [(record: NodeRecord, status: NodeStatus?, assignment: Assignment?)], now: Date) -> [String: [Endpoint]] {
         var out: [String: [Endpoint]] = [:]
         for (record, status, assignment) in nodes {
-            guard let status else { continue }
+            guard let status, now.timeIntervalSince(status.at) <= RouteFeed.silentFor else { continue }
             // The app and type come from the assignment, not from what the node reports.
             let assigned = Dictionary((assignment?.processes ?? []).map { ($0.id, $0.spec) }, uniquingKeysWith: { a, _ in a })
             for p in status.processes where p.state == .healthy {

@@ -67,6 +67,9 @@ public struct NodeAgentConfig: Sendable {
 /// So stopping the agent (or `kbuild up`) stops no app process.
 public struct NodeAgent: Service {
     public let config: NodeAgentConfig
+    /// Seconds added to the times this node's reports carry (`KBUILD_CLOCK_SKEW`): a machine whose clock is off,
+    /// for the test that the scheduler does not go by it. Zero otherwise.
+    static let clockSkew: TimeInterval = ProcessInfo.processInfo.environment["KBUILD_CLOCK_SKEW"].flatMap(TimeInterval.init) ?? 0
     /// Where images and their layers are (a node of its own has its own, filled from `remote`).
     let keg: Keg
     /// Where the cluster's records are (releases, assignments; the node's reports go there).
@@ -202,7 +205,7 @@ actor AgentLoop {
 
     func register() async throws {
         let record = NodeRecord(name: config.name, address: config.address, capacity: config.capacity,
-                                network: config.network == .host ? "host" : "\(config.network)", agentPID: getpid())
+                                network: config.network == .host ? "host" : "\(config.network)", agentPID: getpid(), startedAt: Date() + NodeAgent.clockSkew)
         try await agent.refs.set(try Schema.node(config.name), to: try Records.put(record, in: agent.records), actor: "agent \(config.name)")
     }
 
@@ -414,10 +417,10 @@ actor AgentLoop {
         let processes = table.values.map { e in
             ProcessStatus(id: e.assigned.id, app: e.assigned.spec.app, type: e.assigned.spec.type, name: e.assigned.name, state: e.state,
                           process: e.record, hostPID: e.process?.pid, port: e.port, address: e.link.map { address(of: $0) },
-                          restarts: e.restarts, lastExit: e.lastExit, since: e.since)
+                          restarts: e.restarts, lastExit: e.lastExit, since: e.since + NodeAgent.clockSkew)
         }.sorted { $0.id < $1.id }
         guard processes != lastReport || volumes != lastVolumes || ContinuousClock.now - lastBeat >= config.heartbeat else { return }
-        let status = NodeStatus(node: config.name, at: Date(), lease: config.lease, processes: processes,
+        let status = NodeStatus(node: config.name, at: Date() + NodeAgent.clockSkew, lease: config.lease, processes: processes,
                                 volumes: Array(volumes.values), volumeSpace: VolumeDisk.space(in: volumeDirectory))
         try await agent.refs.set(try Schema.status(config.name), to: try Records.put(status, in: agent.records), actor: "agent \(config.name)")
         lastReport = processes

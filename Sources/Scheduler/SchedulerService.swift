@@ -5,7 +5,6 @@ public import KbuildState
 import Releases
 public import Foundation
 public import ServiceLifecycle
-import Synchronization
 
 /// The scheduler: reads releases and nodes, asks the `Planner` what each node
 /// should run, writes the assignments that changed, and carries out the
@@ -25,8 +24,6 @@ public final class SchedulerService: Service {
     let election: (any LeaderElection)?
     /// The term this scheduler writes in (`LeaderTerm.fence`), carried by every assignment.
     let fence: Int64?
-    /// When this scheduler first saw each node's latest report: what its freshness is judged by.
-    let observed = Observed()
 
     public init(keg: Keg, refs: any RefStore, policy: RolloutPolicy = RolloutPolicy(), lease: TimeInterval = NodeRecord.defaultLease,
                 election: (any LeaderElection)? = nil, fence: Int64? = nil, log: @escaping @Sendable (String) -> Void = { _ in }) {
@@ -85,8 +82,7 @@ public final class SchedulerService: Service {
         let apps = try await appStates()
         let drained = try await reader.drainedNodes()
         let nodes = try await reader.nodes().map {
-            NodeState(record: observed.rebase($0.record, now: now), status: $0.status.map { observed.rebase($0, now: now) },
-                      assignment: $0.assignment, draining: drained.contains($0.record.name))
+            NodeState(record: $0.record, status: $0.status, assignment: $0.assignment, draining: drained.contains($0.record.name))
         }
         let volumes = try await volumeRecords()
         let plan = Planner.plan(apps: apps, nodes: nodes, volumes: volumes, now: now, policy: policy, lease: lease,
@@ -167,36 +163,6 @@ public final class SchedulerService: Service {
                                            reason: "cannot place \(type): \(reason)"))
         case .nodeLost(let node, let processes):
             log("scheduler: node \(node) stopped heartbeating; placing its \(processes) processes elsewhere")
-        }
-    }
-
-    /// A node's times on this scheduler's clock. A node stamps its report with its own clock, which may
-    /// be minutes off this one's; the scheduler reads the stamp only as "changed or not" and moves every
-    /// time in the report by the difference between the stamp and when this scheduler first saw it. So a
-    /// node is lost when this scheduler has seen no new report for the lease, whatever the clocks say.
-    final class Observed: Sendable {
-        private let seen = Mutex<[String: (stamp: Date, at: Date)]>([:])
-
-        func offset(_ key: String, stamp: Date, now: Date) -> TimeInterval {
-            seen.withLock { seen in
-                if let s = seen[key], s.stamp == stamp { return s.at.timeIntervalSince(stamp) }
-                seen[key] = (stamp, now)
-                return now.timeIntervalSince(stamp)
-            }
-        }
-
-        func rebase(_ status: NodeStatus, now: Date) -> NodeStatus {
-            let delta = offset("status/" + status.node, stamp: status.at, now: now)
-            var s = status
-            s.at += delta
-            for i in s.processes.indices { s.processes[i].since += delta }
-            return s
-        }
-
-        func rebase(_ record: NodeRecord, now: Date) -> NodeRecord {
-            var r = record
-            r.startedAt += offset("node/" + record.name, stamp: record.startedAt, now: now)
-            return r
         }
     }
 

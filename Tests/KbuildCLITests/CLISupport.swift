@@ -92,14 +92,15 @@ struct KbuildServer {
 }
 
 /// Starts `kbuild up` on a free port (or `port`) and waits for its startup lines; killed at teardown.
-func startKbuildUp(_ test: XCTestCase, data: String, port: Int = 0, extra: [String] = []) throws -> KbuildServer {
+/// `environment` is added to the test's own.
+func startKbuildUp(_ test: XCTestCase, data: String, port: Int = 0, extra: [String] = [], environment added: [String: String] = [:]) throws -> KbuildServer {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: kbuildBinary)
     // Tests run several kbuild ups: each router gets a port of its own unless one is asked for.
     let router = extra.contains("--router-port") ? [] : ["--router-port", "0"]
     let tls = extra.contains("--tls-port") ? [] : ["--tls-port", "0"]
     p.arguments = ["up", "--port", String(port), "--data-dir", data] + router + tls + extra
-    var environment = ProcessInfo.processInfo.environment
+    var environment = ProcessInfo.processInfo.environment.merging(added) { _, new in new }
     environment.removeValue(forKey: "KBUILD_DATA_DIR")
     p.environment = environment
     let out = Pipe()

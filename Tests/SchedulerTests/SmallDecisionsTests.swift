@@ -36,11 +36,12 @@ final class SmallDecisionsTests: XCTestCase {
         XCTAssertEqual(routes["b"]?.map(\.process), [other.id])
         XCTAssertEqual(routes["a"]?.first?.host, "10.0.0.2")
         XCTAssertEqual(routes["a"]?.first?.port, 30002)
-        // Before the drop both serve; a node without an assignment serves nothing; a silent node serves nothing.
+        // Before the drop both serve; a node without an assignment serves nothing; a node silent for minutes serves nothing.
         let both = Assignment(node: "n1", processes: [old, new])
         XCTAssertEqual(RouteFeed.endpoints(nodes: [(record, statuses, both)], now: t + 1)["a"]?.map(\.process), [old.id, new.id].sorted())
         XCTAssertTrue(RouteFeed.endpoints(nodes: [(record, statuses, nil)], now: t + 1).isEmpty)
-        XCTAssertTrue(RouteFeed.endpoints(nodes: [(record, statuses, holding)], now: t + 60).isEmpty)
+        XCTAssertFalse(RouteFeed.endpoints(nodes: [(record, statuses, holding)], now: t + 60).isEmpty, "a minute's silence: the scheduler decides")
+        XCTAssertTrue(RouteFeed.endpoints(nodes: [(record, statuses, holding)], now: t + RouteFeed.silentFor + 1).isEmpty)
         // A node that reports its assigned process as another app's routes nothing to that app (nor to its own).
         var forged = status(other, .healthy)
         forged.app = "victim"
