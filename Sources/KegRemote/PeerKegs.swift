@@ -34,29 +34,34 @@ public struct PeerKegs: KegUpstream {
     }
 
     /// Sends `roots` (and everything under them) to every other control plane that is up, at once;
-    /// returns how many took them all. Throws when there were some and none did.
+    /// returns how many took them all. One that refuses the connection is not up (a control plane that
+    /// died stays registered until its lease runs out). Throws when some were up and none took them.
     @discardableResult
     public func send(_ roots: [KID], from keg: Keg) async throws -> Int {
         let all = try await peers()
         guard !all.isEmpty, !roots.isEmpty else { return 0 }
-        let results = await withTaskGroup(of: String?.self) { group in
+        enum Result: Sendable { case took, away, failed(String) }
+        let results = await withTaskGroup(of: Result.self) { group in
             for peer in all {
                 group.addTask {
                     do {
                         try await peer.publish(roots, from: keg)
-                        return nil
+                        return .took
                     } catch {
-                        return "\(peer.baseURL.absoluteString): \(error)"
+                        let text = "\(error)"
+                        if text.contains("Connection refused") || text.contains("connectTimeout") || text.contains("No route to host") { return .away }
+                        return .failed("\(peer.baseURL.absoluteString): \(text)")
                     }
                 }
             }
-            var out: [String?] = []
+            var out: [Result] = []
             for await r in group { out.append(r) }
             return out
         }
-        let took = results.filter { $0 == nil }.count
-        if took == 0 {
-            throw KbuildError(.io, "no other control plane took \(roots.count) object\(roots.count == 1 ? "" : "s"): \(results.compactMap { $0 }.joined(separator: "; "))")
+        let took = results.filter { if case .took = $0 { return true } else { return false } }.count
+        let failures = results.compactMap { if case .failed(let why) = $0 { return why } else { return nil } }
+        if took == 0 && !failures.isEmpty {
+            throw KbuildError(.io, "no other control plane took \(roots.count) object\(roots.count == 1 ? "" : "s"): \(failures.joined(separator: "; "))")
         }
         return took
     }

@@ -7,14 +7,7 @@ import EtcdState
 /// the control plane over a veth pair, as across a LAN), and faults made by
 /// cutting that veth or killing processes with -9.
 final class FaultTests: XCTestCase {
-    struct Node {
-        let name: String
-        let namespace: String
-        let hostInterface: String
-        let hostAddress: String
-        let address: String
-        let data: String
-    }
+    typealias Node = NetworkNode
 
     func ip(_ args: [String]) throws {
         let r = try sh("/usr/sbin/ip", args)
@@ -34,26 +27,7 @@ final class FaultTests: XCTestCase {
     }
 
     /// A namespace with a veth to the host and a default route through it; removed at teardown (and a killed run's first).
-    func makeNode(_ index: Int) throws -> Node {
-        let node = Node(name: "n\(index)", namespace: "kbf-n\(index)", hostInterface: "kbfn\(index)h", hostAddress: "10.254.8\(index).1",
-                        address: "10.254.8\(index).2", data: try tempDir(self, "fault-n\(index)"))
-        _ = try? sh("/usr/sbin/ip", ["netns", "del", node.namespace])
-        _ = try? sh("/usr/sbin/ip", ["link", "del", node.hostInterface])
-        try ip(["netns", "add", node.namespace])
-        try ip(["link", "add", node.hostInterface, "type", "veth", "peer", "name", "kbfn\(index)p", "netns", node.namespace])
-        try ip(["addr", "add", "\(node.hostAddress)/24", "dev", node.hostInterface])
-        try ip(["link", "set", node.hostInterface, "up"])
-        try ip(["-n", node.namespace, "addr", "add", "\(node.address)/24", "dev", "kbfn\(index)p"])
-        try ip(["-n", node.namespace, "link", "set", "kbfn\(index)p", "up"])
-        try ip(["-n", node.namespace, "link", "set", "lo", "up"])
-        try ip(["-n", node.namespace, "route", "add", "default", "via", node.hostAddress])
-        addTeardownBlock {
-            _ = try? sh(kbuildBinary, ["down", "--grace", "2", "--data-dir", node.data])
-            _ = try? sh("/usr/sbin/ip", ["netns", "del", node.namespace])
-            _ = try? sh("/usr/sbin/ip", ["link", "del", node.hostInterface])
-        }
-        return node
-    }
+    func makeNode(_ index: Int) throws -> Node { try makeNetworkNode(index, tag: "kbf", subnet: "10.254.8\(index)") }
 
     /// `kbuild agent --join …` run inside the node's namespace: cutting its veth cuts the agent off too.
     func startAgent(_ node: Node, controlPlane data: String) throws {
@@ -65,7 +39,7 @@ final class FaultTests: XCTestCase {
         p.executableURL = URL(fileURLWithPath: "/usr/bin/nsenter")
         p.arguments = ["--net=/run/netns/\(node.namespace)", kbuildBinary, "agent"] + join + ["--network", node.namespace, "--memory", "1G", "--data-dir", node.data]
         p.environment = ["PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": node.data]
-        FileManager.default.createFile(atPath: node.data + "/agent.log", contents: nil)
+        XCTAssertTrue(FileManager.default.createFile(atPath: node.data + "/agent.log", contents: nil))
         let log = try XCTUnwrap(FileHandle(forWritingAtPath: node.data + "/agent.log"))
         p.standardOutput = log
         p.standardError = log
@@ -152,7 +126,7 @@ final class FaultTests: XCTestCase {
     /// own (`kbuild router --join`) keeps every app serving from the nodes, with no failed request under load,
     /// through the outage and the control plane's return.
     func testAppsServeThroughAMinuteWithoutAControlPlane() async throws {
-        let etcd = try await startEtcd(members: 1)
+        let etcd = try await startEtcd(members: 3)
         let data = try tempDir(self, "fault-down")
         let (port, tlsPort) = (freePort(), freePort())
         let up = ["--state", etcd.spec, "--nodes", "0", "--port", String(port), "--tls-port", String(tlsPort)]
@@ -192,5 +166,44 @@ final class FaultTests: XCTestCase {
         XCTAssertGreaterThan(answers.count, 1000, "under load: \(answers.count) requests")
         XCTAssertEqual(answers.filter { $0 != "200" }.count, 0, "failed requests: \(Dictionary(grouping: answers, by: { $0 }).mapValues(\.count))")
         print("control plane down 60 s: \(answers.count) requests through the router on its own, \(answers.filter { $0 != "200" }.count) failed")
+    }
+
+    /// kill -9 of the control plane a push is going through, in the middle of its build: the push fails
+    /// (the pusher is told, nothing is half-deployed), and pushed again to the other control plane it deploys.
+    func testAPushWhoseControlPlaneDiesFailsCleanlyAndGoesThroughAnother() async throws {
+        let etcd = try await startEtcd(members: 3)
+        let one = try tempDir(self, "fault-push1"), two = try tempDir(self, "fault-push2")
+        let cp1 = try startKbuildUp(self, data: one, extra: ["--state", etcd.spec, "--nodes", "0", "--workers", "0"])
+        let cp2 = try startKbuildUp(self, data: two, extra: ["--state", etcd.spec, "--node-name", "b"])
+        XCTAssertEqual(try kbuild(["stack", "create", "busybox"], dataDir: two).status, 0)
+        XCTAssertEqual(try kbuild(["apps:create", "slow", "--stack", "busybox"], dataDir: two).status, 0)
+        let work = try tempDir(self, "slow-src")
+        for (path, text) in [".buildpacks": "./bp\n", "Procfile": "web: ./serve.sh\n",
+                             "serve.sh": "#!/bin/sh\nexec busybox httpd -f -p \"0.0.0.0:$PORT\" -h www\n", "www/index.html": "slow but sure\n",
+                             "bp/bin/detect": "#!/bin/sh\necho Slow\n",
+                             "bp/bin/compile": "#!/bin/sh\necho '-----> Compiling slowly'\nsleep 4\necho '-----> Compiled'\n"] {
+            try writeFile(work + "/" + path, text, mode: path.hasSuffix(".sh") || path.contains("bin/") ? 0o755 : 0o644)
+        }
+        try git(["init", "-q"], in: work)
+        try git(["add", "-A"], in: work)
+        try git(["commit", "-q", "-m", "Slow"], in: work)
+        try waitUntil("cp1 has slow's repository", timeout: 10) { FileManager.default.fileExists(atPath: one + "/git/slow.git/HEAD") }
+        func remote(_ server: KbuildServer) -> String { server.url.replacingOccurrences(of: "http://", with: "http://kbuild:\(server.token)@") + "/slow.git" }
+        let log = work + "/../push1.log"
+        let push = try spawnServer("/usr/bin/git", ["-C", work, "push", remote(cp1), "main"], output: log)
+        try waitUntil("the build is compiling", timeout: 30) { ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").contains("Compiling slowly") }
+        kill(cp1.process.processIdentifier, SIGKILL)
+        cp1.process.waitUntilExit()
+        let status = reap(push)
+        let said = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+        XCTAssertNotEqual(status, 0, "the push through the dead control plane failed: \(said)")
+        XCTAssertFalse(said.contains("is live"), said)
+        XCTAssertTrue(try ps("slow", two).isEmpty, "nothing half-deployed")
+        // Again, through the other one: it deploys (the build another worker finished is reused, or runs again).
+        let again = try git(["push", remote(cp2), "main"], in: work)
+        XCTAssertEqual(again.status, 0, again.stderr)
+        XCTAssertTrue(again.stderr.contains("is live"), again.stderr)
+        let router = try XCTUnwrap(Int(trimmed(try String(contentsOfFile: two + "/router.url", encoding: .utf8)).split(separator: ":").last ?? ""))
+        XCTAssertEqual(routed(router, host: "slow.localhost").body, "slow but sure\n")
     }
 }

@@ -11,15 +11,7 @@ import XCTest
 /// makes route through the node's namespace from its parent, as `kbuild up
 /// --nodes N` does; it reaches the control plane by its URL only.
 final class JoinTests: XCTestCase {
-    struct Node {
-        let name: String
-        let namespace: String
-        let hostInterface: String
-        let hostAddress: String
-        let address: String
-        let data: String
-        var agent: Process?
-    }
+    typealias Node = NetworkNode
 
     func ip(_ args: [String]) throws {
         let r = try sh("/usr/sbin/ip", args)
@@ -27,27 +19,7 @@ final class JoinTests: XCTestCase {
     }
 
     /// A namespace with a veth to the host, as a machine of its own on a LAN would be; removed at teardown.
-    func makeNode(_ index: Int) throws -> Node {
-        let node = Node(name: "n\(index)", namespace: "kbj-n\(index)", hostInterface: "kbjn\(index)h", hostAddress: "10.254.9\(index).1",
-                        address: "10.254.9\(index).2", data: try tempDir(self, "join-n\(index)"))
-        // A killed run's leftovers first.
-        _ = try? sh("/usr/sbin/ip", ["netns", "del", node.namespace])
-        _ = try? sh("/usr/sbin/ip", ["link", "del", node.hostInterface])
-        try ip(["netns", "add", node.namespace])
-        try ip(["link", "add", node.hostInterface, "type", "veth", "peer", "name", "kbjn\(index)p", "netns", node.namespace])
-        try ip(["addr", "add", "\(node.hostAddress)/24", "dev", node.hostInterface])
-        try ip(["link", "set", node.hostInterface, "up"])
-        try ip(["-n", node.namespace, "addr", "add", "\(node.address)/24", "dev", "kbjn\(index)p"])
-        try ip(["-n", node.namespace, "link", "set", "kbjn\(index)p", "up"])
-        try ip(["-n", node.namespace, "link", "set", "lo", "up"])
-        try ip(["-n", node.namespace, "route", "add", "default", "via", node.hostAddress])
-        addTeardownBlock {
-            _ = try? sh(kbuildBinary, ["down", "--grace", "2", "--data-dir", node.data])
-            _ = try? sh("/usr/sbin/ip", ["netns", "del", node.namespace])
-            _ = try? sh("/usr/sbin/ip", ["link", "del", node.hostInterface])
-        }
-        return node
-    }
+    func makeNode(_ index: Int) throws -> Node { try makeNetworkNode(index, tag: "kbj", subnet: "10.254.9\(index)") }
 
     /// `kbuild agent --join` with the control plane's data dir hidden; stopped at teardown (its processes by `kbuild down`).
     func startAgent(_ node: Node, join: [String], hiding controlPlane: String) throws -> Process {
@@ -118,11 +90,9 @@ final class JoinTests: XCTestCase {
         let remote = RemoteCLITests.Remote(server: up, data: data, home: try tempDir(self, "join-home"))
         // The only build worker joins too: builds run where the control plane's files are not.
         let worker = try startWorker("w1", join: try workerJoinCommand("w1", data: data), hiding: data)
-        var nodes = [try makeNode(1), try makeNode(2)]
-        for i in nodes.indices {
-            // Each token pins its node's address: the only one it may register, where the router sends its requests.
-            nodes[i].agent = try startAgent(nodes[i], join: try joinCommand(nodes[i].name, address: nodes[i].address, data: data), hiding: data)
-        }
+        let nodes = [try makeNode(1), try makeNode(2)]
+        // Each token pins its node's address: the only one it may register, where the router sends its requests.
+        let agents = try nodes.map { try startAgent($0, join: try joinCommand($0.name, address: $0.address, data: data), hiding: data) }
         var listed = ""
         do {
             try waitUntil("both nodes alive", timeout: 60) {
@@ -267,7 +237,7 @@ final class JoinTests: XCTestCase {
         try waitUntil("served again") { routed(routerPort, host: "web.localhost").body == "first\n" }
         procs = try JSONDecoder().decode([Proc].self, from: Data(try remote.run(["ps", "web", "--json"]).stdout.utf8))
         XCTAssertEqual(Dictionary(uniqueKeysWithValues: procs.map { ($0.name, $0.hostPID) }), before, "the agents restarted processes")
-        for node in nodes { XCTAssertTrue(node.agent?.isRunning ?? false, "\(node.name)'s agent exited") }
+        for (node, agent) in zip(nodes, agents) { XCTAssertTrue(agent.isRunning, "\(node.name)'s agent exited") }
         XCTAssertTrue(worker.process.isRunning, "the worker exited: \((try? String(contentsOfFile: worker.data + "/worker.log", encoding: .utf8)) ?? "")")
 
         // The control plane restored from that older copy (a restored backup, a lagging replica): each agent finds

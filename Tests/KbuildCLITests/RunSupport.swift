@@ -14,7 +14,46 @@ struct Proc: Decodable {
     var node: String
 }
 
+/// A network namespace joined to the host by a veth pair, as a machine of its own on a LAN would be.
+struct NetworkNode {
+    let name: String
+    let namespace: String
+    let hostInterface: String
+    let hostAddress: String
+    let address: String
+    let data: String
+}
+
 extension XCTestCase {
+    /// Makes node `name` in namespace `tag-name` with the /24 `subnet` (the host is .1, the node .2) and a default
+    /// route through the host, and a data dir for it; a killed run's leftovers go first, and everything at
+    /// teardown (`kbuild down` on its data dir first).
+    func makeNetworkNode(_ index: Int, tag: String, subnet: String) throws -> NetworkNode {
+        let node = NetworkNode(name: "n\(index)", namespace: "\(tag)-n\(index)", hostInterface: "\(tag.filter { $0 != "-" })n\(index)h",
+                               hostAddress: subnet + ".1", address: subnet + ".2", data: try tempDir(self, "\(tag)-n\(index)"))
+        let peer = node.hostInterface.dropLast() + "p"
+        func ip(_ args: [String]) throws {
+            let r = try sh("/usr/sbin/ip", args)
+            XCTAssertEqual(r.status, 0, "ip \(args.joined(separator: " ")): \(r.stderr)")
+        }
+        _ = try? sh("/usr/sbin/ip", ["netns", "del", node.namespace])
+        _ = try? sh("/usr/sbin/ip", ["link", "del", node.hostInterface])
+        try ip(["netns", "add", node.namespace])
+        try ip(["link", "add", node.hostInterface, "type", "veth", "peer", "name", String(peer), "netns", node.namespace])
+        try ip(["addr", "add", "\(node.hostAddress)/24", "dev", node.hostInterface])
+        try ip(["link", "set", node.hostInterface, "up"])
+        try ip(["-n", node.namespace, "addr", "add", "\(node.address)/24", "dev", String(peer)])
+        try ip(["-n", node.namespace, "link", "set", String(peer), "up"])
+        try ip(["-n", node.namespace, "link", "set", "lo", "up"])
+        try ip(["-n", node.namespace, "route", "add", "default", "via", node.hostAddress])
+        addTeardownBlock {
+            _ = try? sh(kbuildBinary, ["down", "--grace", "2", "--data-dir", node.data])
+            _ = try? sh("/usr/sbin/ip", ["netns", "del", node.namespace])
+            _ = try? sh("/usr/sbin/ip", ["link", "del", node.hostInterface])
+        }
+        return node
+    }
+
     /// The host's first global IPv4 address (eth0 here).
     func hostAddress() throws -> String {
         let r = try sh("/usr/sbin/ip", ["-4", "-o", "addr", "show", "scope", "global"])
