@@ -84,7 +84,9 @@ final class FaultTests: XCTestCase {
         var times: [Double] = []
         for run in 0..<runs {
             let (cutNode, keptNode) = run % 2 == 0 ? (nodes[1], nodes[0]) : (nodes[0], nodes[1])
-            let stale = try XCTUnwrap(try ps("moving", data).first { $0.node == cutNode.name }?.hostPID)
+            // The cut node runs one process the first time, both after (each run cuts the node the last one moved them to).
+            let stale = try ps("moving", data).filter { $0.node == cutNode.name }.compactMap(\.hostPID)
+            XCTAssertFalse(stale.isEmpty)
 
             // The partition: the node's veth goes down; its agent and its process keep running, cut off.
             try ip(["link", "set", cutNode.hostInterface, "down"])
@@ -97,27 +99,18 @@ final class FaultTests: XCTestCase {
             XCTAssertLessThanOrEqual(moved, 10, "from the node's last report to its process serving elsewhere")
             XCTAssertGreaterThan(moved, 3, "not before the node was lost")
             for _ in 0..<10 { XCTAssertEqual(routed(routerPort, host: "moving.localhost").status, 200) }
-            XCTAssertEqual(kill(stale, 0), 0, "the cut-off node still runs its copy")
+            XCTAssertTrue(stale.allSatisfy { kill($0, 0) == 0 }, "the cut-off node still runs its copies")
 
             // Healed: the node hears its newer assignment and stops its stale copy; the app keeps 2 healthy meanwhile.
             try ip(["link", "set", cutNode.hostInterface, "up"])
             let healed = Date()
             var fewest = 2
-            while Date().timeIntervalSince(healed) < 30 && kill(stale, 0) == 0 {
+            while Date().timeIntervalSince(healed) < 30 && stale.contains(where: { kill($0, 0) == 0 }) {
                 fewest = min(fewest, try ps("moving", data).filter { $0.state == "healthy" }.count)
                 for _ in 0..<3 { XCTAssertEqual(routed(routerPort, host: "moving.localhost").status, 200) }
             }
-            XCTAssertNotEqual(kill(stale, 0), 0, "the healed node stopped the copy that was moved")
+            XCTAssertTrue(stale.allSatisfy { kill($0, 0) != 0 }, "the healed node stopped the copies that were moved")
             XCTAssertEqual(fewest, 2, "never below the formation while the node came back")
-            guard run + 1 < runs else { break }
-            // Spread again for the next run: one more, then back to two (the scheduler places the new one on the empty node).
-            XCTAssertEqual(try kbuild(["ps:scale", "moving", "web=3"], dataDir: data).status, 0)
-            try waitUntil("three healthy", timeout: 30) { try ps("moving", data).filter { $0.state == "healthy" }.count == 3 }
-            XCTAssertEqual(try kbuild(["ps:scale", "moving", "web=2"], dataDir: data).status, 0)
-            try waitUntil("one on each node again", timeout: 30) {
-                let p = try ps("moving", data)
-                return p.count == 2 && p.allSatisfy { $0.state == "healthy" } && Set(p.map(\.node)) == ["n1", "n2"]
-            }
         }
         print("node loss: " + times.map { String(format: "%.1f", $0) }.joined(separator: " ") + " s from the cut to serving elsewhere")
     }
