@@ -49,9 +49,9 @@ public struct EtcdElection: LeaderElection {
             var lastRenewed = renewed
             do {
                 term = try await campaign(key: key, lease: lease, granted: granted, renewed: &lastRenewed, saidWaiting: &saidWaiting)
-            } catch is CancellationError {
+            } catch {
                 await release(lease)
-                throw CancellationError()
+                throw error
             }
             guard let term else { continue }
             saidWaiting = false
@@ -67,10 +67,12 @@ public struct EtcdElection: LeaderElection {
                 await release(lease)
                 return
             } catch is LostRole {
-                say("\(role): lost the role (term \(term)); campaigning again")
-            } catch is CancellationError {
+                // The key may be gone while the lease lives on: let it go before campaigning with a new one.
                 await release(lease)
-                throw CancellationError()
+                say("\(role): lost the role (term \(term)); campaigning again")
+            } catch {
+                await release(lease)
+                throw error
             }
         }
     }
