@@ -13,20 +13,6 @@ import EtcdState
 final class EtcdStateTests: XCTestCase {
     static let base = "/tmp/kbuild-test-etcd"
 
-    /// An etcd of `members` on free ports, destroyed at teardown (and swept at the next start after a kill -9).
-    func startEtcd(members: Int) async throws -> LocalEtcd {
-        try XCTSkipIf(LocalEtcd.executable == nil, "etcd-server is not installed (scripts/install-deps.sh installs it)")
-        LocalEtcd.sweep(under: EtcdStateTests.base)
-        let client = freePort(), peer = freePort()
-        let ports = (client, peer > client && peer < client + members ? client + members : peer)
-        let etcd = LocalEtcd(dir: EtcdStateTests.base + "/\(getpid())-\(UUID().uuidString.prefix(6))", members: members,
-                             clientPort: ports.0, peerPort: ports.1)
-        addTeardownBlock { etcd.destroy() }
-        try etcd.start()
-        try await etcd.waitReady()
-        return etcd
-    }
-
     func etcdctl(_ etcd: LocalEtcd, _ args: [String]) throws -> String {
         let r = try sh("/usr/bin/etcdctl", ["--endpoints", etcd.members.map { String($0.clientURL.dropFirst(7)) }.joined(separator: ",")] + args)
         XCTAssertEqual(r.status, 0, r.stderr)
@@ -253,5 +239,21 @@ final class EtcdStateTests: XCTestCase {
         try git(["add", "-A"], in: work)
         try git(["commit", "-q", "-m", "First"], in: work)
         return work
+    }
+}
+
+extension XCTestCase {
+    /// An etcd of `members` on free ports, destroyed at teardown (and swept at the next start after a kill -9).
+    func startEtcd(members: Int) async throws -> LocalEtcd {
+        try XCTSkipIf(LocalEtcd.executable == nil, "etcd-server is not installed (scripts/install-deps.sh installs it)")
+        LocalEtcd.sweep(under: EtcdStateTests.base)
+        let client = freePort(), peer = freePort()
+        let ports = (client, peer > client && peer < client + members ? client + members : peer)
+        let etcd = LocalEtcd(dir: EtcdStateTests.base + "/\(getpid())-\(UUID().uuidString.prefix(6))", members: members,
+                             clientPort: ports.0, peerPort: ports.1)
+        addTeardownBlock { etcd.destroy() }
+        try etcd.start()
+        try await etcd.waitReady()
+        return etcd
     }
 }

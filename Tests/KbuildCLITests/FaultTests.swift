@@ -14,18 +14,6 @@ final class FaultTests: XCTestCase {
         XCTAssertEqual(r.status, 0, "ip \(args.joined(separator: " ")): \(r.stderr)")
     }
 
-    func startEtcd(members: Int) async throws -> LocalEtcd {
-        try XCTSkipIf(LocalEtcd.executable == nil, "etcd-server is not installed (scripts/install-deps.sh installs it)")
-        LocalEtcd.sweep(under: EtcdStateTests.base)
-        let client = freePort(), peer = freePort()
-        let etcd = LocalEtcd(dir: EtcdStateTests.base + "/\(getpid())-\(UUID().uuidString.prefix(6))", members: members,
-                             clientPort: client, peerPort: peer > client && peer < client + members ? client + members : peer)
-        addTeardownBlock { etcd.destroy() }
-        try etcd.start()
-        try await etcd.waitReady()
-        return etcd
-    }
-
     /// A namespace with a veth to the host and a default route through it; removed at teardown (and a killed run's first).
     func makeNode(_ index: Int) throws -> Node { try makeNetworkNode(index, tag: "kbf", subnet: "10.254.8\(index)") }
 
