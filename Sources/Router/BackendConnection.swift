@@ -5,7 +5,7 @@ import NIOHTTP1
 /// channel. While an exchange uses it, `client` is set and every response part
 /// goes straight to that client handler, on the same event loop; while pooled,
 /// `client` is nil and anything the backend sends (or its close) retires it.
-final class BackendConnection: ChannelDuplexHandler {
+final class BackendConnection: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPClientResponsePart
     typealias OutboundIn = HTTPClientRequestPart
     typealias OutboundOut = HTTPClientRequestPart
@@ -33,6 +33,7 @@ final class BackendConnection: ChannelDuplexHandler {
     }
 
     var isWritable: Bool { context?.channel.isWritable ?? false }
+    var channel: (any Channel)? { context?.channel }
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context

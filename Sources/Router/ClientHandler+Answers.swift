@@ -18,8 +18,10 @@ extension ClientHandler {
         guard let context else { return }
         // The rest of the request body would be read for nothing: answer and close.
         if !requestEnded || quiescing { clientKeepAlive = false }
-        var body = context.channel.allocator.buffer(string: page.html())
+        var body = context.channel.allocator.buffer(string: page.html(requestID: requestID))
         if method == .HEAD { body.clear() }
+        sentBytes = body.readableBytes
+        if case .badGateway = page { exchangeError = gatewayError } else { exchangeError = page.error }
         let version = requestVersion.minor == 0 ? HTTPVersion.http1_0 : .http1_1
         let head = page.head(
             version: version, requestID: requestID, traceID: traceID, keepAlive: clientKeepAlive,
@@ -66,10 +68,18 @@ extension ClientHandler {
 
     /// Resets the exchange state and returns the report for `onServed`.
     func endExchange(status: Int, closing: Bool) -> ServedRequest {
-        let served = ServedRequest(
+        let now = NIODeadline.now()
+        var served = ServedRequest(
             requestID: requestID, traceID: traceID, app: app, endpoint: endpoint,
             method: method.rawValue, uri: uri, status: status,
-            duration: .nanoseconds((NIODeadline.now() - started).nanoseconds))
+            duration: .nanoseconds((now - started).nanoseconds))
+        served.host = host
+        served.client = clientAddress
+        served.scheme = scheme
+        served.connect = connectTime.map { .nanoseconds($0.nanoseconds) }
+        if connectTime != nil, status != 0 { served.service = .nanoseconds((now - requestSentAt).nanoseconds) }
+        served.bytes = sentBytes
+        served.error = exchangeError
         phase = closing ? .closing : .idle
         idleSince = .now()
         headStartedAt = nil
@@ -91,11 +101,11 @@ extension ClientHandler {
                 closeQuietly()
             }
         case .awaitingResponse:
-            if now - requestSentAt > configuration.responseHeaderTimeout {
+            if now - requestSentAt > requestTimeout {
                 shared.logger.notice(
                     "backend response timed out",
                     metadata: ["app": "\(app ?? "")", "endpoint": "\(endpoint.map { "\($0)" } ?? "")"])
-                fail(.gatewayTimeout(app: app ?? ""))
+                fail(.gatewayTimeout(app: app ?? "", seconds: Int(requestTimeout.nanoseconds / 1_000_000_000)))
             }
         case .answering(let page):
             // Belt and braces: a request the router answers itself never waits longer than a head may take.

@@ -8,6 +8,7 @@ extension ClientHandler {
 
     func startAttempt(freshConnection: Bool) {
         attempts += 1
+        if connectStartedAt == nil { connectStartedAt = .now() }
         if !freshConnection || endpoint == nil {
             endpoint = nextEndpoint()
             endpointsTried += 1
@@ -64,6 +65,7 @@ extension ClientHandler {
         connection.responseKeepAlive = true
         phase = .awaitingResponse
         requestSentAt = .now()
+        if let connectStartedAt { connectTime = requestSentAt - connectStartedAt }
         connection.write(.head(backendHead))
         for part in replay { forward(part, to: connection) }
         connection.flush()
@@ -107,6 +109,18 @@ extension ClientHandler {
         switch part {
         case .head(let head):
             guard case .awaitingResponse = phase else { return }
+            if head.status == .switchingProtocols {
+                guard let upgrade else {
+                    // A 101 nobody asked for: the stream cannot be understood any more.
+                    backend = nil
+                    pool.release(connection, reusable: false, snapshot: snapshot)
+                    gatewayError = .connectionClosed
+                    fail(.badGateway(app: app ?? ""))
+                    return
+                }
+                switchProtocols(head, to: upgrade, on: connection, context: context)
+                return
+            }
             phase = .streamingResponse
             replay.removeAll(keepingCapacity: true)
             status = Int(head.status.code)
@@ -126,6 +140,7 @@ extension ClientHandler {
             context.write(wrapOutboundOut(.head(HTTPResponseHead(version: version, status: head.status, headers: headers))), promise: nil)
             needsClientFlush = true
         case .body(let buffer):
+            sentBytes += buffer.readableBytes
             context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
             needsClientFlush = true
         case .end(let trailers):
@@ -157,8 +172,10 @@ extension ClientHandler {
         pool.release(connection, reusable: false, snapshot: snapshot)
         switch phase {
         case .awaitingResponse:
+            gatewayError = .connectionClosed
             retryOrFail(staleConnection: connection.exchanges > 1)
         case .streamingResponse:
+            exchangeError = .connectionClosed
             // Part of the response is out: the client can only learn of the failure by a close.
             let served = endExchange(status: status, closing: true)
             context?.close(promise: nil)
@@ -166,5 +183,59 @@ extension ClientHandler {
         case .idle, .answering, .connecting, .closing:
             break
         }
+    }
+}
+
+/// The backend agreed to an upgrade (101): the exchange becomes a splice.
+extension ClientHandler {
+    /// Forwards the 101 and, once the decoders are done with the current read, joins the two
+    /// channels byte for byte. The backend's decoder keeps (and on removal forwards) whatever the
+    /// backend sent after its 101; the client sends nothing before it has the 101.
+    func switchProtocols(_ head: HTTPResponseHead, to upgrade: String, on connection: BackendConnection, context: ChannelHandlerContext) {
+        guard let backendChannel = connection.channel else {
+            fail(.badGateway(app: app ?? ""))
+            return
+        }
+        var headers = ForwardedHeaders.response(from: head.headers, requestID: requestID, traceID: traceID)
+        headers.add(name: "connection", value: "upgrade")
+        headers.add(name: "upgrade", value: head.headers.first(name: "upgrade") ?? upgrade)
+        status = 101
+        phase = .closing
+        backend = nil
+        let served = endExchange(status: 101, closing: true)
+        let clientChannel = context.channel
+        let splice = Splice(endpoint: connection.endpoint, isWebSocket: upgrade.lowercased().contains("websocket"), shared: shared)
+        let response = HTTPResponseHead(version: .http1_1, status: .switchingProtocols, headers: headers)
+        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+        context.eventLoop.assumeIsolated().execute {
+            let this = handler.value
+            guard let context = this.context, clientChannel.isActive, backendChannel.isActive else {
+                clientChannel.close(promise: nil)
+                backendChannel.close(promise: nil)
+                return
+            }
+            context.writeAndFlush(this.wrapOutboundOut(.head(response)), promise: nil)
+            do {
+                let client = clientChannel.pipeline.syncOperations
+                let backend = backendChannel.pipeline.syncOperations
+                // The splice handlers go last, then everything HTTP in front of them goes.
+                _ = try splice.join(client: clientChannel, backend: backendChannel)
+                client.removeHandler(context: context, promise: nil)
+                client.removeHandler(try client.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self), promise: nil)
+                client.removeHandler(try client.handler(type: HTTPResponseEncoder.self), promise: nil)
+                client.removeHandler(try client.handler(type: ReadObserver.self), promise: nil)
+                backend.removeHandler(connection, promise: nil)
+                backend.removeHandler(try backend.handler(type: ByteToMessageHandler<HTTPResponseDecoder>.self), promise: nil)
+                backend.removeHandler(try backend.handler(type: HTTPRequestEncoder.self), promise: nil)
+            } catch {
+                this.shared.logger.notice("upgrade failed", metadata: ["app": "\(this.app ?? "")", "error": "\(error)"])
+                clientChannel.close(promise: nil)
+                backendChannel.close(promise: nil)
+                return
+            }
+            clientChannel.read()
+            backendChannel.read()
+        }
+        shared.onServed(served)
     }
 }

@@ -9,7 +9,7 @@ import NIOHTTP1
 /// answers with the router's own page or runs an exchange with a backend
 /// connection from its event loop's pool, streaming both bodies with
 /// backpressure. All of it happens on the client channel's event loop.
-final class ClientHandler: ChannelDuplexHandler {
+final class ClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundIn = HTTPServerResponsePart
     typealias OutboundOut = HTTPServerResponsePart
@@ -51,6 +51,26 @@ final class ClientHandler: ChannelDuplexHandler {
     var requestVersion = HTTPVersion.http1_1
     var clientKeepAlive = true
     var requestID = ""
+    var host = ""
+    /// `http`, or `https` behind TLS.
+    let scheme: String
+    /// When the first backend connection was asked for, and how long getting one took.
+    var connectStartedAt: NIODeadline?
+    var connectTime: TimeAmount?
+    /// Response body bytes written to the client.
+    var sentBytes = 0
+    var receivedBodyBytes = 0
+    /// The app's limits for the current request.
+    var requestTimeout = TimeAmount.seconds(30)
+    var bodyLimit = Int.max
+    /// What went wrong with the backend, for the 502's log line: refused, or closed without answering.
+    var gatewayError = RouterError.connectionRefused
+    /// The router cut the exchange short: why, for the log line.
+    var exchangeError: RouterError?
+    /// The protocol the client asked to upgrade to (`websocket`), nil for a plain request.
+    var upgrade: String?
+    /// The client's address was over its connection limit when this connection came: answer 429 and close.
+    let overLimit: Bool
     /// Unique per request (a client's X-Request-Id need not be).
     var traceID = ""
     var app: String?
@@ -85,9 +105,11 @@ final class ClientHandler: ChannelDuplexHandler {
     /// Bodies up to this size are kept for a retry; larger ones are not retried once sent.
     static let replayLimit = 64 * 1024
 
-    init(shared: SharedState, pool: BackendPool) {
+    init(shared: SharedState, pool: BackendPool, scheme: String = "http", overLimit: Bool = false) {
         self.shared = shared
         self.pool = pool
+        self.scheme = scheme
+        self.overLimit = overLimit
         self.snapshot = shared.table.snapshot()
     }
 
@@ -121,6 +143,46 @@ final class ClientHandler: ChannelDuplexHandler {
         ticker = context.eventLoop.scheduleRepeatedTask(initialDelay: period, delay: period) { _ in
             handler.value.tick()
         }
+        if overLimit {
+            requestID = RequestID.generate(using: &pool.random)
+            traceID = requestID
+            clientKeepAlive = false
+            answer(.tooManyConnections(limit: shared.configuration.maxConnectionsPerClient))
+        }
+    }
+
+    /// A request the decoder could not take: too large a head (431), or malformed (400). The
+    /// connection cannot go on (its bytes are not understood): answer when no response is under
+    /// way, and close.
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        guard let parserError = error as? HTTPParserError else {
+            context.close(promise: nil)
+            return
+        }
+        guard case .idle = phase else {
+            if let backend {
+                self.backend = nil
+                pool.release(backend, reusable: false, snapshot: snapshot)
+            }
+            exchangeError = .refused
+            shared.onServed(endExchange(status: 400, closing: true))
+            context.close(promise: nil)
+            return
+        }
+        requestID = RequestID.generate(using: &pool.random)
+        traceID = requestID
+        method = .GET
+        uri = ""
+        app = nil
+        requestEnded = false
+        clientKeepAlive = false
+        started = .now()
+        if case .headerOverflow = parserError {
+            answer(.headersTooLarge(
+                "The request head is larger than \(shared.configuration.maxHeaderBytes) bytes or has more than \(shared.configuration.maxHeaderFields) fields."))
+        } else {
+            answer(.badRequest("The request is not valid HTTP/1.1 (\(parserError))."))
+        }
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -134,6 +196,7 @@ final class ClientHandler: ChannelDuplexHandler {
                 self.backend = nil
                 pool.release(backend, reusable: false, snapshot: snapshot)
             }
+            exchangeError = .clientInterrupted
             shared.onServed(endExchange(status: 499, closing: true))
         }
         phase = .closing
@@ -246,15 +309,24 @@ final class ClientHandler: ChannelDuplexHandler {
         endpointsTried = 0
         endpoint = nil
         status = 0
+        connectStartedAt = nil
+        connectTime = nil
+        sentBytes = 0
+        receivedBodyBytes = 0
+        exchangeError = nil
+        gatewayError = .connectionRefused
 
         let request = ForwardedHeaders.request(from: head.headers)
+        upgrade = request.upgrade
         traceID = RequestID.generate(using: &pool.random)
         if let id = request.requestID, RequestID.isValid(id) {
             requestID = id
         } else {
             requestID = traceID
         }
-        let host = request.host ?? ""
+        host = request.host ?? ""
+        // An upgrade request is the connection's last as HTTP: its decoder stops after it.
+        if upgrade != nil { clientKeepAlive = false }
         // Only `chunked` is a transfer coding the router forwards: anything else
         // (`xchunked`, `gzip, chunked`) frames the body in a way a backend may read
         // differently (request smuggling), so it is refused, never forwarded.
@@ -268,9 +340,18 @@ final class ClientHandler: ChannelDuplexHandler {
         case .app(let name, let appEndpoints):
             app = name
             endpoints = appEndpoints
+            let settings = snapshot.settings[name]
+            requestTimeout = settings?.requestTimeout.map { .seconds(Int64($0)) } ?? shared.configuration.requestTimeout
+            bodyLimit = settings?.bodyLimit ?? shared.configuration.bodyLimit
+            if let length = head.headers.first(name: "content-length").flatMap({ Int($0) }), length > bodyLimit {
+                phase = .answering(.bodyTooLarge(app: name, limit: bodyLimit))
+            }
         case .noHealthyProcess(let name):
             app = name
             phase = .answering(.noHealthyProcess(app: name))
+        case .crashed(let name):
+            app = name
+            phase = .answering(.crashed(app: name))
         case .unknownApp(let unknownHost):
             app = nil
             phase = .answering(.unknownApp(host: unknownHost))
@@ -283,7 +364,8 @@ final class ClientHandler: ChannelDuplexHandler {
             // way the router refuses cannot be skipped: answer now and close. Others
             // are answered at the end of their body (the connection stays open),
             // or when the header timeout has passed (`tick`), however slowly it comes.
-            if request.expectsContinue || !framingOK {
+            let tooLarge = { if case .bodyTooLarge = page { true } else { false } }()
+            if request.expectsContinue || !framingOK || tooLarge {
                 clientKeepAlive = false
                 answer(page)
             }
@@ -302,10 +384,14 @@ final class ClientHandler: ChannelDuplexHandler {
         } else {
             headers.add(name: "x-forwarded-for", value: clientAddress)
         }
-        headers.add(name: "x-forwarded-proto", value: "http")
+        headers.add(name: "x-forwarded-proto", value: scheme)
         headers.add(name: "x-forwarded-port", value: localPort)
         headers.add(name: "x-forwarded-host", value: host)
         headers.add(name: "host", value: host)
+        if let upgrade {
+            headers.add(name: "connection", value: "upgrade")
+            headers.add(name: "upgrade", value: upgrade)
+        }
         backendHead = HTTPRequestHead(version: .http1_1, method: head.method, uri: head.uri, headers: headers)
 
         if request.expectsContinue {
@@ -330,6 +416,11 @@ final class ClientHandler: ChannelDuplexHandler {
     }
 
     func receiveBodyPart(_ part: HTTPServerRequestPart, bytes: Int) {
+        receivedBodyBytes += bytes
+        if receivedBodyBytes > bodyLimit, let app {
+            bodyOverLimit(app: app)
+            return
+        }
         switch phase {
         case .connecting:
             replay.append(part)
@@ -347,6 +438,25 @@ final class ClientHandler: ChannelDuplexHandler {
                     replay.append(part)
                 }
             }
+        case .idle, .answering, .closing:
+            break
+        }
+    }
+
+    /// A body without a length grew past the app's limit: 413 if no response began, else the connection is cut.
+    func bodyOverLimit(app: String) {
+        clientKeepAlive = false
+        switch phase {
+        case .connecting, .awaitingResponse:
+            fail(.bodyTooLarge(app: app, limit: bodyLimit))
+        case .streamingResponse:
+            exchangeError = .refused
+            if let backend {
+                self.backend = nil
+                pool.release(backend, reusable: false, snapshot: snapshot)
+            }
+            shared.onServed(endExchange(status: status, closing: true))
+            context?.close(promise: nil)
         case .idle, .answering, .closing:
             break
         }

@@ -9,15 +9,38 @@ enum ErrorPage {
     case unknownApp(host: String)
     case noHealthyProcess(app: String)
     case badGateway(app: String)
-    case gatewayTimeout(app: String)
+    case gatewayTimeout(app: String, seconds: Int)
+    /// The app's web processes are not running because they crashed (H10).
+    case crashed(app: String)
+    /// The request head was larger than the router takes, or had too many header fields.
+    case headersTooLarge(String)
+    /// The request body was larger than the app's limit.
+    case bodyTooLarge(app: String, limit: Int)
+    /// The client's address holds as many connections as the router allows one address.
+    case tooManyConnections(limit: Int)
 
     var status: HTTPResponseStatus {
         switch self {
         case .badHost, .badRequest: .badRequest
         case .unknownApp: .notFound
-        case .noHealthyProcess: .serviceUnavailable
+        case .noHealthyProcess, .crashed: .serviceUnavailable
         case .badGateway: .badGateway
         case .gatewayTimeout: .gatewayTimeout
+        case .headersTooLarge: .requestHeaderFieldsTooLarge
+        case .bodyTooLarge: .payloadTooLarge
+        case .tooManyConnections: .tooManyRequests
+        }
+    }
+
+    /// The Heroku code a router log line carries for this page.
+    var error: RouterError? {
+        switch self {
+        case .badHost, .unknownApp: nil
+        case .badRequest, .headersTooLarge, .bodyTooLarge, .tooManyConnections: .refused
+        case .noHealthyProcess: .noWebProcesses
+        case .crashed: .appCrashed
+        case .badGateway: .connectionRefused
+        case .gatewayTimeout: .requestTimeout
         }
     }
 
@@ -33,17 +56,26 @@ enum ErrorPage {
             "The app \(app) has no healthy web process right now. Try again in a few seconds."
         case .badGateway(let app):
             "The app \(app) could not be reached: no web process accepted the connection."
-        case .gatewayTimeout(let app):
-            "The app \(app) did not answer in time."
+        case .gatewayTimeout(let app, let seconds):
+            "The app \(app) did not answer within its request timeout of \(seconds) s."
+        case .crashed(let app):
+            "The app \(app) crashed: its web processes exited and are being restarted. Its logs say why (kbuild logs \(app))."
+        case .headersTooLarge(let why):
+            why
+        case .bodyTooLarge(let app, let limit):
+            "The request body is larger than the \(limit) bytes the app \(app) takes."
+        case .tooManyConnections(let limit):
+            "Your address holds \(limit) open connections, as many as the router allows one address."
         }
     }
 
-    func html() -> String {
+    func html(requestID: String) -> String {
         let title = "\(status.code) \(status.reasonPhrase)"
         return """
             <!doctype html>
             <html><head><meta charset="utf-8"><title>\(title)</title></head>
-            <body><h1>\(title)</h1><p>\(Self.escaped(message))</p></body></html>
+            <body><h1>\(title)</h1><p>\(Self.escaped(message))</p>
+            <p>Request id: <code>\(Self.escaped(requestID))</code></p></body></html>
 
             """
     }
@@ -58,7 +90,10 @@ enum ErrorPage {
         headers.add(name: "cache-control", value: "no-store")
         headers.add(name: "x-request-id", value: requestID)
         if traceID != requestID { headers.add(name: "kbuild-request-id", value: traceID) }
-        if case .noHealthyProcess = self { headers.add(name: "retry-after", value: String(retryAfter)) }
+        switch self {
+        case .noHealthyProcess, .crashed, .tooManyConnections: headers.add(name: "retry-after", value: String(retryAfter))
+        default: break
+        }
         if !keepAlive {
             headers.add(name: "connection", value: "close")
         } else if version.minor == 0 {

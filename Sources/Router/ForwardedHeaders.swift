@@ -11,6 +11,8 @@ enum ForwardedHeaders {
         var traceparent: String?
         var forwardedFor: String?
         var expectsContinue = false
+        /// The protocol asked for by `Connection: upgrade` with `Upgrade: …` (a WebSocket), nil otherwise.
+        var upgrade: String?
     }
 
     /// The client's headers without hop-by-hop ones and without the ones the router sets itself.
@@ -18,8 +20,12 @@ enum ForwardedHeaders {
         var result = Request(headers: HTTPHeaders())
         result.headers.reserveCapacity(headers.count + 7)
         var connectionTokens: [Substring] = []
+        var connectionUpgrade = false
+        var upgrade: String?
         for (name, value) in headers {
             switch Name(name) {
+            case .upgrade:
+                upgrade = upgrade == nil ? value : ""
             case .host:
                 // A second Host header is a malformed request; treat it as a bad host.
                 result.host = result.host == nil ? value : ""
@@ -32,7 +38,7 @@ enum ForwardedHeaders {
             case .expect:
                 if value.lowercased() == "100-continue" { result.expectsContinue = true }
             case .connection:
-                collectExtraTokens(value, into: &connectionTokens)
+                if collectExtraTokens(value, into: &connectionTokens) { connectionUpgrade = true }
             case .hopByHop, .forwardedProto, .forwardedPort, .forwardedHost:
                 continue
             case .transferEncoding:
@@ -43,6 +49,7 @@ enum ForwardedHeaders {
             }
         }
         for token in connectionTokens { result.headers.remove(name: String(token)) }
+        if connectionUpgrade, let upgrade, !upgrade.isEmpty { result.upgrade = upgrade }
         return result
     }
 
@@ -59,7 +66,7 @@ enum ForwardedHeaders {
             case .connection:
                 removals.append(name)
                 collectExtraTokens(value, into: &connectionTokens)
-            case .hopByHop, .requestID:
+            case .hopByHop, .requestID, .upgrade:
                 removals.append(name)
             case .transferEncoding:
                 // The decoder removed the chunked coding; the encoder adds it back.
@@ -76,25 +83,30 @@ enum ForwardedHeaders {
         return result
     }
 
-    /// Header names listed in Connection beyond the usual close/keep-alive/upgrade.
-    private static func collectExtraTokens(_ value: String, into tokens: inout [Substring]) {
+    /// Header names listed in Connection beyond the usual close/keep-alive/upgrade; whether `upgrade` was one.
+    @discardableResult
+    private static func collectExtraTokens(_ value: String, into tokens: inout [Substring]) -> Bool {
         // Split and compared without allocating: nearly every response says `keep-alive`.
         var rest = Substring(value)
+        var upgrade = false
         while true {
             let comma = rest.utf8.firstIndex(of: UInt8(ascii: ","))
             let trimmed = rest[..<(comma ?? rest.endIndex)].trimmingASCIISpaces()
+            let isUpgrade = trimmed.utf8.equalsIgnoringASCIICase("upgrade")
+            if isUpgrade { upgrade = true }
             let usual = trimmed.utf8.isEmpty || trimmed.utf8.equalsIgnoringASCIICase("keep-alive")
-                || trimmed.utf8.equalsIgnoringASCIICase("close") || trimmed.utf8.equalsIgnoringASCIICase("upgrade")
+                || trimmed.utf8.equalsIgnoringASCIICase("close") || isUpgrade
             if !usual { tokens.append(trimmed) }
             guard let comma else { break }
             rest = rest[rest.utf8.index(after: comma)...]
         }
+        return upgrade
     }
 
     /// The header names the router treats specially, recognised without allocating.
     enum Name {
         case host, requestID, traceparent, forwardedFor, forwardedProto, forwardedPort, forwardedHost
-        case expect, connection, transferEncoding, hopByHop, other
+        case expect, connection, transferEncoding, upgrade, hopByHop, other
 
         init(_ name: String) {
             var name = name
@@ -108,7 +120,7 @@ enum ForwardedHeaders {
             case 6: return matches(bytes, "expect") ? .expect : .other
             case 7:
                 if matches(bytes, "trailer") { return .hopByHop }
-                return matches(bytes, "upgrade") ? .hopByHop : .other
+                return matches(bytes, "upgrade") ? .upgrade : .other
             case 10:
                 if matches(bytes, "connection") { return .connection }
                 return matches(bytes, "keep-alive") ? .hopByHop : .other

@@ -4,6 +4,8 @@ public enum Route: Equatable, Sendable {
     case app(String, [Endpoint])
     /// The app exists but has no healthy web process: answer 503.
     case noHealthyProcess(app: String)
+    /// The app's web processes crashed (none is healthy): answer 503, saying so.
+    case crashed(app: String)
     /// No app is served at this host: answer 404.
     case unknownApp(host: String)
     /// The Host header is missing or malformed: answer 400.

@@ -18,16 +18,18 @@ public final class RouteTable: Sendable {
     public init(suffix: String = "localhost") {
         let suffix = Self.normalized(suffix)
         self.suffix = suffix
-        self.state = NIOLockedValueBox(State(snapshot: Snapshot(suffix: suffix, apps: [:], domains: [:], generation: 0)))
+        self.state = NIOLockedValueBox(State(snapshot: Snapshot(suffix: suffix, apps: [:], domains: [:], settings: [:], crashed: [], generation: 0)))
     }
 
-    /// Replaces the whole table atomically. Domain keys may carry any case.
-    public func update(apps: [String: [Endpoint]], domains: [String: String]) {
+    /// Replaces the whole table atomically. Domain keys may carry any case. `crashed`: apps whose web
+    /// processes exited (none healthy), so their 503 says the app crashed (H10) rather than that it has none.
+    public func update(apps: [String: [Endpoint]], domains: [String: String], settings: [String: AppRouting] = [:], crashed: Set<String> = []) {
         var lowered: [String: String] = [:]
         for (domain, app) in domains { lowered[Self.normalized(domain)] = app }
         let (snapshot, observers) = state.withLockedValue { state in
             state.snapshot = Snapshot(
-                suffix: suffix, apps: apps, domains: lowered, generation: state.snapshot.generation + 1)
+                suffix: suffix, apps: apps, domains: lowered, settings: settings, crashed: crashed,
+                generation: state.snapshot.generation + 1)
             return (state.snapshot, Array(state.observers.values))
         }
         for observer in observers { observer(snapshot) }
@@ -68,14 +70,19 @@ final class Snapshot: Sendable {
     let suffix: String
     let apps: [String: [Endpoint]]
     let domains: [String: String]
+    let settings: [String: AppRouting]
+    let crashed: Set<String>
     let generation: Int
     /// Every endpoint of every app: pooled connections to anything else are closed.
     let endpoints: Set<Endpoint>
 
-    init(suffix: String, apps: [String: [Endpoint]], domains: [String: String], generation: Int) {
+    init(suffix: String, apps: [String: [Endpoint]], domains: [String: String], settings: [String: AppRouting], crashed: Set<String>,
+         generation: Int) {
         self.suffix = suffix
         self.apps = apps
         self.domains = domains
+        self.settings = settings
+        self.crashed = crashed
         self.generation = generation
         self.endpoints = Set(apps.values.joined())
     }
@@ -98,7 +105,9 @@ final class Snapshot: Sendable {
     }
 
     private func route(app: String) -> Route {
-        guard let endpoints = apps[app], !endpoints.isEmpty else { return .noHealthyProcess(app: app) }
+        guard let endpoints = apps[app], !endpoints.isEmpty else {
+            return crashed.contains(app) ? .crashed(app: app) : .noHealthyProcess(app: app)
+        }
         return .app(app, endpoints)
     }
 }

@@ -2,8 +2,21 @@ public import NIOCore
 
 /// Timeouts and limits of the proxy; the defaults follow nginx's where it has one.
 public struct RouterConfiguration: Sendable {
-    /// How long a backend may take to send its response head (nginx `proxy_read_timeout`): then 504.
-    public var responseHeaderTimeout: TimeAmount = .seconds(60)
+    /// How long a backend may take to send its response head (Heroku's 30 s, H12): then 504. An app's
+    /// own (`kbuild router:settings APP --request-timeout`) wins.
+    public var requestTimeout: TimeAmount = .seconds(30)
+    /// The largest request body an app takes unless its own limit says otherwise: then 413.
+    public var bodyLimit = 100 << 20
+    /// The largest request head (request line and header fields), and the most header fields: then 431.
+    public var maxHeaderBytes = 32 << 10
+    public var maxHeaderFields = 100
+    /// Open connections one client address may hold (nginx `limit_conn`): the next is answered 429 and closed.
+    public var maxConnectionsPerClient = 1024
+    /// A WebSocket (or other upgraded connection) that carries no byte either way for this long is closed.
+    public var upgradedIdleTimeout: TimeAmount = .seconds(300)
+    /// How long an upgraded connection to a process that left the table may go on (the process is draining
+    /// in a rollout); then a WebSocket gets a 1001 close frame and both sides are closed.
+    public var upgradedDrain: TimeAmount = .seconds(10)
     /// How long a client keep-alive connection may sit idle between requests (nginx `keepalive_timeout`).
     public var clientIdleTimeout: TimeAmount = .seconds(75)
     /// How long a client may take to send a request head once it started (nginx `client_header_timeout`).

@@ -77,6 +77,14 @@ public final class RouterService: Service {
         group: MultiThreadedEventLoopGroup, pools: [ObjectIdentifier: BackendPool], connections: ConnectionRegistry
     ) -> ServerBootstrap {
         let shared = self.shared
+        let clients = ClientCounts(limit: shared.configuration.maxConnectionsPerClient)
+        let limits = {
+            var limits = NIOHTTPDecoderLimitConfiguration()
+            limits.maxHeaderListSize = shared.configuration.maxHeaderBytes
+            limits.maxHeaderFieldSize = shared.configuration.maxHeaderBytes
+            limits.maxHeaderFieldCount = shared.configuration.maxHeaderFields
+            return limits
+        }()
         return ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -87,11 +95,16 @@ public final class RouterService: Service {
                     guard let pool = pools[ObjectIdentifier(channel.eventLoop)] else {
                         preconditionFailure("no backend pool for the channel's event loop")
                     }
-                    let client = ClientHandler(shared: shared, pool: pool)
+                    let address = channel.remoteAddress?.ipAddress ?? ""
+                    let admitted = clients.admit(address)
+                    channel.closeFuture.whenComplete { _ in clients.release(address) }
+                    let client = ClientHandler(shared: shared, pool: pool, overLimit: !admitted)
                     let sync = channel.pipeline.syncOperations
                     try sync.addHandler(ReadObserver(client: client))
+                    // Parse errors reach the client handler, which answers 431 or 400 with a request id.
                     try sync.configureHTTPServerPipeline(
-                        withPipeliningAssistance: false, withErrorHandling: true, withOutboundHeaderValidation: false)
+                        withPipeliningAssistance: false, withErrorHandling: false, withOutboundHeaderValidation: false,
+                        withEncoderConfiguration: .init(), withDecoderLimitConfiguration: limits)
                     try sync.addHandler(client)
                     connections.add(channel)
                 }
@@ -116,8 +129,9 @@ final class SharedState: Sendable {
         self.configuration = configuration
         self.logger = logger
         self.onServed = onServed
+        // An app's own request timeout is whole seconds: a tick a second at most keeps it to the second.
         let shortest = min(
-            configuration.responseHeaderTimeout, configuration.clientIdleTimeout, configuration.headerReadTimeout)
+            configuration.requestTimeout, configuration.clientIdleTimeout, configuration.headerReadTimeout, .seconds(4))
         self.tickPeriod = .nanoseconds(max(shortest.nanoseconds / 4, 10_000_000))
     }
 }
@@ -150,5 +164,32 @@ final class ConnectionRegistry: Sendable {
         let closed = open.map(\.closeFuture)
         try? await EventLoopFuture.andAllComplete(closed, on: eventLoop).get()
         deadline.cancel()
+    }
+}
+
+/// Open connections per client address, across event loops (nginx `limit_conn`).
+final class ClientCounts: Sendable {
+    private let limit: Int
+    private let counts = NIOLockedValueBox<[String: Int]>([:])
+
+    init(limit: Int) {
+        self.limit = limit
+    }
+
+    /// Counts a new connection from `address`; false when the address already holds `limit`
+    /// (the connection is still counted until it closes, as it is answered before closing).
+    func admit(_ address: String) -> Bool {
+        counts.withLockedValue { counts in
+            let count = counts[address, default: 0] + 1
+            counts[address] = count
+            return count <= limit
+        }
+    }
+
+    func release(_ address: String) {
+        counts.withLockedValue { counts in
+            let count = counts[address, default: 1] - 1
+            counts[address] = count > 0 ? count : nil
+        }
     }
 }

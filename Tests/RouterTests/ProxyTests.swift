@@ -263,7 +263,7 @@ final class ProxyTests: XCTestCase {
     func testSlowBackendGives504() async throws {
         let web = try backend("shop")
         var configuration = RouterConfiguration()
-        configuration.responseHeaderTimeout = .milliseconds(400)
+        configuration.requestTimeout = .milliseconds(400)
         let (_, port) = try await startRouter(["shop": [web.endpoint]], configuration: configuration)
         try await blocking {
             let started = Date()

@@ -1,0 +1,13 @@
+/// How the router treats one app's requests beyond where they go (`kbuild router:settings APP`);
+/// a nil field is the router's default.
+public struct AppRouting: Sendable, Equatable {
+    /// Seconds the app may take to send its response head (H12 after).
+    public var requestTimeout: Int?
+    /// The largest request body in bytes (413 past it).
+    public var bodyLimit: Int?
+
+    public init(requestTimeout: Int? = nil, bodyLimit: Int? = nil) {
+        self.requestTimeout = requestTimeout
+        self.bodyLimit = bodyLimit
+    }
+}
