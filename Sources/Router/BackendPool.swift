@@ -69,7 +69,8 @@ final class BackendPool: @unchecked Sendable {
             .channelInitializer { [unowned self] channel in
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
-                    try sync.addHTTPClientHandlers(enableOutboundHeaderValidation: false)
+                    // After a 101, what the backend sent behind it goes on to the splice.
+                    try sync.addHTTPClientHandlers(leftOverBytesStrategy: .forwardBytes, enableOutboundHeaderValidation: false)
                     try sync.addHandler(BackendConnection(endpoint: endpoint, pool: self))
                 }
             }

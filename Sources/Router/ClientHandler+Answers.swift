@@ -59,12 +59,23 @@ extension ClientHandler {
             }
             return
         } else {
+            let linger = !requestEnded
             context.writeAndFlush(wrapOutboundOut(end)).assumeIsolated().whenComplete { _ in
-                context.close(promise: nil)
+                guard linger, context.channel.isActive else {
+                    context.close(promise: nil)
+                    return
+                }
+                self.discardsInput = true
+                context.close(mode: .output).assumeIsolated().whenFailure { _ in context.close(promise: nil) }
+                context.eventLoop.assumeIsolated().scheduleTask(in: Self.lingeringTime) { context.close(promise: nil) }
             }
         }
         shared.onServed(served)
     }
+
+    /// How long a closing connection's unread input is read and dropped (nginx `lingering_time` is 30 s;
+    /// a client that sent a head too large or a body too long gets its answer well within this).
+    static let lingeringTime = TimeAmount.seconds(2)
 
     /// Resets the exchange state and returns the report for `onServed`.
     func endExchange(status: Int, closing: Bool) -> ServedRequest {

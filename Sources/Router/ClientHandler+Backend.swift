@@ -218,23 +218,27 @@ extension ClientHandler {
             do {
                 let client = clientChannel.pipeline.syncOperations
                 let backend = backendChannel.pipeline.syncOperations
-                // The splice handlers go last, then everything HTTP in front of them goes.
-                _ = try splice.join(client: clientChannel, backend: backendChannel)
+                // The splice handlers go last, then everything HTTP in front of them goes. A decoder leaves
+                // on a later tick, handing on what it held (the backend's first frames): they are flushed then.
+                let sides = try splice.join(client: clientChannel, backend: backendChannel)
                 client.removeHandler(context: context, promise: nil)
                 client.removeHandler(try client.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self), promise: nil)
                 client.removeHandler(try client.handler(type: HTTPResponseEncoder.self), promise: nil)
                 client.removeHandler(try client.handler(type: ReadObserver.self), promise: nil)
                 backend.removeHandler(connection, promise: nil)
-                backend.removeHandler(try backend.handler(type: ByteToMessageHandler<HTTPResponseDecoder>.self), promise: nil)
+                let decoderGone = backendChannel.eventLoop.makePromise(of: Void.self)
+                backend.removeHandler(try backend.handler(type: ByteToMessageHandler<HTTPResponseDecoder>.self), promise: decoderGone)
                 backend.removeHandler(try backend.handler(type: HTTPRequestEncoder.self), promise: nil)
+                decoderGone.futureResult.assumeIsolated().whenComplete { _ in
+                    sides.client.flushIfNeeded()
+                    clientChannel.read()
+                    backendChannel.read()
+                }
             } catch {
                 this.shared.logger.notice("upgrade failed", metadata: ["app": "\(this.app ?? "")", "error": "\(error)"])
                 clientChannel.close(promise: nil)
                 backendChannel.close(promise: nil)
-                return
             }
-            clientChannel.read()
-            backendChannel.read()
         }
         shared.onServed(served)
     }

@@ -71,6 +71,10 @@ final class ClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
     var upgrade: String?
     /// The client's address was over its connection limit when this connection came: answer 429 and close.
     let overLimit: Bool
+    /// The response was sent and the output closed; what the client still sends is read and dropped for
+    /// a while (nginx's lingering close), so its kernel does not answer with a reset that could destroy
+    /// the response before the client read it.
+    var discardsInput = false
     /// Unique per request (a client's X-Request-Id need not be).
     var traceID = ""
     var app: String?
@@ -147,6 +151,8 @@ final class ClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
             requestID = RequestID.generate(using: &pool.random)
             traceID = requestID
             clientKeepAlive = false
+            // Closed at once, without lingering: a flood from one address costs the router little.
+            requestEnded = true
             answer(.tooManyConnections(limit: shared.configuration.maxConnectionsPerClient))
         }
     }
@@ -159,14 +165,27 @@ final class ClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
             context.close(promise: nil)
             return
         }
-        guard case .idle = phase else {
+        let why = "The request is not valid HTTP/1.1 (\(parserError))."
+        switch phase {
+        case .idle, .answering:
+            break
+        case .connecting, .awaitingResponse:
+            // A body that turned out malformed (a bad chunk size): the backend got only its good part,
+            // and the exchange ends with 400 instead of waiting for the rest.
+            clientKeepAlive = false
+            requestEnded = false
+            fail(.badRequest(why))
+            return
+        case .streamingResponse:
+            exchangeError = .refused
             if let backend {
                 self.backend = nil
                 pool.release(backend, reusable: false, snapshot: snapshot)
             }
-            exchangeError = .refused
-            shared.onServed(endExchange(status: 400, closing: true))
+            shared.onServed(endExchange(status: status, closing: true))
             context.close(promise: nil)
+            return
+        case .closing:
             return
         }
         requestID = RequestID.generate(using: &pool.random)
@@ -181,7 +200,7 @@ final class ClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
             answer(.headersTooLarge(
                 "The request head is larger than \(shared.configuration.maxHeaderBytes) bytes or has more than \(shared.configuration.maxHeaderFields) fields."))
         } else {
-            answer(.badRequest("The request is not valid HTTP/1.1 (\(parserError))."))
+            answer(.badRequest(why))
         }
     }
 

@@ -1,7 +1,8 @@
 import NIOCore
 
 /// Handler in front of the HTTP decoder that tells the client handler when
-/// request bytes arrive, so a slow request head times out.
+/// request bytes arrive, so a slow request head times out; and drops them
+/// while the connection lingers before its close.
 final class ReadObserver: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     private let client: ClientHandler
@@ -11,6 +12,7 @@ final class ReadObserver: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if client.discardsInput { return }
         client.bytesArrived()
         context.fireChannelRead(data)
     }

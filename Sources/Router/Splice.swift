@@ -137,7 +137,7 @@ final class SpliceHandler: ChannelDuplexHandler {
         needsFlush = true
     }
 
-    private func flushIfNeeded() {
+    func flushIfNeeded() {
         guard needsFlush else { return }
         needsFlush = false
         context?.flush()

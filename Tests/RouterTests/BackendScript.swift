@@ -1,9 +1,11 @@
 // The test backend, written to a temporary file and run with python3 by TestBackend.
 let backendScript = #"""
 # Test backend for RouterTests: answers every request with JSON describing it,
-# plus /big?n=N (N bytes, byte i = i % 251), /chunked and /slow?ms=N.
+# plus /big?n=N (N bytes, byte i = i % 251), /chunked and /slow?ms=N, and /ws: a
+# WebSocket that says "hello" at once, echoes each message, answers a close with
+# a close, and appends each close code it gets to PORT_FILE.closes.
 # Usage: python3 backend.py NAME PORT_FILE [IDLE_TIMEOUT_SECONDS]
-import hashlib, json, sys, threading, time
+import base64, hashlib, json, struct, sys, threading, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlparse, parse_qs
 
@@ -53,7 +55,51 @@ class Handler(BaseHTTPRequestHandler):
                 left -= len(data)
         return count, digest.hexdigest()
 
+    def frame(self, opcode, payload):
+        size = len(payload)
+        head = bytes([0x80 | opcode])
+        if size < 126:
+            head += bytes([size])
+        elif size < 65536:
+            head += bytes([126]) + struct.pack(">H", size)
+        else:
+            head += bytes([127]) + struct.pack(">Q", size)
+        self.wfile.write(head + payload)
+        self.wfile.flush()
+
+    def websocket(self):
+        key = self.headers.get("Sec-WebSocket-Key", "")
+        accept = base64.b64encode(hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()).decode()
+        self.send_response(101)
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", accept)
+        self.end_headers()
+        self.wfile.flush()
+        self.frame(1, b"hello")
+        self.close_connection = True
+        self.connection.settimeout(None)
+        while True:
+            head = self.rfile.read(2)
+            if len(head) < 2:
+                return
+            opcode, size = head[0] & 0x0F, head[1] & 0x7F
+            if size == 126:
+                size = struct.unpack(">H", self.rfile.read(2))[0]
+            elif size == 127:
+                size = struct.unpack(">Q", self.rfile.read(8))[0]
+            mask = self.rfile.read(4) if head[1] & 0x80 else b"\0\0\0\0"
+            data = bytes(b ^ mask[i % 4] for i, b in enumerate(self.rfile.read(size)))
+            if opcode == 8:
+                with open(port_file + ".closes", "a") as f:
+                    f.write("%d\n" % (struct.unpack(">H", data[:2])[0] if len(data) >= 2 else 0))
+                self.frame(8, data[:2])
+                return
+            self.frame(opcode, data)
+
     def answer(self):
+        if urlparse(self.path).path == "/ws" and self.headers.get("Upgrade", "").lower() == "websocket":
+            return self.websocket()
         count, digest = self.read_body()
         url = urlparse(self.path)
         query = parse_qs(url.query)

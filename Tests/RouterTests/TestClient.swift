@@ -142,6 +142,55 @@ final class TestConnection {
         return TestResponse(status: status, headers: headers, body: body)
     }
 
+    /// A response head only (a 101's): what follows stays to be read.
+    func readHead() throws -> (status: Int, headers: [String: String]) {
+        let headEnd = try readUntil([13, 10, 13, 10])
+        let head = String(decoding: buffer[..<headEnd], as: UTF8.self)
+        buffer.removeFirst(headEnd + 4)
+        var lines = head.components(separatedBy: "\r\n")
+        let statusLine = lines.removeFirst().split(separator: " ")
+        guard statusLine.count >= 2, let status = Int(statusLine[1]) else { throw TestError("bad status line: \(head)") }
+        var headers: [String: String] = [:]
+        for line in lines {
+            guard let colon = line.firstIndex(of: ":") else { continue }
+            headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+        }
+        return (status, headers)
+    }
+
+    /// The next `count` bytes, as they come.
+    func readBytes(_ count: Int) throws -> [UInt8] {
+        while buffer.count < count { try fill() }
+        defer { buffer.removeFirst(count) }
+        return Array(buffer[..<count])
+    }
+
+    /// One unfragmented WebSocket frame from a server (unmasked): its opcode and payload.
+    func readFrame() throws -> (opcode: UInt8, payload: [UInt8]) {
+        let head = try readBytes(2)
+        var size = Int(head[1] & 0x7f)
+        if size == 126 {
+            size = try readBytes(2).reduce(0) { $0 << 8 | Int($1) }
+        } else if size == 127 {
+            size = try readBytes(8).reduce(0) { $0 << 8 | Int($1) }
+        }
+        return (head[0] & 0x0f, try readBytes(size))
+    }
+
+    /// Sends one masked WebSocket frame, as a client must.
+    func sendFrame(opcode: UInt8, _ payload: [UInt8]) throws {
+        let mask: [UInt8] = [0x12, 0x34, 0x56, 0x78]
+        var frame: [UInt8] = [0x80 | opcode]
+        if payload.count < 126 {
+            frame.append(0x80 | UInt8(payload.count))
+        } else {
+            frame += [0x80 | 126, UInt8(payload.count >> 8), UInt8(payload.count & 0xff)]
+        }
+        frame += mask
+        frame += payload.enumerated().map { $0.element ^ mask[$0.offset % 4] }
+        try send(frame)
+    }
+
     /// Whether the peer closed the connection (reads EOF within the timeout).
     func isClosedByPeer() -> Bool {
         do {

@@ -39,6 +39,12 @@ final class TestBackend {
 
     var endpoint: Endpoint { Endpoint(host: "127.0.0.1", port: port, process: "\(name).web.1") }
 
+    /// The close codes the backend's WebSockets received, in order.
+    var webSocketCloses: [Int] {
+        ((try? String(contentsOf: directory.appendingPathComponent("port.closes"), encoding: .utf8)) ?? "")
+            .split(separator: "\n").compactMap { Int($0) }
+    }
+
     func stop() {
         kill(pid, SIGKILL)
         var status: Int32 = 0
