@@ -106,7 +106,7 @@ let package = Package(
         ),
         .target(
             name: "KbuildAPI",
-            dependencies: ["KbuildCore", "CKbuild", "Keg", "KbuildState", "OCI", "Builds", "Releases", "Cluster", "Scheduler", "GitGateway", "KbuildServer", "NodeAgent", "Sandbox", "Trace",
+            dependencies: ["KbuildCore", "CKbuild", "Keg", "KbuildState", "OCI", "Builds", "Releases", "Cluster", "Scheduler", "GitGateway", "KbuildServer", "NodeAgent", "Sandbox", "Trace", "Router",
                            .product(name: "Hummingbird", package: "hummingbird"), .product(name: "HTTPTypes", package: "swift-http-types"),
                            .product(name: "NIOPosix", package: "swift-nio")],
             swiftSettings: strict

@@ -4,35 +4,62 @@ public import ServiceLifecycle
 import Synchronization
 import KbuildState
 
-/// Which process answered each request the router served, so `kbuild trace
-/// REQUEST-ID` finds it: one line per request, `<router id> <time> <app>
-/// <process id> <status> <method> <client's X-Request-Id or -> <path>`, in
-/// `<dir>/requests.log`. The router's id is unique, so a client that sends
-/// another request's id cannot shadow it. The router's event loops only
-/// append to a buffer; this service writes it out every 200 ms. The file turns over at 64 MiB (one older file is kept).
+/// What the router did with each request, written two ways by one service:
+///
+/// - `<dir>/requests.log`, so `kbuild trace REQUEST-ID` finds which process
+///   answered: one line per request, `<router id> <time> <app> <process id>
+///   <status> <method> <client's X-Request-Id or -> <path>`. The router's id is
+///   unique, so a client that sends another request's id cannot shadow it. The
+///   file turns over at 64 MiB (one older file is kept).
+/// - `<dir>/logs/APP.router.log`, the app's router lines in Heroku's key=value
+///   form (`at=info method=GET path="/" … status=200 bytes=…`), which `kbuild
+///   logs APP` merges in as the `router` source. Each file is held under 16 MiB
+///   by dropping its older half.
+///
+/// The router's event loops only append the request to a bounded buffer (no
+/// formatting, no I/O); this service formats and writes every 200 ms, off the
+/// event loops. When the buffer is full, requests are counted, not kept: each
+/// app's log then says how many lines it lost (Heroku's L10), and `/metrics`
+/// counts them.
 public final class RequestLog: Service, Sendable {
     public let directory: String
-    private let buffer = Mutex<[UInt8]>([])
+    private let pending = Mutex<Pending>(Pending())
+    private let metrics: RouterMetrics?
     static let limit: UInt64 = 64 << 20
+    static let appLogLimit: UInt64 = 16 << 20
+    /// Requests held between two writes at most (about 20 MB).
+    static let maxPending = 50_000
 
-    public init(directory: String) {
+    struct Pending {
+        var entries: [(Date, ServedRequest)] = []
+        var dropped: [String: Int] = [:]
+    }
+
+    public init(directory: String, metrics: RouterMetrics? = nil) {
         self.directory = directory
+        self.metrics = metrics
     }
 
     var current: String { directory + "/requests.log" }
     var previous: String { directory + "/requests.1.log" }
+    /// Where the apps' router lines are: one of the directories `kbuild logs` reads.
+    public var appLogDirectory: String { directory + "/logs" }
 
     /// Called by the router when a response ends (any thread; cheap).
     public func record(_ served: ServedRequest) {
-        guard let endpoint = served.endpoint, let app = served.app else { return }
-        let path = served.path.utf8.count > 200 ? String(served.path.prefix(200)) : served.path
-        let client = served.requestID == served.traceID ? "-" : served.requestID
-        let line = "\(served.traceID) \(Date().timeIntervalSince1970) \(app) \(endpoint.process) \(served.status) \(served.method) \(client) \(path.replacingOccurrences(of: " ", with: "%20"))\n"
-        buffer.withLock { $0 += Array(line.utf8) }
+        guard let app = served.app else { return }
+        let now = Date()
+        pending.withLock { pending in
+            if pending.entries.count < RequestLog.maxPending {
+                pending.entries.append((now, served))
+            } else {
+                pending.dropped[app, default: 0] += 1
+            }
+        }
     }
 
     public func run() async throws {
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        try FileManager.default.createDirectory(atPath: appLogDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         do {
             try await cancelWhenGracefulShutdown {
                 while !Task.isCancelled {
@@ -45,17 +72,60 @@ public final class RequestLog: Service, Sendable {
     }
 
     func flush() {
-        let bytes = buffer.withLock { b -> [UInt8] in
-            defer { b.removeAll(keepingCapacity: true) }
-            return b
+        let (entries, dropped) = pending.withLock { pending -> ([(Date, ServedRequest)], [String: Int]) in
+            defer {
+                pending.entries.removeAll(keepingCapacity: true)
+                pending.dropped.removeAll()
+            }
+            return (pending.entries, pending.dropped)
         }
-        guard !bytes.isEmpty else { return }
-        var st = stat()
-        if stat(current, &st) == 0, UInt64(st.st_size) > RequestLog.limit { rename(current, previous) }
-        let fd = open(current, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
+        guard !entries.isEmpty || !dropped.isEmpty else { return }
+        var trace: [UInt8] = []
+        var byApp: [String: [UInt8]] = [:]
+        for (time, served) in entries {
+            guard let app = served.app else { continue }
+            byApp[app, default: []] += Array((LogLine.format(time, tag: "o", served.logLine) + "\n").utf8)
+            guard let endpoint = served.endpoint else { continue }
+            let path = served.path.utf8.count > 200 ? String(served.path.prefix(200)) : served.path
+            let client = served.requestID == served.traceID ? "-" : served.requestID
+            trace += Array("\(served.traceID) \(time.timeIntervalSince1970) \(app) \(endpoint.process) \(served.status) \(served.method) \(client) \(path.replacingOccurrences(of: " ", with: "%20"))\n".utf8)
+        }
+        for (app, count) in dropped {
+            let line = #"at=error code=L10 desc="Router log buffer full" dropped=\#(count)"#
+            byApp[app, default: []] += Array((LogLine.format(Date(), tag: "o", line) + "\n").utf8)
+        }
+        if !dropped.isEmpty { metrics?.logDropped(dropped.values.reduce(0, +)) }
+        if !trace.isEmpty {
+            var st = stat()
+            if stat(current, &st) == 0, UInt64(st.st_size) > RequestLog.limit { rename(current, previous) }
+            Self.append(trace, to: current)
+        }
+        for (app, bytes) in byApp {
+            let file = appLogDirectory + "/" + app + ".router.log"
+            Self.append(bytes, to: file)
+            Self.holdUnder(RequestLog.appLogLimit, file)
+        }
+    }
+
+    static func append(_ bytes: [UInt8], to path: String) {
+        let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
         guard fd >= 0 else { return }
         _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
         close(fd)
+    }
+
+    /// Keeps the newer half of `path` (from a line start) once it is over `limit`; the follow of `kbuild
+    /// logs --tail` goes on from the new end of a file that shrank.
+    static func holdUnder(_ limit: UInt64, _ path: String) {
+        var st = stat()
+        guard stat(path, &st) == 0, UInt64(st.st_size) > limit, let handle = FileHandle(forReadingAtPath: path) else { return }
+        defer { try? handle.close() }
+        try? handle.seek(toOffset: UInt64(st.st_size) - limit / 2)
+        guard let tail = try? handle.readToEnd(), let newline = tail.firstIndex(of: UInt8(ascii: "\n")) else { return }
+        let kept = tail[(newline + 1)...]
+        let temporary = path + ".tmp"
+        guard FileManager.default.createFile(atPath: temporary, contents: Data(kept), attributes: [.posixPermissions: 0o600]) else { return }
+        rename(temporary, path)
     }
 
     /// One logged request.

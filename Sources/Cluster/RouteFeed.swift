@@ -38,11 +38,13 @@ public struct RouteFeed: Service {
         struct Point: Codable, Equatable { var host: String; var port: Int; var process: String }
         var apps: [String: [Point]]
         var domains: [String: String]
+        var settings: [String: RouterSettings]? = nil
     }
 
     public func run() async throws {
         if let saveTo, let data = FileManager.default.contents(atPath: saveTo), let saved = try? JSONDecoder().decode(Saved.self, from: data) {
-            table.update(apps: saved.apps.mapValues { $0.map { Endpoint(host: $0.host, port: $0.port, process: $0.process) } }, domains: saved.domains)
+            table.update(apps: saved.apps.mapValues { $0.map { Endpoint(host: $0.host, port: $0.port, process: $0.process) } }, domains: saved.domains,
+                         settings: (saved.settings ?? [:]).mapValues { AppRouting(requestTimeout: $0.requestTimeout, bodyLimit: $0.bodyLimit) })
         }
         do {
             try await cancelWhenGracefulShutdown {
@@ -61,18 +63,25 @@ public struct RouteFeed: Service {
     public func refresh(now: Date = Date()) async throws {
         var apps: [String: [Endpoint]] = [:]
         var domains: [String: String] = [:]
+        var settings: [String: AppRouting] = [:]
         for ref in try await reader.refs.list(prefix: Schema.apps) {
             guard case .appField(let app, let field) = Schema.Key(ref.name) else { continue }
             if field == .release { apps[app, default: []] = apps[app] ?? [] }
             if field == .domains {
                 for d in try await reader.record(DomainsRecord.self, ref.kid, what: "domains").domains { domains[d] = app }
             }
+            if field == .router {
+                let record = try await reader.record(RouterSettings.self, ref.kid, what: "router settings")
+                settings[app] = AppRouting(requestTimeout: record.requestTimeout, bodyLimit: record.bodyLimit)
+            }
         }
         let nodes = try await reader.nodes()
         for (app, endpoints) in RouteFeed.endpoints(nodes: nodes, now: now) where apps[app] != nil { apps[app] = endpoints }
-        table.update(apps: apps, domains: domains)
+        let crashed = RouteFeed.crashed(nodes: nodes).filter { apps[$0]?.isEmpty ?? false }
+        table.update(apps: apps, domains: domains, settings: settings, crashed: crashed)
         if let saveTo {
-            let saved = Saved(apps: apps.mapValues { $0.map { Saved.Point(host: $0.host, port: $0.port, process: $0.process) } }, domains: domains)
+            var saved = Saved(apps: apps.mapValues { $0.map { Saved.Point(host: $0.host, port: $0.port, process: $0.process) } }, domains: domains)
+            if !settings.isEmpty { saved.settings = settings.mapValues { RouterSettings(requestTimeout: $0.requestTimeout, bodyLimit: $0.bodyLimit) } }
             let encoder = JSONEncoder()
             encoder.outputFormatting = .sortedKeys
             let bytes = try encoder.encode(saved)
@@ -84,6 +93,19 @@ public struct RouteFeed: Service {
     /// node takes to be lost (the scheduler moves its processes first), so a control plane away for minutes
     /// does not empty the table, yet a node that died while no scheduler ran is not sent to for ever.
     public static let silentFor: TimeInterval = 300
+
+    /// Apps with a web process that exited and waits to start again (backoff), so the router's 503 says
+    /// the app crashed (H10) when none of its web processes is healthy.
+    public static func crashed(nodes: [(record: NodeRecord, status: NodeStatus?, assignment: Assignment?)]) -> Set<String> {
+        var out: Set<String> = []
+        for (_, status, assignment) in nodes {
+            let assigned = Dictionary((assignment?.processes ?? []).map { ($0.id, $0.spec) }, uniquingKeysWith: { a, _ in a })
+            for p in status?.processes ?? [] where p.state == .backoff {
+                if let spec = assigned[p.id], spec.type == "web" { out.insert(spec.app) }
+            }
+        }
+        return out
+    }
 
     /// App → its healthy web processes that their node's assignment still
     /// holds and that reported in the last `silentFor`, in a stable order.

@@ -9,6 +9,7 @@ import KbuildCore
 import KbuildServer
 import Releases
 import Scheduler
+public import Router
 import Trace
 public import Sandbox
 import NodeAgent
@@ -42,10 +43,13 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
     let kbuild: String
     /// Deploys what the git hooks hand over (`PushRoutes`): one pipeline, so one deploy per app at a time.
     let pipeline: DeployPipeline
+    /// The request metrics of the router this process runs (nil: none runs here; the figures are empty).
+    let routerMetrics: RouterMetrics?
 
     public init(keg: Keg, refs: any RefStore, sandbox: Sandbox?, egress: EgressNetwork? = nil, kbuild: String, replicas: (any KegUpstream)? = nil,
                 nodeLogDir: (@Sendable (String) -> String)? = nil, joinVia: @escaping @Sendable () -> (url: String, caHash: String)? = { nil },
-                logDirs: @escaping @Sendable () -> [String]) {
+                routerMetrics: RouterMetrics? = nil, logDirs: @escaping @Sendable () -> [String]) {
+        self.routerMetrics = routerMetrics
         self.nodeLogDir = nodeLogDir
         self.joinVia = joinVia
         self.reach = NodeReach(keg: keg, refs: refs)
@@ -298,6 +302,7 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
             }
         }
         registerVolumes(on: router)
+        registerRouter(on: router)
         registerAddons(on: router)
         registerRun(on: router)
         registerPushes(on: router)

@@ -7,6 +7,7 @@ import KbuildClient
 import KbuildCore
 import KbuildSystem
 import Keg
+import Router
 import KegRemote
 import Logging
 import NodeAgent
@@ -52,6 +53,15 @@ struct UpCommand: AsyncParsableCommand {
 
     @Option(help: "Port of the router, which serves apps at http://APP.localhost:PORT (0 picks a free one).")
     var routerPort = 8080
+
+    @Option(help: "Router: seconds an app may take to send its response head before the 504 (H12); an app's own with kbuild router:settings.")
+    var requestTimeout = 30
+
+    @Option(help: "Router: seconds a WebSocket (or other upgraded connection) may carry nothing either way before it is closed.")
+    var websocketIdleTimeout = 300
+
+    @Option(help: "Router: open connections one client address may hold; the next is answered 429.")
+    var maxClientConnections = 1024
 
     @Option(help: "Build workers to run here (0 or 1; with 0, pushes wait in the queue for a worker that joins: kbuild worker, or kbuild workers:join-token NAME).")
     var workers = 1
@@ -101,9 +111,24 @@ struct UpCommand: AsyncParsableCommand {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be 0 to 65535, not \(port)") }
         guard (0...65535).contains(tlsPort) else { throw ValidationError("--tls-port must be 0 to 65535, not \(tlsPort)") }
         guard (0...65535).contains(routerPort) else { throw ValidationError("--router-port must be 0 to 65535, not \(routerPort)") }
+        guard RouterSettings.timeoutRange.contains(requestTimeout) else { throw ValidationError("--request-timeout must be 1 to 3600 seconds, not \(requestTimeout)") }
+        guard (1...86400).contains(websocketIdleTimeout) else {
+            throw ValidationError("--websocket-idle-timeout must be 1 to 86400 seconds, not \(websocketIdleTimeout)")
+        }
+        guard (1...1_000_000).contains(maxClientConnections) else {
+            throw ValidationError("--max-client-connections must be 1 to 1000000, not \(maxClientConnections)")
+        }
         guard maxSurge >= 0, maxUnavailable >= 0, maxSurge + maxUnavailable > 0 else {
             throw ValidationError("--max-surge and --max-unavailable must be 0 or more, and not both 0")
         }
+    }
+
+    var routerConfiguration: RouterConfiguration {
+        var configuration = RouterConfiguration()
+        configuration.requestTimeout = .seconds(Int64(requestTimeout))
+        configuration.upgradedIdleTimeout = .seconds(Int64(websocketIdleTimeout))
+        configuration.maxConnectionsPerClient = maxClientConnections
+        return configuration
     }
 
     func run() async throws {
@@ -139,8 +164,9 @@ struct UpCommand: AsyncParsableCommand {
             planes?.bound(reachable)
             say("tls       \(reachable) (other machines; CA \(identity.caHash) in \(dataDir.tls.path)/ca.crt; kbuild nodes:join-token NODE)")
         }
+        let routerMetrics = RouterMetrics()
         try await system.startServer(keg: keg, refs: refs, dataDir: dataDir, kbuild: kbuildExecutable, host: host, port: port,
-                                                  sandbox: try Sandbox(), tls: tls, replicas: planes?.kegs) { [workers, nodes] url in
+                                                  sandbox: try Sandbox(), tls: tls, replicas: planes?.kegs, routerMetrics: routerMetrics) { [workers, nodes] url in
             try? Data((url + "\n").utf8).write(to: dataDir.serverURLFile, options: .atomic)
             say("kbuild up: data dir \(dataDir.root.path) (admin token in \(dataDir.adminToken.path))")
             say("keg       \(url)/v1/objects/")
@@ -179,7 +205,8 @@ struct UpCommand: AsyncParsableCommand {
                                       sandbox: try Sandbox(), remote: KegRemote(baseURL: URL(string: serverURL)!, token: token, client: client.http), log: log)
             }
         }
-        system.startRouter(keg: keg, refs: refs, host: host, port: routerPort, requestLog: RequestLog(directory: dataDir.router.path)) { bound in
+        system.startRouter(keg: keg, refs: refs, host: host, port: routerPort, configuration: routerConfiguration,
+                           requestLog: RequestLog(directory: dataDir.router.path, metrics: routerMetrics), metrics: routerMetrics) { bound in
             try? Data("http://\(host):\(bound)\n".utf8).write(to: dataDir.routerURLFile, options: .atomic)
             say("router    http://APP.localhost:\(bound)/ (by Host header; custom domains with kbuild domains:add)")
         }

@@ -118,6 +118,17 @@ public struct KbuildClient: Sendable {
         try await send(.PUT, "/apps/\(segment(app))/limits", limits)
     }
 
+    // MARK: - Router
+
+    /// The app's router settings (`router:settings`); nil fields are the router's defaults.
+    public func routerSettings(_ app: String) async throws -> RouterSettings { try await get("/apps/\(segment(app))/router") }
+    public func setRouterSettings(_ app: String, _ settings: RouterSettings) async throws -> RouterSettings {
+        try await send(.PUT, "/apps/\(segment(app))/router", settings)
+    }
+
+    /// The app's recent requests through the router: counts by status class and latency percentiles.
+    public func routerMetrics(_ app: String) async throws -> API.RouterTraffic { try await get("/apps/\(segment(app))/metrics") }
+
     // MARK: - Config and releases
 
     public func config(_ app: String) async throws -> API.ConfigAnswer { try await get("/apps/\(segment(app))/config") }

@@ -44,6 +44,8 @@ public struct DataDir: Sendable, Equatable {
     }
     /// The router's request log (`requests.log`: request id → the process that answered).
     public var router: URL { root.appendingPathComponent("router") }
+    /// The apps' router lines (`APP.router.log`, the `router` source of `kbuild logs APP`).
+    public var routerLogs: URL { router.appendingPathComponent("logs") }
     public var refStore: URL { root.appendingPathComponent("refs.sqlite") }
     /// Where the state is, when `kbuild up --state etcd://…` put it elsewhere (`EtcdCluster.Remembered`).
     public var stateFile: URL { root.appendingPathComponent("state.json") }

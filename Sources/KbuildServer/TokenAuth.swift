@@ -101,6 +101,8 @@ public struct TokenAuthMiddleware<Context: RequestContext>: RouterMiddleware {
         if parts == ["api", "v1", "apps"] { return method == .get }
         // Builds across apps and the event stream (filtered by the handlers to the token's apps).
         if parts == ["api", "v1", "builds"] || parts == ["api", "v1", "events"] || parts == ["api", "v1", "revision"] { return method == .get }
+        // The router's metrics (filtered by the handler to the token's apps).
+        if parts == ["metrics"] { return method == .get }
         // A one-time dashboard login for this token.
         if parts == ["api", "v1", "dashboard", "login-codes"] { return method == .post }
         // The API of one app, but not destroying it (the admin's call, as an owner's is on Heroku).

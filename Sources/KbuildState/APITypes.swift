@@ -671,3 +671,33 @@ extension API {
         return d
     }
 }
+
+extension API {
+    /// An app's recent requests through the router (`GET /api/v1/apps/APP/metrics`, the dashboard's app page).
+    public struct RouterTraffic: Codable, Sendable, Equatable {
+        public var app: String
+        /// Minutes the recent figures cover.
+        public var windowMinutes: Int
+        /// Responses in the window by status class ("2xx": 10).
+        public var recent: [String: UInt64]
+        /// Latency percentiles in the window, in milliseconds (nil: no request in it).
+        public var p50: Double?
+        public var p95: Double?
+        public var p99: Double?
+        /// Responses and body bytes since the router started.
+        public var total: UInt64
+        public var bytes: UInt64
+
+        public init(app: String, windowMinutes: Int, recent: [String: UInt64], p50: Double?, p95: Double?, p99: Double?, total: UInt64,
+                    bytes: UInt64) {
+            self.app = app
+            self.windowMinutes = windowMinutes
+            self.recent = recent
+            self.p50 = p50
+            self.p95 = p95
+            self.p99 = p99
+            self.total = total
+            self.bytes = bytes
+        }
+    }
+}

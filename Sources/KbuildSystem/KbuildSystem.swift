@@ -64,11 +64,12 @@ public struct KbuildSystem {
     /// With `tls`, the same routes are served over HTTPS too, for other machines.
     public mutating func startServer(keg: Keg, refs: any RefStore, dataDir: DataDir, kbuild: String, host: String, port: Int,
                                      sandbox: Sandbox?, tls: KbuildHTTP.TLSListener? = nil, replicas: (any KegUpstream)? = nil,
-                                     onRunning: @escaping @Sendable (String) async -> Void = { _ in }) async throws -> ServerHandle {
+                                     routerMetrics: RouterMetrics? = nil, onRunning: @escaping @Sendable (String) async -> Void = { _ in }) async throws -> ServerHandle {
         try await AppStore(keg: keg, refs: refs).installHooks(kbuild: kbuild)
         let spool = dataDir.root.path + "/git-spool"
         if mkdir(spool, 0o700) != 0 && errno != EEXIST { throw KbuildError.syscall("mkdir", spool, verb: "start the git gateway") }
-        let (git, api) = KbuildSystem.routes(keg: keg, refs: refs, dataDir: dataDir, sandbox: sandbox, kbuild: kbuild, replicas: replicas)
+        let (git, api) = KbuildSystem.routes(keg: keg, refs: refs, dataDir: dataDir, sandbox: sandbox, kbuild: kbuild, replicas: replicas,
+                                             routerMetrics: routerMetrics)
         if let egress = api.egress {
             // The host's firewall for every process network of this kbuild, and the
             // namespaces of one-off runs and builds that a kill left.
@@ -104,8 +105,8 @@ public struct KbuildSystem {
     }
 
     /// The git gateway's and the API's routes, as `startServer` serves them.
-    static func routes(keg: Keg, refs: any RefStore, dataDir: DataDir, sandbox: Sandbox?, kbuild: String, replicas: (any KegUpstream)? = nil)
-        -> (GitHTTPRoutes<KbuildHTTP.Context>, APIRoutes<KbuildHTTP.Context>) {
+    static func routes(keg: Keg, refs: any RefStore, dataDir: DataDir, sandbox: Sandbox?, kbuild: String, replicas: (any KegUpstream)? = nil,
+                       routerMetrics: RouterMetrics? = nil) -> (GitHTTPRoutes<KbuildHTTP.Context>, APIRoutes<KbuildHTTP.Context>) {
         let git = KbuildHTTP.gitRoutes(projectRoot: AppStore.gitRoot(dataDir), spoolDir: dataDir.root.path + "/git-spool",
                                        environment: ["KBUILD_DATA_DIR": dataDir.root.path])
         let egress = sandbox == nil ? nil : EgressNetwork(dataDir: dataDir.root.path, slot: EgressNetwork.oneOffSlot)
@@ -116,7 +117,7 @@ public struct KbuildSystem {
                                                           let ca = try? String(contentsOf: dataDir.tls.appendingPathComponent("ca.crt"), encoding: .utf8),
                                                           let hash = try? ServerTLS.hash(pem: ca) else { return nil }
                                                     return (url.trimmingCharacters(in: .whitespacesAndNewlines), hash)
-                                                }) { dataDir.nodeDirectories().map { $0 + "/logs" } }
+                                                }, routerMetrics: routerMetrics) { dataDir.nodeDirectories().map { $0 + "/logs" } + [dataDir.routerLogs.path] }
         return (git, api)
     }
 
@@ -178,12 +179,16 @@ public struct KbuildSystem {
     /// API and keeps its last table in a file, serving it while the control plane is away.
     public mutating func startRouter(keg: Keg, records: (any RecordContent)? = nil, refs: any RefStore, host: String, port: Int,
                                      configuration: RouterConfiguration = RouterConfiguration(), saveTo: String? = nil,
-                                     requestLog: RequestLog? = nil, onBound: @escaping @Sendable (Int) -> Void = { _ in }) -> RouteTable {
+                                     requestLog: RequestLog? = nil, metrics: RouterMetrics? = nil,
+                                     onBound: @escaping @Sendable (Int) -> Void = { _ in }) -> RouteTable {
         let table = RouteTable()
         addSupervised("route feed", RouteFeed(records: records ?? keg, refs: refs, table: table, saveTo: saveTo))
         if let requestLog { addSupervised("request log", requestLog) }
         addSupervised("router", RouterService(host: host, port: port, table: table, logger: logger, configuration: configuration, onBound: onBound,
-                          onServed: { served in requestLog?.record(served) }))
+                          onServed: { served in
+                              requestLog?.record(served)
+                              metrics?.record(served)
+                          }))
         return table
     }
 }

@@ -102,7 +102,7 @@ public final class RouterMetrics: Sendable {
     }
 
     /// One app's recent traffic, for the dashboard and `GET /api/v1/apps/APP/metrics`.
-    public struct Summary: Sendable, Equatable, Codable {
+    public struct Summary: Sendable, Equatable {
         public var app: String
         /// Minutes the recent figures cover.
         public var windowMinutes: Int

@@ -168,6 +168,12 @@ final class AuthorizationMatrixTests: XCTestCase {
                                                                 own: .allowed, perApp: true),
         "DELETE /api/v1/apps/{app}/volumes/{volume}": Row(requests: { app in [("DELETE", "/api/v1/apps/\(app)/volumes/none?confirm=none", nil)] },
                                                           own: .allowed, perApp: true),
+        "GET /api/v1/apps/{app}/router": Row(requests: { app in [("GET", "/api/v1/apps/\(app)/router", nil)] }, own: .allowed, perApp: true),
+        // An invalid timeout: whoever may gets a 400 and nothing is set.
+        "PUT /api/v1/apps/{app}/router": Row(requests: { app in [("PUT", "/api/v1/apps/\(app)/router", #"{"requestTimeout":0}"#)] }, own: .allowed, perApp: true),
+        "GET /api/v1/apps/{app}/metrics": Row(requests: { app in [("GET", "/api/v1/apps/\(app)/metrics", nil)] }, own: .allowed, perApp: true),
+        // Every app's series for the admin, an app token's apps' only (RouterEndToEndTests checks which).
+        "GET /metrics": Row(requests: { _ in [("GET", "/metrics", nil)] }, own: .allowed, perApp: false),
         "GET /api/v1/apps/{app}/domains": Row(requests: { app in [("GET", "/api/v1/apps/\(app)/domains", nil)] }, own: .allowed, perApp: true),
         "POST /api/v1/apps/{app}/domains": Row(requests: { app in [("POST", "/api/v1/apps/\(app)/domains", #"{"domain":"-"}"#)] }, own: .allowed, perApp: true),
         "DELETE /api/v1/apps/{app}/domains/{domain}": Row(requests: { app in [("DELETE", "/api/v1/apps/\(app)/domains/none.example.com", nil)] },

@@ -17,6 +17,7 @@ enum AppPage {
         async let configRead: API.ConfigAnswer? = ctx.at == nil ? ctx.client.get("/apps/\(app)/config?keys=1") : nil
         async let addonsRead: [API.AddonInfo] = ctx.at == nil ? ctx.api("/apps/\(app)/addons") : []
         async let volumesRead: [API.VolumeInfo] = ctx.at == nil ? ctx.api("/apps/\(app)/volumes") : []
+        async let trafficRead: API.RouterTraffic? = ctx.at == nil ? ctx.api("/apps/\(app)/metrics") : nil
         let info = try await infoRead, (shown, total) = try await releasesRead, builds = try await buildsRead
         let keys = try await configRead?.vars.keys.sorted()
         let current = info.release?.version
@@ -74,6 +75,7 @@ enum AppPage {
             "<li>\(d) \(editable ? Layout.form(ctx, "/apps/\(app)/domains/remove", "<input type=\"hidden\" name=\"domain\" value=\"\(d)\">", button: "Remove", confirm: true, inline: true) : .empty)</li>"
         })
         let data = try await dataSection(ctx, app: app, addons: try await addonsRead, volumes: try await volumesRead)
+        let traffic = Self.traffic(try await trafficRead)
         let done: HTML = ctx.query.get("done").map { "<p class=\"done\" role=\"status\">\($0)</p>" } ?? ""
         let main: HTML = """
             <h1>\(app)</h1>\(done)
@@ -82,6 +84,7 @@ enum AppPage {
             <section aria-labelledby="ps-h"><h2 id="ps-h">Processes</h2>
             \(Layout.table("Processes of \(app)", head: ["Process", "State", "Node", "Host PID", "Restarts", "Release", "Since"], rows: processRows, empty: "No processes run."))
             \(scale)\(restart)</section>
+            \(traffic)
             <section aria-labelledby="rel-h"><h2 id="rel-h">Releases</h2>
             \(Layout.table("Releases of \(app), newest first", head: ["Release", "Change", "By", "When", "Commit", "Build", "Status", ""], rows: Array(releaseRows), empty: "No releases yet: git push."))
             \(Layout.pager(ctx, page: page, per: per, total: total))
@@ -102,6 +105,25 @@ enum AppPage {
 
     /// Its add-ons (with their latest backup, flagged when it is not verified) and volumes (now only: they are not
     /// read at a past revision).
+    /// The router's figures for the app: responses by status class and latency percentiles over the last minutes.
+    static func traffic(_ traffic: API.RouterTraffic?) -> HTML {
+        guard let traffic else { return "" }
+        func ms(_ value: Double?) -> String { value.map { $0 < 10 ? String(format: "%.1f ms", $0) : "\(Int($0.rounded())) ms" } ?? "–" }
+        let classes = ["2xx", "3xx", "4xx", "5xx"].map { c -> HTML in "<td>\(traffic.recent[c].map { String($0) } ?? "0")</td>" }
+        let body: HTML = traffic.recent.isEmpty
+            ? "<p class=\"empty\">No requests in the last \(traffic.windowMinutes) minutes.</p>"
+            : """
+                <table><caption>Requests through the router, last \(traffic.windowMinutes) minutes</caption>
+                <thead><tr><th scope="col">2xx</th><th scope="col">3xx</th><th scope="col">4xx</th><th scope="col">5xx</th>\
+                <th scope="col">p50</th><th scope="col">p95</th><th scope="col">p99</th></tr></thead>
+                <tbody><tr>\(classes)<td>\(ms(traffic.p50))</td><td>\(ms(traffic.p95))</td><td>\(ms(traffic.p99))</td></tr></tbody></table>
+                """
+        return """
+            <section aria-labelledby="traffic-h"><h2 id="traffic-h">Traffic</h2>\(body)
+            <p class="muted">\(traffic.total) requests since the router started; router lines in the logs as <code>router</code>.</p></section>
+            """
+    }
+
     static func dataSection(_ ctx: PageContext, app: String, addons: [API.AddonInfo], volumes: [API.VolumeInfo]) async throws -> HTML {
         guard ctx.at == nil else { return "<section aria-labelledby=\"data-h\"><h2 id=\"data-h\">Add-ons and volumes</h2><p class=\"muted\">Shown as of now only.</p></section>" }
         var addonRows: [HTML] = []

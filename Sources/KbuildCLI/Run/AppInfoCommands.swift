@@ -128,3 +128,51 @@ struct LoginCommand: AsyncParsableCommand {
         say("Logged in to \(base) (token stored in \(path))")
     }
 }
+
+/// `kbuild router:settings APP [--request-timeout SECONDS|default] [--body-limit SIZE|default]`.
+struct RouterSettingsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "router:settings",
+        abstract: "Show or set how the router treats an app's requests: its request timeout and body limit.",
+        discussion: """
+            Without options, shows the settings. The request timeout is how long the app may take to send its
+            response head before the router answers 504 (Heroku's H12); the body limit is the largest request
+            body the router passes on (413 past it). `default` goes back to the router's own (kbuild up
+            --request-timeout, 30 s; 100M).
+            """)
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "The app.") var app: String
+    @Option(help: ArgumentHelp("Seconds, 1 to 3600, or default.", valueName: "seconds")) var requestTimeout: String?
+    @Option(help: ArgumentHelp("Bytes (e.g. 10M, 1G), 1K to 10G, or default.", valueName: "size")) var bodyLimit: String?
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() async throws {
+        let client = try global.client()
+        var settings = try await client.routerSettings(app)
+        if requestTimeout != nil || bodyLimit != nil {
+            if let requestTimeout {
+                if requestTimeout == "default" {
+                    settings.requestTimeout = nil
+                } else {
+                    guard let seconds = Int(requestTimeout.hasSuffix("s") ? String(requestTimeout.dropLast()) : requestTimeout) else {
+                        throw ValidationError("--request-timeout must be whole seconds (e.g. 60) or default, not \(requestTimeout)")
+                    }
+                    settings.requestTimeout = seconds
+                }
+            }
+            if let bodyLimit {
+                if bodyLimit == "default" {
+                    settings.bodyLimit = nil
+                } else {
+                    let bytes = try parseBytes(bodyLimit, what: "--body-limit")
+                    guard bytes <= UInt64(Int.max) else { throw ValidationError("--body-limit is too large: at most 10G") }
+                    settings.bodyLimit = Int(bytes)
+                }
+            }
+            settings = try await client.setRouterSettings(app, settings)
+        }
+        if json { return try printJSON(settings) }
+        say("request timeout  \(settings.requestTimeout.map { "\($0) s" } ?? "default (the router's, 30 s unless kbuild up --request-timeout)")")
+        say("body limit       \(settings.bodyLimit.map { formatMemory(UInt64($0)) } ?? "default (100M)")")
+    }
+}

@@ -305,6 +305,32 @@ public struct RestartGenerations: Codable, Sendable, Equatable {
 }
 
 /// The custom domains of an app (`domains:add`), at `apps/APP/domains`.
+/// How the router treats one app's requests (`kbuild router:settings APP`); nil is the router's default.
+public struct RouterSettings: Codable, Sendable, Equatable {
+    public var kind = "kbuild.router-settings/v1"
+    /// Seconds the app may take to send its response head before the router answers 504 (H12): 1 to 3600.
+    public var requestTimeout: Int?
+    /// The largest request body in bytes (413 past it): 1 KiB to 10 GiB.
+    public var bodyLimit: Int?
+
+    public init(requestTimeout: Int? = nil, bodyLimit: Int? = nil) {
+        self.requestTimeout = requestTimeout
+        self.bodyLimit = bodyLimit
+    }
+
+    public static let timeoutRange = 1...3600
+    public static let bodyLimitRange = 1024...(10 << 30)
+
+    public func check() throws {
+        if let requestTimeout, !Self.timeoutRange.contains(requestTimeout) {
+            throw KbuildError(.invalidArgument, "invalid request timeout \(requestTimeout): 1 to 3600 seconds")
+        }
+        if let bodyLimit, !Self.bodyLimitRange.contains(bodyLimit) {
+            throw KbuildError(.invalidArgument, "invalid body limit \(bodyLimit): 1K to 10G")
+        }
+    }
+}
+
 public struct DomainsRecord: Codable, Sendable, Equatable {
     public var kind = "kbuild.domains/v1"
     public var domains: [String]
