@@ -1,4 +1,5 @@
 import KbuildCore
+import Synchronization
 public import Keg
 public import KbuildState
 public import Router
@@ -22,6 +23,8 @@ public struct RouteFeed: Service {
     let reader: ClusterReader
     let table: RouteTable
     let saveTo: String?
+    /// Certificates loaded for serving, by id: each is parsed once.
+    let loaded = CertificateCache()
 
     public init(keg: Keg, refs: any RefStore, table: RouteTable) {
         self.init(records: keg, refs: refs, table: table, saveTo: nil)
@@ -64,11 +67,15 @@ public struct RouteFeed: Service {
         var apps: [String: [Endpoint]] = [:]
         var domains: [String: String] = [:]
         var settings: [String: AppRouting] = [:]
+        var certificates: [String: AppCertificates] = [:]
         for ref in try await reader.refs.list(prefix: Schema.apps) {
             guard case .appField(let app, let field) = Schema.Key(ref.name) else { continue }
             if field == .release { apps[app, default: []] = apps[app] ?? [] }
             if field == .domains {
                 for d in try await reader.record(DomainsRecord.self, ref.kid, what: "domains").domains { domains[d] = app }
+            }
+            if field == .certs {
+                certificates[app] = try await reader.record(AppCertificates.self, ref.kid, what: "certificates")
             }
             if field == .router {
                 let record = try await reader.record(RouterSettings.self, ref.kid, what: "router settings")
@@ -78,7 +85,8 @@ public struct RouteFeed: Service {
         let nodes = try await reader.nodes()
         for (app, endpoints) in RouteFeed.endpoints(nodes: nodes, now: now) where apps[app] != nil { apps[app] = endpoints }
         let crashed = RouteFeed.crashed(nodes: nodes).filter { apps[$0]?.isEmpty ?? false }
-        table.update(apps: apps, domains: domains, settings: settings, crashed: crashed)
+        table.update(apps: apps, domains: domains, settings: settings, crashed: crashed,
+                     certificates: loaded.serving(certificates, domains: domains, suffix: table.suffix, now: now))
         if let saveTo {
             var saved = Saved(apps: apps.mapValues { $0.map { Saved.Point(host: $0.host, port: $0.port, process: $0.process) } }, domains: domains)
             if !settings.isEmpty { saved.settings = settings.mapValues { RouterSettings(requestTimeout: $0.requestTimeout, bodyLimit: $0.bodyLimit) } }
@@ -121,5 +129,35 @@ public struct RouteFeed: Service {
             }
         }
         return out.mapValues { $0.sorted { $0.process < $1.process } }
+    }
+}
+
+/// The certificates the router serves, loaded once each (by id), and which host gets which.
+final class CertificateCache: Sendable {
+    private let loaded = Mutex<[String: ServedCertificate]>([:])
+
+    /// Host → certificate: each app's hosts (APP.SUFFIX and its domains) get the app's valid certificate
+    /// covering them that lasts longest. Only an app's own hosts: its certificates serve no one else's.
+    func serving(_ byApp: [String: AppCertificates], domains: [String: String], suffix: String, now: Date) -> [String: ServedCertificate] {
+        var hostsByApp: [String: [String]] = [:]
+        for (domain, app) in domains { hostsByApp[app, default: []].append(domain) }
+        var out: [String: ServedCertificate] = [:]
+        var used: Set<String> = []
+        for (app, certificates) in byApp {
+            for host in ["\(app).\(suffix)"] + (hostsByApp[app] ?? []) {
+                guard let best = certificates.best(for: host, at: now), let served = load(best) else { continue }
+                out[host] = served
+                used.insert(best.id)
+            }
+        }
+        loaded.withLock { $0 = $0.filter { used.contains($0.key) } }
+        return out
+    }
+
+    private func load(_ certificate: StoredCertificate) -> ServedCertificate? {
+        if let served = loaded.withLock({ $0[certificate.id] }) { return served }
+        guard let served = try? ServedCertificate(id: certificate.id, chainPEM: certificate.chainPEM, keyPEM: certificate.keyPEM) else { return nil }
+        loaded.withLock { $0[certificate.id] = served }
+        return served
     }
 }

@@ -1,4 +1,4 @@
-public import KbuildState
+import KbuildState
 import Foundation
 import KbuildCore
 import NIOPosix

@@ -303,6 +303,7 @@ public struct APIRoutes<Context: RequestContext>: Sendable {
         }
         registerVolumes(on: router)
         registerRouter(on: router)
+        registerCertificates(on: router)
         registerAddons(on: router)
         registerRun(on: router)
         registerPushes(on: router)

@@ -14,7 +14,7 @@ public struct KbuildCommand: AsyncParsableCommand {
             UpCommand.self, DownCommand.self, WorkerCommand.self, AgentCommand.self, LoginCommand.self,
             AppsCreate.self, AppsList.self, AppsSet.self, BuildsCachePurge.self, AppsInfo.self, AppsLimits.self, AppsDestroy.self, GitRemote.self, KeysAdd.self, KeysList.self, KeysRemove.self, TokensCreate.self, TokensList.self, TokensRevoke.self,
             ConfigList.self, ConfigGet.self, ConfigSet.self, ConfigUnset.self, ReleasesList.self, ReleasesInfo.self, ReleasesOutput.self, ReleasesRollback.self,
-            PsList.self, PsScale.self, PsRestart.self, NodesList.self, NodesJoinToken.self, WorkersJoinToken.self, NodesDrain.self, NodesUndrain.self, RunCommand.self, TraceCommand.self, DomainsList.self, DomainsAdd.self, DomainsRemove.self, RouterSettingsCommand.self,
+            PsList.self, PsScale.self, PsRestart.self, NodesList.self, NodesJoinToken.self, WorkersJoinToken.self, NodesDrain.self, NodesUndrain.self, RunCommand.self, TraceCommand.self, DomainsList.self, DomainsAdd.self, DomainsRemove.self, RouterSettingsCommand.self, CertsList.self, CertsAdd.self, CertsRemove.self, CertsGenerate.self,
             VolumesList.self, VolumesInfo.self, VolumesCreate.self, VolumesMount.self, VolumesUnmount.self, VolumesDestroy.self,
             AddonsList.self, AddonsInfo.self, AddonsCreate.self, AddonsAttach.self, AddonsDetach.self, AddonsDestroy.self, AddonsRotateCredentials.self, AddonsUpgrade.self, PgPsql.self, PgInfo.self,
             PgBackups.self, PgBackupsCapture.self, PgBackupsRestore.self, PgBackupsDownload.self, PgBackupsImport.self, PgBackupsDelete.self,

@@ -54,6 +54,9 @@ struct UpCommand: AsyncParsableCommand {
     @Option(help: "Port of the router, which serves apps at http://APP.localhost:PORT (0 picks a free one).")
     var routerPort = 8080
 
+    @Option(help: "Port of the router's HTTPS listener: apps' domains by SNI with the certificates of kbuild certs:add, HTTP/2 by ALPN (0 picks a free one).")
+    var httpsPort = 8443
+
     @Option(help: "Router: seconds an app may take to send its response head before the 504 (H12); an app's own with kbuild router:settings.")
     var requestTimeout = 30
 
@@ -111,6 +114,7 @@ struct UpCommand: AsyncParsableCommand {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be 0 to 65535, not \(port)") }
         guard (0...65535).contains(tlsPort) else { throw ValidationError("--tls-port must be 0 to 65535, not \(tlsPort)") }
         guard (0...65535).contains(routerPort) else { throw ValidationError("--router-port must be 0 to 65535, not \(routerPort)") }
+        guard (0...65535).contains(httpsPort) else { throw ValidationError("--https-port must be 0 to 65535, not \(httpsPort)") }
         guard RouterSettings.timeoutRange.contains(requestTimeout) else { throw ValidationError("--request-timeout must be 1 to 3600 seconds, not \(requestTimeout)") }
         guard (1...86400).contains(websocketIdleTimeout) else {
             throw ValidationError("--websocket-idle-timeout must be 1 to 86400 seconds, not \(websocketIdleTimeout)")
@@ -206,7 +210,11 @@ struct UpCommand: AsyncParsableCommand {
             }
         }
         system.startRouter(keg: keg, refs: refs, host: host, port: routerPort, configuration: routerConfiguration,
-                           requestLog: RequestLog(directory: dataDir.router.path, metrics: routerMetrics), metrics: routerMetrics) { bound in
+                           requestLog: RequestLog(directory: dataDir.router.path, metrics: routerMetrics), metrics: routerMetrics,
+                           https: try RouterTLS.listener(host: host, port: httpsPort) { bound in
+                               try? Data("https://\(host):\(bound)\n".utf8).write(to: dataDir.routerHTTPSURLFile, options: .atomic)
+                               say("https     https://APP.localhost:\(bound)/ (apps' domains by SNI: kbuild certs:add APP CERT KEY, or certs:generate APP)")
+                           }) { bound in
             try? Data("http://\(host):\(bound)\n".utf8).write(to: dataDir.routerURLFile, options: .atomic)
             say("router    http://APP.localhost:\(bound)/ (by Host header; custom domains with kbuild domains:add)")
         }
@@ -214,6 +222,7 @@ struct UpCommand: AsyncParsableCommand {
             try? FileManager.default.removeItem(at: dataDir.tlsURLFile)
             try? FileManager.default.removeItem(at: dataDir.serverURLFile)
             try? FileManager.default.removeItem(at: dataDir.routerURLFile)
+            try? FileManager.default.removeItem(at: dataDir.routerHTTPSURLFile)
         }
         try await system.run()
     }
@@ -387,5 +396,15 @@ struct AgentCommand: AsyncParsableCommand {
             system.startNodeAgent(config, keg: try global.openKeg(), refs: try global.openRefs(), sandbox: try Sandbox()) { say($0) }
         }
         try await system.run()
+    }
+}
+
+/// The router's HTTPS listener as `kbuild up` and `kbuild router` start it.
+enum RouterTLS {
+    static func listener(host: String, port: Int, onBound: @escaping @Sendable (Int) -> Void) throws -> HTTPSListener {
+        // The TLS library wants a certificate to start with; it is never sent (see HTTPSListener).
+        let (chain, key) = try AppCertificate.selfSigned(names: ["kbuild-router.invalid"])
+        return HTTPSListener(host: host, port: port, placeholder: try ServedCertificate(id: "placeholder", chainPEM: chain, keyPEM: key),
+                             onBound: onBound)
     }
 }

@@ -126,6 +126,18 @@ public struct KbuildClient: Sendable {
         try await send(.PUT, "/apps/\(segment(app))/router", settings)
     }
 
+    /// The app's TLS certificates (what they are; never their keys).
+    public func certificates(_ app: String) async throws -> [API.CertificateInfo] { try await get("/apps/\(segment(app))/certs") }
+    public func addCertificate(_ app: String, chain: String, key: String) async throws -> API.CertificateInfo {
+        try await send(.POST, "/apps/\(segment(app))/certs", API.CertificateUpload(chain: chain, key: key))
+    }
+    public func generateCertificate(_ app: String) async throws -> API.CertificateInfo {
+        try await send(.POST, "/apps/\(segment(app))/certs/generate", [String: String]())
+    }
+    public func removeCertificate(_ app: String, _ id: String) async throws -> [API.CertificateInfo] {
+        try await delete("/apps/\(segment(app))/certs/\(segment(id))")
+    }
+
     /// The app's recent requests through the router: counts by status class and latency percentiles.
     public func routerMetrics(_ app: String) async throws -> API.RouterTraffic { try await get("/apps/\(segment(app))/metrics") }
 

@@ -58,6 +58,8 @@ public struct DataDir: Sendable, Equatable {
     public var tls: URL { root.appendingPathComponent("tls") }
     /// Where `kbuild up` writes the URL of its router (apps at http://APP.localhost:PORT/).
     public var routerURLFile: URL { root.appendingPathComponent("router.url") }
+    /// Where `kbuild up` writes the URL of its router's HTTPS listener.
+    public var routerHTTPSURLFile: URL { root.appendingPathComponent("router-https.url") }
 
     /// Creates the directory tree (0700 at the root: it holds tokens).
     /// Makes the data dir (0700) and its fixed parts. One that exists is made

@@ -18,6 +18,7 @@ public import KbuildCore
 //     <app>/domains                DomainsRecord: custom domains
 //     <app>/limits                 AppLimits: limits the admin set
 //     <app>/router                 RouterSettings: the app's request timeout and body limit (`router:settings`)
+//     <app>/certs                  AppCertificates: TLS certificates and keys for the app's domains (`certs:add`)
 //     <app>/build-cache            a Keg tree: /cache as the last build left it
 //     <app>/dependencies/<hex>     DependencyLayers.Record: a dependency layer only this app may use
 //     <app>/buildpacks/<hex32>     GitBuildpacks.Record: the app's clone of a `.buildpacks` git URL
@@ -59,7 +60,7 @@ public enum Schema {
 
     /// The fields of an app kept as refs of their own, `apps/<app>/<field>`.
     public enum AppField: String, Sendable, CaseIterable {
-        case release, config, source, image, healthy, rollout, processes, restarts, domains, limits, router
+        case release, config, source, image, healthy, rollout, processes, restarts, domains, limits, router, certs
         case releasePhase = "release-phase"
         case buildCache = "build-cache"
         /// The last time someone was shown the config's values (each a change: the history is the access log).
@@ -88,6 +89,8 @@ public enum Schema {
     /// The app's custom domains (`DomainsRecord`, `domains:add`).
     public static func domains(_ app: String) throws -> RefName { try self.app(app, .domains) }
     public static func limits(_ app: String) throws -> RefName { try self.app(app, .limits) }
+    /// The app's TLS certificates with their keys (`AppCertificates`, `certs:add`): served by SNI.
+    public static func certs(_ app: String) throws -> RefName { try self.app(app, .certs) }
     /// How the router treats the app's requests (`RouterSettings`, `router:settings`).
     public static func router(_ app: String) throws -> RefName { try self.app(app, .router) }
     public static func buildCache(_ app: String) throws -> RefName { try self.app(app, .buildCache) }

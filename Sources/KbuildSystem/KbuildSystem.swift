@@ -179,12 +179,13 @@ public struct KbuildSystem {
     /// API and keeps its last table in a file, serving it while the control plane is away.
     public mutating func startRouter(keg: Keg, records: (any RecordContent)? = nil, refs: any RefStore, host: String, port: Int,
                                      configuration: RouterConfiguration = RouterConfiguration(), saveTo: String? = nil,
-                                     requestLog: RequestLog? = nil, metrics: RouterMetrics? = nil,
+                                     requestLog: RequestLog? = nil, metrics: RouterMetrics? = nil, https: HTTPSListener? = nil,
                                      onBound: @escaping @Sendable (Int) -> Void = { _ in }) -> RouteTable {
         let table = RouteTable()
         addSupervised("route feed", RouteFeed(records: records ?? keg, refs: refs, table: table, saveTo: saveTo))
         if let requestLog { addSupervised("request log", requestLog) }
-        addSupervised("router", RouterService(host: host, port: port, table: table, logger: logger, configuration: configuration, onBound: onBound,
+        addSupervised("router", RouterService(host: host, port: port, table: table, logger: logger, configuration: configuration, https: https,
+                                              onBound: onBound,
                           onServed: { served in
                               requestLog?.record(served)
                               metrics?.record(served)

@@ -1,7 +1,7 @@
 import Cluster
 import KbuildCore
 public import Keg
-public import KegRemote
+import KegRemote
 public import KbuildState
 public import Sandbox
 public import ServiceLifecycle

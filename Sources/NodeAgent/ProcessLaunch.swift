@@ -1,7 +1,7 @@
 public import Cluster
 public import KbuildCore
 public import Keg
-public import KegRemote
+import KegRemote
 public import KbuildState
 import Releases
 import Builds

@@ -22,7 +22,7 @@ extension ClientHandler {
         if method == .HEAD { body.clear() }
         sentBytes = body.readableBytes
         if case .badGateway = page { exchangeError = gatewayError } else { exchangeError = page.error }
-        let version = requestVersion.minor == 0 ? HTTPVersion.http1_0 : .http1_1
+        let version = isHTTP10 ? HTTPVersion.http1_0 : .http1_1
         let head = page.head(
             version: version, requestID: requestID, traceID: traceID, keepAlive: clientKeepAlive,
             retryAfter: shared.configuration.retryAfterSeconds, bodyLength: body.readableBytes)

@@ -126,7 +126,7 @@ extension ClientHandler {
             status = Int(head.status.code)
             connection.responseKeepAlive = head.isKeepAlive
             var headers = ForwardedHeaders.response(from: head.headers, requestID: requestID, traceID: traceID)
-            if clientKeepAlive, requestVersion.minor == 0 {
+            if clientKeepAlive, isHTTP10 {
                 // A HTTP/1.0 client can keep the connection only when the body has a length.
                 if headers.contains(name: "content-length") || method == .HEAD || !head.status.mayHaveResponseBody {
                     headers.add(name: "connection", value: "keep-alive")
@@ -136,7 +136,7 @@ extension ClientHandler {
             }
             if quiescing { clientKeepAlive = false }
             if !clientKeepAlive { headers.add(name: "connection", value: "close") }
-            let version = requestVersion.minor == 0 ? HTTPVersion.http1_0 : .http1_1
+            let version = isHTTP10 ? HTTPVersion.http1_0 : .http1_1
             context.write(wrapOutboundOut(.head(HTTPResponseHead(version: version, status: head.status, headers: headers))), promise: nil)
             needsClientFlush = true
         case .body(let buffer):

@@ -119,6 +119,10 @@ final class ClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     var isWritable: Bool { context?.channel.isWritable ?? false }
 
+    /// HTTP/1.0 keeps a connection only when asked and the body has a length; HTTP/1.1 and the HTTP/2
+    /// streams (seen as HTTP/1 requests by their codec) need none of that.
+    var isHTTP10: Bool { requestVersion.major == 1 && requestVersion.minor == 0 }
+
     // MARK: Channel lifecycle
 
     func handlerAdded(context: ChannelHandlerContext) {

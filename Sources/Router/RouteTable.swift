@@ -18,17 +18,21 @@ public final class RouteTable: Sendable {
     public init(suffix: String = "localhost") {
         let suffix = Self.normalized(suffix)
         self.suffix = suffix
-        self.state = NIOLockedValueBox(State(snapshot: Snapshot(suffix: suffix, apps: [:], domains: [:], settings: [:], crashed: [], generation: 0)))
+        self.state = NIOLockedValueBox(State(snapshot: Snapshot(suffix: suffix, apps: [:], domains: [:], settings: [:], crashed: [],
+                                                                 certificates: [:], generation: 0)))
     }
 
     /// Replaces the whole table atomically. Domain keys may carry any case. `crashed`: apps whose web
     /// processes exited (none healthy), so their 503 says the app crashed (H10) rather than that it has none.
-    public func update(apps: [String: [Endpoint]], domains: [String: String], settings: [String: AppRouting] = [:], crashed: Set<String> = []) {
+    /// `certificates`: host name → the certificate served for it by SNI.
+    public func update(apps: [String: [Endpoint]], domains: [String: String], settings: [String: AppRouting] = [:], crashed: Set<String> = [],
+                       certificates: [String: ServedCertificate] = [:]) {
         var lowered: [String: String] = [:]
         for (domain, app) in domains { lowered[Self.normalized(domain)] = app }
         let (snapshot, observers) = state.withLockedValue { state in
             state.snapshot = Snapshot(
                 suffix: suffix, apps: apps, domains: lowered, settings: settings, crashed: crashed,
+                certificates: Dictionary(certificates.map { (Self.normalized($0.key), $0.value) }, uniquingKeysWith: { a, _ in a }),
                 generation: state.snapshot.generation + 1)
             return (state.snapshot, Array(state.observers.values))
         }
@@ -72,12 +76,14 @@ final class Snapshot: Sendable {
     let domains: [String: String]
     let settings: [String: AppRouting]
     let crashed: Set<String>
+    let certificates: [String: ServedCertificate]
     let generation: Int
     /// Every endpoint of every app: pooled connections to anything else are closed.
     let endpoints: Set<Endpoint>
 
     init(suffix: String, apps: [String: [Endpoint]], domains: [String: String], settings: [String: AppRouting], crashed: Set<String>,
-         generation: Int) {
+         certificates: [String: ServedCertificate], generation: Int) {
+        self.certificates = certificates
         self.suffix = suffix
         self.apps = apps
         self.domains = domains
@@ -102,6 +108,12 @@ final class Snapshot: Sendable {
             return route(app: app)
         }
         return .unknownApp(host: name)
+    }
+
+    /// The certificate for a TLS client's SNI name, if any app serves it.
+    func certificate(for serverName: String) -> ServedCertificate? {
+        guard !certificates.isEmpty, let name = HostName.parse(serverName) else { return nil }
+        return certificates[name]
     }
 
     private func route(app: String) -> Route {

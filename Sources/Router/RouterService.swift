@@ -3,6 +3,9 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
+import NIOTLS
+import NIOHTTP2
 public import ServiceLifecycle
 
 /// The proxy as a ServiceLifecycle `Service`: listens on `host:port` and sends
@@ -16,6 +19,7 @@ public final class RouterService: Service {
     private let port: Int
     private let shared: SharedState
     private let onBound: @Sendable (Int) -> Void
+    private let https: HTTPSListener?
 
     public init(
         host: String,
@@ -23,12 +27,14 @@ public final class RouterService: Service {
         table: RouteTable,
         logger: Logger,
         configuration: RouterConfiguration = RouterConfiguration(),
+        https: HTTPSListener? = nil,
         onBound: @escaping @Sendable (Int) -> Void = { _ in },
         onServed: @escaping @Sendable (ServedRequest) -> Void = { _ in }
     ) {
         self.host = host
         self.port = port
         self.onBound = onBound
+        self.https = https
         self.shared = SharedState(table: table, configuration: configuration, logger: logger, onServed: onServed)
     }
 
@@ -42,25 +48,35 @@ public final class RouterService: Service {
         }
         let pools = poolsByLoop
         let connections = ConnectionRegistry()
-        let server: any Channel
+        let clients = ClientCounts(limit: shared.configuration.maxConnectionsPerClient)
+        var servers: [any Channel] = []
         do {
-            server = try await makeBootstrap(group: group, pools: pools, connections: connections)
-                .bind(host: host, port: port).get()
+            servers.append(try await makeBootstrap(group: group, pools: pools, connections: connections, clients: clients, tls: nil)
+                .bind(host: host, port: port).get())
+            if let https {
+                let tls = try tlsContext(https)
+                servers.append(try await makeBootstrap(group: group, pools: pools, connections: connections, clients: clients, tls: tls)
+                    .bind(host: https.host, port: https.port).get())
+            }
         } catch {
+            for server in servers { try? await server.close() }
             try await group.shutdownGracefully()
             throw error
         }
+        let listeners = servers
+        let server = servers[0]
         let boundPort = server.localAddress?.port ?? port
         shared.logger.info("router listening", metadata: ["address": "\(host):\(boundPort)"])
+        if let https, servers.count > 1 { https.onBound(servers[1].localAddress?.port ?? https.port) }
         let observer = shared.table.addObserver { snapshot in
             for pool in pools.values { pool.eventLoop.execute { pool.prune(keeping: snapshot) } }
         }
         onBound(boundPort)
 
         await withTaskCancellationOrGracefulShutdownHandler {
-            try? await server.closeFuture.get()
+            for server in listeners { try? await server.closeFuture.get() }
         } onCancelOrGracefulShutdown: {
-            server.close(promise: nil)
+            for server in listeners { server.close(promise: nil) }
         }
         shared.table.removeObserver(observer)
         shared.logger.info("router draining connections", metadata: ["count": "\(connections.count)"])
@@ -73,11 +89,29 @@ public final class RouterService: Service {
         shared.logger.info("router stopped")
     }
 
+    /// TLS for the HTTPS listener: each handshake gets the certificate the current table has for its
+    /// SNI name; one without a name, or naming a host the table has none for, is refused.
+    private func tlsContext(_ https: HTTPSListener) throws -> NIOSSLContext {
+        let table = shared.table
+        var configuration = TLSConfiguration.makeServerConfiguration(
+            certificateChain: https.placeholder.chain.map { .certificate($0) }, privateKey: .privateKey(https.placeholder.key))
+        configuration.minimumTLSVersion = .tlsv12
+        configuration.applicationProtocols = ["h2", "http/1.1"]
+        configuration.sslContextCallback = { values, promise in
+            guard let name = values.serverHostname, let certificate = table.snapshot().certificate(for: name) else {
+                promise.fail(TLSRefusal(name: values.serverHostname))
+                return
+            }
+            promise.succeed(certificate.override)
+        }
+        return try NIOSSLContext(configuration: configuration)
+    }
+
     private func makeBootstrap(
-        group: MultiThreadedEventLoopGroup, pools: [ObjectIdentifier: BackendPool], connections: ConnectionRegistry
+        group: MultiThreadedEventLoopGroup, pools: [ObjectIdentifier: BackendPool], connections: ConnectionRegistry,
+        clients: ClientCounts, tls: NIOSSLContext?
     ) -> ServerBootstrap {
         let shared = self.shared
-        let clients = ClientCounts(limit: shared.configuration.maxConnectionsPerClient)
         let limits = {
             var limits = NIOHTTPDecoderLimitConfiguration()
             limits.maxHeaderListSize = shared.configuration.maxHeaderBytes
@@ -98,18 +132,56 @@ public final class RouterService: Service {
                     let address = channel.remoteAddress?.ipAddress ?? ""
                     let admitted = clients.admit(address)
                     channel.closeFuture.whenComplete { _ in clients.release(address) }
-                    let client = ClientHandler(shared: shared, pool: pool, overLimit: !admitted)
-                    let sync = channel.pipeline.syncOperations
-                    try sync.addHandler(ReadObserver(client: client))
-                    // Parse errors reach the client handler, which answers 431 or 400 with a request id.
-                    try sync.configureHTTPServerPipeline(
-                        withPipeliningAssistance: false, withErrorHandling: false, withOutboundHeaderValidation: false,
-                        withEncoderConfiguration: .init(), withDecoderLimitConfiguration: limits)
-                    try sync.addHandler(client)
                     connections.add(channel)
+                    let sync = channel.pipeline.syncOperations
+                    guard let tls else {
+                        try Self.addHTTP1(to: channel, client: ClientHandler(shared: shared, pool: pool, overLimit: !admitted), limits: limits)
+                        return
+                    }
+                    try sync.addHandler(NIOSSLServerHandler(context: tls))
+                    try sync.addHandler(ApplicationProtocolNegotiationHandler { result, channel in
+                        channel.eventLoop.makeCompletedFuture {
+                            switch result {
+                            case .negotiated("h2"):
+                                // Each stream is a request, seen as HTTP/1 by its codec and sent to backends as HTTP/1.1.
+                                _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
+                                    mode: .server, connectionConfiguration: .init(), streamConfiguration: .init()
+                                ) { stream in
+                                    stream.eventLoop.makeCompletedFuture {
+                                        let sync = stream.pipeline.syncOperations
+                                        try sync.addHandler(HTTP2FramePayloadToHTTP1ServerCodec())
+                                        try sync.addHandler(ClientHandler(shared: shared, pool: pool, scheme: "https", overLimit: !admitted))
+                                    }
+                                }
+                            default:
+                                try Self.addHTTP1(
+                                    to: channel, client: ClientHandler(shared: shared, pool: pool, scheme: "https", overLimit: !admitted),
+                                    limits: limits)
+                            }
+                        }
+                    })
                 }
             }
     }
+}
+
+extension RouterService {
+    /// The HTTP/1.1 handlers of a client connection, the client handler last.
+    static func addHTTP1(to channel: any Channel, client: ClientHandler, limits: NIOHTTPDecoderLimitConfiguration) throws {
+        let sync = channel.pipeline.syncOperations
+        try sync.addHandler(ReadObserver(client: client))
+        // Parse errors reach the client handler, which answers 431 or 400 with a request id.
+        try sync.configureHTTPServerPipeline(
+            withPipeliningAssistance: false, withErrorHandling: false, withOutboundHeaderValidation: false,
+            withEncoderConfiguration: .init(), withDecoderLimitConfiguration: limits)
+        try sync.addHandler(client)
+    }
+}
+
+/// A TLS handshake the router refuses: it named no host, or one no app has a certificate for.
+struct TLSRefusal: Error, CustomStringConvertible {
+    let name: String?
+    var description: String { name.map { "no certificate for \($0)" } ?? "the client named no host (SNI)" }
 }
 
 /// What every connection of one service shares; immutable.

@@ -98,7 +98,7 @@ func startKbuildUp(_ test: XCTestCase, data: String, port: Int = 0, extra: [Stri
     p.executableURL = URL(fileURLWithPath: kbuildBinary)
     // Tests run several kbuild ups: each router gets a port of its own unless one is asked for.
     let router = extra.contains("--router-port") ? [] : ["--router-port", "0"]
-    let tls = extra.contains("--tls-port") ? [] : ["--tls-port", "0"]
+    let tls = (extra.contains("--tls-port") ? [] : ["--tls-port", "0"]) + (extra.contains("--https-port") ? [] : ["--https-port", "0"])
     p.arguments = ["up", "--port", String(port), "--data-dir", data] + router + tls + extra
     var environment = ProcessInfo.processInfo.environment.merging(added) { _, new in new }
     environment.removeValue(forKey: "KBUILD_DATA_DIR")

@@ -21,7 +21,7 @@ final class EtcdStateTests: XCTestCase {
 
     /// `kbuild up` that is expected to stop on its own, with what it printed.
     func upThatFails(_ data: String, _ extra: [String]) throws -> Result {
-        try sh("/usr/bin/timeout", ["30", kbuildBinary, "up", "--port", "0", "--router-port", "0", "--tls-port", "0", "--nodes", "0", "--workers", "0",
+        try sh("/usr/bin/timeout", ["30", kbuildBinary, "up", "--port", "0", "--router-port", "0", "--tls-port", "0", "--https-port", "0", "--nodes", "0", "--workers", "0",
                                      "--data-dir", data] + extra)
     }
 
@@ -135,7 +135,7 @@ final class EtcdStateTests: XCTestCase {
         let data = try tempDir(self, "etcd-wait")
         let p = Process()
         p.executableURL = URL(fileURLWithPath: kbuildBinary)
-        p.arguments = ["up", "--port", "0", "--router-port", "0", "--tls-port", "0", "--nodes", "0", "--workers", "0", "--data-dir", data, "--state", etcd.spec]
+        p.arguments = ["up", "--port", "0", "--router-port", "0", "--tls-port", "0", "--https-port", "0", "--nodes", "0", "--workers", "0", "--data-dir", data, "--state", etcd.spec]
         let out = Pipe(), err = Pipe()
         p.standardOutput = out
         p.standardError = err

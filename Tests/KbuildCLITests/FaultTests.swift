@@ -128,7 +128,7 @@ final class FaultTests: XCTestCase {
         let routerData = try tempDir(self, "fault-router"), routerPort = freePort()
         // The token in the environment, not on the command line (where ps shows it).
         let router = try spawnServer("/usr/bin/env", ["KBUILD_TOKEN=\(cp.token)", kbuildBinary, "router", "--join", cp.url, "--host", "127.0.0.1",
-                                                      "--port", String(routerPort), "--data-dir", routerData], output: routerData + "/router.log")
+                                                      "--port", String(routerPort), "--https-port", "0", "--data-dir", routerData], output: routerData + "/router.log")
         addTeardownBlock { kill(router, SIGTERM); _ = reap(router) }
         try waitUntil("the router serves", timeout: 20) { routed(routerPort, host: "steady.localhost").status == 200 }
 

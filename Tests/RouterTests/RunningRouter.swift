@@ -6,7 +6,7 @@ import ServiceLifecycle
 import XCTest
 
 /// A RouterService on a free port of 127.0.0.1, run in its own ServiceGroup.
-final class RunningRouter: Sendable {
+final class RunningRouter: @unchecked Sendable {
     let port: Int
     let group: ServiceGroup
     let task: Task<Void, any Error>
@@ -25,7 +25,10 @@ final class RunningRouter: Sendable {
         return served
     }
 
-    static func start(table: RouteTable, configuration: RouterConfiguration = RouterConfiguration()) async throws
+    /// The HTTPS listener's port, when started with `https`.
+    private(set) var httpsPort = 0
+
+    static func start(table: RouteTable, configuration: RouterConfiguration = RouterConfiguration(), https: Bool = false) async throws
         -> RunningRouter
     {
         var logger = Logger(label: "router-test")
@@ -34,8 +37,12 @@ final class RunningRouter: Sendable {
         let servedLog = NIOLockedValueBox<[ServedRequest]>([])
         var configuration = configuration
         configuration.eventLoops = 2
+        let (httpsPorts, httpsSink) = AsyncStream.makeStream(of: Int.self)
+        let listener = https ? HTTPSListener(
+            host: "127.0.0.1", port: 0, placeholder: try TestCertificate(names: ["placeholder.invalid"]).served,
+            onBound: { httpsSink.yield($0) }) : nil
         let router = RouterService(
-            host: "127.0.0.1", port: 0, table: table, logger: logger, configuration: configuration,
+            host: "127.0.0.1", port: 0, table: table, logger: logger, configuration: configuration, https: listener,
             onBound: { portSink.yield($0) },
             onServed: { request in servedLog.withLockedValue { $0.append(request) } })
         let group = ServiceGroup(services: [router], logger: logger)
@@ -44,7 +51,14 @@ final class RunningRouter: Sendable {
             for await port in ports { return port }
             throw TestError("router stopped before binding")
         }
-        return RunningRouter(port: port, group: group, task: task, servedLog: servedLog)
+        let running = RunningRouter(port: port, group: group, task: task, servedLog: servedLog)
+        if https {
+            running.httpsPort = try await withTimeout(seconds: 10, "router to bind https") {
+                for await port in httpsPorts { return port }
+                throw TestError("router stopped before binding https")
+            }
+        }
+        return running
     }
 
     private init(port: Int, group: ServiceGroup, task: Task<Void, any Error>, servedLog: NIOLockedValueBox<[ServedRequest]>) {

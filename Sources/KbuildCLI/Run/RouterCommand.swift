@@ -29,12 +29,14 @@ struct RouterCommand: AsyncParsableCommand {
     @Option(help: "The hash of the control plane's CA (sha256:…) an https --join URL's certificate must chain to.") var caHash: String?
     @Option(help: "Address to listen on.") var host = "0.0.0.0"
     @Option(help: "Port to listen on (0 picks a free one).") var port = 8080
+    @Option(help: "Port of the HTTPS listener: apps' domains by SNI with their certificates, HTTP/2 by ALPN (0 picks a free one).") var httpsPort = 8443
 
     var resolvedToken: String? { token ?? ProcessInfo.processInfo.environment["KBUILD_TOKEN"].flatMap { $0.isEmpty ? nil : $0 } }
 
     func validate() throws {
         try ControlPlaneJoin.validate(join: join, token: resolvedToken, caHash: caHash, hint: "the admin token file (DATA/admin.token) and kbuild nodes:join-token's --ca-hash")
         guard (0...65535).contains(port) else { throw ValidationError("--port must be 0 to 65535, not \(port)") }
+        guard (0...65535).contains(httpsPort) else { throw ValidationError("--https-port must be 0 to 65535, not \(httpsPort)") }
     }
 
     func run() async throws {
@@ -57,7 +59,9 @@ struct RouterCommand: AsyncParsableCommand {
         var system = KbuildSystem(logger: logger) { say($0) }
         system.startRouter(keg: keg, records: RemoteRecords(client: client, cache: keg), refs: RemoteRefStore(client: client), host: host, port: port,
                            saveTo: dataDir.router.appendingPathComponent("routes.json").path,
-                           requestLog: RequestLog(directory: dataDir.router.path)) { [host] bound in
+                           requestLog: RequestLog(directory: dataDir.router.path),
+                           https: try RouterTLS.listener(host: host, port: httpsPort) { [host] bound in say("https     https://\(host):\(bound)/ (by SNI)") }
+        ) { [host] bound in
             say("router    http://\(host):\(bound)/ (by Host header), routes from \(join)")
         }
         try await system.run()
