@@ -11,9 +11,10 @@ packages=(
   openssh-server openssh-client                                      # git push over SSH (kbuild git-shell) and its test
   chromium python3-pip                                               # the dashboard's browser tests (Playwright drives Debian's Chromium)
   etcd-server etcd-client                                            # the state on many machines (kbuild up --state etcd://…, kbuild etcd)
+  openssl                                                            # the router's TLS tests make certificates with it
 )
 if [[ "${1:-}" == "--bench" ]]; then
-  packages+=(casync restic python3 docker-registry)                  # benchmark peers
+  packages+=(casync restic python3 docker-registry nginx-light wrk)   # benchmark peers
 fi
 
 missing=()

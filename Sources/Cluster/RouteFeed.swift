@@ -47,7 +47,8 @@ public struct RouteFeed: Service {
     public func run() async throws {
         if let saveTo, let data = FileManager.default.contents(atPath: saveTo), let saved = try? JSONDecoder().decode(Saved.self, from: data) {
             table.update(apps: saved.apps.mapValues { $0.map { Endpoint(host: $0.host, port: $0.port, process: $0.process) } }, domains: saved.domains,
-                         settings: (saved.settings ?? [:]).mapValues { AppRouting(requestTimeout: $0.requestTimeout, bodyLimit: $0.bodyLimit) })
+                         settings: (saved.settings ?? [:]).mapValues { AppRouting(requestTimeout: $0.requestTimeout, bodyLimit: $0.bodyLimit,
+                                                                                   redirectHTTPS: $0.redirectHTTPS ?? false) })
         }
         do {
             try await cancelWhenGracefulShutdown {
@@ -79,7 +80,7 @@ public struct RouteFeed: Service {
             }
             if field == .router {
                 let record = try await reader.record(RouterSettings.self, ref.kid, what: "router settings")
-                settings[app] = AppRouting(requestTimeout: record.requestTimeout, bodyLimit: record.bodyLimit)
+                settings[app] = AppRouting(requestTimeout: record.requestTimeout, bodyLimit: record.bodyLimit, redirectHTTPS: record.redirectHTTPS ?? false)
             }
         }
         let nodes = try await reader.nodes()
@@ -89,7 +90,9 @@ public struct RouteFeed: Service {
                      certificates: loaded.serving(certificates, domains: domains, suffix: table.suffix, now: now))
         if let saveTo {
             var saved = Saved(apps: apps.mapValues { $0.map { Saved.Point(host: $0.host, port: $0.port, process: $0.process) } }, domains: domains)
-            if !settings.isEmpty { saved.settings = settings.mapValues { RouterSettings(requestTimeout: $0.requestTimeout, bodyLimit: $0.bodyLimit) } }
+            if !settings.isEmpty {
+                saved.settings = settings.mapValues { RouterSettings(requestTimeout: $0.requestTimeout, bodyLimit: $0.bodyLimit, redirectHTTPS: $0.redirectHTTPS) }
+            }
             let encoder = JSONEncoder()
             encoder.outputFormatting = .sortedKeys
             let bytes = try encoder.encode(saved)

@@ -22,7 +22,7 @@ extension APIRoutes {
             try await self.answer {
                 let app = try await self.existing(c)
                 let body = try await self.decode(RouterSettings.self, r, c)
-                let settings = RouterSettings(requestTimeout: body.requestTimeout, bodyLimit: body.bodyLimit)
+                let settings = RouterSettings(requestTimeout: body.requestTimeout, bodyLimit: body.bodyLimit, redirectHTTPS: body.redirectHTTPS)
                 try settings.check()
                 try await self.refs.compareAndSwap(try Schema.router(app), to: try Records.put(settings, in: self.keg), expecting: .any,
                                                    actor: self.actor(r))

@@ -5,9 +5,12 @@ public struct AppRouting: Sendable, Equatable {
     public var requestTimeout: Int?
     /// The largest request body in bytes (413 past it).
     public var bodyLimit: Int?
+    /// Plain HTTP requests are redirected (308) to HTTPS.
+    public var redirectHTTPS: Bool
 
-    public init(requestTimeout: Int? = nil, bodyLimit: Int? = nil) {
+    public init(requestTimeout: Int? = nil, bodyLimit: Int? = nil, redirectHTTPS: Bool = false) {
         self.requestTimeout = requestTimeout
         self.bodyLimit = bodyLimit
+        self.redirectHTTPS = redirectHTTPS
     }
 }

@@ -368,6 +368,10 @@ final class ClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
             bodyLimit = settings?.bodyLimit ?? shared.configuration.bodyLimit
             if let length = head.headers.first(name: "content-length").flatMap({ Int($0) }), length > bodyLimit {
                 phase = .answering(.bodyTooLarge(app: name, limit: bodyLimit))
+            } else if scheme == "http", settings?.redirectHTTPS == true, let httpsPort = shared.httpsPort,
+                      let bare = HostName.parse(host), upgrade == nil {
+                let port = httpsPort == 443 ? "" : ":\(httpsPort)"
+                phase = .answering(.redirect(location: "https://\(bare)\(port)\(head.uri.hasPrefix("/") ? head.uri : "/")"))
             }
         case .noHealthyProcess(let name):
             app = name

@@ -18,6 +18,8 @@ enum ErrorPage {
     case bodyTooLarge(app: String, limit: Int)
     /// The client's address holds as many connections as the router allows one address.
     case tooManyConnections(limit: Int)
+    /// The app takes HTTPS only: the same URL there.
+    case redirect(location: String)
 
     var status: HTTPResponseStatus {
         switch self {
@@ -29,13 +31,14 @@ enum ErrorPage {
         case .headersTooLarge: .requestHeaderFieldsTooLarge
         case .bodyTooLarge: .payloadTooLarge
         case .tooManyConnections: .tooManyRequests
+        case .redirect: .permanentRedirect
         }
     }
 
     /// The Heroku code a router log line carries for this page.
     var error: RouterError? {
         switch self {
-        case .badHost, .unknownApp: nil
+        case .badHost, .unknownApp, .redirect: nil
         case .badRequest, .headersTooLarge, .bodyTooLarge, .tooManyConnections: .refused
         case .noHealthyProcess: .noWebProcesses
         case .crashed: .appCrashed
@@ -66,6 +69,8 @@ enum ErrorPage {
             "The request body is larger than the \(limit) bytes the app \(app) takes."
         case .tooManyConnections(let limit):
             "Your address holds \(limit) open connections, as many as the router allows one address."
+        case .redirect(let location):
+            "This app is served over HTTPS: \(location)"
         }
     }
 
@@ -92,6 +97,7 @@ enum ErrorPage {
         if traceID != requestID { headers.add(name: "kbuild-request-id", value: traceID) }
         switch self {
         case .noHealthyProcess, .crashed, .tooManyConnections: headers.add(name: "retry-after", value: String(retryAfter))
+        case .redirect(let location): headers.add(name: "location", value: location)
         default: break
         }
         if !keepAlive {

@@ -67,7 +67,11 @@ public final class RouterService: Service {
         let server = servers[0]
         let boundPort = server.localAddress?.port ?? port
         shared.logger.info("router listening", metadata: ["address": "\(host):\(boundPort)"])
-        if let https, servers.count > 1 { https.onBound(servers[1].localAddress?.port ?? https.port) }
+        if let https, servers.count > 1 {
+            let bound = servers[1].localAddress?.port ?? https.port
+            shared.boundHTTPSPort.withLockedValue { $0 = bound }
+            https.onBound(bound)
+        }
         let observer = shared.table.addObserver { snapshot in
             for pool in pools.values { pool.eventLoop.execute { pool.prune(keeping: snapshot) } }
         }
@@ -192,6 +196,9 @@ final class SharedState: Sendable {
     let onServed: @Sendable (ServedRequest) -> Void
     /// How often each connection checks its timeouts: a quarter of the shortest one.
     let tickPeriod: TimeAmount
+    /// The HTTPS listener's port once bound (where an app that takes HTTPS only is redirected).
+    let boundHTTPSPort = NIOLockedValueBox<Int?>(nil)
+    var httpsPort: Int? { boundHTTPSPort.withLockedValue { $0 } }
 
     init(
         table: RouteTable, configuration: RouterConfiguration, logger: Logger,

@@ -174,6 +174,13 @@ final class AuthorizationMatrixTests: XCTestCase {
         "GET /api/v1/apps/{app}/metrics": Row(requests: { app in [("GET", "/api/v1/apps/\(app)/metrics", nil)] }, own: .allowed, perApp: true),
         // Every app's series for the admin, an app token's apps' only (RouterEndToEndTests checks which).
         "GET /metrics": Row(requests: { _ in [("GET", "/metrics", nil)] }, own: .allowed, perApp: false),
+        "GET /api/v1/apps/{app}/certs": Row(requests: { app in [("GET", "/api/v1/apps/\(app)/certs", nil)] }, own: .allowed, perApp: true),
+        // Not a certificate: whoever may gets a 400 and nothing is kept.
+        "POST /api/v1/apps/{app}/certs": Row(requests: { app in [("POST", "/api/v1/apps/\(app)/certs", #"{"chain":"x","key":"y"}"#)] },
+                                             own: .allowed, perApp: true),
+        "POST /api/v1/apps/{app}/certs/generate": Row(requests: { app in [("POST", "/api/v1/apps/\(app)/certs/generate", "{}")] }, own: .allowed, perApp: true),
+        "DELETE /api/v1/apps/{app}/certs/{id}": Row(requests: { app in [("DELETE", "/api/v1/apps/\(app)/certs/0000000000000000", nil)] },
+                                                    own: .allowed, perApp: true),
         "GET /api/v1/apps/{app}/domains": Row(requests: { app in [("GET", "/api/v1/apps/\(app)/domains", nil)] }, own: .allowed, perApp: true),
         "POST /api/v1/apps/{app}/domains": Row(requests: { app in [("POST", "/api/v1/apps/\(app)/domains", #"{"domain":"-"}"#)] }, own: .allowed, perApp: true),
         "DELETE /api/v1/apps/{app}/domains/{domain}": Row(requests: { app in [("DELETE", "/api/v1/apps/\(app)/domains/none.example.com", nil)] },

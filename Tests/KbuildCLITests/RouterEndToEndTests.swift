@@ -1,4 +1,5 @@
 import Foundation
+import KbuildServer
 import XCTest
 
 /// The router as `kbuild up` runs it, with pushed apps: router lines in `kbuild logs APP`, an app's
@@ -140,5 +141,97 @@ final class RouterEndToEndTests: XCTestCase {
             try kbuild(["logs", "chat", "--ps", "router"], dataDir: data).stdout.contains(#"path="/ws" host=chat.localhost"#)
         }
         XCTAssertTrue(try kbuild(["logs", "chat", "--ps", "router"], dataDir: data).stdout.contains("status=101"))
+    }
+
+    /// HTTPS through `kbuild up`: certs:generate, certs:add with a certificate from openssl, the checks
+    /// that refuse a bad one, and SNI serving the app's domain with its certificate.
+    func testCertificatesAndHTTPS() throws {
+        let data = try makeData("routertls")
+        let routerPort = freePort(), httpsPort = freePort()
+        _ = try startKbuildUp(self, data: data, extra: ["--router-port", String(routerPort), "--https-port", String(httpsPort)])
+        let shop = try makeApp("shop", data: data)
+        XCTAssertEqual(try git(["push", "kbuild", "main"], in: shop).status, 0)
+        XCTAssertEqual(try kbuild(["apps:create", "other", "--stack", "busybox"], dataDir: data).status, 0)
+        try waitUntil("shop serves") { routed(routerPort, host: "shop.localhost").status == 200 }
+        XCTAssertTrue(try kbuild(["certs", "shop"], dataDir: data).stdout.contains("shop has no certificates"))
+
+        // A self-signed certificate for trying it: shop.localhost over HTTPS, HTTP/2.
+        let generated = try kbuild(["certs:generate", "shop"], dataDir: data)
+        XCTAssertEqual(generated.status, 0, generated.stderr)
+        XCTAssertTrue(generated.stdout.contains("shop.localhost") && generated.stdout.contains("self-signed"), generated.stdout)
+        func https(_ host: String, _ extra: [String]) throws -> Result {
+            try sh("/usr/bin/curl", ["-sS", "--max-time", "10", "--resolve", "\(host):\(httpsPort):127.0.0.1", "-w", "\n%{http_version} %{http_code}"]
+                   + extra + ["https://\(host):\(httpsPort)/index.html"])
+        }
+        try waitUntil("shop.localhost over HTTPS", timeout: 10) {
+            let r = try https("shop.localhost", ["-k", "--http2"])
+            return r.status == 0 && r.stdout.hasPrefix("hello from shop") && r.stdout.hasSuffix("\n2 200")
+        }
+
+        // A certificate from elsewhere (openssl here) for a custom domain: refused until the domain is the app's.
+        let dir = try tempDir(self, "certs")
+        let made = try sh("/usr/bin/openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", dir + "/key.pem", "-out", dir + "/cert.pem",
+                                               "-days", "30", "-subj", "/CN=www.shop.test", "-addext", "subjectAltName=DNS:www.shop.test"])
+        XCTAssertEqual(made.status, 0, made.stderr)
+        let early = try kbuild(["certs:add", "shop", dir + "/cert.pem", dir + "/key.pem"], dataDir: data)
+        XCTAssertNotEqual(early.status, 0)
+        XCTAssertTrue(early.stderr.contains("the certificate is for www.shop.test, none of shop's hosts"), early.stderr)
+        XCTAssertEqual(try kbuild(["domains:add", "shop", "www.shop.test"], dataDir: data).status, 0)
+        let added = try kbuild(["certs:add", "shop", dir + "/cert.pem", dir + "/key.pem"], dataDir: data)
+        XCTAssertEqual(added.status, 0, added.stderr)
+        XCTAssertTrue(added.stdout.contains("serves www.shop.test"), added.stdout)
+        try waitUntil("www.shop.test over HTTPS with its certificate", timeout: 10) {
+            let r = try https("www.shop.test", ["--cacert", dir + "/cert.pem", "--http1.1"])
+            return r.status == 0 && r.stdout.hasPrefix("hello from shop") && r.stdout.hasSuffix("\n1.1 200")
+        }
+        // The key never comes back: not in certs, not in --json.
+        let listed = try kbuild(["certs", "shop", "--json"], dataDir: data).stdout
+        let key = try String(contentsOfFile: dir + "/key.pem", encoding: .utf8)
+        XCTAssertFalse(listed.contains("PRIVATE KEY") || listed.contains(String(key.split(separator: "\n")[1])), "no key in certs output")
+        XCTAssertFalse(try kbuild(["releases", "shop"], dataDir: data).stdout.contains("PRIVATE KEY"))
+
+        // Bad certificates and keys, each refused with the reason.
+        let expired = try AppCertificate.selfSigned(names: ["www.shop.test"], from: Date() - 90 * 86400, until: Date() - 86400)
+        let later = try AppCertificate.selfSigned(names: ["www.shop.test"], from: Date() + 86400, until: Date() + 90 * 86400)
+        let other = try AppCertificate.selfSigned(names: ["www.shop.test"])
+        let cases: [(String, String, String)] = [
+            (expired.chain, expired.key, "the certificate expired on"),
+            (later.chain, later.key, "the certificate is not valid until"),
+            (other.chain, key, "the key does not match the certificate"),
+            ("not a certificate\n", key, "the file holds no PEM certificate"),
+            (other.chain, "not a key\n", "invalid key: not a PEM private key"),
+        ]
+        for (i, (chain, keyText, message)) in cases.enumerated() {
+            try writeFile(dir + "/bad\(i).pem", chain)
+            try writeFile(dir + "/badkey\(i).pem", keyText)
+            let r = try kbuild(["certs:add", "shop", dir + "/bad\(i).pem", dir + "/badkey\(i).pem"], dataDir: data)
+            XCTAssertNotEqual(r.status, 0, message)
+            XCTAssertTrue(r.stderr.contains(message), "\(message): \(r.stderr)")
+        }
+        XCTAssertTrue(try kbuild(["certs:add", "shop", dir + "/missing.pem", dir + "/key.pem"], dataDir: data).stderr.contains("cannot read the certificate file"))
+        // Another app may not serve shop's domain with its own certificate.
+        try writeFile(dir + "/other.pem", other.chain)
+        try writeFile(dir + "/otherkey.pem", other.key)
+        XCTAssertTrue(try kbuild(["certs:add", "other", dir + "/other.pem", dir + "/otherkey.pem"], dataDir: data).stderr.contains("none of other's hosts"))
+        XCTAssertEqual(try kbuild(["certs", "shop", "--json"], dataDir: data).stdout.components(separatedBy: "\"id\"").count - 1, 2, "two certificates, no more")
+
+        // HTTPS only: plain HTTP gets a 308 to the same URL on the HTTPS port.
+        XCTAssertTrue(try kbuild(["router:settings", "shop", "--redirect-https", "maybe"], dataDir: data).stderr.contains("--redirect-https must be on or off"))
+        XCTAssertTrue(try kbuild(["router:settings", "shop", "--redirect-https", "on"], dataDir: data).stdout.contains("redirect https   on"))
+        try waitUntil("plain HTTP redirected", timeout: 10) {
+            let r = routed(routerPort, host: "www.shop.test", path: "/index.html?x=1")
+            return r.status == 308 && r.headers["location"] == "https://www.shop.test:\(httpsPort)/index.html?x=1"
+        }
+        XCTAssertEqual(try https("www.shop.test", ["--cacert", dir + "/cert.pem"]).stdout.suffix(3), "200", "HTTPS itself is served")
+        XCTAssertEqual(try kbuild(["router:settings", "shop", "--redirect-https", "off"], dataDir: data).status, 0)
+        try waitUntil("plain HTTP served again", timeout: 10) { routed(routerPort, host: "www.shop.test").status == 200 }
+
+        // An unknown name is refused at the handshake; removing the certificate stops serving the domain.
+        XCTAssertEqual(try https("nosuch.test", ["-k"]).status, 35)
+        let id = try XCTUnwrap(try kbuild(["certs", "shop"], dataDir: data).stdout.split(separator: "\n").first { $0.contains("www.shop.test") }?
+            .split(separator: " ").first.map(String.init))
+        XCTAssertEqual(try kbuild(["certs:remove", "shop", id], dataDir: data).status, 0)
+        XCTAssertTrue(try kbuild(["certs:remove", "shop", id], dataDir: data).stderr.contains("shop has no certificate \(id)"))
+        try waitUntil("www.shop.test no longer served", timeout: 10) { try https("www.shop.test", ["-k"]).status == 35 }
     }
 }

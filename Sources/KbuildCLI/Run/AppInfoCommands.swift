@@ -133,7 +133,7 @@ struct LoginCommand: AsyncParsableCommand {
 struct RouterSettingsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "router:settings",
-        abstract: "Show or set how the router treats an app's requests: its request timeout and body limit.",
+        abstract: "Show or set how the router treats an app's requests: request timeout, body limit, redirect to HTTPS.",
         discussion: """
             Without options, shows the settings. The request timeout is how long the app may take to send its
             response head before the router answers 504 (Heroku's H12); the body limit is the largest request
@@ -144,12 +144,18 @@ struct RouterSettingsCommand: AsyncParsableCommand {
     @Argument(help: "The app.") var app: String
     @Option(help: ArgumentHelp("Seconds, 1 to 3600, or default.", valueName: "seconds")) var requestTimeout: String?
     @Option(help: ArgumentHelp("Bytes (e.g. 10M, 1G), 1K to 10G, or default.", valueName: "size")) var bodyLimit: String?
+    @Option(help: ArgumentHelp("on: plain HTTP requests get a 308 to the same URL over HTTPS; off (the default).", valueName: "on|off"))
+    var redirectHttps: String?
     @Flag(help: "Print JSON.") var json = false
 
     func run() async throws {
         let client = try global.client()
         var settings = try await client.routerSettings(app)
-        if requestTimeout != nil || bodyLimit != nil {
+        if requestTimeout != nil || bodyLimit != nil || redirectHttps != nil {
+            if let redirectHttps {
+                guard ["on", "off"].contains(redirectHttps) else { throw ValidationError("--redirect-https must be on or off, not \(redirectHttps)") }
+                settings.redirectHTTPS = redirectHttps == "on" ? true : nil
+            }
             if let requestTimeout {
                 if requestTimeout == "default" {
                     settings.requestTimeout = nil
@@ -174,5 +180,6 @@ struct RouterSettingsCommand: AsyncParsableCommand {
         if json { return try printJSON(settings) }
         say("request timeout  \(settings.requestTimeout.map { "\($0) s" } ?? "default (the router's, 30 s unless kbuild up --request-timeout)")")
         say("body limit       \(settings.bodyLimit.map { formatMemory(UInt64($0)) } ?? "default (100M)")")
+        say("redirect https   \(settings.redirectHTTPS == true ? "on (plain HTTP gets a 308 to HTTPS)" : "off")")
     }
 }

@@ -312,10 +312,13 @@ public struct RouterSettings: Codable, Sendable, Equatable {
     public var requestTimeout: Int?
     /// The largest request body in bytes (413 past it): 1 KiB to 10 GiB.
     public var bodyLimit: Int?
+    /// Plain HTTP requests are answered 308 to the same URL on the router's HTTPS port.
+    public var redirectHTTPS: Bool?
 
-    public init(requestTimeout: Int? = nil, bodyLimit: Int? = nil) {
+    public init(requestTimeout: Int? = nil, bodyLimit: Int? = nil, redirectHTTPS: Bool? = nil) {
         self.requestTimeout = requestTimeout
         self.bodyLimit = bodyLimit
+        self.redirectHTTPS = redirectHTTPS
     }
 
     public static let timeoutRange = 1...3600
