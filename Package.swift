@@ -148,7 +148,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "router-bench",
-            dependencies: ["Router", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"), .product(name: "Logging", package: "swift-log")],
+            dependencies: ["Router", "Cluster", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"), .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         // kbuild as parts that start (typed start functions), and `kbuild up` made of them.

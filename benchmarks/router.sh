@@ -1,26 +1,36 @@
 #!/usr/bin/env bash
-# Router throughput and tail latency against nginx proxying the same backend.
-# One backend (nginx serving a small static file), two proxies in front of it
-# (nginx with upstream keepalive, and kbuild's router-bench), and wrk run
-# against each in turn, 3 rounds each; prints req/s and p99 per round, the
-# medians and the ratios router/nginx.
-# Usage: bash benchmarks/router.sh [--rounds 3] [--duration 10s]
+# kbuild's router against nginx proxying the same backends, same run, medians of rounds that
+# alternate the two. The router is router-bench: the router as `kbuild up` runs it (request log
+# and metrics on, two event loops); nginx runs benchmarks/nginx/proxy.conf (two workers, upstream
+# keepalive, a buffered access log, the same certificate). The backend is nginx serving a small
+# file (benchmarks/nginx/backend.conf), and benchmarks/ws_echo.py for WebSockets.
+#
+# Rows:
+#   keepalive   wrk -c64, HTTP/1.1 keep-alive: req/s (target >= 1.0x nginx) and p99 (<= 1.2x)
+#   newconn     wrk -c64 with Connection: close, a new connection per request: the same targets
+#   tls         wrk -c64 over HTTPS (keep-alive): req/s (target >= 0.9x)
+#   websocket   1,000 idle WebSockets plus 100 echoing 10 messages a second (benchmarks/ws_load.py):
+#               resident memory per connection and p99 echo latency
+# Usage: bash benchmarks/router.sh [--rounds 3] [--duration 10s] [--ws-seconds 20]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=3
 duration=10s
+ws_seconds=20
 while [ $# -gt 0 ]; do
     case "$1" in
     --rounds) rounds=$2; shift 2 ;;
     --duration) duration=$2; shift 2 ;;
-    *) echo "usage: $0 [--rounds N] [--duration 10s]" >&2; exit 2 ;;
+    --ws-seconds) ws_seconds=$2; shift 2 ;;
+    *) echo "usage: $0 [--rounds N] [--duration 10s] [--ws-seconds 20]" >&2; exit 2 ;;
     esac
 done
 
-if ! command -v wrk >/dev/null || ! command -v nginx >/dev/null; then
-    apt-get install -y wrk nginx-light >/dev/null || apt-get install -y wrk nginx >/dev/null
+if ! command -v wrk >/dev/null || ! command -v nginx >/dev/null || ! command -v openssl >/dev/null; then
+    apt-get install -y wrk nginx-light openssl >/dev/null
 fi
 swift build -c release --product router-bench >/dev/null
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 work=$(mktemp -d /tmp/router-bench-XXXX)
 chmod 755 "$work"
@@ -34,84 +44,51 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 backend_port=$(free_port)
+ws_backend_port=$(free_port)
 nginx_port=$(free_port)
+nginx_tls_port=$(free_port)
 router_port=$(free_port)
+router_tls_port=$(free_port)
 
-mkdir -p "$work/www" "$work/backend" "$work/proxy"
+mkdir -p "$work/www" "$work/backend" "$work/proxy" "$work/routerlog"
 printf 'hello from the benchmark backend\n' >"$work/www/index.html"
-
-common="daemon off; master_process on; error_log stderr warn;"
-cat >"$work/backend/nginx.conf" <<CONF
-$common
-worker_processes 1;
-pid $work/backend/nginx.pid;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $work/backend/body;
-    proxy_temp_path $work/backend/proxy;
-    fastcgi_temp_path $work/backend/fastcgi;
-    uwsgi_temp_path $work/backend/uwsgi;
-    scgi_temp_path $work/backend/scgi;
-    keepalive_requests 1000000;
-    server {
-        listen 127.0.0.1:$backend_port;
-        root $work/www;
-    }
-}
-CONF
-cat >"$work/proxy/nginx.conf" <<CONF
-$common
-worker_processes 2;
-pid $work/proxy/nginx.pid;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $work/proxy/body;
-    proxy_temp_path $work/proxy/proxy;
-    fastcgi_temp_path $work/proxy/fastcgi;
-    uwsgi_temp_path $work/proxy/uwsgi;
-    scgi_temp_path $work/proxy/scgi;
-    keepalive_requests 1000000;
-    upstream backend {
-        server 127.0.0.1:$backend_port;
-        keepalive 64;
-    }
-    server {
-        listen 127.0.0.1:$nginx_port;
-        location / {
-            proxy_pass http://backend;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host \$host;
-        }
-    }
-}
-CONF
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$work/key.pem" -out "$work/cert.pem" \
+    -days 2 -subj /CN=bench.localhost -addext "subjectAltName=DNS:bench.localhost,DNS:localhost" 2>/dev/null
+for conf in backend proxy; do
+    sed -e "s|@WORK@|$work|g" -e "s|@BACKEND_PORT@|$backend_port|g" -e "s|@WS_BACKEND_PORT@|$ws_backend_port|g" \
+        -e "s|@PORT@|$nginx_port|g" -e "s|@TLS_PORT@|$nginx_tls_port|g" "benchmarks/nginx/$conf.conf" >"$work/$conf/nginx.conf"
+done
 
 nginx -c "$work/backend/nginx.conf" -p "$work/backend" 2>"$work/backend.err" &
 pids+=($!)
+python3 benchmarks/ws_echo.py "$ws_backend_port" 2>"$work/ws.err" &
+pids+=($!)
 nginx -c "$work/proxy/nginx.conf" -p "$work/proxy" 2>"$work/proxy.err" &
-pids+=($!)
-.build/release/router-bench "$router_port" "$backend_port" 2>"$work/router.err" &
-pids+=($!)
+nginx_pid=$!
+pids+=($nginx_pid)
+ROUTER_LOG_DIR="$work/routerlog" .build/release/router-bench "$router_port" "$backend_port" --ws-backend "$ws_backend_port" \
+    --https "$router_tls_port" "$work/cert.pem" "$work/key.pem" 2>"$work/router.err" &
+router_pid=$!
+pids+=($router_pid)
 
 wait_for() {
     for _ in $(seq 100); do
-        if curl -fsS -o /dev/null -H 'Host: bench.localhost' "http://127.0.0.1:$1/index.html" 2>/dev/null; then return 0; fi
+        if curl -fsSk -o /dev/null -H 'Host: bench.localhost' "$1/index.html" 2>/dev/null; then return 0; fi
         sleep 0.1
     done
-    echo "nothing answers on port $1" >&2
+    echo "nothing answers at $1" >&2
     cat "$work"/*.err >&2
     exit 1
 }
-wait_for "$backend_port"
-wait_for "$nginx_port"
-wait_for "$router_port"
+wait_for "http://127.0.0.1:$backend_port"
+wait_for "http://127.0.0.1:$nginx_port"
+wait_for "https://localhost:$nginx_tls_port"
+wait_for "http://127.0.0.1:$router_port"
+wait_for "https://localhost:$router_tls_port"
 
 # wrk prints "Requests/sec: N" and, with --latency, "99% 1.23ms"; p99 in ms.
 run_wrk() {
-    wrk -t2 -c64 -d"$duration" --latency -H 'Host: bench.localhost' "http://127.0.0.1:$1/index.html" >"$work/wrk.out"
+    wrk -t2 -c64 -d"$duration" --latency -H 'Host: bench.localhost' "$@" >"$work/wrk.out"
     if grep -qE 'Socket errors|Non-2xx' "$work/wrk.out"; then grep -E 'Socket errors|Non-2xx' "$work/wrk.out" >&2; fi
     awk '
         /^Requests\/sec:/ { rps = $2 }
@@ -124,30 +101,61 @@ run_wrk() {
         END { printf "%.0f %.3f\n", rps, p99 }' "$work/wrk.out"
 }
 
+# The proxy's processes: nginx's master and workers; the router's one.
+proxy_pids() {
+    if [ "$1" = nginx ]; then echo "$nginx_pid $(pgrep -P "$nginx_pid" | tr '\n' ' ')"; else echo "$router_pid"; fi
+}
+
 median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
-wrk -t2 -c64 -d2s -H 'Host: bench.localhost' "http://127.0.0.1:$nginx_port/index.html" >/dev/null
-wrk -t2 -c64 -d2s -H 'Host: bench.localhost' "http://127.0.0.1:$router_port/index.html" >/dev/null
+# One measurement of ROW for PROXY: two numbers.
+measure() {
+    local row=$1 proxy=$2 port tls
+    port=$nginx_port tls=$nginx_tls_port
+    [ "$proxy" = router ] && port=$router_port tls=$router_tls_port
+    case "$row" in
+    keepalive) run_wrk "http://127.0.0.1:$port/index.html" ;;
+    newconn) run_wrk -H 'Connection: close' "http://127.0.0.1:$port/index.html" ;;
+    tls) run_wrk "https://localhost:$tls/index.html" ;;
+    websocket)
+        # shellcheck disable=SC2046
+        read -r per_connection p99 echoes failures < <(python3 benchmarks/ws_load.py "$port" ws.localhost 1000 100 10 "$ws_seconds" $(proxy_pids "$proxy"))
+        [ "$failures" = 0 ] || echo "$proxy: $failures WebSockets failed ($echoes echoes)" >&2
+        echo "$per_connection $p99"
+        ;;
+    esac
+}
 
-: >"$work/nginx.results"
-: >"$work/router.results"
-printf '%-7s %-6s %12s %10s\n' round proxy req/s p99_ms
-for round in $(seq "$rounds"); do
-    for proxy in nginx router; do
-        port=$nginx_port
-        [ "$proxy" = router ] && port=$router_port
-        read -r rps p99 < <(run_wrk "$port")
-        echo "$rps $p99" >>"$work/$proxy.results"
-        printf '%-7s %-6s %12s %10s\n' "$round" "$proxy" "$rps" "$p99"
+# Warm both up.
+for port in "$nginx_port" "$router_port"; do
+    wrk -t2 -c64 -d2s -H 'Host: bench.localhost' "http://127.0.0.1:$port/index.html" >/dev/null
+done
+
+printf '%-10s %-6s %-6s %14s %10s\n' row round proxy 'req/s|B/conn' p99_ms
+for row in keepalive newconn tls websocket; do
+    : >"$work/$row.nginx"
+    : >"$work/$row.router"
+    for round in $(seq "$rounds"); do
+        for proxy in nginx router; do
+            read -r value p99 < <(measure "$row" "$proxy")
+            echo "$value $p99" >>"$work/$row.$proxy"
+            printf '%-10s %-6s %-6s %14s %10s\n' "$row" "$round" "$proxy" "$value" "$p99"
+        done
     done
 done
 
-nginx_rps=$(cut -d' ' -f1 "$work/nginx.results" | median)
-nginx_p99=$(cut -d' ' -f2 "$work/nginx.results" | median)
-router_rps=$(cut -d' ' -f1 "$work/router.results" | median)
-router_p99=$(cut -d' ' -f2 "$work/router.results" | median)
 echo
-printf 'median nginx:  %s req/s, p99 %s ms\n' "$nginx_rps" "$nginx_p99"
-printf 'median router: %s req/s, p99 %s ms\n' "$router_rps" "$router_p99"
-awk -v r="$router_rps" -v n="$nginx_rps" 'BEGIN { printf "router/nginx req/s: %.2f (target >= 1.00)\n", r / n }'
-awk -v r="$router_p99" -v n="$nginx_p99" 'BEGIN { printf "router/nginx p99:   %.2f (target <= 1.20)\n", r / n }'
+printf '%-10s %14s %14s %8s %10s %10s %8s  %s\n' row nginx router ratio nginx_p99 router_p99 ratio target
+for row in keepalive newconn tls websocket; do
+    n=$(cut -d' ' -f1 "$work/$row.nginx" | median)
+    r=$(cut -d' ' -f1 "$work/$row.router" | median)
+    np=$(cut -d' ' -f2 "$work/$row.nginx" | median)
+    rp=$(cut -d' ' -f2 "$work/$row.router" | median)
+    case "$row" in
+    keepalive | newconn) target="req/s >= 1.00, p99 <= 1.20" ;;
+    tls) target="req/s >= 0.90" ;;
+    websocket) target="bytes/connection and p99 echo ms (lower is better)" ;;
+    esac
+    awk -v row="$row" -v n="$n" -v r="$r" -v np="$np" -v rp="$rp" -v t="$target" \
+        'BEGIN { printf "%-10s %14.0f %14.0f %8.2f %10.3f %10.3f %8.2f  %s\n", row, n, r, r / n, np, rp, rp / np, t }'
+done

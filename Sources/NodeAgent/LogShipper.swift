@@ -1,5 +1,5 @@
 import KbuildCore
-import KbuildState
+public import KbuildState
 import Foundation
 
 /// Sends what the node's processes write to their log files to the control
@@ -7,14 +7,22 @@ import Foundation
 /// second, each file's new bytes (1 MiB per call at most). A file that
 /// shrank (its cap dropped its head) is sent again whole. When the control
 /// plane cannot be reached, the bytes wait in the file and go when it can.
-struct LogShipper {
+public struct LogShipper: Sendable {
     let node: String
     let directory: String
     let sink: any LogSink
     let log: @Sendable (String) -> Void
     static let chunk = 1 << 20
 
-    func run() async {
+    /// `node`: the name the copies are kept under (a router ships as `router-HOST`).
+    public init(node: String, directory: String, sink: any LogSink, log: @escaping @Sendable (String) -> Void) {
+        self.node = node
+        self.directory = directory
+        self.sink = sink
+        self.log = log
+    }
+
+    public func run() async {
         var shipped: [String: UInt64] = [:]
         var refused: Set<String> = []
         var lastError: String?

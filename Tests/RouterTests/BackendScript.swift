@@ -103,6 +103,20 @@ class Handler(BaseHTTPRequestHandler):
         count, digest = self.read_body()
         url = urlparse(self.path)
         query = parse_qs(url.query)
+        if url.path == "/status":
+            # A bodiless status (204, 304): a length header that must not be taken as a body.
+            self.send_response(int(query["code"][0]))
+            self.send_header("ETag", '"v1"')
+            self.end_headers()
+            return
+        if url.path == "/close":
+            # A body delimited by the close of the connection (no length, not chunked).
+            self.send_response(200)
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(b"until the end " * 1000)
+            self.close_connection = True
+            return
         if url.path == "/big":
             size = int(query["n"][0])
             self.send_response(200)
@@ -137,6 +151,13 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     do_GET = do_POST = do_PUT = do_DELETE = answer
+
+    def do_HEAD(self):
+        body = json.dumps({"backend": name}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
 
 
 server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

@@ -71,6 +71,42 @@ final class LimitsAndUpgradeTests: XCTestCase {
         XCTAssertFalse(served.contains { $0.uri.contains("smuggled") })
     }
 
+    /// Response framings the router must pass on exactly, on one keep-alive connection to the client:
+    /// HEAD (a length, no body), 204 and 304 (no body), a 100 Continue before the answer, a chunked
+    /// body, a body delimited by the backend's close (the client's connection stays open, the body gets a
+    /// length of its own framing), and the next request after each.
+    func testResponseFramings() async throws {
+        let web = try backend("shop")
+        let (_, port) = try await startRouter(["shop": [web.endpoint]])
+        try await blocking {
+            let connection = try TestConnection(port: port)
+            let head = try connection.request("HEAD", "/", host: "shop.localhost")
+            XCTAssertEqual(head.status, 200)
+            XCTAssertNotNil(head.headers["content-length"])
+            XCTAssertTrue(head.body.isEmpty)
+            for code in [204, 304] {
+                let answer = try connection.request("GET", "/status?code=\(code)", host: "shop.localhost")
+                XCTAssertEqual(answer.status, code)
+                XCTAssertTrue(answer.body.isEmpty)
+                XCTAssertEqual(answer.headers["etag"], "\"v1\"")
+            }
+            try connection.send("POST /upload HTTP/1.1\r\nHost: shop.localhost\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
+            XCTAssertEqual(try connection.readHead().status, 100)
+            try connection.send("hello")
+            let posted = try connection.readResponse(method: "POST")
+            XCTAssertEqual(posted.status, 200)
+            XCTAssertEqual(try posted.json()["bodyBytes"] as? Int, 5)
+            let chunked = try connection.request("GET", "/chunked", host: "shop.localhost")
+            XCTAssertEqual(chunked.headers["transfer-encoding"], "chunked")
+            XCTAssertEqual(try chunked.json()["path"] as? String, "/chunked")
+            let closeDelimited = try connection.request("GET", "/close", host: "shop.localhost")
+            XCTAssertEqual(closeDelimited.status, 200)
+            XCTAssertEqual(closeDelimited.body.count, 14_000)
+            let after = try connection.request("GET", "/after", host: "shop.localhost")
+            XCTAssertEqual(try after.json()["path"] as? String, "/after", "the client's connection outlives the backend's")
+        }
+    }
+
     /// Host headers with a port, in capitals, with a trailing dot reach the app; an IPv6 literal or no
     /// Host is a 400 or 404 page, never a backend.
     func testHostVariants() async throws {

@@ -6,6 +6,8 @@ import KbuildCore
 import KbuildSystem
 import Keg
 import Logging
+import NodeAgent
+import ServiceLifecycle
 import Router
 
 /// `kbuild router --join URL`: the router on a machine of its own, in front of
@@ -64,6 +66,25 @@ struct RouterCommand: AsyncParsableCommand {
         ) { [host] bound in
             say("router    http://\(host):\(bound)/ (by Host header), routes from \(join)")
         }
+        // The apps' router lines go to the control plane, where `kbuild logs APP` reads them.
+        system.addSupervised("router log shipper", RouterLogShipping(shipper: LogShipper(
+            node: Self.shippingName(ProcessInfo.processInfo.hostName), directory: dataDir.routerLogs.path, sink: client, log: { say($0) })))
         try await system.run()
+    }
+
+    /// `router-HOST` as a node name (a DNS label): what the control plane keeps this router's log copies under.
+    static func shippingName(_ host: String) -> String {
+        let label = String(host.lowercased().map { ("a"..."z").contains($0) || ("0"..."9").contains($0) ? $0 : "-" })
+        var name = String(("router-" + label).prefix(63))
+        while name.hasSuffix("-") { name.removeLast() }
+        return name
+    }
+}
+
+/// The router's log shipper as a service of its own.
+struct RouterLogShipping: Service {
+    let shipper: LogShipper
+    func run() async throws {
+        await cancelWhenGracefulShutdown { await shipper.run() }
     }
 }
