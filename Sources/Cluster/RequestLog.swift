@@ -80,15 +80,40 @@ public final class RequestLog: Service, Sendable {
             return (pending.entries, pending.dropped)
         }
         guard !entries.isEmpty || !dropped.isEmpty else { return }
+        // Bytes appended directly (no String per line): this runs beside the event loops, on the same cores.
         var trace: [UInt8] = []
+        trace.reserveCapacity(entries.count * 120)
         var byApp: [String: [UInt8]] = [:]
+        var stamp = Stamp()
         for (time, served) in entries {
             guard let app = served.app else { continue }
-            byApp[app, default: []] += Array((LogLine.format(time, tag: "o", served.logLine) + "\n").utf8)
+            let (seconds, micros) = Stamp.split(time)
+            var line = byApp.removeValue(forKey: app) ?? []
+            stamp.appendLogPrefix(seconds: seconds, micros: micros, to: &line)
+            served.appendLogLine(to: &line)
+            line.append(UInt8(ascii: "\n"))
+            byApp[app] = line
             guard let endpoint = served.endpoint else { continue }
-            let path = served.path.utf8.count > 200 ? String(served.path.prefix(200)) : served.path
-            let client = served.requestID == served.traceID ? "-" : served.requestID
-            trace += Array("\(served.traceID) \(time.timeIntervalSince1970) \(app) \(endpoint.process) \(served.status) \(served.method) \(client) \(path.replacingOccurrences(of: " ", with: "%20"))\n".utf8)
+            trace += served.traceID.utf8
+            trace.append(UInt8(ascii: " "))
+            ServedRequest.appendDecimal(seconds, to: &trace)
+            trace.append(UInt8(ascii: "."))
+            Stamp.appendPadded(micros, to: &trace)
+            trace.append(UInt8(ascii: " "))
+            trace += app.utf8
+            trace.append(UInt8(ascii: " "))
+            trace += endpoint.process.utf8
+            trace.append(UInt8(ascii: " "))
+            ServedRequest.appendDecimal(served.status, to: &trace)
+            trace.append(UInt8(ascii: " "))
+            trace += served.method.utf8
+            trace.append(UInt8(ascii: " "))
+            trace += (served.requestID == served.traceID ? "-" : served.requestID).utf8
+            trace.append(UInt8(ascii: " "))
+            for byte in served.path.utf8.prefix(200) {
+                if byte == UInt8(ascii: " ") { trace += "%20".utf8 } else { trace.append(byte) }
+            }
+            trace.append(UInt8(ascii: "\n"))
         }
         for (app, count) in dropped {
             let line = #"at=error code=L10 desc="Router log buffer full" dropped=\#(count)"#
@@ -104,6 +129,44 @@ public final class RequestLog: Service, Sendable {
             let file = appLogDirectory + "/" + app + ".router.log"
             Self.append(bytes, to: file)
             Self.holdUnder(RequestLog.appLogLimit, file)
+        }
+    }
+
+    /// A log line's time as `LogLine` writes it, its date and second made once per second.
+    struct Stamp {
+        var second = Int.min
+        var prefix: [UInt8] = []
+
+        static func split(_ time: Date) -> (seconds: Int, micros: Int) {
+            let t = time.timeIntervalSince1970
+            var seconds = Int(t.rounded(.down))
+            var micros = Int(((t - Double(seconds)) * 1_000_000).rounded())
+            if micros == 1_000_000 {
+                seconds += 1
+                micros = 0
+            }
+            return (seconds, micros)
+        }
+
+        /// `2026-12-07T15:48:02.123456Z o `.
+        mutating func appendLogPrefix(seconds: Int, micros: Int, to out: inout [UInt8]) {
+            if seconds != second {
+                second = seconds
+                // "YYYY-MM-DDTHH:MM:SS." of LogLine's own format.
+                prefix = Array(LogLine.format(Date(timeIntervalSince1970: Double(seconds)), tag: "o", "").utf8.prefix(20))
+            }
+            out += prefix
+            Self.appendPadded(micros, to: &out)
+            out += "Z o ".utf8
+        }
+
+        /// Six digits.
+        static func appendPadded(_ micros: Int, to out: inout [UInt8]) {
+            var divisor = 100_000
+            while divisor > 0 {
+                out.append(UInt8(ascii: "0") + UInt8(micros / divisor % 10))
+                divisor /= 10
+            }
         }
     }
 

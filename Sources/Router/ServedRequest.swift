@@ -62,44 +62,100 @@ public struct ServedRequest: Sendable {
     /// connect=1ms service=5ms status=200 bytes=123 protocol=http`, with `at=error code=H12 desc="…"` first
     /// when the router answered itself. Quotes and control characters in values are escaped.
     public var logLine: String {
-        var out = ""
-        out.reserveCapacity(200 + uri.utf8.count)
-        if let error {
-            out += "at=error code=\(error.code) desc=\"\(error.description)\" "
-        } else {
-            out += "at=info "
-        }
-        out += "method=\(Self.token(method)) path=\"\(Self.quoted(path, limit: 2048))\" host=\(Self.token(host)) "
-        out += "request_id=\(Self.token(requestID)) fwd=\"\(Self.quoted(client, limit: 64))\" dyno=\(dyno ?? "none") "
-        out += "connect=\(Self.milliseconds(connect)) service=\(Self.milliseconds(service)) status=\(status) bytes=\(bytes) protocol=\(scheme)"
-        return out
+        var out: [UInt8] = []
+        appendLogLine(to: &out)
+        return String(decoding: out, as: UTF8.self)
     }
 
-    static func milliseconds(_ duration: Duration?) -> String {
-        guard let duration else { return "0ms" }
-        let (seconds, attoseconds) = duration.components
-        return "\(seconds * 1000 + attoseconds / 1_000_000_000_000_000)ms"
+    /// `logLine`, appended as bytes (the request log writes thousands a second: no String is made).
+    public func appendLogLine(to out: inout [UInt8]) {
+        if let error {
+            out += "at=error code=".utf8
+            out += error.code.utf8
+            out += " desc=\"".utf8
+            out += error.description.utf8
+            out += "\" ".utf8
+        } else {
+            out += "at=info ".utf8
+        }
+        out += "method=".utf8
+        Self.appendToken(method, to: &out)
+        out += " path=\"".utf8
+        Self.appendQuoted(path, limit: 2048, to: &out)
+        out += "\" host=".utf8
+        Self.appendToken(host, to: &out)
+        out += " request_id=".utf8
+        Self.appendToken(requestID, to: &out)
+        out += " fwd=\"".utf8
+        Self.appendQuoted(client, limit: 64, to: &out)
+        out += "\" dyno=".utf8
+        out += (dyno ?? "none").utf8
+        out += " connect=".utf8
+        Self.appendMilliseconds(connect, to: &out)
+        out += " service=".utf8
+        Self.appendMilliseconds(service, to: &out)
+        out += " status=".utf8
+        Self.appendDecimal(status, to: &out)
+        out += " bytes=".utf8
+        Self.appendDecimal(bytes, to: &out)
+        out += " protocol=".utf8
+        out += scheme.utf8
+    }
+
+    static func appendMilliseconds(_ duration: Duration?, to out: inout [UInt8]) {
+        if let duration {
+            let (seconds, attoseconds) = duration.components
+            appendDecimal(Int(seconds * 1000 + attoseconds / 1_000_000_000_000_000), to: &out)
+        } else {
+            out.append(UInt8(ascii: "0"))
+        }
+        out += "ms".utf8
+    }
+
+    /// A whole number in decimal, without making a String.
+    public static func appendDecimal(_ value: Int, to out: inout [UInt8]) {
+        guard value != 0 else { return out.append(UInt8(ascii: "0")) }
+        if value < 0 { out.append(UInt8(ascii: "-")) }
+        var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
+                     UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        var count = 0
+        var rest = value.magnitude
+        withUnsafeMutableBytes(of: &digits) { buffer in
+            while rest > 0 {
+                buffer[count] = UInt8(ascii: "0") + UInt8(rest % 10)
+                rest /= 10
+                count += 1
+            }
+            for index in stride(from: count - 1, through: 0, by: -1) { out.append(buffer[index]) }
+        }
     }
 
     /// A value without spaces, quotes or control characters (else `-`): the request id is checked already,
     /// the method and host come from the decoder, so this guards against what slipped past.
-    static func token(_ value: String) -> String {
-        guard !value.isEmpty, value.utf8.count <= 256,
-              value.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7f && $0 != UInt8(ascii: "\"") }) else { return "-" }
-        return value
+    static func appendToken(_ value: String, to out: inout [UInt8]) {
+        let utf8 = value.utf8
+        guard !utf8.isEmpty, utf8.count <= 256, utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7f && $0 != UInt8(ascii: "\"") }) else {
+            return out.append(UInt8(ascii: "-"))
+        }
+        out += utf8
     }
 
-    static func quoted(_ value: String, limit: Int) -> String {
-        var out = ""
+    static func appendQuoted(_ value: String, limit: Int, to out: inout [UInt8]) {
+        // The common case, printable ASCII without quotes or backslashes, is copied as it is.
+        if value.utf8.count <= limit, value.utf8.allSatisfy({ $0 >= 0x20 && $0 < 0x7f && $0 != UInt8(ascii: "\"") && $0 != UInt8(ascii: "\\") }) {
+            out += value.utf8
+            return
+        }
         for scalar in value.unicodeScalars.prefix(limit) {
             switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case _ where scalar.value < 0x20 || scalar.value == 0x7f: out += "\\x" + String(scalar.value, radix: 16)
-            default: out.unicodeScalars.append(scalar)
+            case "\"": out += "\\\"".utf8
+            case "\\": out += "\\\\".utf8
+            case _ where scalar.value < 0x20 || scalar.value == 0x7f:
+                out += "\\x".utf8
+                out += String(scalar.value, radix: 16).utf8
+            default: out += String(scalar).utf8
             }
         }
-        return out
     }
 }
 
