@@ -25,9 +25,11 @@ public final class RequestLog: Service, Sendable {
     public let directory: String
     private let pending = Mutex<Pending>(Pending())
     private let metrics: RouterMetrics?
+    /// The apps the router serves now (nil until the first table): others' router logs are removed.
+    private let kept = Mutex<Set<String>?>(nil)
     static let limit: UInt64 = 64 << 20
     static let appLogLimit: UInt64 = 16 << 20
-    /// Requests held between two writes at most (about 20 MB).
+    /// Requests held between two writes at most: about 20 MB usually, 150 MB at worst (2 KiB targets).
     static let maxPending = 50_000
 
     struct Pending {
@@ -45,10 +47,19 @@ public final class RequestLog: Service, Sendable {
     /// Where the apps' router lines are: one of the directories `kbuild logs` reads.
     public var appLogDirectory: String { directory + "/logs" }
 
+    /// The apps the router serves now: the router log files of any other go at the next write.
+    public func keep(_ apps: Set<String>) {
+        kept.withLock { $0 = apps }
+    }
+
     /// Called by the router when a response ends (any thread; cheap).
     public func record(_ served: ServedRequest) {
         guard let app = served.app else { return }
         let now = Date()
+        var served = served
+        // What a line shows of them, so the buffer's bound holds whatever heads clients send (32 KiB at most).
+        if served.uri.utf8.count > 2048 { served.uri = String(decoding: served.uri.utf8.prefix(2048), as: UTF8.self) }
+        if served.host.utf8.count > 256 { served.host = String(decoding: served.host.utf8.prefix(256), as: UTF8.self) }
         pending.withLock { pending in
             if pending.entries.count < RequestLog.maxPending {
                 pending.entries.append((now, served))
@@ -79,6 +90,7 @@ public final class RequestLog: Service, Sendable {
             }
             return (pending.entries, pending.dropped)
         }
+        removeOthers()
         guard !entries.isEmpty || !dropped.isEmpty else { return }
         // Bytes appended directly (no String per line): this runs beside the event loops, on the same cores.
         var trace: [UInt8] = []
@@ -167,6 +179,17 @@ public final class RequestLog: Service, Sendable {
                 out.append(UInt8(ascii: "0") + UInt8(micros / divisor % 10))
                 divisor /= 10
             }
+        }
+    }
+
+    /// Removes the router logs of apps the router no longer serves (a destroyed app's).
+    func removeOthers() {
+        guard let apps = kept.withLock({ state -> Set<String>? in
+            defer { state = nil }
+            return state
+        }) else { return }
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: appLogDirectory)) ?? [] where name.hasSuffix(".router.log") {
+            if !apps.contains(String(name.dropLast(".router.log".count))) { unlink(appLogDirectory + "/" + name) }
         }
     }
 

@@ -182,6 +182,12 @@ public struct KbuildSystem {
                                      requestLog: RequestLog? = nil, metrics: RouterMetrics? = nil, https: HTTPSListener? = nil,
                                      onBound: @escaping @Sendable (Int) -> Void = { _ in }) -> RouteTable {
         let table = RouteTable()
+        // An app that leaves the table (destroyed) leaves the metrics and the router's log files: a new app
+        // of the same name must not read its predecessor's requests.
+        table.observeApps { apps in
+            metrics?.keep(apps)
+            requestLog?.keep(apps)
+        }
         addSupervised("route feed", RouteFeed(records: records ?? keg, refs: refs, table: table, saveTo: saveTo))
         if let requestLog { addSupervised("request log", requestLog) }
         addSupervised("router", RouterService(host: host, port: port, table: table, logger: logger, configuration: configuration, https: https,

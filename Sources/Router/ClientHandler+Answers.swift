@@ -67,6 +67,11 @@ extension ClientHandler {
                 }
                 self.discardsInput = true
                 context.close(mode: .output).assumeIsolated().whenFailure { _ in context.close(promise: nil) }
+                // Reads may have been held back (backpressure, connecting): the rest must be read to be dropped.
+                if self.readPending {
+                    self.readPending = false
+                    context.read()
+                }
                 context.eventLoop.assumeIsolated().scheduleTask(in: Self.lingeringTime) { context.close(promise: nil) }
             }
         }
@@ -110,6 +115,14 @@ extension ClientHandler {
                 if now - headStartedAt > configuration.headerReadTimeout { closeQuietly() }
             } else if now - idleSince > configuration.clientIdleTimeout {
                 closeQuietly()
+            }
+        case .awaitingResponse where !requestForwarded:
+            // The body is still coming: the app's timeout starts at its end; a body that stops arriving is
+            // the client's doing (408, Heroku's H28).
+            if now - lastBodyAt > configuration.headerReadTimeout {
+                exchangeError = .clientTimeout
+                clientKeepAlive = false
+                fail(.clientTimeout(seconds: Int(configuration.headerReadTimeout.nanoseconds / 1_000_000_000)))
             }
         case .awaitingResponse:
             if now - requestSentAt > requestTimeout {

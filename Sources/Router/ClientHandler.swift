@@ -60,6 +60,10 @@ final class ClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// Response body bytes written to the client.
     var sentBytes = 0
     var receivedBodyBytes = 0
+    /// Whether the head sent to the backend frames a body (a length, or chunked).
+    var bodyFramed = true
+    /// When the client last sent body bytes (a body that stops arriving times out: 408, H28).
+    var lastBodyAt = NIODeadline.now()
     /// The app's limits for the current request.
     var requestTimeout = TimeAmount.seconds(30)
     var bodyLimit = Int.max
@@ -173,6 +177,12 @@ final class ClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
         switch phase {
         case .idle, .answering:
             break
+        case .connecting where requestEnded, .awaitingResponse where requestEnded, .streamingResponse where requestEnded:
+            // The request under way is whole; what follows it is not HTTP: its response finishes, then the
+            // connection closes (nothing more of it is read).
+            clientKeepAlive = false
+            discardsInput = true
+            return
         case .connecting, .awaitingResponse:
             // A body that turned out malformed (a bad chunk size): the backend got only its good part,
             // and the exchange ends with 400 instead of waiting for the rest.
@@ -419,6 +429,14 @@ final class ClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
             headers.add(name: "connection", value: "upgrade")
             headers.add(name: "upgrade", value: upgrade)
         }
+        // A body goes to a backend only with its framing. HTTP/1's decoder yields a body only for a request
+        // that has one; an HTTP/2 stream may carry DATA with neither (its length is the stream's end): such a
+        // request with a body gets chunked, and a body on one without framing is refused (`receiveBodyPart`).
+        bodyFramed = headers.contains(name: "content-length") || headers.contains(name: "transfer-encoding")
+        if !bodyFramed, requestVersion.major == 2, [.POST, .PUT, .PATCH].contains(head.method) {
+            headers.add(name: "transfer-encoding", value: "chunked")
+            bodyFramed = true
+        }
         backendHead = HTTPRequestHead(version: .http1_1, method: head.method, uri: head.uri, headers: headers)
 
         if request.expectsContinue {
@@ -444,6 +462,11 @@ final class ClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func receiveBodyPart(_ part: HTTPServerRequestPart, bytes: Int) {
         receivedBodyBytes += bytes
+        if bytes > 0 { lastBodyAt = .now() }
+        if bytes > 0, !bodyFramed, let app {
+            bodyWithoutFraming(app: app)
+            return
+        }
         if receivedBodyBytes > bodyLimit, let app {
             bodyOverLimit(app: app)
             return
@@ -465,6 +488,27 @@ final class ClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
                     replay.append(part)
                 }
             }
+        case .idle, .answering, .closing:
+            break
+        }
+    }
+
+    /// Body bytes on a request whose head said it had none (an HTTP/2 GET with DATA): never forwarded, since
+    /// the backend would read them as a next request. 400, and the backend connection is not reused.
+    func bodyWithoutFraming(app: String) {
+        clientKeepAlive = false
+        bodyFramed = true  // answered once
+        switch phase {
+        case .connecting, .awaitingResponse:
+            fail(.badRequest("A request body needs a Content-Length or chunked framing."))
+        case .streamingResponse:
+            exchangeError = .refused
+            if let backend {
+                self.backend = nil
+                pool.release(backend, reusable: false, snapshot: snapshot)
+            }
+            shared.onServed(endExchange(status: status, closing: true))
+            context?.close(promise: nil)
         case .idle, .answering, .closing:
             break
         }
@@ -498,6 +542,8 @@ final class ClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case .end(let trailers):
             backend.write(.end(trailers))
             requestForwarded = true
+            // The app's request timeout runs from the end of the request (Heroku's H12), not its head.
+            requestSentAt = .now()
         }
     }
 }

@@ -20,6 +20,8 @@ enum ErrorPage {
     case tooManyConnections(limit: Int)
     /// The app takes HTTPS only: the same URL there.
     case redirect(location: String)
+    /// The request body stopped arriving.
+    case clientTimeout(seconds: Int)
 
     var status: HTTPResponseStatus {
         switch self {
@@ -32,6 +34,7 @@ enum ErrorPage {
         case .bodyTooLarge: .payloadTooLarge
         case .tooManyConnections: .tooManyRequests
         case .redirect: .permanentRedirect
+        case .clientTimeout: .requestTimeout
         }
     }
 
@@ -40,6 +43,7 @@ enum ErrorPage {
         switch self {
         case .badHost, .unknownApp, .redirect: nil
         case .badRequest, .headersTooLarge, .bodyTooLarge, .tooManyConnections: .refused
+        case .clientTimeout: .clientTimeout
         case .noHealthyProcess: .noWebProcesses
         case .crashed: .appCrashed
         case .badGateway: .connectionRefused
@@ -71,6 +75,8 @@ enum ErrorPage {
             "Your address holds \(limit) open connections, as many as the router allows one address."
         case .redirect(let location):
             "This app is served over HTTPS: \(location)"
+        case .clientTimeout(let seconds):
+            "The request body stopped arriving for \(seconds) s."
         }
     }
 

@@ -48,7 +48,7 @@ enum ForwardedHeaders {
                 result.headers.add(name: name, value: value)
             }
         }
-        for token in connectionTokens { result.headers.remove(name: String(token)) }
+        for token in connectionTokens where !isFraming(token) { result.headers.remove(name: String(token)) }
         if connectionUpgrade, let upgrade, !upgrade.isEmpty { result.upgrade = upgrade }
         return result
     }
@@ -76,11 +76,17 @@ enum ForwardedHeaders {
             }
         }
         for name in removals { result.remove(name: name) }
-        for token in connectionTokens { result.remove(name: String(token)) }
+        for token in connectionTokens where !isFraming(token) { result.remove(name: String(token)) }
         if rewriteTransferEncoding { result.replaceOrAdd(name: "transfer-encoding", value: "chunked") }
         result.add(name: "x-request-id", value: requestID)
         if traceID != requestID { result.add(name: "kbuild-request-id", value: traceID) }
         return result
+    }
+
+    /// A `Connection` token naming a header that frames the message: never removed for it (a client that
+    /// lists `content-length` must not make the router forward a body without its length: smuggling).
+    static func isFraming(_ token: Substring) -> Bool {
+        token.utf8.equalsIgnoringASCIICase("content-length") || token.utf8.equalsIgnoringASCIICase("transfer-encoding")
     }
 
     /// Header names listed in Connection beyond the usual close/keep-alive/upgrade; whether `upgrade` was one.

@@ -48,6 +48,11 @@ public final class RouteTable: Sendable {
         state.withLockedValue { $0.snapshot }
     }
 
+    /// Calls `observer` with the app names of each new table (what keeps per-app state may drop the rest).
+    public func observeApps(_ observer: @escaping @Sendable (Set<String>) -> Void) {
+        _ = addObserver { observer(Set($0.apps.keys)) }
+    }
+
     /// Calls `observer` after every update, until the returned token is removed.
     func addObserver(_ observer: @escaping @Sendable (Snapshot) -> Void) -> Int {
         state.withLockedValue { state in

@@ -96,6 +96,11 @@ public final class RouterMetrics: Sendable {
         }
     }
 
+    /// Forgets the apps not in `apps` (destroyed: a new app of the same name starts from nothing).
+    public func keep(_ apps: Set<String>) {
+        state.withLockedValue { state in state.apps = state.apps.filter { apps.contains($0.key) } }
+    }
+
     /// Router log lines dropped because the log could not keep up.
     public func logDropped(_ count: Int) {
         state.withLockedValue { $0.logDropped += UInt64(count) }

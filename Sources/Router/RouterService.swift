@@ -142,14 +142,23 @@ public final class RouterService: Service {
                         try Self.addHTTP1(to: channel, client: ClientHandler(shared: shared, pool: pool, overLimit: !admitted), limits: limits)
                         return
                     }
+                    // Over its limit, an address's next TLS connection is closed before any handshake (no HTTP yet to say 429).
+                    guard admitted else {
+                        channel.close(promise: nil)
+                        return
+                    }
+                    let guardian = TLSConnectionGuard(shared: shared)
+                    let streams = guardian.streams
                     try sync.addHandler(NIOSSLServerHandler(context: tls))
+                    try sync.addHandler(guardian)
                     try sync.addHandler(ApplicationProtocolNegotiationHandler { result, channel in
                         channel.eventLoop.makeCompletedFuture {
                             switch result {
                             case .negotiated("h2"):
+                                streams.becameHTTP2()
                                 // Each stream is a request, seen as HTTP/1 by its codec and sent to backends as HTTP/1.1.
                                 _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
-                                    mode: .server, connectionConfiguration: .init(), streamConfiguration: .init()
+                                    mode: .server, connectionConfiguration: .init(), streamConfiguration: .init(), streamDelegate: streams
                                 ) { stream in
                                     stream.eventLoop.makeCompletedFuture {
                                         let sync = stream.pipeline.syncOperations

@@ -174,7 +174,7 @@ public enum RouterError: String, Sendable, CaseIterable {
     case connectionRefused = "H21"
     /// H27: the client closed the connection before the response ended.
     case clientInterrupted = "H27"
-    /// H28: the client sent its request head too slowly (slowloris), or went idle mid-body.
+    /// H28: the client went idle in the middle of its request body.
     case clientTimeout = "H28"
     /// H25 (Heroku's "HTTP restriction"): a request the router refuses: bad framing, headers too large,
     /// body too large, too many connections.

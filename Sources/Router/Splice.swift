@@ -19,8 +19,9 @@ final class Splice {
     private var leftTableAt: NIODeadline?
     private var ticker: RepeatedTask?
     private var closing = false
-    /// Frame boundaries of what the backend sends, so a close frame never lands inside one of its frames.
-    var frames = WebSocketFrames()
+    /// Frame boundaries of what each side sends, so a close frame never lands inside one of its frames.
+    var backendFrames = WebSocketFrames()
+    var clientFrames = WebSocketFrames()
 
     init(endpoint: Endpoint, isWebSocket: Bool, shared: SharedState) {
         self.endpoint = endpoint
@@ -69,11 +70,12 @@ final class Splice {
         closing = true
         ticker?.cancel()
         ticker = nil
-        if isWebSocket, frames.atBoundary {
+        if isWebSocket {
             // Status 1001, unmasked to the client; masked (with a zero key: RFC 6455 §5.3 asks for an
             // unpredictable one against proxy cache poisoning, which cannot arise on this hop) to the backend.
-            client?.send([0x88, 0x02, 0x03, 0xE9])
-            backend?.send([0x88, 0x82, 0, 0, 0, 0, 0x03, 0xE9])
+            // Each only between two of the frames that side receives; mid-frame, the close alone says it.
+            if backendFrames.atBoundary { client?.send([0x88, 0x02, 0x03, 0xE9]) }
+            if clientFrames.atBoundary { backend?.send([0x88, 0x82, 0, 0, 0, 0, 0x03, 0xE9]) }
         }
         client?.close()
         backend?.close()
@@ -123,7 +125,9 @@ final class SpliceHandler: ChannelDuplexHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let buffer = unwrapInboundIn(data)
         splice.touch()
-        if side == .backend { splice.frames.consume(buffer) }
+        if splice.isWebSocket {
+            if side == .backend { splice.backendFrames.consume(buffer) } else { splice.clientFrames.consume(buffer) }
+        }
         partner?.forward(buffer)
     }
 
@@ -184,11 +188,15 @@ final class SpliceHandler: ChannelDuplexHandler {
         context.close(promise: nil)
     }
 
-    /// Closes once what was written is flushed.
+    /// Closes once what was written has gone out (a close at once would drop writes still queued).
     func close() {
         guard let context else { return }
-        flushIfNeeded()
-        context.close(promise: nil)
+        needsFlush = false
+        let written = context.eventLoop.makePromise(of: Void.self)
+        context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(capacity: 0)), promise: written)
+        written.futureResult.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        // A peer that reads nothing more does not hold the connection open for long.
+        context.eventLoop.assumeIsolated().scheduleTask(in: .seconds(10)) { context.close(promise: nil) }
     }
 }
 

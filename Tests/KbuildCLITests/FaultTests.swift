@@ -147,6 +147,11 @@ final class FaultTests: XCTestCase {
         XCTAssertGreaterThan(answers.count, 1000, "under load: \(answers.count) requests")
         XCTAssertEqual(answers.filter { $0 != "200" }.count, 0, "failed requests: \(Dictionary(grouping: answers, by: { $0 }).mapValues(\.count))")
         print("control plane down 60 s: \(answers.count) requests through the router on its own, \(answers.filter { $0 != "200" }.count) failed")
+        // The router's lines of those requests reach the control plane once it is back (kbuild up's own router served none).
+        try waitUntil("the router's lines in steady's logs", timeout: 30) {
+            let lines = try kbuild(["logs", "steady", "--ps", "router", "--lines", "100000"], dataDir: data).stdout.split(separator: "\n")
+            return lines.filter { $0.contains("host=steady.localhost") && $0.contains("status=200") }.count >= answers.count
+        }
     }
 
     /// kill -9 of the control plane a push is going through, in the middle of its build: the push fails

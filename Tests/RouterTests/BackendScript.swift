@@ -98,6 +98,9 @@ class Handler(BaseHTTPRequestHandler):
             self.frame(opcode, data)
 
     def answer(self):
+        with lock:
+            with open(port_file + ".requests", "a") as f:
+                f.write("%s %s\n" % (self.command, self.path))
         if urlparse(self.path).path == "/ws" and self.headers.get("Upgrade", "").lower() == "websocket":
             return self.websocket()
         count, digest = self.read_body()

@@ -74,8 +74,9 @@ final class TLSTests: XCTestCase {
             XCTAssertTrue(h2.output.contains(#""x-forwarded-proto": "https""#), h2.output)
             XCTAssertTrue(h2.output.contains(#""path": "/a""#), h2.output)
             let twice = try runCommand("/usr/bin/curl", ["-sS", "--http2", "--cacert", shopCert.chainPath, "--resolve", "shop.example.com:\(port):127.0.0.1",
-                                                  "-w", "%{num_connects} ", "https://shop.example.com:\(port)/1", "https://shop.example.com:\(port)/2"])
-            XCTAssertTrue(twice.output.contains("1 ") && twice.output.contains("0 "), "the second request reuses the connection: \(twice.output)")
+                                                         "-o", "/dev/null", "-o", "/dev/null", "-w", "%{http_version} %{num_connects}\n",
+                                                         "https://shop.example.com:\(port)/1", "https://shop.example.com:\(port)/2"])
+            XCTAssertEqual(twice.output, "2 1\n2 0\n", "the second request reuses the connection")
             // POST over HTTP/2 with a body.
             let post = try curl("shop.example.com", ["--http2", "--data-binary", "hello over h2"], path: "/up")
             XCTAssertTrue(post.output.contains(#""bodyBytes": 13"#), post.output)
@@ -103,6 +104,54 @@ final class TLSTests: XCTestCase {
             let fresh = try runCommand("/usr/bin/curl", ["-sS", "--cacert", renewed.chainPath, "--resolve", "shop.example.com:\(port):127.0.0.1",
                                                   "https://shop.example.com:\(port)/"])
             XCTAssertEqual(fresh.status, 0, fresh.output)
+        }
+    }
+
+    /// A connection that never finishes its handshake is closed at the header timeout; an HTTP/2 connection
+    /// with no stream left, at the idle timeout; an address over its limit is closed before any handshake.
+    func testHandshakeDeadlineIdleHTTP2AndConnectionLimit() async throws {
+        let web = try TestBackend(name: "shop")
+        backends.append(web)
+        let certificate = try TestCertificate(names: ["shop.localhost"])
+        let table = RouteTable()
+        table.update(apps: ["shop": [web.endpoint]], domains: [:], certificates: ["shop.localhost": try certificate.served])
+        var configuration = RouterConfiguration()
+        configuration.headerReadTimeout = .seconds(1)
+        configuration.clientIdleTimeout = .seconds(2)
+        configuration.maxConnectionsPerClient = 2
+        let router = try await RunningRouter.start(table: table, configuration: configuration, https: true)
+        self.router = router
+        let port = router.httpsPort
+        try await blocking {
+            let silent = try TestConnection(port: port, timeoutSeconds: 10)
+            let opened = Date()
+            XCTAssertTrue(silent.isClosedByPeer())
+            XCTAssertLessThan(Date().timeIntervalSince(opened), 4, "closed at the handshake deadline")
+            // An HTTP/2 connection (the preface and its SETTINGS) that opens no stream: closed at the idle timeout.
+            let script = """
+                import socket, ssl, time
+                ctx = ssl.create_default_context(cafile="\(certificate.chainPath)")
+                ctx.set_alpn_protocols(["h2"])
+                s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", \(port))), server_hostname="shop.localhost")
+                assert s.selected_alpn_protocol() == "h2", s.selected_alpn_protocol()
+                s.sendall(b"PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0]))
+                start = time.monotonic()
+                s.settimeout(10)
+                while s.recv(4096):
+                    pass
+                print(round(time.monotonic() - start))
+                """
+            let idle = try runCommand("/usr/bin/python3", ["-c", script])
+            XCTAssertEqual(idle.status, 0, idle.output)
+            let seconds = Int(idle.output.trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
+            XCTAssertTrue((2...4).contains(seconds), "an HTTP/2 connection without streams closed after the idle timeout: \(idle.output)")
+            // Two held, the third closed at once.
+            let held = try (0..<2).map { _ in try TestConnection(port: port, timeoutSeconds: 5) }
+            let third = try TestConnection(port: port, timeoutSeconds: 5)
+            let refused = Date()
+            XCTAssertTrue(third.isClosedByPeer())
+            XCTAssertLessThan(Date().timeIntervalSince(refused), 0.9, "closed before the handshake deadline")
+            withExtendedLifetime(held) {}
         }
     }
 }

@@ -39,6 +39,12 @@ final class TestBackend {
 
     var endpoint: Endpoint { Endpoint(host: "127.0.0.1", port: port, process: "\(name).web.1") }
 
+    /// The request lines the backend read, in order (`GET /path`).
+    var requestLines: [String] {
+        ((try? String(contentsOf: directory.appendingPathComponent("port.requests"), encoding: .utf8)) ?? "")
+            .split(separator: "\n").map(String.init)
+    }
+
     /// The close codes the backend's WebSockets received, in order.
     var webSocketCloses: [Int] {
         ((try? String(contentsOf: directory.appendingPathComponent("port.closes"), encoding: .utf8)) ?? "")
