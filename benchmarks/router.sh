@@ -11,18 +11,20 @@
 #   tls         wrk -c64 over HTTPS (keep-alive): req/s (target >= 0.9x)
 #   websocket   1,000 idle WebSockets plus 100 echoing 10 messages a second (benchmarks/ws_load.py):
 #               resident memory per connection and p99 echo latency
-# Usage: bash benchmarks/router.sh [--rounds 3] [--duration 10s] [--ws-seconds 20]
+# Usage: bash benchmarks/router.sh [--rounds 3] [--duration 10s] [--ws-seconds 20] [--rows 'keepalive newconn tls websocket']
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=3
 duration=10s
 ws_seconds=20
+rows="keepalive newconn tls websocket"
 while [ $# -gt 0 ]; do
     case "$1" in
+    --rows) rows=$2; shift 2 ;;
     --rounds) rounds=$2; shift 2 ;;
     --duration) duration=$2; shift 2 ;;
     --ws-seconds) ws_seconds=$2; shift 2 ;;
-    *) echo "usage: $0 [--rounds N] [--duration 10s] [--ws-seconds 20]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--rounds N] [--duration 10s] [--ws-seconds 20] [--rows 'keepalive newconn tls websocket']" >&2; exit 2 ;;
     esac
 done
 
@@ -63,13 +65,22 @@ nginx -c "$work/backend/nginx.conf" -p "$work/backend" 2>"$work/backend.err" &
 pids+=($!)
 python3 benchmarks/ws_echo.py "$ws_backend_port" 2>"$work/ws.err" &
 pids+=($!)
-nginx -c "$work/proxy/nginx.conf" -p "$work/proxy" 2>"$work/proxy.err" &
-nginx_pid=$!
-pids+=($nginx_pid)
-ROUTER_LOG_DIR="$work/routerlog" .build/release/router-bench "$router_port" "$backend_port" --ws-backend "$ws_backend_port" \
-    --https "$router_tls_port" "$work/cert.pem" "$work/key.pem" 2>"$work/router.err" &
-router_pid=$!
-pids+=($router_pid)
+# The two proxies; started again, fresh, before each WebSocket round (resident memory is only measured
+# right on processes whose allocator has not kept the last round's connections).
+start_proxies() {
+    nginx -c "$work/proxy/nginx.conf" -p "$work/proxy" 2>>"$work/proxy.err" &
+    nginx_pid=$!
+    pids+=($nginx_pid)
+    ROUTER_LOG_DIR="$work/routerlog" .build/release/router-bench "$router_port" "$backend_port" --ws-backend "$ws_backend_port" \
+        --https "$router_tls_port" "$work/cert.pem" "$work/key.pem" 2>>"$work/router.err" &
+    router_pid=$!
+    pids+=($router_pid)
+}
+stop_proxies() {
+    kill "$nginx_pid" "$router_pid" 2>/dev/null || true
+    wait "$nginx_pid" "$router_pid" 2>/dev/null || true
+}
+start_proxies
 
 wait_for() {
     for _ in $(seq 100); do
@@ -132,10 +143,16 @@ for port in "$nginx_port" "$router_port"; do
 done
 
 printf '%-10s %-6s %-6s %14s %10s\n' row round proxy 'req/s|B/conn' p99_ms
-for row in keepalive newconn tls websocket; do
+for row in $rows; do
     : >"$work/$row.nginx"
     : >"$work/$row.router"
     for round in $(seq "$rounds"); do
+        if [ "$row" = websocket ]; then
+            stop_proxies
+            start_proxies
+            wait_for "http://127.0.0.1:$nginx_port"
+            wait_for "http://127.0.0.1:$router_port"
+        fi
         for proxy in nginx router; do
             read -r value p99 < <(measure "$row" "$proxy")
             echo "$value $p99" >>"$work/$row.$proxy"
@@ -146,7 +163,7 @@ done
 
 echo
 printf '%-10s %14s %14s %8s %10s %10s %8s  %s\n' row nginx router ratio nginx_p99 router_p99 ratio target
-for row in keepalive newconn tls websocket; do
+for row in $rows; do
     n=$(cut -d' ' -f1 "$work/$row.nginx" | median)
     r=$(cut -d' ' -f1 "$work/$row.router" | median)
     np=$(cut -d' ' -f2 "$work/$row.nginx" | median)

@@ -57,7 +57,7 @@ struct UpCommand: AsyncParsableCommand {
     @Option(help: "Port of the router's HTTPS listener: apps' domains by SNI with the certificates of kbuild certs:add, HTTP/2 by ALPN (0 picks a free one).")
     var httpsPort = 8443
 
-    @Option(help: "Router: seconds an app may take to send its response head before the 504 (H12); an app's own with kbuild router:settings.")
+    @Option(help: "Router: seconds an app may take, from the end of a request, to send its response head before the 504 (H12); an app's own with kbuild router:settings.")
     var requestTimeout = 30
 
     @Option(help: "Router: seconds a WebSocket (or other upgraded connection) may carry nothing either way before it is closed.")

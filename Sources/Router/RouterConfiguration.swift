@@ -2,7 +2,8 @@ public import NIOCore
 
 /// Timeouts and limits of the proxy; the defaults follow nginx's where it has one.
 public struct RouterConfiguration: Sendable {
-    /// How long a backend may take to send its response head (Heroku's 30 s, H12): then 504. An app's
+    /// How long a backend may take, from the end of the request, to send its response head (Heroku's 30 s,
+    /// H12): then 504. A request body that stops arriving for `headerReadTimeout` is the client's (408). An app's
     /// own (`kbuild router:settings APP --request-timeout`) wins.
     public var requestTimeout: TimeAmount = .seconds(30)
     /// The largest request body an app takes unless its own limit says otherwise: then 413.

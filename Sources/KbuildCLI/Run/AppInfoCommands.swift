@@ -135,8 +135,8 @@ struct RouterSettingsCommand: AsyncParsableCommand {
         commandName: "router:settings",
         abstract: "Show or set how the router treats an app's requests: request timeout, body limit, redirect to HTTPS.",
         discussion: """
-            Without options, shows the settings. The request timeout is how long the app may take to send its
-            response head before the router answers 504 (Heroku's H12); the body limit is the largest request
+            Without options, shows the settings. The request timeout is how long the app may take, from the end
+            of a request, to send its response head before the router answers 504 (Heroku's H12); the body limit is the largest request
             body the router passes on (413 past it). `default` goes back to the router's own (kbuild up
             --request-timeout, 30 s; 100M).
             """)
