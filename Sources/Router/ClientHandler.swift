@@ -191,13 +191,7 @@ final class ClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
             fail(.badRequest(why))
             return
         case .streamingResponse:
-            exchangeError = .refused
-            if let backend {
-                self.backend = nil
-                pool.release(backend, reusable: false, snapshot: snapshot)
-            }
-            shared.onServed(endExchange(status: status, closing: true))
-            context.close(promise: nil)
+            cut(.refused)
             return
         case .closing:
             return
@@ -463,12 +457,15 @@ final class ClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func receiveBodyPart(_ part: HTTPServerRequestPart, bytes: Int) {
         receivedBodyBytes += bytes
         if bytes > 0 { lastBodyAt = .now() }
-        if bytes > 0, !bodyFramed, let app {
-            bodyWithoutFraming(app: app)
+        if bytes > 0, !bodyFramed {
+            // Body bytes on a request whose head said it had none (an HTTP/2 GET with DATA): never forwarded,
+            // since the backend would read them as a next request.
+            bodyFramed = true  // refused once
+            refuseBody(.badRequest("A request body needs a Content-Length or chunked framing."))
             return
         }
         if receivedBodyBytes > bodyLimit, let app {
-            bodyOverLimit(app: app)
+            refuseBody(.bodyTooLarge(app: app, limit: bodyLimit))
             return
         }
         switch phase {
@@ -493,44 +490,30 @@ final class ClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    /// Body bytes on a request whose head said it had none (an HTTP/2 GET with DATA): never forwarded, since
-    /// the backend would read them as a next request. 400, and the backend connection is not reused.
-    func bodyWithoutFraming(app: String) {
+    /// A request body the router will not pass on (no framing, over the limit): its page when no response
+    /// began, else the connection is cut. Either way the backend connection is not reused.
+    func refuseBody(_ page: ErrorPage) {
         clientKeepAlive = false
-        bodyFramed = true  // answered once
         switch phase {
         case .connecting, .awaitingResponse:
-            fail(.badRequest("A request body needs a Content-Length or chunked framing."))
+            fail(page)
         case .streamingResponse:
-            exchangeError = .refused
-            if let backend {
-                self.backend = nil
-                pool.release(backend, reusable: false, snapshot: snapshot)
-            }
-            shared.onServed(endExchange(status: status, closing: true))
-            context?.close(promise: nil)
+            cut(.refused)
         case .idle, .answering, .closing:
             break
         }
     }
 
-    /// A body without a length grew past the app's limit: 413 if no response began, else the connection is cut.
-    func bodyOverLimit(app: String) {
-        clientKeepAlive = false
-        switch phase {
-        case .connecting, .awaitingResponse:
-            fail(.bodyTooLarge(app: app, limit: bodyLimit))
-        case .streamingResponse:
-            exchangeError = .refused
-            if let backend {
-                self.backend = nil
-                pool.release(backend, reusable: false, snapshot: snapshot)
-            }
-            shared.onServed(endExchange(status: status, closing: true))
-            context?.close(promise: nil)
-        case .idle, .answering, .closing:
-            break
+    /// Ends the exchange under way by closing the connection: part of the response is out, so a close is
+    /// all the client can be told.
+    func cut(_ error: RouterError) {
+        exchangeError = error
+        if let backend {
+            self.backend = nil
+            pool.release(backend, reusable: false, snapshot: snapshot)
         }
+        shared.onServed(endExchange(status: status, closing: true))
+        context?.close(promise: nil)
     }
 
     func forward(_ part: HTTPServerRequestPart, to backend: BackendConnection) {

@@ -87,17 +87,7 @@ final class TestConnection {
     func readResponse(method: String = "GET", keepBody: Bool = true, onBody: (ArraySlice<UInt8>) -> Void = { _ in })
         throws -> TestResponse
     {
-        let headEnd = try readUntil([13, 10, 13, 10])
-        let head = String(decoding: buffer[..<headEnd], as: UTF8.self)
-        buffer.removeFirst(headEnd + 4)
-        var lines = head.components(separatedBy: "\r\n")
-        let statusLine = lines.removeFirst().split(separator: " ")
-        guard statusLine.count >= 2, let status = Int(statusLine[1]) else { throw TestError("bad status line: \(head)") }
-        var headers: [String: String] = [:]
-        for line in lines {
-            guard let colon = line.firstIndex(of: ":") else { continue }
-            headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
-        }
+        let (status, headers) = try readHead()
         var body: [UInt8] = []
         func take(_ count: Int) throws {
             var left = count
