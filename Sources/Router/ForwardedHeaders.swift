@@ -13,6 +13,9 @@ enum ForwardedHeaders {
         var expectsContinue = false
         /// The protocol asked for by `Connection: upgrade` with `Upgrade: …` (a WebSocket), nil otherwise.
         var upgrade: String?
+        /// The body's framing, as the head gives it.
+        var contentLength: String?
+        var chunked = false
     }
 
     /// The client's headers without hop-by-hop ones and without the ones the router sets itself.
@@ -44,6 +47,10 @@ enum ForwardedHeaders {
             case .transferEncoding:
                 // The decoder removed the chunked coding; the encoder adds it back.
                 result.headers.add(name: "transfer-encoding", value: "chunked")
+                result.chunked = true
+            case .contentLength:
+                result.contentLength = value
+                result.headers.add(name: name, value: value)
             case .other:
                 result.headers.add(name: name, value: value)
             }
@@ -112,7 +119,7 @@ enum ForwardedHeaders {
     /// The header names the router treats specially, recognised without allocating.
     enum Name {
         case host, requestID, traceparent, forwardedFor, forwardedProto, forwardedPort, forwardedHost
-        case expect, connection, transferEncoding, upgrade, hopByHop, other
+        case expect, connection, transferEncoding, contentLength, upgrade, hopByHop, other
 
         init(_ name: String) {
             var name = name
@@ -132,6 +139,7 @@ enum ForwardedHeaders {
                 return matches(bytes, "keep-alive") ? .hopByHop : .other
             case 11: return matches(bytes, "traceparent") ? .traceparent : .other
             case 12: return matches(bytes, "x-request-id") ? .requestID : .other
+            case 14: return matches(bytes, "content-length") ? .contentLength : .other
             case 15: return matches(bytes, "x-forwarded-for") ? .forwardedFor : .other
             case 16:
                 if matches(bytes, "x-forwarded-host") { return .forwardedHost }
