@@ -68,10 +68,7 @@ final class BackendPool: @unchecked Sendable {
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { [unowned self] channel in
                 channel.eventLoop.makeCompletedFuture {
-                    let sync = channel.pipeline.syncOperations
-                    // After a 101, what the backend sent behind it goes on to the splice.
-                    try sync.addHTTPClientHandlers(leftOverBytesStrategy: .forwardBytes, enableOutboundHeaderValidation: false)
-                    try sync.addHandler(BackendConnection(endpoint: endpoint, pool: self))
+                    try channel.pipeline.syncOperations.addHandler(BackendConnection(endpoint: endpoint, pool: self))
                 }
             }
         let channel: EventLoopFuture<any Channel>

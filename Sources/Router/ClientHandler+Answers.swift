@@ -26,25 +26,22 @@ extension ClientHandler {
         let head = page.head(
             version: version, requestID: requestID, traceID: traceID, keepAlive: clientKeepAlive,
             retryAfter: shared.configuration.retryAfterSeconds, bodyLength: body.readableBytes)
-        if method == .HEAD {
-            context.write(wrapOutboundOut(.head(head)), promise: nil)
-        } else {
-            context.write(wrapOutboundOut(.head(head)), promise: nil)
-            context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
-        }
+        rechunk = false
+        writeHead(head, context: context)
+        if method != .HEAD { writeBody(body, context: context) }
         status = Int(page.status.code)
-        endResponse(.end(nil), context: context)
+        endResponse(context: context)
     }
 
     /// Writes the response's last part and ends the exchange. The exchange
     /// ends before the write because the write can hand this handler the next
     /// pipelined request at once.
-    func endResponse(_ end: HTTPServerResponsePart, context: ChannelHandlerContext) {
+    func endResponse(context: ChannelHandlerContext) {
         let keepOpen = clientKeepAlive && requestEnded && !quiescing
         let served = endExchange(status: status, closing: !keepOpen)
         needsClientFlush = false
         if keepOpen {
-            context.writeAndFlush(wrapOutboundOut(end), promise: nil)
+            writeEnd(context: context, promise: nil)
             shared.onServed(served)
             while case .idle = phase, let part = pipelined.popFirst() {
                 receive(part, context: context)
@@ -60,7 +57,9 @@ extension ClientHandler {
             return
         } else {
             let linger = !requestEnded
-            context.writeAndFlush(wrapOutboundOut(end)).assumeIsolated().whenComplete { _ in
+            let written = context.eventLoop.makePromise(of: Void.self)
+            writeEnd(context: context, promise: written)
+            written.futureResult.assumeIsolated().whenComplete { _ in
                 guard linger, context.channel.isActive else {
                     context.close(promise: nil)
                     return

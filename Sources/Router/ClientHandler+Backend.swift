@@ -60,13 +60,11 @@ extension ClientHandler {
 
     func attach(_ connection: BackendConnection) {
         backend = connection
-        connection.client = self
-        connection.exchanges += 1
-        connection.responseKeepAlive = true
+        connection.begin(client: self, requestWasHEAD: method == .HEAD)
         phase = .awaitingResponse
         requestSentAt = .now()
         if let connectStartedAt { connectTime = requestSentAt - connectStartedAt }
-        connection.write(.head(backendHead))
+        connection.write(backendHead)
         for part in replay { forward(part, to: connection) }
         connection.flush()
         needsBackendFlush = false
@@ -104,50 +102,59 @@ extension ClientHandler {
 
     // MARK: Backend → client
 
-    func backendRead(_ part: HTTPClientResponsePart, from connection: BackendConnection) {
-        guard connection === backend, let context else { return }
-        switch part {
-        case .head(let head):
-            guard case .awaitingResponse = phase else { return }
-            if head.status == .switchingProtocols {
-                guard let upgrade else {
-                    // A 101 nobody asked for: the stream cannot be understood any more.
-                    backend = nil
-                    pool.release(connection, reusable: false, snapshot: snapshot)
-                    gatewayError = .connectionClosed
-                    fail(.badGateway(app: app ?? ""))
-                    return
-                }
-                switchProtocols(head, to: upgrade, on: connection, context: context)
+    /// The backend's response head: forwarded, or a 101 that turns the exchange into a splice.
+    func backendHead(_ head: ResponseHead, bytes: ByteBuffer, framing: ResponseHead.Framing, from connection: BackendConnection) {
+        guard connection === backend, let context, case .awaitingResponse = phase else { return }
+        if head.status == 101 {
+            guard let upgrade else {
+                // A 101 nobody asked for: the stream cannot be understood any more.
+                backend = nil
+                pool.release(connection, reusable: false, snapshot: snapshot)
+                gatewayError = .connectionClosed
+                fail(.badGateway(app: app ?? ""))
                 return
             }
-            phase = .streamingResponse
-            replay.removeAll(keepingCapacity: true)
-            status = Int(head.status.code)
-            connection.responseKeepAlive = head.isKeepAlive
-            var headers = ForwardedHeaders.response(from: head.headers, requestID: requestID, traceID: traceID)
-            if clientKeepAlive, isHTTP10 {
-                // A HTTP/1.0 client can keep the connection only when the body has a length.
-                if headers.contains(name: "content-length") || method == .HEAD || !head.status.mayHaveResponseBody {
-                    headers.add(name: "connection", value: "keep-alive")
-                } else {
-                    clientKeepAlive = false
-                }
-            }
-            if quiescing { clientKeepAlive = false }
-            if !clientKeepAlive { headers.add(name: "connection", value: "close") }
-            let version = isHTTP10 ? HTTPVersion.http1_0 : .http1_1
-            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: version, status: head.status, headers: headers))), promise: nil)
-            needsClientFlush = true
-        case .body(let buffer):
-            sentBytes += buffer.readableBytes
-            context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
-            needsClientFlush = true
-        case .end(let trailers):
-            backend = nil
-            let reusable = connection.responseKeepAlive && requestForwarded
-            pool.release(connection, reusable: reusable, snapshot: snapshot)
-            endResponse(.end(trailers), context: context)
+            switchProtocols(head, bytes: bytes, to: upgrade, on: connection, context: context)
+            return
+        }
+        phase = .streamingResponse
+        replay.removeAll(keepingCapacity: true)
+        status = head.status
+        forwardHead(head, bytes: bytes, framing: framing, connection: connection, context: context)
+        needsClientFlush = true
+    }
+
+    func backendBody(_ buffer: ByteBuffer) {
+        guard let context else { return }
+        sentBytes += buffer.readableBytes
+        writeBody(buffer, context: context)
+        needsClientFlush = true
+    }
+
+    /// The response ended; the connection goes back to the pool if both it and the request allow.
+    func backendEnded(_ connection: BackendConnection) {
+        guard connection === backend, let context else { return }
+        backend = nil
+        pool.release(connection, reusable: connection.responseKeepAlive && requestForwarded, snapshot: snapshot)
+        endResponse(context: context)
+    }
+
+    /// The backend sent what is not HTTP: a 502 before its head was forwarded, a cut connection after.
+    func backendFailed(_ connection: BackendConnection, why: String) {
+        guard connection === backend else { return }
+        shared.logger.notice(
+            "backend response is not valid HTTP/1.1",
+            metadata: ["app": "\(app ?? "")", "endpoint": "\(connection.endpoint)", "error": "\(why)"])
+        backend = nil
+        pool.release(connection, reusable: false, snapshot: snapshot)
+        switch phase {
+        case .awaitingResponse:
+            gatewayError = .connectionClosed
+            fail(.badGateway(app: app ?? ""))
+        case .streamingResponse:
+            cut(.connectionClosed)
+        case .idle, .answering, .connecting, .closing:
+            break
         }
     }
 
@@ -188,24 +195,23 @@ extension ClientHandler {
 
 /// The backend agreed to an upgrade (101): the exchange becomes a splice.
 extension ClientHandler {
-    /// Forwards the 101 and, once the decoders are done with the current read, joins the two
-    /// channels byte for byte. The backend's decoder keeps (and on removal forwards) whatever the
-    /// backend sent after its 101; the client sends nothing before it has the 101.
-    func switchProtocols(_ head: HTTPResponseHead, to upgrade: String, on connection: BackendConnection, context: ChannelHandlerContext) {
+    /// Forwards the 101 and, on the next tick (out of the current reads), joins the two channels
+    /// byte for byte. What the backend sent behind its 101 goes through the splice first; the client
+    /// sends nothing before it has the 101 (its decoder drops what it held).
+    func switchProtocols(_ head: ResponseHead, bytes: ByteBuffer, to upgrade: String, on connection: BackendConnection, context: ChannelHandlerContext) {
         guard let backendChannel = connection.channel else {
             fail(.badGateway(app: app ?? ""))
             return
         }
-        var headers = ForwardedHeaders.response(from: head.headers, requestID: requestID, traceID: traceID)
-        headers.add(name: "connection", value: "upgrade")
-        headers.add(name: "upgrade", value: head.headers.first(name: "upgrade") ?? upgrade)
+        let response = switchingProtocolsHead(head, bytes: bytes, allocator: context.channel.allocator)
+        // What the backend sent behind its 101 (its first frames) goes through the splice once it is there.
+        connection.holdForSplice(bytes.getSlice(at: bytes.readerIndex + head.length, length: bytes.readableBytes - head.length)!)
         status = 101
         phase = .closing
         backend = nil
         let served = endExchange(status: 101, closing: true)
         let clientChannel = context.channel
         let splice = Splice(endpoint: connection.endpoint, isWebSocket: upgrade.lowercased().contains("websocket"), shared: shared)
-        let response = HTTPResponseHead(version: .http1_1, status: .switchingProtocols, headers: headers)
         let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
         context.eventLoop.assumeIsolated().execute {
             let this = handler.value
@@ -214,26 +220,24 @@ extension ClientHandler {
                 backendChannel.close(promise: nil)
                 return
             }
-            context.writeAndFlush(this.wrapOutboundOut(.head(response)), promise: nil)
+            context.writeAndFlush(NIOAny(response), promise: nil)
             do {
                 let client = clientChannel.pipeline.syncOperations
                 let backend = backendChannel.pipeline.syncOperations
-                // The splice handlers go last, then everything HTTP in front of them goes. A decoder leaves
-                // on a later tick, handing on what it held (the backend's first frames): they are flushed then.
+                // The splice handlers go last, then everything HTTP in front of them goes.
                 let sides = try splice.join(client: clientChannel, backend: backendChannel)
                 client.removeHandler(context: context, promise: nil)
                 client.removeHandler(try client.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self), promise: nil)
-                client.removeHandler(try client.handler(type: HTTPResponseEncoder.self), promise: nil)
                 client.removeHandler(try client.handler(type: ReadObserver.self), promise: nil)
+                let early = connection.takeUpgraded()
                 backend.removeHandler(connection, promise: nil)
-                let decoderGone = backendChannel.eventLoop.makePromise(of: Void.self)
-                backend.removeHandler(try backend.handler(type: ByteToMessageHandler<HTTPResponseDecoder>.self), promise: decoderGone)
-                backend.removeHandler(try backend.handler(type: HTTPRequestEncoder.self), promise: nil)
-                decoderGone.futureResult.assumeIsolated().whenComplete { _ in
-                    sides.client.flushIfNeeded()
-                    clientChannel.read()
-                    backendChannel.read()
+                if let early, early.readableBytes > 0 {
+                    backend.fireChannelRead(NIOAny(early))
+                    backend.fireChannelReadComplete()
                 }
+                sides.client.flushIfNeeded()
+                clientChannel.read()
+                backendChannel.read()
             } catch {
                 this.shared.logger.notice("upgrade failed", metadata: ["app": "\(this.app ?? "")", "error": "\(error)"])
                 clientChannel.close(promise: nil)

@@ -9,10 +9,22 @@ import NIOHTTP1
 /// answers with the router's own page or runs an exchange with a backend
 /// connection from its event loop's pool, streaming both bodies with
 /// backpressure. All of it happens on the client channel's event loop.
+///
+/// Responses go out as bytes on an HTTP/1 connection (the backend's head rewritten by
+/// `ResponseHead`, its body as it came) and as `HTTPServerResponsePart`s on an HTTP/2
+/// stream, whose codec frames them (`ClientHandler+Output`).
 final class ClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
-    typealias OutboundIn = HTTPServerResponsePart
-    typealias OutboundOut = HTTPServerResponsePart
+    typealias OutboundIn = Never
+    typealias OutboundOut = Never
+
+    /// What the handler writes to its channel.
+    enum Output {
+        /// Bytes, to an HTTP/1 connection (plain or TLS).
+        case http1
+        /// `HTTPServerResponsePart`s, to an HTTP/2 stream's codec.
+        case http2Stream
+    }
 
     /// Where the current request stands.
     enum Phase {
@@ -92,7 +104,12 @@ final class ClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
     var firstIndex = 0
     var endpointsTried = 0
     var attempts = 0
-    var backendHead = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/")
+    /// The request head as the backend gets it, serialized once and written again on a retry.
+    var backendHead = ByteBuffer()
+    /// Whether the body goes to the backend in chunks (the decoder took the client's chunks apart).
+    var requestChunked = false
+    /// The backend's body has no framing (it ends with the close): an HTTP/1.1 client gets it chunked.
+    var rechunk = false
     var backend: BackendConnection?
     var status = 0
     var requestEnded = false
@@ -113,8 +130,11 @@ final class ClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// Bodies up to this size are kept for a retry; larger ones are not retried once sent.
     static let replayLimit = 64 * 1024
 
-    init(shared: SharedState, pool: BackendPool, scheme: String = "http", overLimit: Bool = false) {
+    let output: Output
+
+    init(shared: SharedState, pool: BackendPool, scheme: String = "http", output: Output = .http1, overLimit: Bool = false) {
         self.shared = shared
+        self.output = output
         self.pool = pool
         self.scheme = scheme
         self.overLimit = overLimit
@@ -356,39 +376,48 @@ final class ClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
 
-        var headers = request.headers
-        if let traceparent = request.traceparent, TraceParent.isValid(traceparent) {
-            headers.add(name: "traceparent", value: traceparent)
-        } else {
-            headers.add(name: "traceparent", value: TraceParent.generate(using: &pool.random))
-        }
-        headers.add(name: "x-request-id", value: requestID)
-        if let forwardedFor = request.forwardedFor {
-            headers.add(name: "x-forwarded-for", value: "\(forwardedFor), \(clientAddress)")
-        } else {
-            headers.add(name: "x-forwarded-for", value: clientAddress)
-        }
-        headers.add(name: "x-forwarded-proto", value: scheme)
-        headers.add(name: "x-forwarded-port", value: localPort)
-        headers.add(name: "x-forwarded-host", value: host)
-        headers.add(name: "host", value: host)
-        if let upgrade {
-            headers.add(name: "connection", value: "upgrade")
-            headers.add(name: "upgrade", value: upgrade)
-        }
         // A body goes to a backend only with its framing. HTTP/1's decoder yields a body only for a request
         // that has one; an HTTP/2 stream may carry DATA with neither (its length is the stream's end): such a
         // request with a body gets chunked, and a body on one without framing is refused (`receiveBodyPart`).
-        bodyFramed = request.contentLength != nil || request.chunked
-        if !bodyFramed, requestVersion.major == 2, [.POST, .PUT, .PATCH].contains(head.method) {
-            headers.add(name: "transfer-encoding", value: "chunked")
-            bodyFramed = true
+        requestChunked = request.chunked
+        if request.contentLength == nil, !request.chunked, requestVersion.major == 2, [.POST, .PUT, .PATCH].contains(head.method) {
+            requestChunked = true
         }
-        backendHead = HTTPRequestHead(version: .http1_1, method: head.method, uri: head.uri, headers: headers)
+        bodyFramed = request.contentLength != nil || requestChunked
+        let traceparent = request.traceparent.flatMap { TraceParent.isValid($0) ? $0 : nil } ?? TraceParent.generate(using: &pool.random)
+        backendHead.clear()
+        ForwardedHeaders.writeRequest(method: head.method, uri: head.uri, headers: head.headers, request: request, into: &backendHead) {
+            [requestID, clientAddress, scheme, localPort, host, upgrade, requestChunked, chunkedByClient = request.chunked] out in
+            out.writeStaticString("traceparent: ")
+            out.writeString(traceparent)
+            out.writeStaticString("\r\nx-request-id: ")
+            out.writeString(requestID)
+            out.writeStaticString("\r\nx-forwarded-for: ")
+            if let forwardedFor = request.forwardedFor {
+                out.writeString(forwardedFor)
+                out.writeStaticString(", ")
+            }
+            out.writeString(clientAddress)
+            out.writeStaticString("\r\nx-forwarded-proto: ")
+            out.writeString(scheme)
+            out.writeStaticString("\r\nx-forwarded-port: ")
+            out.writeString(localPort)
+            out.writeStaticString("\r\nx-forwarded-host: ")
+            out.writeString(host)
+            out.writeStaticString("\r\nhost: ")
+            out.writeString(host)
+            out.writeStaticString("\r\n")
+            if let upgrade {
+                out.writeStaticString("connection: upgrade\r\nupgrade: ")
+                out.writeString(upgrade)
+                out.writeStaticString("\r\n")
+            }
+            if requestChunked, !chunkedByClient { out.writeStaticString("transfer-encoding: chunked\r\n") }
+        }
 
         if request.expectsContinue {
-            context.writeAndFlush(
-                wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .continue))), promise: nil)
+            writeHead(HTTPResponseHead(version: head.version, status: .continue), context: context)
+            context.flush()
         }
         firstIndex = endpoints.count == 1 ? 0 : pool.firstIndex(app: app!, count: endpoints.count)
         startAttempt(freshConnection: false)
@@ -448,9 +477,17 @@ final class ClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case .head:
             break
         case .body(let buffer):
-            backend.write(.body(.byteBuffer(buffer)))
-        case .end(let trailers):
-            backend.write(.end(trailers))
+            guard requestChunked else {
+                backend.write(buffer)
+                return
+            }
+            guard buffer.readableBytes > 0 else { return }
+            backend.write(ByteBuffer(string: String(buffer.readableBytes, radix: 16) + "\r\n"))
+            backend.write(buffer)
+            backend.write(ByteBuffer(staticString: "\r\n"))
+        case .end:
+            // Trailers are not passed on: few backends read them, and none may need them (RFC 9110 §6.5).
+            if requestChunked { backend.write(ByteBuffer(staticString: "0\r\n\r\n")) }
             requestForwarded = true
             // The app's request timeout runs from the end of the request (Heroku's H12), not its head.
             requestSentAt = .now()

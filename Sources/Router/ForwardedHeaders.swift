@@ -1,11 +1,12 @@
+import NIOCore
 import NIOHTTP1
 
 /// Header rewriting between client and backend: hop-by-hop headers dropped
-/// (RFC 9110 §7.6.1), forwarding and tracing headers added.
+/// (RFC 9110 §7.6.1), forwarding and tracing headers added. The response side
+/// is `ResponseHead`, which works on the backend's bytes.
 enum ForwardedHeaders {
     /// What the router learned from a client's request head in one pass.
     struct Request {
-        var headers: HTTPHeaders
         var host: String?
         var requestID: String?
         var traceparent: String?
@@ -16,13 +17,13 @@ enum ForwardedHeaders {
         /// The body's framing, as the head gives it.
         var contentLength: String?
         var chunked = false
+        /// Names listed in `Connection` beyond close, keep-alive and upgrade: hop-by-hop fields too.
+        var connectionTokens: [Substring] = []
     }
 
-    /// The client's headers without hop-by-hop ones and without the ones the router sets itself.
+    /// Reads the fields the router acts on; `writeRequest` writes the rest on to the backend.
     static func request(from headers: HTTPHeaders) -> Request {
-        var result = Request(headers: HTTPHeaders())
-        result.headers.reserveCapacity(headers.count + 7)
-        var connectionTokens: [Substring] = []
+        var result = Request()
         var connectionUpgrade = false
         var upgrade: String?
         for (name, value) in headers {
@@ -41,53 +42,55 @@ enum ForwardedHeaders {
             case .expect:
                 if value.lowercased() == "100-continue" { result.expectsContinue = true }
             case .connection:
-                if collectExtraTokens(value, into: &connectionTokens) { connectionUpgrade = true }
-            case .hopByHop, .forwardedProto, .forwardedPort, .forwardedHost:
-                continue
+                if collectExtraTokens(value, into: &result.connectionTokens) { connectionUpgrade = true }
             case .transferEncoding:
-                // The decoder removed the chunked coding; the encoder adds it back.
-                result.headers.add(name: "transfer-encoding", value: "chunked")
                 result.chunked = true
             case .contentLength:
                 result.contentLength = value
-                result.headers.add(name: name, value: value)
-            case .other:
-                result.headers.add(name: name, value: value)
+            case .hopByHop, .forwardedProto, .forwardedPort, .forwardedHost, .other:
+                continue
             }
         }
-        for token in connectionTokens where !isFraming(token) { result.headers.remove(name: String(token)) }
+        result.connectionTokens.removeAll(where: isFraming)
         if connectionUpgrade, let upgrade, !upgrade.isEmpty { result.upgrade = upgrade }
         return result
     }
 
-    /// The backend's response headers without hop-by-hop ones, with the
-    /// request id. Edited in place: a response usually carries only
-    /// `Connection` to drop, so copying every header would be wasted work.
-    static func response(from headers: HTTPHeaders, requestID: String, traceID: String) -> HTTPHeaders {
-        var result = headers
-        var removals: [String] = []
-        var connectionTokens: [Substring] = []
-        var rewriteTransferEncoding = false
+    /// The request line and the client's fields a backend gets, serialized by hand: the client's own
+    /// fields without hop-by-hop ones and without those the router sets itself (`extra` writes those,
+    /// as `name: value\r\n` lines). The decoder took a chunked body's chunks apart, and the router
+    /// chunks it again: `Transfer-Encoding` is `chunked`, whatever codings the client listed before it.
+    static func writeRequest(
+        method: HTTPMethod, uri: String, headers: HTTPHeaders, request: Request, into out: inout ByteBuffer,
+        extra: (inout ByteBuffer) -> Void
+    ) {
+        out.writeString(method.rawValue)
+        out.writeStaticString(" ")
+        out.writeString(uri)
+        out.writeStaticString(" HTTP/1.1\r\n")
+        var wroteTransferEncoding = false
         for (name, value) in headers {
             switch Name(name) {
-            case .connection:
-                removals.append(name)
-                collectExtraTokens(value, into: &connectionTokens)
-            case .hopByHop, .requestID, .upgrade:
-                removals.append(name)
             case .transferEncoding:
-                // The decoder removed the chunked coding; the encoder adds it back.
-                if value != "chunked" { rewriteTransferEncoding = true }
+                guard !wroteTransferEncoding else { continue }
+                wroteTransferEncoding = true
+                out.writeStaticString("transfer-encoding: chunked\r\n")
+                continue
+            case .contentLength, .other:
+                if !request.connectionTokens.isEmpty,
+                   request.connectionTokens.contains(where: { $0.utf8.elementsEqual(name.utf8, by: { lower($0) == lower($1) }) }) {
+                    continue
+                }
             default:
                 continue
             }
+            out.writeString(name)
+            out.writeStaticString(": ")
+            out.writeString(value)
+            out.writeStaticString("\r\n")
         }
-        for name in removals { result.remove(name: name) }
-        for token in connectionTokens where !isFraming(token) { result.remove(name: String(token)) }
-        if rewriteTransferEncoding { result.replaceOrAdd(name: "transfer-encoding", value: "chunked") }
-        result.add(name: "x-request-id", value: requestID)
-        if traceID != requestID { result.add(name: "kbuild-request-id", value: traceID) }
-        return result
+        extra(&out)
+        out.writeStaticString("\r\n")
     }
 
     /// A `Connection` token naming a header that frames the message: never removed for it (a client that
@@ -123,10 +126,10 @@ enum ForwardedHeaders {
 
         init(_ name: String) {
             var name = name
-            self = name.withUTF8 { Self.classify($0) }
+            self = name.withUTF8 { Self.classify(UnsafeRawBufferPointer($0)) }
         }
 
-        private static func classify(_ bytes: UnsafeBufferPointer<UInt8>) -> Name {
+        static func classify(_ bytes: UnsafeRawBufferPointer) -> Name {
             switch bytes.count {
             case 2: return matches(bytes, "te") ? .hopByHop : .other
             case 4: return matches(bytes, "host") ? .host : .other
@@ -153,7 +156,7 @@ enum ForwardedHeaders {
         }
 
         /// ASCII case-insensitive equality with a lowercase literal of the same length.
-        private static func matches(_ bytes: UnsafeBufferPointer<UInt8>, _ lowercase: StaticString) -> Bool {
+        private static func matches(_ bytes: UnsafeRawBufferPointer, _ lowercase: StaticString) -> Bool {
             lowercase.withUTF8Buffer { expected in
                 for index in 0..<expected.count where bytes[index] | 0x20 != expected[index] {
                     // `| 0x20` folds letters only; '-' (0x2d) is unchanged by it.
@@ -163,6 +166,10 @@ enum ForwardedHeaders {
             }
         }
     }
+}
+
+private func lower(_ byte: UInt8) -> UInt8 {
+    byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte | 0x20 : byte
 }
 
 extension Substring.UTF8View {

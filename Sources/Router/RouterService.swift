@@ -163,7 +163,8 @@ public final class RouterService: Service {
                                     stream.eventLoop.makeCompletedFuture {
                                         let sync = stream.pipeline.syncOperations
                                         try sync.addHandler(HTTP2FramePayloadToHTTP1ServerCodec())
-                                        try sync.addHandler(ClientHandler(shared: shared, pool: pool, scheme: "https", overLimit: !admitted))
+                                        try sync.addHandler(
+                                            ClientHandler(shared: shared, pool: pool, scheme: "https", output: .http2Stream, overLimit: !admitted))
                                     }
                                 }
                             default:
@@ -179,14 +180,13 @@ public final class RouterService: Service {
 }
 
 extension RouterService {
-    /// The HTTP/1.1 handlers of a client connection, the client handler last.
+    /// The HTTP/1.1 handlers of a client connection: NIO's request decoder, then the client handler,
+    /// which writes responses as bytes (no response encoder). Parse errors reach the client handler,
+    /// which answers 431 or 400 with a request id.
     static func addHTTP1(to channel: any Channel, client: ClientHandler, limits: NIOHTTPDecoderLimitConfiguration) throws {
         let sync = channel.pipeline.syncOperations
         try sync.addHandler(ReadObserver(client: client))
-        // Parse errors reach the client handler, which answers 431 or 400 with a request id.
-        try sync.configureHTTPServerPipeline(
-            withPipeliningAssistance: false, withErrorHandling: false, withOutboundHeaderValidation: false,
-            withEncoderConfiguration: .init(), withDecoderLimitConfiguration: limits)
+        try sync.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes, limitConfiguration: limits)))
         try sync.addHandler(client)
     }
 }
