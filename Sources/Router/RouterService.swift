@@ -1,4 +1,7 @@
 public import Logging
+#if canImport(Glibc)
+import Glibc
+#endif
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
@@ -50,13 +53,15 @@ public final class RouterService: Service {
         let connections = ConnectionRegistry()
         let clients = ClientCounts(limit: shared.configuration.maxConnectionsPerClient)
         var servers: [any Channel] = []
+        var boundPort = port
+        var boundHTTPSPort: Int?
         do {
-            servers.append(try await makeBootstrap(group: group, pools: pools, connections: connections, clients: clients, tls: nil)
-                .bind(host: host, port: port).get())
+            let plain = makeBootstrap(pools: pools, connections: connections, clients: clients, tls: nil)
+            boundPort = try await Self.bindOnEveryLoop(group, host: host, port: port, into: &servers, plain)
             if let https {
                 let tls = try tlsContext(https)
-                servers.append(try await makeBootstrap(group: group, pools: pools, connections: connections, clients: clients, tls: tls)
-                    .bind(host: https.host, port: https.port).get())
+                let secure = makeBootstrap(pools: pools, connections: connections, clients: clients, tls: tls)
+                boundHTTPSPort = try await Self.bindOnEveryLoop(group, host: https.host, port: https.port, into: &servers, secure)
             }
         } catch {
             for server in servers { try? await server.close() }
@@ -64,11 +69,8 @@ public final class RouterService: Service {
             throw error
         }
         let listeners = servers
-        let server = servers[0]
-        let boundPort = server.localAddress?.port ?? port
         shared.logger.info("router listening", metadata: ["address": "\(host):\(boundPort)"])
-        if let https, servers.count > 1 {
-            let bound = servers[1].localAddress?.port ?? https.port
+        if let https, let bound = boundHTTPSPort {
             shared.boundHTTPSPort.withLockedValue { $0 = bound }
             https.onBound(bound)
         }
@@ -111,10 +113,35 @@ public final class RouterService: Service {
         return try NIOSSLContext(configuration: configuration)
     }
 
+    /// One listening socket per event loop on the same port (SO_REUSEPORT), so the kernel spreads new
+    /// connections over the loops and each is accepted on the loop that serves it: no hand-over between
+    /// threads per connection, as nginx's workers each accept their own. A port some other process
+    /// listens on is refused first (SO_REUSEPORT alone would share it with another router of the same
+    /// user). Returns the port bound (the one asked for, or the one port 0 got).
+    private static func bindOnEveryLoop(
+        _ group: MultiThreadedEventLoopGroup, host: String, port: Int, into servers: inout [any Channel],
+        _ bootstrap: @escaping (any EventLoop) -> ServerBootstrap
+    ) async throws -> Int {
+        let loops = Array(group.makeIterator())
+        if port != 0 {
+            let probe = try await ServerBootstrap(group: loops[0])
+                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .bind(host: host, port: port).get()
+            try await probe.close()
+        }
+        var bound = port
+        for loop in loops {
+            let server = try await bootstrap(loop).serverChannelOption(.socketOption(NIOBSDSocket.Option(rawValue: SO_REUSEPORT)), value: 1)
+                .bind(host: host, port: bound).get()
+            servers.append(server)
+            bound = server.localAddress?.port ?? bound
+        }
+        return bound
+    }
+
     private func makeBootstrap(
-        group: MultiThreadedEventLoopGroup, pools: [ObjectIdentifier: BackendPool], connections: ConnectionRegistry,
-        clients: ClientCounts, tls: NIOSSLContext?
-    ) -> ServerBootstrap {
+        pools: [ObjectIdentifier: BackendPool], connections: ConnectionRegistry, clients: ClientCounts, tls: NIOSSLContext?
+    ) -> (any EventLoop) -> ServerBootstrap {
         let shared = self.shared
         let limits = {
             var limits = NIOHTTPDecoderLimitConfiguration()
@@ -123,7 +150,7 @@ public final class RouterService: Service {
             limits.maxHeaderFieldCount = shared.configuration.maxHeaderFields
             return limits
         }()
-        return ServerBootstrap(group: group)
+        return { loop in ServerBootstrap(group: loop)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
@@ -176,6 +203,7 @@ public final class RouterService: Service {
                     })
                 }
             }
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 // The test backend, written to a temporary file and run with python3 by TestBackend.
 let backendScript = #"""
 # Test backend for RouterTests: answers every request with JSON describing it,
-# plus /big?n=N (N bytes, byte i = i % 251), /chunked and /slow?ms=N, and /ws: a
+# plus /big?n=N (N bytes, byte i = i % 251), /chunked, /close, /raw?kind=K, /status?code=N and /slow?ms=N, and /ws: a
 # WebSocket that says "hello" at once, echoes each message, answers a close with
 # a close, and appends each close code it gets to PORT_FILE.closes.
 # Usage: python3 backend.py NAME PORT_FILE [IDLE_TIMEOUT_SECONDS]
@@ -14,6 +14,14 @@ idle_timeout = float(sys.argv[3]) if len(sys.argv) > 3 else None
 connections = 0
 lock = threading.Lock()
 BLOCK = bytes(i % 251 for i in range(251 * 256))
+# /raw?kind=K: bytes written as they are, then the close: a backend breaking HTTP/1.1, or an interim 103 first.
+RAW = {
+    "early-hints": b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    "two-framings": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+    "bare-lf": b"HTTP/1.1 200 OK\nContent-Length: 2\n\nok",
+    "bad-chunk": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\nzz\r\n",
+    "not-http": b"SSH-2.0-OpenSSH_9.2\r\n\r\n",
+}
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -111,6 +119,11 @@ class Handler(BaseHTTPRequestHandler):
             self.send_response(int(query["code"][0]))
             self.send_header("ETag", '"v1"')
             self.end_headers()
+            return
+        if url.path == "/raw":
+            self.wfile.write(RAW[query["kind"][0]])
+            self.wfile.flush()
+            self.close_connection = True
             return
         if url.path == "/close":
             # A body delimited by the close of the connection (no length, not chunked).

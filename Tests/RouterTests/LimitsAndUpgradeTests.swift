@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import NIOCore
 import Router
 import XCTest
@@ -124,6 +125,43 @@ final class LimitsAndUpgradeTests: XCTestCase {
             let after = try connection.request("GET", "/after", host: "shop.localhost")
             XCTAssertEqual(try after.json()["path"] as? String, "/after", "the client's connection outlives the backend's")
         }
+    }
+
+    /// The backend's bytes as the router forwards them: an interim 103 is dropped; a head that breaks
+    /// HTTP/1.1 is a 502 with a request id; a malformed chunk after the head cuts the connection; an
+    /// HTTP/1.0 client gets a chunked body's data only, and the close.
+    func testBackendResponsesForwardedAsBytes() async throws {
+        let web = try backend("shop")
+        let (_, port) = try await startRouter(["shop": [web.endpoint]])
+        try await blocking {
+            let hints = try fetch(port: port, "GET", "/raw?kind=early-hints", host: "shop.localhost")
+            XCTAssertEqual(hints.status, 200)
+            XCTAssertEqual(hints.text, "ok")
+            XCTAssertNotNil(hints.headers["x-request-id"])
+            for kind in ["two-framings", "bare-lf", "not-http"] {
+                let broken = try fetch(port: port, "GET", "/raw?kind=\(kind)", host: "shop.localhost")
+                XCTAssertEqual(broken.status, 502, kind)
+                XCTAssertTrue(broken.text.contains("Request id"), broken.text)
+            }
+            let cut = try TestConnection(port: port)
+            try cut.send("GET /raw?kind=bad-chunk HTTP/1.1\r\nHost: shop.localhost\r\n\r\n")
+            XCTAssertThrowsError(try cut.readResponse(), "a body cut short by the router")
+
+            let old = try TestConnection(port: port)
+            let unchunked = try old.request("GET", "/chunked", host: "shop.localhost", version: "HTTP/1.0")
+            XCTAssertEqual(unchunked.status, 200)
+            XCTAssertNil(unchunked.headers["transfer-encoding"])
+            XCTAssertEqual(try unchunked.json()["path"] as? String, "/chunked")
+            XCTAssertTrue(old.isClosedByPeer())
+            let kept = try TestConnection(port: port)
+            for path in ["/a", "/b"] {
+                let answer = try kept.request("GET", path, host: "shop.localhost", headers: [("Connection", "keep-alive")], version: "HTTP/1.0")
+                XCTAssertEqual(answer.headers["connection"]?.lowercased(), "keep-alive")
+                XCTAssertEqual(try answer.json()["path"] as? String, path)
+            }
+        }
+        let served = try await XCTUnwrap(router).served(count: 9)
+        XCTAssertEqual(served.filter { $0.status == 502 }.count, 3)
     }
 
     /// Host headers with a port, in capitals, with a trailing dot reach the app; an IPv6 literal or no
@@ -255,6 +293,25 @@ final class LimitsAndUpgradeTests: XCTestCase {
             held.removeLast()
             Thread.sleep(forTimeInterval: 0.3)
             XCTAssertEqual(try fetch(port: port, host: "shop.localhost").status, 200)
+        }
+    }
+
+    /// Each event loop listens on the port with SO_REUSEPORT; a second router on a port already served
+    /// is refused (it would otherwise share the connections), and the first goes on serving.
+    func testSecondRouterOnTheSamePortIsRefused() async throws {
+        let web = try backend("shop")
+        let (table, port) = try await startRouter(["shop": [web.endpoint]])
+        var logger = Logger(label: "second-router")
+        logger.logLevel = .critical
+        let second = RouterService(host: "127.0.0.1", port: port, table: table, logger: logger)
+        do {
+            try await second.run()
+            XCTFail("a second router bound port \(port)")
+        } catch {
+            XCTAssertTrue("\(error)".lowercased().contains("address already in use"), "\(error)")
+        }
+        try await blocking {
+            for _ in 0..<4 { XCTAssertEqual(try fetch(port: port, host: "shop.localhost").status, 200) }
         }
     }
 
