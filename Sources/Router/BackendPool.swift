@@ -4,7 +4,8 @@ import NIOHTTP1
 
 /// The backend connections of one event loop: an idle stack per endpoint, plus
 /// the per-loop state of endpoint choice (round-robin counters, backoff after
-/// a failed connect, the id generator).
+/// a failed connect, the id generator), and the loop's client handlers, whose
+/// timeouts one timer checks (one per loop, not one per connection).
 ///
 /// Everything here runs on `eventLoop` only: client handlers of that loop use
 /// it without locks. It is `Sendable` solely so the service can hand each loop
@@ -16,6 +17,9 @@ final class BackendPool: @unchecked Sendable {
     private var counters: [String: Int] = [:]
     private var backoff: [Endpoint: NIODeadline] = [:]
     private var sweeper: RepeatedTask?
+    private var clock: RepeatedTask?
+    /// The client handlers on this loop; each knows its index here (`clockIndex`).
+    private var clients: [ClientHandler] = []
     private var isShutDown = false
     var random = FastRandom()
 
@@ -24,10 +28,32 @@ final class BackendPool: @unchecked Sendable {
         self.configuration = configuration
     }
 
-    func start() {
+    func start(tickPeriod: TimeAmount) {
         let period = TimeAmount.nanoseconds(max(configuration.backendIdleTimeout.nanoseconds / 4, 50_000_000))
         sweeper = eventLoop.scheduleRepeatedTask(initialDelay: period, delay: period) { [self] _ in
             self.sweep()
+        }
+        clock = eventLoop.scheduleRepeatedTask(initialDelay: tickPeriod, delay: tickPeriod) { [self] _ in
+            // A tick may close a connection, which leaves `clients`: the loop walks the array as it was.
+            for client in self.clients { client.tick() }
+        }
+    }
+
+    // MARK: Client timeouts
+
+    func track(_ client: ClientHandler) {
+        guard client.clockIndex == nil else { return }
+        client.clockIndex = clients.count
+        clients.append(client)
+    }
+
+    func untrack(_ client: ClientHandler) {
+        guard let index = client.clockIndex else { return }
+        client.clockIndex = nil
+        let last = clients.removeLast()
+        if last !== client {
+            clients[index] = last
+            last.clockIndex = index
         }
     }
 
@@ -140,6 +166,9 @@ final class BackendPool: @unchecked Sendable {
         isShutDown = true
         sweeper?.cancel()
         sweeper = nil
+        clock?.cancel()
+        clock = nil
+        clients = []
         let stacks = idle.values
         idle = [:]
         for connection in stacks.joined() { connection.close() }

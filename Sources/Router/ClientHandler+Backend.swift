@@ -66,8 +66,14 @@ extension ClientHandler {
         if let connectStartedAt { connectTime = requestSentAt - connectStartedAt }
         connection.write(backendHead)
         for part in replay { forward(part, to: connection) }
-        connection.flush()
-        needsBackendFlush = false
+        if inClientRead {
+            // Flushed when this read of the client's is done: with the body that came with the head, and
+            // never when that body turns out malformed (the exchange fails first and the connection closes).
+            needsBackendFlush = true
+        } else {
+            connection.flush()
+            needsBackendFlush = false
+        }
         if replayBytes > Self.replayLimit {
             replayable = false
             replay.removeAll(keepingCapacity: false)

@@ -48,7 +48,11 @@ final class ClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
     var phase = Phase.idle
     var clientAddress = ""
     var localPort = ""
-    var ticker: RepeatedTask?
+    /// Where the pool's clock keeps this handler while its connection is open (its timeouts are checked
+    /// by `tick`, every `SharedState.tickPeriod`).
+    var clockIndex: Int?
+    /// The connection closed: it is never ticked again.
+    var isClosed = false
 
     // Timers, checked by `tick`.
     var idleSince = NIODeadline.now()
@@ -124,6 +128,8 @@ final class ClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// Set by graceful shutdown: close after the current response.
     var quiescing = false
     var needsBackendFlush = false
+    /// Between a client read's first request part and its end (`channelReadComplete`).
+    var inClientRead = false
     /// Response parts were written to the client since its last flush.
     var needsClientFlush = false
 
@@ -155,8 +161,7 @@ final class ClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        ticker?.cancel()
-        ticker = nil
+        pool.untrack(self)
         self.context = nil
     }
 
@@ -166,15 +171,11 @@ final class ClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func activate(context: ChannelHandlerContext) {
-        guard ticker == nil else { return }
+        guard clockIndex == nil, !isClosed else { return }
         clientAddress = context.channel.remoteAddress?.ipAddress ?? ""
         localPort = context.channel.localAddress?.port.map { String($0) } ?? ""
         idleSince = .now()
-        let period = shared.tickPeriod
-        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
-        ticker = context.eventLoop.scheduleRepeatedTask(initialDelay: period, delay: period) { _ in
-            handler.value.tick()
-        }
+        pool.track(self)
         if overLimit {
             requestID = RequestID.generate(using: &pool.random)
             traceID = requestID
@@ -186,8 +187,8 @@ final class ClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        ticker?.cancel()
-        ticker = nil
+        isClosed = true
+        pool.untrack(self)
         switch phase {
         case .idle, .closing:
             break
@@ -230,6 +231,7 @@ final class ClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
     // MARK: Client → router
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        inClientRead = true
         let part = unwrapInboundIn(data)
         if !pipelined.isEmpty {
             pipelined.append(part)
@@ -264,6 +266,7 @@ final class ClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
+        inClientRead = false
         if needsBackendFlush, let backend {
             needsBackendFlush = false
             backend.flush()

@@ -47,7 +47,7 @@ public final class RouterService: Service {
         for eventLoop in group.makeIterator() {
             let pool = BackendPool(eventLoop: eventLoop, configuration: shared.configuration)
             poolsByLoop[ObjectIdentifier(eventLoop)] = pool
-            eventLoop.execute { pool.start() }
+            eventLoop.execute { [tickPeriod = shared.tickPeriod] in pool.start(tickPeriod: tickPeriod) }
         }
         let pools = poolsByLoop
         let connections = ConnectionRegistry()

@@ -52,10 +52,20 @@ public struct ServedRequest: Sendable {
 
     /// The process name of the endpoint that answered (`web.1` of `APP.web.1-ID`), or nil.
     public var dyno: String? {
-        guard let process = endpoint?.process else { return nil }
-        var name = Substring(process)
-        if let app, name.hasPrefix(app + ".") { name = name.dropFirst(app.utf8.count + 1) }
-        return String(name.split(separator: "-", maxSplits: 1).first ?? name)
+        guard endpoint != nil else { return nil }
+        var out: [UInt8] = []
+        appendDyno(to: &out)
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// `dyno`, appended without making Strings (every router line has one).
+    private func appendDyno(to out: inout [UInt8]) {
+        guard let process = endpoint?.process else { return out += "none".utf8 }
+        var name = Substring(process).utf8
+        if let app, name.starts(with: app.utf8), name.dropFirst(app.utf8.count).first == UInt8(ascii: ".") {
+            name = name.dropFirst(app.utf8.count + 1)
+        }
+        out += name.prefix { $0 != UInt8(ascii: "-") }
     }
 
     /// Heroku's router line: `at=info method=GET path="/" host=… request_id=… fwd="…" dyno=web.1
@@ -89,7 +99,7 @@ public struct ServedRequest: Sendable {
         out += " fwd=\"".utf8
         Self.appendQuoted(client, limit: 64, to: &out)
         out += "\" dyno=".utf8
-        out += (dyno ?? "none").utf8
+        appendDyno(to: &out)
         out += " connect=".utf8
         Self.appendMilliseconds(connect, to: &out)
         out += " service=".utf8
