@@ -153,8 +153,8 @@ public final class RouterService: Service {
         return { loop in ServerBootstrap(group: loop)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-            .childChannelOption(.maxMessagesPerRead, value: 4)
+            // No child options: accepted sockets inherit TCP_NODELAY from the listener (NIO sets it there), and
+            // four reads per wakeup is NIO's default; options set per connection cost a system call each.
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     guard let pool = pools[ObjectIdentifier(channel.eventLoop)] else {
