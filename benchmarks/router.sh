@@ -11,6 +11,8 @@
 #   tls         wrk -c64 over HTTPS (keep-alive): req/s (target >= 0.9x)
 #   websocket   1,000 idle WebSockets plus 100 echoing 10 messages a second (benchmarks/ws_load.py):
 #               resident memory per connection and p99 echo latency
+# Each wrk row also gives each proxy's CPU time (user + system, all threads, from /proc around the
+# run) per request, in microseconds: the cost behind the req/s when both share the machine's cores.
 # Usage: bash benchmarks/router.sh [--rounds 3] [--duration 10s] [--ws-seconds 20] [--rows 'keepalive newconn tls websocket']
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -119,22 +121,40 @@ proxy_pids() {
 
 median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
-# One measurement of ROW for PROXY: two numbers.
+# CPU time (user + system, in clock ticks of 10 ms) of every thread of the given processes.
+cpu_ticks() {
+    local total=0 pid stat
+    for pid in "$@"; do
+        for stat in /proc/"$pid"/task/*/stat; do
+            total=$((total + $(awk '{ print $14 + $15 }' "$stat" 2>/dev/null || echo 0)))
+        done
+    done
+    echo "$total"
+}
+
+# One measurement of ROW for PROXY: req/s (or bytes per connection), p99, and the proxy's CPU
+# microseconds per request (from /proc, around the wrk run; "-" for WebSockets).
 measure() {
-    local row=$1 proxy=$2 port tls
+    local row=$1 proxy=$2 port tls before rps p99 requests
     port=$nginx_port tls=$nginx_tls_port
     [ "$proxy" = router ] && port=$router_port tls=$router_tls_port
+    # shellcheck disable=SC2046
+    before=$(cpu_ticks $(proxy_pids "$proxy"))
     case "$row" in
-    keepalive) run_wrk "http://127.0.0.1:$port/index.html" ;;
-    newconn) run_wrk -H 'Connection: close' "http://127.0.0.1:$port/index.html" ;;
-    tls) run_wrk "https://localhost:$tls/index.html" ;;
+    keepalive) read -r rps p99 < <(run_wrk "http://127.0.0.1:$port/index.html") ;;
+    newconn) read -r rps p99 < <(run_wrk -H 'Connection: close' "http://127.0.0.1:$port/index.html") ;;
+    tls) read -r rps p99 < <(run_wrk "https://localhost:$tls/index.html") ;;
     websocket)
         # shellcheck disable=SC2046
         read -r per_connection p99 echoes failures < <(python3 benchmarks/ws_load.py "$port" ws.localhost 1000 100 10 "$ws_seconds" $(proxy_pids "$proxy"))
         [ "$failures" = 0 ] || echo "$proxy: $failures WebSockets failed ($echoes echoes)" >&2
-        echo "$per_connection $p99"
+        echo "$per_connection $p99 -"
+        return
         ;;
     esac
+    # shellcheck disable=SC2046
+    requests=$(awk '/ requests in / { print $1 }' "$work/wrk.out")
+    echo "$rps $p99 $(( ($(cpu_ticks $(proxy_pids "$proxy")) - before) * 10000 / (requests > 0 ? requests : 1) ))"
 }
 
 # Warm both up.
@@ -142,7 +162,7 @@ for port in "$nginx_port" "$router_port"; do
     wrk -t2 -c64 -d2s -H 'Host: bench.localhost' "http://127.0.0.1:$port/index.html" >/dev/null
 done
 
-printf '%-10s %-6s %-6s %14s %10s\n' row round proxy 'req/s|B/conn' p99_ms
+printf '%-10s %-6s %-6s %14s %10s %8s\n' row round proxy 'req/s|B/conn' p99_ms cpu_us
 for row in $rows; do
     : >"$work/$row.nginx"
     : >"$work/$row.router"
@@ -154,25 +174,31 @@ for row in $rows; do
             wait_for "http://127.0.0.1:$router_port"
         fi
         for proxy in nginx router; do
-            read -r value p99 < <(measure "$row" "$proxy")
-            echo "$value $p99" >>"$work/$row.$proxy"
-            printf '%-10s %-6s %-6s %14s %10s\n' "$row" "$round" "$proxy" "$value" "$p99"
+            read -r value p99 cpu < <(measure "$row" "$proxy")
+            echo "$value $p99 $cpu" >>"$work/$row.$proxy"
+            printf '%-10s %-6s %-6s %14s %10s %8s\n' "$row" "$round" "$proxy" "$value" "$p99" "$cpu"
         done
     done
 done
 
 echo
-printf '%-10s %14s %14s %8s %10s %10s %8s  %s\n' row nginx router ratio nginx_p99 router_p99 ratio target
+printf '%-10s %14s %14s %8s %10s %10s %8s %9s %9s  %s\n' row nginx router ratio nginx_p99 router_p99 ratio nginx_cpu router_cpu target
 for row in $rows; do
     n=$(cut -d' ' -f1 "$work/$row.nginx" | median)
     r=$(cut -d' ' -f1 "$work/$row.router" | median)
     np=$(cut -d' ' -f2 "$work/$row.nginx" | median)
     rp=$(cut -d' ' -f2 "$work/$row.router" | median)
+    nc=-
+    rc=-
+    if [ "$row" != websocket ]; then
+        nc=$(cut -d' ' -f3 "$work/$row.nginx" | median)
+        rc=$(cut -d' ' -f3 "$work/$row.router" | median)
+    fi
     case "$row" in
     keepalive | newconn) target="req/s >= 1.00, p99 <= 1.20" ;;
     tls) target="req/s >= 0.90" ;;
     websocket) target="bytes/connection and p99 echo ms (lower is better)" ;;
     esac
-    awk -v row="$row" -v n="$n" -v r="$r" -v np="$np" -v rp="$rp" -v t="$target" \
-        'BEGIN { printf "%-10s %14.0f %14.0f %8.2f %10.3f %10.3f %8.2f  %s\n", row, n, r, r / n, np, rp, rp / np, t }'
+    awk -v row="$row" -v n="$n" -v r="$r" -v np="$np" -v rp="$rp" -v nc="$nc" -v rc="$rc" -v t="$target" \
+        'BEGIN { printf "%-10s %14.0f %14.0f %8.2f %10.3f %10.3f %8.2f %9s %9s  %s\n", row, n, r, r / n, np, rp, rp / np, nc, rc, t }'
 done

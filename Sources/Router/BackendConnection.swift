@@ -37,8 +37,12 @@ final class BackendConnection: ChannelDuplexHandler, RemovableChannelHandler {
     var generation = 0
     private(set) var isActive = true
     private var readPending = false
-    /// The connection failed (a reset): its close does not end a body that runs until the close.
-    private var failed = false
+    /// The backend closed its side (a read found the end): only that ends a body that runs until the close,
+    /// not a reset or a failed write.
+    private var inputEnded = false
+    /// Whether the backend sent anything in this exchange (an exchange it began answering is not retried
+    /// as if the pooled connection had gone stale).
+    private(set) var answered = false
 
     private var reading = Reading.head
     private var requestWasHEAD = false
@@ -73,6 +77,7 @@ final class BackendConnection: ChannelDuplexHandler, RemovableChannelHandler {
         self.client = client
         self.requestWasHEAD = requestWasHEAD
         exchanges += 1
+        answered = false
         responseKeepAlive = true
         reading = .head
         unchunk = false
@@ -124,6 +129,7 @@ final class BackendConnection: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         var buffer = unwrapInboundIn(data)
+        answered = true
         consume(&buffer, client: client)
     }
 
@@ -134,9 +140,17 @@ final class BackendConnection: ChannelDuplexHandler, RemovableChannelHandler {
             switch reading {
             case .head:
                 if var partial = partialHead {
+                    // Parsed again only once the blank line can be there (a head sent a byte at a time must not
+                    // cost a parse per byte), or at the size limit. Let go first, so the append does not copy.
                     partialHead = nil
+                    let searchFrom = max(partial.readableBytes - 3, 0)
                     partial.writeBuffer(&buffer)
                     buffer = partial
+                    let blankLine = buffer.readableBytesView.dropFirst(searchFrom).firstRange(of: [13, 10, 13, 10]) != nil
+                    guard blankLine || buffer.readableBytes >= ResponseHead.maxLength else {
+                        partialHead = buffer
+                        return
+                    }
                 }
                 let parsed = buffer.withUnsafeReadableBytes { ResponseHead.parse($0, fields: &fields) }
                 switch parsed {
@@ -155,13 +169,13 @@ final class BackendConnection: ChannelDuplexHandler, RemovableChannelHandler {
                     }
                     let framing = head.framing(requestWasHEAD: requestWasHEAD)
                     responseKeepAlive = head.keepAlive && framing != .untilClose
-                    client.backendHead(head, bytes: buffer, framing: framing, from: self)
+                    let bodyTaken = client.backendHead(head, bytes: buffer, framing: framing, from: self)
                     // A 101 or a refused head ends the exchange here.
                     guard self.client === client, head.status != 101 else { return }
-                    buffer.moveReaderIndex(forwardBy: head.length)
+                    buffer.moveReaderIndex(forwardBy: head.length + bodyTaken)
                     switch framing {
                     case .none: return finish(buffer, client: client)
-                    case .length(let length): reading = .length(remaining: length)
+                    case .length(let length): reading = .length(remaining: length - bodyTaken)
                     case .chunked: reading = .chunked; chunks = ChunkedScanner()
                     case .untilClose: reading = .untilClose
                     }
@@ -221,7 +235,7 @@ final class BackendConnection: ChannelDuplexHandler, RemovableChannelHandler {
             pool.remove(self)
             return
         }
-        if case .untilClose = reading, !failed {
+        if case .untilClose = reading, inputEnded {
             // The close is the end of a body without framing.
             responseKeepAlive = false
             reading = .head
@@ -234,8 +248,18 @@ final class BackendConnection: ChannelDuplexHandler, RemovableChannelHandler {
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         // The close that follows reports the failure to the exchange, if any.
-        failed = true
         close()
+    }
+
+    /// The backend's end of the stream (half-closure is allowed on backend channels, so the end is told
+    /// apart from a reset): the connection closes, which ends a body that runs until the close.
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? ChannelEvent, case .inputClosed = event {
+            inputEnded = true
+            close()
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
     }
 
     func read(context: ChannelHandlerContext) {

@@ -50,6 +50,7 @@ final class BackendPool: @unchecked Sendable {
     func untrack(_ client: ClientHandler) {
         guard let index = client.clockIndex else { return }
         client.clockIndex = nil
+        guard index < clients.count, clients[index] === client else { return }
         let last = clients.removeLast()
         if last !== client {
             clients[index] = last
@@ -92,6 +93,8 @@ final class BackendPool: @unchecked Sendable {
         let bootstrap = ClientBootstrap(group: eventLoop)
             .connectTimeout(configuration.connectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            // The backend's end of the stream arrives as an event: a body that runs until the close is whole only then.
+            .channelOption(.allowRemoteHalfClosure, value: true)
             .channelInitializer { [unowned self] channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(BackendConnection(endpoint: endpoint, pool: self))
@@ -168,6 +171,7 @@ final class BackendPool: @unchecked Sendable {
         sweeper = nil
         clock?.cancel()
         clock = nil
+        for client in clients { client.clockIndex = nil }
         clients = []
         let stacks = idle.values
         idle = [:]

@@ -10,6 +10,8 @@ struct ChunkedScanner {
 
     private enum State {
         case size
+        /// Spaces after the size: only an extension (`;`) may follow them.
+        case sizeSpace
         case extensions
         case sizeLF
         case data(Int)
@@ -42,11 +44,19 @@ struct ChunkedScanner {
                     digits += 1
                     guard digits <= 15 else { throw Invalid() }
                     size = size << 4 | value
-                } else if digits > 0, byte == UInt8(ascii: ";") || byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") {
+                } else if digits > 0, byte == UInt8(ascii: ";") {
                     state = .extensions
+                } else if digits > 0, byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") {
+                    state = .sizeSpace
                 } else if digits > 0, byte == UInt8(ascii: "\r") {
                     state = .sizeLF
                 } else {
+                    throw Invalid()
+                }
+            case .sizeSpace:
+                if byte == UInt8(ascii: ";") {
+                    state = .extensions
+                } else if byte != UInt8(ascii: " ") && byte != UInt8(ascii: "\t") {
                     throw Invalid()
                 }
             case .extensions:

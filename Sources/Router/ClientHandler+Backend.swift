@@ -109,8 +109,10 @@ extension ClientHandler {
     // MARK: Backend → client
 
     /// The backend's response head: forwarded, or a 101 that turns the exchange into a splice.
-    func backendHead(_ head: ResponseHead, bytes: ByteBuffer, framing: ResponseHead.Framing, from connection: BackendConnection) {
-        guard connection === backend, let context, case .awaitingResponse = phase else { return }
+    /// Returns how many bytes of the body went out with the head (a small body that came whole with it).
+    @discardableResult
+    func backendHead(_ head: ResponseHead, bytes: ByteBuffer, framing: ResponseHead.Framing, from connection: BackendConnection) -> Int {
+        guard connection === backend, let context, case .awaitingResponse = phase else { return 0 }
         if head.status == 101 {
             guard let upgrade else {
                 // A 101 nobody asked for: the stream cannot be understood any more.
@@ -118,16 +120,18 @@ extension ClientHandler {
                 pool.release(connection, reusable: false, snapshot: snapshot)
                 gatewayError = .connectionClosed
                 fail(.badGateway(app: app ?? ""))
-                return
+                return 0
             }
             switchProtocols(head, bytes: bytes, to: upgrade, on: connection, context: context)
-            return
+            return 0
         }
         phase = .streamingResponse
         replay.removeAll(keepingCapacity: true)
         status = head.status
-        forwardHead(head, bytes: bytes, framing: framing, connection: connection, context: context)
+        let bodyTaken = forwardHead(head, bytes: bytes, framing: framing, connection: connection, context: context)
+        sentBytes += bodyTaken
         needsClientFlush = true
+        return bodyTaken
     }
 
     func backendBody(_ buffer: ByteBuffer) {
@@ -186,7 +190,8 @@ extension ClientHandler {
         switch phase {
         case .awaitingResponse:
             gatewayError = .connectionClosed
-            retryOrFail(staleConnection: connection.exchanges > 1)
+            // A pooled connection the backend had closed (it sent nothing): the request goes again, whatever it is.
+            retryOrFail(staleConnection: connection.exchanges > 1 && !connection.answered)
         case .streamingResponse:
             exchangeError = .connectionClosed
             // Part of the response is out: the client can only learn of the failure by a close.

@@ -31,10 +31,14 @@ extension ClientHandler {
     /// The backend's head, as the client gets it: hop-by-hop fields out; the request ids and the
     /// client's own framing and connection fields in. Decides how the body goes on (`rechunk`,
     /// `BackendConnection.unchunk`) and whether the client's connection outlives the response.
+    /// A body up to this size that came whole with its head goes out in the head's buffer: one write.
+    static let bodyWithHeadLimit = 16 << 10
+
+    /// Returns how many bytes of the body went out with the head.
     func forwardHead(
         _ head: ResponseHead, bytes: ByteBuffer, framing: ResponseHead.Framing, connection: BackendConnection,
         context: ChannelHandlerContext
-    ) {
+    ) -> Int {
         rechunk = false
         switch output {
         case .http2Stream:
@@ -44,6 +48,7 @@ extension ClientHandler {
             if traceID != requestID { headers.add(name: "kbuild-request-id", value: traceID) }
             let status = HTTPResponseStatus(statusCode: head.status)
             context.write(NIOAny(HTTPServerResponsePart.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
+            return 0
         case .http1:
             var keepAliveField = false
             if isHTTP10 {
@@ -57,13 +62,19 @@ extension ClientHandler {
                 rechunk = true
             }
             if quiescing { clientKeepAlive = false }
-            var out = context.channel.allocator.buffer(capacity: head.length + 160)
+            var body = 0
+            if case .length(let length) = framing, length <= Self.bodyWithHeadLimit, bytes.readableBytes - head.length >= length {
+                body = length
+            }
+            var out = context.channel.allocator.buffer(capacity: head.length + 160 + body)
             bytes.withUnsafeReadableBytes { raw in
                 head.write(from: raw, into: &out, http10: isHTTP10, keepTransferEncoding: !isHTTP10, keepUpgrade: false) { out in
                     self.writeTrailingFields(into: &out, keepAlive: keepAliveField)
                 }
+                if body > 0 { out.writeBytes(UnsafeRawBufferPointer(rebasing: raw[head.length..<(head.length + body)])) }
             }
             context.write(NIOAny(out), promise: nil)
+            return body
         }
     }
 

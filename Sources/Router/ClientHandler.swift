@@ -346,7 +346,10 @@ final class ClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
             let settings = snapshot.settings[name]
             requestTimeout = settings?.requestTimeout.map { .seconds(Int64($0)) } ?? shared.configuration.requestTimeout
             bodyLimit = settings?.bodyLimit ?? shared.configuration.bodyLimit
-            if let length = request.contentLength.flatMap({ Int($0) }), length > bodyLimit {
+            if !request.contentLengthValid {
+                clientKeepAlive = false
+                phase = .answering(.badRequest("The Content-Length is not one decimal number."))
+            } else if let length = request.contentLength, length > bodyLimit {
                 phase = .answering(.bodyTooLarge(app: name, limit: bodyLimit))
             } else if scheme == "http", settings?.redirectHTTPS == true, let httpsPort = shared.httpsPort,
                       let bare = HostName.parse(host), upgrade == nil {
@@ -372,7 +375,7 @@ final class ClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
             // are answered at the end of their body (the connection stays open),
             // or when the header timeout has passed (`tick`), however slowly it comes.
             let tooLarge = { if case .bodyTooLarge = page { true } else { false } }()
-            if request.expectsContinue || !framingOK || tooLarge {
+            if request.expectsContinue || !framingOK || tooLarge || !request.contentLengthValid {
                 clientKeepAlive = false
                 answer(page)
             }
@@ -460,7 +463,12 @@ final class ClientHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case .awaitingResponse, .streamingResponse:
             guard let backend else { return }
             forward(part, to: backend)
-            needsBackendFlush = true
+            if inClientRead {
+                needsBackendFlush = true
+            } else {
+                // A pipelined request's parts, replayed from the queue when the response before it ended.
+                backend.flush()
+            }
             if replayable, case .awaitingResponse = phase {
                 replayBytes += bytes
                 if replayBytes > Self.replayLimit {

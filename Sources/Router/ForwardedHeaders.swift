@@ -14,8 +14,10 @@ enum ForwardedHeaders {
         var expectsContinue = false
         /// The protocol asked for by `Connection: upgrade` with `Upgrade: …` (a WebSocket), nil otherwise.
         var upgrade: String?
-        /// The body's framing, as the head gives it.
-        var contentLength: String?
+        /// The body's framing, as the head gives it: a length (nil when none was sent), whether it is a plain
+        /// decimal number (HTTP/2's codec lets `+5` and `5, 5` through; a backend gets only the number), chunked.
+        var contentLength: Int?
+        var contentLengthValid = true
         var chunked = false
         /// Names listed in `Connection` beyond close, keep-alive and upgrade: hop-by-hop fields too.
         var connectionTokens: [Substring] = []
@@ -46,7 +48,10 @@ enum ForwardedHeaders {
             case .transferEncoding:
                 result.chunked = true
             case .contentLength:
-                result.contentLength = value
+                let length = value.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }) && value.utf8.count <= 18
+                    ? Int(value) : nil
+                if length == nil || (result.contentLength != nil && result.contentLength != length) { result.contentLengthValid = false }
+                result.contentLength = result.contentLength ?? length
             case .hopByHop, .forwardedProto, .forwardedPort, .forwardedHost, .other:
                 continue
             }
@@ -69,6 +74,11 @@ enum ForwardedHeaders {
         out.writeString(uri)
         out.writeStaticString(" HTTP/1.1\r\n")
         var wroteTransferEncoding = false
+        if let length = request.contentLength {
+            out.writeStaticString("content-length: ")
+            out.writeString(String(length))
+            out.writeStaticString("\r\n")
+        }
         for (name, value) in headers {
             switch Name(name) {
             case .transferEncoding:
@@ -76,7 +86,7 @@ enum ForwardedHeaders {
                 wroteTransferEncoding = true
                 out.writeStaticString("transfer-encoding: chunked\r\n")
                 continue
-            case .contentLength, .other:
+            case .other:
                 if !request.connectionTokens.isEmpty,
                    request.connectionTokens.contains(where: { $0.utf8.elementsEqual(name.utf8, by: { lower($0) == lower($1) }) }) {
                     continue

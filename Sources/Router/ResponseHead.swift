@@ -83,6 +83,7 @@ struct ResponseHead {
             return .invalid("a control byte in the status line")
         }
         let status = (9..<12).reduce(0) { $0 * 10 + Int(bytes[$1] - UInt8(ascii: "0")) }
+        guard (100...599).contains(status) else { return .invalid("status code \(status)") }
         var head = ResponseHead(
             status: status, isHTTP11: bytes[7] == UInt8(ascii: "1"), length: 0, statusText: 9..<statusEnd, fields: [])
         var start = statusEnd + 2
@@ -119,9 +120,10 @@ struct ResponseHead {
                 if let earlier = head.contentLength, earlier != length { return .invalid("two different Content-Lengths") }
                 head.contentLength = length
             case .transferEncoding:
-                // The last coding decides: only a body whose last coding is chunked has an end of its own.
+                // Only a body whose last coding is chunked (and chunked once) has an end of its own. Codings are
+                // split at commas only, as llhttp and browsers split them: `gzip chunked` is not chunked.
                 head.transferCoded = true
-                head.chunked = lastTokenIsChunked(bytes, value)
+                guard head.readCodings(bytes, value) else { return .invalid("a malformed Transfer-Encoding") }
             case .connection:
                 head.readConnection(bytes, value)
             default:
@@ -132,6 +134,10 @@ struct ResponseHead {
         }
         if head.transferCoded, head.contentLength != nil {
             return .invalid("both Content-Length and Transfer-Encoding")
+        }
+        if head.transferCoded, !head.chunked {
+            // A body read until the close, in a coding a client may not know: never passed on.
+            return .invalid("a Transfer-Encoding that does not end in chunked")
         }
         head.fields = fields
         return .head(head)
@@ -242,12 +248,26 @@ struct ResponseHead {
         return value
     }
 
-    private static func lastTokenIsChunked(_ bytes: UnsafeRawBufferPointer, _ range: Range<Int>) -> Bool {
-        var end = range.upperBound
-        while end > range.lowerBound, isSpace(bytes[end - 1]) { end -= 1 }
-        var start = end
-        while start > range.lowerBound, bytes[start - 1] != UInt8(ascii: ","), !isSpace(bytes[start - 1]) { start -= 1 }
-        return equals(bytes, start..<end, "chunked")
+    /// One Transfer-Encoding field: a comma-separated list of codings. Whether it is well formed (tokens,
+    /// `chunked` only last and once); `chunked` says whether the last coding so far is chunked.
+    private mutating func readCodings(_ bytes: UnsafeRawBufferPointer, _ value: Range<Int>) -> Bool {
+        var start = value.lowerBound
+        while start <= value.upperBound {
+            var end = start
+            while end < value.upperBound, bytes[end] != UInt8(ascii: ",") { end += 1 }
+            var tokenStart = start
+            var tokenEnd = end
+            while tokenStart < tokenEnd, Self.isSpace(bytes[tokenStart]) { tokenStart += 1 }
+            while tokenEnd > tokenStart, Self.isSpace(bytes[tokenEnd - 1]) { tokenEnd -= 1 }
+            if tokenStart < tokenEnd {
+                guard (tokenStart..<tokenEnd).allSatisfy({ Self.isTokenByte(bytes[$0]) }) else { return false }
+                // Nothing may follow chunked.
+                if chunked { return false }
+                chunked = Self.equals(bytes, tokenStart..<tokenEnd, "chunked")
+            }
+            start = end + 1
+        }
+        return true
     }
 
     private static func matches(_ bytes: UnsafeRawBufferPointer, at offset: Int, _ literal: StaticString) -> Bool {

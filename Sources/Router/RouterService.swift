@@ -117,18 +117,14 @@ public final class RouterService: Service {
     /// connections over the loops and each is accepted on the loop that serves it: no hand-over between
     /// threads per connection, as nginx's workers each accept their own. A port some other process
     /// listens on is refused first (SO_REUSEPORT alone would share it with another router of the same
-    /// user). Returns the port bound (the one asked for, or the one port 0 got).
+    /// user; one binding the port in the instant between the check and the listeners still could).
+    /// Returns the port bound (the one asked for, or the one port 0 got).
     private static func bindOnEveryLoop(
         _ group: MultiThreadedEventLoopGroup, host: String, port: Int, into servers: inout [any Channel],
         _ bootstrap: @escaping (any EventLoop) -> ServerBootstrap
     ) async throws -> Int {
         let loops = Array(group.makeIterator())
-        if port != 0 {
-            let probe = try await ServerBootstrap(group: loops[0])
-                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-                .bind(host: host, port: port).get()
-            try await probe.close()
-        }
+        if port != 0 { try refuseIfListened(host: host, port: port) }
         var bound = port
         for loop in loops {
             let server = try await bootstrap(loop).serverChannelOption(.socketOption(NIOBSDSocket.Option(rawValue: SO_REUSEPORT)), value: 1)
@@ -137,6 +133,19 @@ public final class RouterService: Service {
             bound = server.localAddress?.port ?? bound
         }
         return bound
+    }
+
+    /// Binds (without listening) a socket without SO_REUSEPORT to `host:port`: the bind fails when another
+    /// socket listens there.
+    private static func refuseIfListened(host: String, port: Int) throws {
+        let address = try SocketAddress.makeAddressResolvingHost(host, port: port)
+        let fd = socket(Int32(address.protocol.rawValue), Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw IOError(errnoCode: errno, reason: "socket") }
+        defer { close(fd) }
+        var one: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        let bound = address.withSockAddr { pointer, size in bind(fd, pointer, socklen_t(size)) }
+        guard bound == 0 else { throw IOError(errnoCode: errno, reason: "bind(\(host):\(port))") }
     }
 
     private func makeBootstrap(

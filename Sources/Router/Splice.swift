@@ -181,6 +181,11 @@ final class SpliceHandler: ChannelDuplexHandler {
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         // The router shuts down: WebSockets are told it is going away.
         if event is ChannelShouldQuiesceEvent { splice.goAway() }
+        // A backend channel allows half-closure (for bodies that end with the close): its end ends the splice.
+        if let event = event as? ChannelEvent, case .inputClosed = event {
+            close()
+            return
+        }
         context.fireUserInboundEventTriggered(event)
     }
 

@@ -21,6 +21,7 @@ RAW = {
     "bare-lf": b"HTTP/1.1 200 OK\nContent-Length: 2\n\nok",
     "bad-chunk": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\nzz\r\n",
     "not-http": b"SSH-2.0-OpenSSH_9.2\r\n\r\n",
+    "dribble": b"HTTP/1.1 200 OK\r\nX-Slow: 1\r\nContent-Length: 2\r\n\r\nok",
 }
 
 
@@ -121,8 +122,13 @@ class Handler(BaseHTTPRequestHandler):
             self.end_headers()
             return
         if url.path == "/raw":
-            self.wfile.write(RAW[query["kind"][0]])
-            self.wfile.flush()
+            kind = query["kind"][0]
+            # "dribble": a byte at a time, each in a segment of its own.
+            for piece in ([bytes([b]) for b in RAW[kind]] if kind == "dribble" else [RAW[kind]]):
+                self.wfile.write(piece)
+                self.wfile.flush()
+                if kind == "dribble":
+                    time.sleep(0.002)
             self.close_connection = True
             return
         if url.path == "/close":

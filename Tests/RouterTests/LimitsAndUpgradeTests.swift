@@ -138,6 +138,10 @@ final class LimitsAndUpgradeTests: XCTestCase {
             XCTAssertEqual(hints.status, 200)
             XCTAssertEqual(hints.text, "ok")
             XCTAssertNotNil(hints.headers["x-request-id"])
+            let dribbled = try fetch(port: port, "GET", "/raw?kind=dribble", host: "shop.localhost")
+            XCTAssertEqual(dribbled.status, 200)
+            XCTAssertEqual(dribbled.headers["x-slow"], "1")
+            XCTAssertEqual(dribbled.text, "ok")
             for kind in ["two-framings", "bare-lf", "not-http"] {
                 let broken = try fetch(port: port, "GET", "/raw?kind=\(kind)", host: "shop.localhost")
                 XCTAssertEqual(broken.status, 502, kind)
@@ -153,6 +157,16 @@ final class LimitsAndUpgradeTests: XCTestCase {
             XCTAssertNil(unchunked.headers["transfer-encoding"])
             XCTAssertEqual(try unchunked.json()["path"] as? String, "/chunked")
             XCTAssertTrue(old.isClosedByPeer())
+            // Pipelined requests with bodies: each body reaches the backend once the response before it ended.
+            let pipelined = try TestConnection(port: port)
+            try pipelined.send(
+                "POST /one HTTP/1.1\r\nHost: shop.localhost\r\nContent-Length: 3\r\n\r\nabc"
+                    + "POST /two HTTP/1.1\r\nHost: shop.localhost\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nwxyz\r\n0\r\n\r\n")
+            for (path, bytes) in [("/one", 3), ("/two", 4)] {
+                let answer = try pipelined.readResponse(method: "POST")
+                XCTAssertEqual(try answer.json()["path"] as? String, path)
+                XCTAssertEqual(try answer.json()["bodyBytes"] as? Int, bytes)
+            }
             let kept = try TestConnection(port: port)
             for path in ["/a", "/b"] {
                 let answer = try kept.request("GET", path, host: "shop.localhost", headers: [("Connection", "keep-alive")], version: "HTTP/1.0")
@@ -160,7 +174,7 @@ final class LimitsAndUpgradeTests: XCTestCase {
                 XCTAssertEqual(try answer.json()["path"] as? String, path)
             }
         }
-        let served = try await XCTUnwrap(router).served(count: 9)
+        let served = try await XCTUnwrap(router).served(count: 12)
         XCTAssertEqual(served.filter { $0.status == 502 }.count, 3)
     }
 
