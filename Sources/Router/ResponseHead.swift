@@ -196,15 +196,7 @@ struct ResponseHead {
     }
 
     private mutating func readConnection(_ bytes: UnsafeRawBufferPointer, _ value: Range<Int>) {
-        var start = value.lowerBound
-        while start <= value.upperBound {
-            var end = start
-            while end < value.upperBound, bytes[end] != UInt8(ascii: ",") { end += 1 }
-            var tokenStart = start
-            var tokenEnd = end
-            while tokenStart < tokenEnd, Self.isSpace(bytes[tokenStart]) { tokenStart += 1 }
-            while tokenEnd > tokenStart, Self.isSpace(bytes[tokenEnd - 1]) { tokenEnd -= 1 }
-            let token = tokenStart..<tokenEnd
+        _ = Self.forEachElement(bytes, value) { token in
             if Self.equals(bytes, token, "close") {
                 connectionClose = true
             } else if Self.equals(bytes, token, "keep-alive") {
@@ -214,8 +206,39 @@ struct ResponseHead {
                 // A token never removes a field that frames the body.
                 connectionTokens.append(token)
             }
+            return true
+        }
+    }
+
+    /// One Transfer-Encoding field: a comma-separated list of codings. Whether it is well formed (tokens,
+    /// `chunked` only last and once); `chunked` says whether the last coding so far is chunked.
+    private mutating func readCodings(_ bytes: UnsafeRawBufferPointer, _ value: Range<Int>) -> Bool {
+        Self.forEachElement(bytes, value) { coding in
+            guard !coding.isEmpty else { return true }
+            // Nothing may follow chunked.
+            guard coding.allSatisfy({ Self.isTokenByte(bytes[$0]) }), !chunked else { return false }
+            chunked = Self.equals(bytes, coding, "chunked")
+            return true
+        }
+    }
+
+    /// Calls `body` with each element of a comma-separated list (RFC 9110 §5.6.1), spaces around it
+    /// trimmed, empty ones too, until it returns false; returns whether it never did.
+    private static func forEachElement(
+        _ bytes: UnsafeRawBufferPointer, _ value: Range<Int>, _ body: (Range<Int>) -> Bool
+    ) -> Bool {
+        var start = value.lowerBound
+        while start <= value.upperBound {
+            var end = start
+            while end < value.upperBound, bytes[end] != UInt8(ascii: ",") { end += 1 }
+            var elementStart = start
+            var elementEnd = end
+            while elementStart < elementEnd, isSpace(bytes[elementStart]) { elementStart += 1 }
+            while elementEnd > elementStart, isSpace(bytes[elementEnd - 1]) { elementEnd -= 1 }
+            guard body(elementStart..<elementEnd) else { return false }
             start = end + 1
         }
+        return true
     }
 
     // MARK: Bytes
@@ -246,28 +269,6 @@ struct ResponseHead {
             value = value * 10 + Int(bytes[index] - UInt8(ascii: "0"))
         }
         return value
-    }
-
-    /// One Transfer-Encoding field: a comma-separated list of codings. Whether it is well formed (tokens,
-    /// `chunked` only last and once); `chunked` says whether the last coding so far is chunked.
-    private mutating func readCodings(_ bytes: UnsafeRawBufferPointer, _ value: Range<Int>) -> Bool {
-        var start = value.lowerBound
-        while start <= value.upperBound {
-            var end = start
-            while end < value.upperBound, bytes[end] != UInt8(ascii: ",") { end += 1 }
-            var tokenStart = start
-            var tokenEnd = end
-            while tokenStart < tokenEnd, Self.isSpace(bytes[tokenStart]) { tokenStart += 1 }
-            while tokenEnd > tokenStart, Self.isSpace(bytes[tokenEnd - 1]) { tokenEnd -= 1 }
-            if tokenStart < tokenEnd {
-                guard (tokenStart..<tokenEnd).allSatisfy({ Self.isTokenByte(bytes[$0]) }) else { return false }
-                // Nothing may follow chunked.
-                if chunked { return false }
-                chunked = Self.equals(bytes, tokenStart..<tokenEnd, "chunked")
-            }
-            start = end + 1
-        }
-        return true
     }
 
     private static func matches(_ bytes: UnsafeRawBufferPointer, at offset: Int, _ literal: StaticString) -> Bool {
