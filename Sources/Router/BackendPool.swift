@@ -1,6 +1,5 @@
 import NIOCore
 import NIOPosix
-import NIOHTTP1
 
 /// The backend connections of one event loop: an idle stack per endpoint, plus
 /// the per-loop state of endpoint choice (round-robin counters, backoff after
