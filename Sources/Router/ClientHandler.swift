@@ -3,7 +3,8 @@ import NIOCore
 import NIOHTTP1
 
 /// The proxy for one client connection: the last handler of its pipeline,
-/// after NIO's HTTP server handlers (which hand it one request at a time).
+/// after NIO's request decoder (which hands it one request at a time; an HTTP/2
+/// stream's codec on HTTPS).
 ///
 /// For each request it resolves the Host header to a route, then either
 /// answers with the router's own page or runs an exchange with a backend
