@@ -1,3 +1,5 @@
+import NIOCore
+
 /// Follows a chunked body (RFC 9112 §7.1) through the bytes as they arrive, without copying them:
 /// it finds where the body ends, and where its data is for a client that needs it unchunked.
 ///
@@ -113,5 +115,13 @@ struct ChunkedScanner {
         case UInt8(ascii: "A")...UInt8(ascii: "F"): Int(byte - UInt8(ascii: "A") + 10)
         default: nil
         }
+    }
+}
+
+extension ChunkedScanner {
+    /// The size line of a chunk the router writes itself (a request body it chunks again, a body
+    /// without framing chunked for an HTTP/1.1 client): `1a\r\n`.
+    static func sizeLine(_ count: Int) -> ByteBuffer {
+        ByteBuffer(string: String(count, radix: 16) + "\r\n")
     }
 }

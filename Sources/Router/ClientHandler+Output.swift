@@ -78,8 +78,9 @@ extension ClientHandler {
         }
     }
 
-    /// The fields the router adds to every response it forwards.
-    private func writeTrailingFields(into out: inout ByteBuffer, keepAlive: Bool) {
+    /// The request ids every forwarded response carries: the one the app saw, and the router's own when
+    /// the client chose the other.
+    private func writeRequestIDs(into out: inout ByteBuffer) {
         out.writeStaticString("x-request-id: ")
         out.writeString(requestID)
         out.writeStaticString("\r\n")
@@ -88,6 +89,11 @@ extension ClientHandler {
             out.writeString(traceID)
             out.writeStaticString("\r\n")
         }
+    }
+
+    /// The fields the router adds to every response it forwards.
+    private func writeTrailingFields(into out: inout ByteBuffer, keepAlive: Bool) {
+        writeRequestIDs(into: &out)
         if rechunk { out.writeStaticString("transfer-encoding: chunked\r\n") }
         if !clientKeepAlive {
             out.writeStaticString("connection: close\r\n")
@@ -101,14 +107,8 @@ extension ClientHandler {
         var out = allocator.buffer(capacity: head.length + 128)
         bytes.withUnsafeReadableBytes { raw in
             head.write(from: raw, into: &out, http10: false, keepTransferEncoding: false, keepUpgrade: true) { out in
-                out.writeStaticString("connection: upgrade\r\nx-request-id: ")
-                out.writeString(self.requestID)
-                out.writeStaticString("\r\n")
-                if self.traceID != self.requestID {
-                    out.writeStaticString("kbuild-request-id: ")
-                    out.writeString(self.traceID)
-                    out.writeStaticString("\r\n")
-                }
+                out.writeStaticString("connection: upgrade\r\n")
+                self.writeRequestIDs(into: &out)
             }
         }
         return out
@@ -122,7 +122,7 @@ extension ClientHandler {
             context.write(NIOAny(HTTPServerResponsePart.body(.byteBuffer(buffer))), promise: nil)
         case .http1 where rechunk:
             guard buffer.readableBytes > 0 else { return }
-            context.write(NIOAny(ByteBuffer(string: String(buffer.readableBytes, radix: 16) + "\r\n")), promise: nil)
+            context.write(NIOAny(ChunkedScanner.sizeLine(buffer.readableBytes)), promise: nil)
             context.write(NIOAny(buffer), promise: nil)
             context.write(NIOAny(ByteBuffer(staticString: "\r\n")), promise: nil)
         case .http1:

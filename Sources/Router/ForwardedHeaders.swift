@@ -88,7 +88,7 @@ enum ForwardedHeaders {
                 continue
             case .other:
                 if !request.connectionTokens.isEmpty,
-                   request.connectionTokens.contains(where: { $0.utf8.elementsEqual(name.utf8, by: { lower($0) == lower($1) }) }) {
+                   request.connectionTokens.contains(where: { $0.utf8.elementsEqual(name.utf8, by: { $0.asciiLowercased == $1.asciiLowercased }) }) {
                     continue
                 }
             default:
@@ -178,8 +178,9 @@ enum ForwardedHeaders {
     }
 }
 
-private func lower(_ byte: UInt8) -> UInt8 {
-    byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte | 0x20 : byte
+extension UInt8 {
+    /// The byte with ASCII letters folded to lowercase (header names compare case-insensitively).
+    var asciiLowercased: UInt8 { self >= UInt8(ascii: "A") && self <= UInt8(ascii: "Z") ? self | 0x20 : self }
 }
 
 extension Substring.UTF8View {
@@ -187,10 +188,7 @@ extension Substring.UTF8View {
     fileprivate func equalsIgnoringASCIICase(_ lowercase: StaticString) -> Bool {
         guard count == lowercase.utf8CodeUnitCount else { return false }
         return lowercase.withUTF8Buffer { expected in
-            zip(self, expected).allSatisfy { pair in
-                let folded = pair.0 >= UInt8(ascii: "A") && pair.0 <= UInt8(ascii: "Z") ? pair.0 | 0x20 : pair.0
-                return folded == pair.1
-            }
+            zip(self, expected).allSatisfy { $0.asciiLowercased == $1 }
         }
     }
 }

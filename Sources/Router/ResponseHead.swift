@@ -159,7 +159,7 @@ struct ResponseHead {
             guard !connectionTokens.isEmpty else { return true }
             let name = UnsafeRawBufferPointer(rebasing: bytes[field.name])
             return !connectionTokens.contains { token in
-                token.count == name.count && zip(bytes[token], name).allSatisfy { lowercased($0) == lowercased($1) }
+                token.count == name.count && zip(bytes[token], name).allSatisfy { $0.asciiLowercased == $1.asciiLowercased }
             }
         }
     }
@@ -280,7 +280,7 @@ struct ResponseHead {
     /// ASCII case-insensitive equality with a lowercase literal.
     static func equals(_ bytes: UnsafeRawBufferPointer, _ range: Range<Int>, _ lowercase: StaticString) -> Bool {
         lowercase.withUTF8Buffer { expected in
-            range.count == expected.count && expected.indices.allSatisfy { lowercased(bytes[range.lowerBound + $0]) == expected[$0] }
+            range.count == expected.count && expected.indices.allSatisfy { bytes[range.lowerBound + $0].asciiLowercased == expected[$0] }
         }
     }
 
@@ -302,8 +302,4 @@ struct ResponseHead {
             return false
         }
     }
-}
-
-private func lowercased(_ byte: UInt8) -> UInt8 {
-    byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte | 0x20 : byte
 }

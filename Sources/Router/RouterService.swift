@@ -1,7 +1,5 @@
 public import Logging
-#if canImport(Glibc)
 import Glibc
-#endif
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
